@@ -1,0 +1,38 @@
+/* The audit log (design.md §8): one JSON line per decision and per account event, written
+ * before the reply it records. This first version has no hash chain yet. */
+#pragma once
+
+#include <stdint.h>
+
+#include "peer.h"
+#include "secret.h"
+
+struct audit;
+
+struct audit_record {
+        const char *event;       /* issue, deny, refresh, refresh_failed, reauth_required, ... */
+        const struct peer *peer; /* NULL for account events */
+        const char *profile;
+        const char *account;
+        const char *scope_key; /* space separated; logged as an array */
+        const char *decision;  /* allow or deny */
+        const char *rule;      /* file:line that decided */
+        const char *reason;
+        const char *fingerprint; /* of the token issued */
+        uint64_t expires_at;     /* unix seconds, 0 if none */
+        uint64_t generation;     /* refresh-token generation after a rotation, 0 if none */
+        const char *error;       /* upstream failure, one sentence */
+};
+
+/* Opens (creating 0600) the log for appending; the sequence number continues from its last
+ * line. key fingerprints tokens and is copied. */
+int audit_open(const char *path, const struct secret *key, struct audit **ret);
+void audit_close(struct audit *a);
+
+/* Appends one record with a single write(). A failure means the caller must not send what the
+ * record describes. */
+int audit_write(struct audit *a, const struct audit_record *r);
+
+/* First 16 hex characters of HMAC-SHA-256(per-install key, token): lets an auditor match a token
+ * seen elsewhere without the log ever holding one. */
+void audit_fingerprint(const struct audit *a, const struct secret *token, char out[static 17]);

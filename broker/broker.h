@@ -1,0 +1,82 @@
+/* The broker's shared state and the objects that live in its event loop. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "account.h"
+#include "audit.h"
+#include "buf.h"
+#include "config.h"
+#include "event.h"
+#include "idp.h"
+#include "peer.h"
+#include "policy.h"
+#include "store.h"
+#include "token-cache.h"
+#include "wire.h"
+
+#define BROKER_MAX_CONNECTIONS 1024
+#define CONNECTION_IN_MAX      (WIRE_HEADER_SIZE + WIRE_FRAME_MAX)
+#define CONNECTION_OUT_MAX     (1024 * 1024)
+/* Stop reading a peer that does not read its replies. */
+#define CONNECTION_OUT_HIGH_WATER (256 * 1024)
+
+struct broker {
+        struct config *config;
+        int epfd;
+        struct watch listener;
+        struct watch signals;
+        struct store *store;
+        struct policy_set *policy;
+        struct audit *audit;
+        struct idp *idp;
+        struct token_cache cache;
+        struct account *accounts;
+        struct connection *connections;
+        unsigned n_connections;
+        bool stopping;
+};
+
+/* A token request that waits for its account's refresh to finish. */
+struct waiter {
+        struct connection *connection;
+        struct account *account;
+        char profile[NAME_MAX_LEN + 1];
+        char *scope_key; /* sorted, space separated */
+        uint32_t min_ttl;
+        char rule[POLICY_RULE_MAX_LEN]; /* the policy rule that allowed it, for the audit log */
+        struct waiter *next;
+};
+
+struct connection {
+        struct watch watch;
+        struct broker *broker;
+        struct peer peer;
+        struct buf *in;
+        struct buf *out;
+        struct waiter *waiting; /* at most one: replies go out in request order */
+        bool closing;           /* flush what is queued, then close */
+        uint32_t events;        /* what the watch is registered for */
+        struct connection *prev, *next;
+};
+
+/* server.c */
+int server_listen(struct broker *b);
+void server_close_all(struct broker *b);
+/* Queues one reply frame on c and resumes its request processing. */
+void connection_resume(struct connection *c);
+void connection_flush(struct connection *c);
+
+/* request.c: one decoded request from a connection; replies by appending to c->out. Returns
+ * true when the reply was queued now, false when the connection must wait (a waiter was made). */
+bool request_handle(struct connection *c, const uint8_t *payload, size_t len);
+/* Answers a waiter once its account's refresh is done (the token is cached or the refresh
+ * failed), then frees it. */
+void request_answer_waiter(struct broker *b, struct waiter *w);
+void waiter_free(struct waiter *w);
+
+/* refresh.c */
+/* Starts a refresh of account a for scope_key unless one is in flight or backing off. */
+void refresh_start(struct broker *b, struct account *a, const char *scope_key);

@@ -1,0 +1,621 @@
+/* Token endpoint client over libcurl multi; see idp.h. Transfers follow libcurl-security.md for
+ * a privileged program: HTTPS only, no redirects, verified TLS against the configured CA,
+ * capped bodies, timeouts, no signals, no verbose output. */
+#include "build-config.h"
+
+#include "idp.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include "event.h"
+#include "json.h"
+#include "log.h"
+#include "util.h"
+
+#define IDP_BODY_MAX        (64 * 1024)
+#define IDP_FORM_MAX        (32 * 1024)
+#define IDP_TOKEN_MAX       16384
+#define IDP_EXPIRES_IN_MAX  (7 * 24 * 3600)
+#define IDP_RETRY_AFTER_MAX 3600
+#define IDP_MAX_TRANSFERS   64
+
+struct idp {
+        int epfd;
+        CURLM *multi;
+        struct watch timer; /* timerfd that fires curl's timeouts */
+        struct idp_options options;
+        char *ca_bundle;
+        struct transfer *transfers; /* in flight, for cleanup */
+        unsigned n_transfers;
+};
+
+struct transfer {
+        struct idp *idp;
+        CURL *easy;
+        struct curl_slist *headers;
+        struct secret *form;
+        struct secret *body;
+        bool body_overflow;
+        uint32_t retry_after;
+        uint64_t sent_at_usec;
+        idp_done_fn done;
+        void *userdata;
+        struct transfer *prev, *next;
+};
+
+/* One per socket curl asks us to watch. */
+struct curl_socket_watch {
+        struct watch watch;
+        struct idp *idp;
+};
+
+const char *idp_outcome_to_string(enum idp_outcome o)
+{
+        switch (o) {
+        case IDP_OK:
+                return "ok";
+        case IDP_TRANSIENT:
+                return "transient";
+        case IDP_REAUTH:
+                return "reauth";
+        case IDP_CONFIG:
+                return "config";
+        }
+        return "unknown";
+}
+
+void idp_result_clear(struct idp_result *r)
+{
+        secret_free(r->access_token);
+        secret_free(r->refresh_token);
+        free(r->scope);
+        memset(r, 0, sizeof(*r));
+}
+
+/* --- response classification ------------------------------------------------------------ */
+
+struct error_class {
+        uint32_t code;
+        enum idp_outcome outcome;
+        const char *hint;
+};
+
+/* AADSTS codes first (microsoft-identity.md): "error" is coarse, the code says what to do. */
+static const struct error_class error_codes[] = {
+    {50076, IDP_REAUTH, "multi-factor authentication is required: sign in again"},
+    {50079, IDP_REAUTH, "the user must enrol in multi-factor authentication"},
+    {700082, IDP_REAUTH, "the refresh token expired after 90 days unused: sign in again"},
+    {70008, IDP_REAUTH, "the refresh token expired or was revoked: sign in again"},
+    {50173, IDP_REAUTH, "the grant was revoked (password change?): sign in again"},
+    {70043, IDP_REAUTH, "sign-in frequency policy requires a fresh sign-in"},
+    {50126, IDP_REAUTH, "wrong user name or password"},
+    {65001, IDP_CONFIG, "no consent: grant admin consent for the app's permissions"},
+    {53003, IDP_CONFIG, "blocked by conditional access: ask the tenant administrator"},
+    {7000218, IDP_CONFIG,
+     "the app needs a secret or certificate, or enable \"Allow public client flows\""},
+    {700025, IDP_CONFIG, "a public client must not send a secret"},
+    {7000215, IDP_CONFIG, "the client secret is invalid: store the secret's value"},
+    {7000222, IDP_CONFIG, "the client secret expired: create a new one"},
+    {700016, IDP_CONFIG, "the application was not found in the tenant: check client id"},
+    {90002, IDP_CONFIG, "the tenant was not found: check the tenant id"},
+    {9001023, IDP_CONFIG, "this grant is not supported on /common or /consumers"},
+    {50196, IDP_TRANSIENT, "loop detected: backing off"},
+};
+
+static enum idp_outcome classify_error(long status, const char *error, uint32_t code,
+                                       const char **ret_hint)
+{
+        *ret_hint = NULL;
+        for (size_t i = 0; code && i < ELEMENTSOF(error_codes); i++)
+                if (error_codes[i].code == code) {
+                        *ret_hint = error_codes[i].hint;
+                        return error_codes[i].outcome;
+                }
+        if (status >= 500 || status == 429 || status == 408)
+                return IDP_TRANSIENT;
+        if (error) {
+                if (strcmp(error, "temporarily_unavailable") == 0 ||
+                    strcmp(error, "server_error") == 0 || strcmp(error, "slow_down") == 0)
+                        return IDP_TRANSIENT;
+                if (strcmp(error, "invalid_grant") == 0 ||
+                    strcmp(error, "interaction_required") == 0 ||
+                    strcmp(error, "expired_token") == 0)
+                        return IDP_REAUTH;
+        }
+        /* Anything else the server refused needs a person, not a retry loop. */
+        return IDP_CONFIG;
+}
+
+/* Access and refresh tokens are opaque: accept printable ASCII without spaces or quotes, so a
+ * hostile value can never break a JSON reply, a header or a log line. */
+static bool token_is_sane(const char *s, size_t *ret_len)
+{
+        size_t n = 0;
+
+        for (; s[n]; n++) {
+                unsigned char c = (unsigned char)s[n];
+                if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || n >= IDP_TOKEN_MAX)
+                        return false;
+        }
+        *ret_len = n;
+        return n > 0;
+}
+
+static int take_token(const cJSON *json, const char *key, struct secret **ret)
+{
+        const char *value = json_get_string(json, key);
+        size_t len;
+
+        if (!value)
+                return -ENOENT;
+        if (!token_is_sane(value, &len))
+                return -EBADMSG;
+        return secret_new_from(value, len, ret);
+}
+
+static int get_expires_in(const cJSON *json, uint64_t *ret)
+{
+        const char *text;
+        uint64_t v;
+
+        /* A number per RFC 6749; some older endpoints send a string. */
+        if (json_get_u64(json, "expires_in", &v) < 0) {
+                text = json_get_string(json, "expires_in");
+                if (!text || parse_u64(text, &v) < 0)
+                        return -EBADMSG;
+        }
+        if (v == 0 || v > IDP_EXPIRES_IN_MAX)
+                return -EBADMSG;
+        *ret = v;
+        return 0;
+}
+
+static void fail(struct idp_result *r, enum idp_outcome outcome, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct idp_result *r, enum idp_outcome outcome, const char *fmt, ...)
+{
+        va_list ap;
+
+        secret_free(r->access_token);
+        secret_free(r->refresh_token);
+        free(r->scope);
+        r->access_token = r->refresh_token = NULL;
+        r->scope = NULL;
+        r->outcome = outcome;
+        va_start(ap, fmt);
+        vsnprintf(r->message, sizeof(r->message), fmt, ap);
+        va_end(ap);
+}
+
+static void parse_error_response(long status, const cJSON *json, struct idp_result *r)
+{
+        const char *error = json ? json_get_string(json, "error") : NULL;
+        const cJSON *codes = json ? cJSON_GetObjectItemCaseSensitive(json, "error_codes") : NULL;
+        const cJSON *first = cJSON_IsArray(codes) ? cJSON_GetArrayItem(codes, 0) : NULL;
+        const char *hint;
+        enum idp_outcome outcome;
+
+        if (cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble < 1e9)
+                r->error_code = (uint32_t)first->valuedouble;
+        if (error) {
+                /* Only a safe, short token of the server's error goes to our logs. */
+                size_t n = 0;
+                for (; error[n] && n < sizeof(r->error) - 1; n++) {
+                        char c = error[n];
+                        r->error[n] = (c >= 'a' && c <= 'z') || c == '_' ? c : '?';
+                }
+                r->error[n] = 0;
+        }
+        outcome = classify_error(status, error ? r->error : NULL, r->error_code, &hint);
+        if (r->error_code)
+                fail(r, outcome, "HTTP %ld, %s (AADSTS%u)%s%s", status,
+                     r->error[0] ? r->error : "error", r->error_code, hint ? ": " : "",
+                     hint ? hint : "");
+        else
+                fail(r, outcome, "HTTP %ld, %s%s%s", status,
+                     r->error[0] ? r->error : "no OAuth error in the body", hint ? ": " : "",
+                     hint ? hint : "");
+}
+
+void idp_parse_token_response(long status, const uint8_t *body, size_t len, uint32_t retry_after,
+                              struct idp_result *r)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        const char *type, *scope;
+
+        r->http_status = status;
+        r->retry_after = retry_after;
+        if (len > 0 && json_parse(body, len, &json) == 0 && !cJSON_IsObject(json)) {
+                cJSON_Delete(json);
+                json = NULL;
+        }
+
+        if (status != 200) {
+                parse_error_response(status, json, r);
+                return;
+        }
+        if (!json) {
+                fail(r, IDP_TRANSIENT, "HTTP 200 with a body that is not a JSON object");
+                return;
+        }
+        type = json_get_string(json, "token_type");
+        if (!type || strcasecmp(type, "Bearer") != 0) {
+                fail(r, IDP_TRANSIENT, "token response without token_type Bearer");
+                return;
+        }
+        if (take_token(json, "access_token", &r->access_token) < 0) {
+                fail(r, IDP_TRANSIENT, "token response without a usable access_token");
+                return;
+        }
+        if (get_expires_in(json, &r->expires_in) < 0) {
+                fail(r, IDP_TRANSIENT, "token response without a usable expires_in");
+                return;
+        }
+        switch (take_token(json, "refresh_token", &r->refresh_token)) {
+        case 0:
+        case -ENOENT:
+                break;
+        default:
+                fail(r, IDP_TRANSIENT, "token response with a malformed refresh_token");
+                return;
+        }
+        scope = json_get_string(json, "scope");
+        if (scope && strlen(scope) < 4096) {
+                r->scope = strdup(scope);
+                if (!r->scope) {
+                        fail(r, IDP_TRANSIENT, "out of memory");
+                        return;
+                }
+        }
+        r->outcome = IDP_OK;
+}
+
+/* --- libcurl plumbing ------------------------------------------------------------------- */
+
+static size_t on_body(char *data, size_t size, size_t n, void *userdata)
+{
+        struct transfer *t = userdata;
+        size_t len = size * n;
+
+        if (secret_append(t->body, data, len) < 0) {
+                t->body_overflow = true;
+                return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
+        }
+        return len;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *userdata)
+{
+        struct transfer *t = userdata;
+        size_t len = size * n;
+        static const char name[] = "retry-after:";
+        char value[64];
+
+        if (len > sizeof(name) - 1 && len - (sizeof(name) - 1) < sizeof(value) &&
+            strncasecmp(data, name, sizeof(name) - 1) == 0) {
+                uint32_t seconds;
+                size_t vlen = len - (sizeof(name) - 1);
+
+                memcpy(value, data + sizeof(name) - 1, vlen);
+                value[vlen] = 0;
+                char *v = value;
+                while (*v == ' ' || *v == '\t')
+                        v++;
+                v[strcspn(v, "\r\n")] = 0;
+                /* Seconds, or an HTTP date; bounded either way. */
+                if (parse_u32(v, &seconds) < 0) {
+                        time_t when = curl_getdate(v, NULL);
+                        time_t now = time(NULL);
+                        seconds = when > now ? (uint32_t)(when - now < IDP_RETRY_AFTER_MAX
+                                                              ? when - now
+                                                              : IDP_RETRY_AFTER_MAX)
+                                             : 0;
+                }
+                t->retry_after = seconds > IDP_RETRY_AFTER_MAX ? IDP_RETRY_AFTER_MAX : seconds;
+        }
+        return len;
+}
+
+static curl_socket_t open_cloexec_socket(void *userdata, curlsocktype purpose,
+                                         struct curl_sockaddr *address)
+{
+        return socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+}
+
+static void transfer_free(struct transfer *t)
+{
+        if (!t)
+                return;
+        if (t->easy) {
+                curl_multi_remove_handle(t->idp->multi, t->easy);
+                curl_easy_cleanup(t->easy);
+        }
+        curl_slist_free_all(t->headers);
+        secret_free(t->form);
+        secret_free(t->body);
+        if (t->prev)
+                t->prev->next = t->next;
+        else if (t->idp->transfers == t)
+                t->idp->transfers = t->next;
+        if (t->next)
+                t->next->prev = t->prev;
+        t->idp->n_transfers--;
+        free(t);
+}
+
+static void transfer_finish(struct transfer *t, CURLcode code)
+{
+        struct idp_result result = {.sent_at_usec = t->sent_at_usec};
+        long status = 0;
+
+        if (code == CURLE_OK) {
+                curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+                idp_parse_token_response(status, secret_data(t->body), secret_len(t->body),
+                                         t->retry_after, &result);
+        } else if (t->body_overflow) {
+                fail(&result, IDP_TRANSIENT, "response body larger than %d bytes", IDP_BODY_MAX);
+        } else {
+                fail(&result, IDP_TRANSIENT, "%s", curl_easy_strerror(code));
+        }
+        t->done(&result, t->userdata);
+        idp_result_clear(&result);
+        transfer_free(t);
+}
+
+static void check_finished(struct idp *idp)
+{
+        CURLMsg *msg;
+        int left;
+
+        while ((msg = curl_multi_info_read(idp->multi, &left))) {
+                struct transfer *t = NULL;
+
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+                transfer_finish(t, msg->data.result);
+        }
+}
+
+static void on_socket_ready(struct watch *w, uint32_t events)
+{
+        struct curl_socket_watch *sw = (struct curl_socket_watch *)w;
+        struct idp *idp = sw->idp;
+        int flags = 0, running;
+
+        if (events & EPOLLIN)
+                flags |= CURL_CSELECT_IN;
+        if (events & EPOLLOUT)
+                flags |= CURL_CSELECT_OUT;
+        if (events & (EPOLLERR | EPOLLHUP))
+                flags |= CURL_CSELECT_ERR;
+        curl_multi_socket_action(idp->multi, w->fd, flags, &running);
+        check_finished(idp);
+}
+
+static void on_timer(struct watch *w, uint32_t events)
+{
+        struct idp *idp = (struct idp *)((char *)w - offsetof(struct idp, timer));
+        uint64_t expirations;
+        int running;
+
+        (void)!read(w->fd, &expirations, sizeof(expirations));
+        curl_multi_socket_action(idp->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        check_finished(idp);
+}
+
+static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+        struct idp *idp = userp;
+        struct curl_socket_watch *sw = socketp;
+        uint32_t events = 0;
+
+        if (what == CURL_POLL_REMOVE) {
+                if (sw) {
+                        curl_multi_assign(idp->multi, fd, NULL);
+                        event_release(idp->epfd, &sw->watch, sw, free);
+                }
+                return 0;
+        }
+        if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+                events |= EPOLLIN;
+        if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+                events |= EPOLLOUT;
+        if (!sw) {
+                sw = calloc(1, sizeof(*sw));
+                if (!sw)
+                        return -1;
+                sw->watch = (struct watch){.fd = fd, .fn = on_socket_ready};
+                sw->idp = idp;
+                if (event_add(idp->epfd, &sw->watch, events) < 0) {
+                        free(sw);
+                        return -1;
+                }
+                curl_multi_assign(idp->multi, fd, sw);
+        } else if (event_modify(idp->epfd, &sw->watch, events) < 0) {
+                return -1;
+        }
+        return 0;
+}
+
+static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+        struct idp *idp = userp;
+        struct itimerspec its = {0};
+
+        if (timeout_ms == 0)
+                its.it_value.tv_nsec = 1; /* as soon as possible, but from the loop */
+        else if (timeout_ms > 0) {
+                its.it_value.tv_sec = timeout_ms / 1000;
+                its.it_value.tv_nsec = (timeout_ms % 1000) * 1000000;
+        }
+        return timerfd_settime(idp->timer.fd, 0, &its, NULL) < 0 ? -1 : 0;
+}
+
+int idp_new(int epfd, const struct idp_options *options, struct idp **ret)
+{
+        struct idp *idp;
+        int r;
+
+        idp = calloc(1, sizeof(*idp));
+        if (!idp)
+                return -ENOMEM;
+        idp->epfd = epfd;
+        idp->options = *options;
+        idp->ca_bundle = strdup(options->ca_bundle);
+        idp->timer.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        idp->timer.fn = on_timer;
+        idp->multi = curl_multi_init();
+        if (!idp->ca_bundle || idp->timer.fd < 0 || !idp->multi) {
+                r = idp->timer.fd < 0 ? -errno : -ENOMEM;
+                idp_free(idp);
+                return r;
+        }
+        idp->options.ca_bundle = idp->ca_bundle;
+        curl_multi_setopt(idp->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+        curl_multi_setopt(idp->multi, CURLMOPT_SOCKETDATA, idp);
+        curl_multi_setopt(idp->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+        curl_multi_setopt(idp->multi, CURLMOPT_TIMERDATA, idp);
+        r = event_add(epfd, &idp->timer, EPOLLIN);
+        if (r < 0) {
+                idp_free(idp);
+                return r;
+        }
+        *ret = idp;
+        return 0;
+}
+
+void idp_free(struct idp *idp)
+{
+        if (!idp)
+                return;
+        while (idp->transfers)
+                transfer_free(idp->transfers);
+        if (idp->multi)
+                curl_multi_cleanup(idp->multi);
+        if (idp->timer.fd >= 0) {
+                event_remove(idp->epfd, &idp->timer);
+                close(idp->timer.fd);
+        }
+        free(idp->ca_bundle);
+        free(idp);
+}
+
+/* Appends "&key=value" (URL-encoded) to a secret form body. */
+static int form_add(struct secret *form, const char *key, const char *value, size_t len)
+{
+        char *escaped;
+        int r;
+
+        escaped = curl_easy_escape(NULL, value, (int)len);
+        if (!escaped)
+                return -ENOMEM;
+        r = secret_len(form) > 0 ? secret_append(form, "&", 1) : 0;
+        if (r == 0)
+                r = secret_append(form, key, strlen(key));
+        if (r == 0)
+                r = secret_append(form, "=", 1);
+        if (r == 0)
+                r = secret_append(form, escaped, strlen(escaped));
+        explicit_bzero(escaped, strlen(escaped));
+        curl_free(escaped);
+        return r;
+}
+
+static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
+{
+        CURL *e = t->easy;
+        CURLcode c = CURLE_OK;
+
+        t->headers = curl_slist_append(NULL, "Accept: application/json");
+        if (!t->headers)
+                return -ENOMEM;
+#define SET(opt, value)                                                                            \
+        if (c == CURLE_OK)                                                                         \
+        c = curl_easy_setopt(e, opt, value)
+        SET(CURLOPT_URL, url);
+        SET(CURLOPT_PROTOCOLS_STR, "https");
+        SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
+        SET(CURLOPT_FOLLOWLOCATION, 0L);
+        SET(CURLOPT_CAINFO, idp->options.ca_bundle);
+        SET(CURLOPT_SSL_VERIFYPEER, 1L);
+        SET(CURLOPT_SSL_VERIFYHOST, 2L);
+        SET(CURLOPT_CONNECTTIMEOUT, (long)idp->options.connect_timeout_sec);
+        SET(CURLOPT_TIMEOUT, (long)idp->options.timeout_sec);
+        SET(CURLOPT_NOSIGNAL, 1L);
+        SET(CURLOPT_USERAGENT, "credbroker/" PACKAGE_VERSION);
+        SET(CURLOPT_HTTPHEADER, t->headers);
+        SET(CURLOPT_POSTFIELDS, secret_str(t->form));
+        SET(CURLOPT_POSTFIELDSIZE, (long)secret_len(t->form));
+        SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)IDP_BODY_MAX);
+        SET(CURLOPT_WRITEFUNCTION, on_body);
+        SET(CURLOPT_WRITEDATA, t);
+        SET(CURLOPT_HEADERFUNCTION, on_header);
+        SET(CURLOPT_HEADERDATA, t);
+        SET(CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+        SET(CURLOPT_PRIVATE, t);
+#undef SET
+        return c == CURLE_OK ? 0 : -EINVAL;
+}
+
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
+                        void *userdata)
+{
+        struct transfer *t;
+        int r;
+
+        if (idp->n_transfers >= IDP_MAX_TRANSFERS)
+                return -EBUSY;
+        if (strncmp(g->token_endpoint, "https://", 8) != 0)
+                return -EPROTONOSUPPORT;
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->idp = idp;
+        t->done = done;
+        t->userdata = userdata;
+        t->next = idp->transfers;
+        if (t->next)
+                t->next->prev = t;
+        idp->transfers = t;
+        idp->n_transfers++;
+
+        r = secret_new(IDP_FORM_MAX, &t->form);
+        if (r == 0)
+                r = secret_new(IDP_BODY_MAX, &t->body);
+        if (r == 0)
+                r = form_add(t->form, "grant_type", "refresh_token", strlen("refresh_token"));
+        if (r == 0)
+                r = form_add(t->form, "client_id", g->client_id, strlen(g->client_id));
+        if (r == 0)
+                r = form_add(t->form, "refresh_token", secret_str(g->refresh_token),
+                             secret_len(g->refresh_token));
+        if (r == 0)
+                r = form_add(t->form, "scope", g->scope, strlen(g->scope));
+        if (r == 0)
+                r = form_add(t->form, "client_info", "1", 1);
+        if (r == 0) {
+                t->easy = curl_easy_init();
+                r = t->easy ? transfer_setup(idp, t, g->token_endpoint) : -ENOMEM;
+        }
+        if (r == 0 && curl_multi_add_handle(idp->multi, t->easy) != CURLM_OK) {
+                curl_easy_cleanup(t->easy);
+                t->easy = NULL;
+                r = -EIO;
+        }
+        if (r < 0) {
+                transfer_free(t);
+                return r;
+        }
+        /* Expiry counts from the moment the request leaves, never from the answer. */
+        t->sent_at_usec = now_boottime_usec();
+        return 0;
+}

@@ -1,0 +1,220 @@
+/* credbrokerd: the privileged token broker. Sets the process up, opens the credential store,
+ * the policy and the audit log, then runs the event loop until SIGTERM. */
+#include "build-config.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <getopt.h>
+#include <gnutls/gnutls.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#if HAVE_SYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "broker.h"
+#include "hardening.h"
+#include "json.h"
+#include "log.h"
+
+static void usage(FILE *f)
+{
+        fprintf(f,
+                "Usage: credbrokerd [--config PATH]\n"
+                "\n"
+                "Hands short-lived OAuth access tokens to local programs that the policy\n"
+                "allows, keeping every credential inside a PKCS#11 token.\n"
+                "\n"
+                "  -c, --config PATH   configuration file (default %s)\n"
+                "  -h, --help          show this help\n"
+                "  -V, --version       show the version\n",
+                CONFIG_DEFAULT_PATH);
+}
+
+static void reload_policy(struct broker *b)
+{
+        struct policy_set *set;
+
+        /* All or nothing: a broken file keeps the policy that works (P10). */
+        if (policy_set_load(b->config->policy_dir, &set) < 0) {
+                log_error("Reload failed; keeping the previous policy.");
+                return;
+        }
+        policy_set_free(b->policy);
+        b->policy = set;
+        log_info("Policy reloaded: %zu profiles.", policy_set_count(set));
+}
+
+static void on_signal(struct watch *w, uint32_t events)
+{
+        struct broker *b = (struct broker *)((char *)w - offsetof(struct broker, signals));
+        struct signalfd_siginfo si;
+
+        while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGHUP)
+                        reload_policy(b);
+                else
+                        b->stopping = true;
+        }
+}
+
+static int setup_signals(struct broker *b)
+{
+        sigset_t mask;
+        int fd;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigaddset(&mask, SIGHUP);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        b->signals = (struct watch){.fd = fd, .fn = on_signal};
+        return event_add(b->epfd, &b->signals, EPOLLIN);
+}
+
+static int broker_open(struct broker *b)
+{
+        _cleanup_secret_ struct secret *install_key = NULL;
+        struct store_options store_options = {
+            .module_path = b->config->module_path,
+            .token_uri = b->config->token_uri,
+            .pin_source = b->config->pin_source,
+            .module_dirs = b->config->module_dirs,
+            .n_module_dirs = b->config->n_module_dirs,
+        };
+        struct idp_options idp_options = {
+            .ca_bundle = b->config->ca_bundle,
+            .connect_timeout_sec = b->config->connect_timeout_sec,
+            .timeout_sec = b->config->timeout_sec,
+        };
+        int r;
+
+        r = event_loop_new(&b->epfd);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create the event loop");
+        r = setup_signals(b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up signal handling");
+        r = store_open(&store_options, &b->store);
+        if (r < 0)
+                return r;
+        r = store_get_install_key(b->store, &install_key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to get the audit fingerprint key");
+        r = audit_open(b->config->audit_log, install_key, &b->audit);
+        if (r < 0)
+                return r;
+        r = policy_set_load(b->config->policy_dir, &b->policy);
+        if (r < 0)
+                return log_error_errno(r, "Failed to load the policy from %s.",
+                                       b->config->policy_dir);
+        r = idp_new(b->epfd, &idp_options, &b->idp);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up HTTPS");
+        return server_listen(b);
+}
+
+static void broker_close(struct broker *b)
+{
+        server_close_all(b);
+        idp_free(b->idp);
+        while (b->accounts) {
+                struct account *a = b->accounts;
+                b->accounts = a->next;
+                account_free(a);
+        }
+        token_cache_clear(&b->cache);
+        policy_set_free(b->policy);
+        audit_close(b->audit);
+        store_close(b->store);
+        if (b->signals.fd >= 0)
+                close(b->signals.fd);
+        if (b->epfd >= 0)
+                close(b->epfd);
+        event_run_deferred();
+        config_free(b->config);
+}
+
+int main(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {"version", no_argument, NULL, 'V'},
+            {0},
+        };
+        const char *config_path = CONFIG_DEFAULT_PATH;
+        struct broker b = {.epfd = -1, .listener.fd = -1, .signals.fd = -1};
+        enum log_level level;
+        int c, r;
+
+        log_set_ident("credbrokerd");
+        while ((c = getopt_long(argc, argv, "c:hV", options, NULL)) >= 0) {
+                switch (c) {
+                case 'c':
+                        config_path = optarg;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return EXIT_SUCCESS;
+                case 'V':
+                        printf("credbrokerd %s\n", PACKAGE_VERSION);
+                        return EXIT_SUCCESS;
+                default:
+                        usage(stderr);
+                        return 64;
+                }
+        }
+        if (optind < argc) {
+                usage(stderr);
+                return 64;
+        }
+
+        if (harden_process() < 0)
+                return EXIT_FAILURE;
+        json_init();
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+                log_error("Failed to initialise libcurl.");
+                return EXIT_FAILURE;
+        }
+        r = config_load(config_path, true, &b.config);
+        if (r < 0)
+                goto out;
+        if (log_parse_level(b.config->log_level, &level) == 0)
+                log_set_level(level);
+
+        r = broker_open(&b);
+        if (r < 0)
+                goto out;
+        log_info("credbrokerd %s ready on %s (%zu profiles).", PACKAGE_VERSION,
+                 b.config->socket_path, policy_set_count(b.policy));
+#if HAVE_SYSTEMD
+        (void)sd_notify(0, "READY=1");
+#endif
+        while (!b.stopping) {
+                r = event_dispatch(b.epfd, -1);
+                if (r < 0) {
+                        log_error_errno(r, "Event loop failed");
+                        break;
+                }
+        }
+#if HAVE_SYSTEMD
+        (void)sd_notify(0, "STOPPING=1");
+#endif
+        log_info("Shutting down.");
+        r = r < 0 ? r : 0;
+out:
+        broker_close(&b);
+        curl_global_cleanup();
+        return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}

@@ -1,0 +1,319 @@
+/* What the broker does with each client request: ping, profiles, token. The token path decides
+ * with the policy, answers from the cache when it can, and otherwise parks the request on its
+ * account until refresh.c has an answer. Every issue and denial is audited before the reply. */
+#include "build-config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "log.h"
+#include "util.h"
+
+/* A token is handed out only with at least this much life left, whatever min_ttl says. */
+#define MIN_TTL_FLOOR_SEC 60
+
+void waiter_free(struct waiter *w)
+{
+        if (!w)
+                return;
+        free(w->scope_key);
+        free(w);
+}
+
+static void reply_error(struct connection *c, enum wire_error e, const char *message,
+                        uint32_t retry_after)
+{
+        if (wire_reply_error(c->out, e, message, retry_after) < 0)
+                c->closing = true;
+}
+
+static struct policy_peer policy_peer_of(const struct peer *p)
+{
+        return (struct policy_peer){
+            .uid = p->uid,
+            .gid = p->gid,
+            .pid = p->pid,
+            .groups = p->groups,
+            .n_groups = p->n_groups,
+        };
+}
+
+/* Writes the audit record of a denial; on failure queues an internal error and returns false. */
+static bool audit_denial(struct connection *c, const char *profile, const char *account,
+                         const char *scope_key, const char *rule, const char *reason)
+{
+        struct audit_record record = {
+            .event = "deny",
+            .peer = &c->peer,
+            .profile = profile,
+            .account = account,
+            .scope_key = scope_key,
+            .decision = "deny",
+            .rule = rule,
+            .reason = reason,
+        };
+
+        if (audit_write(c->broker->audit, &record) < 0) {
+                reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
+                return false;
+        }
+        log_info("Denied uid=%u pid=%d profile %s: %s (%s).", (unsigned)c->peer.uid,
+                 (int)c->peer.pid, profile, reason, rule ? rule : "-");
+        return true;
+}
+
+/* Tells the peer nothing more than that it was denied: the audit log has the reason. */
+static void deny(struct connection *c, const char *profile, const char *account,
+                 const char *scope_key, const char *rule, const char *reason)
+{
+        if (audit_denial(c, profile, account, scope_key, rule, reason))
+                reply_error(c, WIRE_DENIED, "Access denied.", 0);
+}
+
+/* Audits the issue, then queues the token reply. Nothing is sent if the audit write fails. */
+static void issue(struct connection *c, const char *profile, struct account *a, const char *rule,
+                  struct cached_token *t, uint64_t now_usec)
+{
+        struct broker *b = c->broker;
+        uint64_t ttl = cached_token_ttl(t, now_usec);
+        uint64_t expires_at = now_realtime_usec() / USEC_PER_SEC + ttl;
+        struct audit_record record = {
+            .event = "issue",
+            .peer = &c->peer,
+            .profile = profile,
+            .account = a->name,
+            .scope_key = t->scope_key,
+            .decision = "allow",
+            .rule = rule,
+            .fingerprint = t->fingerprint,
+            .expires_at = expires_at,
+        };
+        struct wire_token_reply reply = {
+            .access_token = secret_str(t->access_token),
+            .expires_at = expires_at,
+            .expires_in = ttl,
+            .scopes = t->scopes,
+            .n_scopes = t->n_scopes,
+            .account = a->name,
+            .mailbox = a->meta.mailbox,
+        };
+
+        if (audit_write(b->audit, &record) < 0) {
+                reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
+                return;
+        }
+        if (wire_reply_token(c->out, &reply) < 0)
+                reply_error(c, WIRE_INTERNAL, "The token reply could not be built.", 0);
+}
+
+static void reply_account_unusable(struct connection *c, const struct account *a)
+{
+        reply_error(c, WIRE_REAUTH_REQUIRED,
+                    a->state == ACCOUNT_NEEDS_REAUTH
+                        ? "The account must be signed in again by an administrator."
+                        : "The account's configuration must be fixed by an administrator.",
+                    0);
+}
+
+/* Finds the runtime account, loading its meta from the store the first time. */
+static int account_get(struct broker *b, const char *name, struct account **ret)
+{
+        _cleanup_free_ char *meta = NULL;
+        struct account *a = account_find(b->accounts, name);
+        int r;
+
+        if (a) {
+                *ret = a;
+                return 0;
+        }
+        r = store_get_meta(b->store, name, &meta);
+        if (r < 0)
+                return r;
+        r = account_new(name, meta, b->config, &a);
+        if (r < 0)
+                return log_error_errno(r, "Account %s has invalid metadata in the token.", name);
+        a->next = b->accounts;
+        b->accounts = a;
+        *ret = a;
+        return 0;
+}
+
+/* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
+ * expiry (at ~75% of the lifetime) while still answering from the cache. */
+static bool try_cache(struct connection *c, const char *profile, struct account *a,
+                      const char *scope_key, uint32_t min_ttl, const char *rule)
+{
+        struct broker *b = c->broker;
+        uint64_t now = now_boottime_usec();
+        struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
+        uint64_t need = min_ttl > MIN_TTL_FLOOR_SEC ? min_ttl : MIN_TTL_FLOOR_SEC;
+
+        if (!t || cached_token_ttl(t, now) < need)
+                return false;
+        if (now >= t->refresh_usec)
+                refresh_start(b, a, scope_key);
+        issue(c, profile, a, rule, t, now);
+        return true;
+}
+
+static bool handle_token(struct connection *c, const struct wire_request *req)
+{
+        struct broker *b = c->broker;
+        const struct policy_profile *profile = policy_set_find(b->policy, req->profile);
+        struct policy_peer peer = policy_peer_of(&c->peer);
+        struct policy_decision decision;
+        _cleanup_free_ char *scope_key = NULL;
+        char *const *scopes;
+        size_t n_scopes;
+        struct account *a = NULL;
+        struct waiter *w;
+        int r;
+
+        if (!profile) {
+                if (audit_denial(c, req->profile, NULL, NULL, NULL, "unknown profile"))
+                        reply_error(c, WIRE_UNKNOWN_PROFILE, "No such profile.", 0);
+                return true;
+        }
+        policy_evaluate(profile, &peer, &decision);
+        if (req->n_scopes > 0) {
+                scopes = req->scopes;
+                n_scopes = req->n_scopes;
+        } else {
+                scopes = policy_profile_scopes(profile, &n_scopes);
+        }
+        r = scope_key_build(scopes, n_scopes, &scope_key);
+        if (r < 0) {
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return true;
+        }
+        if (!decision.allow) {
+                deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
+                     decision.reason);
+                return true;
+        }
+        if (!policy_profile_allows_scopes(profile, scopes, n_scopes)) {
+                deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
+                     "scope not allowed by the profile");
+                return true;
+        }
+
+        r = account_get(b, policy_profile_account(profile), &a);
+        if (r < 0) {
+                log_warning_errno(r, "Profile %s: account %s is not usable", req->profile,
+                                  policy_profile_account(profile));
+                reply_error(c, WIRE_REAUTH_REQUIRED,
+                            "The profile's account is not provisioned in the credential store.", 0);
+                return true;
+        }
+        if (try_cache(c, req->profile, a, scope_key, req->min_ttl, decision.rule))
+                return true;
+
+        if (a->state != ACCOUNT_OK) {
+                reply_account_unusable(c, a);
+                return true;
+        }
+        uint64_t now = now_boottime_usec();
+        if (!a->refreshing && now < a->retry_at_usec) {
+                uint64_t wait = (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC;
+                reply_error(c, WIRE_UNAVAILABLE,
+                            "The identity provider is unavailable; try again later.",
+                            (uint32_t)wait);
+                return true;
+        }
+
+        w = calloc(1, sizeof(*w));
+        if (!w) {
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return true;
+        }
+        w->connection = c;
+        w->account = a;
+        memcpy(w->profile, req->profile, sizeof(w->profile));
+        w->scope_key = TAKE_PTR(scope_key);
+        w->min_ttl = req->min_ttl;
+        memcpy(w->rule, decision.rule, sizeof(w->rule));
+        c->waiting = w;
+        account_add_waiter(a, w);
+        refresh_start(b, a, w->scope_key);
+        return false;
+}
+
+void request_answer_waiter(struct broker *b, struct waiter *w)
+{
+        struct connection *c = w->connection;
+        struct account *a = w->account;
+        uint64_t now = now_boottime_usec();
+        struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
+
+        c->waiting = NULL;
+        /* Fresh from upstream: hand it out even if its lifetime is below min_ttl, since no
+         * better token can be had now. */
+        if (t && cached_token_ttl(t, now) > 0)
+                issue(c, w->profile, a, w->rule, t, now);
+        else if (a->state != ACCOUNT_OK)
+                reply_account_unusable(c, a);
+        else {
+                uint64_t wait = a->retry_at_usec > now
+                                    ? (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC
+                                    : 1;
+                reply_error(c, WIRE_UNAVAILABLE,
+                            "The identity provider is unavailable; try again later.",
+                            (uint32_t)wait);
+        }
+        waiter_free(w);
+        connection_resume(c);
+}
+
+static void handle_profiles(struct connection *c)
+{
+        struct broker *b = c->broker;
+        struct policy_peer peer = policy_peer_of(&c->peer);
+        size_t n = policy_set_count(b->policy), allowed = 0;
+        _cleanup_free_ char **names = calloc(n ? n : 1, sizeof(char *));
+
+        if (!names) {
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return;
+        }
+        for (size_t i = 0; i < n; i++) {
+                const struct policy_profile *p = policy_set_get(b->policy, i);
+                struct policy_decision d;
+
+                policy_evaluate(p, &peer, &d);
+                if (d.allow)
+                        names[allowed++] = (char *)policy_profile_name(p);
+        }
+        if (wire_reply_profiles(c->out, names, allowed) < 0)
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+}
+
+bool request_handle(struct connection *c, const uint8_t *payload, size_t len)
+{
+        struct wire_request req;
+        enum wire_error error;
+        const char *message;
+        bool done = true;
+
+        if (wire_request_parse(payload, len, &req, &error, &message) < 0) {
+                log_info("Bad request from uid=%u pid=%d: %s", (unsigned)c->peer.uid,
+                         (int)c->peer.pid, message);
+                reply_error(c, error, message, 0);
+                return true;
+        }
+        switch (req.op) {
+        case WIRE_OP_PING:
+                if (wire_reply_ping(c->out, PACKAGE_VERSION) < 0)
+                        c->closing = true;
+                break;
+        case WIRE_OP_PROFILES:
+                handle_profiles(c);
+                break;
+        case WIRE_OP_TOKEN:
+                done = handle_token(c, &req);
+                break;
+        }
+        wire_request_clear(&req);
+        return done;
+}

@@ -1,0 +1,177 @@
+/* The access-token cache; see token-cache.h. A short list: a broker serves a handful of
+ * accounts and scope sets, and a lookup compares two short strings per entry. */
+#include "token-cache.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+#include "util.h"
+
+static int compare_strings(const void *a, const void *b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int scope_key_build(char *const *scopes, size_t n, char **ret)
+{
+        _cleanup_free_ const char **sorted = NULL;
+        size_t len = 1;
+        char *key, *p;
+
+        if (n == 0)
+                return -EINVAL;
+        sorted = calloc(n, sizeof(*sorted));
+        if (!sorted)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                sorted[i] = scopes[i];
+                len += strlen(scopes[i]) + 1;
+        }
+        qsort(sorted, n, sizeof(*sorted), compare_strings);
+        key = p = malloc(len);
+        if (!key)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                size_t l = strlen(sorted[i]);
+                if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
+                        continue;
+                if (p != key)
+                        *p++ = ' ';
+                memcpy(p, sorted[i], l);
+                p += l;
+        }
+        *p = 0;
+        *ret = key;
+        return 0;
+}
+
+static void entry_free(struct cached_token *t)
+{
+        if (!t)
+                return;
+        free(t->account);
+        free(t->scope_key);
+        for (size_t i = 0; i < t->n_scopes; i++)
+                free(t->scopes[i]);
+        free(t->scopes);
+        secret_free(t->access_token);
+        free(t);
+}
+
+struct cached_token *token_cache_get(struct token_cache *c, const char *account,
+                                     const char *scope_key)
+{
+        for (struct cached_token *t = c->entries; t; t = t->next)
+                if (strcmp(t->scope_key, scope_key) == 0 && strcmp(t->account, account) == 0)
+                        return t;
+        return NULL;
+}
+
+/* Splits a space-separated scope string into the scopes worth showing a client: the OpenID
+ * scopes describe the grant, not the token's audience. */
+static int split_scopes(const char *text, char ***ret, size_t *ret_n)
+{
+        _cleanup_free_ char *copy = strdup(text);
+        char **scopes = NULL, *save = NULL;
+        size_t n = 0;
+
+        if (!copy)
+                return -ENOMEM;
+        for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
+                char **grown;
+
+                if (strcmp(w, "offline_access") == 0 || strcmp(w, "openid") == 0 ||
+                    strcmp(w, "profile") == 0 || !scope_is_valid(w))
+                        continue;
+                grown = reallocarray(scopes, n + 1, sizeof(*scopes));
+                if (!grown)
+                        goto oom;
+                scopes = grown;
+                scopes[n] = strdup(w);
+                if (!scopes[n])
+                        goto oom;
+                n++;
+        }
+        *ret = scopes;
+        *ret_n = n;
+        return 0;
+oom:
+        for (size_t i = 0; i < n; i++)
+                free(scopes[i]);
+        free(scopes);
+        return -ENOMEM;
+}
+
+int token_cache_put(struct token_cache *c, const char *account, const char *scope_key,
+                    struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
+                    uint64_t expires_in_sec, struct cached_token **ret)
+{
+        struct cached_token *t, **link;
+        int r;
+
+        t = calloc(1, sizeof(*t));
+        if (!t)
+                return -ENOMEM;
+        t->account = strdup(account);
+        t->scope_key = strdup(scope_key);
+        if (!t->account || !t->scope_key) {
+                entry_free(t);
+                return -ENOMEM;
+        }
+        r = split_scopes(granted_scope ? granted_scope : scope_key, &t->scopes, &t->n_scopes);
+        if (r == 0 && t->n_scopes == 0)
+                r = split_scopes(scope_key, &t->scopes, &t->n_scopes);
+        if (r < 0) {
+                entry_free(t);
+                return r;
+        }
+        t->access_token = TAKE_PTR(*access_token);
+        t->expires_usec = sent_usec + expires_in_sec * USEC_PER_SEC;
+        t->refresh_usec = sent_usec + expires_in_sec * USEC_PER_SEC * 3 / 4;
+
+        for (link = &c->entries; *link; link = &(*link)->next)
+                if (strcmp((*link)->scope_key, scope_key) == 0 &&
+                    strcmp((*link)->account, account) == 0) {
+                        struct cached_token *old = *link;
+                        t->next = old->next;
+                        entry_free(old);
+                        *link = t;
+                        *ret = t;
+                        return 0;
+                }
+        t->next = c->entries;
+        c->entries = t;
+        *ret = t;
+        return 0;
+}
+
+void token_cache_drop_account(struct token_cache *c, const char *account)
+{
+        struct cached_token **link = &c->entries;
+
+        while (*link) {
+                struct cached_token *t = *link;
+                if (strcmp(t->account, account) == 0) {
+                        *link = t->next;
+                        entry_free(t);
+                } else {
+                        link = &t->next;
+                }
+        }
+}
+
+void token_cache_clear(struct token_cache *c)
+{
+        while (c->entries) {
+                struct cached_token *t = c->entries;
+                c->entries = t->next;
+                entry_free(t);
+        }
+}
+
+uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec)
+{
+        return t->expires_usec > now_usec ? (t->expires_usec - now_usec) / USEC_PER_SEC : 0;
+}

@@ -1,0 +1,41 @@
+/* The access-token cache: one entry per (account, sorted scope set), tokens in locked secret
+ * memory, times on CLOCK_BOOTTIME counted from when the request was sent (design.md §5). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "secret.h"
+
+struct cached_token {
+        char *account;
+        char *scope_key; /* sorted, deduplicated, space separated */
+        char **scopes;   /* as granted, for replies */
+        size_t n_scopes;
+        struct secret *access_token;
+        uint64_t expires_usec; /* boottime */
+        uint64_t refresh_usec; /* boottime: ~75% of the lifetime */
+        char fingerprint[17];  /* audit fingerprint, computed once per token */
+        struct cached_token *next;
+};
+
+struct token_cache {
+        struct cached_token *entries;
+};
+
+/* Builds the cache key of a scope set: sorted, duplicates removed, joined with spaces. */
+int scope_key_build(char *const *scopes, size_t n, char **ret);
+
+struct cached_token *token_cache_get(struct token_cache *c, const char *account,
+                                     const char *scope_key);
+/* Takes ownership of *access_token (set to NULL). granted_scope is the server's "scope" (may be
+ * NULL: then the key's scopes are used). Replaces an older entry with the same key. */
+int token_cache_put(struct token_cache *c, const char *account, const char *scope_key,
+                    struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
+                    uint64_t expires_in_sec, struct cached_token **ret);
+void token_cache_drop_account(struct token_cache *c, const char *account);
+void token_cache_clear(struct token_cache *c);
+
+/* Seconds left at now (0 when expired). */
+uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec);

@@ -1,0 +1,31 @@
+/* Client side of the broker's socket protocol (design.md §3), used by every CLI command. */
+#pragma once
+
+#include <cjson/cJSON.h>
+
+#include "wire.h"
+
+/* sysexits.h codes the CLI promises (docs/credbroker.1.md). */
+#define EXIT_USAGE       64
+#define EXIT_DATAERR     65
+#define EXIT_NOINPUT     66
+#define EXIT_UNAVAILABLE 69 /* the broker is not running */
+#define EXIT_SOFTWARE    70
+#define EXIT_TEMPFAIL    75
+#define EXIT_NOPERM      77
+#define EXIT_CONFIG      78
+
+/* --socket, else $CREDBROKER_SOCKET, else the default path. */
+const char *client_socket_path(const char *option);
+
+/* Connects, sends one request and reads its reply. On failure prints one line and returns the
+ * exit code to use (never 0). */
+int client_call(const char *socket_path, const cJSON *request, cJSON **ret_reply);
+
+/* For a reply with "ok":false: prints "credbroker: <message> (<code>)" and returns the exit code
+ * the code maps to. */
+int client_report_error(const cJSON *reply);
+
+/* Asks for a token; on success *ret_reply holds the whole reply ("access_token", "mailbox"...). */
+int client_get_token(const char *socket_path, const char *profile, char *const *scopes,
+                     size_t n_scopes, long min_ttl, cJSON **ret_reply);

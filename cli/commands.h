@@ -1,0 +1,11 @@
+/* The CLI's commands; each parses its own options and returns a sysexits.h code. */
+#pragma once
+
+int cmd_token(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_account(int argc, char **argv);
+int cmd_ping(int argc, char **argv);
+
+/* The configuration for commands that need one: --config, else $CREDBROKER_CONFIG, else the
+ * default path. */
+const char *cli_config_path(const char *option);

@@ -1,0 +1,110 @@
+/* Graph sendMail; see graph.h. Same libcurl discipline as the broker: HTTPS only, verified
+ * TLS, no redirects, timeouts, a capped response. */
+#include "build-config.h"
+
+#include "graph.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "client.h"
+#include "json.h"
+
+#define GRAPH_RESPONSE_MAX (64 * 1024)
+
+static size_t on_body(char *data, size_t size, size_t n, void *userdata)
+{
+        return buf_put(userdata, data, size * n) < 0 ? 0 : size * n;
+}
+
+static int report_graph_error(long status, const struct buf *body)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        const char *code = NULL, *message = NULL;
+
+        if (json_parse(buf_data(body), buf_len(body), &json) == 0) {
+                const cJSON *error = cJSON_GetObjectItemCaseSensitive(json, "error");
+                code = json_get_string(error, "code");
+                message = json_get_string(error, "message");
+        }
+        fprintf(stderr, "credbroker: Graph refused the message (HTTP %ld%s%s): %.300s\n", status,
+                code ? " " : "", code ? code : "", message ? message : "no error details");
+        if (status == 429 || status >= 500)
+                return EXIT_TEMPFAIL;
+        if (status == 401 || status == 403)
+                return EXIT_NOPERM;
+        if (status == 400 || status == 413)
+                return EXIT_DATAERR;
+        return EXIT_UNAVAILABLE;
+}
+
+int graph_send_mail(const struct graph_request *r)
+{
+        _cleanup_buf_ struct buf *response = NULL;
+        struct curl_slist *headers = NULL;
+        char *url = NULL, *mailbox = NULL;
+        CURLcode c = CURLE_OK;
+        long status = 0;
+        CURL *e;
+        int ret;
+
+        if (buf_new(GRAPH_RESPONSE_MAX, &response) < 0)
+                return EXIT_SOFTWARE;
+        e = curl_easy_init();
+        if (!e)
+                return EXIT_SOFTWARE;
+        if (r->mailbox) {
+                mailbox = curl_easy_escape(e, r->mailbox, 0);
+                if (!mailbox ||
+                    asprintf(&url, "%s/v1.0/users/%s/sendMail", r->graph_base, mailbox) < 0)
+                        url = NULL;
+        } else if (asprintf(&url, "%s/v1.0/me/sendMail", r->graph_base) < 0) {
+                url = NULL;
+        }
+        headers = curl_slist_append(NULL, "Content-Type: application/json");
+        if (!url || !headers) {
+                ret = EXIT_SOFTWARE;
+                goto out;
+        }
+
+#define SET(opt, value)                                                                            \
+        if (c == CURLE_OK)                                                                         \
+        c = curl_easy_setopt(e, opt, value)
+        SET(CURLOPT_URL, url);
+        SET(CURLOPT_PROTOCOLS_STR, "https");
+        SET(CURLOPT_FOLLOWLOCATION, 0L);
+        SET(CURLOPT_CAINFO, r->ca_bundle);
+        SET(CURLOPT_SSL_VERIFYPEER, 1L);
+        SET(CURLOPT_SSL_VERIFYHOST, 2L);
+        SET(CURLOPT_CONNECTTIMEOUT, 10L);
+        SET(CURLOPT_TIMEOUT, 60L);
+        SET(CURLOPT_NOSIGNAL, 1L);
+        SET(CURLOPT_USERAGENT, "credbroker/" PACKAGE_VERSION);
+        SET(CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
+        SET(CURLOPT_XOAUTH2_BEARER, r->access_token);
+        SET(CURLOPT_HTTPHEADER, headers);
+        SET(CURLOPT_POSTFIELDS, r->body);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(r->body));
+        SET(CURLOPT_WRITEFUNCTION, on_body);
+        SET(CURLOPT_WRITEDATA, response);
+#undef SET
+        if (c == CURLE_OK)
+                c = curl_easy_perform(e);
+        if (c != CURLE_OK) {
+                fprintf(stderr, "credbroker: cannot reach Microsoft Graph at %s: %s\n",
+                        r->graph_base, curl_easy_strerror(c));
+                ret = EXIT_TEMPFAIL;
+                goto out;
+        }
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        ret = status == 202 ? 0 : report_graph_error(status, response);
+out:
+        curl_slist_free_all(headers);
+        curl_free(mailbox);
+        free(url);
+        curl_easy_cleanup(e);
+        return ret;
+}

@@ -1,0 +1,16 @@
+/* Microsoft Graph sendMail (JSON variant) over libcurl, with a brokered bearer token. */
+#pragma once
+
+#include <stddef.h>
+
+struct graph_request {
+        const char *graph_base; /* https://graph.microsoft.com */
+        const char *ca_bundle;
+        const char *mailbox; /* NULL: /me (delegated tokens) */
+        const char *access_token;
+        const char *body; /* the sendMail JSON document */
+};
+
+/* POSTs the message. Returns 0 when Graph accepted it (202), else prints Graph's error in one
+ * line and returns a sysexits.h code. */
+int graph_send_mail(const struct graph_request *r);

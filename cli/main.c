@@ -1,0 +1,82 @@
+/* credbroker: the command-line client. Dispatches to one command per file. */
+#include "build-config.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client.h"
+#include "commands.h"
+#include "config.h"
+#include "hardening.h"
+#include "json.h"
+#include "log.h"
+
+const char *cli_config_path(const char *option)
+{
+        const char *env;
+
+        if (option)
+                return option;
+        env = secure_getenv("CREDBROKER_CONFIG");
+        return env && *env ? env : CONFIG_DEFAULT_PATH;
+}
+
+static void usage(FILE *f)
+{
+        fputs("Usage: credbroker COMMAND [OPTIONS]\n"
+              "\n"
+              "Commands:\n"
+              "  token     print an access token for a profile\n"
+              "  send      send mail through Microsoft Graph with a brokered token\n"
+              "  account   provision and list accounts in the PKCS#11 token (administrators)\n"
+              "  ping      check that the broker is running\n"
+              "\n"
+              "Run \"credbroker COMMAND --help\" for a command's options.\n",
+              f);
+}
+
+int main(int argc, char **argv)
+{
+        static const struct {
+                const char *name;
+                int (*run)(int argc, char **argv);
+        } commands[] = {
+            {"token", cmd_token},
+            {"send", cmd_send},
+            {"account", cmd_account},
+            {"ping", cmd_ping},
+        };
+        int r = EXIT_USAGE;
+
+        log_set_ident("credbroker");
+        log_set_level(LOG_LEVEL_WARNING);
+        if (argc < 2) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                usage(stdout);
+                return 0;
+        }
+        if (strcmp(argv[1], "--version") == 0) {
+                printf("credbroker %s\n", PACKAGE_VERSION);
+                return 0;
+        }
+        /* The CLI holds tokens too: no core dumps, no ptrace by other processes. */
+        if (harden_process() < 0)
+                return EXIT_SOFTWARE;
+        json_init();
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return EXIT_SOFTWARE;
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[1], commands[i].name) == 0) {
+                        r = commands[i].run(argc - 1, argv + 1);
+                        goto out;
+                }
+        fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n", argv[1]);
+out:
+        curl_global_cleanup();
+        return r;
+}

@@ -1,0 +1,298 @@
+/* INI configuration parser; see config.h. Lines are "key = value", sections "[name]", comments
+ * start with '#' or ';'. Values are taken verbatim after trimming. */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+
+static int set_string(char **field, const char *value)
+{
+        char *copy = strdup(value);
+
+        if (!copy)
+                return -ENOMEM;
+        free(*field);
+        *field = copy;
+        return 0;
+}
+
+int config_new_default(struct config **ret)
+{
+        struct config *c = calloc(1, sizeof(*c));
+
+        if (!c)
+                return -ENOMEM;
+        if (set_string(&c->socket_path, DEFAULT_SOCKET) < 0 ||
+            set_string(&c->policy_dir, SYSCONFDIR "/policy.d") < 0 ||
+            set_string(&c->audit_log, "/var/log/credbroker/audit.log") < 0 ||
+            set_string(&c->log_level, "info") < 0 ||
+            set_string(&c->module_path, "/usr/lib/softhsm/libsofthsm2.so") < 0 ||
+            set_string(&c->token_uri, "pkcs11:token=credbroker") < 0 ||
+            set_string(&c->pin_source, "credential:pkcs11-pin") < 0 ||
+            set_string(&c->authority, "https://login.microsoftonline.com") < 0 ||
+            set_string(&c->graph_url, "https://graph.microsoft.com") < 0 ||
+            set_string(&c->ca_bundle, "/etc/ssl/certs/ca-certificates.crt") < 0 ||
+            set_string(&c->module_dirs[0], "/usr/lib*") < 0 ||
+            set_string(&c->module_dirs[1], "/usr/local/lib*") < 0) {
+                config_free(c);
+                return -ENOMEM;
+        }
+        c->n_module_dirs = 2;
+        c->connect_timeout_sec = 10;
+        c->timeout_sec = 30;
+        *ret = c;
+        return 0;
+}
+
+void config_free(struct config *c)
+{
+        if (!c)
+                return;
+        free(c->socket_path);
+        free(c->policy_dir);
+        free(c->audit_log);
+        free(c->log_level);
+        free(c->module_path);
+        free(c->token_uri);
+        free(c->pin_source);
+        for (unsigned i = 0; i < c->n_module_dirs; i++)
+                free(c->module_dirs[i]);
+        free(c->authority);
+        free(c->graph_url);
+        free(c->ca_bundle);
+        free(c);
+}
+
+int config_check_file_owner(int fd, const char *path)
+{
+        struct stat st;
+
+        if (fstat(fd, &st) < 0)
+                return log_error_errno(errno, "Failed to stat %s", path);
+        if (!S_ISREG(st.st_mode)) {
+                log_error("%s is not a regular file.", path);
+                return -EBADF;
+        }
+        if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                log_error("%s is owned by uid %u; it must be owned by root or uid %u "
+                          "(chown root %s).",
+                          path, (unsigned)st.st_uid, (unsigned)geteuid(), path);
+                return -EPERM;
+        }
+        if (st.st_mode & (S_IWGRP | S_IWOTH)) {
+                log_error("%s is writable by group or others; fix with: chmod go-w %s", path, path);
+                return -EPERM;
+        }
+        return 0;
+}
+
+static char *trim(char *s)
+{
+        char *end;
+
+        while (*s == ' ' || *s == '\t')
+                s++;
+        end = s + strlen(s);
+        while (end > s && (end[-1] == ' ' || end[-1] == '\t' || end[-1] == '\r'))
+                *--end = 0;
+        return s;
+}
+
+static int parse_seconds(const char *value, uint32_t *ret)
+{
+        uint32_t v;
+
+        if (parse_u32(value, &v) < 0 || v == 0 || v > 3600)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int set_module_dirs(struct config *c, char *value)
+{
+        char *save = NULL;
+        unsigned n = 0;
+        char *dirs[CONFIG_MAX_MODULE_DIRS] = {0};
+
+        for (char *w = strtok_r(value, " \t", &save); w; w = strtok_r(NULL, " \t", &save)) {
+                if (w[0] != '/' || n == CONFIG_MAX_MODULE_DIRS) {
+                        for (unsigned i = 0; i < n; i++)
+                                free(dirs[i]);
+                        return -EINVAL;
+                }
+                dirs[n] = strdup(w);
+                if (!dirs[n]) {
+                        for (unsigned i = 0; i < n; i++)
+                                free(dirs[i]);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        if (n == 0)
+                return -EINVAL;
+        for (unsigned i = 0; i < c->n_module_dirs; i++)
+                free(c->module_dirs[i]);
+        memcpy(c->module_dirs, dirs, sizeof(dirs));
+        c->n_module_dirs = n;
+        return 0;
+}
+
+static int config_set(struct config *c, const char *section, const char *key, char *value)
+{
+        static const struct {
+                const char *section, *key;
+                size_t offset;
+        } strings[] = {
+            {"broker", "socket", offsetof(struct config, socket_path)},
+            {"broker", "policy_dir", offsetof(struct config, policy_dir)},
+            {"broker", "audit_log", offsetof(struct config, audit_log)},
+            {"broker", "log_level", offsetof(struct config, log_level)},
+            {"pkcs11", "module", offsetof(struct config, module_path)},
+            {"pkcs11", "token", offsetof(struct config, token_uri)},
+            {"pkcs11", "pin_source", offsetof(struct config, pin_source)},
+            {"identity", "authority", offsetof(struct config, authority)},
+            {"identity", "graph", offsetof(struct config, graph_url)},
+            {"identity", "ca_bundle", offsetof(struct config, ca_bundle)},
+        };
+
+        if (strcmp(section, "pkcs11") == 0 && strcmp(key, "module_dirs") == 0)
+                return set_module_dirs(c, value);
+        if (strcmp(section, "identity") == 0 && strcmp(key, "connect_timeout") == 0)
+                return parse_seconds(value, &c->connect_timeout_sec);
+        if (strcmp(section, "identity") == 0 && strcmp(key, "timeout") == 0)
+                return parse_seconds(value, &c->timeout_sec);
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                if (strcmp(section, strings[i].section) == 0 && strcmp(key, strings[i].key) == 0) {
+                        if (!*value)
+                                return -EINVAL;
+                        return set_string((char **)((char *)c + strings[i].offset), value);
+                }
+        return -ENOENT;
+}
+
+static int config_validate(const struct config *c, const char *path)
+{
+        enum log_level level;
+
+        if (log_parse_level(c->log_level, &level) < 0) {
+                log_error("%s: log_level must be error, warning, notice, info or debug.", path);
+                return -EINVAL;
+        }
+        if (strncmp(c->authority, "https://", 8) != 0 ||
+            strncmp(c->graph_url, "https://", 8) != 0) {
+                log_error("%s: authority and graph must be https:// URLs.", path);
+                return -EINVAL;
+        }
+        if (strncmp(c->pin_source, "file:", 5) != 0 &&
+            strncmp(c->pin_source, "credential:", 11) != 0) {
+                log_error("%s: pin_source must be file:PATH or credential:NAME.", path);
+                return -EINVAL;
+        }
+        if (c->socket_path[0] != '/' || strlen(c->socket_path) >= 108) {
+                log_error("%s: socket must be an absolute path shorter than 108 bytes.", path);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int config_load(const char *path, bool check_owner, struct config **ret)
+{
+        _cleanup_close_ int fd = -1;
+        _cleanup_fclose_ FILE *f = NULL;
+        struct config *c = NULL;
+        char section[32] = "";
+        char line[1024];
+        unsigned lineno = 0;
+        int r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open configuration %s", path);
+        if (check_owner) {
+                r = config_check_file_owner(fd, path);
+                if (r < 0)
+                        return r;
+        }
+        f = fdopen(fd, "re");
+        if (!f)
+                return -errno;
+        TAKE_FD(fd);
+
+        r = config_new_default(&c);
+        if (r < 0)
+                return r;
+
+        while (fgets(line, sizeof(line), f)) {
+                char *s, *eq;
+
+                lineno++;
+                s = strchr(line, '\n');
+                if (s)
+                        *s = 0;
+                else if (!feof(f)) {
+                        log_error("%s:%u: line longer than %zu bytes.", path, lineno,
+                                  sizeof(line) - 2);
+                        r = -EINVAL;
+                        goto fail;
+                }
+                s = trim(line);
+                if (*s == 0 || *s == '#' || *s == ';')
+                        continue;
+                if (*s == '[') {
+                        char *end = strchr(s, ']');
+                        if (!end || end[1] != 0 || (size_t)(end - s - 1) >= sizeof(section)) {
+                                log_error("%s:%u: malformed section header.", path, lineno);
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        *end = 0;
+                        memcpy(section, s + 1, (size_t)(end - s));
+                        if (strcmp(section, "broker") != 0 && strcmp(section, "pkcs11") != 0 &&
+                            strcmp(section, "identity") != 0) {
+                                log_error("%s:%u: unknown section [%s].", path, lineno, section);
+                                r = -EINVAL;
+                                goto fail;
+                        }
+                        continue;
+                }
+                eq = strchr(s, '=');
+                if (!eq || !section[0]) {
+                        log_error("%s:%u: expected \"key = value\" inside a [section].", path,
+                                  lineno);
+                        r = -EINVAL;
+                        goto fail;
+                }
+                *eq = 0;
+                r = config_set(c, section, trim(s), trim(eq + 1));
+                if (r == -ENOENT) {
+                        log_error("%s:%u: unknown key \"%s\" in [%s].", path, lineno, trim(s),
+                                  section);
+                        goto fail;
+                }
+                if (r < 0) {
+                        log_error("%s:%u: invalid value for \"%s\".", path, lineno, trim(s));
+                        goto fail;
+                }
+        }
+        if (ferror(f)) {
+                r = log_error_errno(EIO, "Failed to read %s", path);
+                goto fail;
+        }
+        r = config_validate(c, path);
+        if (r < 0)
+                goto fail;
+        *ret = c;
+        return 0;
+fail:
+        config_free(c);
+        return r;
+}

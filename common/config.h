@@ -1,0 +1,45 @@
+/* The broker configuration file (INI, see docs/credbroker.conf.md), shared by the daemon and the
+ * CLI (which opens the PKCS#11 store directly for provisioning). */
+#pragma once
+
+#include "build-config.h" /* SYSCONFDIR, DEFAULT_SOCKET */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cleanup.h"
+
+#define CONFIG_DEFAULT_PATH    SYSCONFDIR "/credbroker.conf"
+#define CONFIG_MAX_MODULE_DIRS 8
+
+struct config {
+        /* [broker] */
+        char *socket_path;
+        char *policy_dir;
+        char *audit_log;
+        char *log_level;
+        /* [pkcs11] */
+        char *module_path;
+        char *token_uri;
+        char *pin_source;
+        char *module_dirs[CONFIG_MAX_MODULE_DIRS]; /* glob patterns of allowed directories */
+        unsigned n_module_dirs;
+        /* [identity] */
+        char *authority;
+        char *graph_url;
+        char *ca_bundle;
+        uint32_t connect_timeout_sec;
+        uint32_t timeout_sec;
+};
+
+/* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when
+ * check_owner is set) a file not owned by root or the caller, or writable by group or others,
+ * are errors: the first one is logged with file:line. */
+int config_load(const char *path, bool check_owner, struct config **ret);
+/* Defaults only, for tools that run without a config file. */
+int config_new_default(struct config **ret);
+void config_free(struct config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct config *, config_free)
+
+/* Checks that an opened file is a regular file owned by root or by our uid and not writable by
+ * group or others. Logs what is wrong and how to fix it. */
+int config_check_file_owner(int fd, const char *path);

@@ -1,0 +1,29 @@
+/* cJSON glue: wiping allocator hooks and checked accessors. */
+#pragma once
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cleanup.h"
+
+/* Installs cJSON allocator hooks that wipe every block before freeing it: parsed upstream
+ * responses and printed replies hold tokens. Call once at the start of main(). */
+void json_init(void);
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(cJSON *, cJSON_Delete)
+#define _cleanup_json_ _cleanup_(cJSON_Deletep)
+
+/* Parses exactly len bytes as one JSON value: trailing non-space bytes are an error (-EBADMSG). */
+int json_parse(const void *data, size_t len, cJSON **ret);
+
+/* Frees a string printed by cJSON (wiped by the hooks). */
+void json_free_string(char *s);
+
+/* Whether an object has two members with the same name (ambiguous input is rejected). */
+bool json_has_duplicate_keys(const cJSON *object);
+
+/* Member accessors: NULL / -ENOENT when absent, -EINVAL when of the wrong type. */
+const char *json_get_string(const cJSON *object, const char *key);
+int json_get_u64(const cJSON *object, const char *key, uint64_t *ret);

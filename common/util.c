@@ -1,0 +1,184 @@
+/* Small shared helpers; see util.h. */
+#include "util.h"
+
+#include <errno.h>
+#include <gnutls/crypto.h>
+#include <gnutls/gnutls.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t clock_usec(clockid_t id)
+{
+        struct timespec ts;
+
+        clock_gettime(id, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
+uint64_t now_boottime_usec(void)
+{
+        return clock_usec(CLOCK_BOOTTIME);
+}
+
+uint64_t now_realtime_usec(void)
+{
+        return clock_usec(CLOCK_REALTIME);
+}
+
+int parse_u64(const char *s, uint64_t *ret)
+{
+        uint64_t v = 0;
+
+        if (!s || !*s)
+                return -EINVAL;
+        for (const char *p = s; *p; p++) {
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                unsigned digit = (unsigned)(*p - '0');
+                if (v > (UINT64_MAX - digit) / 10)
+                        return -ERANGE;
+                v = v * 10 + digit;
+        }
+        *ret = v;
+        return 0;
+}
+
+int parse_u32(const char *s, uint32_t *ret)
+{
+        uint64_t v;
+        int r;
+
+        r = parse_u64(s, &v);
+        if (r < 0)
+                return r;
+        if (v > UINT32_MAX)
+                return -ERANGE;
+        *ret = (uint32_t)v;
+        return 0;
+}
+
+bool name_is_valid(const char *s)
+{
+        size_t n = 0;
+
+        if (!s || s[0] == '.' || s[0] == 0)
+                return false;
+        for (; s[n]; n++) {
+                char c = s[n];
+                if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                      c == '-'))
+                        return false;
+                if (n >= NAME_MAX_LEN)
+                        return false;
+        }
+        return true;
+}
+
+bool scope_is_valid(const char *s)
+{
+        size_t n = 0;
+
+        if (!s || !*s)
+                return false;
+        for (; s[n]; n++) {
+                unsigned char c = (unsigned char)s[n];
+                if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
+                        return false;
+                if (n >= SCOPE_MAX_LEN)
+                        return false;
+        }
+        return true;
+}
+
+bool utf8_is_valid(const uint8_t *s, size_t len)
+{
+        size_t i = 0;
+
+        while (i < len) {
+                uint8_t c = s[i];
+                size_t need;
+                uint32_t cp;
+
+                if (c < 0x80) {
+                        if (c == 0)
+                                return false;
+                        i++;
+                        continue;
+                } else if ((c & 0xe0) == 0xc0) {
+                        need = 1;
+                        cp = c & 0x1f;
+                } else if ((c & 0xf0) == 0xe0) {
+                        need = 2;
+                        cp = c & 0x0f;
+                } else if ((c & 0xf8) == 0xf0) {
+                        need = 3;
+                        cp = c & 0x07;
+                } else {
+                        return false;
+                }
+                if (len - i - 1 < need)
+                        return false;
+                for (size_t k = 1; k <= need; k++) {
+                        if ((s[i + k] & 0xc0) != 0x80)
+                                return false;
+                        cp = cp << 6 | (s[i + k] & 0x3f);
+                }
+                /* Overlong forms, surrogates and values past U+10FFFF are invalid. */
+                if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800) ||
+                    (need == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+                        return false;
+                i += need + 1;
+        }
+        return true;
+}
+
+uint64_t random_below(uint64_t bound)
+{
+        uint64_t v, limit;
+
+        if (bound <= 1)
+                return 0;
+        /* Rejection sampling avoids modulo bias. */
+        limit = UINT64_MAX - UINT64_MAX % bound;
+        do {
+                if (gnutls_rnd(GNUTLS_RND_NONCE, &v, sizeof(v)) < 0)
+                        abort(); /* no randomness: nothing sane to continue with */
+        } while (v >= limit);
+        return v % bound;
+}
+
+void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25])
+{
+        /* RFC 3339 years have four digits: later times are clamped to the last instant it can
+         * write, so the result always fits the 25 bytes and ends in 'Z'. */
+        const uint64_t max_usec = 253402300799999999ULL; /* 9999-12-31T23:59:59.999999Z */
+        struct tm tm = {0};
+        time_t sec;
+        unsigned ms;
+
+        if (realtime_usec > max_usec)
+                realtime_usec = max_usec;
+        sec = (time_t)(realtime_usec / USEC_PER_SEC);
+        ms = (unsigned)(realtime_usec % USEC_PER_SEC / 1000);
+        (void)gmtime_r(&sec, &tm);
+        /* The modulos only tell the compiler each field's width; the values are in range. */
+        snprintf(out, 25, "%04u-%02u-%02uT%02u:%02u:%02u.%03uZ",
+                 (unsigned)(tm.tm_year + 1900) % 10000u, (unsigned)(tm.tm_mon + 1) % 100u,
+                 (unsigned)tm.tm_mday % 100u, (unsigned)tm.tm_hour % 100u,
+                 (unsigned)tm.tm_min % 100u, (unsigned)tm.tm_sec % 100u, ms % 1000u);
+}
+
+bool strv_contains(char *const *strv, size_t n, const char *s)
+{
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(strv[i], s) == 0)
+                        return true;
+        return false;
+}
+
+char *strdup_or_null(const char *s)
+{
+        return s ? strdup(s) : NULL;
+}

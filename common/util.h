@@ -1,0 +1,39 @@
+/* Small helpers shared by every binary: clocks, number parsing, name and text validation. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define USEC_PER_SEC  1000000ULL
+#define USEC_PER_MSEC 1000ULL
+
+/* CLOCK_BOOTTIME keeps counting across suspend and never jumps with the wall clock: every token
+ * expiry is tracked on it. */
+uint64_t now_boottime_usec(void);
+uint64_t now_realtime_usec(void);
+
+/* Strict decimal parsing: no sign, no spaces, no trailing characters, no overflow. */
+int parse_u64(const char *s, uint64_t *ret);
+int parse_u32(const char *s, uint32_t *ret);
+
+/* Account and profile names: [a-z0-9._-], 1..64 characters, not starting with '.'. */
+#define NAME_MAX_LEN 64
+bool name_is_valid(const char *s);
+
+/* An OAuth scope: 1..256 printable ASCII characters without spaces, quotes or backslashes. */
+#define SCOPE_MAX_LEN 256
+bool scope_is_valid(const char *s);
+
+bool utf8_is_valid(const uint8_t *s, size_t len);
+
+/* A uniformly random integer in [0, bound) from GnuTLS's random generator (bound > 0). */
+uint64_t random_below(uint64_t bound);
+
+/* Formats a wall-clock time (µs) as RFC 3339 UTC with milliseconds: 2026-11-28T09:00:00.123Z.
+ * out must hold at least 25 bytes. */
+void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25]);
+
+/* String helpers that never write past the destination and always terminate. */
+bool strv_contains(char *const *strv, size_t n, const char *s);
+char *strdup_or_null(const char *s);

@@ -1,0 +1,82 @@
+/* Wire protocol of the client and admin sockets (design.md §3): frames of a 4-byte big-endian
+ * length (1..65536) and that many bytes of a UTF-8 JSON object carrying "v":1. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "util.h"
+
+#define WIRE_VERSION     1
+#define WIRE_FRAME_MAX   65536u
+#define WIRE_HEADER_SIZE 4u
+#define WIRE_MAX_SCOPES  16u
+#define WIRE_MIN_TTL_MAX 86400u
+#define WIRE_MAX_MEMBERS 32u
+
+/* Stable error codes; their strings are the protocol. */
+enum wire_error {
+        WIRE_BAD_REQUEST,
+        WIRE_UNSUPPORTED_VERSION,
+        WIRE_UNKNOWN_OP,
+        WIRE_UNKNOWN_PROFILE,
+        WIRE_DENIED,
+        WIRE_RATE_LIMITED,
+        WIRE_REAUTH_REQUIRED,
+        WIRE_UNAVAILABLE,
+        WIRE_INTERNAL,
+        _WIRE_ERROR_MAX,
+};
+
+const char *wire_error_to_string(enum wire_error e);
+int wire_error_from_string(const char *s, enum wire_error *ret);
+
+/* Framing. wire_frame_peek() looks at the front of `in`: 1 and the payload when a whole frame
+ * is there (consume it with wire_frame_consume() once done with the payload), 0 when more bytes
+ * are needed, -EBADMSG for a zero length, -EMSGSIZE for a length above WIRE_FRAME_MAX. */
+int wire_frame_peek(const struct buf *in, const uint8_t **ret_payload, size_t *ret_len);
+int wire_frame_consume(struct buf *in, size_t payload_len);
+int wire_frame_put(struct buf *out, const void *payload, size_t len);
+
+enum wire_op {
+        WIRE_OP_PING,
+        WIRE_OP_TOKEN,
+        WIRE_OP_PROFILES,
+};
+
+/* A client request, validated: the profile is a valid name, each scope a valid scope. */
+struct wire_request {
+        enum wire_op op;
+        char profile[NAME_MAX_LEN + 1];
+        char *scopes[WIRE_MAX_SCOPES]; /* owned; none means "the profile's scopes" */
+        size_t n_scopes;
+        uint32_t min_ttl;
+};
+
+/* Parses and validates one frame payload. On failure returns a negative errno and sets
+ * *ret_error and *ret_message (a static sentence safe to send to the peer). */
+int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *ret,
+                       enum wire_error *ret_error, const char **ret_message);
+void wire_request_clear(struct wire_request *r);
+
+/* Replies, each appended to out as one frame. */
+struct wire_token_reply {
+        const char *access_token;
+        uint64_t expires_at; /* unix seconds */
+        uint64_t expires_in; /* seconds */
+        char *const *scopes;
+        size_t n_scopes;
+        const char *account;
+        const char *mailbox; /* may be NULL */
+};
+
+int wire_reply_error(struct buf *out, enum wire_error e, const char *message, uint32_t retry_after);
+int wire_reply_ping(struct buf *out, const char *version);
+int wire_reply_token(struct buf *out, const struct wire_token_reply *t);
+int wire_reply_profiles(struct buf *out, char *const *names, size_t n);
+
+/* Prints a cJSON object unformatted and appends it as one frame (used by clients too). */
+struct cJSON;
+int wire_put_json(struct buf *out, const struct cJSON *message);

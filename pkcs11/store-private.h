@@ -1,0 +1,10 @@
+/* Test-only access to the PKCS#11 session behind a store, so unit tests can list and plant raw
+ * objects (a corrupt generation, stray labels) that the public API refuses to create. */
+#pragma once
+
+#include <p11-kit/pkcs11.h>
+
+#include "store.h"
+
+void store_private_session(struct store *s, CK_FUNCTION_LIST **ret_module,
+                           CK_SESSION_HANDLE *ret_session);

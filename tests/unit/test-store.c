@@ -1,0 +1,608 @@
+/* Unit tests for pkcs11/store against a private SoftHSM2 token: module allow-list, token URI
+ * selection, PIN sources, metadata, refresh-token rotation (including a corrupt newest
+ * generation), account removal and the install key. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "secret.h"
+#include "store-private.h"
+#include "store.h"
+#include "tap.h"
+#include "util.h"
+
+#define TOKEN_LABEL "credbroker-test"
+#define OTHER_LABEL "credbroker-other"
+#define USER_PIN    "1234"
+#define SO_PIN      "5678"
+
+static char tmpdir[] = "/tmp/credbroker-test-store.XXXXXX";
+static const char *module;
+static char pin_source[PATH_MAX + 8];
+static char pattern_lib[] = "/usr/lib*";
+static char pattern_lib_slash[] = "/usr/lib*/";
+static char pattern_opt[] = "/opt/*";
+static char *const lib_dirs[] = {pattern_lib};
+
+static void die(const char *what)
+{
+        fprintf(stderr, "test-store: %s: %s\n", what, strerror(errno));
+        exit(EXIT_FAILURE);
+}
+
+static void path_in_tmp(char *out, size_t size, const char *name)
+{
+        if ((size_t)snprintf(out, size, "%s/%s", tmpdir, name) >= size)
+                die("path too long");
+}
+
+static void write_file(const char *path, const char *content, mode_t mode)
+{
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        size_t len = strlen(content);
+
+        if (fd < 0 || write(fd, content, len) != (ssize_t)len || fchmod(fd, mode) < 0)
+                die(path);
+        close(fd);
+}
+
+static void copy_file(const char *from, const char *to, mode_t mode)
+{
+        int in = open(from, O_RDONLY | O_CLOEXEC);
+        int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+        char buf[65536];
+        ssize_t n;
+
+        if (in < 0 || out < 0)
+                die(to);
+        while ((n = read(in, buf, sizeof(buf))) > 0)
+                if (write(out, buf, (size_t)n) != n)
+                        die(to);
+        if (n < 0)
+                die(from);
+        close(in);
+        close(out);
+}
+
+/* fork + execvp: the project bans system() and popen(). The child's stdout goes to stderr so
+ * softhsm2-util's chatter never lands in the TAP stream. */
+static int run(char *const argv[])
+{
+        int status;
+        pid_t pid = fork();
+
+        if (pid < 0)
+                die("fork");
+        if (pid == 0) {
+                if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
+                        _exit(127);
+                execvp(argv[0], argv);
+                _exit(127);
+        }
+        while (waitpid(pid, &status, 0) < 0)
+                if (errno != EINTR)
+                        die("waitpid");
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static void init_token(const char *label)
+{
+        char *const argv[] = {
+            (char *)"softhsm2-util", (char *)"--init-token",
+            (char *)"--free",        (char *)"--label",
+            (char *)label,           (char *)"--pin",
+            (char *)USER_PIN,        (char *)"--so-pin",
+            (char *)SO_PIN,          NULL,
+        };
+
+        if (run(argv) != 0) {
+                fprintf(stderr, "test-store: softhsm2-util --init-token %s failed\n", label);
+                exit(EXIT_FAILURE);
+        }
+}
+
+static void setup(void)
+{
+        char path[PATH_MAX], conf[PATH_MAX * 2];
+
+        module = getenv("SOFTHSM_MODULE");
+        if (!module || !*module)
+                module = "/usr/lib/softhsm/libsofthsm2.so";
+
+        umask(077);
+        if (!mkdtemp(tmpdir))
+                die("mkdtemp");
+        path_in_tmp(path, sizeof(path), "tokens");
+        if (mkdir(path, 0700) < 0)
+                die(path);
+        snprintf(conf, sizeof(conf),
+                 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
+                 path);
+        path_in_tmp(path, sizeof(path), "softhsm2.conf");
+        write_file(path, conf, 0600);
+        if (setenv("SOFTHSM2_CONF", path, 1) < 0)
+                die("setenv");
+        unsetenv("CREDENTIALS_DIRECTORY");
+
+        init_token(TOKEN_LABEL);
+        init_token(OTHER_LABEL);
+
+        path_in_tmp(path, sizeof(path), "pin");
+        write_file(path, USER_PIN "\n", 0600);
+        snprintf(pin_source, sizeof(pin_source), "file:%s", path);
+}
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+        (void)st;
+        (void)flag;
+        (void)ftw;
+        return remove(path);
+}
+
+static void teardown(void)
+{
+        if (nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
+                fprintf(stderr, "test-store: could not remove %s: %s\n", tmpdir, strerror(errno));
+}
+
+static int open_with(const char *module_path, char *const *dirs, size_t n_dirs, const char *uri,
+                     const char *pin, struct store **ret)
+{
+        struct store_options options = {
+            .module_path = module_path,
+            .token_uri = uri,
+            .pin_source = pin,
+            .module_dirs = dirs,
+            .n_module_dirs = n_dirs,
+        };
+
+        return store_open(&options, ret);
+}
+
+static int open_default(struct store **ret)
+{
+        return open_with(module, lib_dirs, 1, "pkcs11:token=" TOKEN_LABEL, pin_source, ret);
+}
+
+/* Expects store_open to fail with want, and to leave the out-param alone. */
+static void refused(const char *module_path, char *const *dirs, size_t n_dirs, const char *uri,
+                    const char *pin, int want, const char *what)
+{
+        struct store *s = (struct store *)0x1;
+        int r = open_with(module_path, dirs, n_dirs, uri, pin, &s);
+
+        is_int(r, want, what);
+        if (r == 0)
+                store_close(s);
+        else if (s != (struct store *)0x1)
+                ok(0, "store_open touched ret on failure");
+}
+
+/* The labels of every credbroker CKO_DATA object, through a raw search that bypasses the store
+ * API, so tests see exactly what the token holds. */
+static size_t raw_labels(struct store *s, char labels[][256], size_t max)
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_CLASS class = CKO_DATA;
+        char application[] = "credbroker";
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_APPLICATION, application, sizeof(application) - 1},
+        };
+        CK_OBJECT_HANDLE handles[256];
+        CK_ULONG n = 0;
+        size_t count = 0;
+
+        store_private_session(s, &m, &session);
+        if (m->C_FindObjectsInit(session, template, 2) != CKR_OK)
+                return 0;
+        if (m->C_FindObjects(session, handles, 256, &n) != CKR_OK)
+                n = 0;
+        m->C_FindObjectsFinal(session);
+        for (CK_ULONG i = 0; i < n && count < max; i++) {
+                CK_ATTRIBUTE a = {CKA_LABEL, labels[count], 255};
+
+                if (m->C_GetAttributeValue(session, handles[i], &a, 1) != CKR_OK)
+                        continue;
+                labels[count][a.ulValueLen] = 0;
+                count++;
+        }
+        return count;
+}
+
+static bool has_label(struct store *s, const char *label)
+{
+        char labels[64][256];
+        size_t n = raw_labels(s, labels, 64);
+
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(labels[i], label) == 0)
+                        return true;
+        return false;
+}
+
+static size_t count_prefix(struct store *s, const char *prefix)
+{
+        char labels[64][256];
+        size_t n = raw_labels(s, labels, 64), count = 0;
+
+        for (size_t i = 0; i < n; i++)
+                if (strncmp(labels[i], prefix, strlen(prefix)) == 0)
+                        count++;
+        return count;
+}
+
+/* Plants an object the way a crash or another writer could have left it. */
+static CK_RV raw_create(struct store *s, const char *label, const void *value, size_t len)
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE;
+        char application[] = "credbroker";
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &yes, sizeof(yes)},
+            {CKA_PRIVATE, &yes, sizeof(yes)},
+            {CKA_APPLICATION, application, sizeof(application) - 1},
+            {CKA_LABEL, (void *)label, strlen(label)},
+            {CKA_VALUE, (void *)value, len},
+        };
+        CK_OBJECT_HANDLE handle;
+
+        store_private_session(s, &m, &session);
+        return m->C_CreateObject(session, template, 6, &handle);
+}
+
+static struct secret *make_secret(const char *text)
+{
+        struct secret *t;
+
+        if (secret_new_from(text, strlen(text), &t) < 0)
+                abort();
+        return t;
+}
+
+static void test_module_paths(void)
+{
+        char path[PATH_MAX], real[PATH_MAX];
+        struct store *s = NULL;
+        char *const slash_dirs[] = {pattern_lib_slash};
+        char *const opt_dirs[] = {pattern_opt};
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+
+        refused("softhsm/libsofthsm2.so", lib_dirs, 1, uri, pin_source, -EINVAL,
+                "a relative module path is refused");
+        refused("/usr/lib/softhsm/../softhsm/libsofthsm2.so", lib_dirs, 1, uri, pin_source, -EINVAL,
+                "a module path with .. is refused");
+        refused("/usr/lib/softhsm/no-such-module.so", lib_dirs, 1, uri, pin_source, -ENOENT,
+                "a nonexistent module is refused");
+        refused(module, opt_dirs, 1, uri, pin_source, -EPERM,
+                "a module outside the allow-list is refused");
+        refused(module, NULL, 0, uri, pin_source, -EPERM, "an empty allow-list refuses everything");
+
+        path_in_tmp(path, sizeof(path), "libsofthsm2-copy.so");
+        copy_file(module, path, 0755);
+        refused(path, lib_dirs, 1, uri, pin_source, -EPERM, "a module copied to /tmp is refused");
+
+        /* A symlink is judged by where it points: this one resolves inside /usr/lib*. */
+        if (!realpath(module, real))
+                die("realpath");
+        path_in_tmp(path, sizeof(path), "module-link.so");
+        if (symlink(real, path) < 0)
+                die("symlink");
+        is_int(open_with(path, lib_dirs, 1, uri, pin_source, &s), 0,
+               "a symlink in /tmp to the real module is accepted");
+        store_close(s);
+        s = NULL;
+
+        /* The resolved file sits two levels below /usr/lib (…/x86_64-linux-gnu/softhsm). */
+        is_int(open_with(real, lib_dirs, 1, uri, pin_source, &s), 0,
+               "the resolved module path is accepted by /usr/lib*");
+        store_close(s);
+        s = NULL;
+
+        is_int(open_with(module, slash_dirs, 1, uri, pin_source, &s), 0,
+               "an allow-list pattern with a trailing slash works");
+        store_close(s);
+}
+
+static void test_token_uri(void)
+{
+        refused(module, lib_dirs, 1, "pkcs11:token=no-such-token", pin_source, -ENODEV,
+                "a URI matching no token is refused");
+        refused(module, lib_dirs, 1, "pkcs11:manufacturer=SoftHSM%20project", pin_source, -ENOTUNIQ,
+                "a URI matching two tokens is refused");
+        refused(module, lib_dirs, 1, "not-a-uri", pin_source, -EINVAL,
+                "a malformed URI is refused");
+        refused(module, lib_dirs, 1, "pkcs11:token=" TOKEN_LABEL ";object=x", pin_source, -EINVAL,
+                "a URI naming an object is refused");
+        refused(module, lib_dirs, 1, "pkcs11:token=" TOKEN_LABEL "?pin-value=" USER_PIN, pin_source,
+                -EINVAL, "a URI carrying a PIN is refused");
+}
+
+static void test_pin_sources(void)
+{
+        char path[PATH_MAX], link_path[PATH_MAX], source[PATH_MAX + 16];
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+        struct store *s = NULL;
+
+        path_in_tmp(path, sizeof(path), "pin-0644");
+        write_file(path, USER_PIN, 0644);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused(module, lib_dirs, 1, uri, source, -EPERM, "a world-readable PIN file is refused");
+
+        path_in_tmp(path, sizeof(path), "pin-0640");
+        write_file(path, USER_PIN, 0640);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused(module, lib_dirs, 1, uri, source, -EPERM, "a group-readable PIN file is refused");
+
+        if (geteuid() == 0) {
+                path_in_tmp(path, sizeof(path), "pin-nobody");
+                write_file(path, USER_PIN, 0600);
+                if (chown(path, 65534, 65534) < 0)
+                        die("chown");
+                snprintf(source, sizeof(source), "file:%s", path);
+                refused(module, lib_dirs, 1, uri, source, -EPERM,
+                        "a PIN file owned by another user is refused");
+        } else {
+                ok(1, "# SKIP PIN file owner test needs root");
+        }
+
+        path_in_tmp(path, sizeof(path), "pin");
+        path_in_tmp(link_path, sizeof(link_path), "pin-link");
+        if (symlink(path, link_path) < 0)
+                die("symlink");
+        snprintf(source, sizeof(source), "file:%s", link_path);
+        refused(module, lib_dirs, 1, uri, source, -ELOOP, "a symlinked PIN file is refused");
+
+        path_in_tmp(path, sizeof(path), "pin-wrong");
+        write_file(path, "9999\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused(module, lib_dirs, 1, uri, source, -EACCES, "a wrong PIN is refused");
+        refused(module, lib_dirs, 1, uri, source, -EACCES, "a wrong PIN is refused again");
+        is_int(open_default(&s), 0, "the right PIN still works: no lockout");
+        store_close(s);
+        s = NULL;
+
+        path_in_tmp(path, sizeof(path), "pin-empty");
+        write_file(path, "", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused(module, lib_dirs, 1, uri, source, -ENODATA, "an empty PIN file is refused");
+
+        refused(module, lib_dirs, 1, uri, "file:relative/pin", -EINVAL,
+                "a relative PIN file is refused");
+        refused(module, lib_dirs, 1, uri, "env:PIN", -EINVAL, "an unknown pin_source is refused");
+        refused(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
+                "credential: without $CREDENTIALS_DIRECTORY is refused");
+
+        path_in_tmp(path, sizeof(path), "credentials");
+        if (mkdir(path, 0700) < 0)
+                die(path);
+        if (setenv("CREDENTIALS_DIRECTORY", path, 1) < 0)
+                die("setenv");
+        path_in_tmp(path, sizeof(path), "credentials/token-pin");
+        write_file(path, USER_PIN, 0400);
+        is_int(open_with(module, lib_dirs, 1, uri, "credential:token-pin", &s), 0,
+               "credential:NAME reads $CREDENTIALS_DIRECTORY/NAME");
+        store_close(s);
+        refused(module, lib_dirs, 1, uri, "credential:../pin", -EINVAL,
+                "a credential name with a slash is refused");
+        refused(module, lib_dirs, 1, uri, "credential:..", -EINVAL,
+                "the credential name .. is refused");
+        unsetenv("CREDENTIALS_DIRECTORY");
+}
+
+static void test_meta(struct store *s)
+{
+        char *json = (char *)0x1;
+        char **names = NULL;
+        size_t n = 0;
+
+        is_int(store_get_meta(s, "alerts", &json), -ENOENT, "get of absent meta is -ENOENT");
+        ok(json == (char *)0x1, "get leaves ret_json untouched on failure");
+
+        is_int(store_put_meta(s, "alerts", "{\"tenant\":\"t1\"}"), 0, "put meta");
+        is_int(store_get_meta(s, "alerts", &json), 0, "get meta");
+        is_str(json, "{\"tenant\":\"t1\"}", "meta reads back");
+        free(json);
+
+        is_int(store_put_meta(s, "alerts", "{\"tenant\":\"t2\"}"), 0, "replace meta");
+        is_int(store_get_meta(s, "alerts", &json), 0, "get replaced meta");
+        is_str(json, "{\"tenant\":\"t2\"}", "replaced meta reads back");
+        free(json);
+        is_int(count_prefix(s, "alerts/meta"), 1, "replace leaves exactly one meta object");
+
+        is_int(store_put_meta(s, "zeta", "{}"), 0, "put meta zeta");
+        is_int(store_put_meta(s, "backup-1", "{}"), 0, "put meta backup-1");
+        is_int(store_list_accounts(s, &names, &n), 0, "list accounts");
+        is_int(n, 3, "three accounts");
+        if (n == 3) {
+                is_str(names[0], "alerts", "sorted 1");
+                is_str(names[1], "backup-1", "sorted 2");
+                is_str(names[2], "zeta", "sorted 3");
+        }
+        store_names_free(names, n);
+
+        is_int(store_put_meta(s, "alerts", ""), -EINVAL, "empty meta is refused");
+        is_int(store_put_meta(s, "alerts", "\xff\xfe"), -EINVAL, "non-UTF-8 meta is refused");
+}
+
+static void test_invalid_names(struct store *s)
+{
+        char too_long[NAME_MAX_LEN + 2];
+        const char *const bad[] = {"", ".hidden", "Upper", "a/b", "a b", "credbroker", too_long};
+        _cleanup_secret_ struct secret *t = make_secret("token");
+        struct secret *out = NULL;
+        unsigned removed;
+        char *json;
+        uint64_t g;
+
+        memset(too_long, 'a', sizeof(too_long) - 1);
+        too_long[sizeof(too_long) - 1] = 0;
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                char what[128];
+
+                snprintf(what, sizeof(what), "account name \"%.20s\" is refused", bad[i]);
+                ok(store_put_meta(s, bad[i], "{}") == -EINVAL &&
+                       store_get_meta(s, bad[i], &json) == -EINVAL &&
+                       store_write_refresh_token(s, bad[i], t, &g) == -EINVAL &&
+                       store_read_refresh_token(s, bad[i], &out, &g) == -EINVAL &&
+                       store_remove_account(s, bad[i], &removed) == -EINVAL,
+                   what);
+        }
+        is_int(store_put_meta(s, NULL, "{}"), -EINVAL, "a NULL account name is refused");
+}
+
+static void test_refresh_tokens(struct store *s)
+{
+        _cleanup_secret_ struct secret *first = make_secret("0.AAAA-first_token.x~y");
+        _cleanup_secret_ struct secret *second = make_secret("0.BBBB-second_token");
+        _cleanup_secret_ struct secret *third = make_secret("0.CCCC-third");
+        _cleanup_secret_ struct secret *spaced = make_secret("has space");
+        struct secret *out = (struct secret *)0x1;
+        uint64_t g = 0;
+
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), -ENOENT,
+               "no refresh token yet: -ENOENT");
+        ok(out == (struct secret *)0x1, "read leaves ret_token untouched on failure");
+
+        is_int(store_write_refresh_token(s, "alerts", first, &g), 0, "write first token");
+        is_int(g, 1, "first write is generation 1");
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), 0, "read first token");
+        ok(out && secret_equal(out, first), "first token reads back equal");
+        is_int(g, 1, "read reports generation 1");
+        secret_free(out);
+
+        is_int(store_write_refresh_token(s, "alerts", second, &g), 0, "write second token");
+        is_int(g, 2, "second write is generation 2");
+        ok(has_label(s, "alerts/refresh_token/2"), "generation 2 exists");
+        ok(!has_label(s, "alerts/refresh_token/1"), "generation 1 is gone");
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), 0, "read newest token");
+        ok(secret_equal(out, second), "newest token reads back equal");
+        is_int(g, 2, "read reports generation 2");
+        secret_free(out);
+
+        g = 77;
+        is_int(store_write_refresh_token(s, "alerts", spaced, &g), -EINVAL,
+               "a refresh token with a space is refused");
+        is_int(g, 77, "write leaves ret_generation untouched on failure");
+
+        /* A crash or a broken token can leave a newer, unusable generation behind. */
+        is_int(raw_create(s, "alerts/refresh_token/9", "bad token", 9), CKR_OK,
+               "plant generation 9 with a space");
+        CK_RV rv = raw_create(s, "alerts/refresh_token/10", "", 0);
+        if (rv != CKR_OK)
+                rv = raw_create(s, "alerts/refresh_token/10", "\x01", 1);
+        is_int(rv, CKR_OK, "plant generation 10 with an empty (or control) value");
+        is_int(raw_create(s, "alerts/refresh_token/012", "leading-zero", 12), CKR_OK,
+               "plant a leading-zero generation label");
+        is_int(raw_create(s, "alerts/refresh_token/x", "garbage", 7), CKR_OK,
+               "plant a garbage generation label");
+        is_int(raw_create(s, "alerts/refresh_token/99999999999999999999", "overflow", 8), CKR_OK,
+               "plant an overflowing generation label");
+
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), 0,
+               "read skips corrupt newer generations");
+        ok(secret_equal(out, second), "read returns the older valid token");
+        is_int(g, 2, "read reports generation 2");
+        secret_free(out);
+
+        is_int(store_write_refresh_token(s, "alerts", third, &g), 0, "write after corruption");
+        is_int(g, 11, "the new generation follows the highest present, corrupt or not");
+        ok(!has_label(s, "alerts/refresh_token/9") && !has_label(s, "alerts/refresh_token/10") &&
+               !has_label(s, "alerts/refresh_token/2"),
+           "every older generation is destroyed");
+        ok(has_label(s, "alerts/refresh_token/012") && has_label(s, "alerts/refresh_token/x"),
+           "labels that are not generations are left alone");
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), 0, "read after rotation");
+        ok(secret_equal(out, third), "third token reads back");
+        is_int(g, 11, "read reports generation 11");
+        secret_free(out);
+
+        is_int(store_write_refresh_token(s, "zeta", first, NULL), 0,
+               "write for another account, without ret_generation");
+        ok(has_label(s, "zeta/refresh_token/1"), "zeta has its own generation 1");
+        ok(has_label(s, "alerts/refresh_token/11"), "alerts is untouched by zeta's write");
+}
+
+static void test_remove(struct store *s)
+{
+        unsigned removed = 0;
+        char **names = NULL;
+        size_t n = 0;
+        char *json;
+
+        /* alerts/meta, refresh_token/11, /012, /x and the overflowing label. */
+        is_int(store_remove_account(s, "alerts", &removed), 0, "remove account");
+        is_int(removed, 5, "remove reports every object it destroyed");
+        is_int(count_prefix(s, "alerts/"), 0, "nothing of the account is left");
+        is_int(store_get_meta(s, "alerts", &json), -ENOENT, "meta is gone");
+        ok(has_label(s, "zeta/refresh_token/1") && has_label(s, "zeta/meta"),
+           "other accounts are untouched");
+
+        is_int(store_remove_account(s, "alerts", &removed), 0, "remove of an absent account");
+        is_int(removed, 0, "removes nothing");
+
+        is_int(store_list_accounts(s, &names, &n), 0, "list after remove");
+        is_int(n, 2, "two accounts left");
+        store_names_free(names, n);
+}
+
+static void test_install_key(struct store *s)
+{
+        _cleanup_secret_ struct secret *a = NULL, *b = NULL, *c = NULL;
+        struct store *again = NULL;
+        unsigned removed;
+
+        is_int(store_get_install_key(s, &a), 0, "install key is created on first use");
+        is_int(a ? secret_len(a) : 0, 32, "install key is 32 bytes");
+        is_int(store_get_install_key(s, &b), 0, "install key again");
+        ok(a && b && secret_equal(a, b), "install key is stable across calls");
+        is_int(count_prefix(s, "credbroker/audit-hmac-key"), 1, "exactly one install key object");
+        store_close(s);
+
+        is_int(open_default(&again), 0, "reopen");
+        if (!again)
+                return;
+        is_int(store_get_install_key(again, &c), 0, "install key after reopen");
+        ok(a && c && secret_equal(a, c), "install key is stable across close and reopen");
+        is_int(store_remove_account(again, "zeta", &removed), 0, "remove zeta");
+        ok(has_label(again, "credbroker/audit-hmac-key"),
+           "removing accounts keeps the install key");
+        store_close(again);
+}
+
+int main(void)
+{
+        struct store *s = NULL;
+
+        setup();
+        test_module_paths();
+        test_token_uri();
+        test_pin_sources();
+
+        is_int(open_default(&s), 0, "open the test token");
+        if (s) {
+                test_meta(s);
+                test_invalid_names(s);
+                test_refresh_tokens(s);
+                test_remove(s);
+                test_install_key(s); /* closes s */
+        }
+        teardown();
+        return done_testing();
+}
