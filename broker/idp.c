@@ -151,11 +151,14 @@ static bool token_is_sane(const char *s, size_t *ret_len)
 
 static int take_token(const cJSON *json, const char *key, struct secret **ret)
 {
-        const char *value = json_get_string(json, key);
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
+        const char *value = cJSON_IsString(item) ? item->valuestring : NULL;
         size_t len;
 
-        if (!value)
+        if (!item || cJSON_IsNull(item))
                 return -ENOENT;
+        if (!value)
+                return -EBADMSG;
         if (!token_is_sane(value, &len))
                 return -EBADMSG;
         return secret_new_from(value, len, ret);

@@ -347,7 +347,7 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
                                        "has no usable directory.",
                                        path, resolved);
         if (slash == resolved) {
-                strcpy(dir, "/");
+                memcpy(dir, "/", 2);
         } else {
                 memcpy(dir, resolved, (size_t)(slash - resolved));
                 dir[slash - resolved] = 0;

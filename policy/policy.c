@@ -330,8 +330,11 @@ static int load_profile(int dirfd, const char *name, struct policy_profile **ret
         if (parse_file(&ps, name) < 0 && ps.errors == 0)
                 ps.errors++;
         if (ps.errors == 0 && !p->account) {
-                log_error("%s: no \"account\" directive.", name);
-                ps.errors++;
+                /* A file without "account" is a fragment for others to include, like
+                 * pam.d's common-* files: parsed for errors, but not a profile. */
+                profile_free(p);
+                *ret = NULL;
+                return 0;
         }
         if (ps.errors == 0 && p->n_scopes == 0) {
                 log_error("%s: no \"scope\" directive.", name);
@@ -395,6 +398,8 @@ int policy_set_load(const char *dir, struct policy_set **ret)
                         errors++;
                         continue;
                 }
+                if (!p)
+                        continue;
                 grown = reallocarray(set->profiles, set->n + 1, sizeof(*grown));
                 if (!grown) {
                         profile_free(p);

@@ -1,0 +1,106 @@
+/* Unit tests for token-response parsing and classification (microsoft-identity.md). */
+#include <string.h>
+
+#include "idp.h"
+#include "json.h"
+#include "tap.h"
+
+static struct idp_result parse(long status, const char *body, uint32_t retry_after)
+{
+        struct idp_result r = { 0 };
+
+        idp_parse_token_response(status, (const uint8_t *)body, strlen(body), retry_after, &r);
+        return r;
+}
+
+static const char ok_body[] =
+        "{\"token_type\":\"Bearer\",\"scope\":\"https://graph.microsoft.com/Mail.Send "
+        "offline_access\",\"expires_in\":3599,\"ext_expires_in\":3599,"
+        "\"access_token\":\"eyJ0.eyJ1.sig\",\"refresh_token\":\"0.AAAA-rt\"}";
+
+static const struct {
+        long status;
+        const char *body;
+        enum idp_outcome want;
+        uint32_t code;
+        const char *what;
+} cases[] = {
+        { 400,
+          "{\"error\":\"invalid_grant\",\"error_description\":\"AADSTS700082: The refresh token "
+          "has expired due to inactivity.\\r\\nTrace ID: x\",\"error_codes\":[700082],"
+          "\"suberror\":\"bad_token\"}",
+          IDP_REAUTH, 700082, "700082 expired refresh token needs reauth" },
+        { 400, "{\"error\":\"invalid_grant\",\"error_codes\":[65001]}", IDP_CONFIG, 65001,
+          "65001 consent is configuration, despite invalid_grant" },
+        { 401, "{\"error\":\"invalid_client\",\"error_codes\":[7000218]}", IDP_CONFIG, 7000218,
+          "7000218 public client flows" },
+        { 400, "{\"error\":\"interaction_required\",\"error_codes\":[50076]}", IDP_REAUTH, 50076,
+          "50076 MFA" },
+        { 400, "{\"error\":\"invalid_grant\"}", IDP_REAUTH, 0, "invalid_grant without codes" },
+        { 400, "{\"error\":\"temporarily_unavailable\"}", IDP_TRANSIENT, 0,
+          "temporarily_unavailable" },
+        { 503, "<html>busy</html>", IDP_TRANSIENT, 0, "5xx with an HTML body" },
+        { 429, "", IDP_TRANSIENT, 0, "429 with no body" },
+        { 400, "{\"error\":\"invalid_request\",\"error_codes\":[90002]}", IDP_CONFIG, 90002,
+          "90002 tenant not found" },
+        { 400, "[]", IDP_CONFIG, 0, "400 with a non-object body" },
+        { 200, "{\"token_type\":\"Bearer\",\"expires_in\":3599}", IDP_TRANSIENT, 0,
+          "200 without access_token" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"a b\",\"expires_in\":3599}",
+          IDP_TRANSIENT, 0, "access_token with a space" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"a\\\"b\",\"expires_in\":3599}",
+          IDP_TRANSIENT, 0, "access_token with a quote" },
+        { 200, "{\"token_type\":\"mac\",\"access_token\":\"abc\",\"expires_in\":3599}",
+          IDP_TRANSIENT, 0, "token_type other than Bearer" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":-5}",
+          IDP_TRANSIENT, 0, "negative expires_in" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":1.5}",
+          IDP_TRANSIENT, 0, "fractional expires_in" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":99999999}",
+          IDP_TRANSIENT, 0, "absurd expires_in" },
+        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\"", IDP_TRANSIENT, 0,
+          "truncated body" },
+        { 200,
+          "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":60,"
+          "\"refresh_token\":7}",
+          IDP_TRANSIENT, 0, "refresh_token of the wrong type" },
+};
+
+int main(void)
+{
+        struct idp_result r;
+
+        json_init();
+
+        r = parse(200, ok_body, 0);
+        is_int(r.outcome, IDP_OK, "Microsoft's success response parses");
+        is_str(secret_str(r.access_token), "eyJ0.eyJ1.sig", "access token taken");
+        ok(r.refresh_token && strcmp(secret_str(r.refresh_token), "0.AAAA-rt") == 0,
+           "rotated refresh token taken");
+        is_int(r.expires_in, 3599, "expires_in");
+        is_str(r.scope, "https://graph.microsoft.com/Mail.Send offline_access", "scope");
+        idp_result_clear(&r);
+
+        r = parse(200, "{\"token_type\":\"bearer\",\"access_token\":\"x\",\"expires_in\":\"3600\"}",
+                  0);
+        is_int(r.outcome, IDP_OK, "string expires_in and lower-case bearer are accepted");
+        ok(r.refresh_token == NULL, "no refresh token when none is sent");
+        idp_result_clear(&r);
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                r = parse(cases[i].status, cases[i].body, 7);
+                is_int(r.outcome, cases[i].want, cases[i].what);
+                if (cases[i].code)
+                        is_int(r.error_code, cases[i].code, "error code kept");
+                ok(r.access_token == NULL && r.refresh_token == NULL, "no secret kept on failure");
+                ok(strlen(r.message) > 0, "a message for the log");
+                is_int(r.retry_after, 7, "retry_after passed through");
+                idp_result_clear(&r);
+        }
+
+        r = parse(400, "{\"error\":\"invalid_grant\\n<script>\",\"error_codes\":[1]}", 0);
+        ok(strchr(r.message, '\n') == NULL && strchr(r.message, '<') == NULL,
+           "hostile error strings are neutralised before they reach a log line");
+        idp_result_clear(&r);
+        return done_testing();
+}
