@@ -205,6 +205,19 @@ static void test_growth(void)
         is_int(buf_len(c), 256, "length after compaction");
         ok(check_pattern(buf_data(c), 256, 150), "compaction keeps contents");
 
+        /* Growth while the front has been consumed: the unconsumed bytes move to the start of
+         * the new allocation. */
+        _cleanup_buf_ struct buf *g = NULL;
+        if (buf_new(4096, &g) < 0)
+                abort();
+        fill_pattern(chunk, 200, 0);
+        buf_put(g, chunk, 200);
+        buf_consume(g, 100);
+        fill_pattern(chunk, 300, 200);
+        is_int(buf_put(g, chunk, 300), 0, "put that needs growth after a consume");
+        is_int(buf_len(g), 400, "length after growth with an offset");
+        ok(check_pattern(buf_data(g), 400, 100), "growth after a consume keeps the right bytes");
+
         /* A maximum that is not a power of two, below and above the initial size. */
         _cleanup_buf_ struct buf *d = NULL;
         if (buf_new(1000, &d) < 0)

@@ -224,6 +224,8 @@ static void test_errors(void)
         expect_fail("[broker]\n= /run/x\n", "an empty key");
         expect_fail("[broker]\nsocket =\n", "an empty value");
         expect_fail("[broker]\nsocket =   \n", "a blank value");
+        expect_fail("[identity]\nca_bundle =\n", "an empty value nothing else validates");
+        expect_fail("[broker]\naudit_log = \t\n", "a blank value nothing else validates");
 
         /* Line length: 1022 characters fit, 1023 do not. */
         memset(line, 'x', sizeof(line));

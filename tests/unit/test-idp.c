@@ -7,16 +7,16 @@
 
 static struct idp_result parse(long status, const char *body, uint32_t retry_after)
 {
-        struct idp_result r = { 0 };
+        struct idp_result r = {0};
 
         idp_parse_token_response(status, (const uint8_t *)body, strlen(body), retry_after, &r);
         return r;
 }
 
 static const char ok_body[] =
-        "{\"token_type\":\"Bearer\",\"scope\":\"https://graph.microsoft.com/Mail.Send "
-        "offline_access\",\"expires_in\":3599,\"ext_expires_in\":3599,"
-        "\"access_token\":\"eyJ0.eyJ1.sig\",\"refresh_token\":\"0.AAAA-rt\"}";
+    "{\"token_type\":\"Bearer\",\"scope\":\"https://graph.microsoft.com/Mail.Send "
+    "offline_access\",\"expires_in\":3599,\"ext_expires_in\":3599,"
+    "\"access_token\":\"eyJ0.eyJ1.sig\",\"refresh_token\":\"0.AAAA-rt\"}";
 
 static const struct {
         long status;
@@ -25,45 +25,44 @@ static const struct {
         uint32_t code;
         const char *what;
 } cases[] = {
-        { 400,
-          "{\"error\":\"invalid_grant\",\"error_description\":\"AADSTS700082: The refresh token "
-          "has expired due to inactivity.\\r\\nTrace ID: x\",\"error_codes\":[700082],"
-          "\"suberror\":\"bad_token\"}",
-          IDP_REAUTH, 700082, "700082 expired refresh token needs reauth" },
-        { 400, "{\"error\":\"invalid_grant\",\"error_codes\":[65001]}", IDP_CONFIG, 65001,
-          "65001 consent is configuration, despite invalid_grant" },
-        { 401, "{\"error\":\"invalid_client\",\"error_codes\":[7000218]}", IDP_CONFIG, 7000218,
-          "7000218 public client flows" },
-        { 400, "{\"error\":\"interaction_required\",\"error_codes\":[50076]}", IDP_REAUTH, 50076,
-          "50076 MFA" },
-        { 400, "{\"error\":\"invalid_grant\"}", IDP_REAUTH, 0, "invalid_grant without codes" },
-        { 400, "{\"error\":\"temporarily_unavailable\"}", IDP_TRANSIENT, 0,
-          "temporarily_unavailable" },
-        { 503, "<html>busy</html>", IDP_TRANSIENT, 0, "5xx with an HTML body" },
-        { 429, "", IDP_TRANSIENT, 0, "429 with no body" },
-        { 400, "{\"error\":\"invalid_request\",\"error_codes\":[90002]}", IDP_CONFIG, 90002,
-          "90002 tenant not found" },
-        { 400, "[]", IDP_CONFIG, 0, "400 with a non-object body" },
-        { 200, "{\"token_type\":\"Bearer\",\"expires_in\":3599}", IDP_TRANSIENT, 0,
-          "200 without access_token" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"a b\",\"expires_in\":3599}",
-          IDP_TRANSIENT, 0, "access_token with a space" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"a\\\"b\",\"expires_in\":3599}",
-          IDP_TRANSIENT, 0, "access_token with a quote" },
-        { 200, "{\"token_type\":\"mac\",\"access_token\":\"abc\",\"expires_in\":3599}",
-          IDP_TRANSIENT, 0, "token_type other than Bearer" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":-5}",
-          IDP_TRANSIENT, 0, "negative expires_in" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":1.5}",
-          IDP_TRANSIENT, 0, "fractional expires_in" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":99999999}",
-          IDP_TRANSIENT, 0, "absurd expires_in" },
-        { 200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\"", IDP_TRANSIENT, 0,
-          "truncated body" },
-        { 200,
-          "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":60,"
-          "\"refresh_token\":7}",
-          IDP_TRANSIENT, 0, "refresh_token of the wrong type" },
+    {400,
+     "{\"error\":\"invalid_grant\",\"error_description\":\"AADSTS700082: The refresh token "
+     "has expired due to inactivity.\\r\\nTrace ID: x\",\"error_codes\":[700082],"
+     "\"suberror\":\"bad_token\"}",
+     IDP_REAUTH, 700082, "700082 expired refresh token needs reauth"},
+    {400, "{\"error\":\"invalid_grant\",\"error_codes\":[65001]}", IDP_CONFIG, 65001,
+     "65001 consent is configuration, despite invalid_grant"},
+    {401, "{\"error\":\"invalid_client\",\"error_codes\":[7000218]}", IDP_CONFIG, 7000218,
+     "7000218 public client flows"},
+    {400, "{\"error\":\"interaction_required\",\"error_codes\":[50076]}", IDP_REAUTH, 50076,
+     "50076 MFA"},
+    {400, "{\"error\":\"invalid_grant\"}", IDP_REAUTH, 0, "invalid_grant without codes"},
+    {400, "{\"error\":\"temporarily_unavailable\"}", IDP_TRANSIENT, 0, "temporarily_unavailable"},
+    {503, "<html>busy</html>", IDP_TRANSIENT, 0, "5xx with an HTML body"},
+    {429, "", IDP_TRANSIENT, 0, "429 with no body"},
+    {400, "{\"error\":\"invalid_request\",\"error_codes\":[90002]}", IDP_CONFIG, 90002,
+     "90002 tenant not found"},
+    {400, "[]", IDP_CONFIG, 0, "400 with a non-object body"},
+    {200, "{\"token_type\":\"Bearer\",\"expires_in\":3599}", IDP_TRANSIENT, 0,
+     "200 without access_token"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"a b\",\"expires_in\":3599}", IDP_TRANSIENT,
+     0, "access_token with a space"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"a\\\"b\",\"expires_in\":3599}",
+     IDP_TRANSIENT, 0, "access_token with a quote"},
+    {200, "{\"token_type\":\"mac\",\"access_token\":\"abc\",\"expires_in\":3599}", IDP_TRANSIENT, 0,
+     "token_type other than Bearer"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":-5}", IDP_TRANSIENT,
+     0, "negative expires_in"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":1.5}", IDP_TRANSIENT,
+     0, "fractional expires_in"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":99999999}",
+     IDP_TRANSIENT, 0, "absurd expires_in"},
+    {200, "{\"token_type\":\"Bearer\",\"access_token\":\"abc\"", IDP_TRANSIENT, 0,
+     "truncated body"},
+    {200,
+     "{\"token_type\":\"Bearer\",\"access_token\":\"abc\",\"expires_in\":60,"
+     "\"refresh_token\":7}",
+     IDP_TRANSIENT, 0, "refresh_token of the wrong type"},
 };
 
 int main(void)

@@ -36,11 +36,10 @@ static void remove_file(const char *name)
         unlink(path);
 }
 
-static const struct policy_peer root_peer = { .uid = 0, .gid = 0, .pid = 1 };
-static const gid_t extra_groups[] = { 4242 };
+static const struct policy_peer root_peer = {.uid = 0, .gid = 0, .pid = 1};
+static const gid_t extra_groups[] = {4242};
 static const struct policy_peer user_peer = {
-        .uid = 1000, .gid = 1000, .pid = 2, .groups = extra_groups, .n_groups = 1
-};
+    .uid = 1000, .gid = 1000, .pid = 2, .groups = extra_groups, .n_groups = 1};
 
 static int decide(const char *stack, const struct policy_peer *peer, char *rule, size_t n)
 {
@@ -49,8 +48,8 @@ static int decide(const char *stack, const struct policy_peer *peer, char *rule,
         char text[1024];
         int r;
 
-        snprintf(text, sizeof(text), "account demo\nscope https://graph.microsoft.com/Mail.Send\n%s",
-                 stack);
+        snprintf(text, sizeof(text),
+                 "account demo\nscope https://graph.microsoft.com/Mail.Send\n%s", stack);
         write_file("p", text, 0644);
         r = policy_set_load(dir, &set);
         remove_file("p");
@@ -107,8 +106,8 @@ int main(void)
         is_str(policy_profile_account(p), "alerts", "account directive");
         policy_profile_scopes(p, &n);
         is_int(n, 2, "duplicate scopes are kept once");
-        char *want[] = { (char *)"S2" };
-        char *bad[] = { (char *)"https://graph.microsoft.com/Mail.Read" };
+        char *want[] = {(char *)"S2"};
+        char *bad[] = {(char *)"https://graph.microsoft.com/Mail.Read"};
         ok(policy_profile_allows_scopes(p, want, 1), "a listed scope is allowed");
         ok(!policy_profile_allows_scopes(p, bad, 1), "an unlisted scope is refused");
         policy_set_free(set);

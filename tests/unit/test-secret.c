@@ -124,6 +124,13 @@ static void test_capacity(void)
         is_int(secret_append(s, "ghij", 4), 0, "append exactly the rest");
         is_str(secret_str(s), "abcdefghij", "appends concatenate");
 
+        /* Appending terminates even over stale bytes. */
+        memset(secret_data(s), 'X', secret_capacity(s));
+        secret_set_len(s, 0);
+        memset(secret_data(s), 'X', secret_capacity(s));
+        is_int(secret_append(s, "ab", 2), 0, "append over stale bytes");
+        is_str(secret_str(s), "ab", "append terminates right after the new length");
+
         /* Writing directly, then declaring the length. */
         memset(secret_data(s), 'X', secret_capacity(s));
         is_int(secret_set_len(s, 2), 0, "set_len 2");

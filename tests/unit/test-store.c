@@ -116,7 +116,7 @@ static void setup(void)
 {
         char path[PATH_MAX], conf[PATH_MAX * 2];
 
-        module = getenv("SOFTHSM_MODULE");
+        module = secure_getenv("SOFTHSM_MODULE");
         if (!module || !*module)
                 module = "/usr/lib/softhsm/libsofthsm2.so";
 
