@@ -150,13 +150,13 @@ int audit_write(struct audit *a, const struct audit_record *r)
                 return -ENOMEM;
         format_rfc3339_ms(now_realtime_usec(), time);
         ok = cJSON_AddStringToObject(json, "time", time) &&
-             cJSON_AddNumberToObject(json, "seq", (double)(a->seq + 1)) &&
+             json_add_uint(json, "seq", (a->seq + 1)) &&
              cJSON_AddStringToObject(json, "event", r->event);
         if (ok && r->peer) {
                 cJSON *peer = cJSON_AddObjectToObject(json, "peer");
-                ok = peer && cJSON_AddNumberToObject(peer, "uid", r->peer->uid) &&
-                     cJSON_AddNumberToObject(peer, "gid", r->peer->gid) &&
-                     cJSON_AddNumberToObject(peer, "pid", r->peer->pid) &&
+                ok = peer && json_add_uint(peer, "uid", r->peer->uid) &&
+                     json_add_uint(peer, "gid", r->peer->gid) &&
+                     json_add_uint(peer, "pid", r->peer->pid) &&
                      cJSON_AddStringToObject(peer, "exe", r->peer->exe);
         }
         ok = ok && add_string(json, "profile", r->profile) &&
@@ -168,10 +168,8 @@ int audit_write(struct audit *a, const struct audit_record *r)
         ok = ok && add_string(json, "decision", r->decision) && add_string(json, "rule", r->rule) &&
              add_string(json, "reason", r->reason) &&
              add_string(json, "token_fingerprint", r->fingerprint) &&
-             (!r->expires_at ||
-              cJSON_AddNumberToObject(json, "expires_at", (double)r->expires_at)) &&
-             (!r->generation ||
-              cJSON_AddNumberToObject(json, "generation", (double)r->generation)) &&
+             (!r->expires_at || json_add_uint(json, "expires_at", r->expires_at)) &&
+             (!r->generation || json_add_uint(json, "generation", r->generation)) &&
              add_string(json, "error", r->error);
         if (!ok)
                 return -ENOMEM;

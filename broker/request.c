@@ -72,6 +72,30 @@ static void deny(struct connection *c, const char *profile, const char *account,
                 reply_error(c, WIRE_DENIED, "Access denied.", 0);
 }
 
+/* Makes t->reply the framed reply for these expiry figures, rebuilding it only when they
+ * changed since the last reply. */
+static int token_reply_frame(struct cached_token *t, const struct wire_token_reply *reply)
+{
+        _cleanup_buf_ struct buf *frame = NULL;
+        int r;
+
+        if (t->reply && t->reply_expires_at == reply->expires_at &&
+            t->reply_expires_in == reply->expires_in)
+                return 0;
+        secret_free(t->reply);
+        t->reply = NULL;
+        r = buf_new(WIRE_HEADER_SIZE + WIRE_FRAME_MAX, &frame);
+        if (r == 0)
+                r = wire_reply_token(frame, reply);
+        if (r == 0)
+                r = secret_new_from(buf_data(frame), buf_len(frame), &t->reply);
+        if (r < 0)
+                return r;
+        t->reply_expires_at = reply->expires_at;
+        t->reply_expires_in = reply->expires_in;
+        return 0;
+}
+
 /* Audits the issue, then queues the token reply. Nothing is sent if the audit write fails. */
 static void issue(struct connection *c, const char *profile, struct account *a, const char *rule,
                   struct cached_token *t, uint64_t now_usec)
@@ -104,7 +128,8 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
                 reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
                 return;
         }
-        if (wire_reply_token(c->out, &reply) < 0)
+        if (token_reply_frame(t, &reply) < 0 ||
+            buf_put(c->out, secret_data(t->reply), secret_len(t->reply)) < 0)
                 reply_error(c, WIRE_INTERNAL, "The token reply could not be built.", 0);
 }
 

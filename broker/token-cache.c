@@ -57,6 +57,7 @@ static void entry_free(struct cached_token *t)
                 free(t->scopes[i]);
         free(t->scopes);
         secret_free(t->access_token);
+        secret_free(t->reply);
         free(t);
 }
 

@@ -17,6 +17,12 @@ struct cached_token {
         uint64_t expires_usec; /* boottime */
         uint64_t refresh_usec; /* boottime: ~75% of the lifetime */
         char fingerprint[17];  /* audit fingerprint, computed once per token */
+        /* The framed reply last sent for this token. Its only changing fields are expires_at
+         * and expires_in, which move once a second, so at load the same bytes serve many
+         * peers instead of rebuilding the JSON each time (request.c). */
+        struct secret *reply;
+        uint64_t reply_expires_at;
+        uint64_t reply_expires_in;
         struct cached_token *next;
 };
 

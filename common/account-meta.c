@@ -120,7 +120,7 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
             (m->authority && !cJSON_AddStringToObject(json, "authority", m->authority)) ||
             (m->graph && !cJSON_AddStringToObject(json, "graph", m->graph)) ||
             (m->mailbox && !cJSON_AddStringToObject(json, "mailbox", m->mailbox)) ||
-            !cJSON_AddNumberToObject(json, "created", (double)m->created))
+            !json_add_uint(json, "created", m->created))
                 return -ENOMEM;
         text = cJSON_PrintUnformatted(json);
         if (!text)

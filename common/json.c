@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,4 +78,12 @@ int json_get_u64(const cJSON *object, const char *key, uint64_t *ret)
                 return -EINVAL;
         *ret = (uint64_t)v;
         return 0;
+}
+
+bool json_add_uint(cJSON *object, const char *key, uint64_t value)
+{
+        char text[24];
+
+        snprintf(text, sizeof(text), "%llu", (unsigned long long)value);
+        return cJSON_AddRawToObject(object, key, text) != NULL;
 }

@@ -24,6 +24,11 @@ void json_free_string(char *s);
 /* Whether an object has two members with the same name (ambiguous input is rejected). */
 bool json_has_duplicate_keys(const cJSON *object);
 
+/* Adds an unsigned integer member. cJSON prints every number through "%1.15g" and re-parses it
+ * with sscanf() to check the round trip; integers need neither, and this is on the hot path of
+ * every token reply and audit line. Returns false when out of memory. */
+bool json_add_uint(cJSON *object, const char *key, uint64_t value);
+
 /* Member accessors: NULL / -ENOENT when absent, -EINVAL when of the wrong type. */
 const char *json_get_string(const cJSON *object, const char *key);
 int json_get_u64(const cJSON *object, const char *key, uint64_t *ret);

@@ -203,8 +203,7 @@ static cJSON *reply_new(bool ok)
 
         if (!json)
                 return NULL;
-        if (!cJSON_AddNumberToObject(json, "v", WIRE_VERSION) ||
-            !cJSON_AddBoolToObject(json, "ok", ok)) {
+        if (!json_add_uint(json, "v", WIRE_VERSION) || !cJSON_AddBoolToObject(json, "ok", ok)) {
                 cJSON_Delete(json);
                 return NULL;
         }
@@ -226,10 +225,9 @@ int wire_reply_error(struct buf *out, enum wire_error e, const char *message, ui
 {
         cJSON *json = reply_new(false);
 
-        if (json &&
-            (!cJSON_AddStringToObject(json, "error", wire_error_to_string(e)) ||
-             !cJSON_AddStringToObject(json, "message", message) ||
-             (retry_after > 0 && !cJSON_AddNumberToObject(json, "retry_after", retry_after)))) {
+        if (json && (!cJSON_AddStringToObject(json, "error", wire_error_to_string(e)) ||
+                     !cJSON_AddStringToObject(json, "message", message) ||
+                     (retry_after > 0 && !json_add_uint(json, "retry_after", retry_after)))) {
                 cJSON_Delete(json);
                 json = NULL;
         }
@@ -269,8 +267,8 @@ int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
 
         if (!json || !scopes || !cJSON_AddStringToObject(json, "token_type", "Bearer") ||
             !cJSON_AddStringToObject(json, "access_token", t->access_token) ||
-            !cJSON_AddNumberToObject(json, "expires_at", (double)t->expires_at) ||
-            !cJSON_AddNumberToObject(json, "expires_in", (double)t->expires_in) ||
+            !json_add_uint(json, "expires_at", t->expires_at) ||
+            !json_add_uint(json, "expires_in", t->expires_in) ||
             !cJSON_AddItemToObject(json, "scopes", scopes) ||
             !cJSON_AddStringToObject(json, "account", t->account) ||
             (t->mailbox && !cJSON_AddStringToObject(json, "mailbox", t->mailbox))) {

@@ -416,7 +416,7 @@ static void test_good_requests(void)
 /* Reads tests/data/frames/bad-requests.txt and checks each line's error code. */
 static void test_bad_requests_file(void)
 {
-        const char *root = getenv("CREDBROKER_SOURCE_ROOT");
+        const char *root = secure_getenv("CREDBROKER_SOURCE_ROOT");
         char path[4096], line[8192];
         FILE *f;
         int cases = 0;
@@ -520,21 +520,26 @@ static void test_bad_bytes(void)
                           &req, &err);
         is_int(r, -EBADMSG, "refusal returns -EBADMSG");
 
-        /* Deep nesting: refused or ignored, never a crash. */
-        size_t depth = 5000;
-        char *deep = malloc(depth * 2 + 64);
-        size_t n = (size_t)sprintf(deep, "{\"v\":1,\"op\":\"ping\",\"x\":");
+        /* Deep nesting: refused (cJSON stops at its nesting limit) or, were the limit higher,
+         * parsed as the ping it is; never a crash. */
+        static const char head[] = "{\"v\":1,\"op\":\"ping\",\"x\":";
+        size_t depth = 5000, n = sizeof(head) - 1;
+        char *deep = malloc(sizeof(head) + 2 * depth + 1);
+        if (!deep)
+                abort();
+        memcpy(deep, head, n);
         memset(deep + n, '[', depth);
         memset(deep + n + depth, ']', depth);
         n += 2 * depth;
         deep[n++] = '}';
         r = parse(deep, n, &req, &err, &msg);
-        ok(r < 0 && err == WIRE_BAD_REQUEST, "5000-deep nesting is refused");
-        n = (size_t)sprintf(deep, "{\"v\":1,\"op\":\"ping\",\"x\":");
-        memset(deep + n, '[', 2000);
-        n += 2000;
+        ok((r < 0 && err == WIRE_BAD_REQUEST) || (r == 0 && req.op == WIRE_OP_PING),
+           "5000-deep nesting is refused or ignored");
+        if (r == 0)
+                wire_request_clear(&req);
+        n = sizeof(head) - 1 + depth;
         r = parse(deep, n, &req, &err, &msg);
-        ok(r < 0 && err == WIRE_BAD_REQUEST, "2000 unclosed '[' are refused");
+        ok(r < 0 && err == WIRE_BAD_REQUEST, "5000 unclosed '[' are refused");
         free(deep);
 }
 
