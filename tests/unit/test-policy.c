@@ -169,6 +169,21 @@ int main(void)
         is_int(decide("peer optional uid root\npeer required uid 1000\n", &user_peer, NULL, 0), 1,
                "a failing optional among others is ignored");
 
+        /* The shipped examples must load as they are. */
+        {
+                const char *root = secure_getenv("CREDBROKER_SOURCE_ROOT");
+                char examples[512];
+
+                snprintf(examples, sizeof(examples), "%s/policy/examples", root ? root : ".");
+                is_int(policy_set_load(examples, &set), 0, "policy/examples loads");
+                if (set) {
+                        ok(policy_set_find(set, "alerts") != NULL, "example profile alerts");
+                        is_int(policy_set_count(set), 1, "the fragment is not a profile");
+                        policy_set_free(set);
+                        set = NULL;
+                }
+        }
+
         rmdir(dir);
         return done_testing();
 }
