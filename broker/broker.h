@@ -58,6 +58,7 @@ struct connection {
         struct buf *out;
         struct waiter *waiting; /* at most one: replies go out in request order */
         bool closing;           /* flush what is queued, then close */
+        bool eof;               /* the peer shut down its side: answer what it sent, then close */
         uint32_t events;        /* what the watch is registered for */
         struct connection *prev, *next;
 };

@@ -500,8 +500,16 @@ void idp_free(struct idp *idp)
 {
         if (!idp)
                 return;
-        while (idp->transfers)
-                transfer_free(idp->transfers);
+        /* Each caller hears about its transfer once, so it can release what it attached. */
+        while (idp->transfers) {
+                struct transfer *t = idp->transfers;
+                struct idp_result result = {.sent_at_usec = t->sent_at_usec};
+
+                fail(&result, IDP_TRANSIENT, "cancelled: the broker is stopping");
+                t->done(&result, t->userdata);
+                idp_result_clear(&result);
+                transfer_free(t);
+        }
         if (idp->multi)
                 curl_multi_cleanup(idp->multi);
         if (idp->timer.fd >= 0) {

@@ -17,7 +17,7 @@ struct idp_options {
 };
 
 int idp_new(int epfd, const struct idp_options *options, struct idp **ret);
-/* Cancels every transfer in flight without calling its callback. */
+/* Cancels every transfer in flight; each callback runs once with a transient failure. */
 void idp_free(struct idp *idp);
 
 enum idp_outcome {

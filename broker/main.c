@@ -37,6 +37,24 @@ static void usage(FILE *f)
                 CONFIG_DEFAULT_PATH);
 }
 
+/* Accounts are re-read from the PKCS#11 token on next use, so a reload picks up an account
+ * an administrator re-provisioned (new metadata, or a fresh refresh token after
+ * reauth_required). Accounts with a refresh in flight are kept; their cached tokens stay. */
+static void forget_idle_accounts(struct broker *b)
+{
+        struct account **link = &b->accounts;
+
+        while (*link) {
+                struct account *a = *link;
+                if (a->refreshing || a->waiters) {
+                        link = &a->next;
+                        continue;
+                }
+                *link = a->next;
+                account_free(a);
+        }
+}
+
 static void reload_policy(struct broker *b)
 {
         struct policy_set *set;
@@ -49,6 +67,7 @@ static void reload_policy(struct broker *b)
         policy_set_free(b->policy);
         b->policy = set;
         log_info("Policy reloaded: %zu profiles.", policy_set_count(set));
+        forget_idle_accounts(b);
 }
 
 static void on_signal(struct watch *w, uint32_t events)

@@ -56,7 +56,7 @@ static void connection_update_events(struct connection *c)
         uint32_t events = 0;
 
         /* Read only while no request waits and the peer is reading its replies. */
-        if (!c->closing && !c->waiting && buf_len(c->out) < CONNECTION_OUT_HIGH_WATER)
+        if (!c->closing && !c->eof && !c->waiting && buf_len(c->out) < CONNECTION_OUT_HIGH_WATER)
                 events |= EPOLLIN;
         if (buf_len(c->out) > 0)
                 events |= EPOLLOUT;
@@ -82,7 +82,8 @@ void connection_flush(struct connection *c)
                         return;
                 }
         }
-        if (c->closing && buf_len(c->out) == 0) {
+        /* After EOF, processing stopped with no waiter only when no whole frame is left. */
+        if ((c->closing || (c->eof && !c->waiting)) && buf_len(c->out) == 0) {
                 connection_close(c);
                 return;
         }
@@ -129,10 +130,14 @@ static void on_connection_ready(struct watch *w, uint32_t events)
 
         if (events & EPOLLIN) {
                 r = buf_read_fd(c->in, w->fd);
-                if (r == 0 || (r < 0 && r != -EAGAIN && r != -EMSGSIZE)) {
+                if (r < 0 && r != -EAGAIN && r != -EMSGSIZE) {
                         connection_close(c);
                         return;
                 }
+                /* A client may send its requests and shut down its side before reading the
+                 * replies: answer what is complete, then close. */
+                if (r == 0)
+                        c->eof = true;
                 connection_process(c);
                 return;
         }
