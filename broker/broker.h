@@ -18,8 +18,10 @@
 #include "wire.h"
 
 #define BROKER_MAX_CONNECTIONS 1024
-#define CONNECTION_IN_MAX      (WIRE_HEADER_SIZE + WIRE_FRAME_MAX)
-#define CONNECTION_OUT_MAX     (1024 * 1024)
+/* File descriptors kept free for curl, the PKCS#11 module and the audit log. */
+#define BROKER_FD_RESERVE  32
+#define CONNECTION_IN_MAX  (WIRE_HEADER_SIZE + WIRE_FRAME_MAX)
+#define CONNECTION_OUT_MAX (1024 * 1024)
 /* Stop reading a peer that does not read its replies. */
 #define CONNECTION_OUT_HIGH_WATER (256 * 1024)
 
@@ -36,6 +38,9 @@ struct broker {
         struct account *accounts;
         struct connection *connections;
         unsigned n_connections;
+        unsigned max_connections; /* BROKER_MAX_CONNECTIONS or what RLIMIT_NOFILE allows */
+        unsigned max_per_uid;     /* one uid cannot take every slot (reliability.md P12) */
+        bool listener_paused;     /* out of descriptors: wait for a connection to close */
         bool stopping;
 };
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -80,6 +81,18 @@ static void on_signal(struct watch *w, uint32_t events)
                         reload_policy(b);
                 else
                         b->stopping = true;
+        }
+}
+
+/* Each client is a descriptor: take the hard limit systemd grants (the soft default of 1024
+ * exists only for select() users). */
+static void raise_fd_limit(void)
+{
+        struct rlimit nofile;
+
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+                nofile.rlim_cur = nofile.rlim_max;
+                (void)setrlimit(RLIMIT_NOFILE, &nofile);
         }
 }
 
@@ -201,6 +214,7 @@ int main(int argc, char **argv)
 
         if (harden_process() < 0)
                 return EXIT_FAILURE;
+        raise_fd_limit();
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
                 log_error("Failed to initialise libcurl.");

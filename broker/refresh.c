@@ -52,9 +52,10 @@ static void set_state(struct broker *b, struct account *a, enum account_state st
         audit_account_event(b, a, event, NULL, 0, message);
 }
 
-/* Answers the waiters this refresh can answer; the ones that want another scope set wait for
- * a refresh of their own. */
-static void answer_waiters(struct broker *b, struct account *a, bool succeeded)
+/* Answers the waiters this refresh can answer: on success those that asked for the refreshed
+ * scope set (a cached token for another set may be too short for their min_ttl, which is why
+ * they waited), on failure all of them. The others wait for a refresh of their own. */
+static void answer_waiters(struct broker *b, struct account *a, const char *refreshed_key)
 {
         struct waiter *list = account_take_waiters(a), *leftover = NULL,
                       **leftover_tail = &leftover;
@@ -63,7 +64,7 @@ static void answer_waiters(struct broker *b, struct account *a, bool succeeded)
                 struct waiter *w = list;
                 list = w->next;
                 w->next = NULL;
-                if (succeeded && !token_cache_get(&b->cache, a->name, w->scope_key)) {
+                if (refreshed_key && strcmp(w->scope_key, refreshed_key) != 0) {
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
@@ -140,7 +141,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
                 set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
                 break;
         }
-        answer_waiters(b, a, result->outcome == IDP_OK);
+        answer_waiters(b, a, result->outcome == IDP_OK ? r->scope_key : NULL);
         refresh_free(r);
 }
 
@@ -159,14 +160,14 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (e == -ENOENT) {
                 set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
-                answer_waiters(b, a, false);
+                answer_waiters(b, a, NULL);
                 return;
         }
         if (e < 0) {
                 uint32_t delay = account_backoff(a, 0, now_boottime_usec());
                 log_error_errno(e, "Account %s: cannot read the refresh token (retry in %u s)",
                                 a->name, delay);
-                answer_waiters(b, a, false);
+                answer_waiters(b, a, NULL);
                 return;
         }
 
@@ -197,7 +198,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
                 refresh_free(r);
                 log_error_errno(e, "Account %s: cannot start a refresh", a->name);
                 account_backoff(a, 0, now_boottime_usec());
-                answer_waiters(b, a, false);
+                answer_waiters(b, a, NULL);
                 return;
         }
         a->refreshing = true;

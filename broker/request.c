@@ -11,7 +11,8 @@
 #include "log.h"
 #include "util.h"
 
-/* A token is handed out only with at least this much life left, whatever min_ttl says. */
+/* A token is handed out only with at least this much life left, whatever min_ttl says, or a
+ * quarter of its lifetime for tokens shorter than four times that (the refresh-ahead point). */
 #define MIN_TTL_FLOOR_SEC 60
 
 void waiter_free(struct waiter *w)
@@ -173,9 +174,15 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
         struct broker *b = c->broker;
         uint64_t now = now_boottime_usec();
         struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
-        uint64_t need = min_ttl > MIN_TTL_FLOOR_SEC ? min_ttl : MIN_TTL_FLOOR_SEC;
+        uint64_t floor, need;
 
-        if (!t || cached_token_ttl(t, now) < need)
+        if (!t)
+                return false;
+        floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
+        if (floor > MIN_TTL_FLOOR_SEC)
+                floor = MIN_TTL_FLOOR_SEC;
+        need = min_ttl > floor ? min_ttl : floor;
+        if (cached_token_ttl(t, now) < need)
                 return false;
         if (now >= t->refresh_usec)
                 refresh_start(b, a, scope_key);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -18,6 +19,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "util.h"
 
 static void connection_free(void *p)
 {
@@ -46,6 +48,9 @@ static void connection_close(struct connection *c)
         if (c->next)
                 c->next->prev = c->prev;
         b->n_connections--;
+        /* A descriptor is free again: resume accepting if we ran out. */
+        if (b->listener_paused && event_modify(b->epfd, &b->listener, EPOLLIN) == 0)
+                b->listener_paused = false;
         int fd = c->watch.fd;
         event_release(b->epfd, &c->watch, c, connection_free);
         close(fd);
@@ -149,6 +154,52 @@ static void on_connection_ready(struct watch *w, uint32_t events)
                 connection_flush(c);
 }
 
+/* At most one warning a second: a flood must not also fill the disk. */
+static void warn_refused(const char *what, uid_t uid)
+{
+        static uint64_t last_usec;
+        static unsigned suppressed;
+        uint64_t now = now_boottime_usec();
+
+        if (last_usec && now - last_usec < USEC_PER_SEC) {
+                suppressed++;
+                return;
+        }
+        log_warning("Refusing a connection from uid %d: %s (%u more refused since the last "
+                    "warning).",
+                    (int)uid, what, suppressed);
+        last_usec = now;
+        suppressed = 0;
+}
+
+static unsigned connections_of_uid(const struct broker *b, uid_t uid)
+{
+        unsigned n = 0;
+
+        for (const struct connection *c = b->connections; c; c = c->next)
+                n += c->peer.uid == uid;
+        return n;
+}
+
+/* Takes the peer's identity from the kernel (never from its own words) and checks the
+ * connection limits, which keep one uid from taking every slot (reliability.md P12). */
+static int admit(struct broker *b, int fd, struct peer *ret)
+{
+        int r = peer_from_socket(fd, ret);
+
+        if (r < 0)
+                return r;
+        if (b->n_connections >= b->max_connections) {
+                warn_refused("too many connections", ret->uid);
+                return -EBUSY;
+        }
+        if (connections_of_uid(b, ret->uid) >= b->max_per_uid) {
+                warn_refused("too many connections from this uid", ret->uid);
+                return -EBUSY;
+        }
+        return 0;
+}
+
 static void on_accept(struct watch *w, uint32_t events)
 {
         struct broker *b = (struct broker *)((char *)w - offsetof(struct broker, listener));
@@ -159,14 +210,16 @@ static void on_accept(struct watch *w, uint32_t events)
 
                 fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
                 if (fd < 0) {
-                        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                        if (errno == EMFILE || errno == ENFILE) {
+                                /* The listener stays readable until a descriptor frees up:
+                                 * stop watching it rather than spin on accept(). */
+                                warn_refused("out of file descriptors", (uid_t)-1);
+                                if (event_modify(b->epfd, w, 0) == 0)
+                                        b->listener_paused = true;
+                        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                                 log_warning_errno(errno, "accept() failed");
+                        }
                         return;
-                }
-                if (b->n_connections >= BROKER_MAX_CONNECTIONS) {
-                        log_warning("Too many connections; refusing one.");
-                        close(fd);
-                        continue;
                 }
                 c = calloc(1, sizeof(*c));
                 if (!c) {
@@ -175,8 +228,7 @@ static void on_accept(struct watch *w, uint32_t events)
                 }
                 c->broker = b;
                 c->watch = (struct watch){.fd = fd, .fn = on_connection_ready};
-                /* Identity is taken now, from the kernel, and never re-read from the peer. */
-                r = peer_from_socket(fd, &c->peer);
+                r = admit(b, fd, &c->peer);
                 if (r == 0)
                         r = buf_new(CONNECTION_IN_MAX, &c->in);
                 if (r == 0)
@@ -186,7 +238,8 @@ static void on_accept(struct watch *w, uint32_t events)
                         r = event_add(b->epfd, &c->watch, c->events);
                 }
                 if (r < 0) {
-                        log_warning_errno(r, "Refusing a connection");
+                        if (r != -EBUSY)
+                                log_warning_errno(r, "Refusing a connection");
                         close(fd);
                         connection_free(c);
                         continue;
@@ -231,9 +284,32 @@ static int listen_on_path(const char *path)
         return fd;
 }
 
+/* Connection limits from what RLIMIT_NOFILE leaves after the reserve. */
+static void set_connection_limits(struct broker *b)
+{
+        struct rlimit nofile;
+        unsigned max = BROKER_MAX_CONNECTIONS;
+
+        if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+                rlim_t usable = nofile.rlim_cur > 2 * BROKER_FD_RESERVE
+                                    ? nofile.rlim_cur - BROKER_FD_RESERVE
+                                    : nofile.rlim_cur / 2;
+                if (usable < max)
+                        max = (unsigned)usable;
+        }
+        b->max_connections = max > 0 ? max : 1;
+        /* A quarter each: a flooding uid leaves three quarters to everyone else, and a busy
+         * uid (many cron jobs of one user) still has room. */
+        b->max_per_uid = b->max_connections / 4 > 0 ? b->max_connections / 4 : 1;
+        log_debug("Serving at most %u connections, %u per uid.", b->max_connections,
+                  b->max_per_uid);
+}
+
 int server_listen(struct broker *b)
 {
         int fd = -1;
+
+        set_connection_limits(b);
 
 #if HAVE_SYSTEMD
         int n = sd_listen_fds(1);

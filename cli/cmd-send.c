@@ -69,9 +69,15 @@ static int add_recipients(cJSON *array, const char *list, size_t *count)
         for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
                 cJSON *entry, *email;
 
+                size_t len;
+
+                /* Spaces around an address are trimmed; one inside it makes it invalid, so no
+                 * recipient is ever silently dropped. */
                 while (*a == ' ')
                         a++;
-                a[strcspn(a, " ")] = 0;
+                len = strlen(a);
+                while (len > 0 && a[len - 1] == ' ')
+                        a[--len] = 0;
                 if (!address_is_valid(a)) {
                         fprintf(stderr, "credbroker: not a valid mail address: \"%.80s\"\n", a);
                         return -EINVAL;
@@ -180,7 +186,7 @@ int cmd_send(int argc, char **argv)
                         if (r < 0)
                                 return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
                         if (c == OPT_TO)
-                                n_to = n_recipients;
+                                n_to = (size_t)cJSON_GetArraySize(to);
                         break;
                 case 's':
                         subject = optarg;

@@ -111,17 +111,35 @@ int cmd_token(int argc, char **argv)
 
 int cmd_ping(int argc, char **argv)
 {
-        const char *socket = argc > 2 && strcmp(argv[1], "--socket") == 0 ? argv[2] : NULL;
+        static const struct option options[] = {
+            {"socket", required_argument, NULL, 'S'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
         _cleanup_json_ cJSON *request = cJSON_CreateObject();
+        const char *socket = NULL;
         cJSON *reply = NULL;
-        int r;
+        int c, r;
 
-        if (argc > 1 && !socket) {
-                fputs("Usage: credbroker ping [--socket PATH]\n",
-                      argc == 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
-                return argc == 2 && strcmp(argv[1], "--help") == 0 ? 0 : EXIT_USAGE;
+        while ((c = getopt_long(argc, argv, "S:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'S':
+                        socket = optarg;
+                        break;
+                case 'h':
+                        puts("Usage: credbroker ping [--socket PATH]\n\n"
+                             "Checks that the broker answers; exit 69 when it does not.");
+                        return 0;
+                default:
+                        fputs("Usage: credbroker ping [--socket PATH]\n", stderr);
+                        return EXIT_USAGE;
+                }
         }
-        if (!request || !cJSON_AddNumberToObject(request, "v", WIRE_VERSION) ||
+        if (optind < argc) {
+                fputs("Usage: credbroker ping [--socket PATH]\n", stderr);
+                return EXIT_USAGE;
+        }
+        if (!request || !json_add_uint(request, "v", WIRE_VERSION) ||
             !cJSON_AddStringToObject(request, "op", "ping"))
                 return EXIT_SOFTWARE;
         r = client_call(client_socket_path(socket), request, &reply);

@@ -1,0 +1,150 @@
+'use strict';
+// No secret in logs, audit, stderr, argv or environment; no core dumps, no peeking (P4, §9).
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { setup, run, sleep, spawnTracked } = require('./harness');
+
+let h;
+before(async () => {
+  // A canary PIN and a canary refresh token; debug logging, the most talkative level.
+  h = await setup();
+});
+after(() => h && h.teardown());
+
+const refreshTokens = new Set();
+const accessTokens = new Set();
+const outputs = []; // { what, text } everything a client printed that is not a token on purpose
+
+function note(what, r, { stdoutIsToken = false } = {}) {
+  outputs.push({ what: `${what} (stderr)`, text: r.stderr });
+  if (!stdoutIsToken) outputs.push({ what: `${what} (stdout)`, text: r.stdout });
+  return r;
+}
+
+async function learnRefreshTokens() {
+  for (const g of await h.refreshTokenGenerations()) {
+    const value = (await h.readDataObject(`alerts/refresh_token/${g}`)).trim();
+    assert.ok(value.length >= 16, `generation ${g} holds a plausible token`);
+    refreshTokens.add(value);
+  }
+}
+
+async function issueToken(what) {
+  const r = note(what, await h.cli(['token', '-p', 'alerts']), { stdoutIsToken: true });
+  assert.equal(r.code, 0, `${what}: ${r.stderr}`);
+  accessTokens.add(r.stdout.trim());
+  const json = note(`${what} json`, await h.cli(['token', '-p', 'alerts', '--format', 'json']), { stdoutIsToken: true });
+  accessTokens.add(JSON.parse(json.stdout).access_token);
+}
+
+test('a run through issue, deny, unavailable, refresh, send and reauth', { timeout: 90000 }, async () => {
+  refreshTokens.add(h.canaryRefreshToken);
+  await learnRefreshTokens();
+  assert.deepEqual([...refreshTokens], [h.canaryRefreshToken], 'generation 1 reads back as the imported canary');
+
+  // issue (first refresh: the canary is used and rotated)
+  await issueToken('issue');
+  await learnRefreshTokens();
+
+  // deny
+  const denied = note('deny', await h.cli(['token', '-p', 'alerts'], { asNobody: true }));
+  assert.equal(denied.code, 77);
+
+  // unavailable: the endpoint down, then a 503
+  await h.stopEmulator();
+  await h.restartBroker();
+  const down = note('unavailable', await h.cli(['token', '-p', 'alerts']));
+  assert.equal(down.code, 75, down.stderr);
+  await h.startEmulator();
+  await h.restartBroker();
+  await h.addFault({ endpoint: 'token', mode: 'status', status: 503, retry_after: 1 });
+  const busy = note('503', await h.cli(['token', '-p', 'alerts']));
+  assert.equal(busy.code, 75, busy.stderr);
+  await sleep(1300);
+
+  // refresh again (rotation), and a mail through Graph with the token
+  await issueToken('refresh');
+  await learnRefreshTokens();
+  const sent = note('send', await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'canary',
+    '--config', h.conf], { input: 'body\n' }));
+  assert.equal(sent.code, 0, sent.stderr);
+  await h.addFault({ endpoint: 'graph', mode: 'status', status: 401, code: 'InvalidAuthenticationToken' });
+  const refused = note('send refused', await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'x',
+    '--config', h.conf], { input: 'body\n' }));
+  assert.notEqual(refused.code, 0);
+
+  // a server-side rejection mentioning the grant, then reauth
+  await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: 'alerts@contoso.com', access_tokens: true });
+  await h.restartBroker();
+  const reauth = note('reauth', await h.cli(['token', '-p', 'alerts']));
+  assert.equal(reauth.code, 78, reauth.stderr);
+  const events = h.auditLines().map((l) => l.event);
+  for (const e of ['issue', 'deny', 'refresh', 'refresh_failed', 'reauth_required']) {
+    assert.ok(events.includes(e), `the run produced a ${e} audit record`);
+  }
+  assert.ok(refreshTokens.size >= 3, `learnt ${refreshTokens.size} refresh tokens`);
+  assert.ok(accessTokens.size >= 2, `learnt ${accessTokens.size} access tokens`);
+});
+
+test('no refresh token, access token or PIN in the broker stderr, audit log, emulator log or CLI output', { timeout: 30000 }, async () => {
+  assert.ok(refreshTokens.size > 0 && accessTokens.size > 0, 'the previous test collected the secrets');
+  const haystacks = [
+    { what: 'credbrokerd stderr', text: h.brokerLog() },
+    { what: 'audit log', text: h.auditText() },
+    { what: 'emulator log', text: h.emulatorLog() },
+    ...outputs,
+  ];
+  assert.ok(haystacks[0].text.includes('debug:'), 'the broker logged at debug level');
+  const secrets = [
+    ...[...refreshTokens].map((v) => ({ kind: 'refresh token', v })),
+    ...[...accessTokens].map((v) => ({ kind: 'access token', v })),
+    { kind: 'PIN', v: h.pin },
+  ];
+  for (const { kind, v } of secrets) {
+    // The whole value, and its tail (the part that differs between tokens of one issuer).
+    const needles = [v, v.slice(-16)];
+    for (const { what, text } of haystacks) {
+      for (const n of needles) {
+        assert.ok(!text.includes(n), `a ${kind} (…${v.slice(-6)}) appears in the ${what}`);
+      }
+    }
+  }
+});
+
+test('no secret in the broker\'s argv or environment', { timeout: 10000 }, async () => {
+  const pid = h.brokerPid;
+  const text = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1') + fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+  for (const v of [h.pin, ...refreshTokens, ...accessTokens]) assert.ok(!text.includes(v));
+});
+
+test('RLIMIT_CORE is 0 and the broker is not dumpable', { timeout: 60000 }, async () => {
+  // Same uid, same (empty) capability set for the broker, the reader and a control process:
+  // then the only thing that can refuse the reader access to /proc/PID/environ (a ptrace
+  // "read" access check) is the target's dumpable flag. As root with full capabilities the
+  // check would always pass (CAP_SYS_PTRACE), and a capability-less reader would be refused
+  // for any fully capable root process (commoncap), so neither would prove anything.
+  const capless = ['setpriv', '--bounding-set=-all', '--inh-caps=-all'];
+  await h.stopBroker();
+  await h.startBroker({ wrapper: capless });
+  const pid = h.brokerPid;
+
+  const limits = fs.readFileSync(`/proc/${pid}/limits`, 'utf8');
+  const core = limits.split('\n').find((l) => l.startsWith('Max core file size'));
+  assert.ok(core, limits);
+  assert.match(core, /^Max core file size\s+0\s+0\s+bytes/, core);
+
+  // The control: a dumpable process with the same uid and capabilities as the broker.
+  const child = spawnTracked(capless[0], [...capless.slice(1), 'sleep', '30'], { stdio: 'ignore' });
+  try {
+    await sleep(200);
+    const ok = await run(capless[0], [...capless.slice(1), 'cat', `/proc/${child.pid}/environ`]);
+    assert.equal(ok.code, 0, `control: a capability-less root reader must read a dumpable peer's environ: ${ok.stderr}`);
+    const refused = await run(capless[0], [...capless.slice(1), 'cat', `/proc/${pid}/environ`]);
+    assert.notEqual(refused.code, 0, 'the broker\'s /proc/PID/environ is readable: it is dumpable');
+    assert.match(refused.stderr, /Permission denied|Operation not permitted/);
+    assert.ok(h.brokerAlive());
+  } finally {
+    child.kill('SIGKILL');
+  }
+});

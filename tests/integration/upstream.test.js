@@ -1,0 +1,144 @@
+'use strict';
+// Upstream failures degrade gracefully (P8): down, 5xx with Retry-After, hangs, broken bodies,
+// revoked grants.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { setup, sleep } = require('./harness');
+
+const TIMEOUT = 3; // [identity] timeout, seconds
+
+let h;
+before(async () => {
+  h = await setup({ config: { identity: { timeout: TIMEOUT, connect_timeout: TIMEOUT } } });
+});
+after(() => h && h.teardown());
+
+const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
+
+function assertUnavailable(reply, what) {
+  assert.equal(reply.ok, false, `${what}: ${JSON.stringify(reply)}`);
+  assert.equal(reply.error, 'unavailable', `${what}: ${JSON.stringify(reply)}`);
+  assert.equal(reply.access_token, undefined);
+  assert.ok(Number.isInteger(reply.retry_after) && reply.retry_after >= 1,
+    `${what}: retry_after ${reply.retry_after}`);
+}
+
+// A broker with an empty cache and no backoff, and an emulator with no queued faults.
+async function fresh() {
+  if (!h.emu) await h.startEmulator();
+  await h.clearFaults();
+  await h.restartBroker();
+  await h.resetCounters();
+}
+
+async function timedPing() {
+  const t0 = Date.now();
+  const r = await h.rawRequest({ v: 1, op: 'ping' }, 5000);
+  assert.equal(r.ok, true);
+  return Date.now() - t0;
+}
+
+test('a cached token is still served while the token endpoint is down', { timeout: 30000 }, async () => {
+  await fresh();
+  const a = await h.cli(['token', '-p', 'alerts']);
+  assert.equal(a.code, 0, a.stderr);
+  await h.stopEmulator();
+  const b = await h.cli(['token', '-p', 'alerts']);
+  assert.equal(b.code, 0, b.stderr);
+  assert.equal(b.stdout, a.stdout);
+  await h.startEmulator();
+});
+
+test('emulator down: exit 75 and unavailable with retry_after; back on the same port: a token after retry_after', { timeout: 60000 }, async () => {
+  await fresh();
+  await h.stopEmulator();
+  const r = await h.cli(['token', '-p', 'alerts']);
+  assert.equal(r.code, 75, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /unavailable/);
+  assert.equal(r.stdout, '');
+
+  const reply = await h.rawRequest(TOKEN);
+  assertUnavailable(reply, 'while the emulator is down');
+  assert.ok(reply.retry_after <= 300, `retry_after ${reply.retry_after} exceeds the backoff cap`);
+  assert.ok(h.brokerAlive());
+
+  await h.startEmulator(); // same ports, asserted by the harness
+  await sleep(reply.retry_after * 1000 + 250);
+  const ok = await h.rawRequest(TOKEN);
+  assert.equal(ok.ok, true, `after waiting retry_after: ${JSON.stringify(ok)}`);
+  assert.equal((await h.counters()).token_success, 1);
+});
+
+test('503 with Retry-After: unavailable, and retry_after honours the server', { timeout: 30000 }, async () => {
+  await fresh();
+  await h.addFault({ endpoint: 'token', mode: 'status', status: 503, retry_after: 3 });
+  const reply = await h.rawRequest(TOKEN);
+  assertUnavailable(reply, '503');
+  assert.ok(reply.retry_after >= 2 && reply.retry_after <= 4, `retry_after ${reply.retry_after} for Retry-After: 3`);
+  const c = await h.counters();
+  assert.equal(c.faults_injected.token, 1);
+  // No retry storm: asking again during the backoff does not go upstream.
+  const again = await h.rawRequest(TOKEN);
+  assertUnavailable(again, 'during the backoff');
+  assert.equal((await h.counters()).token, 1, 'no upstream request during the backoff');
+});
+
+test('a hanging token endpoint: unavailable after the configured timeout; pings answer meanwhile', { timeout: 30000 }, async () => {
+  await fresh();
+  await h.addFault({ endpoint: 'token', mode: 'hang' });
+  const c = await h.rawClient();
+  try {
+    const t0 = Date.now();
+    await c.send(TOKEN);
+    const replyPromise = c.readFrame(20000);
+    await sleep(300);
+    for (let i = 0; i < 5; i++) {
+      const ms = await timedPing();
+      assert.ok(ms < 1000, `a ping took ${ms} ms while a refresh hangs`);
+      await sleep(200);
+    }
+    const reply = await replyPromise;
+    const elapsed = (Date.now() - t0) / 1000;
+    assertUnavailable(reply, 'hang');
+    assert.ok(elapsed >= TIMEOUT - 0.5, `answered after ${elapsed}s, before the ${TIMEOUT}s timeout`);
+    assert.ok(elapsed < TIMEOUT + 5, `answered only after ${elapsed}s with a ${TIMEOUT}s timeout`);
+  } finally {
+    c.close();
+  }
+  assert.ok(h.brokerAlive());
+});
+
+for (const mode of ['truncate', 'huge', 'reset']) {
+  test(`a ${mode} fault: unavailable, and the broker lives on`, { timeout: 30000 }, async () => {
+    await fresh();
+    await h.addFault({ endpoint: 'token', mode });
+    const reply = await h.rawRequest(TOKEN);
+    assertUnavailable(reply, mode);
+    assert.equal((await h.counters()).faults_injected.token, 1);
+    assert.ok(h.brokerAlive());
+    assert.ok((await timedPing()) < 1000);
+    // And it recovers once the endpoint behaves.
+    await sleep(reply.retry_after * 1000 + 250);
+    const ok = await h.rawRequest(TOKEN);
+    assert.equal(ok.ok, true, `after the ${mode} fault: ${JSON.stringify(ok)}`);
+  });
+}
+
+test('a revoked refresh token: reauth_required (exit 78), audited, and no retry loop', { timeout: 30000 }, async () => {
+  await fresh();
+  const rev = await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: 'alerts@contoso.com' });
+  assert.ok(rev.revoked >= 1);
+  const r = await h.cli(['token', '-p', 'alerts']);
+  assert.equal(r.code, 78, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /reauth_required/);
+  const reply = await h.rawRequest(TOKEN);
+  assert.equal(reply.ok, false);
+  assert.equal(reply.error, 'reauth_required');
+  assert.equal(reply.access_token, undefined);
+  assert.equal((await h.counters()).token, 1, 'an account that needs an administrator is not retried upstream');
+  const events = h.auditLines().filter((l) => l.event === 'reauth_required');
+  assert.equal(events.length, 1, 'one reauth_required audit record');
+  assert.equal(events[0].account, 'alerts');
+  assert.equal(typeof events[0].error, 'string');
+  assert.match(events[0].error, /700082|invalid_grant/);
+});
