@@ -22,7 +22,6 @@ struct account {
         struct account_meta meta;
         char *token_endpoint;
         enum account_state state;
-        char state_message[256];
 
         /* Single flight: at most one upstream request per account (design.md §5). */
         bool refreshing;

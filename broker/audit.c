@@ -21,16 +21,14 @@ struct audit {
         struct secret *key;
 };
 
-/* The last complete line's "seq", so numbering survives restarts. */
+/* The "seq" of the last line that parses, so numbering survives restarts; a line torn by a
+ * crash or a full disk is skipped. */
 static uint64_t last_seq(int fd)
 {
         _cleanup_free_ char *tail = NULL;
         struct stat st;
         off_t start;
         ssize_t n;
-        char *line;
-        cJSON *json;
-        uint64_t seq = 0;
 
         if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
                 return 0;
@@ -42,16 +40,28 @@ static uint64_t last_seq(int fd)
         if (n <= 0)
                 return 0;
         tail[n] = 0;
-        while (n > 0 && tail[n - 1] == '\n')
-                tail[--n] = 0;
-        line = strrchr(tail, '\n');
-        line = line ? line + 1 : tail;
-        if (json_parse(line, strlen(line), &json) == 0) {
-                if (json_get_u64(json, "seq", &seq) < 0)
-                        seq = 0;
-                cJSON_Delete(json);
+        for (;;) {
+                char *line;
+                cJSON *json;
+                uint64_t seq;
+
+                while (n > 0 && tail[n - 1] == '\n')
+                        tail[--n] = 0;
+                if (n == 0)
+                        return 0;
+                line = strrchr(tail, '\n');
+                line = line ? line + 1 : tail;
+                if (json_parse(line, strlen(line), &json) == 0) {
+                        int r = json_get_u64(json, "seq", &seq);
+                        cJSON_Delete(json);
+                        if (r == 0)
+                                return seq;
+                }
+                if (line == tail)
+                        return 0;
+                n = line - tail;
+                tail[n] = 0;
         }
-        return seq;
 }
 
 int audit_open(const char *path, const struct secret *key, struct audit **ret)
@@ -182,8 +192,14 @@ int audit_write(struct audit *a, const struct audit_record *r)
         n = write(a->fd, text, len + 1);
         int err = n < 0 ? errno : EIO;
         json_free_string(text);
-        if (n != (ssize_t)(len + 1))
+        if (n != (ssize_t)(len + 1)) {
+                /* A torn line would corrupt the next record: take it back (the log has one
+                 * writer, so the torn bytes are the file's last ones). */
+                struct stat st;
+                if (n > 0 && fstat(a->fd, &st) == 0 && S_ISREG(st.st_mode))
+                        (void)!ftruncate(a->fd, st.st_size - n);
                 return log_error_errno(err, "Failed to write the audit log");
+        }
         a->seq++;
         return 0;
 }

@@ -40,7 +40,8 @@ struct broker {
         unsigned n_connections;
         unsigned max_connections; /* BROKER_MAX_CONNECTIONS or what RLIMIT_NOFILE allows */
         unsigned max_per_uid;     /* one uid cannot take every slot (reliability.md P12) */
-        bool listener_paused;     /* out of descriptors: wait for a connection to close */
+        bool listener_paused;     /* out of descriptors: accept again when one is freed */
+        uint64_t listener_paused_usec;
         bool stopping;
 };
 
@@ -64,6 +65,7 @@ struct connection {
         struct waiter *waiting; /* at most one: replies go out in request order */
         bool closing;           /* flush what is queued, then close */
         bool eof;               /* the peer shut down its side: answer what it sent, then close */
+        bool processing;        /* inside connection_process(); see there */
         uint32_t events;        /* what the watch is registered for */
         struct connection *prev, *next;
 };
@@ -71,18 +73,27 @@ struct connection {
 /* server.c */
 int server_listen(struct broker *b);
 void server_close_all(struct broker *b);
-/* Queues one reply frame on c and resumes its request processing. */
+/* Resumes handling c's queued requests after its waiter was answered. */
 void connection_resume(struct connection *c);
 void connection_flush(struct connection *c);
+/* Accepts again after running out of descriptors, at most once a second. */
+void server_retry_paused_listener(struct broker *b);
 
-/* request.c: one decoded request from a connection; replies by appending to c->out. Returns
- * true when the reply was queued now, false when the connection must wait (a waiter was made). */
-bool request_handle(struct connection *c, const uint8_t *payload, size_t len);
-/* Answers a waiter once its account's refresh is done (the token is cached or the refresh
- * failed), then frees it. */
-void request_answer_waiter(struct broker *b, struct waiter *w);
+/* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
+ * c->waiting is set and the reply comes when the account's refresh is done. */
+void request_handle(struct connection *c, const uint8_t *payload, size_t len);
+
+enum refresh_outcome {
+        REFRESH_FRESH,          /* a new token for the waiter's scope set is in the cache */
+        REFRESH_FAILED,         /* transient, or the account needs an administrator */
+        REFRESH_SCOPES_REFUSED, /* the provider refused this scope set (invalid_scope) */
+};
+
+/* Answers a waiter once its account's refresh is done, then frees it. */
+void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outcome outcome);
 void waiter_free(struct waiter *w);
 
 /* refresh.c */
-/* Starts a refresh of account a for scope_key unless one is in flight or backing off. */
+/* Starts a refresh of account a for scope_key unless one is in flight. When none can start
+ * (backing off, account unusable, store unreadable) the account's waiters are answered now. */
 void refresh_start(struct broker *b, struct account *a, const char *scope_key);

@@ -22,7 +22,6 @@
 
 #define IDP_BODY_MAX        (64 * 1024)
 #define IDP_FORM_MAX        (32 * 1024)
-#define IDP_TOKEN_MAX       16384
 #define IDP_EXPIRES_IN_MAX  (7 * 24 * 3600)
 #define IDP_RETRY_AFTER_MAX 3600
 #define IDP_MAX_TRANSFERS   64
@@ -56,21 +55,6 @@ struct curl_socket_watch {
         struct watch watch;
         struct idp *idp;
 };
-
-const char *idp_outcome_to_string(enum idp_outcome o)
-{
-        switch (o) {
-        case IDP_OK:
-                return "ok";
-        case IDP_TRANSIENT:
-                return "transient";
-        case IDP_REAUTH:
-                return "reauth";
-        case IDP_CONFIG:
-                return "config";
-        }
-        return "unknown";
-}
 
 void idp_result_clear(struct idp_result *r)
 {
@@ -125,6 +109,8 @@ static enum idp_outcome classify_error(long status, const char *error, uint32_t 
                 if (strcmp(error, "temporarily_unavailable") == 0 ||
                     strcmp(error, "server_error") == 0 || strcmp(error, "slow_down") == 0)
                         return IDP_TRANSIENT;
+                if (strcmp(error, "invalid_scope") == 0)
+                        return IDP_SCOPES_REFUSED;
                 if (strcmp(error, "invalid_grant") == 0 ||
                     strcmp(error, "interaction_required") == 0 ||
                     strcmp(error, "expired_token") == 0)
@@ -134,34 +120,15 @@ static enum idp_outcome classify_error(long status, const char *error, uint32_t 
         return IDP_CONFIG;
 }
 
-/* Access and refresh tokens are opaque: accept printable ASCII without spaces or quotes, so a
- * hostile value can never break a JSON reply, a header or a log line. */
-static bool token_is_sane(const char *s, size_t *ret_len)
-{
-        size_t n = 0;
-
-        for (; s[n]; n++) {
-                unsigned char c = (unsigned char)s[n];
-                if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\' || n >= IDP_TOKEN_MAX)
-                        return false;
-        }
-        *ret_len = n;
-        return n > 0;
-}
-
 static int take_token(const cJSON *json, const char *key, struct secret **ret)
 {
         const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
         const char *value = cJSON_IsString(item) ? item->valuestring : NULL;
-        size_t len;
-
         if (!item || cJSON_IsNull(item))
                 return -ENOENT;
-        if (!value)
+        if (!value || !token_is_valid(value, strnlen(value, TOKEN_MAX_LEN + 1)))
                 return -EBADMSG;
-        if (!token_is_sane(value, &len))
-                return -EBADMSG;
-        return secret_new_from(value, len, ret);
+        return secret_new_from(value, strlen(value), ret);
 }
 
 static int get_expires_in(const cJSON *json, uint64_t *ret)

@@ -25,9 +25,8 @@ enum idp_outcome {
         IDP_TRANSIENT, /* network, TLS, 5xx, 429, temporarily_unavailable: retry later */
         IDP_REAUTH,    /* the grant is dead (expired, revoked, MFA): an administrator must act */
         IDP_CONFIG,    /* the app registration or account settings are wrong */
+        IDP_SCOPES_REFUSED, /* invalid_scope: this scope set, not the account, is wrong */
 };
-
-const char *idp_outcome_to_string(enum idp_outcome o);
 
 struct idp_result {
         enum idp_outcome outcome;

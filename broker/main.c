@@ -235,11 +235,12 @@ int main(int argc, char **argv)
         (void)sd_notify(0, "READY=1");
 #endif
         while (!b.stopping) {
-                r = event_dispatch(b.epfd, -1);
+                r = event_dispatch(b.epfd, b.listener_paused ? 1000 : -1);
                 if (r < 0) {
                         log_error_errno(r, "Event loop failed");
                         break;
                 }
+                server_retry_paused_listener(&b);
         }
 #if HAVE_SYSTEMD
         (void)sd_notify(0, "STOPPING=1");

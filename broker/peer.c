@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "util.h"
+
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
 #endif
@@ -40,9 +42,15 @@ int peer_from_socket(int fd, struct peer *ret)
          * replaces this with the policy engine's exe module). */
         snprintf(path, sizeof(path), "/proc/%d/exe", (int)cred.pid);
         n = readlink(path, ret->exe, sizeof(ret->exe) - 1);
-        if (n <= 0)
+        if (n <= 0) {
                 snprintf(ret->exe, sizeof(ret->exe), "unknown");
-        else
-                ret->exe[n] = 0;
+                return 0;
+        }
+        ret->exe[n] = 0;
+        /* A peer names its own executable: keep the audit log valid UTF-8 and one line. */
+        if (!utf8_is_valid((const uint8_t *)ret->exe, (size_t)n))
+                for (ssize_t i = 0; i < n; i++)
+                        if ((unsigned char)ret->exe[i] >= 0x80)
+                                ret->exe[i] = '?';
         return 0;
 }

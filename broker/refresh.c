@@ -11,8 +11,6 @@
 #include "log.h"
 #include "util.h"
 
-#define REFRESH_TOKEN_MAX 16384
-
 struct refresh {
         struct broker *broker;
         struct account *account;
@@ -47,15 +45,16 @@ static void set_state(struct broker *b, struct account *a, enum account_state st
                       const char *event, const char *message)
 {
         a->state = state;
-        snprintf(a->state_message, sizeof(a->state_message), "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
         audit_account_event(b, a, event, NULL, 0, message);
 }
 
-/* Answers the waiters this refresh can answer: on success those that asked for the refreshed
- * scope set (a cached token for another set may be too short for their min_ttl, which is why
- * they waited), on failure all of them. The others wait for a refresh of their own. */
-static void answer_waiters(struct broker *b, struct account *a, const char *refreshed_key)
+/* Answers the waiters a refresh's outcome answers: after a failure of the account, all of them;
+ * after a success or a refusal of one scope set, those that asked for that set (a cached token
+ * for another set may be too short for their min_ttl, which is why they waited). The others
+ * wait for a refresh of their own. */
+static void answer_waiters(struct broker *b, struct account *a, const char *scope_key,
+                           enum refresh_outcome outcome)
 {
         struct waiter *list = account_take_waiters(a), *leftover = NULL,
                       **leftover_tail = &leftover;
@@ -64,12 +63,12 @@ static void answer_waiters(struct broker *b, struct account *a, const char *refr
                 struct waiter *w = list;
                 list = w->next;
                 w->next = NULL;
-                if (refreshed_key && strcmp(w->scope_key, refreshed_key) != 0) {
+                if (outcome != REFRESH_FAILED && strcmp(w->scope_key, scope_key) != 0) {
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
                 }
-                request_answer_waiter(b, w);
+                request_answer_waiter(b, w, outcome);
         }
         while (leftover) {
                 struct waiter *w = leftover;
@@ -78,6 +77,16 @@ static void answer_waiters(struct broker *b, struct account *a, const char *refr
         }
         if (a->waiters)
                 refresh_start(b, a, a->waiters->scope_key);
+}
+
+/* A transient failure: back off, tell the log and the audit trail. */
+static void transient_failure(struct broker *b, struct account *a, const char *scope_key,
+                              uint32_t retry_after, const char *message)
+{
+        uint32_t delay = account_backoff(a, retry_after, now_boottime_usec());
+
+        log_warning("Account %s: cannot refresh (%s); retrying in %u s.", a->name, message, delay);
+        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
 }
 
 static void store_rotated_refresh_token(struct broker *b, struct account *a,
@@ -100,39 +109,51 @@ static void store_rotated_refresh_token(struct broker *b, struct account *a,
         audit_account_event(b, a, "refresh", scope_key, generation, NULL);
 }
 
+static enum refresh_outcome take_new_token(struct broker *b, struct account *a,
+                                           const char *scope_key, struct idp_result *result)
+{
+        struct cached_token *t;
+        int e;
+
+        if (result->refresh_token)
+                store_rotated_refresh_token(b, a, result->refresh_token, scope_key);
+        else
+                audit_account_event(b, a, "refresh", scope_key, 0, NULL);
+        e = token_cache_put(&b->cache, a->name, scope_key, &result->access_token, result->scope,
+                            result->sent_at_usec, result->expires_in, &t);
+        if (e < 0) {
+                transient_failure(b, a, scope_key, 0, "the new token could not be cached");
+                return REFRESH_FAILED;
+        }
+        audit_fingerprint(b->audit, t->access_token, t->fingerprint);
+        a->failures = 0;
+        a->retry_at_usec = 0;
+        log_info("Account %s: new access token for %s, valid %llu s.", a->name, scope_key,
+                 (unsigned long long)result->expires_in);
+        return REFRESH_FRESH;
+}
+
 static void on_refresh_done(struct idp_result *result, void *userdata)
 {
         struct refresh *r = userdata;
         struct broker *b = r->broker;
         struct account *a = r->account;
-        struct cached_token *t;
-        uint32_t delay;
-        int e;
+        enum refresh_outcome outcome = REFRESH_FAILED;
 
         a->refreshing = false;
         switch (result->outcome) {
         case IDP_OK:
-                if (result->refresh_token)
-                        store_rotated_refresh_token(b, a, result->refresh_token, r->scope_key);
-                else
-                        audit_account_event(b, a, "refresh", r->scope_key, 0, NULL);
-                e = token_cache_put(&b->cache, a->name, r->scope_key, &result->access_token,
-                                    result->scope, result->sent_at_usec, result->expires_in, &t);
-                if (e < 0) {
-                        log_error_errno(e, "Account %s: failed to cache a token", a->name);
-                        break;
-                }
-                audit_fingerprint(b->audit, t->access_token, t->fingerprint);
-                a->failures = 0;
-                a->retry_at_usec = 0;
-                log_info("Account %s: new access token for %s, valid %llu s.", a->name,
-                         r->scope_key, (unsigned long long)result->expires_in);
+                outcome = take_new_token(b, a, r->scope_key, result);
                 break;
         case IDP_TRANSIENT:
-                delay = account_backoff(a, result->retry_after, now_boottime_usec());
-                log_warning("Account %s: token endpoint unavailable (%s); retrying in %u s.",
-                            a->name, result->message, delay);
+                transient_failure(b, a, r->scope_key, result->retry_after, result->message);
+                break;
+        case IDP_SCOPES_REFUSED:
+                /* One scope set is wrong, not the account: the others keep working. */
+                log_error("Account %s: scopes %s refused: %s", a->name, r->scope_key,
+                          result->message);
                 audit_account_event(b, a, "refresh_failed", r->scope_key, 0, result->message);
+                outcome = REFRESH_SCOPES_REFUSED;
                 break;
         case IDP_REAUTH:
                 set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", result->message);
@@ -141,7 +162,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
                 set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
                 break;
         }
-        answer_waiters(b, a, result->outcome == IDP_OK ? r->scope_key : NULL);
+        answer_waiters(b, a, r->scope_key, outcome);
         refresh_free(r);
 }
 
@@ -149,43 +170,38 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
 {
         _cleanup_secret_ struct secret *refresh_token = NULL;
         _cleanup_free_ char *scope = NULL;
-        struct refresh *r;
+        struct refresh *r = NULL;
         uint64_t generation;
         int e;
 
-        if (a->refreshing || a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
-                return;
+        if (a->refreshing)
+                return; /* its completion answers the waiters */
+        if (a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
+                goto fail;
 
         e = store_read_refresh_token(b->store, a->name, &refresh_token, &generation);
         if (e == -ENOENT) {
                 set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
-                answer_waiters(b, a, NULL);
-                return;
+                goto fail;
         }
         if (e < 0) {
-                uint32_t delay = account_backoff(a, 0, now_boottime_usec());
-                log_error_errno(e, "Account %s: cannot read the refresh token (retry in %u s)",
-                                a->name, delay);
-                answer_waiters(b, a, NULL);
-                return;
+                log_error_errno(e, "Account %s: cannot read the refresh token", a->name);
+                transient_failure(b, a, scope_key, 0, "the credential store is unavailable");
+                goto fail;
         }
 
         /* offline_access asks for the rotated refresh token the next refresh needs. */
         r = calloc(1, sizeof(*r));
-        if (!r || asprintf(&scope, "%s offline_access", scope_key) < 0) {
+        if (!r || asprintf(&scope, "%s offline_access", scope_key) < 0 ||
+            !(r->scope_key = strdup(scope_key))) {
                 scope = NULL;
-                free(r);
-                log_error("Account %s: out of memory starting a refresh.", a->name);
-                return;
+                refresh_free(r);
+                transient_failure(b, a, scope_key, 0, "out of memory");
+                goto fail;
         }
         r->broker = b;
         r->account = a;
-        r->scope_key = strdup(scope_key);
-        if (!r->scope_key) {
-                refresh_free(r);
-                return;
-        }
 
         struct idp_refresh_grant grant = {
             .token_endpoint = a->token_endpoint,
@@ -197,11 +213,14 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (e < 0) {
                 refresh_free(r);
                 log_error_errno(e, "Account %s: cannot start a refresh", a->name);
-                account_backoff(a, 0, now_boottime_usec());
-                answer_waiters(b, a, NULL);
-                return;
+                transient_failure(b, a, scope_key, 0, "the HTTPS request could not start");
+                goto fail;
         }
         a->refreshing = true;
         log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name, scope_key,
                   (unsigned long long)generation);
+        return;
+fail:
+        /* Nothing will complete for the waiters: answer them now. */
+        answer_waiters(b, a, scope_key, REFRESH_FAILED);
 }

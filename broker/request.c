@@ -166,6 +166,26 @@ static int account_get(struct broker *b, const char *name, struct account **ret)
         return 0;
 }
 
+/* Whether t has enough life left for a request: min_ttl, and never less than a floor of 60 s
+ * (or a quarter of the lifetime for short-lived tokens, the refresh-ahead point). */
+static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now)
+{
+        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
+
+        if (floor > MIN_TTL_FLOOR_SEC)
+                floor = MIN_TTL_FLOOR_SEC;
+        return cached_token_ttl(t, now) >= (min_ttl > floor ? min_ttl : floor);
+}
+
+static void reply_unavailable(struct connection *c, const struct account *a, uint64_t now)
+{
+        uint64_t wait =
+            a->retry_at_usec > now ? (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC : 1;
+
+        reply_error(c, WIRE_UNAVAILABLE, "The identity provider is unavailable; try again later.",
+                    (uint32_t)wait);
+}
+
 /* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
  * expiry (at ~75% of the lifetime) while still answering from the cache. */
 static bool try_cache(struct connection *c, const char *profile, struct account *a,
@@ -174,23 +194,16 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
         struct broker *b = c->broker;
         uint64_t now = now_boottime_usec();
         struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
-        uint64_t floor, need;
 
-        if (!t)
+        if (!t || !token_fits(t, min_ttl, now))
                 return false;
-        floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
-        if (floor > MIN_TTL_FLOOR_SEC)
-                floor = MIN_TTL_FLOOR_SEC;
-        need = min_ttl > floor ? min_ttl : floor;
-        if (cached_token_ttl(t, now) < need)
-                return false;
+        issue(c, profile, a, rule, t, now);
         if (now >= t->refresh_usec)
                 refresh_start(b, a, scope_key);
-        issue(c, profile, a, rule, t, now);
         return true;
 }
 
-static bool handle_token(struct connection *c, const struct wire_request *req)
+static void handle_token(struct connection *c, const struct wire_request *req)
 {
         struct broker *b = c->broker;
         const struct policy_profile *profile = policy_set_find(b->policy, req->profile);
@@ -201,12 +214,13 @@ static bool handle_token(struct connection *c, const struct wire_request *req)
         size_t n_scopes;
         struct account *a = NULL;
         struct waiter *w;
+        uint64_t now;
         int r;
 
         if (!profile) {
                 if (audit_denial(c, req->profile, NULL, NULL, NULL, "unknown profile"))
                         reply_error(c, WIRE_UNKNOWN_PROFILE, "No such profile.", 0);
-                return true;
+                return;
         }
         policy_evaluate(profile, &peer, &decision);
         if (req->n_scopes > 0) {
@@ -218,17 +232,17 @@ static bool handle_token(struct connection *c, const struct wire_request *req)
         r = scope_key_build(scopes, n_scopes, &scope_key);
         if (r < 0) {
                 reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                return true;
+                return;
         }
         if (!decision.allow) {
                 deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
                      decision.reason);
-                return true;
+                return;
         }
         if (!policy_profile_allows_scopes(profile, scopes, n_scopes)) {
                 deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
                      "scope not allowed by the profile");
-                return true;
+                return;
         }
 
         r = account_get(b, policy_profile_account(profile), &a);
@@ -237,28 +251,25 @@ static bool handle_token(struct connection *c, const struct wire_request *req)
                                   policy_profile_account(profile));
                 reply_error(c, WIRE_REAUTH_REQUIRED,
                             "The profile's account is not provisioned in the credential store.", 0);
-                return true;
+                return;
         }
         if (try_cache(c, req->profile, a, scope_key, req->min_ttl, decision.rule))
-                return true;
+                return;
 
         if (a->state != ACCOUNT_OK) {
                 reply_account_unusable(c, a);
-                return true;
+                return;
         }
-        uint64_t now = now_boottime_usec();
+        now = now_boottime_usec();
         if (!a->refreshing && now < a->retry_at_usec) {
-                uint64_t wait = (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC;
-                reply_error(c, WIRE_UNAVAILABLE,
-                            "The identity provider is unavailable; try again later.",
-                            (uint32_t)wait);
-                return true;
+                reply_unavailable(c, a, now);
+                return;
         }
 
         w = calloc(1, sizeof(*w));
         if (!w) {
                 reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                return true;
+                return;
         }
         w->connection = c;
         w->account = a;
@@ -268,11 +279,11 @@ static bool handle_token(struct connection *c, const struct wire_request *req)
         memcpy(w->rule, decision.rule, sizeof(w->rule));
         c->waiting = w;
         account_add_waiter(a, w);
+        /* May answer w at once (and clear c->waiting) when the refresh cannot start. */
         refresh_start(b, a, w->scope_key);
-        return false;
 }
 
-void request_answer_waiter(struct broker *b, struct waiter *w)
+void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outcome outcome)
 {
         struct connection *c = w->connection;
         struct account *a = w->account;
@@ -280,20 +291,21 @@ void request_answer_waiter(struct broker *b, struct waiter *w)
         struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
 
         c->waiting = NULL;
-        /* Fresh from upstream: hand it out even if its lifetime is below min_ttl, since no
-         * better token can be had now. */
-        if (t && cached_token_ttl(t, now) > 0)
+        if (outcome == REFRESH_FRESH && t && cached_token_ttl(t, now) > 0)
+                /* Just obtained: handed out even below min_ttl, as no better token exists. */
                 issue(c, w->profile, a, w->rule, t, now);
+        else if (t && token_fits(t, w->min_ttl, now))
+                /* The refresh failed, but the cached token still meets the request. */
+                issue(c, w->profile, a, w->rule, t, now);
+        else if (outcome == REFRESH_SCOPES_REFUSED)
+                reply_error(c, WIRE_REAUTH_REQUIRED,
+                            "The identity provider refused these scopes for the account; an "
+                            "administrator must fix the profile or the app's permissions.",
+                            0);
         else if (a->state != ACCOUNT_OK)
                 reply_account_unusable(c, a);
-        else {
-                uint64_t wait = a->retry_at_usec > now
-                                    ? (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC
-                                    : 1;
-                reply_error(c, WIRE_UNAVAILABLE,
-                            "The identity provider is unavailable; try again later.",
-                            (uint32_t)wait);
-        }
+        else
+                reply_unavailable(c, a, now);
         waiter_free(w);
         connection_resume(c);
 }
@@ -321,18 +333,17 @@ static void handle_profiles(struct connection *c)
                 reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
 }
 
-bool request_handle(struct connection *c, const uint8_t *payload, size_t len)
+void request_handle(struct connection *c, const uint8_t *payload, size_t len)
 {
         struct wire_request req;
         enum wire_error error;
         const char *message;
-        bool done = true;
 
         if (wire_request_parse(payload, len, &req, &error, &message) < 0) {
                 log_info("Bad request from uid=%u pid=%d: %s", (unsigned)c->peer.uid,
                          (int)c->peer.pid, message);
                 reply_error(c, error, message, 0);
-                return true;
+                return;
         }
         switch (req.op) {
         case WIRE_OP_PING:
@@ -343,9 +354,8 @@ bool request_handle(struct connection *c, const uint8_t *payload, size_t len)
                 handle_profiles(c);
                 break;
         case WIRE_OP_TOKEN:
-                done = handle_token(c, &req);
+                handle_token(c, &req);
                 break;
         }
         wire_request_clear(&req);
-        return done;
 }

@@ -95,13 +95,19 @@ void connection_flush(struct connection *c)
         connection_update_events(c);
 }
 
-/* Handles every complete frame in c->in, in order, until one must wait for upstream. */
+/* Handles every complete frame in c->in, in order, until one must wait for upstream. A request
+ * can be answered while it is being handled (a refresh that fails at once answers its waiter):
+ * `processing` keeps that answer from re-entering this loop, which would handle the frame
+ * twice and lose framing. */
 static void connection_process(struct connection *c)
 {
         const uint8_t *payload;
         size_t len;
         int r;
 
+        if (c->processing)
+                return;
+        c->processing = true;
         while (!c->waiting && !c->closing) {
                 r = wire_frame_peek(c->in, &payload, &len);
                 if (r == 0)
@@ -115,11 +121,10 @@ static void connection_process(struct connection *c)
                         c->closing = true;
                         break;
                 }
-                bool done = request_handle(c, payload, len);
+                request_handle(c, payload, len);
                 wire_frame_consume(c->in, len);
-                if (!done)
-                        break;
         }
+        c->processing = false;
         connection_flush(c);
 }
 
@@ -214,8 +219,10 @@ static void on_accept(struct watch *w, uint32_t events)
                                 /* The listener stays readable until a descriptor frees up:
                                  * stop watching it rather than spin on accept(). */
                                 warn_refused("out of file descriptors", (uid_t)-1);
-                                if (event_modify(b->epfd, w, 0) == 0)
+                                if (event_modify(b->epfd, w, 0) == 0) {
                                         b->listener_paused = true;
+                                        b->listener_paused_usec = now_boottime_usec();
+                                }
                         } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                                 log_warning_errno(errno, "accept() failed");
                         }
@@ -274,14 +281,31 @@ static int listen_on_path(const char *path)
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;
-        if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            /* Anyone may connect: authorization is the policy's job, never the file mode's. */
-            chmod(path, 0666) < 0 || listen(fd, SOMAXCONN) < 0) {
-                int r = -errno;
+        /* Anyone may connect: authorization is the policy's job, never the file mode's. The
+         * mode is set through the umask at bind() rather than by a chmod() of the path, which
+         * would follow a symlink swapped in between. */
+        mode_t old_umask = umask(0111);
+        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+        umask(old_umask);
+        if (r < 0 || listen(fd, SOMAXCONN) < 0) {
+                r = -errno;
                 close(fd);
                 return r;
         }
         return fd;
+}
+
+void server_retry_paused_listener(struct broker *b)
+{
+        uint64_t now = now_boottime_usec();
+
+        /* Descriptors may have been freed by curl or the PKCS#11 module rather than by a
+         * client, so closing a connection is not the only moment to try again. */
+        if (!b->listener_paused || now - b->listener_paused_usec < USEC_PER_SEC)
+                return;
+        if (event_modify(b->epfd, &b->listener, EPOLLIN) == 0)
+                b->listener_paused = false;
+        b->listener_paused_usec = now;
 }
 
 /* Connection limits from what RLIMIT_NOFILE leaves after the reserve. */

@@ -148,21 +148,6 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
         return 0;
 }
 
-void token_cache_drop_account(struct token_cache *c, const char *account)
-{
-        struct cached_token **link = &c->entries;
-
-        while (*link) {
-                struct cached_token *t = *link;
-                if (strcmp(t->account, account) == 0) {
-                        *link = t->next;
-                        entry_free(t);
-                } else {
-                        link = &t->next;
-                }
-        }
-}
-
 void token_cache_clear(struct token_cache *c)
 {
         while (c->entries) {

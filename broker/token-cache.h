@@ -40,7 +40,6 @@ struct cached_token *token_cache_get(struct token_cache *c, const char *account,
 int token_cache_put(struct token_cache *c, const char *account, const char *scope_key,
                     struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
                     uint64_t expires_in_sec, struct cached_token **ret);
-void token_cache_drop_account(struct token_cache *c, const char *account);
 void token_cache_clear(struct token_cache *c);
 
 /* Seconds left at now (0 when expired). */

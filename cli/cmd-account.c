@@ -15,8 +15,6 @@
 #include "store.h"
 #include "util.h"
 
-#define REFRESH_TOKEN_MAX 16384
-
 static int open_store(const char *config_option, struct store **ret)
 {
         _cleanup_(config_freep) struct config *config = NULL;
@@ -46,17 +44,6 @@ static void import_usage(FILE *f)
               "Writes an account and its refresh token into the PKCS#11 token. The file is\n"
               "read once and wiped from memory; delete it afterwards (shred -u FILE).\n",
               f);
-}
-
-/* A refresh token is opaque but printable: refuse anything that is not. */
-static bool refresh_token_is_sane(const struct secret *s)
-{
-        const char *p = secret_str(s);
-
-        for (size_t i = 0; i < secret_len(s); i++)
-                if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
-                        return false;
-        return secret_len(s) > 0;
 }
 
 static int account_import(int argc, char **argv)
@@ -122,7 +109,7 @@ static int account_import(int argc, char **argv)
                                 "characters that are not allowed (authority must be https://)\n");
                 return EXIT_USAGE;
         }
-        r = secret_from_file(token_file, REFRESH_TOKEN_MAX, &token);
+        r = secret_from_file(token_file, TOKEN_MAX_LEN, &token);
         if (r < 0) {
                 fprintf(stderr, "credbroker: cannot read the refresh token from %s: %s\n",
                         token_file,
@@ -131,7 +118,7 @@ static int account_import(int argc, char **argv)
                                         : strerror(-r));
                 return EXIT_NOINPUT;
         }
-        if (!refresh_token_is_sane(token)) {
+        if (!token_is_valid(secret_str(token), secret_len(token))) {
                 fprintf(stderr, "credbroker: %s does not hold one refresh token on one line\n",
                         token_file);
                 return EXIT_DATAERR;

@@ -178,7 +178,14 @@ bool strv_contains(char *const *strv, size_t n, const char *s)
         return false;
 }
 
-char *strdup_or_null(const char *s)
+bool token_is_valid(const char *s, size_t len)
 {
-        return s ? strdup(s) : NULL;
+        if (len == 0 || len > TOKEN_MAX_LEN)
+                return false;
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)s[i];
+                if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\')
+                        return false;
+        }
+        return true;
 }

@@ -34,6 +34,11 @@ uint64_t random_below(uint64_t bound);
  * out must hold at least 25 bytes. */
 void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25]);
 
-/* String helpers that never write past the destination and always terminate. */
 bool strv_contains(char *const *strv, size_t n, const char *s);
-char *strdup_or_null(const char *s);
+
+/* OAuth tokens (access and refresh) are opaque, but always printable ASCII without spaces.
+ * Quotes and backslashes are refused too, so a hostile value cannot break a JSON document, an
+ * HTTP header or a log line. Every token entering the broker, the store or the CLI is checked
+ * with this one rule. */
+#define TOKEN_MAX_LEN 16384
+bool token_is_valid(const char *s, size_t len);

@@ -33,9 +33,8 @@
 #define INSTALL_KEY_LABEL STORE_APPLICATION "/audit-hmac-key"
 #define INSTALL_KEY_SIZE  32
 
-#define PIN_MAX           256
-#define REFRESH_TOKEN_MAX 16384
-#define META_MAX          65536
+#define PIN_MAX  256
+#define META_MAX 65536
 /* Our labels are at most 64 + strlen("/refresh_token/") + 20 bytes; longer ones are not ours. */
 #define LABEL_MAX 256
 /* A token holding more of our objects than this is broken or hostile; refuse to scan it. */
@@ -227,17 +226,6 @@ static const char *startswith(const char *s, const char *prefix)
         size_t n = strlen(prefix);
 
         return strncmp(s, prefix, n) == 0 ? s + n : NULL;
-}
-
-/* A refresh token as Entra ID issues it: printable ASCII without spaces. */
-static bool refresh_token_is_valid(const uint8_t *p, size_t len)
-{
-        if (len == 0)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (p[i] <= 0x20 || p[i] >= 0x7f)
-                        return false;
-        return true;
 }
 
 /* Strict: the digits after "<account>/refresh_token/" with no sign, no leading zero, no junk. */
@@ -1227,18 +1215,18 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 
                 snprintf(what, sizeof(what), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
                          generations[i].generation);
-                r = read_secret_value(s, generations[i].handle, REFRESH_TOKEN_MAX, what, &token);
+                r = read_secret_value(s, generations[i].handle, TOKEN_MAX_LEN, what, &token);
                 if (r == -ENOENT)
                         continue; /* destroyed by a concurrent rotation */
                 if (r == -EFBIG) {
                         log_warning("Skipping refresh token object \"%s\" on token \"%s\": "
                                     "larger than %d bytes.",
-                                    what, s->token_label, REFRESH_TOKEN_MAX);
+                                    what, s->token_label, TOKEN_MAX_LEN);
                         continue;
                 }
                 if (r < 0)
                         return r;
-                if (!refresh_token_is_valid(secret_data(token), secret_len(token))) {
+                if (!token_is_valid(secret_str(token), secret_len(token))) {
                         log_warning("Skipping refresh token object \"%s\" on token \"%s\": its "
                                     "value is empty or not a refresh token.",
                                     what, s->token_label);
@@ -1266,8 +1254,8 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (!s || !account_is_valid(account) || !token)
                 return -EINVAL;
         /* Refuse what store_read_refresh_token() would skip as corrupt. */
-        if (secret_len(token) > REFRESH_TOKEN_MAX ||
-            !refresh_token_is_valid((const uint8_t *)secret_str(token), secret_len(token)))
+        if (secret_len(token) > TOKEN_MAX_LEN ||
+            !token_is_valid(secret_str(token), secret_len(token)))
                 return -EINVAL;
 
         /* g is the highest generation present in any state: a corrupt newest one still
@@ -1288,7 +1276,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                 return r;
         fault_point("after-create");
 
-        r = read_secret_value(s, handle, REFRESH_TOKEN_MAX, label, &back);
+        r = read_secret_value(s, handle, TOKEN_MAX_LEN, label, &back);
         if (r < 0 || !secret_equal(back, token)) {
                 /* The old generations stay: they are the last token known to be intact. */
                 if (destroy_object(s, handle, label) < 0)

@@ -518,7 +518,7 @@ void policy_evaluate(const struct policy_profile *p, const struct policy_peer *p
                                 if (!failed)
                                         failed = rule;
                                 if (rule->control == CONTROL_REQUISITE) {
-                                        decide(ret, false, failed->where, "requisite rule failed");
+                                        decide(ret, false, rule->where, "requisite rule failed");
                                         return;
                                 }
                         } else if (!succeeded)
@@ -531,10 +531,14 @@ void policy_evaluate(const struct policy_profile *p, const struct policy_peer *p
                         }
                         break;
                 case CONTROL_OPTIONAL:
-                        if (match && !succeeded)
-                                succeeded = rule;
-                        else if (!match && p->n_rules == 1)
-                                failed = rule;
+                        /* Counts only as the only rule (pam.conf(5)): among others, an
+                         * optional match must not let a peer in. */
+                        if (p->n_rules == 1) {
+                                if (match)
+                                        succeeded = rule;
+                                else
+                                        failed = rule;
+                        }
                         break;
                 }
         }

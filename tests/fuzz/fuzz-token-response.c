@@ -34,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 return 0;
         idp_parse_token_response(statuses[data[0] % 8], data + 1, size - 1, data[0] >> 3, &r);
         check(r.outcome == IDP_OK || r.outcome == IDP_TRANSIENT || r.outcome == IDP_REAUTH ||
-                  r.outcome == IDP_CONFIG,
+                  r.outcome == IDP_CONFIG || r.outcome == IDP_SCOPES_REFUSED,
               "an outcome is chosen");
         if (r.outcome == IDP_OK) {
                 check(r.access_token && secret_len(r.access_token) > 0, "success has a token");

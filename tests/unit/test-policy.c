@@ -168,6 +168,12 @@ int main(void)
                "optional alone counts (no match)");
         is_int(decide("peer optional uid root\npeer required uid 1000\n", &user_peer, NULL, 0), 1,
                "a failing optional among others is ignored");
+        is_int(decide("peer sufficient uid root\npeer optional uid 1000\n", &user_peer, NULL, 0), 0,
+               "a matching optional among others does not allow");
+        is_int(decide("peer required uid 1000\npeer requisite uid root\n", &user_peer, rule,
+                      sizeof(rule)),
+               0, "a failing requisite after a matching required denies");
+        is_str(rule, "p:4", "the requisite rule that stopped the stack is named");
 
         /* The shipped examples must load as they are. */
         {

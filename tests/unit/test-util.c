@@ -391,7 +391,6 @@ static void test_clocks(void)
 static void test_strings(void)
 {
         char *strv[] = {"a", "bc", ""};
-        char *copy;
 
         ok(strv_contains(strv, 3, "bc"), "strv_contains finds an element");
         ok(strv_contains(strv, 3, ""), "strv_contains finds the empty string");
@@ -399,10 +398,16 @@ static void test_strings(void)
         ok(!strv_contains(strv, 1, "bc"), "strv_contains looks only at n elements");
         ok(!strv_contains(NULL, 0, "a"), "strv_contains on nothing");
 
-        ok(strdup_or_null(NULL) == NULL, "strdup_or_null(NULL) is NULL");
-        copy = strdup_or_null("xyz");
-        ok(copy && strcmp(copy, "xyz") == 0, "strdup_or_null copies");
-        free(copy);
+        ok(token_is_valid("0.AAAA-rt_x.y~z+/=", 18), "a refresh token is valid");
+        ok(!token_is_valid("", 0), "an empty token is not");
+        ok(!token_is_valid("a b", 3), "a space is not allowed");
+        ok(!token_is_valid("a\"b", 3), "a quote is not allowed");
+        ok(!token_is_valid("a\\b", 3), "a backslash is not allowed");
+        ok(!token_is_valid("a\nb", 3), "a newline is not allowed");
+        ok(!token_is_valid("a\x80"
+                           "b",
+                           3),
+           "a non-ASCII byte is not allowed");
 }
 
 int main(void)
