@@ -14,6 +14,7 @@
 #include "util.h"
 
 #define AUDIT_TAIL_MAX 65536
+#define AUDIT_LINE_MAX 8192
 
 struct audit {
         int fd;
@@ -122,7 +123,22 @@ void audit_fingerprint(const struct audit *a, const struct secret *token, char o
 
 static bool add_string(cJSON *json, const char *key, const char *value)
 {
-        return !value || cJSON_AddStringToObject(json, key, value);
+        return !value || json_add_string_ref(json, key, value);
+}
+
+static cJSON *scope_array_reference(char *const *scopes, size_t n)
+{
+        cJSON *array = cJSON_CreateArray();
+
+        for (size_t i = 0; array && i < n; i++) {
+                cJSON *item = cJSON_CreateStringReference(scopes[i]);
+                if (!item || !cJSON_AddItemToArray(array, item)) {
+                        cJSON_Delete(item);
+                        cJSON_Delete(array);
+                        return NULL;
+                }
+        }
+        return array;
 }
 
 static cJSON *scope_array(const char *scope_key)
@@ -147,33 +163,29 @@ static cJSON *scope_array(const char *scope_key)
         return array;
 }
 
-int audit_write(struct audit *a, const struct audit_record *r)
+int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
-        char time[25];
         char *text;
-        size_t len;
-        ssize_t n;
         bool ok;
 
         if (!json)
                 return -ENOMEM;
-        format_rfc3339_ms(now_realtime_usec(), time);
-        ok = cJSON_AddStringToObject(json, "time", time) &&
-             json_add_uint(json, "seq", (a->seq + 1)) &&
-             cJSON_AddStringToObject(json, "event", r->event);
+        /* Every value outlives the tree, which is printed and freed in this function. */
+        ok = json_add_string_ref(json, "event", r->event);
         if (ok && r->peer) {
                 cJSON *peer = cJSON_AddObjectToObject(json, "peer");
                 ok = peer && json_add_uint(peer, "uid", r->peer->uid) &&
                      json_add_uint(peer, "gid", r->peer->gid) &&
                      json_add_uint(peer, "pid", r->peer->pid) &&
-                     cJSON_AddStringToObject(peer, "exe", r->peer->exe);
+                     json_add_string_ref(peer, "exe", r->peer->exe);
         }
         ok = ok && add_string(json, "profile", r->profile) &&
              add_string(json, "account", r->account);
-        if (ok && r->scope_key) {
-                cJSON *scopes = scope_array(r->scope_key);
-                ok = scopes && cJSON_AddItemToObject(json, "scopes", scopes);
+        if (ok && (r->scopes || r->scope_key)) {
+                cJSON *scopes = r->scopes ? scope_array_reference(r->scopes, r->n_scopes)
+                                          : scope_array(r->scope_key);
+                ok = scopes && cJSON_AddItemToObjectCS(json, "scopes", scopes);
         }
         ok = ok && add_string(json, "decision", r->decision) && add_string(json, "rule", r->rule) &&
              add_string(json, "reason", r->reason) &&
@@ -183,16 +195,50 @@ int audit_write(struct audit *a, const struct audit_record *r)
              add_string(json, "error", r->error);
         if (!ok)
                 return -ENOMEM;
-
         text = cJSON_PrintUnformatted(json);
         if (!text)
                 return -ENOMEM;
-        len = strlen(text);
-        text[len] = '\n'; /* replaces the NUL; the line is written by length */
-        n = write(a->fd, text, len + 1);
+        *ret_len = strlen(text);
+        if (*ret_len < 2 || *ret_len > AUDIT_LINE_MAX - 64) {
+                json_free_string(text);
+                return -EMSGSIZE;
+        }
+        *ret_body = text;
+        return 0;
+}
+
+int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
+{
+        static const char time_key[] = "{\"time\":\"", seq_key[] = "\",\"seq\":";
+        char line[AUDIT_LINE_MAX];
+        char time[25], seq[21];
+        size_t len = 0, seq_len;
+        ssize_t n;
+
+        /* The line is the prepared object with "time" and "seq" put in front of its members:
+         * {"time":"...","seq":N,<members of body>}. body is a whole object printed by cJSON, so
+         * every string in it is escaped; time and seq are digits and punctuation. */
+        if (body_len < 2 || body[0] != '{' || body_len > sizeof(line) - 64)
+                return -EINVAL;
+        format_rfc3339_ms(now_realtime_usec(), time);
+        seq_len = format_u64(a->seq + 1, seq);
+        memcpy(line + len, time_key, sizeof(time_key) - 1);
+        len += sizeof(time_key) - 1;
+        memcpy(line + len, time, 24);
+        len += 24;
+        memcpy(line + len, seq_key, sizeof(seq_key) - 1);
+        len += sizeof(seq_key) - 1;
+        memcpy(line + len, seq, seq_len);
+        len += seq_len;
+        if (body_len > 2)
+                line[len++] = ',';
+        memcpy(line + len, body + 1, body_len - 1);
+        len += body_len - 1;
+        line[len++] = '\n';
+
+        n = write(a->fd, line, len);
         int err = n < 0 ? errno : EIO;
-        json_free_string(text);
-        if (n != (ssize_t)(len + 1)) {
+        if (n != (ssize_t)len) {
                 /* A torn line would corrupt the next record: take it back (the log has one
                  * writer, so the torn bytes are the file's last ones). */
                 struct stat st;
@@ -202,4 +248,18 @@ int audit_write(struct audit *a, const struct audit_record *r)
         }
         a->seq++;
         return 0;
+}
+
+int audit_write(struct audit *a, const struct audit_record *r)
+{
+        char *body = NULL;
+        size_t len;
+        int e;
+
+        e = audit_prepare(r, &body, &len);
+        if (e < 0)
+                return log_error_errno(e, "Failed to build an audit record");
+        e = audit_write_prepared(a, body, len);
+        json_free_string(body);
+        return e;
 }

@@ -15,8 +15,10 @@ struct audit_record {
         const char *profile;
         const char *account;
         const char *scope_key; /* space separated; logged as an array */
-        const char *decision;  /* allow or deny */
-        const char *rule;      /* file:line that decided */
+        char *const *scopes;   /* or the scopes themselves (preferred: no copies) */
+        size_t n_scopes;
+        const char *decision; /* allow or deny */
+        const char *rule;     /* file:line that decided */
         const char *reason;
         const char *fingerprint; /* of the token issued */
         uint64_t expires_at;     /* unix seconds, 0 if none */
@@ -32,6 +34,13 @@ void audit_close(struct audit *a);
 /* Appends one record with a single write(). A failure means the caller must not send what the
  * record describes. */
 int audit_write(struct audit *a, const struct audit_record *r);
+
+/* audit_write() in two steps, for records that repeat: audit_prepare() prints everything but
+ * "time" and "seq" (a malloc()ed JSON object, free with json_free_string()), and
+ * audit_write_prepared() stamps and writes it. A connection asking again for the same cached
+ * token under the same rule reuses its prepared record instead of building it again. */
+int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len);
+int audit_write_prepared(struct audit *a, const char *body, size_t len);
 
 /* First 16 hex characters of HMAC-SHA-256(per-install key, token): lets an auditor match a token
  * seen elsewhere without the log ever holding one. */

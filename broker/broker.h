@@ -56,6 +56,16 @@ struct waiter {
         struct waiter *next;
 };
 
+/* A connection's last issue record, prepared for reuse (request.c). */
+struct issued_record {
+        char *body; /* audit_prepare() output */
+        size_t len;
+        uint64_t token_id;
+        uint64_t expires_at;
+        char profile[NAME_MAX_LEN + 1];
+        char rule[POLICY_RULE_MAX_LEN];
+};
+
 struct connection {
         struct watch watch;
         struct broker *broker;
@@ -66,7 +76,8 @@ struct connection {
         bool closing;           /* flush what is queued, then close */
         bool eof;               /* the peer shut down its side: answer what it sent, then close */
         bool processing;        /* inside connection_process(); see there */
-        uint32_t events;        /* what the watch is registered for */
+        struct issued_record issued;
+        uint32_t events; /* what the watch is registered for */
         struct connection *prev, *next;
 };
 

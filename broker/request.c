@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -97,6 +98,30 @@ static int token_reply_frame(struct cached_token *t, const struct wire_token_rep
         return 0;
 }
 
+/* Makes c->issued the prepared audit record for this issue. A client that asks again for the
+ * same cached token under the same profile and rule within the same second gets the same
+ * record but for its time and sequence number, so it is printed once, not per request. */
+static int issue_record_prepare(struct connection *c, const struct audit_record *record,
+                                const struct cached_token *t)
+{
+        struct issued_record *p = &c->issued;
+        int r;
+
+        if (p->body && p->token_id == t->id && p->expires_at == record->expires_at &&
+            strcmp(p->profile, record->profile) == 0 && strcmp(p->rule, record->rule) == 0)
+                return 0;
+        json_free_string(p->body);
+        p->body = NULL;
+        r = audit_prepare(record, &p->body, &p->len);
+        if (r < 0)
+                return r;
+        p->token_id = t->id;
+        p->expires_at = record->expires_at;
+        snprintf(p->profile, sizeof(p->profile), "%s", record->profile);
+        snprintf(p->rule, sizeof(p->rule), "%s", record->rule);
+        return 0;
+}
+
 /* Audits the issue, then queues the token reply. Nothing is sent if the audit write fails. */
 static void issue(struct connection *c, const char *profile, struct account *a, const char *rule,
                   struct cached_token *t, uint64_t now_usec)
@@ -109,7 +134,8 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
             .peer = &c->peer,
             .profile = profile,
             .account = a->name,
-            .scope_key = t->scope_key,
+            .scopes = t->scopes,
+            .n_scopes = t->n_scopes,
             .decision = "allow",
             .rule = rule,
             .fingerprint = t->fingerprint,
@@ -125,7 +151,8 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
             .mailbox = a->meta.mailbox,
         };
 
-        if (audit_write(b->audit, &record) < 0) {
+        if (issue_record_prepare(c, &record, t) < 0 ||
+            audit_write_prepared(b->audit, c->issued.body, c->issued.len) < 0) {
                 reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
                 return;
         }
@@ -209,9 +236,8 @@ static void handle_token(struct connection *c, const struct wire_request *req)
         const struct policy_profile *profile = policy_set_find(b->policy, req->profile);
         struct policy_peer peer = policy_peer_of(&c->peer);
         struct policy_decision decision;
-        _cleanup_free_ char *scope_key = NULL;
-        char *const *scopes;
-        size_t n_scopes;
+        _cleanup_free_ char *owned_key = NULL;
+        const char *scope_key;
         struct account *a = NULL;
         struct waiter *w;
         uint64_t now;
@@ -224,22 +250,21 @@ static void handle_token(struct connection *c, const struct wire_request *req)
         }
         policy_evaluate(profile, &peer, &decision);
         if (req->n_scopes > 0) {
-                scopes = req->scopes;
-                n_scopes = req->n_scopes;
+                r = scope_key_build(req->scopes, req->n_scopes, &owned_key);
+                if (r < 0) {
+                        reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                        return;
+                }
+                scope_key = owned_key;
         } else {
-                scopes = policy_profile_scopes(profile, &n_scopes);
-        }
-        r = scope_key_build(scopes, n_scopes, &scope_key);
-        if (r < 0) {
-                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                return;
+                scope_key = policy_profile_scope_key(profile);
         }
         if (!decision.allow) {
                 deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
                      decision.reason);
                 return;
         }
-        if (!policy_profile_allows_scopes(profile, scopes, n_scopes)) {
+        if (!policy_profile_allows_scopes(profile, req->scopes, req->n_scopes)) {
                 deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
                      "scope not allowed by the profile");
                 return;
@@ -274,7 +299,12 @@ static void handle_token(struct connection *c, const struct wire_request *req)
         w->connection = c;
         w->account = a;
         memcpy(w->profile, req->profile, sizeof(w->profile));
-        w->scope_key = TAKE_PTR(scope_key);
+        w->scope_key = owned_key ? TAKE_PTR(owned_key) : strdup(scope_key);
+        if (!w->scope_key) {
+                free(w);
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return;
+        }
         w->min_ttl = req->min_ttl;
         memcpy(w->rule, decision.rule, sizeof(w->rule));
         c->waiting = w;

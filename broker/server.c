@@ -18,6 +18,7 @@
 #endif
 
 #include "broker.h"
+#include "json.h"
 #include "log.h"
 #include "util.h"
 
@@ -27,6 +28,7 @@ static void connection_free(void *p)
 
         buf_free(c->in);
         buf_free(c->out);
+        json_free_string(c->issued.body);
         free(c);
 }
 

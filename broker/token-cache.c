@@ -9,44 +9,6 @@
 #include "cleanup.h"
 #include "util.h"
 
-static int compare_strings(const void *a, const void *b)
-{
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-int scope_key_build(char *const *scopes, size_t n, char **ret)
-{
-        _cleanup_free_ const char **sorted = NULL;
-        size_t len = 1;
-        char *key, *p;
-
-        if (n == 0)
-                return -EINVAL;
-        sorted = calloc(n, sizeof(*sorted));
-        if (!sorted)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                sorted[i] = scopes[i];
-                len += strlen(scopes[i]) + 1;
-        }
-        qsort(sorted, n, sizeof(*sorted), compare_strings);
-        key = p = malloc(len);
-        if (!key)
-                return -ENOMEM;
-        for (size_t i = 0; i < n; i++) {
-                size_t l = strlen(sorted[i]);
-                if (i > 0 && strcmp(sorted[i], sorted[i - 1]) == 0)
-                        continue;
-                if (p != key)
-                        *p++ = ' ';
-                memcpy(p, sorted[i], l);
-                p += l;
-        }
-        *p = 0;
-        *ret = key;
-        return 0;
-}
-
 static void entry_free(struct cached_token *t)
 {
         if (!t)
@@ -128,6 +90,9 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                 entry_free(t);
                 return r;
         }
+        static uint64_t next_id;
+
+        t->id = ++next_id;
         t->access_token = TAKE_PTR(*access_token);
         t->expires_usec = sent_usec + expires_in_sec * USEC_PER_SEC;
         t->refresh_usec = sent_usec + expires_in_sec * USEC_PER_SEC * 3 / 4;

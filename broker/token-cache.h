@@ -9,6 +9,7 @@
 #include "secret.h"
 
 struct cached_token {
+        uint64_t id; /* unique for the broker's lifetime, unlike the entry's address */
         char *account;
         char *scope_key; /* sorted, deduplicated, space separated */
         char **scopes;   /* as granted, for replies */
@@ -29,9 +30,6 @@ struct cached_token {
 struct token_cache {
         struct cached_token *entries;
 };
-
-/* Builds the cache key of a scope set: sorted, duplicates removed, joined with spaces. */
-int scope_key_build(char *const *scopes, size_t n, char **ret);
 
 struct cached_token *token_cache_get(struct token_cache *c, const char *account,
                                      const char *scope_key);

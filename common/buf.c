@@ -176,7 +176,8 @@ int buf_consume(struct buf *b, size_t len)
 
 void buf_reset(struct buf *b)
 {
+        /* Only the unconsumed bytes can hold data: consumed ones were wiped by buf_consume(). */
         if (b->data)
-                explicit_bzero(b->data, b->cap);
+                explicit_bzero(b->data + b->off, b->len - b->off);
         b->off = b->len = 0;
 }

@@ -1,6 +1,8 @@
 /* cJSON glue; see json.h. */
 #include "json.h"
 
+#include "util.h"
+
 #include <errno.h>
 #include <malloc.h>
 #include <math.h>
@@ -82,8 +84,25 @@ int json_get_u64(const cJSON *object, const char *key, uint64_t *ret)
 
 bool json_add_uint(cJSON *object, const char *key, uint64_t value)
 {
-        char text[24];
+        char text[21];
+        cJSON *item;
 
-        snprintf(text, sizeof(text), "%llu", (unsigned long long)value);
-        return cJSON_AddRawToObject(object, key, text) != NULL;
+        format_u64(value, text);
+        item = cJSON_CreateRaw(text);
+        if (!item || !cJSON_AddItemToObjectCS(object, key, item)) {
+                cJSON_Delete(item);
+                return false;
+        }
+        return true;
+}
+
+bool json_add_string_ref(cJSON *object, const char *key, const char *value)
+{
+        cJSON *item = cJSON_CreateStringReference(value);
+
+        if (!item || !cJSON_AddItemToObjectCS(object, key, item)) {
+                cJSON_Delete(item);
+                return false;
+        }
+        return true;
 }

@@ -24,6 +24,12 @@ void json_free_string(char *s);
 /* Whether an object has two members with the same name (ambiguous input is rejected). */
 bool json_has_duplicate_keys(const cJSON *object);
 
+/* Both adders take `key` by reference (it must be a string literal): the hot paths build a
+ * tree per request and each copy is a malloc() and a wiping free(). */
+
+/* Adds a string member without copying it: value must outlive the object. */
+bool json_add_string_ref(cJSON *object, const char *key, const char *value);
+
 /* Adds an unsigned integer member. cJSON prints every number through "%1.15g" and re-parses it
  * with sscanf() to check the round trip; integers need neither, and this is on the hot path of
  * every token reply and audit line. Returns false when out of memory. */

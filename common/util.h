@@ -25,6 +25,10 @@ bool name_is_valid(const char *s);
 #define SCOPE_MAX_LEN 256
 bool scope_is_valid(const char *s);
 
+/* The key of a scope set (token cache, audit): sorted, duplicates removed, joined with spaces.
+ * -EINVAL for an empty set. */
+int scope_key_build(char *const *scopes, size_t n, char **ret);
+
 bool utf8_is_valid(const uint8_t *s, size_t len);
 
 /* A uniformly random integer in [0, bound) from GnuTLS's random generator (bound > 0). */
@@ -33,6 +37,9 @@ uint64_t random_below(uint64_t bound);
 /* Formats a wall-clock time (µs) as RFC 3339 UTC with milliseconds: 2026-11-28T09:00:00.123Z.
  * out must hold at least 25 bytes. */
 void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25]);
+
+/* Decimal digits of v and a NUL; returns the number of digits. */
+size_t format_u64(uint64_t v, char out[static 21]);
 
 bool strv_contains(char *const *strv, size_t n, const char *s);
 

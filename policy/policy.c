@@ -47,6 +47,7 @@ struct policy_profile {
         char *account;
         char *scopes[POLICY_MAX_SCOPES];
         size_t n_scopes;
+        char *scope_key;
         struct rule rules[POLICY_MAX_RULES];
         size_t n_rules;
 };
@@ -73,6 +74,7 @@ static void profile_free(struct policy_profile *p)
         free(p->account);
         for (size_t i = 0; i < p->n_scopes; i++)
                 free(p->scopes[i]);
+        free(p->scope_key);
         free(p);
 }
 
@@ -340,6 +342,8 @@ static int load_profile(int dirfd, const char *name, struct policy_profile **ret
                 log_error("%s: no \"scope\" directive.", name);
                 ps.errors++;
         }
+        if (ps.errors == 0 && scope_key_build(p->scopes, p->n_scopes, &p->scope_key) < 0)
+                ps.errors++;
         if (ps.errors > 0) {
                 profile_free(p);
                 return -EINVAL;
@@ -459,6 +463,11 @@ char *const *policy_profile_scopes(const struct policy_profile *p, size_t *ret_n
 {
         *ret_n = p->n_scopes;
         return p->scopes;
+}
+
+const char *policy_profile_scope_key(const struct policy_profile *p)
+{
+        return p->scope_key;
 }
 
 bool policy_profile_allows_scopes(const struct policy_profile *p, char *const *scopes, size_t n)

@@ -45,6 +45,9 @@ const struct policy_profile *policy_set_get(const struct policy_set *set, size_t
 const char *policy_profile_name(const struct policy_profile *p);
 const char *policy_profile_account(const struct policy_profile *p);
 char *const *policy_profile_scopes(const struct policy_profile *p, size_t *ret_n);
+/* scope_key_build() of all the profile's scopes, computed once at load: the scope set of a
+ * request that names none. */
+const char *policy_profile_scope_key(const struct policy_profile *p);
 /* Whether every requested scope is one the profile may hand out. */
 bool policy_profile_allows_scopes(const struct policy_profile *p, char *const *scopes, size_t n);
 

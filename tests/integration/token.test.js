@@ -161,3 +161,28 @@ test('audit seq keeps counting across broker restarts', { timeout: 30000 }, asyn
   assert.ok(lines.length > 50);
   lines.forEach((l, i) => assert.equal(l.seq, i + 1, `record ${i + 1} has seq ${l.seq}`));
 });
+
+test('repeated requests on one connection each get their own audit line', { timeout: 30000 }, async () => {
+  const before = h.auditLines().length;
+  const a = await h.rawClient();
+  const b = await h.rawClient();
+  try {
+    for (const c of [a, b, a, a, b]) {
+      const reply = await c.request({ v: 1, op: 'token', profile: 'alerts' });
+      assert.equal(reply.ok, true, JSON.stringify(reply));
+    }
+    // Another profile and rule on the same connection must not reuse the previous record.
+    const multi = await a.request({ v: 1, op: 'token', profile: 'multi', scopes: [MAIL_SEND] });
+    assert.equal(multi.ok, true, JSON.stringify(multi));
+  } finally {
+    a.close();
+    b.close();
+  }
+  const lines = h.auditLines().slice(before).filter((l) => l.event === 'issue');
+  assert.equal(lines.length, 6);
+  for (let i = 1; i < lines.length; i++) assert.equal(lines[i].seq, lines[i - 1].seq + 1);
+  assert.ok(lines.every((l) => l.peer.pid === process.pid), 'the peer is this process');
+  assert.equal(lines[5].profile, 'multi');
+  assert.notEqual(lines[5].rule, lines[0].rule);
+  assert.ok(lines.every((l) => /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(l.time)));
+});
