@@ -126,21 +126,6 @@ static bool add_string(cJSON *json, const char *key, const char *value)
         return !value || json_add_string_ref(json, key, value);
 }
 
-static cJSON *scope_array_reference(char *const *scopes, size_t n)
-{
-        cJSON *array = cJSON_CreateArray();
-
-        for (size_t i = 0; array && i < n; i++) {
-                cJSON *item = cJSON_CreateStringReference(scopes[i]);
-                if (!item || !cJSON_AddItemToArray(array, item)) {
-                        cJSON_Delete(item);
-                        cJSON_Delete(array);
-                        return NULL;
-                }
-        }
-        return array;
-}
-
 static cJSON *scope_array(const char *scope_key)
 {
         cJSON *array = cJSON_CreateArray();
@@ -183,7 +168,7 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
         ok = ok && add_string(json, "profile", r->profile) &&
              add_string(json, "account", r->account);
         if (ok && (r->scopes || r->scope_key)) {
-                cJSON *scopes = r->scopes ? scope_array_reference(r->scopes, r->n_scopes)
+                cJSON *scopes = r->scopes ? json_string_array_ref(r->scopes, r->n_scopes)
                                           : scope_array(r->scope_key);
                 ok = scopes && cJSON_AddItemToObjectCS(json, "scopes", scopes);
         }

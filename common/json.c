@@ -106,3 +106,18 @@ bool json_add_string_ref(cJSON *object, const char *key, const char *value)
         }
         return true;
 }
+
+cJSON *json_string_array_ref(char *const *strings, size_t n)
+{
+        cJSON *array = cJSON_CreateArray();
+
+        for (size_t i = 0; array && i < n; i++) {
+                cJSON *item = cJSON_CreateStringReference(strings[i]);
+                if (!item || !cJSON_AddItemToArray(array, item)) {
+                        cJSON_Delete(item);
+                        cJSON_Delete(array);
+                        return NULL;
+                }
+        }
+        return array;
+}

@@ -30,6 +30,9 @@ bool json_has_duplicate_keys(const cJSON *object);
 /* Adds a string member without copying it: value must outlive the object. */
 bool json_add_string_ref(cJSON *object, const char *key, const char *value);
 
+/* An array of the strings, by reference: they must outlive the array. NULL when out of memory. */
+cJSON *json_string_array_ref(char *const *strings, size_t n);
+
 /* Adds an unsigned integer member. cJSON prints every number through "%1.15g" and re-parses it
  * with sscanf() to check the round trip; integers need neither, and this is on the hot path of
  * every token reply and audit line. Returns false when out of memory. */

@@ -245,25 +245,10 @@ int wire_reply_ping(struct buf *out, const char *version)
         return reply_send(out, json);
 }
 
-static cJSON *string_array(char *const *strings, size_t n)
-{
-        cJSON *array = cJSON_CreateArray();
-
-        for (size_t i = 0; array && i < n; i++) {
-                cJSON *s = cJSON_CreateString(strings[i]);
-                if (!s || !cJSON_AddItemToArray(array, s)) {
-                        cJSON_Delete(s);
-                        cJSON_Delete(array);
-                        return NULL;
-                }
-        }
-        return array;
-}
-
 int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
 {
         cJSON *json = reply_new(true);
-        cJSON *scopes = string_array(t->scopes, t->n_scopes);
+        cJSON *scopes = json_string_array_ref(t->scopes, t->n_scopes);
 
         if (!json || !scopes || !cJSON_AddStringToObject(json, "token_type", "Bearer") ||
             !cJSON_AddStringToObject(json, "access_token", t->access_token) ||
@@ -283,7 +268,7 @@ int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
 int wire_reply_profiles(struct buf *out, char *const *names, size_t n)
 {
         cJSON *json = reply_new(true);
-        cJSON *list = string_array(names, n);
+        cJSON *list = json_string_array_ref(names, n);
 
         if (!json || !list || !cJSON_AddItemToObject(json, "profiles", list)) {
                 cJSON_Delete(list);
