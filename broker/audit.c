@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -14,7 +15,6 @@
 #include "util.h"
 
 #define AUDIT_TAIL_MAX 65536
-#define AUDIT_LINE_MAX 8192
 
 struct audit {
         int fd;
@@ -65,6 +65,22 @@ static uint64_t last_seq(int fd)
         }
 }
 
+/* A log that does not end in a newline was torn by a crash or a full disk: end that line, so
+ * the next record starts on its own line and the torn one stays visible as evidence. */
+static void end_torn_line(int fd, int rfd, const char *path)
+{
+        struct stat st;
+        char last;
+
+        if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
+            pread(rfd, &last, 1, st.st_size - 1) != 1 || last == '\n')
+                return;
+        log_warning("Audit log %s ends with a partial line (a crash or a full disk?); "
+                    "continuing on a new line.",
+                    path);
+        (void)!write(fd, "\n", 1);
+}
+
 int audit_open(const char *path, const struct secret *key, struct audit **ret)
 {
         struct audit *a;
@@ -87,8 +103,10 @@ int audit_open(const char *path, const struct secret *key, struct audit **ret)
         {
                 /* O_WRONLY cannot be read: look at the tail through a second descriptor. */
                 _cleanup_close_ int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                if (rfd >= 0)
+                if (rfd >= 0) {
                         a->seq = last_seq(rfd);
+                        end_torn_line(a->fd, rfd, path);
+                }
         }
         *ret = a;
         return 0;
@@ -184,10 +202,6 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
         if (!text)
                 return -ENOMEM;
         *ret_len = strlen(text);
-        if (*ret_len < 2 || *ret_len > AUDIT_LINE_MAX - 64) {
-                json_free_string(text);
-                return -EMSGSIZE;
-        }
         *ret_body = text;
         return 0;
 }
@@ -195,35 +209,39 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
 int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
 {
         static const char time_key[] = "{\"time\":\"", seq_key[] = "\",\"seq\":";
-        char line[AUDIT_LINE_MAX];
+        char head[sizeof(time_key) + 24 + sizeof(seq_key) + 21 + 1];
         char time[25], seq[21];
-        size_t len = 0, seq_len;
+        size_t head_len = 0, seq_len, total;
         ssize_t n;
 
         /* The line is the prepared object with "time" and "seq" put in front of its members:
          * {"time":"...","seq":N,<members of body>}. body is a whole object printed by cJSON, so
-         * every string in it is escaped; time and seq are digits and punctuation. */
-        if (body_len < 2 || body[0] != '{' || body_len > sizeof(line) - 64)
+         * every string in it is escaped; time and seq are digits and punctuation. One writev()
+         * keeps the line a single append. */
+        if (body_len < 2 || body[0] != '{' || body[body_len - 1] != '}')
                 return -EINVAL;
         format_rfc3339_ms(now_realtime_usec(), time);
         seq_len = format_u64(a->seq + 1, seq);
-        memcpy(line + len, time_key, sizeof(time_key) - 1);
-        len += sizeof(time_key) - 1;
-        memcpy(line + len, time, 24);
-        len += 24;
-        memcpy(line + len, seq_key, sizeof(seq_key) - 1);
-        len += sizeof(seq_key) - 1;
-        memcpy(line + len, seq, seq_len);
-        len += seq_len;
+        memcpy(head + head_len, time_key, sizeof(time_key) - 1);
+        head_len += sizeof(time_key) - 1;
+        memcpy(head + head_len, time, 24);
+        head_len += 24;
+        memcpy(head + head_len, seq_key, sizeof(seq_key) - 1);
+        head_len += sizeof(seq_key) - 1;
+        memcpy(head + head_len, seq, seq_len);
+        head_len += seq_len;
         if (body_len > 2)
-                line[len++] = ',';
-        memcpy(line + len, body + 1, body_len - 1);
-        len += body_len - 1;
-        line[len++] = '\n';
+                head[head_len++] = ',';
 
-        n = write(a->fd, line, len);
+        struct iovec iov[] = {
+            {.iov_base = head, .iov_len = head_len},
+            {.iov_base = (void *)(body + 1), .iov_len = body_len - 1},
+            {.iov_base = (void *)"\n", .iov_len = 1},
+        };
+        total = head_len + body_len - 1 + 1;
+        n = writev(a->fd, iov, ELEMENTSOF(iov));
         int err = n < 0 ? errno : EIO;
-        if (n != (ssize_t)len) {
+        if (n != (ssize_t)total) {
                 /* A torn line would corrupt the next record: take it back (the log has one
                  * writer, so the torn bytes are the file's last ones). */
                 struct stat st;

@@ -193,9 +193,9 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
 
         /* offline_access asks for the rotated refresh token the next refresh needs. */
         r = calloc(1, sizeof(*r));
-        if (!r || asprintf(&scope, "%s offline_access", scope_key) < 0 ||
-            !(r->scope_key = strdup(scope_key))) {
-                scope = NULL;
+        if (r && asprintf(&scope, "%s offline_access", scope_key) < 0)
+                scope = NULL; /* asprintf() leaves it undefined on failure */
+        if (!r || !scope || !(r->scope_key = strdup(scope_key))) {
                 refresh_free(r);
                 transient_failure(b, a, scope_key, 0, "out of memory");
                 goto fail;

@@ -1,0 +1,151 @@
+/* Unit tests for the audit writer: every line valid JSON, sequence numbers continuous across
+ * reopening and torn lines, large records, prepared records. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "json.h"
+#include "log.h"
+#include "tap.h"
+
+static char dir[] = "/tmp/test-audit.XXXXXX";
+static char path[256];
+
+/* Parses every line; returns how many there are, or -1 if one is not a JSON object. */
+static int check_lines(uint64_t *ret_last_seq)
+{
+        FILE *f = fopen(path, "re");
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        int count = 0;
+
+        if (!f)
+                return -1;
+        while ((n = getline(&line, &cap, f)) > 0) {
+                cJSON *json = NULL;
+                uint64_t seq;
+
+                if (json_parse(line, (size_t)n, &json) < 0 || !cJSON_IsObject(json) ||
+                    json_get_u64(json, "seq", &seq) < 0) {
+                        cJSON_Delete(json);
+                        count = -1;
+                        break;
+                }
+                *ret_last_seq = seq;
+                cJSON_Delete(json);
+                count++;
+        }
+        free(line);
+        fclose(f);
+        return count;
+}
+
+int main(void)
+{
+        struct secret *key = NULL;
+        struct audit *a = NULL;
+        struct peer peer = {.uid = 1000, .gid = 1000, .pid = 42};
+        char *scopes[2048];
+        char *body = NULL;
+        size_t len;
+        uint64_t seq = 0;
+
+        json_init();
+        log_set_level(LOG_LEVEL_ERROR - 1);
+        if (!mkdtemp(dir))
+                abort();
+        snprintf(path, sizeof(path), "%s/audit.log", dir);
+        if (secret_new_from("0123456789abcdef0123456789abcdef", 32, &key) < 0)
+                abort();
+
+        is_int(audit_open(path, key, &a), 0, "open creates the log");
+        struct audit_record deny = {
+            .event = "deny",
+            .peer = &peer,
+            .profile = "alerts",
+            .account = "alerts",
+            .scope_key = "b a",
+            .decision = "deny",
+            .rule = "alerts:3",
+            .reason = "x",
+        };
+        /* An exe full of control characters and quotes is escaped, not written raw. */
+        for (size_t i = 0; i < sizeof(peer.exe) - 1; i++)
+                peer.exe[i] = (char)(i % 2 ? 1 : '"');
+        is_int(audit_write(a, &deny), 0, "a deny record is written");
+
+        /* 2048 scopes: a record far larger than a page. */
+        for (size_t i = 0; i < 2048; i++)
+                scopes[i] = (char *)"https://graph.microsoft.com/Mail.Send";
+        struct audit_record issue = {
+            .event = "issue",
+            .peer = &peer,
+            .profile = "alerts",
+            .account = "alerts",
+            .scopes = scopes,
+            .n_scopes = 2048,
+            .decision = "allow",
+            .rule = "alerts:3",
+            .fingerprint = "0123456789abcdef",
+            .expires_at = 1795863744,
+        };
+        is_int(audit_write(a, &issue), 0, "a very large record is written");
+
+        is_int(audit_prepare(&issue, &body, &len), 0, "a record can be prepared");
+        is_int(audit_write_prepared(a, body, len), 0, "a prepared record is written");
+        is_int(audit_write_prepared(a, body, len), 0, "and written again");
+        json_free_string(body);
+        is_int(audit_write_prepared(a, "{}", 2), 0, "an empty body still makes a record");
+        ok(audit_write_prepared(a, "[]", 2) < 0, "a body that is not an object is refused");
+        audit_close(a);
+        a = NULL;
+
+        is_int(check_lines(&seq), 5, "five lines, each a JSON object with a seq");
+        is_int(seq, 5, "sequence numbers count from 1");
+
+        /* A torn last line (crash mid-write) is skipped when the numbering resumes. */
+        {
+                int fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+                if (fd < 0 || write(fd, "{\"time\":\"2026", 13) != 13)
+                        abort();
+                close(fd);
+        }
+        is_int(audit_open(path, key, &a), 0, "reopen after a torn line");
+        is_int(audit_write(a, &deny), 0, "write after reopening");
+        audit_close(a);
+        {
+                /* The torn line stays as evidence, on its own line; the new record is whole. */
+                FILE *f = fopen(path, "re");
+                char *line = NULL;
+                size_t cap = 0;
+                ssize_t n;
+                int lines = 0, torn = 0;
+                uint64_t last = 0;
+
+                while (f && (n = getline(&line, &cap, f)) > 0) {
+                        cJSON *json = NULL;
+                        lines++;
+                        if (json_parse(line, (size_t)n, &json) < 0) {
+                                torn++;
+                                continue;
+                        }
+                        (void)json_get_u64(json, "seq", &last);
+                        cJSON_Delete(json);
+                }
+                free(line);
+                if (f)
+                        fclose(f);
+                is_int(lines, 7, "the torn line is kept on a line of its own");
+                is_int(torn, 1, "only the torn line is not JSON");
+                is_int(last, 6, "numbering continues from the last whole line");
+        }
+
+        secret_free(key);
+        unlink(path);
+        rmdir(dir);
+        return done_testing();
+}
