@@ -66,6 +66,14 @@ struct issued_record {
         char rule[POLICY_RULE_MAX_LEN];
 };
 
+/* A connection's last request, kept parsed for when the next one is the same (request.c). */
+#define LAST_REQUEST_MAX 512
+struct last_request {
+        uint8_t payload[LAST_REQUEST_MAX];
+        size_t len; /* 0: nothing to compare with */
+        struct wire_request parsed;
+};
+
 struct connection {
         struct watch watch;
         struct broker *broker;
@@ -77,6 +85,7 @@ struct connection {
         bool eof;               /* the peer shut down its side: answer what it sent, then close */
         bool processing;        /* inside connection_process(); see there */
         struct issued_record issued;
+        struct last_request last_request;
         uint32_t events; /* what the watch is registered for */
         struct connection *prev, *next;
 };

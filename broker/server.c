@@ -29,6 +29,7 @@ static void connection_free(void *p)
         buf_free(c->in);
         buf_free(c->out);
         json_free_string(c->issued.body);
+        wire_request_clear(&c->last_request.parsed);
         free(c);
 }
 
