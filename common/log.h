@@ -12,7 +12,6 @@ enum log_level {
 };
 
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 /* Program name shown before each line when stderr is not the journal. */
 void log_set_ident(const char *ident);
 int log_parse_level(const char *name, enum log_level *ret);
