@@ -146,6 +146,9 @@ static int broker_open(struct broker *b)
         r = audit_open(b->config->audit_log, install_key, &b->audit);
         if (r < 0)
                 return r;
+        if (!secret_memory_locked())
+                log_warning("Secret memory could not be locked (RLIMIT_MEMLOCK, systemd "
+                            "LimitMEMLOCK=): secrets stay out of core dumps but may be swapped.");
         r = policy_set_load(b->config->policy_dir, &b->policy);
         if (r < 0)
                 return log_error_errno(r, "Failed to load the policy from %s.",

@@ -5,6 +5,11 @@
 
 #include "build-config.h"
 
+#ifndef ENABLE_FAULT_POINTS
+/* Without the build configuration the points would silently compile away in test builds. */
+#error "build-config.h must define ENABLE_FAULT_POINTS"
+#endif
+
 #if ENABLE_FAULT_POINTS
 #include <signal.h>
 #include <stdlib.h>
