@@ -3,7 +3,9 @@
 // revoked grants.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, sleep } = require('./harness');
+const { execFileSync } = require('node:child_process');
+const path = require('node:path');
+const { setup, sleep, SOURCE_ROOT } = require('./harness');
 
 const TIMEOUT = 3; // [identity] timeout, seconds
 
@@ -141,4 +143,27 @@ test('a revoked refresh token: reauth_required (exit 78), audited, and no retry 
   assert.equal(events[0].account, 'alerts');
   assert.equal(typeof events[0].error, 'string');
   assert.match(events[0].error, /700082|invalid_grant/);
+});
+
+test('TLS is verified against the configured CA: a server it did not sign gets nothing', { timeout: 30000 }, async () => {
+  // An earlier test revoked the account's grant: start from a good one.
+  const rt = `RT-CANARY-TLS-${Date.now()}`;
+  await h.registerRefreshToken(rt);
+  await h.importAccount('alerts', rt);
+  // A second, unrelated CA: the emulator's certificate does not chain to it.
+  execFileSync(path.join(SOURCE_ROOT, 'tests', 'emulator', 'gen-certs'), [h.p('other-ca')]);
+  const sections = h.configSections();
+  sections.identity.ca_bundle = h.p('other-ca', 'ca.pem');
+  h.writeConfig(sections);
+  try {
+    await fresh();
+    const reply = await h.rawRequest(TOKEN);
+    assertUnavailable(reply, 'untrusted server certificate');
+    assert.equal((await h.counters()).token, 0, 'no token request got through the TLS handshake');
+  } finally {
+    h.writeConfig();
+    await fresh();
+  }
+  const again = await h.rawRequest(TOKEN);
+  assert.equal(again.ok, true, `with the right CA again: ${JSON.stringify(again)}`);
 });
