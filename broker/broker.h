@@ -32,6 +32,7 @@ struct broker {
         struct watch signals;
         struct store *store;
         struct policy_set *policy;
+        struct policy_limiter *limiter; /* rate buckets; outlive policy reloads */
         struct audit *audit;
         struct idp *idp;
         struct token_cache cache;

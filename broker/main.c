@@ -153,6 +153,9 @@ static int broker_open(struct broker *b)
         if (r < 0)
                 return log_error_errno(r, "Failed to load the policy from %s.",
                                        b->config->policy_dir);
+        b->limiter = policy_limiter_new();
+        if (!b->limiter)
+                return log_error_errno(ENOMEM, "Failed to set up rate limits");
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
@@ -170,6 +173,7 @@ static void broker_close(struct broker *b)
         }
         token_cache_clear(&b->cache);
         policy_set_free(b->policy);
+        policy_limiter_free(b->limiter);
         audit_close(b->audit);
         store_close(b->store);
         if (b->signals.fd >= 0)

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "broker.h"
 #include "json.h"
@@ -248,7 +249,12 @@ static void handle_token(struct connection *c, const struct wire_request *req)
                         reply_error(c, WIRE_UNKNOWN_PROFILE, "No such profile.", 0);
                 return;
         }
-        policy_evaluate(profile, &peer, &decision);
+        policy_evaluate(
+            profile, &peer,
+            &(struct policy_request){
+                .scopes = req->scopes, .n_scopes = req->n_scopes, .min_ttl = req->min_ttl},
+            &(struct policy_time){.wall = time(NULL), .monotonic_usec = now_boottime_usec()},
+            b->limiter, &decision);
         if (req->n_scopes > 0) {
                 r = scope_key_build(req->scopes, req->n_scopes, &owned_key);
                 if (r < 0) {
@@ -259,7 +265,14 @@ static void handle_token(struct connection *c, const struct wire_request *req)
         } else {
                 scope_key = policy_profile_scope_key(profile);
         }
-        if (!decision.allow) {
+        if (decision.verdict == POLICY_RATE_LIMITED) {
+                if (audit_denial(c, req->profile, policy_profile_account(profile), scope_key,
+                                 decision.rule, decision.reason))
+                        reply_error(c, WIRE_RATE_LIMITED, "Too many requests.",
+                                    decision.retry_after);
+                return;
+        }
+        if (decision.verdict != POLICY_ALLOW) {
                 deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
                      decision.reason);
                 return;
@@ -345,6 +358,7 @@ static void handle_profiles(struct connection *c)
         struct broker *b = c->broker;
         struct policy_peer peer = policy_peer_of(&c->peer);
         size_t n = policy_set_count(b->policy), allowed = 0;
+        struct policy_time now = {.wall = time(NULL), .monotonic_usec = now_boottime_usec()};
         _cleanup_free_ char **names = calloc(n ? n : 1, sizeof(char *));
 
         if (!names) {
@@ -355,8 +369,8 @@ static void handle_profiles(struct connection *c)
                 const struct policy_profile *p = policy_set_get(b->policy, i);
                 struct policy_decision d;
 
-                policy_evaluate(p, &peer, &d);
-                if (d.allow)
+                policy_evaluate_peer(p, &peer, &now, &d);
+                if (d.verdict == POLICY_ALLOW)
                         names[allowed++] = (char *)policy_profile_name(p);
         }
         if (wire_reply_profiles(c->out, names, allowed) < 0)

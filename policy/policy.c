@@ -498,7 +498,9 @@ static bool rule_matches(const struct rule *rule, const struct policy_peer *peer
 
 static void decide(struct policy_decision *ret, bool allow, const char *where, const char *reason)
 {
-        ret->allow = allow;
+        ret->verdict = allow ? POLICY_ALLOW : POLICY_DENY;
+        ret->rate_key[0] = 0;
+        ret->retry_after = 0;
         ret->reason = reason;
         snprintf(ret->rule, sizeof(ret->rule), "%s", where);
 }
@@ -507,9 +509,10 @@ static void decide(struct policy_decision *ret, bool allow, const char *where, c
  * fails it at once; sufficient succeeds at once unless a required module already failed, and
  * its failure is ignored; optional counts only when it is the only module. The stack allows
  * only when some module set success and none set failure: an empty stack denies. */
-void policy_evaluate(const struct policy_profile *p, const struct policy_peer *peer,
-                     struct policy_decision *ret)
+void policy_evaluate_peer(const struct policy_profile *p, const struct policy_peer *peer,
+                          const struct policy_time *now, struct policy_decision *ret)
 {
+        (void)now;
         const struct rule *failed = NULL, *succeeded = NULL;
 
         if (p->n_rules == 0) {
@@ -557,4 +560,29 @@ void policy_evaluate(const struct policy_profile *p, const struct policy_peer *p
                 decide(ret, true, succeeded->where, "stack succeeded");
         else
                 decide(ret, false, p->name, "no rule succeeded");
+}
+
+/* The request stack and the rate module come next; until then a full evaluation is the peer
+ * stack's. */
+void policy_evaluate(const struct policy_profile *p, const struct policy_peer *peer,
+                     const struct policy_request *req, const struct policy_time *now,
+                     struct policy_limiter *limiter, struct policy_decision *ret)
+{
+        (void)req;
+        (void)limiter;
+        policy_evaluate_peer(p, peer, now, ret);
+}
+
+struct policy_limiter {
+        int unused;
+};
+
+struct policy_limiter *policy_limiter_new(void)
+{
+        return calloc(1, sizeof(struct policy_limiter));
+}
+
+void policy_limiter_free(struct policy_limiter *l)
+{
+        free(l);
 }

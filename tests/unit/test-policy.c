@@ -55,11 +55,12 @@ static int decide(const char *stack, const struct policy_peer *peer, char *rule,
         remove_file("p");
         if (r < 0)
                 return -1;
-        policy_evaluate(policy_set_find(set, "p"), peer, &d);
+        policy_evaluate(policy_set_find(set, "p"), peer, &(struct policy_request){0},
+                        &(struct policy_time){0}, NULL, &d);
         if (rule)
                 snprintf(rule, n, "%s", d.rule);
         policy_set_free(set);
-        return d.allow;
+        return d.verdict == POLICY_ALLOW;
 }
 
 int main(void)
