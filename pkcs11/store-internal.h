@@ -1,0 +1,73 @@
+/* What the store's files share: the store itself, its label conventions, and the PKCS#11 object
+ * helpers every part of it writes and reads objects with. Not for use outside pkcs11/. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "store.h"
+#include "util.h"
+
+/* Every object we own carries this CKA_APPLICATION; it is also the one account name we refuse,
+ * because install-wide objects ("credbroker/audit-hmac-key", "credbroker/audit-key") live under
+ * it and store_remove_account("credbroker") must never reach them. */
+#define STORE_APPLICATION "credbroker"
+
+#define META_MAX 65536
+/* Our labels are at most 64 + strlen("/refresh_token/") + 20 bytes; longer ones are not ours. */
+#define LABEL_MAX 256
+/* A token holding more of our objects than this is broken or hostile; refuse to scan it. */
+#define OBJECTS_MAX 65536
+
+#define REFRESH_TOKEN_INFIX "/refresh_token/"
+#define META_SUFFIX         "/meta"
+
+struct store {
+        CK_FUNCTION_LIST *module;
+        bool initialized;
+        CK_SESSION_HANDLE session;
+        bool session_open;
+        bool logged_in;
+        char *token_label; /* for log messages only */
+};
+
+/* A CKO_DATA object of ours and its label. */
+struct data_object {
+        CK_OBJECT_HANDLE handle;
+        char *label;
+};
+
+/* Template values shared by every object we search for or create. */
+extern char store_application[];
+extern CK_BBOOL store_true;
+
+/* store.c: errors */
+const char *rv_name(CK_RV rv);
+int rv_to_errno(CK_RV rv);
+/* Logs a failed call with its CK_RV name and returns the negative errno it maps to. */
+int ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
+
+/* store-object.c: labels */
+bool account_is_valid(const char *account);
+const char *startswith(const char *s, const char *prefix);
+bool parse_generation(const char *label, const char *prefix, uint64_t *ret);
+
+/* store-object.c: finding, reading, creating and destroying objects */
+int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
+                 CK_OBJECT_HANDLE **ret, size_t *ret_n);
+int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n);
+int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1]);
+void data_objects_free(struct data_object *objects, size_t n);
+int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n);
+int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                   const char *what, size_t *ret);
+int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                      struct secret **ret);
+int read_plain_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                     char **ret, size_t *ret_len);
+int create_data_object(struct store *s, const char *label, const void *value, size_t len,
+                       CK_OBJECT_HANDLE *ret);
+int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what);

@@ -1,0 +1,304 @@
+/* How the store finds, reads, creates and destroys its PKCS#11 objects (design.md §4): every
+ * C_FindObjects, C_GetAttributeValue, C_CreateObject and C_DestroyObject of the store is here. */
+#include "store-internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include "log.h"
+#include "util.h"
+
+char store_application[] = STORE_APPLICATION;
+CK_BBOOL store_true = CK_TRUE;
+
+/* Account names are file-name-safe by name_is_valid(); "credbroker" is reserved, see above. */
+bool account_is_valid(const char *account)
+{
+        return name_is_valid(account) && strcmp(account, STORE_APPLICATION) != 0;
+}
+
+const char *startswith(const char *s, const char *prefix)
+{
+        size_t n = strlen(prefix);
+
+        return strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}
+
+/* Strict: the digits after "<account>/refresh_token/" with no sign, no leading zero, no junk. */
+bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
+{
+        size_t n = strlen(prefix);
+        const char *digits;
+
+        if (strncmp(label, prefix, n) != 0)
+                return false;
+        digits = label + n;
+        if (digits[0] == '0' && digits[1] != 0)
+                return false;
+        return parse_u64(digits, ret) >= 0;
+}
+
+/* ---- objects ---- */
+
+int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
+                 CK_OBJECT_HANDLE **ret, size_t *ret_n)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        size_t n = 0, allocated = 0;
+        CK_RV rv;
+        int r = 0;
+
+        rv = s->module->C_FindObjectsInit(s->session, template, n_template);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_FindObjectsInit", what, rv);
+        for (;;) {
+                CK_ULONG got = 0;
+
+                if (n == allocated) {
+                        size_t more = allocated ? allocated * 2 : 16;
+                        CK_OBJECT_HANDLE *p;
+
+                        if (more > OBJECTS_MAX) {
+                                r = log_error_errno(E2BIG,
+                                                    "Token \"%s\" holds more than %d objects "
+                                                    "matching %s; refusing to scan it.",
+                                                    s->token_label, OBJECTS_MAX, what);
+                                break;
+                        }
+                        p = reallocarray(handles, more, sizeof(*handles));
+                        if (!p) {
+                                r = -ENOMEM;
+                                break;
+                        }
+                        handles = p;
+                        allocated = more;
+                }
+                rv = s->module->C_FindObjects(s->session, handles + n, allocated - n, &got);
+                if (rv != CKR_OK) {
+                        r = ck_fail(s, "C_FindObjects", what, rv);
+                        break;
+                }
+                /* Only a zero count means the end (PKCS#11 §5.14); a short batch does not. */
+                if (got == 0)
+                        break;
+                n += got;
+        }
+        /* Always end the search, or the session refuses the next one with OPERATION_ACTIVE. */
+        rv = s->module->C_FindObjectsFinal(s->session);
+        if (r < 0)
+                return r;
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_FindObjectsFinal", what, rv);
+
+        *ret = TAKE_PTR(handles);
+        *ret_n = n;
+        return 0;
+}
+
+/* Our CKO_DATA objects, optionally only those with one exact label. CKA_PRIVATE=TRUE is part of
+ * the search: only a logged-in user can create private objects, so a public look-alike planted
+ * through an unauthenticated session is never taken for ours. */
+int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+{
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &store_true, sizeof(store_true)},
+            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+            {CKA_APPLICATION, store_application, sizeof(store_application) - 1},
+            {CKA_LABEL, (void *)label, label ? strlen(label) : 0},
+        };
+
+        return find_objects(s, template, label ? 5 : 4, label ? label : "credbroker objects", ret,
+                            ret_n);
+}
+
+/* The label in one call: a label that does not fit LABEL_MAX is not one of ours. Returns
+ * -ENOENT for an object gone since the search and -EBADMSG for a label that is not ours. */
+int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1])
+{
+        CK_ATTRIBUTE a = {CKA_LABEL, label, LABEL_MAX};
+        CK_RV rv;
+
+        rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
+        if (rv == CKR_BUFFER_TOO_SMALL)
+                return -EBADMSG;
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_GetAttributeValue(CKA_LABEL)", "an object", rv);
+        if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > LABEL_MAX)
+                return -EBADMSG;
+        label[a.ulValueLen] = 0;
+        if (strlen(label) != a.ulValueLen)
+                return -EBADMSG;
+        return 0;
+}
+
+void data_objects_free(struct data_object *objects, size_t n)
+{
+        for (size_t i = 0; i < n; i++)
+                free(objects[i].label);
+        free(objects);
+}
+
+/* Every CKO_DATA object of ours with its label. Searches cannot match a label prefix, so the
+ * callers that need "<account>/…" filter this list. */
+int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        struct data_object *objects;
+        size_t n_handles, n = 0;
+        int r;
+
+        r = find_data_objects(s, NULL, &handles, &n_handles);
+        if (r < 0)
+                return r;
+        objects = calloc(n_handles ? n_handles : 1, sizeof(*objects));
+        if (!objects)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_handles; i++) {
+                char label[LABEL_MAX + 1];
+
+                r = get_label(s, handles[i], label);
+                if (r == -ENOENT || r == -EBADMSG)
+                        continue;
+                if (r < 0) {
+                        data_objects_free(objects, n);
+                        return r;
+                }
+                objects[n].label = strdup(label);
+                if (!objects[n].label) {
+                        data_objects_free(objects, n);
+                        return -ENOMEM;
+                }
+                objects[n++].handle = handles[i];
+        }
+        *ret = objects;
+        *ret_n = n;
+        return 0;
+}
+
+/* The size of an attribute, asked for first so the buffer is exactly as large as the value and
+ * a hostile or broken token cannot make us allocate more than max. */
+int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                   const char *what, size_t *ret)
+{
+        CK_ATTRIBUTE a = {type, NULL, 0};
+        CK_RV rv;
+
+        rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_GetAttributeValue", what, rv);
+        if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
+                log_error("The value of %s on token \"%s\" cannot be read.", what, s->token_label);
+                return -EACCES;
+        }
+        if (a.ulValueLen > max)
+                return -EFBIG;
+        *ret = a.ulValueLen;
+        return 0;
+}
+
+int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                      struct secret **ret)
+{
+        _cleanup_secret_ struct secret *value = NULL;
+        CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
+        size_t size;
+        CK_RV rv;
+        int r;
+
+        r = get_value_size(s, handle, CKA_VALUE, max, what, &size);
+        if (r < 0)
+                return r;
+        r = secret_new(size ? size : 1, &value);
+        if (r < 0)
+                return r;
+        if (size > 0) {
+                a.pValue = secret_data(value);
+                a.ulValueLen = size;
+                rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
+                /* BUFFER_TOO_SMALL: changed since we asked its size. Not what we wrote. */
+                if (rv == CKR_BUFFER_TOO_SMALL)
+                        return -EFBIG;
+                if (rv != CKR_OK)
+                        return ck_fail(s, "C_GetAttributeValue", what, rv);
+                if (a.ulValueLen > size)
+                        return -EFBIG;
+                r = secret_set_len(value, a.ulValueLen);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(value);
+        return 0;
+}
+
+/* For values that are not secret (meta JSON): a NUL-terminated malloc()ed copy. */
+int read_plain_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                     char **ret, size_t *ret_len)
+{
+        _cleanup_free_ char *value = NULL;
+        CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
+        size_t size;
+        CK_RV rv;
+        int r;
+
+        r = get_value_size(s, handle, CKA_VALUE, max, what, &size);
+        if (r < 0)
+                return r;
+        value = malloc(size + 1);
+        if (!value)
+                return -ENOMEM;
+        if (size > 0) {
+                a.pValue = value;
+                a.ulValueLen = size;
+                rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
+                if (rv == CKR_BUFFER_TOO_SMALL)
+                        return -EFBIG;
+                if (rv != CKR_OK)
+                        return ck_fail(s, "C_GetAttributeValue", what, rv);
+                if (a.ulValueLen > size)
+                        return -EFBIG;
+                size = a.ulValueLen;
+        }
+        value[size] = 0;
+        *ret = TAKE_PTR(value);
+        *ret_len = size;
+        return 0;
+}
+
+int create_data_object(struct store *s, const char *label, const void *value, size_t len,
+                       CK_OBJECT_HANDLE *ret)
+{
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &store_true, sizeof(store_true)},
+            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+            {CKA_APPLICATION, store_application, sizeof(store_application) - 1},
+            {CKA_LABEL, (void *)label, strlen(label)},
+            {CKA_VALUE, (void *)value, len},
+        };
+        CK_OBJECT_HANDLE handle;
+        CK_RV rv;
+
+        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), &handle);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_CreateObject", label, rv);
+        *ret = handle;
+        return 0;
+}
+
+int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what)
+{
+        CK_RV rv;
+
+        rv = s->module->C_DestroyObject(s->session, handle);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_DestroyObject", what, rv);
+        return 0;
+}
