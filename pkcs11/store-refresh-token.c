@@ -189,3 +189,21 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                 *ret_generation = next;
         return 0;
 }
+
+/* The write time is not recorded yet: stored_at stays 0 ("unknown"). */
+int store_refresh_token_info(struct store *s, const char *account,
+                             struct store_refresh_token_info *ret)
+{
+        _cleanup_secret_ struct secret *token = NULL;
+        _cleanup_free_ struct generation *generations = NULL;
+        size_t n;
+        int r;
+
+        if (!account_is_valid(account))
+                return -EINVAL;
+        r = list_generations(s, account, &generations, &n);
+        if (r < 0)
+                return r;
+        *ret = (struct store_refresh_token_info){.n_generations = n};
+        return store_read_refresh_token(s, account, &token, &ret->generation);
+}

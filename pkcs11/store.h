@@ -43,6 +43,17 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation);
 
+/* What an administrator may see of an account's refresh token: never its value. */
+struct store_refresh_token_info {
+        uint64_t generation;  /* the generation store_read_refresh_token() would use */
+        uint64_t stored_at;   /* when it was written, unix seconds; 0 when unknown */
+        size_t n_generations; /* objects present, intact or not (more than one after a crash) */
+};
+
+/* -ENOENT when the account has no refresh token that reads back intact. */
+int store_refresh_token_info(struct store *s, const char *account,
+                             struct store_refresh_token_info *ret);
+
 /* Destroys every object of the account; *ret_removed counts them. */
 int store_remove_account(struct store *s, const char *account, unsigned *ret_removed);
 
