@@ -3,7 +3,6 @@
  * nothing, so it can run for every request. */
 #include "policy-internal.h"
 
-#include <stdio.h>
 #include <string.h>
 
 struct stack_result {
@@ -17,13 +16,14 @@ struct stack_result {
 static bool rule_succeeds(const struct policy_profile *p, enum policy_stack stack, size_t i,
                           const struct policy_peer *peer, const struct policy_request *req,
                           const struct policy_time *now, struct policy_limiter *limiter,
-                          struct stack_result *res, uint32_t *ret_retry_after)
+                          struct local_time *local, struct stack_result *res,
+                          uint32_t *ret_retry_after)
 {
         const struct rule *rule = &p->stacks[stack][i];
         char key[POLICY_RATE_KEY_MAX];
 
         if (stack == STACK_PEER)
-                return policy_rule_matches_peer(rule, peer, now);
+                return policy_rule_matches_peer(rule, peer, now, local);
         if (rule->module != MODULE_RATE)
                 return policy_rule_matches_request(rule, req);
         /* A dry run has no buckets: every rate rule passes. */
@@ -51,12 +51,14 @@ static void run_stack(const struct policy_profile *p, enum policy_stack stack,
         size_t n = p->n_rules[stack];
         const struct rule *failed = NULL, *succeeded = NULL;
         uint32_t failed_retry_after = 0;
+        struct local_time local = {0};
 
         *res = (struct stack_result){0};
         for (size_t i = 0; i < n; i++) {
                 const struct rule *rule = &rules[i];
                 uint32_t retry_after = 0;
-                bool ok = rule_succeeds(p, stack, i, peer, req, now, limiter, res, &retry_after);
+                bool ok =
+                    rule_succeeds(p, stack, i, peer, req, now, limiter, &local, res, &retry_after);
 
                 switch (rule->control) {
                 case CONTROL_REQUIRED:
@@ -124,7 +126,14 @@ static void decide(struct policy_decision *ret, enum policy_verdict verdict, con
         ret->reason = reason;
         ret->rate_key[0] = 0;
         ret->retry_after = 0;
-        snprintf(ret->rule, sizeof(ret->rule), "%s", where);
+        /* Not snprintf: this runs for every request. where is a file name and a line number,
+         * far shorter than rule[], but stay bounded anyway. */
+        size_t n = strlen(where);
+
+        if (n > sizeof(ret->rule) - 1)
+                n = sizeof(ret->rule) - 1;
+        memcpy(ret->rule, where, n);
+        ret->rule[n] = 0;
 }
 
 static void decide_from(struct policy_decision *ret, const struct policy_profile *p,

@@ -480,17 +480,26 @@ static bool patterns_match(const struct rule *rule, const char *value, int flags
         return false;
 }
 
-static bool time_matches(const struct rule *rule, time_t wall)
+static bool time_matches(const struct rule *rule, time_t wall, struct local_time *local)
 {
-        struct tm tm;
         unsigned minute, today, yesterday;
 
-        /* Local time through the time zone rules, so windows follow DST changes. */
-        if (!localtime_r(&wall, &tm))
+        if (!local->known) {
+                struct tm tm;
+
+                /* Local time through the time zone rules, so windows follow DST changes. */
+                local->known = true;
+                local->valid = localtime_r(&wall, &tm) != NULL;
+                if (local->valid) {
+                        local->minute = (unsigned)(tm.tm_hour * 60 + tm.tm_min);
+                        local->wday = tm.tm_wday;
+                }
+        }
+        if (!local->valid)
                 return false;
-        minute = (unsigned)(tm.tm_hour * 60 + tm.tm_min);
-        today = 1u << tm.tm_wday;
-        yesterday = 1u << ((tm.tm_wday + 6) % 7);
+        minute = local->minute;
+        today = 1u << local->wday;
+        yesterday = 1u << ((local->wday + 6) % 7);
         for (size_t i = 0; i < rule->u.time.n_windows; i++) {
                 const struct time_window *w = &rule->u.time.windows[i];
 
@@ -511,7 +520,7 @@ static bool time_matches(const struct rule *rule, time_t wall)
 }
 
 bool policy_rule_matches_peer(const struct rule *rule, const struct policy_peer *peer,
-                              const struct policy_time *now)
+                              const struct policy_time *now, struct local_time *local)
 {
         switch (rule->module) {
         case MODULE_UID:
@@ -533,7 +542,7 @@ bool policy_rule_matches_peer(const struct rule *rule, const struct policy_peer 
         case MODULE_UNIT:
                 return patterns_match(rule, peer->unit, 0);
         case MODULE_TIME:
-                return time_matches(rule, now->wall);
+                return time_matches(rule, now->wall, local);
         case MODULE_PERMIT:
                 return true;
         default:

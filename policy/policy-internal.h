@@ -119,8 +119,15 @@ void policy_profile_free_internal(struct policy_profile *p);
 int policy_rule_parse(struct rule *rule, enum policy_stack stack, char **words, size_t n,
                       const char *file, unsigned line, struct policy_reporter *rep);
 void policy_rule_clear(struct rule *rule);
+/* The local time of one evaluation, converted once however many time rules there are. */
+struct local_time {
+        bool known;
+        bool valid;
+        unsigned minute; /* of the day */
+        int wday;        /* 0 = Sunday */
+};
 bool policy_rule_matches_peer(const struct rule *rule, const struct policy_peer *peer,
-                              const struct policy_time *now);
+                              const struct policy_time *now, struct local_time *local);
 bool policy_rule_matches_request(const struct rule *rule, const struct policy_request *req);
 const char *policy_module_name(enum policy_module m);
 const char *policy_control_name(enum policy_control c);
