@@ -108,7 +108,9 @@ static int parse_patterns(struct rule *rule, char **words, size_t n, const char 
                 }
                 for (size_t k = 0; k < len; k++) {
                         stars += w[k] == '*';
-                        if (exe ? (w[k] <= ' ' || w[k] == 0x7f) : !unit_character_is_valid(w[k])) {
+                        unsigned char c = (unsigned char)w[k];
+                        /* Paths may hold any byte but controls (UTF-8 names included). */
+                        if (exe ? (c < 0x20 || c == 0x7f) : !unit_character_is_valid(w[k])) {
                                 policy_report(rep, file, line,
                                               "\"%.64s\" is not a valid %s pattern", w,
                                               exe ? "executable" : "unit");

@@ -279,6 +279,10 @@ static void test_modules(void)
                "exe glob: * does not cross a / (FNM_PATHNAME)");
         is_int(decide("peer required exe /usr/lib/*/*/notify-by-[a-z]ail\n", &user_peer), 1,
                "exe glob with brackets");
+        peer.exe = "/opt/r\xc3\xa9sum\xc3\xa9/bin/send";
+        is_int(decide("peer required exe /opt/r\xc3\xa9sum\xc3\xa9/bin/*\n", &peer), 1,
+               "exe paths may hold UTF-8");
+        ok(decide("peer required exe /opt/\x01x\n", &peer) < 0, "but no control characters");
         peer.exe = NULL;
         is_int(decide("peer required exe /*/*/*/*/*\n", &peer), 0, "unknown exe matches nothing");
         is_int(decide("peer sufficient exe /usr/bin/x\npeer required permit\n", &peer), 1,
