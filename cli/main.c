@@ -32,6 +32,7 @@ static void usage(FILE *f)
               "  send      send mail through Microsoft Graph with a brokered token\n"
               "  account   provision and list accounts in the PKCS#11 token (administrators)\n"
               "  ping      check that the broker is running\n"
+              "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
               "\n"
               "Run \"credbroker COMMAND --help\" for a command's options.\n",
               f);
@@ -43,10 +44,8 @@ int main(int argc, char **argv)
                 const char *name;
                 int (*run)(int argc, char **argv);
         } commands[] = {
-            {"token", cmd_token},
-            {"send", cmd_send},
-            {"account", cmd_account},
-            {"ping", cmd_ping},
+            {"token", cmd_token}, {"send", cmd_send},     {"account", cmd_account},
+            {"ping", cmd_ping},   {"policy", cmd_policy},
         };
         int r = EXIT_USAGE;
 

@@ -66,13 +66,36 @@ struct policy_set;
  * survives a reload; owned by the caller. */
 struct policy_limiter;
 
+/* Buckets a limiter keeps at most; beyond, the least recently used one is reused, so a flood of
+ * uids cannot grow memory. */
+#define POLICY_LIMITER_MAX_BUCKETS 4096
+
 struct policy_limiter *policy_limiter_new(void);
 void policy_limiter_free(struct policy_limiter *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy_limiter *, policy_limiter_free)
+size_t policy_limiter_bucket_count(const struct policy_limiter *l);
+
+/* Receives each problem found while loading: file is the name inside the policy directory ("" for
+ * the directory itself), line is 0 when the problem is not on one line. */
+typedef void (*policy_error_fn)(const char *file, unsigned line, const char *message,
+                                void *userdata);
 
 /* Parses every profile file in dir. Each problem is logged as "file:line: message"; any problem
  * fails the whole load so a reload can keep the previous set. */
 int policy_set_load(const char *dir, struct policy_set **ret);
+/* The same, handing every problem (all of them, not only the first) to on_error instead of the
+ * log: for "credbroker policy check". */
+int policy_set_load_reporting(const char *dir, policy_error_fn on_error, void *userdata,
+                              struct policy_set **ret);
+/* Parses one profile from memory with the same line parser, as if it were the file name (which
+ * names it in messages and decisions); no file checks, and "include" is an error. Problems go to
+ * on_error (NULL: the log). For the fuzzer, tests and benchmarks. */
+int policy_profile_parse_buffer(const char *name, const char *text, size_t len,
+                                policy_error_fn on_error, void *userdata,
+                                struct policy_profile **ret);
+/* Only for profiles from policy_profile_parse_buffer(); a set owns its profiles. */
+void policy_profile_free(struct policy_profile *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy_profile *, policy_profile_free)
 void policy_set_free(struct policy_set *set);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy_set *, policy_set_free)
 
@@ -86,12 +109,27 @@ char *const *policy_profile_scopes(const struct policy_profile *p, size_t *ret_n
 /* scope_key_build() of all the profile's scopes, computed once at load: the scope set of a
  * request that names none. */
 const char *policy_profile_scope_key(const struct policy_profile *p);
-/* Whether every requested scope is one the profile may hand out. */
+/* Whether every requested scope is one the profile may hand out, and a ".default" scope is not
+ * mixed with others (the identity platform refuses that mix). */
 bool policy_profile_allows_scopes(const struct policy_profile *p, char *const *scopes, size_t n);
 
-/* Runs the peer stack, then the request stack, with Linux-PAM's control semantics. Rate rules
- * take from limiter's buckets only when the whole decision allows; a NULL limiter (a dry run)
- * lets every rate rule pass and changes nothing. */
+/* One rule as written, for "credbroker policy show". */
+struct policy_rule_info {
+        const char *stack;     /* "peer" or "request" */
+        const char *control;   /* "required", ... */
+        const char *module;    /* "uid", ... */
+        const char *arguments; /* words joined by one space; "" when none */
+        const char *where;     /* "file:line" */
+};
+/* Rules in evaluation order: the peer stack, then the request stack. */
+size_t policy_profile_rule_count(const struct policy_profile *p);
+int policy_profile_rule_info(const struct policy_profile *p, size_t i,
+                             struct policy_rule_info *ret);
+
+/* Runs the peer stack, then (when it allows) checks the requested scopes, then runs the request
+ * stack, with Linux-PAM's control semantics. An empty peer stack denies; an empty request stack
+ * adds no condition. Rate rules take from limiter's buckets only when the whole decision allows;
+ * a NULL limiter (a dry run) lets every rate rule pass and changes nothing. Allocates nothing. */
 void policy_evaluate(const struct policy_profile *p, const struct policy_peer *peer,
                      const struct policy_request *req, const struct policy_time *now,
                      struct policy_limiter *limiter, struct policy_decision *ret);
