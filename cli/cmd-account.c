@@ -46,12 +46,12 @@ int account_read_secret_stdin(size_t max, struct secret **ret)
         size_t len = 0;
         int r;
 
-        /* Room for the value, its newline, and one byte more to notice a longer input. */
-        r = secret_new(max + 2, &value);
+        /* Room for the value, a CR LF, and one byte more to notice a longer input. */
+        r = secret_new(max + 3, &value);
         if (r < 0)
                 return r;
         for (;;) {
-                ssize_t n = read(STDIN_FILENO, secret_data(value) + len, max + 2 - len);
+                ssize_t n = read(STDIN_FILENO, secret_data(value) + len, max + 3 - len);
 
                 if (n < 0) {
                         if (errno == EINTR)
@@ -61,7 +61,7 @@ int account_read_secret_stdin(size_t max, struct secret **ret)
                 if (n == 0)
                         break;
                 len += (size_t)n;
-                if (len == max + 2)
+                if (len == max + 3)
                         return -EFBIG;
         }
         if (len > 0 && secret_data(value)[len - 1] == '\n')

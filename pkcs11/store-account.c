@@ -253,15 +253,21 @@ int store_get_client_secret(struct store *s, const char *account, struct secret 
         return -ENOENT;
 }
 
+/* Presence only: the value is not read (and so not decrypted) to answer `account show`. */
 int store_has_client_secret(struct store *s, const char *account)
 {
-        _cleanup_secret_ struct secret *value = NULL;
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n;
         int r;
 
-        r = store_get_client_secret(s, account, &value);
-        if (r == -ENOENT)
-                return 0;
-        return r < 0 ? r : 1;
+        if (!s || !account_is_valid(account))
+                return -EINVAL;
+        client_secret_label(account, label);
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        return n > 0;
 }
 
 /* ---- accounts ---- */

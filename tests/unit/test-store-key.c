@@ -347,6 +347,7 @@ static void test_keygen(struct store *s)
         store_certificate_info_clear(&info);
 }
 
+#if ENABLE_FAULT_POINTS
 /* Runs keygen --replace in a child that the named fault point kills. */
 static void keygen_killed_at(const char *fault, uint64_t now)
 {
@@ -372,6 +373,7 @@ static void keygen_killed_at(const char *fault, uint64_t now)
                         die("waitpid");
         ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, fault);
 }
+#endif
 
 static void test_interrupted_replace(struct store **s)
 {
