@@ -529,6 +529,7 @@ int cmd_account(int argc, char **argv)
         } commands[] = {
             {"import", account_import}, {"list", account_list},     {"show", account_show},
             {"remove", account_remove}, {"secret", account_secret}, {"keygen", account_keygen},
+            {"cert", account_cert},
         };
 
         if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
@@ -540,6 +541,7 @@ int cmd_account(int argc, char **argv)
                     "  remove NAME       destroy every object of an account\n"
                     "  secret NAME ...   store the client secret (read from standard input)\n"
                     "  keygen NAME ...   make the assertion key in the token and its certificate\n"
+                    "  cert NAME ...     store a CA-issued certificate for that key\n"
                     "Run \"credbroker account COMMAND --help\" for details.\n",
                     argc < 2 ? stderr : stdout);
                 return argc < 2 ? EXIT_USAGE : 0;

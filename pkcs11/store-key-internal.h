@@ -19,6 +19,7 @@
 #define KEY_ID_MAX  64
 /* A DER certificate larger than this is not one we made (4096-bit RSA makes about 1.4 KiB). */
 #define CERT_DER_MAX 16384
+#define CERT_PEM_MAX STORE_CERTIFICATE_FILE_MAX
 
 /* "private key", "certificate", ...: for what `account remove` reports. */
 const char *class_name(CK_OBJECT_CLASS class);

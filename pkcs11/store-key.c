@@ -599,8 +599,8 @@ static int build_request(gnutls_pubkey_t public_key, gnutls_privkey_t signer, co
 }
 
 static int create_certificate_object(struct store *s, const char *label, const uint8_t *id,
-                                     const gnutls_datum_t *der, const gnutls_datum_t *subject,
-                                     CK_OBJECT_HANDLE *ret)
+                                     size_t id_len, const gnutls_datum_t *der,
+                                     const gnutls_datum_t *subject, CK_OBJECT_HANDLE *ret)
 {
         CK_OBJECT_CLASS class = CKO_CERTIFICATE;
         CK_CERTIFICATE_TYPE type = CKC_X_509;
@@ -610,7 +610,7 @@ static int create_certificate_object(struct store *s, const char *label, const u
             {CKA_TOKEN, &store_true, sizeof(store_true)},
             {CKA_PRIVATE, &store_true, sizeof(store_true)},
             {CKA_LABEL, (void *)label, strlen(label)},
-            {CKA_ID, (void *)id, KEY_ID_SIZE},
+            {CKA_ID, (void *)id, id_len},
             {CKA_SUBJECT, subject->data, subject->size},
             {CKA_VALUE, der->data, der->size},
         };
@@ -709,7 +709,8 @@ int store_keygen(struct store *s, const char *account, const struct store_keygen
         r = certificate_info_from_der(&der, &info);
         if (r < 0)
                 goto fail;
-        r = create_certificate_object(s, cert_label, id, &der, &subject_der, &cert_handle);
+        r = create_certificate_object(s, cert_label, id, sizeof(id), &der, &subject_der,
+                                      &cert_handle);
         if (r < 0)
                 goto fail;
         fault_point("keygen-after-cert");
@@ -740,4 +741,125 @@ fail:
                             key_label);
         (void)destroy_object(s, public_handle, "the session public key");
         return r;
+}
+
+/* ---- a CA-issued certificate for the key ---- */
+
+static int public_key_id(gnutls_pubkey_t key, uint8_t out[static 32])
+{
+        size_t size = 32;
+        int e;
+
+        e = gnutls_pubkey_get_key_id(key, GNUTLS_KEYID_USE_SHA256, out, &size);
+        if (e < 0)
+                return gnutls_fail("gnutls_pubkey_get_key_id", e);
+        return size == 32 ? 0 : -EBADMSG;
+}
+
+/* The account's private key whose public half is the certificate's, and its CKA_ID. */
+static int find_key_of(struct store *s, const char *key_label, gnutls_pubkey_t wanted,
+                       uint8_t **ret_id, size_t *ret_id_len)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *keys = NULL;
+        uint8_t wanted_id[32];
+        size_t n_keys;
+        int r;
+
+        r = public_key_id(wanted, wanted_id);
+        if (r < 0)
+                return r;
+        r = find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, NULL, 0, &keys, &n_keys);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_keys; i++) {
+                _cleanup_(pubkey_deinitp) gnutls_pubkey_t candidate = NULL;
+                uint8_t candidate_id[32];
+
+                /* CKA_MODULUS and CKA_PUBLIC_EXPONENT are public even on a sensitive key. */
+                r = public_key_of(s, keys[i], &candidate);
+                if (r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                r = public_key_id(candidate, candidate_id);
+                if (r < 0)
+                        return r;
+                if (memcmp(candidate_id, wanted_id, sizeof(wanted_id)) != 0)
+                        continue;
+                r = read_attribute(s, keys[i], CKA_ID, KEY_ID_MAX, key_label, ret_id, ret_id_len);
+                if (r < 0)
+                        return r;
+                return *ret_id_len > 0 ? 0 : -EBADMSG;
+        }
+        return -ENOKEY;
+}
+
+int store_import_certificate(struct store *s, const char *account, const void *data, size_t len,
+                             struct store_certificate_info *ret)
+{
+        _cleanup_(x509_crt_deinitp) gnutls_x509_crt_t crt = NULL;
+        _cleanup_(pubkey_deinitp) gnutls_pubkey_t public_key = NULL;
+        _cleanup_(datum_freep) gnutls_datum_t der = {0}, subject = {0};
+        _cleanup_free_ CK_OBJECT_HANDLE *old = NULL;
+        _cleanup_free_ uint8_t *id = NULL;
+        struct store_certificate_info info = {0};
+        char key_label[LABEL_MAX], cert_label[LABEL_MAX];
+        gnutls_datum_t input = {(unsigned char *)data, (unsigned)len};
+        CK_OBJECT_HANDLE handle;
+        size_t id_len = 0, n_old;
+        int r, e;
+
+        if (!s || !account_is_valid(account) || !data || len == 0 || len > CERT_PEM_MAX || !ret)
+                return -EINVAL;
+
+        e = gnutls_x509_crt_init(&crt);
+        if (e < 0)
+                return gnutls_fail("gnutls_x509_crt_init", e);
+        e = gnutls_x509_crt_import(crt, &input,
+                                   memmem(data, len, "-----BEGIN ", 11) ? GNUTLS_X509_FMT_PEM
+                                                                        : GNUTLS_X509_FMT_DER);
+        if (e < 0)
+                return -EBADMSG;
+        e = gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_DER, &der);
+        if (e < 0)
+                return gnutls_fail("gnutls_x509_crt_export2", e);
+        if (der.size > CERT_DER_MAX)
+                return -EFBIG;
+        e = gnutls_pubkey_init(&public_key);
+        if (e < 0)
+                return gnutls_fail("gnutls_pubkey_init", e);
+        e = gnutls_pubkey_import_x509(public_key, crt, 0);
+        if (e < 0)
+                return -EBADMSG;
+        if (gnutls_pubkey_get_pk_algorithm(public_key, NULL) != GNUTLS_PK_RSA)
+                return -ENOKEY;
+
+        labels(account, key_label, cert_label);
+        r = find_key_of(s, key_label, public_key, &id, &id_len);
+        if (r < 0)
+                return r;
+        e = gnutls_x509_crt_get_raw_dn(crt, &subject);
+        if (e < 0)
+                return gnutls_fail("gnutls_x509_crt_get_raw_dn", e);
+        r = certificate_info_from_der(&der, &info);
+        if (r < 0)
+                return r;
+
+        /* The certificates this one replaces: those of the same key. New first, then the old. */
+        r = find_labeled_objects(s, CKO_CERTIFICATE, cert_label, id, id_len, &old, &n_old);
+        if (r >= 0)
+                r = create_certificate_object(s, cert_label, id, id_len, &der, &subject, &handle);
+        if (r < 0) {
+                store_certificate_info_clear(&info);
+                return r;
+        }
+        for (size_t i = 0; i < n_old; i++) {
+                r = destroy_object(s, old[i], cert_label);
+                if (r < 0 && r != -ENOENT)
+                        log_warning("Could not destroy the previous certificate of account %s; "
+                                    "import the certificate again to clean up.",
+                                    account);
+        }
+        *ret = info;
+        return 0;
 }

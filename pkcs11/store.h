@@ -135,6 +135,14 @@ void store_certificate_info_clear(struct store_certificate_info *info);
 int store_keygen(struct store *s, const char *account, const struct store_keygen_options *options,
                  struct store_certificate_info *ret_cert, char **ret_csr_pem);
 
+/* Stores a certificate (PEM or DER, e.g. issued by a CA for the request keygen --csr printed)
+ * for the account's key with the same public key, replacing that key's earlier certificate (new
+ * object first). -EBADMSG for data that is not a certificate, -ENOKEY when no key of the account
+ * matches its public key. */
+#define STORE_CERTIFICATE_FILE_MAX 32768
+int store_import_certificate(struct store *s, const char *account, const void *data, size_t len,
+                             struct store_certificate_info *ret);
+
 /* -ENOENT when the account has no complete key + certificate pair. */
 int store_get_certificate(struct store *s, const char *account, struct store_certificate_info *ret);
 

@@ -32,7 +32,8 @@ async function tokenLabels(type) {
 test('account names are checked with a clear message', { timeout: 60000 }, async () => {
   const bad = ['Alerts', '.hidden', 'a/b', 'a b', 'credbroker', 'x'.repeat(65), ''];
   for (const name of bad) {
-    for (const cmd of [['show', name], ['remove', name], ['keygen', name], ['secret', name, '--secret-stdin']]) {
+    for (const cmd of [['show', name], ['remove', name], ['keygen', name], ['secret', name, '--secret-stdin'],
+      ['cert', name, '--file', '/dev/null']]) {
       const r = await account(cmd, { input: 'x\n' });
       assert.equal(r.code, 64, `account ${cmd.join(' ')}: exit ${r.code} ${r.stderr}`);
       assert.equal(r.stdout, '');
@@ -42,7 +43,7 @@ test('account names are checked with a clear message', { timeout: 60000 }, async
 });
 
 test('usage and help of the new subcommands', { timeout: 60000 }, async () => {
-  for (const cmd of ['show', 'remove', 'secret', 'keygen']) {
+  for (const cmd of ['show', 'remove', 'secret', 'keygen', 'cert']) {
     const help = await h.cli(['account', cmd, '--help']);
     assert.equal(help.code, 0);
     assert.match(help.stdout, new RegExp(`Usage: credbroker account ${cmd}`));

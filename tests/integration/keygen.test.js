@@ -95,6 +95,36 @@ test('keygen --csr prints a PKCS#10 request that verifies', { timeout: 60000 }, 
     assert.match(v.stdout + v.stderr, /Self signature: verified/);
   }
   assert.equal(cert.publicKey.asymmetricKeyDetails.modulusLength, 3072);
+
+  // A CA (certtool) signs the request; account cert stores the result for the key.
+  if (!tool('certtool')) return;
+  fs.writeFileSync(h.p('ca.tmpl'), 'cn = "Test CA"\nca\ncert_signing_key\nexpiration_days = 30\n');
+  fs.writeFileSync(h.p('leaf.tmpl'), 'cn = "app2 issued"\nsigning_key\ntls_www_client\nexpiration_days = 30\n');
+  for (const args of [
+    ['--generate-privkey', '--outfile', h.p('ca-key.pem')],
+    ['--generate-self-signed', '--load-privkey', h.p('ca-key.pem'), '--template', h.p('ca.tmpl'), '--outfile', h.p('ca.pem')],
+    ['--generate-certificate', '--load-request', file, '--load-ca-certificate', h.p('ca.pem'),
+      '--load-ca-privkey', h.p('ca-key.pem'), '--template', h.p('leaf.tmpl'), '--outfile', h.p('leaf.pem')],
+  ]) {
+    const c = await run('certtool', args);
+    assert.equal(c.code, 0, `certtool ${args[0]}: ${c.stderr}`);
+  }
+  const leaf = new crypto.X509Certificate(fs.readFileSync(h.p('leaf.pem')));
+  const wrong = await h.cli(['account', 'cert', 'app2', '--file', h.p('ca.pem'), '--config', h.conf]);
+  assert.equal(wrong.code, 65, 'a certificate for another key is refused');
+  assert.match(wrong.stderr, /not for a key of account app2/);
+  const stored = await h.cli(['account', 'cert', 'app2', '--file', h.p('leaf.pem'), '--config', h.conf]);
+  assert.equal(stored.code, 0, stored.stderr);
+  assert.equal(thumbprint(stored.stdout, 'Thumbprint \\(SHA-1'), leaf.fingerprint.replace(/:/g, ''));
+  const show = JSON.parse((await h.cli(['account', 'show', 'app2', '--json', '--config', h.conf])).stdout);
+  assert.equal(show.certificate.sha256_thumbprint, leaf.fingerprint256.replace(/:/g, ''));
+  assert.equal(show.certificate.issuer, 'CN=Test CA');
+  const jwt = decodeJwt(await assertion('app2', 'PS256'));
+  assert.equal(jwt.header['x5t#S256'], base64url(crypto.createHash('sha256').update(leaf.raw).digest()),
+    'assertions now name the CA-issued certificate');
+  assert.ok(crypto.verify('sha256', jwt.input, {
+    key: leaf.publicKey, padding: crypto.constants.RSA_PKCS1_PSS_PADDING, saltLength: 32,
+  }, jwt.signature));
 });
 
 test('keygen refuses an existing key without --replace; --replace makes a new one', { timeout: 60000 }, async () => {

@@ -554,6 +554,85 @@ static void test_assertion(struct store *s)
         store_certificate_info_clear(&c);
 }
 
+/* A CA made in memory issues a certificate for the public key of the account's certificate. */
+static char *ca_issue(const char *app_pem, const char *cn)
+{
+        gnutls_x509_privkey_t ca_key;
+        gnutls_x509_crt_t ca, leaf, app = import_pem(app_pem);
+        gnutls_pubkey_t pub;
+        gnutls_datum_t pem = {0};
+        unsigned char serial[] = {0x01, 0x02};
+        time_t now = (time_t)NOW;
+        char *out;
+
+        if (!app || gnutls_x509_privkey_init(&ca_key) < 0 ||
+            gnutls_x509_privkey_generate(ca_key, GNUTLS_PK_RSA, 2048, 0) < 0 ||
+            gnutls_x509_crt_init(&ca) < 0 || gnutls_x509_crt_init(&leaf) < 0 ||
+            gnutls_pubkey_init(&pub) < 0 || gnutls_pubkey_import_x509(pub, app, 0) < 0)
+                abort();
+        gnutls_x509_crt_set_version(ca, 3);
+        gnutls_x509_crt_set_serial(ca, serial, 1);
+        gnutls_x509_crt_set_dn(ca, "CN=Test CA", NULL);
+        gnutls_x509_crt_set_activation_time(ca, now);
+        gnutls_x509_crt_set_expiration_time(ca, now + 86400);
+        gnutls_x509_crt_set_key(ca, ca_key);
+        gnutls_x509_crt_set_basic_constraints(ca, 1, -1);
+        if (gnutls_x509_crt_sign2(ca, ca, ca_key, GNUTLS_DIG_SHA256, 0) < 0)
+                abort();
+        gnutls_x509_crt_set_version(leaf, 3);
+        gnutls_x509_crt_set_serial(leaf, serial, 2);
+        gnutls_x509_crt_set_dn(leaf, cn, NULL);
+        gnutls_x509_crt_set_activation_time(leaf, now + 1);
+        gnutls_x509_crt_set_expiration_time(leaf, now + 86400);
+        gnutls_x509_crt_set_pubkey(leaf, pub);
+        if (gnutls_x509_crt_sign2(leaf, ca, ca_key, GNUTLS_DIG_SHA256, 0) < 0 ||
+            gnutls_x509_crt_export2(strcmp(cn, "CN=self") == 0 ? ca : leaf, GNUTLS_X509_FMT_PEM,
+                                    &pem) < 0)
+                abort();
+        out = strndup((const char *)pem.data, pem.size);
+        gnutls_free(pem.data);
+        gnutls_pubkey_deinit(pub);
+        gnutls_x509_crt_deinit(app);
+        gnutls_x509_crt_deinit(leaf);
+        gnutls_x509_crt_deinit(ca);
+        gnutls_x509_privkey_deinit(ca_key);
+        return out;
+}
+
+static void test_import_certificate(struct store *s)
+{
+        struct store_certificate_info before = {0}, info = {0}, after = {0};
+        char *issued, *foreign;
+        char *jwt = NULL;
+
+        is_int(store_get_certificate(s, "app1", &before), 0, "certificate before the import");
+        issued = ca_issue(before.pem, "CN=issued app1");
+        foreign = ca_issue(before.pem, "CN=self"); /* the CA certificate: another key */
+
+        is_int(store_import_certificate(s, "app1", "garbage", 7, &info), -EBADMSG,
+               "garbage is not a certificate");
+        is_int(store_import_certificate(s, "app1", foreign, strlen(foreign), &info), -ENOKEY,
+               "a certificate for another key is refused");
+        is_int(store_import_certificate(s, "nokey", issued, strlen(issued), &info), -ENOKEY,
+               "an account without a key cannot take a certificate");
+        is_int(store_import_certificate(s, "app1", issued, strlen(issued), &info), 0,
+               "a CA-issued certificate for the key is stored");
+        is_str(info.issuer, "CN=Test CA", "its issuer is the CA");
+        is_int(raw_count(s, CKO_CERTIFICATE, "app1/assertion-cert"), 1,
+               "it replaced the self-signed certificate");
+        is_int(store_get_certificate(s, "app1", &after), 0, "certificate after the import");
+        is_str(after.sha256_hex, info.sha256_hex, "the issued certificate is the one used");
+        is_int(
+            store_sign_assertion(s, "app1", AUDIENCE, CLIENT_ID, STORE_ASSERTION_PS256, NOW, &jwt),
+            0, "assertions work with the issued certificate");
+        free(jwt);
+        store_certificate_info_clear(&before);
+        store_certificate_info_clear(&info);
+        store_certificate_info_clear(&after);
+        free(issued);
+        free(foreign);
+}
+
 static void test_client_secret(struct store *s)
 {
         _cleanup_secret_ struct secret *canary = NULL, *second = NULL, *bad = NULL;
@@ -647,6 +726,7 @@ int main(void)
         }
         if (s) {
                 test_assertion(s);
+                test_import_certificate(s);
                 test_client_secret(s);
                 test_remove(s);
                 store_close(s);
