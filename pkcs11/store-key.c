@@ -322,39 +322,28 @@ struct token_key {
         unsigned bits;
 };
 
-/* GnuTLS hands an RSA PKCS#1 v1.5 signature over as GNUTLS_SIGN_RSA_RAW with the DigestInfo
- * already built (so CKM_RSA_PKCS, which pads and exponentiates only), and RSA-PSS as the bare
- * hash with the PSS algorithm (so CKM_RSA_PKCS_PSS with matching parameters). */
+/* Certificates and requests are signed sha256WithRSAEncryption. For that GnuTLS hands the
+ * callback GNUTLS_SIGN_RSA_RAW with the DigestInfo already built, so the mechanism is
+ * CKM_RSA_PKCS, which only pads and exponentiates. Nothing else is offered (token_key_info). */
 static int token_key_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t algo, void *userdata,
-                               unsigned flags, const gnutls_datum_t *hash,
+                               unsigned flags, const gnutls_datum_t *digest_info,
                                gnutls_datum_t *signature)
 {
         struct token_key *k = userdata;
         struct store *s = k->store;
-        CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
         CK_MECHANISM mechanism = {CKM_RSA_PKCS, NULL, 0};
         CK_BYTE buffer[SIGNATURE_MAX];
         CK_ULONG len = sizeof(buffer);
         CK_RV rv;
 
-        switch (algo) {
-        case GNUTLS_SIGN_RSA_RAW:
-                break;
-        case GNUTLS_SIGN_RSA_PSS_SHA256:
-        case GNUTLS_SIGN_RSA_PSS_RSAE_SHA256:
-                if (hash->size != 32)
-                        return GNUTLS_E_INVALID_REQUEST;
-                mechanism = (CK_MECHANISM){CKM_RSA_PKCS_PSS, &pss, sizeof(pss)};
-                break;
-        default:
+        if (algo != GNUTLS_SIGN_RSA_RAW)
                 return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
-        }
         rv = s->module->C_SignInit(s->session, &mechanism, k->handle);
         if (rv != CKR_OK) {
                 ck_fail(s, "C_SignInit", "the assertion key", rv);
                 return GNUTLS_E_PK_SIGN_FAILED;
         }
-        rv = s->module->C_Sign(s->session, hash->data, hash->size, buffer, &len);
+        rv = s->module->C_Sign(s->session, digest_info->data, digest_info->size, buffer, &len);
         if (rv != CKR_OK) {
                 ck_fail(s, "C_Sign", "the assertion key", rv);
                 return GNUTLS_E_PK_SIGN_FAILED;
@@ -380,7 +369,7 @@ static int token_key_info(gnutls_privkey_t key, unsigned flags, void *userdata)
         if (flags & GNUTLS_PRIVKEY_INFO_HAVE_SIGN_ALGO) {
                 gnutls_sign_algorithm_t algo = GNUTLS_FLAGS_TO_SIGN_ALGO(flags);
 
-                return algo == GNUTLS_SIGN_RSA_SHA256 || algo == GNUTLS_SIGN_RSA_PSS_RSAE_SHA256;
+                return algo == GNUTLS_SIGN_RSA_SHA256;
         }
         return -1;
 }
