@@ -1,6 +1,7 @@
-/* Accounts in the token: their metadata object, the list of accounts, and removing every object of
- * one account. */
+/* Accounts in the token: their metadata object, their client secret, the list of accounts, and
+ * removing every object of one account with a report of what went. */
 #include "store-internal.h"
+#include "store-key-internal.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -9,6 +10,8 @@
 #include <string.h>
 
 #include <p11-kit/pkcs11.h>
+
+#include "fault.h"
 
 #include "log.h"
 #include "util.h"
@@ -150,11 +153,181 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
         return 0;
 }
 
+/* ---- client secret ---- */
+
+/* Entra's generated secrets are printable ASCII; quotes, backslashes and spaces are refused for
+ * the same reason as in token_is_valid(): the value ends up in a form body. */
+static bool client_secret_is_valid(const struct secret *secret)
+{
+        const char *value = secret_str(secret);
+        size_t len = secret_len(secret);
+
+        if (len == 0 || len > STORE_CLIENT_SECRET_MAX)
+                return false;
+        for (size_t i = 0; i < len; i++)
+                if (value[i] <= ' ' || value[i] > '~' || value[i] == '"' || value[i] == '\\')
+                        return false;
+        return true;
+}
+
+static void client_secret_label(const char *account, char label[static LABEL_MAX])
+{
+        snprintf(label, LABEL_MAX, "%s" CLIENT_SECRET_SUFFIX, account);
+}
+
+int store_put_client_secret(struct store *s, const char *account, const struct secret *secret)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *old = NULL;
+        _cleanup_secret_ struct secret *back = NULL;
+        char label[LABEL_MAX];
+        CK_OBJECT_HANDLE handle;
+        size_t n_old;
+        int r, ret = 0;
+
+        if (!s || !account_is_valid(account) || !secret || !client_secret_is_valid(secret))
+                return -EINVAL;
+
+        client_secret_label(account, label);
+        r = find_data_objects(s, label, &old, &n_old);
+        if (r < 0)
+                return r;
+        /* New first, read back, and only then the old: a crash leaves two, never none. */
+        r = create_data_object(s, label, secret_str(secret), secret_len(secret), &handle);
+        if (r < 0)
+                return r;
+        fault_point("client-secret-after-create");
+        r = read_secret_value(s, handle, STORE_CLIENT_SECRET_MAX, label, &back);
+        if (r < 0 || !secret_equal(back, secret)) {
+                if (destroy_object(s, handle, label) < 0)
+                        log_warning("Could not destroy the unverified object \"%s\".", label);
+                if (r >= 0 || r == -EFBIG)
+                        r = log_error_errno(EIO,
+                                            "The client secret read back from token \"%s\" "
+                                            "differs from what was written; keeping the "
+                                            "previous one.",
+                                            s->token_label);
+                return r;
+        }
+        for (size_t i = 0; i < n_old; i++) {
+                r = destroy_object(s, old[i], label);
+                if (r < 0 && r != -ENOENT && ret == 0)
+                        ret = r;
+        }
+        return ret;
+}
+
+/* Two objects after an interrupted put: the old and the new one are both valid secrets, and
+ * which one Entra still accepts cannot be known here, so the first intact one is used and the
+ * next put cleans up. */
+int store_get_client_secret(struct store *s, const char *account, struct secret **ret)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n;
+        int r;
+
+        if (!s || !account_is_valid(account) || !ret)
+                return -EINVAL;
+
+        client_secret_label(account, label);
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        if (n > 1)
+                log_warning("Token \"%s\" holds %zu objects \"%s\" (an interrupted update?); "
+                            "set the secret again to clean up.",
+                            s->token_label, n, label);
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_secret_ struct secret *value = NULL;
+
+                r = read_secret_value(s, handles[i], STORE_CLIENT_SECRET_MAX, label, &value);
+                if (r == -ENOENT || r == -EFBIG)
+                        continue;
+                if (r < 0)
+                        return r;
+                if (!client_secret_is_valid(value))
+                        continue;
+                *ret = TAKE_PTR(value);
+                return 0;
+        }
+        return -ENOENT;
+}
+
+/* Presence only: the value is not read (and so not decrypted) to answer `account show`. */
+int store_has_client_secret(struct store *s, const char *account)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n;
+        int r;
+
+        if (!s || !account_is_valid(account))
+                return -EINVAL;
+        client_secret_label(account, label);
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        return n > 0;
+}
+
 /* ---- accounts ---- */
 
+const char *class_name(CK_OBJECT_CLASS class)
+{
+        switch (class) {
+        case CKO_DATA:
+                return "data";
+        case CKO_PRIVATE_KEY:
+                return "private key";
+        case CKO_PUBLIC_KEY:
+                return "public key";
+        case CKO_CERTIFICATE:
+                return "certificate";
+        case CKO_SECRET_KEY:
+                return "secret key";
+        default:
+                return "object";
+        }
+}
+
+void store_removed_free(struct store_removed_object *objects, size_t n)
+{
+        if (!objects)
+                return;
+        for (size_t i = 0; i < n; i++)
+                free(objects[i].label);
+        free(objects);
+}
+
+struct removal {
+        struct store_removed_object *objects;
+        size_t n;
+        size_t allocated;
+};
+
+static int removal_add(struct removal *removal, const char *label, CK_OBJECT_CLASS class)
+{
+        if (removal->n == removal->allocated) {
+                size_t more = removal->allocated ? removal->allocated * 2 : 8;
+                struct store_removed_object *p;
+
+                p = reallocarray(removal->objects, more, sizeof(*p));
+                if (!p)
+                        return -ENOMEM;
+                removal->objects = p;
+                removal->allocated = more;
+        }
+        removal->objects[removal->n].label = strdup(label);
+        if (!removal->objects[removal->n].label)
+                return -ENOMEM;
+        removal->objects[removal->n++].class_name = class_name(class);
+        return 0;
+}
+
 /* Objects of other classes (the assertion key pair and certificate) carry no CKA_APPLICATION,
- * so they are found by exact label among token objects of any class but CKO_DATA. */
-static int destroy_labeled_non_data(struct store *s, const char *label, unsigned *removed)
+ * so they are found by exact label among token objects of any class but CKO_DATA; a public key
+ * left as a token object by another tool goes with them. */
+static int destroy_labeled_non_data(struct store *s, const char *label, struct removal *removal)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         CK_ATTRIBUTE template[] = {
@@ -186,27 +359,26 @@ static int destroy_labeled_non_data(struct store *s, const char *label, unsigned
                 r = destroy_object(s, handles[i], label);
                 if (r == -ENOENT)
                         continue;
-                if (r < 0) {
-                        if (ret == 0)
-                                ret = r;
-                        continue;
-                }
-                (*removed)++;
+                if (r == 0)
+                        r = removal_add(removal, label, class);
+                if (r < 0 && ret == 0)
+                        ret = r;
         }
         return ret;
 }
 
-int store_remove_account(struct store *s, const char *account, unsigned *ret_removed)
+int store_remove_account_report(struct store *s, const char *account,
+                                struct store_removed_object **ret_objects, size_t *ret_n)
 {
+        static const char *const key_suffixes[] = {ASSERTION_KEY_SUFFIX, ASSERTION_CERT_SUFFIX};
+        struct removal removal = {0};
         struct data_object *objects = NULL;
-        static const char *const key_suffixes[] = {"/assertion-key", "/assertion-cert"};
         char prefix[NAME_MAX_LEN + 2];
         char meta[NAME_MAX_LEN + sizeof(META_SUFFIX)];
-        unsigned removed = 0;
         size_t n_objects;
-        int r, ret = 0;
+        int r, failed = 0;
 
-        if (!s || !account_is_valid(account))
+        if (!s || !account_is_valid(account) || !ret_objects || !ret_n)
                 return -EINVAL;
 
         snprintf(prefix, sizeof(prefix), "%s/", account);
@@ -216,14 +388,16 @@ int store_remove_account(struct store *s, const char *account, unsigned *ret_rem
                 char label[LABEL_MAX];
 
                 snprintf(label, sizeof(label), "%s%s", account, key_suffixes[i]);
-                r = destroy_labeled_non_data(s, label, &removed);
-                if (r < 0 && ret == 0)
-                        ret = r;
+                r = destroy_labeled_non_data(s, label, &removal);
+                if (r < 0 && failed == 0)
+                        failed = r;
         }
 
         r = list_data_objects(s, &objects, &n_objects);
-        if (r < 0)
+        if (r < 0) {
+                store_removed_free(removal.objects, removal.n);
                 return r;
+        }
         /* Meta goes last: while it exists the account is listed, so an interrupted removal
          * can be seen and repeated rather than leaving invisible orphans. */
         for (int pass = 0; pass < 2; pass++) {
@@ -234,24 +408,157 @@ int store_remove_account(struct store *s, const char *account, unsigned *ret_rem
                                 continue;
                         if (is_meta != (pass == 1))
                                 continue;
-                        if (is_meta && ret < 0)
+                        if (is_meta && failed < 0)
                                 continue;
                         r = destroy_object(s, objects[i].handle, objects[i].label);
                         if (r == -ENOENT)
                                 continue;
-                        if (r < 0) {
-                                if (ret == 0)
-                                        ret = r;
-                                continue;
-                        }
-                        removed++;
+                        if (r == 0)
+                                r = removal_add(&removal, objects[i].label, CKO_DATA);
+                        if (r < 0 && failed == 0)
+                                failed = r;
                 }
         }
         data_objects_free(objects, n_objects);
-        if (ret < 0)
-                return ret;
+        if (failed < 0) {
+                store_removed_free(removal.objects, removal.n);
+                return failed;
+        }
 
+        *ret_objects = removal.objects;
+        *ret_n = removal.n;
+        return 0;
+}
+
+int store_remove_account(struct store *s, const char *account, unsigned *ret_removed)
+{
+        struct store_removed_object *removed = NULL;
+        size_t n = 0;
+        int r;
+
+        r = store_remove_account_report(s, account, &removed, &n);
+        if (r < 0)
+                return r;
+        store_removed_free(removed, n);
         if (ret_removed)
-                *ret_removed = removed;
+                *ret_removed = (unsigned)n;
+        return 0;
+}
+
+/* ---- every account, with or without meta ---- */
+
+static int names_add(char ***names, size_t *n, size_t *allocated, const char *label,
+                     size_t name_len)
+{
+        char *name;
+
+        if (name_len == 0 || name_len > NAME_MAX_LEN)
+                return 0;
+        name = strndup(label, name_len);
+        if (!name)
+                return -ENOMEM;
+        if (!account_is_valid(name)) {
+                free(name);
+                return 0;
+        }
+        if (*n == *allocated) {
+                size_t more = *allocated ? *allocated * 2 : 16;
+                char **p = reallocarray(*names, more, sizeof(char *));
+
+                if (!p) {
+                        free(name);
+                        return -ENOMEM;
+                }
+                *names = p;
+                *allocated = more;
+        }
+        (*names)[(*n)++] = name;
+        return 0;
+}
+
+/* The account part of labels of our private token objects of one class ending in suffix. */
+static int add_names_of_class(struct store *s, CK_OBJECT_CLASS class, const char *suffix,
+                              char ***names, size_t *n, size_t *allocated)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &store_true, sizeof(store_true)},
+            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+        };
+        size_t n_handles;
+        int r;
+
+        r = find_objects(s, template, ELEMENTSOF(template), class_name(class), &handles,
+                         &n_handles);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_handles; i++) {
+                char label[LABEL_MAX + 1];
+                size_t len;
+
+                r = get_label(s, handles[i], label);
+                if (r == -ENOENT || r == -EBADMSG)
+                        continue;
+                if (r < 0)
+                        return r;
+                len = strlen(label);
+                if (len <= strlen(suffix) || strcmp(label + len - strlen(suffix), suffix) != 0)
+                        continue;
+                r = names_add(names, n, allocated, label, len - strlen(suffix));
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
+{
+        struct data_object *objects = NULL;
+        char **names = NULL;
+        size_t n_objects, n = 0, allocated = 0, unique = 0;
+        int r;
+
+        if (!s || !ret_names || !ret_n)
+                return -EINVAL;
+
+        r = list_data_objects(s, &objects, &n_objects);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_objects && r >= 0; i++) {
+                const char *slash = strchr(objects[i].label, '/');
+
+                if (slash)
+                        r = names_add(&names, &n, &allocated, objects[i].label,
+                                      (size_t)(slash - objects[i].label));
+        }
+        data_objects_free(objects, n_objects);
+        if (r >= 0)
+                r = add_names_of_class(s, CKO_PRIVATE_KEY, ASSERTION_KEY_SUFFIX, &names, &n,
+                                       &allocated);
+        if (r >= 0)
+                r = add_names_of_class(s, CKO_CERTIFICATE, ASSERTION_CERT_SUFFIX, &names, &n,
+                                       &allocated);
+        if (r < 0) {
+                store_names_free(names, n);
+                return r;
+        }
+
+        if (n > 0)
+                qsort(names, n, sizeof(char *), compare_names);
+        for (size_t i = 0; i < n; i++) {
+                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
+                        free(names[i]);
+                        continue;
+                }
+                names[unique++] = names[i];
+        }
+        if (!names) {
+                names = calloc(1, sizeof(char *));
+                if (!names)
+                        return -ENOMEM;
+        }
+        *ret_names = names;
+        *ret_n = unique;
         return 0;
 }

@@ -3,6 +3,7 @@
  * blocks on the token, so the broker calls it only off the cached-token path. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -60,3 +61,105 @@ int store_remove_account(struct store *s, const char *account, unsigned *ret_rem
 /* The per-install key that fingerprints tokens in the audit log (HMAC-SHA-256): a 32-byte
  * CKO_DATA object "credbroker/audit-hmac-key", created with random bytes on first use. */
 int store_get_install_key(struct store *s, struct secret **ret);
+
+/* ---- client secret (app-only flow with a secret) ---- */
+
+#define STORE_CLIENT_SECRET_MAX 1024
+
+/* CKO_DATA "<account>/client_secret". put writes the new object and reads it back before any old
+ * one is destroyed, so an interrupted put leaves a usable secret. get returns -ENOENT when absent.
+ * has returns 1 when present, 0 when absent, negative errno on failure. */
+int store_put_client_secret(struct store *s, const char *account, const struct secret *secret);
+int store_get_client_secret(struct store *s, const char *account, struct secret **ret);
+int store_has_client_secret(struct store *s, const char *account);
+
+/* ---- account removal with a report ---- */
+
+struct store_removed_object {
+        char *label;
+        const char *class_name; /* "data", "private key", "public key", "certificate", ... */
+};
+
+/* Like store_remove_account(), and says what it destroyed: an array of *ret_n entries (0 when the
+ * account had no object at all), free with store_removed_free(). On failure nothing is returned
+ * and whatever could not be destroyed is still there (meta last, so the account stays listed). */
+int store_remove_account_report(struct store *s, const char *account,
+                                struct store_removed_object **ret, size_t *ret_n);
+void store_removed_free(struct store_removed_object *objects, size_t n);
+
+/* Every account name that has any object of ours (meta, refresh token, client secret, assertion
+ * key or certificate), sorted; app-only accounts may have no meta. Free with store_names_free(). */
+int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n);
+
+/* ---- assertion key and certificate (client_certificate flow) ---- */
+
+/* The RSA key "<account>/assertion-key" is generated inside the token (never extractable) and
+ * the certificate "<account>/assertion-cert" carries the same random CKA_ID. Keys and certificates
+ * cannot carry CKA_APPLICATION (a CKO_DATA attribute), so they are found by class, CKA_TOKEN,
+ * CKA_PRIVATE=TRUE (only a logged-in user can create them) and exact label, and paired by
+ * CKA_ID. */
+
+#define STORE_KEY_BITS_DEFAULT  2048
+#define STORE_CERT_DAYS_DEFAULT 730
+#define STORE_CERT_DAYS_MAX     3650
+#define STORE_SUBJECT_MAX       256
+
+struct store_keygen_options {
+        unsigned bits;       /* 2048, 3072 or 4096 */
+        unsigned days;       /* validity of the self-signed certificate, 1..STORE_CERT_DAYS_MAX */
+        const char *subject; /* RFC 4514 DN such as "CN=alerts"; NULL: "CN=credbroker <account>" */
+        bool csr;            /* also make a PKCS#10 request for the key */
+        bool replace;        /* replace an existing key and certificate */
+        uint64_t now;        /* unix seconds: notBefore */
+};
+
+/* A certificate's public facts. Thumbprints are uppercase hex without separators, as the Entra
+ * portal shows them ("Thumbprint" is the SHA-1 one). */
+struct store_certificate_info {
+        char *subject;
+        char *issuer;
+        uint64_t not_before;
+        uint64_t not_after;
+        unsigned bits;
+        char sha1_hex[41];
+        char sha256_hex[65];
+        char *pem;
+};
+
+void store_certificate_info_clear(struct store_certificate_info *info);
+
+/* Generates the key pair in the token, signs a self-signed certificate with it and stores the
+ * certificate. -EEXIST when the account has a key or certificate and !replace; with replace the
+ * new pair is complete before the old one is destroyed, and a failure leaves the old one. With
+ * csr, *ret_csr_pem (else NULL) receives a PKCS#10 request signed by the new key. */
+int store_keygen(struct store *s, const char *account, const struct store_keygen_options *options,
+                 struct store_certificate_info *ret_cert, char **ret_csr_pem);
+
+/* Stores a certificate (PEM or DER, e.g. issued by a CA for the request keygen --csr printed)
+ * for the account's key with the same public key, replacing that key's earlier certificate (new
+ * object first). -EBADMSG for data that is not a certificate, -ENOKEY when no key of the account
+ * matches its public key. */
+#define STORE_CERTIFICATE_FILE_MAX 32768
+int store_import_certificate(struct store *s, const char *account, const void *data, size_t len,
+                             struct store_certificate_info *ret);
+
+/* -ENOENT when the account has no complete key + certificate pair. */
+int store_get_certificate(struct store *s, const char *account, struct store_certificate_info *ret);
+
+/* ---- JWT client assertion (microsoft-identity.md, "Certificate credential") ---- */
+
+enum store_assertion_alg {
+        STORE_ASSERTION_PS256, /* header x5t#S256; the default */
+        STORE_ASSERTION_RS256, /* header x5t, for older authorities */
+};
+
+#define STORE_ASSERTION_LIFETIME 600 /* seconds, as MSAL */
+#define STORE_AUDIENCE_MAX       512
+#define STORE_CLIENT_ID_MAX      128
+
+/* A compact JWT signed with C_Sign in the token: header {alg, typ, x5t#S256 | x5t}, claims aud,
+ * iss = sub = client_id, jti (random UUID), nbf = iat = now, exp = now + 600. audience must be an
+ * https:// URL; *ret is malloc()ed. */
+int store_sign_assertion(struct store *s, const char *account, const char *audience,
+                         const char *client_id, enum store_assertion_alg alg, uint64_t now,
+                         char **ret);

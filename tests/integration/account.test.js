@@ -1,0 +1,152 @@
+'use strict';
+// credbroker account list / show / secret / remove: what they print, that no secret is ever
+// printed, that remove destroys every object of the account and says which, and name checks.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const { setup, run, SOFTHSM_MODULE, TENANT, CLIENT_ID, USER } = require('./harness');
+
+let h;
+const SECRET_CANARY = `CS-CANARY-${crypto.randomBytes(12).toString('hex')}`;
+
+before(async () => {
+  h = await setup({ startBroker: false });
+});
+after(() => h && h.teardown());
+
+const account = (args, opts) => h.cli(['account', ...args, '--config', h.conf], opts);
+
+function assertNoSecrets(r, what) {
+  for (const canary of [SECRET_CANARY, h.canaryRefreshToken, h.pin]) {
+    assert.ok(!r.stdout.includes(canary) && !r.stderr.includes(canary), `${what} printed a secret`);
+  }
+}
+
+async function tokenLabels(type) {
+  const r = await run('pkcs11-tool', ['--module', SOFTHSM_MODULE, '--token-label', 'credbroker', '--login',
+    '--pin', h.pin, '--list-objects', '--type', type], { env: h.env() });
+  assert.equal(r.code, 0, r.stderr);
+  return [...r.stdout.matchAll(/label:\s+'?([^'\s]+)'?/g)].map((m) => m[1]);
+}
+
+test('account names are checked with a clear message', { timeout: 60000 }, async () => {
+  const bad = ['Alerts', '.hidden', 'a/b', 'a b', 'credbroker', 'x'.repeat(65), ''];
+  for (const name of bad) {
+    for (const cmd of [['show', name], ['remove', name], ['keygen', name], ['secret', name, '--secret-stdin'],
+      ['cert', name, '--file', '/dev/null']]) {
+      const r = await account(cmd, { input: 'x\n' });
+      assert.equal(r.code, 64, `account ${cmd.join(' ')}: exit ${r.code} ${r.stderr}`);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, /invalid account name .*1-64 characters of a-z, 0-9/, `${cmd.join(' ')}: ${r.stderr}`);
+    }
+  }
+});
+
+test('usage and help of the new subcommands', { timeout: 60000 }, async () => {
+  for (const cmd of ['show', 'remove', 'secret', 'keygen', 'cert']) {
+    const help = await h.cli(['account', cmd, '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, new RegExp(`Usage: credbroker account ${cmd}`));
+    const bare = await h.cli(['account', cmd]);
+    assert.equal(bare.code, 64, `account ${cmd} without a name`);
+    assert.equal(bare.stdout, '');
+  }
+  const noFlag = await account(['secret', 'alerts'], { input: 'x\n' });
+  assert.equal(noFlag.code, 64, 'secret requires --secret-stdin: a secret is never an argument');
+  const extra = await account(['show', 'alerts', 'extra']);
+  assert.equal(extra.code, 64);
+});
+
+test('show prints settings and credential facts, never a secret', { timeout: 60000 }, async () => {
+  const set = await account(['secret', 'alerts', '--secret-stdin'], { input: `${SECRET_CANARY}\n` });
+  assert.equal(set.code, 0, set.stderr);
+  assertNoSecrets(set, 'secret');
+
+  const show = await account(['show', 'alerts']);
+  assert.equal(show.code, 0, show.stderr);
+  assertNoSecrets(show, 'show');
+  assert.match(show.stdout, /^Account: +alerts$/m);
+  assert.match(show.stdout, /^Flow: +refresh_token$/m);
+  assert.match(show.stdout, new RegExp(`^Tenant: +${TENANT}$`, 'm'));
+  assert.match(show.stdout, new RegExp(`^Client ID: +${CLIENT_ID}$`, 'm'));
+  assert.match(show.stdout, new RegExp(`^Mailbox: +${USER}$`, 'm'));
+  assert.match(show.stdout, /^Refresh token: +generation 1 \(1 object\), stored (unknown, age unknown|.*UTC, age .*)$/m);
+  assert.match(show.stdout, /^Client secret: +present$/m);
+  assert.match(show.stdout, /^Certificate: +none$/m);
+
+  const json = await account(['show', 'alerts', '--json']);
+  assert.equal(json.code, 0, json.stderr);
+  assertNoSecrets(json, 'show --json');
+  const j = JSON.parse(json.stdout);
+  assert.equal(j.account, 'alerts');
+  assert.equal(j.flow, 'refresh_token');
+  assert.equal(j.tenant, TENANT);
+  assert.equal(j.client_id, CLIENT_ID);
+  assert.equal(j.mailbox, USER);
+  assert.equal(j.client_secret, true);
+  assert.equal(j.refresh_token.generation, 1);
+  assert.equal(j.certificate, null);
+
+  const list = await account(['list']);
+  assert.equal(list.code, 0, list.stderr);
+  assertNoSecrets(list, 'list');
+  const row = list.stdout.split('\n').find((l) => l.startsWith('alerts '));
+  assert.ok(row, list.stdout);
+  assert.equal(row.trim().split(/\s+/).at(-1), '1', 'the refresh-token generation is the last column');
+  assert.match(row, / yes /, 'the secret column says a secret is present');
+  const listJson = JSON.parse((await account(['list', '--json'])).stdout);
+  assert.deepEqual(listJson.map((a) => a.account), ['alerts']);
+  assert.equal(listJson[0].client_secret, true);
+});
+
+test('the client secret is read from standard input and checked', { timeout: 60000 }, async () => {
+  const empty = await account(['secret', 'alerts', '--secret-stdin'], { input: '' });
+  assert.equal(empty.code, 65);
+  assert.match(empty.stderr, /empty/);
+  const long = await account(['secret', 'alerts', '--secret-stdin'], { input: 'x'.repeat(1025) });
+  assert.equal(long.code, 65);
+  assert.match(long.stderr, /longer than 1024 bytes/);
+  const spaced = await account(['secret', 'alerts', '--secret-stdin'], { input: 'has a space\n' });
+  assert.equal(spaced.code, 65);
+  assert.match(spaced.stderr, /printable ASCII/);
+  assert.equal((await tokenLabels('data')).filter((l) => l === 'alerts/client_secret').length, 1,
+    'the refused values left the stored secret alone');
+  const appOnly = await account(['secret', 'app-secret', '--secret-stdin'], { input: `${SECRET_CANARY}\n` });
+  assert.equal(appOnly.code, 0, 'an app-only account needs no metadata');
+  const list = await account(['list']);
+  assert.ok(list.stdout.split('\n').some((l) => l.startsWith('app-secret ')), list.stdout);
+  const show = await account(['show', 'app-secret']);
+  assert.equal(show.code, 0);
+  assert.match(show.stdout, /^Metadata: +none/m);
+  assertNoSecrets(show, 'show app-secret');
+});
+
+test('remove destroys every object of the account and says which', { timeout: 60000 }, async () => {
+  const keygen = await account(['keygen', 'alerts']);
+  assert.equal(keygen.code, 0, keygen.stderr);
+
+  const missing = await account(['remove', 'nosuch']);
+  assert.equal(missing.code, 66);
+  assert.match(missing.stderr, /there is no account nosuch in the token/);
+  const missingShow = await account(['show', 'nosuch']);
+  assert.equal(missingShow.code, 66);
+  assert.match(missingShow.stderr, /there is no account nosuch in the token/);
+
+  const r = await account(['remove', 'alerts']);
+  assert.equal(r.code, 0, r.stderr);
+  assertNoSecrets(r, 'remove');
+  for (const what of ['alerts/meta (data)', 'alerts/refresh_token/1 (data)', 'alerts/client_secret (data)',
+    'alerts/assertion-key (private key)', 'alerts/assertion-cert (certificate)']) {
+    assert.ok(r.stdout.includes(what), `remove reports ${what}: ${r.stdout}`);
+  }
+  assert.match(r.stdout, /^Removed account alerts: .*alerts\/meta \(data\)\n$/, 'meta goes last');
+  for (const type of ['data', 'privkey', 'cert', 'pubkey']) {
+    const left = (await tokenLabels(type)).filter((l) => l.startsWith('alerts/'));
+    assert.deepEqual(left, [], `no ${type} object of alerts is left`);
+  }
+  assert.ok((await tokenLabels('data')).includes('app-secret/client_secret'), 'other accounts stay');
+  const again = await account(['remove', 'alerts']);
+  assert.equal(again.code, 66);
+  const list = await account(['list']);
+  assert.ok(!list.stdout.split('\n').some((l) => l.startsWith('alerts ')), list.stdout);
+});
