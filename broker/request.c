@@ -171,51 +171,9 @@ static void reply_account_unusable(struct connection *c, const struct account *a
                     0);
 }
 
-/* Whether t has enough life left for a request: min_ttl, and never less than a floor of 60 s
- * (or a quarter of the lifetime for short-lived tokens, the refresh-ahead point). */
-static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now)
-{
-        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
-
-        if (floor > MIN_TTL_FLOOR_SEC)
-                floor = MIN_TTL_FLOOR_SEC;
-        return cached_token_ttl(t, now) >= (min_ttl > floor ? min_ttl : floor);
-}
-
-static void reply_unavailable(struct connection *c, const struct account *a, uint64_t now)
-{
-        uint64_t wait =
-            a->retry_at_usec > now ? (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC : 1;
-
-        reply_error(c, WIRE_UNAVAILABLE, "The identity provider is unavailable; try again later.",
-                    (uint32_t)wait);
-}
-
-static void reply_store_unavailable(struct connection *c)
-{
-        reply_error(c, WIRE_UNAVAILABLE, "The credential store is not answering; try again later.",
-                    STORE_RETRY_AFTER_SEC);
-}
-
-/* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
- * expiry (at ~75% of the lifetime) while still answering from the cache. */
-static bool try_cache(struct connection *c, const char *profile, struct account *a,
-                      const char *scope_key, uint32_t min_ttl, const char *rule)
-{
-        struct broker *b = c->broker;
-        uint64_t now = now_boottime_usec();
-        struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
-
-        /* An account still being read from the store has no mailbox for the reply yet. */
-        if (!a->loaded || !t || !token_fits(t, min_ttl, now))
-                return false;
-        issue(c, profile, a, rule, t, now);
-        if (now >= t->refresh_usec)
-                refresh_start(b, a, scope_key);
-        return true;
-}
-
 /* ---- accounts: read from the store by the store worker, never on the loop ---- */
+
+static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now);
 
 static void account_unlink(struct broker *b, struct account *a)
 {
@@ -312,6 +270,50 @@ static int account_get(struct broker *b, const char *name, struct account **ret)
         b->accounts = a;
         *ret = a;
         return 0;
+}
+
+/* Whether t has enough life left for a request: min_ttl, and never less than a floor of 60 s
+ * (or a quarter of the lifetime for short-lived tokens, the refresh-ahead point). */
+static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now)
+{
+        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
+
+        if (floor > MIN_TTL_FLOOR_SEC)
+                floor = MIN_TTL_FLOOR_SEC;
+        return cached_token_ttl(t, now) >= (min_ttl > floor ? min_ttl : floor);
+}
+
+static void reply_unavailable(struct connection *c, const struct account *a, uint64_t now)
+{
+        uint64_t wait =
+            a->retry_at_usec > now ? (a->retry_at_usec - now + USEC_PER_SEC - 1) / USEC_PER_SEC : 1;
+
+        reply_error(c, WIRE_UNAVAILABLE, "The identity provider is unavailable; try again later.",
+                    (uint32_t)wait);
+}
+
+static void reply_store_unavailable(struct connection *c)
+{
+        reply_error(c, WIRE_UNAVAILABLE, "The credential store is not answering; try again later.",
+                    STORE_RETRY_AFTER_SEC);
+}
+
+/* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
+ * expiry (at ~75% of the lifetime) while still answering from the cache. */
+static bool try_cache(struct connection *c, const char *profile, struct account *a,
+                      const char *scope_key, uint32_t min_ttl, const char *rule)
+{
+        struct broker *b = c->broker;
+        uint64_t now = now_boottime_usec();
+        struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
+
+        /* An account still being read from the store has no mailbox for the reply yet. */
+        if (!a->loaded || !t || !token_fits(t, min_ttl, now))
+                return false;
+        issue(c, profile, a, rule, t, now);
+        if (now >= t->refresh_usec)
+                refresh_start(b, a, scope_key);
+        return true;
 }
 
 static void handle_token(struct connection *c, const struct wire_request *req)
