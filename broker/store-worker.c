@@ -41,6 +41,7 @@ struct store_worker {
         struct store_job *queue, **queue_tail;
         size_t queued;
         struct store_job *done, **done_tail;
+        struct store_job *running; /* the job the thread is in, for the log when it is stuck */
         bool stopping;
         bool exited;
 
@@ -121,12 +122,14 @@ static void *worker_main(void *userdata)
                 if (!w->queue)
                         w->queue_tail = &w->queue;
                 w->queued--;
+                w->running = job;
                 pthread_mutex_unlock(&w->lock);
 
                 job->next = NULL;
                 job->result = run_job(w->store, job);
 
                 pthread_mutex_lock(&w->lock);
+                w->running = NULL;
                 *w->done_tail = job;
                 w->done_tail = &job->next;
                 /* An eventfd write fails only when the counter would overflow, which cannot
@@ -333,6 +336,21 @@ static struct store_job *cancel_queued_reads(struct store_worker *w)
         return cancelled;
 }
 
+/* Names the accounts whose rotated refresh token is about to be lost with a stuck thread: with
+ * a server that revokes used refresh tokens, they will need an administrator. Under the lock. */
+static void log_unstored_tokens(struct store_worker *w)
+{
+        if (w->running && w->running->kind == STORE_JOB_WRITE_REFRESH_TOKEN)
+                log_error("Account %s: its rotated refresh token may not have been stored; the "
+                          "previous generation is kept.",
+                          w->running->account);
+        for (struct store_job *job = w->queue; job; job = job->next)
+                if (job->kind == STORE_JOB_WRITE_REFRESH_TOKEN)
+                        log_error("Account %s: its rotated refresh token was not stored; the "
+                                  "previous generation is kept.",
+                                  job->account);
+}
+
 bool store_worker_stop(struct store_worker *w, unsigned timeout_ms)
 {
         struct store_job *cancelled;
@@ -357,6 +375,8 @@ bool store_worker_stop(struct store_worker *w, unsigned timeout_ms)
                 if (pthread_cond_timedwait(&w->changed, &w->lock, &deadline) == ETIMEDOUT)
                         break;
         exited = w->exited;
+        if (!exited)
+                log_unstored_tokens(w);
         pthread_mutex_unlock(&w->lock);
 
         deliver(w, cancelled);
