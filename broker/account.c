@@ -12,12 +12,9 @@
 #define BACKOFF_BASE_SEC 1
 #define BACKOFF_CAP_SEC  300
 
-int account_new(const char *name, const char *meta_json, const struct config *config,
-                struct account **ret)
+int account_new(const char *name, struct account **ret)
 {
         struct account *a;
-        const char *authority;
-        int r;
 
         a = calloc(1, sizeof(*a));
         if (!a)
@@ -28,19 +25,30 @@ int account_new(const char *name, const char *meta_json, const struct config *co
                 account_free(a);
                 return -ENOMEM;
         }
-        r = account_meta_from_json(meta_json, &a->meta);
-        if (r < 0) {
-                account_free(a);
+        *ret = a;
+        return 0;
+}
+
+int account_set_meta(struct account *a, const char *meta_json, const struct config *config)
+{
+        struct account_meta meta = {0};
+        const char *authority;
+        char *endpoint;
+        int r;
+
+        r = account_meta_from_json(meta_json, &meta);
+        if (r < 0)
                 return r;
-        }
-        authority = a->meta.authority ? a->meta.authority : config->authority;
-        if (asprintf(&a->token_endpoint, "%s/%s/oauth2/v2.0/token", authority, a->meta.tenant) <
-            0) {
-                a->token_endpoint = NULL;
-                account_free(a);
+        authority = meta.authority ? meta.authority : config->authority;
+        if (asprintf(&endpoint, "%s/%s/oauth2/v2.0/token", authority, meta.tenant) < 0) {
+                account_meta_clear(&meta);
                 return -ENOMEM;
         }
-        *ret = a;
+        account_meta_clear(&a->meta);
+        free(a->token_endpoint);
+        a->meta = meta;
+        a->token_endpoint = endpoint;
+        a->loaded = true;
         return 0;
 }
 
@@ -69,6 +77,8 @@ struct account *account_find(struct account *list, const char *name)
 
 void account_add_waiter(struct account *a, struct waiter *w)
 {
+        if (w->since_usec == 0)
+                w->since_usec = now_boottime_usec();
         w->next = NULL;
         *a->waiters_tail = w;
         a->waiters_tail = &w->next;

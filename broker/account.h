@@ -19,26 +19,36 @@ enum account_state {
 
 struct account {
         char *name;
+        /* meta and token_endpoint are set once the store worker has read the meta object;
+         * until then the account exists only so that requests can wait on it. */
+        bool loaded;
         struct account_meta meta;
         char *token_endpoint;
         enum account_state state;
 
-        /* Single flight: at most one upstream request per account (design.md §5). */
+        /* Single flight: at most one upstream request per account (design.md §5). Also true
+         * while a store job for the account is outstanding (reading its metadata or refresh
+         * token, storing a rotated one), so no second job starts and a reload does not free
+         * the account under it. */
         bool refreshing;
-        unsigned failures;      /* consecutive transient failures, for backoff */
-        uint64_t retry_at_usec; /* boottime before which no new request is sent */
-        struct waiter *waiters; /* FIFO of requests waiting on this account */
+        uint64_t store_since_usec; /* boottime a store job for it was submitted; 0: none */
+        unsigned failures;         /* consecutive transient failures, for backoff */
+        uint64_t retry_at_usec;    /* boottime before which no new request is sent */
+        struct waiter *waiters;    /* FIFO of requests waiting on this account */
         struct waiter **waiters_tail;
 
         struct account *next;
 };
 
-/* Builds an account from its meta JSON and the configured default authority. */
-int account_new(const char *name, const char *meta_json, const struct config *config,
-                struct account **ret);
+/* An account not loaded yet: a name and nothing else. */
+int account_new(const char *name, struct account **ret);
+/* Loads the account's settings from its meta JSON and the configured default authority. */
+int account_set_meta(struct account *a, const char *meta_json, const struct config *config);
 void account_free(struct account *a);
 
 struct account *account_find(struct account *list, const char *name);
+/* Appends w; a waiter added for the first time is stamped with the time, for how long it may
+ * wait on the credential store (refresh.c). */
 void account_add_waiter(struct account *a, struct waiter *w);
 /* Takes the whole waiter list out of the account. */
 struct waiter *account_take_waiters(struct account *a);

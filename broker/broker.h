@@ -13,6 +13,7 @@
 #include "idp.h"
 #include "peer.h"
 #include "policy.h"
+#include "store-worker.h"
 #include "store.h"
 #include "token-cache.h"
 #include "wire.h"
@@ -30,7 +31,9 @@ struct broker {
         int epfd;
         struct watch listener;
         struct watch signals;
-        struct store *store;
+        struct store *store; /* the store worker's alone once it runs */
+        struct store_worker *store_worker;
+        bool store_abandoned; /* the worker was stuck in the token at shutdown */
         struct policy_set *policy;
         struct policy_limiter *limiter; /* rate buckets; outlive policy reloads */
         struct audit *audit;
@@ -54,6 +57,7 @@ struct waiter {
         char *scope_key; /* sorted, space separated */
         uint32_t min_ttl;
         char rule[POLICY_RULE_MAX_LEN]; /* the policy rule that allowed it, for the audit log */
+        uint64_t since_usec;            /* boottime it started waiting */
         struct waiter *next;
 };
 
@@ -105,10 +109,17 @@ void server_retry_paused_listener(struct broker *b);
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
 
 enum refresh_outcome {
-        REFRESH_FRESH,          /* a new token for the waiter's scope set is in the cache */
-        REFRESH_FAILED,         /* transient, or the account needs an administrator */
-        REFRESH_SCOPES_REFUSED, /* the provider refused this scope set (invalid_scope) */
+        REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
+        REFRESH_FAILED,            /* transient, or the account needs an administrator */
+        REFRESH_SCOPES_REFUSED,    /* the provider refused this scope set (invalid_scope) */
+        REFRESH_STORE_UNAVAILABLE, /* the credential store failed or did not answer in time */
+        REFRESH_NOT_PROVISIONED,   /* the store has no (valid) metadata for the account */
 };
+
+/* How long a request waits on the credential store before it is answered `unavailable`
+ * (refresh.c), and the retry_after it is told. */
+#define STORE_WAIT_SEC        5
+#define STORE_RETRY_AFTER_SEC 5
 
 /* Answers a waiter once its account's refresh is done, then frees it. */
 void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outcome outcome);
@@ -118,3 +129,10 @@ void waiter_free(struct waiter *w);
 /* Starts a refresh of account a for scope_key unless one is in flight. When none can start
  * (backing off, account unusable, store unreadable) the account's waiters are answered now. */
 void refresh_start(struct broker *b, struct account *a, const char *scope_key);
+/* The store worker's tick: answers requests that have waited on the store too long. */
+void refresh_store_tick(void *broker);
+/* Submits a store job for account a and marks a busy until it is done (refresh.c). */
+int refresh_submit_store_job(struct broker *b, struct account *a, struct store_job *job,
+                             store_job_done_fn done, void *userdata);
+/* Called by a store job's callback for account a: not busy with the store any more. */
+void refresh_store_job_done(struct account *a);

@@ -159,12 +159,25 @@ static int broker_open(struct broker *b)
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
+        /* From here on the store is the worker thread's alone. */
+        r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the credential store thread");
         return server_listen(b);
 }
+
+/* How long shutdown waits for a store operation in progress (a rotated refresh token being
+ * written) before it gives up on a token that does not answer. */
+#define STORE_STOP_TIMEOUT_MS 5000
 
 static void broker_close(struct broker *b)
 {
         server_close_all(b);
+        /* Before idp_free(): a refresh token read that completes now must find the HTTPS side
+         * still there (it starts nothing while stopping, see refresh.c). */
+        b->stopping = true;
+        b->store_abandoned = !store_worker_stop(b->store_worker, STORE_STOP_TIMEOUT_MS);
+        b->store_worker = NULL;
         idp_free(b->idp);
         while (b->accounts) {
                 struct account *a = b->accounts;
@@ -175,7 +188,8 @@ static void broker_close(struct broker *b)
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
         audit_close(b->audit);
-        store_close(b->store);
+        if (!b->store_abandoned)
+                store_close(b->store);
         if (b->signals.fd >= 0)
                 close(b->signals.fd);
         if (b->epfd >= 0)
@@ -257,5 +271,9 @@ int main(int argc, char **argv)
 out:
         broker_close(&b);
         curl_global_cleanup();
+        if (b.store_abandoned)
+                /* The store thread is still inside the PKCS#11 module: exit() would run the
+                 * module's destructors under it. */
+                _exit(r < 0 ? EXIT_FAILURE : EXIT_SUCCESS);
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

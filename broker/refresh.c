@@ -1,6 +1,17 @@
 /* Refreshing an account's access token: read the refresh token from the store, ask the token
  * endpoint, store the rotated refresh token (design.md §6), cache the access token, and answer
- * every request that waited. At most one refresh per account is in flight. */
+ * every request that waited. At most one refresh per account is in flight.
+ *
+ * The store steps run on the store worker's thread, never on the loop, so a slow or stalled
+ * token delays only the requests that need it:
+ *
+ *   refresh_start ──(worker) read refresh token──▶ on_refresh_token_read
+ *     ──(loop) HTTPS through idp──▶ on_refresh_done: access token cached
+ *     ──(worker) store rotated refresh token──▶ on_rotated_token_stored: answer the waiters
+ *
+ * A request never waits on the store longer than STORE_WAIT_SEC: refresh_store_tick() answers
+ * it from the cache when a token there fits, `unavailable` otherwise. The job itself goes on;
+ * its result still lands (a late refresh fills the cache for the next request). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +26,8 @@ struct refresh {
         struct broker *broker;
         struct account *account;
         char *scope_key;
+        char *scope;                  /* what is asked for: the scope key and offline_access */
+        enum refresh_outcome outcome; /* once the token endpoint answered */
 };
 
 static void refresh_free(struct refresh *r)
@@ -22,6 +35,7 @@ static void refresh_free(struct refresh *r)
         if (!r)
                 return;
         free(r->scope_key);
+        free(r->scope);
         free(r);
 }
 
@@ -89,48 +103,155 @@ static void transient_failure(struct broker *b, struct account *a, const char *s
         audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
 }
 
-static void store_rotated_refresh_token(struct broker *b, struct account *a,
-                                        const struct secret *token, const char *scope_key)
-{
-        uint64_t generation;
-        int r;
+/* ---- the store steps ---- */
 
-        fault_point("after-receive");
-        r = store_write_refresh_token(b->store, a->name, token, &generation);
-        if (r < 0) {
-                /* The previous generation is still in the store; Microsoft keeps it valid, a
-                 * strict server may not. Say so loudly. */
-                log_error_errno(r, "Account %s: failed to store the rotated refresh token",
-                                a->name);
-                audit_account_event(b, a, "rotation_failed", scope_key, 0,
-                                    "the rotated refresh token could not be stored");
-                return;
-        }
-        audit_account_event(b, a, "refresh", scope_key, generation, NULL);
+/* The store failed or is reopening its session: no request for the account is sent to it for
+ * STORE_RETRY_AFTER_SEC. Not the upstream backoff: the store has its own, and an HSM that was
+ * away for a while must not leave accounts backing off for minutes after it is back. */
+static void store_failure(struct broker *b, struct account *a, const char *scope_key, int error,
+                          const char *message)
+{
+        log_warning_errno(error, "Account %s: %s; retrying in %d s", a->name, message,
+                          STORE_RETRY_AFTER_SEC);
+        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
+        a->retry_at_usec = now_boottime_usec() + STORE_RETRY_AFTER_SEC * USEC_PER_SEC;
 }
 
-static enum refresh_outcome take_new_token(struct broker *b, struct account *a,
-                                           const char *scope_key, struct idp_result *result)
+int refresh_submit_store_job(struct broker *b, struct account *a, struct store_job *job,
+                             store_job_done_fn done, void *userdata)
 {
+        int r = store_worker_submit(b->store_worker, job, done, userdata);
+
+        if (r < 0)
+                return r;
+        a->refreshing = true;
+        a->store_since_usec = now_boottime_usec();
+        return 0;
+}
+
+void refresh_store_job_done(struct account *a)
+{
+        a->refreshing = false;
+        a->store_since_usec = 0;
+}
+
+/* Answers, with REFRESH_STORE_UNAVAILABLE, the waiters of accounts whose store job has kept
+ * them STORE_WAIT_SEC or longer. (The cache still serves them when a token there fits.) */
+void refresh_store_tick(void *userdata)
+{
+        struct broker *b = userdata;
+        uint64_t now = now_boottime_usec(), limit = STORE_WAIT_SEC * USEC_PER_SEC;
+
+        for (struct account *a = b->accounts; a; a = a->next) {
+                struct waiter *list, *expired = NULL, **expired_tail = &expired;
+
+                if (a->store_since_usec == 0 || !a->waiters || now - a->store_since_usec < limit)
+                        continue;
+                list = account_take_waiters(a);
+                while (list) {
+                        struct waiter *w = list;
+
+                        list = w->next;
+                        w->next = NULL;
+                        if (now - w->since_usec >= limit) {
+                                *expired_tail = w;
+                                expired_tail = &w->next;
+                        } else {
+                                account_add_waiter(a, w);
+                        }
+                }
+                if (expired)
+                        log_warning(
+                            "Account %s: the credential store has not answered for %llu "
+                            "s; answering the requests that waited for it.",
+                            a->name,
+                            (unsigned long long)((now - a->store_since_usec) / USEC_PER_SEC));
+                /* Answering may run the connections' next requests, which may add waiters to
+                 * a: they were all taken out first. */
+                while (expired) {
+                        struct waiter *w = expired;
+
+                        expired = w->next;
+                        w->next = NULL;
+                        request_answer_waiter(b, w, REFRESH_STORE_UNAVAILABLE);
+                }
+        }
+}
+
+/* The rotated refresh token is stored (or failed to be): the refresh is over. */
+static void on_rotated_token_stored(struct store_job *job, void *userdata)
+{
+        struct refresh *r = userdata;
+        struct broker *b = r->broker;
+        struct account *a = r->account;
+
+        refresh_store_job_done(a);
+        if (job->result < 0) {
+                /* The previous generation is still in the store; Microsoft keeps it valid, a
+                 * strict server may not. Say so loudly. */
+                log_error_errno(job->result,
+                                "Account %s: failed to store the rotated refresh token", a->name);
+                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                                    "the rotated refresh token could not be stored");
+        } else {
+                audit_account_event(b, a, "refresh", r->scope_key, job->generation, NULL);
+        }
+        /* The access token is in the cache whatever happened to the refresh token. */
+        answer_waiters(b, a, r->scope_key, r->outcome);
+        refresh_free(r);
+}
+
+/* Hands the rotated refresh token to the worker; the refresh ends when it is stored. Returns
+ * false (and has audited the loss) when it cannot even be queued. */
+static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, struct secret **token)
+{
+        struct account *a = r->account;
+        struct store_job *job = NULL;
+        int e;
+
+        fault_point("after-receive");
+        e = store_job_new(STORE_JOB_WRITE_REFRESH_TOKEN, a->name, &job);
+        if (e == 0) {
+                job->refresh_token = TAKE_PTR(*token);
+                e = refresh_submit_store_job(b, a, job, on_rotated_token_stored, r);
+        }
+        if (e < 0) {
+                store_job_free(job);
+                log_error_errno(e, "Account %s: cannot store the rotated refresh token", a->name);
+                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                                    "the rotated refresh token could not be stored");
+                return false;
+        }
+        return true;
+}
+
+/* Caches the new access token. Returns whether a rotated refresh token is being stored: then
+ * the refresh ends in on_rotated_token_stored(). */
+static bool take_new_token(struct broker *b, struct refresh *r, struct idp_result *result)
+{
+        struct account *a = r->account;
         struct cached_token *t;
         int e;
 
-        if (result->refresh_token)
-                store_rotated_refresh_token(b, a, result->refresh_token, scope_key);
-        else
-                audit_account_event(b, a, "refresh", scope_key, 0, NULL);
-        e = token_cache_put(&b->cache, a->name, scope_key, &result->access_token, result->scope,
+        e = token_cache_put(&b->cache, a->name, r->scope_key, &result->access_token, result->scope,
                             result->sent_at_usec, result->expires_in, &t);
         if (e < 0) {
-                transient_failure(b, a, scope_key, 0, "the new token could not be cached");
-                return REFRESH_FAILED;
+                transient_failure(b, a, r->scope_key, 0, "the new token could not be cached");
+                r->outcome = REFRESH_FAILED;
+        } else {
+                audit_fingerprint(b->audit, t->access_token, t->fingerprint);
+                a->failures = 0;
+                a->retry_at_usec = 0;
+                log_info("Account %s: new access token for %s, valid %llu s.", a->name,
+                         r->scope_key, (unsigned long long)result->expires_in);
+                r->outcome = REFRESH_FRESH;
         }
-        audit_fingerprint(b->audit, t->access_token, t->fingerprint);
-        a->failures = 0;
-        a->retry_at_usec = 0;
-        log_info("Account %s: new access token for %s, valid %llu s.", a->name, scope_key,
-                 (unsigned long long)result->expires_in);
-        return REFRESH_FRESH;
+        /* Kept even when the access token could not be: it may be the only valid one. */
+        if (result->refresh_token)
+                return store_rotated_refresh_token(b, r, &result->refresh_token);
+        if (e == 0)
+                audit_account_event(b, a, "refresh", r->scope_key, 0, NULL);
+        return false;
 }
 
 static void on_refresh_done(struct idp_result *result, void *userdata)
@@ -143,7 +264,9 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         a->refreshing = false;
         switch (result->outcome) {
         case IDP_OK:
-                outcome = take_new_token(b, a, r->scope_key, result);
+                if (take_new_token(b, r, result))
+                        return; /* continues in on_rotated_token_stored() */
+                outcome = r->outcome;
                 break;
         case IDP_TRANSIENT:
                 transient_failure(b, a, r->scope_key, result->retry_after, result->message);
@@ -166,59 +289,82 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         refresh_free(r);
 }
 
-void refresh_start(struct broker *b, struct account *a, const char *scope_key)
+/* The worker has read the refresh token: send it to the token endpoint. */
+static void on_refresh_token_read(struct store_job *job, void *userdata)
 {
-        _cleanup_secret_ struct secret *refresh_token = NULL;
-        _cleanup_free_ char *scope = NULL;
-        struct refresh *r = NULL;
-        uint64_t generation;
-        int e;
+        struct refresh *r = userdata;
+        struct broker *b = r->broker;
+        struct account *a = r->account;
+        int e = job->result;
 
-        if (a->refreshing)
-                return; /* its completion answers the waiters */
-        if (a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
-                goto fail;
-
-        e = store_read_refresh_token(b->store, a->name, &refresh_token, &generation);
+        refresh_store_job_done(a);
+        if (b->stopping) {
+                /* No new HTTPS request while the broker shuts down. */
+                answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
+                refresh_free(r);
+                return;
+        }
         if (e == -ENOENT) {
                 set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
                 goto fail;
         }
         if (e < 0) {
-                log_error_errno(e, "Account %s: cannot read the refresh token", a->name);
-                transient_failure(b, a, scope_key, 0, "the credential store is unavailable");
+                store_failure(b, a, r->scope_key, e, "cannot read the refresh token");
                 goto fail;
         }
 
-        /* offline_access asks for the rotated refresh token the next refresh needs. */
+        struct idp_refresh_grant grant = {
+            .token_endpoint = a->token_endpoint,
+            .client_id = a->meta.client_id,
+            .refresh_token = job->refresh_token,
+            .scope = r->scope,
+        };
+        e = idp_request_refresh(b->idp, &grant, on_refresh_done, r);
+        if (e < 0) {
+                log_error_errno(e, "Account %s: cannot start a refresh", a->name);
+                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                goto fail;
+        }
+        a->refreshing = true;
+        log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name,
+                  r->scope_key, (unsigned long long)job->generation);
+        return;
+fail:
+        answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
+        refresh_free(r);
+}
+
+void refresh_start(struct broker *b, struct account *a, const char *scope_key)
+{
+        struct store_job *job = NULL;
+        struct refresh *r = NULL;
+        int e;
+
+        if (a->refreshing)
+                return; /* its completion answers the waiters */
+        if (!a->loaded || a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
+                goto fail;
+
         r = calloc(1, sizeof(*r));
-        if (r && asprintf(&scope, "%s offline_access", scope_key) < 0)
-                scope = NULL; /* asprintf() leaves it undefined on failure */
-        if (!r || !scope || !(r->scope_key = strdup(scope_key))) {
+        /* offline_access asks for the rotated refresh token the next refresh needs. */
+        if (r && asprintf(&r->scope, "%s offline_access", scope_key) < 0)
+                r->scope = NULL; /* asprintf() leaves it undefined on failure */
+        if (!r || !r->scope || !(r->scope_key = strdup(scope_key)) ||
+            store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, &job) < 0) {
                 refresh_free(r);
                 transient_failure(b, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         r->broker = b;
         r->account = a;
-
-        struct idp_refresh_grant grant = {
-            .token_endpoint = a->token_endpoint,
-            .client_id = a->meta.client_id,
-            .refresh_token = refresh_token,
-            .scope = scope,
-        };
-        e = idp_request_refresh(b->idp, &grant, on_refresh_done, r);
+        e = refresh_submit_store_job(b, a, job, on_refresh_token_read, r);
         if (e < 0) {
+                store_job_free(job);
                 refresh_free(r);
-                log_error_errno(e, "Account %s: cannot start a refresh", a->name);
-                transient_failure(b, a, scope_key, 0, "the HTTPS request could not start");
+                store_failure(b, a, scope_key, e, "cannot queue the refresh token read");
                 goto fail;
         }
-        a->refreshing = true;
-        log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name, scope_key,
-                  (unsigned long long)generation);
         return;
 fail:
         /* Nothing will complete for the waiters: answer them now. */

@@ -171,23 +171,101 @@ static void reply_account_unusable(struct connection *c, const struct account *a
                     0);
 }
 
-/* Finds the runtime account, loading its meta from the store the first time. */
+/* ---- accounts: read from the store by the store worker, never on the loop ---- */
+
+static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now);
+
+static void account_unlink(struct broker *b, struct account *a)
+{
+        for (struct account **link = &b->accounts; *link; link = &(*link)->next)
+                if (*link == a) {
+                        *link = a->next;
+                        a->next = NULL;
+                        return;
+                }
+}
+
+/* The account's metadata has been read, or could not be. On success the requests that waited
+ * are answered from the cache when it can (an account re-read after a reload keeps its cached
+ * tokens), the rest wait for a refresh. On failure they are all answered and the account is
+ * dropped, so the next request reads the store again. */
+static void on_account_meta_read(struct store_job *job, void *userdata)
+{
+        struct broker *b = userdata;
+        struct account *a = account_find(b->accounts, job->account);
+        enum refresh_outcome failure = REFRESH_STORE_UNAVAILABLE;
+        struct waiter *list, *w;
+        uint64_t now;
+        int r = job->result;
+
+        if (!a)
+                return;
+        refresh_store_job_done(a);
+        if (r == 0) {
+                r = account_set_meta(a, job->meta_json, b->config);
+                if (r < 0) {
+                        log_error_errno(r, "Account %s has invalid metadata in the token.",
+                                        a->name);
+                        failure = REFRESH_NOT_PROVISIONED;
+                }
+        } else if (r == -ENOENT) {
+                log_warning("Account %s is not provisioned in the credential store.", a->name);
+                failure = REFRESH_NOT_PROVISIONED;
+        } else {
+                log_warning_errno(r, "Account %s: cannot read its metadata from the store",
+                                  a->name);
+        }
+
+        list = account_take_waiters(a);
+        if (r < 0) {
+                /* Unlinked first: answering runs the connections' next requests, which must
+                 * start a new account rather than find this one. */
+                account_unlink(b, a);
+                while ((w = list)) {
+                        list = w->next;
+                        w->next = NULL;
+                        request_answer_waiter(b, w, failure);
+                }
+                account_free(a);
+                return;
+        }
+        now = now_boottime_usec();
+        while ((w = list)) {
+                struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
+
+                list = w->next;
+                w->next = NULL;
+                if (t && token_fits(t, w->min_ttl, now))
+                        request_answer_waiter(b, w, REFRESH_FAILED); /* answered from the cache */
+                else
+                        account_add_waiter(a, w);
+        }
+        if (a->waiters)
+                refresh_start(b, a, a->waiters->scope_key);
+}
+
+/* Finds the runtime account. The first time, it is created empty and the store worker reads
+ * its metadata; requests wait on it as on a refresh (a->refreshing is set meanwhile). */
 static int account_get(struct broker *b, const char *name, struct account **ret)
 {
-        _cleanup_free_ char *meta = NULL;
         struct account *a = account_find(b->accounts, name);
+        struct store_job *job = NULL;
         int r;
 
         if (a) {
                 *ret = a;
                 return 0;
         }
-        r = store_get_meta(b->store, name, &meta);
-        if (r < 0)
+        r = account_new(name, &a);
+        if (r == 0)
+                r = store_job_new(STORE_JOB_GET_META, name, &job);
+        if (r == 0)
+                r = refresh_submit_store_job(b, a, job, on_account_meta_read, b);
+        if (r < 0) {
+                store_job_free(job);
+                account_free(a);
                 return r;
-        r = account_new(name, meta, b->config, &a);
-        if (r < 0)
-                return log_error_errno(r, "Account %s has invalid metadata in the token.", name);
+        }
         a->next = b->accounts;
         b->accounts = a;
         *ret = a;
@@ -214,6 +292,12 @@ static void reply_unavailable(struct connection *c, const struct account *a, uin
                     (uint32_t)wait);
 }
 
+static void reply_store_unavailable(struct connection *c)
+{
+        reply_error(c, WIRE_UNAVAILABLE, "The credential store is not answering; try again later.",
+                    STORE_RETRY_AFTER_SEC);
+}
+
 /* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
  * expiry (at ~75% of the lifetime) while still answering from the cache. */
 static bool try_cache(struct connection *c, const char *profile, struct account *a,
@@ -223,7 +307,8 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
         uint64_t now = now_boottime_usec();
         struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
 
-        if (!t || !token_fits(t, min_ttl, now))
+        /* An account still being read from the store has no mailbox for the reply yet. */
+        if (!a->loaded || !t || !token_fits(t, min_ttl, now))
                 return false;
         issue(c, profile, a, rule, t, now);
         if (now >= t->refresh_usec)
@@ -285,10 +370,10 @@ static void handle_token(struct connection *c, const struct wire_request *req)
 
         r = account_get(b, policy_profile_account(profile), &a);
         if (r < 0) {
-                log_warning_errno(r, "Profile %s: account %s is not usable", req->profile,
+                log_warning_errno(r, "Profile %s: account %s cannot be loaded", req->profile,
                                   policy_profile_account(profile));
-                reply_error(c, WIRE_REAUTH_REQUIRED,
-                            "The profile's account is not provisioned in the credential store.", 0);
+                reply_error(c, WIRE_UNAVAILABLE, "The credential store cannot take more work.",
+                            STORE_RETRY_AFTER_SEC);
                 return;
         }
         if (try_cache(c, req->profile, a, scope_key, req->min_ttl, decision.rule))
@@ -334,7 +419,13 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
         struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
 
         c->waiting = NULL;
-        if (outcome == REFRESH_FRESH && t && cached_token_ttl(t, now) > 0)
+        if (outcome == REFRESH_NOT_PROVISIONED)
+                reply_error(c, WIRE_REAUTH_REQUIRED,
+                            "The profile's account is not provisioned in the credential store.", 0);
+        else if (!a->loaded)
+                /* Its metadata never came: nothing can be issued for it. */
+                reply_store_unavailable(c);
+        else if (outcome == REFRESH_FRESH && t && cached_token_ttl(t, now) > 0)
                 /* Just obtained: handed out even below min_ttl, as no better token exists. */
                 issue(c, w->profile, a, w->rule, t, now);
         else if (t && token_fits(t, w->min_ttl, now))
@@ -345,6 +436,8 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
                             "The identity provider refused these scopes for the account; an "
                             "administrator must fix the profile or the app's permissions.",
                             0);
+        else if (outcome == REFRESH_STORE_UNAVAILABLE)
+                reply_store_unavailable(c);
         else if (a->state != ACCOUNT_OK)
                 reply_account_unusable(c, a);
         else

@@ -17,6 +17,8 @@ struct secret {
         uint8_t data[];
 };
 
+/* Set by whichever thread made a secret last (the broker's loop and its store thread both do):
+ * relaxed atomics, as it is a diagnostic flag that orders nothing. */
 static bool locked = true;
 
 static size_t page_size(void)
@@ -46,12 +48,13 @@ int secret_new(size_t capacity, struct secret **ret)
         /* Also excluded from fork()ed children: they must never inherit a secret. */
         (void)madvise(s, map_size, MADV_WIPEONFORK);
         if (mlock(s, map_size) < 0) {
-                if (locked)
+                if (__atomic_load_n(&locked, __ATOMIC_RELAXED))
                         log_debug("Could not lock secret memory (RLIMIT_MEMLOCK?); "
                                   "it stays out of core dumps but may be swapped.");
-                locked = false;
-        } else {
-                locked = true;
+                __atomic_store_n(&locked, false, __ATOMIC_RELAXED);
+        } else if (!__atomic_load_n(&locked, __ATOMIC_RELAXED)) {
+                /* Written only on a change, so threads that lock fine only ever read it. */
+                __atomic_store_n(&locked, true, __ATOMIC_RELAXED);
         }
         s->map_size = map_size;
         s->capacity = capacity;
@@ -197,5 +200,5 @@ bool secret_equal(const struct secret *a, const struct secret *b)
 
 bool secret_memory_locked(void)
 {
-        return locked;
+        return __atomic_load_n(&locked, __ATOMIC_RELAXED);
 }

@@ -32,6 +32,19 @@ struct store {
         bool session_open;
         bool logged_in;
         char *token_label; /* for log messages only */
+
+        /* What store_ensure_session() needs to open the session again after it was lost (the
+         * HSM restarted, a p11-kit server went away), and its backoff. No PIN: it is read from
+         * pin_path again for each login. */
+        char *module_path; /* resolved, as loaded */
+        char *token_uri;
+        char *pin_source;
+        char *pin_path;
+        bool pin_check_mode;
+        bool session_lost;  /* a call failed in a way that says the session is gone */
+        bool login_refused; /* a reopen's login was refused: the PIN is never tried again */
+        unsigned reopen_failures;
+        uint64_t reopen_at_usec; /* CLOCK_BOOTTIME before which no reopen is attempted */
 };
 
 /* A CKO_DATA object of ours and its label. */
@@ -49,6 +62,14 @@ const char *rv_name(CK_RV rv);
 int rv_to_errno(CK_RV rv);
 /* Logs a failed call with its CK_RV name and returns the negative errno it maps to. */
 int ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
+
+/* store.c: session loss and reopening */
+/* Marks the session lost when rv says so (session closed or invalid, login gone, device
+ * removed or failing); returns whether it did. */
+bool store_note_rv(struct store *s, CK_RV rv);
+/* Keeps what a reopen needs; store_open() calls it once the first session is logged in. */
+int store_remember_session(struct store *s, const char *module_path, const char *token_uri,
+                           const char *pin_source, const char *pin_path, bool pin_check_mode);
 
 /* store-object.c: labels */
 bool account_is_valid(const char *account);

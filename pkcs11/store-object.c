@@ -45,6 +45,14 @@ bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
 
 /* ---- objects ---- */
 
+/* ck_fail() for calls on the session: a return value that means the session is gone marks it
+ * lost, so the next operation opens it again (store_ensure_session()). */
+static int object_fail(struct store *s, const char *call, const char *what, CK_RV rv)
+{
+        store_note_rv(s, rv);
+        return ck_fail(s, call, what, rv);
+}
+
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                  CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
@@ -53,9 +61,21 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
         CK_RV rv;
         int r = 0;
 
+        /* Every store operation begins with a search: the place to open a lost session again. */
+        r = store_ensure_session(s);
+        if (r < 0)
+                return r;
         rv = s->module->C_FindObjectsInit(s->session, template, n_template);
+        if (rv != CKR_OK && store_note_rv(s, rv)) {
+                /* Lost since the last operation, and nothing of the old session is in use yet:
+                 * open it again and the caller never sees the loss. */
+                r = store_ensure_session(s);
+                if (r < 0)
+                        return r;
+                rv = s->module->C_FindObjectsInit(s->session, template, n_template);
+        }
         if (rv != CKR_OK)
-                return ck_fail(s, "C_FindObjectsInit", what, rv);
+                return object_fail(s, "C_FindObjectsInit", what, rv);
         for (;;) {
                 CK_ULONG got = 0;
 
@@ -80,7 +100,7 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
                 }
                 rv = s->module->C_FindObjects(s->session, handles + n, allocated - n, &got);
                 if (rv != CKR_OK) {
-                        r = ck_fail(s, "C_FindObjects", what, rv);
+                        r = object_fail(s, "C_FindObjects", what, rv);
                         break;
                 }
                 /* Only a zero count means the end (PKCS#11 §5.14); a short batch does not. */
@@ -93,7 +113,7 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
         if (r < 0)
                 return r;
         if (rv != CKR_OK)
-                return ck_fail(s, "C_FindObjectsFinal", what, rv);
+                return object_fail(s, "C_FindObjectsFinal", what, rv);
 
         *ret = TAKE_PTR(handles);
         *ret_n = n;
@@ -129,7 +149,7 @@ int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_
         if (rv == CKR_BUFFER_TOO_SMALL)
                 return -EBADMSG;
         if (rv != CKR_OK)
-                return ck_fail(s, "C_GetAttributeValue(CKA_LABEL)", "an object", rv);
+                return object_fail(s, "C_GetAttributeValue(CKA_LABEL)", "an object", rv);
         if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > LABEL_MAX)
                 return -EBADMSG;
         label[a.ulValueLen] = 0;
@@ -192,7 +212,7 @@ int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE t
 
         rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_GetAttributeValue", what, rv);
+                return object_fail(s, "C_GetAttributeValue", what, rv);
         if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION) {
                 log_error("The value of %s on token \"%s\" cannot be read.", what, s->token_label);
                 return -EACCES;
@@ -226,7 +246,7 @@ int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, cons
                 if (rv == CKR_BUFFER_TOO_SMALL)
                         return -EFBIG;
                 if (rv != CKR_OK)
-                        return ck_fail(s, "C_GetAttributeValue", what, rv);
+                        return object_fail(s, "C_GetAttributeValue", what, rv);
                 if (a.ulValueLen > size)
                         return -EFBIG;
                 r = secret_set_len(value, a.ulValueLen);
@@ -260,7 +280,7 @@ int read_plain_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const
                 if (rv == CKR_BUFFER_TOO_SMALL)
                         return -EFBIG;
                 if (rv != CKR_OK)
-                        return ck_fail(s, "C_GetAttributeValue", what, rv);
+                        return object_fail(s, "C_GetAttributeValue", what, rv);
                 if (a.ulValueLen > size)
                         return -EFBIG;
                 size = a.ulValueLen;
@@ -288,7 +308,7 @@ int create_data_object(struct store *s, const char *label, const void *value, si
 
         rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), &handle);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_CreateObject", label, rv);
+                return object_fail(s, "C_CreateObject", label, rv);
         *ret = handle;
         return 0;
 }
@@ -299,6 +319,6 @@ int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what)
 
         rv = s->module->C_DestroyObject(s->session, handle);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_DestroyObject", what, rv);
+                return object_fail(s, "C_DestroyObject", what, rv);
         return 0;
 }

@@ -646,6 +646,10 @@ int store_open(const struct store_options *options, struct store **ret)
         r = login(s, options->pin_source, pin_path, check_mode, slot, &info);
         if (r < 0)
                 return r;
+        r = store_remember_session(s, module, options->token_uri, options->pin_source, pin_path,
+                                   check_mode);
+        if (r < 0)
+                return r;
 
         log_debug("Opened PKCS#11 token \"%s\" through %s.", s->token_label, module);
         *ret = TAKE_PTR(s);
@@ -666,7 +670,153 @@ void store_close(struct store *s)
                 p11_kit_module_release(s->module);
         }
         free(s->token_label);
+        free(s->module_path);
+        free(s->token_uri);
+        free(s->pin_source);
+        free(s->pin_path);
         free(s);
+}
+
+/* ---- losing the session and opening it again ---- */
+
+/* The return values after which the session cannot be used any more. p11-kit-client answers
+ * CKR_DEVICE_ERROR (and some modules CKR_GENERAL_ERROR) once its server has gone away. */
+static bool rv_means_session_lost(CK_RV rv)
+{
+        switch (rv) {
+        case CKR_SESSION_HANDLE_INVALID:
+        case CKR_SESSION_CLOSED:
+        case CKR_DEVICE_REMOVED:
+        case CKR_TOKEN_NOT_PRESENT:
+        case CKR_USER_NOT_LOGGED_IN:
+        case CKR_DEVICE_ERROR:
+        case CKR_GENERAL_ERROR:
+        case CKR_CRYPTOKI_NOT_INITIALIZED:
+                return true;
+        default:
+                return false;
+        }
+}
+
+bool store_note_rv(struct store *s, CK_RV rv)
+{
+        if (!s || !rv_means_session_lost(rv))
+                return false;
+        if (!s->session_lost)
+                log_warning("Lost the session to token \"%s\" (%s); it is opened again on the "
+                            "next operation.",
+                            s->token_label ? s->token_label : "?", rv_name(rv));
+        s->session_lost = true;
+        return true;
+}
+
+int store_remember_session(struct store *s, const char *module_path, const char *token_uri,
+                           const char *pin_source, const char *pin_path, bool pin_check_mode)
+{
+        s->module_path = strdup(module_path);
+        s->token_uri = strdup(token_uri);
+        s->pin_source = strdup(pin_source);
+        s->pin_path = strdup(pin_path);
+        if (!s->module_path || !s->token_uri || !s->pin_source || !s->pin_path)
+                return -ENOMEM;
+        s->pin_check_mode = pin_check_mode;
+        return 0;
+}
+
+bool store_session_lost(const struct store *s)
+{
+        return s && s->session_lost;
+}
+
+/* Backoff between reopen attempts: 1, 2, 4 … 60 s, so a dead HSM costs one attempt a period. */
+#define REOPEN_BACKOFF_CAP_SEC 60
+
+static uint64_t reopen_delay_usec(unsigned failures)
+{
+        uint64_t delay = 1;
+
+        for (unsigned i = 1; i < failures && delay < REOPEN_BACKOFF_CAP_SEC; i++)
+                delay *= 2;
+        if (delay > REOPEN_BACKOFF_CAP_SEC)
+                delay = REOPEN_BACKOFF_CAP_SEC;
+        return delay * USEC_PER_SEC;
+}
+
+/* Everything from C_Initialize on, as store_open() did it. Always the whole way: a remote
+ * module (p11-kit-client) whose server went away fails every call, C_OpenSession and
+ * C_GetSlotList included, until it is initialized again, which reconnects; and the slot may
+ * have changed when the token came back. */
+static int store_reopen(struct store *s)
+{
+        CK_TOKEN_INFO info;
+        CK_SLOT_ID slot = 0;
+        CK_RV rv;
+        int r;
+
+        if (s->session_open)
+                (void)s->module->C_CloseSession(s->session);
+        s->session_open = false;
+        s->logged_in = false;
+        if (s->initialized)
+                (void)p11_kit_module_finalize(s->module);
+        s->initialized = false;
+
+        rv = p11_kit_module_initialize(s->module);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_Initialize", s->module_path, rv);
+        s->initialized = true;
+        r = find_token(s, s->module_path, s->token_uri, &slot, &info);
+        if (r < 0)
+                return r;
+        rv = s->module->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+                                      &s->session);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_OpenSession", s->token_uri, rv);
+        s->session_open = true;
+        r = login(s, s->pin_source, s->pin_path, s->pin_check_mode, slot, &info);
+        if (r == -EACCES || r == -EPERM) {
+                /* A wrong or locked PIN stays wrong: another try only counts down the token's
+                 * retry counter towards a lockout. */
+                s->login_refused = true;
+                log_error("Not logging in to token \"%s\" again until credbrokerd is "
+                          "restarted with a working PIN.",
+                          s->token_label);
+        }
+        return r;
+}
+
+int store_ensure_session(struct store *s)
+{
+        uint64_t now;
+        int r;
+
+        if (!s)
+                return -EINVAL;
+        if (!s->session_lost)
+                return 0;
+        if (s->login_refused)
+                return -EACCES;
+        now = now_boottime_usec();
+        if (now < s->reopen_at_usec)
+                return -EAGAIN;
+
+        r = store_reopen(s);
+        if (r < 0) {
+                if (s->reopen_failures < 30)
+                        s->reopen_failures++;
+                s->reopen_at_usec = now + reopen_delay_usec(s->reopen_failures);
+                if (s->login_refused)
+                        return r;
+                log_warning_errno(r, "Cannot open token \"%s\" again; next attempt in %llu s",
+                                  s->token_label,
+                                  (unsigned long long)((s->reopen_at_usec - now) / USEC_PER_SEC));
+                return -EAGAIN;
+        }
+        s->session_lost = false;
+        s->reopen_failures = 0;
+        s->reopen_at_usec = 0;
+        log_notice("Opened the session to token \"%s\" again.", s->token_label);
+        return 0;
 }
 
 void store_private_session(struct store *s, CK_FUNCTION_LIST **ret_module,

@@ -25,6 +25,15 @@ int store_open(const struct store_options *options, struct store **ret);
 void store_close(struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_close)
 
+/* When a call finds the session gone (HSM restarted, p11-kit server vanished, login lost), the
+ * store marks it lost and the next operation opens it again: C_Initialize, the token by URI,
+ * C_OpenSession, C_Login with the PIN read anew. Failed attempts back off (1 s doubling to
+ * 60 s): meanwhile operations fail with -EAGAIN without touching the token. A refused PIN is
+ * never tried again (-EACCES). Operations call this themselves; it is public so that a caller
+ * can retry an operation that failed because the session was lost under it. */
+int store_ensure_session(struct store *s);
+bool store_session_lost(const struct store *s);
+
 /* Account metadata: a JSON object in CKO_DATA "<account>/meta". put replaces an existing one
  * (the new object is written before the old one is destroyed). get returns -ENOENT when absent;
  * *ret_json is a malloc()ed NUL-terminated string. */

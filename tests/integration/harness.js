@@ -688,6 +688,78 @@ class Harness {
     return value;
   }
 
+  // p11-kit server ------------------------------------------------------------------------------
+
+  // Serves the private SoftHSM2 token over a Unix socket with `p11-kit server`, in its own
+  // process group (it forks a p11-kit-remote per client), so that pauseP11KitServer() stops the
+  // server and every process serving a client. Resolves the P11_KIT_SERVER_ADDRESS value.
+  async startP11KitServer({ token = 'credbroker' } = {}) {
+    if (this.p11kit) throw new Error('the p11-kit server is already running');
+    const socketPath = this.p('p11kit.sock');
+    const out = this.p('p11kit-server.log');
+    const log = fs.openSync(out, 'a');
+    const proc = track(spawn('p11-kit', ['server', '-f', '--provider', SOFTHSM_MODULE, '-n', socketPath,
+      `pkcs11:token=${token}`], { stdio: ['ignore', log, log], env: this.env(), detached: true }));
+    fs.closeSync(log);
+    proc.unref();
+    // However the test file ends, no paused p11-kit-remote is left behind.
+    const killGroup = () => {
+      try {
+        process.kill(-proc.pid, 'SIGKILL');
+      } catch (_) { /* gone */ }
+    };
+    process.once('exit', killGroup);
+    let exited = null;
+    proc.once('exit', (code, signal) => { exited = { code, signal }; });
+    const address = await waitFor('p11-kit server to print its address', () => {
+      if (exited) throw new Error(`p11-kit server exited (${exited.code}/${exited.signal}): ${fs.readFileSync(out, 'utf8')}`);
+      const m = fs.readFileSync(out, 'utf8').match(/P11_KIT_SERVER_ADDRESS=([^;\s]+)/g);
+      return m && fs.existsSync(socketPath) ? m.at(-1).slice('P11_KIT_SERVER_ADDRESS='.length) : null;
+    }, { timeoutMs: 10000 });
+    // The address is printed before the socket listens; p11-kit-client shows no token at all
+    // when it cannot connect, so wait until a connection is accepted.
+    await waitFor('p11-kit server to accept connections', () => new Promise((resolve) => {
+      const sock = net.createConnection(socketPath);
+      sock.once('connect', () => {
+        sock.destroy();
+        resolve(true);
+      });
+      sock.once('error', () => resolve(false));
+    }), { timeoutMs: 10000, intervalMs: 20 });
+    this.p11kit = { proc, address, socketPath };
+    return address;
+  }
+
+  // Signals the p11-kit server's whole process group (the server and its p11-kit-remote children).
+  signalP11KitServer(signal) {
+    if (!this.p11kit) throw new Error('no p11-kit server');
+    process.kill(-this.p11kit.proc.pid, signal);
+  }
+
+  pauseP11KitServer() {
+    this.signalP11KitServer('SIGSTOP');
+  }
+
+  resumeP11KitServer() {
+    this.signalP11KitServer('SIGCONT');
+  }
+
+  // Kills the server and every process serving a client, as a crash of the HSM host would.
+  async stopP11KitServer() {
+    if (!this.p11kit) return;
+    const { proc } = this.p11kit;
+    this.p11kit = null;
+    for (const signal of ['SIGCONT', 'SIGKILL']) {
+      try {
+        process.kill(-proc.pid, signal);
+      } catch (_) { /* gone */ }
+    }
+    // Polled: the process is unref()ed, so waiting for its 'exit' alone would not keep the
+    // test file's event loop alive.
+    await waitFor('the p11-kit server to exit', () => proc.exitCode !== null || proc.signalCode !== null,
+      { timeoutMs: 10000, intervalMs: 20 });
+  }
+
   // Teardown --------------------------------------------------------------------------------
 
   // Reports of AddressSanitizer / UndefinedBehaviorSanitizer / LeakSanitizer in the broker's

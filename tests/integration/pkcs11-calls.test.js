@@ -1,0 +1,81 @@
+'use strict';
+// Counts the broker's PKCS#11 calls with OpenSC's pkcs11-spy.so between the broker and SoftHSM2:
+// a cached issuance makes none (the token is never on the cached path), and a refresh makes a
+// small, fixed number. Figures for docs/benchmark.md come from tests/bench/pkcs11-calls.
+// pkcs11-spy logs every argument, PINs and object values included: test tokens only.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { setup, SOFTHSM_MODULE } = require('./harness');
+
+const SPY = process.env.PKCS11_SPY_MODULE || '/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so';
+const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
+const CACHED_ISSUANCES = 500;
+
+let h;
+let spyLog;
+before(async () => {
+  // The account is imported straight into SoftHSM2; only the broker goes through the spy.
+  h = await setup({ startBroker: false });
+  spyLog = h.p('pkcs11-spy.log');
+  h.opts.config = { ...(h.opts.config || {}), pkcs11: { module: SPY } };
+  h.writeConfig();
+  h.opts.brokerEnv = { PKCS11SPY: SOFTHSM_MODULE, PKCS11SPY_OUTPUT: spyLog };
+  await h.startBroker();
+});
+after(() => h && h.teardown());
+
+// The names of the calls logged so far ("12: C_FindObjectsInit" opens each entry).
+function spyCalls() {
+  let text = '';
+  try {
+    text = fs.readFileSync(spyLog, 'utf8');
+  } catch (_) { /* nothing logged yet */ }
+  return [...text.matchAll(/^\d+: (C_\w+)/gm)].map((m) => m[1]);
+}
+
+test('the broker loaded its module through pkcs11-spy', () => {
+  assert.ok(spyCalls().includes('C_Login'), 'the spy saw the login');
+});
+
+let afterFirst;
+test('the first token: metadata and refresh token read, rotated token stored', { timeout: 30000 }, async (t) => {
+  const before = spyCalls().length;
+  const r = await h.rawRequest(TOKEN, 15000);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  afterFirst = spyCalls();
+  const calls = afterFirst.slice(before);
+  t.diagnostic(`first token: ${calls.length} PKCS#11 calls`);
+  assert.ok(calls.includes('C_CreateObject'), 'the rotated refresh token was written');
+  assert.ok(calls.length < 60, `${calls.length} calls`);
+});
+
+test(`${CACHED_ISSUANCES} cached issuances make no PKCS#11 call at all`, { timeout: 60000 }, async (t) => {
+  const before = spyCalls().length;
+  const c = await h.rawClient();
+  try {
+    for (let i = 0; i < CACHED_ISSUANCES; i++) {
+      const r = await c.request(TOKEN, 5000);
+      assert.equal(r.ok, true, `issuance ${i}: ${JSON.stringify(r)}`);
+    }
+  } finally {
+    c.close();
+  }
+  const calls = spyCalls().slice(before);
+  t.diagnostic(`${CACHED_ISSUANCES} cached issuances: ${calls.length} PKCS#11 calls`);
+  assert.deepEqual(calls, []);
+});
+
+test('a refresh with rotation: a bounded number of calls, read then write', { timeout: 30000 }, async (t) => {
+  const before = spyCalls().length;
+  const r = await h.rawRequest({ ...TOKEN, min_ttl: 86400 }, 15000);
+  assert.equal(r.ok, true, JSON.stringify(r));
+  const calls = spyCalls().slice(before);
+  // The write begins with a search of its own: everything before it is the read.
+  const write = calls.indexOf('C_FindObjectsInit', 1);
+  assert.ok(write > 0, calls.join(' '));
+  t.diagnostic(`refresh: ${calls.length} calls (read ${write}, write ${calls.length - write}): ${calls.join(' ')}`);
+  assert.equal(calls.filter((c) => c === 'C_CreateObject').length, 1);
+  assert.equal(calls.filter((c) => c === 'C_Login').length, 0, 'no login per refresh');
+  assert.ok(calls.length <= 30, `${calls.length} calls`);
+});
