@@ -1,0 +1,160 @@
+'use strict';
+// Peer facts (design §7, P3): uid, gid, pid, exe and unit are the kernel's, taken when the
+// broker accepts. A peer that is gone by then has exe and unit unknown (null in the audit log);
+// a peer that execs another program after connecting keeps the identity it had at accept.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { setup, waitFor, PEER_HELPER } = require('./harness');
+
+let h;
+before(async () => {
+  h = await setup();
+});
+after(() => h && h.teardown());
+
+const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
+const NODE = fs.realpathSync(process.execPath);
+const HELPER = fs.realpathSync(PEER_HELPER);
+const FAULT_POINTS = process.env.CREDBROKER_FAULT_POINTS === '1';
+
+// What the broker should find as this process's unit, for the environments the tests run in:
+// outside systemd (a container) no cgroup line names a unit.
+function ownUnitIsNone() {
+  const text = fs.readFileSync('/proc/self/cgroup', 'utf8');
+  return text.split('\n').filter(Boolean).every((line) => {
+    const path = line.split(':').slice(2).join(':');
+    return !/\.(service|scope)(\/|$)/.test(path);
+  });
+}
+
+function lastDecisionOf(pid) {
+  return h.auditLines().filter((l) => (l.event === 'issue' || l.event === 'deny') && l.peer && l.peer.pid === pid).at(-1);
+}
+
+// A child of peer-helper connects and exits while the broker is frozen; the broker accepts
+// only after the child is reaped. Resolves { pid: the child's, reply }.
+async function requestFromGonePeer(request) {
+  h.pauseBroker();
+  let resumed = false;
+  const helper = h.spawnPeerHelper(['handoff', h.socket]);
+  try {
+    const line = await helper.nextLine();
+    const m = /^pid (\d+)$/.exec(line);
+    assert.ok(m, `peer-helper said ${line}`);
+    const pid = Number(m[1]);
+    assert.throws(() => process.kill(pid, 0), /ESRCH/, 'the connecting process is gone before the broker accepts');
+    h.resumeBroker();
+    resumed = true;
+    helper.child.stdin.end(`${JSON.stringify(request)}\n`);
+    const reply = JSON.parse(await helper.nextLine());
+    return { pid, reply };
+  } finally {
+    if (!resumed) h.resumeBroker();
+  }
+}
+
+test('uid, gid, pid, exe and unit of a live peer are the kernel\'s', { timeout: 30000 }, async () => {
+  const reply = await h.rawRequest(TOKEN);
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  const rec = lastDecisionOf(process.pid);
+  assert.ok(rec, 'an audit record for this process');
+  assert.equal(rec.peer.uid, process.getuid());
+  assert.equal(rec.peer.gid, process.getgid());
+  assert.equal(rec.peer.exe, NODE);
+  assert.ok('unit' in rec.peer, 'the record has a unit field');
+  if (ownUnitIsNone()) assert.equal(rec.peer.unit, null, 'no systemd unit here: null, not a guess');
+  else assert.match(rec.peer.unit, /\.(service|scope)$/);
+
+  // Another binary: the exe is that binary's, read from /proc through the pidfd.
+  const r = await h.peerHelper(['request', h.socket], { input: `${JSON.stringify(TOKEN)}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).ok, true, r.stdout);
+  const helperRec = h.auditLines().filter((l) => l.event === 'issue').at(-1);
+  assert.equal(helperRec.peer.exe, HELPER);
+  assert.notEqual(helperRec.peer.pid, process.pid);
+});
+
+test('a peer that exited before the broker accepted gets exe and unit unknown', { timeout: 30000 }, async () => {
+  const { pid, reply } = await requestFromGonePeer(TOKEN);
+  // The uid rule still holds: uid and gid are SO_PEERCRED's, kept by the socket itself.
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  const rec = lastDecisionOf(pid);
+  assert.ok(rec, `an audit record for the gone peer ${pid}`);
+  assert.equal(rec.peer.uid, process.getuid());
+  assert.equal(rec.peer.exe, null, 'exe of a gone peer is unknown, never another process\'s');
+  assert.equal(rec.peer.unit, null);
+  assert.ok(h.brokerAlive());
+});
+
+test('a peer that execs after connecting keeps the exe it had at accept', { timeout: 30000 }, async () => {
+  // peer-helper connects, gets a ping answered (the broker accepted and took its facts), then
+  // execs node, which sends the token request on the inherited socket.
+  const script = `
+    const net = require('net');
+    const s = new net.Socket({ fd: 3, readable: true, writable: true });
+    const body = Buffer.from(process.argv[1]);
+    const head = Buffer.alloc(4); head.writeUInt32BE(body.length);
+    s.write(Buffer.concat([head, body]));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        process.stdout.write(JSON.stringify({ pid: process.pid, reply: JSON.parse(buf.subarray(4, 4 + buf.readUInt32BE(0))) }));
+        s.destroy();
+      }
+    });
+    s.on('error', (e) => { console.error(e.message); process.exit(2); });`;
+  const r = await h.peerHelper(['exec', h.socket, process.execPath, '-e', script, JSON.stringify(TOKEN)]);
+  assert.equal(r.code, 0, r.stderr);
+  const { pid, reply } = JSON.parse(r.stdout);
+  assert.equal(reply.ok, true, JSON.stringify(reply));
+  const rec = lastDecisionOf(pid);
+  assert.ok(rec, `an audit record for pid ${pid}`);
+  assert.equal(rec.event, 'issue');
+  assert.equal(rec.peer.exe, HELPER, 'the binary that connected, not the one it became');
+  assert.notEqual(rec.peer.exe, NODE);
+});
+
+test('denial replies say "denied" and nothing else; the audit names peer and file:line', { timeout: 30000 }, async () => {
+  const n = h.auditLines().length;
+  const reply = await h.rawRequestAsNobody(TOKEN);
+  assert.deepEqual(Object.keys(reply).sort(), ['error', 'message', 'ok', 'v']);
+  assert.deepEqual({ v: reply.v, ok: reply.ok, error: reply.error }, { v: 1, ok: false, error: 'denied' });
+  assert.doesNotMatch(reply.message, /alerts|:\d|rule|uid|gid|pid|exe|unit|root|nobody|required|policy|reason/i);
+  const rec = h.auditLinesAfter(n).find((l) => l.event === 'deny');
+  assert.ok(rec, 'a deny record');
+  assert.deepEqual(Object.keys(rec.peer).sort(), ['exe', 'gid', 'pid', 'uid', 'unit']);
+  assert.equal(rec.peer.uid, 65534);
+  assert.equal(rec.peer.exe, NODE, 'setpriv execs node before it connects');
+  assert.equal(rec.profile, 'alerts');
+  assert.equal(rec.decision, 'deny');
+  assert.equal(rec.rule, 'alerts:3');
+  assert.equal(typeof rec.reason, 'string');
+  // The broker's own log names the denial too, for the administrator only.
+  assert.match(h.brokerLog(), /Denied uid=65534 pid=\d+ profile alerts: .*alerts:3/);
+});
+
+test('without SO_PEERPIDFD: pidfd_open() and the start-time check give the same facts', { timeout: 60000 }, async (t) => {
+  if (!FAULT_POINTS) {
+    t.skip('needs a build with -Dfault_points=true (CREDBROKER_FAULT=no-peerpidfd); tests/unit/test-peer.c covers the fallback in every build');
+    return;
+  }
+  h.opts.brokerEnv = { CREDBROKER_FAULT: 'no-peerpidfd' };
+  try {
+    await h.restartBroker();
+    const reply = await h.rawRequest(TOKEN);
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    await waitFor('the fallback to be logged', () => /does not offer SO_PEERPIDFD/.test(h.brokerLog()));
+    assert.equal(lastDecisionOf(process.pid).peer.exe, NODE, 'a live peer is identified by pidfd_open()');
+    const gone = await requestFromGonePeer(TOKEN);
+    assert.equal(gone.reply.ok, true, JSON.stringify(gone.reply));
+    const rec = lastDecisionOf(gone.pid);
+    assert.equal(rec.peer.exe, null, 'a gone peer stays unknown on the fallback path');
+    assert.equal(rec.peer.unit, null);
+  } finally {
+    h.opts.brokerEnv = {};
+    await h.restartBroker();
+  }
+  assert.doesNotMatch(h.brokerLog().split('does not offer SO_PEERPIDFD').at(-1), /does not offer/);
+});
