@@ -7,9 +7,14 @@
  *                                      "request" on that socket
  *   peer-helper exec SOCKET PROG ARG…  connect, ping (so the broker has accepted), then exec PROG
  *                                      with the socket as descriptor 3
+ *   peer-helper reuse SOCKET PROG ARG… as "handoff", but before printing the pid, start PROG with
+ *                                      the connecting child's pid (through ns_last_pid: run it in
+ *                                      a pid namespace of its own); PROG is killed at the end
  *
  * Exit status 0 when a reply was printed (or PROG was executed), 111 on any failure. */
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,29 +189,109 @@ static int receive_fd(int channel)
         return fd;
 }
 
-static int handoff(const char *socket_path)
+/* Has a child connect and hand the socket over, then reaps it: the socket's peer is gone. */
+static int connect_by_child(const char *socket_path, pid_t *ret_child)
 {
         int channel[2], fd, status;
         pid_t child;
 
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) < 0)
-                return fail("socketpair");
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) < 0) {
+                fail("socketpair");
+                return -1;
+        }
         child = fork();
-        if (child < 0)
-                return fail("fork");
+        if (child < 0) {
+                fail("fork");
+                return -1;
+        }
         if (child == 0) {
                 int c = connect_to(socket_path);
                 _exit(c >= 0 && send_fd(channel[1], c) == 0 ? 0 : 1);
         }
         close(channel[1]);
         fd = receive_fd(channel[0]);
-        if (fd < 0)
-                return fail("receive the socket");
+        if (fd < 0) {
+                fail("receive the socket");
+                return -1;
+        }
         if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                return -1;
+        close(channel[0]);
+        *ret_child = child;
+        return fd;
+}
+
+static int handoff(const char *socket_path)
+{
+        pid_t child;
+        int fd = connect_by_child(socket_path, &child);
+
+        if (fd < 0)
                 return fail("the connecting child");
         printf("pid %d\n", (int)child);
         fflush(stdout);
         return request_on(fd);
+}
+
+static int set_last_pid(pid_t pid)
+{
+        char text[16];
+        int fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+        int n = snprintf(text, sizeof(text), "%d", (int)pid);
+        int r = fd >= 0 && write(fd, text, (size_t)n) == n ? 0 : -1;
+
+        if (fd >= 0)
+                close(fd);
+        return r;
+}
+
+/* Starts argv at pid, which must be free; returns once it has been executed. */
+static int exec_at_pid(pid_t pid, char **argv)
+{
+        for (int attempt = 0; attempt < 100; attempt++) {
+                int executed[2];
+                pid_t child;
+                char byte;
+
+                if (pipe2(executed, O_CLOEXEC) < 0 || set_last_pid(pid - 1) < 0)
+                        return -1;
+                child = fork();
+                if (child < 0)
+                        return -1;
+                if (child == 0) {
+                        if (getpid() == pid)
+                                execv(argv[0], argv);
+                        _exit(127);
+                }
+                close(executed[1]);
+                if (child == pid) {
+                        /* The pipe closes on exec; a byte would mean it failed. */
+                        ssize_t n = read(executed[0], &byte, 1);
+                        close(executed[0]);
+                        return n == 0 ? 0 : -1;
+                }
+                close(executed[0]);
+                (void)waitpid(child, NULL, 0);
+        }
+        errno = EAGAIN;
+        return -1;
+}
+
+static int reuse(const char *socket_path, char **argv)
+{
+        pid_t child;
+        int fd = connect_by_child(socket_path, &child), r;
+
+        if (fd < 0)
+                return fail("the connecting child");
+        if (exec_at_pid(child, argv) < 0)
+                return fail("starting a process at the gone peer's pid");
+        printf("pid %d\n", (int)child);
+        fflush(stdout);
+        r = request_on(fd);
+        kill(child, SIGKILL);
+        (void)waitpid(child, NULL, 0);
+        return r;
 }
 
 static int exec_after_ping(const char *socket_path, char **argv)
@@ -241,6 +326,9 @@ int main(int argc, char **argv)
                 return handoff(argv[2]);
         if (argc >= 4 && strcmp(argv[1], "exec") == 0)
                 return exec_after_ping(argv[2], argv + 3);
-        fprintf(stderr, "usage: peer-helper request|handoff SOCKET, or exec SOCKET PROGRAM ARGS\n");
+        if (argc >= 4 && strcmp(argv[1], "reuse") == 0)
+                return reuse(argv[2], argv + 3);
+        fprintf(stderr, "usage: peer-helper request|handoff SOCKET, or exec|reuse SOCKET PROGRAM "
+                        "ARGS\n");
         return 111;
 }

@@ -4,8 +4,9 @@
 // a peer that execs another program after connecting keeps the identity it had at accept.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const { setup, waitFor, PEER_HELPER } = require('./harness');
+const { setup, spawnTracked, waitExit, waitFor, CREDBROKERD, PEER_HELPER } = require('./harness');
 
 let h;
 before(async () => {
@@ -157,4 +158,72 @@ test('without SO_PEERPIDFD: pidfd_open() and the start-time check give the same 
     await h.restartBroker();
   }
   assert.doesNotMatch(h.brokerLog().split('does not offer SO_PEERPIDFD').at(-1), /does not offer/);
+});
+
+// P3: a peer that exits and whose pid goes to another process before the broker accepts. Pid
+// reuse is made certain in a pid namespace of the broker's own (unshare), where peer-helper
+// sets ns_last_pid: nothing else there takes pids.
+test('a gone peer whose pid now names another process gains nothing (P3)', { timeout: 60000 }, async (t) => {
+  const probe = await h.peerHelper([]).catch(() => null);
+  assert.ok(probe, 'peer-helper runs');
+  const unshareOk = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
+  if (!unshareOk) {
+    t.skip('cannot create a pid namespace here (unshare --pid needs CAP_SYS_ADMIN)');
+    return;
+  }
+  // A second broker on its own socket and audit log, in a new pid namespace with its /proc.
+  const sections = h.configSections();
+  sections.broker = { ...sections.broker, socket: h.p('ns-socket'), audit_log: h.p('ns-audit.log') };
+  const conf = h.p('ns.conf');
+  fs.writeFileSync(conf, Object.entries(sections).map(([s, kv]) => `[${s}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}\n`).join('')}`).join(''), { mode: 0o644 });
+  const wrapper = spawnTracked('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', CREDBROKERD, '--config', conf],
+    { env: h.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  wrapper.stderr.setEncoding('utf8');
+  wrapper.stderr.on('data', (d) => { log += d; });
+  let broker = 0;
+  let resumed = true;
+  try {
+    await waitFor('the namespaced broker', () => /ready on/.test(log), { timeoutMs: 30000 });
+    broker = Number(fs.readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
+    assert.ok(broker > 0, 'the broker is the child of unshare');
+
+    process.kill(broker, 'SIGSTOP');
+    resumed = false;
+    // peer-helper joins the broker's namespaces; its child connects, hands over and exits, then
+    // node is started at the very same pid before the broker accepts.
+    const child = spawnTracked('nsenter', ['--target', String(broker), '--pid', '--mount', '--', PEER_HELPER, 'reuse',
+      h.p('ns-socket'), process.execPath, '-e', 'setTimeout(() => {}, 60000)'], { env: h.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.setEncoding('utf8');
+    child.stderr.setEncoding('utf8');
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    await waitFor('peer-helper to take the pid over', () => {
+      if (child.exitCode !== null) throw new Error(`peer-helper exited ${child.exitCode}: ${err}`);
+      return /^pid \d+\n/.test(out);
+    }, { timeoutMs: 20000 });
+    const pid = Number(/^pid (\d+)/.exec(out)[1]);
+    process.kill(broker, 'SIGCONT');
+    resumed = true;
+    child.stdin.end(`${JSON.stringify(TOKEN)}\n`);
+    await waitExit(child);
+    assert.equal(child.exitCode, 0, err);
+    const reply = JSON.parse(out.split('\n')[1]);
+    assert.equal(reply.ok, true, `uid root is still allowed: ${JSON.stringify(reply)}`);
+    const records = fs.readFileSync(h.p('ns-audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const rec = records.filter((r) => r.peer && r.peer.pid === pid).at(-1);
+    assert.ok(rec, `an audit record for pid ${pid}`);
+    assert.equal(rec.peer.exe, null, `node now runs at pid ${pid}: its exe must not be taken for the peer's`);
+    assert.equal(rec.peer.unit, null);
+  } finally {
+    if (!resumed && broker) process.kill(broker, 'SIGCONT');
+    // unshare ignores SIGTERM while it waits: stop the broker, and unshare follows.
+    if (broker) process.kill(broker, 'SIGTERM');
+    else wrapper.kill('SIGKILL');
+    const timer = setTimeout(() => wrapper.kill('SIGKILL'), 10000);
+    await waitExit(wrapper);
+    clearTimeout(timer);
+  }
 });
