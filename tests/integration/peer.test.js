@@ -163,9 +163,7 @@ test('without SO_PEERPIDFD: pidfd_open() and the start-time check give the same 
 // P3: a peer that exits and whose pid goes to another process before the broker accepts. Pid
 // reuse is made certain in a pid namespace of the broker's own (unshare), where peer-helper
 // sets ns_last_pid: nothing else there takes pids.
-test('a gone peer whose pid now names another process gains nothing (P3)', { timeout: 60000 }, async (t) => {
-  const probe = await h.peerHelper([]).catch(() => null);
-  assert.ok(probe, 'peer-helper runs');
+async function pidReuseCase(t, brokerEnv) {
   const unshareOk = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
   if (!unshareOk) {
     t.skip('cannot create a pid namespace here (unshare --pid needs CAP_SYS_ADMIN)');
@@ -176,8 +174,9 @@ test('a gone peer whose pid now names another process gains nothing (P3)', { tim
   sections.broker = { ...sections.broker, socket: h.p('ns-socket'), audit_log: h.p('ns-audit.log') };
   const conf = h.p('ns.conf');
   fs.writeFileSync(conf, Object.entries(sections).map(([s, kv]) => `[${s}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}\n`).join('')}`).join(''), { mode: 0o644 });
+  fs.rmSync(h.p('ns-audit.log'), { force: true });
   const wrapper = spawnTracked('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', CREDBROKERD, '--config', conf],
-    { env: h.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+    { env: h.env(brokerEnv), stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   wrapper.stderr.setEncoding('utf8');
   wrapper.stderr.on('data', (d) => { log += d; });
@@ -226,4 +225,18 @@ test('a gone peer whose pid now names another process gains nothing (P3)', { tim
     await waitExit(wrapper);
     clearTimeout(timer);
   }
+  return log;
+}
+
+test('a gone peer whose pid now names another process gains nothing (P3)', { timeout: 60000 }, async (t) => {
+  await pidReuseCase(t, {});
+});
+
+test('a gone peer whose pid was reused gains nothing on the pidfd_open() path either (P3)', { timeout: 60000 }, async (t) => {
+  if (!FAULT_POINTS) {
+    t.skip('needs a build with -Dfault_points=true (CREDBROKER_FAULT=no-peerpidfd); tests/unit/test-peer.c covers the socket check in every build');
+    return;
+  }
+  const log = await pidReuseCase(t, { CREDBROKER_FAULT: 'no-peerpidfd' });
+  if (log !== undefined) assert.match(log, /does not offer SO_PEERPIDFD/);
 });

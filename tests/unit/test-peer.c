@@ -293,6 +293,55 @@ static void test_gone_peer(const char *socket_path, bool reap)
                 (void)waitpid(child, NULL, 0);
 }
 
+/* A live peer that handed its socket to another process and closed its own copy: SO_PEERPIDFD
+ * still names it, the pidfd_open() path (which must rule out pid reuse) does not. */
+static void test_handed_off_peer(const char *socket_path)
+{
+        int listener = listen_socket(socket_path), fd, gate[2], closed[2];
+        struct peer p = {0};
+        pid_t child;
+        char byte;
+
+        if (pipe2(gate, O_CLOEXEC) < 0 || pipe2(closed, O_CLOEXEC) < 0)
+                abort();
+        child = fork();
+        if (child < 0)
+                abort();
+        if (child == 0) {
+                struct sockaddr_un sa = {.sun_family = AF_UNIX};
+                int c = socket(AF_UNIX, SOCK_STREAM, 0);
+                snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", socket_path);
+                if (c < 0 || connect(c, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                        _exit(1);
+                close(c); /* as if handed on: this process no longer holds it */
+                close(gate[1]);
+                close(closed[1]);               /* tells the parent it is closed */
+                (void)!read(gate[0], &byte, 1); /* stay alive until the parent is done */
+                _exit(0);
+        }
+        close(gate[0]);
+        close(closed[1]);
+        fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0 || read(closed[0], &byte, 1) != 0)
+                abort();
+        close(closed[0]);
+        is_int(peer_credentials_from_socket(fd, &p), 0, "credentials of a peer that let go");
+        if (have_peerpidfd) {
+                is_int(peer_identify_with(fd, &p, PEER_PIDFD_FROM_SOCKET), PEER_PIDFD_FROM_SOCKET,
+                       "SO_PEERPIDFD identifies the live peer that connected");
+                is_str(p.exe, own_exe(), "its exe");
+        }
+        ok(peer_identify_with(fd, &p, PEER_PIDFD_BY_PID) < 0,
+           "pidfd_open(): a process not holding the peer socket is not taken for the peer");
+        ok(p.exe == NULL, "exe unknown");
+        peer_clear(&p);
+        close(gate[1]);
+        (void)waitpid(child, NULL, 0);
+        close(fd);
+        close(listener);
+        unlink(socket_path);
+}
+
 static double usec_between(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e6 + (double)(b->tv_nsec - a->tv_nsec) / 1e3;
@@ -347,6 +396,7 @@ int main(void)
         test_live_peer();
         test_gone_peer(socket_path, true);
         test_gone_peer(socket_path, false);
+        test_handed_off_peer(socket_path);
         measure();
 
         /* Every pidfd and /proc descriptor was closed: the lowest free one is the same. */
