@@ -328,7 +328,9 @@ bool peer_exe_link_is_usable(const char *target, size_t len)
  * That also refuses a path that means something else in our mount namespace than in the
  * peer's (a process in its own namespace that put a file at /usr/bin/something). The stats
  * take cached attributes (AT_STATX_DONT_SYNC), so a network or FUSE file system is not asked
- * for fresh ones while every client waits. */
+ * for fresh ones while every client waits; looking the path up may still ask it for names it
+ * has not cached, so a peer running a binary from a FUSE mount it serves can delay the broker
+ * (a known gap: the lookup would need a worker thread or a time limit to close it). */
 static char *read_exe(int procfd)
 {
         char target[PATH_MAX];
