@@ -485,11 +485,17 @@ int peer_unit_from_cgroup(const char *text, size_t len, char ret[static PEER_UNI
                 colon2 = memchr(colon1 + 1, ':', (size_t)(line_end - colon1 - 1));
                 if (!colon2)
                         return -EINVAL;
+                /* One line per hierarchy: the kernel refuses '\n' in cgroup names so that no
+                 * name can fake a line; a second one means the text is not the kernel's. */
                 if (colon1 - line == 1 && line[0] == '0' && colon2 == colon1 + 1) {
+                        if (v2)
+                                return -EINVAL;
                         v2 = colon2 + 1;
                         v2_len = (size_t)(line_end - v2);
                 } else if (component_is(colon1 + 1, (size_t)(colon2 - colon1 - 1),
                                         "name=systemd")) {
+                        if (v1)
+                                return -EINVAL;
                         v1 = colon2 + 1;
                         v1_len = (size_t)(line_end - v1);
                 }

@@ -64,6 +64,10 @@ static const struct cgroup_case cgroup_cases[] = {
     /* Outside our cgroup namespace, torn, or not the format at all. */
     {"0::/../../system.slice/nagios.service\n", NULL, -EINVAL},
     {"0::/system.slice/nagios.service", NULL, -EINVAL},
+    /* A second line for one hierarchy is not the kernel's (it refuses '\n' in names). */
+    {"0::/user.slice/user-1000.slice/user@1000.service/x\n0::/system.slice/nagios.service\n", NULL,
+     -EINVAL},
+    {"1:name=systemd:/a.service\n1:name=systemd:/b.service\n", NULL, -EINVAL},
     {"garbage\n", NULL, -EINVAL},
     {"0:/system.slice/nagios.service\n", NULL, -EINVAL},
     {"0::/system.slice//nagios.service\n", NULL, -EINVAL},
