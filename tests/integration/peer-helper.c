@@ -1,7 +1,8 @@
 /* A client whose identity changes under the broker, for peer.test.js and policy-broker.test.js:
  *
- *   peer-helper request SOCKET         connect, send the JSON line read from stdin as one frame,
- *                                      print the reply on stdout
+ *   peer-helper request SOCKET         connect (then say "connected" on stderr), send the JSON
+ *                                      line read from stdin as one frame, print the reply on
+ *                                      stdout
  *   peer-helper handoff SOCKET         a child connects, passes the socket to this process and
  *                                      exits; once it is reaped, print "pid CHILD" and go on as
  *                                      "request" on that socket
@@ -320,7 +321,11 @@ int main(int argc, char **argv)
 
         if (argc >= 3 && strcmp(argv[1], "request") == 0) {
                 fd = connect_to(argv[2]);
-                return fd < 0 ? fail("connect") : request_on(fd);
+                if (fd < 0)
+                        return fail("connect");
+                /* For a test that changes things between the connect and the request. */
+                fprintf(stderr, "connected\n");
+                return request_on(fd);
         }
         if (argc >= 3 && strcmp(argv[1], "handoff") == 0)
                 return handoff(argv[2]);

@@ -6,7 +6,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
-const { setup, spawnTracked, waitExit, waitFor, CREDBROKERD, PEER_HELPER } = require('./harness');
+const { setup, run, spawnTracked, waitExit, waitFor, CREDBROKERD, PEER_HELPER } = require('./harness');
 
 let h;
 before(async () => {
@@ -115,6 +115,75 @@ test('a peer that execs after connecting keeps the exe it had at accept', { time
   assert.equal(rec.event, 'issue');
   assert.equal(rec.peer.exe, HELPER, 'the binary that connected, not the one it became');
   assert.notEqual(rec.peer.exe, NODE);
+});
+
+test('a binary replaced after it started is unknown; one moved keeps its new path', { timeout: 30000 }, async () => {
+  fs.mkdirSync(h.p('bin'), { recursive: true, mode: 0o755 });
+  const copy = h.p('bin', 'helper-copy');
+  // Runs the copy until it has connected, changes the file with the broker frozen, then lets
+  // the broker accept. Resolves the audit record of that connection.
+  async function requestAfter(change) {
+    fs.copyFileSync(PEER_HELPER, copy);
+    fs.chmodSync(copy, 0o755);
+    h.pauseBroker();
+    let resumed = false;
+    try {
+      const child = spawnTracked(copy, ['request', h.socket], { env: h.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d) => { out += d; });
+      child.stderr.on('data', (d) => { err += d; });
+      await waitFor('the copy to connect', () => {
+        if (child.exitCode !== null) throw new Error(`helper copy exited: ${err}`);
+        return err.includes('connected');
+      });
+      change();
+      h.resumeBroker();
+      resumed = true;
+      child.stdin.end(`${JSON.stringify(TOKEN)}\n`);
+      await waitExit(child);
+      assert.equal(child.exitCode, 0, err);
+      assert.equal(JSON.parse(out).ok, true, out);
+      return lastDecisionOf(child.pid);
+    } finally {
+      if (!resumed) h.resumeBroker();
+    }
+  }
+
+  // An update: a new file renamed over the old one, which lives on unlinked.
+  const replaced = await requestAfter(() => {
+    fs.copyFileSync(PEER_HELPER, `${copy}.new`);
+    fs.renameSync(`${copy}.new`, copy);
+  });
+  assert.equal(replaced.peer.exe, null, `the running binary is gone from ${copy}`);
+
+  const moved = h.p('bin', 'helper-moved');
+  const renamed = await requestAfter(() => fs.renameSync(copy, moved));
+  assert.equal(renamed.peer.exe, fs.realpathSync(moved), 'the same file under its new name');
+});
+
+test('an exe path that names another file in the broker\'s mount namespace is unknown', { timeout: 30000 }, async (t) => {
+  // In a mount namespace of its own the peer bind-mounts its binary over a path that, for the
+  // broker, is another file (say an allowed one): the kernel reports that path as its exe.
+  fs.mkdirSync(h.p('bin'), { recursive: true, mode: 0o755 });
+  const allowed = h.p('bin', 'allowed');
+  const impostor = h.p('bin', 'impostor');
+  fs.copyFileSync(process.execPath, allowed);
+  fs.copyFileSync(PEER_HELPER, impostor);
+  fs.chmodSync(allowed, 0o755);
+  fs.chmodSync(impostor, 0o755);
+  if (spawnSync('unshare', ['--mount', '--propagation', 'private', 'true']).status !== 0) {
+    t.skip('cannot create a mount namespace here');
+    return;
+  }
+  const r = await run('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c',
+    'mount --bind "$1" "$2" && exec "$2" request "$3"', 'sh', impostor, allowed, h.socket],
+  { env: h.env(), input: `${JSON.stringify(TOKEN)}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).ok, true, r.stdout);
+  const rec = h.auditLines().filter((l) => l.event === 'issue').at(-1);
+  assert.notEqual(rec.peer.exe, fs.realpathSync(allowed), 'the path alone must not vouch for the file');
+  assert.equal(rec.peer.exe, null);
 });
 
 test('denial replies say "denied" and nothing else; the audit names peer and file:line', { timeout: 30000 }, async () => {
