@@ -19,6 +19,8 @@
 #include "peer.h"
 #include "tap.h"
 
+#define ELEMENTS(a) (sizeof(a) / sizeof((a)[0]))
+
 struct cgroup_case {
         const char *text;
         const char *unit; /* NULL: none */
@@ -297,6 +299,58 @@ static void test_gone_peer(const char *socket_path, bool reap)
                 (void)waitpid(child, NULL, 0);
 }
 
+/* Mutated table lines through both parsers: no crash, no read past the length (ASan builds),
+ * a unit only ever of the unit alphabet. Deterministic, so a failure repeats. */
+static void test_parsers_on_mutations(void)
+{
+        static const char alphabet[] = "0:/\n.-@\\ )(xs";
+        uint64_t state = 0x9e3779b97f4a7c15ULL;
+        char text[512], unit[PEER_UNIT_MAX];
+        size_t bad_units = 0;
+        uint64_t t;
+
+        for (unsigned round = 0; round < 200000; round++) {
+                const char *seed = cgroup_cases[round % ELEMENTS(cgroup_cases)].text;
+                size_t len = strlen(seed);
+
+                if (len > sizeof(text))
+                        len = sizeof(text);
+                memcpy(text, seed, len);
+                for (unsigned m = 0; m < 3 && len > 0; m++) {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        size_t at = (size_t)(state % len);
+                        switch ((state >> 32) % 3) {
+                        case 0:
+                                text[at] = alphabet[(state >> 40) % (sizeof(alphabet) - 1)];
+                                break;
+                        case 1:
+                                len = at; /* truncate */
+                                break;
+                        default:
+                                text[at] = (char)(state >> 48);
+                                break;
+                        }
+                }
+                /* Exactly len bytes, no terminator: an overread shows under ASan. */
+                char *exact = malloc(len ? len : 1);
+                if (!exact)
+                        abort();
+                memcpy(exact, text, len);
+                if (peer_unit_from_cgroup(exact, len, unit) == 0 &&
+                    (strlen(unit) == 0 || strlen(unit) >= PEER_UNIT_MAX ||
+                     strspn(
+                         unit,
+                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@") !=
+                         strlen(unit)))
+                        bad_units++;
+                (void)peer_start_time_from_stat(exact, len, &t);
+                free(exact);
+        }
+        is_int(bad_units, 0, "200000 mutated cgroup files: every unit found is a unit name");
+}
+
 /* A live peer that handed its socket to another process and closed its own copy: SO_PEERPIDFD
  * still names it, the pidfd_open() path (which must rule out pid reuse) does not. */
 static void test_handed_off_peer(const char *socket_path)
@@ -397,6 +451,7 @@ int main(void)
         test_cgroup_lines();
         test_stat_lines();
         test_exe_links();
+        test_parsers_on_mutations();
         test_live_peer();
         test_gone_peer(socket_path, true);
         test_gone_peer(socket_path, false);
