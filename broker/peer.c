@@ -338,6 +338,15 @@ static char *read_exe(int procfd)
         ssize_t n;
 
         n = readlinkat(procfd, "exe", target, sizeof(target));
+        if (n < 0 && (errno == EACCES || errno == EPERM)) {
+                static bool warned;
+                if (!warned)
+                        log_warning("Reading a peer's executable was refused (ptrace access "
+                                    "mode): exe stays unknown for other users' processes, so "
+                                    "exe rules cannot match them unless the broker has "
+                                    "CAP_SYS_PTRACE.");
+                warned = true;
+        }
         if (n <= 0 || (size_t)n >= sizeof(target))
                 return NULL;
         target[n] = 0;
@@ -548,8 +557,19 @@ int peer_identify_with(int fd, struct peer *p, enum peer_pidfd_method method)
          * reads through it fail once the process is gone, even if the pid is reused. */
         snprintf(path, sizeof(path), "/proc/%d", (int)p->pid);
         procfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-        if (procfd < 0)
-                return -errno;
+        if (procfd < 0) {
+                r = -errno;
+                /* Alive but not in our /proc: hidepid (systemd's ProtectProc=) hides it. */
+                if (r == -ENOENT && process_is_alive(pidfd)) {
+                        static bool warned;
+                        if (!warned)
+                                log_warning("A live peer's /proc entry is hidden (hidepid, "
+                                            "ProtectProc=): exe and unit stay unknown for "
+                                            "processes the broker may not see.");
+                        warned = true;
+                }
+                return r;
+        }
         if (!process_is_alive(pidfd))
                 return -ESRCH;
         if (method == PEER_PIDFD_BY_PID) {

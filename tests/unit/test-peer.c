@@ -2,6 +2,7 @@
  * link rules, and capture on live, exited and zombie peers by both pidfd methods. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -400,6 +401,54 @@ static void test_handed_off_peer(const char *socket_path)
         unlink(socket_path);
 }
 
+/* A broker without ptrace access to the peer (another uid, no CAP_SYS_PTRACE) cannot read its
+ * exe: unknown, never a guess. The unit comes from the world-readable cgroup file. */
+static void test_peer_of_other_uid(void)
+{
+        int sv[2], status;
+        pid_t child;
+        char unit[PEER_UNIT_MAX];
+        bool has_unit = own_unit(unit) == 0;
+
+        if (getuid() != 0) {
+                printf("ok %d - # SKIP needs root to drop to another uid\n", ++tap_count);
+                return;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+                abort();
+        child = fork();
+        if (child < 0)
+                abort();
+        if (child == 0) {
+                struct peer p = {0};
+                int code = 0;
+
+                if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(10);
+                if (peer_credentials_from_socket(sv[0], &p) < 0 || p.uid != 0)
+                        _exit(11);
+                /* The pidfd_open() path must see the peer's descriptors, which needs ptrace
+                 * access as well: there even the unit stays unknown. */
+                (void)peer_identify_with(
+                    sv[0], &p, have_peerpidfd ? PEER_PIDFD_FROM_SOCKET : PEER_PIDFD_BY_PID);
+                if (p.exe)
+                        code |= 1;
+                if (has_unit && have_peerpidfd ? !p.unit || strcmp(p.unit, unit) != 0
+                                               : p.unit != NULL)
+                        code |= 2;
+                peer_clear(&p);
+                _exit(code);
+        }
+        if (waitpid(child, &status, 0) != child || !WIFEXITED(status))
+                abort();
+        is_int(WEXITSTATUS(status) & ~2, 0,
+               "exe of a root peer is unknown to an unprivileged reader");
+        is_int(WEXITSTATUS(status) & ~1, 0,
+               "its unit is read from the cgroup file (with SO_PEERPIDFD), or unknown");
+        close(sv[0]);
+        close(sv[1]);
+}
+
 static double usec_between(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e6 + (double)(b->tv_nsec - a->tv_nsec) / 1e3;
@@ -456,6 +505,7 @@ int main(void)
         test_gone_peer(socket_path, true);
         test_gone_peer(socket_path, false);
         test_handed_off_peer(socket_path);
+        test_peer_of_other_uid();
         measure();
 
         /* Every pidfd and /proc descriptor was closed: the lowest free one is the same. */
