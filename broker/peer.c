@@ -604,10 +604,34 @@ int peer_identify_with(int fd, struct peer *p, enum peer_pidfd_method method)
         return (int)method;
 }
 
+/* Whether /proc shows our own pid namespace, checked once: the pids SO_PEERCRED gives are of
+ * our namespace, and a /proc mounted for another one would name other processes by them. */
+static bool proc_is_ours(void)
+{
+        static int ours = -1;
+        char link[32], expect[32];
+        ssize_t n;
+
+        if (ours < 0) {
+                n = readlink("/proc/self", link, sizeof(link) - 1);
+                link[n > 0 ? n : 0] = 0;
+                snprintf(expect, sizeof(expect), "%d", (int)getpid());
+                ours = strcmp(link, expect) == 0;
+                if (!ours)
+                        log_warning("/proc is not of the broker's pid namespace: peers' exe "
+                                    "and unit stay unknown.");
+        }
+        return ours;
+}
+
 int peer_identify(int fd, struct peer *p)
 {
         int r;
 
+        if (!proc_is_ours()) {
+                peer_clear(p);
+                return -ENXIO;
+        }
         if (!peerpidfd_refused) {
                 r = peerpidfd_refused_by_test() ? -ENOPROTOOPT
                                                 : peer_identify_with(fd, p, PEER_PIDFD_FROM_SOCKET);

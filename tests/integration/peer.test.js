@@ -232,32 +232,58 @@ test('without SO_PEERPIDFD: pidfd_open() and the start-time check give the same 
 // P3: a peer that exits and whose pid goes to another process before the broker accepts. Pid
 // reuse is made certain in a pid namespace of the broker's own (unshare), where peer-helper
 // sets ns_last_pid: nothing else there takes pids.
-async function pidReuseCase(t, brokerEnv) {
-  const unshareOk = spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
-  if (!unshareOk) {
-    t.skip('cannot create a pid namespace here (unshare --pid needs CAP_SYS_ADMIN)');
-    return;
-  }
-  // A second broker on its own socket and audit log, in a new pid namespace with its /proc.
+function canUnsharePid() {
+  return spawnSync('unshare', ['--pid', '--fork', '--mount-proc', 'true']).status === 0;
+}
+
+// Runs a second broker (own socket and audit log) in a new pid namespace, with a /proc of that
+// namespace unless mountProc is false, then body(brokerPid, log()); brokerPid is the broker's
+// pid as this process sees it. Resolves body's result.
+async function withNamespacedBroker({ mountProc = true, env = {} }, body) {
   const sections = h.configSections();
   sections.broker = { ...sections.broker, socket: h.p('ns-socket'), audit_log: h.p('ns-audit.log') };
   const conf = h.p('ns.conf');
   fs.writeFileSync(conf, Object.entries(sections).map(([s, kv]) => `[${s}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}\n`).join('')}`).join(''), { mode: 0o644 });
   fs.rmSync(h.p('ns-audit.log'), { force: true });
-  const wrapper = spawnTracked('unshare', ['--pid', '--fork', '--mount-proc', '--kill-child', CREDBROKERD, '--config', conf],
-    { env: h.env(brokerEnv), stdio: ['ignore', 'ignore', 'pipe'] });
+  const wrapper = spawnTracked('unshare', ['--pid', '--fork', ...(mountProc ? ['--mount-proc'] : []), '--kill-child',
+    CREDBROKERD, '--config', conf], { env: h.env(env), stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   wrapper.stderr.setEncoding('utf8');
   wrapper.stderr.on('data', (d) => { log += d; });
   let broker = 0;
-  let resumed = true;
   try {
-    await waitFor('the namespaced broker', () => /ready on/.test(log), { timeoutMs: 30000 });
+    await waitFor('the namespaced broker', () => {
+      if (wrapper.exitCode !== null) throw new Error(`the namespaced broker exited: ${log}`);
+      return /ready on/.test(log);
+    }, { timeoutMs: 30000 });
     broker = Number(fs.readFileSync(`/proc/${wrapper.pid}/task/${wrapper.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
     assert.ok(broker > 0, 'the broker is the child of unshare');
+    return await body(broker, () => log);
+  } finally {
+    if (broker) {
+      process.kill(broker, 'SIGCONT');
+      // unshare ignores SIGTERM while it waits: stop the broker, and unshare follows.
+      process.kill(broker, 'SIGTERM');
+    } else {
+      wrapper.kill('SIGKILL');
+    }
+    const timer = setTimeout(() => wrapper.kill('SIGKILL'), 10000);
+    await waitExit(wrapper);
+    clearTimeout(timer);
+  }
+}
 
+function namespacedAudit() {
+  return fs.readFileSync(h.p('ns-audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+}
+
+async function pidReuseCase(t, brokerEnv) {
+  if (!canUnsharePid()) {
+    t.skip('cannot create a pid namespace here (unshare --pid needs CAP_SYS_ADMIN)');
+    return undefined;
+  }
+  return withNamespacedBroker({ env: brokerEnv }, async (broker, log) => {
     process.kill(broker, 'SIGSTOP');
-    resumed = false;
     // peer-helper joins the broker's namespaces; its child connects, hands over and exits, then
     // node is started at the very same pid before the broker accepts.
     const child = spawnTracked('nsenter', ['--target', String(broker), '--pid', '--mount', '--', PEER_HELPER, 'reuse',
@@ -274,28 +300,36 @@ async function pidReuseCase(t, brokerEnv) {
     }, { timeoutMs: 20000 });
     const pid = Number(/^pid (\d+)/.exec(out)[1]);
     process.kill(broker, 'SIGCONT');
-    resumed = true;
     child.stdin.end(`${JSON.stringify(TOKEN)}\n`);
     await waitExit(child);
     assert.equal(child.exitCode, 0, err);
     const reply = JSON.parse(out.split('\n')[1]);
     assert.equal(reply.ok, true, `uid root is still allowed: ${JSON.stringify(reply)}`);
-    const records = fs.readFileSync(h.p('ns-audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    const rec = records.filter((r) => r.peer && r.peer.pid === pid).at(-1);
+    const rec = namespacedAudit().filter((r) => r.peer && r.peer.pid === pid).at(-1);
     assert.ok(rec, `an audit record for pid ${pid}`);
     assert.equal(rec.peer.exe, null, `node now runs at pid ${pid}: its exe must not be taken for the peer's`);
     assert.equal(rec.peer.unit, null);
-  } finally {
-    if (!resumed && broker) process.kill(broker, 'SIGCONT');
-    // unshare ignores SIGTERM while it waits: stop the broker, and unshare follows.
-    if (broker) process.kill(broker, 'SIGTERM');
-    else wrapper.kill('SIGKILL');
-    const timer = setTimeout(() => wrapper.kill('SIGKILL'), 10000);
-    await waitExit(wrapper);
-    clearTimeout(timer);
-  }
-  return log;
+    return log();
+  });
 }
+
+test('a broker whose /proc is of another pid namespace takes no exe or unit from it', { timeout: 60000 }, async (t) => {
+  if (!canUnsharePid()) {
+    t.skip('cannot create a pid namespace here (unshare --pid needs CAP_SYS_ADMIN)');
+    return;
+  }
+  // Without --mount-proc the broker sees the outer /proc, where its peers' pids name others.
+  await withNamespacedBroker({ mountProc: false }, async (broker, log) => {
+    const r = await run('nsenter', ['--target', String(broker), '--pid', '--', PEER_HELPER, 'request', h.p('ns-socket')],
+      { env: h.env(), input: `${JSON.stringify(TOKEN)}\n` });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).ok, true, r.stdout);
+    const rec = namespacedAudit().filter((l) => l.event === 'issue').at(-1);
+    assert.equal(rec.peer.exe, null);
+    assert.equal(rec.peer.unit, null);
+    assert.match(log(), /\/proc is not of the broker's pid namespace/);
+  });
+});
 
 test('a gone peer whose pid now names another process gains nothing (P3)', { timeout: 60000 }, async (t) => {
   await pidReuseCase(t, {});
