@@ -144,6 +144,13 @@ static bool add_string(cJSON *json, const char *key, const char *value)
         return !value || json_add_string_ref(json, key, value);
 }
 
+/* A peer fact that may be unknown: null then, so that "unknown" never looks like a path or a
+ * unit name. */
+static bool add_string_or_null(cJSON *json, const char *key, const char *value)
+{
+        return value ? json_add_string_ref(json, key, value) : !!cJSON_AddNullToObject(json, key);
+}
+
 static cJSON *scope_array(const char *scope_key)
 {
         cJSON *array = cJSON_CreateArray();
@@ -181,7 +188,8 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
                 ok = peer && json_add_uint(peer, "uid", r->peer->uid) &&
                      json_add_uint(peer, "gid", r->peer->gid) &&
                      json_add_uint(peer, "pid", r->peer->pid) &&
-                     json_add_string_ref(peer, "exe", r->peer->exe);
+                     add_string_or_null(peer, "exe", r->peer->exe) &&
+                     add_string_or_null(peer, "unit", r->peer->unit);
         }
         ok = ok && add_string(json, "profile", r->profile) &&
              add_string(json, "account", r->account);
@@ -190,12 +198,15 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
                                           : scope_array(r->scope_key);
                 ok = scopes && cJSON_AddItemToObjectCS(json, "scopes", scopes);
         }
-        ok = ok && add_string(json, "decision", r->decision) && add_string(json, "rule", r->rule) &&
-             add_string(json, "reason", r->reason) &&
-             add_string(json, "token_fingerprint", r->fingerprint) &&
-             (!r->expires_at || json_add_uint(json, "expires_at", r->expires_at)) &&
-             (!r->generation || json_add_uint(json, "generation", r->generation)) &&
-             add_string(json, "error", r->error);
+        ok =
+            ok && add_string(json, "decision", r->decision) && add_string(json, "rule", r->rule) &&
+            add_string(json, "reason", r->reason) &&
+            (!r->rate_key || !*r->rate_key || json_add_string_ref(json, "rate_key", r->rate_key)) &&
+            (!r->retry_after || json_add_uint(json, "retry_after", r->retry_after)) &&
+            add_string(json, "token_fingerprint", r->fingerprint) &&
+            (!r->expires_at || json_add_uint(json, "expires_at", r->expires_at)) &&
+            (!r->generation || json_add_uint(json, "generation", r->generation)) &&
+            add_string(json, "error", r->error);
         if (!ok)
                 return -ENOMEM;
         text = cJSON_PrintUnformatted(json);

@@ -17,9 +17,11 @@ struct audit_record {
         const char *scope_key; /* space separated; logged as an array */
         char *const *scopes;   /* or the scopes themselves (preferred: no copies) */
         size_t n_scopes;
-        const char *decision; /* allow or deny */
+        const char *decision; /* allow, deny or rate_limited */
         const char *rule;     /* file:line that decided */
         const char *reason;
+        const char *rate_key;    /* the rate bucket that ran dry, NULL or "" if none */
+        uint32_t retry_after;    /* seconds, with a rate_limited decision; 0 if none */
         const char *fingerprint; /* of the token issued */
         uint64_t expires_at;     /* unix seconds, 0 if none */
         uint64_t generation;     /* refresh-token generation after a rotation, 0 if none */

@@ -32,6 +32,13 @@ static void reply_error(struct connection *c, enum wire_error e, const char *mes
                 c->closing = true;
 }
 
+/* A rate-limited peer is always told when to come back: wire_reply_error() leaves out a
+ * retry_after of 0, and "now" would only invite a busy loop. */
+static uint32_t rate_limit_retry_after(const struct policy_decision *d)
+{
+        return d->retry_after > 0 ? d->retry_after : 1;
+}
+
 static struct policy_peer policy_peer_of(const struct peer *p)
 {
         return (struct policy_peer){
@@ -40,22 +47,28 @@ static struct policy_peer policy_peer_of(const struct peer *p)
             .pid = p->pid,
             .groups = p->groups,
             .n_groups = p->n_groups,
+            .exe = p->exe,
+            .unit = p->unit,
         };
 }
 
-/* Writes the audit record of a denial; on failure queues an internal error and returns false. */
+/* Writes the audit record of a denial; on failure queues an internal error and returns false.
+ * The reason and the rule go to the audit log and the broker's own log, never to the peer. */
 static bool audit_denial(struct connection *c, const char *profile, const char *account,
-                         const char *scope_key, const char *rule, const char *reason)
+                         const char *scope_key, const struct policy_decision *d, const char *reason)
 {
+        bool rate_limited = d && d->verdict == POLICY_RATE_LIMITED;
         struct audit_record record = {
             .event = "deny",
             .peer = &c->peer,
             .profile = profile,
             .account = account,
             .scope_key = scope_key,
-            .decision = "deny",
-            .rule = rule,
+            .decision = rate_limited ? "rate_limited" : "deny",
+            .rule = d ? d->rule : NULL,
             .reason = reason,
+            .rate_key = d ? d->rate_key : NULL,
+            .retry_after = rate_limited ? rate_limit_retry_after(d) : 0,
         };
 
         if (audit_write(c->broker->audit, &record) < 0) {
@@ -63,15 +76,15 @@ static bool audit_denial(struct connection *c, const char *profile, const char *
                 return false;
         }
         log_info("Denied uid=%u pid=%d profile %s: %s (%s).", (unsigned)c->peer.uid,
-                 (int)c->peer.pid, profile, reason, rule ? rule : "-");
+                 (int)c->peer.pid, profile, reason, d ? d->rule : "-");
         return true;
 }
 
 /* Tells the peer nothing more than that it was denied: the audit log has the reason. */
 static void deny(struct connection *c, const char *profile, const char *account,
-                 const char *scope_key, const char *rule, const char *reason)
+                 const char *scope_key, const struct policy_decision *d, const char *reason)
 {
-        if (audit_denial(c, profile, account, scope_key, rule, reason))
+        if (audit_denial(c, profile, account, scope_key, d, reason))
                 reply_error(c, WIRE_DENIED, "Access denied.", 0);
 }
 
@@ -352,18 +365,18 @@ static void handle_token(struct connection *c, const struct wire_request *req)
         }
         if (decision.verdict == POLICY_RATE_LIMITED) {
                 if (audit_denial(c, req->profile, policy_profile_account(profile), scope_key,
-                                 decision.rule, decision.reason))
-                        reply_error(c, WIRE_RATE_LIMITED, "Too many requests.",
-                                    decision.retry_after);
+                                 &decision, decision.reason))
+                        reply_error(c, WIRE_RATE_LIMITED, "Too many requests; try again later.",
+                                    rate_limit_retry_after(&decision));
                 return;
         }
         if (decision.verdict != POLICY_ALLOW) {
-                deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
+                deny(c, req->profile, policy_profile_account(profile), scope_key, &decision,
                      decision.reason);
                 return;
         }
         if (!policy_profile_allows_scopes(profile, req->scopes, req->n_scopes)) {
-                deny(c, req->profile, policy_profile_account(profile), scope_key, decision.rule,
+                deny(c, req->profile, policy_profile_account(profile), scope_key, &decision,
                      "scope not allowed by the profile");
                 return;
         }

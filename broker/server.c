@@ -26,6 +26,7 @@ static void connection_free(void *p)
 {
         struct connection *c = p;
 
+        peer_clear(&c->peer);
         buf_free(c->in);
         buf_free(c->out);
         json_free_string(c->issued.body);
@@ -190,10 +191,12 @@ static unsigned connections_of_uid(const struct broker *b, uid_t uid)
 }
 
 /* Takes the peer's identity from the kernel (never from its own words) and checks the
- * connection limits, which keep one uid from taking every slot (reliability.md P12). */
+ * connection limits, which keep one uid from taking every slot (reliability.md P12). The
+ * credentials come first and the limits are checked on them, so that a refused flood costs no
+ * reads of /proc; exe and unit are read last, still at accept (design.md §7). */
 static int admit(struct broker *b, int fd, struct peer *ret)
 {
-        int r = peer_from_socket(fd, ret);
+        int r = peer_credentials_from_socket(fd, ret);
 
         if (r < 0)
                 return r;
@@ -205,6 +208,10 @@ static int admit(struct broker *b, int fd, struct peer *ret)
                 warn_refused("too many connections from this uid", ret->uid);
                 return -EBUSY;
         }
+        r = peer_identify(fd, ret);
+        if (r < 0)
+                log_debug_errno(r, "Peer uid=%u pid=%d: executable and unit unknown",
+                                (unsigned)ret->uid, (int)ret->pid);
         return 0;
 }
 
@@ -311,7 +318,9 @@ void server_retry_paused_listener(struct broker *b)
         b->listener_paused_usec = now;
 }
 
-/* Connection limits from what RLIMIT_NOFILE leaves after the reserve. */
+/* Connection limits from what RLIMIT_NOFILE leaves after the reserve. A connection holds one
+ * descriptor: the peer's pidfd and /proc descriptors taken at accept are closed before
+ * on_accept() moves on, so they are at most three at a time, taken from the reserve. */
 static void set_connection_limits(struct broker *b)
 {
         struct rlimit nofile;

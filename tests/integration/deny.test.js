@@ -77,8 +77,11 @@ test('the audit log has the issue and deny records with every field', { timeout:
   assert.ok(denies.length >= 2, 'deny records (policy and unknown profile)');
 
   const mine = issues.at(-1);
+  // unit depends on where the tests run (null outside systemd); peer.test.js checks it.
+  assert.ok(mine.peer.unit === null || /\.(service|scope)$/.test(mine.peer.unit), `unit ${mine.peer.unit}`);
   assert.deepEqual(mine.peer, {
     uid: process.getuid(), gid: process.getgid(), pid: process.pid, exe: fs.realpathSync(process.execPath),
+    unit: mine.peer.unit,
   });
   for (const rec of issues) {
     assert.equal(rec.profile, 'alerts');

@@ -24,6 +24,8 @@ const SOURCE_ROOT = process.env.CREDBROKER_SOURCE_ROOT || path.resolve(__dirname
 const BUILD_ROOT = process.env.CREDBROKER_BUILD_ROOT || path.join(SOURCE_ROOT, 'build');
 const CREDBROKERD = process.env.CREDBROKERD || path.join(BUILD_ROOT, 'broker', 'credbrokerd');
 const CREDBROKER = process.env.CREDBROKER || path.join(BUILD_ROOT, 'cli', 'credbroker');
+const PEER_HELPER = process.env.CREDBROKER_PEER_HELPER
+  || path.join(BUILD_ROOT, 'tests', 'integration', 'peer-helper');
 const SOFTHSM_MODULE = process.env.SOFTHSM_MODULE || '/usr/lib/softhsm/libsofthsm2.so';
 const EMULATOR = path.join(SOURCE_ROOT, 'tests', 'emulator', 'emulator.js');
 const GEN_CERTS = path.join(SOURCE_ROOT, 'tests', 'emulator', 'gen-certs');
@@ -792,6 +794,69 @@ class Harness {
       throw new Error(`credbrokerd sanitizer reports (logs kept in ${this.dir}):\n${reports.slice(0, 10).join('\n')}`);
     }
   }
+
+  // Peer identity (peer.test.js, reload.test.js, policy-broker.test.js) ----------------------
+
+  // Freezes / thaws the broker (SIGSTOP / SIGCONT): connections made meanwhile wait in the
+  // listen backlog, not yet accepted.
+  pauseBroker() {
+    this.broker.proc.kill('SIGSTOP');
+  }
+
+  resumeBroker() {
+    if (this.broker) this.broker.proc.kill('SIGCONT');
+  }
+
+  // Runs tests/integration/peer-helper (see there) with args; input goes to its stdin.
+  peerHelper(args, { input, timeoutMs = 30000, env = {} } = {}) {
+    return run(PEER_HELPER, args, { env: this.env(env), input, timeoutMs });
+  }
+
+  // Starts peer-helper with pipes, for a test that talks to it step by step: resolves
+  // { child, lines: async iterator of stdout lines, stderr() }.
+  spawnPeerHelper(args) {
+    const child = track(spawn(PEER_HELPER, args, { env: this.env(), stdio: ['pipe', 'pipe', 'pipe'] }));
+    const err = [];
+    child.stderr.on('data', (d) => err.push(d));
+    child.stdin.on('error', () => {});
+    const queue = [];
+    const waiting = [];
+    let partial = '';
+    let ended = false;
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d) => {
+      partial += d;
+      let i;
+      while ((i = partial.indexOf('\n')) >= 0) {
+        const line = partial.slice(0, i);
+        partial = partial.slice(i + 1);
+        const w = waiting.shift();
+        if (w) w.resolve(line);
+        else queue.push(line);
+      }
+    });
+    child.stdout.on('end', () => {
+      ended = true;
+      for (const w of waiting.splice(0)) w.reject(new Error(`peer-helper ended: ${Buffer.concat(err)}`));
+    });
+    const nextLine = (timeoutMs = 15000) => {
+      if (queue.length) return Promise.resolve(queue.shift());
+      if (ended) return Promise.reject(new Error(`peer-helper ended: ${Buffer.concat(err)}`));
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`peer-helper: no line within ${timeoutMs} ms`)), timeoutMs);
+        waiting.push({
+          resolve: (l) => { clearTimeout(timer); resolve(l); },
+          reject: (e) => { clearTimeout(timer); reject(e); },
+        });
+      });
+    };
+    return { child, nextLine, stderr: () => Buffer.concat(err).toString('utf8') };
+  }
+
+  // Audit records written after the first n.
+  auditLinesAfter(n) {
+    return this.auditLines().slice(n);
+  }
 }
 
 // opts:
@@ -835,6 +900,7 @@ module.exports = {
   waitExit,
   CREDBROKERD,
   CREDBROKER,
+  PEER_HELPER,
   SOFTHSM_MODULE,
   SOURCE_ROOT,
   SANITIZED,

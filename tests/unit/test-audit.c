@@ -74,8 +74,11 @@ int main(void)
             .reason = "x",
         };
         /* An exe full of control characters and quotes is escaped, not written raw. */
-        for (size_t i = 0; i < sizeof(peer.exe) - 1; i++)
-                peer.exe[i] = (char)(i % 2 ? 1 : '"');
+        static char hostile_exe[256];
+        for (size_t i = 0; i < sizeof(hostile_exe) - 1; i++)
+                hostile_exe[i] = (char)(i % 2 ? 1 : '"');
+        peer.exe = hostile_exe;
+        peer.unit = (char *)"backup.service";
         is_int(audit_write(a, &deny), 0, "a deny record is written");
 
         /* 2048 scopes: a record far larger than a page. */

@@ -1,0 +1,177 @@
+'use strict';
+// The broker's side of the exe, unit, rate and min_ttl policy modules: the peer facts it takes at
+// accept decide exe and unit rules (unknown matches none), a rate rule's denial is
+// `rate_limited` with `retry_after`, and every denial tells the peer nothing more.
+//
+// GUARDED: these need the policy library with the exe/unit/rate/min_ttl modules and the request
+// stack. Until that is merged the broker refuses these files at startup ("unknown peer module",
+// "the request stack is not supported yet"); every test here then skips and says so.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const { setup, spawnTracked, waitExit, CREDBROKERD, MAIL_SEND, PEER_HELPER } = require('./harness');
+
+const NODE = fs.realpathSync(process.execPath);
+const HELPER = fs.realpathSync(PEER_HELPER);
+const HEAD = `account alerts\nscope ${MAIL_SEND}\n`;
+const PROFILES = {
+  // Line 3 decides in each.
+  'by-exe': `${HEAD}peer required exe /usr/lib/nagios/plugins/* ${NODE}\n`,
+  'by-helper': `${HEAD}peer required exe ${HELPER}\n`,
+  'by-unit': `${HEAD}peer required unit backup.service\n`,
+  rated: `${HEAD}peer required uid root\nrequest required rate 2/min per-uid\n`,
+  capped: `${HEAD}peer required uid root\nrequest required min_ttl max=900\n`,
+};
+// What the broker says when the policy library does not know a module yet.
+const NOT_YET = /unknown peer module|unknown request module|request stack is not supported|unknown directive "request"|unknown module/;
+
+let h;
+let unsupported = null;
+before(async () => {
+  h = await setup({ profiles: PROFILES, startBroker: false });
+  // A first run tells whether the policy loads: the broker either says it is ready or exits.
+  const probe = spawnTracked(CREDBROKERD, ['--config', h.conf], { env: h.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  probe.stderr.setEncoding('utf8');
+  const outcome = await new Promise((resolve) => {
+    probe.stderr.on('data', (d) => {
+      log += d;
+      if (/ready on/.test(log)) resolve('ready');
+    });
+    probe.once('exit', () => resolve('exited'));
+  });
+  if (outcome === 'ready') {
+    probe.kill('SIGTERM');
+    await waitExit(probe);
+    await h.startBroker();
+    return;
+  }
+  const m = NOT_YET.exec(log);
+  if (!m) throw new Error(`credbrokerd refused the policy for another reason:\n${log}`);
+  unsupported = `the policy library does not have these modules yet (broker: "${m[0]}"); runs once the policy branch is merged`;
+});
+after(() => h && h.teardown());
+
+function guard(t) {
+  if (unsupported) t.skip(unsupported);
+  return !!unsupported;
+}
+
+const token = (profile, extra = {}) => ({ v: 1, op: 'token', profile, ...extra });
+
+function assertBareDenial(reply) {
+  assert.deepEqual(Object.keys(reply).sort(), ['error', 'message', 'ok', 'v'], JSON.stringify(reply));
+  assert.equal(reply.ok, false);
+  assert.equal(reply.error, 'denied');
+  assert.doesNotMatch(reply.message, /:\d|rule|exe|unit|uid|pid|node|helper|service|required|policy|rate/i);
+}
+
+function lastDecisionOf(pid) {
+  return h.auditLines().filter((l) => (l.event === 'issue' || l.event === 'deny') && l.peer && l.peer.pid === pid).at(-1);
+}
+
+test('an exe rule allows the listed binary and denies another, naming exe and file:line', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  const mine = await h.rawRequest(token('by-exe'));
+  assert.equal(mine.ok, true, `node is listed: ${JSON.stringify(mine)}`);
+  assert.equal(lastDecisionOf(process.pid).rule, 'by-exe:3');
+
+  const r = await h.peerHelper(['request', h.socket], { input: `${JSON.stringify(token('by-exe'))}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assertBareDenial(JSON.parse(r.stdout));
+  const deny = h.auditLines().at(-1);
+  assert.equal(deny.event, 'deny');
+  assert.equal(deny.peer.exe, HELPER);
+  assert.equal(deny.rule, 'by-exe:3');
+  assert.equal(typeof deny.reason, 'string');
+});
+
+test('a peer gone before accept matches no exe rule, even its own binary\'s', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  // Control: the helper itself is allowed by by-helper while it is alive.
+  const alive = await h.peerHelper(['request', h.socket], { input: `${JSON.stringify(token('by-helper'))}\n` });
+  assert.equal(JSON.parse(alive.stdout).ok, true, alive.stdout + alive.stderr);
+
+  h.pauseBroker();
+  let resumed = false;
+  const helper = h.spawnPeerHelper(['handoff', h.socket]);
+  try {
+    const pid = Number(/^pid (\d+)$/.exec(await helper.nextLine())[1]);
+    h.resumeBroker();
+    resumed = true;
+    helper.child.stdin.end(`${JSON.stringify(token('by-helper'))}\n`);
+    assertBareDenial(JSON.parse(await helper.nextLine()));
+    const rec = lastDecisionOf(pid);
+    assert.equal(rec.event, 'deny');
+    assert.equal(rec.peer.exe, null, 'unknown, so no rule matches it');
+    assert.equal(rec.rule, 'by-helper:3');
+  } finally {
+    if (!resumed) h.resumeBroker();
+  }
+});
+
+test('a program exec\'d after connecting does not gain what its exe would allow', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  // by-exe lists node; the helper connects, then becomes node: the facts are the helper's.
+  const script = `
+    const net = require('net');
+    const s = new net.Socket({ fd: 3, readable: true, writable: true });
+    const body = Buffer.from(process.argv[1]);
+    const head = Buffer.alloc(4); head.writeUInt32BE(body.length);
+    s.write(Buffer.concat([head, body]));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        process.stdout.write(buf.subarray(4, 4 + buf.readUInt32BE(0)));
+        s.destroy();
+      }
+    });`;
+  const r = await h.peerHelper(['exec', h.socket, process.execPath, '-e', script, JSON.stringify(token('by-exe'))]);
+  assert.equal(r.code, 0, r.stderr);
+  assertBareDenial(JSON.parse(r.stdout));
+  assert.equal(h.auditLines().at(-1).peer.exe, HELPER);
+});
+
+test('a unit rule denies a peer in no unit; the audit says unit null', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  const reply = await h.rawRequest(token('by-unit'));
+  const rec = lastDecisionOf(process.pid);
+  if (rec.peer.unit === 'backup.service') {
+    t.skip('the tests run inside backup.service');
+    return;
+  }
+  assertBareDenial(reply);
+  assert.equal(rec.event, 'deny');
+  assert.equal(rec.rule, 'by-unit:3');
+  assert.ok('unit' in rec.peer);
+});
+
+test('a rate rule answers rate_limited with retry_after, and audits the bucket', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  for (let i = 0; i < 2; i++) {
+    const ok = await h.rawRequest(token('rated'));
+    assert.equal(ok.ok, true, `request ${i + 1} of 2/min: ${JSON.stringify(ok)}`);
+  }
+  const limited = await h.rawRequest(token('rated'));
+  assert.deepEqual(Object.keys(limited).sort(), ['error', 'message', 'ok', 'retry_after', 'v'], JSON.stringify(limited));
+  assert.equal(limited.error, 'rate_limited');
+  assert.ok(Number.isInteger(limited.retry_after) && limited.retry_after >= 1 && limited.retry_after <= 60,
+    `retry_after ${limited.retry_after}`);
+  assert.doesNotMatch(limited.message, /:\d|rule|uid|rated/i);
+  const rec = h.auditLines().at(-1);
+  assert.equal(rec.event, 'deny');
+  assert.equal(rec.decision, 'rate_limited');
+  assert.equal(rec.rule, 'rated:4');
+  assert.equal(typeof rec.rate_key, 'string');
+  assert.ok(rec.rate_key.length > 0);
+  assert.equal(rec.retry_after, limited.retry_after);
+});
+
+test('a min_ttl cap denies a request above it and allows one below', { timeout: 30000 }, async (t) => {
+  if (guard(t)) return;
+  assertBareDenial(await h.rawRequest(token('capped', { min_ttl: 1000 })));
+  assert.equal(h.auditLines().at(-1).rule, 'capped:4');
+  const ok = await h.rawRequest(token('capped', { min_ttl: 600 }));
+  assert.equal(ok.ok, true, JSON.stringify(ok));
+});
