@@ -45,6 +45,13 @@ bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
 
 /* ---- objects ---- */
 
+/* Errors that say the token or the session failed rather than one object: every other object
+ * would fail the same way. Anything else is one broken object, which callers skip. */
+bool error_is_token_wide(int r)
+{
+        return r == -ENOMEM || r == -ENODEV || r == -ENOTCONN || r == -EACCES || r == -EBUSY;
+}
+
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                  CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
@@ -166,6 +173,14 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
                 r = get_label(s, handles[i], label);
                 if (r == -ENOENT || r == -EBADMSG)
                         continue;
+                /* One unreadable object (a torn write, say) must not hide all the others. */
+                if (r < 0 && !error_is_token_wide(r)) {
+                        log_warning_errno(r,
+                                          "Skipping an object on token \"%s\" whose label "
+                                          "cannot be read",
+                                          s->token_label);
+                        continue;
+                }
                 if (r < 0) {
                         data_objects_free(objects, n);
                         return r;

@@ -1,6 +1,7 @@
 /* Unit tests for pkcs11/store against a private SoftHSM2 token: module allow-list, token URI
  * selection, PIN sources, metadata, refresh-token rotation (including a corrupt newest
- * generation), account removal and the install key. */
+ * generation, planted through PKCS#11 and torn on disk), account removal and the install key. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -539,6 +541,306 @@ static void test_refresh_tokens(struct store *s)
         ok(has_label(s, "alerts/refresh_token/11"), "alerts is untouched by zeta's write");
 }
 
+/* ---- generations torn on disk ----
+ *
+ * SoftHSM2's file backend keeps each object in <tokendir>/<token uuid>/<object uuid>.object
+ * (docs/softhsm-torn-writes.md). These tests find the file a write created by listing the
+ * object files before and after it, then damage it the ways a crash or the disk can. */
+
+#define MAX_OBJECT_FILES 64
+
+struct object_files {
+        char paths[MAX_OBJECT_FILES][PATH_MAX];
+        size_t n;
+};
+
+static void list_object_files(struct object_files *out)
+{
+        char tokens[PATH_MAX];
+        DIR *top;
+        struct dirent *t;
+
+        out->n = 0;
+        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        top = opendir(tokens);
+        if (!top)
+                die(tokens);
+        while ((t = readdir(top))) {
+                char dir_path[PATH_MAX];
+                DIR *dir;
+                struct dirent *e;
+
+                if (t->d_name[0] == '.')
+                        continue;
+                if ((size_t)snprintf(dir_path, sizeof(dir_path), "%s/%s", tokens, t->d_name) >=
+                    sizeof(dir_path))
+                        continue;
+                dir = opendir(dir_path);
+                if (!dir)
+                        continue;
+                while ((e = readdir(dir))) {
+                        size_t len = strlen(e->d_name);
+
+                        if (len < 8 || strcmp(e->d_name + len - 7, ".object") != 0 ||
+                            strcmp(e->d_name, "token.object") == 0 || out->n == MAX_OBJECT_FILES)
+                                continue;
+                        if ((size_t)snprintf(out->paths[out->n], PATH_MAX, "%s/%s", dir_path,
+                                             e->d_name) < PATH_MAX)
+                                out->n++;
+                }
+                closedir(dir);
+        }
+        closedir(top);
+}
+
+static bool object_files_contain(const struct object_files *files, const char *path)
+{
+        for (size_t i = 0; i < files->n; i++)
+                if (strcmp(files->paths[i], path) == 0)
+                        return true;
+        return false;
+}
+
+/* Writes token for account and returns the object file that write created. */
+static void write_and_find_file(struct store *s, const char *account, const char *token,
+                                uint64_t want_generation, char file[static PATH_MAX])
+{
+        _cleanup_secret_ struct secret *t = make_secret(token);
+        struct object_files before, after;
+        uint64_t g = 0;
+        char what[128];
+
+        list_object_files(&before);
+        snprintf(what, sizeof(what), "write %s generation %" PRIu64, account, want_generation);
+        is_int(store_write_refresh_token(s, account, t, &g), 0, what);
+        is_int(g, want_generation, "the write reports that generation");
+        list_object_files(&after);
+        file[0] = 0;
+        for (size_t i = 0; i < after.n; i++)
+                if (!object_files_contain(&before, after.paths[i]))
+                        snprintf(file, PATH_MAX, "%s", after.paths[i]);
+        ok(file[0] != 0, "the write created one object file");
+}
+
+static size_t read_whole_file(const char *path, uint8_t *buf, size_t size)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                die(path);
+        n = read(fd, buf, size);
+        if (n < 0)
+                die(path);
+        close(fd);
+        return (size_t)n;
+}
+
+static void write_whole_file(const char *path, const uint8_t *buf, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+        if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
+                die(path);
+        close(fd);
+}
+
+static uint64_t be64_at(const uint8_t *p)
+{
+        uint64_t v = 0;
+
+        for (size_t i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* The offset of CKA_VALUE's bytes in a SoftHSM2 object file: a u64 generation, then per attribute
+ * a u64 type, a u64 kind (1 bool, 2 ulong, 3 bytes, 4 attribute map, 5 mechanism set) and the
+ * value; byte strings and maps carry a u64 length first. 0 when not found. */
+static size_t value_offset(const uint8_t *buf, size_t len)
+{
+        size_t at = 8;
+
+        while (len - at >= 16 && at < len) {
+                uint64_t type = be64_at(buf + at), kind = be64_at(buf + at + 8), size;
+
+                at += 16;
+                if (kind == 1) {
+                        at += 1;
+                        continue;
+                }
+                if (kind == 2) {
+                        at += 8;
+                        continue;
+                }
+                if (len - at < 8)
+                        return 0;
+                size = be64_at(buf + at);
+                at += 8;
+                if (kind == 5)
+                        size *= 8;
+                if (size > len - at)
+                        return 0;
+                if (type == CKA_VALUE && kind == 3)
+                        return at;
+                at += size;
+        }
+        return 0;
+}
+
+enum damage {
+        DAMAGE_EMPTY,       /* killed between SoftHSM's ftruncate() and its write() */
+        DAMAGE_HEADER_ONLY, /* killed after the first write of a new object: no attributes */
+        DAMAGE_HALF,        /* a write cut in the middle (disk full, power loss) */
+        DAMAGE_LAST_BYTE,   /* one byte short */
+        DAMAGE_GARBAGE,     /* overwritten with bytes that parse as nothing */
+        DAMAGE_FLIPPED,     /* one bit of the encrypted value flipped: decrypts "fine" */
+};
+
+static void damage_file(const char *path, enum damage how)
+{
+        uint8_t buf[65536];
+        size_t len = read_whole_file(path, buf, sizeof(buf)), offset;
+
+        switch (how) {
+        case DAMAGE_EMPTY:
+                len = 0;
+                break;
+        case DAMAGE_HEADER_ONLY:
+                len = 8;
+                break;
+        case DAMAGE_HALF:
+                len /= 2;
+                break;
+        case DAMAGE_LAST_BYTE:
+                len -= 1;
+                break;
+        case DAMAGE_GARBAGE:
+                /* Every u64 reads as 0xa5a5…: no valid kind, and no huge length either
+                 * (SoftHSM2 exit()s on an allocation that large, see the doc). */
+                memset(buf + 8, 0xa5, len - 8);
+                break;
+        case DAMAGE_FLIPPED:
+                /* AES-CBC: flipping IV byte k flips plaintext byte k and nothing else. Byte 14
+                 * is the first byte of the token inside the envelope. */
+                offset = value_offset(buf, len);
+                ok(offset > 0, "found CKA_VALUE in the object file");
+                if (offset > 0)
+                        buf[offset + 14] ^= 0x01;
+                break;
+        }
+        write_whole_file(path, buf, len);
+}
+
+/* Account "torn": generation g1 holds older, g2 holds newer and is damaged on disk; a fresh
+ * session (SoftHSM2 caches what it read) must fall back to older, and the next write must go on
+ * from there. Returns the store, reopened. */
+static struct store *torn_newest(struct store *s, enum damage how, const char *name)
+{
+        char first[PATH_MAX], second[PATH_MAX], lock[PATH_MAX], what[160];
+        uint8_t saved[65536];
+        size_t saved_len;
+        _cleanup_secret_ struct secret *older = make_secret("0.OLDER-intact-token");
+        _cleanup_secret_ struct secret *next = make_secret("0.NEXT-after-damage");
+        struct store_refresh_token_info info;
+        struct secret *out = NULL;
+        unsigned removed;
+        uint64_t g = 0;
+
+        (void)store_remove_account(s, "torn", &removed);
+        write_and_find_file(s, "torn", secret_str(older), 1, first);
+        saved_len = read_whole_file(first, saved, sizeof(saved));
+        write_and_find_file(s, "torn", "0.NEWER-to-be-damaged", 2, second);
+        store_close(s);
+
+        /* Bring generation 1 back as a crash between create and destroy would have left it. */
+        snprintf(lock, sizeof(lock), "%.*s.lock", (int)(strlen(first) - strlen(".object")), first);
+        write_file(first, "", 0600);
+        write_file(lock, "", 0600);
+        write_whole_file(first, saved, saved_len);
+        damage_file(second, how);
+
+        s = NULL;
+        if (open_default(&s) < 0 || !s)
+                die("reopen after damage");
+        snprintf(what, sizeof(what), "%s newest: the older generation is read", name);
+        is_int(store_read_refresh_token(s, "torn", &out, &g), 0, what);
+        ok(out && secret_equal(out, older), "it is the older token");
+        is_int(g, 1, "generation 1");
+        secret_free(out);
+        out = NULL;
+        is_int(store_refresh_token_info(s, "torn", &info), 0, "info skips it as well");
+        is_int(info.generation, 1, "info: generation 1");
+
+        snprintf(what, sizeof(what), "%s newest: the next rotation succeeds", name);
+        is_int(store_write_refresh_token(s, "torn", next, &g), 0, what);
+        ok(g >= 2, "and goes on past generation 1");
+        is_int(store_read_refresh_token(s, "torn", &out, &g), 0, "read after that rotation");
+        ok(out && secret_equal(out, next), "the new token is read");
+        secret_free(out);
+        return s;
+}
+
+static struct store *test_torn_generations(struct store *s)
+{
+        _cleanup_secret_ struct secret *legacy = make_secret("0.LEGACY-raw-token");
+        struct store_refresh_token_info info;
+        struct secret *out = NULL;
+        char only[PATH_MAX];
+        unsigned removed;
+        time_t before = time(NULL);
+        uint64_t g = 0;
+
+        /* stored_at: recorded for new writes, unknown (0) for a legacy raw value. */
+        write_and_find_file(s, "dated", "0.DATED-token", 1, only);
+        is_int(store_refresh_token_info(s, "dated", &info), 0, "info of a new write");
+        ok(info.stored_at >= (uint64_t)before && info.stored_at <= (uint64_t)time(NULL) + 1,
+           "stored_at is the time of the write");
+        is_int(info.n_generations, 1, "one generation");
+        is_int(raw_create(s, "legacy/refresh_token/1", "0.LEGACY-raw-token", 18), CKR_OK,
+               "plant a legacy raw-token generation");
+        is_int(store_read_refresh_token(s, "legacy", &out, &g), 0, "a legacy value is read");
+        ok(out && secret_equal(out, legacy), "as the raw token it is");
+        secret_free(out);
+        out = NULL;
+        is_int(store_refresh_token_info(s, "legacy", &info), 0, "info of a legacy value");
+        is_int(info.stored_at, 0, "stored_at of a legacy value is unknown (0)");
+        is_int(raw_create(s, "legacy/refresh_token/2", "\0cbrt\x01", 6), CKR_OK,
+               "plant a truncated envelope as generation 2");
+        is_int(raw_create(s, "legacy/refresh_token/3", "\0cbrt\x02xxxxxxxx0.TOKENyyyyyyyy", 27),
+               CKR_OK, "plant an envelope of an unknown version as generation 3");
+        is_int(store_read_refresh_token(s, "legacy", &out, &g), 0, "bad envelopes are skipped");
+        is_int(g, 1, "the legacy generation 1 is chosen");
+        secret_free(out);
+        out = NULL;
+
+        s = torn_newest(s, DAMAGE_EMPTY, "a zero-length");
+        s = torn_newest(s, DAMAGE_HEADER_ONLY, "an attribute-less");
+        s = torn_newest(s, DAMAGE_HALF, "a half-written");
+        s = torn_newest(s, DAMAGE_LAST_BYTE, "a one-byte-short");
+        s = torn_newest(s, DAMAGE_GARBAGE, "a garbage");
+        s = torn_newest(s, DAMAGE_FLIPPED, "a bit-flipped");
+
+        /* The only generation torn: no token (so needs_reauth upstream), but no error either. */
+        (void)store_remove_account(s, "alone", &removed);
+        write_and_find_file(s, "alone", "0.ALONE-token", 1, only);
+        store_close(s);
+        damage_file(only, DAMAGE_HALF);
+        s = NULL;
+        if (open_default(&s) < 0 || !s)
+                die("reopen after damage");
+        out = (struct secret *)0x1;
+        is_int(store_read_refresh_token(s, "alone", &out, &g), -ENOENT,
+               "the only generation torn: -ENOENT, not a failure of the store");
+        ok(out == (struct secret *)0x1, "ret_token untouched");
+        is_int(store_refresh_token_info(s, "alone", &info), -ENOENT, "info: -ENOENT");
+        (void)store_remove_account(s, "alone", &removed);
+        (void)store_remove_account(s, "torn", &removed);
+        (void)store_remove_account(s, "dated", &removed);
+        (void)store_remove_account(s, "legacy", &removed);
+        return s;
+}
+
 static void test_remove(struct store *s)
 {
         unsigned removed = 0;
@@ -600,6 +902,7 @@ int main(void)
                 test_meta(s);
                 test_invalid_names(s);
                 test_refresh_tokens(s);
+                s = test_torn_generations(s);
                 test_remove(s);
                 test_install_key(s); /* closes s */
         }
