@@ -49,6 +49,8 @@ const char *rv_name(CK_RV rv);
 int rv_to_errno(CK_RV rv);
 /* Logs a failed call with its CK_RV name and returns the negative errno it maps to. */
 int ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
+/* Logs what a failed C_Login means (wrong PIN, locked, expired, …) and returns its errno. */
+int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path);
 
 /* store-object.c: labels */
 bool account_is_valid(const char *account);

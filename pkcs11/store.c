@@ -422,6 +422,49 @@ static int read_pin(const char *path, bool check_mode, struct secret **ret)
 
 /* ---- module, token, session ---- */
 
+#define TOKEN_LIST_MAX 1024
+
+/* "label" (serial S, manufacturer M, model X), … for every initialized token in slots, for the
+ * error that has to tell an administrator what a URI could have selected. Truncated, never
+ * overflowing, when there are many. */
+static void describe_tokens(struct store *s, const CK_SLOT_ID *slots, size_t n_slots,
+                            char list[static TOKEN_LIST_MAX])
+{
+        size_t used = 0;
+
+        list[0] = 0;
+        for (size_t i = 0; i < n_slots; i++) {
+                _cleanup_free_ char *label = NULL, *serial = NULL, *manufacturer = NULL,
+                                    *model = NULL;
+                CK_TOKEN_INFO info;
+                int n;
+
+                if (s->module->C_GetTokenInfo(slots[i], &info) != CKR_OK ||
+                    !(info.flags & CKF_TOKEN_INITIALIZED))
+                        continue;
+                label = p11_kit_space_strdup(info.label, sizeof(info.label));
+                serial = p11_kit_space_strdup(info.serialNumber, sizeof(info.serialNumber));
+                manufacturer =
+                    p11_kit_space_strdup(info.manufacturerID, sizeof(info.manufacturerID));
+                model = p11_kit_space_strdup(info.model, sizeof(info.model));
+                n = snprintf(list + used, TOKEN_LIST_MAX - used,
+                             "%s\"%s\" (serial %s, manufacturer %s, model %s)", used ? ", " : "",
+                             label ? label : "?", serial ? serial : "?",
+                             manufacturer ? manufacturer : "?", model ? model : "?");
+                if (n < 0) {
+                        list[used] = 0;
+                        return;
+                }
+                if ((size_t)n >= TOKEN_LIST_MAX - used) {
+                        /* snprintf() filled the buffer: end it with a sign that more
+                         * followed. */
+                        memcpy(list + TOKEN_LIST_MAX - 4, "...", 4);
+                        return;
+                }
+                used += (size_t)n;
+        }
+}
+
 static int find_token(struct store *s, const char *module_path, const char *token_uri,
                       CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info)
 {
@@ -500,29 +543,18 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         }
 
         if (n_matches == 0) {
-                log_error("No initialized PKCS#11 token matches %s in module %s; list the "
-                          "tokens with: p11tool --provider=%s --list-tokens",
-                          token_uri, module_path, module_path);
+                char list[TOKEN_LIST_MAX];
+
+                describe_tokens(s, slots, n_slots, list);
+                log_error("No initialized PKCS#11 token matches %s in module %s; the module has "
+                          "%s.",
+                          token_uri, module_path, list[0] ? list : "no initialized token");
                 return -ENODEV;
         }
         if (n_matches > 1) {
-                char list[1024];
-                size_t used = 0;
+                char list[TOKEN_LIST_MAX];
 
-                list[0] = 0;
-                for (size_t i = 0; i < n_matches; i++) {
-                        _cleanup_free_ char *label = NULL, *serial = NULL;
-
-                        if (s->module->C_GetTokenInfo(matches[i], &info) != CKR_OK)
-                                continue;
-                        label = p11_kit_space_strdup(info.label, sizeof(info.label));
-                        serial = p11_kit_space_strdup(info.serialNumber, sizeof(info.serialNumber));
-                        int n = snprintf(list + used, sizeof(list) - used, "%s\"%s\" (serial %s)",
-                                         i ? ", " : "", label ? label : "?", serial ? serial : "?");
-                        if (n < 0 || (size_t)n >= sizeof(list) - used)
-                                break;
-                        used += (size_t)n;
-                }
+                describe_tokens(s, matches, n_matches, list);
                 log_error("PKCS#11 URI %s matches %zu tokens: %s; make token_uri select one, "
                           "e.g. by adding ;serial=…",
                           token_uri, n_matches, list);
@@ -534,6 +566,36 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         return 0;
 }
 
+/* What a failed C_Login means to an administrator. There is never a second attempt: a PIN from a
+ * file does not change between tries, so retrying only runs the token's counter down to a
+ * lockout. */
+int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path)
+{
+        switch (rv) {
+        case CKR_PIN_INCORRECT:
+        case CKR_PIN_LEN_RANGE:
+        case CKR_PIN_INVALID:
+                log_error("The PIN from %s is wrong for token \"%s\" (%s); not retrying. Put the "
+                          "token's user PIN into %s.",
+                          pin_source, s->token_label, rv_name(rv), pin_path);
+                return rv_to_errno(rv);
+        case CKR_PIN_LOCKED:
+                log_error("The user PIN of token \"%s\" is locked; the token's security officer "
+                          "must unlock it by setting the user PIN again with the SO PIN "
+                          "(pkcs11-tool --init-pin --login --login-type so), then put that PIN "
+                          "into %s.",
+                          s->token_label, pin_source);
+                return rv_to_errno(rv);
+        case CKR_PIN_EXPIRED:
+                log_error("The user PIN of token \"%s\" has expired; set a new one "
+                          "(pkcs11-tool --change-pin) and put it into %s.",
+                          s->token_label, pin_source);
+                return rv_to_errno(rv);
+        default:
+                return ck_fail(s, "C_Login", pin_source, rv);
+        }
+}
+
 static int login(struct store *s, const char *pin_source, const char *pin_path, bool check_mode,
                  CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
 {
@@ -542,12 +604,9 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
         CK_RV rv;
         int r;
 
-        if (info->flags & CKF_USER_PIN_LOCKED) {
-                log_error("The user PIN of token \"%s\" is locked; unlock it with the SO PIN "
-                          "(pkcs11-tool --init-pin --login --login-type so) and start again.",
-                          s->token_label);
-                return -EPERM;
-        }
+        /* Reported by the token before any attempt: no C_Login, the same message. */
+        if (info->flags & CKF_USER_PIN_LOCKED)
+                return login_error(s, CKR_PIN_LOCKED, pin_source, pin_path);
         if (!(info->flags & CKF_USER_PIN_INITIALIZED)) {
                 log_error("Token \"%s\" has no user PIN yet; set one with the SO PIN "
                           "(pkcs11-tool --init-pin --login --login-type so).",
@@ -570,23 +629,12 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
                 /* Another user of the module in this process logged in; the login is theirs
                  * to end, so store_close() must not log out. */
                 return 0;
-        case CKR_PIN_INCORRECT:
-                /* One attempt only: retrying a wrong PIN from a file just runs the token's
-                 * retry counter down to a lockout. */
-                log_error("The PIN from %s is wrong for token \"%s\"; not retrying. Put the "
-                          "token's user PIN into %s.",
-                          pin_source, s->token_label, pin_path);
-                if (s->module->C_GetTokenInfo(slot, &after) == CKR_OK &&
+        default:
+                r = login_error(s, rv, pin_source, pin_path);
+                if (rv == CKR_PIN_INCORRECT && s->module->C_GetTokenInfo(slot, &after) == CKR_OK &&
                     (after.flags & CKF_USER_PIN_FINAL_TRY))
                         log_error("One more wrong PIN will lock token \"%s\".", s->token_label);
-                return rv_to_errno(rv);
-        case CKR_PIN_LOCKED:
-                log_error("The user PIN of token \"%s\" is locked; unlock it with the SO PIN "
-                          "(pkcs11-tool --init-pin --login --login-type so), then fix %s.",
-                          s->token_label, pin_source);
-                return rv_to_errno(rv);
-        default:
-                return ck_fail(s, "C_Login", pin_source, rv);
+                return r;
         }
 }
 

@@ -19,6 +19,7 @@
 #include <p11-kit/pkcs11.h>
 
 #include "secret.h"
+#include "store-internal.h"
 #include "store-private.h"
 #include "store.h"
 #include "tap.h"
@@ -408,6 +409,437 @@ static void test_pin_sources(void)
         unsetenv("CREDENTIALS_DIRECTORY");
 }
 
+/* ---- files on disk ---- */
+
+static size_t read_whole_file(const char *path, uint8_t *buf, size_t size)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                die(path);
+        n = read(fd, buf, size);
+        if (n < 0)
+                die(path);
+        close(fd);
+        return (size_t)n;
+}
+
+static void write_whole_file(const char *path, const uint8_t *buf, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+        if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
+                die(path);
+        close(fd);
+}
+
+static uint64_t be64_at(const uint8_t *p)
+{
+        uint64_t v = 0;
+
+        for (size_t i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* ---- what an administrator reads: log lines captured from stderr ---- */
+
+static char captured[16384];
+static int saved_stderr = -1;
+
+static void capture_start(void)
+{
+        char path[PATH_MAX];
+        int fd;
+
+        path_in_tmp(path, sizeof(path), "stderr.txt");
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        saved_stderr = dup(STDERR_FILENO);
+        if (fd < 0 || saved_stderr < 0 || dup2(fd, STDERR_FILENO) < 0)
+                die("capture stderr");
+        close(fd);
+}
+
+/* Ends the capture, echoes what was caught to the real stderr, and returns it. */
+static const char *capture_end(void)
+{
+        char path[PATH_MAX];
+        int fd;
+        ssize_t n;
+
+        if (dup2(saved_stderr, STDERR_FILENO) < 0)
+                die("restore stderr");
+        close(saved_stderr);
+        path_in_tmp(path, sizeof(path), "stderr.txt");
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        n = fd < 0 ? -1 : read(fd, captured, sizeof(captured) - 1);
+        if (n < 0)
+                die("read captured stderr");
+        close(fd);
+        captured[n] = 0;
+        fputs(captured, stderr);
+        return captured;
+}
+
+/* Opens with the arguments, expects want, and expects each of the needles in what it logged. */
+static void refused_saying(const char *module_path, char *const *dirs, size_t n_dirs,
+                           const char *uri, const char *pin, int want, const char *what,
+                           const char *const *needles)
+{
+        const char *log;
+
+        capture_start();
+        refused(module_path, dirs, n_dirs, uri, pin, want, what);
+        log = capture_end();
+        for (size_t i = 0; needles[i]; i++) {
+                char name[256];
+
+                snprintf(name, sizeof(name), "  ... and the error says \"%s\"", needles[i]);
+                if (!ok(strstr(log, needles[i]) != NULL, name))
+                        printf("#   logged: %s\n", log);
+        }
+}
+
+/* ---- more of opening: module allow-list, URI, PIN edge cases ---- */
+
+static void test_module_allow_list(void)
+{
+        char allowed[PATH_MAX], outside[PATH_MAX], pattern[PATH_MAX], path[PATH_MAX],
+            real[PATH_MAX];
+        char *const dirs[] = {pattern};
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+        struct store *s = NULL;
+
+        path_in_tmp(allowed, sizeof(allowed), "allowed");
+        path_in_tmp(outside, sizeof(outside), "outside");
+        if (mkdir(allowed, 0755) < 0 || mkdir(outside, 0755) < 0)
+                die("mkdir");
+        snprintf(pattern, sizeof(pattern), "%s", allowed);
+
+        /* A module really inside a configured directory loads, even a copy under /tmp. */
+        path_in_tmp(path, sizeof(path), "allowed/libsofthsm2.so");
+        copy_file(module, path, 0755);
+        if (chmod(path, 0755) < 0)
+                die("chmod");
+        is_int(open_with(path, dirs, 1, uri, pin_source, &s), 0,
+               "module_dirs is honoured: a module in a configured directory loads");
+        store_close(s);
+        s = NULL;
+
+        /* A symlink inside the allowed directory that points out of it is judged by its
+         * target. */
+        path_in_tmp(real, sizeof(real), "outside/libsofthsm2.so");
+        copy_file(module, real, 0755);
+        if (chmod(real, 0755) < 0)
+                die("chmod");
+        path_in_tmp(path, sizeof(path), "allowed/escape.so");
+        if (symlink(real, path) < 0)
+                die("symlink");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM,
+                       "a symlink in an allowed directory pointing out of it is refused",
+                       (const char *const[]){"resolved to", outside, "module_dirs", NULL});
+
+        /* The same with "..": refused before anything is resolved. */
+        path_in_tmp(path, sizeof(path), "allowed/../outside/libsofthsm2.so");
+        refused_saying(path, dirs, 1, uri, pin_source, -EINVAL, "a path through .. is refused",
+                       (const char *const[]){"\"..\"", NULL});
+        refused_saying("libsofthsm2.so", dirs, 1, uri, pin_source, -EINVAL,
+                       "a bare file name is refused", (const char *const[]){"not absolute", NULL});
+        path_in_tmp(path, sizeof(path), "allowed/missing.so");
+        refused_saying(path, dirs, 1, uri, pin_source, -ENOENT, "a missing module is refused",
+                       (const char *const[]){path, "No such file", NULL});
+
+        path_in_tmp(path, sizeof(path), "allowed/writable.so");
+        copy_file(module, path, 0775);
+        if (chmod(path, 0775) < 0)
+                die("chmod");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM, "a group-writable module is refused",
+                       (const char *const[]){"chmod go-w", NULL});
+        refused_saying(allowed, dirs, 1, uri, pin_source, -EPERM,
+                       "a directory is not a module (its parent is not allowed)",
+                       (const char *const[]){"outside the allowed module directories", NULL});
+}
+
+/* The serial number of the token behind an open store. */
+static void token_serial(struct store *s, char serial[static 17])
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_SESSION_INFO session_info;
+        CK_TOKEN_INFO info;
+        size_t len = 16;
+
+        store_private_session(s, &m, &session);
+        if (m->C_GetSessionInfo(session, &session_info) != CKR_OK ||
+            m->C_GetTokenInfo(session_info.slotID, &info) != CKR_OK)
+                die("token info");
+        memcpy(serial, info.serialNumber, 16);
+        while (len > 0 && serial[len - 1] == ' ')
+                len--;
+        serial[len] = 0;
+}
+
+static void test_token_uri_selection(void)
+{
+        char serial[17], uri[256];
+        struct store *s = NULL;
+
+        if (open_default(&s) < 0 || !s)
+                die("open");
+        token_serial(s, serial);
+        store_close(s);
+        s = NULL;
+
+        refused_saying(module, lib_dirs, 1, "pkcs11:manufacturer=SoftHSM%20project", pin_source,
+                       -ENOTUNIQ, "two matching tokens: refused, both listed",
+                       (const char *const[]){"matches 2 tokens", "\"" TOKEN_LABEL "\"",
+                                             "\"" OTHER_LABEL "\"", serial, NULL});
+        refused_saying(module, lib_dirs, 1, "pkcs11:token=nothing-like-it", pin_source, -ENODEV,
+                       "no matching token: refused, and the tokens that exist are listed",
+                       (const char *const[]){"\"" TOKEN_LABEL "\"", "\"" OTHER_LABEL "\"",
+                                             "SoftHSM project", serial, NULL});
+
+        snprintf(uri, sizeof(uri), "pkcs11:manufacturer=SoftHSM%%20project;serial=%s", serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "manufacturer plus serial selects one token");
+        store_close(s);
+        s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s;model=SoftHSM%%20v2", TOKEN_LABEL,
+                 serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "label, serial and model together select the token");
+        store_close(s);
+        s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s", OTHER_LABEL, serial);
+        refused(module, lib_dirs, 1, uri, pin_source, -ENODEV,
+                "a label with another token's serial matches nothing");
+}
+
+/* The directory of the SoftHSM2 token whose (plain-text) label is label. */
+static void token_object_of(const char *label, char path[static PATH_MAX])
+{
+        char tokens[PATH_MAX];
+        DIR *top;
+        struct dirent *t;
+
+        path[0] = 0;
+        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        top = opendir(tokens);
+        if (!top)
+                die(tokens);
+        while ((t = readdir(top))) {
+                uint8_t buf[4096];
+                size_t len;
+                char candidate[PATH_MAX];
+
+                if (t->d_name[0] == '.')
+                        continue;
+                if ((size_t)snprintf(candidate, sizeof(candidate), "%s/%s/token.object", tokens,
+                                     t->d_name) >= sizeof(candidate))
+                        continue;
+                len = read_whole_file(candidate, buf, sizeof(buf));
+                if (memmem(buf, len, label, strlen(label))) {
+                        snprintf(path, PATH_MAX, "%s", candidate);
+                        break;
+                }
+        }
+        closedir(top);
+        if (!path[0])
+                die("token.object not found");
+}
+
+/* SoftHSM2 never locks a PIN by itself (it only sets CKF_USER_PIN_COUNT_LOW after failures, see
+ * docs/softhsm-torn-writes.md), so the test sets CKF_USER_PIN_LOCKED in the token flags it
+ * keeps in clear in token.object: the only u64 ("kind 2") attribute there. */
+static void set_pin_locked(const char *path, bool locked)
+{
+        uint8_t buf[4096];
+        size_t len = read_whole_file(path, buf, sizeof(buf)), at = 8;
+        bool done = false;
+
+        while (len - at >= 16 && at < len) {
+                uint64_t kind = be64_at(buf + at + 8), flags;
+
+                at += 16;
+                if (kind == 1) {
+                        at += 1;
+                        continue;
+                }
+                if (kind == 2 && len - at >= 8) {
+                        flags = be64_at(buf + at);
+                        flags = locked ? flags | CKF_USER_PIN_LOCKED : flags & ~CKF_USER_PIN_LOCKED;
+                        for (size_t i = 0; i < 8; i++)
+                                buf[at + i] = (uint8_t)(flags >> (56 - 8 * i));
+                        done = true;
+                        at += 8;
+                        continue;
+                }
+                if (len - at < 8 || be64_at(buf + at) > (uint64_t)(len - at - 8))
+                        break;
+                at += 8 + be64_at(buf + at);
+        }
+        if (!done)
+                die("no token flags in token.object");
+        write_whole_file(path, buf, len);
+}
+
+/* How many times the PKCS#11 spy (opensc's pkcs11-spy.so, which logs every call it forwards)
+ * saw C_Login. */
+static int count_logins(const char *spy_log)
+{
+        static char buf[1 << 22];
+        int fd = open(spy_log, O_RDONLY | O_CLOEXEC), count = 0;
+        size_t len = 0;
+        ssize_t n;
+
+        /* A missing log is zero calls: the spy creates it on its first. */
+        if (fd < 0)
+                return 0;
+        while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+                len += (size_t)n;
+        close(fd);
+        if (len == sizeof(buf) - 1)
+                die("spy log too large");
+        buf[len] = 0;
+        for (const char *p = buf; (p = strstr(p, "C_Login")); p++)
+                count++;
+        return count;
+}
+
+static void test_pin_edge_cases(void)
+{
+        static const char spy[] = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
+        char path[PATH_MAX], source[PATH_MAX + 16], spy_log[PATH_MAX], real[PATH_MAX],
+            credentials[PATH_MAX], token_object[PATH_MAX];
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+        struct store fake = {.token_label = (char *)"fake-token"};
+        struct store *s = NULL;
+        int logins;
+
+        path_in_tmp(path, sizeof(path), "pin-0604");
+        write_file(path, USER_PIN, 0604);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -EPERM,
+                       "a PIN file readable by others only (0604) is refused",
+                       (const char *const[]){"0604", "chmod 0600", NULL});
+
+        path_in_tmp(path, sizeof(path), "no-such-pin");
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -ENOENT, "a missing PIN file is refused",
+                       (const char *const[]){path, "No such file", NULL});
+
+        path_in_tmp(path, sizeof(path), "pin-newline-only");
+        write_file(path, "\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -ENODATA,
+                       "a PIN file of only a newline is refused as empty",
+                       (const char *const[]){"is empty", NULL});
+
+        path_in_tmp(path, sizeof(path), "pin-newline");
+        write_file(path, USER_PIN "\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN with a trailing newline works");
+        store_close(s);
+        s = NULL;
+        path_in_tmp(path, sizeof(path), "pin-crlf");
+        write_file(path, USER_PIN "\r\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN with a trailing CR LF works");
+        store_close(s);
+        s = NULL;
+        path_in_tmp(path, sizeof(path), "pin-bare");
+        write_file(path, USER_PIN, 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN without a trailing newline works");
+        store_close(s);
+        s = NULL;
+
+        /* credential: */
+        refused_saying(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
+                       "credential: without $CREDENTIALS_DIRECTORY says how to fix it",
+                       (const char *const[]){"CREDENTIALS_DIRECTORY", "LoadCredential=", NULL});
+        refused(module, lib_dirs, 1, uri, "credential:", -EINVAL,
+                "an empty credential name is refused");
+        refused(module, lib_dirs, 1, uri, "credential:a/b", -EINVAL,
+                "a credential name with a slash is refused");
+        refused(module, lib_dirs, 1, uri, "credential:.", -EINVAL,
+                "the credential name . is refused");
+        path_in_tmp(credentials, sizeof(credentials), "credentials-2");
+        if (mkdir(credentials, 0700) < 0 || setenv("CREDENTIALS_DIRECTORY", credentials, 1) < 0)
+                die(credentials);
+        refused_saying(module, lib_dirs, 1, uri, "credential:absent", -ENOENT,
+                       "a credential that systemd did not provide is refused",
+                       (const char *const[]){"absent", NULL});
+        /* systemd may grant the service user access by ACL: group bits are fine here. */
+        path_in_tmp(path, sizeof(path), "credentials-2/pin");
+        write_file(path, USER_PIN "\n", 0440);
+        is_int(open_with(module, lib_dirs, 1, uri, "credential:pin", &s), 0,
+               "a credential readable through its group (an ACL) is accepted");
+        store_close(s);
+        s = NULL;
+        unsetenv("CREDENTIALS_DIRECTORY");
+
+        /* A wrong PIN: one clear error naming the token, and exactly one C_Login. */
+        path_in_tmp(spy_log, sizeof(spy_log), "spy.log");
+        if (access(spy, R_OK) == 0 && realpath(module, real)) {
+                setenv("PKCS11SPY", real, 1);
+                setenv("PKCS11SPY_OUTPUT", spy_log, 1);
+                path_in_tmp(path, sizeof(path), "pin-wrong-2");
+                write_file(path, "4321\n", 0600);
+                snprintf(source, sizeof(source), "file:%s", path);
+                logins = count_logins(spy_log);
+                refused_saying(spy, lib_dirs, 1, uri, source, -EACCES,
+                               "a wrong PIN is refused with one error naming the token",
+                               (const char *const[]){"wrong for token \"" TOKEN_LABEL "\"",
+                                                     "not retrying", NULL});
+                is_int(count_logins(spy_log) - logins, 1, "a wrong PIN: exactly one C_Login");
+
+                /* A locked PIN: reported from the token info, without any C_Login. */
+                token_object_of(OTHER_LABEL, token_object);
+                set_pin_locked(token_object, true);
+                logins = count_logins(spy_log);
+                refused_saying(spy, lib_dirs, 1, "pkcs11:token=" OTHER_LABEL, pin_source, -EPERM,
+                               "a locked user PIN is refused with its own message",
+                               (const char *const[]){"\"" OTHER_LABEL "\" is locked",
+                                                     "security officer", "--init-pin", NULL});
+                is_int(count_logins(spy_log) - logins, 0, "a locked PIN: no C_Login at all");
+                set_pin_locked(token_object, false);
+                is_int(open_with(module, lib_dirs, 1, "pkcs11:token=" OTHER_LABEL, pin_source, &s),
+                       0, "unlocked again, the token opens");
+                store_close(s);
+                s = NULL;
+                unsetenv("PKCS11SPY");
+                unsetenv("PKCS11SPY_OUTPUT");
+        } else {
+                ok(1, "# SKIP pkcs11-spy.so (opensc-pkcs11) is not installed");
+        }
+
+        /* The C_Login results SoftHSM2 cannot produce, through the one function that turns
+         * them into messages. */
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_LOCKED, "file:/x", "/x"), -EPERM,
+               "CKR_PIN_LOCKED is -EPERM");
+        ok(strstr(capture_end(), "security officer") != NULL,
+           "  ... and tells the security officer to unlock it");
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_EXPIRED, "file:/x", "/x"), -EPERM,
+               "CKR_PIN_EXPIRED is -EPERM");
+        ok(strstr(capture_end(), "expired") != NULL, "  ... and says it expired");
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_LEN_RANGE, "file:/x", "/x"), -EACCES,
+               "CKR_PIN_LEN_RANGE is a wrong PIN");
+        ok(strstr(capture_end(), "wrong for token \"fake-token\"") != NULL,
+           "  ... and names the token");
+        capture_start();
+        is_int(login_error(&fake, CKR_DEVICE_ERROR, "file:/x", "/x"), -EIO,
+               "another failure is -EIO");
+        ok(strstr(capture_end(), "CKR_DEVICE_ERROR") != NULL, "  ... and names the CK_RV");
+}
+
 static void test_meta(struct store *s)
 {
         char *json = (char *)0x1;
@@ -620,38 +1052,6 @@ static void write_and_find_file(struct store *s, const char *account, const char
                 if (!object_files_contain(&before, after.paths[i]))
                         snprintf(file, PATH_MAX, "%s", after.paths[i]);
         ok(file[0] != 0, "the write created one object file");
-}
-
-static size_t read_whole_file(const char *path, uint8_t *buf, size_t size)
-{
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        ssize_t n;
-
-        if (fd < 0)
-                die(path);
-        n = read(fd, buf, size);
-        if (n < 0)
-                die(path);
-        close(fd);
-        return (size_t)n;
-}
-
-static void write_whole_file(const char *path, const uint8_t *buf, size_t len)
-{
-        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-
-        if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
-                die(path);
-        close(fd);
-}
-
-static uint64_t be64_at(const uint8_t *p)
-{
-        uint64_t v = 0;
-
-        for (size_t i = 0; i < 8; i++)
-                v = v << 8 | p[i];
-        return v;
 }
 
 /* The offset of CKA_VALUE's bytes in a SoftHSM2 object file: a u64 generation, then per attribute
@@ -896,6 +1296,9 @@ int main(void)
         test_module_paths();
         test_token_uri();
         test_pin_sources();
+        test_module_allow_list();
+        test_token_uri_selection();
+        test_pin_edge_cases();
 
         is_int(open_default(&s), 0, "open the test token");
         if (s) {
