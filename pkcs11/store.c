@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -600,7 +602,9 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
                  CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
 {
         _cleanup_secret_ struct secret *pin = NULL;
+        sigset_t termination, saved;
         CK_TOKEN_INFO after;
+        bool masked;
         CK_RV rv;
         int r;
 
@@ -617,7 +621,20 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
         r = read_pin(pin_path, check_mode, &pin);
         if (r < 0)
                 return r;
+        /* SoftHSM2 rewrites its token.object in place (ftruncate, then write) on every
+         * successful login; dying in between leaves the token uninitialized, every object in
+         * it lost (docs/softhsm-torn-writes.md). SIGKILL cannot be held off, but Ctrl-C on the
+         * CLI or a stop request can wait the few microseconds until the login is done. The
+         * broker already blocks these for its signalfd; this covers the CLI. */
+        sigemptyset(&termination);
+        sigaddset(&termination, SIGINT);
+        sigaddset(&termination, SIGTERM);
+        sigaddset(&termination, SIGHUP);
+        sigaddset(&termination, SIGQUIT);
+        masked = pthread_sigmask(SIG_BLOCK, &termination, &saved) == 0;
         rv = s->module->C_Login(s->session, CKU_USER, secret_data(pin), secret_len(pin));
+        if (masked)
+                (void)pthread_sigmask(SIG_SETMASK, &saved, NULL);
         /* The PIN is needed for exactly this one call. */
         secret_free(TAKE_PTR(pin));
 

@@ -7,6 +7,8 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -816,6 +818,18 @@ static void test_pin_edge_cases(void)
                 unsetenv("PKCS11SPY_OUTPUT");
         } else {
                 ok(1, "# SKIP pkcs11-spy.so (opensc-pkcs11) is not installed");
+        }
+
+        {
+                sigset_t mask;
+
+                if (open_default(&s) < 0)
+                        die("open");
+                store_close(s);
+                s = NULL;
+                pthread_sigmask(SIG_SETMASK, NULL, &mask);
+                ok(!sigismember(&mask, SIGINT) && !sigismember(&mask, SIGTERM),
+                   "the signals held off during C_Login are unblocked again");
         }
 
         /* The C_Login results SoftHSM2 cannot produce, through the one function that turns
