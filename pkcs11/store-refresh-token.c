@@ -73,7 +73,10 @@ static int list_generations(struct store *s, const char *account, struct generat
  * A generation's CKA_VALUE is an envelope around the token:
  *
  *   "\0cbrt" (5 bytes) | version 1 (1 byte) | stored_at (u64, big-endian unix seconds) |
- *   refresh token (1..TOKEN_MAX_LEN bytes) | check (first 8 bytes of SHA-256 of all before it)
+ *   refresh token (1..TOKEN_MAX_LEN bytes) | check (8 bytes)
+ *
+ * where check is the first 8 bytes of SHA-256(label, NUL, everything before the check), label
+ * being the object's own "<account>/refresh_token/<g>".
  *
  * Why in the value: the write time must be exactly as crash-consistent as the token it dates.
  * C_CreateObject makes the object visible with every template attribute at once (SoftHSM2 applies
@@ -84,8 +87,10 @@ static int list_generations(struct store *s, const char *account, struct generat
  *
  * Why the check: SoftHSM2 encrypts private values with AES-CBC and no MAC, so a flipped bit on
  * disk decrypts to a silently different token; the check makes such a generation corrupt (skipped)
- * instead of chosen. It detects accidents, it does not authenticate: the token's own encryption
- * and access control do that.
+ * instead of chosen. The label is hashed too because it is encrypted the same way: a flip that
+ * turned ".../3" into ".../7" would otherwise make an old token look like the newest. The check
+ * detects accidents, it does not authenticate: the token's own encryption and access control
+ * do that.
  *
  * Tokens stored before the envelope existed are the raw token bytes. A raw token is printable
  * ASCII (token_is_valid()), so it can never start with the envelope's NUL byte; such a value is
@@ -97,17 +102,25 @@ static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
 #define ENVELOPE_CHECK   8
 #define ENVELOPE_MAX     (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
 
-static int envelope_check(const uint8_t *data, size_t len, uint8_t check[static ENVELOPE_CHECK])
+static int envelope_check(const char *label, const uint8_t *data, size_t len,
+                          uint8_t check[static ENVELOPE_CHECK])
 {
+        gnutls_hash_hd_t hash;
         uint8_t digest[32];
 
-        if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, digest) < 0)
+        if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0)
+                return -ENOMEM;
+        if (gnutls_hash(hash, label, strlen(label) + 1) < 0 || gnutls_hash(hash, data, len) < 0) {
+                gnutls_hash_deinit(hash, NULL);
                 return -EIO;
+        }
+        gnutls_hash_deinit(hash, digest);
         memcpy(check, digest, ENVELOPE_CHECK);
         return 0;
 }
 
-static int envelope_build(const struct secret *token, uint64_t stored_at, struct secret **ret)
+static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
+                          struct secret **ret)
 {
         _cleanup_secret_ struct secret *envelope = NULL;
         uint8_t header[ENVELOPE_HEADER], check[ENVELOPE_CHECK];
@@ -125,7 +138,7 @@ static int envelope_build(const struct secret *token, uint64_t stored_at, struct
         if (r >= 0)
                 r = secret_append(envelope, secret_str(token), secret_len(token));
         if (r >= 0)
-                r = envelope_check(secret_data(envelope), secret_len(envelope), check);
+                r = envelope_check(label, secret_data(envelope), secret_len(envelope), check);
         if (r >= 0)
                 r = secret_append(envelope, check, sizeof(check));
         if (r < 0)
@@ -136,8 +149,8 @@ static int envelope_build(const struct secret *token, uint64_t stored_at, struct
 
 /* Parses a stored value strictly: -EBADMSG for anything but an intact envelope of a known version
  * or a valid legacy raw token. *ret_stored_at is 0 for a legacy value. */
-static int envelope_parse(struct secret *value, struct secret **ret_token, uint64_t *ret_stored_at,
-                          const char **ret_why)
+static int envelope_parse(const char *label, struct secret *value, struct secret **ret_token,
+                          uint64_t *ret_stored_at, const char **ret_why)
 {
         const uint8_t *data = secret_data(value);
         size_t len = secret_len(value), token_len;
@@ -170,11 +183,11 @@ static int envelope_parse(struct secret *value, struct secret **ret_token, uint6
                 return -EBADMSG;
         }
         token_len = len - ENVELOPE_HEADER - ENVELOPE_CHECK;
-        r = envelope_check(data, len - ENVELOPE_CHECK, check);
+        r = envelope_check(label, data, len - ENVELOPE_CHECK, check);
         if (r < 0)
                 return r;
         if (memcmp(check, data + len - ENVELOPE_CHECK, ENVELOPE_CHECK) != 0) {
-                *ret_why = "its check value does not match (the value changed on disk)";
+                *ret_why = "its check value does not match (its value or label changed)";
                 return -EBADMSG;
         }
         if (!token_is_valid((const char *)data + ENVELOPE_HEADER, token_len)) {
@@ -237,7 +250,7 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                                           what, s->token_label);
                         continue;
                 }
-                r = envelope_parse(value, &token, &stored_at, &why);
+                r = envelope_parse(what, value, &token, &stored_at, &why);
                 if (r == -EBADMSG) {
                         log_warning("Skipping refresh token object \"%s\" on token \"%s\": %s.",
                                     what, s->token_label, why);
@@ -287,9 +300,6 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (secret_len(token) > TOKEN_MAX_LEN ||
             !token_is_valid(secret_str(token), secret_len(token)))
                 return -EINVAL;
-        r = envelope_build(token, now > 0 ? (uint64_t)now : 0, &envelope);
-        if (r < 0)
-                return r;
 
         /* g is the highest generation present in any state: a corrupt newest one still
          * occupies its number, and reusing it would make two objects claim it. */
@@ -303,6 +313,9 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                                        account);
         next = n > 0 ? generations[0].generation + 1 : 1;
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, next);
+        r = envelope_build(label, token, now > 0 ? (uint64_t)now : 0, &envelope);
+        if (r < 0)
+                return r;
 
         r = create_data_object(s, label, secret_data(envelope), secret_len(envelope), &handle);
         if (r < 0)

@@ -1228,6 +1228,32 @@ static struct store *test_torn_generations(struct store *s)
         secret_free(out);
         out = NULL;
 
+        /* A valid envelope under another generation's label (a flipped label) is not taken. */
+        {
+                CK_FUNCTION_LIST *m;
+                CK_SESSION_HANDLE session;
+                CK_OBJECT_HANDLE handle;
+                CK_ULONG found = 0;
+                char label[] = "dated/refresh_token/1";
+                uint8_t value[256];
+                CK_ATTRIBUTE find[] = {{CKA_LABEL, label, sizeof(label) - 1}};
+                CK_ATTRIBUTE get = {CKA_VALUE, value, sizeof(value)};
+
+                store_private_session(s, &m, &session);
+                if (m->C_FindObjectsInit(session, find, 1) != CKR_OK ||
+                    m->C_FindObjects(session, &handle, 1, &found) != CKR_OK || found != 1 ||
+                    m->C_FindObjectsFinal(session) != CKR_OK ||
+                    m->C_GetAttributeValue(session, handle, &get, 1) != CKR_OK)
+                        die("read dated/refresh_token/1");
+                is_int(raw_create(s, "dated/refresh_token/5", value, get.ulValueLen), CKR_OK,
+                       "plant generation 1's envelope as generation 5");
+                is_int(store_read_refresh_token(s, "dated", &out, &g), 0,
+                       "read with a relabelled envelope present");
+                is_int(g, 1, "the relabelled one fails its check; generation 1 is used");
+                secret_free(out);
+                out = NULL;
+        }
+
         s = torn_newest(s, DAMAGE_EMPTY, "a zero-length");
         s = torn_newest(s, DAMAGE_HEADER_ONLY, "an attribute-less");
         s = torn_newest(s, DAMAGE_HALF, "a half-written");
