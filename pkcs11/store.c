@@ -242,20 +242,20 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
         char *slash;
 
         if (!path || path[0] != '/') {
-                log_error("PKCS#11 module path \"%s\" is not absolute; set module_path to the "
-                          "full path, e.g. /usr/lib/softhsm/libsofthsm2.so.",
+                log_error("PKCS#11 module path \"%s\" is not absolute; set module in [pkcs11] to "
+                          "the full path, e.g. /usr/lib/softhsm/libsofthsm2.so.",
                           path ? path : "");
                 return -EINVAL;
         }
         if (path_has_dotdot(path)) {
-                log_error("PKCS#11 module path %s contains a \"..\" component; set module_path "
-                          "to the module's path without \"..\".",
+                log_error("PKCS#11 module path %s contains a \"..\" component; set module in "
+                          "[pkcs11] to the module's path without \"..\".",
                           path);
                 return -EINVAL;
         }
         if (stat(path, &st) < 0)
                 return log_error_errno(errno,
-                                       "PKCS#11 module %s cannot be used (check module_path "
+                                       "PKCS#11 module %s cannot be used (check module in [pkcs11] "
                                        "and that the module's package is installed)",
                                        path);
         resolved = realpath(path, NULL);
@@ -292,9 +292,10 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
         if (stat(resolved, &st) < 0)
                 return log_error_errno(errno, "Failed to stat PKCS#11 module %s", resolved);
         if (!S_ISREG(st.st_mode)) {
-                log_error("PKCS#11 module %s is not a regular file; point module_path at the "
-                          "module's shared library.",
-                          resolved);
+                log_error(
+                    "PKCS#11 module %s is not a regular file; point module in [pkcs11] at the "
+                    "module's shared library.",
+                    resolved);
                 return -EINVAL;
         }
         if (st.st_uid != 0 && st.st_uid != geteuid()) {
@@ -480,8 +481,9 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         int r;
 
         if (!token_uri || !*token_uri) {
-                log_error("No token_uri configured; set it to the PKCS#11 URI of the token, "
-                          "e.g. pkcs11:token=credbroker.");
+                log_error(
+                    "No token configured; set token in [pkcs11] to the PKCS#11 URI of the token, "
+                    "e.g. pkcs11:token=credbroker.");
                 return -EINVAL;
         }
         uri = p11_kit_uri_new();
@@ -489,20 +491,20 @@ static int find_token(struct store *s, const char *module_path, const char *toke
                 return -ENOMEM;
         r = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN, uri);
         if (r != P11_KIT_URI_OK) {
-                log_error("token_uri \"%s\" is not a valid PKCS#11 URI: %s; write it like "
+                log_error("token \"%s\" is not a valid PKCS#11 URI: %s; write it like "
                           "pkcs11:token=credbroker.",
                           token_uri, p11_kit_uri_message(r));
                 return -EINVAL;
         }
         /* A URI that names objects, slots or a library would be silently half-honoured. */
         if (p11_kit_uri_any_unrecognized(uri)) {
-                log_error("token_uri %s has attributes that do not describe a token; keep only "
+                log_error("token %s has attributes that do not describe a token; keep only "
                           "token=, manufacturer=, model= and serial=.",
                           token_uri);
                 return -EINVAL;
         }
         if (p11_kit_uri_get_pin_value(uri) || p11_kit_uri_get_pin_source(uri)) {
-                log_error("token_uri %s carries a PIN; remove it and use pin_source instead.",
+                log_error("token %s carries a PIN; remove it and use pin_source instead.",
                           token_uri);
                 return -EINVAL;
         }
@@ -557,9 +559,10 @@ static int find_token(struct store *s, const char *module_path, const char *toke
                 char list[TOKEN_LIST_MAX];
 
                 describe_tokens(s, matches, n_matches, list);
-                log_error("PKCS#11 URI %s matches %zu tokens: %s; make token_uri select one, "
-                          "e.g. by adding ;serial=…",
-                          token_uri, n_matches, list);
+                log_error(
+                    "PKCS#11 URI %s matches %zu tokens: %s; make token in [pkcs11] select one, "
+                    "e.g. by adding ;serial=…",
+                    token_uri, n_matches, list);
                 return -ENOTUNIQ;
         }
 
