@@ -576,13 +576,19 @@ static int find_token(struct store *s, const char *module_path, const char *toke
  * lockout. */
 int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path)
 {
+        /* $CREDENTIALS_DIRECTORY is systemd's runtime copy: the fix goes into its source. */
+        bool credential = startswith(pin_source, "credential:") != NULL;
+
         switch (rv) {
         case CKR_PIN_INCORRECT:
         case CKR_PIN_LEN_RANGE:
         case CKR_PIN_INVALID:
                 log_error("The PIN from %s is wrong for token \"%s\" (%s); not retrying. Put the "
-                          "token's user PIN into %s.",
-                          pin_source, s->token_label, rv_name(rv), pin_path);
+                          "token's user PIN into %s%s.",
+                          pin_source, s->token_label, rv_name(rv),
+                          credential ? "the file the service unit's LoadCredential= names, not "
+                                     : "",
+                          pin_path);
                 return rv_to_errno(rv);
         case CKR_PIN_LOCKED:
                 log_error("The user PIN of token \"%s\" is locked; the token's security officer "

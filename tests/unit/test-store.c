@@ -783,6 +783,11 @@ static void test_pin_edge_cases(void)
                "a credential readable through its group (an ACL) is accepted");
         store_close(s);
         s = NULL;
+        path_in_tmp(path, sizeof(path), "credentials-2/wrong");
+        write_file(path, "4321", 0400);
+        refused_saying(module, lib_dirs, 1, uri, "credential:wrong", -EACCES,
+                       "a wrong PIN from a credential points at the unit's LoadCredential=",
+                       (const char *const[]){"wrong for token", "LoadCredential=", NULL});
         unsetenv("CREDENTIALS_DIRECTORY");
 
         /* A wrong PIN: one clear error naming the token, and exactly one C_Login. */
