@@ -607,6 +607,11 @@ static void test_token_uri_selection(void)
                "manufacturer plus serial selects one token");
         store_close(s);
         s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s", TOKEN_LABEL, serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "label plus serial selects the token");
+        store_close(s);
+        s = NULL;
         snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s;model=SoftHSM%%20v2", TOKEN_LABEL,
                  serial);
         is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
