@@ -354,10 +354,10 @@ static int pin_source_path(const char *pin_source, char **ret_path, bool *ret_ch
                 }
                 dir = secure_getenv("CREDENTIALS_DIRECTORY");
                 if (!dir || dir[0] != '/') {
-                        log_error("pin_source %s needs $CREDENTIALS_DIRECTORY, which is not set; "
+                        log_error("pin_source %s needs $CREDENTIALS_DIRECTORY, which is %s; "
                                   "add LoadCredential=%s:/path/to/pin (or "
                                   "LoadCredentialEncrypted=) to the service unit.",
-                                  pin_source, arg);
+                                  pin_source, dir ? "not an absolute path" : "not set", arg);
                         return -EINVAL;
                 }
                 if (asprintf(&path, "%s/%s", dir, arg) < 0)

@@ -769,6 +769,11 @@ static void test_pin_edge_cases(void)
         refused_saying(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
                        "credential: without $CREDENTIALS_DIRECTORY says how to fix it",
                        (const char *const[]){"CREDENTIALS_DIRECTORY", "LoadCredential=", NULL});
+        setenv("CREDENTIALS_DIRECTORY", "relative/dir", 1);
+        refused_saying(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
+                       "a relative $CREDENTIALS_DIRECTORY is refused",
+                       (const char *const[]){"not an absolute path", NULL});
+        unsetenv("CREDENTIALS_DIRECTORY");
         refused(module, lib_dirs, 1, uri, "credential:", -EINVAL,
                 "an empty credential name is refused");
         refused(module, lib_dirs, 1, uri, "credential:a/b", -EINVAL,
