@@ -58,7 +58,8 @@ const char *startswith(const char *s, const char *prefix);
 bool parse_generation(const char *label, const char *prefix, uint64_t *ret);
 
 /* store-object.c: finding, reading, creating and destroying objects */
-bool error_is_token_wide(int r);
+bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info);
+bool error_is_token_wide(struct store *s, int r);
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                  CK_OBJECT_HANDLE **ret, size_t *ret_n);
 int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n);

@@ -45,11 +45,34 @@ bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
 
 /* ---- objects ---- */
 
-/* Errors that say the token or the session failed rather than one object: every other object
- * would fail the same way. Anything else is one broken object, which callers skip. */
-bool error_is_token_wide(int r)
+/* Whether a failure reading one object was the token's or the session's rather than the
+ * object's: then every other object would fail the same way (or, worse, a search would quietly
+ * find no private object), and "no refresh token" would be the wrong conclusion. The errno alone
+ * cannot tell (-EACCES is a sensitive attribute as much as a lost login), so the session is
+ * asked. */
+bool error_is_token_wide(struct store *s, int r)
 {
-        return r == -ENOMEM || r == -ENODEV || r == -ENOTCONN || r == -EACCES || r == -EBUSY;
+        CK_SESSION_INFO info;
+
+        if (r == -ENOMEM || r == -ENODEV || r == -ENOTCONN)
+                return true;
+        return !session_is_logged_in(s, &info);
+}
+
+bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info)
+{
+        CK_RV rv = s->module->C_GetSessionInfo(s->session, info);
+
+        if (rv != CKR_OK) {
+                log_warning("Token \"%s\": the session is gone (C_GetSessionInfo: %s).",
+                            s->token_label, rv_name(rv));
+                return false;
+        }
+        if (info->state != CKS_RW_USER_FUNCTIONS && info->state != CKS_RO_USER_FUNCTIONS) {
+                log_warning("Token \"%s\": the session is no longer logged in.", s->token_label);
+                return false;
+        }
+        return true;
 }
 
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
@@ -174,7 +197,7 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
                 if (r == -ENOENT || r == -EBADMSG)
                         continue;
                 /* One unreadable object (a torn write, say) must not hide all the others. */
-                if (r < 0 && !error_is_token_wide(r)) {
+                if (r < 0 && !error_is_token_wide(s, r)) {
                         log_warning_errno(r,
                                           "Skipping an object on token \"%s\" whose label "
                                           "cannot be read",

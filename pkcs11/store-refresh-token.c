@@ -241,7 +241,7 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                         continue;
                 }
                 /* An unplugged HSM is not "no refresh token": that would mean needs_reauth. */
-                if (r < 0 && error_is_token_wide(r))
+                if (r < 0 && error_is_token_wide(s, r))
                         return r;
                 if (r < 0) {
                         log_warning_errno(r,
@@ -268,6 +268,14 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                 if (ret_stored_at)
                         *ret_stored_at = stored_at;
                 return 0;
+        }
+        /* A session that lost its login finds no private object at all: that is the token's
+         * trouble (unavailable, retried), not a missing refresh token (needs_reauth). */
+        {
+                CK_SESSION_INFO info;
+
+                if (!session_is_logged_in(s, &info))
+                        return -ENOTCONN;
         }
         return -ENOENT;
 }

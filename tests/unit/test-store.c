@@ -1289,6 +1289,24 @@ static struct store *test_torn_generations(struct store *s)
                "the only generation torn: -ENOENT, not a failure of the store");
         ok(out == (struct secret *)0x1, "ret_token untouched");
         is_int(store_refresh_token_info(s, "alone", &info), -ENOENT, "info: -ENOENT");
+        /* A session that lost its login sees no private object: unavailable, not "none". */
+        {
+                CK_FUNCTION_LIST *m;
+                CK_SESSION_HANDLE session;
+
+                store_private_session(s, &m, &session);
+                is_int(m->C_Logout(session), CKR_OK, "log the store's session out behind its back");
+                out = (struct secret *)0x1;
+                is_int(store_read_refresh_token(s, "torn", &out, &g), -ENOTCONN,
+                       "a logged-out session: -ENOTCONN, not -ENOENT (needs_reauth)");
+                is_int(m->C_Login(session, CKU_USER, (CK_UTF8CHAR *)USER_PIN, strlen(USER_PIN)),
+                       CKR_OK, "log in again");
+                is_int(store_read_refresh_token(s, "torn", &out, &g), 0, "and it reads again");
+                if (out != (struct secret *)0x1)
+                        secret_free(out);
+                out = NULL;
+        }
+
         (void)store_remove_account(s, "alone", &removed);
         (void)store_remove_account(s, "torn", &removed);
         (void)store_remove_account(s, "dated", &removed);
