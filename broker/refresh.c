@@ -261,6 +261,9 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         struct account *a = r->account;
         enum refresh_outcome outcome = REFRESH_FAILED;
 
+        /* The request is upstream (which may have rotated the token) and nothing of the answer
+         * has been acted on: to the token store, the same as dying before the answer came. */
+        fault_point("after-send");
         a->refreshing = false;
         switch (result->outcome) {
         case IDP_OK:

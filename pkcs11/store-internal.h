@@ -62,6 +62,8 @@ const char *rv_name(CK_RV rv);
 int rv_to_errno(CK_RV rv);
 /* Logs a failed call with its CK_RV name and returns the negative errno it maps to. */
 int ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
+/* Logs what a failed C_Login means (wrong PIN, locked, expired, …) and returns its errno. */
+int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path);
 
 /* store.c: session loss and reopening */
 /* Marks the session lost when rv says so (session closed or invalid, login gone, device
@@ -77,6 +79,8 @@ const char *startswith(const char *s, const char *prefix);
 bool parse_generation(const char *label, const char *prefix, uint64_t *ret);
 
 /* store-object.c: finding, reading, creating and destroying objects */
+bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info);
+bool error_is_token_wide(struct store *s, int r);
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                  CK_OBJECT_HANDLE **ret, size_t *ret_n);
 int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n);

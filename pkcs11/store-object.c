@@ -53,6 +53,37 @@ static int object_fail(struct store *s, const char *call, const char *what, CK_R
         return ck_fail(s, call, what, rv);
 }
 
+/* Whether a failure reading one object was the token's or the session's rather than the
+ * object's: then every other object would fail the same way (or, worse, a search would quietly
+ * find no private object), and "no refresh token" would be the wrong conclusion. The errno alone
+ * cannot tell (-EACCES is a sensitive attribute as much as a lost login), so the session is
+ * asked. */
+bool error_is_token_wide(struct store *s, int r)
+{
+        CK_SESSION_INFO info;
+
+        if (r == -ENOMEM || r == -ENODEV || r == -ENOTCONN)
+                return true;
+        return !session_is_logged_in(s, &info);
+}
+
+bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info)
+{
+        CK_RV rv = s->module->C_GetSessionInfo(s->session, info);
+
+        if (rv != CKR_OK) {
+                store_note_rv(s, rv);
+                log_warning("Token \"%s\": the session is gone (C_GetSessionInfo: %s).",
+                            s->token_label, rv_name(rv));
+                return false;
+        }
+        if (info->state != CKS_RW_USER_FUNCTIONS && info->state != CKS_RO_USER_FUNCTIONS) {
+                log_warning("Token \"%s\": the session is no longer logged in.", s->token_label);
+                return false;
+        }
+        return true;
+}
+
 int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                  CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
@@ -186,6 +217,14 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
                 r = get_label(s, handles[i], label);
                 if (r == -ENOENT || r == -EBADMSG)
                         continue;
+                /* One unreadable object (a torn write, say) must not hide all the others. */
+                if (r < 0 && !error_is_token_wide(s, r)) {
+                        log_warning_errno(r,
+                                          "Skipping an object on token \"%s\" whose label "
+                                          "cannot be read",
+                                          s->token_label);
+                        continue;
+                }
                 if (r < 0) {
                         data_objects_free(objects, n);
                         return r;

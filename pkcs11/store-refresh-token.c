@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <gnutls/crypto.h>
 #include <p11-kit/pkcs11.h>
 
 #include "fault.h"
@@ -66,64 +68,236 @@ static int list_generations(struct store *s, const char *account, struct generat
         return 0;
 }
 
-/* ---- refresh tokens ---- */
+/* ---- the value of a generation ----
+ *
+ * A generation's CKA_VALUE is an envelope around the token:
+ *
+ *   "\0cbrt" (5 bytes) | version 1 (1 byte) | stored_at (u64, big-endian unix seconds) |
+ *   refresh token (1..TOKEN_MAX_LEN bytes) | check (8 bytes)
+ *
+ * where check is the first 8 bytes of SHA-256(label, NUL, everything before the check), label
+ * being the object's own "<account>/refresh_token/<g>".
+ *
+ * Why in the value: the write time must be exactly as crash-consistent as the token it dates.
+ * C_CreateObject makes the object visible with every template attribute at once (SoftHSM2 applies
+ * the template in one rewrite of the object file, docs/softhsm-torn-writes.md), so whatever lives
+ * in the same attribute is written, read back and destroyed together with the token. A second
+ * object would be a second write a crash can separate from the first, and CKA_START_DATE is
+ * neither defined for CKO_DATA nor finer than a day.
+ *
+ * Why the check: SoftHSM2 encrypts private values with AES-CBC and no MAC, so a flipped bit on
+ * disk decrypts to a silently different token; the check makes such a generation corrupt (skipped)
+ * instead of chosen. The label is hashed too because it is encrypted the same way: a flip that
+ * turned ".../3" into ".../7" would otherwise make an old token look like the newest. The check
+ * detects accidents, it does not authenticate: the token's own encryption and access control
+ * do that.
+ *
+ * Tokens stored before the envelope existed are the raw token bytes. A raw token is printable
+ * ASCII (token_is_valid()), so it can never start with the envelope's NUL byte; such a value is
+ * read as a legacy generation whose write time is unknown. */
 
-int store_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
-                             uint64_t *ret_generation)
+static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
+#define ENVELOPE_VERSION 1
+#define ENVELOPE_HEADER  (sizeof(envelope_magic) + 1 + 8)
+#define ENVELOPE_CHECK   8
+#define ENVELOPE_MAX     (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
+
+static int envelope_check(const char *label, const uint8_t *data, size_t len,
+                          uint8_t check[static ENVELOPE_CHECK])
+{
+        gnutls_hash_hd_t hash;
+        uint8_t digest[32];
+
+        if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0)
+                return -ENOMEM;
+        if (gnutls_hash(hash, label, strlen(label) + 1) < 0 || gnutls_hash(hash, data, len) < 0) {
+                gnutls_hash_deinit(hash, NULL);
+                return -EIO;
+        }
+        gnutls_hash_deinit(hash, digest);
+        memcpy(check, digest, ENVELOPE_CHECK);
+        return 0;
+}
+
+static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
+                          struct secret **ret)
+{
+        _cleanup_secret_ struct secret *envelope = NULL;
+        uint8_t header[ENVELOPE_HEADER], check[ENVELOPE_CHECK];
+        int r;
+
+        memcpy(header, envelope_magic, sizeof(envelope_magic));
+        header[sizeof(envelope_magic)] = ENVELOPE_VERSION;
+        for (size_t i = 0; i < 8; i++)
+                header[sizeof(envelope_magic) + 1 + i] = (uint8_t)(stored_at >> (56 - 8 * i));
+
+        r = secret_new(ENVELOPE_HEADER + secret_len(token) + ENVELOPE_CHECK, &envelope);
+        if (r < 0)
+                return r;
+        r = secret_append(envelope, header, sizeof(header));
+        if (r >= 0)
+                r = secret_append(envelope, secret_str(token), secret_len(token));
+        if (r >= 0)
+                r = envelope_check(label, secret_data(envelope), secret_len(envelope), check);
+        if (r >= 0)
+                r = secret_append(envelope, check, sizeof(check));
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(envelope);
+        return 0;
+}
+
+/* Parses a stored value strictly: -EBADMSG for anything but an intact envelope of a known version
+ * or a valid legacy raw token. *ret_stored_at is 0 for a legacy value. */
+static int envelope_parse(const char *label, struct secret *value, struct secret **ret_token,
+                          uint64_t *ret_stored_at, const char **ret_why)
+{
+        const uint8_t *data = secret_data(value);
+        size_t len = secret_len(value), token_len;
+        uint8_t check[ENVELOPE_CHECK];
+        uint64_t stored_at = 0;
+        int r;
+
+        if (len == 0) {
+                *ret_why = "its value is empty";
+                return -EBADMSG;
+        }
+        if (data[0] != envelope_magic[0]) {
+                if (!token_is_valid(secret_str(value), len)) {
+                        *ret_why = "its value is not a refresh token";
+                        return -EBADMSG;
+                }
+                r = secret_new_from(data, len, ret_token);
+                if (r < 0)
+                        return r;
+                *ret_stored_at = 0;
+                return 0;
+        }
+        if (len < ENVELOPE_HEADER + 1 + ENVELOPE_CHECK ||
+            memcmp(data, envelope_magic, sizeof(envelope_magic)) != 0) {
+                *ret_why = "its value is truncated or not an envelope";
+                return -EBADMSG;
+        }
+        if (data[sizeof(envelope_magic)] != ENVELOPE_VERSION) {
+                *ret_why = "its envelope has an unknown version (written by a newer credbroker?)";
+                return -EBADMSG;
+        }
+        token_len = len - ENVELOPE_HEADER - ENVELOPE_CHECK;
+        r = envelope_check(label, data, len - ENVELOPE_CHECK, check);
+        if (r < 0)
+                return r;
+        if (memcmp(check, data + len - ENVELOPE_CHECK, ENVELOPE_CHECK) != 0) {
+                *ret_why = "its check value does not match (its value or label changed)";
+                return -EBADMSG;
+        }
+        if (!token_is_valid((const char *)data + ENVELOPE_HEADER, token_len)) {
+                *ret_why = "its value is not a refresh token";
+                return -EBADMSG;
+        }
+        for (size_t i = 0; i < 8; i++)
+                stored_at = stored_at << 8 | data[sizeof(envelope_magic) + 1 + i];
+        r = secret_new_from(data + ENVELOPE_HEADER, token_len, ret_token);
+        if (r < 0)
+                return r;
+        *ret_stored_at = stored_at;
+        return 0;
+}
+
+/* The newest generation that reads back intact. Corrupt, half-written and vanished generations
+ * are skipped (with a warning for the corrupt ones), never chosen and never fatal. */
+static int read_newest_intact(struct store *s, const char *account, struct secret **ret_token,
+                              uint64_t *ret_generation, uint64_t *ret_stored_at,
+                              size_t *ret_n_generations)
 {
         _cleanup_free_ struct generation *generations = NULL;
         size_t n;
         int r;
 
-        if (!s || !account_is_valid(account) || !ret_token)
-                return -EINVAL;
-
         r = list_generations(s, account, &generations, &n);
         if (r < 0)
                 return r;
+        if (ret_n_generations)
+                *ret_n_generations = n;
         if (n > 1)
                 log_debug("Account %s has %zu refresh token generations (normal after an "
                           "interrupted rotation).",
                           account, n);
 
         for (size_t i = 0; i < n; i++) {
-                _cleanup_secret_ struct secret *token = NULL;
+                _cleanup_secret_ struct secret *value = NULL, *token = NULL;
+                const char *why = NULL;
+                uint64_t stored_at = 0;
                 char what[LABEL_MAX];
 
                 snprintf(what, sizeof(what), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
                          generations[i].generation);
-                r = read_secret_value(s, generations[i].handle, TOKEN_MAX_LEN, what, &token);
+                r = read_secret_value(s, generations[i].handle, ENVELOPE_MAX, what, &value);
                 if (r == -ENOENT)
                         continue; /* destroyed by a concurrent rotation */
                 if (r == -EFBIG) {
                         log_warning("Skipping refresh token object \"%s\" on token \"%s\": "
-                                    "larger than %d bytes.",
-                                    what, s->token_label, TOKEN_MAX_LEN);
+                                    "larger than %zu bytes.",
+                                    what, s->token_label, (size_t)ENVELOPE_MAX);
+                        continue;
+                }
+                /* An unplugged HSM is not "no refresh token": that would mean needs_reauth. */
+                if (r < 0 && error_is_token_wide(s, r))
+                        return r;
+                if (r < 0) {
+                        log_warning_errno(r,
+                                          "Skipping refresh token object \"%s\" on token "
+                                          "\"%s\": it cannot be read",
+                                          what, s->token_label);
+                        continue;
+                }
+                r = envelope_parse(what, value, &token, &stored_at, &why);
+                if (r == -EBADMSG) {
+                        log_warning("Skipping refresh token object \"%s\" on token \"%s\": %s.",
+                                    what, s->token_label, why);
                         continue;
                 }
                 if (r < 0)
                         return r;
-                if (!token_is_valid(secret_str(token), secret_len(token))) {
-                        log_warning("Skipping refresh token object \"%s\" on token \"%s\": its "
-                                    "value is empty or not a refresh token.",
-                                    what, s->token_label);
-                        continue;
-                }
+                if (i > 0)
+                        log_warning("Account %s: using refresh token generation %" PRIu64
+                                    "; the %zu newer one(s) are unusable.",
+                                    account, generations[i].generation, i);
                 *ret_token = TAKE_PTR(token);
                 if (ret_generation)
                         *ret_generation = generations[i].generation;
+                if (ret_stored_at)
+                        *ret_stored_at = stored_at;
                 return 0;
         }
+        /* A session that lost its login finds no private object at all: that is the token's
+         * trouble (unavailable, retried), not a missing refresh token (needs_reauth). */
+        {
+                CK_SESSION_INFO info;
+
+                if (!session_is_logged_in(s, &info))
+                        return -ENOTCONN;
+        }
         return -ENOENT;
+}
+
+/* ---- refresh tokens ---- */
+
+int store_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
+                             uint64_t *ret_generation)
+{
+        if (!s || !account_is_valid(account) || !ret_token)
+                return -EINVAL;
+        return read_newest_intact(s, account, ret_token, ret_generation, NULL, NULL);
 }
 
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation)
 {
         _cleanup_free_ struct generation *generations = NULL;
-        _cleanup_secret_ struct secret *back = NULL;
+        _cleanup_secret_ struct secret *envelope = NULL, *back = NULL;
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
+        time_t now = time(NULL);
         uint64_t next;
         size_t n;
         int r;
@@ -147,14 +321,18 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                                        account);
         next = n > 0 ? generations[0].generation + 1 : 1;
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, next);
+        r = envelope_build(label, token, now > 0 ? (uint64_t)now : 0, &envelope);
+        if (r < 0)
+                return r;
 
-        r = create_data_object(s, label, secret_str(token), secret_len(token), &handle);
+        r = create_data_object(s, label, secret_data(envelope), secret_len(envelope), &handle);
         if (r < 0)
                 return r;
         fault_point("after-create");
 
-        r = read_secret_value(s, handle, TOKEN_MAX_LEN, label, &back);
-        if (r < 0 || !secret_equal(back, token)) {
+        /* The whole envelope is compared, so the write time is verified with the token. */
+        r = read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
+        if (r < 0 || !secret_equal(back, envelope)) {
                 /* The old generations stay: they are the last token known to be intact. */
                 if (destroy_object(s, handle, label) < 0)
                         log_warning("Could not destroy the unverified object \"%s\"; the next "
@@ -190,20 +368,19 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         return 0;
 }
 
-/* The write time is not recorded yet: stored_at stays 0 ("unknown"). */
 int store_refresh_token_info(struct store *s, const char *account,
                              struct store_refresh_token_info *ret)
 {
         _cleanup_secret_ struct secret *token = NULL;
-        _cleanup_free_ struct generation *generations = NULL;
-        size_t n;
+        struct store_refresh_token_info info = {0};
         int r;
 
-        if (!account_is_valid(account))
+        if (!s || !account_is_valid(account) || !ret)
                 return -EINVAL;
-        r = list_generations(s, account, &generations, &n);
-        if (r < 0)
-                return r;
-        *ret = (struct store_refresh_token_info){.n_generations = n};
-        return store_read_refresh_token(s, account, &token, &ret->generation);
+        r = read_newest_intact(s, account, &token, &info.generation, &info.stored_at,
+                               &info.n_generations);
+        /* With none intact, the count of what is there still helps an administrator. */
+        if (r >= 0 || r == -ENOENT)
+                *ret = info;
+        return r < 0 ? r : 0;
 }

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,20 +242,20 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
         char *slash;
 
         if (!path || path[0] != '/') {
-                log_error("PKCS#11 module path \"%s\" is not absolute; set module_path to the "
-                          "full path, e.g. /usr/lib/softhsm/libsofthsm2.so.",
+                log_error("PKCS#11 module path \"%s\" is not absolute; set module in [pkcs11] to "
+                          "the full path, e.g. /usr/lib/softhsm/libsofthsm2.so.",
                           path ? path : "");
                 return -EINVAL;
         }
         if (path_has_dotdot(path)) {
-                log_error("PKCS#11 module path %s contains a \"..\" component; set module_path "
-                          "to the module's path without \"..\".",
+                log_error("PKCS#11 module path %s contains a \"..\" component; set module in "
+                          "[pkcs11] to the module's path without \"..\".",
                           path);
                 return -EINVAL;
         }
         if (stat(path, &st) < 0)
                 return log_error_errno(errno,
-                                       "PKCS#11 module %s cannot be used (check module_path "
+                                       "PKCS#11 module %s cannot be used (check module in [pkcs11] "
                                        "and that the module's package is installed)",
                                        path);
         resolved = realpath(path, NULL);
@@ -290,9 +292,10 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
         if (stat(resolved, &st) < 0)
                 return log_error_errno(errno, "Failed to stat PKCS#11 module %s", resolved);
         if (!S_ISREG(st.st_mode)) {
-                log_error("PKCS#11 module %s is not a regular file; point module_path at the "
-                          "module's shared library.",
-                          resolved);
+                log_error(
+                    "PKCS#11 module %s is not a regular file; point module in [pkcs11] at the "
+                    "module's shared library.",
+                    resolved);
                 return -EINVAL;
         }
         if (st.st_uid != 0 && st.st_uid != geteuid()) {
@@ -351,10 +354,10 @@ static int pin_source_path(const char *pin_source, char **ret_path, bool *ret_ch
                 }
                 dir = secure_getenv("CREDENTIALS_DIRECTORY");
                 if (!dir || dir[0] != '/') {
-                        log_error("pin_source %s needs $CREDENTIALS_DIRECTORY, which is not set; "
+                        log_error("pin_source %s needs $CREDENTIALS_DIRECTORY, which is %s; "
                                   "add LoadCredential=%s:/path/to/pin (or "
                                   "LoadCredentialEncrypted=) to the service unit.",
-                                  pin_source, arg);
+                                  pin_source, dir ? "not an absolute path" : "not set", arg);
                         return -EINVAL;
                 }
                 if (asprintf(&path, "%s/%s", dir, arg) < 0)
@@ -422,6 +425,49 @@ static int read_pin(const char *path, bool check_mode, struct secret **ret)
 
 /* ---- module, token, session ---- */
 
+#define TOKEN_LIST_MAX 1024
+
+/* "label" (serial S, manufacturer M, model X), … for every initialized token in slots, for the
+ * error that has to tell an administrator what a URI could have selected. Truncated, never
+ * overflowing, when there are many. */
+static void describe_tokens(struct store *s, const CK_SLOT_ID *slots, size_t n_slots,
+                            char list[static TOKEN_LIST_MAX])
+{
+        size_t used = 0;
+
+        list[0] = 0;
+        for (size_t i = 0; i < n_slots; i++) {
+                _cleanup_free_ char *label = NULL, *serial = NULL, *manufacturer = NULL,
+                                    *model = NULL;
+                CK_TOKEN_INFO info;
+                int n;
+
+                if (s->module->C_GetTokenInfo(slots[i], &info) != CKR_OK ||
+                    !(info.flags & CKF_TOKEN_INITIALIZED))
+                        continue;
+                label = p11_kit_space_strdup(info.label, sizeof(info.label));
+                serial = p11_kit_space_strdup(info.serialNumber, sizeof(info.serialNumber));
+                manufacturer =
+                    p11_kit_space_strdup(info.manufacturerID, sizeof(info.manufacturerID));
+                model = p11_kit_space_strdup(info.model, sizeof(info.model));
+                n = snprintf(list + used, TOKEN_LIST_MAX - used,
+                             "%s\"%s\" (serial %s, manufacturer %s, model %s)", used ? ", " : "",
+                             label ? label : "?", serial ? serial : "?",
+                             manufacturer ? manufacturer : "?", model ? model : "?");
+                if (n < 0) {
+                        list[used] = 0;
+                        return;
+                }
+                if ((size_t)n >= TOKEN_LIST_MAX - used) {
+                        /* snprintf() filled the buffer: end it with a sign that more
+                         * followed. */
+                        memcpy(list + TOKEN_LIST_MAX - 4, "...", 4);
+                        return;
+                }
+                used += (size_t)n;
+        }
+}
+
 static int find_token(struct store *s, const char *module_path, const char *token_uri,
                       CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info)
 {
@@ -435,8 +481,9 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         int r;
 
         if (!token_uri || !*token_uri) {
-                log_error("No token_uri configured; set it to the PKCS#11 URI of the token, "
-                          "e.g. pkcs11:token=credbroker.");
+                log_error(
+                    "No token configured; set token in [pkcs11] to the PKCS#11 URI of the token, "
+                    "e.g. pkcs11:token=credbroker.");
                 return -EINVAL;
         }
         uri = p11_kit_uri_new();
@@ -444,20 +491,20 @@ static int find_token(struct store *s, const char *module_path, const char *toke
                 return -ENOMEM;
         r = p11_kit_uri_parse(token_uri, P11_KIT_URI_FOR_TOKEN, uri);
         if (r != P11_KIT_URI_OK) {
-                log_error("token_uri \"%s\" is not a valid PKCS#11 URI: %s; write it like "
+                log_error("token \"%s\" is not a valid PKCS#11 URI: %s; write it like "
                           "pkcs11:token=credbroker.",
                           token_uri, p11_kit_uri_message(r));
                 return -EINVAL;
         }
         /* A URI that names objects, slots or a library would be silently half-honoured. */
         if (p11_kit_uri_any_unrecognized(uri)) {
-                log_error("token_uri %s has attributes that do not describe a token; keep only "
+                log_error("token %s has attributes that do not describe a token; keep only "
                           "token=, manufacturer=, model= and serial=.",
                           token_uri);
                 return -EINVAL;
         }
         if (p11_kit_uri_get_pin_value(uri) || p11_kit_uri_get_pin_source(uri)) {
-                log_error("token_uri %s carries a PIN; remove it and use pin_source instead.",
+                log_error("token %s carries a PIN; remove it and use pin_source instead.",
                           token_uri);
                 return -EINVAL;
         }
@@ -500,32 +547,22 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         }
 
         if (n_matches == 0) {
-                log_error("No initialized PKCS#11 token matches %s in module %s; list the "
-                          "tokens with: p11tool --provider=%s --list-tokens",
-                          token_uri, module_path, module_path);
+                char list[TOKEN_LIST_MAX];
+
+                describe_tokens(s, slots, n_slots, list);
+                log_error("No initialized PKCS#11 token matches %s in module %s; the module has "
+                          "%s.",
+                          token_uri, module_path, list[0] ? list : "no initialized token");
                 return -ENODEV;
         }
         if (n_matches > 1) {
-                char list[1024];
-                size_t used = 0;
+                char list[TOKEN_LIST_MAX];
 
-                list[0] = 0;
-                for (size_t i = 0; i < n_matches; i++) {
-                        _cleanup_free_ char *label = NULL, *serial = NULL;
-
-                        if (s->module->C_GetTokenInfo(matches[i], &info) != CKR_OK)
-                                continue;
-                        label = p11_kit_space_strdup(info.label, sizeof(info.label));
-                        serial = p11_kit_space_strdup(info.serialNumber, sizeof(info.serialNumber));
-                        int n = snprintf(list + used, sizeof(list) - used, "%s\"%s\" (serial %s)",
-                                         i ? ", " : "", label ? label : "?", serial ? serial : "?");
-                        if (n < 0 || (size_t)n >= sizeof(list) - used)
-                                break;
-                        used += (size_t)n;
-                }
-                log_error("PKCS#11 URI %s matches %zu tokens: %s; make token_uri select one, "
-                          "e.g. by adding ;serial=…",
-                          token_uri, n_matches, list);
+                describe_tokens(s, matches, n_matches, list);
+                log_error(
+                    "PKCS#11 URI %s matches %zu tokens: %s; make token in [pkcs11] select one, "
+                    "e.g. by adding ;serial=…",
+                    token_uri, n_matches, list);
                 return -ENOTUNIQ;
         }
 
@@ -534,20 +571,55 @@ static int find_token(struct store *s, const char *module_path, const char *toke
         return 0;
 }
 
+/* What a failed C_Login means to an administrator. There is never a second attempt: a PIN from a
+ * file does not change between tries, so retrying only runs the token's counter down to a
+ * lockout. */
+int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path)
+{
+        /* $CREDENTIALS_DIRECTORY is systemd's runtime copy: the fix goes into its source. */
+        bool credential = startswith(pin_source, "credential:") != NULL;
+
+        switch (rv) {
+        case CKR_PIN_INCORRECT:
+        case CKR_PIN_LEN_RANGE:
+        case CKR_PIN_INVALID:
+                log_error("The PIN from %s is wrong for token \"%s\" (%s); not retrying. Put the "
+                          "token's user PIN into %s%s.",
+                          pin_source, s->token_label, rv_name(rv),
+                          credential ? "the file the service unit's LoadCredential= names, not "
+                                     : "",
+                          pin_path);
+                return rv_to_errno(rv);
+        case CKR_PIN_LOCKED:
+                log_error("The user PIN of token \"%s\" is locked; the token's security officer "
+                          "must unlock it by setting the user PIN again with the SO PIN "
+                          "(pkcs11-tool --init-pin --login --login-type so), then put that PIN "
+                          "into %s.",
+                          s->token_label, pin_source);
+                return rv_to_errno(rv);
+        case CKR_PIN_EXPIRED:
+                log_error("The user PIN of token \"%s\" has expired; set a new one "
+                          "(pkcs11-tool --change-pin) and put it into %s.",
+                          s->token_label, pin_source);
+                return rv_to_errno(rv);
+        default:
+                return ck_fail(s, "C_Login", pin_source, rv);
+        }
+}
+
 static int login(struct store *s, const char *pin_source, const char *pin_path, bool check_mode,
                  CK_SLOT_ID slot, const CK_TOKEN_INFO *info)
 {
         _cleanup_secret_ struct secret *pin = NULL;
+        sigset_t termination, saved;
         CK_TOKEN_INFO after;
+        bool masked;
         CK_RV rv;
         int r;
 
-        if (info->flags & CKF_USER_PIN_LOCKED) {
-                log_error("The user PIN of token \"%s\" is locked; unlock it with the SO PIN "
-                          "(pkcs11-tool --init-pin --login --login-type so) and start again.",
-                          s->token_label);
-                return -EPERM;
-        }
+        /* Reported by the token before any attempt: no C_Login, the same message. */
+        if (info->flags & CKF_USER_PIN_LOCKED)
+                return login_error(s, CKR_PIN_LOCKED, pin_source, pin_path);
         if (!(info->flags & CKF_USER_PIN_INITIALIZED)) {
                 log_error("Token \"%s\" has no user PIN yet; set one with the SO PIN "
                           "(pkcs11-tool --init-pin --login --login-type so).",
@@ -558,7 +630,20 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
         r = read_pin(pin_path, check_mode, &pin);
         if (r < 0)
                 return r;
+        /* SoftHSM2 rewrites its token.object in place (ftruncate, then write) on every
+         * successful login; dying in between leaves the token uninitialized, every object in
+         * it lost (docs/softhsm-torn-writes.md). SIGKILL cannot be held off, but Ctrl-C on the
+         * CLI or a stop request can wait the few microseconds until the login is done. The
+         * broker already blocks these for its signalfd; this covers the CLI. */
+        sigemptyset(&termination);
+        sigaddset(&termination, SIGINT);
+        sigaddset(&termination, SIGTERM);
+        sigaddset(&termination, SIGHUP);
+        sigaddset(&termination, SIGQUIT);
+        masked = pthread_sigmask(SIG_BLOCK, &termination, &saved) == 0;
         rv = s->module->C_Login(s->session, CKU_USER, secret_data(pin), secret_len(pin));
+        if (masked)
+                (void)pthread_sigmask(SIG_SETMASK, &saved, NULL);
         /* The PIN is needed for exactly this one call. */
         secret_free(TAKE_PTR(pin));
 
@@ -570,23 +655,12 @@ static int login(struct store *s, const char *pin_source, const char *pin_path, 
                 /* Another user of the module in this process logged in; the login is theirs
                  * to end, so store_close() must not log out. */
                 return 0;
-        case CKR_PIN_INCORRECT:
-                /* One attempt only: retrying a wrong PIN from a file just runs the token's
-                 * retry counter down to a lockout. */
-                log_error("The PIN from %s is wrong for token \"%s\"; not retrying. Put the "
-                          "token's user PIN into %s.",
-                          pin_source, s->token_label, pin_path);
-                if (s->module->C_GetTokenInfo(slot, &after) == CKR_OK &&
+        default:
+                r = login_error(s, rv, pin_source, pin_path);
+                if (rv == CKR_PIN_INCORRECT && s->module->C_GetTokenInfo(slot, &after) == CKR_OK &&
                     (after.flags & CKF_USER_PIN_FINAL_TRY))
                         log_error("One more wrong PIN will lock token \"%s\".", s->token_label);
-                return rv_to_errno(rv);
-        case CKR_PIN_LOCKED:
-                log_error("The user PIN of token \"%s\" is locked; unlock it with the SO PIN "
-                          "(pkcs11-tool --init-pin --login --login-type so), then fix %s.",
-                          s->token_label, pin_source);
-                return rv_to_errno(rv);
-        default:
-                return ck_fail(s, "C_Login", pin_source, rv);
+                return r;
         }
 }
 

@@ -762,6 +762,34 @@ class Harness {
       { timeoutMs: 10000, intervalMs: 20 });
   }
 
+  // The raw bytes of a data object (a Buffer).
+  async readDataObjectBytes(label) {
+    const out = this.p(`obj-${crypto.randomBytes(4).toString('hex')}`);
+    const r = await run('pkcs11-tool', ['--module', SOFTHSM_MODULE, '--token-label', 'credbroker', '--login',
+      '--pin', this.pin, '--read-object', '--type', 'data', '--label', label, '--output-file', out],
+    { env: this.env() });
+    if (r.code !== 0) throw new Error(`pkcs11-tool --read-object ${label} failed: ${r.stderr}`);
+    const value = fs.readFileSync(out);
+    fs.rmSync(out, { force: true });
+    return value;
+  }
+
+  // A refresh-token generation's value unwrapped: the envelope of pkcs11/store-refresh-token.c
+  // ("\0cbrt", version 1, u64 big-endian stored_at, the token, an 8-byte check) gives
+  // { token, storedAt }; a legacy raw token gives { token, storedAt: 0 }.
+  async readRefreshTokenGeneration(account, generation) {
+    const value = await this.readDataObjectBytes(`${account}/refresh_token/${generation}`);
+    const magic = Buffer.from([0, 0x63, 0x62, 0x72, 0x74]);
+    if (value.length > 0 && value[0] !== 0) return { token: value.toString('utf8'), storedAt: 0 };
+    if (value.length < 14 + 1 + 8 || !value.subarray(0, 5).equals(magic) || value[5] !== 1) {
+      throw new Error(`${account}/refresh_token/${generation} is not an envelope of version 1`);
+    }
+    return {
+      token: value.subarray(14, value.length - 8).toString('utf8'),
+      storedAt: Number(value.readBigUInt64BE(6)),
+    };
+  }
+
   // Teardown --------------------------------------------------------------------------------
 
   // Reports of AddressSanitizer / UndefinedBehaviorSanitizer / LeakSanitizer in the broker's

@@ -24,7 +24,7 @@ function note(what, r, { stdoutIsToken = false } = {}) {
 
 async function learnRefreshTokens() {
   for (const g of await h.refreshTokenGenerations()) {
-    const value = (await h.readDataObject(`alerts/refresh_token/${g}`)).trim();
+    const value = (await h.readRefreshTokenGeneration('alerts', g)).token;
     assert.ok(value.length >= 16, `generation ${g} holds a plausible token`);
     refreshTokens.add(value);
   }

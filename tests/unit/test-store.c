@@ -1,22 +1,27 @@
 /* Unit tests for pkcs11/store against a private SoftHSM2 token: module allow-list, token URI
  * selection, PIN sources, metadata, refresh-token rotation (including a corrupt newest
- * generation), account removal and the install key. */
+ * generation, planted through PKCS#11 and torn on disk), account removal and the install key. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
 #include "secret.h"
+#include "store-internal.h"
 #include "store-private.h"
 #include "store.h"
 #include "tap.h"
@@ -406,6 +411,464 @@ static void test_pin_sources(void)
         unsetenv("CREDENTIALS_DIRECTORY");
 }
 
+/* ---- files on disk ---- */
+
+static size_t read_whole_file(const char *path, uint8_t *buf, size_t size)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ssize_t n;
+
+        if (fd < 0)
+                die(path);
+        n = read(fd, buf, size);
+        if (n < 0)
+                die(path);
+        close(fd);
+        return (size_t)n;
+}
+
+static void write_whole_file(const char *path, const uint8_t *buf, size_t len)
+{
+        int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+        if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
+                die(path);
+        close(fd);
+}
+
+static uint64_t be64_at(const uint8_t *p)
+{
+        uint64_t v = 0;
+
+        for (size_t i = 0; i < 8; i++)
+                v = v << 8 | p[i];
+        return v;
+}
+
+/* ---- what an administrator reads: log lines captured from stderr ---- */
+
+static char captured[16384];
+static int saved_stderr = -1;
+
+static void capture_start(void)
+{
+        char path[PATH_MAX];
+        int fd;
+
+        path_in_tmp(path, sizeof(path), "stderr.txt");
+        fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        saved_stderr = dup(STDERR_FILENO);
+        if (fd < 0 || saved_stderr < 0 || dup2(fd, STDERR_FILENO) < 0)
+                die("capture stderr");
+        close(fd);
+}
+
+/* Ends the capture, echoes what was caught to the real stderr, and returns it. */
+static const char *capture_end(void)
+{
+        char path[PATH_MAX];
+        int fd;
+        ssize_t n;
+
+        if (dup2(saved_stderr, STDERR_FILENO) < 0)
+                die("restore stderr");
+        close(saved_stderr);
+        path_in_tmp(path, sizeof(path), "stderr.txt");
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        n = fd < 0 ? -1 : read(fd, captured, sizeof(captured) - 1);
+        if (n < 0)
+                die("read captured stderr");
+        close(fd);
+        captured[n] = 0;
+        fputs(captured, stderr);
+        return captured;
+}
+
+/* Opens with the arguments, expects want, and expects each of the needles in what it logged. */
+static void refused_saying(const char *module_path, char *const *dirs, size_t n_dirs,
+                           const char *uri, const char *pin, int want, const char *what,
+                           const char *const *needles)
+{
+        const char *log;
+
+        capture_start();
+        refused(module_path, dirs, n_dirs, uri, pin, want, what);
+        log = capture_end();
+        for (size_t i = 0; needles[i]; i++) {
+                char name[256];
+
+                snprintf(name, sizeof(name), "  ... and the error says \"%s\"", needles[i]);
+                if (!ok(strstr(log, needles[i]) != NULL, name))
+                        printf("#   logged: %s\n", log);
+        }
+}
+
+/* ---- more of opening: module allow-list, URI, PIN edge cases ---- */
+
+static void test_module_allow_list(void)
+{
+        char allowed[PATH_MAX], outside[PATH_MAX], pattern[PATH_MAX], path[PATH_MAX],
+            real[PATH_MAX];
+        char *const dirs[] = {pattern};
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+        struct store *s = NULL;
+
+        path_in_tmp(allowed, sizeof(allowed), "allowed");
+        path_in_tmp(outside, sizeof(outside), "outside");
+        if (mkdir(allowed, 0755) < 0 || mkdir(outside, 0755) < 0)
+                die("mkdir");
+        snprintf(pattern, sizeof(pattern), "%s", allowed);
+
+        /* A module really inside a configured directory loads, even a copy under /tmp. */
+        path_in_tmp(path, sizeof(path), "allowed/libsofthsm2.so");
+        copy_file(module, path, 0755);
+        if (chmod(path, 0755) < 0)
+                die("chmod");
+        is_int(open_with(path, dirs, 1, uri, pin_source, &s), 0,
+               "module_dirs is honoured: a module in a configured directory loads");
+        store_close(s);
+        s = NULL;
+
+        /* A symlink inside the allowed directory that points out of it is judged by its
+         * target. */
+        path_in_tmp(real, sizeof(real), "outside/libsofthsm2.so");
+        copy_file(module, real, 0755);
+        if (chmod(real, 0755) < 0)
+                die("chmod");
+        path_in_tmp(path, sizeof(path), "allowed/escape.so");
+        if (symlink(real, path) < 0)
+                die("symlink");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM,
+                       "a symlink in an allowed directory pointing out of it is refused",
+                       (const char *const[]){"resolved to", outside, "module_dirs", NULL});
+
+        /* The same with "..": refused before anything is resolved. */
+        path_in_tmp(path, sizeof(path), "allowed/../outside/libsofthsm2.so");
+        refused_saying(path, dirs, 1, uri, pin_source, -EINVAL, "a path through .. is refused",
+                       (const char *const[]){"\"..\"", NULL});
+        refused_saying("libsofthsm2.so", dirs, 1, uri, pin_source, -EINVAL,
+                       "a bare file name is refused", (const char *const[]){"not absolute", NULL});
+        path_in_tmp(path, sizeof(path), "allowed/missing.so");
+        refused_saying(path, dirs, 1, uri, pin_source, -ENOENT, "a missing module is refused",
+                       (const char *const[]){path, "No such file", NULL});
+
+        path_in_tmp(path, sizeof(path), "allowed/writable.so");
+        copy_file(module, path, 0775);
+        if (chmod(path, 0775) < 0)
+                die("chmod");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM, "a group-writable module is refused",
+                       (const char *const[]){"chmod go-w", NULL});
+        refused_saying(allowed, dirs, 1, uri, pin_source, -EPERM,
+                       "a directory is not a module (its parent is not allowed)",
+                       (const char *const[]){"outside the allowed module directories", NULL});
+}
+
+/* The serial number of the token behind an open store. */
+static void token_serial(struct store *s, char serial[static 17])
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_SESSION_INFO session_info;
+        CK_TOKEN_INFO info;
+        size_t len = 16;
+
+        store_private_session(s, &m, &session);
+        if (m->C_GetSessionInfo(session, &session_info) != CKR_OK ||
+            m->C_GetTokenInfo(session_info.slotID, &info) != CKR_OK)
+                die("token info");
+        memcpy(serial, info.serialNumber, 16);
+        while (len > 0 && serial[len - 1] == ' ')
+                len--;
+        serial[len] = 0;
+}
+
+static void test_token_uri_selection(void)
+{
+        char serial[17], uri[256];
+        struct store *s = NULL;
+
+        if (open_default(&s) < 0 || !s)
+                die("open");
+        token_serial(s, serial);
+        store_close(s);
+        s = NULL;
+
+        refused_saying(module, lib_dirs, 1, "pkcs11:manufacturer=SoftHSM%20project", pin_source,
+                       -ENOTUNIQ, "two matching tokens: refused, both listed",
+                       (const char *const[]){"matches 2 tokens", "\"" TOKEN_LABEL "\"",
+                                             "\"" OTHER_LABEL "\"", serial, NULL});
+        refused_saying(module, lib_dirs, 1, "pkcs11:token=nothing-like-it", pin_source, -ENODEV,
+                       "no matching token: refused, and the tokens that exist are listed",
+                       (const char *const[]){"\"" TOKEN_LABEL "\"", "\"" OTHER_LABEL "\"",
+                                             "SoftHSM project", serial, NULL});
+
+        snprintf(uri, sizeof(uri), "pkcs11:manufacturer=SoftHSM%%20project;serial=%s", serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "manufacturer plus serial selects one token");
+        store_close(s);
+        s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s", TOKEN_LABEL, serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "label plus serial selects the token");
+        store_close(s);
+        s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s;model=SoftHSM%%20v2", TOKEN_LABEL,
+                 serial);
+        is_int(open_with(module, lib_dirs, 1, uri, pin_source, &s), 0,
+               "label, serial and model together select the token");
+        store_close(s);
+        s = NULL;
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;serial=%s", OTHER_LABEL, serial);
+        refused(module, lib_dirs, 1, uri, pin_source, -ENODEV,
+                "a label with another token's serial matches nothing");
+}
+
+/* The directory of the SoftHSM2 token whose (plain-text) label is label. */
+static void token_object_of(const char *label, char path[static PATH_MAX])
+{
+        char tokens[PATH_MAX];
+        DIR *top;
+        struct dirent *t;
+
+        path[0] = 0;
+        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        top = opendir(tokens);
+        if (!top)
+                die(tokens);
+        while ((t = readdir(top))) {
+                uint8_t buf[4096];
+                size_t len;
+                char candidate[PATH_MAX];
+
+                if (t->d_name[0] == '.')
+                        continue;
+                if ((size_t)snprintf(candidate, sizeof(candidate), "%s/%s/token.object", tokens,
+                                     t->d_name) >= sizeof(candidate))
+                        continue;
+                len = read_whole_file(candidate, buf, sizeof(buf));
+                if (memmem(buf, len, label, strlen(label))) {
+                        snprintf(path, PATH_MAX, "%s", candidate);
+                        break;
+                }
+        }
+        closedir(top);
+        if (!path[0])
+                die("token.object not found");
+}
+
+/* SoftHSM2 never locks a PIN by itself (it only sets CKF_USER_PIN_COUNT_LOW after failures, see
+ * docs/softhsm-torn-writes.md), so the test sets CKF_USER_PIN_LOCKED in the token flags it
+ * keeps in clear in token.object: the only u64 ("kind 2") attribute there. */
+static void set_pin_locked(const char *path, bool locked)
+{
+        uint8_t buf[4096];
+        size_t len = read_whole_file(path, buf, sizeof(buf)), at = 8;
+        bool done = false;
+
+        while (len - at >= 16 && at < len) {
+                uint64_t kind = be64_at(buf + at + 8), flags;
+
+                at += 16;
+                if (kind == 1) {
+                        at += 1;
+                        continue;
+                }
+                if (kind == 2 && len - at >= 8) {
+                        flags = be64_at(buf + at);
+                        flags = locked ? flags | CKF_USER_PIN_LOCKED : flags & ~CKF_USER_PIN_LOCKED;
+                        for (size_t i = 0; i < 8; i++)
+                                buf[at + i] = (uint8_t)(flags >> (56 - 8 * i));
+                        done = true;
+                        at += 8;
+                        continue;
+                }
+                if (len - at < 8 || be64_at(buf + at) > (uint64_t)(len - at - 8))
+                        break;
+                at += 8 + be64_at(buf + at);
+        }
+        if (!done)
+                die("no token flags in token.object");
+        write_whole_file(path, buf, len);
+}
+
+/* How many times the PKCS#11 spy (opensc's pkcs11-spy.so, which logs every call it forwards)
+ * saw C_Login. */
+static int count_logins(const char *spy_log)
+{
+        static char buf[1 << 22];
+        int fd = open(spy_log, O_RDONLY | O_CLOEXEC), count = 0;
+        size_t len = 0;
+        ssize_t n;
+
+        /* A missing log is zero calls: the spy creates it on its first. */
+        if (fd < 0)
+                return 0;
+        while (len < sizeof(buf) - 1 && (n = read(fd, buf + len, sizeof(buf) - 1 - len)) > 0)
+                len += (size_t)n;
+        close(fd);
+        if (len == sizeof(buf) - 1)
+                die("spy log too large");
+        buf[len] = 0;
+        for (const char *p = buf; (p = strstr(p, "C_Login")); p++)
+                count++;
+        return count;
+}
+
+static void test_pin_edge_cases(void)
+{
+        static const char spy[] = "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so";
+        char path[PATH_MAX], source[PATH_MAX + 16], spy_log[PATH_MAX], real[PATH_MAX],
+            credentials[PATH_MAX], token_object[PATH_MAX];
+        const char *uri = "pkcs11:token=" TOKEN_LABEL;
+        struct store fake = {.token_label = (char *)"fake-token"};
+        struct store *s = NULL;
+        int logins;
+
+        path_in_tmp(path, sizeof(path), "pin-0604");
+        write_file(path, USER_PIN, 0604);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -EPERM,
+                       "a PIN file readable by others only (0604) is refused",
+                       (const char *const[]){"0604", "chmod 0600", NULL});
+
+        path_in_tmp(path, sizeof(path), "no-such-pin");
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -ENOENT, "a missing PIN file is refused",
+                       (const char *const[]){path, "No such file", NULL});
+
+        path_in_tmp(path, sizeof(path), "pin-newline-only");
+        write_file(path, "\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        refused_saying(module, lib_dirs, 1, uri, source, -ENODATA,
+                       "a PIN file of only a newline is refused as empty",
+                       (const char *const[]){"is empty", NULL});
+
+        path_in_tmp(path, sizeof(path), "pin-newline");
+        write_file(path, USER_PIN "\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN with a trailing newline works");
+        store_close(s);
+        s = NULL;
+        path_in_tmp(path, sizeof(path), "pin-crlf");
+        write_file(path, USER_PIN "\r\n", 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN with a trailing CR LF works");
+        store_close(s);
+        s = NULL;
+        path_in_tmp(path, sizeof(path), "pin-bare");
+        write_file(path, USER_PIN, 0600);
+        snprintf(source, sizeof(source), "file:%s", path);
+        is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
+               "a PIN without a trailing newline works");
+        store_close(s);
+        s = NULL;
+
+        /* credential: */
+        refused_saying(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
+                       "credential: without $CREDENTIALS_DIRECTORY says how to fix it",
+                       (const char *const[]){"CREDENTIALS_DIRECTORY", "LoadCredential=", NULL});
+        setenv("CREDENTIALS_DIRECTORY", "relative/dir", 1);
+        refused_saying(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
+                       "a relative $CREDENTIALS_DIRECTORY is refused",
+                       (const char *const[]){"not an absolute path", NULL});
+        unsetenv("CREDENTIALS_DIRECTORY");
+        refused(module, lib_dirs, 1, uri, "credential:", -EINVAL,
+                "an empty credential name is refused");
+        refused(module, lib_dirs, 1, uri, "credential:a/b", -EINVAL,
+                "a credential name with a slash is refused");
+        refused(module, lib_dirs, 1, uri, "credential:.", -EINVAL,
+                "the credential name . is refused");
+        path_in_tmp(credentials, sizeof(credentials), "credentials-2");
+        if (mkdir(credentials, 0700) < 0 || setenv("CREDENTIALS_DIRECTORY", credentials, 1) < 0)
+                die(credentials);
+        refused_saying(module, lib_dirs, 1, uri, "credential:absent", -ENOENT,
+                       "a credential that systemd did not provide is refused",
+                       (const char *const[]){"absent", NULL});
+        /* systemd may grant the service user access by ACL: group bits are fine here. */
+        path_in_tmp(path, sizeof(path), "credentials-2/pin");
+        write_file(path, USER_PIN "\n", 0440);
+        is_int(open_with(module, lib_dirs, 1, uri, "credential:pin", &s), 0,
+               "a credential readable through its group (an ACL) is accepted");
+        store_close(s);
+        s = NULL;
+        path_in_tmp(path, sizeof(path), "credentials-2/wrong");
+        write_file(path, "4321", 0400);
+        refused_saying(module, lib_dirs, 1, uri, "credential:wrong", -EACCES,
+                       "a wrong PIN from a credential points at the unit's LoadCredential=",
+                       (const char *const[]){"wrong for token", "LoadCredential=", NULL});
+        unsetenv("CREDENTIALS_DIRECTORY");
+
+        /* A wrong PIN: one clear error naming the token, and exactly one C_Login. */
+        path_in_tmp(spy_log, sizeof(spy_log), "spy.log");
+        if (access(spy, R_OK) == 0 && realpath(module, real)) {
+                setenv("PKCS11SPY", real, 1);
+                setenv("PKCS11SPY_OUTPUT", spy_log, 1);
+                path_in_tmp(path, sizeof(path), "pin-wrong-2");
+                write_file(path, "4321\n", 0600);
+                snprintf(source, sizeof(source), "file:%s", path);
+                logins = count_logins(spy_log);
+                refused_saying(spy, lib_dirs, 1, uri, source, -EACCES,
+                               "a wrong PIN is refused with one error naming the token",
+                               (const char *const[]){"wrong for token \"" TOKEN_LABEL "\"",
+                                                     "not retrying", NULL});
+                is_int(count_logins(spy_log) - logins, 1, "a wrong PIN: exactly one C_Login");
+
+                /* A locked PIN: reported from the token info, without any C_Login. */
+                token_object_of(OTHER_LABEL, token_object);
+                set_pin_locked(token_object, true);
+                logins = count_logins(spy_log);
+                refused_saying(spy, lib_dirs, 1, "pkcs11:token=" OTHER_LABEL, pin_source, -EPERM,
+                               "a locked user PIN is refused with its own message",
+                               (const char *const[]){"\"" OTHER_LABEL "\" is locked",
+                                                     "security officer", "--init-pin", NULL});
+                is_int(count_logins(spy_log) - logins, 0, "a locked PIN: no C_Login at all");
+                set_pin_locked(token_object, false);
+                is_int(open_with(module, lib_dirs, 1, "pkcs11:token=" OTHER_LABEL, pin_source, &s),
+                       0, "unlocked again, the token opens");
+                store_close(s);
+                s = NULL;
+                unsetenv("PKCS11SPY");
+                unsetenv("PKCS11SPY_OUTPUT");
+        } else {
+                ok(1, "# SKIP pkcs11-spy.so (opensc-pkcs11) is not installed");
+        }
+
+        {
+                sigset_t mask;
+
+                if (open_default(&s) < 0)
+                        die("open");
+                store_close(s);
+                s = NULL;
+                pthread_sigmask(SIG_SETMASK, NULL, &mask);
+                ok(!sigismember(&mask, SIGINT) && !sigismember(&mask, SIGTERM),
+                   "the signals held off during C_Login are unblocked again");
+        }
+
+        /* The C_Login results SoftHSM2 cannot produce, through the one function that turns
+         * them into messages. */
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_LOCKED, "file:/x", "/x"), -EPERM,
+               "CKR_PIN_LOCKED is -EPERM");
+        ok(strstr(capture_end(), "security officer") != NULL,
+           "  ... and tells the security officer to unlock it");
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_EXPIRED, "file:/x", "/x"), -EPERM,
+               "CKR_PIN_EXPIRED is -EPERM");
+        ok(strstr(capture_end(), "expired") != NULL, "  ... and says it expired");
+        capture_start();
+        is_int(login_error(&fake, CKR_PIN_LEN_RANGE, "file:/x", "/x"), -EACCES,
+               "CKR_PIN_LEN_RANGE is a wrong PIN");
+        ok(strstr(capture_end(), "wrong for token \"fake-token\"") != NULL,
+           "  ... and names the token");
+        capture_start();
+        is_int(login_error(&fake, CKR_DEVICE_ERROR, "file:/x", "/x"), -EIO,
+               "another failure is -EIO");
+        ok(strstr(capture_end(), "CKR_DEVICE_ERROR") != NULL, "  ... and names the CK_RV");
+}
+
 static void test_meta(struct store *s)
 {
         char *json = (char *)0x1;
@@ -539,6 +1002,318 @@ static void test_refresh_tokens(struct store *s)
         ok(has_label(s, "alerts/refresh_token/11"), "alerts is untouched by zeta's write");
 }
 
+/* ---- generations torn on disk ----
+ *
+ * SoftHSM2's file backend keeps each object in <tokendir>/<token uuid>/<object uuid>.object
+ * (docs/softhsm-torn-writes.md). These tests find the file a write created by listing the
+ * object files before and after it, then damage it the ways a crash or the disk can. */
+
+#define MAX_OBJECT_FILES 64
+
+struct object_files {
+        char paths[MAX_OBJECT_FILES][PATH_MAX];
+        size_t n;
+};
+
+static void list_object_files(struct object_files *out)
+{
+        char tokens[PATH_MAX];
+        DIR *top;
+        struct dirent *t;
+
+        out->n = 0;
+        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        top = opendir(tokens);
+        if (!top)
+                die(tokens);
+        while ((t = readdir(top))) {
+                char dir_path[PATH_MAX];
+                DIR *dir;
+                struct dirent *e;
+
+                if (t->d_name[0] == '.')
+                        continue;
+                if ((size_t)snprintf(dir_path, sizeof(dir_path), "%s/%s", tokens, t->d_name) >=
+                    sizeof(dir_path))
+                        continue;
+                dir = opendir(dir_path);
+                if (!dir)
+                        continue;
+                while ((e = readdir(dir))) {
+                        size_t len = strlen(e->d_name);
+
+                        if (len < 8 || strcmp(e->d_name + len - 7, ".object") != 0 ||
+                            strcmp(e->d_name, "token.object") == 0 || out->n == MAX_OBJECT_FILES)
+                                continue;
+                        if ((size_t)snprintf(out->paths[out->n], PATH_MAX, "%s/%s", dir_path,
+                                             e->d_name) < PATH_MAX)
+                                out->n++;
+                }
+                closedir(dir);
+        }
+        closedir(top);
+}
+
+static bool object_files_contain(const struct object_files *files, const char *path)
+{
+        for (size_t i = 0; i < files->n; i++)
+                if (strcmp(files->paths[i], path) == 0)
+                        return true;
+        return false;
+}
+
+/* Writes token for account and returns the object file that write created. */
+static void write_and_find_file(struct store *s, const char *account, const char *token,
+                                uint64_t want_generation, char file[static PATH_MAX])
+{
+        _cleanup_secret_ struct secret *t = make_secret(token);
+        struct object_files before, after;
+        uint64_t g = 0;
+        char what[128];
+
+        list_object_files(&before);
+        snprintf(what, sizeof(what), "write %s generation %" PRIu64, account, want_generation);
+        is_int(store_write_refresh_token(s, account, t, &g), 0, what);
+        is_int(g, want_generation, "the write reports that generation");
+        list_object_files(&after);
+        file[0] = 0;
+        for (size_t i = 0; i < after.n; i++)
+                if (!object_files_contain(&before, after.paths[i]))
+                        snprintf(file, PATH_MAX, "%s", after.paths[i]);
+        ok(file[0] != 0, "the write created one object file");
+}
+
+/* The offset of CKA_VALUE's bytes in a SoftHSM2 object file: a u64 generation, then per attribute
+ * a u64 type, a u64 kind (1 bool, 2 ulong, 3 bytes, 4 attribute map, 5 mechanism set) and the
+ * value; byte strings and maps carry a u64 length first. 0 when not found. */
+static size_t value_offset(const uint8_t *buf, size_t len)
+{
+        size_t at = 8;
+
+        while (len - at >= 16 && at < len) {
+                uint64_t type = be64_at(buf + at), kind = be64_at(buf + at + 8), size;
+
+                at += 16;
+                if (kind == 1) {
+                        at += 1;
+                        continue;
+                }
+                if (kind == 2) {
+                        at += 8;
+                        continue;
+                }
+                if (len - at < 8)
+                        return 0;
+                size = be64_at(buf + at);
+                at += 8;
+                if (kind == 5)
+                        size *= 8;
+                if (size > len - at)
+                        return 0;
+                if (type == CKA_VALUE && kind == 3)
+                        return at;
+                at += size;
+        }
+        return 0;
+}
+
+enum damage {
+        DAMAGE_EMPTY,       /* killed between SoftHSM's ftruncate() and its write() */
+        DAMAGE_HEADER_ONLY, /* killed after the first write of a new object: no attributes */
+        DAMAGE_HALF,        /* a write cut in the middle (disk full, power loss) */
+        DAMAGE_LAST_BYTE,   /* one byte short */
+        DAMAGE_GARBAGE,     /* overwritten with bytes that parse as nothing */
+        DAMAGE_FLIPPED,     /* one bit of the encrypted value flipped: decrypts "fine" */
+};
+
+static void damage_file(const char *path, enum damage how)
+{
+        uint8_t buf[65536];
+        size_t len = read_whole_file(path, buf, sizeof(buf)), offset;
+
+        switch (how) {
+        case DAMAGE_EMPTY:
+                len = 0;
+                break;
+        case DAMAGE_HEADER_ONLY:
+                len = 8;
+                break;
+        case DAMAGE_HALF:
+                len /= 2;
+                break;
+        case DAMAGE_LAST_BYTE:
+                len -= 1;
+                break;
+        case DAMAGE_GARBAGE:
+                /* Every u64 reads as 0xa5a5…: no valid kind, and no huge length either
+                 * (SoftHSM2 exit()s on an allocation that large, see the doc). */
+                memset(buf + 8, 0xa5, len - 8);
+                break;
+        case DAMAGE_FLIPPED:
+                /* AES-CBC: flipping IV byte k flips plaintext byte k and nothing else. Byte 14
+                 * is the first byte of the token inside the envelope. */
+                offset = value_offset(buf, len);
+                ok(offset > 0, "found CKA_VALUE in the object file");
+                if (offset > 0)
+                        buf[offset + 14] ^= 0x01;
+                break;
+        }
+        write_whole_file(path, buf, len);
+}
+
+/* Account "torn": generation g1 holds older, g2 holds newer and is damaged on disk; a fresh
+ * session (SoftHSM2 caches what it read) must fall back to older, and the next write must go on
+ * from there. Returns the store, reopened. */
+static struct store *torn_newest(struct store *s, enum damage how, const char *name)
+{
+        char first[PATH_MAX], second[PATH_MAX], lock[PATH_MAX], what[160];
+        uint8_t saved[65536];
+        size_t saved_len;
+        _cleanup_secret_ struct secret *older = make_secret("0.OLDER-intact-token");
+        _cleanup_secret_ struct secret *next = make_secret("0.NEXT-after-damage");
+        struct store_refresh_token_info info;
+        struct secret *out = NULL;
+        unsigned removed;
+        uint64_t g = 0;
+
+        (void)store_remove_account(s, "torn", &removed);
+        write_and_find_file(s, "torn", secret_str(older), 1, first);
+        saved_len = read_whole_file(first, saved, sizeof(saved));
+        write_and_find_file(s, "torn", "0.NEWER-to-be-damaged", 2, second);
+        store_close(s);
+
+        /* Bring generation 1 back as a crash between create and destroy would have left it. */
+        snprintf(lock, sizeof(lock), "%.*s.lock", (int)(strlen(first) - strlen(".object")), first);
+        write_file(first, "", 0600);
+        write_file(lock, "", 0600);
+        write_whole_file(first, saved, saved_len);
+        damage_file(second, how);
+
+        s = NULL;
+        if (open_default(&s) < 0 || !s)
+                die("reopen after damage");
+        snprintf(what, sizeof(what), "%s newest: the older generation is read", name);
+        is_int(store_read_refresh_token(s, "torn", &out, &g), 0, what);
+        ok(out && secret_equal(out, older), "it is the older token");
+        is_int(g, 1, "generation 1");
+        secret_free(out);
+        out = NULL;
+        is_int(store_refresh_token_info(s, "torn", &info), 0, "info skips it as well");
+        is_int(info.generation, 1, "info: generation 1");
+
+        snprintf(what, sizeof(what), "%s newest: the next rotation succeeds", name);
+        is_int(store_write_refresh_token(s, "torn", next, &g), 0, what);
+        ok(g >= 2, "and goes on past generation 1");
+        is_int(store_read_refresh_token(s, "torn", &out, &g), 0, "read after that rotation");
+        ok(out && secret_equal(out, next), "the new token is read");
+        secret_free(out);
+        return s;
+}
+
+static struct store *test_torn_generations(struct store *s)
+{
+        _cleanup_secret_ struct secret *legacy = make_secret("0.LEGACY-raw-token");
+        struct store_refresh_token_info info;
+        struct secret *out = NULL;
+        char only[PATH_MAX];
+        unsigned removed;
+        time_t before = time(NULL);
+        uint64_t g = 0;
+
+        /* stored_at: recorded for new writes, unknown (0) for a legacy raw value. */
+        write_and_find_file(s, "dated", "0.DATED-token", 1, only);
+        is_int(store_refresh_token_info(s, "dated", &info), 0, "info of a new write");
+        ok(info.stored_at >= (uint64_t)before && info.stored_at <= (uint64_t)time(NULL) + 1,
+           "stored_at is the time of the write");
+        is_int(info.n_generations, 1, "one generation");
+        is_int(raw_create(s, "legacy/refresh_token/1", "0.LEGACY-raw-token", 18), CKR_OK,
+               "plant a legacy raw-token generation");
+        is_int(store_read_refresh_token(s, "legacy", &out, &g), 0, "a legacy value is read");
+        ok(out && secret_equal(out, legacy), "as the raw token it is");
+        secret_free(out);
+        out = NULL;
+        is_int(store_refresh_token_info(s, "legacy", &info), 0, "info of a legacy value");
+        is_int(info.stored_at, 0, "stored_at of a legacy value is unknown (0)");
+        is_int(raw_create(s, "legacy/refresh_token/2", "\0cbrt\x01", 6), CKR_OK,
+               "plant a truncated envelope as generation 2");
+        is_int(raw_create(s, "legacy/refresh_token/3", "\0cbrt\x02xxxxxxxx0.TOKENyyyyyyyy", 27),
+               CKR_OK, "plant an envelope of an unknown version as generation 3");
+        is_int(store_read_refresh_token(s, "legacy", &out, &g), 0, "bad envelopes are skipped");
+        is_int(g, 1, "the legacy generation 1 is chosen");
+        secret_free(out);
+        out = NULL;
+
+        /* A valid envelope under another generation's label (a flipped label) is not taken. */
+        {
+                CK_FUNCTION_LIST *m;
+                CK_SESSION_HANDLE session;
+                CK_OBJECT_HANDLE handle;
+                CK_ULONG found = 0;
+                char label[] = "dated/refresh_token/1";
+                uint8_t value[256];
+                CK_ATTRIBUTE find[] = {{CKA_LABEL, label, sizeof(label) - 1}};
+                CK_ATTRIBUTE get = {CKA_VALUE, value, sizeof(value)};
+
+                store_private_session(s, &m, &session);
+                if (m->C_FindObjectsInit(session, find, 1) != CKR_OK ||
+                    m->C_FindObjects(session, &handle, 1, &found) != CKR_OK || found != 1 ||
+                    m->C_FindObjectsFinal(session) != CKR_OK ||
+                    m->C_GetAttributeValue(session, handle, &get, 1) != CKR_OK)
+                        die("read dated/refresh_token/1");
+                is_int(raw_create(s, "dated/refresh_token/5", value, get.ulValueLen), CKR_OK,
+                       "plant generation 1's envelope as generation 5");
+                is_int(store_read_refresh_token(s, "dated", &out, &g), 0,
+                       "read with a relabelled envelope present");
+                is_int(g, 1, "the relabelled one fails its check; generation 1 is used");
+                secret_free(out);
+                out = NULL;
+        }
+
+        s = torn_newest(s, DAMAGE_EMPTY, "a zero-length");
+        s = torn_newest(s, DAMAGE_HEADER_ONLY, "an attribute-less");
+        s = torn_newest(s, DAMAGE_HALF, "a half-written");
+        s = torn_newest(s, DAMAGE_LAST_BYTE, "a one-byte-short");
+        s = torn_newest(s, DAMAGE_GARBAGE, "a garbage");
+        s = torn_newest(s, DAMAGE_FLIPPED, "a bit-flipped");
+
+        /* The only generation torn: no token (so needs_reauth upstream), but no error either. */
+        (void)store_remove_account(s, "alone", &removed);
+        write_and_find_file(s, "alone", "0.ALONE-token", 1, only);
+        store_close(s);
+        damage_file(only, DAMAGE_HALF);
+        s = NULL;
+        if (open_default(&s) < 0 || !s)
+                die("reopen after damage");
+        out = (struct secret *)0x1;
+        is_int(store_read_refresh_token(s, "alone", &out, &g), -ENOENT,
+               "the only generation torn: -ENOENT, not a failure of the store");
+        ok(out == (struct secret *)0x1, "ret_token untouched");
+        is_int(store_refresh_token_info(s, "alone", &info), -ENOENT, "info: -ENOENT");
+        /* A session that lost its login sees no private object: unavailable, not "none". */
+        {
+                CK_FUNCTION_LIST *m;
+                CK_SESSION_HANDLE session;
+
+                store_private_session(s, &m, &session);
+                is_int(m->C_Logout(session), CKR_OK, "log the store's session out behind its back");
+                out = (struct secret *)0x1;
+                is_int(store_read_refresh_token(s, "torn", &out, &g), -ENOTCONN,
+                       "a logged-out session: -ENOTCONN, not -ENOENT (needs_reauth)");
+                is_int(m->C_Login(session, CKU_USER, (CK_UTF8CHAR *)USER_PIN, strlen(USER_PIN)),
+                       CKR_OK, "log in again");
+                is_int(store_read_refresh_token(s, "torn", &out, &g), 0, "and it reads again");
+                if (out != (struct secret *)0x1)
+                        secret_free(out);
+                out = NULL;
+        }
+
+        (void)store_remove_account(s, "alone", &removed);
+        (void)store_remove_account(s, "torn", &removed);
+        (void)store_remove_account(s, "dated", &removed);
+        (void)store_remove_account(s, "legacy", &removed);
+        return s;
+}
+
 static void test_remove(struct store *s)
 {
         unsigned removed = 0;
@@ -594,12 +1369,16 @@ int main(void)
         test_module_paths();
         test_token_uri();
         test_pin_sources();
+        test_module_allow_list();
+        test_token_uri_selection();
+        test_pin_edge_cases();
 
         is_int(open_default(&s), 0, "open the test token");
         if (s) {
                 test_meta(s);
                 test_invalid_names(s);
                 test_refresh_tokens(s);
+                s = test_torn_generations(s);
                 test_remove(s);
                 test_install_key(s); /* closes s */
         }
