@@ -64,6 +64,7 @@ class DeviceCodes {
       last_poll_at: null,
       status: 'pending', // pending | approved | declined | redeemed
       user: null,
+      user_tenant: null, // the approving user's tenant, if registered with one
       granted: null,
       polls: 0,
       slow_downs: 0,

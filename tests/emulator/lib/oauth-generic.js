@@ -23,7 +23,7 @@ class OAuthError extends Error {
 }
 
 module.exports = function makeGeneric(kit, apps, device) {
-  const { lc, sha256hex, scopeResource, GRAPH_RESOURCE, DEFAULT_REFRESH_LIFETIME, AadError } = kit;
+  const { lc, scopeResource, GRAPH_RESOURCE, DEFAULT_REFRESH_LIFETIME, AadError } = kit;
   const { codes } = device;
   const DEVICE_CODE_GRANT = device.DEVICE_CODE_GRANT;
   const KNOWN = ['refresh_token', 'password', 'client_credentials', 'authorization_code', DEVICE_CODE_GRANT, 'urn:ietf:params:oauth:grant-type:jwt-bearer'];
@@ -306,5 +306,5 @@ module.exports = function makeGeneric(kit, apps, device) {
     }
   }
 
-  return { handleOAuth, OAuthError, sha256hex };
+  return { handleOAuth, OAuthError };
 };
