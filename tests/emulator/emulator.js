@@ -1790,6 +1790,7 @@ async function handleHttps(app, req, res) {
   if (dm) return handleDeviceCode(app, req, res, dm[1]);
   if (pathname === '/oauth/token') return generic.handleOAuth(app, req, res, 'token');
   if (pathname === '/oauth/device_authorization') return generic.handleOAuth(app, req, res, 'device_authorization');
+  if (pathname === '/.well-known/oauth-authorization-server') return generic.handleMetadata(app, req, res);
   if (pathname.startsWith('/v1.0/')) return handleGraph(app, req, res, pathname);
   app.counters.not_found += 1;
   req.resume();

@@ -587,6 +587,52 @@ async function faultsAndSecrets() {
   ok('no password or client secret in the emulator log or state.json');
 }
 
+async function robustness() {
+  let r = await request({ port, path: '/.well-known/oauth-authorization-server', method: 'GET', ca, servername: 'localhost' });
+  assert.strictEqual(r.status, 200);
+  assert.strictEqual(r.json.token_endpoint, `https://127.0.0.1:${port}/oauth/token`);
+  assert.strictEqual(r.json.device_authorization_endpoint, `https://127.0.0.1:${port}/oauth/device_authorization`);
+  ok('generic mode: RFC 8414 metadata at /.well-known/oauth-authorization-server');
+
+  const raw = (p, body, headers) => request({
+    port, path: p, method: 'POST', ca, servername: 'localhost', headers: { 'Content-Length': body.length, ...headers },
+  }, body);
+  const garbage = crypto.randomBytes(4096);
+  expectAad(await raw(`/${TENANT}/oauth2/v2.0/devicecode`, garbage, { 'Content-Type': 'application/octet-stream' }), 400, 'invalid_request', 900144, 'binary devicecode body');
+  expectAad(await raw(`/${TENANT}/oauth2/v2.0/devicecode`, Buffer.from('client_id=a&client_id=b&scope=x'), { 'Content-Type': 'application/x-www-form-urlencoded' }), 400, 'invalid_request', 90100, 'repeated parameter');
+  expectOAuth(await raw('/oauth/token', Buffer.from('{"grant_type":"password"}'), { 'Content-Type': 'application/json' }), 400, 'invalid_request', 'JSON body');
+  expectOAuth(await raw('/oauth/token', Buffer.from('grant_type=password&grant_type=password'), { 'Content-Type': 'application/x-www-form-urlencoded' }), 400, 'invalid_request', 'repeated parameter');
+  expectOAuth(await post('/oauth/token', { grant_type: 'client_credentials' }, { Authorization: 'Basic !!!' }), 401, 'invalid_client', 'malformed Basic');
+  expectAad(await token({ grant_type: 'client_credentials', client_id: CERT_APP, scope: `${GRAPH}/.default`, client_assertion_type: JWT_BEARER, client_assertion: 'x'.repeat(100000) }), 400, 'invalid_request', 50027, 'huge assertion');
+  const weird = `${b64u({ alg: 'PS256', 'x5t#S256': { a: 1 }, typ: ['JWT'] })}.${b64u([1, 2])}.AAAA`;
+  r = await token({ grant_type: 'client_credentials', client_id: CERT_APP, scope: `${GRAPH}/.default`, client_assertion_type: JWT_BEARER, client_assertion: weird });
+  assert.ok(r.status === 400 || r.status === 401, `odd JSON types in an assertion: ${r.status}`);
+  r = await post(`/${TENANT}/oauth2/v2.0/token`, { grant_type: DEVICE_GRANT, client_id: PUBLIC_APP, device_code: '\u0000'.repeat(10) });
+  expectAad(r, 400, 'bad_verification_code', 70018, 'odd device_code');
+  ok('robustness: binary, JSON, repeated-parameter, malformed Basic, huge and ill-typed assertion inputs get clean 4xx answers');
+
+  for (const [p, body] of [
+    ['/admin/config', { device_interval: 0 }],
+    ['/admin/config', { assertion_pss_salt: 'max' }],
+    ['/admin/config', { lockout_threshold: 'three' }],
+    ['/admin/apps', { client_id: 'x', tenant: TENANT, secrets: [{ value: 's', expires_in: 'soon' }] }],
+    ['/admin/apps', { client_id: 'x', tenant: TENANT, public_client: 'yes' }],
+    ['/admin/apps', { client_id: 'x', tenant: TENANT, bogus: 1 }],
+    ['/admin/users', { username: 'u@contoso.com' }],
+    ['/admin/users', { username: 'u@contoso.com', password: 'p', mfa_required: 1 }],
+    ['/admin/device/approve', {}],
+    ['/admin/device/approve', { user_code: 'X', scopes: 'Mail.Send' }],
+    ['/admin/device/decline', { user_code: 'NOSUCH' }],
+  ]) {
+    r = await admin('POST', p, body);
+    assert.ok(r.status === 400 || r.status === 404, `admin ${p} ${JSON.stringify(body)}: ${r.status} ${r.text}`);
+    assert.strictEqual(typeof r.json.error, 'string');
+  }
+  assert.strictEqual(emu.exitCode, null, 'the emulator is still running');
+  assert.ok(!/internal error/.test(fs.readFileSync(logFile, 'utf8')), 'no request ended in an internal error (500)');
+  ok('admin API: bad config values, app, user and device bodies are refused with 400/404 and a message');
+}
+
 async function restart() {
   emu.kill('SIGTERM');
   await new Promise((r) => emu.once('exit', r));
@@ -625,6 +671,7 @@ async function main() {
   await clientCredentialsFlow(certA, certB);
   await genericFlow(certA);
   await faultsAndSecrets();
+  await robustness();
   await restart();
   emu.kill('SIGTERM');
   const code = await new Promise((r) => emu.once('exit', (c) => r(c)));

@@ -306,5 +306,23 @@ module.exports = function makeGeneric(kit, apps, device) {
     }
   }
 
-  return { handleOAuth, OAuthError };
+  // GET /.well-known/oauth-authorization-server (RFC 8414), so a client configured with
+  // only an issuer URL can find the endpoints.
+  function handleMetadata(app, req, res) {
+    req.resume();
+    if (req.method !== 'GET') return kit.sendJson(res, 405, { error: 'invalid_request', error_description: 'GET only' }, { Allow: 'GET' });
+    const host = typeof req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(req.headers.host) ? req.headers.host : '127.0.0.1';
+    const issuer = `https://${host}`;
+    return kit.sendJson(res, 200, {
+      issuer,
+      token_endpoint: `${issuer}/oauth/token`,
+      device_authorization_endpoint: `${issuer}/oauth/device_authorization`,
+      grant_types_supported: ['refresh_token', 'password', 'client_credentials', DEVICE_CODE_GRANT],
+      token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+      token_endpoint_auth_signing_alg_values_supported: ['PS256', 'RS256'],
+      response_types_supported: [],
+    });
+  }
+
+  return { handleOAuth, handleMetadata, OAuthError };
 };
