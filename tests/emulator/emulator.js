@@ -1358,6 +1358,11 @@ async function handleGraph(app, req, res, pathname) {
       if (!at.app_only && lc(mailbox) !== lc(at.user)) {
         throw new GraphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
       }
+      // An Exchange application access policy (POST /admin/apps "mailboxes") limits
+      // app-only tokens to some mailboxes; Graph's wording for a refusal.
+      if (at.app_only && !apps.mailboxAllowed(store.client(at.client_id), mailbox)) {
+        throw new GraphError(403, 'ErrorAccessDenied', 'Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.');
+      }
     }
 
     let record;

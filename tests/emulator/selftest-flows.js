@@ -25,6 +25,7 @@ const PUBLIC_APP = '11111111-1111-4111-8111-111111111111';
 const CONF_APP = '22222222-2222-4222-8222-222222222222';
 const CERT_APP = '33333333-3333-4333-8333-333333333333';
 const NOCONSENT_APP = '44444444-4444-4444-8444-444444444444';
+const POLICY_APP = '55555555-5555-4555-8555-555555555555';
 const SECRET = 'sekr~et-Value.1234567890abcdefghijklmnop';
 const EXPIRED_SECRET = 'old~secret-Value.0987654321zyxwvutsrqpo';
 const PASSWORD = 'Canary-P4ssw0rd-must-never-be-logged!';
@@ -141,12 +142,13 @@ function expectTokens(r, keys, what) {
 
 // --- client assertions -------------------------------------------------------------
 
-function makeCert(dir, name) {
+function makeCert(dir, name, expired = false) {
   fs.mkdirSync(dir, { recursive: true });
   const key = path.join(dir, `${name}-key.pem`);
   const cert = path.join(dir, `${name}.pem`);
   const tmpl = path.join(dir, `${name}.tmpl`);
-  fs.writeFileSync(tmpl, `cn = "${name}"\nexpiration_days = 30\nsigning_key\n`);
+  const validity = expired ? 'activation_date = "2020-01-01 00:00:00"\nexpiration_date = "2020-12-31 00:00:00"\n' : 'expiration_days = 30\n';
+  fs.writeFileSync(tmpl, `cn = "${name}"\n${validity}signing_key\n`);
   execFileSync('certtool', ['--generate-privkey', '--key-type=rsa', '--bits=2048', '--no-text', '--outfile', key], { stdio: 'ignore' });
   execFileSync('certtool', ['--generate-self-signed', '--load-privkey', key, '--template', tmpl, '--outfile', cert], { stdio: 'ignore' });
   const pem = fs.readFileSync(cert, 'utf8');
@@ -196,7 +198,7 @@ async function start() {
 
 // --- the checks -------------------------------------------------------------------------
 
-async function registerFixtures(certA) {
+async function registerFixtures(certA, certOld) {
   let r = await admin('POST', '/admin/apps', { client_id: PUBLIC_APP, tenant: TENANT });
   assert.strictEqual(r.status, 201, r.text);
   assert.strictEqual(r.json.public_client, true);
@@ -207,16 +209,19 @@ async function registerFixtures(certA) {
   assert.strictEqual(r.status, 201, r.text);
   assert.deepStrictEqual(r.json.secrets.map((s) => s.hint), ['sek', 'old']);
   assert.ok(!r.text.includes(SECRET), 'the admin answer must not echo a secret');
-  r = await admin('POST', '/admin/apps', { client_id: CERT_APP, tenant: TENANT, public_client: false, certificates: [certA.pem] });
+  r = await admin('POST', '/admin/apps', { client_id: CERT_APP, tenant: TENANT, public_client: false, certificates: [certA.pem, certOld.pem] });
   assert.strictEqual(r.status, 201, r.text);
   assert.strictEqual(r.json.certificates[0]['x5t#S256'], certA.sha256.toString('base64url'));
+  assert.strictEqual(r.json.certificates[1].not_after, '2020-12-31T00:00:00.000Z');
+  r = await admin('POST', '/admin/apps', { client_id: POLICY_APP, tenant: TENANT, public_client: false, secrets: [SECRET], mailboxes: ['Shared@contoso.com'] });
+  assert.strictEqual(r.status, 201, r.text);
   r = await admin('POST', '/admin/apps', { client_id: NOCONSENT_APP, tenant: TENANT, consent: false, secrets: [SECRET] });
   assert.strictEqual(r.status, 201, r.text);
   r = await admin('POST', '/admin/apps', { client_id: 'x', tenant: 'common' });
   assert.strictEqual(r.status, 400, 'an app in tenant "common" is refused');
   r = await admin('POST', '/admin/apps', { client_id: 'x', tenant: TENANT, certificates: ['not a certificate'] });
   assert.strictEqual(r.status, 400, 'a bad certificate is refused');
-  ok('admin: apps registered (public, secret with expiry, certificate, no consent); bad input 400; secrets never echoed');
+  ok('admin: apps registered (public, secret with expiry, certificates, no consent, mailbox policy); bad input 400; secrets never echoed');
 
   for (const u of [
     { username: 'alice@contoso.com', password: PASSWORD, tenant: TENANT },
@@ -407,7 +412,7 @@ async function ropcFlow() {
   ok('ROPC: a password change revokes the refresh tokens it produced (50173) and the old password fails');
 }
 
-async function clientCredentialsFlow(certA, certB) {
+async function clientCredentialsFlow(certA, certB, certOld) {
   const cc = (form, tenant) => token({ grant_type: 'client_credentials', client_id: CONF_APP, scope: `${GRAPH}/.default`, ...form }, tenant);
   let r = await cc({ client_secret: SECRET });
   const t1 = expectTokens(r, ['token_type', 'expires_in', 'ext_expires_in', 'access_token'], 'client_credentials with a secret');
@@ -437,7 +442,13 @@ async function clientCredentialsFlow(certA, certB) {
   assert.strictEqual(r.status, 200);
   r = await sendMail(r.json.access_token, 'users/shared-mailbox@contoso.com');
   assert.strictEqual(r.status, 403, 'no admin consent: token without roles, Graph 403');
-  ok('client_credentials scope: 1002012, 700022, 500011, //.default, 9001023, 90019; without consent the token has no roles (Graph 403)');
+  r = await cc({ client_id: POLICY_APP, client_secret: SECRET });
+  assert.strictEqual(r.status, 200);
+  assert.strictEqual((await sendMail(r.json.access_token, 'users/shared@contoso.com')).status, 202, 'mailbox in the access policy');
+  r = await sendMail(r.json.access_token, 'users/ceo@contoso.com');
+  assert.strictEqual(r.status, 403, 'mailbox outside the access policy');
+  assert.match(r.json.error.message, /Blocked by tenant configured AppOnly AccessPolicy/);
+  ok('client_credentials scope: 1002012, 700022, 500011, //.default, 9001023, 90019; no consent: no roles (Graph 403); application access policy (403 RAOP)');
 
   const url = `https://127.0.0.1:${port}/${TENANT}/oauth2/v2.0/token`;
   const ca2 = (assertion, form = {}) => cc({ client_id: CERT_APP, client_assertion_type: JWT_BEARER, client_assertion: assertion, ...form });
@@ -471,6 +482,7 @@ async function clientCredentialsFlow(certA, certB) {
     ['no thumbprint', makeAssertion(certA, CERT_APP, url, { header: { 'x5t#S256': undefined } }), 401, 'invalid_client', 5002723],
     ['unregistered certificate', makeAssertion(certB, CERT_APP, url), 401, 'invalid_client', 700027],
     ['signed by another key', makeAssertion(certA, CERT_APP, url, { key: certB.key }), 401, 'invalid_client', 700027],
+    ['registered but expired certificate', makeAssertion(certOld, CERT_APP, url), 401, 'invalid_client', 700027],
     ['no jti', makeAssertion(certA, CERT_APP, url, { claims: { jti: undefined } }), 400, 'invalid_request', 90014],
     ['iss != sub', makeAssertion(certA, CERT_APP, url, { claims: { sub: 'someone' } }), 401, 'invalid_client', 50048],
     ['iss = sub = another client', makeAssertion(certA, CONF_APP, url), 401, 'invalid_client', 700021],
@@ -481,6 +493,7 @@ async function clientCredentialsFlow(certA, certB) {
     ['lives 2 hours', makeAssertion(certA, CERT_APP, url, { claims: { exp: Math.floor(Date.now() / 1000) + 7200 } }), 401, 'invalid_client', 700024],
   ];
   for (const [what, assertion, status, error, code] of bad) expectAad(await ca2(assertion), status, error, code, `assertion: ${what}`);
+  assert.match((await ca2(makeAssertion(certOld, CERT_APP, url))).json.error_description, /The key used is expired\., Thumbprint of key used by client: '[0-9A-F]{64}', Found key 'Start=01\/01\/2020 00:00:00, End=12\/31\/2020 00:00:00'/);
   expectAad(await ca2(makeAssertion(certA, CERT_APP, url), { client_assertion_type: 'urn:wrong' }), 400, 'invalid_request', 90100, 'wrong client_assertion_type');
   expectAad(await ca2(makeAssertion(certA, CERT_APP, url), { client_secret: SECRET }), 400, 'invalid_request', 9002313, 'secret and assertion together');
   r = await ca2(makeAssertion(certA, CERT_APP, url));
@@ -663,12 +676,13 @@ async function main() {
   }
   const certA = makeCert(path.join(work, 'client'), 'app-a');
   const certB = makeCert(path.join(work, 'client'), 'app-b');
+  const certOld = makeCert(path.join(work, 'client'), 'app-old', true);
   await start();
   ok(`emulator started with --device-interval 1 --device-expires-in 10 (https ${port}, admin ${adminPort})`);
-  await registerFixtures(certA);
+  await registerFixtures(certA, certOld);
   await deviceFlow();
   await ropcFlow();
-  await clientCredentialsFlow(certA, certB);
+  await clientCredentialsFlow(certA, certB, certOld);
   await genericFlow(certA);
   await faultsAndSecrets();
   await robustness();

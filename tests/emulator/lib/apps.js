@@ -89,11 +89,26 @@ module.exports = function makeApps(kit) {
       if (typeof pem !== 'string' || pem.length > 65536) throw new AdminError(400, `"certificates[${i}]" must be a PEM string`);
       try {
         const d = describeCertificate(pem);
-        return { pem: d.pem, sha1: d.sha1.toString('hex'), sha256: d.sha256.toString('hex'), subject: d.subject, not_after: d.not_after };
+        return {
+          pem: d.pem, sha1: d.sha1.toString('hex'), sha256: d.sha256.toString('hex'), subject: d.subject, not_before: d.not_before, not_after: d.not_after,
+        };
       } catch (err) {
         throw new AdminError(400, `"certificates[${i}]": ${err.message}`);
       }
     });
+  }
+
+  function parseMailboxes(v) {
+    if (!Array.isArray(v) || v.length > 1000 || !v.every((m) => typeof m === 'string' && /^[^\s@]{1,200}@[^\s@]{1,200}$/.test(m))) {
+      throw new AdminError(400, '"mailboxes" must be an array of mail addresses');
+    }
+    return v.map(lc);
+  }
+
+  // Graph: may an app-only token of this client send as this mailbox?
+  function mailboxAllowed(client, mailbox) {
+    const a = appOf(client);
+    return !a || !a.mailboxes || a.mailboxes.includes(lc(mailbox));
   }
 
   function appView(c) {
@@ -105,9 +120,11 @@ module.exports = function makeApps(kit) {
       consent: a.consent,
       scopes: a.scopes,
       roles: a.roles,
+      mailboxes: a.mailboxes === undefined ? null : a.mailboxes,
       secrets: a.secrets.map((s) => ({ id: s.id, hint: s.hint, expires_at: s.expires_at === null ? null : new Date(s.expires_at).toISOString() })),
       certificates: a.certificates.map((x) => ({
         subject: x.subject,
+        not_before: x.not_before,
         not_after: x.not_after,
         'x5t': Buffer.from(x.sha1, 'hex').toString('base64url'),
         'x5t#S256': Buffer.from(x.sha256, 'hex').toString('base64url'),
@@ -117,7 +134,7 @@ module.exports = function makeApps(kit) {
 
   // POST /admin/apps: register or replace an app registration.
   function adminRegisterApp(app, b) {
-    checkKeys(b, ['client_id', 'tenant', 'public_client', 'secrets', 'certificates', 'consent', 'scopes', 'roles']);
+    checkKeys(b, ['client_id', 'tenant', 'public_client', 'secrets', 'certificates', 'consent', 'scopes', 'roles', 'mailboxes']);
     const clientId = adminString(b, 'client_id', { max: 256 });
     const tenant = adminString(b, 'tenant', { max: 256 });
     if (!/^[A-Za-z0-9._-]+$/.test(tenant) || TENANT_ALIASES.includes(lc(tenant))) {
@@ -136,6 +153,9 @@ module.exports = function makeApps(kit) {
       scopes: b.scopes === undefined || b.scopes === null ? null : parseScopeList(b.scopes, 'scopes'),
       // Application permissions with admin consent (client_credentials).
       roles: b.roles === undefined ? DEFAULT_ROLES.slice() : parseScopeList(b.roles, 'roles'),
+      // Exchange application access policy: the only mailboxes app-only tokens may use
+      // (null = no policy, any mailbox).
+      mailboxes: b.mailboxes === undefined || b.mailboxes === null ? null : parseMailboxes(b.mailboxes),
     };
     const { store } = app;
     const key = lc(clientId);
@@ -262,6 +282,11 @@ module.exports = function makeApps(kit) {
         text: "The certificate with identifier used to sign the client assertion is not registered on application. [Reason - The key was not found., Thumbprint of key used by client: '{thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{client_id}'.]",
       });
       case 'bad_signature': return new AadError(700027, { thumbprint: r.thumbprint || '' });
+      // Text as in Entra answers quoted by Microsoft's own troubleshooting pages (e.g.
+      // "[Reason - The key used is expired., ... Found key 'Start=06/29/2021 21:13:15, End=...'").
+      case 'key_expired': return new AadError(700027, { thumbprint: r.thumbprint || '', start: usDate(r.start), end: usDate(r.end) }, {
+        text: "Client assertion contains an invalid signature. [Reason - The key used is expired., Thumbprint of key used by client: '{thumbprint}', Found key 'Start={start}, End={end}']",
+      });
       case 'missing_claim': return new AadError(90014, { field: r.claim });
       case 'sub_mismatch': return new AadError(50048);
       case 'client_mismatch': return new AadError(700021);
@@ -275,6 +300,25 @@ module.exports = function makeApps(kit) {
     }
   }
 
+  // "06/29/2021 21:13:15", the date format of Entra's key messages.
+  function usDate(ms) {
+    const d = new Date(ms);
+    if (Number.isNaN(d.getTime())) return '';
+    const p = (n) => String(n).padStart(2, '0');
+    return `${p(d.getUTCMonth() + 1)}/${p(d.getUTCDate())}/${d.getUTCFullYear()} ${p(d.getUTCHours())}:${p(d.getUTCMinutes())}:${p(d.getUTCSeconds())}`;
+  }
+
+  // Registered certificates in the shape lib/assertion.js wants.
+  function assertionKeys(a) {
+    return a.certificates.map((c) => ({
+      pem: c.pem,
+      sha1: Buffer.from(c.sha1, 'hex'),
+      sha256: Buffer.from(c.sha256, 'hex'),
+      notBefore: c.not_before ? Date.parse(c.not_before) : undefined,
+      notAfter: c.not_after ? Date.parse(c.not_after) : undefined,
+    }));
+  }
+
   function checkAssertion(app, client, ctx) {
     const { params } = ctx;
     const type = params.get('client_assertion_type');
@@ -285,7 +329,7 @@ module.exports = function makeApps(kit) {
       assertion: params.get('client_assertion'),
       clientId: params.get('client_id'),
       audiences: [ctx.tokenUrl],
-      certificates: a.certificates.map((c) => ({ pem: c.pem, sha1: Buffer.from(c.sha1, 'hex'), sha256: Buffer.from(c.sha256, 'hex') })),
+      certificates: assertionKeys(a),
       requireThumbprint: true,
       pssSalt: app.config.assertionPssSalt,
       maxLifetimeSeconds: app.config.assertionMaxLifetime,
@@ -335,7 +379,7 @@ module.exports = function makeApps(kit) {
   ];
 
   return {
-    adminRoutes, authenticateClient, checkPassword, clientInTenant, appOf, isPublicOnly, checkSecret,
+    adminRoutes, authenticateClient, checkPassword, clientInTenant, appOf, isPublicOnly, checkSecret, assertionKeys, mailboxAllowed,
     jtiCache, JWT_BEARER, DEFAULT_LOCKOUT_THRESHOLD,
   };
 };

@@ -38,6 +38,7 @@ function describeCertificate(pem) {
     sha1: crypto.createHash('sha1').update(der).digest(),
     sha256: crypto.createHash('sha256').update(der).digest(),
     subject: cert.subject,
+    not_before: new Date(cert.validFrom).toISOString(),
     not_after: new Date(cert.validTo).toISOString(),
   };
 }
@@ -78,7 +79,7 @@ const fail = (reason, extra = {}) => ({ ok: false, reason, ...extra });
 //   assertion     the compact JWT
 //   clientId      the client_id the request names
 //   audiences     accepted "aud" values (exact string match)
-//   certificates  [{ pem, sha1, sha256 }] registered for the client
+//   certificates  [{ pem, sha1, sha256, notBefore?, notAfter? (ms) }] registered for the client
 //   requireThumbprint  Microsoft: x5t#S256 or x5t is mandatory; generic mode may try every key
 //   pssSalt       'digest' (32 bytes, default) or 'auto'
 //   skewSeconds   allowed clock skew (default 300)
@@ -86,6 +87,7 @@ const fail = (reason, extra = {}) => ({ ok: false, reason, ...extra });
 //   jtiCache      a JtiCache
 // Returns { ok: true, jti, exp } or { ok: false, reason, ... } with reason one of:
 //   malformed, bad_typ, bad_alg(alg), no_thumbprint, key_not_found(thumbprint hex),
+//   key_expired(thumbprint, start, end: the certificate is outside its validity period),
 //   bad_signature, missing_claim(claim), sub_mismatch, client_mismatch, bad_audience,
 //   time_range(nbf, exp, now), too_long, replay
 function verifyClientAssertion(opts) {
@@ -118,6 +120,13 @@ function verifyClientAssertion(opts) {
     return fail('no_thumbprint');
   }
   if (!candidates.length) return fail('key_not_found', { thumbprint: null });
+  // Entra keeps a key credential's validity period (by default the certificate's) and
+  // refuses assertions signed with a key outside it.
+  const current = candidates.filter((c) => c.notBefore === undefined || (now >= c.notBefore && now <= c.notAfter));
+  if (!current.length) {
+    return fail('key_expired', { thumbprint: thumbprintHex, start: candidates[0].notBefore, end: candidates[0].notAfter });
+  }
+  candidates = current;
 
   const data = Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii');
   const signature = Buffer.from(parts[2], 'base64url');

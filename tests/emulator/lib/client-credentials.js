@@ -2,7 +2,8 @@
 // client (secret or certificate assertion, checked by lib/apps.js before this handler) asks
 // for exactly one "{resource}/.default" and gets an app-only access token carrying the
 // application permissions the app has admin consent for. Never a refresh token, no id_token,
-// and (as Entra's v2 endpoint) no "scope" in the response.
+// and no "scope" in the response (a captured Entra client-credentials answer, MSAL.NET
+// MockHelpers.GetSuccessfulMtlsResponse: token_type, expires_in, ext_expires_in, access_token).
 //
 // Scope errors, from captured Entra responses (MSAL.NET MockHelpers.cs, and issues such as
 // microsoftgraph/msgraph-sdk-python#181, databricks/databricks-sql-nodejs#226):

@@ -94,7 +94,7 @@ module.exports = function makeGeneric(kit, apps, device) {
         assertion: param(params, 'client_assertion'),
         clientId,
         audiences: [urls.token, urls.issuer],
-        certificates: a.certificates.map((c) => ({ pem: c.pem, sha1: Buffer.from(c.sha1, 'hex'), sha256: Buffer.from(c.sha256, 'hex') })),
+        certificates: apps.assertionKeys(a),
         requireThumbprint: false,
         pssSalt: app.config.assertionPssSalt,
         maxLifetimeSeconds: app.config.assertionMaxLifetime,
