@@ -23,6 +23,9 @@
 //   * Token values are never logged and never written to disk: state.json keys
 //     tokens by SHA-256, so a restarted emulator can recognise tokens it issued
 //     without being able to reproduce them.
+//   * Client secrets are kept as SHA-256 and user passwords as salted SHA-256 only;
+//     neither is ever logged or echoed by the admin API. Device codes are kept as
+//     SHA-256, in memory.
 //   * Both listeners bind to 127.0.0.1 only. The admin API has no authentication
 //     and must never be exposed.
 
