@@ -5,9 +5,10 @@
 // real device code would long have expired.
 //
 // Polling discipline is enforced while a code is pending: a poll that arrives less than
-// `interval` seconds after the previous one (or after the code was issued) is answered
-// slow_down and the interval the client must keep grows by 5 seconds (RFC 8628 §3.5).
-// config.devicePollToleranceMs forgives that much early arrival (network jitter).
+// `interval` seconds after the previous poll is answered slow_down and the interval the
+// client must keep grows by 5 seconds (RFC 8628 §3.5). The first poll may come at once:
+// the RFC only constrains the time between polls, and MSAL Python polls before its first
+// sleep. config.devicePollToleranceMs forgives that much early arrival (network jitter).
 
 'use strict';
 
@@ -89,10 +90,10 @@ class DeviceCodes {
   poll(rec, toleranceMs, now = Date.now()) {
     rec.polls += 1;
     if (now >= rec.expires_at) return 'expired';
-    const previous = rec.last_poll_at === null ? rec.created_at : rec.last_poll_at;
+    const previous = rec.last_poll_at;
     rec.last_poll_at = now;
     if (rec.status !== 'pending') return rec.status;
-    if (now - previous < rec.interval * 1000 - toleranceMs) {
+    if (previous !== null && now - previous < rec.interval * 1000 - toleranceMs) {
       rec.interval += 5;
       rec.slow_downs += 1;
       return 'slow_down';
