@@ -62,6 +62,8 @@ function request(options, body) {
     const req = mod.request({ host: '127.0.0.1', ...options }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
+      res.on('aborted', () => reject(new Error('response aborted')));
+      res.on('error', reject);
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         let json;
@@ -590,10 +592,20 @@ async function faultsAndSecrets() {
   await adminOk('POST', '/admin/faults', { endpoint: 'oauth', mode: 'status', status: 429, retry_after: 2 });
   r = await post('/oauth/token', { grant_type: 'client_credentials', client_id: CONF_APP, client_secret: SECRET });
   expectOAuth(r, 429, 'temporarily_unavailable', 'oauth fault');
+  await adminOk('POST', '/admin/faults', { endpoint: 'devicecode', mode: 'reset' });
+  await assert.rejects(devicecode({ client_id: PUBLIC_APP, scope: 'Mail.Send' }), /ECONNRESET|socket hang up/, 'devicecode reset');
+  await adminOk('POST', '/admin/faults', { endpoint: 'oauth', mode: 'truncate' });
+  r = await post('/oauth/token', { grant_type: 'client_credentials', client_id: CONF_APP, client_secret: SECRET }).catch((e) => ({ error: e }));
+  assert.ok(r.error || (r.status === 200 && r.json === undefined), 'oauth truncate: a short body');
+  await adminOk('POST', '/admin/faults', { endpoint: 'oauth', mode: 'huge', size: 2000000 });
+  r = await post('/oauth/token', { grant_type: 'client_credentials', client_id: CONF_APP, client_secret: SECRET });
+  assert.ok(r.status === 200 && r.text.length >= 2000000, 'oauth huge');
   const c = await adminOk('GET', '/admin/counters');
-  assert.strictEqual(c.faults_injected.devicecode, 1);
-  assert.strictEqual(c.faults_injected.oauth, 1);
-  ok('faults: endpoints "devicecode" and "oauth" (status + Retry-After) counted in faults_injected');
+  assert.strictEqual(c.faults_injected.devicecode, 2);
+  assert.strictEqual(c.faults_injected.oauth, 3);
+  r = await devicecode({ client_id: PUBLIC_APP, scope: 'Mail.Send' });
+  assert.strictEqual(r.status, 200, 'the faults were used up');
+  ok('faults: endpoints "devicecode" and "oauth" (status + Retry-After, reset, truncate, huge) counted in faults_injected');
 
   const log = fs.readFileSync(logFile, 'utf8');
   const state = fs.readFileSync(path.join(work, 'state', 'state.json'), 'utf8');
