@@ -403,12 +403,16 @@ async function ropcFlow() {
   expectAad(await pw({ username: 'alice@contoso.com', client_id: CONF_APP }), 401, 'invalid_client', 7000218, 'app without public client flows');
   r = await pw({ username: 'alice@contoso.com', client_id: CONF_APP, client_secret: SECRET });
   assert.strictEqual(r.status, 200, `confidential ROPC with its secret: ${r.text}`);
+  const confRt = r.json.refresh_token;
+  const refreshConf = (form) => token({ grant_type: 'refresh_token', client_id: CONF_APP, refresh_token: confRt, scope: `${MAIL_SEND} offline_access`, ...form });
+  expectAad(await refreshConf({}), 401, 'invalid_client', 7000218, 'a confidential client refreshes without its secret');
+  assert.strictEqual((await refreshConf({ client_secret: SECRET })).status, 200, 'and with it');
   expectAad(await pw({ username: 'alice@contoso.com', client_id: PUBLIC_APP, client_secret: 'x' }), 400, 'invalid_client', 700025, 'public client sends a secret');
   expectAad(await pw({ username: 'alice@contoso.com', client_id: '99999999-9999-4999-8999-999999999999' }), 400, 'unauthorized_client', 700016, 'unknown client');
   const consent = expectAad(await pw({ username: 'alice@contoso.com', client_id: NOCONSENT_APP, client_secret: SECRET }), 400, 'invalid_grant', 65001, 'no consent');
   assert.strictEqual(consent.suberror, 'consent_required');
   expectAad(await pw({ username: 'alice@contoso.com', password: undefined }), 400, 'invalid_request', 900144, 'missing password');
-  ok('ROPC client checks: 7000218 (401) without public client flows, confidential ROPC with secret, 700025, 700016, 65001 consent_required, 900144');
+  ok('ROPC client checks: 7000218 (401) without public client flows, confidential ROPC with secret (its refresh needs the secret too), 700025, 700016, 65001 consent_required, 900144');
 
   // Password change revokes password-derived refresh tokens (50173).
   await adminOk('POST', '/admin/users', { username: 'alice@contoso.com', password: `${PASSWORD}-new`, tenant: TENANT });
