@@ -656,7 +656,7 @@ function parseFault(b) {
 // Messages paraphrase Microsoft's; "{x}" placeholders are filled from ctx.
 // Fault injection with only an error_code picks error and status from here.
 // Sources beyond /work/shared/microsoft-identity.md: MicrosoftDocs/entra-docs
-// docs/identity-platform/reference-error-codes.md (50013, 50034, 50048, 90019, 700022);
+// docs/identity-platform/reference-error-codes.md (50013, 50034, 50048, 65004, 90019, 700022);
 // captured Entra responses in AzureAD/microsoft-authentication-library-for-dotnet
 // tests/Microsoft.Identity.Test.Common/Core/Mocks/MockHelpers.cs (50027, 90014, 500011,
 // 700021, 700024, 1002012, 5002723, 5002738); Azure SDK for Java "Troubleshoot service
@@ -677,6 +677,7 @@ const AADSTS = {
   90019: ['invalid_request', 400, 'No tenant-identifying information found in either the request or implied by any provided credentials.'],
   53003: ['invalid_grant', 400, 'Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.'],
   65001: ['invalid_grant', 400, "The user or administrator has not consented to use the application with ID '{client_id}'. Send an interactive authorization request for this user and resource."],
+  65004: ['authorization_declined', 400, 'User declined to consent to access the app.'],
   70000: ['invalid_grant', 400, 'Provided grant is invalid or malformed.'],
   70003: ['unsupported_grant_type', 400, "The app requested an unsupported grant type '{grant_type}'."],
   70008: ['invalid_grant', 400, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.'],

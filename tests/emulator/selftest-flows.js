@@ -309,7 +309,7 @@ async function deviceFlow() {
   await adminOk('POST', '/admin/device/decline', { user_code: dc3.user_code });
   await sleep(1050);
   r = await poll(dc3.device_code);
-  expectAad(r, 400, 'authorization_declined', 70000, 'declined');
+  expectAad(r, 400, 'authorization_declined', 65004, 'declined');
   r = await poll('DAQABIQEAAAB-never-issued');
   expectAad(r, 400, 'bad_verification_code', 70018, 'unknown device code');
   r = await devicecode({ client_id: PUBLIC_APP, scope: 'Mail.Send' });

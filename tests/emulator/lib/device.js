@@ -189,9 +189,10 @@ module.exports = function makeDevice(kit, apps) {
         app.counters.device_pending += 1;
         throw new AadError(70016);
       case 'declined':
-        // No documented AADSTS number either; 70000 (InvalidGrant) with the RFC 8628 error
-        // name Microsoft's device code page lists, authorization_declined.
-        throw new AadError(70000, {}, { error: 'authorization_declined', text: 'The end user denied the authorization request.' });
+        // The error name is the one Microsoft's device code page lists; the number is
+        // AADSTS65004 UserDeclinedConsent ("User declined to consent to access the app",
+        // reference-error-codes.md), the closest documented code.
+        throw new AadError(65004);
       case 'redeemed':
         throw new AadError(70000);
       default:
