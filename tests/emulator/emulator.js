@@ -1347,8 +1347,8 @@ async function handleGraph(app, req, res, pathname) {
     }
 
     // Resolve the mailbox. Delegated tokens send as their own user only;
-    // app-only tokens (client_credentials, later) may name any mailbox but
-    // cannot use /me.
+    // app-only tokens (client_credentials) may name any mailbox the app's access
+    // policy allows, but cannot use /me.
     let mailbox;
     if (me) {
       if (at.app_only) throw badRequest('/me request is only valid with delegated authentication flow.');
