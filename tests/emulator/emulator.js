@@ -656,7 +656,8 @@ function parseFault(b) {
 // Messages paraphrase Microsoft's; "{x}" placeholders are filled from ctx.
 // Fault injection with only an error_code picks error and status from here.
 // Sources beyond /work/shared/microsoft-identity.md: MicrosoftDocs/entra-docs
-// docs/identity-platform/reference-error-codes.md (50013, 50034, 50048, 65004, 90019, 700022);
+// docs/identity-platform/reference-error-codes.md (50013, 50034, 50048, 50055, 50057, 65004,
+// 90019, 700022);
 // captured Entra responses in AzureAD/microsoft-authentication-library-for-dotnet
 // tests/Microsoft.Identity.Test.Common/Core/Mocks/MockHelpers.cs (50027, 90014, 500011,
 // 700021, 700024, 1002012, 5002723, 5002738); Azure SDK for Java "Troubleshoot service
@@ -668,6 +669,8 @@ const AADSTS = {
   50034: ['invalid_grant', 400, 'The user account {user} does not exist in the {tenant} directory. To sign into this application, the account must be added to the directory.'],
   50048: ['invalid_client', 401, 'Subject mismatches Issuer claim in the client assertion.'],
   50053: ['invalid_grant', 400, "Your account is locked because you've tried to sign in too many times with an incorrect user ID or password."],
+  50055: ['invalid_grant', 400, 'The password is expired.'],
+  50057: ['invalid_grant', 400, 'The user account is disabled.'],
   50076: ['invalid_grant', 400, "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'."],
   50079: ['interaction_required', 400, 'Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access the resource.'],
   50126: ['invalid_grant', 400, 'Error validating credentials due to invalid username or password.'],

@@ -232,13 +232,15 @@ async function registerFixtures(certA, certOld) {
     { username: 'dave@contoso.com', password: PASSWORD, federated: true, password_hash_sync: true },
     { username: 'eve@contoso.com', password: PASSWORD, locked: true },
     { username: 'frank@contoso.com', password: PASSWORD },
+    { username: 'gina@contoso.com', password: PASSWORD, error_code: 50055 },
+    { username: 'hank@contoso.com', password: PASSWORD, error_code: 53003 },
   ]) {
     r = await admin('POST', '/admin/users', u);
     assert.strictEqual(r.status, 201, r.text);
     assert.ok(!r.text.includes(PASSWORD), 'the admin answer must not echo a password');
   }
   const users = await adminOk('GET', '/admin/users');
-  assert.strictEqual(users.length, 6);
+  assert.strictEqual(users.length, 8);
   assert.ok(!JSON.stringify(users).includes(PASSWORD));
   ok('admin: users registered (plain, MFA, federated with and without hash sync, locked); no password echoed');
 }
@@ -390,7 +392,11 @@ async function ropcFlow() {
   assert.strictEqual(mfa.suberror, 'basic_action');
   assert.strictEqual(typeof mfa.claims, 'string');
   assert.ok(JSON.parse(mfa.claims).access_token, 'claims is a JSON string');
-  ok('ROPC errors: 9001023 on /common and /consumers, 50126 wrong password, 50034 unknown user, 50126 federated w/o hash sync, 50053 locked, 50076 MFA (basic_action + claims)');
+  const expired = expectAad(await pw({ username: 'gina@contoso.com' }), 400, 'invalid_grant', 50055, 'password expired');
+  assert.strictEqual(expired.suberror, 'user_password_expired');
+  expectAad(await pw({ username: 'hank@contoso.com' }), 400, 'invalid_grant', 53003, 'conditional access');
+  expectAad(await pw({ username: 'hank@contoso.com', password: 'wrong' }), 400, 'invalid_grant', 50126, 'a wrong password comes first');
+  ok('ROPC errors: 9001023 on /common and /consumers, 50126 wrong password, 50034 unknown user, 50126 federated w/o hash sync, 50053 locked, 50076 MFA (basic_action + claims), user error_code 50055/53003');
 
   await adminOk('POST', '/admin/config', { lockout_threshold: 3 });
   for (let i = 0; i < 3; i++) expectAad(await pw({ username: 'frank@contoso.com', password: `wrong${i}` }), 400, 'invalid_grant', 50126, `wrong password ${i + 1}`);

@@ -15,6 +15,10 @@ const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const DEFAULT_ROLES = ['https://graph.microsoft.com/Mail.Send'];
 // Entra ID smart lockout locks an account after 10 failed sign-ins by default.
 const DEFAULT_LOCKOUT_THRESHOLD = 10;
+// What a user registered with "error_code" answers to a correct password:
+// 50055 password expired (suberror user_password_expired), 50057 account disabled,
+// 53003 blocked by conditional access, 50079 MFA enrolment required (interaction_required).
+const USER_ERROR_CODES = [50055, 50057, 53003, 50079];
 
 function passwordHash(password, salt) {
   return crypto.createHash('sha256').update(`${salt}\n${password}`).digest('hex');
@@ -177,13 +181,17 @@ module.exports = function makeApps(kit) {
     return {
       username: u.username, tenant: u.tenant, mfa_required: u.mfa_required, federated: u.federated,
       password_hash_sync: u.password_hash_sync, locked: u.locked, failed_attempts: u.failed_attempts,
+      error_code: u.error_code === undefined ? null : u.error_code,
     };
   }
 
   // POST /admin/users: create or replace a user. A changed password revokes the refresh
   // tokens the user got from the password grant (Entra: password change/reset, 50173).
   function adminRegisterUser(app, b) {
-    checkKeys(b, ['username', 'password', 'tenant', 'mfa_required', 'federated', 'password_hash_sync', 'locked']);
+    checkKeys(b, ['username', 'password', 'tenant', 'mfa_required', 'federated', 'password_hash_sync', 'locked', 'error_code']);
+    if (b.error_code !== undefined && !USER_ERROR_CODES.includes(b.error_code)) {
+      throw new AdminError(400, `"error_code" must be one of ${USER_ERROR_CODES.join(', ')}`);
+    }
     const username = adminString(b, 'username', { max: 320 });
     const password = adminString(b, 'password', { max: 1024 });
     const tenant = adminString(b, 'tenant', { required: false, max: 256 });
@@ -207,6 +215,7 @@ module.exports = function makeApps(kit) {
       password_hash_sync: !!b.password_hash_sync,
       locked: !!b.locked,
       failed_attempts: 0,
+      error_code: b.error_code === undefined ? null : b.error_code,
     };
     let revoked = 0;
     if (old && old.password_sha256 !== passwordHash(password, old.salt)) {
@@ -248,6 +257,9 @@ module.exports = function makeApps(kit) {
     if (u.failed_attempts) {
       u.failed_attempts = 0;
       store.save();
+    }
+    if (u.error_code) {
+      throw new AadError(u.error_code, {}, u.error_code === 50055 ? { suberror: 'user_password_expired' } : {});
     }
     return u;
   }
