@@ -499,6 +499,8 @@ async function clientCredentialsFlow(certA, certB, certOld) {
     ['unregistered certificate', makeAssertion(certB, CERT_APP, url), 401, 'invalid_client', 700027],
     ['signed by another key', makeAssertion(certA, CERT_APP, url, { key: certB.key }), 401, 'invalid_client', 700027],
     ['registered but expired certificate', makeAssertion(certOld, CERT_APP, url), 401, 'invalid_client', 700027],
+    ['x5t as a hex string', makeAssertion(certA, CERT_APP, url, { header: { 'x5t#S256': undefined, x5t: certA.sha1.toString('hex') } }), 401, 'invalid_client', 700027],
+    ['x5t#S256 carrying the SHA-1', makeAssertion(certA, CERT_APP, url, { header: { 'x5t#S256': certA.sha1.toString('base64url') } }), 401, 'invalid_client', 700027],
     ['no jti', makeAssertion(certA, CERT_APP, url, { claims: { jti: undefined } }), 400, 'invalid_request', 90014],
     ['iss != sub', makeAssertion(certA, CERT_APP, url, { claims: { sub: 'someone' } }), 401, 'invalid_client', 50048],
     ['iss = sub = another client', makeAssertion(certA, CONF_APP, url), 401, 'invalid_client', 700021],
