@@ -13,6 +13,8 @@
 //   3. Persistent state (refresh tokens, access tokens, clients) in STATE/state.json
 //   4. Counters and fault injection
 //   5. Identity platform: error catalogue, token endpoint, grant handlers
+//      (device code, ROPC, client credentials, app registrations and the generic
+//      "any OAuth 2.0 server" mode live in lib/*.js, wired up at the end of section 5)
 //   6. Microsoft Graph: sendMail
 //   7. Admin API
 //   8. Servers and lifecycle
@@ -21,6 +23,9 @@
 //   * Token values are never logged and never written to disk: state.json keys
 //     tokens by SHA-256, so a restarted emulator can recognise tokens it issued
 //     without being able to reproduce them.
+//   * Client secrets are kept as SHA-256 and user passwords as salted SHA-256 only;
+//     neither is ever logged or echoed by the admin API. Device codes are kept as
+//     SHA-256, in memory.
 //   * Both listeners bind to 127.0.0.1 only. The admin API has no authentication
 //     and must never be exposed.
 
@@ -72,6 +77,8 @@ const USAGE = `usage: node emulator.js --cert FILE --key FILE --state-dir DIR [o
   --mail-dir DIR       where accepted messages are stored (default STATE/mail)
   --token-lifetime S   access token expires_in, seconds (default 3599)
   --rotation MODE      lenient (Microsoft) or strict (OAuth 2.1) (default lenient)
+  --device-interval S  device code polling interval, seconds (default 5)
+  --device-expires-in S  device code lifetime, seconds (default 900)
   --ready-file FILE    write {"port","admin_port","pid"} here once listening
   -h, --help           this text
 `;
@@ -106,12 +113,15 @@ const OPTION_SPEC = {
   '--token-lifetime': ['tokenLifetime', parseLifetime],
   '--rotation': ['rotation', parseRotation],
   '--ready-file': ['readyFile', String],
+  '--device-interval': ['deviceInterval', parseLifetime],
+  '--device-expires-in': ['deviceExpiresIn', parseLifetime],
 };
 
 function parseArgs(argv) {
   const opts = {
     cert: null, key: null, stateDir: null, mailDir: null, readyFile: null,
     port: 0, adminPort: 0, tokenLifetime: 3599, rotation: 'lenient',
+    deviceInterval: 5, deviceExpiresIn: 900,
   };
   for (let i = 0; i < argv.length; i++) {
     let name = argv[i];
@@ -304,8 +314,12 @@ function noteOn(res, s) {
 // state.json layout (all token values replaced by their SHA-256):
 // {
 //   "version": 1,
-//   "clients": { "<client_id lower>": { "client_id": "...", "type": "public", "tenants": ["..."] } },
-//   "families": { "<id>": { "tenant", "client_id", "user", "scopes": [...], "lifetime", "created_at" } },
+//   "clients": { "<client_id lower>": { "client_id": "...", "type": "public", "tenants": ["..."],
+//                "app"?: { "public_client", "consent", "scopes", "roles", "secrets": [{ "id", "hint",
+//                          "hash", "expires_at" }], "certificates": [{ "pem", "sha1", "sha256", ... }] } } },
+//   "users": { "<username lower>": { "username", "tenant", "salt", "password_sha256", "mfa_required",
+//              "federated", "password_hash_sync", "locked", "failed_attempts" } },
+//   "families": { "<id>": { "tenant", "client_id", "user", "scopes": [...], "lifetime", "created_at", "source"? } },
 //   "refresh_tokens": { "<sha256>": { "family", "issued_at", "expires_at", "used_at",
 //                                     "revoked_at", "revoked_reason", "error_code" } },
 //   "access_tokens": { "<sha256>": { "family", "tenant", "client_id", "user", "resource",
@@ -321,7 +335,7 @@ class Store {
   }
 
   static empty() {
-    return { version: STATE_VERSION, clients: {}, families: {}, refresh_tokens: {}, access_tokens: {} };
+    return { version: STATE_VERSION, clients: {}, families: {}, refresh_tokens: {}, access_tokens: {}, users: {} };
   }
 
   load() {
@@ -339,6 +353,9 @@ class Store {
     for (const k of ['clients', 'families', 'refresh_tokens', 'access_tokens']) {
       if (!isPlainObject(d[k])) throw new Error(`${this.file}: missing "${k}"`);
     }
+    // Added later; state files written before have none.
+    if (d.users === undefined) d.users = {};
+    if (!isPlainObject(d.users)) throw new Error(`${this.file}: bad "users"`);
     this.data = d;
   }
 
@@ -388,6 +405,16 @@ class Store {
     };
     this.save();
     return { family, expiresAt: now + lifetime * 1000 };
+  }
+
+  // A new family for a grant that starts a session (password, device code, generic mode).
+  // "source" says which, so a password change can revoke password-derived tokens only.
+  createFamily({ tenant, clientId, user, scopes, lifetime, source }) {
+    const family = crypto.randomUUID();
+    this.data.families[family] = {
+      tenant: lc(tenant), client_id: clientId, user, scopes, lifetime, created_at: Date.now(), source,
+    };
+    return family;
   }
 
   // Look a refresh token up. Returns { hash, rt, family } or null.
@@ -501,9 +528,39 @@ function newCounters() {
     send_mail_by_mailbox: {}, // accepted messages per resolved mailbox
     send_mail_accepted: 0, // 202 answers
     send_mail_errors: 0, // 4xx/5xx answers (including injected status faults)
-    faults_injected: { token: 0, graph: 0 },
+    faults_injected: { token: 0, graph: 0, devicecode: 0, oauth: 0 },
     not_found: 0, // HTTPS requests to no known endpoint
+    devicecode: 0, // requests to /{tenant}/oauth2/v2.0/devicecode
+    devicecode_success: 0,
+    devicecode_errors: 0,
+    device_polls: 0, // device_code grant requests (both modes)
+    device_pending: 0, // ... answered authorization_pending
+    device_slow_downs: 0, // ... answered slow_down
+    oauth_token: 0, // requests to /oauth/token (generic mode)
+    oauth_token_by_grant: {},
+    oauth_device_authorization: 0, // requests to /oauth/device_authorization
+    oauth_success: 0,
+    oauth_errors: 0,
+    oauth_replays: 0, // rotated-out refresh tokens presented again (family revoked)
+    // The last TOKEN_LOG_MAX requests to any token or device endpoint, oldest first:
+    // { at (ISO, ms), t (epoch ms), endpoint, grant, client_id, status }.
+    token_requests: [],
   };
+}
+
+const TOKEN_LOG_MAX = 1000;
+
+// Record a token/device endpoint request at arrival; status is filled in when answered.
+function logTokenRequest(app, endpoint, res) {
+  const now = Date.now();
+  const entry = { at: new Date(now).toISOString(), t: now, endpoint, grant: null, client_id: null, status: null };
+  const log = app.counters.token_requests;
+  log.push(entry);
+  if (log.length > TOKEN_LOG_MAX) log.splice(0, log.length - TOKEN_LOG_MAX);
+  res.on('close', () => {
+    entry.status = res.headersSent ? res.statusCode : null;
+  });
+  return entry;
 }
 
 // Grant types we count by name; anything else counts as "other" so a client
@@ -513,12 +570,12 @@ const KNOWN_GRANT_TYPES = [
   'urn:ietf:params:oauth:grant-type:device_code', 'urn:ietf:params:oauth:grant-type:jwt-bearer',
 ];
 
-const FAULT_ENDPOINTS = ['token', 'graph'];
+const FAULT_ENDPOINTS = ['token', 'graph', 'devicecode', 'oauth'];
 const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge'];
 
 class Faults {
   constructor() {
-    this.queues = { token: [], graph: [] };
+    this.queues = { token: [], graph: [], devicecode: [], oauth: [] };
     this.hung = new Set(); // responses held open by "hang", released on shutdown
   }
 
@@ -527,7 +584,7 @@ class Faults {
   }
 
   clear() {
-    this.queues = { token: [], graph: [] };
+    this.queues = { token: [], graph: [], devicecode: [], oauth: [] };
   }
 
   list() {
@@ -558,7 +615,7 @@ function parseFault(b) {
   if (b.mode === 'status') {
     // Default status: the catalogue's for a token error_code, else 503.
     let st = b.status;
-    if (st === undefined) st = b.endpoint === 'token' && AADSTS[b.error_code] ? AADSTS[b.error_code][1] : 503;
+    if (st === undefined) st = (b.endpoint === 'token' || b.endpoint === 'devicecode') && AADSTS[b.error_code] ? AADSTS[b.error_code][1] : 503;
     if (!Number.isInteger(st) || st < 400 || st > 599) throw new AdminError(400, 'status must be an integer 400..599');
     f.status = st;
   }
@@ -598,34 +655,61 @@ function parseFault(b) {
 // AADSTS catalogue: code -> [default "error" value, default HTTP status, message].
 // Messages paraphrase Microsoft's; "{x}" placeholders are filled from ctx.
 // Fault injection with only an error_code picks error and status from here.
+// Sources beyond /work/shared/microsoft-identity.md: MicrosoftDocs/entra-docs
+// docs/identity-platform/reference-error-codes.md (50013, 50034, 50048, 50055, 50057, 65004,
+// 90019, 700022);
+// captured Entra responses in AzureAD/microsoft-authentication-library-for-dotnet
+// tests/Microsoft.Identity.Test.Common/Core/Mocks/MockHelpers.cs (50027, 90014, 500011,
+// 700021, 700024, 1002012, 5002723, 5002738); Azure SDK for Java "Troubleshoot service
+// principal authentication" (700023, 700027); Azure/azure-cli#22251 (70020 text);
+// lib/apps.js, lib/client-credentials.js and lib/device.js say which code is used when.
 const AADSTS = {
+  50013: ['invalid_client', 401, 'Assertion is invalid: a client assertion with this jti has already been used.'],
+  50027: ['invalid_request', 400, 'JWT token is invalid or malformed.'],
+  50034: ['invalid_grant', 400, 'The user account {user} does not exist in the {tenant} directory. To sign into this application, the account must be added to the directory.'],
+  50048: ['invalid_client', 401, 'Subject mismatches Issuer claim in the client assertion.'],
   50053: ['invalid_grant', 400, "Your account is locked because you've tried to sign in too many times with an incorrect user ID or password."],
+  50055: ['invalid_grant', 400, 'The password is expired.'],
+  50057: ['invalid_grant', 400, 'The user account is disabled.'],
   50076: ['invalid_grant', 400, "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access '{resource}'."],
   50079: ['interaction_required', 400, 'Due to a configuration change made by your administrator, or because you moved to a new location, you must enroll in multi-factor authentication to access the resource.'],
   50126: ['invalid_grant', 400, 'Error validating credentials due to invalid username or password.'],
   50173: ['invalid_grant', 400, 'The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password.'],
   50196: ['invalid_request', 400, 'The server terminated an operation because it encountered a client request loop.'],
+  90014: ['invalid_request', 400, "The required field '{field}' is missing from the credential. Ensure that you have all the necessary parameters for the login request."],
+  90019: ['invalid_request', 400, 'No tenant-identifying information found in either the request or implied by any provided credentials.'],
   53003: ['invalid_grant', 400, 'Access has been blocked by Conditional Access policies. The access policy does not allow token issuance.'],
   65001: ['invalid_grant', 400, "The user or administrator has not consented to use the application with ID '{client_id}'. Send an interactive authorization request for this user and resource."],
+  65004: ['authorization_declined', 400, 'User declined to consent to access the app.'],
   70000: ['invalid_grant', 400, 'Provided grant is invalid or malformed.'],
   70003: ['unsupported_grant_type', 400, "The app requested an unsupported grant type '{grant_type}'."],
   70008: ['invalid_grant', 400, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.'],
   70011: ['invalid_scope', 400, "The provided value for the input parameter 'scope' is not valid. {detail}"],
   70016: ['authorization_pending', 400, 'OAuth 2.0 device flow error. Authorization is pending. Continue polling.'],
   70018: ['bad_verification_code', 400, 'Invalid verification code. Ensure that the user is entering the correct user code.'],
-  70020: ['expired_token', 400, 'The provided value for the input parameter \'device_code\' is not valid. Device code expired.'],
+  70020: ['expired_token', 400, "The provided value for the input parameter 'device_code' is not valid. This device code has expired."],
   70043: ['invalid_grant', 400, 'The refresh token has expired or is invalid due to sign-in frequency checks by conditional access.'],
   90002: ['invalid_tenant', 400, "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."],
   90033: ['temporarily_unavailable', 503, 'A transient error has occurred. Please try again.'],
   90100: ['invalid_request', 400, '{param} parameter is empty or not valid.'],
+  500011: ['invalid_resource', 400, 'The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.'],
   700016: ['unauthorized_client', 400, "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."],
   700025: ['invalid_client', 400, "Client is public so neither 'client_assertion' nor 'client_secret' should be presented."],
+  700021: ['invalid_client', 401, "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://docs.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials ."],
+  700022: ['invalid_scope', 400, 'The provided value for the input parameter scope is not valid because it contains more than one resource.'],
+  700023: ['invalid_client', 401, 'Client assertion audience claim does not match Realm issuer. Review the documentation at https://docs.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials .'],
+  700024: ['invalid_client', 401, 'Client assertion is not within its valid time range. Current time: {now}, assertion valid from {nbf}, expiry time of assertion {exp}. Review the documentation at https://docs.microsoft.com/azure/active-directory/develop/active-directory-certificate-credentials .'],
+  700027: ['invalid_client', 401, "Client assertion failed signature validation. [Reason - The provided signature value did not match the expected signature value., Thumbprint of key used by client: '{thumbprint}']"],
   700082: ['invalid_grant', 400, 'The refresh token has expired due to inactivity. The token was issued on {issued} and was inactive for 90.00:00:00.'],
   900144: ['invalid_request', 400, "The request body must contain the following parameter: '{param}'."],
   900561: ['invalid_request', 400, 'The endpoint only accepts POST requests. Received a {method} request.'],
   7000215: ['invalid_client', 401, 'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.'],
   7000218: ['invalid_client', 401, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."],
   7000222: ['invalid_client', 401, "The provided client secret keys for app '{client_id}' are expired."],
+  1002012: ['invalid_scope', 400, 'The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).'],
+  5002723: ['invalid_client', 401, 'Invalid JWT token. No certificate SHA-1 thumbprint, certificate SHA-256 thumbprint, nor keyId specified in token header.'],
+  5002727: ['invalid_request', 400, "Invalid JWT header type specified, must be 'JWT' or 'http://openid.net/specs/jwt/1.0'."],
+  5002738: ['invalid_client', 401, "Invalid JWT token. '{alg}' is not a supported signature algorithm. Supported signing algorithms are: 'RS256,PS256'"],
   9001023: ['invalid_request', 400, "The grant type isn't supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint."],
   9002313: ['invalid_request', 400, 'Invalid request. Request is malformed or invalid.'],
 };
@@ -638,8 +722,9 @@ class AadError extends Error {
   constructor(code, vars = {}, opts = {}) {
     const entry = AADSTS[code] || ['invalid_request', 400, 'Error {code}.'];
     // Values echoed from the request are clipped: a client must not be able
-    // to make error bodies arbitrarily large.
-    const text = entry[2].replace(/\{(\w+)\}/g, (_, k) => (k === 'code' ? String(code) : String(vars[k] ?? '').slice(0, 200)));
+    // to make error bodies arbitrarily large. opts.text replaces the catalogue's
+    // wording where one code has several (700027, slow_down).
+    const text = (opts.text || entry[2]).replace(/\{(\w+)\}/g, (_, k) => (k === 'code' ? String(code) : String(vars[k] ?? '').slice(0, 200)));
     super(text);
     this.code = code;
     this.error = opts.error || entry[0];
@@ -714,17 +799,12 @@ function requireParam(params, name) {
   return v;
 }
 
-// Client authentication. Every client registered so far is a public client
-// (created by POST /admin/refresh-tokens), which must not present a secret or
-// an assertion. Confidential clients (client_secret, and JWT client assertion
-// verification: PS256/RS256, x5t#S256 or x5t thumbprint in either base64
-// alphabet, aud = token URL, iss = sub = client_id, jti, nbf/exp window)
-// belong here when the client_credentials grant is added.
-function authenticateClient(ctx) {
-  const { params, client } = ctx;
-  if (client.type === 'public' && (params.has('client_secret') || params.has('client_assertion'))) {
-    throw new AadError(700025);
-  }
+// Client authentication: lib/apps.js. Clients created by POST /admin/refresh-tokens are
+// public and must not present a secret or an assertion (700025); apps registered with
+// POST /admin/apps may have secrets and certificates (JWT client assertions, verified
+// for real in lib/assertion.js) and may or may not allow public client flows.
+function authenticateClient(ctx, grantType) {
+  apps.authenticateClient(ctx.app, ctx, grantType);
 }
 
 // Validate the requested scope against the scopes granted to a token family.
@@ -853,15 +933,108 @@ function grantRefreshToken(ctx) {
   return body;
 }
 
-// grant_type -> handler. Grants not listed answer unsupported_grant_type.
-// Planned: 'password' (ROPC; reject /common and /consumers with 9001023,
-// 50126 on bad password), 'urn:ietf:params:oauth:grant-type:device_code'
-// (with a /devicecode route: 70016 pending, slow_down, 70020, 70018) and
-// 'client_credentials' (scope {resource}/.default only, no refresh token,
-// app_only access tokens; client auth in authenticateClient()).
-const GRANT_HANDLERS = {
-  refresh_token: grantRefreshToken,
-};
+// A new delegated session (password, device code): a new token family holding the
+// permissions the grant may give ("grantable"), an access token for the first requested
+// resource, a refresh token with offline_access and an id_token with openid.
+function issueDelegated(ctx, { tenant, clientId, user, grantable, scopeParam, source }) {
+  const { store, config } = ctx;
+  const granted = resolveScopes(scopeParam, grantable);
+  const lifetime = config.tokenLifetime;
+  const family = store.createFamily({ tenant, clientId, user, scopes: grantable, lifetime: DEFAULT_REFRESH_LIFETIME, source });
+  const accessToken = store.issueAccessToken({
+    family, tenant, clientId, user, resource: granted.resource, scopes: granted.scopes, appOnly: false, lifetime,
+  });
+  const refreshToken = granted.oidc.includes('offline_access') ? store.issueRefreshToken(family) : undefined;
+  store.save();
+  const scopeOut = [...granted.scopes, ...OIDC_SCOPES.filter((s) => granted.oidc.includes(s))];
+  const body = {
+    token_type: 'Bearer',
+    scope: scopeOut.join(' '),
+    expires_in: lifetime,
+    ext_expires_in: lifetime,
+    access_token: accessToken,
+  };
+  if (refreshToken) body.refresh_token = refreshToken;
+  if (granted.oidc.includes('openid')) body.id_token = makeIdToken(store.data.families[family], clientId);
+  return body;
+}
+
+// The tenant a new session belongs to: the one in the URL, or for /organizations and
+// /common the user's (if known) or else the app's home tenant.
+function homeTenant(client, requestTenant, userTenant) {
+  const t = lc(requestTenant);
+  if (!TENANT_ALIASES.includes(t)) return t;
+  return userTenant || client.tenants[0] || t;
+}
+
+// Tenant check shared by the token and devicecode endpoints: a GUID or domain some
+// client is registered in, or an alias; anything else is 90002.
+function checkTenant(store, tenant) {
+  const t = lc(tenant);
+  if (!/^[a-z0-9._-]{1,256}$/.test(t) || (!TENANT_ALIASES.includes(t) && !store.knownTenant(t))) {
+    throw new AadError(90002, { tenant: safePath(tenant) });
+  }
+}
+
+// The URL the client addressed, as a JWT client assertion's "aud" must name it:
+// https://{Host header}{path}. A missing or odd Host header gives a URL no client sends.
+function requestUrl(req) {
+  const host = typeof req.headers.host === 'string' && /^[A-Za-z0-9.:[\]-]{1,300}$/.test(req.headers.host) ? req.headers.host : 'invalid-host';
+  return `https://${host}${req.url.split('?')[0]}`;
+}
+
+// POST /{tenant}/oauth2/v2.0/devicecode (lib/device.js does the flow itself). Same
+// shape of checks and errors as the token endpoint; faults with endpoint "devicecode".
+async function handleDeviceCode(app, req, res, rawTenant) {
+  const { counters, store, faults } = app;
+  counters.devicecode += 1;
+  let tenant = rawTenant;
+  try {
+    tenant = decodeURIComponent(rawTenant);
+  } catch (_) { /* rejected as an unknown tenant below */ }
+  const clientRequestId = req.headers['client-request-id'];
+  const ctx = {
+    req, res, tenant, store, app, config: app.config,
+    traceId: crypto.randomUUID(),
+    correlationId: typeof clientRequestId === 'string' && UUID_RE.test(clientRequestId) ? clientRequestId : crypto.randomUUID(),
+  };
+  const logEntry = logTokenRequest(app, 'devicecode', res);
+  res.on('finish', () => {
+    if (res.locals.transportFault) return;
+    if (res.statusCode < 400) counters.devicecode_success += 1;
+    else counters.devicecode_errors += 1;
+  });
+  const got = await readBody(req, TOKEN_BODY_LIMIT);
+  if (got.aborted) return;
+  let params = new Map();
+  let formError = null;
+  if (got.ok && mediaType(req) === 'application/x-www-form-urlencoded') {
+    try {
+      params = parseForm(got.body);
+    } catch (err) {
+      formError = err;
+    }
+  }
+  if (params.has('client_id')) logEntry.client_id = params.get('client_id').slice(0, 256);
+  const fault = faults.take('devicecode');
+  if (fault) {
+    counters.faults_injected.devicecode += 1;
+    return applyFault(app, 'devicecode', fault, req, res, ctx);
+  }
+  try {
+    if (got.tooLarge) throw new AadError(9002313, {}, { status: 413, headers: got.drop ? { Connection: 'close' } : {} });
+    if (req.method !== 'POST') throw new AadError(900561, { method: req.method }, { status: 405, headers: { Allow: 'POST' } });
+    checkTenant(store, tenant);
+    if (formError) throw formError;
+    ctx.params = params;
+    const body = device.deviceCodeRequest(ctx);
+    sendJson(res, 200, body, aadHeaders(ctx));
+  } catch (err) {
+    if (!(err instanceof AadError)) throw err;
+    sendAadError(res, err, ctx);
+    if (got.drop) res.on('finish', () => killSocket(req.socket, false));
+  }
+}
 
 async function handleToken(app, req, res, rawTenant) {
   const { counters, store, faults } = app;
@@ -872,10 +1045,12 @@ async function handleToken(app, req, res, rawTenant) {
   } catch (_) { /* malformed %-escape: rejected as an unknown tenant below */ }
   const clientRequestId = req.headers['client-request-id'];
   const ctx = {
-    req, res, tenant, store, config: app.config,
+    req, res, tenant, store, app, config: app.config,
     traceId: crypto.randomUUID(),
     correlationId: typeof clientRequestId === 'string' && UUID_RE.test(clientRequestId) ? clientRequestId : crypto.randomUUID(),
+    tokenUrl: requestUrl(req),
   };
+  const logEntry = logTokenRequest(app, 'token', res);
   // Success/error tallies cover real answers and injected status faults;
   // other faults (hang, reset, truncate, huge) count in faults_injected only.
   res.on('finish', () => {
@@ -901,6 +1076,8 @@ async function handleToken(app, req, res, rawTenant) {
   const gt = params.get('grant_type');
   const grantKey = gt === undefined ? 'none' : (KNOWN_GRANT_TYPES.includes(gt) ? gt : 'other');
   counters.token_by_grant[grantKey] = (counters.token_by_grant[grantKey] || 0) + 1;
+  logEntry.grant = grantKey;
+  if (params.has('client_id')) logEntry.client_id = params.get('client_id').slice(0, 256);
   if (gt !== undefined) noteOn(res, `grant=${grantKey}`);
 
   const fault = faults.take('token');
@@ -936,7 +1113,8 @@ async function handleToken(app, req, res, rawTenant) {
 
     const handler = GRANT_HANDLERS[grantType];
     if (!handler) throw new AadError(70003, { grant_type: grantType });
-    authenticateClient(ctx);
+    if (GRANT_PRECHECKS[grantType]) GRANT_PRECHECKS[grantType](ctx);
+    authenticateClient(ctx, grantType);
 
     const body = handler(ctx);
     sendJson(res, 200, body, aadHeaders(ctx));
@@ -1172,8 +1350,8 @@ async function handleGraph(app, req, res, pathname) {
     }
 
     // Resolve the mailbox. Delegated tokens send as their own user only;
-    // app-only tokens (client_credentials, later) may name any mailbox but
-    // cannot use /me.
+    // app-only tokens (client_credentials) may name any mailbox the app's access
+    // policy allows, but cannot use /me.
     let mailbox;
     if (me) {
       if (at.app_only) throw badRequest('/me request is only valid with delegated authentication flow.');
@@ -1186,6 +1364,11 @@ async function handleGraph(app, req, res, pathname) {
       }
       if (!at.app_only && lc(mailbox) !== lc(at.user)) {
         throw new GraphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
+      }
+      // An Exchange application access policy (POST /admin/apps "mailboxes") limits
+      // app-only tokens to some mailboxes; Graph's wording for a refusal.
+      if (at.app_only && !apps.mailboxAllowed(store.client(at.client_id), mailbox)) {
+        throw new GraphError(403, 'ErrorAccessDenied', 'Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.');
       }
     }
 
@@ -1233,7 +1416,13 @@ async function handleGraph(app, req, res, pathname) {
 
 // Fake success bodies used by "truncate" and "huge".
 function fakeSuccessBody(endpoint, padding = '') {
-  if (endpoint === 'token') {
+  if (endpoint === 'devicecode') {
+    return JSON.stringify({
+      user_code: 'ABCDEFGHJ', device_code: `DAQABIQEAAAB${padding || randomB64url(120)}`, verification_uri: 'https://microsoft.com/devicelogin',
+      expires_in: 900, interval: 5, message: 'To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code ABCDEFGHJ to authenticate.',
+    });
+  }
+  if (endpoint === 'token' || endpoint === 'oauth') {
     return JSON.stringify({
       token_type: 'Bearer', scope: MAIL_SEND_SCOPE, expires_in: 3599, ext_expires_in: 3599,
       access_token: `eyJ0eXAiOiJKV1QifQ.${padding || randomB64url(240)}.${randomB64url(64)}`,
@@ -1248,7 +1437,14 @@ function applyFault(app, endpoint, f, req, res, ctx) {
   const retry = f.retry_after !== undefined ? { 'Retry-After': String(f.retry_after) } : {};
   switch (f.mode) {
     case 'status': {
-      if (endpoint === 'token') {
+      if (endpoint === 'oauth') {
+        const transient = f.status >= 500 || f.status === 429;
+        return sendJson(res, f.status, {
+          error: f.error || (transient ? 'temporarily_unavailable' : 'invalid_request'),
+          error_description: f.message || 'Injected fault.',
+        }, { 'Cache-Control': 'no-store', Pragma: 'no-cache', ...retry });
+      }
+      if (endpoint === 'token' || endpoint === 'devicecode') {
         // Without an explicit error_code: 90033 temporarily_unavailable for
         // 5xx/429, 9002313 invalid_request otherwise.
         const transient = f.status >= 500 || f.status === 429;
@@ -1406,21 +1602,64 @@ function adminRevokeAccessTokens(app, b) {
   return [200, { revoked: n }];
 }
 
+// Integer settings of POST /admin/config: name -> [config key, minimum, maximum].
+const CONFIG_INTEGERS = {
+  token_lifetime: ['tokenLifetime', 1, 1e9],
+  device_interval: ['deviceInterval', 1, 3600],
+  device_expires_in: ['deviceExpiresIn', 1, 86400],
+  device_poll_tolerance_ms: ['devicePollToleranceMs', 0, 10000],
+  lockout_threshold: ['lockoutThreshold', 1, 1000],
+  assertion_max_lifetime: ['assertionMaxLifetime', 60, 86400 * 365],
+};
+
 function adminSetConfig(app, b) {
-  checkKeys(b, ['token_lifetime', 'rotation']);
-  if (b.token_lifetime !== undefined) {
-    if (!Number.isInteger(b.token_lifetime) || b.token_lifetime < 1) throw new AdminError(400, '"token_lifetime" must be a positive integer');
+  checkKeys(b, [...Object.keys(CONFIG_INTEGERS), 'rotation', 'assertion_pss_salt']);
+  for (const [k, [, min, max]] of Object.entries(CONFIG_INTEGERS)) {
+    if (b[k] !== undefined && (!Number.isInteger(b[k]) || b[k] < min || b[k] > max)) {
+      throw new AdminError(400, `"${k}" must be an integer ${min}..${max}`);
+    }
   }
   if (b.rotation !== undefined && b.rotation !== 'lenient' && b.rotation !== 'strict') {
     throw new AdminError(400, '"rotation" must be "lenient" or "strict"');
   }
-  if (b.token_lifetime !== undefined) app.config.tokenLifetime = b.token_lifetime;
+  if (b.assertion_pss_salt !== undefined && b.assertion_pss_salt !== 'digest' && b.assertion_pss_salt !== 'auto') {
+    throw new AdminError(400, '"assertion_pss_salt" must be "digest" or "auto"');
+  }
+  for (const [k, [key]] of Object.entries(CONFIG_INTEGERS)) if (b[k] !== undefined) app.config[key] = b[k];
   if (b.rotation !== undefined) app.config.rotation = b.rotation;
+  if (b.assertion_pss_salt !== undefined) app.config.assertionPssSalt = b.assertion_pss_salt;
   return [200, configView(app)];
 }
 
 function configView(app) {
-  return { token_lifetime: app.config.tokenLifetime, rotation: app.config.rotation };
+  const c = app.config;
+  return {
+    token_lifetime: c.tokenLifetime,
+    rotation: c.rotation,
+    device_interval: c.deviceInterval,
+    device_expires_in: c.deviceExpiresIn,
+    device_poll_tolerance_ms: c.devicePollToleranceMs,
+    lockout_threshold: c.lockoutThreshold,
+    assertion_pss_salt: c.assertionPssSalt,
+    assertion_max_lifetime: c.assertionMaxLifetime,
+  };
+}
+
+function newConfig(opts) {
+  return {
+    tokenLifetime: opts.tokenLifetime,
+    rotation: opts.rotation,
+    deviceInterval: opts.deviceInterval,
+    deviceExpiresIn: opts.deviceExpiresIn,
+    // Early arrival forgiven before a poll counts as too fast (network jitter).
+    devicePollToleranceMs: 25,
+    // Entra ID smart lockout's default threshold.
+    lockoutThreshold: 10,
+    // RFC 7518 §3.5: PS256 salt = hash length. "auto" accepts any salt length.
+    assertionPssSalt: 'digest',
+    // Longest exp - nbf accepted in a client assertion (MSAL uses 600 s).
+    assertionMaxLifetime: 3600,
+  };
 }
 
 const MAIL_NAME_RE = /^(\d{6,})-[0-9a-f]+\.json$/;
@@ -1477,6 +1716,8 @@ const ADMIN_ROUTES = [
   ['GET', '/admin/state', (app) => [200, { ...app.store.summary(), config: configView(app) }]],
   ['GET', '/admin/mail', adminListMail],
   ['DELETE', '/admin/mail', adminClearMail],
+  // Added by lib/apps.js and lib/device.js (wired up below): /admin/apps, /admin/users,
+  // /admin/device, /admin/device/approve, /admin/device/decline.
 ];
 
 async function handleAdmin(app, req, res) {
@@ -1513,16 +1754,55 @@ async function handleAdmin(app, req, res) {
 }
 
 // ---------------------------------------------------------------------------
+// Wiring of lib/ modules (after section 7: they use the admin helpers)
+// ---------------------------------------------------------------------------
+
+// The new grants, in lib/ (Node standard library only). Each module gets the helpers it
+// needs from this file; nothing there touches the network or the file system directly.
+const kit = {
+  AadError, AdminError, adminString, checkKeys, requireParam, resolveScopes, normaliseScope, scopeResource,
+  issueDelegated, homeTenant, lc, sha256hex, isPlainObject, noteOn, sendJson, readBody, mediaType, killSocket,
+  applyFault, logTokenRequest,
+  OIDC_SCOPES, TENANT_ALIASES, GRAPH_RESOURCE, DEFAULT_REFRESH_LIFETIME, TOKEN_BODY_LIMIT,
+};
+const apps = require('./lib/apps')(kit);
+const device = require('./lib/device')(kit, apps);
+const ropc = require('./lib/ropc')(kit, apps);
+const clientCredentials = require('./lib/client-credentials')(kit, apps);
+const generic = require('./lib/oauth-generic')(kit, apps, device);
+
+ADMIN_ROUTES.push(...apps.adminRoutes, ...device.adminRoutes);
+
+// grant_type -> handler. Grants not listed answer unsupported_grant_type.
+const GRANT_HANDLERS = {
+  refresh_token: grantRefreshToken,
+  password: ropc.grantPassword,
+  [device.DEVICE_CODE_GRANT]: device.grantDeviceCode,
+  client_credentials: clientCredentials.grantClientCredentials,
+};
+
+// Checks Entra makes before client authentication (the authority suits the grant).
+const GRANT_PRECHECKS = {
+  password: ropc.precheck,
+  client_credentials: clientCredentials.precheck,
+};
+
+// ---------------------------------------------------------------------------
 // 8. Servers and lifecycle
 // ---------------------------------------------------------------------------
 
 const TOKEN_PATH_RE = /^\/([^/]+)\/oauth2\/v2\.0\/token$/;
-// Planned: /{tenant}/oauth2/v2.0/devicecode for the device code flow.
+const DEVICECODE_PATH_RE = /^\/([^/]+)\/oauth2\/v2\.0\/devicecode$/;
 
 async function handleHttps(app, req, res) {
   const pathname = req.url.split('?')[0];
   const tm = TOKEN_PATH_RE.exec(pathname);
   if (tm) return handleToken(app, req, res, tm[1]);
+  const dm = DEVICECODE_PATH_RE.exec(pathname);
+  if (dm) return handleDeviceCode(app, req, res, dm[1]);
+  if (pathname === '/oauth/token') return generic.handleOAuth(app, req, res, 'token');
+  if (pathname === '/oauth/device_authorization') return generic.handleOAuth(app, req, res, 'device_authorization');
+  if (pathname === '/.well-known/oauth-authorization-server') return generic.handleMetadata(app, req, res);
   if (pathname.startsWith('/v1.0/')) return handleGraph(app, req, res, pathname);
   app.counters.not_found += 1;
   req.resume();
@@ -1593,7 +1873,7 @@ async function main() {
   const app = {
     opts,
     store,
-    config: { tokenLifetime: opts.tokenLifetime, rotation: opts.rotation },
+    config: newConfig(opts),
     counters: newCounters(),
     faults: new Faults(),
     mailCounter: nextMailCounter(opts.mailDir),

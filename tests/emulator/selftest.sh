@@ -256,9 +256,9 @@ token t9 "$RT3" "$SCOPE" "fabrikam.onmicrosoft.com"
 expect_aad_error t9 400 invalid_grant 70000 "refresh token used at another tenant"
 ok "tenant checks: unknown tenant 90002, other tenant invalid_grant"
 
-req t10 POST "https://127.0.0.1:$port/$TENANT/oauth2/v2.0/token" --data-urlencode grant_type=password \
-	--data-urlencode "client_id=$CLIENT" --data-urlencode username=u --data-urlencode password=p --data-urlencode "scope=$SCOPE"
-expect_aad_error t10 400 unsupported_grant_type 70003 "password grant (not implemented)"
+req t10 POST "https://127.0.0.1:$port/$TENANT/oauth2/v2.0/token" --data-urlencode grant_type=authorization_code \
+	--data-urlencode "client_id=$CLIENT" --data-urlencode code=abc --data-urlencode "scope=$SCOPE"
+expect_aad_error t10 400 unsupported_grant_type 70003 "authorization_code grant (not emulated)"
 req t11 POST "https://127.0.0.1:$port/$TENANT/oauth2/v2.0/token" --data-urlencode grant_type=refresh_token \
 	--data-urlencode "client_id=$CLIENT" --data-urlencode "scope=$SCOPE"
 expect_aad_error t11 400 invalid_request 900144 "missing refresh_token"
