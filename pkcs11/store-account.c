@@ -381,6 +381,7 @@ int store_remove_account_report(struct store *s, const char *account,
         if (!s || !account_is_valid(account) || !ret_objects || !ret_n)
                 return -EINVAL;
 
+        generation_hints_forget(s, account);
         snprintf(prefix, sizeof(prefix), "%s/", account);
         snprintf(meta, sizeof(meta), "%s" META_SUFFIX, account);
 

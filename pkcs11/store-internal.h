@@ -45,6 +45,12 @@ struct store {
         bool login_refused; /* a reopen's login was refused: the PIN is never tried again */
         unsigned reopen_failures;
         uint64_t reopen_at_usec; /* CLOCK_BOOTTIME before which no reopen is attempted */
+
+        /* Each account's newest refresh-token generation as last seen, so that a refresh looks
+         * its generation up by exact label instead of scanning every object in the token
+         * (store-refresh-token.c). Labels outlive sessions, so a reopen keeps them. */
+        struct generation_hint *generation_hints;
+        size_t n_generation_hints;
 };
 
 /* A CKO_DATA object of ours and its label. */
@@ -72,6 +78,10 @@ bool store_note_rv(struct store *s, CK_RV rv);
 /* Keeps what a reopen needs; store_open() calls it once the first session is logged in. */
 int store_remember_session(struct store *s, const char *module_path, const char *token_uri,
                            const char *pin_source, const char *pin_path, bool pin_check_mode);
+
+/* store-refresh-token.c */
+void generation_hints_forget(struct store *s, const char *account);
+void generation_hints_free(struct store *s);
 
 /* store-object.c: labels */
 bool account_is_valid(const char *account);

@@ -68,6 +68,86 @@ static int list_generations(struct store *s, const char *account, struct generat
         return 0;
 }
 
+/* ---- generation hints ----
+ *
+ * Searches match labels exactly, never by prefix, so finding an account's generations means
+ * reading the label of every data object in the token: hundreds of calls with a hundred accounts,
+ * each a network round trip through p11-kit-client. Once an account's generations have been
+ * scanned, its newest generation number is remembered, and later reads and rotations look that
+ * one label up. The hint is only a shortcut: a generation it names that is gone or unusable falls
+ * back to the full scan, and so does a rotation after which older generations may be left. */
+
+struct generation_hint {
+        char account[NAME_MAX_LEN + 1];
+        uint64_t newest;
+        /* The newest is the only generation present: a rotation need destroy only it. */
+        bool only_one;
+};
+
+static struct generation_hint *generation_hint_find(struct store *s, const char *account)
+{
+        for (size_t i = 0; i < s->n_generation_hints; i++)
+                if (strcmp(s->generation_hints[i].account, account) == 0)
+                        return &s->generation_hints[i];
+        return NULL;
+}
+
+/* Remembering is an optimisation: out of memory, the next operation scans again. */
+static void generation_hint_set(struct store *s, const char *account, uint64_t newest,
+                                bool only_one)
+{
+        struct generation_hint *h = generation_hint_find(s, account), *grown;
+
+        if (!h) {
+                grown =
+                    reallocarray(s->generation_hints, s->n_generation_hints + 1, sizeof(*grown));
+                if (!grown)
+                        return;
+                s->generation_hints = grown;
+                h = &grown[s->n_generation_hints++];
+                snprintf(h->account, sizeof(h->account), "%s", account);
+        }
+        h->newest = newest;
+        h->only_one = only_one;
+}
+
+void generation_hints_forget(struct store *s, const char *account)
+{
+        struct generation_hint *h = generation_hint_find(s, account);
+
+        if (h)
+                *h = s->generation_hints[--s->n_generation_hints];
+}
+
+void generation_hints_free(struct store *s)
+{
+        free(s->generation_hints);
+        s->generation_hints = NULL;
+        s->n_generation_hints = 0;
+}
+
+/* The hinted newest generation of account, looked up by its exact label: 0 or 1 of them in
+ * *ret (-ENOENT without a hint, or when the hint names a label that matches no single object). */
+static int hinted_generation(struct store *s, const char *account, struct generation *ret)
+{
+        struct generation_hint *h = generation_hint_find(s, account);
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n;
+        int r;
+
+        if (!h)
+                return -ENOENT;
+        snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, h->newest);
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        if (n != 1)
+                return -ENOENT;
+        *ret = (struct generation){.handle = handles[0], .generation = h->newest};
+        return 0;
+}
+
 /* ---- the value of a generation ----
  *
  * A generation's CKA_VALUE is an envelope around the token:
@@ -203,6 +283,50 @@ static int envelope_parse(const char *label, struct secret *value, struct secret
         return 0;
 }
 
+/* One generation's token. -EBADMSG when it is gone, unreadable, oversized or corrupt (logged,
+ * but for gone): skipped, never chosen and never fatal. Other errors are the token's, not the
+ * object's. */
+static int read_generation(struct store *s, const char *account, const struct generation *g,
+                           struct secret **ret_token, uint64_t *ret_stored_at)
+{
+        _cleanup_secret_ struct secret *value = NULL, *token = NULL;
+        const char *why = NULL;
+        uint64_t stored_at = 0;
+        char what[LABEL_MAX];
+        int r;
+
+        snprintf(what, sizeof(what), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, g->generation);
+        r = read_secret_value(s, g->handle, ENVELOPE_MAX, what, &value);
+        if (r == -ENOENT)
+                return -EBADMSG; /* destroyed by a concurrent rotation */
+        if (r == -EFBIG) {
+                log_warning("Skipping refresh token object \"%s\" on token \"%s\": larger "
+                            "than %zu bytes.",
+                            what, s->token_label, (size_t)ENVELOPE_MAX);
+                return -EBADMSG;
+        }
+        /* An unplugged HSM is not "no refresh token": that would mean needs_reauth. */
+        if (r < 0 && error_is_token_wide(s, r))
+                return r;
+        if (r < 0) {
+                log_warning_errno(r,
+                                  "Skipping refresh token object \"%s\" on token \"%s\": it "
+                                  "cannot be read",
+                                  what, s->token_label);
+                return -EBADMSG;
+        }
+        r = envelope_parse(what, value, &token, &stored_at, &why);
+        if (r == -EBADMSG)
+                log_warning("Skipping refresh token object \"%s\" on token \"%s\": %s.", what,
+                            s->token_label, why);
+        if (r < 0)
+                return r;
+        *ret_token = TAKE_PTR(token);
+        if (ret_stored_at)
+                *ret_stored_at = stored_at;
+        return 0;
+}
+
 /* The newest generation that reads back intact. Corrupt, half-written and vanished generations
  * are skipped (with a warning for the corrupt ones), never chosen and never fatal. */
 static int read_newest_intact(struct store *s, const char *account, struct secret **ret_token,
@@ -210,12 +334,28 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                               size_t *ret_n_generations)
 {
         _cleanup_free_ struct generation *generations = NULL;
+        struct generation hinted;
         size_t n;
         int r;
+
+        /* The hinted generation alone, when it reads back intact (every caller but the count
+         * for an administrator, who wants the scan). */
+        if (!ret_n_generations && hinted_generation(s, account, &hinted) >= 0) {
+                r = read_generation(s, account, &hinted, ret_token, ret_stored_at);
+                if (r >= 0) {
+                        if (ret_generation)
+                                *ret_generation = hinted.generation;
+                        return 0;
+                }
+                if (r != -EBADMSG)
+                        return r;
+        }
 
         r = list_generations(s, account, &generations, &n);
         if (r < 0)
                 return r;
+        if (n > 0)
+                generation_hint_set(s, account, generations[0].generation, n == 1);
         if (ret_n_generations)
                 *ret_n_generations = n;
         if (n > 1)
@@ -224,49 +364,17 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                           account, n);
 
         for (size_t i = 0; i < n; i++) {
-                _cleanup_secret_ struct secret *value = NULL, *token = NULL;
-                const char *why = NULL;
-                uint64_t stored_at = 0;
-                char what[LABEL_MAX];
-
-                snprintf(what, sizeof(what), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
-                         generations[i].generation);
-                r = read_secret_value(s, generations[i].handle, ENVELOPE_MAX, what, &value);
-                if (r == -ENOENT)
-                        continue; /* destroyed by a concurrent rotation */
-                if (r == -EFBIG) {
-                        log_warning("Skipping refresh token object \"%s\" on token \"%s\": "
-                                    "larger than %zu bytes.",
-                                    what, s->token_label, (size_t)ENVELOPE_MAX);
+                r = read_generation(s, account, &generations[i], ret_token, ret_stored_at);
+                if (r == -EBADMSG)
                         continue;
-                }
-                /* An unplugged HSM is not "no refresh token": that would mean needs_reauth. */
-                if (r < 0 && error_is_token_wide(s, r))
-                        return r;
-                if (r < 0) {
-                        log_warning_errno(r,
-                                          "Skipping refresh token object \"%s\" on token "
-                                          "\"%s\": it cannot be read",
-                                          what, s->token_label);
-                        continue;
-                }
-                r = envelope_parse(what, value, &token, &stored_at, &why);
-                if (r == -EBADMSG) {
-                        log_warning("Skipping refresh token object \"%s\" on token \"%s\": %s.",
-                                    what, s->token_label, why);
-                        continue;
-                }
                 if (r < 0)
                         return r;
                 if (i > 0)
                         log_warning("Account %s: using refresh token generation %" PRIu64
                                     "; the %zu newer one(s) are unusable.",
                                     account, generations[i].generation, i);
-                *ret_token = TAKE_PTR(token);
                 if (ret_generation)
                         *ret_generation = generations[i].generation;
-                if (ret_stored_at)
-                        *ret_stored_at = stored_at;
                 return 0;
         }
         /* A session that lost its login finds no private object at all: that is the token's
@@ -278,6 +386,30 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
                         return -ENOTCONN;
         }
         return -ENOENT;
+}
+
+/* The generations a rotation replaces, from the hint alone: only when the hinted newest is
+ * known to be the only generation and is still there. -ENOENT: scan instead. */
+static int hinted_rotation_base(struct store *s, const char *account, struct generation **ret,
+                                size_t *ret_n)
+{
+        struct generation_hint *h = generation_hint_find(s, account);
+        struct generation *g;
+        int r;
+
+        if (!h || !h->only_one)
+                return -ENOENT;
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        r = hinted_generation(s, account, g);
+        if (r < 0) {
+                free(g);
+                return r;
+        }
+        *ret = g;
+        *ret_n = 1;
+        return 0;
 }
 
 /* ---- refresh tokens ---- */
@@ -298,6 +430,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
         time_t now = time(NULL);
+        bool only_one = true;
         uint64_t next;
         size_t n;
         int r;
@@ -310,8 +443,11 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                 return -EINVAL;
 
         /* g is the highest generation present in any state: a corrupt newest one still
-         * occupies its number, and reusing it would make two objects claim it. */
-        r = list_generations(s, account, &generations, &n);
+         * occupies its number, and reusing it would make two objects claim it. A hint that
+         * knows the newest to be the only one saves the scan. */
+        r = hinted_rotation_base(s, account, &generations, &n);
+        if (r == -ENOENT)
+                r = list_generations(s, account, &generations, &n);
         if (r < 0)
                 return r;
         if (n > 0 && generations[0].generation == UINT64_MAX)
@@ -334,10 +470,13 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         r = read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
         if (r < 0 || !secret_equal(back, envelope)) {
                 /* The old generations stay: they are the last token known to be intact. */
-                if (destroy_object(s, handle, label) < 0)
+                if (destroy_object(s, handle, label) < 0) {
                         log_warning("Could not destroy the unverified object \"%s\"; the next "
                                     "rotation removes it.",
                                     label);
+                        /* It occupies generation g+1 now: only a scan sees it. */
+                        generation_hints_forget(s, account);
+                }
                 if (r >= 0 || r == -EFBIG)
                         r = log_error_errno(EIO,
                                             "Refresh token \"%s\" read back from token "
@@ -356,12 +495,15 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                 snprintf(old, sizeof(old), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
                          generations[i].generation);
                 r = destroy_object(s, generations[i].handle, old);
-                if (r < 0 && r != -ENOENT)
+                if (r < 0 && r != -ENOENT) {
                         log_warning("Could not destroy old refresh token \"%s\"; the next "
                                     "rotation retries.",
                                     old);
+                        only_one = false;
+                }
         }
         fault_point("after-destroy");
+        generation_hint_set(s, account, next, only_one);
 
         if (ret_generation)
                 *ret_generation = next;

@@ -743,6 +743,7 @@ void store_close(struct store *s)
                         (void)p11_kit_module_finalize(s->module);
                 p11_kit_module_release(s->module);
         }
+        generation_hints_free(s);
         free(s->token_label);
         free(s->module_path);
         free(s->token_uri);
@@ -898,4 +899,9 @@ void store_private_session(struct store *s, CK_FUNCTION_LIST **ret_module,
 {
         *ret_module = s->module;
         *ret_session = s->session;
+}
+
+void store_private_forget_generations(struct store *s)
+{
+        generation_hints_free(s);
 }

@@ -17,6 +17,9 @@ let spyLog;
 before(async () => {
   // The account is imported straight into SoftHSM2; only the broker goes through the spy.
   h = await setup({ startBroker: false });
+  // Other accounts' objects in the token must not make alerts' refresh dearer: after the first
+  // scan the store looks alerts' generation up by its exact label (store-refresh-token.c).
+  for (let i = 0; i < 20; i++) await h.importAccount(`other${i}`, `0.OTHER${i}-refresh-token`);
   spyLog = h.p('pkcs11-spy.log');
   h.opts.config = { ...(h.opts.config || {}), pkcs11: { module: SPY } };
   h.writeConfig();
@@ -47,10 +50,11 @@ test('the first token: metadata and refresh token read, rotated token stored', {
   const calls = afterFirst.slice(before);
   t.diagnostic(`first token: ${calls.length} PKCS#11 calls`);
   assert.ok(calls.includes('C_CreateObject'), 'the rotated refresh token was written');
-  assert.ok(calls.length < 60, `${calls.length} calls`);
+  // The first read scans every data object's label (42 here): the one O(objects) step.
+  assert.ok(calls.length < 120, `${calls.length} calls`);
 });
 
-test(`${CACHED_ISSUANCES} cached issuances make no PKCS#11 call at all`, { timeout: 60000 }, async (t) => {
+test(`${CACHED_ISSUANCES} cached issuances make no PKCS#11 call at all`, { timeout: 30000 }, async (t) => {
   const before = spyCalls().length;
   const c = await h.rawClient();
   try {
@@ -77,5 +81,6 @@ test('a refresh with rotation: a bounded number of calls, read then write', { ti
   t.diagnostic(`refresh: ${calls.length} calls (read ${write}, write ${calls.length - write}): ${calls.join(' ')}`);
   assert.equal(calls.filter((c) => c === 'C_CreateObject').length, 1);
   assert.equal(calls.filter((c) => c === 'C_Login').length, 0, 'no login per refresh');
-  assert.ok(calls.length <= 30, `${calls.length} calls`);
+  // 14 today (read 6, write 8); a scan of the 40 other objects would add two calls each.
+  assert.ok(calls.length <= 16, `${calls.length} calls`);
 });

@@ -978,6 +978,9 @@ static void test_refresh_tokens(struct store *s)
         is_int(raw_create(s, "alerts/refresh_token/99999999999999999999", "overflow", 8), CKR_OK,
                "plant an overflowing generation label");
 
+        /* Planted behind the store's back: what it remembers of alerts' generations would
+         * hide them until a restart, so forget it as a restart does. */
+        store_private_forget_generations(s);
         is_int(store_read_refresh_token(s, "alerts", &out, &g), 0,
                "read skips corrupt newer generations");
         ok(secret_equal(out, second), "read returns the older valid token");
@@ -1000,6 +1003,27 @@ static void test_refresh_tokens(struct store *s)
                "write for another account, without ret_generation");
         ok(has_label(s, "zeta/refresh_token/1"), "zeta has its own generation 1");
         ok(has_label(s, "alerts/refresh_token/11"), "alerts is untouched by zeta's write");
+
+        /* Another process rotates alerts (an import while the broker runs): the generation this
+         * store remembers is gone, so it scans and finds the newer one. */
+        {
+                struct store *other = NULL;
+
+                if (open_default(&other) < 0 || !other)
+                        die("open a second store");
+                is_int(store_write_refresh_token(other, "alerts", second, &g), 0,
+                       "a second store rotates alerts");
+                is_int(g, 12, "to generation 12");
+                store_close(other);
+        }
+        is_int(store_read_refresh_token(s, "alerts", &out, &g), 0,
+               "the first store reads after the other's rotation");
+        ok(secret_equal(out, second), "and gets the other's token");
+        is_int(g, 12, "generation 12");
+        secret_free(out);
+        is_int(store_write_refresh_token(s, "alerts", third, &g), 0, "and rotates after it");
+        is_int(g, 13, "to generation 13");
+        ok(!has_label(s, "alerts/refresh_token/12"), "destroying generation 12");
 }
 
 /* ---- generations torn on disk ----
@@ -1321,7 +1345,7 @@ static void test_remove(struct store *s)
         size_t n = 0;
         char *json;
 
-        /* alerts/meta, refresh_token/11, /012, /x and the overflowing label. */
+        /* alerts/meta, refresh_token/13, /012, /x and the overflowing label. */
         is_int(store_remove_account(s, "alerts", &removed), 0, "remove account");
         is_int(removed, 5, "remove reports every object it destroyed");
         is_int(count_prefix(s, "alerts/"), 0, "nothing of the account is left");
