@@ -54,7 +54,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         char label[NAME_MAX_LEN + sizeof(META_SUFFIX)];
-        char *json = NULL;
+        void *json = NULL;
         size_t n, len = 0;
         int r;
 
@@ -72,7 +72,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
                             "using one of them. Store the metadata again to clean up.",
                             s->token_label, n, label);
 
-        r = read_plain_value(s, handles[0], META_MAX, label, &json, &len);
+        r = read_attribute(s, handles[0], CKA_VALUE, META_MAX, label, &json, &len);
         if (r == -EFBIG)
                 return log_error_errno(EBADMSG,
                                        "Object \"%s\" on token \"%s\" is larger than %d "
