@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "store.h"
+
 void test_die(const char *what)
 {
         fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, what, strerror(errno));
@@ -73,7 +75,7 @@ void test_token_init(struct test_token *t, const char *label, const char *pin, c
 {
         char conf_path[PATH_MAX], conf[PATH_MAX * 2], pin_line[256];
 
-        *t = (struct test_token){.pin = pin, .so_pin = so_pin};
+        *t = (struct test_token){.label = label, .pin = pin, .so_pin = so_pin};
         t->module = secure_getenv("SOFTHSM_MODULE");
         if (!t->module || !*t->module)
                 t->module = "/usr/lib/softhsm/libsofthsm2.so";
@@ -102,6 +104,24 @@ void test_token_init(struct test_token *t, const char *label, const char *pin, c
         test_token_path(t, t->pin_path, sizeof(t->pin_path), "pin");
         test_write_file(t->pin_path, pin_line, 0600);
         snprintf(t->pin_source, sizeof(t->pin_source), "file:%s", t->pin_path);
+}
+
+int test_token_open(const struct test_token *t, struct store **ret)
+{
+        static char pattern_lib[] = "/usr/lib*";
+        static char *const lib_dirs[] = {pattern_lib};
+        char uri[256];
+        struct store_options options = {
+            .module_path = t->module,
+            .token_uri = uri,
+            .pin_source = t->pin_source,
+            .module_dirs = lib_dirs,
+            .n_module_dirs = 1,
+        };
+
+        if ((size_t)snprintf(uri, sizeof(uri), "pkcs11:token=%s", t->label) >= sizeof(uri))
+                test_die("token label too long");
+        return store_open(&options, ret);
 }
 
 static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)

@@ -1,6 +1,6 @@
 /* A private SoftHSM2 token for the store unit tests: a temporary directory with its own
  * softhsm2.conf (SOFTHSM2_CONF points at it), initialised tokens and a PIN file; and the few
- * helpers the tests share (die, write a file, run a program). */
+ * helpers the tests share (die, write a file, run a program, open the store on the token). */
 #pragma once
 
 #include <limits.h>
@@ -13,6 +13,7 @@ struct test_token {
         char pin_path[PATH_MAX];       /* holds the user PIN and a newline, mode 0600 */
         char pin_source[PATH_MAX + 8]; /* "file:<pin_path>", for store_options.pin_source */
         const char *module;            /* $SOFTHSM_MODULE or the Debian path of libsofthsm2.so */
+        const char *label;             /* of the token test_token_init() made */
         const char *pin;
         const char *so_pin;
 };
@@ -37,6 +38,12 @@ void test_token_add(const struct test_token *t, const char *label);
 
 /* <dir>/<name> into out; dies when it does not fit. */
 void test_token_path(const struct test_token *t, char *out, size_t size, const char *name);
+
+struct store;
+
+/* store_open() on the token test_token_init() made, with t's module and PIN file and
+ * "/usr/lib*" as the module allow-list. */
+int test_token_open(const struct test_token *t, struct store **ret);
 
 /* Removes the temporary directory and everything in it. */
 void test_token_cleanup(struct test_token *t);

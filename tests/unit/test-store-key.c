@@ -35,32 +35,12 @@
 #define CANARY      "SECRET-CANARY-0123456789abcdef~._-"
 
 static struct test_token softhsm;
-/* softhsm.module and softhsm.pin_source, set by setup(). */
-static const char *module;
-static const char *pin_source;
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
 
 static void setup(void)
 {
         test_token_init(&softhsm, TOKEN_LABEL, USER_PIN, SO_PIN);
-        module = softhsm.module;
-        pin_source = softhsm.pin_source;
         unsetenv("CREDENTIALS_DIRECTORY");
         unsetenv("CREDBROKER_FAULT");
-}
-
-static int open_store(struct store **ret)
-{
-        struct store_options options = {
-            .module_path = module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-
-        return store_open(&options, ret);
 }
 
 /* Token objects with one label and, when class is not (CK_ULONG)-1, one class: a raw search
@@ -281,7 +261,7 @@ static void keygen_killed_at(const char *fault, uint64_t now)
                 struct store *child = NULL;
 
                 setenv("CREDBROKER_FAULT", fault, 1);
-                if (open_store(&child) < 0)
+                if (test_token_open(&softhsm, &child) < 0)
                         _exit(2);
                 (void)store_keygen(child, "app1", &o, &info, NULL);
                 _exit(3);
@@ -305,7 +285,7 @@ static void test_interrupted_replace(struct store **s)
         *s = NULL;
 
         keygen_killed_at("keygen-after-key", NOW + 5);
-        if (open_store(s) < 0)
+        if (test_token_open(&softhsm, s) < 0)
                 return;
         is_int(raw_count(*s, CKO_PRIVATE_KEY, "app1/assertion-key"), 2,
                "a crash after key generation leaves the new key as an orphan");
@@ -316,7 +296,7 @@ static void test_interrupted_replace(struct store **s)
         *s = NULL;
 
         keygen_killed_at("keygen-after-cert", NOW + 5);
-        if (open_store(s) < 0)
+        if (test_token_open(&softhsm, s) < 0)
                 return;
         is_int(raw_count(*s, CKO_CERTIFICATE, "app1/assertion-cert"), 2,
                "a crash before the old pair is destroyed leaves two certificates");
@@ -637,7 +617,7 @@ int main(void)
         struct store *s = NULL;
 
         setup();
-        is_int(open_store(&s), 0, "open the test token");
+        is_int(test_token_open(&softhsm, &s), 0, "open the test token");
         if (s) {
                 test_keygen(s);
                 test_interrupted_replace(&s);

@@ -26,33 +26,13 @@
 #define META        "{\"tenant\":\"contoso.onmicrosoft.com\"}"
 
 static struct test_token softhsm;
-/* softhsm.module and softhsm.pin_source, set by setup(). */
-static const char *module;
-static const char *pin_source;
 /* Where test_backoff() moves the token directory to make the token go away. */
 static char tokens_away[PATH_MAX];
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
 
 static void setup(void)
 {
         test_token_init(&softhsm, TOKEN_LABEL, USER_PIN, SO_PIN);
-        module = softhsm.module;
-        pin_source = softhsm.pin_source;
         test_token_path(&softhsm, tokens_away, sizeof(tokens_away), "tokens-away");
-}
-
-static int open_store(struct store **ret)
-{
-        struct store_options options = {
-            .module_path = module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-
-        return store_open(&options, ret);
 }
 
 /* What an HSM restart does to its clients: every session of the slot is gone, and the login
@@ -140,7 +120,7 @@ static void test_wrong_pin(void)
         _cleanup_free_ char *json = NULL;
         struct store *s = NULL;
 
-        is_int(open_store(&s), 0, "open a second store");
+        is_int(test_token_open(&softhsm, &s), 0, "open a second store");
         if (!s)
                 return;
         test_write_file(softhsm.pin_path, "0000\n", 0600);
@@ -159,7 +139,7 @@ int main(void)
         struct store *s = NULL;
 
         setup();
-        is_int(open_store(&s), 0, "open the test token");
+        is_int(test_token_open(&softhsm, &s), 0, "open the test token");
         if (s) {
                 test_reopen(s);
                 test_backoff(s);

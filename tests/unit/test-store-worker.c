@@ -20,21 +20,11 @@
 #define N_READS     64
 
 static struct test_token softhsm;
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
 
 static void setup(struct store **ret)
 {
         test_token_init(&softhsm, TOKEN_LABEL, "1234", "5678");
-
-        struct store_options options = {
-            .module_path = softhsm.module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = softhsm.pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-        if (store_open(&options, ret) < 0)
+        if (test_token_open(&softhsm, ret) < 0)
                 test_die("store_open");
 }
 
