@@ -78,32 +78,16 @@ void peer_clear(struct peer *p)
         p->unit = NULL;
 }
 
-/* Reads a whole small file below dirfd (or an absolute path with AT_FDCWD). -EFBIG when it does
- * not fit: a caller must not act on a prefix. */
+/* Reads a whole small file below dirfd (or an absolute path with AT_FDCWD). -EFBIG unless it
+ * fits in size - 1 bytes: a caller must not act on a prefix, and a file that fills the whole
+ * buffer counts as too large (PROC_STAT_MAX and PEER_CGROUP_FILE_MAX are exclusive limits). */
 static int read_small_file(int dirfd, const char *name, char *buf, size_t size, size_t *ret_len)
 {
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW);
-        size_t len = 0;
 
         if (fd < 0)
                 return -errno;
-        for (;;) {
-                ssize_t n;
-
-                if (len == size)
-                        return -EFBIG;
-                n = read(fd, buf + len, size - len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-        }
-        *ret_len = len;
-        return 0;
+        return read_bounded(fd, buf, size - 1, ret_len);
 }
 
 int peer_start_time_from_stat(const char *text, size_t len, uint64_t *ret)

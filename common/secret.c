@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "util.h"
 
 struct secret {
         size_t map_size;
@@ -112,30 +113,9 @@ int secret_from_file(const char *path, size_t max, struct secret **ret)
         r = secret_new(max, &s);
         if (r < 0)
                 return r;
-        for (;;) {
-                size_t room = s->capacity - s->len;
-                ssize_t n;
-
-                if (room == 0) {
-                        /* Full: anything more means the file is larger than max. */
-                        char extra;
-                        n = read(fd, &extra, 1);
-                        if (n > 0)
-                                return -EFBIG;
-                        if (n < 0)
-                                return -errno;
-                        break;
-                }
-                n = read(fd, s->data + s->len, room);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                s->len += (size_t)n;
-        }
+        r = read_bounded(fd, s->data, s->capacity, &s->len);
+        if (r < 0)
+                return r;
         if (s->len > 0 && s->data[s->len - 1] == '\n')
                 s->data[--s->len] = 0;
         if (s->len > 0 && s->data[s->len - 1] == '\r')

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 
@@ -214,6 +215,33 @@ bool strv_contains(char *const *strv, size_t n, const char *s)
                 if (strcmp(strv[i], s) == 0)
                         return true;
         return false;
+}
+
+int read_bounded(int fd, void *buf, size_t size, size_t *ret_len)
+{
+        size_t len = 0;
+
+        for (;;) {
+                char extra;
+                ssize_t n;
+
+                if (len < size)
+                        n = read(fd, (char *)buf + len, size - len);
+                else
+                        n = read(fd, &extra, 1);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        break;
+                if (len == size)
+                        return -EFBIG;
+                len += (size_t)n;
+        }
+        *ret_len = len;
+        return 0;
 }
 
 bool token_is_valid(const char *s, size_t len)

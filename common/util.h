@@ -43,6 +43,11 @@ size_t format_u64(uint64_t v, char out[static 21]);
 
 bool strv_contains(char *const *strv, size_t n, const char *s);
 
+/* Reads fd to its end into buf, retrying EINTR. -EFBIG when it holds more than size bytes (one
+ * more byte is asked for to tell a full buffer from a file that fills it exactly): a caller must
+ * never act on a prefix. ret_len is untouched on failure. */
+int read_bounded(int fd, void *buf, size_t size, size_t *ret_len);
+
 /* OAuth tokens (access and refresh) are opaque, but always printable ASCII without spaces.
  * Quotes and backslashes are refused too, so a hostile value cannot break a JSON document, an
  * HTTP header or a log line. Every token entering the broker, the store or the CLI is checked

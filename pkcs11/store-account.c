@@ -16,6 +16,21 @@
 #include "log.h"
 #include "util.h"
 
+/* After a put: destroys every object the new one replaced and returns the first failure (an
+ * object already gone is none). */
+static int destroy_replaced(struct store *s, const CK_OBJECT_HANDLE *old, size_t n_old,
+                            const char *label)
+{
+        int r, ret = 0;
+
+        for (size_t i = 0; i < n_old; i++) {
+                r = destroy_object(s, old[i], label);
+                if (r < 0 && r != -ENOENT && ret == 0)
+                        ret = r;
+        }
+        return ret;
+}
+
 /* ---- account metadata ---- */
 
 int store_put_meta(struct store *s, const char *account, const char *json)
@@ -24,7 +39,7 @@ int store_put_meta(struct store *s, const char *account, const char *json)
         char label[NAME_MAX_LEN + sizeof(META_SUFFIX)];
         CK_OBJECT_HANDLE handle;
         size_t n_old, len;
-        int r, ret = 0;
+        int r;
 
         if (!s || !account_is_valid(account) || !json)
                 return -EINVAL;
@@ -40,21 +55,16 @@ int store_put_meta(struct store *s, const char *account, const char *json)
         r = create_data_object(s, label, json, len, &handle);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < n_old; i++) {
-                r = destroy_object(s, old[i], label);
-                /* Unlike refresh tokens, two meta objects cannot be told apart, so a leftover
-                 * makes get ambiguous: report it (the next put retries the cleanup). */
-                if (r < 0 && r != -ENOENT && ret == 0)
-                        ret = r;
-        }
-        return ret;
+        /* Unlike refresh tokens, two meta objects cannot be told apart, so a leftover makes get
+         * ambiguous: report it (the next put retries the cleanup). */
+        return destroy_replaced(s, old, n_old, label);
 }
 
 int store_get_meta(struct store *s, const char *account, char **ret_json)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         char label[NAME_MAX_LEN + sizeof(META_SUFFIX)];
-        char *json = NULL;
+        void *json = NULL;
         size_t n, len = 0;
         int r;
 
@@ -72,7 +82,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
                             "using one of them. Store the metadata again to clean up.",
                             s->token_label, n, label);
 
-        r = read_plain_value(s, handles[0], META_MAX, label, &json, &len);
+        r = read_attribute(s, handles[0], CKA_VALUE, META_MAX, label, &json, &len);
         if (r == -EFBIG)
                 return log_error_errno(EBADMSG,
                                        "Object \"%s\" on token \"%s\" is larger than %d "
@@ -182,7 +192,7 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
         size_t n_old;
-        int r, ret = 0;
+        int r;
 
         if (!s || !account_is_valid(account) || !secret || !client_secret_is_valid(secret))
                 return -EINVAL;
@@ -208,12 +218,7 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
                                             s->token_label);
                 return r;
         }
-        for (size_t i = 0; i < n_old; i++) {
-                r = destroy_object(s, old[i], label);
-                if (r < 0 && r != -ENOENT && ret == 0)
-                        ret = r;
-        }
-        return ret;
+        return destroy_replaced(s, old, n_old, label);
 }
 
 /* Two objects after an interrupted put: the old and the new one are both valid secrets, and

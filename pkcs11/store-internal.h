@@ -97,12 +97,12 @@ int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret
 int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1]);
 void data_objects_free(struct data_object *objects, size_t n);
 int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n);
-int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, size_t *ret);
 int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
                       struct secret **ret);
-int read_plain_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
-                     char **ret, size_t *ret_len);
+/* One attribute of at most max bytes (-EFBIG for more), as a malloc()ed copy with a NUL after
+ * its ret_len bytes so a text value reads as a string. */
+int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                   const char *what, void **ret, size_t *ret_len);
 int create_data_object(struct store *s, const char *label, const void *value, size_t len,
                        CK_OBJECT_HANDLE *ret);
 int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what);

@@ -29,10 +29,6 @@ const char *class_name(CK_OBJECT_CLASS class);
 int find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *label, const void *id,
                          size_t id_len, CK_OBJECT_HANDLE **ret, size_t *ret_n);
 
-/* One attribute of at most max bytes, malloc()ed (NULL and 0 for an empty value). */
-int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, uint8_t **ret, size_t *ret_len);
-
 /* The account's complete key + certificate pair (same CKA_ID): the certificate's DER and the
  * key's handle. When an interrupted `keygen --replace` left two pairs, the one whose certificate
  * starts last wins. -ENOENT when there is no complete pair. */

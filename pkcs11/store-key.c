@@ -82,38 +82,6 @@ int find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *lab
         return find_objects(s, template, id ? 5 : 4, label, ret, ret_n);
 }
 
-int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, uint8_t **ret, size_t *ret_len)
-{
-        _cleanup_free_ uint8_t *value = NULL;
-        CK_ATTRIBUTE a = {type, NULL, 0};
-        size_t size;
-        CK_RV rv;
-        int r;
-
-        r = get_value_size(s, handle, type, max, what, &size);
-        if (r < 0)
-                return r;
-        if (size > 0) {
-                value = malloc(size);
-                if (!value)
-                        return -ENOMEM;
-                a.pValue = value;
-                a.ulValueLen = size;
-                rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
-                if (rv == CKR_BUFFER_TOO_SMALL)
-                        return -EFBIG;
-                if (rv != CKR_OK)
-                        return ck_fail(s, "C_GetAttributeValue", what, rv);
-                if (a.ulValueLen > size)
-                        return -EFBIG;
-                size = a.ulValueLen;
-        }
-        *ret = TAKE_PTR(value);
-        *ret_len = size;
-        return 0;
-}
-
 static void labels(const char *account, char key[static LABEL_MAX], char cert[static LABEL_MAX])
 {
         snprintf(key, LABEL_MAX, "%s" ASSERTION_KEY_SUFFIX, account);
@@ -153,7 +121,7 @@ int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *
                 return r;
         for (size_t i = 0; i < n_certs; i++) {
                 _cleanup_free_ CK_OBJECT_HANDLE *keys = NULL;
-                _cleanup_free_ uint8_t *id = NULL, *der = NULL;
+                _cleanup_free_ void *id = NULL, *der = NULL;
                 size_t id_len, der_len, n_keys;
                 time_t start = 0;
 
@@ -488,7 +456,7 @@ static int generate_key_pair(struct store *s, const char *key_label, const uint8
 static int public_key_of(struct store *s, CK_OBJECT_HANDLE handle, gnutls_pubkey_t *ret)
 {
         _cleanup_(pubkey_deinitp) gnutls_pubkey_t key = NULL;
-        _cleanup_free_ uint8_t *modulus = NULL, *exponent = NULL;
+        _cleanup_free_ void *modulus = NULL, *exponent = NULL;
         size_t modulus_len, exponent_len;
         gnutls_datum_t m, e;
         int r, error;
@@ -747,7 +715,7 @@ static int public_key_id(gnutls_pubkey_t key, uint8_t out[static 32])
 
 /* The account's private key whose public half is the certificate's, and its CKA_ID. */
 static int find_key_of(struct store *s, const char *key_label, gnutls_pubkey_t wanted,
-                       uint8_t **ret_id, size_t *ret_id_len)
+                       void **ret_id, size_t *ret_id_len)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *keys = NULL;
         uint8_t wanted_id[32];
@@ -790,7 +758,7 @@ int store_import_certificate(struct store *s, const char *account, const void *d
         _cleanup_(pubkey_deinitp) gnutls_pubkey_t public_key = NULL;
         _cleanup_(datum_freep) gnutls_datum_t der = {0}, subject = {0};
         _cleanup_free_ CK_OBJECT_HANDLE *old = NULL;
-        _cleanup_free_ uint8_t *id = NULL;
+        _cleanup_free_ void *id = NULL;
         struct store_certificate_info info = {0};
         char key_label[LABEL_MAX], cert_label[LABEL_MAX];
         gnutls_datum_t input = {(unsigned char *)data, (unsigned)len};

@@ -243,8 +243,8 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
 
 /* The size of an attribute, asked for first so the buffer is exactly as large as the value and
  * a hostile or broken token cannot make us allocate more than max. */
-int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, size_t *ret)
+static int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type,
+                          size_t max, const char *what, size_t *ret)
 {
         CK_ATTRIBUTE a = {type, NULL, 0};
         CK_RV rv;
@@ -262,13 +262,34 @@ int get_value_size(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE t
         return 0;
 }
 
+/* The value itself, into a buffer of the size get_value_size() gave. */
+static int get_value(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, void *buf,
+                     size_t size, const char *what, size_t *ret_len)
+{
+        CK_ATTRIBUTE a = {type, buf, size};
+        CK_RV rv;
+
+        if (size == 0) {
+                *ret_len = 0;
+                return 0;
+        }
+        rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
+        /* BUFFER_TOO_SMALL: changed since we asked its size. Not what we wrote. */
+        if (rv == CKR_BUFFER_TOO_SMALL)
+                return -EFBIG;
+        if (rv != CKR_OK)
+                return object_fail(s, "C_GetAttributeValue", what, rv);
+        if (a.ulValueLen > size)
+                return -EFBIG;
+        *ret_len = a.ulValueLen;
+        return 0;
+}
+
 int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
                       struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
-        CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
-        size_t size;
-        CK_RV rv;
+        size_t size, len;
         int r;
 
         r = get_value_size(s, handle, CKA_VALUE, max, what, &size);
@@ -277,18 +298,11 @@ int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, cons
         r = secret_new(size ? size : 1, &value);
         if (r < 0)
                 return r;
+        r = get_value(s, handle, CKA_VALUE, secret_data(value), size, what, &len);
+        if (r < 0)
+                return r;
         if (size > 0) {
-                a.pValue = secret_data(value);
-                a.ulValueLen = size;
-                rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
-                /* BUFFER_TOO_SMALL: changed since we asked its size. Not what we wrote. */
-                if (rv == CKR_BUFFER_TOO_SMALL)
-                        return -EFBIG;
-                if (rv != CKR_OK)
-                        return object_fail(s, "C_GetAttributeValue", what, rv);
-                if (a.ulValueLen > size)
-                        return -EFBIG;
-                r = secret_set_len(value, a.ulValueLen);
+                r = secret_set_len(value, len);
                 if (r < 0)
                         return r;
         }
@@ -296,37 +310,25 @@ int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, cons
         return 0;
 }
 
-/* For values that are not secret (meta JSON): a NUL-terminated malloc()ed copy. */
-int read_plain_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
-                     char **ret, size_t *ret_len)
+int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                   const char *what, void **ret, size_t *ret_len)
 {
         _cleanup_free_ char *value = NULL;
-        CK_ATTRIBUTE a = {CKA_VALUE, NULL, 0};
-        size_t size;
-        CK_RV rv;
+        size_t size, len;
         int r;
 
-        r = get_value_size(s, handle, CKA_VALUE, max, what, &size);
+        r = get_value_size(s, handle, type, max, what, &size);
         if (r < 0)
                 return r;
         value = malloc(size + 1);
         if (!value)
                 return -ENOMEM;
-        if (size > 0) {
-                a.pValue = value;
-                a.ulValueLen = size;
-                rv = s->module->C_GetAttributeValue(s->session, handle, &a, 1);
-                if (rv == CKR_BUFFER_TOO_SMALL)
-                        return -EFBIG;
-                if (rv != CKR_OK)
-                        return object_fail(s, "C_GetAttributeValue", what, rv);
-                if (a.ulValueLen > size)
-                        return -EFBIG;
-                size = a.ulValueLen;
-        }
-        value[size] = 0;
+        r = get_value(s, handle, type, value, size, what, &len);
+        if (r < 0)
+                return r;
+        value[len] = 0;
         *ret = TAKE_PTR(value);
-        *ret_len = size;
+        *ret_len = len;
         return 0;
 }
 

@@ -4,15 +4,11 @@
 #include "build-config.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -26,6 +22,7 @@
 #include "secret.h"
 #include "store-private.h"
 #include "store.h"
+#include "softhsm-token.h"
 #include "tap.h"
 #include "util.h"
 
@@ -37,112 +34,13 @@
 #define CLIENT_ID   "11111111-2222-3333-4444-555555555555"
 #define CANARY      "SECRET-CANARY-0123456789abcdef~._-"
 
-static char tmpdir[] = "/tmp/credbroker-test-store-key.XXXXXX";
-static const char *module;
-static char pin_source[PATH_MAX + 8];
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
-
-static void die(const char *what)
-{
-        fprintf(stderr, "test-store-key: %s: %s\n", what, strerror(errno));
-        exit(EXIT_FAILURE);
-}
-
-static void write_file(const char *path, const char *content, mode_t mode)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        size_t len = strlen(content);
-
-        if (fd < 0 || write(fd, content, len) != (ssize_t)len || fchmod(fd, mode) < 0)
-                die(path);
-        close(fd);
-}
-
-/* fork + execvp (system() is banned); the child's chatter goes to stderr, not the TAP stream. */
-static int run(char *const argv[])
-{
-        int status;
-        pid_t pid = fork();
-
-        if (pid < 0)
-                die("fork");
-        if (pid == 0) {
-                if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
-                        _exit(127);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        die("waitpid");
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
+static struct test_token softhsm;
 
 static void setup(void)
 {
-        char path[PATH_MAX], conf[PATH_MAX * 2];
-        char *const init[] = {
-            (char *)"softhsm2-util", (char *)"--init-token",
-            (char *)"--free",        (char *)"--label",
-            (char *)TOKEN_LABEL,     (char *)"--pin",
-            (char *)USER_PIN,        (char *)"--so-pin",
-            (char *)SO_PIN,          NULL,
-        };
-
-        module = secure_getenv("SOFTHSM_MODULE");
-        if (!module || !*module)
-                module = "/usr/lib/softhsm/libsofthsm2.so";
-        umask(077);
-        if (!mkdtemp(tmpdir))
-                die("mkdtemp");
-        snprintf(path, sizeof(path), "%s/tokens", tmpdir);
-        if (mkdir(path, 0700) < 0)
-                die(path);
-        snprintf(conf, sizeof(conf),
-                 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-                 path);
-        snprintf(path, sizeof(path), "%s/softhsm2.conf", tmpdir);
-        write_file(path, conf, 0600);
-        if (setenv("SOFTHSM2_CONF", path, 1) < 0)
-                die("setenv");
+        test_token_init(&softhsm, TOKEN_LABEL, USER_PIN, SO_PIN);
         unsetenv("CREDENTIALS_DIRECTORY");
         unsetenv("CREDBROKER_FAULT");
-        if (run(init) != 0) {
-                fprintf(stderr, "test-store-key: softhsm2-util --init-token failed\n");
-                exit(EXIT_FAILURE);
-        }
-        snprintf(path, sizeof(path), "%s/pin", tmpdir);
-        write_file(path, USER_PIN "\n", 0600);
-        snprintf(pin_source, sizeof(pin_source), "file:%s", path);
-}
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)flag;
-        (void)ftw;
-        return remove(path);
-}
-
-static void teardown(void)
-{
-        if (nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
-                fprintf(stderr, "test-store-key: could not remove %s: %s\n", tmpdir,
-                        strerror(errno));
-}
-
-static int open_store(struct store **ret)
-{
-        struct store_options options = {
-            .module_path = module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-
-        return store_open(&options, ret);
 }
 
 /* Token objects with one label and, when class is not (CK_ULONG)-1, one class: a raw search
@@ -355,7 +253,7 @@ static void keygen_killed_at(const char *fault, uint64_t now)
         int status;
 
         if (pid < 0)
-                die("fork");
+                test_die("fork");
         if (pid == 0) {
                 struct store_keygen_options o = {
                     .bits = 2048, .days = 30, .replace = true, .now = now};
@@ -363,14 +261,14 @@ static void keygen_killed_at(const char *fault, uint64_t now)
                 struct store *child = NULL;
 
                 setenv("CREDBROKER_FAULT", fault, 1);
-                if (open_store(&child) < 0)
+                if (test_token_open(&softhsm, &child) < 0)
                         _exit(2);
                 (void)store_keygen(child, "app1", &o, &info, NULL);
                 _exit(3);
         }
         while (waitpid(pid, &status, 0) < 0)
                 if (errno != EINTR)
-                        die("waitpid");
+                        test_die("waitpid");
         ok(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, fault);
 }
 #endif
@@ -387,7 +285,7 @@ static void test_interrupted_replace(struct store **s)
         *s = NULL;
 
         keygen_killed_at("keygen-after-key", NOW + 5);
-        if (open_store(s) < 0)
+        if (test_token_open(&softhsm, s) < 0)
                 return;
         is_int(raw_count(*s, CKO_PRIVATE_KEY, "app1/assertion-key"), 2,
                "a crash after key generation leaves the new key as an orphan");
@@ -398,7 +296,7 @@ static void test_interrupted_replace(struct store **s)
         *s = NULL;
 
         keygen_killed_at("keygen-after-cert", NOW + 5);
-        if (open_store(s) < 0)
+        if (test_token_open(&softhsm, s) < 0)
                 return;
         is_int(raw_count(*s, CKO_CERTIFICATE, "app1/assertion-cert"), 2,
                "a crash before the old pair is destroyed leaves two certificates");
@@ -719,7 +617,7 @@ int main(void)
         struct store *s = NULL;
 
         setup();
-        is_int(open_store(&s), 0, "open the test token");
+        is_int(test_token_open(&softhsm, &s), 0, "open the test token");
         if (s) {
                 test_keygen(s);
                 test_interrupted_replace(&s);
@@ -731,6 +629,6 @@ int main(void)
                 test_remove(s);
                 store_close(s);
         }
-        teardown();
+        test_token_cleanup(&softhsm);
         return done_testing();
 }

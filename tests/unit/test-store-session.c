@@ -3,15 +3,12 @@
  * once per backoff period; a PIN the token refuses is never tried again. A private SoftHSM2
  * token; the session is taken away with C_CloseAllSessions through store-private.h. */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +17,7 @@
 #include "secret.h"
 #include "store-private.h"
 #include "store.h"
+#include "softhsm-token.h"
 #include "tap.h"
 
 #define TOKEN_LABEL "credbroker-session"
@@ -27,105 +25,14 @@
 #define SO_PIN      "5678"
 #define META        "{\"tenant\":\"contoso.onmicrosoft.com\"}"
 
-static char tmpdir[] = "/tmp/credbroker-test-store-session.XXXXXX";
-static char tokens_dir[PATH_MAX], tokens_away[PATH_MAX], pin_path[PATH_MAX];
-static char pin_source[PATH_MAX + 8];
-static const char *module;
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
-
-static void die(const char *what)
-{
-        fprintf(stderr, "test-store-session: %s: %s\n", what, strerror(errno));
-        exit(EXIT_FAILURE);
-}
-
-static void write_file(const char *path, const char *content)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        size_t len = strlen(content);
-
-        if (fd < 0 || write(fd, content, len) != (ssize_t)len)
-                die(path);
-        close(fd);
-}
-
-/* fork + execvp (system() is banned); the child's stdout goes to stderr, away from TAP. */
-static int run(char *const argv[])
-{
-        int status;
-        pid_t pid = fork();
-
-        if (pid < 0)
-                die("fork");
-        if (pid == 0) {
-                if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
-                        _exit(127);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        die("waitpid");
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
+static struct test_token softhsm;
+/* Where test_backoff() moves the token directory to make the token go away. */
+static char tokens_away[PATH_MAX];
 
 static void setup(void)
 {
-        char conf_path[PATH_MAX], conf[PATH_MAX * 2];
-        char *const init[] = {
-            (char *)"softhsm2-util", (char *)"--init-token",
-            (char *)"--free",        (char *)"--label",
-            (char *)TOKEN_LABEL,     (char *)"--pin",
-            (char *)USER_PIN,        (char *)"--so-pin",
-            (char *)SO_PIN,          NULL,
-        };
-
-        module = secure_getenv("SOFTHSM_MODULE");
-        if (!module || !*module)
-                module = "/usr/lib/softhsm/libsofthsm2.so";
-        umask(077);
-        if (!mkdtemp(tmpdir))
-                die("mkdtemp");
-        snprintf(tokens_dir, sizeof(tokens_dir), "%s/tokens", tmpdir);
-        snprintf(tokens_away, sizeof(tokens_away), "%s/tokens-away", tmpdir);
-        if (mkdir(tokens_dir, 0700) < 0)
-                die(tokens_dir);
-        snprintf(conf, sizeof(conf),
-                 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-                 tokens_dir);
-        snprintf(conf_path, sizeof(conf_path), "%s/softhsm2.conf", tmpdir);
-        write_file(conf_path, conf);
-        if (setenv("SOFTHSM2_CONF", conf_path, 1) < 0)
-                die("setenv");
-        if (run(init) != 0) {
-                fprintf(stderr, "test-store-session: softhsm2-util --init-token failed\n");
-                exit(EXIT_FAILURE);
-        }
-        snprintf(pin_path, sizeof(pin_path), "%s/pin", tmpdir);
-        write_file(pin_path, USER_PIN "\n");
-        snprintf(pin_source, sizeof(pin_source), "file:%s", pin_path);
-}
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)flag;
-        (void)ftw;
-        return remove(path);
-}
-
-static int open_store(struct store **ret)
-{
-        struct store_options options = {
-            .module_path = module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-
-        return store_open(&options, ret);
+        test_token_init(&softhsm, TOKEN_LABEL, USER_PIN, SO_PIN);
+        test_token_path(&softhsm, tokens_away, sizeof(tokens_away), "tokens-away");
 }
 
 /* What an HSM restart does to its clients: every session of the slot is gone, and the login
@@ -193,14 +100,14 @@ static void test_backoff(struct store *s)
         _cleanup_free_ char *json = NULL;
 
         /* The token vanishes (its directory is gone) and the session with it. */
-        if (rename(tokens_dir, tokens_away) < 0 || mkdir(tokens_dir, 0700) < 0)
-                die("rename tokens");
+        if (rename(softhsm.tokens_dir, tokens_away) < 0 || mkdir(softhsm.tokens_dir, 0700) < 0)
+                test_die("rename tokens");
         lose_session(s);
         is_int(store_get_meta(s, "alerts", &json), -EAGAIN,
                "while the token is away, an operation fails with -EAGAIN");
         ok(store_session_lost(s), "the session stays lost");
-        if (rmdir(tokens_dir) < 0 || rename(tokens_away, tokens_dir) < 0)
-                die("rename tokens back");
+        if (rmdir(softhsm.tokens_dir) < 0 || rename(tokens_away, softhsm.tokens_dir) < 0)
+                test_die("rename tokens back");
         is_int(store_get_meta(s, "alerts", &json), -EAGAIN,
                "within the backoff period nothing is tried, even with the token back");
         sleep_ms(1100);
@@ -213,14 +120,14 @@ static void test_wrong_pin(void)
         _cleanup_free_ char *json = NULL;
         struct store *s = NULL;
 
-        is_int(open_store(&s), 0, "open a second store");
+        is_int(test_token_open(&softhsm, &s), 0, "open a second store");
         if (!s)
                 return;
-        write_file(pin_path, "0000\n");
+        test_write_file(softhsm.pin_path, "0000\n", 0600);
         lose_session(s);
         is_int(store_get_meta(s, "alerts", &json), -EACCES,
                "a reopen whose PIN is refused fails with -EACCES");
-        write_file(pin_path, USER_PIN "\n");
+        test_write_file(softhsm.pin_path, USER_PIN "\n", 0600);
         sleep_ms(1100);
         is_int(store_get_meta(s, "alerts", &json), -EACCES,
                "and the PIN is never tried again, not even after the backoff period");
@@ -232,14 +139,13 @@ int main(void)
         struct store *s = NULL;
 
         setup();
-        is_int(open_store(&s), 0, "open the test token");
+        is_int(test_token_open(&softhsm, &s), 0, "open the test token");
         if (s) {
                 test_reopen(s);
                 test_backoff(s);
                 store_close(s);
         }
         test_wrong_pin();
-        if (nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
-                fprintf(stderr, "test-store-session: could not remove %s\n", tmpdir);
+        test_token_cleanup(&softhsm);
         return done_testing();
 }

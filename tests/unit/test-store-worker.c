@@ -3,102 +3,29 @@
  * stopped while reads queued behind nothing are cancelled; a job submitted while stopping is
  * refused. A private SoftHSM2 token. */
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "event.h"
 #include "secret.h"
 #include "store-worker.h"
 #include "store.h"
+#include "softhsm-token.h"
 #include "tap.h"
 
 #define TOKEN_LABEL "credbroker-worker"
 #define META        "{\"tenant\":\"contoso.onmicrosoft.com\"}"
 #define N_READS     64
 
-static char tmpdir[] = "/tmp/credbroker-test-store-worker.XXXXXX";
-static char pin_source[PATH_MAX + 8];
-static char pattern_lib[] = "/usr/lib*";
-static char *const lib_dirs[] = {pattern_lib};
-
-static void die(const char *what)
-{
-        fprintf(stderr, "test-store-worker: %s: %s\n", what, strerror(errno));
-        exit(EXIT_FAILURE);
-}
-
-static void write_file(const char *path, const char *content)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        size_t len = strlen(content);
-
-        if (fd < 0 || write(fd, content, len) != (ssize_t)len)
-                die(path);
-        close(fd);
-}
+static struct test_token softhsm;
 
 static void setup(struct store **ret)
 {
-        char path[PATH_MAX], conf[PATH_MAX * 2];
-        const char *module = secure_getenv("SOFTHSM_MODULE");
-        int status;
-        pid_t pid;
-
-        if (!module || !*module)
-                module = "/usr/lib/softhsm/libsofthsm2.so";
-        umask(077);
-        if (!mkdtemp(tmpdir))
-                die("mkdtemp");
-        snprintf(path, sizeof(path), "%s/tokens", tmpdir);
-        if (mkdir(path, 0700) < 0)
-                die(path);
-        snprintf(conf, sizeof(conf),
-                 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-                 path);
-        snprintf(path, sizeof(path), "%s/softhsm2.conf", tmpdir);
-        write_file(path, conf);
-        if (setenv("SOFTHSM2_CONF", path, 1) < 0)
-                die("setenv");
-        pid = fork();
-        if (pid < 0)
-                die("fork");
-        if (pid == 0) {
-                if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
-                        _exit(127);
-                execlp("softhsm2-util", "softhsm2-util", "--init-token", "--free", "--label",
-                       TOKEN_LABEL, "--pin", "1234", "--so-pin", "5678", (char *)NULL);
-                _exit(127);
-        }
-        if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-                die("softhsm2-util --init-token");
-        snprintf(path, sizeof(path), "%s/pin", tmpdir);
-        write_file(path, "1234\n");
-        snprintf(pin_source, sizeof(pin_source), "file:%s", path);
-
-        struct store_options options = {
-            .module_path = module,
-            .token_uri = "pkcs11:token=" TOKEN_LABEL,
-            .pin_source = pin_source,
-            .module_dirs = lib_dirs,
-            .n_module_dirs = 1,
-        };
-        if (store_open(&options, ret) < 0)
-                die("store_open");
-}
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)flag;
-        (void)ftw;
-        return remove(path);
+        test_token_init(&softhsm, TOKEN_LABEL, "1234", "5678");
+        if (test_token_open(&softhsm, ret) < 0)
+                test_die("store_open");
 }
 
 static struct secret *make_secret(const char *text)
@@ -166,7 +93,7 @@ static void dispatch_until(int epfd, const unsigned *counter, unsigned want)
 {
         for (int i = 0; i < 200 && *counter < want; i++)
                 if (event_dispatch(epfd, 50) < 0)
-                        die("event_dispatch");
+                        test_die("event_dispatch");
 }
 
 int main(void)
@@ -182,9 +109,9 @@ int main(void)
         rt = make_secret("RT-first");
         if (store_put_meta(s, "alerts", META) < 0 ||
             store_write_refresh_token(s, "alerts", rt, &generation) < 0)
-                die("provisioning");
+                test_die("provisioning");
         if (event_loop_new(&epfd) < 0)
-                die("epoll");
+                test_die("epoll");
 
         is_int(store_worker_start(s, epfd, NULL, NULL, &w), 0, "start the worker");
         is_int(store_worker_submit(w, job(STORE_JOB_GET_META, NULL), record, &meta), 0,
@@ -210,10 +137,10 @@ int main(void)
         for (int i = 0; i < N_READS; i++)
                 if (store_worker_submit(w, job(STORE_JOB_READ_REFRESH_TOKEN, NULL),
                                         i == 0 ? resubmit : record, &reads) < 0)
-                        die("submit");
+                        test_die("submit");
         if (store_worker_submit(w, job(STORE_JOB_WRITE_REFRESH_TOKEN, "RT-third"), record,
                                 &last_write) < 0)
-                die("submit");
+                test_die("submit");
         ok(store_worker_stop(w, 5000), "the worker stops and is joined");
         is_int(reads.calls, N_READS, "every queued read's callback ran once");
         ok(reads.cancelled > 0, "reads not started yet were cancelled");
@@ -230,7 +157,6 @@ int main(void)
         ok(store_worker_stop(NULL, 0), "stopping no worker is a no-op");
         store_close(s);
         close(epfd);
-        if (nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
-                fprintf(stderr, "test-store-worker: could not remove %s\n", tmpdir);
+        test_token_cleanup(&softhsm);
         return done_testing();
 }

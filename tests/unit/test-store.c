@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -14,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -24,6 +22,7 @@
 #include "store-internal.h"
 #include "store-private.h"
 #include "store.h"
+#include "softhsm-token.h"
 #include "tap.h"
 #include "util.h"
 
@@ -32,35 +31,14 @@
 #define USER_PIN    "1234"
 #define SO_PIN      "5678"
 
-static char tmpdir[] = "/tmp/credbroker-test-store.XXXXXX";
+static struct test_token softhsm;
+/* softhsm.module and softhsm.pin_source, set by setup(). */
 static const char *module;
-static char pin_source[PATH_MAX + 8];
+static const char *pin_source;
 static char pattern_lib[] = "/usr/lib*";
 static char pattern_lib_slash[] = "/usr/lib*/";
 static char pattern_opt[] = "/opt/*";
 static char *const lib_dirs[] = {pattern_lib};
-
-static void die(const char *what)
-{
-        fprintf(stderr, "test-store: %s: %s\n", what, strerror(errno));
-        exit(EXIT_FAILURE);
-}
-
-static void path_in_tmp(char *out, size_t size, const char *name)
-{
-        if ((size_t)snprintf(out, size, "%s/%s", tmpdir, name) >= size)
-                die("path too long");
-}
-
-static void write_file(const char *path, const char *content, mode_t mode)
-{
-        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-        size_t len = strlen(content);
-
-        if (fd < 0 || write(fd, content, len) != (ssize_t)len || fchmod(fd, mode) < 0)
-                die(path);
-        close(fd);
-}
 
 static void copy_file(const char *from, const char *to, mode_t mode)
 {
@@ -70,96 +48,23 @@ static void copy_file(const char *from, const char *to, mode_t mode)
         ssize_t n;
 
         if (in < 0 || out < 0)
-                die(to);
+                test_die(to);
         while ((n = read(in, buf, sizeof(buf))) > 0)
                 if (write(out, buf, (size_t)n) != n)
-                        die(to);
+                        test_die(to);
         if (n < 0)
-                die(from);
+                test_die(from);
         close(in);
         close(out);
 }
 
-/* fork + execvp: the project bans system() and popen(). The child's stdout goes to stderr so
- * softhsm2-util's chatter never lands in the TAP stream. */
-static int run(char *const argv[])
-{
-        int status;
-        pid_t pid = fork();
-
-        if (pid < 0)
-                die("fork");
-        if (pid == 0) {
-                if (dup2(STDERR_FILENO, STDOUT_FILENO) < 0)
-                        _exit(127);
-                execvp(argv[0], argv);
-                _exit(127);
-        }
-        while (waitpid(pid, &status, 0) < 0)
-                if (errno != EINTR)
-                        die("waitpid");
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-}
-
-static void init_token(const char *label)
-{
-        char *const argv[] = {
-            (char *)"softhsm2-util", (char *)"--init-token",
-            (char *)"--free",        (char *)"--label",
-            (char *)label,           (char *)"--pin",
-            (char *)USER_PIN,        (char *)"--so-pin",
-            (char *)SO_PIN,          NULL,
-        };
-
-        if (run(argv) != 0) {
-                fprintf(stderr, "test-store: softhsm2-util --init-token %s failed\n", label);
-                exit(EXIT_FAILURE);
-        }
-}
-
 static void setup(void)
 {
-        char path[PATH_MAX], conf[PATH_MAX * 2];
-
-        module = secure_getenv("SOFTHSM_MODULE");
-        if (!module || !*module)
-                module = "/usr/lib/softhsm/libsofthsm2.so";
-
-        umask(077);
-        if (!mkdtemp(tmpdir))
-                die("mkdtemp");
-        path_in_tmp(path, sizeof(path), "tokens");
-        if (mkdir(path, 0700) < 0)
-                die(path);
-        snprintf(conf, sizeof(conf),
-                 "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n",
-                 path);
-        path_in_tmp(path, sizeof(path), "softhsm2.conf");
-        write_file(path, conf, 0600);
-        if (setenv("SOFTHSM2_CONF", path, 1) < 0)
-                die("setenv");
+        test_token_init(&softhsm, TOKEN_LABEL, USER_PIN, SO_PIN);
+        test_token_add(&softhsm, OTHER_LABEL);
+        module = softhsm.module;
+        pin_source = softhsm.pin_source;
         unsetenv("CREDENTIALS_DIRECTORY");
-
-        init_token(TOKEN_LABEL);
-        init_token(OTHER_LABEL);
-
-        path_in_tmp(path, sizeof(path), "pin");
-        write_file(path, USER_PIN "\n", 0600);
-        snprintf(pin_source, sizeof(pin_source), "file:%s", path);
-}
-
-static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-        (void)st;
-        (void)flag;
-        (void)ftw;
-        return remove(path);
-}
-
-static void teardown(void)
-{
-        if (nftw(tmpdir, remove_one, 16, FTW_DEPTH | FTW_PHYS) < 0)
-                fprintf(stderr, "test-store: could not remove %s: %s\n", tmpdir, strerror(errno));
 }
 
 static int open_with(const char *module_path, char *const *dirs, size_t n_dirs, const char *uri,
@@ -299,16 +204,16 @@ static void test_module_paths(void)
                 "a module outside the allow-list is refused");
         refused(module, NULL, 0, uri, pin_source, -EPERM, "an empty allow-list refuses everything");
 
-        path_in_tmp(path, sizeof(path), "libsofthsm2-copy.so");
+        test_token_path(&softhsm, path, sizeof(path), "libsofthsm2-copy.so");
         copy_file(module, path, 0755);
         refused(path, lib_dirs, 1, uri, pin_source, -EPERM, "a module copied to /tmp is refused");
 
         /* A symlink is judged by where it points: this one resolves inside /usr/lib*. */
         if (!realpath(module, real))
-                die("realpath");
-        path_in_tmp(path, sizeof(path), "module-link.so");
+                test_die("realpath");
+        test_token_path(&softhsm, path, sizeof(path), "module-link.so");
         if (symlink(real, path) < 0)
-                die("symlink");
+                test_die("symlink");
         is_int(open_with(path, lib_dirs, 1, uri, pin_source, &s), 0,
                "a symlink in /tmp to the real module is accepted");
         store_close(s);
@@ -345,21 +250,21 @@ static void test_pin_sources(void)
         const char *uri = "pkcs11:token=" TOKEN_LABEL;
         struct store *s = NULL;
 
-        path_in_tmp(path, sizeof(path), "pin-0644");
-        write_file(path, USER_PIN, 0644);
+        test_token_path(&softhsm, path, sizeof(path), "pin-0644");
+        test_write_file(path, USER_PIN, 0644);
         snprintf(source, sizeof(source), "file:%s", path);
         refused(module, lib_dirs, 1, uri, source, -EPERM, "a world-readable PIN file is refused");
 
-        path_in_tmp(path, sizeof(path), "pin-0640");
-        write_file(path, USER_PIN, 0640);
+        test_token_path(&softhsm, path, sizeof(path), "pin-0640");
+        test_write_file(path, USER_PIN, 0640);
         snprintf(source, sizeof(source), "file:%s", path);
         refused(module, lib_dirs, 1, uri, source, -EPERM, "a group-readable PIN file is refused");
 
         if (geteuid() == 0) {
-                path_in_tmp(path, sizeof(path), "pin-nobody");
-                write_file(path, USER_PIN, 0600);
+                test_token_path(&softhsm, path, sizeof(path), "pin-nobody");
+                test_write_file(path, USER_PIN, 0600);
                 if (chown(path, 65534, 65534) < 0)
-                        die("chown");
+                        test_die("chown");
                 snprintf(source, sizeof(source), "file:%s", path);
                 refused(module, lib_dirs, 1, uri, source, -EPERM,
                         "a PIN file owned by another user is refused");
@@ -367,15 +272,15 @@ static void test_pin_sources(void)
                 ok(1, "# SKIP PIN file owner test needs root");
         }
 
-        path_in_tmp(path, sizeof(path), "pin");
-        path_in_tmp(link_path, sizeof(link_path), "pin-link");
+        test_token_path(&softhsm, path, sizeof(path), "pin");
+        test_token_path(&softhsm, link_path, sizeof(link_path), "pin-link");
         if (symlink(path, link_path) < 0)
-                die("symlink");
+                test_die("symlink");
         snprintf(source, sizeof(source), "file:%s", link_path);
         refused(module, lib_dirs, 1, uri, source, -ELOOP, "a symlinked PIN file is refused");
 
-        path_in_tmp(path, sizeof(path), "pin-wrong");
-        write_file(path, "9999\n", 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-wrong");
+        test_write_file(path, "9999\n", 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         refused(module, lib_dirs, 1, uri, source, -EACCES, "a wrong PIN is refused");
         refused(module, lib_dirs, 1, uri, source, -EACCES, "a wrong PIN is refused again");
@@ -383,8 +288,8 @@ static void test_pin_sources(void)
         store_close(s);
         s = NULL;
 
-        path_in_tmp(path, sizeof(path), "pin-empty");
-        write_file(path, "", 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-empty");
+        test_write_file(path, "", 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         refused(module, lib_dirs, 1, uri, source, -ENODATA, "an empty PIN file is refused");
 
@@ -394,13 +299,13 @@ static void test_pin_sources(void)
         refused(module, lib_dirs, 1, uri, "credential:pin", -EINVAL,
                 "credential: without $CREDENTIALS_DIRECTORY is refused");
 
-        path_in_tmp(path, sizeof(path), "credentials");
+        test_token_path(&softhsm, path, sizeof(path), "credentials");
         if (mkdir(path, 0700) < 0)
-                die(path);
+                test_die(path);
         if (setenv("CREDENTIALS_DIRECTORY", path, 1) < 0)
-                die("setenv");
-        path_in_tmp(path, sizeof(path), "credentials/token-pin");
-        write_file(path, USER_PIN, 0400);
+                test_die("setenv");
+        test_token_path(&softhsm, path, sizeof(path), "credentials/token-pin");
+        test_write_file(path, USER_PIN, 0400);
         is_int(open_with(module, lib_dirs, 1, uri, "credential:token-pin", &s), 0,
                "credential:NAME reads $CREDENTIALS_DIRECTORY/NAME");
         store_close(s);
@@ -419,10 +324,10 @@ static size_t read_whole_file(const char *path, uint8_t *buf, size_t size)
         ssize_t n;
 
         if (fd < 0)
-                die(path);
+                test_die(path);
         n = read(fd, buf, size);
         if (n < 0)
-                die(path);
+                test_die(path);
         close(fd);
         return (size_t)n;
 }
@@ -432,7 +337,7 @@ static void write_whole_file(const char *path, const uint8_t *buf, size_t len)
         int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
 
         if (fd < 0 || write(fd, buf, len) != (ssize_t)len)
-                die(path);
+                test_die(path);
         close(fd);
 }
 
@@ -455,11 +360,11 @@ static void capture_start(void)
         char path[PATH_MAX];
         int fd;
 
-        path_in_tmp(path, sizeof(path), "stderr.txt");
+        test_token_path(&softhsm, path, sizeof(path), "stderr.txt");
         fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         saved_stderr = dup(STDERR_FILENO);
         if (fd < 0 || saved_stderr < 0 || dup2(fd, STDERR_FILENO) < 0)
-                die("capture stderr");
+                test_die("capture stderr");
         close(fd);
 }
 
@@ -471,13 +376,13 @@ static const char *capture_end(void)
         ssize_t n;
 
         if (dup2(saved_stderr, STDERR_FILENO) < 0)
-                die("restore stderr");
+                test_die("restore stderr");
         close(saved_stderr);
-        path_in_tmp(path, sizeof(path), "stderr.txt");
+        test_token_path(&softhsm, path, sizeof(path), "stderr.txt");
         fd = open(path, O_RDONLY | O_CLOEXEC);
         n = fd < 0 ? -1 : read(fd, captured, sizeof(captured) - 1);
         if (n < 0)
-                die("read captured stderr");
+                test_die("read captured stderr");
         close(fd);
         captured[n] = 0;
         fputs(captured, stderr);
@@ -513,17 +418,17 @@ static void test_module_allow_list(void)
         const char *uri = "pkcs11:token=" TOKEN_LABEL;
         struct store *s = NULL;
 
-        path_in_tmp(allowed, sizeof(allowed), "allowed");
-        path_in_tmp(outside, sizeof(outside), "outside");
+        test_token_path(&softhsm, allowed, sizeof(allowed), "allowed");
+        test_token_path(&softhsm, outside, sizeof(outside), "outside");
         if (mkdir(allowed, 0755) < 0 || mkdir(outside, 0755) < 0)
-                die("mkdir");
+                test_die("mkdir");
         snprintf(pattern, sizeof(pattern), "%s", allowed);
 
         /* A module really inside a configured directory loads, even a copy under /tmp. */
-        path_in_tmp(path, sizeof(path), "allowed/libsofthsm2.so");
+        test_token_path(&softhsm, path, sizeof(path), "allowed/libsofthsm2.so");
         copy_file(module, path, 0755);
         if (chmod(path, 0755) < 0)
-                die("chmod");
+                test_die("chmod");
         is_int(open_with(path, dirs, 1, uri, pin_source, &s), 0,
                "module_dirs is honoured: a module in a configured directory loads");
         store_close(s);
@@ -531,31 +436,31 @@ static void test_module_allow_list(void)
 
         /* A symlink inside the allowed directory that points out of it is judged by its
          * target. */
-        path_in_tmp(real, sizeof(real), "outside/libsofthsm2.so");
+        test_token_path(&softhsm, real, sizeof(real), "outside/libsofthsm2.so");
         copy_file(module, real, 0755);
         if (chmod(real, 0755) < 0)
-                die("chmod");
-        path_in_tmp(path, sizeof(path), "allowed/escape.so");
+                test_die("chmod");
+        test_token_path(&softhsm, path, sizeof(path), "allowed/escape.so");
         if (symlink(real, path) < 0)
-                die("symlink");
+                test_die("symlink");
         refused_saying(path, dirs, 1, uri, pin_source, -EPERM,
                        "a symlink in an allowed directory pointing out of it is refused",
                        (const char *const[]){"resolved to", outside, "module_dirs", NULL});
 
         /* The same with "..": refused before anything is resolved. */
-        path_in_tmp(path, sizeof(path), "allowed/../outside/libsofthsm2.so");
+        test_token_path(&softhsm, path, sizeof(path), "allowed/../outside/libsofthsm2.so");
         refused_saying(path, dirs, 1, uri, pin_source, -EINVAL, "a path through .. is refused",
                        (const char *const[]){"\"..\"", NULL});
         refused_saying("libsofthsm2.so", dirs, 1, uri, pin_source, -EINVAL,
                        "a bare file name is refused", (const char *const[]){"not absolute", NULL});
-        path_in_tmp(path, sizeof(path), "allowed/missing.so");
+        test_token_path(&softhsm, path, sizeof(path), "allowed/missing.so");
         refused_saying(path, dirs, 1, uri, pin_source, -ENOENT, "a missing module is refused",
                        (const char *const[]){path, "No such file", NULL});
 
-        path_in_tmp(path, sizeof(path), "allowed/writable.so");
+        test_token_path(&softhsm, path, sizeof(path), "allowed/writable.so");
         copy_file(module, path, 0775);
         if (chmod(path, 0775) < 0)
-                die("chmod");
+                test_die("chmod");
         refused_saying(path, dirs, 1, uri, pin_source, -EPERM, "a group-writable module is refused",
                        (const char *const[]){"chmod go-w", NULL});
         refused_saying(allowed, dirs, 1, uri, pin_source, -EPERM,
@@ -575,7 +480,7 @@ static void token_serial(struct store *s, char serial[static 17])
         store_private_session(s, &m, &session);
         if (m->C_GetSessionInfo(session, &session_info) != CKR_OK ||
             m->C_GetTokenInfo(session_info.slotID, &info) != CKR_OK)
-                die("token info");
+                test_die("token info");
         memcpy(serial, info.serialNumber, 16);
         while (len > 0 && serial[len - 1] == ' ')
                 len--;
@@ -588,7 +493,7 @@ static void test_token_uri_selection(void)
         struct store *s = NULL;
 
         if (open_default(&s) < 0 || !s)
-                die("open");
+                test_die("open");
         token_serial(s, serial);
         store_close(s);
         s = NULL;
@@ -631,10 +536,10 @@ static void token_object_of(const char *label, char path[static PATH_MAX])
         struct dirent *t;
 
         path[0] = 0;
-        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        test_token_path(&softhsm, tokens, sizeof(tokens), "tokens");
         top = opendir(tokens);
         if (!top)
-                die(tokens);
+                test_die(tokens);
         while ((t = readdir(top))) {
                 uint8_t buf[4096];
                 size_t len;
@@ -653,7 +558,7 @@ static void token_object_of(const char *label, char path[static PATH_MAX])
         }
         closedir(top);
         if (!path[0])
-                die("token.object not found");
+                test_die("token.object not found");
 }
 
 /* SoftHSM2 never locks a PIN by itself (it only sets CKF_USER_PIN_COUNT_LOW after failures, see
@@ -687,7 +592,7 @@ static void set_pin_locked(const char *path, bool locked)
                 at += 8 + be64_at(buf + at);
         }
         if (!done)
-                die("no token flags in token.object");
+                test_die("no token flags in token.object");
         write_whole_file(path, buf, len);
 }
 
@@ -707,7 +612,7 @@ static int count_logins(const char *spy_log)
                 len += (size_t)n;
         close(fd);
         if (len == sizeof(buf) - 1)
-                die("spy log too large");
+                test_die("spy log too large");
         buf[len] = 0;
         for (const char *p = buf; (p = strstr(p, "C_Login")); p++)
                 count++;
@@ -724,41 +629,41 @@ static void test_pin_edge_cases(void)
         struct store *s = NULL;
         int logins;
 
-        path_in_tmp(path, sizeof(path), "pin-0604");
-        write_file(path, USER_PIN, 0604);
+        test_token_path(&softhsm, path, sizeof(path), "pin-0604");
+        test_write_file(path, USER_PIN, 0604);
         snprintf(source, sizeof(source), "file:%s", path);
         refused_saying(module, lib_dirs, 1, uri, source, -EPERM,
                        "a PIN file readable by others only (0604) is refused",
                        (const char *const[]){"0604", "chmod 0600", NULL});
 
-        path_in_tmp(path, sizeof(path), "no-such-pin");
+        test_token_path(&softhsm, path, sizeof(path), "no-such-pin");
         snprintf(source, sizeof(source), "file:%s", path);
         refused_saying(module, lib_dirs, 1, uri, source, -ENOENT, "a missing PIN file is refused",
                        (const char *const[]){path, "No such file", NULL});
 
-        path_in_tmp(path, sizeof(path), "pin-newline-only");
-        write_file(path, "\n", 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-newline-only");
+        test_write_file(path, "\n", 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         refused_saying(module, lib_dirs, 1, uri, source, -ENODATA,
                        "a PIN file of only a newline is refused as empty",
                        (const char *const[]){"is empty", NULL});
 
-        path_in_tmp(path, sizeof(path), "pin-newline");
-        write_file(path, USER_PIN "\n", 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-newline");
+        test_write_file(path, USER_PIN "\n", 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
                "a PIN with a trailing newline works");
         store_close(s);
         s = NULL;
-        path_in_tmp(path, sizeof(path), "pin-crlf");
-        write_file(path, USER_PIN "\r\n", 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-crlf");
+        test_write_file(path, USER_PIN "\r\n", 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
                "a PIN with a trailing CR LF works");
         store_close(s);
         s = NULL;
-        path_in_tmp(path, sizeof(path), "pin-bare");
-        write_file(path, USER_PIN, 0600);
+        test_token_path(&softhsm, path, sizeof(path), "pin-bare");
+        test_write_file(path, USER_PIN, 0600);
         snprintf(source, sizeof(source), "file:%s", path);
         is_int(open_with(module, lib_dirs, 1, uri, source, &s), 0,
                "a PIN without a trailing newline works");
@@ -780,33 +685,33 @@ static void test_pin_edge_cases(void)
                 "a credential name with a slash is refused");
         refused(module, lib_dirs, 1, uri, "credential:.", -EINVAL,
                 "the credential name . is refused");
-        path_in_tmp(credentials, sizeof(credentials), "credentials-2");
+        test_token_path(&softhsm, credentials, sizeof(credentials), "credentials-2");
         if (mkdir(credentials, 0700) < 0 || setenv("CREDENTIALS_DIRECTORY", credentials, 1) < 0)
-                die(credentials);
+                test_die(credentials);
         refused_saying(module, lib_dirs, 1, uri, "credential:absent", -ENOENT,
                        "a credential that systemd did not provide is refused",
                        (const char *const[]){"absent", NULL});
         /* systemd may grant the service user access by ACL: group bits are fine here. */
-        path_in_tmp(path, sizeof(path), "credentials-2/pin");
-        write_file(path, USER_PIN "\n", 0440);
+        test_token_path(&softhsm, path, sizeof(path), "credentials-2/pin");
+        test_write_file(path, USER_PIN "\n", 0440);
         is_int(open_with(module, lib_dirs, 1, uri, "credential:pin", &s), 0,
                "a credential readable through its group (an ACL) is accepted");
         store_close(s);
         s = NULL;
-        path_in_tmp(path, sizeof(path), "credentials-2/wrong");
-        write_file(path, "4321", 0400);
+        test_token_path(&softhsm, path, sizeof(path), "credentials-2/wrong");
+        test_write_file(path, "4321", 0400);
         refused_saying(module, lib_dirs, 1, uri, "credential:wrong", -EACCES,
                        "a wrong PIN from a credential points at the unit's LoadCredential=",
                        (const char *const[]){"wrong for token", "LoadCredential=", NULL});
         unsetenv("CREDENTIALS_DIRECTORY");
 
         /* A wrong PIN: one clear error naming the token, and exactly one C_Login. */
-        path_in_tmp(spy_log, sizeof(spy_log), "spy.log");
+        test_token_path(&softhsm, spy_log, sizeof(spy_log), "spy.log");
         if (access(spy, R_OK) == 0 && realpath(module, real)) {
                 setenv("PKCS11SPY", real, 1);
                 setenv("PKCS11SPY_OUTPUT", spy_log, 1);
-                path_in_tmp(path, sizeof(path), "pin-wrong-2");
-                write_file(path, "4321\n", 0600);
+                test_token_path(&softhsm, path, sizeof(path), "pin-wrong-2");
+                test_write_file(path, "4321\n", 0600);
                 snprintf(source, sizeof(source), "file:%s", path);
                 logins = count_logins(spy_log);
                 refused_saying(spy, lib_dirs, 1, uri, source, -EACCES,
@@ -839,7 +744,7 @@ static void test_pin_edge_cases(void)
                 sigset_t mask;
 
                 if (open_default(&s) < 0)
-                        die("open");
+                        test_die("open");
                 store_close(s);
                 s = NULL;
                 pthread_sigmask(SIG_SETMASK, NULL, &mask);
@@ -1046,10 +951,10 @@ static void list_object_files(struct object_files *out)
         struct dirent *t;
 
         out->n = 0;
-        path_in_tmp(tokens, sizeof(tokens), "tokens");
+        test_token_path(&softhsm, tokens, sizeof(tokens), "tokens");
         top = opendir(tokens);
         if (!top)
-                die(tokens);
+                test_die(tokens);
         while ((t = readdir(top))) {
                 char dir_path[PATH_MAX];
                 DIR *dir;
@@ -1208,14 +1113,14 @@ static struct store *torn_newest(struct store *s, enum damage how, const char *n
 
         /* Bring generation 1 back as a crash between create and destroy would have left it. */
         snprintf(lock, sizeof(lock), "%.*s.lock", (int)(strlen(first) - strlen(".object")), first);
-        write_file(first, "", 0600);
-        write_file(lock, "", 0600);
+        test_write_file(first, "", 0600);
+        test_write_file(lock, "", 0600);
         write_whole_file(first, saved, saved_len);
         damage_file(second, how);
 
         s = NULL;
         if (open_default(&s) < 0 || !s)
-                die("reopen after damage");
+                test_die("reopen after damage");
         snprintf(what, sizeof(what), "%s newest: the older generation is read", name);
         is_int(store_read_refresh_token(s, "torn", &out, &g), 0, what);
         ok(out && secret_equal(out, older), "it is the older token");
@@ -1283,7 +1188,7 @@ static struct store *test_torn_generations(struct store *s)
                     m->C_FindObjects(session, &handle, 1, &found) != CKR_OK || found != 1 ||
                     m->C_FindObjectsFinal(session) != CKR_OK ||
                     m->C_GetAttributeValue(session, handle, &get, 1) != CKR_OK)
-                        die("read dated/refresh_token/1");
+                        test_die("read dated/refresh_token/1");
                 is_int(raw_create(s, "dated/refresh_token/5", value, get.ulValueLen), CKR_OK,
                        "plant generation 1's envelope as generation 5");
                 is_int(store_read_refresh_token(s, "dated", &out, &g), 0,
@@ -1307,7 +1212,7 @@ static struct store *test_torn_generations(struct store *s)
         damage_file(only, DAMAGE_HALF);
         s = NULL;
         if (open_default(&s) < 0 || !s)
-                die("reopen after damage");
+                test_die("reopen after damage");
         out = (struct secret *)0x1;
         is_int(store_read_refresh_token(s, "alone", &out, &g), -ENOENT,
                "the only generation torn: -ENOENT, not a failure of the store");
@@ -1406,6 +1311,6 @@ int main(void)
                 test_remove(s);
                 test_install_key(s); /* closes s */
         }
-        teardown();
+        test_token_cleanup(&softhsm);
         return done_testing();
 }

@@ -1,10 +1,11 @@
 /* Unit tests for common/util: strict number parsing, name/scope/UTF-8 validation at every
- * boundary, RFC 3339 formatting and the range of random_below(). */
+ * boundary, RFC 3339 formatting, the range of random_below() and read_bounded()'s limit. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "tap.h"
@@ -410,6 +411,64 @@ static void test_strings(void)
            "a non-ASCII byte is not allowed");
 }
 
+/* A pipe holding len bytes of 'x' whose write end is closed: read_bounded() sees exactly that. */
+static int pipe_with(size_t len)
+{
+        char data[256];
+        int fds[2];
+
+        if (len > sizeof(data) || pipe(fds) < 0)
+                abort();
+        memset(data, 'x', len);
+        if (write(fds[1], data, len) != (ssize_t)len)
+                abort();
+        close(fds[1]);
+        return fds[0];
+}
+
+static void test_read_bounded(void)
+{
+        char buf[16];
+        size_t len;
+        int fd;
+
+        fd = pipe_with(0);
+        len = 99;
+        is_int(read_bounded(fd, buf, sizeof(buf), &len), 0, "read_bounded: an empty file");
+        is_int(len, 0, "read_bounded: of length 0");
+        close(fd);
+
+        fd = pipe_with(5);
+        is_int(read_bounded(fd, buf, sizeof(buf), &len), 0, "read_bounded: a short file");
+        is_int(len, 5, "read_bounded: all of it");
+        ok(memcmp(buf, "xxxxx", 5) == 0, "read_bounded: the bytes of the file");
+        close(fd);
+
+        fd = pipe_with(sizeof(buf));
+        is_int(read_bounded(fd, buf, sizeof(buf), &len), 0,
+               "read_bounded: a file that fills the buffer exactly");
+        is_int(len, sizeof(buf), "read_bounded: of the buffer's size");
+        close(fd);
+
+        fd = pipe_with(sizeof(buf) + 1);
+        len = 99;
+        is_int(read_bounded(fd, buf, sizeof(buf), &len), -EFBIG,
+               "read_bounded: one byte more than the buffer is -EFBIG");
+        is_int(len, 99, "read_bounded: ret_len untouched on failure");
+        close(fd);
+
+        fd = pipe_with(200);
+        is_int(read_bounded(fd, buf, sizeof(buf), &len), -EFBIG,
+               "read_bounded: far more than the buffer is -EFBIG");
+        close(fd);
+
+        fd = pipe_with(1);
+        is_int(read_bounded(fd, buf, 0, &len), -EFBIG, "read_bounded: any byte exceeds size 0");
+        close(fd);
+
+        is_int(read_bounded(-1, buf, sizeof(buf), &len), -EBADF, "read_bounded: a bad fd");
+}
+
 int main(void)
 {
         test_parse_u64();
@@ -421,5 +480,6 @@ int main(void)
         test_random();
         test_clocks();
         test_strings();
+        test_read_bounded();
         return done_testing();
 }
