@@ -915,7 +915,7 @@ static void test_refresh_tokens(struct store *s)
                 struct store *other = NULL;
 
                 if (open_default(&other) < 0 || !other)
-                        die("open a second store");
+                        test_die("open a second store");
                 is_int(store_write_refresh_token(other, "alerts", second, &g), 0,
                        "a second store rotates alerts");
                 is_int(g, 12, "to generation 12");
