@@ -399,12 +399,14 @@ static bool is_user_manager(const char *s, size_t len)
 /* The unit of one cgroup path. Slices are skipped; the first component below them is the
  * unit. Deeper components are not looked at (but below a user manager, see there): a unit with
  * Delegate= creates its own sub-cgroups and may name them anything, "nagios.service"
- * included, so the innermost name would be the peer's own words. */
+ * included, so the innermost name would be the peer's own words. A user manager's unit is
+ * named with its manager, "user@1000.service/backup.service": any user can start a unit
+ * called nagios.service under their own manager, and it must never pass for the system's. */
 static int unit_from_path(const char *path, size_t len, char ret[static PEER_UNIT_MAX])
 {
         const char *p = path, *end = path + len;
-        const char *unit = NULL;
-        size_t unit_len = 0;
+        const char *unit = NULL, *manager = NULL;
+        size_t unit_len = 0, manager_len = 0;
         bool below_user_manager = false, done = false;
 
         if (len == 0 || *p != '/')
@@ -429,8 +431,8 @@ static int unit_from_path(const char *path, size_t len, char ret[static PEER_UNI
                 if (has_suffix(c, n, ".slice"))
                         continue;
                 if (!below_user_manager && is_user_manager(c, n)) {
-                        unit = c;
-                        unit_len = n;
+                        unit = manager = c;
+                        unit_len = manager_len = n;
                         below_user_manager = true;
                         continue;
                 }
@@ -451,6 +453,15 @@ static int unit_from_path(const char *path, size_t len, char ret[static PEER_UNI
                 return -ENOENT;
         if (!unit_name_is_valid(unit, unit_len))
                 return -ENOENT;
+        if (manager && unit != manager) {
+                if (manager_len + 1 + unit_len >= PEER_UNIT_MAX)
+                        return -ENOENT;
+                memcpy(ret, manager, manager_len);
+                ret[manager_len] = '/';
+                memcpy(ret + manager_len + 1, unit, unit_len);
+                ret[manager_len + 1 + unit_len] = 0;
+                return 0;
+        }
         memcpy(ret, unit, unit_len);
         ret[unit_len] = 0;
         return 0;

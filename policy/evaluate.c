@@ -173,8 +173,10 @@ void policy_evaluate(const struct policy_profile *p, const struct policy_peer *p
         if (p->n_rules[STACK_REQUEST] == 0)
                 return;
         run_stack(p, STACK_REQUEST, peer, req, now, limiter, &res);
-        decide_from(ret, p, &res);
+        /* An allow keeps the peer stack's deciding rule: the one that says who may have the
+         * token. The request stack only adds conditions, so it decides denials alone. */
         if (!res.allow) {
+                decide_from(ret, p, &res);
                 if (res.decider && res.decider->module == MODULE_RATE && limiter) {
                         ret->verdict = POLICY_RATE_LIMITED;
                         ret->reason = "rate limit reached";

@@ -85,20 +85,23 @@ test('check names the owner fix for a file owned by someone else', { skip: proce
 test('test: a dry run says allow or deny, the rule and the reason', async () => {
   freshCopy();
   const cases = [
-    // The sufficient uid rule ends the peer stack; the request stack's rate rule decides last.
-    [['-p', 'alerts', '--uid', 'root'], 0, /^allow common-mail:4 \(stack succeeded\)\n {2}request required rate 60\/min per-uid\n$/],
+    // The sufficient uid rule ends the peer stack; the request stack's rate rule passes too, and
+    // an allow names the peer rule that decided who.
+    [['-p', 'alerts', '--uid', 'root'], 0, /^allow alerts:8 \(sufficient rule succeeded\)\n {2}peer sufficient uid root\n$/],
     [['-p', 'alerts', '--uid', 'nobody'], 1, /^deny common-mail:3 \(required rule failed\)\n {2}peer required group mail\n$/],
-    [['-p', 'alerts', '--uid', '65534', '--gid', 'nogroup', '--groups', 'mail'], 0, /^allow common-mail:4 /],
+    [['-p', 'alerts', '--uid', '65534', '--gid', 'nogroup', '--groups', 'mail'], 0, /^allow common-mail:3 /],
     [['-p', 'alerts', '--uid', 'nobody', '--groups', 'mail', '--scope', 'https://graph.microsoft.com/Mail.Read'], 1,
       /^deny alerts \(scope not allowed by the profile\)/],
     [['-p', 'report-cron', '--uid', '1000', '--gid', '1000', '--unit', 'cron.service', '--at', '2026-12-01 06:30'], 0, /^allow/],
     [['-p', 'report-cron', '--uid', '1000', '--gid', '1000', '--unit', 'cron.service', '--at', '2026-12-05 06:30'], 1,
       /^deny report-cron:12 \(required rule failed\)\n {2}peer required time Mon-Fri 06:00-07:00\n$/],
     [['-p', 'report-cron', '--uid', '1000', '--gid', '1000', '--at', '2026-12-01 06:30'], 1, /^deny report-cron:10 /],
-    [['-p', 'backup', '--uid', 'root', '--unit', 'backup-home.service', '--at', '2026-12-01 23:30', '--min-ttl', '3600'], 0, /^allow backup:13 /],
+    [['-p', 'backup', '--uid', 'root', '--unit', 'backup-home.service', '--at', '2026-12-01 23:30', '--min-ttl', '3600'], 0, /^allow backup:9 /],
     [['-p', 'backup', '--uid', 'root', '--unit', 'backup-home.service', '--at', '2026-12-01 23:30', '--min-ttl', '3601'], 1, /^deny backup:13 /],
     [['-p', 'monitoring', '--uid', 'nobody', '--unit', 'nagios.service', '--exe', '/usr/bin/credbroker'], 0, /^allow/],
-    [['-p', 'monitoring', '--uid', 'nobody', '--unit', 'nagios.service'], 1, /^deny monitoring:13 /],
+    [['-p', 'monitoring', '--uid', 'nobody', '--unit', 'nagios.service'], 1, /^deny monitoring:15 /],
+    // A user's own unit of the same name is not the system's (broker/peer.c names it so).
+    [['-p', 'monitoring', '--uid', 'nobody', '--unit', 'user@65534.service/nagios.service', '--exe', '/usr/bin/credbroker'], 1, /^deny monitoring:12 /],
     [['-p', 'other', '--uid', 'root'], 1, /^deny other:9 /],
   ];
   for (const [args, code, out] of cases) {

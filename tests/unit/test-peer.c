@@ -36,12 +36,15 @@ static const struct cgroup_case cgroup_cases[] = {
      "systemd-fsck@dev-disk-by\\x2duuid-1234.service", 0},
     {"0::/init.scope\n", "init.scope", 0},
     {"0::/user.slice/user-1000.slice/session-3.scope\n", "session-3.scope", 0},
-    /* A user manager's units: the user unit, innermost below the manager. */
+    /* A user manager's units: the user unit below the manager, named with the manager so that
+     * a user's "nagios.service" never passes for the system's. */
     {"0::/user.slice/user-1000.slice/user@1000.service/app.slice/backup.service\n",
-     "backup.service", 0},
+     "user@1000.service/backup.service", 0},
+    {"0::/user.slice/user-1000.slice/user@1000.service/app.slice/nagios.service\n",
+     "user@1000.service/nagios.service", 0},
     {"0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/"
      "vte-spawn-1f2e.scope\n",
-     "vte-spawn-1f2e.scope", 0},
+     "user@1000.service/vte-spawn-1f2e.scope", 0},
     {"0::/user.slice/user-1000.slice/user@1000.service/init.scope\n", "user@1000.service", 0},
     {"0::/user.slice/user-1000.slice/user@1000.service\n", "user@1000.service", 0},
     /* A unit with Delegate= names its own sub-cgroups: they are not believed. */
@@ -302,6 +305,25 @@ static void test_gone_peer(const char *socket_path, bool reap)
 
 /* Mutated table lines through both parsers: no crash, no read past the length (ASan builds),
  * a unit only ever of the unit alphabet. Deterministic, so a failure repeats. */
+
+/* What a found unit may look like: systemd's unit-name alphabet, and at most one "/", only after
+ * a user manager ("user@1000.service/backup.service"). */
+static bool unit_name_is_plausible(const char *unit)
+{
+        static const char alphabet[] =
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@";
+        const char *slash = strchr(unit, '/');
+        size_t len = strlen(unit);
+
+        if (len == 0 || len >= PEER_UNIT_MAX)
+                return false;
+        if (slash && (strncmp(unit, "user@", 5) != 0 || strchr(slash + 1, '/') ||
+                      strspn(slash + 1, alphabet) != strlen(slash + 1) ||
+                      strspn(unit, alphabet) != (size_t)(slash - unit)))
+                return false;
+        return slash || strspn(unit, alphabet) == len;
+}
+
 static void test_parsers_on_mutations(void)
 {
         static const char alphabet[] = "0:/\n.-@\\ )(xs";
@@ -339,12 +361,7 @@ static void test_parsers_on_mutations(void)
                 if (!exact)
                         abort();
                 memcpy(exact, text, len);
-                if (peer_unit_from_cgroup(exact, len, unit) == 0 &&
-                    (strlen(unit) == 0 || strlen(unit) >= PEER_UNIT_MAX ||
-                     strspn(
-                         unit,
-                         "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\@") !=
-                         strlen(unit)))
+                if (peer_unit_from_cgroup(exact, len, unit) == 0 && !unit_name_is_plausible(unit))
                         bad_units++;
                 (void)peer_start_time_from_stat(exact, len, &t);
                 free(exact);

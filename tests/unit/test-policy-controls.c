@@ -108,7 +108,11 @@ static bool check_stack(bool request, const enum control *controls, const bool *
         policy_evaluate(p, &peer, &(struct policy_request){0}, &(struct policy_time){0}, NULL, &d);
         policy_profile_free(p);
 
-        if (want.decider >= 0)
+        if (request && want.allow)
+                /* An allow names the peer stack's rule, the header's last line: the request
+                 * stack only adds conditions. */
+                snprintf(want_rule, sizeof(want_rule), "p:%d", HEADER_LINES(request));
+        else if (want.decider >= 0)
                 snprintf(want_rule, sizeof(want_rule), "p:%d",
                          HEADER_LINES(request) + want.decider + 1);
         else
@@ -261,7 +265,7 @@ int main(void)
            "an empty peer stack denies even when the request stack allows");
         evaluate_text("peer required permit\nrequest required permit\n",
                       &(struct policy_request){0}, &d);
-        ok(d.verdict == POLICY_ALLOW && strcmp(d.rule, "p:4") == 0,
-           "when both allow, the request stack's rule decided");
+        ok(d.verdict == POLICY_ALLOW && strcmp(d.rule, "p:3") == 0,
+           "when both allow, the peer stack's rule is the one that decided who");
         return done_testing();
 }
