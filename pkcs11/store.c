@@ -234,12 +234,56 @@ static bool dir_is_allowed(const char *dir, char *const *patterns, size_t n_patt
 
 /* Loading a module runs its code in our address space with the token PIN at hand, so only a
  * module an administrator placed in a system library directory is acceptable. */
+/* Whoever may write a directory on the module's path may swap the module: every directory from
+ * / down must belong to root (or us) and be writable by nobody else, as OpenSSH asks of the
+ * paths to its keys. A sticky directory (/tmp) is the exception: there others cannot rename
+ * what is ours. resolved has no symbolic links left (realpath()). */
+static int check_module_directories(const char *resolved)
+{
+        char dir[PATH_MAX];
+        size_t len = strlen(resolved);
+
+        if (len >= sizeof(dir))
+                return -ENAMETOOLONG;
+        memcpy(dir, resolved, len + 1);
+        for (char *slash = strrchr(dir, '/'); slash; slash = strrchr(dir, '/')) {
+                struct stat st;
+
+                if (slash == dir)
+                        slash[1] = 0; /* "/" itself, last */
+                else
+                        *slash = 0;
+                if (stat(dir, &st) < 0)
+                        return log_error_errno(errno,
+                                               "Failed to check directory %s of PKCS#11 "
+                                               "module %s",
+                                               dir, resolved);
+                if (st.st_uid != 0 && st.st_uid != geteuid()) {
+                        log_error("Directory %s of PKCS#11 module %s is owned by uid %u, who "
+                                  "could replace the module; it must be owned by root "
+                                  "(chown root %s).",
+                                  dir, resolved, (unsigned)st.st_uid, dir);
+                        return -EPERM;
+                }
+                if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+                        log_error("Directory %s of PKCS#11 module %s is writable by group or "
+                                  "others, who could replace the module; fix with: chmod go-w %s",
+                                  dir, resolved, dir);
+                        return -EPERM;
+                }
+                if (slash == dir)
+                        break;
+        }
+        return 0;
+}
+
 static int check_module_path(const char *path, char *const *dirs, size_t n_dirs, char **ret)
 {
         _cleanup_free_ char *resolved = NULL;
         char dir[PATH_MAX];
         struct stat st;
         char *slash;
+        int r;
 
         if (!path || path[0] != '/') {
                 log_error("PKCS#11 module path \"%s\" is not absolute; set module in [pkcs11] to "
@@ -310,7 +354,9 @@ static int check_module_path(const char *path, char *const *dirs, size_t n_dirs,
                           resolved, resolved);
                 return -EPERM;
         }
-
+        r = check_module_directories(resolved);
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(resolved);
         return 0;
 }
@@ -690,7 +736,9 @@ int store_open(const struct store_options *options, struct store **ret)
         if (!s)
                 return -ENOMEM;
 
-        /* The resolved path, so what we load is what we checked. */
+        /* The resolved path, so what we load is what we checked: its directories let no one but
+         * root (or us) replace it in between. Not /proc/self/fd/N: glibc's dlopen() matches an
+         * already loaded library by that name, whatever the descriptor now is. */
         s->module = p11_kit_module_load(module, 0);
         if (!s->module) {
                 const char *why = p11_kit_message();

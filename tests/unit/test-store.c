@@ -466,6 +466,21 @@ static void test_module_allow_list(void)
         refused_saying(allowed, dirs, 1, uri, pin_source, -EPERM,
                        "a directory is not a module (its parent is not allowed)",
                        (const char *const[]){"outside the allowed module directories", NULL});
+
+        /* Whoever may write a directory on the path may swap the module. */
+        test_token_path(&softhsm, path, sizeof(path), "allowed/libsofthsm2.so");
+        if (chmod(allowed, 0775) < 0)
+                test_die("chmod");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM,
+                       "a module in a group-writable directory is refused",
+                       (const char *const[]){"Directory", allowed, "chmod go-w", NULL});
+        if (chmod(allowed, 0755) < 0 || chown(allowed, 65534, (gid_t)-1) < 0)
+                test_die("chmod/chown");
+        refused_saying(path, dirs, 1, uri, pin_source, -EPERM,
+                       "a module in a directory another user owns is refused",
+                       (const char *const[]){"owned by uid 65534", "chown root", NULL});
+        if (chown(allowed, 0, (gid_t)-1) < 0)
+                test_die("chown");
 }
 
 /* The serial number of the token behind an open store. */
