@@ -59,11 +59,21 @@ int peer_credentials_from_socket(int fd, struct peer *ret)
         ret->pid = cred.pid;
 
         /* Supplementary groups of the peer at connect time; a peer with more than we keep is
-         * treated as having none of them rather than some. */
+         * treated as having none of them rather than some (fail closed), and the first such
+         * peer is logged so that a group rule that never matches has an explanation. */
         len = sizeof(groups);
         if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) == 0) {
                 ret->n_groups = len / sizeof(gid_t);
                 memcpy(ret->groups, groups, ret->n_groups * sizeof(gid_t));
+        } else if (errno == ERANGE) {
+                static bool logged;
+
+                if (!logged)
+                        log_warning("Peer uid=%u pid=%d is in more than %d groups; its "
+                                    "supplementary groups are ignored (group rules match only its "
+                                    "primary group).",
+                                    (unsigned)cred.uid, (int)cred.pid, PEER_MAX_GROUPS);
+                logged = true;
         }
         return 0;
 }
@@ -214,7 +224,8 @@ static int peer_socket_inode(int fd, uint32_t *ret)
         if (n < 0)
                 return -errno;
         /* Walked by hand: NLMSG_OK() compares signed with unsigned. */
-        for (size_t off = 0, total = (size_t)n; total - off >= sizeof(struct nlmsghdr);) {
+        for (size_t off = 0, total = (size_t)n;
+             off <= total && total - off >= sizeof(struct nlmsghdr);) {
                 const struct nlmsghdr *h = (const struct nlmsghdr *)(reply.bytes + off);
                 const struct unix_diag_msg *msg = NLMSG_DATA(h);
                 struct rtattr *attr;

@@ -7,7 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define PEER_MAX_GROUPS 64
+#define PEER_MAX_GROUPS 256 /* NGROUPS_MAX is 65536; directory users often have hundreds */
 /* systemd's UNIT_NAME_MAX, NUL included. */
 #define PEER_UNIT_MAX 256
 /* /proc/<pid>/cgroup is read up to this size; a longer one leaves the unit unknown. */
