@@ -19,7 +19,6 @@
 #include "log.h"
 #include "util.h"
 
-#define SIGNATURE_MAX 512 /* 4096-bit RSA */
 /* Unix seconds beyond the year 9999 are not a clock reading. */
 #define NOW_MAX UINT64_C(253402300799)
 
@@ -117,30 +116,6 @@ static int json_part(cJSON *object, char **ret)
         return r;
 }
 
-static int sign_in_token(struct store *s, CK_OBJECT_HANDLE key, enum store_assertion_alg alg,
-                         const char *input, uint8_t *signature, size_t *signature_len)
-{
-        CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
-        CK_MECHANISM mechanism = alg == STORE_ASSERTION_PS256
-                                     ? (CK_MECHANISM){CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}
-                                     : (CK_MECHANISM){CKM_SHA256_RSA_PKCS, NULL, 0};
-        CK_ULONG len = SIGNATURE_MAX;
-        CK_RV rv;
-
-        rv = s->module->C_SignInit(s->session, &mechanism, key);
-        if (rv != CKR_OK)
-                return ck_fail(s, "C_SignInit", "the assertion key", rv);
-        /* One call into a buffer as large as any key we make, rather than asking the size first:
-         * the broker signs on every client-credential refresh. */
-        rv = s->module->C_Sign(s->session, (CK_BYTE_PTR)input, strlen(input), signature, &len);
-        if (rv != CKR_OK)
-                return ck_fail(s, "C_Sign", "the assertion key", rv);
-        if (len == 0 || len > SIGNATURE_MAX)
-                return -EBADMSG;
-        *signature_len = len;
-        return 0;
-}
-
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
                          char **ret)
@@ -213,7 +188,13 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
                 return -ENOMEM;
         }
 
-        r = sign_in_token(s, key, alg, input, signature, &signature_len);
+        /* PS256: RSASSA-PSS with SHA-256, MGF1-SHA256 and a 32-byte salt (RFC 7518 §3.5). */
+        CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
+        CK_MECHANISM mechanism = alg == STORE_ASSERTION_PS256
+                                     ? (CK_MECHANISM){CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}
+                                     : (CK_MECHANISM){CKM_SHA256_RSA_PKCS, NULL, 0};
+
+        r = sign_in_token(s, key, &mechanism, input, strlen(input), signature, &signature_len);
         if (r < 0)
                 return r;
         r = base64url(signature, signature_len, &signature_part);

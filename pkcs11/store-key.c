@@ -25,7 +25,6 @@
 
 #define SECONDS_PER_DAY 86400ULL
 /* RSA signatures are as long as the modulus: 4096 bits at most here. */
-#define SIGNATURE_MAX 512
 
 static void x509_crt_deinitp(gnutls_x509_crt_t *crt)
 {
@@ -284,6 +283,34 @@ int store_get_certificate(struct store *s, const char *account, struct store_cer
 
 /* ---- signing through our session ---- */
 
+int sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism, const void *data,
+                  size_t len, uint8_t signature[static SIGNATURE_MAX], size_t *ret_len)
+{
+        CK_ULONG signature_len = SIGNATURE_MAX;
+        CK_RV rv;
+
+        rv = s->module->C_SignInit(s->session, mechanism, key);
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_SignInit", "the assertion key", rv);
+        /* One call into a buffer as large as any key we make, rather than asking the size first:
+         * the broker signs on every client-credential refresh. */
+        rv = s->module->C_Sign(s->session, (CK_BYTE_PTR)data, len, signature, &signature_len);
+        if (rv == CKR_BUFFER_TOO_SMALL) {
+                log_error("The assertion key on token \"%s\" is larger than 4096 bits; it is "
+                          "not one credbroker made. Replace it with credbroker account keygen "
+                          "--replace.",
+                          s->token_label);
+                s->session_lost = true; /* ends the signing operation left active */
+                return -EFBIG;
+        }
+        if (rv != CKR_OK)
+                return ck_fail(s, "C_Sign", "the assertion key", rv);
+        if (signature_len == 0 || signature_len > SIGNATURE_MAX)
+                return -EBADMSG;
+        *ret_len = signature_len;
+        return 0;
+}
+
 struct token_key {
         struct store *store;
         CK_OBJECT_HANDLE handle;
@@ -298,24 +325,15 @@ static int token_key_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t alg
                                gnutls_datum_t *signature)
 {
         struct token_key *k = userdata;
-        struct store *s = k->store;
         CK_MECHANISM mechanism = {CKM_RSA_PKCS, NULL, 0};
-        CK_BYTE buffer[SIGNATURE_MAX];
-        CK_ULONG len = sizeof(buffer);
-        CK_RV rv;
+        uint8_t buffer[SIGNATURE_MAX];
+        size_t len;
 
         if (algo != GNUTLS_SIGN_RSA_RAW)
                 return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
-        rv = s->module->C_SignInit(s->session, &mechanism, k->handle);
-        if (rv != CKR_OK) {
-                ck_fail(s, "C_SignInit", "the assertion key", rv);
+        if (sign_in_token(k->store, k->handle, &mechanism, digest_info->data, digest_info->size,
+                          buffer, &len) < 0)
                 return GNUTLS_E_PK_SIGN_FAILED;
-        }
-        rv = s->module->C_Sign(s->session, digest_info->data, digest_info->size, buffer, &len);
-        if (rv != CKR_OK) {
-                ck_fail(s, "C_Sign", "the assertion key", rv);
-                return GNUTLS_E_PK_SIGN_FAILED;
-        }
         signature->data = gnutls_malloc(len);
         if (!signature->data)
                 return GNUTLS_E_MEMORY_ERROR;
