@@ -595,8 +595,3 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
                 provision_free(p);
         }
 }
-
-void provision_test(struct admin_connection *c, const cJSON *request)
-{
-        admin_send_error(c, "unknown_op", "Not implemented yet.");
-}
