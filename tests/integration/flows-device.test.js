@@ -64,6 +64,24 @@ test('device: code, approval, done; tokens follow; polls respect the interval', 
   assert.equal(show.account.flow, 'device');
 });
 
+test('device: account.login signs the account in again (new refresh token generation)', async () => {
+  const before = (await h.adminRequest({ op: 'account.show', account: 'dev' })).account.refresh_token.generation;
+  const c = await h.adminClient();
+  try {
+    const first = await c.request({ v: 1, op: 'account.login', account: 'dev' });
+    assert.equal(first.stage, 'device_code', JSON.stringify(first));
+    await h.emulatorAdmin('POST', '/admin/device/approve', { user_code: first.user_code, user: 'alice@contoso.com' });
+    const done = await c.readFrame(20000);
+    assert.equal(done.ok, true, JSON.stringify(done));
+  } finally {
+    c.close();
+  }
+  const after = (await h.adminRequest({ op: 'account.show', account: 'dev' })).account.refresh_token.generation;
+  assert.ok(after > before, `generation ${before} -> ${after}`);
+  assert.ok(h.auditLines().some((l) => l.event === 'account_signed_in' && l.account === 'dev'));
+  assert.equal((await h.adminRequest({ op: 'account.login', account: 'nosuch' })).error, 'not_found');
+});
+
 test('device: a declined sign-in ends with sign_in_failed and stores nothing', async () => {
   const { c, first } = await startDevice('declined');
   try {
