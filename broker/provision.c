@@ -39,6 +39,11 @@ struct provision {
         struct secret *refresh_token;           /* imported, or obtained by the flow */
         struct grant_credential_call assertion; /* client-certificate flow */
         char *granted_scope;
+        /* The sign-in's access token, cached once the credentials are stored: the first
+         * client request after an approval needs no second upstream request. */
+        struct secret *access_token;
+        uint64_t access_token_sent_usec;
+        uint64_t access_token_expires_in;
         struct device_flow *device;
         char *existing_meta; /* login: the stored metadata */
         bool prepare_found_meta;
@@ -57,6 +62,7 @@ static void provision_free(struct provision *p)
         secret_free(p->refresh_token);
         secret_free(p->assertion.credential);
         free(p->granted_scope);
+        secret_free(p->access_token);
         free(p->existing_meta);
         device_flow_free(p->device);
         free(p);
@@ -283,6 +289,27 @@ static bool add_scope_array(cJSON *o, const char *scopes)
         return array != NULL;
 }
 
+/* Caches the sign-in's access token under the account's default scope set, the key a profile
+ * with the account's scopes asks for. Best effort: a miss only costs a refresh. */
+static void cache_sign_in_token(struct broker *b, struct provision *p)
+{
+        const struct account_meta *m = &p->meta;
+        const char *key = m->scopes;
+        struct cached_token *t;
+
+        if (!p->access_token)
+                return;
+        if (!key && !p->generic)
+                key = account_flow_is_app_only(m->flow_kind)
+                          ? "https://graph.microsoft.com/.default"
+                          : "https://graph.microsoft.com/Mail.Send";
+        if (!key)
+                return;
+        if (token_cache_put(&b->cache, p->account, key, &p->access_token, p->granted_scope,
+                            p->access_token_sent_usec, p->access_token_expires_in, &t) == 0)
+                audit_fingerprint(b->audit, t->access_token, t->fingerprint);
+}
+
 static void on_committed(struct store_job *job, void *userdata)
 {
         struct provision *p = userdata;
@@ -299,6 +326,7 @@ static void on_committed(struct store_job *job, void *userdata)
                 return;
         }
         forget_runtime_account(b, p->account);
+        cache_sign_in_token(b, p);
         log_info("Admin: account %s %s (flow %s).", p->account,
                  p->login ? "signed in again" : "added", account_flow_to_string(p->meta.flow_kind));
         (void)audit_write(b->audit, &(struct audit_record){.event = p->login ? "account_signed_in"
@@ -362,6 +390,9 @@ static void on_signed_in(struct idp_result *result, void *userdata)
                 p->refresh_token = TAKE_PTR(result->refresh_token);
         }
         p->granted_scope = TAKE_PTR(result->scope);
+        p->access_token = TAKE_PTR(result->access_token);
+        p->access_token_sent_usec = result->sent_at_usec;
+        p->access_token_expires_in = result->expires_in;
         commit(p);
 }
 
