@@ -47,12 +47,33 @@ struct provision {
         struct device_flow *device;
         char *existing_meta; /* login: the stored metadata */
         bool prepare_found_meta;
+        struct provision *next; /* broker->provisions */
 };
+
+bool provision_busy(const struct broker *b, const char *account)
+{
+        for (const struct provision *p = b->provisions; p; p = p->next)
+                if (strcmp(p->account, account) == 0)
+                        return true;
+        return false;
+}
+
+static void provision_unlink(struct provision *p)
+{
+        if (!p->op.broker)
+                return;
+        for (struct provision **link = &p->op.broker->provisions; *link; link = &(*link)->next)
+                if (*link == p) {
+                        *link = p->next;
+                        return;
+                }
+}
 
 static void provision_free(struct provision *p)
 {
         if (!p)
                 return;
+        provision_unlink(p);
         account_meta_clear(&p->meta);
         free(p->meta_json);
         free(p->token_endpoint);
@@ -591,6 +612,14 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         }
         p->login = login;
         memcpy(p->account, name, strlen(name) + 1);
+        /* Two sign-ins of one account would race on its refresh token and metadata. */
+        if (provision_busy(b, p->account)) {
+                admin_send_error(c, "unavailable",
+                                 "The account is being signed in by another request; try again "
+                                 "when that one is done.");
+                provision_free(p);
+                return;
+        }
         if (login) {
                 r = take_secret(request, "password", &p->password);
                 if (r == -ENOENT)
@@ -622,6 +651,8 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         job->call_arg = p;
         p->op.abandoned = on_abandoned;
         admin_operation_begin(c, &p->op);
+        p->next = b->provisions;
+        b->provisions = p;
         if (store_worker_submit(b->store_worker, job, on_prepared, p) < 0) {
                 store_job_free(job);
                 admin_operation_fail(&p->op, "unavailable",

@@ -139,6 +139,10 @@ test('device: slow_down adds 5 s to the interval', async () => {
 test('device: closing the admin connection stops the polling', async () => {
   const { c, first } = await startDevice('abandoned');
   assert.equal(first.stage, 'device_code');
+  // One sign-in per account at a time; no removal under it.
+  const second = await h.adminRequest({ op: 'account.add', account: 'abandoned', flow: 'device', tenant: TENANT, client_id: APP });
+  assert.equal(second.error, 'unavailable', JSON.stringify(second));
+  assert.equal((await h.adminRequest({ op: 'account.remove', account: 'abandoned' })).error, 'unavailable');
   c.close();
   await sleep(1500);
   const before = (await h.counters()).device_polls;
