@@ -30,6 +30,10 @@ struct broker {
         struct config *config;
         int epfd;
         struct watch listener;
+        struct watch admin_listener; /* admin-server.c */
+        struct admin_connection *admin_connections;
+        unsigned n_admin_connections;
+        struct provision *provisions; /* provision.c: sign-ins in progress, one per account */
         struct watch signals;
         struct store *store; /* the store worker's alone once it runs */
         struct store_worker *store_worker;
@@ -49,6 +53,16 @@ struct broker {
         bool stopping;
 };
 
+struct provision;
+
+enum refresh_outcome {
+        REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
+        REFRESH_FAILED,            /* transient, or the account needs an administrator */
+        REFRESH_SCOPES_REFUSED,    /* the provider refused this scope set (invalid_scope) */
+        REFRESH_STORE_UNAVAILABLE, /* the credential store failed or did not answer in time */
+        REFRESH_NOT_PROVISIONED,   /* the store has no (valid) metadata for the account */
+};
+
 /* A token request that waits for its account's refresh to finish. */
 struct waiter {
         struct connection *connection;
@@ -58,6 +72,10 @@ struct waiter {
         uint32_t min_ttl;
         char rule[POLICY_RULE_MAX_LEN]; /* the policy rule that allowed it, for the audit log */
         uint64_t since_usec;            /* boottime it started waiting */
+        /* Set for a waiter that is not a client's token request (the admin socket's
+         * account.test): called instead of replying on connection, and frees the waiter. */
+        void (*answer)(struct broker *b, struct waiter *w, enum refresh_outcome outcome);
+        void *answer_data;
         struct waiter *next;
 };
 
@@ -95,6 +113,10 @@ struct connection {
         struct connection *prev, *next;
 };
 
+/* main.c: re-reads the policy (SIGHUP and the admin socket's reload). On failure the old
+ * policy is kept and error holds the first problem as "file:line: message". */
+int broker_reload(struct broker *b, char *error, size_t error_size, size_t *ret_profiles);
+
 /* server.c */
 int server_listen(struct broker *b);
 void server_close_all(struct broker *b);
@@ -107,14 +129,6 @@ void server_retry_paused_listener(struct broker *b);
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
-
-enum refresh_outcome {
-        REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
-        REFRESH_FAILED,            /* transient, or the account needs an administrator */
-        REFRESH_SCOPES_REFUSED,    /* the provider refused this scope set (invalid_scope) */
-        REFRESH_STORE_UNAVAILABLE, /* the credential store failed or did not answer in time */
-        REFRESH_NOT_PROVISIONED,   /* the store has no (valid) metadata for the account */
-};
 
 /* How long a request waits on the credential store before it is answered `unavailable`
  * (refresh.c), and the retry_after it is told. */
@@ -136,3 +150,6 @@ int refresh_submit_store_job(struct broker *b, struct account *a, struct store_j
                              store_job_done_fn done, void *userdata);
 /* Called by a store job's callback for account a: not busy with the store any more. */
 void refresh_store_job_done(struct account *a);
+
+/* request.c: the runtime account of that name, created (and its metadata read) on first use. */
+int broker_account_get(struct broker *b, const char *name, struct account **ret);
