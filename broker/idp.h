@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdint.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "secret.h"
@@ -63,3 +64,6 @@ int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, 
  * reduced to retry_after, body). Fills result; ownership of secrets passes to result. */
 void idp_parse_token_response(long http_status, const uint8_t *body, size_t len,
                               uint32_t retry_after, struct idp_result *result);
+/* A Retry-After header's value (after the name and leading blanks): seconds or an HTTP date,
+ * as seconds from now, bounded to an hour; 0 for a date in the past or an unreadable value. */
+uint32_t idp_parse_retry_after(const char *value, time_t now);
