@@ -11,6 +11,7 @@
 #include "config.h"
 #include "event.h"
 #include "idp.h"
+#include "keepalive.h"
 #include "peer.h"
 #include "policy.h"
 #include "store-worker.h"
@@ -40,6 +41,7 @@ struct broker {
         struct idp *idp;
         struct token_cache cache;
         struct account *accounts;
+        struct keepalive *keepalive;
         struct connection *connections;
         unsigned n_connections;
         unsigned max_connections; /* BROKER_MAX_CONNECTIONS or what RLIMIT_NOFILE allows */
@@ -107,6 +109,9 @@ void server_retry_paused_listener(struct broker *b);
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
+/* The runtime account named name; the first time, it is created and its metadata read from the
+ * store (a->refreshing is set meanwhile). */
+int request_account_get(struct broker *b, const char *name, struct account **ret);
 
 enum refresh_outcome {
         REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */

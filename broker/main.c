@@ -163,6 +163,9 @@ static int broker_open(struct broker *b)
         r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the credential store thread");
+        r = keepalive_start(b, &b->keepalive);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the refresh token keep-alive");
         return server_listen(b);
 }
 
@@ -178,6 +181,8 @@ static void broker_close(struct broker *b)
         b->stopping = true;
         b->store_abandoned = !store_worker_stop(b->store_worker, STORE_STOP_TIMEOUT_MS);
         b->store_worker = NULL;
+        keepalive_free(b->keepalive);
+        b->keepalive = NULL;
         idp_free(b->idp);
         while (b->accounts) {
                 struct account *a = b->accounts;
