@@ -1736,7 +1736,7 @@ const ADMIN_ROUTES = [
   }],
   ['GET', '/admin/faults', (app) => [200, app.faults.list()]],
   ['POST', '/admin/faults', (app, b) => {
-    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'retry_after', 'size', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
+    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'retry_after', 'size', 'delay_ms', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
     app.faults.add(parseFault(b));
     return [201, app.faults.list()];
   }],
