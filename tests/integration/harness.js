@@ -616,7 +616,8 @@ class Harness {
   // quarter of the broker's connections: reliability.md P12), each with its share of the
   // connections open before any sends. Resolves the merged summaries of flood-client.js:
   // { replies, ok, errors: { code: n }, tokens: [distinct token hashes], ms }.
-  async flood(request, total, { users = ['root', 'daemon', 'nobody'], timeoutMs = 60000, socketPath = this.socket } = {}) {
+  // onSent() runs once every process has been told to send.
+  async flood(request, total, { users = ['root', 'daemon', 'nobody'], timeoutMs = 60000, socketPath = this.socket, onSent } = {}) {
     const groups = { root: 'root', daemon: 'daemon', nobody: 'nogroup' };
     const children = users.map((user, i) => {
       const n = Math.floor(total / users.length) + (i < total % users.length ? 1 : 0);
@@ -637,6 +638,7 @@ class Harness {
     });
     await Promise.all(children.map((c) => c.ready));
     for (const c of children) c.proc.stdin.end('go\n');
+    if (onSent) onSent();
     const summary = { replies: 0, ok: 0, errors: {}, tokens: [], ms: 0 };
     for (const c of children) {
       const lines = (await c.done).trim().split('\n');
