@@ -55,6 +55,8 @@ static void keep_alive(struct broker *b, const char *name)
                 log_warning_errno(r, "Account %s: cannot start its keep-alive refresh", name);
                 return;
         }
+        if (a->loaded && a->state != ACCOUNT_OK)
+                return; /* parked until an administrator acts: a refresh would not be sent */
         log_info("Account %s: refresh token unused for %u days or more; refreshing it.", name,
                  b->config->keepalive_days);
         if (a->refreshing) {
