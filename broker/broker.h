@@ -109,9 +109,6 @@ void server_retry_paused_listener(struct broker *b);
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
-/* The runtime account named name; the first time, it is created and its metadata read from the
- * store (a->refreshing is set meanwhile). */
-int request_account_get(struct broker *b, const char *name, struct account **ret);
 
 enum refresh_outcome {
         REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
@@ -141,3 +138,6 @@ int refresh_submit_store_job(struct broker *b, struct account *a, struct store_j
                              store_job_done_fn done, void *userdata);
 /* Called by a store job's callback for account a: not busy with the store any more. */
 void refresh_store_job_done(struct account *a);
+
+/* request.c: the runtime account of that name, created (and its metadata read) on first use. */
+int broker_account_get(struct broker *b, const char *name, struct account **ret);

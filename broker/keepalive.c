@@ -50,7 +50,7 @@ static void keep_alive(struct broker *b, const char *name)
                          name);
                 return;
         }
-        r = request_account_get(b, name, &a);
+        r = broker_account_get(b, name, &a);
         if (r < 0) {
                 log_warning_errno(r, "Account %s: cannot start its keep-alive refresh", name);
                 return;

@@ -159,13 +159,14 @@ static int broker_open(struct broker *b)
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
+        /* Its first check runs from the loop, once the store worker below runs. */
+        r = keepalive_start(b, &b->keepalive);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the refresh token keep-alive");
         /* From here on the store is the worker thread's alone. */
         r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the credential store thread");
-        r = keepalive_start(b, &b->keepalive);
-        if (r < 0)
-                return log_error_errno(r, "Failed to start the refresh token keep-alive");
         return server_listen(b);
 }
 

@@ -109,6 +109,8 @@ static int list_stale_refresh_tokens(struct store *s, struct store_job *job)
 static int run_job_once(struct store *s, struct store_job *job)
 {
         switch (job->kind) {
+        case STORE_JOB_LIST_STALE_REFRESH_TOKENS:
+                return list_stale_refresh_tokens(s, job);
         case STORE_JOB_GET_META:
                 return store_get_meta(s, job->account, &job->meta_json);
         case STORE_JOB_READ_REFRESH_TOKEN:
@@ -117,8 +119,6 @@ static int run_job_once(struct store *s, struct store_job *job)
         case STORE_JOB_WRITE_REFRESH_TOKEN:
                 return store_write_refresh_token(s, job->account, job->refresh_token,
                                                  &job->generation);
-        case STORE_JOB_LIST_STALE_REFRESH_TOKENS:
-                return list_stale_refresh_tokens(s, job);
         }
         return -EINVAL;
 }
