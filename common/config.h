@@ -29,11 +29,11 @@ struct config {
         char *authority;
         char *graph_url;
         char *ca_bundle;
-        uint32_t connect_timeout_sec;
-        uint32_t timeout_sec;
         /* A delegated account's refresh token unused this long is refreshed, so Microsoft's
          * 90-day inactivity limit never applies (design.md §5). 0: at every check. */
         uint32_t keepalive_days;
+        uint32_t connect_timeout_sec;
+        uint32_t timeout_sec;
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when
