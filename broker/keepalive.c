@@ -17,7 +17,10 @@
 /* Hourly: a day's precision is all the 90-day limit needs, and a broker that was down for a
  * while catches up within the hour. */
 #define KEEPALIVE_INTERVAL_SEC 3600
-#define SECONDS_PER_DAY        86400
+/* The first check waits a minute: the start-up's first tokens come first, and the check's scan
+ * of every account in the token (O(objects) PKCS#11 calls) stays out of their way. */
+#define KEEPALIVE_FIRST_CHECK_SEC 60
+#define SECONDS_PER_DAY           86400
 
 struct keepalive {
         struct watch timer;
@@ -122,12 +125,15 @@ static void on_timer(struct watch *w, uint32_t events)
 int keepalive_start(struct broker *b, struct keepalive **ret)
 {
         struct itimerspec its = {
-            .it_value = {.tv_nsec = 1}, /* the first check from the loop, once it runs */
+            .it_value = {.tv_sec = KEEPALIVE_FIRST_CHECK_SEC},
             .it_interval = {.tv_sec = KEEPALIVE_INTERVAL_SEC},
         };
         struct keepalive *k;
         int r;
 
+        /* keepalive_days 0 (tests, diagnosis): every account at once, from the loop. */
+        if (b->config->keepalive_days == 0)
+                its.it_value = (struct timespec){.tv_nsec = 1};
         k = calloc(1, sizeof(*k));
         if (!k)
                 return -ENOMEM;
