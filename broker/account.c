@@ -63,6 +63,7 @@ void account_free(struct account *a)
         free(a->name);
         account_meta_clear(&a->meta);
         free(a->token_endpoint);
+        free(a->keepalive_scope_key);
         free(a);
 }
 

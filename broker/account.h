@@ -36,6 +36,9 @@ struct account {
         uint64_t retry_at_usec;    /* boottime before which no new request is sent */
         struct waiter *waiters;    /* FIFO of requests waiting on this account */
         struct waiter **waiters_tail;
+        /* A keep-alive refresh asked for while the metadata was being read: it starts once the
+         * account is loaded (keepalive.c). */
+        char *keepalive_scope_key;
 
         /* For status (admin socket): the last successful refresh (unix seconds, 0: none since
          * the broker started) and the last failure's sentence. */

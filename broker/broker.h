@@ -11,6 +11,7 @@
 #include "config.h"
 #include "event.h"
 #include "idp.h"
+#include "keepalive.h"
 #include "peer.h"
 #include "policy.h"
 #include "store-worker.h"
@@ -44,6 +45,7 @@ struct broker {
         struct idp *idp;
         struct token_cache cache;
         struct account *accounts;
+        struct keepalive *keepalive;
         struct connection *connections;
         unsigned n_connections;
         unsigned max_connections; /* BROKER_MAX_CONNECTIONS or what RLIMIT_NOFILE allows */

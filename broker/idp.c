@@ -15,6 +15,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "aadsts.h"
 #include "event.h"
 #include "json.h"
 #include "log.h"
@@ -67,43 +68,18 @@ void idp_result_clear(struct idp_result *r)
 
 /* --- response classification ------------------------------------------------------------ */
 
-struct error_class {
-        uint32_t code;
-        enum idp_outcome outcome;
-        const char *hint;
-};
-
-/* AADSTS codes first (microsoft-identity.md): "error" is coarse, the code says what to do. */
-static const struct error_class error_codes[] = {
-    {50076, IDP_REAUTH, "multi-factor authentication is required: sign in again"},
-    {50079, IDP_REAUTH, "the user must enrol in multi-factor authentication"},
-    {700082, IDP_REAUTH, "the refresh token expired after 90 days unused: sign in again"},
-    {70008, IDP_REAUTH, "the refresh token expired or was revoked: sign in again"},
-    {50173, IDP_REAUTH, "the grant was revoked (password change?): sign in again"},
-    {70043, IDP_REAUTH, "sign-in frequency policy requires a fresh sign-in"},
-    {50126, IDP_REAUTH, "wrong user name or password"},
-    {65001, IDP_CONFIG, "no consent: grant admin consent for the app's permissions"},
-    {53003, IDP_CONFIG, "blocked by conditional access: ask the tenant administrator"},
-    {7000218, IDP_CONFIG,
-     "the app needs a secret or certificate, or enable \"Allow public client flows\""},
-    {700025, IDP_CONFIG, "a public client must not send a secret"},
-    {7000215, IDP_CONFIG, "the client secret is invalid: store the secret's value"},
-    {7000222, IDP_CONFIG, "the client secret expired: create a new one"},
-    {700016, IDP_CONFIG, "the application was not found in the tenant: check client id"},
-    {90002, IDP_CONFIG, "the tenant was not found: check the tenant id"},
-    {9001023, IDP_CONFIG, "this grant is not supported on /common or /consumers"},
-    {50196, IDP_TRANSIENT, "loop detected: backing off"},
-};
-
 static enum idp_outcome classify_error(long status, const char *error, uint32_t code,
                                        const char **ret_hint)
 {
+        const struct aadsts_entry *known = aadsts_find(code);
+
         *ret_hint = NULL;
-        for (size_t i = 0; code && i < ELEMENTSOF(error_codes); i++)
-                if (error_codes[i].code == code) {
-                        *ret_hint = error_codes[i].hint;
-                        return error_codes[i].outcome;
-                }
+        /* AADSTS codes first (microsoft-identity.md): "error" is coarse, the code says what to
+         * do. */
+        if (known) {
+                *ret_hint = known->guidance;
+                return known->outcome;
+        }
         if (status >= 500 || status == 429 || status == 408)
                 return IDP_TRANSIENT;
         if (error) {
@@ -249,6 +225,21 @@ void idp_parse_token_response(long status, const uint8_t *body, size_t len, uint
         r->outcome = IDP_OK;
 }
 
+uint32_t idp_parse_retry_after(const char *value, time_t now)
+{
+        uint32_t seconds;
+        time_t when;
+
+        /* Seconds, or an HTTP date (RFC 9110 §10.2.3); bounded either way, so a server cannot
+         * park an account for days. */
+        if (parse_u32(value, &seconds) == 0)
+                return seconds < IDP_RETRY_AFTER_MAX ? seconds : IDP_RETRY_AFTER_MAX;
+        when = curl_getdate(value, NULL);
+        if (when == -1 || when <= now)
+                return 0;
+        return when - now < IDP_RETRY_AFTER_MAX ? (uint32_t)(when - now) : IDP_RETRY_AFTER_MAX;
+}
+
 /* --- libcurl plumbing ------------------------------------------------------------------- */
 
 static size_t on_body(char *data, size_t size, size_t n, void *userdata)
@@ -272,7 +263,6 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 
         if (len > sizeof(name) - 1 && len - (sizeof(name) - 1) < sizeof(value) &&
             strncasecmp(data, name, sizeof(name) - 1) == 0) {
-                uint32_t seconds;
                 size_t vlen = len - (sizeof(name) - 1);
 
                 memcpy(value, data + sizeof(name) - 1, vlen);
@@ -281,16 +271,9 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
                 while (*v == ' ' || *v == '\t')
                         v++;
                 v[strcspn(v, "\r\n")] = 0;
-                /* Seconds, or an HTTP date; bounded either way. */
-                if (parse_u32(v, &seconds) < 0) {
-                        time_t when = curl_getdate(v, NULL);
-                        time_t now = time(NULL);
-                        seconds = when > now ? (uint32_t)(when - now < IDP_RETRY_AFTER_MAX
-                                                              ? when - now
-                                                              : IDP_RETRY_AFTER_MAX)
-                                             : 0;
-                }
-                t->retry_after = seconds > IDP_RETRY_AFTER_MAX ? IDP_RETRY_AFTER_MAX : seconds;
+                for (size_t end = strlen(v); end > 0 && (v[end - 1] == ' ' || v[end - 1] == '\t');)
+                        v[--end] = 0;
+                t->retry_after = idp_parse_retry_after(v, time(NULL));
         }
         return len;
 }

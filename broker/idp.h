@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "secret.h"
@@ -88,3 +89,6 @@ int idp_post_form_raw(struct idp *idp, const char *url, struct secret **form, id
  * reduced to retry_after, body). Fills result; ownership of secrets passes to result. */
 void idp_parse_token_response(long http_status, const uint8_t *body, size_t len,
                               uint32_t retry_after, struct idp_result *result);
+/* A Retry-After header's value (after the name and leading blanks): seconds or an HTTP date,
+ * as seconds from now, bounded to an hour; 0 for a date in the past or an unreadable value. */
+uint32_t idp_parse_retry_after(const char *value, time_t now);

@@ -197,6 +197,10 @@ static int broker_open(struct broker *b)
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
+        /* Its first check runs from the loop, once the store worker below runs. */
+        r = keepalive_start(b, &b->keepalive);
+        if (r < 0)
+                return log_error_errno(r, "Failed to start the refresh token keep-alive");
         /* From here on the store is the worker thread's alone. */
         r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
         if (r < 0)
@@ -220,6 +224,8 @@ static void broker_close(struct broker *b)
         b->stopping = true;
         b->store_abandoned = !store_worker_stop(b->store_worker, STORE_STOP_TIMEOUT_MS);
         b->store_worker = NULL;
+        keepalive_free(b->keepalive);
+        b->keepalive = NULL;
         idp_free(b->idp);
         while (b->accounts) {
                 struct account *a = b->accounts;

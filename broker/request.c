@@ -255,6 +255,10 @@ static void on_account_meta_read(struct store_job *job, void *userdata)
         }
         if (a->waiters)
                 refresh_start(b, a, a->waiters->scope_key);
+        else if (a->keepalive_scope_key)
+                refresh_start(b, a, a->keepalive_scope_key);
+        free(a->keepalive_scope_key);
+        a->keepalive_scope_key = NULL;
 }
 
 /* Finds the runtime account. The first time, it is created empty and the store worker reads

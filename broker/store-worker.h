@@ -13,6 +13,9 @@
 #include "util.h"
 
 enum store_job_kind {
+        /* in: stale_before; out: names of the accounts whose refresh token was stored before it
+         * (keepalive.c). The account name is unused. */
+        STORE_JOB_LIST_STALE_REFRESH_TOKENS,
         STORE_JOB_GET_META,            /* out: meta_json */
         STORE_JOB_READ_REFRESH_TOKEN,  /* out: refresh_token, generation */
         STORE_JOB_WRITE_REFRESH_TOKEN, /* in: refresh_token; out: generation */
@@ -41,6 +44,10 @@ struct store_job {
         /* 0, a negative errno from the store, or -ECANCELED when the worker stopped before
          * running the job */
         int result;
+        /* STORE_JOB_LIST_STALE_REFRESH_TOKENS */
+        uint64_t stale_before; /* unix seconds */
+        char **names;
+        size_t n_names;
 
         /* the worker's */
         store_job_done_fn done;

@@ -48,6 +48,7 @@ int config_new_default(struct config **ret)
                 return -ENOMEM;
         }
         c->n_module_dirs = 2;
+        c->keepalive_days = CONFIG_KEEPALIVE_DAYS_DEFAULT;
         c->connect_timeout_sec = 10;
         c->timeout_sec = 30;
         *ret = c;
@@ -167,6 +168,10 @@ static int config_set(struct config *c, const char *section, const char *key, ch
             {"identity", "ca_bundle", offsetof(struct config, ca_bundle)},
         };
 
+        /* Below the 90 days after which Microsoft lets an unused refresh token expire. */
+        if (strcmp(section, "identity") == 0 && strcmp(key, "keepalive_days") == 0)
+                return parse_u32(value, &c->keepalive_days) < 0 || c->keepalive_days > 80 ? -EINVAL
+                                                                                          : 0;
         if (strcmp(section, "pkcs11") == 0 && strcmp(key, "module_dirs") == 0)
                 return set_module_dirs(c, value);
         if (strcmp(section, "identity") == 0 && strcmp(key, "connect_timeout") == 0)

@@ -11,6 +11,8 @@
 #define CONFIG_DEFAULT_PATH    SYSCONFDIR "/credbroker.conf"
 #define CONFIG_MAX_MODULE_DIRS 8
 
+#define CONFIG_KEEPALIVE_DAYS_DEFAULT 14
+
 struct config {
         /* [broker] */
         char *socket_path;
@@ -28,6 +30,9 @@ struct config {
         char *authority;
         char *graph_url;
         char *ca_bundle;
+        /* A delegated account's refresh token unused this long is refreshed, so Microsoft's
+         * 90-day inactivity limit never applies (design.md §5). 0: at every check. */
+        uint32_t keepalive_days;
         uint32_t connect_timeout_sec;
         uint32_t timeout_sec;
 };

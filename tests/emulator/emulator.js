@@ -571,7 +571,10 @@ const KNOWN_GRANT_TYPES = [
 ];
 
 const FAULT_ENDPOINTS = ['token', 'graph', 'devicecode', 'oauth'];
-const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge'];
+const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge', 'html', 'latency', 'no_refresh_token'];
+// Modes that answer normally after all (token endpoint only): 'latency' waits delay_ms first,
+// 'no_refresh_token' leaves refresh_token out of a success.
+const PASS_THROUGH_MODES = ['latency', 'no_refresh_token'];
 
 class Faults {
   constructor() {
@@ -625,6 +628,18 @@ function parseFault(b) {
       || (typeof b.retry_after === 'string' && /^[\x20-\x7e]{1,100}$/.test(b.retry_after));
     if (!ok) throw new AdminError(400, 'retry_after must be a non-negative integer or a printable string');
     f.retry_after = b.retry_after;
+  }
+  if (PASS_THROUGH_MODES.includes(b.mode) && b.endpoint !== 'token') {
+    throw new AdminError(400, `mode ${b.mode} applies to the token endpoint only`);
+  }
+  if (b.mode === 'latency') {
+    if (!Number.isInteger(b.delay_ms) || b.delay_ms < 0 || b.delay_ms > 120000) throw new AdminError(400, 'delay_ms must be an integer 0..120000');
+    f.delay_ms = b.delay_ms;
+  }
+  if (b.mode === 'html') {
+    const st = b.status === undefined ? 502 : b.status;
+    if (!Number.isInteger(st) || st < 200 || st > 599) throw new AdminError(400, 'status must be an integer 200..599');
+    f.status = st;
   }
   if (b.mode === 'huge') {
     const size = b.size === undefined ? HUGE_DEFAULT_SIZE : b.size;
@@ -1081,9 +1096,19 @@ async function handleToken(app, req, res, rawTenant) {
   if (gt !== undefined) noteOn(res, `grant=${grantKey}`);
 
   const fault = faults.take('token');
+  let omitRefreshToken = false;
   if (fault) {
     counters.faults_injected.token += 1;
-    return applyFault(app, 'token', fault, req, res, ctx);
+    if (fault.mode === 'latency') {
+      noteOn(res, `fault=latency ${fault.delay_ms}ms`);
+      await new Promise((resolve) => setTimeout(resolve, fault.delay_ms));
+      if (req.socket.destroyed) return;
+    } else if (fault.mode === 'no_refresh_token') {
+      noteOn(res, 'fault=no_refresh_token');
+      omitRefreshToken = true;
+    } else {
+      return applyFault(app, 'token', fault, req, res, ctx);
+    }
   }
 
   try {
@@ -1117,6 +1142,7 @@ async function handleToken(app, req, res, rawTenant) {
     authenticateClient(ctx, grantType);
 
     const body = handler(ctx);
+    if (omitRefreshToken) delete body.refresh_token;
     sendJson(res, 200, body, aadHeaders(ctx));
   } catch (err) {
     if (!(err instanceof AadError)) throw err;
@@ -1469,6 +1495,13 @@ function applyFault(app, endpoint, f, req, res, ctx) {
       return undefined;
     case 'reset':
       return killSocket(req.socket, true);
+    case 'html': {
+      // What a proxy or load balancer in front of the endpoint answers: not JSON at all.
+      const body = Buffer.from('<html><head><title>Bad Gateway</title></head><body>upstream error</body></html>\n');
+      res.writeHead(f.status, { 'Content-Type': 'text/html', 'Content-Length': body.length, ...retry });
+      res.end(body);
+      return undefined;
+    }
     case 'truncate': {
       const body = Buffer.from(fakeSuccessBody(endpoint));
       res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': body.length, ...retry });
@@ -1703,7 +1736,7 @@ const ADMIN_ROUTES = [
   }],
   ['GET', '/admin/faults', (app) => [200, app.faults.list()]],
   ['POST', '/admin/faults', (app, b) => {
-    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'retry_after', 'size', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
+    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'retry_after', 'size', 'delay_ms', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
     app.faults.add(parseFault(b));
     return [201, app.faults.list()];
   }],

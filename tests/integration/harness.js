@@ -29,6 +29,7 @@ const PEER_HELPER = process.env.CREDBROKER_PEER_HELPER
 const SOFTHSM_MODULE = process.env.SOFTHSM_MODULE || '/usr/lib/softhsm/libsofthsm2.so';
 const EMULATOR = path.join(SOURCE_ROOT, 'tests', 'emulator', 'emulator.js');
 const GEN_CERTS = path.join(SOURCE_ROOT, 'tests', 'emulator', 'gen-certs');
+const FLOOD_CLIENT = path.join(__dirname, 'flood-client.js');
 const SANITIZED = process.env.CREDBROKER_SANITIZE === '1';
 const KEEP = process.env.KEEP === '1';
 
@@ -629,6 +630,47 @@ class Harness {
         { env: this.env(env), input, timeoutMs });
     }
     return run(CREDBROKER, args, { env: this.env(env), input, timeoutMs });
+  }
+
+  // total clients send request at once, from one process per user (a uid may hold only a
+  // quarter of the broker's connections: reliability.md P12), each with its share of the
+  // connections open before any sends. Resolves the merged summaries of flood-client.js:
+  // { replies, ok, errors: { code: n }, tokens: [distinct token hashes], ms }.
+  // onSent() runs once every process has been told to send.
+  async flood(request, total, { users = ['root', 'daemon', 'nobody'], timeoutMs = 60000, socketPath = this.socket, onSent } = {}) {
+    const groups = { root: 'root', daemon: 'daemon', nobody: 'nogroup' };
+    const children = users.map((user, i) => {
+      const n = Math.floor(total / users.length) + (i < total % users.length ? 1 : 0);
+      const args = [FLOOD_CLIENT, socketPath, String(n), JSON.stringify(request), String(timeoutMs)];
+      const proc = user === 'root' ? spawnTracked(process.execPath, args, { stdio: ['pipe', 'pipe', 'inherit'] })
+        : spawnTracked('setpriv', ['--reuid', user, '--regid', groups[user] || user, '--clear-groups',
+          process.execPath, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+      let out = '';
+      const ready = new Promise((resolve, reject) => {
+        proc.stdout.on('data', (d) => {
+          out += d;
+          if (out.startsWith('ready\n')) resolve();
+        });
+        proc.once('exit', (code) => reject(new Error(`flood-client as ${user} exited ${code}: ${out}`)));
+      });
+      const done = new Promise((resolve) => proc.once('exit', () => resolve(out)));
+      return { proc, ready, done };
+    });
+    await Promise.all(children.map((c) => c.ready));
+    for (const c of children) c.proc.stdin.end('go\n');
+    if (onSent) onSent();
+    const summary = { replies: 0, ok: 0, errors: {}, tokens: [], ms: 0 };
+    for (const c of children) {
+      const lines = (await c.done).trim().split('\n');
+      const part = JSON.parse(lines[lines.length - 1]);
+      if (part.fatal) throw new Error(`flood-client: ${part.fatal}`);
+      summary.replies += part.replies;
+      summary.ok += part.ok;
+      for (const [k, v] of Object.entries(part.errors)) summary.errors[k] = (summary.errors[k] || 0) + v;
+      summary.tokens = [...new Set([...summary.tokens, ...part.tokens])];
+      summary.ms = Math.max(summary.ms, part.ms);
+    }
+    return summary;
   }
 
   async rawClient(socketPath = this.socket) {

@@ -167,3 +167,70 @@ test('TLS is verified against the configured CA: a server it did not sign gets n
   const again = await h.rawRequest(TOKEN);
   assert.equal(again.ok, true, `with the right CA again: ${JSON.stringify(again)}`);
 });
+
+test('expiry counts from when the request was sent: a 2 s slow token endpoint shortens expires_in by 2 s', { timeout: 30000 }, async () => {
+  const LIFETIME = 60;
+  const DELAY_MS = 2000; // below the [identity] timeout of 3 s
+  await h.emulatorAdmin('POST', '/admin/config', { token_lifetime: LIFETIME });
+  try {
+    await fresh();
+    await h.addFault({ endpoint: 'token', mode: 'latency', delay_ms: DELAY_MS });
+    const sentAt = Date.now() / 1000;
+    const reply = await h.rawRequest(TOKEN, 20000);
+    const receivedAt = Date.now() / 1000;
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.ok(receivedAt - sentAt >= DELAY_MS / 1000, 'the emulator did delay the answer');
+    // Counted from the answer, it would be 59-60 s; from the request, 57-58 s.
+    assert.ok(reply.expires_in <= LIFETIME - DELAY_MS / 1000,
+      `expires_in ${reply.expires_in} does not account for the ${DELAY_MS} ms the request took`);
+    assert.ok(reply.expires_in >= LIFETIME - DELAY_MS / 1000 - 2, `expires_in ${reply.expires_in}`);
+    assert.ok(reply.expires_at <= Math.ceil(sentAt) + LIFETIME,
+      `expires_at ${reply.expires_at} is later than sent + lifetime ${sentAt + LIFETIME}`);
+  } finally {
+    await h.emulatorAdmin('POST', '/admin/config', { token_lifetime: 3599 });
+  }
+});
+
+test('a token response without a refresh token keeps the stored one', { timeout: 30000 }, async () => {
+  await fresh();
+  const before = await h.refreshTokenGenerations();
+  await h.addFault({ endpoint: 'token', mode: 'no_refresh_token' });
+  const first = await h.rawRequest(TOKEN);
+  assert.equal(first.ok, true, JSON.stringify(first));
+  assert.deepEqual(await h.refreshTokenGenerations(), before, 'the stored refresh token is untouched');
+  // And it still works: the next refresh (forced by min_ttl) uses it and rotates as usual.
+  const second = await h.rawRequest({ ...TOKEN, min_ttl: 3599 });
+  assert.equal(second.ok, true, JSON.stringify(second));
+  assert.notEqual(second.access_token, first.access_token);
+  const after = await h.refreshTokenGenerations();
+  assert.equal(after.length, 1);
+  assert.ok(after[0] > before[before.length - 1], `generation ${after[0]} after ${before}`);
+  assert.equal((await h.counters()).token_success, 2);
+});
+
+test('strict rotation: 25 refreshes in a row and across restarts never replay a refresh token', { timeout: 60000 }, async () => {
+  await h.emulatorAdmin('POST', '/admin/config', { rotation: 'strict' });
+  try {
+    await fresh();
+    const stateBefore = await h.emulatorAdmin('GET', '/admin/state');
+    const auditBefore = h.auditLines().length;
+    const tokens = new Set();
+    for (let i = 0; i < 25; i++) {
+      if (i % 10 === 9) await h.restartBroker();
+      // A min_ttl of the whole lifetime is never met by a cached token: each request refreshes.
+      const reply = await h.rawRequest({ ...TOKEN, min_ttl: 3599 });
+      assert.equal(reply.ok, true, `refresh ${i}: ${JSON.stringify(reply)}`);
+      tokens.add(reply.access_token);
+    }
+    assert.equal(tokens.size, 25);
+    const c = await h.counters();
+    assert.equal(c.token, 25);
+    assert.equal(c.token_success, 25, 'no refresh was refused (a replay revokes the family)');
+    const state = await h.emulatorAdmin('GET', '/admin/state');
+    assert.equal(state.revoked_refresh_tokens - stateBefore.revoked_refresh_tokens, 25,
+      'each refresh token used exactly once');
+    assert.equal(h.auditLines().slice(auditBefore).filter((l) => l.event === 'reauth_required').length, 0);
+  } finally {
+    await h.emulatorAdmin('POST', '/admin/config', { rotation: 'lenient' });
+  }
+});

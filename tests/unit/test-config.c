@@ -151,9 +151,23 @@ static void test_full(void)
         if (c) {
                 is_int(c->timeout_sec, 1, "timeout at its minimum");
                 is_int(c->connect_timeout_sec, 10, "untouched key keeps its default");
+                is_int(c->keepalive_days, 14, "default keepalive_days");
                 is_str(c->socket_path, "/run/credbroker/socket", "other sections untouched");
                 config_free(c);
         }
+
+        c = NULL;
+        is_int(load("[identity]\nkeepalive_days = 0\n", &c), 0, "keepalive_days 0");
+        if (c) {
+                is_int(c->keepalive_days, 0, "keepalive_days 0: every check");
+                config_free(c);
+        }
+        c = NULL;
+        ok(load("[identity]\nkeepalive_days = 90\n", &c) < 0 && !c,
+           "keepalive_days at Microsoft's 90-day limit is refused");
+        c = NULL;
+        ok(load("[identity]\nkeepalive_days = 1.5\n", &c) < 0 && !c,
+           "keepalive_days is whole days");
 
         /* Later values win; sections may repeat. */
         c = NULL;

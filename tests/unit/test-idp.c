@@ -97,6 +97,19 @@ int main(void)
                 idp_result_clear(&r);
         }
 
+        /* Retry-After: seconds or an HTTP date, bounded to an hour. */
+        is_int(idp_parse_retry_after("30", 1000), 30, "Retry-After in seconds");
+        is_int(idp_parse_retry_after("0", 1000), 0, "Retry-After 0");
+        is_int(idp_parse_retry_after("999999", 1000), 3600, "Retry-After seconds are bounded");
+        is_int(idp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111757), 20,
+               "Retry-After as an HTTP date, 20 s ahead");
+        is_int(idp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784111797), 0,
+               "Retry-After as an HTTP date in the past");
+        is_int(idp_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", 784011797), 3600,
+               "Retry-After as a far HTTP date is bounded");
+        is_int(idp_parse_retry_after("soon", 1000), 0, "an unreadable Retry-After is ignored");
+        is_int(idp_parse_retry_after("-5", 1000), 0, "a negative Retry-After is ignored");
+
         r = parse(400, "{\"error\":\"invalid_grant\\n<script>\",\"error_codes\":[1]}", 0);
         ok(strchr(r.message, '\n') == NULL && strchr(r.message, '<') == NULL,
            "hostile error strings are neutralised before they reach a log line");

@@ -1,0 +1,172 @@
+/* Keep-alive of refresh tokens; see keepalive.h. The store worker lists the stale accounts (the
+ * store knows when each refresh token was written); the loop starts an ordinary refresh for
+ * each, which stores the rotated refresh token and so resets its age. */
+#include "keepalive.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "log.h"
+
+/* Hourly: a day's precision is all the 90-day limit needs, and a broker that was down for a
+ * while catches up within the hour. */
+#define KEEPALIVE_INTERVAL_SEC 3600
+/* The first check waits a minute: the start-up's first tokens come first, and the check's scan
+ * of every account in the token (O(objects) PKCS#11 calls) stays out of their way. */
+#define KEEPALIVE_FIRST_CHECK_SEC 60
+#define SECONDS_PER_DAY           86400
+
+struct keepalive {
+        struct watch timer;
+        struct broker *broker;
+        bool checking; /* a store job is out: one check at a time */
+};
+
+/* The scope set to refresh an account for: the first profile's that draws on it. An account no
+ * profile uses is kept alive all the same once a profile names it. */
+static const char *scope_key_for(const struct broker *b, const char *account)
+{
+        for (size_t i = 0; i < policy_set_count(b->policy); i++) {
+                const struct policy_profile *p = policy_set_get(b->policy, i);
+
+                if (strcmp(policy_profile_account(p), account) == 0)
+                        return policy_profile_scope_key(p);
+        }
+        return NULL;
+}
+
+static void keep_alive(struct broker *b, const char *name)
+{
+        const char *scope_key = scope_key_for(b, name);
+        struct account *a;
+        int r;
+
+        if (!scope_key) {
+                log_info("Account %s: refresh token due for keep-alive, but no profile uses the "
+                         "account.",
+                         name);
+                return;
+        }
+        r = broker_account_get(b, name, &a);
+        if (r < 0) {
+                log_warning_errno(r, "Account %s: cannot start its keep-alive refresh", name);
+                return;
+        }
+        if (a->loaded && a->state != ACCOUNT_OK)
+                return; /* parked until an administrator acts: a refresh would not be sent */
+        log_info("Account %s: refresh token unused for %u days or more; refreshing it.", name,
+                 b->config->keepalive_days);
+        if (a->refreshing) {
+                /* Its metadata is still being read (the refresh starts once it is), or a refresh
+                 * is in flight, which keeps the token alive by itself. */
+                if (!a->loaded && !a->keepalive_scope_key)
+                        a->keepalive_scope_key = strdup(scope_key);
+                return;
+        }
+        refresh_start(b, a, scope_key);
+}
+
+static void on_stale_listed(struct store_job *job, void *userdata)
+{
+        struct keepalive *k = userdata;
+        struct broker *b = k->broker;
+
+        k->checking = false;
+        if (b->stopping)
+                return;
+        if (job->result < 0) {
+                log_warning_errno(job->result, "Keep-alive: cannot list the accounts");
+                return;
+        }
+        for (size_t i = 0; i < job->n_names; i++)
+                keep_alive(b, job->names[i]);
+}
+
+static void check(struct keepalive *k)
+{
+        struct broker *b = k->broker;
+        struct store_job *job = NULL;
+        uint64_t now = now_realtime_usec() / USEC_PER_SEC;
+        uint64_t age = (uint64_t)b->config->keepalive_days * SECONDS_PER_DAY;
+        int r;
+
+        if (k->checking || b->stopping)
+                return;
+        r = store_job_new(STORE_JOB_LIST_STALE_REFRESH_TOKENS, "", &job);
+        if (r == 0) {
+                /* Written at or before now - age; with keepalive_days 0, every account. */
+                job->stale_before = now >= age ? now - age + 1 : 0;
+                r = store_worker_submit(b->store_worker, job, on_stale_listed, k);
+        }
+        if (r < 0) {
+                store_job_free(job);
+                log_warning_errno(r, "Keep-alive: cannot queue the account check");
+                return;
+        }
+        k->checking = true;
+}
+
+static void on_timer(struct watch *w, uint32_t events)
+{
+        struct keepalive *k = (struct keepalive *)w;
+        uint64_t expirations;
+
+        (void)events;
+        (void)!read(w->fd, &expirations, sizeof(expirations));
+        check(k);
+}
+
+int keepalive_start(struct broker *b, struct keepalive **ret)
+{
+        struct itimerspec its = {
+            .it_value = {.tv_sec = KEEPALIVE_FIRST_CHECK_SEC},
+            .it_interval = {.tv_sec = KEEPALIVE_INTERVAL_SEC},
+        };
+        struct keepalive *k;
+        int r;
+
+        /* keepalive_days 0 (tests, diagnosis): every account at once, from the loop. */
+        if (b->config->keepalive_days == 0)
+                its.it_value = (struct timespec){.tv_nsec = 1};
+        k = calloc(1, sizeof(*k));
+        if (!k)
+                return -ENOMEM;
+        k->broker = b;
+        /* Boot time: a machine that slept through the hour checks when it wakes. */
+        k->timer = (struct watch){.fd = timerfd_create(CLOCK_BOOTTIME, TFD_NONBLOCK | TFD_CLOEXEC),
+                                  .fn = on_timer};
+        if (k->timer.fd < 0) {
+                r = -errno;
+                free(k);
+                return r;
+        }
+        if (timerfd_settime(k->timer.fd, 0, &its, NULL) < 0) {
+                r = -errno;
+                close(k->timer.fd);
+                free(k);
+                return r;
+        }
+        r = event_add(b->epfd, &k->timer, EPOLLIN);
+        if (r < 0) {
+                close(k->timer.fd);
+                free(k);
+                return r;
+        }
+        *ret = k;
+        return 0;
+}
+
+void keepalive_free(struct keepalive *k)
+{
+        if (!k)
+                return;
+        event_remove(k->broker->epfd, &k->timer);
+        close(k->timer.fd);
+        free(k);
+}

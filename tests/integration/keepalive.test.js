@@ -1,0 +1,81 @@
+'use strict';
+// Keep-alive (design §5): a delegated account whose refresh token was stored more than
+// [identity] keepalive_days ago is refreshed without any client asking, so Microsoft's 90-day
+// inactivity limit never bites; a fresh one is left alone.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { setup, sleep, waitFor } = require('./harness');
+
+let h;
+before(async () => {
+  h = await setup({ emulator: { rotation: 'strict' } });
+});
+after(() => h && h.teardown());
+
+const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
+
+// With keepalive_days > 0 the first check waits a minute after start (broker/keepalive.c), so
+// that start-up's first tokens are not slowed by its scan of the token.
+test('default keepalive_days: no token request at start', { timeout: 30000 }, async () => {
+  await h.resetCounters();
+  await h.restartBroker();
+  await sleep(1500);
+  assert.equal((await h.counters()).token, 0, 'no token request without a client');
+  assert.deepEqual(await h.refreshTokenGenerations(), [1]);
+});
+
+test('keepalive_days = 0: every account is refreshed at start, once, and clients are served from that token', { timeout: 60000 }, async () => {
+  const sections = h.configSections();
+  sections.identity.keepalive_days = 0;
+  h.writeConfig(sections);
+  try {
+    await h.resetCounters();
+    const auditBefore = h.auditLines().length;
+    await h.restartBroker();
+    await waitFor('the keep-alive refresh', async () => (await h.refreshTokenGenerations()).includes(2),
+      { timeoutMs: 15000, intervalMs: 100 });
+    const c = await h.counters();
+    assert.equal(c.token, 1, 'one token request, made by the keep-alive');
+    assert.equal(c.token_success, 1);
+    assert.deepEqual(await h.refreshTokenGenerations(), [2], 'the rotated refresh token replaced the old one');
+    const refresh = h.auditLines().slice(auditBefore).filter((l) => l.event === 'refresh');
+    assert.equal(refresh.length, 1, 'the keep-alive refresh is audited');
+    assert.equal(refresh[0].account, 'alerts');
+    assert.match(h.brokerLog(), /Account alerts: refresh token unused for 0 days or more; refreshing it/);
+
+    // The access token it brought is in the cache: a client needs no request upstream.
+    const reply = await h.rawRequest(TOKEN);
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.equal((await h.counters()).token, 1, 'the client was served from the keep-alive token');
+
+    // Strict rotation: a second start refreshes with generation 2, never replays 1.
+    await h.restartBroker();
+    await waitFor('the second keep-alive refresh', async () => (await h.refreshTokenGenerations()).includes(3),
+      { timeoutMs: 15000, intervalMs: 100 });
+    const state = await h.emulatorAdmin('GET', '/admin/state');
+    assert.equal(state.revoked_refresh_tokens, 2, 'generations 1 and 2 used once each, no replay');
+    assert.equal(h.auditLines().filter((l) => l.event === 'reauth_required').length, 0);
+  } finally {
+    h.writeConfig();
+  }
+});
+
+test('keep-alive of an account that needs an administrator: no retry loop', { timeout: 60000 }, async () => {
+  const sections = h.configSections();
+  sections.identity.keepalive_days = 0;
+  h.writeConfig(sections);
+  try {
+    await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: 'alerts@contoso.com' });
+    await h.resetCounters();
+    await h.restartBroker();
+    await waitFor('the keep-alive refresh to fail', async () => (await h.counters()).token >= 1,
+      { timeoutMs: 15000, intervalMs: 100 });
+    await sleep(1500);
+    assert.equal((await h.counters()).token, 1, 'tried once');
+    const reply = await h.rawRequest(TOKEN);
+    assert.equal(reply.error, 'reauth_required', JSON.stringify(reply));
+    assert.equal((await h.counters()).token, 1, 'and not again for a client');
+  } finally {
+    h.writeConfig();
+  }
+});
