@@ -64,6 +64,7 @@ void account_free(struct account *a)
         account_meta_clear(&a->meta);
         free(a->token_endpoint);
         free(a->keepalive_scope_key);
+        secret_free(a->unstored_refresh_token);
         free(a);
 }
 

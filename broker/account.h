@@ -8,6 +8,7 @@
 
 #include "account-meta.h"
 #include "config.h"
+#include "secret.h"
 
 struct waiter;
 
@@ -44,6 +45,11 @@ struct account {
          * the broker started) and the last failure's sentence. */
         uint64_t last_refresh_at;
         char message[256];
+
+        /* The newest refresh token, when the store could not take it (refresh.c). It is the
+         * only copy: a strict server has revoked the one in the store. The next refresh writes
+         * it again first and sends it whatever that write does. */
+        struct secret *unstored_refresh_token;
 
         struct account *next;
 };

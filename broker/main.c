@@ -48,7 +48,7 @@ static void forget_idle_accounts(struct broker *b)
 
         while (*link) {
                 struct account *a = *link;
-                if (a->refreshing || a->waiters) {
+                if (a->refreshing || a->waiters || a->unstored_refresh_token) {
                         link = &a->next;
                         continue;
                 }

@@ -183,6 +183,14 @@ void refresh_store_tick(void *userdata)
         }
 }
 
+/* A rotated refresh token the store did not take stays with the account: with a strict server
+ * it is the only valid one. */
+static void keep_unstored(struct account *a, struct secret **token)
+{
+        secret_free(a->unstored_refresh_token);
+        a->unstored_refresh_token = TAKE_PTR(*token);
+}
+
 /* The rotated refresh token is stored (or failed to be): the refresh is over. */
 static void on_rotated_token_stored(struct store_job *job, void *userdata)
 {
@@ -193,13 +201,18 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
         refresh_store_job_done(a);
         if (job->result < 0) {
                 /* The previous generation is still in the store; Microsoft keeps it valid, a
-                 * strict server may not. Say so loudly. */
+                 * strict server may not. Say so loudly, and keep the new one for the next
+                 * refresh. */
                 log_error_errno(job->result,
-                                "Account %s: failed to store the rotated refresh token", a->name);
+                                "Account %s: failed to store the rotated refresh token; keeping "
+                                "it in memory and storing it before the next refresh",
+                                a->name);
                 audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
                                     "the rotated refresh token could not be stored");
+                keep_unstored(a, &job->refresh_token);
         } else {
                 audit_account_event(b, a, "refresh", r->scope_key, job->generation, NULL);
+                secret_free(TAKE_PTR(a->unstored_refresh_token));
         }
         /* The access token is in the cache whatever happened to the refresh token. */
         answer_waiters(b, a, r->scope_key, r->outcome);
@@ -221,6 +234,10 @@ static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, str
                 e = refresh_submit_store_job(b, a, job, on_rotated_token_stored, r);
         }
         if (e < 0) {
+                if (job && job->refresh_token)
+                        keep_unstored(a, &job->refresh_token);
+                else if (*token)
+                        keep_unstored(a, token);
                 store_job_free(job);
                 log_error_errno(e, "Account %s: cannot store the rotated refresh token", a->name);
                 audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
@@ -346,6 +363,50 @@ fail:
         refresh_free(r);
 }
 
+/* A refresh token kept in memory (on_rotated_token_stored()) is written again before it is
+ * used; whether or not that works, it is the one to send, never the older one in the store. */
+static void on_unstored_token_written(struct store_job *job, void *userdata)
+{
+        struct refresh *r = userdata;
+        struct account *a = r->account;
+
+        if (job->result >= 0) {
+                log_info("Account %s: the refresh token kept in memory is stored now "
+                         "(generation %llu).",
+                         a->name, (unsigned long long)job->generation);
+                audit_account_event(r->broker, a, "refresh_token_stored", r->scope_key,
+                                    job->generation, NULL);
+                secret_free(TAKE_PTR(a->unstored_refresh_token));
+        } else {
+                log_error_errno(job->result,
+                                "Account %s: still cannot store the refresh token kept in memory",
+                                a->name);
+        }
+        job->result = 0;
+        on_refresh_token_read(job, userdata);
+}
+
+/* What a delegated account's refresh starts with: reading its refresh token from the store, or
+ * writing the one kept in memory (a copy: the account keeps its own until it is stored). */
+static int new_refresh_token_job(struct account *a, struct store_job **ret)
+{
+        struct store_job *job = NULL;
+        int e;
+
+        if (!a->unstored_refresh_token)
+                return store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, ret);
+        e = store_job_new(STORE_JOB_WRITE_REFRESH_TOKEN, a->name, &job);
+        if (e == 0)
+                e = secret_new_from(secret_data(a->unstored_refresh_token),
+                                    secret_len(a->unstored_refresh_token), &job->refresh_token);
+        if (e < 0) {
+                store_job_free(job);
+                return e;
+        }
+        *ret = job;
+        return 0;
+}
+
 /* An app-only account's secret was read, or its assertion signed: ask for a token with
  * client_credentials (a new request every time: there is no refresh token to use). */
 static void on_credential_ready(struct store_job *job, void *userdata)
@@ -460,14 +521,18 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         else if (r && asprintf(&r->scope, "%s offline_access", scope_key) < 0)
                 r->scope = NULL; /* asprintf() leaves it undefined on failure */
         if (!r || !r->scope || !(r->scope_key = strdup(scope_key)) ||
-            store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, &job) < 0) {
+            new_refresh_token_job(a, &job) < 0) {
                 refresh_free(r);
                 transient_failure(b, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         r->broker = b;
         r->account = a;
-        e = refresh_submit_store_job(b, a, job, on_refresh_token_read, r);
+        e = refresh_submit_store_job(b, a, job,
+                                     job->kind == STORE_JOB_WRITE_REFRESH_TOKEN
+                                         ? on_unstored_token_written
+                                         : on_refresh_token_read,
+                                     r);
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);

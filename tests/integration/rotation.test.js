@@ -85,6 +85,30 @@ test('a rotated refresh token that cannot be stored: the token is still issued, 
   assert.deepEqual(await h.refreshTokenGenerations(), [2]);
 });
 
+test('strict rotation: a rotated refresh token the store refused is kept, stored late and used, never the revoked one', { timeout: 60000 }, async () => {
+  const h = await setup({ emulator: { rotation: 'strict' }, brokerWrapper: ['setpriv', '--bounding-set=-all', '--inh-caps=-all'] });
+  envs.push(h);
+  const [tokenDir] = fs.readdirSync(h.p('tokens')).map((d) => h.p('tokens', d));
+  const mode = fs.statSync(tokenDir).mode & 0o7777;
+  fs.chmodSync(tokenDir, 0o555);
+  let r;
+  try {
+    r = await h.cli(['token', '-p', 'alerts']);
+  } finally {
+    fs.chmodSync(tokenDir, mode);
+  }
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(await h.refreshTokenGenerations(), [1], 'the store still has only generation 1');
+  // Generation 1 is revoked upstream now. The next refresh must store and send the token kept
+  // in memory: sending generation 1 would be a replay, and the server revokes the family.
+  const again = await h.rawRequest({ v: 1, op: 'token', profile: 'alerts', min_ttl: 86400 }, 15000);
+  assert.equal(again.ok, true, JSON.stringify(again));
+  assert.deepEqual(await h.refreshTokenGenerations(), [3], 'stored late as 2, then rotated to 3');
+  const events = h.auditLines().map((l) => l.event);
+  assert.ok(events.includes('rotation_failed') && events.includes('refresh_token_stored'), events.join(', '));
+  assert.ok(!events.includes('reauth_required'), events.join(', '));
+});
+
 // Short-lived tokens: one run of requests every 250 ms for 2.25 lifetimes, judged by two tests.
 const LIFETIME = 8;
 let shortRun = null; // { served: [{ at, token, expiresIn }], upstream }
