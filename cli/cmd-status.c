@@ -227,7 +227,7 @@ int cmd_status(int argc, char **argv)
                 printf("%s: %zu of %zu account%s need%s attention; ", status_level_name(overall),
                        n_bad, n, n == 1 ? "" : "s", n_bad == 1 ? "s" : "");
                 display_text(stdout, first_name ? first_name : "?");
-                fputc(' ', stdout);
+                fputs(": ", stdout);
                 display_text(stdout, first_reason);
                 fputc('\n', stdout);
         }
