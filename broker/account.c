@@ -32,17 +32,16 @@ int account_new(const char *name, struct account **ret)
 int account_set_meta(struct account *a, const char *meta_json, const struct config *config)
 {
         struct account_meta meta = {0};
-        const char *authority;
         char *endpoint;
         int r;
 
         r = account_meta_from_json(meta_json, &meta);
         if (r < 0)
                 return r;
-        authority = meta.authority ? meta.authority : config->authority;
-        if (asprintf(&endpoint, "%s/%s/oauth2/v2.0/token", authority, meta.tenant) < 0) {
+        r = account_meta_token_endpoint(&meta, config->authority, &endpoint);
+        if (r < 0) {
                 account_meta_clear(&meta);
-                return -ENOMEM;
+                return r;
         }
         account_meta_clear(&a->meta);
         free(a->token_endpoint);

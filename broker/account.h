@@ -37,6 +37,11 @@ struct account {
         struct waiter *waiters;    /* FIFO of requests waiting on this account */
         struct waiter **waiters_tail;
 
+        /* For status (admin socket): the last successful refresh (unix seconds, 0: none since
+         * the broker started) and the last failure's sentence. */
+        uint64_t last_refresh_at;
+        char message[256];
+
         struct account *next;
 };
 

@@ -30,6 +30,9 @@ struct broker {
         struct config *config;
         int epfd;
         struct watch listener;
+        struct watch admin_listener; /* admin-server.c */
+        struct admin_connection *admin_connections;
+        unsigned n_admin_connections;
         struct watch signals;
         struct store *store; /* the store worker's alone once it runs */
         struct store_worker *store_worker;
@@ -95,6 +98,10 @@ struct connection {
         struct connection *prev, *next;
 };
 
+/* main.c: re-reads the policy (SIGHUP and the admin socket's reload). On failure the old
+ * policy is kept and error holds the first problem as "file:line: message". */
+int broker_reload(struct broker *b, char *error, size_t error_size, size_t *ret_profiles);
+
 /* server.c */
 int server_listen(struct broker *b);
 void server_close_all(struct broker *b);
@@ -136,3 +143,6 @@ int refresh_submit_store_job(struct broker *b, struct account *a, struct store_j
                              store_job_done_fn done, void *userdata);
 /* Called by a store job's callback for account a: not busy with the store any more. */
 void refresh_store_job_done(struct account *a);
+
+/* request.c: the runtime account of that name, created (and its metadata read) on first use. */
+int broker_account_get(struct broker *b, const char *name, struct account **ret);

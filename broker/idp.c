@@ -46,6 +46,7 @@ struct transfer {
         uint32_t retry_after;
         uint64_t sent_at_usec;
         idp_done_fn done;
+        idp_raw_done_fn raw_done; /* instead of done: the answer unparsed (device endpoint) */
         void *userdata;
         struct transfer *prev, *next;
 };
@@ -326,6 +327,21 @@ static void transfer_finish(struct transfer *t, CURLcode code)
         struct idp_result result = {.sent_at_usec = t->sent_at_usec};
         long status = 0;
 
+        if (t->raw_done) {
+                struct idp_raw_response raw = {.retry_after = t->retry_after};
+                if (code == CURLE_OK) {
+                        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+                        raw.http_status = status;
+                        raw.body = secret_data(t->body);
+                        raw.len = secret_len(t->body);
+                } else {
+                        raw.failure =
+                            t->body_overflow ? "response body too large" : curl_easy_strerror(code);
+                }
+                t->raw_done(&raw, t->userdata);
+                transfer_free(t);
+                return;
+        }
         if (code == CURLE_OK) {
                 curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
                 idp_parse_token_response(status, secret_data(t->body), secret_len(t->body),
@@ -472,6 +488,13 @@ void idp_free(struct idp *idp)
                 struct transfer *t = idp->transfers;
                 struct idp_result result = {.sent_at_usec = t->sent_at_usec};
 
+                if (t->raw_done) {
+                        struct idp_raw_response raw = {.failure = "cancelled: the broker is "
+                                                                  "stopping"};
+                        t->raw_done(&raw, t->userdata);
+                        transfer_free(t);
+                        continue;
+                }
                 fail(&result, IDP_TRANSIENT, "cancelled: the broker is stopping");
                 t->done(&result, t->userdata);
                 idp_result_clear(&result);
@@ -487,12 +510,19 @@ void idp_free(struct idp *idp)
         free(idp);
 }
 
+int idp_form_new(struct secret **ret)
+{
+        return secret_new(IDP_FORM_MAX, ret);
+}
+
 /* Appends "&key=value" (URL-encoded) to a secret form body. */
-static int form_add(struct secret *form, const char *key, const char *value, size_t len)
+int idp_form_add(struct secret *form, const char *key, const char *value, size_t len)
 {
         char *escaped;
         int r;
 
+        if (len > IDP_FORM_MAX)
+                return -E2BIG;
         escaped = curl_easy_escape(NULL, value, (int)len);
         if (!escaped)
                 return -ENOMEM;
@@ -506,6 +536,11 @@ static int form_add(struct secret *form, const char *key, const char *value, siz
         explicit_bzero(escaped, strlen(escaped));
         curl_free(escaped);
         return r;
+}
+
+int idp_form_add_string(struct secret *form, const char *key, const char *value)
+{
+        return idp_form_add(form, key, value, strlen(value));
 }
 
 static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
@@ -544,45 +579,41 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         return c == CURLE_OK ? 0 : -EINVAL;
 }
 
-int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
-                        void *userdata)
+/* Starts a POST of form (taken, even on failure) to url; exactly one of done and raw_done. */
+static int post_form(struct idp *idp, const char *url, struct secret **form, idp_done_fn done,
+                     idp_raw_done_fn raw_done, void *userdata)
 {
         struct transfer *t;
         int r;
 
-        if (idp->n_transfers >= IDP_MAX_TRANSFERS)
-                return -EBUSY;
-        if (strncmp(g->token_endpoint, "https://", 8) != 0)
-                return -EPROTONOSUPPORT;
+        if (idp->n_transfers >= IDP_MAX_TRANSFERS) {
+                r = -EBUSY;
+                goto fail;
+        }
+        if (strncmp(url, "https://", 8) != 0) {
+                r = -EPROTONOSUPPORT;
+                goto fail;
+        }
         t = calloc(1, sizeof(*t));
-        if (!t)
-                return -ENOMEM;
+        if (!t) {
+                r = -ENOMEM;
+                goto fail;
+        }
         t->idp = idp;
         t->done = done;
+        t->raw_done = raw_done;
         t->userdata = userdata;
+        t->form = TAKE_PTR(*form);
         t->next = idp->transfers;
         if (t->next)
                 t->next->prev = t;
         idp->transfers = t;
         idp->n_transfers++;
 
-        r = secret_new(IDP_FORM_MAX, &t->form);
-        if (r == 0)
-                r = secret_new(IDP_BODY_MAX, &t->body);
-        if (r == 0)
-                r = form_add(t->form, "grant_type", "refresh_token", strlen("refresh_token"));
-        if (r == 0)
-                r = form_add(t->form, "client_id", g->client_id, strlen(g->client_id));
-        if (r == 0)
-                r = form_add(t->form, "refresh_token", secret_str(g->refresh_token),
-                             secret_len(g->refresh_token));
-        if (r == 0)
-                r = form_add(t->form, "scope", g->scope, strlen(g->scope));
-        if (r == 0)
-                r = form_add(t->form, "client_info", "1", 1);
+        r = secret_new(IDP_BODY_MAX, &t->body);
         if (r == 0) {
                 t->easy = curl_easy_init();
-                r = t->easy ? transfer_setup(idp, t, g->token_endpoint) : -ENOMEM;
+                r = t->easy ? transfer_setup(idp, t, url) : -ENOMEM;
         }
         if (r == 0 && curl_multi_add_handle(idp->multi, t->easy) != CURLM_OK) {
                 curl_easy_cleanup(t->easy);
@@ -596,4 +627,46 @@ int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_
         /* Expiry counts from the moment the request leaves, never from the answer. */
         t->sent_at_usec = now_boottime_usec();
         return 0;
+fail:
+        secret_free(*form);
+        *form = NULL;
+        return r;
+}
+
+int idp_post_token_request(struct idp *idp, const char *token_endpoint, struct secret **form,
+                           idp_done_fn done, void *userdata)
+{
+        return post_form(idp, token_endpoint, form, done, NULL, userdata);
+}
+
+int idp_post_form_raw(struct idp *idp, const char *url, struct secret **form, idp_raw_done_fn done,
+                      void *userdata)
+{
+        return post_form(idp, url, form, NULL, done, userdata);
+}
+
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
+                        void *userdata)
+{
+        struct secret *form = NULL;
+        int r;
+
+        r = idp_form_new(&form);
+        if (r == 0)
+                r = idp_form_add_string(form, "grant_type", "refresh_token");
+        if (r == 0)
+                r = idp_form_add_string(form, "client_id", g->client_id);
+        if (r == 0)
+                r = idp_form_add(form, "refresh_token", secret_str(g->refresh_token),
+                                 secret_len(g->refresh_token));
+        if (r == 0)
+                r = idp_form_add_string(form, "scope", g->scope);
+        /* Microsoft's addition (MSAL sends it); a standards-only server is not sent it. */
+        if (r == 0 && !g->generic)
+                r = idp_form_add_string(form, "client_info", "1");
+        if (r < 0) {
+                secret_free(form);
+                return r;
+        }
+        return post_form(idp, g->token_endpoint, &form, done, NULL, userdata);
 }

@@ -3,6 +3,8 @@
  * parsed and classified (microsoft-identity.md). */
 #pragma once
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cleanup.h"
@@ -51,6 +53,7 @@ struct idp_refresh_grant {
         const char *client_id;
         const struct secret *refresh_token;
         const char *scope; /* space separated */
+        bool generic;      /* not Microsoft: only RFC 6749 parameters */
 };
 
 /* Called once per request from the event loop; result is valid only during the call. */
@@ -58,6 +61,28 @@ typedef void (*idp_done_fn)(struct idp_result *result, void *userdata);
 
 int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, idp_done_fn done,
                         void *userdata);
+
+/* Form bodies in secret memory (they carry refresh tokens, passwords, client secrets). */
+int idp_form_new(struct secret **ret);
+int idp_form_add(struct secret *form, const char *key, const char *value, size_t len);
+int idp_form_add_string(struct secret *form, const char *key, const char *value);
+
+/* POSTs a token request body (taken, and wiped, whatever happens) to the token endpoint; the
+ * answer is classified as for a refresh. */
+int idp_post_token_request(struct idp *idp, const char *token_endpoint, struct secret **form,
+                           idp_done_fn done, void *userdata);
+
+/* An answer handed over unparsed (the device authorization endpoint's is not a token). */
+struct idp_raw_response {
+        long http_status;    /* 0 when the request failed */
+        const uint8_t *body; /* valid during the callback only */
+        size_t len;
+        uint32_t retry_after; /* seconds, 0 when none */
+        const char *failure;  /* set when no answer came (network, TLS, cancelled) */
+};
+typedef void (*idp_raw_done_fn)(const struct idp_raw_response *response, void *userdata);
+int idp_post_form_raw(struct idp *idp, const char *url, struct secret **form, idp_raw_done_fn done,
+                      void *userdata);
 
 /* Exposed for the unit test and fuzzer: classify one HTTP answer (status, headers already
  * reduced to retry_after, body). Fills result; ownership of secrets passes to result. */

@@ -19,6 +19,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "admin.h"
 #include "broker.h"
 #include "hardening.h"
 #include "json.h"
@@ -56,19 +57,56 @@ static void forget_idle_accounts(struct broker *b)
         }
 }
 
-static void reload_policy(struct broker *b)
+struct reload_errors {
+        char *first;
+        size_t size;
+};
+
+static void on_reload_error(const char *file, unsigned line, const char *message, void *userdata)
 {
+        struct reload_errors *errors = userdata;
+
+        /* As policy_set_load() logs them: "file:line: message", "file: message" off a line. */
+        if (line > 0) {
+                log_error("%s:%u: %s", file, line, message);
+                if (!errors->first[0])
+                        snprintf(errors->first, errors->size, "%s:%u: %s", file, line, message);
+        } else {
+                log_error("%s%s%s", file, *file ? ": " : "", message);
+                if (!errors->first[0])
+                        snprintf(errors->first, errors->size, "%s%s%s", file, *file ? ": " : "",
+                                 message);
+        }
+}
+
+int broker_reload(struct broker *b, char *error, size_t error_size, size_t *ret_profiles)
+{
+        struct reload_errors errors = {.first = error, .size = error_size};
         struct policy_set *set;
 
+        error[0] = 0;
         /* All or nothing: a broken file keeps the policy that works (P10). */
-        if (policy_set_load(b->config->policy_dir, &set) < 0) {
+        if (policy_set_load_reporting(b->config->policy_dir, on_reload_error, &errors, &set) < 0) {
+                if (!error[0])
+                        snprintf(error, error_size, "%s: the policy could not be loaded",
+                                 b->config->policy_dir);
                 log_error("Reload failed; keeping the previous policy.");
-                return;
+                return -EINVAL;
         }
         policy_set_free(b->policy);
         b->policy = set;
         log_info("Policy reloaded: %zu profiles.", policy_set_count(set));
         forget_idle_accounts(b);
+        *ret_profiles = policy_set_count(set);
+        return 0;
+}
+
+static void reload_policy(struct broker *b)
+{
+        char error[256];
+        size_t profiles;
+
+        (void)broker_reload(b, error, sizeof(error), &profiles);
 }
 
 static void on_signal(struct watch *w, uint32_t events)
@@ -163,7 +201,10 @@ static int broker_open(struct broker *b)
         r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the credential store thread");
-        return server_listen(b);
+        r = server_listen(b);
+        if (r < 0)
+                return r;
+        return admin_listen(b);
 }
 
 /* How long shutdown waits for a store operation in progress (a rotated refresh token being
@@ -173,6 +214,7 @@ static int broker_open(struct broker *b)
 static void broker_close(struct broker *b)
 {
         server_close_all(b);
+        admin_close_all(b);
         /* Before idp_free(): a refresh token read that completes now must find the HTTPS side
          * still there (it starts nothing while stopping, see refresh.c). */
         b->stopping = true;
@@ -207,7 +249,8 @@ int main(int argc, char **argv)
             {0},
         };
         const char *config_path = CONFIG_DEFAULT_PATH;
-        struct broker b = {.epfd = -1, .listener.fd = -1, .signals.fd = -1};
+        struct broker b = {
+            .epfd = -1, .listener.fd = -1, .admin_listener.fd = -1, .signals.fd = -1};
         enum log_level level;
         int c, r;
 

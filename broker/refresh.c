@@ -19,6 +19,7 @@
 
 #include "broker.h"
 #include "fault.h"
+#include "grant.h"
 #include "log.h"
 #include "util.h"
 
@@ -28,6 +29,7 @@ struct refresh {
         char *scope_key;
         char *scope;                  /* what is asked for: the scope key and offline_access */
         enum refresh_outcome outcome; /* once the token endpoint answered */
+        struct grant_credential_call credential; /* app-only accounts: secret or assertion */
 };
 
 static void refresh_free(struct refresh *r)
@@ -36,6 +38,7 @@ static void refresh_free(struct refresh *r)
                 return;
         free(r->scope_key);
         free(r->scope);
+        secret_free(r->credential.credential);
         free(r);
 }
 
@@ -59,6 +62,7 @@ static void set_state(struct broker *b, struct account *a, enum account_state st
                       const char *event, const char *message)
 {
         a->state = state;
+        snprintf(a->message, sizeof(a->message), "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
         audit_account_event(b, a, event, NULL, 0, message);
 }
@@ -99,6 +103,7 @@ static void transient_failure(struct broker *b, struct account *a, const char *s
 {
         uint32_t delay = account_backoff(a, retry_after, now_boottime_usec());
 
+        snprintf(a->message, sizeof(a->message), "%s", message);
         log_warning("Account %s: cannot refresh (%s); retrying in %u s.", a->name, message, delay);
         audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
 }
@@ -242,6 +247,8 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
                 audit_fingerprint(b->audit, t->access_token, t->fingerprint);
                 a->failures = 0;
                 a->retry_at_usec = 0;
+                a->message[0] = 0;
+                a->last_refresh_at = now_realtime_usec() / USEC_PER_SEC;
                 log_info("Account %s: new access token for %s, valid %llu s.", a->name,
                          r->scope_key, (unsigned long long)result->expires_in);
                 r->outcome = REFRESH_FRESH;
@@ -322,6 +329,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
             .client_id = a->meta.client_id,
             .refresh_token = job->refresh_token,
             .scope = r->scope,
+            .generic = account_meta_is_generic_oauth(&a->meta),
         };
         e = idp_request_refresh(b->idp, &grant, on_refresh_done, r);
         if (e < 0) {
@@ -338,6 +346,97 @@ fail:
         refresh_free(r);
 }
 
+/* An app-only account's secret was read, or its assertion signed: ask for a token with
+ * client_credentials (a new request every time: there is no refresh token to use). */
+static void on_credential_ready(struct store_job *job, void *userdata)
+{
+        struct refresh *r = userdata;
+        struct broker *b = r->broker;
+        struct account *a = r->account;
+        struct secret *form = NULL;
+        int e = job->result;
+
+        refresh_store_job_done(a);
+        if (b->stopping) {
+                answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
+                refresh_free(r);
+                return;
+        }
+        if (e == -ENOENT) {
+                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                          a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
+                              ? "no client secret in the credential store"
+                              : "no assertion key and certificate: run credbroker account keygen");
+                goto fail;
+        }
+        if (e < 0) {
+                store_failure(b, a, r->scope_key, e,
+                              a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
+                                  ? "cannot read the client secret"
+                                  : "cannot sign the client assertion");
+                goto fail;
+        }
+        e = grant_form_client_credentials(a->meta.client_id, r->scope,
+                                          a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
+                                              ? GRANT_CLIENT_SECRET
+                                              : GRANT_CLIENT_ASSERTION,
+                                          r->credential.credential, &form);
+        secret_free(r->credential.credential);
+        r->credential.credential = NULL;
+        if (e == 0)
+                e = idp_post_token_request(b->idp, a->token_endpoint, &form, on_refresh_done, r);
+        if (e < 0) {
+                log_error_errno(e, "Account %s: cannot start a token request", a->name);
+                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                goto fail;
+        }
+        a->refreshing = true;
+        log_debug("Account %s: client_credentials for %s.", a->name, r->scope);
+        return;
+fail:
+        answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
+        refresh_free(r);
+}
+
+static void start_app_only(struct broker *b, struct account *a, const char *scope_key)
+{
+        struct store_job *job = NULL;
+        struct refresh *r = calloc(1, sizeof(*r));
+        int e;
+
+        if (!r ||
+            grant_app_only_scope(scope_key, account_meta_is_generic_oauth(&a->meta), &r->scope) <
+                0 ||
+            !(r->scope_key = strdup(scope_key)) ||
+            store_job_new(STORE_JOB_CALL, a->name, &job) < 0) {
+                refresh_free(r);
+                transient_failure(b, a, scope_key, 0, "out of memory");
+                goto fail;
+        }
+        if (grant_credential_call_init(&r->credential, a->name, a->meta.flow_kind,
+                                       a->token_endpoint, a->meta.client_id) < 0) {
+                store_job_free(job);
+                refresh_free(r);
+                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                          "the token endpoint or client id is too long for an assertion");
+                goto fail;
+        }
+        r->broker = b;
+        r->account = a;
+        job->call = grant_credential_fetch;
+        job->call_arg = &r->credential;
+        e = refresh_submit_store_job(b, a, job, on_credential_ready, r);
+        if (e < 0) {
+                store_job_free(job);
+                refresh_free(r);
+                store_failure(b, a, scope_key, e, "cannot queue the credential read");
+                goto fail;
+        }
+        return;
+fail:
+        answer_waiters(b, a, scope_key, REFRESH_FAILED);
+}
+
 void refresh_start(struct broker *b, struct account *a, const char *scope_key)
 {
         struct store_job *job = NULL;
@@ -348,6 +447,10 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
                 return; /* its completion answers the waiters */
         if (!a->loaded || a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
                 goto fail;
+        if (account_flow_is_app_only(a->meta.flow_kind)) {
+                start_app_only(b, a, scope_key);
+                return;
+        }
 
         r = calloc(1, sizeof(*r));
         /* offline_access asks for the rotated refresh token the next refresh needs. */

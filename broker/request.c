@@ -259,7 +259,7 @@ static void on_account_meta_read(struct store_job *job, void *userdata)
 
 /* Finds the runtime account. The first time, it is created empty and the store worker reads
  * its metadata; requests wait on it as on a refresh (a->refreshing is set meanwhile). */
-static int account_get(struct broker *b, const char *name, struct account **ret)
+int broker_account_get(struct broker *b, const char *name, struct account **ret)
 {
         struct account *a = account_find(b->accounts, name);
         struct store_job *job = NULL;
@@ -381,7 +381,7 @@ static void handle_token(struct connection *c, const struct wire_request *req)
                 return;
         }
 
-        r = account_get(b, policy_profile_account(profile), &a);
+        r = broker_account_get(b, policy_profile_account(profile), &a);
         if (r < 0) {
                 log_warning_errno(r, "Profile %s: account %s cannot be loaded", req->profile,
                                   policy_profile_account(profile));

@@ -87,6 +87,8 @@ static int run_job_once(struct store *s, struct store_job *job)
         case STORE_JOB_WRITE_REFRESH_TOKEN:
                 return store_write_refresh_token(s, job->account, job->refresh_token,
                                                  &job->generation);
+        case STORE_JOB_CALL:
+                return job->call ? job->call(s, job->call_arg) : -EINVAL;
         }
         return -EINVAL;
 }
@@ -321,7 +323,7 @@ static struct store_job *cancel_queued_reads(struct store_worker *w)
         while (*link) {
                 struct store_job *job = *link;
 
-                if (job->kind == STORE_JOB_WRITE_REFRESH_TOKEN) {
+                if (job->kind == STORE_JOB_WRITE_REFRESH_TOKEN || job->keep_on_stop) {
                         link = &job->next;
                         continue;
                 }

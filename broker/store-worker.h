@@ -16,6 +16,7 @@ enum store_job_kind {
         STORE_JOB_GET_META,            /* out: meta_json */
         STORE_JOB_READ_REFRESH_TOKEN,  /* out: refresh_token, generation */
         STORE_JOB_WRITE_REFRESH_TOKEN, /* in: refresh_token; out: generation */
+        STORE_JOB_CALL,                /* in: call, call_arg: any sequence of store calls */
 };
 
 struct store_job;
@@ -29,6 +30,14 @@ struct store_job {
         struct secret *refresh_token; /* the only secret a job carries */
         uint64_t generation;
         char *meta_json;
+        /* STORE_JOB_CALL: runs call(store, call_arg) on the worker thread. The admin operations
+         * (docs/admin-protocol.md) each need a different sequence of store calls; call_arg is
+         * the caller's and must not be touched by the loop until done runs. keep_on_stop: the
+         * job writes a credential that exists nowhere else (a fresh sign-in's refresh token),
+         * so stopping runs it like a rotated-token write instead of cancelling it. */
+        int (*call)(struct store *store, void *call_arg);
+        void *call_arg;
+        bool keep_on_stop;
         /* 0, a negative errno from the store, or -ECANCELED when the worker stopped before
          * running the job */
         int result;

@@ -122,6 +122,21 @@ void token_cache_clear(struct token_cache *c)
         }
 }
 
+void token_cache_drop_account(struct token_cache *c, const char *account)
+{
+        struct cached_token **link = &c->entries;
+
+        while (*link) {
+                struct cached_token *t = *link;
+                if (strcmp(t->account, account) == 0) {
+                        *link = t->next;
+                        entry_free(t);
+                } else {
+                        link = &t->next;
+                }
+        }
+}
+
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec)
 {
         return t->expires_usec > now_usec ? (t->expires_usec - now_usec) / USEC_PER_SEC : 0;

@@ -39,6 +39,8 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                     struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
                     uint64_t expires_in_sec, struct cached_token **ret);
 void token_cache_clear(struct token_cache *c);
+/* Drops every token of the account (it was removed or signed in again). */
+void token_cache_drop_account(struct token_cache *c, const char *account);
 
 /* Seconds left at now (0 when expired). */
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec);

@@ -2,11 +2,48 @@
 #include "account-meta.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "json.h"
+#include "util.h"
+
+static const char *const flow_names[] = {
+    [ACCOUNT_FLOW_REFRESH_TOKEN] = "refresh-token",
+    [ACCOUNT_FLOW_DEVICE] = "device",
+    [ACCOUNT_FLOW_PASSWORD] = "password",
+    [ACCOUNT_FLOW_CLIENT_SECRET] = "client-secret",
+    [ACCOUNT_FLOW_CLIENT_CERTIFICATE] = "client-certificate",
+};
+
+int account_flow_from_string(const char *s, enum account_flow *ret)
+{
+        if (!s)
+                return -EINVAL;
+        /* Accounts imported before there were other flows say "refresh_token". */
+        if (strcmp(s, "refresh_token") == 0) {
+                *ret = ACCOUNT_FLOW_REFRESH_TOKEN;
+                return 0;
+        }
+        for (size_t i = 0; i < sizeof(flow_names) / sizeof(flow_names[0]); i++)
+                if (strcmp(s, flow_names[i]) == 0) {
+                        *ret = (enum account_flow)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+const char *account_flow_to_string(enum account_flow f)
+{
+        return (size_t)f < sizeof(flow_names) / sizeof(flow_names[0]) ? flow_names[f] : "unknown";
+}
+
+bool account_flow_is_app_only(enum account_flow f)
+{
+        return f == ACCOUNT_FLOW_CLIENT_SECRET || f == ACCOUNT_FLOW_CLIENT_CERTIFICATE;
+}
 
 void account_meta_clear(struct account_meta *m)
 {
@@ -17,6 +54,9 @@ void account_meta_clear(struct account_meta *m)
         free(m->authority);
         free(m->graph);
         free(m->mailbox);
+        free(m->token_endpoint);
+        free(m->device_endpoint);
+        free(m->scopes);
         memset(m, 0, sizeof(*m));
 }
 
@@ -41,15 +81,46 @@ static bool is_plain(const char *s, size_t max, const char *extra)
 
 static bool is_https_url(const char *s)
 {
-        return s && strncmp(s, "https://", 8) == 0 && strlen(s) < 512 &&
-               is_plain(s + 8, 500, ":/_~%");
+        return s && strncmp(s, "https://", 8) == 0 && strlen(s) < ACCOUNT_META_URL_MAX &&
+               is_plain(s + 8, ACCOUNT_META_URL_MAX - 12, ":/_~%");
 }
 
-int account_meta_validate(const struct account_meta *m)
+/* Space-separated scopes, each valid, at most ACCOUNT_META_SCOPES_MAX. */
+static bool scopes_are_valid(const char *s)
+{
+        char scope[SCOPE_MAX_LEN + 1];
+        size_t n = 0;
+
+        if (!*s)
+                return false;
+        while (*s) {
+                size_t len = strcspn(s, " ");
+                if (len == 0 || len > SCOPE_MAX_LEN || ++n > ACCOUNT_META_SCOPES_MAX)
+                        return false;
+                memcpy(scope, s, len);
+                scope[len] = 0;
+                if (!scope_is_valid(scope))
+                        return false;
+                s += len;
+                if (*s == ' ' && *++s == 0)
+                        return false;
+        }
+        return true;
+}
+
+int account_meta_validate(struct account_meta *m)
 {
         if (!is_plain(m->tenant, 128, NULL) || !is_plain(m->client_id, 128, NULL))
                 return -EINVAL;
-        if (!m->flow || strcmp(m->flow, "refresh_token") != 0)
+        if (account_flow_from_string(m->flow, &m->flow_kind) < 0)
+                return -EINVAL;
+        if ((m->token_endpoint && !is_https_url(m->token_endpoint)) ||
+            (m->device_endpoint && !is_https_url(m->device_endpoint)))
+                return -EINVAL;
+        /* A device endpoint belongs to the server of an explicit token endpoint. */
+        if (m->device_endpoint && !m->token_endpoint)
+                return -EINVAL;
+        if (m->scopes && !scopes_are_valid(m->scopes))
                 return -EINVAL;
         if (m->username && !is_plain(m->username, 256, "@_+"))
                 return -EINVAL;
@@ -70,6 +141,50 @@ static int take_string(const cJSON *json, const char *key, bool required, char *
                 return -EINVAL;
         *ret = strdup(item->valuestring);
         return *ret ? 0 : -ENOMEM;
+}
+
+/* "scopes": an array of strings, kept joined with spaces (validated later). */
+static int take_scopes(const cJSON *json, char **ret)
+{
+        const cJSON *array = cJSON_GetObjectItemCaseSensitive(json, "scopes"), *item;
+        size_t len = 0, n = 0;
+        char *joined;
+
+        if (!array || cJSON_IsNull(array))
+                return 0;
+        if (!cJSON_IsArray(array))
+                return -EINVAL;
+        cJSON_ArrayForEach(item, array)
+        {
+                if (!cJSON_IsString(item) || ++n > ACCOUNT_META_SCOPES_MAX ||
+                    strlen(item->valuestring) > SCOPE_MAX_LEN)
+                        return -EINVAL;
+                len += strlen(item->valuestring) + 1;
+        }
+        if (n == 0)
+                return 0;
+        joined = calloc(1, len);
+        if (!joined)
+                return -ENOMEM;
+        len = 0;
+        cJSON_ArrayForEach(item, array)
+        {
+                size_t n_item = strlen(item->valuestring);
+                if (len > 0)
+                        joined[len++] = ' ';
+                memcpy(joined + len, item->valuestring, n_item);
+                len += n_item;
+        }
+        joined[len] = 0;
+        *ret = joined;
+        return 0;
+}
+
+static int take_u64(const cJSON *json, const char *key, uint64_t *ret)
+{
+        if (!cJSON_GetObjectItemCaseSensitive(json, key))
+                return 0;
+        return json_get_u64(json, key, ret) < 0 ? -EINVAL : 0;
 }
 
 int account_meta_from_json(const char *text, struct account_meta *ret)
@@ -96,8 +211,16 @@ int account_meta_from_json(const char *text, struct account_meta *ret)
                 r = take_string(json, "graph", false, &m.graph);
         if (r == 0)
                 r = take_string(json, "mailbox", false, &m.mailbox);
-        if (r == 0 && cJSON_GetObjectItemCaseSensitive(json, "created"))
-                r = json_get_u64(json, "created", &m.created) < 0 ? -EINVAL : 0;
+        if (r == 0)
+                r = take_string(json, "token_endpoint", false, &m.token_endpoint);
+        if (r == 0)
+                r = take_string(json, "device_endpoint", false, &m.device_endpoint);
+        if (r == 0)
+                r = take_scopes(json, &m.scopes);
+        if (r == 0)
+                r = take_u64(json, "secret_expires_at", &m.secret_expires_at);
+        if (r == 0)
+                r = take_u64(json, "created", &m.created);
         if (r == 0)
                 r = account_meta_validate(&m);
         if (r < 0) {
@@ -106,6 +229,29 @@ int account_meta_from_json(const char *text, struct account_meta *ret)
         }
         *ret = m;
         return 0;
+}
+
+static bool add_scopes(cJSON *json, const char *scopes)
+{
+        cJSON *array = cJSON_AddArrayToObject(json, "scopes");
+        char scope[SCOPE_MAX_LEN + 1];
+
+        while (array && *scopes) {
+                size_t len = strcspn(scopes, " ");
+                cJSON *item;
+                if (len > SCOPE_MAX_LEN)
+                        return false;
+                memcpy(scope, scopes, len);
+                scope[len] = 0;
+                item = cJSON_CreateString(scope);
+                if (!item || !cJSON_AddItemToArray(array, item)) {
+                        cJSON_Delete(item);
+                        return false;
+                }
+                scopes += len;
+                scopes += *scopes == ' ';
+        }
+        return array != NULL;
 }
 
 int account_meta_to_json(const struct account_meta *m, char **ret)
@@ -120,11 +266,58 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
             (m->authority && !cJSON_AddStringToObject(json, "authority", m->authority)) ||
             (m->graph && !cJSON_AddStringToObject(json, "graph", m->graph)) ||
             (m->mailbox && !cJSON_AddStringToObject(json, "mailbox", m->mailbox)) ||
+            (m->token_endpoint &&
+             !cJSON_AddStringToObject(json, "token_endpoint", m->token_endpoint)) ||
+            (m->device_endpoint &&
+             !cJSON_AddStringToObject(json, "device_endpoint", m->device_endpoint)) ||
+            (m->scopes && !add_scopes(json, m->scopes)) ||
+            (m->secret_expires_at &&
+             !json_add_uint(json, "secret_expires_at", m->secret_expires_at)) ||
             !json_add_uint(json, "created", m->created))
                 return -ENOMEM;
         text = cJSON_PrintUnformatted(json);
         if (!text)
                 return -ENOMEM;
         *ret = text;
+        return 0;
+}
+
+bool account_meta_is_generic_oauth(const struct account_meta *m)
+{
+        return m->token_endpoint != NULL;
+}
+
+int account_meta_token_endpoint(const struct account_meta *m, const char *default_authority,
+                                char **ret)
+{
+        char *url;
+
+        if (m->token_endpoint)
+                url = strdup(m->token_endpoint);
+        else if (asprintf(&url, "%s/%s/oauth2/v2.0/token",
+                          m->authority ? m->authority : default_authority, m->tenant) < 0)
+                url = NULL;
+        if (!url)
+                return -ENOMEM;
+        *ret = url;
+        return 0;
+}
+
+int account_meta_device_endpoint(const struct account_meta *m, const char *default_authority,
+                                 char **ret)
+{
+        char *url;
+
+        /* A generic server without a device endpoint has no device flow. */
+        if (m->token_endpoint && !m->device_endpoint)
+                return -EOPNOTSUPP;
+        if (m->device_endpoint)
+                url = strdup(m->device_endpoint);
+        else if (asprintf(&url, "%s/%s/oauth2/v2.0/devicecode",
+                          m->authority ? m->authority : default_authority, m->tenant) < 0)
+                url = NULL;
+        if (!url)
+                return -ENOMEM;
+        *ret = url;
         return 0;
 }

@@ -2,19 +2,38 @@
  * (design.md §4). Written by the CLI at provisioning, read by the broker. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define ACCOUNT_META_MAX 65536
 
+#define ACCOUNT_META_URL_MAX    512
+#define ACCOUNT_META_SCOPES_MAX 16
+
+/* How the account signs in (design.md §5). The first three are delegated (a user's refresh
+ * token in the store), the last two app-only (client_credentials, never a refresh token). */
+enum account_flow {
+        ACCOUNT_FLOW_REFRESH_TOKEN, /* "refresh-token", also the older "refresh_token" */
+        ACCOUNT_FLOW_DEVICE,
+        ACCOUNT_FLOW_PASSWORD,
+        ACCOUNT_FLOW_CLIENT_SECRET,
+        ACCOUNT_FLOW_CLIENT_CERTIFICATE,
+};
+
 struct account_meta {
         char *tenant;
         char *client_id;
-        char *flow;       /* "refresh_token" for imported accounts */
-        char *username;   /* delegated flows; may be NULL */
-        char *authority;  /* NULL: the configured default */
-        char *graph;      /* NULL: the configured default */
-        char *mailbox;    /* UPN mail is sent as; may be NULL */
-        uint64_t created; /* unix seconds */
+        char *flow; /* as stored; see flow_kind */
+        enum account_flow flow_kind;
+        char *username;        /* delegated flows; may be NULL; never a secret */
+        char *authority;       /* NULL: the configured default */
+        char *token_endpoint;  /* any OAuth 2.0 server: used instead of the authority's */
+        char *device_endpoint; /* RFC 8628 device authorization endpoint, with token_endpoint */
+        char *graph;           /* NULL: the configured default */
+        char *mailbox;         /* UPN mail is sent as; may be NULL */
+        char *scopes;          /* default scopes, space separated; NULL: none given */
+        uint64_t secret_expires_at; /* client secret's expiry as the admin gave it; 0: unknown */
+        uint64_t created;           /* unix seconds */
 };
 
 void account_meta_clear(struct account_meta *m);
@@ -23,5 +42,21 @@ void account_meta_clear(struct account_meta *m);
 int account_meta_from_json(const char *json, struct account_meta *ret);
 /* Returns a malloc()ed JSON text. */
 int account_meta_to_json(const struct account_meta *m, char **ret);
-/* Tenant: a GUID or a domain name; client id: a GUID-like token. */
-int account_meta_validate(const struct account_meta *m);
+/* Tenant: a GUID or a domain name; client id: a GUID-like token. Also sets flow_kind. */
+int account_meta_validate(struct account_meta *m);
+
+/* "device", "password", ... to the enum; -EINVAL for anything else. */
+int account_flow_from_string(const char *s, enum account_flow *ret);
+const char *account_flow_to_string(enum account_flow f);
+bool account_flow_is_app_only(enum account_flow f);
+
+/* The token endpoint the account talks to: its explicit token_endpoint, else
+ * {authority}/{tenant}/oauth2/v2.0/token with the account's or the default authority. The
+ * device endpoint likewise ({authority}/{tenant}/oauth2/v2.0/devicecode). malloc()ed. */
+int account_meta_token_endpoint(const struct account_meta *m, const char *default_authority,
+                                char **ret);
+int account_meta_device_endpoint(const struct account_meta *m, const char *default_authority,
+                                 char **ret);
+/* Whether the account talks to a server other than Microsoft's (explicit endpoints): then only
+ * RFC 6749/8628/7523 parameters are sent. */
+bool account_meta_is_generic_oauth(const struct account_meta *m);

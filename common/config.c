@@ -32,6 +32,7 @@ int config_new_default(struct config **ret)
         if (!c)
                 return -ENOMEM;
         if (set_string(&c->socket_path, DEFAULT_SOCKET) < 0 ||
+            set_string(&c->admin_socket_path, DEFAULT_ADMIN_SOCKET) < 0 ||
             set_string(&c->policy_dir, SYSCONFDIR "/policy.d") < 0 ||
             set_string(&c->audit_log, "/var/log/credbroker/audit.log") < 0 ||
             set_string(&c->log_level, "info") < 0 ||
@@ -59,6 +60,7 @@ void config_free(struct config *c)
         if (!c)
                 return;
         free(c->socket_path);
+        free(c->admin_socket_path);
         free(c->policy_dir);
         free(c->audit_log);
         free(c->log_level);
@@ -154,6 +156,7 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 size_t offset;
         } strings[] = {
             {"broker", "socket", offsetof(struct config, socket_path)},
+            {"broker", "admin_socket", offsetof(struct config, admin_socket_path)},
             {"broker", "policy_dir", offsetof(struct config, policy_dir)},
             {"broker", "audit_log", offsetof(struct config, audit_log)},
             {"broker", "log_level", offsetof(struct config, log_level)},
@@ -204,6 +207,13 @@ static int config_validate(const struct config *c, const char *path)
         }
         if (c->socket_path[0] != '/' || strlen(c->socket_path) >= 108) {
                 log_error("%s: socket must be an absolute path shorter than 108 bytes.", path);
+                return -EINVAL;
+        }
+        if (c->admin_socket_path[0] != '/' || strlen(c->admin_socket_path) >= 108 ||
+            strcmp(c->admin_socket_path, c->socket_path) == 0) {
+                log_error("%s: admin_socket must be an absolute path shorter than 108 bytes, "
+                          "other than socket.",
+                          path);
                 return -EINVAL;
         }
         return 0;

@@ -2,7 +2,7 @@
  * CLI (which opens the PKCS#11 store directly for provisioning). */
 #pragma once
 
-#include "build-config.h" /* SYSCONFDIR, DEFAULT_SOCKET */
+#include "build-config.h" /* SYSCONFDIR, DEFAULT_SOCKET, DEFAULT_ADMIN_SOCKET */
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -16,6 +16,7 @@
 struct config {
         /* [broker] */
         char *socket_path;
+        char *admin_socket_path; /* provisioning and status (docs/admin-protocol.md) */
         char *policy_dir;
         char *audit_log;
         char *log_level;

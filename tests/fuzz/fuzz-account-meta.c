@@ -42,7 +42,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 check(account_meta_from_json(printed, &again) == 0, "printed metadata parses");
                 check(strcmp(meta.tenant, again.tenant) == 0 &&
                           strcmp(meta.client_id, again.client_id) == 0 &&
-                          meta.created == again.created,
+                          meta.created == again.created && meta.flow_kind == again.flow_kind &&
+                          meta.secret_expires_at == again.secret_expires_at &&
+                          !meta.scopes == !again.scopes &&
+                          (!meta.scopes || strcmp(meta.scopes, again.scopes) == 0),
                       "a round trip keeps the fields");
                 free(printed);
                 account_meta_clear(&again);

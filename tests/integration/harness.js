@@ -291,6 +291,25 @@ class Harness {
     return this.p('socket');
   }
 
+  get adminSocket() {
+    return this.p('admin.socket');
+  }
+
+  // A connected client of the admin socket (docs/admin-protocol.md), same framing.
+  async adminClient() {
+    return new RawClient(this.adminSocket).connect();
+  }
+
+  // One admin request on a fresh connection: resolves the (first) reply.
+  async adminRequest(message, timeoutMs) {
+    const c = await this.adminClient();
+    try {
+      return await c.request({ v: 1, ...message }, timeoutMs);
+    } finally {
+      c.close();
+    }
+  }
+
   get conf() {
     return this.p('credbroker.conf');
   }
@@ -348,6 +367,7 @@ class Harness {
     const sections = {
       broker: {
         socket: this.socket,
+        admin_socket: this.adminSocket,
         policy_dir: this.p('policy.d'),
         audit_log: this.p('audit.log'),
         log_level: 'debug',

@@ -1,0 +1,60 @@
+/* The admin socket (docs/admin-protocol.md): provisioning, sign-in flows and status for root or
+ * the broker's own uid. admin-server.c accepts and frames; admin-ops.c runs the operations;
+ * provision*.c and flow-*.c do account.add and account.login. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "peer.h"
+
+struct broker;
+struct buf;
+struct cJSON;
+
+/* An operation whose reply comes later (a store job, an HTTPS request, a device code being
+ * approved). Embedded first in each operation's own struct. When the connection closes first,
+ * connection is set to NULL and the operation runs to its end without anyone to tell. */
+struct admin_operation {
+        struct admin_connection *connection;
+        struct broker *broker;
+        /* Called when the connection goes away, so a long flow (device code polling) can stop
+         * early; may be NULL. The operation still completes with admin_operation_finish(). */
+        void (*abandoned)(struct admin_operation *op);
+};
+
+struct admin_connection {
+        struct watch watch;
+        struct broker *broker;
+        struct peer peer;
+        struct buf *in;
+        struct buf *out;
+        struct admin_operation *operation; /* at most one: replies go out in request order */
+        bool closing;
+        bool eof;
+        bool processing;
+        uint32_t events;
+        struct admin_connection *prev, *next;
+};
+
+int admin_listen(struct broker *b);
+void admin_close_all(struct broker *b);
+
+/* {"v":1,"ok":true}, to add the reply's fields to; NULL when out of memory. */
+struct cJSON *admin_reply_new(void);
+/* Appends reply as a frame (reply stays the caller's); NULL reply: out of memory, hang up. */
+void admin_send(struct admin_connection *c, struct cJSON *reply);
+void admin_send_error(struct admin_connection *c, const char *code, const char *message);
+
+/* Starts an operation on c: no further request of c is read until it finishes. */
+void admin_operation_begin(struct admin_connection *c, struct admin_operation *op);
+/* The operation's intermediate reply (device code), if the connection is still there. */
+void admin_operation_send(struct admin_operation *op, struct cJSON *reply);
+/* Sends the final reply (or error when code is set) and resumes the connection's requests. */
+void admin_operation_finish(struct admin_operation *op, struct cJSON *reply);
+void admin_operation_fail(struct admin_operation *op, const char *code, const char *message);
+
+/* admin-ops.c: handles one request frame. payload is writable so secrets in it can be wiped. */
+void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len);

@@ -1,0 +1,602 @@
+/* Provisioning through the admin socket; see provision.h. An account.add runs in three steps,
+ * so that nothing is stored unless the sign-in worked:
+ *
+ *   (worker) prepare: the account must not exist (add) or must (login); for a certificate
+ *            account, sign the first assertion
+ *   (loop)   the flow: a token request (password, client secret, certificate), the device code
+ *            flow (flow-device.c), or nothing (refresh-token import)
+ *   (worker) commit: refresh token first (design.md §6), then the client secret, then the
+ *            metadata, which is what makes the account exist
+ *
+ * Secrets from the request (password, client secret, imported refresh token) live in struct
+ * secret only; a password is wiped as soon as its one request is built. */
+#include "provision.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin.h"
+#include "broker.h"
+#include "flow-device.h"
+#include "grant.h"
+#include "json.h"
+#include "log.h"
+
+#define PROVISION_SECRET_MAX 4096
+
+struct provision {
+        struct admin_operation op;
+        bool login;
+        char account[NAME_MAX_LEN + 1];
+        struct account_meta meta;
+        char *meta_json;      /* what commit stores (add only) */
+        char *token_endpoint; /* resolved */
+        char *scope;          /* asked for */
+        bool generic;
+        struct secret *password;                /* ROPC: used once, then wiped */
+        struct secret *client_secret;           /* client-secret flow: stored in the HSM */
+        struct secret *refresh_token;           /* imported, or obtained by the flow */
+        struct grant_credential_call assertion; /* client-certificate flow */
+        char *granted_scope;
+        struct device_flow *device;
+        char *existing_meta; /* login: the stored metadata */
+        bool prepare_found_meta;
+};
+
+static void provision_free(struct provision *p)
+{
+        if (!p)
+                return;
+        account_meta_clear(&p->meta);
+        free(p->meta_json);
+        free(p->token_endpoint);
+        free(p->scope);
+        secret_free(p->password);
+        secret_free(p->client_secret);
+        secret_free(p->refresh_token);
+        secret_free(p->assertion.credential);
+        free(p->granted_scope);
+        free(p->existing_meta);
+        device_flow_free(p->device);
+        free(p);
+}
+
+static void provision_fail(struct provision *p, const char *code, const char *message)
+{
+        struct broker *b = p->op.broker;
+
+        log_warning("Admin: account %s: %s", p->account, message);
+        if (strcmp(code, "sign_in_failed") == 0 || strcmp(code, "needs_config") == 0)
+                (void)audit_write(b->audit, &(struct audit_record){.event = "sign_in_failed",
+                                                                   .account = p->account,
+                                                                   .error = message});
+        admin_operation_fail(&p->op, code, message);
+        provision_free(p);
+}
+
+/* ---- reading the request ---- */
+
+static int take_secret(const cJSON *request, const char *key, struct secret **ret)
+{
+        const char *value = json_get_string(request, key);
+        size_t len;
+
+        if (!value)
+                return -ENOENT;
+        len = strnlen(value, PROVISION_SECRET_MAX + 1);
+        if (len == 0 || len > PROVISION_SECRET_MAX)
+                return -EINVAL;
+        return secret_new_from(value, len, ret);
+}
+
+static int dup_optional(const cJSON *request, const char *key, char **ret)
+{
+        const cJSON *item = cJSON_GetObjectItemCaseSensitive(request, key);
+
+        if (!item || cJSON_IsNull(item))
+                return 0;
+        if (!cJSON_IsString(item) || strlen(item->valuestring) > 1024)
+                return -EINVAL;
+        *ret = strdup(item->valuestring);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int take_scopes(const cJSON *request, char **ret)
+{
+        const cJSON *array = cJSON_GetObjectItemCaseSensitive(request, "scopes"), *item;
+        char *scopes[ACCOUNT_META_SCOPES_MAX];
+        size_t n = 0;
+
+        if (!array || cJSON_IsNull(array))
+                return 0;
+        if (!cJSON_IsArray(array))
+                return -EINVAL;
+        cJSON_ArrayForEach(item, array)
+        {
+                if (!cJSON_IsString(item) || n >= ACCOUNT_META_SCOPES_MAX ||
+                    !scope_is_valid(item->valuestring))
+                        return -EINVAL;
+                scopes[n++] = item->valuestring;
+        }
+        if (n == 0)
+                return 0;
+        return scope_key_build(scopes, n, ret);
+}
+
+/* The request's settings into p->meta; the secret its flow needs into secret memory. On
+ * failure *ret_message says what is wrong. */
+static int parse_add(struct provision *p, const cJSON *request, const char **ret_message)
+{
+        struct account_meta *m = &p->meta;
+        uint64_t expires = 0;
+        int r;
+
+        r = dup_optional(request, "flow", &m->flow);
+        if (r == 0 && (!m->flow || account_flow_from_string(m->flow, &m->flow_kind) < 0 ||
+                       strcmp(m->flow, "refresh_token") == 0)) {
+                *ret_message = "\"flow\" must be device, password, client-secret, "
+                               "client-certificate or refresh-token.";
+                return -EINVAL;
+        }
+        if (r == 0)
+                r = dup_optional(request, "tenant", &m->tenant);
+        if (r == 0)
+                r = dup_optional(request, "client_id", &m->client_id);
+        if (r == 0)
+                r = dup_optional(request, "mailbox", &m->mailbox);
+        if (r == 0)
+                r = dup_optional(request, "authority", &m->authority);
+        if (r == 0)
+                r = dup_optional(request, "token_endpoint", &m->token_endpoint);
+        if (r == 0)
+                r = dup_optional(request, "device_endpoint", &m->device_endpoint);
+        if (r == 0)
+                r = dup_optional(request, "graph", &m->graph);
+        if (r == 0)
+                r = dup_optional(request, "username", &m->username);
+        if (r == 0)
+                r = take_scopes(request, &m->scopes);
+        if (r == 0 && cJSON_GetObjectItemCaseSensitive(request, "secret_expires_at"))
+                r = json_get_u64(request, "secret_expires_at", &expires) < 0 ? -EINVAL : 0;
+        m->secret_expires_at = expires;
+        m->created = now_realtime_usec() / USEC_PER_SEC;
+        if (r < 0 || account_meta_validate(m) < 0) {
+                *ret_message = "Invalid settings: tenant and client_id are required; URLs must "
+                               "be https://, device_endpoint needs token_endpoint, scopes at "
+                               "most 16 valid scopes.";
+                return -EINVAL;
+        }
+        switch (m->flow_kind) {
+        case ACCOUNT_FLOW_PASSWORD:
+                if (!m->username) {
+                        *ret_message = "The password flow needs \"username\".";
+                        return -EINVAL;
+                }
+                r = take_secret(request, "password", &p->password);
+                *ret_message = "The password flow needs \"password\" (1-4096 bytes).";
+                break;
+        case ACCOUNT_FLOW_CLIENT_SECRET:
+                r = take_secret(request, "client_secret", &p->client_secret);
+                if (r == 0 && secret_len(p->client_secret) > STORE_CLIENT_SECRET_MAX)
+                        r = -EINVAL;
+                *ret_message = "The client-secret flow needs \"client_secret\" (1-1024 bytes).";
+                break;
+        case ACCOUNT_FLOW_REFRESH_TOKEN:
+                r = take_secret(request, "refresh_token", &p->refresh_token);
+                if (r == 0 &&
+                    !token_is_valid(secret_str(p->refresh_token), secret_len(p->refresh_token)))
+                        r = -EINVAL;
+                *ret_message = "The refresh-token flow needs a valid \"refresh_token\".";
+                break;
+        default:
+                r = 0;
+        }
+        return r;
+}
+
+/* The scope to ask for: the account's scopes (Mail.Send by default) and, for delegated flows,
+ * offline_access for the refresh token; app-only: {resource}/.default. */
+static int resolve_scope(struct provision *p, const char *override)
+{
+        const struct account_meta *m = &p->meta;
+        const char *scopes = override ? override : m->scopes;
+
+        if (account_flow_is_app_only(m->flow_kind))
+                return grant_app_only_scope(scopes ? scopes
+                                                   : "https://graph.microsoft.com/.default",
+                                            p->generic, &p->scope);
+        if (!scopes)
+                scopes = p->generic ? "" : "https://graph.microsoft.com/Mail.Send";
+        if (asprintf(&p->scope, "%s%soffline_access", scopes, *scopes ? " " : "") < 0) {
+                p->scope = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* ---- commit ---- */
+
+static int commit_call(struct store *store, void *userdata)
+{
+        struct provision *p = userdata;
+        uint64_t generation;
+        int r;
+
+        if (p->refresh_token) {
+                r = store_write_refresh_token(store, p->account, p->refresh_token, &generation);
+                if (r < 0)
+                        return r;
+        }
+        if (p->client_secret) {
+                r = store_put_client_secret(store, p->account, p->client_secret);
+                if (r < 0)
+                        return r;
+        }
+        return p->meta_json ? store_put_meta(store, p->account, p->meta_json) : 0;
+}
+
+static void forget_runtime_account(struct broker *b, const char *name)
+{
+        token_cache_drop_account(&b->cache, name);
+        for (struct account **link = &b->accounts; *link; link = &(*link)->next) {
+                struct account *a = *link;
+                if (strcmp(a->name, name) != 0)
+                        continue;
+                if (a->refreshing || a->waiters) {
+                        /* Its next refresh reads the new refresh token; clear what stopped it. */
+                        a->state = ACCOUNT_OK;
+                        a->retry_at_usec = 0;
+                        a->failures = 0;
+                        a->message[0] = 0;
+                        return;
+                }
+                *link = a->next;
+                account_free(a);
+                return;
+        }
+}
+
+static bool add_scope_array(cJSON *o, const char *scopes)
+{
+        cJSON *array = cJSON_AddArrayToObject(o, "scopes");
+        char scope[SCOPE_MAX_LEN + 1];
+
+        while (array && scopes && *scopes) {
+                size_t len = strcspn(scopes, " ");
+                cJSON *item;
+                if (len > 0 && len <= SCOPE_MAX_LEN) {
+                        memcpy(scope, scopes, len);
+                        scope[len] = 0;
+                        item = cJSON_CreateString(scope);
+                        if (!item || !cJSON_AddItemToArray(array, item)) {
+                                cJSON_Delete(item);
+                                return false;
+                        }
+                }
+                scopes += len;
+                scopes += *scopes == ' ';
+        }
+        return array != NULL;
+}
+
+static void on_committed(struct store_job *job, void *userdata)
+{
+        struct provision *p = userdata;
+        struct broker *b = p->op.broker;
+        _cleanup_json_ cJSON *reply = NULL;
+
+        if (job->result < 0) {
+                log_error_errno(job->result, "Admin: account %s: failed to store the credentials",
+                                p->account);
+                admin_operation_fail(&p->op, "unavailable",
+                                     "The sign-in worked but the credential store failed to keep "
+                                     "the result; try again.");
+                provision_free(p);
+                return;
+        }
+        forget_runtime_account(b, p->account);
+        log_info("Admin: account %s %s (flow %s).", p->account,
+                 p->login ? "signed in again" : "added", account_flow_to_string(p->meta.flow_kind));
+        (void)audit_write(b->audit, &(struct audit_record){.event = p->login ? "account_signed_in"
+                                                                             : "account_added",
+                                                           .account = p->account});
+        reply = admin_reply_new();
+        if (reply && (!cJSON_AddStringToObject(reply, "stage", "done") ||
+                      !cJSON_AddStringToObject(reply, "account", p->account) ||
+                      !add_scope_array(reply, p->granted_scope ? p->granted_scope : p->scope))) {
+                cJSON_Delete(reply);
+                reply = NULL;
+        }
+        admin_operation_finish(&p->op, reply);
+        provision_free(p);
+}
+
+static void commit(struct provision *p)
+{
+        struct broker *b = p->op.broker;
+        struct store_job *job = NULL;
+
+        if (!p->login && account_meta_to_json(&p->meta, &p->meta_json) < 0) {
+                provision_fail(p, "internal", "Out of memory.");
+                return;
+        }
+        if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
+                provision_fail(p, "internal", "Out of memory.");
+                return;
+        }
+        job->call = commit_call;
+        job->call_arg = p;
+        /* A refresh token from a sign-in exists nowhere else. */
+        job->keep_on_stop = true;
+        if (store_worker_submit(b->store_worker, job, on_committed, p) < 0) {
+                store_job_free(job);
+                provision_fail(p, "unavailable", "The credential store is busy; try again later.");
+        }
+}
+
+/* ---- the flows ---- */
+
+/* The token endpoint's answer to the flow's request. */
+static void on_signed_in(struct idp_result *result, void *userdata)
+{
+        struct provision *p = userdata;
+        char message[384];
+        const char *code;
+
+        if (result->outcome != IDP_OK) {
+                code = provision_sign_in_error(result, p->meta.flow_kind == ACCOUNT_FLOW_PASSWORD,
+                                               message, sizeof(message));
+                provision_fail(p, code, message);
+                return;
+        }
+        if (!account_flow_is_app_only(p->meta.flow_kind)) {
+                if (!result->refresh_token) {
+                        provision_fail(p, "sign_in_failed",
+                                       "Sign-in failed: the server returned no refresh token.");
+                        return;
+                }
+                p->refresh_token = TAKE_PTR(result->refresh_token);
+        }
+        p->granted_scope = TAKE_PTR(result->scope);
+        commit(p);
+}
+
+static void on_device_flow_done(struct idp_result *result, const char *code, const char *message,
+                                void *userdata)
+{
+        struct provision *p = userdata;
+
+        if (code) {
+                provision_fail(p, code, message);
+                return;
+        }
+        on_signed_in(result, p);
+}
+
+static void on_device_code(struct cJSON *stage, void *userdata)
+{
+        struct provision *p = userdata;
+
+        admin_operation_send(&p->op, stage);
+}
+
+static void on_abandoned(struct admin_operation *op)
+{
+        struct provision *p = (struct provision *)op;
+
+        /* Nobody is waiting for the user any more: stop polling, and end with a failure. */
+        if (p->device)
+                device_flow_cancel(p->device);
+}
+
+static void run_flow(struct provision *p)
+{
+        struct broker *b = p->op.broker;
+        struct secret *form = NULL;
+        int r = 0;
+
+        switch (p->meta.flow_kind) {
+        case ACCOUNT_FLOW_REFRESH_TOKEN:
+                commit(p);
+                return;
+        case ACCOUNT_FLOW_DEVICE: {
+                struct device_flow_params params = {
+                    .client_id = p->meta.client_id,
+                    .token_endpoint = p->token_endpoint,
+                    .scope = p->scope,
+                    .generic = p->generic,
+                    .on_code = on_device_code,
+                    .on_done = on_device_flow_done,
+                    .userdata = p,
+                };
+                char *device_endpoint = NULL;
+                r = account_meta_device_endpoint(&p->meta, b->config->authority, &device_endpoint);
+                if (r == -EOPNOTSUPP) {
+                        provision_fail(p, "bad_request",
+                                       "The device flow with a token_endpoint needs "
+                                       "device_endpoint too.");
+                        return;
+                }
+                params.device_endpoint = device_endpoint;
+                if (r == 0)
+                        r = device_flow_start(b, &params, &p->device);
+                free(device_endpoint);
+                break;
+        }
+        case ACCOUNT_FLOW_PASSWORD:
+                r = grant_form_password(p->meta.client_id, p->meta.username, p->password, p->scope,
+                                        p->generic, &form);
+                /* Used once: the form holds the only copy from here until it is sent. */
+                secret_free(p->password);
+                p->password = NULL;
+                break;
+        case ACCOUNT_FLOW_CLIENT_SECRET:
+                r = grant_form_client_credentials(p->meta.client_id, p->scope, GRANT_CLIENT_SECRET,
+                                                  p->client_secret, &form);
+                break;
+        case ACCOUNT_FLOW_CLIENT_CERTIFICATE:
+                r = grant_form_client_credentials(p->meta.client_id, p->scope,
+                                                  GRANT_CLIENT_ASSERTION, p->assertion.credential,
+                                                  &form);
+                secret_free(p->assertion.credential);
+                p->assertion.credential = NULL;
+                break;
+        }
+        if (r == 0 && form)
+                r = idp_post_token_request(b->idp, p->token_endpoint, &form, on_signed_in, p);
+        secret_free(form);
+        if (r < 0) {
+                log_error_errno(r, "Admin: account %s: cannot start the sign-in", p->account);
+                provision_fail(p, "unavailable", "The sign-in request could not be started.");
+        }
+}
+
+/* ---- prepare ---- */
+
+static int prepare_call(struct store *store, void *userdata)
+{
+        struct provision *p = userdata;
+        int r;
+
+        free(p->existing_meta);
+        p->existing_meta = NULL;
+        r = store_get_meta(store, p->account, &p->existing_meta);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        p->prepare_found_meta = r == 0;
+        if (p->login || p->prepare_found_meta)
+                return 0;
+        if (p->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE)
+                return grant_credential_fetch(store, &p->assertion);
+        return 0;
+}
+
+/* account.login: the stored metadata says how to sign in again. */
+static int take_stored_meta(struct provision *p, const char **ret_message)
+{
+        struct account_meta stored = {0};
+
+        if (!p->prepare_found_meta) {
+                *ret_message = "No such account.";
+                return -ENOENT;
+        }
+        if (account_meta_from_json(p->existing_meta, &stored) < 0) {
+                *ret_message = "The account's metadata is unreadable: remove and add it again.";
+                return -EINVAL;
+        }
+        if (stored.flow_kind != ACCOUNT_FLOW_DEVICE && stored.flow_kind != ACCOUNT_FLOW_PASSWORD) {
+                account_meta_clear(&stored);
+                *ret_message = "Only device and password accounts sign in again; use "
+                               "account.add for the others.";
+                return -EOPNOTSUPP;
+        }
+        if (stored.flow_kind == ACCOUNT_FLOW_PASSWORD && !p->password) {
+                account_meta_clear(&stored);
+                *ret_message = "A password account needs \"password\" to sign in again.";
+                return -EINVAL;
+        }
+        account_meta_clear(&p->meta);
+        p->meta = stored;
+        return 0;
+}
+
+static void on_prepared(struct store_job *job, void *userdata)
+{
+        struct provision *p = userdata;
+        struct broker *b = p->op.broker;
+        const char *message = NULL;
+        int r = job->result;
+
+        if (r < 0 && !p->prepare_found_meta && r == -ENOENT &&
+            p->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE) {
+                provision_fail(p, "needs_config",
+                               "The account has no assertion key and certificate: run "
+                               "credbroker account keygen first.");
+                return;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Admin: account %s: cannot read the credential store",
+                                p->account);
+                provision_fail(p, "unavailable",
+                               "The credential store could not be read; try again later.");
+                return;
+        }
+        if (!p->login && p->prepare_found_meta) {
+                provision_fail(p, "exists",
+                               "The account exists: remove it first, or use "
+                               "account.login to sign it in again.");
+                return;
+        }
+        if (p->login && take_stored_meta(p, &message) < 0) {
+                provision_fail(
+                    p, strcmp(message, "No such account.") == 0 ? "not_found" : "bad_request",
+                    message);
+                return;
+        }
+        p->generic = account_meta_is_generic_oauth(&p->meta);
+        if (account_meta_token_endpoint(&p->meta, b->config->authority, &p->token_endpoint) < 0 ||
+            resolve_scope(p, NULL) < 0) {
+                provision_fail(p, "internal", "Out of memory.");
+                return;
+        }
+        run_flow(p);
+}
+
+void provision_start(struct admin_connection *c, const cJSON *request, bool login)
+{
+        struct broker *b = c->broker;
+        struct provision *p = calloc(1, sizeof(*p));
+        const char *name = json_get_string(request, "account"), *message = "Out of memory.";
+        struct store_job *job = NULL;
+        int r;
+
+        if (!p) {
+                admin_send_error(c, "internal", message);
+                return;
+        }
+        p->login = login;
+        memcpy(p->account, name, strlen(name) + 1);
+        if (login) {
+                r = take_secret(request, "password", &p->password);
+                if (r == -ENOENT)
+                        r = 0;
+                message = "\"password\" must be 1-4096 bytes.";
+        } else {
+                r = parse_add(p, request, &message);
+        }
+        if (r == 0 && !login && p->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE) {
+                char *endpoint = NULL;
+                r = account_meta_token_endpoint(&p->meta, b->config->authority, &endpoint);
+                if (r == 0)
+                        r = grant_credential_call_init(&p->assertion, p->account, p->meta.flow_kind,
+                                                       endpoint, p->meta.client_id);
+                free(endpoint);
+                message = "The token endpoint or client id is too long for an assertion.";
+        }
+        if (r < 0) {
+                admin_send_error(c, r == -ENOMEM ? "internal" : "bad_request", message);
+                provision_free(p);
+                return;
+        }
+        if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
+                admin_send_error(c, "internal", "Out of memory.");
+                provision_free(p);
+                return;
+        }
+        job->call = prepare_call;
+        job->call_arg = p;
+        p->op.abandoned = on_abandoned;
+        admin_operation_begin(c, &p->op);
+        if (store_worker_submit(b->store_worker, job, on_prepared, p) < 0) {
+                store_job_free(job);
+                admin_operation_fail(&p->op, "unavailable",
+                                     "The credential store is busy; try again later.");
+                provision_free(p);
+        }
+}
+
+void provision_test(struct admin_connection *c, const cJSON *request)
+{
+        admin_send_error(c, "unknown_op", "Not implemented yet.");
+}
