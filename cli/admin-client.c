@@ -32,11 +32,23 @@ struct admin_conn {
 
 /* The configuration's [broker] admin_socket, read once (the CLI runs one command). A missing
  * default configuration is not an error: the built-in default applies. */
+static char *configured_path;
+
 static const char *admin_socket_from_config(const char *config_option)
 {
-        (void)config_option;
-        /* Filled in once the configuration knows admin_socket (branch flows). */
-        return NULL;
+        _cleanup_(config_freep) struct config *config = NULL;
+        const char *path = cli_config_path(config_option);
+
+        if (configured_path)
+                return configured_path;
+        if (!config_option && access(path, F_OK) < 0)
+                return NULL;
+        /* An unreadable configuration is reported by whoever needs it; the default path is
+         * tried then. */
+        if (config_load(path, true, &config) < 0)
+                return NULL;
+        configured_path = TAKE_PTR(config->admin_socket_path);
+        return configured_path;
 }
 
 const char *admin_socket_path(const char *option, const char *config_option)
@@ -49,7 +61,7 @@ const char *admin_socket_path(const char *option, const char *config_option)
         if (env && *env)
                 return env;
         configured = admin_socket_from_config(config_option);
-        return configured ? configured : ADMIN_DEFAULT_SOCKET;
+        return configured ? configured : DEFAULT_ADMIN_SOCKET;
 }
 
 void admin_close(struct admin_conn *c)

@@ -9,7 +9,6 @@
 #include "cleanup.h"
 #include "secret.h"
 
-#define ADMIN_DEFAULT_SOCKET "/run/credbroker/admin.socket"
 /* Every reply but the end of an interactive sign-in comes within this. */
 #define ADMIN_REPLY_TIMEOUT_MS 120000
 

@@ -44,6 +44,10 @@ void display_relative(uint64_t unix_seconds, uint64_t now, char out[static 32])
         const char *unit = "minute";
         uint64_t n = d / 60;
 
+        if (d < 60) {
+                snprintf(out, 32, "just now");
+                return;
+        }
         if (d >= 2 * 86400) {
                 n = d / 86400;
                 unit = "day";
