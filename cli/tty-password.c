@@ -97,7 +97,8 @@ int password_read_tty(const char *prompt, size_t max, struct secret **ret)
         restore_fd = fd;
         for (size_t i = 0; i < sizeof(restore_signals) / sizeof(restore_signals[0]); i++)
                 sigaction(restore_signals[i], &action, &old_actions[i]);
-        if (write(fd, prompt, strlen(prompt)) < 0 || tcsetattr(fd, TCSAFLUSH, &quiet) < 0)
+        /* Echo goes off before the prompt shows, so nothing typed ahead is echoed. */
+        if (tcsetattr(fd, TCSAFLUSH, &quiet) < 0 || write(fd, prompt, strlen(prompt)) < 0)
                 r = -errno;
         else
                 r = password_read_line(fd, max, ret);

@@ -405,3 +405,49 @@ test('reload and account test', { timeout: 60000 }, async () => {
       assert.equal(r.code, 78);
     });
 });
+
+// On a terminal (script(1) gives the CLI a pseudo-terminal): the countdown is one line redrawn
+// with \r each second, and the password prompt does not echo what is typed.
+const { spawnTracked, CREDBROKER } = require('./harness');
+
+function onPty(args, { onOutput } = {}) {
+  const command = [CREDBROKER, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const child = spawnTracked('script', ['-qfec', command, '/dev/null'], { env: h.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d) => {
+    output += d;
+    if (onOutput) onOutput(output, child);
+  });
+  child.stdin.on('error', () => {});
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
+}
+
+test('on a terminal: a live countdown, and the password is not echoed', { timeout: 60000 }, async () => {
+  await withFake(async (req, conn) => {
+    conn.reply({ ok: true, stage: 'device_code', message: DEVICE_MESSAGE, expires_in: 900, interval: 5 });
+    await sleep(3500);
+    conn.reply({ ok: true, stage: 'done', account: 'alerts', scopes: [MAIL_SEND] });
+  }, async (fake) => {
+    const r = await onPty([...ADD, '--flow', 'device', '--admin-socket', fake.path]);
+    assert.equal(r.code, 0, r.output);
+    const redraws = r.output.match(/\rwaiting for sign-in\u2026 1[45]:\d\d left/g) || [];
+    assert.ok(redraws.length >= 3, `redrawn each second: ${JSON.stringify(r.output)}`);
+    assert.match(r.output, /account alerts signed in/);
+  });
+  const password = `PW-CANARY-${crypto.randomBytes(8).toString('hex')}`;
+  await withFake((req, conn) => conn.reply({ ok: true, stage: 'done', account: 'alerts', scopes: [MAIL_SEND] }), async (fake) => {
+    let typed = false;
+    const r = await onPty([...ADD, '--flow', 'password', '--username', USER, '--admin-socket', fake.path], {
+      onOutput: (out, child) => {
+        if (!typed && out.includes(`Password for ${USER}: `)) {
+          typed = true;
+          // Typed once the prompt shows, i.e. after echo was turned off.
+          setTimeout(() => child.stdin.write(`${password}\r`), 200);
+        }
+      },
+    });
+    assert.equal(r.code, 0, r.output);
+    assert.ok(!r.output.includes(password), `the password was echoed: ${JSON.stringify(r.output)}`);
+    assert.equal(fake.requests[0].request.password, password);
+  });
+});
