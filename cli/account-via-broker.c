@@ -8,6 +8,10 @@
 #include "client.h"
 #include "display.h"
 #include "json.h"
+#include "util.h"
+
+/* More accounts than a token holds in practice; a longer list is a broken reply. */
+#define ACCOUNTS_MAX 4096
 
 /* Sends request and returns the "ok" reply, or the exit code after printing why. */
 static int exchange_ok(struct admin_conn *c, cJSON *request, cJSON **ret)
@@ -70,34 +74,112 @@ static void column(const char *s, int width)
         fputc(' ', stdout);
 }
 
+/* One row of "account list" as the direct path prints it (cmd-account.c), from the broker's
+ * list row and its account.show object, plus the state only the broker knows. Numbers are
+ * plain cJSON numbers (not json_add_uint's raw ones) because print_list_row() reads them back;
+ * generations and times are far below 2^53. */
+static cJSON *list_row(const cJSON *listed, const cJSON *shown)
+{
+        _cleanup_json_ cJSON *row = cJSON_CreateObject();
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(shown, "refresh_token");
+        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(shown, "certificate");
+        static const char *const keys[] = {"account", "flow", "tenant", "client_id", "mailbox"};
+        uint64_t generation, not_after;
+
+        if (!row)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *value = json_get_string(listed, keys[i]);
+
+                if (value && !cJSON_AddStringToObject(row, keys[i], value))
+                        return NULL;
+        }
+        if (!(json_get_u64(rt, "generation", &generation) == 0
+                  ? cJSON_AddNumberToObject(row, "refresh_token_generation", (double)generation) !=
+                        NULL
+                  : cJSON_AddNullToObject(row, "refresh_token_generation") != NULL) ||
+            !cJSON_AddBoolToObject(
+                row, "client_secret",
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(shown, "client_secret"))))
+                return NULL;
+        if (cJSON_IsObject(cert) && json_get_u64(cert, "not_after", &not_after) == 0 &&
+            (!cJSON_AddNumberToObject(row, "certificate_not_after", (double)not_after) ||
+             !cJSON_AddStringToObject(row, "certificate_sha1_thumbprint",
+                                      field(cert, "sha1_thumbprint"))))
+                return NULL;
+        if (json_get_string(listed, "state") &&
+            !cJSON_AddStringToObject(row, "state", json_get_string(listed, "state")))
+                return NULL;
+        return TAKE_PTR(row);
+}
+
+static void print_list_row(const cJSON *row)
+{
+        char until[32] = "-", generation[24] = "none";
+        uint64_t value;
+
+        if (json_get_u64(row, "certificate_not_after", &value) == 0) {
+                display_time(value, until);
+                until[10] = 0; /* the date is enough in a table */
+        }
+        if (json_get_u64(row, "refresh_token_generation", &value) == 0)
+                snprintf(generation, sizeof(generation), "%llu", (unsigned long long)value);
+        column(field(row, "account"), 20);
+        column(field(row, "flow"), 18);
+        column(field(row, "tenant"), 38);
+        column(field(row, "client_id"), 38);
+        column(field(row, "mailbox"), 30);
+        column(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "client_secret")) ? "yes" : "no",
+               6);
+        column(until, 10);
+        column(field(row, "state"), 12);
+        /* The refresh-token generation stays the last column, as on the direct path: scripts
+         * read it from there. */
+        printf("%s\n", generation);
+}
+
 int broker_account_list(struct admin_conn *c, bool json)
 {
-        _cleanup_json_ cJSON *reply = NULL;
+        _cleanup_json_ cJSON *reply = NULL, *rows = cJSON_CreateArray();
         const cJSON *accounts, *a;
         int r;
 
+        if (!rows)
+                return EXIT_SOFTWARE;
         r = exchange_ok(c, request_for("account.list", NULL), &reply);
         if (r != 0)
                 return r;
         accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
-        if (!cJSON_IsArray(accounts)) {
+        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > ACCOUNTS_MAX) {
                 fprintf(stderr, "credbroker: the broker's reply has no list of accounts\n");
                 return EXIT_SOFTWARE;
         }
-        if (json)
-                return print_json(accounts);
-        printf("%-20s %-18s %-38s %-38s %-30s %s\n", "ACCOUNT", "FLOW", "TENANT", "CLIENT ID",
-               "MAILBOX", "STATE");
+        /* account.list has names, settings and state; the credential facts of each row come
+         * from account.show on the same connection. */
         cJSON_ArrayForEach(a, accounts)
         {
-                column(field(a, "account"), 20);
-                column(field(a, "flow"), 18);
-                column(field(a, "tenant"), 38);
-                column(field(a, "client_id"), 38);
-                column(field(a, "mailbox"), 30);
-                display_text(stdout, field(a, "state"));
-                fputc('\n', stdout);
+                _cleanup_json_ cJSON *shown = NULL;
+                const char *name = json_get_string(a, "account");
+                cJSON *row;
+
+                if (!name) {
+                        fprintf(stderr, "credbroker: the broker's list has a nameless entry\n");
+                        return EXIT_SOFTWARE;
+                }
+                r = exchange_ok(c, request_for("account.show", name), &shown);
+                if (r != 0)
+                        return r;
+                row = list_row(a, cJSON_GetObjectItemCaseSensitive(shown, "account"));
+                if (!row || !cJSON_AddItemToArray(rows, row)) {
+                        cJSON_Delete(row);
+                        return EXIT_SOFTWARE;
+                }
         }
+        if (json)
+                return print_json(rows);
+        printf("%-20s %-18s %-38s %-38s %-30s %-6s %-10s %-12s %s\n", "ACCOUNT", "FLOW", "TENANT",
+               "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "STATE", "RT GENERATION");
+        cJSON_ArrayForEach(a, rows) print_list_row(a);
         return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
 }
 

@@ -336,11 +336,14 @@ test('list, show and remove go through the broker when it listens', { timeout: 6
     const list = await cb(['account', 'list', '-v', '--admin-socket', fake.path, '--config', h.conf]);
     assert.equal(list.code, 0, list.stderr);
     assert.match(list.stderr, /asking the running broker/);
-    assert.match(list.stdout, /^alerts +device +contoso\.onmicrosoft\.com +.* ok$/m);
+    assert.match(list.stdout, /^alerts +device +contoso\.onmicrosoft\.com +\S+ +alerts@contoso\.com +no +- +ok +7$/m,
+      'the direct listing\'s columns, the state, and the refresh-token generation last');
     const quiet = await cb(['account', 'list', '--admin-socket', fake.path, '--config', h.conf]);
     assert.equal(quiet.stderr, '', 'which path was taken is said only with -v');
     const json = JSON.parse((await cb(['account', 'list', '--json', '--admin-socket', fake.path])).stdout);
     assert.equal(json[0].state, 'ok');
+    assert.equal(json[0].refresh_token_generation, 7);
+    assert.equal(json[0].client_secret, false);
     const show = await cb(['account', 'show', 'alerts', '--admin-socket', fake.path]);
     assert.equal(show.code, 0, show.stderr);
     assert.match(show.stdout, /^Refresh token: +generation 7, stored 2026-09-21/m);
@@ -351,7 +354,8 @@ test('list, show and remove go through the broker when it listens', { timeout: 6
     assert.equal(removed.code, 0, removed.stderr);
     assert.equal(removed.stdout, 'Removed account alerts: alerts/refresh_token/7 (data), alerts/meta (data)\n');
     assert.deepEqual(fake.requests.map((x) => x.request.op),
-      ['account.list', 'account.list', 'account.list', 'account.show', 'account.show', 'account.remove']);
+      ['account.list', 'account.show', 'account.list', 'account.show', 'account.list', 'account.show',
+        'account.show', 'account.show', 'account.remove']);
   });
 });
 

@@ -45,7 +45,7 @@ test('list, show, status and reload through the running broker', { timeout: 6000
   const list = await cb(['account', 'list', '-v']);
   assert.equal(list.code, 0, list.stderr);
   assert.match(list.stderr, /asking the running broker/);
-  assert.match(list.stdout, /^alerts +\S+ +contoso\.onmicrosoft\.com .* ok$/m);
+  assert.match(list.stdout, /^alerts +\S+ +contoso\.onmicrosoft\.com .* ok +1$/m, "state, then the generation last");
   const show = await cb(['account', 'show', 'alerts']);
   assert.equal(show.code, 0, show.stderr);
   assert.match(show.stdout, /^Tenant: +contoso\.onmicrosoft\.com$/m);
