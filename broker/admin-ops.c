@@ -26,7 +26,7 @@ static void inventory_operation_free(struct inventory_operation *io)
 }
 
 /* Unix seconds of a CLOCK_BOOTTIME instant. */
-static uint64_t boottime_to_unix(uint64_t boottime_usec)
+uint64_t admin_boottime_to_unix(uint64_t boottime_usec)
 {
         uint64_t now_boot = now_boottime_usec(), now_real = now_realtime_usec();
 
@@ -77,7 +77,7 @@ static void account_status_of(struct broker *b, const struct account_inventory *
                 ret->state = "refreshing";
         else if (a->retry_at_usec > now) {
                 ret->state = "backoff";
-                ret->until = boottime_to_unix(a->retry_at_usec);
+                ret->until = admin_boottime_to_unix(a->retry_at_usec);
         }
         if (a->message[0] && strcmp(ret->state, "ok") != 0 && strcmp(ret->state, "refreshing"))
                 ret->message = a->message;
@@ -232,8 +232,8 @@ static void cached_times(struct broker *b, const char *account, uint64_t *ret_ne
                 if (t->expires_usec > expires)
                         expires = t->expires_usec;
         }
-        *ret_next_refresh = next ? boottime_to_unix(next) : 0;
-        *ret_expires = expires ? boottime_to_unix(expires) : 0;
+        *ret_next_refresh = next ? admin_boottime_to_unix(next) : 0;
+        *ret_expires = expires ? admin_boottime_to_unix(expires) : 0;
 }
 
 static void reply_status(struct inventory_operation *io, int result)

@@ -310,10 +310,17 @@ void admin_operation_begin(struct admin_connection *c, struct admin_operation *o
 
 void admin_operation_send(struct admin_operation *op, cJSON *reply)
 {
-        if (!op->connection)
+        struct admin_connection *c = op->connection;
+
+        if (!c)
                 return;
-        admin_send(op->connection, reply);
-        admin_flush(op->connection);
+        admin_send(c, reply);
+        /* Written when the socket is writable, not now: a write error here would close the
+         * connection, and so end the operation, inside the operation's own callback. */
+        if (event_modify(c->broker->epfd, &c->watch, c->events | EPOLLOUT) == 0)
+                c->events |= EPOLLOUT;
+        else
+                c->closing = true;
 }
 
 static void admin_operation_end(struct admin_operation *op)

@@ -56,5 +56,8 @@ void admin_operation_send(struct admin_operation *op, struct cJSON *reply);
 void admin_operation_finish(struct admin_operation *op, struct cJSON *reply);
 void admin_operation_fail(struct admin_operation *op, const char *code, const char *message);
 
+/* Unix seconds of a CLOCK_BOOTTIME instant (admin-ops.c). */
+uint64_t admin_boottime_to_unix(uint64_t boottime_usec);
+
 /* admin-ops.c: handles one request frame. payload is writable so secrets in it can be wiped. */
 void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len);

@@ -52,6 +52,14 @@ struct broker {
         bool stopping;
 };
 
+enum refresh_outcome {
+        REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
+        REFRESH_FAILED,            /* transient, or the account needs an administrator */
+        REFRESH_SCOPES_REFUSED,    /* the provider refused this scope set (invalid_scope) */
+        REFRESH_STORE_UNAVAILABLE, /* the credential store failed or did not answer in time */
+        REFRESH_NOT_PROVISIONED,   /* the store has no (valid) metadata for the account */
+};
+
 /* A token request that waits for its account's refresh to finish. */
 struct waiter {
         struct connection *connection;
@@ -61,6 +69,10 @@ struct waiter {
         uint32_t min_ttl;
         char rule[POLICY_RULE_MAX_LEN]; /* the policy rule that allowed it, for the audit log */
         uint64_t since_usec;            /* boottime it started waiting */
+        /* Set for a waiter that is not a client's token request (the admin socket's
+         * account.test): called instead of replying on connection, and frees the waiter. */
+        void (*answer)(struct broker *b, struct waiter *w, enum refresh_outcome outcome);
+        void *answer_data;
         struct waiter *next;
 };
 
@@ -114,14 +126,6 @@ void server_retry_paused_listener(struct broker *b);
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
-
-enum refresh_outcome {
-        REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */
-        REFRESH_FAILED,            /* transient, or the account needs an administrator */
-        REFRESH_SCOPES_REFUSED,    /* the provider refused this scope set (invalid_scope) */
-        REFRESH_STORE_UNAVAILABLE, /* the credential store failed or did not answer in time */
-        REFRESH_NOT_PROVISIONED,   /* the store has no (valid) metadata for the account */
-};
 
 /* How long a request waits on the credential store before it is answered `unavailable`
  * (refresh.c), and the retry_after it is told. */

@@ -262,9 +262,11 @@ static void on_device_code(const struct idp_raw_response *response, void *userda
         /* The device code is a credential until it expires: no copy outside secret memory. */
         explicit_bzero((char *)code, strlen(code));
         f->deadline_usec = now_boottime_usec() + (uint64_t)expires_in * USEC_PER_SEC;
-        f->params.on_code(stage, f->params.userdata);
-        if (arm(f, f->interval) < 0)
+        if (arm(f, f->interval) < 0) {
                 finish(f, NULL, "internal", "The polling timer failed.");
+                return;
+        }
+        f->params.on_code(stage, f->params.userdata);
 }
 
 int device_flow_start(struct broker *b, const struct device_flow_params *params,

@@ -18,8 +18,10 @@ static int form_build(struct secret **ret, const char *const *pairs)
         struct secret *form = NULL;
         int r = idp_form_new(&form);
 
+        /* An empty value is left out: a server without a default scope gets no "scope=". */
         for (size_t i = 0; r == 0 && pairs[i]; i += 2)
-                r = idp_form_add_string(form, pairs[i], pairs[i + 1]);
+                if (*pairs[i + 1])
+                        r = idp_form_add_string(form, pairs[i], pairs[i + 1]);
         if (r < 0) {
                 secret_free(form);
                 return r;

@@ -203,16 +203,19 @@ static int resolve_scope(struct provision *p, const char *override)
         const char *scopes = override ? override : m->scopes;
 
         if (account_flow_is_app_only(m->flow_kind))
-                return grant_app_only_scope(scopes ? scopes
-                                                   : "https://graph.microsoft.com/.default",
+                return grant_app_only_scope(scopes       ? scopes
+                                            : p->generic ? ""
+                                                         : "https://graph.microsoft.com/.default",
                                             p->generic, &p->scope);
         if (!scopes)
                 scopes = p->generic ? "" : "https://graph.microsoft.com/Mail.Send";
-        if (asprintf(&p->scope, "%s%soffline_access", scopes, *scopes ? " " : "") < 0) {
+        /* offline_access is Microsoft's (OpenID's) way to ask for a refresh token; a
+         * standards-only server returns one without it. */
+        if (p->generic)
+                p->scope = strdup(scopes);
+        else if (asprintf(&p->scope, "%s%soffline_access", scopes, *scopes ? " " : "") < 0)
                 p->scope = NULL;
-                return -ENOMEM;
-        }
-        return 0;
+        return p->scope ? 0 : -ENOMEM;
 }
 
 /* ---- commit ---- */
@@ -594,9 +597,4 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
                                      "The credential store is busy; try again later.");
                 provision_free(p);
         }
-}
-
-void provision_test(struct admin_connection *c, const cJSON *request)
-{
-        admin_send_error(c, "unknown_op", "Not implemented yet.");
 }

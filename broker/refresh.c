@@ -453,8 +453,11 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         }
 
         r = calloc(1, sizeof(*r));
-        /* offline_access asks for the rotated refresh token the next refresh needs. */
-        if (r && asprintf(&r->scope, "%s offline_access", scope_key) < 0)
+        /* offline_access asks for the rotated refresh token the next refresh needs; a
+         * standards-only server (explicit token_endpoint) rotates without it. */
+        if (r && account_meta_is_generic_oauth(&a->meta))
+                r->scope = strdup(scope_key);
+        else if (r && asprintf(&r->scope, "%s offline_access", scope_key) < 0)
                 r->scope = NULL; /* asprintf() leaves it undefined on failure */
         if (!r || !r->scope || !(r->scope_key = strdup(scope_key)) ||
             store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, &job) < 0) {

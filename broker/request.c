@@ -426,6 +426,11 @@ static void handle_token(struct connection *c, const struct wire_request *req)
 
 void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outcome outcome)
 {
+        if (w->answer) {
+                w->answer(b, w, outcome);
+                return;
+        }
+
         struct connection *c = w->connection;
         struct account *a = w->account;
         uint64_t now = now_boottime_usec();

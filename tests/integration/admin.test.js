@@ -29,7 +29,10 @@ test('a peer that is neither root nor the broker uid is denied and disconnected'
     const net = require('net');
     const body = Buffer.from(process.argv[2]);
     const head = Buffer.alloc(4); head.writeUInt32BE(body.length);
-    const s = net.createConnection(process.argv[1], () => s.write(Buffer.concat([head, body])));
+    // Nothing is sent: the broker answers denied at accept, before reading anything, and a
+    // write racing its close would end in EPIPE and lose the reply on our side.
+    void head; void body;
+    const s = net.createConnection(process.argv[1]);
     let buf = Buffer.alloc(0);
     s.on('data', (d) => { buf = Buffer.concat([buf, d]); });
     s.on('close', () => { process.stdout.write(buf.subarray(4)); });
@@ -104,6 +107,21 @@ test('framing and envelope errors', async () => {
   } finally {
     c.close();
   }
+});
+
+test('account.test obtains a token and reports scopes and expiry, never the token', async () => {
+  const r = await h.adminRequest({ op: 'account.test', account: 'alerts' });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.equal(r.account, 'alerts');
+  assert.deepEqual(r.scopes, ['https://graph.microsoft.com/Mail.Send']);
+  assert.ok(r.expires_at > Date.now() / 1000);
+  assert.ok(r.expires_in > 60);
+  assert.equal(r.mailbox, USER);
+  assert.ok(!('access_token' in r));
+  const refused = await h.adminRequest({ op: 'account.test', account: 'alerts', scopes: ['https://graph.microsoft.com/Calendars.Read'] });
+  assert.equal(refused.ok, false, JSON.stringify(refused));
+  assert.equal(refused.error, 'needs_config');
+  assert.equal((await h.adminRequest({ op: 'account.test', account: 'nosuch' })).error, 'not_found');
 });
 
 test('reload answers the profile count, or the first file:line problem', async () => {

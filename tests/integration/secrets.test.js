@@ -112,6 +112,51 @@ test('no refresh token, access token or PIN in the broker stderr, audit log, emu
   }
 });
 
+test('passwords and client secrets given on the admin socket appear in no log, audit record or reply', { timeout: 30000 }, async () => {
+  const crypto = require('node:crypto');
+  const { TENANT } = require('./harness');
+  const canary = (kind) => `${kind}-CANARY-${crypto.randomBytes(10).toString('hex')}`;
+  const password = canary('PW');
+  const wrongPassword = canary('PWWRONG');
+  const secret = canary('SECRET');
+  const wrongSecret = canary('SECRETWRONG');
+  const publicApp = 'aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa';
+  const secretApp = 'bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb';
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: publicApp, tenant: TENANT, public_client: true });
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: secretApp, tenant: TENANT, public_client: false, secrets: [secret] });
+  await h.emulatorAdmin('POST', '/admin/users', { username: 'pat@contoso.com', password, tenant: TENANT });
+  await h.emulatorAdmin('POST', '/admin/users', { username: 'mfa@contoso.com', password, tenant: TENANT, mfa_required: true });
+  const replies = [];
+  const ask = async (m) => {
+    const r = await h.adminRequest({ op: 'account.add', tenant: TENANT, ...m });
+    replies.push(JSON.stringify(r));
+    return r;
+  };
+  assert.equal((await ask({ account: 'pw-ok', flow: 'password', client_id: publicApp, username: 'pat@contoso.com', password })).ok, true);
+  assert.equal((await ask({ account: 'pw-bad', flow: 'password', client_id: publicApp, username: 'pat@contoso.com', password: wrongPassword })).ok, false);
+  assert.equal((await ask({ account: 'pw-mfa', flow: 'password', client_id: publicApp, username: 'mfa@contoso.com', password })).ok, false);
+  assert.equal((await ask({ account: 'sec-ok', flow: 'client-secret', client_id: secretApp, client_secret: secret })).ok, true);
+  assert.equal((await ask({ account: 'sec-bad', flow: 'client-secret', client_id: secretApp, client_secret: wrongSecret })).ok, false);
+  // malformed requests carrying secrets take the error paths too
+  replies.push(JSON.stringify(await h.adminRequest({ op: 'account.add', account: 'x', flow: 'password', password })));
+  replies.push(JSON.stringify(await h.adminRequest({ op: 'account.add', account: 'x', flow: 'bogus', client_secret: secret })));
+  const list = await h.adminRequest({ op: 'account.list' });
+  const show = await h.adminRequest({ op: 'account.show', account: 'sec-ok' });
+  replies.push(JSON.stringify(list), JSON.stringify(show));
+  const haystacks = [
+    { what: 'credbrokerd stderr', text: h.brokerLog() },
+    { what: 'audit log', text: h.auditText() },
+    { what: 'emulator log', text: h.emulatorLog() },
+    { what: 'admin replies', text: replies.join('\n') },
+  ];
+  for (const v of [password, wrongPassword, secret, wrongSecret]) {
+    for (const { what, text } of haystacks) assert.ok(!text.includes(v), `${v.slice(0, 12)}… appears in the ${what}`);
+  }
+  const pid = h.brokerPid;
+  const procText = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1') + fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
+  for (const v of [password, secret]) assert.ok(!procText.includes(v));
+});
+
 test('no secret in the broker\'s argv or environment', { timeout: 10000 }, async () => {
   const pid = h.brokerPid;
   const text = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1') + fs.readFileSync(`/proc/${pid}/environ`, 'latin1');

@@ -2,7 +2,7 @@
 // credbrokerd under valgrind: no memory errors, no definite leaks, clean exit on SIGTERM.
 const { test, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, frame, waitFor, SANITIZED } = require('./harness');
+const { setup, frame, waitFor, SANITIZED, TENANT } = require('./harness');
 
 let h;
 after(() => h && h.teardown());
@@ -42,9 +42,28 @@ test('credbrokerd under valgrind: token, deny, bad frames, hang-ups, SIGTERM →
     { timeoutMs: 30000 });
   assert.equal((await h.rawRequest({ v: 1, op: 'ping' }, 30000)).ok, true);
 
-  const { code, signal, stderr } = await h.stopBroker({ timeoutMs: 60000 });
+  // The admin socket: reads, a password sign-in, account.test, removal, and a device flow still
+  // polling when SIGTERM comes.
+  const app = 'abababab-abab-4bab-8bab-abababababab';
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: app, tenant: TENANT, public_client: true });
+  await h.emulatorAdmin('POST', '/admin/users', { username: 'val@contoso.com', password: 'valgrind-pw', tenant: TENANT });
+  await h.emulatorAdmin('POST', '/admin/config', { device_interval: 1 });
+  for (const op of ['account.list', 'status']) assert.equal((await h.adminRequest({ op }, 60000)).ok, true);
+  assert.equal((await h.adminRequest({ op: 'account.show', account: 'alerts' }, 60000)).ok, true);
+  const added = await h.adminRequest({ op: 'account.add', account: 'val', flow: 'password', tenant: TENANT,
+    client_id: app, username: 'val@contoso.com', password: 'valgrind-pw' }, 60000);
+  assert.equal(added.ok, true, JSON.stringify(added));
+  assert.equal((await h.adminRequest({ op: 'account.test', account: 'val' }, 60000)).ok, true);
+  assert.equal((await h.adminRequest({ op: 'account.remove', account: 'val' }, 60000)).ok, true);
+  const device = await h.adminClient();
+  const code = await device.request({ v: 1, op: 'account.add', account: 'dev', flow: 'device', tenant: TENANT,
+    client_id: app }, 60000);
+  assert.equal(code.stage, 'device_code', JSON.stringify(code));
+
+  const { code: exitCode, signal, stderr } = await h.stopBroker({ timeoutMs: 60000 });
   assert.match(stderr, /ERROR SUMMARY: \d+ errors/, 'valgrind ran and reported');
   assert.match(stderr, /ERROR SUMMARY: 0 errors/, stderr.split('\n').filter((l) => l.startsWith('==')).slice(-60).join('\n'));
   assert.equal(signal, null);
-  assert.equal(code, 0, `exit ${code}`);
+  assert.equal(exitCode, 0, `exit ${exitCode}`);
+  device.close();
 });
