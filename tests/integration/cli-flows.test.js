@@ -67,9 +67,9 @@ test('account add --flow device, approved through the emulator', { timeout: 1200
   const code = await waitFor('the device code message', () => {
     if (child.exitCode !== null) throw new Error(`the CLI exited ${child.exitCode}: ${out.stderr}`);
     const m = out.stdout.match(/enter the code (\S+)/);
-    return m && m[1];
+    // The progress line goes to stderr, a pipe of its own: wait for both.
+    return m && /waiting for sign-in/.test(out.stderr) && m[1];
   }, { timeoutMs: 30000 });
-  assert.match(out.stderr, /waiting for sign-in/);
   await h.emulatorAdmin('POST', '/admin/device/approve', { user_code: code, user: USER });
   const exit = await waitExit(child);
   assert.equal(exit.code, 0, out.stderr);
