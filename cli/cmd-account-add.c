@@ -22,7 +22,8 @@
 #include "util.h"
 #include "wire.h"
 
-#define URL_MAX 2048
+/* The broker refuses URLs of 512 bytes or more (docs/admin-protocol.md). */
+#define URL_MAX (ACCOUNT_META_URL_MAX - 1)
 
 static void add_usage(FILE *f)
 {
@@ -91,8 +92,9 @@ static int add_check(const struct add_options *o)
                                 "device, password, client-secret or client-certificate\n");
                 return EXIT_USAGE;
         }
-        /* The broker checks again; this gives the message before anything is sent. */
-        check.flow = (char *)"refresh_token";
+        /* The broker checks again (the same function); this gives the message before anything
+         * is sent. */
+        check.flow = (char *)o->flow;
         if (account_meta_validate(&check) < 0) {
                 fprintf(stderr, "credbroker: tenant, client id, mailbox, user name, authority or "
                                 "graph has characters that are not allowed (URLs must be "
