@@ -169,6 +169,18 @@ test('account test --send-to: a test message through Graph', { timeout: 60000 },
   assert.ok(!r.stdout.includes('eyJ') && !/access_token/.test(r.stdout), 'no token printed');
 });
 
+test('status is CRITICAL once an account needs an administrator', { timeout: 60000 }, async () => {
+  await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: USER, access_tokens: true });
+  const token = await h.cli(['token', '-p', 'alerts', '--min-ttl', '86400']);
+  assert.notEqual(token.code, 0, 'the refresh fails');
+  const status = await cb(['status']);
+  assert.equal(status.code, 2, status.stdout + status.stderr);
+  assert.match(status.stdout, /^CRITICAL: .*alerts: needs an administrator to sign in again/);
+  assert.match(status.stdout, /^alerts: needs_reauth \[CRITICAL\]/m);
+  const json = JSON.parse((await cb(['status', '--json'])).stdout);
+  assert.equal(json.status, 'CRITICAL');
+});
+
 test('account remove through the broker', { timeout: 60000 }, async () => {
   const r = await cb(['account', 'remove', 'alerts', '-v']);
   assert.equal(r.code, 0, r.stderr);
