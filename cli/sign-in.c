@@ -3,6 +3,7 @@
 #include "sign-in.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -59,6 +60,26 @@ static void countdown_end(struct countdown *cd)
                 fflush(stderr);
         }
         cd->line_drawn = false;
+}
+
+/* Ctrl-C while the countdown line is drawn: end that line, say what happens, then die of the
+ * signal as usual. Only async-signal-safe calls here. */
+static void interrupted(int sig)
+{
+        static const char text[] = "\ncredbroker: interrupted; the broker abandons the sign-in\n";
+
+        (void)!write(STDERR_FILENO, text, sizeof(text) - 1);
+        signal(sig, SIG_DFL);
+        raise(sig);
+}
+
+static void catch_interrupts(void)
+{
+        struct sigaction action = {.sa_handler = interrupted};
+
+        sigemptyset(&action.sa_mask);
+        sigaction(SIGINT, &action, NULL);
+        sigaction(SIGTERM, &action, NULL);
 }
 
 static int print_device_code(const cJSON *reply, uint64_t *ret_expires_in)
@@ -149,6 +170,7 @@ int sign_in_follow(struct admin_conn *c)
                         if (r != 0)
                                 return r;
                         waiting_for_user = true;
+                        catch_interrupts();
                         cd.expires = now_sec() + expires_in;
                         deadline = cd.expires + DEVICE_CODE_GRACE_SEC;
                         countdown_show(&cd);

@@ -9,7 +9,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const net = require('node:net');
-const { setup, frame, sleep, TENANT, CLIENT_ID, USER, MAIL_SEND } = require('./harness');
+const { setup, frame, sleep, waitFor, TENANT, CLIENT_ID, USER, MAIL_SEND } = require('./harness');
 
 let h;
 before(async () => {
@@ -38,6 +38,7 @@ class FakeAdmin {
     sock.on('error', () => {});
     let buffer = Buffer.alloc(0);
     const conn = {
+      onClose: (fn) => sock.on('close', fn),
       reply: (obj) => sock.write(frame({ v: 1, ...obj })),
       raw: (bytes) => sock.write(bytes),
       end: () => sock.destroy(),
@@ -437,6 +438,25 @@ test('on a terminal: a live countdown, and the password is not echoed', { timeou
     const redraws = r.output.match(/\rwaiting for sign-in\u2026 1[45]:\d\d left/g) || [];
     assert.ok(redraws.length >= 3, `redrawn each second: ${JSON.stringify(r.output)}`);
     assert.match(r.output, /account alerts signed in/);
+  });
+  // Ctrl-C during the countdown ends the line, says so, and hangs up on the broker.
+  let hungUp = false;
+  await withFake((req, conn, sock) => {
+    conn.reply({ ok: true, stage: 'device_code', message: DEVICE_MESSAGE, expires_in: 900, interval: 5 });
+    conn.onClose(() => { hungUp = true; });
+  }, async (fake) => {
+    let pressed = false;
+    const r = await onPty([...ADD, '--flow', 'device', '--admin-socket', fake.path], {
+      onOutput: (out, child) => {
+        if (!pressed && /waiting for sign-in/.test(out)) {
+          pressed = true;
+          setTimeout(() => child.stdin.write('\x03'), 1200);
+        }
+      },
+    });
+    assert.notEqual(r.code, 0);
+    assert.match(r.output, /left *(\^C)?\r?\ncredbroker: interrupted; the broker abandons the sign-in/);
+    await waitFor('the broker to see the hang-up', () => hungUp, { timeoutMs: 5000 });
   });
   const password = `PW-CANARY-${crypto.randomBytes(8).toString('hex')}`;
   await withFake((req, conn) => conn.reply({ ok: true, stage: 'done', account: 'alerts', scopes: [MAIL_SEND] }), async (fake) => {
