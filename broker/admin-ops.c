@@ -393,6 +393,11 @@ static void start_remove(struct admin_connection *c, const char *account)
         struct store_job *job = NULL;
         struct account *a = account_find(b->accounts, account);
 
+        if (provision_busy(b, account)) {
+                admin_send_error(c, "unavailable",
+                                 "The account is being signed in; try again when that is done.");
+                return;
+        }
         if (a && (a->refreshing || a->waiters)) {
                 admin_send_error(c, "unavailable",
                                  "The account is being refreshed; try again in a moment.");

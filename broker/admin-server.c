@@ -145,12 +145,18 @@ static bool admin_peer_allowed(const struct peer *p)
 }
 
 /* Tells a refused peer only that it was denied, then hangs up; the log has who it was. */
-static void refuse(int fd, const struct peer *p)
+static void refuse(struct broker *b, int fd, const struct peer *p)
 {
         _cleanup_buf_ struct buf *out = NULL;
 
         log_warning("Admin socket: refusing uid %u pid %d: not root or the broker's uid.",
                     (unsigned)p->uid, (int)p->pid);
+        (void)audit_write(b->audit,
+                          &(struct audit_record){.event = "deny",
+                                                 .peer = p,
+                                                 .decision = "deny",
+                                                 .reason = "admin socket: not root or the "
+                                                           "broker's uid"});
         if (buf_new(256, &out) == 0 &&
             wire_reply_error(out, WIRE_DENIED, "Permission denied.", 0) == 0)
                 (void)!write(fd, buf_data(out), buf_len(out));
@@ -178,8 +184,11 @@ static void on_admin_accept(struct watch *w, uint32_t events)
                 c->broker = b;
                 c->watch = (struct watch){.fd = fd, .fn = on_admin_ready};
                 r = peer_credentials_from_socket(fd, &c->peer);
+                /* exe and unit for the log and the audit record; never part of the check. */
+                if (r == 0)
+                        (void)peer_identify(fd, &c->peer);
                 if (r == 0 && !admin_peer_allowed(&c->peer)) {
-                        refuse(fd, &c->peer);
+                        refuse(b, fd, &c->peer);
                         r = -EPERM;
                 }
                 if (r == 0 && b->n_admin_connections >= ADMIN_MAX_CONNECTIONS) {

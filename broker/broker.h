@@ -33,6 +33,7 @@ struct broker {
         struct watch admin_listener; /* admin-server.c */
         struct admin_connection *admin_connections;
         unsigned n_admin_connections;
+        struct provision *provisions; /* provision.c: sign-ins in progress, one per account */
         struct watch signals;
         struct store *store; /* the store worker's alone once it runs */
         struct store_worker *store_worker;
@@ -51,6 +52,8 @@ struct broker {
         uint64_t listener_paused_usec;
         bool stopping;
 };
+
+struct provision;
 
 enum refresh_outcome {
         REFRESH_FRESH,             /* a new token for the waiter's scope set is in the cache */

@@ -39,15 +39,41 @@ struct provision {
         struct secret *refresh_token;           /* imported, or obtained by the flow */
         struct grant_credential_call assertion; /* client-certificate flow */
         char *granted_scope;
+        /* The sign-in's access token, cached once the credentials are stored: the first
+         * client request after an approval needs no second upstream request. */
+        struct secret *access_token;
+        uint64_t access_token_sent_usec;
+        uint64_t access_token_expires_in;
         struct device_flow *device;
         char *existing_meta; /* login: the stored metadata */
         bool prepare_found_meta;
+        struct provision *next; /* broker->provisions */
 };
+
+bool provision_busy(const struct broker *b, const char *account)
+{
+        for (const struct provision *p = b->provisions; p; p = p->next)
+                if (strcmp(p->account, account) == 0)
+                        return true;
+        return false;
+}
+
+static void provision_unlink(struct provision *p)
+{
+        if (!p->op.broker)
+                return;
+        for (struct provision **link = &p->op.broker->provisions; *link; link = &(*link)->next)
+                if (*link == p) {
+                        *link = p->next;
+                        return;
+                }
+}
 
 static void provision_free(struct provision *p)
 {
         if (!p)
                 return;
+        provision_unlink(p);
         account_meta_clear(&p->meta);
         free(p->meta_json);
         free(p->token_endpoint);
@@ -57,6 +83,7 @@ static void provision_free(struct provision *p)
         secret_free(p->refresh_token);
         secret_free(p->assertion.credential);
         free(p->granted_scope);
+        secret_free(p->access_token);
         free(p->existing_meta);
         device_flow_free(p->device);
         free(p);
@@ -283,6 +310,27 @@ static bool add_scope_array(cJSON *o, const char *scopes)
         return array != NULL;
 }
 
+/* Caches the sign-in's access token under the account's default scope set, the key a profile
+ * with the account's scopes asks for. Best effort: a miss only costs a refresh. */
+static void cache_sign_in_token(struct broker *b, struct provision *p)
+{
+        const struct account_meta *m = &p->meta;
+        const char *key = m->scopes;
+        struct cached_token *t;
+
+        if (!p->access_token)
+                return;
+        if (!key && !p->generic)
+                key = account_flow_is_app_only(m->flow_kind)
+                          ? "https://graph.microsoft.com/.default"
+                          : "https://graph.microsoft.com/Mail.Send";
+        if (!key)
+                return;
+        if (token_cache_put(&b->cache, p->account, key, &p->access_token, p->granted_scope,
+                            p->access_token_sent_usec, p->access_token_expires_in, &t) == 0)
+                audit_fingerprint(b->audit, t->access_token, t->fingerprint);
+}
+
 static void on_committed(struct store_job *job, void *userdata)
 {
         struct provision *p = userdata;
@@ -299,6 +347,7 @@ static void on_committed(struct store_job *job, void *userdata)
                 return;
         }
         forget_runtime_account(b, p->account);
+        cache_sign_in_token(b, p);
         log_info("Admin: account %s %s (flow %s).", p->account,
                  p->login ? "signed in again" : "added", account_flow_to_string(p->meta.flow_kind));
         (void)audit_write(b->audit, &(struct audit_record){.event = p->login ? "account_signed_in"
@@ -362,6 +411,9 @@ static void on_signed_in(struct idp_result *result, void *userdata)
                 p->refresh_token = TAKE_PTR(result->refresh_token);
         }
         p->granted_scope = TAKE_PTR(result->scope);
+        p->access_token = TAKE_PTR(result->access_token);
+        p->access_token_sent_usec = result->sent_at_usec;
+        p->access_token_expires_in = result->expires_in;
         commit(p);
 }
 
@@ -560,6 +612,14 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         }
         p->login = login;
         memcpy(p->account, name, strlen(name) + 1);
+        /* Two sign-ins of one account would race on its refresh token and metadata. */
+        if (provision_busy(b, p->account)) {
+                admin_send_error(c, "unavailable",
+                                 "The account is being signed in by another request; try again "
+                                 "when that one is done.");
+                provision_free(p);
+                return;
+        }
         if (login) {
                 r = take_secret(request, "password", &p->password);
                 if (r == -ENOENT)
@@ -591,6 +651,8 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         job->call_arg = p;
         p->op.abandoned = on_abandoned;
         admin_operation_begin(c, &p->op);
+        p->next = b->provisions;
+        b->provisions = p;
         if (store_worker_submit(b->store_worker, job, on_prepared, p) < 0) {
                 store_job_free(job);
                 admin_operation_fail(&p->op, "unavailable",

@@ -14,6 +14,9 @@ struct idp_result;
  * into secret memory before this returns (the caller then wipes the request). */
 void provision_start(struct admin_connection *c, const struct cJSON *request, bool login);
 void provision_test(struct admin_connection *c, const struct cJSON *request);
+/* Whether an account.add or account.login of the account is in progress. */
+struct broker;
+bool provision_busy(const struct broker *b, const char *account);
 
 /* provision-errors.c: the admin error code (sign_in_failed, needs_config, unavailable) and a
  * sentence for a failed sign-in, saying what the administrator can do. */

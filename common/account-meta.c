@@ -156,8 +156,9 @@ static int take_scopes(const cJSON *json, char **ret)
                 return -EINVAL;
         cJSON_ArrayForEach(item, array)
         {
+                /* Each one checked alone: "a b" must not pass as two scopes once joined. */
                 if (!cJSON_IsString(item) || ++n > ACCOUNT_META_SCOPES_MAX ||
-                    strlen(item->valuestring) > SCOPE_MAX_LEN)
+                    !scope_is_valid(item->valuestring))
                         return -EINVAL;
                 len += strlen(item->valuestring) + 1;
         }

@@ -47,6 +47,8 @@ test('a peer that is neither root nor the broker uid is denied and disconnected'
   assert.equal(reply.error, 'denied');
   assert.ok(!('accounts' in reply));
   assert.match(h.brokerLog(), /Admin socket: refusing uid 65534/);
+  assert.ok(h.auditLines().some((l) => l.event === 'deny' && l.peer && l.peer.uid === 65534
+    && /admin socket/.test(l.reason)), 'the denial is audited');
 });
 
 test('account.list shows the imported account without secrets', async () => {

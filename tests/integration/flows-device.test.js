@@ -34,6 +34,7 @@ async function startDevice(account, extra = {}) {
 test('device: code, approval, done; tokens follow; polls respect the interval', async () => {
   await h.resetCounters();
   const { c, first } = await startDevice('dev');
+  let approvedAt;
   try {
     assert.equal(first.ok, true, JSON.stringify(first));
     assert.equal(first.stage, 'device_code');
@@ -42,7 +43,7 @@ test('device: code, approval, done; tokens follow; polls respect the interval', 
     assert.match(first.message, new RegExp(first.user_code));
     assert.equal(first.interval, 1);
     await sleep(2500); // a few polls while pending
-    const approvedAt = Date.now();
+    approvedAt = Date.now();
     await h.emulatorAdmin('POST', '/admin/device/approve', { user_code: first.user_code, user: 'alice@contoso.com' });
     const done = await c.readFrame(20000);
     const elapsed = Date.now() - approvedAt;
@@ -60,6 +61,11 @@ test('device: code, approval, done; tokens follow; polls respect the interval', 
   for (let i = 1; i < polls.length; i++) assert.ok(polls[i].t - polls[i - 1].t >= 950, 'polled faster than the interval');
   const token = await h.rawRequest({ v: 1, op: 'token', profile: 'dev' });
   assert.equal(token.ok, true, JSON.stringify(token));
+  process.stderr.write(`# device: approval to the first client token in ${Date.now() - approvedAt} ms\n`);
+  // the first token is the sign-in's own, cached: no refresh grant was needed
+  assert.equal((await h.counters()).token_by_grant.refresh_token, undefined);
+  const fresh = await h.rawRequest({ v: 1, op: 'token', profile: 'dev', min_ttl: 7200 });
+  assert.equal(fresh.ok, true, JSON.stringify(fresh));
   const show = await h.adminRequest({ op: 'account.show', account: 'dev' });
   assert.equal(show.account.flow, 'device');
 });
@@ -133,6 +139,10 @@ test('device: slow_down adds 5 s to the interval', async () => {
 test('device: closing the admin connection stops the polling', async () => {
   const { c, first } = await startDevice('abandoned');
   assert.equal(first.stage, 'device_code');
+  // One sign-in per account at a time; no removal under it.
+  const second = await h.adminRequest({ op: 'account.add', account: 'abandoned', flow: 'device', tenant: TENANT, client_id: APP });
+  assert.equal(second.error, 'unavailable', JSON.stringify(second));
+  assert.equal((await h.adminRequest({ op: 'account.remove', account: 'abandoned' })).error, 'unavailable');
   c.close();
   await sleep(1500);
   const before = (await h.counters()).device_polls;

@@ -1,0 +1,138 @@
+/* Unit tests for common/account-meta: every flow name (and the older "refresh_token"), the
+ * endpoint and scope fields with their bounds, round trips, and endpoint resolution. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "account-meta.h"
+#include "json.h"
+#include "tap.h"
+
+#define BASE "\"tenant\":\"contoso.onmicrosoft.com\",\"client_id\":\"11111111-2222\""
+
+static int parse(const char *json, struct account_meta *m)
+{
+        *m = (struct account_meta){0};
+        return account_meta_from_json(json, m);
+}
+
+static void test_flows(void)
+{
+        static const struct {
+                const char *flow;
+                int r;
+                enum account_flow kind;
+                bool app_only;
+        } cases[] = {
+            {"refresh_token", 0, ACCOUNT_FLOW_REFRESH_TOKEN, false},
+            {"refresh-token", 0, ACCOUNT_FLOW_REFRESH_TOKEN, false},
+            {"device", 0, ACCOUNT_FLOW_DEVICE, false},
+            {"password", 0, ACCOUNT_FLOW_PASSWORD, false},
+            {"client-secret", 0, ACCOUNT_FLOW_CLIENT_SECRET, true},
+            {"client-certificate", 0, ACCOUNT_FLOW_CLIENT_CERTIFICATE, true},
+            {"client_secret", -EINVAL, 0, false},
+            {"Device", -EINVAL, 0, false},
+            {"", -EINVAL, 0, false},
+        };
+
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+                char json[256], what[128];
+                struct account_meta m;
+                int r;
+
+                snprintf(json, sizeof(json), "{" BASE ",\"flow\":\"%s\"}", cases[i].flow);
+                r = parse(json, &m);
+                snprintf(what, sizeof(what), "flow \"%s\" parses as expected", cases[i].flow);
+                is_int(r, cases[i].r, what);
+                if (r == 0) {
+                        is_int(m.flow_kind, cases[i].kind, "its kind");
+                        ok(account_flow_is_app_only(m.flow_kind) == cases[i].app_only,
+                           "app-only or delegated");
+                }
+                account_meta_clear(&m);
+        }
+}
+
+static void test_fields(void)
+{
+        struct account_meta m, again;
+        char *text = NULL, *url = NULL;
+
+        is_int(parse("{" BASE ",\"flow\":\"device\",\"token_endpoint\":\"https://idp.example/"
+                     "oauth/token\",\"device_endpoint\":\"https://idp.example/oauth/device\","
+                     "\"scopes\":[\"mail.send\",\"openid\"],\"secret_expires_at\":1900000000}",
+                     &m),
+               0, "explicit endpoints, scopes and secret_expires_at parse");
+        is_str(m.scopes, "mail.send openid", "scopes kept space separated");
+        ok(account_meta_is_generic_oauth(&m), "an explicit token endpoint is a generic server");
+        is_int(account_meta_token_endpoint(&m, "https://login.microsoftonline.com", &url), 0,
+               "token endpoint");
+        is_str(url, "https://idp.example/oauth/token", "the explicit one");
+        free(url);
+        is_int(account_meta_device_endpoint(&m, "https://login.microsoftonline.com", &url), 0,
+               "device endpoint");
+        is_str(url, "https://idp.example/oauth/device", "the explicit one");
+        free(url);
+        is_int(account_meta_to_json(&m, &text), 0, "prints");
+        is_int(parse(text, &again), 0, "reparses");
+        is_str(again.scopes, m.scopes, "scopes survive a round trip");
+        is_int(again.secret_expires_at, 1900000000, "secret_expires_at survives a round trip");
+        is_str(again.device_endpoint, m.device_endpoint, "device_endpoint survives");
+        json_free_string(text);
+        account_meta_clear(&again);
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"device\"}", &m), 0, "a Microsoft account");
+        is_int(account_meta_token_endpoint(&m, "https://login.microsoftonline.com", &url), 0,
+               "token endpoint from the authority");
+        is_str(url, "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token",
+               "{authority}/{tenant}/oauth2/v2.0/token");
+        free(url);
+        is_int(account_meta_device_endpoint(&m, "https://login.microsoftonline.com", &url), 0,
+               "device endpoint from the authority");
+        is_str(url,
+               "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode",
+               "{authority}/{tenant}/oauth2/v2.0/devicecode");
+        free(url);
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"device\",\"token_endpoint\":\"https://x/t\"}", &m), 0,
+               "a generic server without a device endpoint");
+        is_int(account_meta_device_endpoint(&m, "https://a", &url), -EOPNOTSUPP,
+               "has no device flow");
+        account_meta_clear(&m);
+}
+
+static void test_refused(void)
+{
+        static const char *const bad[] = {
+            "{" BASE ",\"flow\":\"device\",\"token_endpoint\":\"http://x/t\"}",
+            "{" BASE ",\"flow\":\"device\",\"device_endpoint\":\"https://x/d\"}",
+            "{" BASE ",\"flow\":\"device\",\"token_endpoint\":\"https://x/t?a=b\"}",
+            "{" BASE ",\"flow\":\"device\",\"scopes\":\"Mail.Send\"}",
+            "{" BASE ",\"flow\":\"device\",\"scopes\":[\"a b\"]}",
+            "{" BASE ",\"flow\":\"device\",\"scopes\":[\"a\\\"b\"]}",
+            "{" BASE ",\"flow\":\"device\",\"scopes\":[1]}",
+            "{" BASE ",\"flow\":\"device\",\"scopes\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\","
+            "\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]}",
+            "{" BASE ",\"flow\":\"device\",\"secret_expires_at\":-1}",
+            "{" BASE ",\"flow\":\"device\",\"secret_expires_at\":\"1\"}",
+            "{" BASE ",\"flow\":\"device\",\"token_endpoint\":5}",
+        };
+
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                struct account_meta m;
+                char what[64];
+                snprintf(what, sizeof(what), "refused: case %zu", i);
+                is_int(parse(bad[i], &m), -EINVAL, what);
+        }
+}
+
+int main(void)
+{
+        json_init();
+        test_flows();
+        test_fields();
+        test_refused();
+        return done_testing();
+}
