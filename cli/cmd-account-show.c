@@ -9,6 +9,8 @@
 #include <time.h>
 
 #include "account-meta.h"
+#include "account-via-broker.h"
+#include "admin-client.h"
 #include "client.h"
 #include "cmd-account.h"
 #include "json.h"
@@ -197,11 +199,13 @@ static int show_json(const char *name, const struct account_view *v)
 
 static void show_usage(FILE *f)
 {
-        fputs("Usage: credbroker account show NAME [--json] [--config PATH]\n"
+        fputs("Usage: credbroker account show NAME [--json] [-v] [--admin-socket PATH]\n"
+              "                              [--config PATH]\n"
               "\n"
               "Shows an account's settings, its refresh-token generation and age, whether a\n"
               "client secret is stored (never its value) and its assertion certificate with the\n"
-              "SHA-1 thumbprint the Entra portal shows and the SHA-256 one.\n",
+              "SHA-1 thumbprint the Entra portal shows and the SHA-256 one. While the broker\n"
+              "runs it is asked (with the account's state); otherwise the token is opened.\n",
               f);
 }
 
@@ -209,20 +213,29 @@ int account_show(int argc, char **argv)
 {
         static const struct option options[] = {
             {"json", no_argument, NULL, 'j'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
         };
         _cleanup_(store_closep) struct store *store = NULL;
-        const char *config_option = NULL, *name;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
+        const char *config_option = NULL, *admin_socket = NULL, *name;
         struct account_view view;
-        bool json = false;
+        bool json = false, verbose = false;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "jc:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "jvc:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'j':
                         json = true;
+                        break;
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
                         break;
                 case 'c':
                         config_option = optarg;
@@ -242,6 +255,12 @@ int account_show(int argc, char **argv)
         name = argv[optind];
         if (!account_name_check(name))
                 return EXIT_USAGE;
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0)
+                return broker_account_show(admin, name, json);
+        if (r != 1)
+                return r;
         r = account_open_store(config_option, &store);
         if (r != 0)
                 return r;

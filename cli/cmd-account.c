@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include "account-meta.h"
+#include "account-via-broker.h"
+#include "admin-client.h"
 #include "client.h"
 #include "cmd-account.h"
 #include "commands.h"
@@ -207,10 +209,12 @@ static int account_import(int argc, char **argv)
 
 static void list_usage(FILE *f)
 {
-        fputs("Usage: credbroker account list [--json] [--config PATH]\n"
+        fputs("Usage: credbroker account list [--json] [-v] [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Lists the accounts in the PKCS#11 token, including app-only accounts that have\n"
-              "only a key and certificate or a client secret; never prints a secret.\n",
+              "only a key and certificate or a client secret; never prints a secret.\n"
+              "While the broker runs it is asked (its admin socket), and the list shows each\n"
+              "account's state; otherwise the token is opened directly. -v says which.\n",
               f);
 }
 
@@ -307,21 +311,30 @@ static int account_list(int argc, char **argv)
 {
         static const struct option options[] = {
             {"json", no_argument, NULL, 'j'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
         };
         _cleanup_(store_closep) struct store *store = NULL;
-        const char *config_option = NULL;
-        bool json = false;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
+        const char *config_option = NULL, *admin_socket = NULL;
+        bool json = false, verbose = false;
         char **names = NULL;
         size_t n = 0;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "jc:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "jvc:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'j':
                         json = true;
+                        break;
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
                         break;
                 case 'c':
                         config_option = optarg;
@@ -338,6 +351,12 @@ static int account_list(int argc, char **argv)
                 list_usage(stderr);
                 return EXIT_USAGE;
         }
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0)
+                return broker_account_list(admin, json);
+        if (r != 1)
+                return r;
         r = account_open_store(config_option, &store);
         if (r != 0)
                 return r;
@@ -382,29 +401,40 @@ static int account_list(int argc, char **argv)
 
 static void remove_usage(FILE *f)
 {
-        fputs("Usage: credbroker account remove NAME [--config PATH]\n"
+        fputs("Usage: credbroker account remove NAME [-v] [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Destroys every object of the account in the PKCS#11 token (metadata, refresh\n"
               "tokens, client secret, assertion key and certificate) and lists what it removed.\n"
-              "There is no confirmation: the exact account name is required.\n",
+              "There is no confirmation: the exact account name is required. While the broker\n"
+              "runs, it does the removal (and drops the account's cached tokens first).\n",
               f);
 }
 
 static int account_remove(int argc, char **argv)
 {
         static const struct option options[] = {
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
         };
         _cleanup_(store_closep) struct store *store = NULL;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
         struct store_removed_object *removed = NULL;
-        const char *config_option = NULL, *name;
+        const char *config_option = NULL, *admin_socket = NULL, *name;
+        bool verbose = false;
         size_t n = 0;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "vc:h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
+                        break;
                 case 'c':
                         config_option = optarg;
                         break;
@@ -423,6 +453,12 @@ static int account_remove(int argc, char **argv)
         name = argv[optind];
         if (!account_name_check(name))
                 return EXIT_USAGE;
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0)
+                return broker_account_remove(admin, name);
+        if (r != 1)
+                return r;
         r = account_open_store(config_option, &store);
         if (r != 0)
                 return r;
@@ -529,12 +565,16 @@ int cmd_account(int argc, char **argv)
         } commands[] = {
             {"import", account_import}, {"list", account_list},     {"show", account_show},
             {"remove", account_remove}, {"secret", account_secret}, {"keygen", account_keygen},
-            {"cert", account_cert},
+            {"cert", account_cert},     {"add", account_add},       {"login", account_login},
+            {"test", account_test},
         };
 
         if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
                 fputs(
                     "Usage: credbroker account COMMAND ...\n"
+                    "  add NAME ...      add an account through the broker, which signs it in\n"
+                    "  login NAME        sign a delegated account in again\n"
+                    "  test NAME ...     have the broker get a token; optionally send a test mail\n"
                     "  import NAME ...   provision an account from a refresh token\n"
                     "  list              list accounts\n"
                     "  show NAME         an account's settings, credentials and certificate\n"

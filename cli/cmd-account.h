@@ -25,3 +25,6 @@ void account_format_time(uint64_t unix_seconds, char out[static 32]);
 int account_show(int argc, char **argv);
 int account_keygen(int argc, char **argv);
 int account_cert(int argc, char **argv);
+int account_add(int argc, char **argv);
+int account_login(int argc, char **argv);
+int account_test(int argc, char **argv);

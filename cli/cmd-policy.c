@@ -34,10 +34,12 @@ static void usage(FILE *f)
               "                              [--unit UNIT] [--scope S]... [--min-ttl SECONDS]\n"
               "                              [--at \"YYYY-MM-DD HH:MM\"]\n"
               "       credbroker policy show [--policy-dir DIR] -p PROFILE\n"
+              "       credbroker policy reload [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "check  reports every problem in the policy directory as file:line: message\n"
               "test   decides a made-up request as the broker would (rate limits not drawn)\n"
               "show   prints a profile after includes, each rule with its file:line\n"
+              "reload makes the running broker reload the policy (as credbroker reload)\n"
               "\n"
               "DIR defaults to policy_dir of the configuration (--config, $CREDBROKER_CONFIG,\n"
               "or " CONFIG_DEFAULT_PATH ").\n"
@@ -450,6 +452,7 @@ int cmd_policy(int argc, char **argv)
             {"check", policy_check},
             {"test", policy_test},
             {"show", policy_show},
+            {"reload", cmd_reload},
         };
 
         if (argc < 2) {

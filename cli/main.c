@@ -30,7 +30,9 @@ static void usage(FILE *f)
               "Commands:\n"
               "  token     print an access token for a profile\n"
               "  send      send mail through Microsoft Graph with a brokered token\n"
-              "  account   provision and list accounts in the PKCS#11 token (administrators)\n"
+              "  account   add, sign in, test, list and remove accounts (administrators)\n"
+              "  status    each account's state, as a monitoring check (administrators)\n"
+              "  reload    make the broker reload its policy (administrators)\n"
               "  ping      check that the broker is running\n"
               "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
               "\n"
@@ -44,8 +46,9 @@ int main(int argc, char **argv)
                 const char *name;
                 int (*run)(int argc, char **argv);
         } commands[] = {
-            {"token", cmd_token}, {"send", cmd_send},     {"account", cmd_account},
-            {"ping", cmd_ping},   {"policy", cmd_policy},
+            {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
+            {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
+            {"reload", cmd_reload},
         };
         int r = EXIT_USAGE;
 

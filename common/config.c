@@ -51,6 +51,7 @@ int config_new_default(struct config **ret)
         c->keepalive_days = CONFIG_KEEPALIVE_DAYS_DEFAULT;
         c->connect_timeout_sec = 10;
         c->timeout_sec = 30;
+        c->warn_days = CONFIG_WARN_DAYS_DEFAULT;
         *ret = c;
         return 0;
 }
@@ -178,6 +179,10 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 return parse_seconds(value, &c->connect_timeout_sec);
         if (strcmp(section, "identity") == 0 && strcmp(key, "timeout") == 0)
                 return parse_seconds(value, &c->timeout_sec);
+        if (strcmp(section, "broker") == 0 && strcmp(key, "warn_days") == 0)
+                return parse_u32(value, &c->warn_days) < 0 || c->warn_days > CONFIG_WARN_DAYS_MAX
+                           ? -EINVAL
+                           : 0;
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 if (strcmp(section, strings[i].section) == 0 && strcmp(key, strings[i].key) == 0) {
                         if (!*value)

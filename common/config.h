@@ -8,8 +8,10 @@
 
 #include "cleanup.h"
 
-#define CONFIG_DEFAULT_PATH    SYSCONFDIR "/credbroker.conf"
-#define CONFIG_MAX_MODULE_DIRS 8
+#define CONFIG_DEFAULT_PATH      SYSCONFDIR "/credbroker.conf"
+#define CONFIG_MAX_MODULE_DIRS   8
+#define CONFIG_WARN_DAYS_DEFAULT 30
+#define CONFIG_WARN_DAYS_MAX     3650
 
 #define CONFIG_KEEPALIVE_DAYS_DEFAULT 14
 
@@ -35,6 +37,8 @@ struct config {
         uint32_t keepalive_days;
         uint32_t connect_timeout_sec;
         uint32_t timeout_sec;
+        /* [broker] warn_days: how far ahead credbroker status warns of an expiry. */
+        uint32_t warn_days;
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when

@@ -1,0 +1,311 @@
+/* account list / show / remove over the admin socket; see account-via-broker.h. */
+#include "account-via-broker.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "client.h"
+#include "display.h"
+#include "json.h"
+#include "util.h"
+
+/* More accounts than a token holds in practice; a longer list is a broken reply. */
+#define ACCOUNTS_MAX 4096
+
+/* Sends request and returns the "ok" reply, or the exit code after printing why. */
+static int exchange_ok(struct admin_conn *c, cJSON *request, cJSON **ret)
+{
+        _cleanup_json_ cJSON *owned = request;
+        cJSON *reply = NULL;
+        int r;
+
+        if (!owned)
+                return EXIT_SOFTWARE;
+        r = admin_exchange(c, owned, &reply);
+        if (r != 0)
+                return r;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+                r = admin_report_error(reply);
+                cJSON_Delete(reply);
+                return r;
+        }
+        *ret = reply;
+        return 0;
+}
+
+static cJSON *request_for(const char *op, const char *name)
+{
+        cJSON *request = admin_request_new(op);
+
+        if (request && name && !cJSON_AddStringToObject(request, "account", name)) {
+                cJSON_Delete(request);
+                return NULL;
+        }
+        return request;
+}
+
+static int print_json(const cJSON *value)
+{
+        char *text = cJSON_Print(value);
+
+        if (!text)
+                return EXIT_SOFTWARE;
+        puts(text);
+        json_free_string(text);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+static const char *field(const cJSON *o, const char *key)
+{
+        const char *s = json_get_string(o, key);
+
+        return s && *s ? s : "-";
+}
+
+/* A column of a table: sanitized, padded to width. */
+static void column(const char *s, int width)
+{
+        int n = (int)strlen(s);
+
+        display_text(stdout, s);
+        for (; n < width; n++)
+                fputc(' ', stdout);
+        fputc(' ', stdout);
+}
+
+/* One row of "account list" as the direct path prints it (cmd-account.c), from the broker's
+ * list row and its account.show object, plus the state only the broker knows. Numbers are
+ * plain cJSON numbers (not json_add_uint's raw ones) because print_list_row() reads them back;
+ * generations and times are far below 2^53. */
+static cJSON *list_row(const cJSON *listed, const cJSON *shown)
+{
+        _cleanup_json_ cJSON *row = cJSON_CreateObject();
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(shown, "refresh_token");
+        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(shown, "certificate");
+        static const char *const keys[] = {"account", "flow", "tenant", "client_id", "mailbox"};
+        uint64_t generation, not_after;
+
+        if (!row)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *value = json_get_string(listed, keys[i]);
+
+                if (value && !cJSON_AddStringToObject(row, keys[i], value))
+                        return NULL;
+        }
+        if (!(json_get_u64(rt, "generation", &generation) == 0
+                  ? cJSON_AddNumberToObject(row, "refresh_token_generation", (double)generation) !=
+                        NULL
+                  : cJSON_AddNullToObject(row, "refresh_token_generation") != NULL) ||
+            !cJSON_AddBoolToObject(
+                row, "client_secret",
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(shown, "client_secret"))))
+                return NULL;
+        if (cJSON_IsObject(cert) && json_get_u64(cert, "not_after", &not_after) == 0 &&
+            (!cJSON_AddNumberToObject(row, "certificate_not_after", (double)not_after) ||
+             !cJSON_AddStringToObject(row, "certificate_sha1_thumbprint",
+                                      field(cert, "sha1_thumbprint"))))
+                return NULL;
+        if (json_get_string(listed, "state") &&
+            !cJSON_AddStringToObject(row, "state", json_get_string(listed, "state")))
+                return NULL;
+        return TAKE_PTR(row);
+}
+
+static void print_list_row(const cJSON *row)
+{
+        char until[32] = "-", generation[24] = "none";
+        uint64_t value;
+
+        if (json_get_u64(row, "certificate_not_after", &value) == 0) {
+                display_time(value, until);
+                until[10] = 0; /* the date is enough in a table */
+        }
+        if (json_get_u64(row, "refresh_token_generation", &value) == 0)
+                snprintf(generation, sizeof(generation), "%llu", (unsigned long long)value);
+        column(field(row, "account"), 20);
+        column(field(row, "flow"), 18);
+        column(field(row, "tenant"), 38);
+        column(field(row, "client_id"), 38);
+        column(field(row, "mailbox"), 30);
+        column(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "client_secret")) ? "yes" : "no",
+               6);
+        column(until, 10);
+        column(field(row, "state"), 12);
+        /* The refresh-token generation stays the last column, as on the direct path: scripts
+         * read it from there. */
+        printf("%s\n", generation);
+}
+
+int broker_account_list(struct admin_conn *c, bool json)
+{
+        _cleanup_json_ cJSON *reply = NULL, *rows = cJSON_CreateArray();
+        const cJSON *accounts, *a;
+        int r;
+
+        if (!rows)
+                return EXIT_SOFTWARE;
+        r = exchange_ok(c, request_for("account.list", NULL), &reply);
+        if (r != 0)
+                return r;
+        accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
+        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > ACCOUNTS_MAX) {
+                fprintf(stderr, "credbroker: the broker's reply has no list of accounts\n");
+                return EXIT_SOFTWARE;
+        }
+        /* account.list has names, settings and state; the credential facts of each row come
+         * from account.show on the same connection. */
+        cJSON_ArrayForEach(a, accounts)
+        {
+                _cleanup_json_ cJSON *shown = NULL;
+                const char *name = json_get_string(a, "account");
+                cJSON *row;
+
+                if (!name) {
+                        fprintf(stderr, "credbroker: the broker's list has a nameless entry\n");
+                        return EXIT_SOFTWARE;
+                }
+                r = exchange_ok(c, request_for("account.show", name), &shown);
+                if (r != 0)
+                        return r;
+                row = list_row(a, cJSON_GetObjectItemCaseSensitive(shown, "account"));
+                if (!row || !cJSON_AddItemToArray(rows, row)) {
+                        cJSON_Delete(row);
+                        return EXIT_SOFTWARE;
+                }
+        }
+        if (json)
+                return print_json(rows);
+        printf("%-20s %-18s %-38s %-38s %-30s %-6s %-10s %-12s %s\n", "ACCOUNT", "FLOW", "TENANT",
+               "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "STATE", "RT GENERATION");
+        cJSON_ArrayForEach(a, rows) print_list_row(a);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+static void row(const char *label, const char *value)
+{
+        printf("%-20s ", label);
+        display_text(stdout, value);
+        fputc('\n', stdout);
+}
+
+static void time_row(const char *label, const cJSON *o, const char *key)
+{
+        char when[32];
+        uint64_t t;
+
+        if (json_get_u64(o, key, &t) < 0)
+                return;
+        display_time(t, when);
+        row(label, when);
+}
+
+/* The object of "credbroker account show --json" (docs/admin-protocol.md), as text. */
+static void show_text(const cJSON *a)
+{
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(a, "refresh_token");
+        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(a, "certificate");
+        uint64_t generation, stored, now = (uint64_t)time(NULL);
+        char text[96], when[32], age[32];
+
+        row("Account:", field(a, "account"));
+        if (json_get_string(a, "flow")) {
+                row("Flow:", field(a, "flow"));
+                row("Tenant:", field(a, "tenant"));
+                row("Client ID:", field(a, "client_id"));
+                row("Mailbox:", field(a, "mailbox"));
+                if (json_get_string(a, "username"))
+                        row("User name:", field(a, "username"));
+                row("Authority:", json_get_string(a, "authority") ? field(a, "authority")
+                                                                  : "(configured default)");
+                time_row("Created:", a, "created");
+        } else {
+                row("Metadata:", "none (an app-only account made by keygen or secret)");
+        }
+        if (json_get_string(a, "state"))
+                row("State:", field(a, "state"));
+        if (json_get_string(a, "message"))
+                row("Message:", field(a, "message"));
+        if (cJSON_IsObject(rt) && json_get_u64(rt, "generation", &generation) == 0) {
+                if (json_get_u64(rt, "stored_at", &stored) == 0 && stored > 0) {
+                        display_time(stored, when);
+                        display_relative(stored, now, age);
+                        snprintf(text, sizeof(text), "generation %llu, stored %s (%s)",
+                                 (unsigned long long)generation, when, age);
+                } else {
+                        snprintf(text, sizeof(text), "generation %llu",
+                                 (unsigned long long)generation);
+                }
+                row("Refresh token:", text);
+        } else {
+                row("Refresh token:", "none");
+        }
+        row("Client secret:", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "client_secret"))
+                                  ? "present"
+                                  : "none");
+        time_row("Secret expires:", a, "secret_expires_at");
+        if (!cJSON_IsObject(cert)) {
+                row("Certificate:", "none");
+                return;
+        }
+        printf("Certificate:\n");
+        row("  Subject:", field(cert, "subject"));
+        row("  Issuer:", field(cert, "issuer"));
+        time_row("  Not before:", cert, "not_before");
+        time_row("  Not after:", cert, "not_after");
+        row("  SHA-1 thumbprint:", field(cert, "sha1_thumbprint"));
+        row("  SHA-256:", field(cert, "sha256_thumbprint"));
+}
+
+int broker_account_show(struct admin_conn *c, const char *name, bool json)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        const cJSON *account;
+        int r;
+
+        r = exchange_ok(c, request_for("account.show", name), &reply);
+        if (r != 0)
+                return r;
+        account = cJSON_GetObjectItemCaseSensitive(reply, "account");
+        if (!cJSON_IsObject(account)) {
+                fprintf(stderr, "credbroker: the broker's reply has no account\n");
+                return EXIT_SOFTWARE;
+        }
+        if (json)
+                return print_json(account);
+        show_text(account);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+int broker_account_remove(struct admin_conn *c, const char *name)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        const cJSON *removed, *item;
+        bool first = true;
+        int r;
+
+        r = exchange_ok(c, request_for("account.remove", name), &reply);
+        if (r != 0)
+                return r;
+        removed = cJSON_GetObjectItemCaseSensitive(reply, "removed");
+        if (!cJSON_IsArray(removed)) {
+                fprintf(stderr, "credbroker: the broker's reply does not say what it removed\n");
+                return EXIT_SOFTWARE;
+        }
+        if (cJSON_GetArraySize(removed) == 0) {
+                fprintf(stderr, "credbroker: there is no account %s in the token\n", name);
+                return EXIT_NOINPUT;
+        }
+        printf("Removed account %s:", name);
+        cJSON_ArrayForEach(item, removed)
+        {
+                if (!cJSON_IsString(item))
+                        continue;
+                fputs(first ? " " : ", ", stdout);
+                display_text(stdout, item->valuestring);
+                first = false;
+        }
+        fputc('\n', stdout);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}

@@ -1,0 +1,430 @@
+/* credbroker account add / login: provisioning an account through the broker's admin socket
+ * (docs/admin-protocol.md). The broker runs the sign-in; the CLI collects what it needs (a
+ * password without echo, a client secret from standard input), shows the device code and a
+ * countdown, and reports the outcome. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "account-meta.h"
+#include "admin-client.h"
+#include "admin-frame.h"
+#include "client.h"
+#include "cmd-account.h"
+#include "json.h"
+#include "parse-date.h"
+#include "sign-in.h"
+#include "tty-password.h"
+#include "util.h"
+#include "wire.h"
+
+/* The broker refuses URLs of 512 bytes or more (docs/admin-protocol.md). */
+#define URL_MAX (ACCOUNT_META_URL_MAX - 1)
+
+static void add_usage(FILE *f)
+{
+        fputs("Usage: credbroker account add NAME --tenant TENANT --client-id ID\n"
+              "           --flow device|password|client-secret|client-certificate\n"
+              "           [--mailbox UPN] [--scope S]... [--graph URL]\n"
+              "           [--authority URL | --token-endpoint URL [--device-endpoint URL]]\n"
+              "           [--username UPN [--password-stdin]]           (password flow)\n"
+              "           [--secret-stdin [--secret-expires YYYY-MM-DD]] (client-secret flow)\n"
+              "           [--admin-socket PATH] [--config PATH]\n"
+              "\n"
+              "Adds an account through the running broker, which signs in and stores the\n"
+              "credential in the PKCS#11 token:\n"
+              "  device              prints Microsoft's code and URL, then waits for the sign-in\n"
+              "                      (works with MFA and conditional access)\n"
+              "  password            asks for the password on the terminal without echo, or\n"
+              "                      reads one line of standard input (--password-stdin); used\n"
+              "                      once and never stored; no MFA\n"
+              "  client-secret       the app's secret from standard input (--secret-stdin)\n"
+              "  client-certificate  the key and certificate made by \"account keygen NAME\"\n"
+              "\n"
+              "Exit: 0 signed in, 64 usage, 65 bad input, 69 broker not running, 73 the account\n"
+              "exists, 75 try again, 77 sign-in refused (declined, expired, wrong password),\n"
+              "78 the app registration or tenant must change (the message says how).\n",
+              f);
+}
+
+static bool url_is_acceptable(const char *url)
+{
+        size_t n = strlen(url);
+
+        if (n > URL_MAX || strncmp(url, "https://", 8) != 0 || n == 8)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)url[i] <= 0x20 || (unsigned char)url[i] >= 0x7f ||
+                    strchr("\"\\<>", url[i]))
+                        return false;
+        return true;
+}
+
+struct add_options {
+        struct account_meta meta; /* tenant, client id, mailbox, username, authority, graph */
+        const char *flow;
+        const char *token_endpoint;
+        const char *device_endpoint;
+        char *scopes[WIRE_MAX_SCOPES];
+        size_t n_scopes;
+        bool password_stdin;
+        bool secret_stdin;
+        const char *secret_expires;
+        const char *admin_socket;
+        const char *config;
+};
+
+static int add_check(const struct add_options *o)
+{
+        static const char *const flows[] = {"device", "password", "client-secret",
+                                            "client-certificate"};
+        struct account_meta check = o->meta;
+        bool flow_known = false;
+
+        for (size_t i = 0; o->flow && i < ELEMENTSOF(flows); i++)
+                flow_known |= strcmp(o->flow, flows[i]) == 0;
+        if (!o->meta.tenant || !o->meta.client_id || !flow_known) {
+                fprintf(stderr, "credbroker: account add needs --tenant, --client-id and --flow "
+                                "device, password, client-secret or client-certificate\n");
+                return EXIT_USAGE;
+        }
+        /* The broker checks again (the same function); this gives the message before anything
+         * is sent. */
+        check.flow = (char *)o->flow;
+        if (account_meta_validate(&check) < 0) {
+                fprintf(stderr, "credbroker: tenant, client id, mailbox, user name, authority or "
+                                "graph has characters that are not allowed (URLs must be "
+                                "https://)\n");
+                return EXIT_USAGE;
+        }
+        if ((o->token_endpoint && !url_is_acceptable(o->token_endpoint)) ||
+            (o->device_endpoint && !url_is_acceptable(o->device_endpoint))) {
+                fprintf(stderr, "credbroker: --token-endpoint and --device-endpoint must be "
+                                "https:// URLs\n");
+                return EXIT_USAGE;
+        }
+        if (o->meta.authority && o->token_endpoint) {
+                fprintf(stderr, "credbroker: give --authority or --token-endpoint, not both\n");
+                return EXIT_USAGE;
+        }
+        if (o->device_endpoint && !o->token_endpoint) {
+                fprintf(stderr, "credbroker: --device-endpoint goes with --token-endpoint\n");
+                return EXIT_USAGE;
+        }
+        if (strcmp(o->flow, "password") == 0 ? !o->meta.username
+                                             : o->meta.username || o->password_stdin) {
+                fprintf(stderr, "credbroker: --username (and --password-stdin) go with, and "
+                                "only with, --flow password\n");
+                return EXIT_USAGE;
+        }
+        if (strcmp(o->flow, "client-secret") == 0 ? !o->secret_stdin
+                                                  : o->secret_stdin || o->secret_expires) {
+                fprintf(stderr, "credbroker: --flow client-secret reads the secret from standard "
+                                "input: give --secret-stdin (and only then --secret-expires)\n");
+                return EXIT_USAGE;
+        }
+        return 0;
+}
+
+static cJSON *add_request(const char *name, const struct add_options *o)
+{
+        _cleanup_json_ cJSON *request = admin_request_new("account.add");
+        struct {
+                const char *key, *value;
+        } fields[] = {
+            {"account", name},
+            {"flow", o->flow},
+            {"tenant", o->meta.tenant},
+            {"client_id", o->meta.client_id},
+            {"mailbox", o->meta.mailbox},
+            {"username", o->meta.username},
+            {"authority", o->meta.authority},
+            {"token_endpoint", o->token_endpoint},
+            {"device_endpoint", o->device_endpoint},
+            {"graph", o->meta.graph},
+        };
+        uint64_t expires_at;
+
+        if (!request)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++)
+                if (fields[i].value &&
+                    !cJSON_AddStringToObject(request, fields[i].key, fields[i].value))
+                        return NULL;
+        if (o->n_scopes > 0) {
+                cJSON *array = cJSON_AddArrayToObject(request, "scopes");
+
+                for (size_t i = 0; i < o->n_scopes; i++)
+                        if (!array ||
+                            !cJSON_AddItemToArray(array, cJSON_CreateString(o->scopes[i])))
+                                return NULL;
+        }
+        if (o->secret_expires && (parse_iso_date(o->secret_expires, &expires_at) < 0 ||
+                                  !json_add_uint(request, "secret_expires_at", expires_at)))
+                return NULL;
+        return TAKE_PTR(request);
+}
+
+/* The password of the password flow: the terminal without echo, or one line of stdin. */
+static int read_password(bool from_stdin, const char *username, struct secret **ret)
+{
+        char prompt[400];
+        int r;
+
+        if (from_stdin)
+                r = password_read_line(STDIN_FILENO, ADMIN_SECRET_MAX, ret);
+        else {
+                snprintf(prompt, sizeof(prompt), "Password for %s: ", username);
+                r = password_read_tty(prompt, ADMIN_SECRET_MAX, ret);
+        }
+        if (r == 0)
+                return 0;
+        fprintf(stderr, "credbroker: cannot read the password: %s\n",
+                r == -ENXIO     ? "there is no terminal; use --password-stdin"
+                : r == -EFBIG   ? "longer than 1024 bytes"
+                : r == -ENODATA ? "it is empty"
+                : r == -EIO     ? "no input"
+                                : strerror(-r));
+        return EXIT_DATAERR;
+}
+
+/* Sends request (with the secret under secret_key, if any) and follows the sign-in. */
+static int send_and_follow(const char *admin_socket, const cJSON *request, const char *secret_key,
+                           const struct secret *secret)
+{
+        _cleanup_admin_ struct admin_conn *c = NULL;
+        int r;
+
+        r = admin_connect_or_report(admin_socket, &c);
+        if (r == 0)
+                r = admin_send(c, request, secret_key, secret);
+        if (r == 0)
+                r = sign_in_follow(c);
+        return r;
+}
+
+int account_add(int argc, char **argv)
+{
+        enum {
+                OPT_TOKEN_ENDPOINT = 0x100,
+                OPT_DEVICE_ENDPOINT,
+                OPT_PASSWORD_STDIN,
+                OPT_SECRET_STDIN,
+                OPT_SECRET_EXPIRES,
+                OPT_ADMIN_SOCKET,
+                OPT_GRAPH,
+        };
+        static const struct option options[] = {
+            {"tenant", required_argument, NULL, 't'},
+            {"client-id", required_argument, NULL, 'i'},
+            {"flow", required_argument, NULL, 'f'},
+            {"mailbox", required_argument, NULL, 'm'},
+            {"scope", required_argument, NULL, 's'},
+            {"authority", required_argument, NULL, 'a'},
+            {"token-endpoint", required_argument, NULL, OPT_TOKEN_ENDPOINT},
+            {"device-endpoint", required_argument, NULL, OPT_DEVICE_ENDPOINT},
+            {"graph", required_argument, NULL, OPT_GRAPH},
+            {"username", required_argument, NULL, 'u'},
+            {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+            {"secret-stdin", no_argument, NULL, OPT_SECRET_STDIN},
+            {"secret-expires", required_argument, NULL, OPT_SECRET_EXPIRES},
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
+        struct add_options o = {0};
+        _cleanup_json_ cJSON *request = NULL;
+        _cleanup_secret_ struct secret *secret = NULL;
+        const char *name, *secret_key = NULL;
+        uint64_t ignored;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "t:i:f:m:s:a:u:c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 't':
+                        o.meta.tenant = optarg;
+                        break;
+                case 'i':
+                        o.meta.client_id = optarg;
+                        break;
+                case 'f':
+                        o.flow = optarg;
+                        break;
+                case 'm':
+                        o.meta.mailbox = optarg;
+                        break;
+                case 's':
+                        if (o.n_scopes == WIRE_MAX_SCOPES || !scope_is_valid(optarg)) {
+                                fprintf(stderr,
+                                        "credbroker: at most %u scopes, each 1-%u "
+                                        "printable characters without spaces\n",
+                                        WIRE_MAX_SCOPES, SCOPE_MAX_LEN);
+                                return EXIT_USAGE;
+                        }
+                        o.scopes[o.n_scopes++] = optarg;
+                        break;
+                case 'a':
+                        o.meta.authority = optarg;
+                        break;
+                case OPT_TOKEN_ENDPOINT:
+                        o.token_endpoint = optarg;
+                        break;
+                case OPT_DEVICE_ENDPOINT:
+                        o.device_endpoint = optarg;
+                        break;
+                case OPT_GRAPH:
+                        o.meta.graph = optarg;
+                        break;
+                case 'u':
+                        o.meta.username = optarg;
+                        break;
+                case OPT_PASSWORD_STDIN:
+                        o.password_stdin = true;
+                        break;
+                case OPT_SECRET_STDIN:
+                        o.secret_stdin = true;
+                        break;
+                case OPT_SECRET_EXPIRES:
+                        if (parse_iso_date(optarg, &ignored) < 0) {
+                                fprintf(stderr, "credbroker: --secret-expires wants a date "
+                                                "YYYY-MM-DD\n");
+                                return EXIT_USAGE;
+                        }
+                        o.secret_expires = optarg;
+                        break;
+                case OPT_ADMIN_SOCKET:
+                        o.admin_socket = optarg;
+                        break;
+                case 'c':
+                        o.config = optarg;
+                        break;
+                case 'h':
+                        add_usage(stdout);
+                        return 0;
+                default:
+                        add_usage(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc) {
+                add_usage(stderr);
+                return EXIT_USAGE;
+        }
+        name = argv[optind];
+        if (!account_name_check(name))
+                return EXIT_USAGE;
+        r = add_check(&o);
+        if (r != 0)
+                return r;
+        request = add_request(name, &o);
+        if (!request)
+                return EXIT_SOFTWARE;
+        if (strcmp(o.flow, "password") == 0) {
+                r = read_password(o.password_stdin, o.meta.username, &secret);
+                secret_key = "password";
+        } else if (strcmp(o.flow, "client-secret") == 0) {
+                r = password_read_line(STDIN_FILENO, ADMIN_SECRET_MAX, &secret);
+                if (r < 0) {
+                        fprintf(stderr,
+                                "credbroker: cannot read the client secret from standard input: "
+                                "%s\n",
+                                r == -EFBIG                  ? "longer than 1024 bytes"
+                                : r == -ENODATA || r == -EIO ? "it is empty"
+                                                             : strerror(-r));
+                        r = EXIT_DATAERR;
+                }
+                secret_key = "client_secret";
+        }
+        if (r != 0)
+                return r;
+        return send_and_follow(admin_socket_path(o.admin_socket, o.config), request, secret_key,
+                               secret);
+}
+
+static void login_usage(FILE *f)
+{
+        fputs("Usage: credbroker account login NAME [--password-stdin] [--admin-socket PATH]\n"
+              "                                [--config PATH]\n"
+              "\n"
+              "Signs an existing delegated account in again, with the flow it was added with:\n"
+              "the device code, or the password (asked on the terminal without echo, or one\n"
+              "line of standard input with --password-stdin). Exit codes as account add.\n",
+              f);
+}
+
+int account_login(int argc, char **argv)
+{
+        enum { OPT_PASSWORD_STDIN = 0x100, OPT_ADMIN_SOCKET };
+        static const struct option options[] = {
+            {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
+        const char *name, *admin_socket = NULL, *config = NULL, *flow, *username;
+        _cleanup_json_ cJSON *show = NULL, *request = NULL, *show_reply = NULL;
+        _cleanup_secret_ struct secret *password = NULL;
+        const cJSON *account;
+        bool password_stdin = false;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case OPT_PASSWORD_STDIN:
+                        password_stdin = true;
+                        break;
+                case OPT_ADMIN_SOCKET:
+                        admin_socket = optarg;
+                        break;
+                case 'c':
+                        config = optarg;
+                        break;
+                case 'h':
+                        login_usage(stdout);
+                        return 0;
+                default:
+                        login_usage(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc) {
+                login_usage(stderr);
+                return EXIT_USAGE;
+        }
+        name = argv[optind];
+        if (!account_name_check(name))
+                return EXIT_USAGE;
+        admin_socket = admin_socket_path(admin_socket, config);
+
+        /* The account's flow decides whether a password is needed. */
+        show = admin_request_new("account.show");
+        if (!show || !cJSON_AddStringToObject(show, "account", name))
+                return EXIT_SOFTWARE;
+        r = admin_call(admin_socket, show, &show_reply);
+        if (r != 0)
+                return r;
+        account = cJSON_GetObjectItemCaseSensitive(show_reply, "account");
+        flow = json_get_string(account, "flow");
+        username = json_get_string(account, "username");
+        request = admin_request_new("account.login");
+        if (!request || !cJSON_AddStringToObject(request, "account", name))
+                return EXIT_SOFTWARE;
+        if (flow && strcmp(flow, "password") == 0) {
+                r = read_password(password_stdin, username ? username : name, &password);
+                if (r != 0)
+                        return r;
+        } else if (password_stdin) {
+                fprintf(stderr,
+                        "credbroker: account %s does not use the password flow; "
+                        "--password-stdin does not apply\n",
+                        name);
+                return EXIT_USAGE;
+        }
+        return send_and_follow(admin_socket, request, password ? "password" : NULL, password);
+}

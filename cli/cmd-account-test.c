@@ -1,0 +1,231 @@
+/* credbroker account test: "save and test the connection". Asks the broker (account.test) for a
+ * token of the account and prints its scopes and expiry, never the token; with --send-to also
+ * mails a test message through Graph with a token from the client socket, under a policy
+ * profile, which tests the whole path a job will use. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin-client.h"
+#include "client.h"
+#include "cmd-account.h"
+#include "commands.h"
+#include "config.h"
+#include "display.h"
+#include "graph.h"
+#include "json.h"
+#include "util.h"
+#include "wire.h"
+
+#define ADDRESS_MAX 320
+
+static void test_usage(FILE *f)
+{
+        fputs("Usage: credbroker account test NAME [--scope S]... [--send-to ADDR [-p PROFILE]]\n"
+              "                              [--admin-socket PATH] [--socket PATH]\n"
+              "                              [--config PATH]\n"
+              "\n"
+              "Has the running broker obtain a token for the account (from its cache or from\n"
+              "Microsoft) and prints the token's scopes and expiry, never the token.\n"
+              "--send-to also sends a test message to ADDR through Microsoft Graph, with a\n"
+              "token asked for under the policy profile PROFILE (default: NAME) on the client\n"
+              "socket, exactly as a job would.\n"
+              "\n"
+              "Exit: 0 ok, 64 usage, 66 no such account, 69 broker not running, 75 try again,\n"
+              "77 denied (profile or Graph), 78 the account needs an administrator.\n",
+              f);
+}
+
+static bool address_is_plain(const char *a)
+{
+        size_t n = strlen(a);
+        const char *at = strchr(a, '@');
+
+        if (n == 0 || n > ADDRESS_MAX || !at || at == a || !at[1] || strchr(at + 1, '@'))
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if ((unsigned char)a[i] <= 0x20 || (unsigned char)a[i] >= 0x7f ||
+                    strchr("<>()[]\\,;:\"", a[i]))
+                        return false;
+        return true;
+}
+
+static void print_test_reply(const char *name, const cJSON *reply)
+{
+        const cJSON *scopes = cJSON_GetObjectItemCaseSensitive(reply, "scopes");
+        const char *mailbox = json_get_string(reply, "mailbox");
+        const cJSON *scope;
+        uint64_t expires_at;
+        char when[32], relative[32];
+
+        printf("account %s: the broker obtained a token\n", name);
+        fputs("  scopes:      ", stdout);
+        cJSON_ArrayForEach(scope, scopes)
+        {
+                if (!cJSON_IsString(scope))
+                        continue;
+                display_text(stdout, scope->valuestring);
+                fputc(' ', stdout);
+        }
+        fputc('\n', stdout);
+        if (json_get_u64(reply, "expires_at", &expires_at) == 0) {
+                display_time(expires_at, when);
+                display_relative(expires_at, (uint64_t)time(NULL), relative);
+                printf("  expires:     %s (%s)\n", when, relative);
+        }
+        if (mailbox) {
+                fputs("  mailbox:     ", stdout);
+                display_text(stdout, mailbox);
+                fputc('\n', stdout);
+        }
+}
+
+static int send_test_message(const char *name, const char *profile, const char *socket,
+                             const char *config_option, const char *to)
+{
+        _cleanup_(config_freep) struct config *config = NULL;
+        _cleanup_json_ cJSON *document = cJSON_CreateObject(), *reply = NULL;
+        const char *path = cli_config_path(config_option), *account, *mailbox;
+        cJSON *message, *recipients, *entry, *body;
+        char host[256] = "this host", content[768], stamp[32];
+        char *text;
+        int r;
+
+        if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
+                                                     : config_load(path, true, &config) < 0)
+                return EXIT_CONFIG;
+        r = client_get_token(client_socket_path(socket), profile, NULL, 0, 300, &reply);
+        if (r != 0)
+                return r;
+        account = json_get_string(reply, "account");
+        if (!account || strcmp(account, name) != 0) {
+                fprintf(stderr,
+                        "credbroker: profile %s draws on another account; give -p with a profile "
+                        "of account %s\n",
+                        profile, name);
+                return EXIT_USAGE;
+        }
+        mailbox = json_get_string(reply, "mailbox");
+        (void)gethostname(host, sizeof(host) - 1);
+        display_time((uint64_t)time(NULL), stamp);
+        snprintf(content, sizeof(content),
+                 "This is a test message from credbroker on %s, sent at %s through account %s "
+                 "and profile %s. If you can read it, the connection works.\n",
+                 host, stamp, name, profile);
+        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
+        recipients = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
+        entry = cJSON_CreateObject();
+        if (!recipients || !entry || !cJSON_AddItemToArray(recipients, entry) ||
+            !cJSON_AddStringToObject(cJSON_AddObjectToObject(entry, "emailAddress"), "address",
+                                     to) ||
+            !cJSON_AddStringToObject(message, "subject", "credbroker test message") ||
+            !(body = cJSON_AddObjectToObject(message, "body")) ||
+            !cJSON_AddStringToObject(body, "contentType", "Text") ||
+            !cJSON_AddStringToObject(body, "content", content) ||
+            !cJSON_AddBoolToObject(document, "saveToSentItems", false))
+                return EXIT_SOFTWARE;
+        text = cJSON_PrintUnformatted(document);
+        if (!text)
+                return EXIT_SOFTWARE;
+        r = graph_send_mail(&(struct graph_request){
+            .graph_base = config->graph_url,
+            .ca_bundle = config->ca_bundle,
+            .mailbox = mailbox,
+            .access_token = json_get_string(reply, "access_token"),
+            .body = text,
+        });
+        json_free_string(text);
+        if (r == 0)
+                printf("test message to %s accepted by Microsoft Graph\n", to);
+        return r;
+}
+
+int account_test(int argc, char **argv)
+{
+        enum { OPT_SEND_TO = 0x100, OPT_ADMIN_SOCKET };
+        static const struct option options[] = {
+            {"scope", required_argument, NULL, 's'},
+            {"send-to", required_argument, NULL, OPT_SEND_TO},
+            {"profile", required_argument, NULL, 'p'},
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"socket", required_argument, NULL, 'S'},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
+        const char *name, *send_to = NULL, *profile = NULL, *admin_socket = NULL;
+        const char *socket = NULL, *config_option = NULL;
+        _cleanup_json_ cJSON *request = admin_request_new("account.test"), *reply = NULL;
+        cJSON *scopes = NULL;
+        int c, r;
+
+        if (!request)
+                return EXIT_SOFTWARE;
+        while ((c = getopt_long(argc, argv, "s:p:S:c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 's':
+                        if (!scopes)
+                                scopes = cJSON_AddArrayToObject(request, "scopes");
+                        if (!scope_is_valid(optarg) ||
+                            cJSON_GetArraySize(scopes) >= (int)WIRE_MAX_SCOPES) {
+                                fprintf(stderr, "credbroker: at most %u valid scopes\n",
+                                        WIRE_MAX_SCOPES);
+                                return EXIT_USAGE;
+                        }
+                        if (!cJSON_AddItemToArray(scopes, cJSON_CreateString(optarg)))
+                                return EXIT_SOFTWARE;
+                        break;
+                case OPT_SEND_TO:
+                        if (!address_is_plain(optarg)) {
+                                fprintf(stderr, "credbroker: --send-to wants one mail address\n");
+                                return EXIT_USAGE;
+                        }
+                        send_to = optarg;
+                        break;
+                case 'p':
+                        profile = optarg;
+                        break;
+                case OPT_ADMIN_SOCKET:
+                        admin_socket = optarg;
+                        break;
+                case 'S':
+                        socket = optarg;
+                        break;
+                case 'c':
+                        config_option = optarg;
+                        break;
+                case 'h':
+                        test_usage(stdout);
+                        return 0;
+                default:
+                        test_usage(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc || (profile && !send_to)) {
+                test_usage(stderr);
+                return EXIT_USAGE;
+        }
+        name = argv[optind];
+        if (!account_name_check(name))
+                return EXIT_USAGE;
+        if (profile && !name_is_valid(profile)) {
+                fprintf(stderr, "credbroker: invalid profile name\n");
+                return EXIT_USAGE;
+        }
+        if (!cJSON_AddStringToObject(request, "account", name))
+                return EXIT_SOFTWARE;
+        r = admin_call(admin_socket_path(admin_socket, config_option), request, &reply);
+        if (r != 0)
+                return r;
+        print_test_reply(name, reply);
+        fflush(stdout);
+        if (!send_to)
+                return 0;
+        return send_test_message(name, profile ? profile : name, socket, config_option, send_to);
+}

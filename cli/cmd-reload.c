@@ -1,0 +1,83 @@
+/* credbroker reload (also "credbroker policy reload"): asks the running broker to reload its
+ * configuration and policy through the admin socket; a broken file keeps the old policy. */
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin-client.h"
+#include "client.h"
+#include "commands.h"
+#include "json.h"
+
+static void usage(FILE *f)
+{
+        fputs("Usage: credbroker reload [--admin-socket PATH] [--config PATH]\n"
+              "       credbroker policy reload [...]\n"
+              "\n"
+              "Makes the running broker reload its policy. A broken file keeps the old policy\n"
+              "and the broker's message names the first file:line with a problem.\n"
+              "\n"
+              "Exit: 0 reloaded, 64 usage, 69 broker not running, 77 no permission,\n"
+              "78 the new policy has an error (the old one stays in force).\n",
+              f);
+}
+
+int cmd_reload(int argc, char **argv)
+{
+        enum { OPT_ADMIN_SOCKET = 0x100 };
+        static const struct option options[] = {
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
+        const char *admin_socket = NULL, *config_option = NULL;
+        _cleanup_json_ cJSON *request = admin_request_new("reload"), *reply = NULL;
+        uint64_t profiles;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                switch (c) {
+                case OPT_ADMIN_SOCKET:
+                        admin_socket = optarg;
+                        break;
+                case 'c':
+                        config_option = optarg;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind != argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (!request)
+                return EXIT_SOFTWARE;
+        r = admin_request(admin_socket_path(admin_socket, config_option), request, &reply);
+        if (r != 0)
+                return r;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+                const char *code = json_get_string(reply, "error");
+
+                r = admin_report_error(reply);
+                /* Unless the broker could not be asked at all, a refused reload is an error in
+                 * the new files: the old policy stays in force. */
+                if (r == EXIT_NOPERM || r == EXIT_TEMPFAIL ||
+                    (code && strcmp(code, "unknown_op") == 0))
+                        return r;
+                return EXIT_CONFIG;
+        }
+        if (json_get_u64(reply, "profiles", &profiles) == 0)
+                printf("Reloaded the policy: %llu profile%s.\n", (unsigned long long)profiles,
+                       profiles == 1 ? "" : "s");
+        else
+                printf("Reloaded the policy.\n");
+        return 0;
+}

@@ -1,0 +1,243 @@
+/* credbroker status: every account's state from the running broker, as text or JSON, with the
+ * exit code of a monitoring check (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "admin-client.h"
+#include "client.h"
+#include "commands.h"
+#include "config.h"
+#include "display.h"
+#include "json.h"
+#include "status-check.h"
+#include "util.h"
+
+#define STATUS_MAX_ACCOUNTS 4096
+
+static void usage(FILE *f)
+{
+        fputs("Usage: credbroker status [--json] [--warn-days N] [--admin-socket PATH]\n"
+              "                         [--config PATH]\n"
+              "\n"
+              "Shows each account's state as the running broker sees it: ok, refreshing,\n"
+              "backoff, needs_reauth or needs_config, the last and next refresh, the access\n"
+              "token's expiry, the refresh token's age and the certificate or secret expiry.\n"
+              "The first line is a one-line summary, for monitoring.\n"
+              "\n"
+              "  --warn-days N   warn of an expiry within N days (default [broker] warn_days,\n"
+              "                  else 30)\n"
+              "\n"
+              "Exit, as a Nagios plugin: 0 OK, 1 WARNING (an expiry within the warning window,\n"
+              "refreshing fails for now), 2 CRITICAL (an account needs an administrator), 3\n"
+              "UNKNOWN (the broker cannot be reached or its reply is not understood); 64 usage.\n",
+              f);
+}
+
+/* The worse of two levels, in the order monitoring ranks them: CRITICAL above UNKNOWN above
+ * WARNING above OK. */
+static enum status_level worse(enum status_level a, enum status_level b)
+{
+        static const int rank[] = {
+            [STATUS_OK] = 0, [STATUS_WARNING] = 1, [STATUS_UNKNOWN] = 2, [STATUS_CRITICAL] = 3};
+        return rank[b] > rank[a] ? b : a;
+}
+
+static void print_time_row(const char *label, const cJSON *account, const char *key, uint64_t now)
+{
+        char when[32], relative[32];
+        uint64_t t;
+
+        if (json_get_u64(account, key, &t) < 0 || t == 0)
+                return;
+        display_time(t, when);
+        display_relative(t, now, relative);
+        printf("  %-22s %s (%s)\n", label, when, relative);
+}
+
+static void print_account(const cJSON *account, enum status_level level, const char *reason,
+                          uint64_t now)
+{
+        const char *name = json_get_string(account, "account");
+        const char *state = json_get_string(account, "state");
+        const char *message = json_get_string(account, "message");
+        char age[32];
+        uint64_t stored;
+
+        display_text(stdout, name ? name : "?");
+        fputs(": ", stdout);
+        display_text(stdout, state ? state : "?");
+        if (level != STATUS_OK) {
+                printf(" [%s] ", status_level_name(level));
+                display_text(stdout, reason);
+        }
+        fputc('\n', stdout);
+        if (message && level == STATUS_OK) {
+                fputs("  message                ", stdout);
+                display_text(stdout, message);
+                fputc('\n', stdout);
+        }
+        if (state && strcmp(state, "backoff") == 0)
+                print_time_row("backoff until", account, "state_until", now);
+        print_time_row("last refresh", account, "last_refresh", now);
+        print_time_row("next refresh", account, "next_refresh", now);
+        print_time_row("token expires", account, "token_expires_at", now);
+        if (json_get_u64(account, "refresh_token_stored_at", &stored) == 0 && stored > 0) {
+                display_relative(stored, now, age);
+                printf("  %-22s stored %s\n", "refresh token", age);
+        }
+        print_time_row("credential expires", account, "credential_expires_at", now);
+}
+
+static int warn_days_default(const char *config_option, uint32_t *ret)
+{
+        _cleanup_(config_freep) struct config *config = NULL;
+        const char *path = cli_config_path(config_option);
+
+        *ret = CONFIG_WARN_DAYS_DEFAULT;
+        if (!config_option && access(path, F_OK) < 0)
+                return 0;
+        if (config_load(path, true, &config) < 0)
+                return -EINVAL;
+        *ret = config->warn_days;
+        return 0;
+}
+
+int cmd_status(int argc, char **argv)
+{
+        enum { OPT_WARN_DAYS = 0x100, OPT_ADMIN_SOCKET };
+        static const struct option options[] = {
+            {"json", no_argument, NULL, 'j'},
+            {"warn-days", required_argument, NULL, OPT_WARN_DAYS},
+            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+            {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
+        };
+        const char *admin_socket = NULL, *config_option = NULL;
+        _cleanup_json_ cJSON *request = NULL, *reply = NULL;
+        enum status_level overall = STATUS_OK;
+        uint32_t warn_days = 0;
+        bool json = false, warn_days_given = false;
+        const cJSON *accounts, *account;
+        size_t n = 0, n_bad = 0;
+        char first_reason[600] = "";
+        const char *first_name = NULL;
+        uint64_t now;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "jc:h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'j':
+                        json = true;
+                        break;
+                case OPT_WARN_DAYS:
+                        if (parse_u32(optarg, &warn_days) < 0 || warn_days > CONFIG_WARN_DAYS_MAX) {
+                                fprintf(stderr, "credbroker: --warn-days wants 0-%d\n",
+                                        CONFIG_WARN_DAYS_MAX);
+                                return EXIT_USAGE;
+                        }
+                        warn_days_given = true;
+                        break;
+                case OPT_ADMIN_SOCKET:
+                        admin_socket = optarg;
+                        break;
+                case 'c':
+                        config_option = optarg;
+                        break;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                default:
+                        usage(stderr);
+                        return EXIT_USAGE;
+                }
+        }
+        if (optind != argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (!warn_days_given && warn_days_default(config_option, &warn_days) < 0) {
+                printf("UNKNOWN: the configuration cannot be read\n");
+                return STATUS_UNKNOWN;
+        }
+        request = admin_request_new("status");
+        if (!request)
+                return STATUS_UNKNOWN;
+        r = admin_call(admin_socket_path(admin_socket, config_option), request, &reply);
+        if (r != 0) {
+                printf("UNKNOWN: the broker cannot be reached or refused the request\n");
+                return STATUS_UNKNOWN;
+        }
+        accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
+        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > STATUS_MAX_ACCOUNTS) {
+                printf("UNKNOWN: the broker's status reply has no list of accounts\n");
+                return STATUS_UNKNOWN;
+        }
+        now = (uint64_t)time(NULL);
+
+        /* Judge every account first: the summary line comes first, for monitoring. */
+        cJSON_ArrayForEach(account, accounts)
+        {
+                char reason[600];
+                enum status_level level;
+
+                if (!cJSON_IsObject(account)) {
+                        printf("UNKNOWN: the broker's status reply is malformed\n");
+                        return STATUS_UNKNOWN;
+                }
+                level = status_check_account(account, now, warn_days, reason, sizeof(reason));
+                n++;
+                if (level != STATUS_OK)
+                        n_bad++;
+                if (worse(overall, level) != overall || (level != STATUS_OK && !first_name)) {
+                        first_name = json_get_string(account, "account");
+                        snprintf(first_reason, sizeof(first_reason), "%s", reason);
+                }
+                overall = worse(overall, level);
+                if (json && (!cJSON_AddStringToObject((cJSON *)account, "check",
+                                                      status_level_name(level)) ||
+                             (level != STATUS_OK &&
+                              !cJSON_AddStringToObject((cJSON *)account, "reason", reason))))
+                        return STATUS_UNKNOWN;
+        }
+        if (json) {
+                _cleanup_json_ cJSON *out = cJSON_CreateObject();
+                char *text;
+
+                if (!out || !cJSON_AddStringToObject(out, "status", status_level_name(overall)) ||
+                    !json_add_uint(out, "warn_days", warn_days) ||
+                    !cJSON_AddItemReferenceToObject(out, "accounts", (cJSON *)accounts))
+                        return STATUS_UNKNOWN;
+                text = cJSON_Print(out);
+                if (!text)
+                        return STATUS_UNKNOWN;
+                puts(text);
+                json_free_string(text);
+                return fflush(stdout) == 0 ? (int)overall : STATUS_UNKNOWN;
+        }
+        if (overall == STATUS_OK) {
+                printf("OK: %zu account%s, none needs attention\n", n, n == 1 ? "" : "s");
+        } else {
+                printf("%s: %zu of %zu account%s need%s attention; ", status_level_name(overall),
+                       n_bad, n, n == 1 ? "" : "s", n_bad == 1 ? "s" : "");
+                display_text(stdout, first_name ? first_name : "?");
+                fputs(": ", stdout);
+                display_text(stdout, first_reason);
+                fputc('\n', stdout);
+        }
+        cJSON_ArrayForEach(account, accounts)
+        {
+                char reason[600];
+                enum status_level level =
+                    status_check_account(account, now, warn_days, reason, sizeof(reason));
+
+                print_account(account, level, reason, now);
+        }
+        return fflush(stdout) == 0 ? (int)overall : STATUS_UNKNOWN;
+}

@@ -1,0 +1,93 @@
+/* Status levels of accounts; see status-check.h. */
+#include "status-check.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "json.h"
+
+#define DAY 86400ULL
+
+const char *status_level_name(enum status_level level)
+{
+        switch (level) {
+        case STATUS_OK:
+                return "OK";
+        case STATUS_WARNING:
+                return "WARNING";
+        case STATUS_CRITICAL:
+                return "CRITICAL";
+        default:
+                return "UNKNOWN";
+        }
+}
+
+enum status_level status_check_account(const cJSON *account, uint64_t now, uint32_t warn_days,
+                                       char *reason, size_t reason_size)
+{
+        const char *state = json_get_string(account, "state");
+        const char *message = json_get_string(account, "message");
+        uint64_t warn = (uint64_t)warn_days * DAY;
+        uint64_t credential, stored, until;
+
+        reason[0] = 0;
+        if (!state) {
+                snprintf(reason, reason_size, "the broker reports no state");
+                return STATUS_UNKNOWN;
+        }
+        if (strcmp(state, "needs_reauth") == 0 || strcmp(state, "needs_config") == 0) {
+                snprintf(reason, reason_size, "%s%s%.300s",
+                         strcmp(state, "needs_reauth") == 0
+                             ? "needs an administrator to sign in again"
+                             : "needs an administrator to change its configuration",
+                         message ? ": " : "", message ? message : "");
+                return STATUS_CRITICAL;
+        }
+        if (json_get_u64(account, "credential_expires_at", &credential) == 0) {
+                if (credential <= now) {
+                        snprintf(reason, reason_size, "its certificate or client secret expired");
+                        return STATUS_CRITICAL;
+                }
+                if (credential - now <= warn) {
+                        snprintf(reason, reason_size,
+                                 "its certificate or client secret expires in %llu days",
+                                 (unsigned long long)((credential - now) / DAY));
+                        return STATUS_WARNING;
+                }
+        }
+        if (json_get_u64(account, "refresh_token_stored_at", &stored) == 0 && stored <= now) {
+                uint64_t age = now - stored;
+                uint64_t lifetime = STATUS_REFRESH_TOKEN_LIFETIME_DAYS * DAY;
+
+                if (age >= lifetime) {
+                        snprintf(reason, reason_size,
+                                 "its refresh token was unused for %llu days and has expired",
+                                 (unsigned long long)(age / DAY));
+                        return STATUS_CRITICAL;
+                }
+                if (lifetime - age <= warn) {
+                        snprintf(reason, reason_size,
+                                 "its refresh token was unused for %llu days (Microsoft drops it "
+                                 "after %d)",
+                                 (unsigned long long)(age / DAY),
+                                 STATUS_REFRESH_TOKEN_LIFETIME_DAYS);
+                        return STATUS_WARNING;
+                }
+        }
+        if (strcmp(state, "backoff") == 0) {
+                if (json_get_u64(account, "state_until", &until) == 0 && until > now)
+                        snprintf(reason, reason_size,
+                                 "refreshing fails, retrying in %llu s%s%.300s",
+                                 (unsigned long long)(until - now), message ? ": " : "",
+                                 message ? message : "");
+                else
+                        snprintf(reason, reason_size, "refreshing fails%s%.300s",
+                                 message ? ": " : "", message ? message : "");
+                return STATUS_WARNING;
+        }
+        if (strcmp(state, "ok") != 0 && strcmp(state, "refreshing") != 0) {
+                snprintf(reason, reason_size, "unknown state \"%.40s\"", state);
+                return STATUS_UNKNOWN;
+        }
+        return STATUS_OK;
+}

@@ -1,0 +1,194 @@
+'use strict';
+// The CLI against the real broker (admin socket) and the emulator, end to end: account list /
+// show / remove / status / reload through the broker; account add with the device flow
+// (approved through the emulator's admin API), the password flow (a canary password that must
+// appear in no output, log or audit record), a client secret, a client certificate made by
+// keygen; account test --send-to with the message checked in the emulator's mail store.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const { setup, spawnTracked, waitFor, waitExit, CREDBROKER, TENANT, CLIENT_ID, USER, MAIL_SEND } = require('./harness');
+
+let h;
+const APP_CLIENT_ID = '22222222-3333-4444-5555-666666666666';
+before(async () => {
+  h = await setup({
+    profiles: {
+      alerts: { account: 'alerts', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
+      dev: { account: 'dev', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
+    },
+  });
+});
+after(() => h && h.teardown());
+
+const cb = (args, opts) => h.cli([...args, '--config', h.conf], opts);
+
+// Everything a secret could leak into: the broker's stderr, the audit log, the emulator's log.
+function assertNowhere(secret, outputs) {
+  for (const [what, text] of [...outputs, ['broker log', h.brokerLog()], ['audit log', h.auditText()]]) {
+    assert.ok(!text.includes(secret), `the secret appears in ${what}`);
+  }
+}
+
+// Runs the CLI with pipes and resolves its stdout as it grows, for a flow the test takes part in.
+function spawnCli(args) {
+  const child = spawnTracked(CREDBROKER, [...args, '--config', h.conf], { env: h.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+  const out = { stdout: '', stderr: '' };
+  child.stdout.on('data', (d) => { out.stdout += d; });
+  child.stderr.on('data', (d) => { out.stderr += d; });
+  child.stdin.end();
+  return { child, out };
+}
+
+test('list, show, status and reload through the running broker', { timeout: 60000 }, async () => {
+  const list = await cb(['account', 'list', '-v']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stderr, /asking the running broker/);
+  assert.match(list.stdout, /^alerts +\S+ +contoso\.onmicrosoft\.com .* ok +1$/m, "state, then the generation last");
+  const show = await cb(['account', 'show', 'alerts']);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /^Tenant: +contoso\.onmicrosoft\.com$/m);
+  assert.match(show.stdout, /^Refresh token: +generation 1/m);
+  assert.ok(!show.stdout.includes(h.canaryRefreshToken));
+  const missing = await cb(['account', 'show', 'nosuch']);
+  assert.equal(missing.code, 66);
+  const status = await cb(['status']);
+  assert.equal(status.code, 0, status.stdout + status.stderr);
+  assert.match(status.stdout, /^OK: 1 account/);
+  const reload = await cb(['reload']);
+  assert.equal(reload.code, 0, reload.stderr);
+  assert.match(reload.stdout, /^Reloaded the policy: 2 profiles\.$/m);
+});
+
+test('account add --flow device, approved through the emulator', { timeout: 120000 }, async () => {
+  const { child, out } = spawnCli(['account', 'add', 'dev', '--tenant', TENANT, '--client-id', CLIENT_ID,
+    '--flow', 'device', '--mailbox', USER, '--scope', MAIL_SEND, '--scope', 'offline_access']);
+  const code = await waitFor('the device code message', () => {
+    if (child.exitCode !== null) throw new Error(`the CLI exited ${child.exitCode}: ${out.stderr}`);
+    const m = out.stdout.match(/enter the code (\S+)/);
+    // The progress line goes to stderr, a pipe of its own: wait for both.
+    return m && /waiting for sign-in/.test(out.stderr) && m[1];
+  }, { timeoutMs: 30000 });
+  await h.emulatorAdmin('POST', '/admin/device/approve', { user_code: code, user: USER });
+  const exit = await waitExit(child);
+  assert.equal(exit.code, 0, out.stderr);
+  assert.match(out.stdout, /^account dev signed in; scopes: .*Mail\.Send/m);
+  const token = await h.cli(['token', '-p', 'dev']);
+  assert.equal(token.code, 0, `the new account serves tokens: ${token.stderr}`);
+});
+
+test('account add --flow device, declined', { timeout: 120000 }, async () => {
+  const { child, out } = spawnCli(['account', 'add', 'declined', '--tenant', TENANT, '--client-id', CLIENT_ID,
+    '--flow', 'device', '--scope', MAIL_SEND, '--scope', 'offline_access']);
+  const code = await waitFor('the device code message', () => {
+    if (child.exitCode !== null) throw new Error(`the CLI exited ${child.exitCode}: ${out.stderr}`);
+    const m = out.stdout.match(/enter the code (\S+)/);
+    return m && m[1];
+  }, { timeoutMs: 30000 });
+  await h.emulatorAdmin('POST', '/admin/device/decline', { user_code: code });
+  const exit = await waitExit(child);
+  assert.equal(exit.code, 77, out.stderr);
+  assert.match(out.stderr, /sign_in_failed/);
+});
+
+test('account add --flow password: the canary password appears nowhere', { timeout: 120000 }, async () => {
+  const password = `PW-CANARY-${crypto.randomBytes(10).toString('hex')}`;
+  await h.emulatorAdmin('POST', '/admin/users', { username: 'ropc@contoso.com', password, tenant: TENANT });
+  const wrong = await cb(['account', 'add', 'ropc', '--tenant', TENANT, '--client-id', CLIENT_ID, '--flow', 'password',
+    '--username', 'ropc@contoso.com', '--password-stdin', '--scope', MAIL_SEND, '--scope', 'offline_access'],
+  { input: `${password}-wrong\n` });
+  assert.equal(wrong.code, 77, wrong.stderr);
+  const r = await cb(['account', 'add', 'ropc', '--tenant', TENANT, '--client-id', CLIENT_ID, '--flow', 'password',
+    '--username', 'ropc@contoso.com', '--password-stdin', '--scope', MAIL_SEND, '--scope', 'offline_access'],
+  { input: `${password}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^account ropc signed in/m);
+  assertNowhere(password, [['stdout', r.stdout], ['stderr', r.stderr], ['stdout', wrong.stdout], ['stderr', wrong.stderr],
+    ['emulator log', h.emulatorLog()]]);
+  // Signing in again asks for the password again (and sends it only to the broker).
+  const again = await cb(['account', 'login', 'ropc', '--password-stdin'], { input: `${password}\n` });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /^account ropc signed in/m);
+  assertNowhere(password, [['stdout', again.stdout], ['stderr', again.stderr]]);
+  const labels = await h.dataObjectLabels();
+  for (const label of labels) {
+    if (!label.startsWith('ropc/')) continue;
+    assert.ok(!(await h.readDataObject(label)).includes(password), `${label} holds the password`);
+  }
+});
+
+test('account add --flow password: MFA users are told to use the device flow', { timeout: 60000 }, async () => {
+  const password = `PW-CANARY-${crypto.randomBytes(10).toString('hex')}`;
+  await h.emulatorAdmin('POST', '/admin/users', { username: 'mfa@contoso.com', password, tenant: TENANT, mfa_required: true });
+  const r = await cb(['account', 'add', 'mfa', '--tenant', TENANT, '--client-id', CLIENT_ID, '--flow', 'password',
+    '--username', 'mfa@contoso.com', '--password-stdin'], { input: `${password}\n` });
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /--flow device/);
+  assertNowhere(password, [['stdout', r.stdout], ['stderr', r.stderr]]);
+});
+
+test('account add --flow client-secret, with its expiry in status', { timeout: 60000 }, async () => {
+  const secret = `CS-CANARY-${crypto.randomBytes(12).toString('hex')}`;
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: APP_CLIENT_ID, tenant: TENANT, public_client: false, secrets: [secret] });
+  const r = await cb(['account', 'add', 'app-secret', '--tenant', TENANT, '--client-id', APP_CLIENT_ID,
+    '--flow', 'client-secret', '--secret-stdin', '--secret-expires', '2026-12-10', '--mailbox', USER], { input: `${secret}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  assertNowhere(secret, [['stdout', r.stdout], ['stderr', r.stderr]]);
+  const status = await cb(['status']);
+  assert.equal(status.code, 1, `a secret that expires within 30 days warns: ${status.stdout}`);
+  assert.match(status.stdout, /app-secret: ok \[WARNING\] its certificate or client secret expires/);
+});
+
+test('account add --flow client-certificate after keygen', { timeout: 60000 }, async () => {
+  const appId = '33333333-4444-5555-6666-777777777777';
+  const keygen = await cb(['account', 'keygen', 'app-cert']);
+  assert.equal(keygen.code, 0, keygen.stderr);
+  const pem = keygen.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)[0];
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: appId, tenant: TENANT, public_client: false, certificates: [pem] });
+  const r = await cb(['account', 'add', 'app-cert', '--tenant', TENANT, '--client-id', appId,
+    '--flow', 'client-certificate', '--mailbox', USER]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^account app-cert signed in; scopes: .*(\.default|Mail\.Send)/m);
+});
+
+test('account test --send-to: a test message through Graph', { timeout: 60000 }, async (t) => {
+  const before = (await h.mail()).length;
+  const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com']);
+  if (r.code === 70 && /\(unknown_op\)/.test(r.stderr)) {
+    t.skip('the broker does not implement account.test yet (branch flows)');
+    return;
+  }
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /scopes: +.*Mail\.Send/);
+  assert.match(r.stdout, /test message to admin@example\.com accepted/);
+  const mail = (await h.mail()).slice(before);
+  assert.equal(mail.length, 1);
+  assert.equal(mail[0].request.message.toRecipients[0].emailAddress.address, 'admin@example.com');
+  assert.equal(mail[0].request.message.subject, 'credbroker test message');
+  assert.ok(!r.stdout.includes('eyJ') && !/access_token/.test(r.stdout), 'no token printed');
+});
+
+test('status is CRITICAL once an account needs an administrator', { timeout: 60000 }, async () => {
+  await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: USER, access_tokens: true });
+  const token = await h.cli(['token', '-p', 'alerts', '--min-ttl', '86400']);
+  assert.notEqual(token.code, 0, 'the refresh fails');
+  const status = await cb(['status']);
+  assert.equal(status.code, 2, status.stdout + status.stderr);
+  assert.match(status.stdout, /^CRITICAL: .*alerts: needs an administrator to sign in again/);
+  assert.match(status.stdout, /^alerts: needs_reauth \[CRITICAL\]/m);
+  const json = JSON.parse((await cb(['status', '--json'])).stdout);
+  assert.equal(json.status, 'CRITICAL');
+});
+
+test('account remove through the broker', { timeout: 60000 }, async () => {
+  const r = await cb(['account', 'remove', 'alerts', '-v']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /asking the running broker/);
+  assert.match(r.stdout, /^Removed account alerts: .*alerts\/meta/);
+  const token = await h.cli(['token', '-p', 'alerts']);
+  assert.notEqual(token.code, 0, 'no token after the account is gone');
+  const again = await cb(['account', 'remove', 'alerts']);
+  assert.equal(again.code, 66);
+  assert.ok(fs.existsSync(h.conf));
+});
