@@ -509,6 +509,10 @@ void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len)
         } else if (strcmp(op, "account.add") == 0 || strcmp(op, "account.login") == 0) {
                 if ((account = request_account(c, request)))
                         provision_start(c, request, strcmp(op, "account.login") == 0);
+        } else if (strcmp(op, "account.keygen") == 0 || strcmp(op, "account.cert") == 0 ||
+                   strcmp(op, "account.secret") == 0) {
+                if ((account = request_account(c, request)))
+                        admin_credential_start(c, request, op);
         } else if (strcmp(op, "account.test") == 0) {
                 if ((account = request_account(c, request)))
                         provision_test(c, request);

@@ -61,3 +61,7 @@ uint64_t admin_boottime_to_unix(uint64_t boottime_usec);
 
 /* admin-ops.c: handles one request frame. payload is writable so secrets in it can be wiped. */
 void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len);
+
+/* account.keygen, account.cert, account.secret (admin-credentials.c); the account is valid. */
+void admin_credential_start(struct admin_connection *c, const struct cJSON *request,
+                            const char *op);
