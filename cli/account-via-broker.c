@@ -1,7 +1,9 @@
-/* account list / show / remove over the admin socket; see account-via-broker.h. */
+/* The account commands over the admin socket; see account-via-broker.h. */
 #include "account-via-broker.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -308,4 +310,188 @@ int broker_account_remove(struct admin_conn *c, const char *name)
         }
         fputc('\n', stdout);
         return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+/* ---- account secret / keygen / cert ---- */
+
+/* Sends request (with secret under secret_key, if any) and returns the "ok" reply in *ret. An
+ * error the direct path reports in its own words comes back as a negative errno, as the store
+ * would return it: exists -EEXIST, bad_request -EINVAL, not_found -ENOKEY; any other error is
+ * reported here and its exit code returned. */
+static int exchange_credential(struct admin_conn *c, cJSON *request, const char *secret_key,
+                               const struct secret *secret, cJSON **ret)
+{
+        _cleanup_json_ cJSON *owned = request, *reply = NULL;
+        const char *code;
+        int r;
+
+        if (!owned)
+                return EXIT_SOFTWARE;
+        r = admin_send(c, owned, secret_key, secret);
+        if (r == 0)
+                r = admin_read_reply(c, -1, &reply);
+        if (r == -ETIMEDOUT) {
+                fprintf(stderr, "credbroker: the broker did not answer in time\n");
+                return EXIT_TEMPFAIL;
+        }
+        if (r != 0)
+                return r;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+                code = json_get_string(reply, "error");
+                if (code && strcmp(code, "exists") == 0)
+                        return -EEXIST;
+                if (code && strcmp(code, "bad_request") == 0)
+                        return -EINVAL;
+                if (code && strcmp(code, "not_found") == 0)
+                        return -ENOKEY;
+                return admin_report_error(reply);
+        }
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+int broker_account_secret(struct admin_conn *c, const char *name, const struct secret *secret)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+
+        return exchange_credential(c, request_for("account.secret", name), "client_secret", secret,
+                                   &reply);
+}
+
+static int dup_field(const cJSON *o, const char *key, char **ret)
+{
+        const char *s = json_get_string(o, key);
+
+        if (!s)
+                return -EBADMSG;
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int copy_hex(const cJSON *o, const char *key, char *out, size_t size)
+{
+        const char *s = json_get_string(o, key);
+
+        if (!s || strlen(s) != size - 1)
+                return -EBADMSG;
+        memcpy(out, s, size);
+        return 0;
+}
+
+/* The certificate facts of a keygen or cert reply. */
+static int certificate_from_reply(const cJSON *reply, bool with_pem,
+                                  struct store_certificate_info *ret)
+{
+        uint64_t bits;
+
+        if (dup_field(reply, "subject", &ret->subject) < 0 ||
+            dup_field(reply, "issuer", &ret->issuer) < 0 ||
+            json_get_u64(reply, "not_before", &ret->not_before) < 0 ||
+            json_get_u64(reply, "not_after", &ret->not_after) < 0 ||
+            json_get_u64(reply, "bits", &bits) < 0 || bits > 16384 ||
+            copy_hex(reply, "sha1", ret->sha1_hex, sizeof(ret->sha1_hex)) < 0 ||
+            copy_hex(reply, "sha256", ret->sha256_hex, sizeof(ret->sha256_hex)) < 0 ||
+            (with_pem && dup_field(reply, "pem", &ret->pem) < 0)) {
+                store_certificate_info_clear(ret);
+                fprintf(stderr, "credbroker: the broker's reply has no certificate\n");
+                return EXIT_SOFTWARE;
+        }
+        ret->bits = (unsigned)bits;
+        return 0;
+}
+
+int broker_account_keygen(struct admin_conn *c, const char *name,
+                          const struct store_keygen_options *o, struct store_certificate_info *ret,
+                          char **ret_csr)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        cJSON *request = request_for("account.keygen", name);
+        int r;
+
+        if (request && !(cJSON_AddNumberToObject(request, "bits", o->bits) &&
+                         cJSON_AddNumberToObject(request, "days", o->days) &&
+                         (!o->subject || cJSON_AddStringToObject(request, "subject", o->subject)) &&
+                         cJSON_AddBoolToObject(request, "csr", o->csr) &&
+                         cJSON_AddBoolToObject(request, "replace", o->replace))) {
+                cJSON_Delete(request);
+                request = NULL;
+        }
+        r = exchange_credential(c, request, NULL, NULL, &reply);
+        if (r != 0)
+                return r;
+        r = certificate_from_reply(reply, true, ret);
+        if (r != 0)
+                return r;
+        if (o->csr && dup_field(reply, "csr_pem", ret_csr) < 0) {
+                store_certificate_info_clear(ret);
+                fprintf(stderr, "credbroker: the broker's reply has no certificate request\n");
+                return EXIT_SOFTWARE;
+        }
+        return 0;
+}
+
+/* A DER certificate as PEM text, for the JSON request. */
+static char *der_to_pem(const unsigned char *der, size_t len)
+{
+        static const char alphabet[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        static const char head[] = "-----BEGIN CERTIFICATE-----\n",
+                          tail[] = "-----END CERTIFICATE-----\n";
+        size_t encoded = (len + 2) / 3 * 4, n = 0, column = 0;
+        char *pem = malloc(sizeof(head) + encoded + encoded / 64 + 2 + sizeof(tail));
+
+        if (!pem)
+                return NULL;
+        memcpy(pem, head, sizeof(head) - 1);
+        n = sizeof(head) - 1;
+        for (size_t i = 0; i < len; i += 3) {
+                uint32_t v = (uint32_t)der[i] << 16;
+                char quad[4];
+
+                if (i + 1 < len)
+                        v |= (uint32_t)der[i + 1] << 8;
+                if (i + 2 < len)
+                        v |= der[i + 2];
+                quad[0] = alphabet[(v >> 18) & 63];
+                quad[1] = alphabet[(v >> 12) & 63];
+                quad[2] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
+                quad[3] = i + 2 < len ? alphabet[v & 63] : '=';
+                memcpy(pem + n, quad, 4);
+                n += 4;
+                column += 4;
+                if (column == 64) {
+                        pem[n++] = '\n';
+                        column = 0;
+                }
+        }
+        if (column)
+                pem[n++] = '\n';
+        memcpy(pem + n, tail, sizeof(tail));
+        return pem;
+}
+
+int broker_account_cert(struct admin_conn *c, const char *name, const void *data, size_t len,
+                        struct store_certificate_info *ret)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        _cleanup_free_ char *text = NULL;
+        cJSON *request = request_for("account.cert", name);
+        int r;
+
+        /* PEM goes as it is; anything else (DER, or not a certificate at all, which the broker
+         * then refuses) as PEM text. */
+        if (len >= 11 && memcmp(data, "-----BEGIN ", 11) == 0 && !memchr(data, 0, len))
+                text = strndup(data, len);
+        else
+                text = der_to_pem(data, len);
+        if (!text || (request && !cJSON_AddStringToObject(request, "pem", text))) {
+                cJSON_Delete(request);
+                request = NULL;
+        }
+        r = exchange_credential(c, request, NULL, NULL, &reply);
+        if (r == -EINVAL)
+                return -EBADMSG;
+        if (r != 0)
+                return r;
+        return certificate_from_reply(reply, false, ret);
 }

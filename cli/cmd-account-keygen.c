@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "account-via-broker.h"
+#include "admin-client.h"
 #include "client.h"
 #include "cmd-account.h"
 #include "store.h"
@@ -20,7 +22,7 @@ static void keygen_usage(FILE *f)
 {
         fputs("Usage: credbroker account keygen NAME [--bits 2048|3072|4096] [--days N]\n"
               "                                 [--subject DN] [--csr] [--replace]\n"
-              "                                 [--config PATH]\n"
+              "                                 [-v] [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Generates an RSA key pair inside the PKCS#11 token (the private key is never\n"
               "extractable), stores a self-signed certificate for it (default subject\n"
@@ -29,7 +31,8 @@ static void keygen_usage(FILE *f)
               "--csr also prints a PKCS#10 request for the same key, for a CA.\n"
               "An existing key is replaced only with --replace, and only after the new key\n"
               "and certificate are stored. NAME need not have been imported: app-only\n"
-              "(client certificate) accounts start here.\n",
+              "(client certificate) accounts start here. While the broker runs, it makes\n"
+              "the key and certificate.\n",
               f);
 }
 
@@ -46,10 +49,16 @@ static int parse_bounded(const char *text, uint32_t min, uint32_t max, uint32_t 
 int account_keygen(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"bits", required_argument, NULL, 'b'},    {"days", required_argument, NULL, 'd'},
-            {"subject", required_argument, NULL, 's'}, {"csr", no_argument, NULL, 'r'},
-            {"replace", no_argument, NULL, 'R'},       {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},          {0},
+            {"bits", required_argument, NULL, 'b'},
+            {"days", required_argument, NULL, 'd'},
+            {"subject", required_argument, NULL, 's'},
+            {"csr", no_argument, NULL, 'r'},
+            {"replace", no_argument, NULL, 'R'},
+            {"config", required_argument, NULL, 'c'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
+            {"help", no_argument, NULL, 'h'},
+            {0},
         };
         struct store_keygen_options o = {
             .bits = STORE_KEY_BITS_DEFAULT,
@@ -58,13 +67,21 @@ int account_keygen(int argc, char **argv)
         _cleanup_(store_closep) struct store *store = NULL;
         struct store_certificate_info info = {0};
         _cleanup_free_ char *csr = NULL;
-        const char *config_option = NULL, *name;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
+        const char *config_option = NULL, *admin_socket = NULL, *name;
         char from[32], until[32];
+        bool verbose = false;
         uint32_t value;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "b:d:s:rRc:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "b:d:s:rRvc:h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
+                        break;
                 case 'b':
                         if (parse_bounded(optarg, 2048, 4096, &value) < 0 ||
                             (value != 2048 && value != 3072 && value != 4096)) {
@@ -116,10 +133,20 @@ int account_keygen(int argc, char **argv)
                 return EXIT_USAGE;
         o.now = (uint64_t)time(NULL);
 
-        r = account_open_store(config_option, &store);
-        if (r != 0)
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0) {
+                r = broker_account_keygen(admin, name, &o, &info, &csr);
+                if (r > 0)
+                        return r;
+        } else if (r != 1) {
                 return r;
-        r = store_keygen(store, name, &o, &info, o.csr ? &csr : NULL);
+        } else {
+                r = account_open_store(config_option, &store);
+                if (r != 0)
+                        return r;
+                r = store_keygen(store, name, &o, &info, o.csr ? &csr : NULL);
+        }
         if (r == -EEXIST) {
                 fprintf(stderr,
                         "credbroker: account %s already has an assertion key; add --replace to "
@@ -202,11 +229,13 @@ static int read_certificate_file(const char *path, char **ret, size_t *ret_len)
 
 static void cert_usage(FILE *f)
 {
-        fputs("Usage: credbroker account cert NAME --file CERTIFICATE [--config PATH]\n"
+        fputs("Usage: credbroker account cert NAME --file CERTIFICATE [-v] [--admin-socket PATH]\n"
+              "                               [--config PATH]\n"
               "\n"
               "Stores a certificate (PEM or DER), e.g. the one a CA issued for the request\n"
               "printed by keygen --csr, for the account's key in the token. It must be for that\n"
-              "key; it replaces the key's previous (self-signed) certificate.\n",
+              "key; it replaces the key's previous (self-signed) certificate. While the\n"
+              "broker runs, it stores the certificate.\n",
               f);
 }
 
@@ -214,6 +243,8 @@ int account_cert(int argc, char **argv)
 {
         static const struct option options[] = {
             {"file", required_argument, NULL, 'f'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
@@ -221,13 +252,21 @@ int account_cert(int argc, char **argv)
         _cleanup_(store_closep) struct store *store = NULL;
         _cleanup_free_ char *data = NULL;
         struct store_certificate_info info = {0};
-        const char *config_option = NULL, *file = NULL, *name;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
+        const char *config_option = NULL, *admin_socket = NULL, *file = NULL, *name;
         char from[32], until[32];
+        bool verbose = false;
         size_t len = 0;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "f:c:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "f:vc:h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
+                        break;
                 case 'f':
                         file = optarg;
                         break;
@@ -258,10 +297,20 @@ int account_cert(int argc, char **argv)
                                         : strerror(-r));
                 return EXIT_NOINPUT;
         }
-        r = account_open_store(config_option, &store);
-        if (r != 0)
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0) {
+                r = broker_account_cert(admin, name, data, len, &info);
+                if (r > 0)
+                        return r;
+        } else if (r != 1) {
                 return r;
-        r = store_import_certificate(store, name, data, len, &info);
+        } else {
+                r = account_open_store(config_option, &store);
+                if (r != 0)
+                        return r;
+                r = store_import_certificate(store, name, data, len, &info);
+        }
         if (r == -EBADMSG) {
                 fprintf(stderr, "credbroker: %s is not a PEM or DER X.509 certificate\n", file);
                 return EXIT_DATAERR;

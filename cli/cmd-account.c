@@ -484,12 +484,14 @@ static int account_remove(int argc, char **argv)
 
 static void secret_usage(FILE *f)
 {
-        fputs("Usage: credbroker account secret NAME --secret-stdin [--config PATH]\n"
+        fputs("Usage: credbroker account secret NAME --secret-stdin [-v] [--admin-socket PATH]\n"
+              "                                 [--config PATH]\n"
               "\n"
               "Stores the app registration's client secret for the account, read from standard\n"
               "input (never from the command line or the environment), e.g.\n"
               "  credbroker account secret alerts --secret-stdin < secret-file\n"
-              "A previous secret is replaced only after the new one reads back intact.\n",
+              "A previous secret is replaced only after the new one reads back intact.\n"
+              "While the broker runs, it stores the secret.\n",
               f);
 }
 
@@ -497,20 +499,29 @@ static int account_secret(int argc, char **argv)
 {
         static const struct option options[] = {
             {"secret-stdin", no_argument, NULL, 's'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
         };
         _cleanup_(store_closep) struct store *store = NULL;
         _cleanup_secret_ struct secret *secret = NULL;
-        const char *config_option = NULL, *name;
-        bool from_stdin = false;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
+        const char *config_option = NULL, *admin_socket = NULL, *name;
+        bool from_stdin = false, verbose = false;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "sc:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "svc:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 's':
                         from_stdin = true;
+                        break;
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
                         break;
                 case 'c':
                         config_option = optarg;
@@ -539,10 +550,20 @@ static int account_secret(int argc, char **argv)
                                         : strerror(-r));
                 return EXIT_DATAERR;
         }
-        r = account_open_store(config_option, &store);
-        if (r != 0)
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0) {
+                r = broker_account_secret(admin, name, secret);
+                if (r > 0)
+                        return r;
+        } else if (r != 1) {
                 return r;
-        r = store_put_client_secret(store, name, secret);
+        } else {
+                r = account_open_store(config_option, &store);
+                if (r != 0)
+                        return r;
+                r = store_put_client_secret(store, name, secret);
+        }
         if (r == -EINVAL) {
                 fprintf(stderr, "credbroker: the client secret must be printable ASCII without "
                                 "spaces, quotes or backslashes\n");
