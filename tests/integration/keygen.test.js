@@ -224,3 +224,79 @@ test('the private key never leaves the token', { timeout: 60000 }, async () => {
   assert.ok(!access.includes('extractable'), `not extractable: ${access}`);
   // Reading CKA_PRIVATE_EXPONENT failing with CKR_ATTRIBUTE_SENSITIVE is in test-store-key.c.
 });
+
+test('while the broker runs, keygen, cert and secret go through its admin socket', { timeout: 120000 }, async () => {
+  const SECRET_CANARY = `CS-CANARY-${crypto.randomBytes(12).toString('hex')}`;
+  const VIA_BROKER = /asking the running broker/;
+  await h.startBroker();
+  try {
+    const r = await h.cli(['account', 'keygen', 'app-rt', '-v', '--csr', '--days', '40',
+      '--subject', 'CN=via broker', '--config', h.conf]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, VIA_BROKER);
+    const pem = pemBlock(r.stdout, 'CERTIFICATE');
+    const cert = new crypto.X509Certificate(pem);
+    assert.ok(cert.verify(cert.publicKey));
+    assert.equal(cert.subject, 'CN=via broker');
+    assert.equal((Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86400000, 40);
+    assert.match(r.stdout, /^Generated a 2048-bit RSA key inside the token for account app-rt \(not extractable\)\.\n/);
+    assert.equal(thumbprint(r.stdout, 'Thumbprint \\(SHA-1'), cert.fingerprint.replace(/:/g, ''));
+    assert.equal(thumbprint(r.stdout, 'SHA-256 thumbprint'), cert.fingerprint256.replace(/:/g, ''));
+    const csr = pemBlock(r.stdout, 'NEW CERTIFICATE REQUEST');
+    assert.ok(csr, r.stdout);
+
+    const again = await h.cli(['account', 'keygen', 'app-rt', '-v', '--config', h.conf]);
+    assert.equal(again.code, 65, again.stderr);
+    assert.match(again.stderr, /already has an assertion key; add --replace/);
+    assert.equal(again.stdout, '');
+
+    // account cert: the self-signed certificate again, as DER (sent as PEM) and as PEM.
+    fs.writeFileSync(h.p('app-rt.der'), cert.raw);
+    fs.writeFileSync(h.p('app-rt.pem'), pem);
+    for (const file of ['app-rt.der', 'app-rt.pem']) {
+      const c = await h.cli(['account', 'cert', 'app-rt', '-v', '--file', h.p(file), '--config', h.conf]);
+      assert.equal(c.code, 0, c.stderr);
+      assert.match(c.stderr, VIA_BROKER);
+      assert.match(c.stdout, /^Stored the certificate for the key of account app-rt:\n/);
+      assert.equal(thumbprint(c.stdout, 'Thumbprint \\(SHA-1'), cert.fingerprint.replace(/:/g, ''));
+    }
+    fs.writeFileSync(h.p('junk.pem'), 'not a certificate\n');
+    const junk = await h.cli(['account', 'cert', 'app-rt', '--file', h.p('junk.pem'), '--config', h.conf]);
+    assert.equal(junk.code, 65, junk.stderr);
+    assert.match(junk.stderr, /is not a PEM or DER X\.509 certificate/);
+
+    const s = await h.cli(['account', 'secret', 'app-rt', '-v', '--secret-stdin', '--config', h.conf],
+      { input: `${SECRET_CANARY}\n` });
+    assert.equal(s.code, 0, s.stderr);
+    assert.match(s.stderr, VIA_BROKER);
+    assert.equal(s.stdout, 'Stored the client secret of account app-rt.\n');
+    const bad = await h.cli(['account', 'secret', 'app-rt', '--secret-stdin', '--config', h.conf],
+      { input: 'has space\n' });
+    assert.equal(bad.code, 65, bad.stderr);
+    assert.match(bad.stderr, /printable ASCII/);
+
+    const show = await h.cli(['account', 'show', 'app-rt', '--json', '--config', h.conf]);
+    assert.equal(show.code, 0, show.stderr);
+    const j = JSON.parse(show.stdout);
+    assert.equal(j.client_secret, true);
+    assert.equal(j.certificate.sha256_thumbprint, cert.fingerprint256.replace(/:/g, ''));
+
+    for (const out of [r, again, s, bad, show]) {
+      assert.ok(!out.stdout.includes(SECRET_CANARY) && !out.stderr.includes(SECRET_CANARY));
+    }
+    const audit = fs.readFileSync(h.p('audit.log'), 'utf8');
+    for (const event of ['account_key_generated', 'account_certificate_stored', 'account_secret_stored']) {
+      assert.match(audit, new RegExp(`"event":"${event}"[^\\n]*"account":"app-rt"|"account":"app-rt"[^\\n]*"event":"${event}"`), event);
+    }
+    assert.ok(!audit.includes(SECRET_CANARY), 'the audit log holds no secret');
+    assert.ok(!h.brokerLog().includes(SECRET_CANARY), 'the broker log holds no secret');
+  } finally {
+    await h.stopBroker();
+  }
+  // Without a broker the same commands open the token themselves.
+  const direct = await h.cli(['account', 'cert', 'app-rt', '-v', '--file', h.p('app-rt.pem'), '--config', h.conf]);
+  assert.equal(direct.code, 0, direct.stderr);
+  assert.match(direct.stderr, /no broker listens on .*; opening the token directly/);
+  assert.equal(thumbprint(direct.stdout, 'Thumbprint \\(SHA-1'),
+    new crypto.X509Certificate(fs.readFileSync(h.p('app-rt.pem'))).fingerprint.replace(/:/g, ''));
+});
