@@ -120,8 +120,8 @@ static void on_credential_done(struct store_job *job, void *userdata)
         /* The account's runtime state is read from the store afresh on its next refresh. */
         token_cache_drop_account(&b->cache, co->account);
         log_info("Admin: %s for account %s.", events[co->kind], co->account);
-        (void)audit_write(b->audit,
-                          &(struct audit_record){.event = events[co->kind], .account = co->account});
+        (void)audit_write(
+            b->audit, &(struct audit_record){.event = events[co->kind], .account = co->account});
         reply = admin_reply_new();
         good = reply && cJSON_AddStringToObject(reply, "account", co->account);
         if (good && co->kind != CREDENTIAL_SECRET)
@@ -172,8 +172,7 @@ static const char *read_request(struct credential_operation *co, const cJSON *re
                 co->keygen.bits = STORE_KEY_BITS_DEFAULT;
                 co->keygen.days = STORE_CERT_DAYS_DEFAULT;
                 if (optional_u32(request, "bits", 2048, 4096, &co->keygen.bits) < 0 ||
-                    (co->keygen.bits != 2048 && co->keygen.bits != 3072 &&
-                     co->keygen.bits != 4096))
+                    (co->keygen.bits != 2048 && co->keygen.bits != 3072 && co->keygen.bits != 4096))
                         return "\"bits\" must be 2048, 3072 or 4096.";
                 if (optional_u32(request, "days", 1, STORE_CERT_DAYS_MAX, &co->keygen.days) < 0)
                         return "\"days\" must be 1 to 3650.";
