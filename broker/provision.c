@@ -47,6 +47,8 @@ struct provision {
         struct device_flow *device;
         char *existing_meta; /* login: the stored metadata */
         bool prepare_found_meta;
+        bool replace;           /* refresh-token import: an existing account is overwritten */
+        uint64_t generation;    /* of the refresh token commit stored, 0 if none */
         struct provision *next; /* broker->provisions */
 };
 
@@ -215,6 +217,14 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
                     !token_is_valid(secret_str(p->refresh_token), secret_len(p->refresh_token)))
                         r = -EINVAL;
                 *ret_message = "The refresh-token flow needs a valid \"refresh_token\".";
+                if (r == 0 && cJSON_GetObjectItemCaseSensitive(request, "replace")) {
+                        const cJSON *replace = cJSON_GetObjectItemCaseSensitive(request, "replace");
+                        if (!cJSON_IsBool(replace)) {
+                                *ret_message = "\"replace\" must be true or false.";
+                                r = -EINVAL;
+                        }
+                        p->replace = cJSON_IsTrue(replace);
+                }
                 break;
         default:
                 r = 0;
@@ -257,6 +267,7 @@ static int commit_call(struct store *store, void *userdata)
                 r = store_write_refresh_token(store, p->account, p->refresh_token, &generation);
                 if (r < 0)
                         return r;
+                p->generation = generation;
         }
         if (p->client_secret) {
                 r = store_put_client_secret(store, p->account, p->client_secret);
@@ -356,7 +367,8 @@ static void on_committed(struct store_job *job, void *userdata)
         reply = admin_reply_new();
         if (reply && (!cJSON_AddStringToObject(reply, "stage", "done") ||
                       !cJSON_AddStringToObject(reply, "account", p->account) ||
-                      !add_scope_array(reply, p->granted_scope ? p->granted_scope : p->scope))) {
+                      !add_scope_array(reply, p->granted_scope ? p->granted_scope : p->scope) ||
+                      (p->generation && !json_add_uint(reply, "generation", p->generation)))) {
                 cJSON_Delete(reply);
                 reply = NULL;
         }
@@ -577,7 +589,7 @@ static void on_prepared(struct store_job *job, void *userdata)
                                "The credential store could not be read; try again later.");
                 return;
         }
-        if (!p->login && p->prepare_found_meta) {
+        if (!p->login && p->prepare_found_meta && !p->replace) {
                 provision_fail(p, "exists",
                                "The account exists: remove it first, or use "
                                "account.login to sign it in again.");
