@@ -319,7 +319,7 @@ int broker_account_remove(struct admin_conn *c, const char *name)
  * would return it: exists -EEXIST, bad_request -EINVAL, not_found -ENOKEY; any other error is
  * reported here and its exit code returned. */
 static int exchange_credential(struct admin_conn *c, cJSON *request, const char *secret_key,
-                               const struct secret *secret, cJSON **ret)
+                               const struct secret *secret, bool map_errors, cJSON **ret)
 {
         _cleanup_json_ cJSON *owned = request, *reply = NULL;
         const char *code;
@@ -337,7 +337,7 @@ static int exchange_credential(struct admin_conn *c, cJSON *request, const char 
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                code = json_get_string(reply, "error");
+                code = map_errors ? json_get_string(reply, "error") : NULL;
                 if (code && strcmp(code, "exists") == 0)
                         return -EEXIST;
                 if (code && strcmp(code, "bad_request") == 0)
@@ -355,7 +355,7 @@ int broker_account_secret(struct admin_conn *c, const char *name, const struct s
         _cleanup_json_ cJSON *reply = NULL;
 
         return exchange_credential(c, request_for("account.secret", name), "client_secret", secret,
-                                   &reply);
+                                   true, &reply);
 }
 
 static int dup_field(const cJSON *o, const char *key, char **ret)
@@ -416,7 +416,7 @@ int broker_account_keygen(struct admin_conn *c, const char *name,
                 cJSON_Delete(request);
                 request = NULL;
         }
-        r = exchange_credential(c, request, NULL, NULL, &reply);
+        r = exchange_credential(c, request, NULL, NULL, true, &reply);
         if (r != 0)
                 return r;
         r = certificate_from_reply(reply, true, ret);
@@ -488,10 +488,39 @@ int broker_account_cert(struct admin_conn *c, const char *name, const void *data
                 cJSON_Delete(request);
                 request = NULL;
         }
-        r = exchange_credential(c, request, NULL, NULL, &reply);
+        r = exchange_credential(c, request, NULL, NULL, true, &reply);
         if (r == -EINVAL)
                 return -EBADMSG;
         if (r != 0)
                 return r;
         return certificate_from_reply(reply, false, ret);
+}
+
+int broker_account_import(struct admin_conn *c, const char *name, const struct account_meta *m,
+                          const struct secret *token, uint64_t *ret_generation)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        cJSON *request = request_for("account.add", name);
+        int r;
+
+        /* The direct path overwrites an existing account's refresh token and settings: so does
+         * "replace". */
+        if (request &&
+            !(cJSON_AddStringToObject(request, "flow", "refresh-token") &&
+              cJSON_AddStringToObject(request, "tenant", m->tenant) &&
+              cJSON_AddStringToObject(request, "client_id", m->client_id) &&
+              (!m->mailbox || cJSON_AddStringToObject(request, "mailbox", m->mailbox)) &&
+              (!m->authority || cJSON_AddStringToObject(request, "authority", m->authority)) &&
+              cJSON_AddBoolToObject(request, "replace", true))) {
+                cJSON_Delete(request);
+                request = NULL;
+        }
+        r = exchange_credential(c, request, "refresh_token", token, false, &reply);
+        if (r != 0)
+                return r;
+        if (json_get_u64(reply, "generation", ret_generation) < 0) {
+                fprintf(stderr, "credbroker: the broker's reply has no refresh-token generation\n");
+                return EXIT_SOFTWARE;
+        }
+        return 0;
 }

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 
+#include "account-meta.h"
 #include "admin-client.h"
 #include "secret.h"
 #include "store.h"
@@ -23,3 +24,8 @@ int broker_account_keygen(struct admin_conn *c, const char *name,
                           char **ret_csr);
 int broker_account_cert(struct admin_conn *c, const char *name, const void *data, size_t len,
                         struct store_certificate_info *ret);
+
+/* account import as account.add with the refresh-token flow: 0 with *ret_generation set, or a
+ * sysexits code after printing why. */
+int broker_account_import(struct admin_conn *c, const char *name, const struct account_meta *m,
+                          const struct secret *token, uint64_t *ret_generation);

@@ -105,10 +105,12 @@ static void import_usage(FILE *f)
 {
         fputs("Usage: credbroker account import NAME --tenant TENANT --client-id ID\n"
               "                                 --refresh-token-file FILE [--mailbox UPN]\n"
-              "                                 [--authority URL] [--config PATH]\n"
+              "                                 [--authority URL] [-v] [--admin-socket PATH]\n"
+              "                                 [--config PATH]\n"
               "\n"
-              "Writes an account and its refresh token into the PKCS#11 token. The file is\n"
-              "read once and wiped from memory; delete it afterwards (shred -u FILE).\n",
+              "Writes an account and its refresh token into the PKCS#11 token (through the\n"
+              "broker while it runs). The file is read once and wiped from memory; delete it\n"
+              "afterwards (shred -u FILE).\n",
               f);
 }
 
@@ -120,20 +122,30 @@ static int account_import(int argc, char **argv)
             {"refresh-token-file", required_argument, NULL, 'f'},
             {"mailbox", required_argument, NULL, 'm'},
             {"authority", required_argument, NULL, 'a'},
+            {"verbose", no_argument, NULL, 'v'},
+            {"admin-socket", required_argument, NULL, 'A'},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
             {0},
         };
         struct account_meta meta = {.flow = (char *)"refresh_token"};
-        const char *name, *token_file = NULL, *config_option = NULL;
+        const char *name, *token_file = NULL, *config_option = NULL, *admin_socket = NULL;
         _cleanup_(store_closep) struct store *store = NULL;
+        _cleanup_admin_ struct admin_conn *admin = NULL;
         _cleanup_secret_ struct secret *token = NULL;
         _cleanup_free_ char *json = NULL;
+        bool verbose = false;
         uint64_t generation;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "t:i:f:m:a:c:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "t:i:f:m:a:vc:h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'v':
+                        verbose = true;
+                        break;
+                case 'A':
+                        admin_socket = optarg;
+                        break;
                 case 't':
                         meta.tenant = optarg;
                         break;
@@ -190,6 +202,18 @@ static int account_import(int argc, char **argv)
         if (account_meta_to_json(&meta, &json) < 0)
                 return EXIT_SOFTWARE;
 
+        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
+                                      &admin);
+        if (r == 0) {
+                r = broker_account_import(admin, name, &meta, token, &generation);
+                if (r != 0)
+                        return r;
+                printf("Imported account %s (refresh token generation %llu).\n", name,
+                       (unsigned long long)generation);
+                return 0;
+        }
+        if (r != 1)
+                return r;
         r = account_open_store(config_option, &store);
         if (r != 0)
                 return r;
