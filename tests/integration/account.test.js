@@ -150,3 +150,48 @@ test('remove destroys every object of the account and says which', { timeout: 60
   const list = await account(['list']);
   assert.ok(!list.stdout.split('\n').some((l) => l.startsWith('alerts ')), list.stdout);
 });
+
+test('while the broker runs, account import goes through it (account.add, refresh-token flow)', { timeout: 120000 }, async () => {
+  const fs = require('node:fs');
+  const RT_CANARY = `RT-CANARY-IMPORT-${crypto.randomBytes(12).toString('hex')}`;
+  const rt = h.p('rt-import');
+  fs.writeFileSync(rt, `${RT_CANARY}\n`, { mode: 0o600 });
+  const importArgs = ['import', 'imported', '-v', '--tenant', TENANT, '--client-id', CLIENT_ID,
+    '--refresh-token-file', rt, '--mailbox', USER];
+  const outputs = [];
+  await h.startBroker();
+  try {
+    const first = await account(importArgs);
+    outputs.push(first);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /asking the running broker/);
+    assert.equal(first.stdout, 'Imported account imported (refresh token generation 1).\n');
+    // As on the direct path, importing again replaces the refresh token (the next generation).
+    const again = await account(importArgs);
+    outputs.push(again);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout, 'Imported account imported (refresh token generation 2).\n');
+    const show = await account(['show', 'imported', '--json']);
+    outputs.push(show);
+    assert.equal(show.code, 0, show.stderr);
+    const j = JSON.parse(show.stdout);
+    assert.equal(j.flow, 'refresh-token');
+    assert.equal(j.mailbox, USER);
+    assert.equal(j.refresh_token.generation, 2);
+    const audit = fs.readFileSync(h.p('audit.log'), 'utf8');
+    assert.match(audit, /"account_added"/);
+    assert.ok(!audit.includes(RT_CANARY), 'the audit log holds no refresh token');
+    assert.ok(!h.brokerLog().includes(RT_CANARY), 'the broker log holds no refresh token');
+  } finally {
+    await h.stopBroker();
+  }
+  const direct = await account(importArgs);
+  outputs.push(direct);
+  assert.equal(direct.code, 0, direct.stderr);
+  assert.match(direct.stderr, /no broker listens on .*; opening the token directly/);
+  assert.equal(direct.stdout, 'Imported account imported (refresh token generation 3).\n');
+  for (const r of outputs) {
+    assert.ok(!r.stdout.includes(RT_CANARY) && !r.stderr.includes(RT_CANARY), 'import printed the token');
+  }
+  fs.rmSync(rt, { force: true });
+});
