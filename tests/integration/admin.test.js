@@ -154,3 +154,45 @@ test('account.remove drops cached tokens and every object, with an audit record'
 test('RawClient is exported for admin tests', () => {
   assert.equal(typeof RawClient, 'function');
 });
+
+test('account.keygen, account.cert and account.secret check every field', async () => {
+  const c = await h.adminClient();
+  const SECRET = 'CS-CANARY-ADMIN-FIELDS';
+  try {
+    for (const request of [
+      { op: 'account.keygen' },
+      { op: 'account.keygen', account: 'Bad/Name' },
+      { op: 'account.keygen', account: 'k1', bits: 1024 },
+      { op: 'account.keygen', account: 'k1', bits: 2049 },
+      { op: 'account.keygen', account: 'k1', bits: '2048' },
+      { op: 'account.keygen', account: 'k1', days: 0 },
+      { op: 'account.keygen', account: 'k1', days: 3651 },
+      { op: 'account.keygen', account: 'k1', subject: '' },
+      { op: 'account.keygen', account: 'k1', subject: `CN=${'x'.repeat(300)}` },
+      { op: 'account.keygen', account: 'k1', subject: 7 },
+      { op: 'account.keygen', account: 'k1', csr: 'yes' },
+      { op: 'account.keygen', account: 'k1', replace: 1 },
+      { op: 'account.keygen', account: 'k1', subject: 'not a dn' },
+      { op: 'account.cert', account: 'k1' },
+      { op: 'account.cert', account: 'k1', pem: '' },
+      { op: 'account.cert', account: 'k1', pem: 'x'.repeat(40000) },
+      { op: 'account.cert', account: 'k1', pem: 'not a certificate' },
+      { op: 'account.secret', account: 'k1' },
+      { op: 'account.secret', account: 'k1', client_secret: '' },
+      { op: 'account.secret', account: 'k1', client_secret: 'x'.repeat(1025) },
+      { op: 'account.secret', account: 'k1', client_secret: `${SECRET} with spaces` },
+      { op: 'account.add', account: 'k1', flow: 'refresh-token', tenant: TENANT, client_id: CLIENT_ID,
+        refresh_token: 'RT-x', replace: 'yes' },
+    ]) {
+      const r = await c.request({ v: 1, ...request });
+      assert.equal(r.ok, false, JSON.stringify(request).slice(0, 200));
+      assert.equal(r.error, 'bad_request', `${JSON.stringify(request).slice(0, 200)}: ${r.message}`);
+      assert.ok(!JSON.stringify(r).includes(SECRET));
+    }
+    const show = await c.request({ v: 1, op: 'account.show', account: 'k1' });
+    assert.equal(show.error, 'not_found', 'nothing of k1 was stored');
+  } finally {
+    c.close();
+  }
+  assert.ok(!h.brokerLog().includes(SECRET));
+});
