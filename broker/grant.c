@@ -150,21 +150,13 @@ int grant_credential_call_init(struct grant_credential_call *call, const char *a
 int grant_credential_fetch(struct store *store, void *userdata)
 {
         struct grant_credential_call *call = userdata;
-        char *assertion = NULL;
-        int r;
 
         secret_free(call->credential);
         call->credential = NULL;
         if (call->flow == ACCOUNT_FLOW_CLIENT_SECRET)
                 return store_get_client_secret(store, call->account, &call->credential);
         /* Minted for this one request: assertions are never reused. */
-        r = store_sign_assertion(store, call->account, call->audience, call->client_id,
-                                 STORE_ASSERTION_PS256, now_realtime_usec() / USEC_PER_SEC,
-                                 &assertion);
-        if (r < 0)
-                return r;
-        r = secret_new_from(assertion, strlen(assertion), &call->credential);
-        explicit_bzero(assertion, strlen(assertion));
-        free(assertion);
-        return r;
+        return store_sign_assertion(store, call->account, call->audience, call->client_id,
+                                    STORE_ASSERTION_PS256, now_realtime_usec() / USEC_PER_SEC,
+                                    &call->credential);
 }

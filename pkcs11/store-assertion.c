@@ -118,12 +118,13 @@ static int json_part(cJSON *object, char **ret)
 
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
-                         char **ret)
+                         struct secret **ret)
 {
         _cleanup_json_ cJSON *header = NULL, *claims = NULL;
         _cleanup_free_ uint8_t *der = NULL;
         _cleanup_free_ char *thumbprint = NULL, *header_part = NULL, *claims_part = NULL;
-        _cleanup_free_ char *input = NULL, *signature_part = NULL, *jwt = NULL;
+        _cleanup_free_ char *input = NULL, *signature_part = NULL;
+        _cleanup_secret_ struct secret *jwt = NULL;
         uint8_t digest[32], signature[SIGNATURE_MAX];
         gnutls_digest_algorithm_t digest_algorithm;
         CK_OBJECT_HANDLE key;
@@ -200,10 +201,19 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
         r = base64url(signature, signature_len, &signature_part);
         if (r < 0)
                 return r;
-        if (asprintf(&jwt, "%s.%s", input, signature_part) < 0) {
-                jwt = NULL;
-                return -ENOMEM;
-        }
+        /* The signed assertion is a bearer credential for its lifetime: it is put together in
+         * secret memory, and the signature's encoding is wiped before it is freed. */
+        r = secret_new(strlen(input) + 1 + strlen(signature_part), &jwt);
+        if (r >= 0)
+                r = secret_append(jwt, input, strlen(input));
+        if (r >= 0)
+                r = secret_append(jwt, ".", 1);
+        if (r >= 0)
+                r = secret_append(jwt, signature_part, strlen(signature_part));
+        explicit_bzero(signature_part, strlen(signature_part));
+        explicit_bzero(signature, sizeof(signature));
+        if (r < 0)
+                return r;
         *ret = TAKE_PTR(jwt);
         return 0;
 }

@@ -171,4 +171,4 @@ enum store_assertion_alg {
  * https:// URL; *ret is malloc()ed. */
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
-                         char **ret);
+                         struct secret **ret);

@@ -19,7 +19,7 @@ int main(int argc, char **argv)
         _cleanup_(store_closep) struct store *store = NULL;
         enum store_assertion_alg alg;
         uint64_t now = (uint64_t)time(NULL);
-        char *jwt = NULL;
+        struct secret *jwt = NULL;
         int r;
 
         if (argc != 6 && argc != 7) {
@@ -53,7 +53,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "sign-assertion: %s\n", strerror(-r));
                 return 70;
         }
-        puts(jwt);
-        free(jwt);
+        puts(secret_str(jwt));
+        secret_free(jwt);
         return 0;
 }

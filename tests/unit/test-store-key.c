@@ -408,7 +408,7 @@ static void check_assertion(const char *jwt, const char *alg,
 static void test_assertion(struct store *s)
 {
         struct store_certificate_info c = {0};
-        char *jwt = NULL, *other = NULL;
+        struct secret *jwt = NULL, *other = NULL;
         char jti1[64] = "", jti2[64] = "";
 
         is_int(store_get_certificate(s, "app1", &c), 0, "certificate for assertions");
@@ -416,16 +416,16 @@ static void test_assertion(struct store *s)
             store_sign_assertion(s, "app1", AUDIENCE, CLIENT_ID, STORE_ASSERTION_PS256, NOW, &jwt),
             0, "PS256 assertion");
         if (jwt)
-                check_assertion(jwt, "PS256", &c, jti1);
+                check_assertion(secret_str(jwt), "PS256", &c, jti1);
         is_int(store_sign_assertion(s, "app1", AUDIENCE, CLIENT_ID, STORE_ASSERTION_RS256, NOW,
                                     &other),
                0, "RS256 assertion");
         if (other)
-                check_assertion(other, "RS256", &c, jti2);
+                check_assertion(secret_str(other), "RS256", &c, jti2);
         ok(jti1[0] && strcmp(jti1, jti2) != 0, "jti differs between assertions");
-        free(jwt);
-        free(other);
-        jwt = (char *)0x1;
+        secret_free(jwt);
+        secret_free(other);
+        jwt = (struct secret *)0x1;
 
         is_int(
             store_sign_assertion(s, "nokey", AUDIENCE, CLIENT_ID, STORE_ASSERTION_PS256, NOW, &jwt),
@@ -448,7 +448,7 @@ static void test_assertion(struct store *s)
         is_int(
             store_sign_assertion(s, "Bad", AUDIENCE, CLIENT_ID, STORE_ASSERTION_PS256, NOW, &jwt),
             -EINVAL, "a bad account name is refused");
-        ok(jwt == (char *)0x1, "failures leave ret alone");
+        ok(jwt == (struct secret *)0x1, "failures leave ret alone");
         store_certificate_info_clear(&c);
 }
 
@@ -501,7 +501,7 @@ static void test_import_certificate(struct store *s)
 {
         struct store_certificate_info before = {0}, info = {0}, after = {0};
         char *issued, *foreign;
-        char *jwt = NULL;
+        struct secret *jwt = NULL;
 
         is_int(store_get_certificate(s, "app1", &before), 0, "certificate before the import");
         issued = ca_issue(before.pem, "CN=issued app1");
@@ -523,7 +523,7 @@ static void test_import_certificate(struct store *s)
         is_int(
             store_sign_assertion(s, "app1", AUDIENCE, CLIENT_ID, STORE_ASSERTION_PS256, NOW, &jwt),
             0, "assertions work with the issued certificate");
-        free(jwt);
+        secret_free(jwt);
         store_certificate_info_clear(&before);
         store_certificate_info_clear(&info);
         store_certificate_info_clear(&after);
