@@ -7,8 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "event.h"
-#include "peer.h"
+#include "stream.h"
 
 struct broker;
 struct buf;
@@ -26,17 +25,9 @@ struct admin_operation {
 };
 
 struct admin_connection {
-        struct watch watch;
+        struct stream stream; /* first: the connection itself (net/stream.h) */
         struct broker *broker;
-        struct peer peer;
-        struct buf *in;
-        struct buf *out;
         struct admin_operation *operation; /* at most one: replies go out in request order */
-        bool closing;
-        bool eof;
-        bool processing;
-        uint32_t events;
-        struct admin_connection *prev, *next;
 };
 
 int admin_listen(struct broker *b);

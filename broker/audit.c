@@ -173,6 +173,17 @@ static cJSON *scope_array(const char *scope_key)
         return array;
 }
 
+static bool add_aggregate(cJSON *json, const struct audit_record *r)
+{
+        char first[25], last[25];
+
+        format_rfc3339_ms(r->first_usec, first);
+        format_rfc3339_ms(r->last_usec, last);
+        return json_add_uint(json, "count", r->count) &&
+               cJSON_AddStringToObject(json, "first", first) &&
+               cJSON_AddStringToObject(json, "last", last);
+}
+
 int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
@@ -206,7 +217,7 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
             add_string(json, "token_fingerprint", r->fingerprint) &&
             (!r->expires_at || json_add_uint(json, "expires_at", r->expires_at)) &&
             (!r->generation || json_add_uint(json, "generation", r->generation)) &&
-            add_string(json, "error", r->error);
+            add_string(json, "error", r->error) && (!r->count || add_aggregate(json, r));
         if (!ok)
                 return -ENOMEM;
         text = cJSON_PrintUnformatted(json);
@@ -215,6 +226,25 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
         *ret_len = strlen(text);
         *ret_body = text;
         return 0;
+}
+
+/* Writes what remains of iov after its first done bytes; returns what write() returned. */
+static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t done)
+{
+        struct iovec rest[3];
+        size_t n = 0;
+
+        for (size_t i = 0; i < n_iov && n < ELEMENTSOF(rest); i++) {
+                if (done >= iov[i].iov_len) {
+                        done -= iov[i].iov_len;
+                        continue;
+                }
+                rest[n].iov_base = (char *)iov[i].iov_base + done;
+                rest[n].iov_len = iov[i].iov_len - done;
+                done = 0;
+                n++;
+        }
+        return writev(fd, rest, (int)n);
 }
 
 int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
@@ -251,7 +281,17 @@ int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
         };
         total = head_len + body_len - 1 + 1;
         n = writev(a->fd, iov, ELEMENTSOF(iov));
-        int err = n < 0 ? errno : EIO;
+        int err = n < 0 ? errno : 0;
+        /* A short write: the rest, again, either completes the line or tells why not (ENOSPC,
+         * EDQUOT, EFBIG): the administrator needs that, not a made-up EIO. */
+        while (n >= 0 && n < (ssize_t)total) {
+                ssize_t more = write_rest(a->fd, iov, ELEMENTSOF(iov), (size_t)n);
+                if (more <= 0) {
+                        err = more < 0 ? errno : EIO;
+                        break;
+                }
+                n += more;
+        }
         if (n != (ssize_t)total) {
                 /* A torn line would corrupt the next record: take it back (the log has one
                  * writer, so the torn bytes are the file's last ones). */

@@ -26,6 +26,10 @@ struct audit_record {
         uint64_t expires_at;     /* unix seconds, 0 if none */
         uint64_t generation;     /* refresh-token generation after a rotation, 0 if none */
         const char *error;       /* upstream failure, one sentence */
+        /* An aggregated record (audit-aggregate.h) stands for count events of this kind
+         * between first and last (unix µs), none of which has a line of its own. */
+        uint64_t count;
+        uint64_t first_usec, last_usec;
 };
 
 /* Opens (creating 0600) the log for appending; the sequence number continues from its last

@@ -16,24 +16,17 @@
 #include "policy.h"
 #include "store-worker.h"
 #include "store.h"
+#include "stream.h"
 #include "token-cache.h"
 #include "wire.h"
-
-#define BROKER_MAX_CONNECTIONS 1024
-/* File descriptors kept free for curl, the PKCS#11 module and the audit log. */
-#define BROKER_FD_RESERVE  32
-#define CONNECTION_IN_MAX  (WIRE_HEADER_SIZE + WIRE_FRAME_MAX)
-#define CONNECTION_OUT_MAX (1024 * 1024)
-/* Stop reading a peer that does not read its replies. */
-#define CONNECTION_OUT_HIGH_WATER (256 * 1024)
 
 struct broker {
         struct config *config;
         int epfd;
-        struct watch listener;
-        struct watch admin_listener; /* admin-server.c */
-        struct admin_connection *admin_connections;
-        unsigned n_admin_connections;
+        struct stream_hub *streams; /* both sockets' connections and their limits */
+        struct stream_server *client_server;
+        struct stream_server *admin_server; /* admin-server.c */
+        ino_t socket_inode, admin_socket_inode;
         struct provision *provisions; /* provision.c: sign-ins in progress, one per account */
         struct watch signals;
         struct store *store; /* the store worker's alone once it runs */
@@ -42,16 +35,11 @@ struct broker {
         struct policy_set *policy;
         struct policy_limiter *limiter; /* rate buckets; outlive policy reloads */
         struct audit *audit;
+        struct audit_aggregator *denials; /* repeated denials, counted (audit-aggregate.h) */
         struct idp *idp;
         struct token_cache cache;
         struct account *accounts;
         struct keepalive *keepalive;
-        struct connection *connections;
-        unsigned n_connections;
-        unsigned max_connections; /* BROKER_MAX_CONNECTIONS or what RLIMIT_NOFILE allows */
-        unsigned max_per_uid;     /* one uid cannot take every slot (reliability.md P12) */
-        bool listener_paused;     /* out of descriptors: accept again when one is freed */
-        uint64_t listener_paused_usec;
         bool stopping;
 };
 
@@ -99,20 +87,13 @@ struct last_request {
         struct wire_request parsed;
 };
 
+/* A client connection: its stream (net/stream.h) and what request.c keeps for it. */
 struct connection {
-        struct watch watch;
+        struct stream stream; /* first: the connection itself */
         struct broker *broker;
-        struct peer peer;
-        struct buf *in;
-        struct buf *out;
         struct waiter *waiting; /* at most one: replies go out in request order */
-        bool closing;           /* flush what is queued, then close */
-        bool eof;               /* the peer shut down its side: answer what it sent, then close */
-        bool processing;        /* inside connection_process(); see there */
         struct issued_record issued;
         struct last_request last_request;
-        uint32_t events; /* what the watch is registered for */
-        struct connection *prev, *next;
 };
 
 /* main.c: re-reads the policy (SIGHUP and the admin socket's reload). On failure the old
@@ -125,8 +106,6 @@ void server_close_all(struct broker *b);
 /* Resumes handling c's queued requests after its waiter was answered. */
 void connection_resume(struct connection *c);
 void connection_flush(struct connection *c);
-/* Accepts again after running out of descriptors, at most once a second. */
-void server_retry_paused_listener(struct broker *b);
 
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */

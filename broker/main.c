@@ -20,10 +20,12 @@
 #endif
 
 #include "admin.h"
+#include "audit-aggregate.h"
 #include "broker.h"
 #include "hardening.h"
 #include "json.h"
 #include "log.h"
+#include "util.h"
 
 static void usage(FILE *f)
 {
@@ -184,6 +186,9 @@ static int broker_open(struct broker *b)
         r = audit_open(b->config->audit_log, install_key, &b->audit);
         if (r < 0)
                 return r;
+        r = audit_aggregator_new(b->audit, b->config->audit_aggregate_sec, &b->denials);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the audit log");
         if (!secret_memory_locked())
                 log_warning("Secret memory could not be locked (RLIMIT_MEMLOCK, systemd "
                             "LimitMEMLOCK=): secrets stay out of core dumps but may be swapped.");
@@ -205,10 +210,23 @@ static int broker_open(struct broker *b)
         r = store_worker_start(b->store, b->epfd, refresh_store_tick, b, &b->store_worker);
         if (r < 0)
                 return log_error_errno(r, "Failed to start the credential store thread");
-        r = server_listen(b);
+        r = stream_hub_new(b->epfd,
+                           &(struct stream_limits){
+                               .max_connections_per_uid = b->config->max_connections_per_uid,
+                               .idle_timeout_sec = b->config->idle_timeout_sec,
+                               .frame_timeout_sec = b->config->frame_timeout_sec,
+                               .request_rate_per_uid = b->config->request_rate_per_uid,
+                               .request_burst_per_uid = b->config->request_burst_per_uid,
+                           },
+                           &b->streams);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the sockets");
+        /* The admin socket first: if another broker answers on it, nothing of this one has
+         * touched the client socket yet. */
+        r = admin_listen(b);
         if (r < 0)
                 return r;
-        return admin_listen(b);
+        return server_listen(b);
 }
 
 /* How long shutdown waits for a store operation in progress (a rotated refresh token being
@@ -219,6 +237,8 @@ static void broker_close(struct broker *b)
 {
         server_close_all(b);
         admin_close_all(b);
+        stream_hub_free(b->streams);
+        b->streams = NULL;
         /* Before idp_free(): a refresh token read that completes now must find the HTTPS side
          * still there (it starts nothing while stopping, see refresh.c). */
         b->stopping = true;
@@ -235,6 +255,8 @@ static void broker_close(struct broker *b)
         token_cache_clear(&b->cache);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
+        /* Repeated denials still counted are written before the log closes. */
+        audit_aggregator_free(b->denials);
         audit_close(b->audit);
         if (!b->store_abandoned)
                 store_close(b->store);
@@ -255,8 +277,8 @@ int main(int argc, char **argv)
             {0},
         };
         const char *config_path = CONFIG_DEFAULT_PATH;
-        struct broker b = {
-            .epfd = -1, .listener.fd = -1, .admin_listener.fd = -1, .signals.fd = -1};
+        struct broker b = {.epfd = -1, .signals.fd = -1};
+        uint64_t last_tick = 0;
         enum log_level level;
         int c, r;
 
@@ -305,12 +327,21 @@ int main(int argc, char **argv)
         (void)sd_notify(0, "READY=1");
 #endif
         while (!b.stopping) {
-                r = event_dispatch(b.epfd, b.listener_paused ? 1000 : -1);
+                /* Frames left over from the last turn (fairness, net/stream.c) go first; the
+                 * loop then only polls. Otherwise it wakes at least once a second for the
+                 * timeouts and the aggregated audit records. */
+                bool more = stream_hub_turn(b.streams);
+                r = event_dispatch(b.epfd, more ? 0 : 1000);
                 if (r < 0) {
                         log_error_errno(r, "Event loop failed");
                         break;
                 }
-                server_retry_paused_listener(&b);
+                uint64_t now = now_boottime_usec();
+                if (now - last_tick >= USEC_PER_SEC) {
+                        last_tick = now;
+                        stream_hub_tick(b.streams);
+                        audit_aggregator_tick(b.denials);
+                }
         }
 #if HAVE_SYSTEMD
         (void)sd_notify(0, "STOPPING=1");

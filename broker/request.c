@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "audit-aggregate.h"
 #include "broker.h"
 #include "json.h"
 #include "log.h"
@@ -28,8 +29,8 @@ void waiter_free(struct waiter *w)
 static void reply_error(struct connection *c, enum wire_error e, const char *message,
                         uint32_t retry_after)
 {
-        if (wire_reply_error(c->out, e, message, retry_after) < 0)
-                c->closing = true;
+        if (wire_reply_error(c->stream.out, e, message, retry_after) < 0)
+                c->stream.closing = true;
 }
 
 /* A rate-limited peer is always told when to come back: wire_reply_error() leaves out a
@@ -60,7 +61,7 @@ static bool audit_denial(struct connection *c, const char *profile, const char *
         bool rate_limited = d && d->verdict == POLICY_RATE_LIMITED;
         struct audit_record record = {
             .event = "deny",
-            .peer = &c->peer,
+            .peer = &c->stream.peer,
             .profile = profile,
             .account = account,
             .scope_key = scope_key,
@@ -71,12 +72,14 @@ static bool audit_denial(struct connection *c, const char *profile, const char *
             .retry_after = rate_limited ? rate_limit_retry_after(d) : 0,
         };
 
-        if (audit_write(c->broker->audit, &record) < 0) {
+        /* Repeats of one kind are counted, not written one by one (audit-aggregate.h). */
+        if (audit_write_denial(c->broker->denials, &record) < 0) {
                 reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
                 return false;
         }
-        log_info("Denied uid=%u pid=%d profile %s: %s (%s).", (unsigned)c->peer.uid,
-                 (int)c->peer.pid, profile, reason, d ? d->rule : "-");
+        stream_log(&c->stream, LOG_LEVEL_INFO, "Denied uid=%u pid=%d profile %s: %s (%s).",
+                   (unsigned)c->stream.peer.uid, (int)c->stream.peer.pid, profile, reason,
+                   d ? d->rule : "-");
         return true;
 }
 
@@ -145,7 +148,7 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
         uint64_t expires_at = now_realtime_usec() / USEC_PER_SEC + ttl;
         struct audit_record record = {
             .event = "issue",
-            .peer = &c->peer,
+            .peer = &c->stream.peer,
             .profile = profile,
             .account = a->name,
             .scopes = t->scopes,
@@ -171,7 +174,7 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
                 return;
         }
         if (token_reply_frame(t, &reply) < 0 ||
-            buf_put(c->out, secret_data(t->reply), secret_len(t->reply)) < 0)
+            buf_put(c->stream.out, secret_data(t->reply), secret_len(t->reply)) < 0)
                 reply_error(c, WIRE_INTERNAL, "The token reply could not be built.", 0);
 }
 
@@ -337,7 +340,7 @@ static void handle_token(struct connection *c, const struct wire_request *req)
 {
         struct broker *b = c->broker;
         const struct policy_profile *profile = policy_set_find(b->policy, req->profile);
-        struct policy_peer peer = policy_peer_of(&c->peer);
+        struct policy_peer peer = policy_peer_of(&c->stream.peer);
         struct policy_decision decision;
         _cleanup_free_ char *owned_key = NULL;
         const char *scope_key;
@@ -471,7 +474,7 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
 static void handle_profiles(struct connection *c)
 {
         struct broker *b = c->broker;
-        struct policy_peer peer = policy_peer_of(&c->peer);
+        struct policy_peer peer = policy_peer_of(&c->stream.peer);
         size_t n = policy_set_count(b->policy), allowed = 0;
         struct policy_time now = {.wall = time(NULL), .monotonic_usec = now_boottime_usec()};
         _cleanup_free_ char **names = calloc(n ? n : 1, sizeof(char *));
@@ -488,7 +491,7 @@ static void handle_profiles(struct connection *c)
                 if (d.verdict == POLICY_ALLOW)
                         names[allowed++] = (char *)policy_profile_name(p);
         }
-        if (wire_reply_profiles(c->out, names, allowed) < 0)
+        if (wire_reply_profiles(c->stream.out, names, allowed) < 0)
                 reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
 }
 
@@ -506,8 +509,18 @@ static const struct wire_request *parse_request(struct connection *c, const uint
         if (last->len > 0 && last->len == len && memcmp(last->payload, payload, len) == 0)
                 return &last->parsed;
         if (wire_request_parse(payload, len, &req, &error, &message) < 0) {
-                log_info("Bad request from uid=%u pid=%d: %s", (unsigned)c->peer.uid,
-                         (int)c->peer.pid, message);
+                struct audit_record record = {
+                    .event = "bad_request",
+                    .peer = &c->stream.peer,
+                    .decision = "deny",
+                    .reason = message, /* one of wire.c's fixed sentences */
+                };
+                if (audit_write_denial(c->broker->denials, &record) < 0) {
+                        reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
+                        return NULL;
+                }
+                stream_log(&c->stream, LOG_LEVEL_INFO, "Bad request from uid=%u pid=%d: %s",
+                           (unsigned)c->stream.peer.uid, (int)c->stream.peer.pid, message);
                 reply_error(c, error, message, 0);
                 return NULL;
         }
@@ -526,8 +539,8 @@ void request_handle(struct connection *c, const uint8_t *payload, size_t len)
                 return;
         switch (req->op) {
         case WIRE_OP_PING:
-                if (wire_reply_ping(c->out, PACKAGE_VERSION) < 0)
-                        c->closing = true;
+                if (wire_reply_ping(c->stream.out, PACKAGE_VERSION) < 0)
+                        c->stream.closing = true;
                 break;
         case WIRE_OP_PROFILES:
                 handle_profiles(c);

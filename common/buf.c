@@ -174,6 +174,22 @@ int buf_consume(struct buf *b, size_t len)
         return 0;
 }
 
+/* Above this, an empty buffer gives its storage back: a burst of replies or one large frame
+ * must not keep a connection's memory grown for its whole life. */
+#define BUF_KEEP 4096
+
+void buf_shrink(struct buf *b)
+{
+        if (b->len != b->off || b->cap <= BUF_KEEP)
+                return;
+        /* buf_consume() wiped what it consumed; this is belt and braces for replies that
+         * carried tokens. */
+        explicit_bzero(b->data, b->cap);
+        free(b->data);
+        b->data = NULL;
+        b->cap = b->off = b->len = 0;
+}
+
 void buf_reset(struct buf *b)
 {
         /* Only the unconsumed bytes can hold data: consumed ones were wiped by buf_consume(). */

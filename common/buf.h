@@ -35,3 +35,5 @@ int buf_write_fd(struct buf *b, int fd);
 int buf_peek_u32be(const struct buf *b, uint32_t *ret);
 int buf_consume(struct buf *b, size_t len);
 void buf_reset(struct buf *b);
+/* When empty, frees storage grown past a small size (the next put allocates again). */
+void buf_shrink(struct buf *b);

@@ -52,6 +52,12 @@ int config_new_default(struct config **ret)
         c->connect_timeout_sec = 10;
         c->timeout_sec = 30;
         c->warn_days = CONFIG_WARN_DAYS_DEFAULT;
+        c->max_connections_per_uid = 64;
+        c->idle_timeout_sec = 60;
+        c->frame_timeout_sec = 5;
+        c->request_rate_per_uid = 50;
+        c->request_burst_per_uid = 200;
+        c->audit_aggregate_sec = 10;
         *ret = c;
         return 0;
 }
@@ -150,6 +156,34 @@ static int set_module_dirs(struct config *c, char *value)
         return 0;
 }
 
+/* [broker] limits: name, field, smallest and largest value. */
+static int set_limit(struct config *c, const char *key, const char *value)
+{
+        static const struct {
+                const char *key;
+                size_t offset;
+                uint32_t min, max;
+        } limits[] = {
+            {"max_connections_per_uid", offsetof(struct config, max_connections_per_uid), 1, 4096},
+            {"idle_timeout", offsetof(struct config, idle_timeout_sec), 1, 86400},
+            {"frame_timeout", offsetof(struct config, frame_timeout_sec), 1, 600},
+            {"request_rate_per_uid", offsetof(struct config, request_rate_per_uid), 0, 1000000},
+            {"request_burst_per_uid", offsetof(struct config, request_burst_per_uid), 1, 1000000},
+            {"audit_aggregate_interval", offsetof(struct config, audit_aggregate_sec), 1, 3600},
+        };
+        uint32_t v;
+
+        for (size_t i = 0; i < ELEMENTSOF(limits); i++) {
+                if (strcmp(key, limits[i].key) != 0)
+                        continue;
+                if (parse_u32(value, &v) < 0 || v < limits[i].min || v > limits[i].max)
+                        return -EINVAL;
+                *(uint32_t *)((char *)c + limits[i].offset) = v;
+                return 0;
+        }
+        return -ENOENT;
+}
+
 static int config_set(struct config *c, const char *section, const char *key, char *value)
 {
         static const struct {
@@ -183,6 +217,11 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 return parse_u32(value, &c->warn_days) < 0 || c->warn_days > CONFIG_WARN_DAYS_MAX
                            ? -EINVAL
                            : 0;
+        if (strcmp(section, "broker") == 0) {
+                int r = set_limit(c, key, value);
+                if (r != -ENOENT)
+                        return r;
+        }
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 if (strcmp(section, strings[i].section) == 0 && strcmp(key, strings[i].key) == 0) {
                         if (!*value)

@@ -39,6 +39,14 @@ struct config {
         uint32_t timeout_sec;
         /* [broker] warn_days: how far ahead credbroker status warns of an expiry. */
         uint32_t warn_days;
+
+        /* [broker] what one local uid may make the broker spend (docs/security.md). */
+        uint32_t max_connections_per_uid;
+        uint32_t idle_timeout_sec;
+        uint32_t frame_timeout_sec;
+        uint32_t request_rate_per_uid; /* requests a second; 0: no budget */
+        uint32_t request_burst_per_uid;
+        uint32_t audit_aggregate_sec; /* repeated denials: one record per interval */
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when

@@ -55,10 +55,25 @@ static const char *level_word(enum log_level level)
         }
 }
 
+bool log_level_enabled(enum log_level level)
+{
+        return level <= max_level;
+}
+
 int log_internal(enum log_level level, int error, const char *fmt, ...)
 {
-        char line[2048];
         va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = log_internalv(level, error, fmt, ap);
+        va_end(ap);
+        return r;
+}
+
+int log_internalv(enum log_level level, int error, const char *fmt, va_list ap)
+{
+        char line[2048];
         int n;
 
         if (error < 0)
@@ -78,9 +93,7 @@ int log_internal(enum log_level level, int error, const char *fmt, ...)
         if (n < 0)
                 return -error;
 
-        va_start(ap, fmt);
         int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-        va_end(ap);
         if (m < 0)
                 return -error;
         size_t len = (size_t)n + (size_t)m;

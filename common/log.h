@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdbool.h>
 
 enum log_level {
         LOG_LEVEL_ERROR = 3,
@@ -20,6 +21,10 @@ int log_parse_level(const char *name, enum log_level *ret);
  * A non-zero error appends ": <strerror(error)>" to the line (ISO C has no "%m"). */
 int log_internal(enum log_level level, int error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+int log_internalv(enum log_level level, int error, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+/* Whether a line of that level would be written at all. */
+bool log_level_enabled(enum log_level level);
 
 #define log_debug(...)   log_internal(LOG_LEVEL_DEBUG, 0, __VA_ARGS__)
 #define log_info(...)    log_internal(LOG_LEVEL_INFO, 0, __VA_ARGS__)
