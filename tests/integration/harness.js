@@ -632,8 +632,8 @@ class Harness {
     return run(CREDBROKER, args, { env: this.env(env), input, timeoutMs });
   }
 
-  // total clients send request at once, from one process per user (a uid may hold only a
-  // quarter of the broker's connections: reliability.md P12), each with its share of the
+  // total clients send request at once, from one process per user (a uid may hold only
+  // max_connections_per_uid connections: reliability.md P12), each with its share of the
   // connections open before any sends. Resolves the merged summaries of flood-client.js:
   // { replies, ok, errors: { code: n }, tokens: [distinct token hashes], ms }.
   // onSent() runs once every process has been told to send.

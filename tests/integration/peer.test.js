@@ -241,7 +241,7 @@ function canUnsharePid() {
 // pid as this process sees it. Resolves body's result.
 async function withNamespacedBroker({ mountProc = true, env = {} }, body) {
   const sections = h.configSections();
-  sections.broker = { ...sections.broker, socket: h.p('ns-socket'), audit_log: h.p('ns-audit.log') };
+  sections.broker = { ...sections.broker, socket: h.p('ns-socket'), admin_socket: h.p('ns-admin.socket'), audit_log: h.p('ns-audit.log') };
   const conf = h.p('ns.conf');
   fs.writeFileSync(conf, Object.entries(sections).map(([s, kv]) => `[${s}]\n${Object.entries(kv).map(([k, v]) => `${k} = ${v}\n`).join('')}`).join(''), { mode: 0o644 });
   fs.rmSync(h.p('ns-audit.log'), { force: true });
