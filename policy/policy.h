@@ -74,6 +74,9 @@ struct policy_limiter *policy_limiter_new(void);
 void policy_limiter_free(struct policy_limiter *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy_limiter *, policy_limiter_free)
 size_t policy_limiter_bucket_count(const struct policy_limiter *l);
+/* How many times a rate rule has looked at the buckets: a rule the evaluator did not run (after
+ * a failed requisite rule, say) never does (tests). */
+uint64_t policy_limiter_peeks(const struct policy_limiter *l);
 
 /* Receives each problem found while loading: file is the name inside the policy directory ("" for
  * the directory itself), line is 0 when the problem is not on one line. */
