@@ -36,7 +36,8 @@ static void usage(FILE *f)
               "       credbroker policy show [--policy-dir DIR] -p PROFILE\n"
               "       credbroker policy reload [--admin-socket PATH] [--config PATH]\n"
               "\n"
-              "check  reports every problem in the policy directory as file:line: message\n"
+              "check  reports every problem in the policy directory as file:line: message,\n"
+              "       and warns (exit status unchanged) about a profile exe alone lets in\n"
               "test   decides a made-up request as the broker would (rate limits not drawn)\n"
               "show   prints a profile after includes, each rule with its file:line\n"
               "reload makes the running broker reload the policy (as credbroker reload)\n"
@@ -88,6 +89,14 @@ static int resolve_policy_dir(const char *given, const char *config_option, char
         return *ret ? 0 : -ENOMEM;
 }
 
+/* A warning names the rule's file:line; it does not change check's exit status. */
+static void print_warning(const char *where, const char *message, void *userdata)
+{
+        const struct printer *p = userdata;
+
+        fprintf(p->out, "%s/%s: warning: %s\n", p->dir, where, message);
+}
+
 static int load_set(const char *dir, FILE *out, struct policy_set **ret)
 {
         struct printer printer = {.dir = dir, .out = out};
@@ -105,7 +114,8 @@ static int policy_check(int argc, char **argv)
         _cleanup_(policy_set_freep) struct policy_set *set = NULL;
         _cleanup_free_ char *dir = NULL;
         const char *config = NULL;
-        size_t rules = 0;
+        struct printer printer = {.out = stdout};
+        size_t rules = 0, warnings = 0;
         int c;
 
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
@@ -131,9 +141,19 @@ static int policy_check(int argc, char **argv)
                 fprintf(stderr, "credbroker: %s has problems; credbrokerd would refuse it\n", dir);
                 return 1;
         }
-        for (size_t i = 0; i < policy_set_count(set); i++)
-                rules += policy_profile_rule_count(policy_set_get(set, i));
-        printf("%s: %zu profile(s), %zu rule(s): no problems\n", dir, policy_set_count(set), rules);
+        printer.dir = dir;
+        for (size_t i = 0; i < policy_set_count(set); i++) {
+                const struct policy_profile *p = policy_set_get(set, i);
+
+                rules += policy_profile_rule_count(p);
+                warnings += policy_profile_lint(p, print_warning, &printer);
+        }
+        if (warnings > 0)
+                printf("%s: %zu profile(s), %zu rule(s): no problems, %zu warning(s)\n", dir,
+                       policy_set_count(set), rules, warnings);
+        else
+                printf("%s: %zu profile(s), %zu rule(s): no problems\n", dir, policy_set_count(set),
+                       rules);
         return fflush(stdout) == 0 ? 0 : 1;
 }
 

@@ -77,8 +77,21 @@ static bool has_glob_characters(const char *s)
 
 static bool unit_character_is_valid(char c)
 {
-        /* systemd's unit name alphabet, plus the glob characters. */
-        return isalnum((unsigned char)c) || strchr(":_.@\\-*?[]!", c);
+        /* systemd's unit name alphabet, plus the glob characters and the '/' that joins a user
+         * manager to its unit. */
+        return isalnum((unsigned char)c) || strchr(":_.@\\-*?[]!/", c);
+}
+
+/* A unit pattern is one unit name, or a user manager's unit named with its manager
+ * ("user@1000.service/backup.service", "user@*.service/backup.service"): at most one '/', with
+ * a name on each side, as the broker names units (peer.h). */
+static bool unit_pattern_is_valid(const char *w)
+{
+        const char *slash = strchr(w, '/');
+
+        if (!slash)
+                return true;
+        return slash != w && slash[1] != 0 && !strchr(slash + 1, '/');
 }
 
 static int parse_patterns(struct rule *rule, char **words, size_t n, const char *file,
@@ -116,6 +129,13 @@ static int parse_patterns(struct rule *rule, char **words, size_t n, const char 
                                               exe ? "executable" : "unit");
                                 return -EINVAL;
                         }
+                }
+                if (!exe && !unit_pattern_is_valid(w)) {
+                        policy_report(rep, file, line,
+                                      "unit \"%.64s\": a '/' only joins a user manager to its "
+                                      "unit, like user@*.service/backup.service",
+                                      w);
+                        return -EINVAL;
                 }
                 if (exe && w[0] != '/') {
                         policy_report(rep, file, line,
@@ -542,7 +562,11 @@ bool policy_rule_matches_peer(const struct rule *rule, const struct policy_peer 
         case MODULE_EXE:
                 return patterns_match(rule, peer->exe, FNM_PATHNAME);
         case MODULE_UNIT:
-                return patterns_match(rule, peer->unit, 0);
+                /* FNM_PATHNAME: "*backup.service" must not reach into a user manager's units
+                 * ("user@1000.service/evil-backup.service"); those are matched only by patterns
+                 * that name a manager. FNM_NOESCAPE: a backslash is a character of unit names
+                 * ("dev-disk-by\x2duuid"), never an escape. */
+                return patterns_match(rule, peer->unit, FNM_PATHNAME | FNM_NOESCAPE);
         case MODULE_TIME:
                 return time_matches(rule, now->wall, local);
         case MODULE_PERMIT:

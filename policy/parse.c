@@ -560,7 +560,19 @@ int policy_set_load_reporting(const char *dir, policy_error_fn on_error, void *u
         return 0;
 }
 
+static void log_warning_of(const char *where, const char *message, void *userdata)
+{
+        (void)userdata;
+        log_warning("%s: %s", where, message);
+}
+
 int policy_set_load(const char *dir, struct policy_set **ret)
 {
-        return policy_set_load_reporting(dir, NULL, NULL, ret);
+        int r = policy_set_load_reporting(dir, NULL, NULL, ret);
+
+        /* What "credbroker policy check" warns about goes to the log as well, at every load. */
+        if (r >= 0)
+                for (size_t i = 0; i < (*ret)->n; i++)
+                        (void)policy_profile_lint((*ret)->profiles[i], log_warning_of, NULL);
+        return r;
 }

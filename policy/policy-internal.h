@@ -137,7 +137,7 @@ const char *policy_control_name(enum policy_control c);
 void policy_rate_key(const struct policy_profile *p, const struct rule *rule,
                      const struct policy_peer *peer, char out[static POLICY_RATE_KEY_MAX]);
 /* Whether the bucket holds a token now; when not, *ret_retry_after = whole seconds (>= 1) until
- * it will. Changes nothing, allocates nothing. */
+ * it will. Changes no bucket (it only counts the look), allocates nothing. */
 bool policy_rate_peek(struct policy_limiter *l, const struct rule *rule, const char *key,
                       uint64_t now_usec, uint32_t *ret_retry_after);
 /* Takes one token, creating the bucket (full) or reusing the least recently used one. */

@@ -3,6 +3,7 @@
 #include "policy-internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,4 +115,51 @@ int policy_profile_rule_info(const struct policy_profile *p, size_t i, struct po
             .where = rule->where,
         };
         return 0;
+}
+
+/* Whether a peer module says who the peer is (or, permit, says on purpose that anyone may). */
+static bool module_names_who(enum policy_module m)
+{
+        return m == MODULE_UID || m == MODULE_GROUP || m == MODULE_UNIT || m == MODULE_PERMIT;
+}
+
+/* Walks the ways the peer stack can allow, as run_stack() decides: a sufficient rule that
+ * succeeds after every required and requisite rule before it did, or the end of the stack with
+ * every required and requisite rule (or a lone optional one) succeeded. A way through a deny
+ * rule never allows. */
+size_t policy_profile_lint(const struct policy_profile *p, policy_warning_fn fn, void *userdata)
+{
+        const struct rule *rules = p->stacks[STACK_PEER];
+        size_t n = p->n_rules[STACK_PEER];
+        const struct rule *exe = NULL, *culprit = NULL;
+        bool who = false, denied = false, any = false;
+        char message[512];
+
+        for (size_t i = 0; i < n && !culprit; i++) {
+                const struct rule *r = &rules[i];
+                bool counts = r->control == CONTROL_REQUIRED || r->control == CONTROL_REQUISITE ||
+                              (r->control == CONTROL_OPTIONAL && n == 1);
+
+                if (r->control == CONTROL_SUFFICIENT && !denied && r->module != MODULE_DENY &&
+                    !who && !module_names_who(r->module))
+                        culprit = exe ? exe : r->module == MODULE_EXE ? r : NULL;
+                if (!counts)
+                        continue;
+                any = true;
+                denied = denied || r->module == MODULE_DENY;
+                who = who || module_names_who(r->module);
+                if (!exe && r->module == MODULE_EXE)
+                        exe = r;
+        }
+        if (!culprit && any && !denied && !who)
+                culprit = exe;
+        if (!culprit)
+                return 0;
+        snprintf(message, sizeof(message),
+                 "profile %s lets a peer in on exe alone, with no uid, group, unit or permit "
+                 "rule that must succeed too; exe never authorizes on its own (any local user "
+                 "can run the binary, or ptrace it): add a required uid or group rule",
+                 p->name);
+        fn(culprit->where, message, userdata);
+        return 1;
 }

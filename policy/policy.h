@@ -74,6 +74,9 @@ struct policy_limiter *policy_limiter_new(void);
 void policy_limiter_free(struct policy_limiter *l);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct policy_limiter *, policy_limiter_free)
 size_t policy_limiter_bucket_count(const struct policy_limiter *l);
+/* How many times a rate rule has looked at the buckets: a rule the evaluator did not run (after
+ * a failed requisite rule, say) never does (tests). */
+uint64_t policy_limiter_peeks(const struct policy_limiter *l);
 
 /* Receives each problem found while loading: file is the name inside the policy directory ("" for
  * the directory itself), line is 0 when the problem is not on one line. */
@@ -125,6 +128,17 @@ struct policy_rule_info {
 size_t policy_profile_rule_count(const struct policy_profile *p);
 int policy_profile_rule_info(const struct policy_profile *p, size_t i,
                              struct policy_rule_info *ret);
+
+/* Receives each warning of policy_profile_lint(): where is the "file:line" of the rule it is
+ * about (the file may be a fragment the profile includes). */
+typedef void (*policy_warning_fn)(const char *where, const char *message, void *userdata);
+/* Finds what loads but does not do what it seems to: a peer stack that can let a peer in with an
+ * exe rule as the only condition on who it is, that is on some way to an allow (a sufficient rule
+ * with the required and requisite rules before it, or the required and requisite rules of the
+ * whole stack) an exe rule must succeed and no uid, group, unit or permit rule must. exe narrows
+ * within a uid and never authorizes on its own: any process of a uid can run the binary and
+ * connect as it, or ptrace it. At most one warning per profile; returns how many (0 or 1). */
+size_t policy_profile_lint(const struct policy_profile *p, policy_warning_fn fn, void *userdata);
 
 /* Runs the peer stack, then (when it allows) checks the requested scopes, then runs the request
  * stack, with Linux-PAM's control semantics. An empty peer stack denies; an empty request stack

@@ -25,6 +25,7 @@ struct policy_limiter {
         uint32_t n_used;
         uint32_t slots[LIMITER_HASH_SLOTS];
         uint32_t newest, oldest;
+        uint64_t peeks;
 };
 
 struct policy_limiter *policy_limiter_new(void)
@@ -55,6 +56,11 @@ void policy_limiter_free(struct policy_limiter *l)
 size_t policy_limiter_bucket_count(const struct policy_limiter *l)
 {
         return l->n_used;
+}
+
+uint64_t policy_limiter_peeks(const struct policy_limiter *l)
+{
+        return l->peeks;
 }
 
 static uint32_t hash_key(const char *key)
@@ -168,6 +174,7 @@ bool policy_rate_peek(struct policy_limiter *l, const struct rule *rule, const c
         uint32_t i = find(l, key);
         uint64_t level, missing, wait_usec;
 
+        l->peeks++;
         if (i == NO_BUCKET)
                 return true; /* a new bucket starts full */
         level = level_at(&l->buckets[i], rule, now_usec);

@@ -46,6 +46,12 @@ static size_t print_profile(const struct policy_profile *p, char *out, size_t le
         return at;
 }
 
+static void check_warning(const char *where, const char *message, void *userdata)
+{
+        (void)userdata;
+        check(where && *where && message && *message, "every warning has a rule and a message");
+}
+
 static void evaluate_some(const struct policy_profile *p, struct policy_limiter *limiter)
 {
         static const gid_t groups[] = {4, 27, 65534};
@@ -59,6 +65,11 @@ static void evaluate_some(const struct policy_profile *p, struct policy_limiter 
              .pid = 3,
              .exe = "/usr/lib/nagios/plugins/x",
              .unit = "nagios.service"},
+            {.uid = 1000,
+             .gid = 100,
+             .pid = 4,
+             .exe = "/usr/bin/backup",
+             .unit = "user@1000.service/backup.service"},
         };
         const struct policy_request requests[] = {
             {0},
@@ -117,6 +128,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                       "the same rules");
         }
         evaluate_some(p, limiter);
+        check(policy_profile_lint(p, check_warning, NULL) <= 1, "at most one warning");
+        check(policy_profile_lint(p, check_warning, NULL) ==
+                  policy_profile_lint(again, check_warning, NULL),
+              "the printed profile warns alike");
         policy_profile_free(again);
         policy_profile_free(p);
         return 0;

@@ -1,7 +1,9 @@
 'use strict';
 // The broker's side of the exe, unit, rate and min_ttl policy modules: the peer facts it takes at
 // accept decide exe and unit rules (unknown matches none), a rate rule's denial is
-// `rate_limited` with `retry_after`, and every denial tells the peer nothing more.
+// `rate_limited` with `retry_after`, and every denial tells the peer nothing more. A peer whose uid
+// and gid differ (uid nobody, gid daemon) tells a uid rule from a group rule and the audit's uid
+// from its gid.
 //
 // GUARDED: these need the policy library with the exe/unit/rate/min_ttl modules and the request
 // stack. Until that is merged the broker refuses these files at startup ("unknown peer module",
@@ -9,7 +11,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { setup, spawnTracked, waitExit, CREDBROKERD, MAIL_SEND, PEER_HELPER } = require('./harness');
+const { setup, spawnTracked, waitExit, run, CREDBROKERD, MAIL_SEND, PEER_HELPER } = require('./harness');
 
 const NODE = fs.realpathSync(process.execPath);
 const HELPER = fs.realpathSync(PEER_HELPER);
@@ -21,6 +23,13 @@ const PROFILES = {
   'by-unit': `${HEAD}peer required unit backup.service\n`,
   rated: `${HEAD}peer required uid root\nrequest required rate 2/min per-uid\n`,
   capped: `${HEAD}peer required uid root\nrequest required min_ttl max=900\n`,
+  // For a peer of uid nobody (65534) and gid daemon (1): uid rules look at the uid only, group
+  // rules at the groups only.
+  'uid-nobody': `${HEAD}peer required uid nobody\n`,
+  'uid-daemon': `${HEAD}peer required uid daemon\n`,
+  'group-daemon': `${HEAD}peer required group daemon\n`,
+  'group-nogroup': `${HEAD}peer required group nogroup\n`,
+  'rated-nobody': `${HEAD}peer required uid nobody\nrequest required rate 1/hour per-uid\n`,
 };
 // What the broker says when the policy library does not know a module yet.
 const NOT_YET = /unknown peer module|unknown request module|request stack is not supported|unknown directive "request"|unknown module/;
@@ -174,4 +183,71 @@ test('a min_ttl cap denies a request above it and allows one below', { timeout: 
   assert.equal(h.auditLines().at(-1).rule, 'capped:4');
   const ok = await h.rawRequest(token('capped', { min_ttl: 600 }));
   assert.equal(ok.ok, true, JSON.stringify(ok));
+});
+
+// One request from a process of uid nobody (65534) and gid daemon (1) with no supplementary
+// groups: a peer whose uid and gid differ, where root and nobody/nogroup have uid == gid.
+async function requestAsNobodyWithGidDaemon(message) {
+  const script = `
+    const net = require('net');
+    const body = Buffer.from(process.argv[2]);
+    const head = Buffer.alloc(4); head.writeUInt32BE(body.length);
+    const s = net.createConnection(process.argv[1], () => s.write(Buffer.concat([head, body])));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      if (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        process.stdout.write(JSON.stringify({ uid: process.getuid(), gid: process.getgid(), groups: process.getgroups() }) + '\\n');
+        process.stdout.write(buf.subarray(4, 4 + buf.readUInt32BE(0)));
+        s.destroy();
+      }
+    });
+    s.on('error', (e) => { console.error(e.message); process.exit(2); });`;
+  const r = await run('setpriv', ['--reuid', 'nobody', '--regid', 'daemon', '--clear-groups',
+    process.execPath, '-e', script, h.socket, JSON.stringify(message)], { env: h.env(), timeoutMs: 30000 });
+  assert.equal(r.code, 0, r.stderr);
+  const nl = r.stdout.indexOf('\n');
+  const self = JSON.parse(r.stdout.slice(0, nl));
+  // The client really is such a peer: otherwise the test below would prove nothing.
+  // (Node's getgroups() adds the egid to an empty list.)
+  assert.ok(self.uid === 65534 && self.gid === 1 && self.groups.every((g) => g === 1),
+    `setpriv made a uid 65534 gid 1 process without other groups: ${JSON.stringify(self)}`);
+  return JSON.parse(r.stdout.slice(nl + 1));
+}
+
+test('a peer whose uid and gid differ: uid rules match the uid, group rules the gid, and the audit says which is which', { timeout: 60000 }, async (t) => {
+  if (guard(t)) return;
+  const cases = [
+    // [profile, allowed?]
+    ['uid-nobody', true], // uid 65534
+    ['uid-daemon', false], // uid 1 is the peer's gid, not its uid
+    ['group-daemon', true], // gid 1
+    ['group-nogroup', false], // gid 65534 is the peer's uid, not a group it holds
+  ];
+  for (const [profile, allowed] of cases) {
+    const before = h.auditLines().length;
+    const reply = await requestAsNobodyWithGidDaemon(token(profile));
+    if (allowed) assert.equal(reply.ok, true, `${profile}: ${JSON.stringify(reply)}`);
+    else assertBareDenial(reply);
+    const recs = h.auditLinesAfter(before).filter((l) => l.event === 'issue' || l.event === 'deny');
+    assert.equal(recs.length, 1, `${profile}: one decision audited: ${JSON.stringify(recs)}`);
+    const rec = recs[0];
+    assert.equal(rec.event, allowed ? 'issue' : 'deny', profile);
+    assert.equal(rec.profile, profile);
+    assert.equal(rec.rule, `${profile}:3`);
+    assert.equal(rec.peer.uid, 65534, `${profile}: the audit's uid is the peer's uid`);
+    assert.equal(rec.peer.gid, 1, `${profile}: the audit's gid is the peer's gid`);
+  }
+});
+
+test('a per-uid rate bucket of a peer whose uid and gid differ is named by the uid', { timeout: 60000 }, async (t) => {
+  if (guard(t)) return;
+  const first = await requestAsNobodyWithGidDaemon(token('rated-nobody'));
+  assert.equal(first.ok, true, JSON.stringify(first));
+  const limited = await requestAsNobodyWithGidDaemon(token('rated-nobody'));
+  assert.equal(limited.error, 'rate_limited', JSON.stringify(limited));
+  const rec = h.auditLines().at(-1);
+  assert.equal(rec.decision, 'rate_limited');
+  assert.equal(rec.rate_key, 'rated-nobody 1/hour uid=65534');
+  assert.deepEqual([rec.peer.uid, rec.peer.gid], [65534, 1]);
 });

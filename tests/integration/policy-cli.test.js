@@ -74,6 +74,64 @@ test('check reports every problem as file:line and exits 1', async () => {
   assert.match(r.stderr, /credbrokerd would refuse it/);
 });
 
+test('check warns, naming file:line, about a profile that exe alone lets in; exit status unchanged', async () => {
+  freshCopy();
+  const write = (name, text) => {
+    fs.writeFileSync(path.join(dir, name), text);
+    fs.chmodSync(path.join(dir, name), 0o644);
+  };
+  const head = 'account alerts\nscope https://graph.microsoft.com/Mail.Send\n';
+  write('exe-only', `${head}peer required exe /usr/bin/credbroker\n`);
+  // A sufficient exe allows before the uid rule is reached.
+  write('exe-first', `${head}peer sufficient exe /usr/bin/credbroker\npeer required uid root\n`);
+  // Through a fragment: the warning names the fragment's line.
+  write('common-exe', 'peer required time 06:00-22:00\npeer required exe /usr/lib/nagios/plugins/*\n');
+  write('via-fragment', `${head}include common-exe\n`);
+  // Not warned about: exe next to a uid, group or unit rule, or after an explicit permit.
+  write('exe-and-uid', `${head}peer required exe /usr/bin/credbroker\npeer required uid root\n`);
+  write('exe-and-group', `${head}peer required group mail\npeer sufficient exe /usr/bin/credbroker\n`);
+  write('exe-and-unit', `${head}peer requisite unit nagios.service\npeer required exe /usr/bin/credbroker\n`);
+  write('exe-and-permit', `${head}peer required permit\npeer required exe /usr/bin/credbroker\n`);
+  const r = await policy(['check', dir]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const warnings = r.stdout.split('\n').filter((l) => / warning: /.test(l)).sort();
+  const message = (profile) => `warning: profile ${profile} lets a peer in on exe alone, with no uid, group, unit or permit rule that must succeed too; exe never authorizes on its own (any local user can run the binary, or ptrace it): add a required uid or group rule`;
+  assert.deepEqual(warnings, [
+    `${dir}/common-exe:2: ${message('via-fragment')}`,
+    `${dir}/exe-first:3: ${message('exe-first')}`,
+    `${dir}/exe-only:3: ${message('exe-only')}`,
+  ], r.stdout);
+  assert.match(r.stdout, /: 12 profile\(s\), \d+ rule\(s\): no problems, 3 warning\(s\)\n$/);
+  assert.equal(r.stderr, '');
+  // A real problem next to a warning still exits 1.
+  write('broken', `${head}peer bad uid root\n`);
+  const broken = await policy(['check', dir]);
+  assert.equal(broken.code, 1, broken.stdout + broken.stderr);
+  assert.match(broken.stdout, /broken:3: unknown control/);
+});
+
+test('check and test take unit patterns that name a user manager', async () => {
+  freshCopy();
+  fs.writeFileSync(path.join(dir, 'user-backup'),
+    'account backup\nscope https://graph.microsoft.com/.default\npeer required uid 1000\n' +
+    'peer required unit user@*.service/backup.service\n');
+  fs.chmodSync(path.join(dir, 'user-backup'), 0o644);
+  fs.writeFileSync(path.join(dir, 'sys-backup'),
+    'account backup\nscope https://graph.microsoft.com/.default\npeer required uid 1000\n' +
+    'peer required unit *backup.service\n');
+  fs.chmodSync(path.join(dir, 'sys-backup'), 0o644);
+  const check = await policy(['check', dir]);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+  const t = (profile, unit) => policy(['test', '--policy-dir', dir, '-p', profile, '--uid', '1000', '--gid', '1000', '--unit', unit]);
+  assert.equal((await t('user-backup', 'user@1000.service/backup.service')).code, 0);
+  assert.equal((await t('user-backup', 'user@1000.service/evil-backup.service')).code, 1);
+  assert.equal((await t('user-backup', 'backup.service')).code, 1);
+  assert.equal((await t('sys-backup', 'nightly-backup.service')).code, 0);
+  const evil = await t('sys-backup', 'user@1000.service/evil-backup.service');
+  assert.equal(evil.code, 1, evil.stdout);
+  assert.match(evil.stdout, /^deny sys-backup:4 /);
+});
+
 test('check names the owner fix for a file owned by someone else', { skip: process.getuid() !== 0 && 'needs root' }, async () => {
   freshCopy();
   fs.chownSync(path.join(dir, 'backup'), 65534, 65534);

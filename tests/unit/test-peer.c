@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +467,68 @@ static void test_peer_of_other_uid(void)
         close(sv[1]);
 }
 
+/* A peer whose uid, gid and supplementary groups all differ (root only: the child drops to uid
+ * 65534, gid 1 and groups 2 and 4242): each comes back in its own field, none in another's. */
+static void test_peer_uid_differs_from_gid(void)
+{
+        static const gid_t groups[] = {2, 4242};
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct peer p = {0};
+        socklen_t sa_len;
+        int listener, fd, gate[2], status;
+        bool has_2 = false, has_4242 = false, has_other = false;
+        pid_t child;
+
+        if (getuid() != 0) {
+                printf("ok %d - # SKIP needs root to become uid 65534 gid 1\n", ++tap_count);
+                return;
+        }
+        /* An abstract address: no file whose permissions the dropped child would need. */
+        snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "credbroker-test-peer-%d",
+                 (int)getpid());
+        sa_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(sa.sun_path + 1));
+        listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (listener < 0 || bind(listener, (struct sockaddr *)&sa, sa_len) < 0 ||
+            listen(listener, 1) < 0 || pipe2(gate, O_CLOEXEC) < 0)
+                abort();
+        child = fork();
+        if (child < 0)
+                abort();
+        if (child == 0) {
+                int c;
+                char byte;
+
+                close(gate[1]);
+                if (setgroups(ELEMENTS(groups), groups) < 0 || setgid(1) < 0 || setuid(65534) < 0)
+                        _exit(10);
+                c = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (c < 0 || connect(c, (struct sockaddr *)&sa, sa_len) < 0)
+                        _exit(11);
+                (void)!read(gate[0], &byte, 1); /* stay connected until the parent has looked */
+                _exit(0);
+        }
+        close(gate[0]);
+        fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0)
+                abort();
+        is_int(peer_credentials_from_socket(fd, &p), 0, "credentials of a uid 65534 gid 1 peer");
+        is_int(p.uid, 65534, "its uid is 65534 (not its gid)");
+        is_int(p.gid, 1, "its gid is 1 (not its uid)");
+        for (size_t i = 0; i < p.n_groups; i++) {
+                has_2 = has_2 || p.groups[i] == 2;
+                has_4242 = has_4242 || p.groups[i] == 4242;
+                has_other = has_other || (p.groups[i] != 2 && p.groups[i] != 4242);
+        }
+        ok(has_2 && has_4242 && !has_other, "its supplementary groups are 2 and 4242, no more");
+        close(gate[1]);
+        if (waitpid(child, &status, 0) != child || !WIFEXITED(status))
+                abort();
+        is_int(WEXITSTATUS(status), 0, "the child dropped to uid 65534 gid 1 and connected");
+        peer_clear(&p);
+        close(fd);
+        close(listener);
+}
+
 static double usec_between(const struct timespec *a, const struct timespec *b)
 {
         return (double)(b->tv_sec - a->tv_sec) * 1e6 + (double)(b->tv_nsec - a->tv_nsec) / 1e3;
@@ -523,6 +586,7 @@ int main(void)
         test_gone_peer(socket_path, false);
         test_handed_off_peer(socket_path);
         test_peer_of_other_uid();
+        test_peer_uid_differs_from_gid();
         measure();
 
         /* Every pidfd and /proc descriptor was closed: the lowest free one is the same. */

@@ -22,6 +22,8 @@
  * optional success among other modules can carry a stack in which nothing else succeeded
  * (e.g. "sufficient fails, optional succeeds" passes). The policy follows the documentation
  * (credbroker-policy(5) says so): among other rules an optional rule never lets a peer in. */
+#include <dlfcn.h>
+#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +31,25 @@
 #include "log.h"
 #include "policy.h"
 #include "tap.h"
+#include "util.h"
+
+/* The policy library is linked in statically, so its fnmatch() calls come here: a count of the
+ * glob rules (exe, unit) that ran, to tell a rule that was skipped from one that failed. */
+static unsigned fnmatch_calls;
+
+int fnmatch(const char *pattern, const char *string, int flags)
+{
+        static int (*real)(const char *, const char *, int);
+
+        fnmatch_calls++;
+        if (!real) {
+                /* POSIX's way to turn dlsym()'s object pointer into a function pointer. */
+                *(void **)&real = dlsym(RTLD_NEXT, "fnmatch");
+                if (!real)
+                        abort();
+        }
+        return real(pattern, string, flags);
+}
 
 enum control { REQUIRED, REQUISITE, SUFFICIENT, OPTIONAL };
 static const char *const control_names[] = {"required", "requisite", "sufficient", "optional"};
@@ -202,19 +223,108 @@ static const struct named_case named_cases[] = {
      "p"},
 };
 
-static int evaluate_text(const char *body, const struct policy_request *req,
-                         struct policy_decision *d)
+static int evaluate_text_as(const char *body, const struct policy_peer *peer,
+                            const struct policy_request *req, struct policy_decision *d)
 {
-        static const struct policy_peer peer = {.uid = 1000, .gid = 1000, .pid = 2};
         struct policy_profile *p = NULL;
         char text[1024];
         int len = snprintf(text, sizeof(text), "account a\nscope s\n%s", body);
 
         if (policy_profile_parse_buffer("p", text, (size_t)len, collect_error, NULL, &p) < 0)
                 return -1;
-        policy_evaluate(p, &peer, req, &(struct policy_time){0}, NULL, d);
+        policy_evaluate(p, peer, req, &(struct policy_time){0}, NULL, d);
         policy_profile_free(p);
         return 0;
+}
+
+static int evaluate_text(const char *body, const struct policy_request *req,
+                         struct policy_decision *d)
+{
+        static const struct policy_peer peer = {.uid = 1000, .gid = 1000, .pid = 2};
+
+        return evaluate_text_as(body, &peer, req, d);
+}
+
+/* A failing requisite rule ends its stack there (pam.conf(5): "control is directly returned to
+ * the application"): the reason says requisite, it is the deciding rule, and no later rule runs.
+ * A requisite that went on like required would give the same verdict and rule for permit/deny
+ * stacks, so these look at the reason and at what later rules did. */
+static void test_requisite_stops(void)
+{
+        static const struct policy_peer peer = {.uid = 1000,
+                                                .gid = 1000,
+                                                .pid = 2,
+                                                .exe = "/usr/bin/true",
+                                                .unit = "user@1000.service/backup.service"};
+        struct policy_limiter *l = policy_limiter_new();
+        struct policy_profile *p = NULL;
+        struct policy_decision d;
+        uint64_t t = 1000 * USEC_PER_SEC, peeks;
+        const char *text = "account a\nscope s\n"
+                           "peer required permit\n"
+                           "request requisite min_ttl max=60\n"
+                           "request required rate 2/hour per-uid\n";
+
+        if (!l)
+                abort();
+        /* Peer stack: the reason, and a glob rule after the failed requisite never runs. */
+        evaluate_text_as("peer requisite uid 0\npeer required unit user@*.service/backup.service\n",
+                         &peer, &(struct policy_request){0}, &d);
+        is_str(d.rule, "p:3", "peer: the failed requisite rule decides");
+        is_str(d.reason, "requisite rule failed", "peer: the reason is the requisite's");
+        fnmatch_calls = 0;
+        evaluate_text_as("peer requisite uid 0\npeer required unit user@*.service/backup.service\n"
+                         "peer required exe /usr/bin/*\n",
+                         &peer, &(struct policy_request){0}, &d);
+        is_int(fnmatch_calls, 0, "peer: the unit and exe rules after it are not run");
+        evaluate_text_as(
+            "peer requisite uid 1000\npeer required unit user@*.service/backup.service\n", &peer,
+            &(struct policy_request){0}, &d);
+        ok(fnmatch_calls > 0 && d.verdict == POLICY_ALLOW,
+           "(control: after a requisite that succeeds, the unit rule runs and matches)");
+        evaluate_text_as("peer required deny\npeer requisite uid 0\npeer required permit\n", &peer,
+                         &(struct policy_request){0}, &d);
+        ok(d.verdict == POLICY_DENY && strcmp(d.rule, "p:3") == 0 &&
+               strcmp(d.reason, "required rule failed") == 0,
+           "peer: a requisite after a failed required rule stops with the required one's value");
+
+        /* Request stack: a rate rule after a failed requisite is not consulted, and its bucket
+         * keeps its whole budget. */
+        if (policy_profile_parse_buffer("p", text, strlen(text), collect_error, NULL, &p) < 0)
+                abort();
+        peeks = policy_limiter_peeks(l);
+        for (int i = 0; i < 5; i++)
+                policy_evaluate(p, &peer, &(struct policy_request){.min_ttl = 3600},
+                                &(struct policy_time){.monotonic_usec = t}, l, &d);
+        ok(d.verdict == POLICY_DENY && strcmp(d.rule, "p:4") == 0,
+           "request: the failed requisite min_ttl rule decides");
+        is_str(d.reason, "requisite rule failed", "request: the reason is the requisite's");
+        is_str(d.rate_key, "", "request: no bucket is named");
+        is_int(policy_limiter_peeks(l) - peeks, 0,
+               "request: the rate rule after it is not consulted");
+        is_int(policy_limiter_bucket_count(l), 0, "request: no bucket was made");
+        peeks = policy_limiter_peeks(l);
+        for (int i = 0; i < 2; i++) {
+                policy_evaluate(p, &peer, &(struct policy_request){.min_ttl = 30},
+                                &(struct policy_time){.monotonic_usec = t}, l, &d);
+                ok(d.verdict == POLICY_ALLOW,
+                   i == 0 ? "the same uid then has its whole budget: 1 of 2"
+                          : "the same uid then has its whole budget: 2 of 2");
+        }
+        ok(policy_limiter_peeks(l) - peeks == 2,
+           "(control: a passing requisite lets the rate rule run)");
+        policy_evaluate(p, &peer, &(struct policy_request){.min_ttl = 30},
+                        &(struct policy_time){.monotonic_usec = t}, l, &d);
+        ok(d.verdict == POLICY_RATE_LIMITED && strcmp(d.rule, "p:5") == 0,
+           "and no more: the third is rate limited by the rate rule");
+        /* With the bucket empty, a failing requisite still decides before the rate rule. */
+        policy_evaluate(p, &peer, &(struct policy_request){.min_ttl = 3600},
+                        &(struct policy_time){.monotonic_usec = t}, l, &d);
+        ok(d.verdict == POLICY_DENY && strcmp(d.rule, "p:4") == 0 &&
+               strcmp(d.reason, "requisite rule failed") == 0 && d.retry_after == 0,
+           "an empty bucket behind a failed requisite: denied by the requisite, not rate limited");
+        policy_profile_free(p);
+        policy_limiter_free(l);
 }
 
 int main(void)
@@ -241,6 +351,7 @@ int main(void)
 
         enumerate(false);
         enumerate(true);
+        test_requisite_stops();
 
         /* How the two stacks combine: the peer stack first, then the request stack; both must
          * allow. A denying peer stack ends it: the request stack is not consulted. */

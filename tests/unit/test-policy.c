@@ -247,6 +247,186 @@ static void test_scopes(void)
         }
 }
 
+/* A unit of a user's own service manager is "user@UID.service/NAME" (broker/peer.h): a glob
+ * written for system units must never reach into it (FNM_PATHNAME), and one that names a manager
+ * must parse and match. */
+static void test_user_units(void)
+{
+        struct policy_peer peer = user_peer;
+        static const struct {
+                const char *pattern, *unit;
+                int allow;
+        } cases[] = {
+            {"*backup.service", "backup.service", 1},
+            {"*backup.service", "nightly-backup.service", 1},
+            {"*backup.service", "user@1000.service/evil-backup.service", 0},
+            {"*backup.service", "user@1000.service/backup.service", 0},
+            {"*", "user@1000.service/backup.service", 0},
+            {"*.service", "user@1000.service/nagios.service", 0},
+            {"user@*", "user@1000.service/backup.service", 0},
+            {"user@*.service/backup.service", "user@1000.service/backup.service", 1},
+            {"user@*.service/backup.service", "user@0.service/backup.service", 1},
+            {"user@*.service/backup.service", "user@1000.service/evil-backup.service", 0},
+            {"user@*.service/backup.service", "backup.service", 0},
+            {"user@1000.service/*", "user@1000.service/backup.service", 1},
+            {"user@1000.service/*", "user@1001.service/backup.service", 0},
+            {"user@1000.service/backup.service", "user@1000.service/backup.service", 1},
+            {"user@1000.service/backup.service", "backup.service", 0},
+            {"user@1000.service", "user@1000.service", 1},
+            {"backup.service", "user@1000.service/backup.service", 0},
+            /* A backslash is a character of unit names, not an escape. */
+            {"systemd-fsck@dev-disk-by\\x2d*.service",
+             "systemd-fsck@dev-disk-by\\x2duuid-1234.service", 1},
+            {"systemd-fsck@dev-disk-by\\x2d*.service", "systemd-fsck@dev-disk-byx2duuid.service",
+             0},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char body[600], label[600];
+
+                snprintf(body, sizeof(body), "peer required unit %s\n", cases[i].pattern);
+                snprintf(label, sizeof(label), "unit %s %s %s", cases[i].pattern,
+                         cases[i].allow ? "matches" : "does not match", cases[i].unit);
+                peer.unit = cases[i].unit;
+                is_int(decide(body, &peer), cases[i].allow, label);
+        }
+}
+
+/* Peers whose uid and gid differ: a uid rule looks at the uid only, a group rule at the gid and
+ * the supplementary groups only, and a per-uid bucket is the uid's. */
+static void test_uid_is_not_gid(void)
+{
+        static const gid_t groups[] = {4242};
+        const struct policy_peer peer = {
+            .uid = 1000, .gid = 2000, .pid = 2, .groups = groups, .n_groups = 1};
+        const struct policy_peer swapped = {.uid = 2000, .gid = 1000, .pid = 2};
+        struct policy_limiter *l = policy_limiter_new();
+        struct policy_profile *p;
+        struct policy_decision d;
+
+        is_int(decide("peer required uid 1000\n", &peer), 1, "uid 1000 gid 2000: uid 1000 allows");
+        is_int(decide("peer required uid 2000\n", &peer), 0,
+               "uid 1000 gid 2000: uid 2000 does not (the gid is no uid)");
+        is_int(decide("peer required uid 2000\n", &swapped), 1,
+               "uid 2000 gid 1000: uid 2000 allows");
+        is_int(decide("peer required group 2000\n", &peer), 1,
+               "uid 1000 gid 2000: group 2000 allows (primary group)");
+        is_int(decide("peer required group 1000\n", &peer), 0,
+               "uid 1000 gid 2000: group 1000 does not (the uid is no group)");
+        is_int(decide("peer required group 4242\n", &peer), 1,
+               "uid 1000 gid 2000: a supplementary group allows");
+        is_int(decide("peer required group 1000\n", &swapped), 1,
+               "uid 2000 gid 1000: group 1000 allows");
+
+        p = parse("peer required permit\nrequest required rate 1/hour per-uid\n");
+        if (!l || !p)
+                abort();
+        policy_evaluate(p, &peer, &(struct policy_request){0},
+                        &(struct policy_time){.monotonic_usec = USEC_PER_SEC}, l, &d);
+        is_str(d.rate_key, "p 1/hour uid=1000",
+               "a per-uid bucket is named by the uid, not the gid");
+        policy_evaluate(p, &swapped, &(struct policy_request){0},
+                        &(struct policy_time){.monotonic_usec = USEC_PER_SEC}, l, &d);
+        ok(d.verdict == POLICY_ALLOW && strcmp(d.rate_key, "p 1/hour uid=2000") == 0,
+           "the uid whose number is the first peer's gid has a bucket of its own");
+        policy_profile_free(p);
+        policy_limiter_free(l);
+}
+
+static char warnings[2048];
+
+static void collect_warning(const char *where, const char *message, void *userdata)
+{
+        size_t at = strlen(warnings);
+
+        (void)userdata;
+        snprintf(warnings + at, sizeof(warnings) - at, "%s: %s\n", where, message);
+}
+
+/* The warnings of one profile body (header lines 1-2, rules from line 3); -1 when it does not
+ * parse. */
+static int lint(const char *body)
+{
+        struct policy_profile *p = parse(body);
+        int n;
+
+        warnings[0] = 0;
+        if (!p)
+                return -1;
+        n = (int)policy_profile_lint(p, collect_warning, NULL);
+        policy_profile_free(p);
+        return n;
+}
+
+/* policy check's warning: a way through the peer stack to an allow on which an exe rule must
+ * succeed and no uid, group, unit or permit rule must. */
+static void test_lint(void)
+{
+        static const struct {
+                const char *body;
+                const char *where; /* NULL: no warning */
+                const char *what;
+        } cases[] = {
+            {"peer required exe /usr/bin/x\n", "p:3", "exe alone"},
+            {"peer requisite exe /usr/bin/x\n", "p:3", "exe alone, requisite"},
+            {"peer optional exe /usr/bin/x\n", "p:3", "exe as the only, optional, rule"},
+            {"peer required time 06:00-22:00\npeer required exe /usr/bin/x\n", "p:4",
+             "exe and time: time says nothing about who"},
+            {"peer required exe /usr/bin/x\npeer optional uid root\n", "p:3",
+             "an optional uid among others does not count"},
+            {"peer required exe /usr/bin/x\npeer sufficient uid root\n", "p:3",
+             "the end of the stack needs exe only"},
+            {"peer sufficient exe /usr/bin/x\npeer required uid root\n", "p:3",
+             "a sufficient exe ends the stack before the uid rule"},
+            {"peer required time 06:00-22:00\npeer sufficient exe /usr/bin/x\n"
+             "peer required uid root\n",
+             "p:4", "a sufficient exe after a time rule"},
+            {"peer required exe /usr/bin/x\npeer sufficient time 06:00-22:00\n"
+             "peer required uid root\n",
+             "p:3", "a sufficient time rule after a required exe"},
+            {"peer required exe /usr/bin/x\npeer required uid root\n", NULL, "exe and uid"},
+            {"peer required exe /usr/bin/x\npeer required group mail\n", NULL, "exe and group"},
+            {"peer requisite unit nagios.service\npeer required exe /usr/bin/x\n", NULL,
+             "exe and unit"},
+            {"peer required exe /usr/bin/x\npeer required permit\n", NULL,
+             "exe and an explicit permit"},
+            {"peer required uid root\npeer sufficient exe /usr/bin/x\n", NULL,
+             "a sufficient exe after a required uid"},
+            {"peer sufficient uid root\npeer sufficient exe /usr/bin/x\npeer required uid 1000\n",
+             "p:4", "a sufficient exe after a sufficient uid (which need not succeed)"},
+            {"peer required exe /usr/bin/x\npeer required deny\n", NULL,
+             "a stack that never allows"},
+            {"peer sufficient exe /usr/bin/x\npeer required deny\n", "p:3",
+             "a sufficient exe before a deny still lets in"},
+            {"peer required time 06:00-22:00\n", NULL, "no exe rule at all"},
+            {"peer optional exe /usr/bin/x\npeer required uid root\n", NULL,
+             "an optional exe among others"},
+            {"peer sufficient deny\npeer required exe /usr/bin/x\npeer required uid 0\n", NULL,
+             "a sufficient deny never allows"},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                char label[256];
+                int n = lint(cases[i].body);
+
+                snprintf(label, sizeof(label), "lint: %s: %s", cases[i].what,
+                         cases[i].where ? "warns" : "no warning");
+                if (!cases[i].where) {
+                        if (!ok(n == 0, label))
+                                printf("#   %s", warnings);
+                        continue;
+                }
+                if (!ok(n == 1 && strncmp(warnings, cases[i].where, strlen(cases[i].where)) == 0 &&
+                            warnings[strlen(cases[i].where)] == ':',
+                        label))
+                        printf("#   want %s, got %d: %s\n", cases[i].where, n, warnings);
+        }
+        lint("peer required exe /usr/bin/x\n");
+        ok(strstr(warnings, "profile p lets a peer in on exe alone") &&
+               strstr(warnings, "add a required uid or group rule"),
+           "the warning names the profile and the fix");
+}
+
 static void test_modules(void)
 {
         struct policy_peer peer = user_peer;
@@ -304,8 +484,14 @@ static void test_modules(void)
         peer = user_peer;
         peer.unit = NULL;
         is_int(decide("peer required unit *\n", &peer), 0, "unknown unit matches nothing");
-        ok(decide("peer required unit a/b.service\n", &user_peer) < 0, "unit names are validated");
+        ok(decide("peer required unit a/b/c.service\n", &user_peer) < 0 &&
+               strstr(errors, "p:3: unit \"a/b/c.service\": a '/' only joins"),
+           "unit patterns hold at most one '/'");
+        ok(decide("peer required unit /b.service\n", &user_peer) < 0, "no '/' first in a unit");
+        ok(decide("peer required unit user@*.service/\n", &user_peer) < 0, "no '/' last in a unit");
+        ok(decide("peer required unit a;b.service\n", &user_peer) < 0, "unit names are validated");
         ok(decide("peer required unit\n", &user_peer) < 0, "unit wants a name");
+        test_user_units();
         /* deny, permit */
         is_int(decide("peer required permit\n", &user_peer), 1, "permit succeeds");
         is_int(decide("peer required deny\n", &user_peer), 0, "deny fails");
@@ -744,6 +930,8 @@ int main(void)
         test_parsing();
         test_scopes();
         test_modules();
+        test_uid_is_not_gid();
+        test_lint();
         test_time();
         test_rate();
         test_files();
