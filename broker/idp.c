@@ -42,6 +42,7 @@ struct transfer {
         CURL *easy;
         struct curl_slist *headers;
         struct secret *form;
+        size_t form_sent; /* how much of form curl has read */
         struct secret *body;
         bool body_overflow;
         uint32_t retry_after;
@@ -252,6 +253,30 @@ static size_t on_body(char *data, size_t size, size_t n, void *userdata)
                 return 0; /* makes curl fail the transfer with CURLE_WRITE_ERROR */
         }
         return len;
+}
+
+/* curl reads the form straight from secret memory: with CURLOPT_POSTFIELDS it would copy a
+ * small body into its request buffer, a copy we could not wipe. */
+static size_t on_form_read(char *buffer, size_t size, size_t n, void *userdata)
+{
+        struct transfer *t = userdata;
+        size_t left = secret_len(t->form) - t->form_sent;
+        size_t len = size * n < left ? size * n : left;
+
+        memcpy(buffer, secret_data(t->form) + t->form_sent, len);
+        t->form_sent += len;
+        return len;
+}
+
+/* Lets curl send the form again, e.g. on a fresh connection when a reused one had died. */
+static int on_form_seek(void *userdata, curl_off_t offset, int origin)
+{
+        struct transfer *t = userdata;
+
+        if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > secret_len(t->form))
+                return CURL_SEEKFUNC_CANTSEEK;
+        t->form_sent = (size_t)offset;
+        return CURL_SEEKFUNC_OK;
 }
 
 static size_t on_header(char *data, size_t size, size_t n, void *userdata)
@@ -532,7 +557,8 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         CURLcode c = CURLE_OK;
 
         t->headers = curl_slist_append(NULL, "Accept: application/json");
-        if (!t->headers)
+        if (!t->headers ||
+            !curl_slist_append(t->headers, "Content-Type: application/x-www-form-urlencoded"))
                 return -ENOMEM;
 #define SET(opt, value)                                                                            \
         if (c == CURLE_OK)                                                                         \
@@ -549,8 +575,16 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         SET(CURLOPT_NOSIGNAL, 1L);
         SET(CURLOPT_USERAGENT, "credbroker/" PACKAGE_VERSION);
         SET(CURLOPT_HTTPHEADER, t->headers);
-        SET(CURLOPT_POSTFIELDS, secret_str(t->form));
-        SET(CURLOPT_POSTFIELDSIZE, (long)secret_len(t->form));
+        /* HTTP/1.1: over HTTP/2 the form would also pass through nghttp2's frame buffers, which
+         * are freed without a wipe (curl's memory functions do not reach them). One small POST
+         * gains nothing from HTTP/2. */
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+        SET(CURLOPT_POST, 1L);
+        SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)secret_len(t->form));
+        SET(CURLOPT_READFUNCTION, on_form_read);
+        SET(CURLOPT_READDATA, t);
+        SET(CURLOPT_SEEKFUNCTION, on_form_seek);
+        SET(CURLOPT_SEEKDATA, t);
         SET(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)IDP_BODY_MAX);
         SET(CURLOPT_WRITEFUNCTION, on_body);
         SET(CURLOPT_WRITEDATA, t);

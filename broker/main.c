@@ -26,6 +26,7 @@
 #include "json.h"
 #include "log.h"
 #include "util.h"
+#include "wiping-alloc.h"
 
 static void usage(FILE *f)
 {
@@ -308,7 +309,11 @@ int main(int argc, char **argv)
                 return EXIT_FAILURE;
         raise_fd_limit();
         json_init();
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        wiping_hook_gnutls();
+        /* Every buffer libcurl allocates (request, upload, download, TLS glue) is wiped when freed:
+         * the form carries a refresh token, the answer new tokens (issue 9). */
+        if (curl_global_init_mem(CURL_GLOBAL_DEFAULT, wiping_malloc, wiping_free, wiping_realloc,
+                                 wiping_strdup, wiping_calloc) != CURLE_OK) {
                 log_error("Failed to initialise libcurl.");
                 return EXIT_FAILURE;
         }
@@ -317,6 +322,8 @@ int main(int argc, char **argv)
                 goto out;
         if (log_parse_level(b.config->log_level, &level) == 0)
                 log_set_level(level);
+        /* Before the store thread and the PKCS#11 module: see docs/credbrokerd.8.md. */
+        (void)harden_lock_memory(BROKER_MEMLOCK_MIN);
 
         r = broker_open(&b);
         if (r < 0)

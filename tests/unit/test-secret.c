@@ -1,6 +1,7 @@
 /* Unit tests for common/secret: fixed capacity, constant NUL termination, reading from files
  * with their size limits, comparison, and the properties of the mapping itself (excluded from
- * core dumps, wiped in forked children). */
+ * core dumps, wiped in forked children, wiped before it is unmapped). */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -8,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,6 +31,34 @@
 #endif
 
 static char tmpdir[] = "/tmp/test-secret-XXXXXX";
+
+/* Whether secret_free() wipes: once a mapping is gone nothing can read it, so a missing wipe
+ * would go unnoticed. This binary's munmap() (secret.c's calls bind to it) looks first. */
+static struct {
+        const void *watch; /* a byte inside the mapping secret_free() is about to release */
+        bool seen;         /* munmap() was called on it */
+        bool zero;         /* and all of it was zero then */
+} unmap_check;
+
+int munmap(void *addr, size_t len)
+{
+        static int (*real_munmap)(void *, size_t);
+        const uint8_t *start = addr;
+
+        if (unmap_check.watch && (const uint8_t *)unmap_check.watch >= start &&
+            (const uint8_t *)unmap_check.watch < start + len) {
+                unmap_check.seen = true;
+                unmap_check.zero = true;
+                for (size_t i = 0; i < len; i++)
+                        if (start[i] != 0)
+                                unmap_check.zero = false;
+        }
+        if (!real_munmap)
+                *(void **)&real_munmap = dlsym(RTLD_NEXT, "munmap"); /* POSIX's way round ISO C */
+        if (!real_munmap) /* then straight to the kernel */
+                return (int)syscall(SYS_munmap, addr, len);
+        return real_munmap(addr, len);
+}
 
 static const char *write_file(const char *name, const void *data, size_t len)
 {
@@ -370,6 +401,37 @@ static void test_mapping(void)
         is_str(secret_str(s), "access-token-value", "the parent still has the secret");
 }
 
+static void test_free_wipes(void)
+{
+        struct secret *s;
+        size_t cap;
+
+        if (secret_new(1000, &s) < 0)
+                abort();
+        cap = secret_capacity(s);
+        memset(secret_data(s), 'R', cap);
+        if (secret_set_len(s, cap) < 0)
+                abort();
+        unmap_check.watch = secret_data(s);
+        unmap_check.seen = unmap_check.zero = false;
+        secret_free(s);
+        unmap_check.watch = NULL;
+        ok(unmap_check.seen, "secret_free() unmaps the secret's mapping");
+        ok(unmap_check.zero, "the whole mapping is zero when it is unmapped (wiped first)");
+
+        /* Control: the check sees contents that were not wiped. */
+        uint8_t *page =
+            mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (page == MAP_FAILED)
+                abort();
+        page[100] = 'R';
+        unmap_check.watch = page;
+        unmap_check.seen = unmap_check.zero = false;
+        munmap(page, 4096);
+        unmap_check.watch = NULL;
+        ok(unmap_check.seen && !unmap_check.zero, "control: an unwiped mapping is seen as such");
+}
+
 int main(void)
 {
         test_capacity();
@@ -377,5 +439,6 @@ int main(void)
         test_equal();
         test_from_file();
         test_mapping();
+        test_free_wipes();
         return done_testing();
 }
