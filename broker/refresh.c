@@ -77,11 +77,23 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
         struct waiter *list = account_take_waiters(a), *leftover = NULL,
                       **leftover_tail = &leftover;
 
+        uint64_t now = now_boottime_usec();
+
         while (list) {
                 struct waiter *w = list;
+                struct cached_token *t;
+
                 list = w->next;
                 w->next = NULL;
                 if (outcome != REFRESH_FAILED && strcmp(w->scope_key, scope_key) != 0) {
+                        /* Waiting for min_ttl's sake, on a token that now may not be replaced
+                         * for it (the account just asked upstream): that token, as it is. */
+                        t = token_cache_get(&b->cache, a->name, w->scope_key);
+                        if (t && account_token_serves(a, t, w->min_ttl,
+                                                      b->config->min_refresh_interval_sec, now)) {
+                                request_answer_waiter(b, w, REFRESH_FRESH);
+                                continue;
+                        }
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
@@ -355,6 +367,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 goto fail;
         }
         a->refreshing = true;
+        a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name,
                   r->scope_key, (unsigned long long)job->generation);
         return;
@@ -452,6 +465,7 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                 goto fail;
         }
         a->refreshing = true;
+        a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: client_credentials for %s.", a->name, r->scope);
         return;
 fail:

@@ -52,6 +52,7 @@ int config_new_default(struct config **ret)
         c->connect_timeout_sec = 10;
         c->timeout_sec = 30;
         c->warn_days = CONFIG_WARN_DAYS_DEFAULT;
+        c->min_refresh_interval_sec = CONFIG_MIN_REFRESH_INTERVAL_DEFAULT;
         *ret = c;
         return 0;
 }
@@ -181,6 +182,12 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 return parse_seconds(value, &c->timeout_sec);
         if (strcmp(section, "broker") == 0 && strcmp(key, "warn_days") == 0)
                 return parse_u32(value, &c->warn_days) < 0 || c->warn_days > CONFIG_WARN_DAYS_MAX
+                           ? -EINVAL
+                           : 0;
+        /* Bounds what a request's min_ttl can make the broker ask upstream (engine keys). */
+        if (strcmp(section, "identity") == 0 && strcmp(key, "min_refresh_interval") == 0)
+                return parse_u32(value, &c->min_refresh_interval_sec) < 0 ||
+                               c->min_refresh_interval_sec > CONFIG_MIN_REFRESH_INTERVAL_MAX
                            ? -EINVAL
                            : 0;
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
