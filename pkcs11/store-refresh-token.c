@@ -16,6 +16,20 @@
 #include "log.h"
 #include "util.h"
 
+/* Test builds: CREDBROKER_FAULT=readback-differs makes a rotation's read-back differ from what
+ * was written, as a token that lost or garbled the write would (tests/unit/test-store.c). */
+static void fault_readback_differs(struct secret *back)
+{
+#if ENABLE_FAULT_POINTS
+        const char *want = secure_getenv("CREDBROKER_FAULT");
+
+        if (back && secret_len(back) > 0 && want && strcmp(want, "readback-differs") == 0)
+                ((uint8_t *)secret_data(back))[secret_len(back) - 1] ^= 0x01;
+#else
+        (void)back;
+#endif
+}
+
 struct generation {
         CK_OBJECT_HANDLE handle;
         uint64_t generation;
@@ -468,6 +482,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
 
         /* The whole envelope is compared, so the write time is verified with the token. */
         r = read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
+        fault_readback_differs(back);
         if (r < 0 || !secret_equal(back, envelope)) {
                 /* The old generations stay: they are the last token known to be intact. */
                 if (destroy_object(s, handle, label) < 0) {
