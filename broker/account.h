@@ -50,6 +50,11 @@ struct account {
          * the broker started) and the last failure's sentence. */
         uint64_t last_refresh_at;
         char message[256];
+        /* The refresh-token generation the previous run stopped during a refresh with (its
+         * marker in the store named it, and it was still the newest), 0: none; and whether the
+         * account is in needs_reauth because that token was refused (refresh.c). */
+        uint64_t interrupted_generation;
+        bool reauth_interrupted;
 
         /* The newest refresh token, when the store could not take it (refresh.c). It is the
          * only copy: a strict server has revoked the one in the store. The next refresh writes

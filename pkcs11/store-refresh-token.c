@@ -96,6 +96,11 @@ struct generation_hint {
         uint64_t newest;
         /* The newest is the only generation present: a rotation need destroy only it. */
         bool only_one;
+        /* The refresh marker (store_mark_refresh()), once looked up: its object (0: none yet)
+         * and the value this store found in it, which the previous run left. */
+        bool marker_known;
+        CK_OBJECT_HANDLE marker_handle;
+        uint64_t marker_found;
 };
 
 static struct generation_hint *generation_hint_find(struct store *s, const char *account)
@@ -119,6 +124,7 @@ static void generation_hint_set(struct store *s, const char *account, uint64_t n
                         return;
                 s->generation_hints = grown;
                 h = &grown[s->n_generation_hints++];
+                *h = (struct generation_hint){0};
                 snprintf(h->account, sizeof(h->account), "%s", account);
         }
         h->newest = newest;
@@ -540,4 +546,93 @@ int store_refresh_token_info(struct store *s, const char *account,
         if (r >= 0 || r == -ENOENT)
                 *ret = info;
         return r < 0 ? r : 0;
+}
+
+/* ---- the refresh marker ----
+ *
+ * "<account>/refreshing" holds the generation last sent to the token endpoint whose answer has
+ * not been acted on: written (one C_SetAttributeValue on the object found or created the first
+ * time) right before the refresh is sent, stale as soon as the rotated token is stored (the
+ * newest generation is then past it), cleared after an answer that rotated nothing. A broker
+ * that finds it naming the newest generation knows the previous run stopped, or lost the
+ * rotated token, during a refresh with that token: a server with strict rotation has replaced
+ * it, and reauth_required then means a family lost in a crash, not a revocation. A torn or
+ * unreadable marker reads as 0 (no such knowledge); it never holds a secret.
+ *
+ *   "cbrm" | generation (u64, big-endian) */
+
+#define MARKER_SUFFIX "/refreshing"
+#define MARKER_LEN    12
+
+static void marker_encode(uint64_t generation, uint8_t out[static MARKER_LEN])
+{
+        memcpy(out, "cbrm", 4);
+        for (size_t i = 0; i < 8; i++)
+                out[4 + i] = (uint8_t)(generation >> (56 - 8 * i));
+}
+
+/* Finds the marker and reads what it holds: the previous run's last word. */
+static int marker_look_up(struct store *s, const char *label, struct generation_hint *h)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        _cleanup_free_ void *value = NULL;
+        size_t n, len = 0;
+        int r;
+
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        h->marker_handle = n > 0 ? handles[0] : 0;
+        h->marker_found = 0;
+        if (n > 0 && read_attribute(s, handles[0], CKA_VALUE, 64, label, &value, &len) >= 0 &&
+            len == MARKER_LEN && memcmp(value, "cbrm", 4) == 0)
+                for (size_t i = 0; i < 8; i++)
+                        h->marker_found = h->marker_found << 8 | ((uint8_t *)value)[4 + i];
+        h->marker_known = true;
+        return 0;
+}
+
+int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                       uint64_t *ret_found)
+{
+        struct generation_hint *h;
+        char label[LABEL_MAX];
+        uint8_t value[MARKER_LEN];
+        CK_ATTRIBUTE attribute = {CKA_VALUE, value, sizeof(value)};
+        CK_RV rv;
+        int r;
+
+        if (!s || !account_is_valid(account))
+                return -EINVAL;
+        snprintf(label, sizeof(label), "%s" MARKER_SUFFIX, account);
+        h = generation_hint_find(s, account);
+        if (!h) {
+                /* Reads set the hint first; this is only out of memory or an unusual order. */
+                generation_hint_set(s, account, 0, false);
+                h = generation_hint_find(s, account);
+                if (!h)
+                        return -ENOMEM;
+        }
+        if (!h->marker_known) {
+                r = marker_look_up(s, label, h);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_found)
+                *ret_found = h->marker_found;
+        marker_encode(generation, value);
+        if (h->marker_handle != 0) {
+                rv = s->module->C_SetAttributeValue(s->session, h->marker_handle, &attribute, 1);
+                if (rv == CKR_OK)
+                        return 0;
+                if (rv != CKR_OBJECT_HANDLE_INVALID) {
+                        store_note_rv(s, rv);
+                        h->marker_known = false; /* looked up again next time */
+                        return ck_fail(s, "C_SetAttributeValue", label, rv);
+                }
+                h->marker_handle = 0; /* destroyed behind our back: made again */
+        }
+        if (generation == 0)
+                return 0; /* nothing to clear */
+        return create_data_object(s, label, value, sizeof(value), &h->marker_handle);
 }

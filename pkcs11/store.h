@@ -53,6 +53,14 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation);
 
+/* Writes the account's refresh marker (store-refresh-token.c): generation is the refresh token
+ * about to be sent to the token endpoint, 0 after an answer that rotated nothing. *ret_found
+ * (may be NULL) is what the marker held when this store first looked at it: the previous run's
+ * last refresh, which it stopped during if that is still the newest generation. One PKCS#11
+ * call once the marker has been found. */
+int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                       uint64_t *ret_found);
+
 /* What an administrator may see of an account's refresh token: never its value. */
 struct store_refresh_token_info {
         uint64_t generation;  /* the generation store_read_refresh_token() would use */
