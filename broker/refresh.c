@@ -413,7 +413,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         }
 
         r->generation = job->generation;
-        if (job->marker_found != 0 && job->marker_found == job->generation)
+        if (job->interrupted)
                 a->interrupted_generation = job->generation;
 
         struct idp_refresh_grant grant = {

@@ -109,10 +109,10 @@ static int list_stale_refresh_tokens(struct store *s, struct store_job *job)
 /* The marker only explains a later reauth_required: a refresh goes ahead without it. */
 static void mark_refresh(struct store *s, struct store_job *job)
 {
-        int r = store_mark_refresh(s, job->account, job->generation, &job->marker_found);
+        int r = store_mark_refresh(s, job->account, job->generation, &job->interrupted);
 
         if (r < 0) {
-                job->marker_found = 0;
+                job->interrupted = false;
                 log_warning_errno(r, "Account %s: cannot write the refresh marker", job->account);
         }
 }

@@ -33,11 +33,11 @@ struct store_job {
         char account[NAME_MAX_LEN + 1];
         struct secret *refresh_token; /* the only secret a job carries */
         uint64_t generation;
-        /* READ/WRITE_REFRESH_TOKEN for a refresh about to be sent: the refresh marker is set to
-         * the generation read or written (store_mark_refresh()); marker_found is what the
-         * previous run left in it (0: nothing, or the marker could not be written). */
+        /* READ/WRITE_REFRESH_TOKEN for a refresh about to be sent: the refresh marker is moved
+         * to the generation read or written (store_mark_refresh()); interrupted: the previous
+         * run stopped during a refresh with that generation. */
         bool mark_refresh;
-        uint64_t marker_found;
+        bool interrupted;
         char *meta_json;
         /* STORE_JOB_CALL: runs call(store, call_arg) on the worker thread. The admin operations
          * (docs/admin-protocol.md) each need a different sequence of store calls; call_arg is

@@ -53,13 +53,13 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation);
 
-/* Writes the account's refresh marker (store-refresh-token.c): generation is the refresh token
- * about to be sent to the token endpoint, 0 after an answer that rotated nothing. *ret_found
- * (may be NULL) is what the marker held when this store first looked at it: the previous run's
- * last refresh, which it stopped during if that is still the newest generation. One PKCS#11
- * call once the marker has been found. */
+/* Moves the account's refresh marker (store-refresh-token.c) to generation, the refresh token
+ * about to be sent to the token endpoint; generation 0 removes it after an answer that rotated
+ * nothing. *ret_interrupted (may be NULL): the marker already named generation when this store
+ * first looked, i.e. the previous run stopped during a refresh with it. One PKCS#11 call per
+ * refresh once this store has found the marker. */
 int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
-                       uint64_t *ret_found);
+                       bool *ret_interrupted);
 
 /* What an administrator may see of an account's refresh token: never its value. */
 struct store_refresh_token_info {
