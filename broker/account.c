@@ -107,6 +107,19 @@ void account_remove_waiter(struct account *a, struct waiter *w)
                 }
 }
 
+bool account_token_serves(const struct account *a, const struct cached_token *t, uint32_t min_ttl,
+                          uint32_t interval_sec, uint64_t now_usec)
+{
+        uint64_t interval = (uint64_t)interval_sec * USEC_PER_SEC;
+
+        if (cached_token_fits(t, min_ttl, now_usec))
+                return true;
+        if (!cached_token_fits(t, 0, now_usec))
+                return false; /* due for an ordinary refresh, whatever min_ttl says */
+        return now_usec - t->sent_usec < interval ||
+               (a->last_upstream_usec != 0 && now_usec - a->last_upstream_usec < interval);
+}
+
 uint32_t account_backoff(struct account *a, uint32_t retry_after, uint64_t now_usec)
 {
         uint64_t ceiling = BACKOFF_BASE_SEC;

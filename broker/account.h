@@ -9,6 +9,7 @@
 #include "account-meta.h"
 #include "config.h"
 #include "secret.h"
+#include "token-cache.h"
 
 struct waiter;
 
@@ -35,7 +36,11 @@ struct account {
         uint64_t store_since_usec; /* boottime a store job for it was submitted; 0: none */
         unsigned failures;         /* consecutive transient failures, for backoff */
         uint64_t retry_at_usec;    /* boottime before which no new request is sent */
-        struct waiter *waiters;    /* FIFO of requests waiting on this account */
+        /* Boottime the last token request for the account was sent upstream, whatever its
+         * scope set or reason (0: none since it was loaded). A request's min_ttl alone starts
+         * no new one within [identity] min_refresh_interval of it (account_token_serves()). */
+        uint64_t last_upstream_usec;
+        struct waiter *waiters; /* FIFO of requests waiting on this account */
         struct waiter **waiters_tail;
         /* A keep-alive refresh asked for while the metadata was being read: it starts once the
          * account is loaded (keepalive.c). */
@@ -45,6 +50,11 @@ struct account {
          * the broker started) and the last failure's sentence. */
         uint64_t last_refresh_at;
         char message[256];
+        /* The refresh-token generation the previous run stopped during a refresh with (its
+         * marker in the store named it, and it was still the newest), 0: none; and whether the
+         * account is in needs_reauth because that token was refused (refresh.c). */
+        uint64_t interrupted_generation;
+        bool reauth_interrupted;
 
         /* The newest refresh token, when the store could not take it (refresh.c). It is the
          * only copy: a strict server has revoked the one in the store. The next refresh writes
@@ -67,6 +77,15 @@ void account_add_waiter(struct account *a, struct waiter *w);
 /* Takes the whole waiter list out of the account. */
 struct waiter *account_take_waiters(struct account *a);
 void account_remove_waiter(struct account *a, struct waiter *w);
+
+/* Whether the cached token t of account a may be handed out for a request asking for min_ttl:
+ * it meets min_ttl (capped to the token's granted lifetime) and the floor; or, still above the
+ * floor, it cannot be replaced for min_ttl's sake yet, because it was obtained, or the account
+ * asked upstream for any token, less than interval_sec ago. The bound is the account's, not a
+ * scope set's or a connection's: no mix of scope sets, min_ttl values and connections makes
+ * more than one min_ttl-driven upstream request per account per interval. */
+bool account_token_serves(const struct account *a, const struct cached_token *t, uint32_t min_ttl,
+                          uint32_t interval_sec, uint64_t now_usec);
 
 /* Backoff after a transient failure: capped exponential with full jitter, at least what the
  * server asked for in Retry-After. Returns the delay chosen, in seconds (≥ 1). */

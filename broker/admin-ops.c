@@ -272,7 +272,10 @@ static void reply_status(struct inventory_operation *io, int result)
                                          item->has_refresh_token ? item->refresh_token.stored_at
                                                                  : 0) &&
                        add_optional_time(row, "credential_expires_at", credential_expires) &&
-                       add_optional_string(row, "message", status.message);
+                       add_optional_string(row, "message", status.message) &&
+                       /* needs_reauth because the previous run stopped during a refresh */
+                       (!a || a->state != ACCOUNT_NEEDS_REAUTH || !a->reauth_interrupted ||
+                        cJSON_AddTrueToObject(row, "interrupted_refresh"));
         }
         admin_operation_finish(&io->op, good ? reply : NULL);
 }

@@ -3,6 +3,8 @@
  * each, which stores the rotated refresh token and so resets its age. */
 #include "keepalive.h"
 
+#include "build-config.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 
 #include "broker.h"
 #include "log.h"
+#include "util.h"
 
 /* Hourly: a day's precision is all the 90-day limit needs, and a broker that was down for a
  * while catches up within the hour. */
@@ -134,6 +137,19 @@ int keepalive_start(struct broker *b, struct keepalive **ret)
         /* keepalive_days 0 (tests, diagnosis): every account at once, from the loop. */
         if (b->config->keepalive_days == 0)
                 its.it_value = (struct timespec){.tv_nsec = 1};
+#if ENABLE_FAULT_POINTS
+        /* Test builds: CREDBROKER_TEST_KEEPALIVE_DELAY_MS runs the first check that long after
+         * start instead, so a test can load an account through a client before it runs
+         * (keepalive.test.js: loaded accounts are kept alive too). */
+        {
+                const char *delay = secure_getenv("CREDBROKER_TEST_KEEPALIVE_DELAY_MS");
+                uint64_t ms;
+
+                if (delay && parse_u64(delay, &ms) >= 0 && ms > 0 && ms < 3600 * 1000)
+                        its.it_value = (struct timespec){.tv_sec = (time_t)(ms / 1000),
+                                                         .tv_nsec = (long)(ms % 1000) * 1000000};
+        }
+#endif
         k = calloc(1, sizeof(*k));
         if (!k)
                 return -ENOMEM;

@@ -29,6 +29,7 @@ struct refresh {
         char *scope_key;
         char *scope;                  /* what is asked for: the scope key and offline_access */
         enum refresh_outcome outcome; /* once the token endpoint answered */
+        uint64_t generation; /* of the refresh token sent; 0: app-only, or not in the store */
         struct grant_credential_call credential; /* app-only accounts: secret or assertion */
 };
 
@@ -61,10 +62,65 @@ static void audit_account_event(struct broker *b, const struct account *a, const
 static void set_state(struct broker *b, struct account *a, enum account_state state,
                       const char *event, const char *message)
 {
+        a->reauth_interrupted = false;
         a->state = state;
         snprintf(a->message, sizeof(a->message), "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
         audit_account_event(b, a, event, NULL, 0, message);
+}
+
+static void on_mark_cleared(struct store_job *job, void *userdata)
+{
+        (void)userdata;
+        if (job->result < 0 && job->result != -ECANCELED)
+                log_debug_errno(job->result, "Account %s: cannot clear the refresh marker",
+                                job->account);
+}
+
+/* The token endpoint answered without rotating the refresh token sent: the marker written
+ * before sending it (store_mark_refresh()) would otherwise say after a restart that this run
+ * stopped during the refresh. Queued behind the account's other store jobs; best effort. */
+static void clear_refresh_mark(struct broker *b, const struct refresh *r)
+{
+        struct store_job *job = NULL;
+
+        if (r->generation == 0)
+                return;
+        if (store_job_new(STORE_JOB_CLEAR_REFRESH_MARK, r->account->name, &job) < 0 ||
+            store_worker_submit(b->store_worker, job, on_mark_cleared, NULL) < 0)
+                store_job_free(job);
+}
+
+/* The token endpoint refused the refresh token (invalid_grant and the like). When the previous
+ * run of the broker stopped during a refresh with this very token (its marker says so), a
+ * server with strict rotation had already replaced it with one that died with that run: the
+ * family was lost in a crash, not revoked. The audit record (reason "interrupted_refresh") and
+ * the status (interrupted_refresh) say which, and the marker is kept so later runs say it too. */
+static void reauth_required(struct broker *b, struct account *a, const struct refresh *r,
+                            const char *message)
+{
+        bool interrupted = r->generation != 0 && a->interrupted_generation == r->generation;
+        struct audit_record record = {
+            .event = "reauth_required",
+            .account = a->name,
+            .generation = r->generation,
+            .reason = interrupted ? "interrupted_refresh" : NULL,
+            .error = a->message,
+        };
+
+        if (!interrupted) {
+                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", message);
+                clear_refresh_mark(b, r);
+                return;
+        }
+        a->state = ACCOUNT_NEEDS_REAUTH;
+        a->reauth_interrupted = true;
+        snprintf(a->message, sizeof(a->message),
+                 "the previous run stopped during a refresh with refresh token generation %llu, "
+                 "whose rotated token was lost with it (not a revocation): %.100s",
+                 (unsigned long long)r->generation, message);
+        log_error("Account %s needs an administrator: %s", a->name, a->message);
+        (void)audit_write(b->audit, &record);
 }
 
 /* Answers the waiters a refresh's outcome answers: after a failure of the account, all of them;
@@ -77,11 +133,23 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
         struct waiter *list = account_take_waiters(a), *leftover = NULL,
                       **leftover_tail = &leftover;
 
+        uint64_t now = now_boottime_usec();
+
         while (list) {
                 struct waiter *w = list;
+                struct cached_token *t;
+
                 list = w->next;
                 w->next = NULL;
                 if (outcome != REFRESH_FAILED && strcmp(w->scope_key, scope_key) != 0) {
+                        /* Waiting for min_ttl's sake, on a token that now may not be replaced
+                         * for it (the account just asked upstream): that token, as it is. */
+                        t = token_cache_get(&b->cache, a->name, w->scope_key);
+                        if (t && account_token_serves(a, t, w->min_ttl,
+                                                      b->config->min_refresh_interval_sec, now)) {
+                                request_answer_waiter(b, w, REFRESH_FRESH);
+                                continue;
+                        }
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
@@ -273,6 +341,7 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
         /* Kept even when the access token could not be: it may be the only valid one. */
         if (result->refresh_token)
                 return store_rotated_refresh_token(b, r, &result->refresh_token);
+        clear_refresh_mark(b, r); /* a server that does not rotate */
         if (e == 0)
                 audit_account_event(b, a, "refresh", r->scope_key, 0, NULL);
         return false;
@@ -300,15 +369,17 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
                 break;
         case IDP_SCOPES_REFUSED:
                 /* One scope set is wrong, not the account: the others keep working. */
+                clear_refresh_mark(b, r);
                 log_error("Account %s: scopes %s refused: %s", a->name, r->scope_key,
                           result->message);
                 audit_account_event(b, a, "refresh_failed", r->scope_key, 0, result->message);
                 outcome = REFRESH_SCOPES_REFUSED;
                 break;
         case IDP_REAUTH:
-                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", result->message);
+                reauth_required(b, a, r, result->message);
                 break;
         case IDP_CONFIG:
+                clear_refresh_mark(b, r);
                 set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
                 break;
         }
@@ -341,6 +412,10 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 goto fail;
         }
 
+        r->generation = job->generation;
+        if (job->interrupted)
+                a->interrupted_generation = job->generation;
+
         struct idp_refresh_grant grant = {
             .token_endpoint = a->token_endpoint,
             .client_id = a->meta.client_id,
@@ -355,6 +430,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 goto fail;
         }
         a->refreshing = true;
+        a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name,
                   r->scope_key, (unsigned long long)job->generation);
         return;
@@ -393,9 +469,15 @@ static int new_refresh_token_job(struct account *a, struct store_job **ret)
         struct store_job *job = NULL;
         int e;
 
-        if (!a->unstored_refresh_token)
-                return store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, ret);
+        if (!a->unstored_refresh_token) {
+                e = store_job_new(STORE_JOB_READ_REFRESH_TOKEN, a->name, ret);
+                if (e == 0)
+                        (*ret)->mark_refresh = true;
+                return e;
+        }
         e = store_job_new(STORE_JOB_WRITE_REFRESH_TOKEN, a->name, &job);
+        if (e == 0)
+                job->mark_refresh = true;
         if (e == 0)
                 e = secret_new_from(secret_data(a->unstored_refresh_token),
                                     secret_len(a->unstored_refresh_token), &job->refresh_token);
@@ -452,6 +534,7 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                 goto fail;
         }
         a->refreshing = true;
+        a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: client_credentials for %s.", a->name, r->scope);
         return;
 fail:

@@ -14,10 +14,6 @@
 #include "log.h"
 #include "util.h"
 
-/* A token is handed out only with at least this much life left, whatever min_ttl says, or a
- * quarter of its lifetime for tokens shorter than four times that (the refresh-ahead point). */
-#define MIN_TTL_FLOOR_SEC 60
-
 void waiter_free(struct waiter *w)
 {
         if (!w)
@@ -189,8 +185,6 @@ static void reply_account_unusable(struct connection *c, const struct account *a
 
 /* ---- accounts: read from the store by the store worker, never on the loop ---- */
 
-static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now);
-
 static void account_unlink(struct broker *b, struct account *a)
 {
         for (struct account **link = &b->accounts; *link; link = &(*link)->next)
@@ -251,7 +245,8 @@ static void on_account_meta_read(struct store_job *job, void *userdata)
 
                 list = w->next;
                 w->next = NULL;
-                if (t && token_fits(t, w->min_ttl, now))
+                if (t && account_token_serves(a, t, w->min_ttl, b->config->min_refresh_interval_sec,
+                                              now))
                         request_answer_waiter(b, w, REFRESH_FAILED); /* answered from the cache */
                 else
                         account_add_waiter(a, w);
@@ -292,17 +287,6 @@ int broker_account_get(struct broker *b, const char *name, struct account **ret)
         return 0;
 }
 
-/* Whether t has enough life left for a request: min_ttl, and never less than a floor of 60 s
- * (or a quarter of the lifetime for short-lived tokens, the refresh-ahead point). */
-static bool token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now)
-{
-        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
-
-        if (floor > MIN_TTL_FLOOR_SEC)
-                floor = MIN_TTL_FLOOR_SEC;
-        return cached_token_ttl(t, now) >= (min_ttl > floor ? min_ttl : floor);
-}
-
 static void reply_unavailable(struct connection *c, const struct account *a, uint64_t now)
 {
         uint64_t wait =
@@ -318,8 +302,10 @@ static void reply_store_unavailable(struct connection *c)
                     STORE_RETRY_AFTER_SEC);
 }
 
-/* Answers from the cache when the token there has enough life left. Starts a refresh ahead of
- * expiry (at ~75% of the lifetime) while still answering from the cache. */
+/* Answers from the cache when the token there has enough life left, or when min_ttl asks for
+ * more but the account may not be refreshed for it yet (account_token_serves()): then the reply
+ * carries the token's real expires_in, shorter than min_ttl. Starts a refresh ahead of expiry
+ * (at ~75% of the lifetime) while still answering from the cache. */
 static bool try_cache(struct connection *c, const char *profile, struct account *a,
                       const char *scope_key, uint32_t min_ttl, const char *rule)
 {
@@ -328,7 +314,8 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
         struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
 
         /* An account still being read from the store has no mailbox for the reply yet. */
-        if (!a->loaded || !t || !token_fits(t, min_ttl, now))
+        if (!a->loaded || !t ||
+            !account_token_serves(a, t, min_ttl, b->config->min_refresh_interval_sec, now))
                 return false;
         issue(c, profile, a, rule, t, now);
         if (now >= t->refresh_usec)
@@ -453,7 +440,7 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
         else if (outcome == REFRESH_FRESH && t && cached_token_ttl(t, now) > 0)
                 /* Just obtained: handed out even below min_ttl, as no better token exists. */
                 issue(c, w->profile, a, w->rule, t, now);
-        else if (t && token_fits(t, w->min_ttl, now))
+        else if (t && cached_token_fits(t, w->min_ttl, now))
                 /* The refresh failed, but the cached token still meets the request. */
                 issue(c, w->profile, a, w->rule, t, now);
         else if (outcome == REFRESH_SCOPES_REFUSED)

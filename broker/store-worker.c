@@ -106,19 +106,40 @@ static int list_stale_refresh_tokens(struct store *s, struct store_job *job)
         return 0;
 }
 
+/* The marker only explains a later reauth_required: a refresh goes ahead without it. */
+static void mark_refresh(struct store *s, struct store_job *job)
+{
+        int r = store_mark_refresh(s, job->account, job->generation, &job->interrupted);
+
+        if (r < 0) {
+                job->interrupted = false;
+                log_warning_errno(r, "Account %s: cannot write the refresh marker", job->account);
+        }
+}
+
 static int run_job_once(struct store *s, struct store_job *job)
 {
+        int r;
+
         switch (job->kind) {
         case STORE_JOB_LIST_STALE_REFRESH_TOKENS:
                 return list_stale_refresh_tokens(s, job);
         case STORE_JOB_GET_META:
                 return store_get_meta(s, job->account, &job->meta_json);
         case STORE_JOB_READ_REFRESH_TOKEN:
-                return store_read_refresh_token(s, job->account, &job->refresh_token,
-                                                &job->generation);
+                r = store_read_refresh_token(s, job->account, &job->refresh_token,
+                                             &job->generation);
+                if (r >= 0 && job->mark_refresh)
+                        mark_refresh(s, job);
+                return r;
         case STORE_JOB_WRITE_REFRESH_TOKEN:
-                return store_write_refresh_token(s, job->account, job->refresh_token,
-                                                 &job->generation);
+                r = store_write_refresh_token(s, job->account, job->refresh_token,
+                                              &job->generation);
+                if (r >= 0 && job->mark_refresh)
+                        mark_refresh(s, job);
+                return r;
+        case STORE_JOB_CLEAR_REFRESH_MARK:
+                return store_mark_refresh(s, job->account, 0, NULL);
         case STORE_JOB_CALL:
                 return job->call ? job->call(s, job->call_arg) : -EINVAL;
         }

@@ -20,6 +20,7 @@ enum store_job_kind {
         STORE_JOB_READ_REFRESH_TOKEN,  /* out: refresh_token, generation */
         STORE_JOB_WRITE_REFRESH_TOKEN, /* in: refresh_token; out: generation */
         STORE_JOB_CALL,                /* in: call, call_arg: any sequence of store calls */
+        STORE_JOB_CLEAR_REFRESH_MARK,  /* an answer rotated nothing: store_mark_refresh(0) */
 };
 
 struct store_job;
@@ -32,6 +33,11 @@ struct store_job {
         char account[NAME_MAX_LEN + 1];
         struct secret *refresh_token; /* the only secret a job carries */
         uint64_t generation;
+        /* READ/WRITE_REFRESH_TOKEN for a refresh about to be sent: the refresh marker is moved
+         * to the generation read or written (store_mark_refresh()); interrupted: the previous
+         * run stopped during a refresh with that generation. */
+        bool mark_refresh;
+        bool interrupted;
         char *meta_json;
         /* STORE_JOB_CALL: runs call(store, call_arg) on the worker thread. The admin operations
          * (docs/admin-protocol.md) each need a different sequence of store calls; call_arg is

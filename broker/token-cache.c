@@ -96,6 +96,7 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
         t->access_token = TAKE_PTR(*access_token);
         t->expires_usec = sent_usec + expires_in_sec * USEC_PER_SEC;
         t->refresh_usec = sent_usec + expires_in_sec * USEC_PER_SEC * 3 / 4;
+        t->sent_usec = sent_usec;
 
         for (link = &c->entries; *link; link = &(*link)->next)
                 if (strcmp((*link)->scope_key, scope_key) == 0 &&
@@ -140,4 +141,21 @@ void token_cache_drop_account(struct token_cache *c, const char *account)
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec)
 {
         return t->expires_usec > now_usec ? (t->expires_usec - now_usec) / USEC_PER_SEC : 0;
+}
+
+uint64_t cached_token_lifetime(const struct cached_token *t)
+{
+        return t->expires_usec > t->sent_usec ? (t->expires_usec - t->sent_usec) / USEC_PER_SEC : 0;
+}
+
+bool cached_token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now_usec)
+{
+        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
+        uint64_t want = min_ttl, lifetime = cached_token_lifetime(t);
+
+        if (floor > CACHED_TOKEN_TTL_FLOOR_SEC)
+                floor = CACHED_TOKEN_TTL_FLOOR_SEC;
+        if (want > lifetime)
+                want = lifetime;
+        return cached_token_ttl(t, now_usec) >= (want > floor ? want : floor);
 }

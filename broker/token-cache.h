@@ -17,6 +17,7 @@ struct cached_token {
         struct secret *access_token;
         uint64_t expires_usec; /* boottime */
         uint64_t refresh_usec; /* boottime: ~75% of the lifetime */
+        uint64_t sent_usec;    /* boottime the request that brought it was sent */
         char fingerprint[17];  /* audit fingerprint, computed once per token */
         /* The framed reply last sent for this token. Its only changing fields are expires_at
          * and expires_in, which move once a second, so at load the same bytes serve many
@@ -44,3 +45,13 @@ void token_cache_drop_account(struct token_cache *c, const char *account);
 
 /* Seconds left at now (0 when expired). */
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec);
+/* The lifetime the identity provider granted it, in seconds. */
+uint64_t cached_token_lifetime(const struct cached_token *t);
+
+/* A token is handed out only with at least this much life left, whatever min_ttl says, or a
+ * quarter of its lifetime for tokens shorter than four times that (the refresh-ahead point). */
+#define CACHED_TOKEN_TTL_FLOOR_SEC 60
+
+/* Whether t has enough life left for a request: min_ttl, capped to the lifetime the provider
+ * grants (a longer one could never be met), and never less than the floor. */
+bool cached_token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now_usec);

@@ -58,6 +58,7 @@ int config_new_default(struct config **ret)
         c->request_rate_per_uid = 50;
         c->request_burst_per_uid = 200;
         c->audit_aggregate_sec = 10;
+        c->min_refresh_interval_sec = CONFIG_MIN_REFRESH_INTERVAL_DEFAULT;
         *ret = c;
         return 0;
 }
@@ -222,6 +223,12 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 if (r != -ENOENT)
                         return r;
         }
+        /* Bounds what a request's min_ttl can make the broker ask upstream (engine keys). */
+        if (strcmp(section, "identity") == 0 && strcmp(key, "min_refresh_interval") == 0)
+                return parse_u32(value, &c->min_refresh_interval_sec) < 0 ||
+                               c->min_refresh_interval_sec > CONFIG_MIN_REFRESH_INTERVAL_MAX
+                           ? -EINVAL
+                           : 0;
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 if (strcmp(section, strings[i].section) == 0 && strcmp(key, strings[i].key) == 0) {
                         if (!*value)

@@ -15,6 +15,10 @@
 
 #define CONFIG_KEEPALIVE_DAYS_DEFAULT 14
 
+/* [identity] min_refresh_interval (refresh.c, request.c) */
+#define CONFIG_MIN_REFRESH_INTERVAL_DEFAULT 60
+#define CONFIG_MIN_REFRESH_INTERVAL_MAX     3600
+
 struct config {
         /* [broker] */
         char *socket_path;
@@ -47,6 +51,9 @@ struct config {
         uint32_t request_rate_per_uid; /* requests a second; 0: no budget */
         uint32_t request_burst_per_uid;
         uint32_t audit_aggregate_sec; /* repeated denials: one record per interval */
+        /* [identity] min_refresh_interval: a request's min_ttl starts an upstream refresh of an
+         * account at most once per this many seconds (0: whenever min_ttl is not met). */
+        uint32_t min_refresh_interval_sec;
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when

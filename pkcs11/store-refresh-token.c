@@ -16,6 +16,20 @@
 #include "log.h"
 #include "util.h"
 
+/* Test builds: CREDBROKER_FAULT=readback-differs makes a rotation's read-back differ from what
+ * was written, as a token that lost or garbled the write would (tests/unit/test-store.c). */
+static void fault_readback_differs(struct secret *back)
+{
+#if ENABLE_FAULT_POINTS
+        const char *want = secure_getenv("CREDBROKER_FAULT");
+
+        if (back && secret_len(back) > 0 && want && strcmp(want, "readback-differs") == 0)
+                ((uint8_t *)secret_data(back))[secret_len(back) - 1] ^= 0x01;
+#else
+        (void)back;
+#endif
+}
+
 struct generation {
         CK_OBJECT_HANDLE handle;
         uint64_t generation;
@@ -82,6 +96,12 @@ struct generation_hint {
         uint64_t newest;
         /* The newest is the only generation present: a rotation need destroy only it. */
         bool only_one;
+        /* The refresh marker (store_mark_refresh()), once looked up: its object (0: none yet)
+         * and what the previous run left in it. */
+        bool marker_known;
+        CK_OBJECT_HANDLE marker_handle;
+        uint64_t marker_generation; /* what marker_handle's label names */
+        uint64_t marker_found;      /* the generation it named at the first look, 0: other */
 };
 
 static struct generation_hint *generation_hint_find(struct store *s, const char *account)
@@ -105,6 +125,7 @@ static void generation_hint_set(struct store *s, const char *account, uint64_t n
                         return;
                 s->generation_hints = grown;
                 h = &grown[s->n_generation_hints++];
+                *h = (struct generation_hint){0};
                 snprintf(h->account, sizeof(h->account), "%s", account);
         }
         h->newest = newest;
@@ -468,6 +489,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
 
         /* The whole envelope is compared, so the write time is verified with the token. */
         r = read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
+        fault_readback_differs(back);
         if (r < 0 || !secret_equal(back, envelope)) {
                 /* The old generations stay: they are the last token known to be intact. */
                 if (destroy_object(s, handle, label) < 0) {
@@ -525,4 +547,148 @@ int store_refresh_token_info(struct store *s, const char *account,
         if (r >= 0 || r == -ENOENT)
                 *ret = info;
         return r < 0 ? r : 0;
+}
+
+/* ---- the refresh marker ----
+ *
+ * "<account>/refreshing/<g>" says that refresh-token generation g was sent to the token
+ * endpoint and the answer has not been acted on. It is written right before a refresh is sent,
+ * goes stale as soon as the rotated token is stored (the newest generation is then past g) and
+ * is destroyed after an answer that rotated nothing. A broker that finds it naming the newest
+ * generation knows the previous run stopped, or lost the rotated token, during a refresh with
+ * that token: a server with strict rotation has replaced it, and reauth_required then means a
+ * family lost in a crash, not a revocation.
+ *
+ * The generation is in the label because the label is the one attribute of a data object that
+ * SoftHSM2 lets C_SetAttributeValue change (CKA_VALUE is read-only after creation): moving the
+ * marker on is one call. The object is found by its exact label, first for the generation about
+ * to be sent, then for the one before it (where the last completed refresh left it). Its value
+ * is one meaningless byte. A crash while relabelling leaves the marker at either label: at worst a
+ * reauth_required is not recognised as crash-lost. */
+
+#define MARKER_INFIX "/refreshing/"
+
+static void marker_label(const char *account, uint64_t generation, char label[static LABEL_MAX])
+{
+        snprintf(label, LABEL_MAX, "%s" MARKER_INFIX "%" PRIu64, account, generation);
+}
+
+/* The marker labelled for generation, if there is one: 0 or its handle in *ret. */
+static int marker_find(struct store *s, const char *account, uint64_t generation,
+                       CK_OBJECT_HANDLE *ret)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n;
+        int r;
+
+        *ret = 0;
+        if (generation == 0)
+                return 0;
+        marker_label(account, generation, label);
+        r = find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        if (n > 0)
+                *ret = handles[0];
+        return 0;
+}
+
+/* This store's first look at the account's marker, for generation about to be sent. */
+static int marker_look_up(struct store *s, const char *account, uint64_t generation,
+                          struct generation_hint *h)
+{
+        CK_OBJECT_HANDLE handle;
+        int r;
+
+        r = marker_find(s, account, generation, &handle);
+        if (r < 0)
+                return r;
+        if (handle != 0) {
+                h->marker_handle = handle;
+                h->marker_generation = generation;
+                h->marker_found = generation; /* the previous run sent it */
+        } else {
+                r = marker_find(s, account, generation - 1, &handle);
+                if (r < 0)
+                        return r;
+                h->marker_handle = handle;
+                h->marker_generation = handle ? generation - 1 : 0;
+                h->marker_found = 0;
+        }
+        h->marker_known = true;
+        return 0;
+}
+
+static int marker_destroy(struct store *s, const char *account, struct generation_hint *h)
+{
+        char label[LABEL_MAX];
+        int r;
+
+        if (h->marker_handle == 0)
+                return 0;
+        marker_label(account, h->marker_generation, label);
+        r = destroy_object(s, h->marker_handle, label);
+        h->marker_handle = 0;
+        h->marker_generation = 0;
+        return r == -ENOENT ? 0 : r;
+}
+
+int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                       bool *ret_interrupted)
+{
+        struct generation_hint *h;
+        char label[LABEL_MAX];
+        CK_ATTRIBUTE attribute = {CKA_LABEL, label, 0};
+        static const char nothing[] = "m";
+        CK_RV rv;
+        int r;
+
+        if (!s || !account_is_valid(account) || generation == UINT64_MAX)
+                return -EINVAL;
+        h = generation_hint_find(s, account);
+        if (!h) {
+                /* Reads set the hint first; this is out of memory or an unusual order. */
+                generation_hint_set(s, account, 0, false);
+                h = generation_hint_find(s, account);
+                if (!h)
+                        return -ENOMEM;
+        }
+        if (generation == 0) {
+                if (ret_interrupted)
+                        *ret_interrupted = false;
+                return h->marker_known ? marker_destroy(s, account, h) : 0;
+        }
+        if (!h->marker_known) {
+                r = marker_look_up(s, account, generation, h);
+                if (r < 0)
+                        return r;
+        }
+        if (ret_interrupted)
+                *ret_interrupted = h->marker_found != 0 && h->marker_found == generation;
+        if (h->marker_handle != 0 && h->marker_generation == generation)
+                return 0;
+        marker_label(account, generation, label);
+        if (h->marker_handle != 0) {
+                attribute.ulValueLen = strlen(label);
+                rv = s->module->C_SetAttributeValue(s->session, h->marker_handle, &attribute, 1);
+                if (rv == CKR_OK) {
+                        h->marker_generation = generation;
+                        return 0;
+                }
+                h->marker_known = false; /* looked up again next time */
+                if (rv != CKR_OBJECT_HANDLE_INVALID) {
+                        store_note_rv(s, rv);
+                        return ck_fail(s, "C_SetAttributeValue", label, rv);
+                }
+                h->marker_known = true; /* destroyed behind our back: made again */
+        }
+        r = create_data_object(s, label, nothing, 1, &h->marker_handle);
+        if (r < 0) {
+                h->marker_handle = 0;
+                h->marker_known = false;
+                return r;
+        }
+        h->marker_generation = generation;
+        return 0;
 }

@@ -53,6 +53,14 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation);
 
+/* Moves the account's refresh marker (store-refresh-token.c) to generation, the refresh token
+ * about to be sent to the token endpoint; generation 0 removes it after an answer that rotated
+ * nothing. *ret_interrupted (may be NULL): the marker already named generation when this store
+ * first looked, i.e. the previous run stopped during a refresh with it. One PKCS#11 call per
+ * refresh once this store has found the marker. */
+int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                       bool *ret_interrupted);
+
 /* What an administrator may see of an account's refresh token: never its value. */
 struct store_refresh_token_info {
         uint64_t generation;  /* the generation store_read_refresh_token() would use */

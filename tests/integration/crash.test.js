@@ -91,6 +91,19 @@ for (const rotation of ['lenient', 'strict']) {
         const audit = h.auditLines().filter((l) => l.event === 'reauth_required' && l.account === 'alerts');
         assert.equal(audit.length, 1, 'one reauth_required audit record');
         assert.deepEqual(await h.refreshTokenGenerations(), [1], 'the store keeps what it had');
+        // Issue 9: the record and the status tell a family lost in the crash from a revocation.
+        assert.equal(audit[0].reason, 'interrupted_refresh', JSON.stringify(audit[0]));
+        assert.equal(audit[0].generation, 1, JSON.stringify(audit[0]));
+        const row = (await h.adminRequest({ op: 'status' })).accounts.find((a) => a.account === 'alerts');
+        assert.equal(row.state, 'needs_reauth', JSON.stringify(row));
+        assert.equal(row.interrupted_refresh, true, JSON.stringify(row));
+        assert.match(row.message, /previous run stopped during a refresh/);
+        // And the next run still says so: the marker is kept until the account is signed in.
+        await h.restartBroker();
+        assert.equal((await h.rawRequest(TOKEN, 20000)).error, 'reauth_required');
+        const again = h.auditLines().filter((l) => l.event === 'reauth_required' && l.account === 'alerts');
+        assert.equal(again.length, 2);
+        assert.equal(again[1].reason, 'interrupted_refresh', JSON.stringify(again[1]));
         return;
       }
       assert.equal(reply.ok, true, `a token after restart: ${JSON.stringify(reply)}`);
@@ -130,3 +143,23 @@ for (const rotation of ['lenient', 'strict']) {
     assert.deepEqual(await h.refreshTokenGenerations(), [2]);
   });
 }
+
+// The other side: a refresh token revoked upstream while no refresh was interrupted is
+// reauth_required without the interrupted_refresh reason, in this run and the next.
+test('strict rotation, revoked without a crash: reauth_required is not marked interrupted', { timeout: 60000 }, async () => {
+  const h = await setup({ emulator: { rotation: 'strict' } });
+  envs.push(h);
+  assert.equal((await h.rawRequest(TOKEN, 20000)).ok, true, 'a first refresh, completed');
+  await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: 'alerts@contoso.com' });
+  for (let run = 0; run < 2; run++) {
+    await h.restartBroker();
+    const reply = await h.rawRequest(TOKEN, 20000);
+    assert.equal(reply.error, 'reauth_required', JSON.stringify(reply));
+    const audit = h.auditLines().filter((l) => l.event === 'reauth_required');
+    assert.equal(audit.length, run + 1);
+    assert.equal(audit[run].reason, undefined, `run ${run}: ${JSON.stringify(audit[run])}`);
+    const row = (await h.adminRequest({ op: 'status' })).accounts.find((a) => a.account === 'alerts');
+    assert.equal(row.state, 'needs_reauth');
+    assert.equal(row.interrupted_refresh, undefined, JSON.stringify(row));
+  }
+});

@@ -382,6 +382,8 @@ class Harness {
         authority: `https://127.0.0.1:${this.emuPorts.port}`,
         graph: `https://127.0.0.1:${this.emuPorts.port}`,
         ca_bundle: this.p('certs', 'ca.pem'),
+        // Many tests force refreshes with min_ttl; min-refresh.test.js tests the bound.
+        min_refresh_interval: 0,
       },
     };
     for (const [section, keys] of Object.entries(this.opts.config || {})) {

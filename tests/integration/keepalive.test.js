@@ -60,6 +60,39 @@ test('keepalive_days = 0: every account is refreshed at start, once, and clients
   }
 });
 
+// A check that runs after a client loaded the account (CREDBROKER_TEST_KEEPALIVE_DELAY_MS, a
+// test-build hook, delays the first check): a loaded account is kept alive like any other.
+test('keep-alive refreshes an account that a client has already loaded', {
+  timeout: 60000,
+  skip: process.env.CREDBROKER_FAULT_POINTS === '1' ? false : 'needs -Dfault_points=true',
+}, async () => {
+  const DELAY_MS = 3000;
+  const sections = h.configSections();
+  sections.identity.keepalive_days = 0;
+  h.writeConfig(sections);
+  h.opts.brokerEnv = { CREDBROKER_TEST_KEEPALIVE_DELAY_MS: String(DELAY_MS) };
+  try {
+    await h.restartBroker();
+    const started = Date.now();
+    await h.resetCounters();
+    const reply = await h.rawRequest(TOKEN);
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    assert.ok(Date.now() - started < DELAY_MS - 500, 'the client came before the check');
+    const [loaded] = await h.refreshTokenGenerations();
+    assert.equal((await h.counters()).token, 1, 'the client\'s refresh');
+    await waitFor('the keep-alive refresh of the loaded account',
+      async () => (await h.refreshTokenGenerations()).includes(loaded + 1),
+      { timeoutMs: DELAY_MS + 10000, intervalMs: 100 });
+    assert.deepEqual(await h.refreshTokenGenerations(), [loaded + 1]);
+    assert.equal((await h.counters()).token, 2, 'one more token request, the keep-alive\'s');
+    assert.match(h.brokerLog(), /Account alerts: refresh token unused for 0 days or more; refreshing it/);
+    assert.equal(h.auditLines().filter((l) => l.event === 'reauth_required').length, 0);
+  } finally {
+    h.opts.brokerEnv = {};
+    h.writeConfig();
+  }
+});
+
 test('keep-alive of an account that needs an administrator: no retry loop', { timeout: 60000 }, async () => {
   const sections = h.configSections();
   sections.identity.keepalive_days = 0;

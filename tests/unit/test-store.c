@@ -18,6 +18,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "build-config.h"
 #include "secret.h"
 #include "store-internal.h"
 #include "store-private.h"
@@ -946,6 +947,60 @@ static void test_refresh_tokens(struct store *s)
         ok(!has_label(s, "alerts/refresh_token/12"), "destroying generation 12");
 }
 
+/* A rotation whose read-back differs from what it wrote (the token garbled or lost the write):
+ * the write fails, the unverified generation is destroyed, and the previous generation is left
+ * exactly as it was, still the one read. The read-back is made to differ by the test build's
+ * CREDBROKER_FAULT=readback-differs (store-refresh-token.c). */
+static void test_readback_failure(struct store *s)
+{
+        _cleanup_secret_ struct secret *old = make_secret("0.OLD-readback-token");
+        _cleanup_secret_ struct secret *new = make_secret("0.NEW-readback-token");
+        struct secret *out = NULL;
+        uint64_t g = 0;
+
+#if !ENABLE_FAULT_POINTS
+        (void)s;
+        (void)old;
+        (void)new;
+        (void)out;
+        (void)g;
+        ok(true, "# SKIP read-back failure needs -Dfault_points=true");
+        return;
+#else
+        is_int(store_write_refresh_token(s, "readback", old, &g), 0, "write generation 1");
+        is_int(g, 1, "generation 1");
+
+        setenv("CREDBROKER_FAULT", "readback-differs", 1);
+        g = 77;
+        is_int(store_write_refresh_token(s, "readback", new, &g), -EIO,
+               "a rotation whose read-back differs fails with -EIO");
+        unsetenv("CREDBROKER_FAULT");
+        is_int(g, 77, "and reports no generation");
+        ok(has_label(s, "readback/refresh_token/1"), "the old generation survives");
+        ok(!has_label(s, "readback/refresh_token/2"), "the unverified generation is destroyed");
+        is_int(store_read_refresh_token(s, "readback", &out, &g), 0, "the account still reads");
+        ok(out && secret_equal(out, old), "the old token, intact");
+        is_int(g, 1, "from generation 1");
+        secret_free(out);
+        out = NULL;
+
+        /* Without the hint (as after a restart) the scan finds the same. */
+        store_private_forget_generations(s);
+        is_int(store_read_refresh_token(s, "readback", &out, &g), 0, "read after a rescan");
+        ok(out && secret_equal(out, old) && g == 1, "still the old token, generation 1");
+        secret_free(out);
+        out = NULL;
+
+        is_int(store_write_refresh_token(s, "readback", new, &g), 0,
+               "the next rotation with a good read-back works");
+        is_int(g, 2, "as generation 2");
+        ok(!has_label(s, "readback/refresh_token/1"), "and only then is generation 1 destroyed");
+        is_int(store_read_refresh_token(s, "readback", &out, &g), 0, "read the new token");
+        ok(out && secret_equal(out, new), "the new token");
+        secret_free(out);
+#endif
+}
+
 /* ---- generations torn on disk ----
  *
  * SoftHSM2's file backend keeps each object in <tokendir>/<token uuid>/<object uuid>.object
@@ -1322,6 +1377,7 @@ int main(void)
                 test_meta(s);
                 test_invalid_names(s);
                 test_refresh_tokens(s);
+                test_readback_failure(s);
                 s = test_torn_generations(s);
                 test_remove(s);
                 test_install_key(s); /* closes s */
