@@ -162,6 +162,9 @@ static void parse_error_response(long status, const cJSON *json, struct idp_resu
                 r->error[n] = 0;
         }
         outcome = classify_error(status, error ? r->error : NULL, r->error_code, &hint);
+        /* A floor for codes whose cause outlasts a quick retry (loop detection). */
+        if (aadsts_retry_after_min(r->error_code) > r->retry_after)
+                r->retry_after = aadsts_retry_after_min(r->error_code);
         if (r->error_code)
                 fail(r, outcome, "HTTP %ld, %s (AADSTS%u)%s%s", status,
                      r->error[0] ? r->error : "error", r->error_code, hint ? ": " : "",
