@@ -46,7 +46,7 @@ struct account_meta {
         char *graph;           /* NULL: the configured default */
         char *mailbox;         /* UPN mail is sent as; may be NULL */
         char *scopes;          /* default scopes, space separated; NULL: none given */
-        char *assertion_alg; /* "PS256" or "RS256"; NULL: PS256 */
+        char *assertion_alg;   /* "PS256" or "RS256"; NULL: PS256 */
         enum account_assertion_alg assertion_alg_kind;
         char *client_auth; /* "post" or "basic"; NULL: post */
         enum account_client_auth client_auth_kind;

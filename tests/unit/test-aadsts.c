@@ -47,8 +47,7 @@ int main(void)
                    "guidance is one line that fits an idp_result message");
         }
         /* Loop detection lifts after minutes: a one-second retry only extends it. */
-        ok(aadsts_retry_after_min(50196) >= 120,
-           "50196 waits minutes, not seconds");
+        ok(aadsts_retry_after_min(50196) >= 120, "50196 waits minutes, not seconds");
         ok(aadsts_find(0) == NULL, "0 is no code");
         ok(aadsts_find(12345) == NULL, "an unknown code is left to the OAuth error");
         return done_testing();
