@@ -22,7 +22,9 @@ static const struct aadsts_entry entries[] = {
      "the grant was revoked (password change or session revocation): sign the account in again"},
     {70043, IDP_REAUTH,
      "a sign-in frequency policy requires a fresh sign-in: sign the account in again"},
-    {50126, IDP_REAUTH, "wrong user name or password: provision the account again"},
+    {50126, IDP_REAUTH,
+     "wrong user name or password (a federated user also needs password hash sync and an HRD "
+     "policy with AllowCloudPasswordValidation): provision the account again"},
     {50053, IDP_REAUTH, "the user is locked out: unlock the user, then sign in again"},
     {50055, IDP_REAUTH, "the user's password expired: reset it, then sign in again"},
     {50057, IDP_REAUTH, "the user is disabled: enable the user, then sign in again"},
@@ -50,10 +52,12 @@ static const struct aadsts_entry entries[] = {
      "this grant is not supported on /common or /consumers: set the account's tenant to the "
      "tenant id or domain"},
     {700027, IDP_CONFIG,
-     "the client assertion's certificate is unknown or expired: upload the account's "
-     "certificate to the app registration (Certificates & secrets)"},
+     "client assertion refused: check that the account's certificate is the one in the app "
+     "registration and still valid; PS256 is retried as RS256 (assertion_alg RS256 skips it)"},
     /* Microsoft's own throttle: wait, as for any transient failure. */
-    {50196, IDP_TRANSIENT, "loop detected: backing off"},
+    {50196, IDP_TRANSIENT,
+     "Entra detected a request loop (the same token request repeated too often): backing off "
+     "for minutes"},
 };
 
 const struct aadsts_entry *aadsts_find(uint32_t code)
@@ -62,4 +66,9 @@ const struct aadsts_entry *aadsts_find(uint32_t code)
                 if (entries[i].code == code)
                         return &entries[i];
         return NULL;
+}
+
+uint32_t aadsts_retry_after_min(uint32_t code)
+{
+        return code == 50196 ? AADSTS_LOOP_RETRY_AFTER_SEC : 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "idp.h"
+#include "log.h"
 
 #define DEVICE_CODE_GRANT   "urn:ietf:params:oauth:grant-type:device_code"
 #define JWT_BEARER_TYPE     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -137,7 +138,7 @@ int grant_credential_call_init(struct grant_credential_call *call, const char *a
                                enum account_flow flow, const char *token_endpoint,
                                const char *client_id)
 {
-        *call = (struct grant_credential_call){.flow = flow};
+        *call = (struct grant_credential_call){.flow = flow, .alg = STORE_ASSERTION_PS256};
         if (!account_flow_is_app_only(flow))
                 return -EINVAL;
         if (copy_bounded(call->account, sizeof(call->account), account) < 0 ||
@@ -147,16 +148,272 @@ int grant_credential_call_init(struct grant_credential_call *call, const char *a
         return 0;
 }
 
+/* Accounts whose PS256 assertion this broker saw refused, or unsignable: they send RS256
+ * from then on (until the broker restarts: the next PS256 attempt then finds out again). Only
+ * the event loop's thread reads and writes it. */
+#define FALLBACKS_MAX 64
+static char fallbacks[FALLBACKS_MAX][NAME_MAX_LEN + 1];
+static size_t n_fallbacks;
+
+static bool fallback_known(const char *account)
+{
+        for (size_t i = 0; i < n_fallbacks; i++)
+                if (strcmp(fallbacks[i], account) == 0)
+                        return true;
+        return false;
+}
+
+static void fallback_remember(const char *account)
+{
+        if (fallback_known(account) || strlen(account) > NAME_MAX_LEN)
+                return;
+        /* Full: the oldest goes; it finds out again with one refused request. */
+        if (n_fallbacks == FALLBACKS_MAX) {
+                memmove(fallbacks[0], fallbacks[1], sizeof(fallbacks[0]) * (FALLBACKS_MAX - 1));
+                n_fallbacks--;
+        }
+        strcpy(fallbacks[n_fallbacks++], account);
+}
+
+void grant_assertion_fallbacks_clear(void)
+{
+        n_fallbacks = 0;
+}
+
+void grant_credential_call_set_alg(struct grant_credential_call *call, const struct account_meta *m)
+{
+        call->alg =
+            m->assertion_alg_kind == ACCOUNT_ASSERTION_RS256 || fallback_known(call->account)
+                ? STORE_ASSERTION_RS256
+                : STORE_ASSERTION_PS256;
+}
+
 int grant_credential_fetch(struct store *store, void *userdata)
 {
         struct grant_credential_call *call = userdata;
+        uint64_t now = now_realtime_usec() / USEC_PER_SEC;
+        int r;
 
         secret_free(call->credential);
         call->credential = NULL;
         if (call->flow == ACCOUNT_FLOW_CLIENT_SECRET)
                 return store_get_client_secret(store, call->account, &call->credential);
         /* Minted for this one request: assertions are never reused. */
-        return store_sign_assertion(store, call->account, call->audience, call->client_id,
-                                    STORE_ASSERTION_PS256, now_realtime_usec() / USEC_PER_SEC,
-                                    &call->credential);
+        r = store_sign_assertion(store, call->account, call->audience, call->client_id, call->alg,
+                                 now, &call->credential);
+        if (r == -EOPNOTSUPP && call->alg == STORE_ASSERTION_PS256) {
+                /* The token has no RSA-PSS: the older RS256 + x5t form works everywhere. */
+                call->pss_unsupported = true;
+                call->alg = STORE_ASSERTION_RS256;
+                r = store_sign_assertion(store, call->account, call->audience, call->client_id,
+                                         call->alg, now, &call->credential);
+        }
+        return r;
+}
+
+static bool is_unreserved(char c)
+{
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+               c == '-' || c == '.' || c == '_' || c == '*';
+}
+
+/* application/x-www-form-urlencoded (WHATWG URL, as RFC 6749 Appendix B): space as "+". */
+static int append_form_encoded(struct secret *out, const char *s, size_t len)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        int r = 0;
+
+        for (size_t i = 0; r == 0 && i < len; i++) {
+                char c = s[i];
+                if (is_unreserved(c))
+                        r = secret_append(out, &c, 1);
+                else if (c == ' ')
+                        r = secret_append(out, "+", 1);
+                else {
+                        char esc[3] = {'%', hex[(unsigned char)c >> 4], hex[c & 15]};
+                        r = secret_append(out, esc, 3);
+                        explicit_bzero(esc, sizeof(esc));
+                }
+        }
+        return r;
+}
+
+static int append_base64(struct secret *out, const uint8_t *in, size_t len)
+{
+        static const char table[] =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        int r = 0;
+
+        for (size_t i = 0; r == 0 && i < len; i += 3) {
+                uint32_t v = (uint32_t)in[i] << 16;
+                size_t n = len - i < 3 ? len - i : 3;
+                char quad[4];
+
+                if (n > 1)
+                        v |= (uint32_t)in[i + 1] << 8;
+                if (n > 2)
+                        v |= in[i + 2];
+                quad[0] = table[(v >> 18) & 63];
+                quad[1] = table[(v >> 12) & 63];
+                quad[2] = n > 1 ? table[(v >> 6) & 63] : '=';
+                quad[3] = n > 2 ? table[v & 63] : '=';
+                r = secret_append(out, quad, 4);
+                explicit_bzero(quad, sizeof(quad));
+                v = 0;
+        }
+        return r;
+}
+
+int grant_basic_authorization(const char *client_id, const struct secret *client_secret,
+                              struct secret **ret)
+{
+        static const char prefix[] = "Authorization: Basic ";
+        _cleanup_secret_ struct secret *pair = NULL, *header = NULL;
+        size_t pair_max = 3 * (strlen(client_id) + secret_len(client_secret)) + 1;
+        int r;
+
+        r = secret_new(pair_max, &pair);
+        if (r == 0)
+                r = append_form_encoded(pair, client_id, strlen(client_id));
+        if (r == 0)
+                r = secret_append(pair, ":", 1);
+        if (r == 0)
+                r = append_form_encoded(pair, secret_str(client_secret), secret_len(client_secret));
+        if (r == 0)
+                r = secret_new(sizeof(prefix) + 4 * (pair_max / 3 + 1), &header);
+        if (r == 0)
+                r = secret_append(header, prefix, sizeof(prefix) - 1);
+        if (r == 0)
+                r = append_base64(header, secret_data(pair), secret_len(pair));
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(header);
+        return 0;
+}
+
+int grant_post_client_credentials(struct idp *idp, const struct account_meta *m,
+                                  const char *token_endpoint, const char *scope,
+                                  struct grant_credential_call *call, idp_done_fn done,
+                                  void *userdata)
+{
+        _cleanup_secret_ struct secret *credential = TAKE_PTR(call->credential);
+        struct secret *form = NULL, *authorization = NULL;
+        int r;
+
+        if (call->pss_unsupported) {
+                log_warning("Account %s: the token cannot sign RSA-PSS (no "
+                            "CKM_SHA256_RSA_PKCS_PSS): sending an RS256 client assertion "
+                            "(x5t) instead of PS256.",
+                            call->account);
+                fallback_remember(call->account);
+                call->pss_unsupported = false;
+        }
+        if (call->flow == ACCOUNT_FLOW_CLIENT_SECRET &&
+            m->client_auth_kind == ACCOUNT_CLIENT_AUTH_BASIC) {
+                /* client_secret_basic: the credentials go in the header only. */
+                const char *pairs[] = {"grant_type", "client_credentials", "scope", scope, NULL};
+                r = grant_basic_authorization(m->client_id, credential, &authorization);
+                if (r == 0)
+                        r = form_build(&form, pairs);
+                if (r < 0) {
+                        secret_free(authorization);
+                        return r;
+                }
+                return idp_post_token_request_auth(idp, token_endpoint, &form, &authorization, done,
+                                                   userdata);
+        }
+        r = grant_form_client_credentials(
+            m->client_id, scope,
+            call->flow == ACCOUNT_FLOW_CLIENT_SECRET ? GRANT_CLIENT_SECRET : GRANT_CLIENT_ASSERTION,
+            credential, &form);
+        if (r < 0)
+                return r;
+        return idp_post_token_request(idp, token_endpoint, &form, done, userdata);
+}
+
+bool grant_credential_refused(struct grant_credential_call *call, struct idp_result *result)
+{
+        if (call->flow != ACCOUNT_FLOW_CLIENT_CERTIFICATE || call->alg != STORE_ASSERTION_PS256 ||
+            result->outcome == IDP_OK || result->error_code != 700027)
+                return false;
+        log_warning("Account %s: the server refused the PS256 client assertion (AADSTS700027); "
+                    "trying RS256 (x5t). If RS256 works, set the account's assertion_alg to "
+                    "RS256.",
+                    call->account);
+        fallback_remember(call->account);
+        call->alg = STORE_ASSERTION_RS256;
+        result->outcome = IDP_TRANSIENT;
+        result->retry_after = 0;
+        snprintf(result->message, sizeof(result->message),
+                 "the PS256 client assertion was refused (AADSTS700027): retrying with RS256");
+        return true;
+}
+
+static bool is_openid_scope(const char *s, size_t len)
+{
+        static const char *const names[] = {"openid", "profile", "email", "offline_access"};
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++)
+                if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0)
+                        return true;
+        return false;
+}
+
+/* The requested scope (in scope_key) that the short name abbreviates: the one whose last
+ * path segment it is ("https://graph.microsoft.com/Mail.Send" for "Mail.Send"). */
+static const char *expand_short(const char *scope_key, const char *word, size_t len,
+                                size_t *ret_len)
+{
+        for (const char *s = scope_key; *s;) {
+                size_t n = strcspn(s, " ");
+                const char *slash = memrchr(s, '/', n);
+
+                if (slash && strstr(s, "://") && strstr(s, "://") < slash &&
+                    (size_t)(s + n - slash - 1) == len && strncasecmp(slash + 1, word, len) == 0) {
+                        *ret_len = n;
+                        return s;
+                }
+                s += n;
+                s += *s == ' ';
+        }
+        *ret_len = len;
+        return word;
+}
+
+int grant_granted_scope(const char *scope_key, const char *granted, char **ret)
+{
+        _cleanup_free_ char *out = NULL;
+        size_t used = 0;
+
+        *ret = NULL;
+        if (!granted)
+                return 0;
+        /* Each granted word becomes at most the whole scope key. */
+        size_t words = 1;
+        for (const char *c = granted; *c; c++)
+                words += *c == ' ';
+        out = malloc(strlen(granted) + words * (strlen(scope_key) + 1) + 1);
+        if (!out)
+                return -ENOMEM;
+        for (const char *w = granted; *w;) {
+                size_t len = strcspn(w, " "), n;
+                const char *full;
+
+                if (len > 0 && !is_openid_scope(w, len)) {
+                        full = memchr(w, '/', len) ? w : expand_short(scope_key, w, len, &n);
+                        if (full == w)
+                                n = len;
+                        if (used > 0)
+                                out[used++] = ' ';
+                        memcpy(out + used, full, n);
+                        used += n;
+                }
+                w += len;
+                w += *w == ' ';
+        }
+        if (used == 0)
+                return 0;
+        out[used] = 0;
+        *ret = TAKE_PTR(out);
+        return 0;
 }

@@ -7,11 +7,13 @@
 #include <stdint.h>
 
 #include "account-meta.h"
+#include "idp.h"
 #include "secret.h"
 #include "store.h"
 #include "util.h"
 
 struct idp;
+struct idp_result;
 
 /* grant_type=password (ROPC): the password is only read. */
 int grant_form_password(const char *client_id, const char *username, const struct secret *password,
@@ -43,11 +45,44 @@ struct grant_credential_call {
         char account[NAME_MAX_LEN + 1];
         char audience[STORE_AUDIENCE_MAX + 1];
         char client_id[STORE_CLIENT_ID_MAX + 1];
+        /* in: the assertion to sign; out: the one signed (RS256 when the token cannot PSS) */
+        enum store_assertion_alg alg;
+        bool pss_unsupported;      /* out: PS256 was asked for but the token has no PSS */
         struct secret *credential; /* out */
 };
 /* Fills call for account; -EINVAL when a field is too long or the flow is not app-only. */
 int grant_credential_call_init(struct grant_credential_call *call, const char *account,
                                enum account_flow flow, const char *token_endpoint,
                                const char *client_id);
-/* A STORE_JOB_CALL function (userdata: struct grant_credential_call). */
+/* The assertion an account sends: its assertion_alg setting (PS256 by default), or RS256 once
+ * this broker saw the server refuse its PS256 assertion or the token unable to sign one. */
+void grant_credential_call_set_alg(struct grant_credential_call *call,
+                                   const struct account_meta *m);
+/* A STORE_JOB_CALL function (userdata: struct grant_credential_call). A PS256 assertion the
+ * token cannot sign (no CKM_SHA256_RSA_PKCS_PSS) is signed RS256 instead. */
 int grant_credential_fetch(struct store *store, void *userdata);
+
+/* Sends the client_credentials request of an app-only account whose credential call is done:
+ * the secret in the body, or in an HTTP Basic header when the account's client_auth is basic
+ * (RFC 6749 §2.3.1); the assertion as client_assertion. Takes call->credential. */
+int grant_post_client_credentials(struct idp *idp, const struct account_meta *m,
+                                  const char *token_endpoint, const char *scope,
+                                  struct grant_credential_call *call, idp_done_fn done,
+                                  void *userdata);
+/* After a failed answer to a PS256 assertion with AADSTS700027: remembers RS256 for the
+ * account, logs it, and turns the result into a transient failure so that the next attempt
+ * (with RS256) comes soon. True when it did. */
+bool grant_credential_refused(struct grant_credential_call *call, struct idp_result *result);
+/* Forgets what grant_credential_refused() remembered (tests). */
+void grant_assertion_fallbacks_clear(void);
+
+/* The "Authorization: Basic ..." header line of RFC 6749 §2.3.1: client_id and secret, each
+ * application/x-www-form-urlencoded, joined by ":" and base64-encoded; in secret memory. */
+int grant_basic_authorization(const char *client_id, const struct secret *client_secret,
+                              struct secret **ret);
+
+/* The granted scope as the broker reports it: Entra answers with short names for Graph
+ * ("Mail.Send") and adds openid, profile and email; each short name becomes the requested
+ * scope it abbreviates, the OpenID scopes are left out. *ret is NULL (the scope key is then
+ * reported) when nothing is left or granted is NULL. malloc()ed. */
+int grant_granted_scope(const char *scope_key, const char *granted, char **ret);

@@ -42,7 +42,8 @@ struct transfer {
         CURL *easy;
         struct curl_slist *headers;
         struct secret *form;
-        size_t form_sent; /* how much of form curl has read */
+        size_t form_sent;             /* how much of form curl has read */
+        struct secret *authorization; /* an extra header line, or NULL */
         struct secret *body;
         bool body_overflow;
         uint32_t retry_after;
@@ -163,6 +164,9 @@ static void parse_error_response(long status, const cJSON *json, struct idp_resu
                 r->error[n] = 0;
         }
         outcome = classify_error(status, error ? r->error : NULL, r->error_code, &hint);
+        /* A floor for codes whose cause outlasts a quick retry (loop detection). */
+        if (aadsts_retry_after_min(r->error_code) > r->retry_after)
+                r->retry_after = aadsts_retry_after_min(r->error_code);
         if (r->error_code)
                 fail(r, outcome, "HTTP %ld, %s (AADSTS%u)%s%s", status,
                      r->error[0] ? r->error : "error", r->error_code, hint ? ": " : "",
@@ -319,6 +323,7 @@ static void transfer_free(struct transfer *t)
         }
         curl_slist_free_all(t->headers);
         secret_free(t->form);
+        secret_free(t->authorization);
         secret_free(t->body);
         if (t->prev)
                 t->prev->next = t->next;
@@ -557,6 +562,9 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         CURLcode c = CURLE_OK;
 
         t->headers = curl_slist_append(NULL, "Accept: application/json");
+        if (t->headers && t->authorization &&
+            !curl_slist_append(t->headers, secret_str(t->authorization)))
+                return -ENOMEM;
         if (!t->headers ||
             !curl_slist_append(t->headers, "Content-Type: application/x-www-form-urlencoded"))
                 return -ENOMEM;
@@ -597,8 +605,9 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
 }
 
 /* Starts a POST of form (taken, even on failure) to url; exactly one of done and raw_done. */
-static int post_form(struct idp *idp, const char *url, struct secret **form, idp_done_fn done,
-                     idp_raw_done_fn raw_done, void *userdata)
+static int post_form(struct idp *idp, const char *url, struct secret **form,
+                     struct secret **authorization, idp_done_fn done, idp_raw_done_fn raw_done,
+                     void *userdata)
 {
         struct transfer *t;
         int r;
@@ -621,6 +630,7 @@ static int post_form(struct idp *idp, const char *url, struct secret **form, idp
         t->raw_done = raw_done;
         t->userdata = userdata;
         t->form = TAKE_PTR(*form);
+        t->authorization = authorization ? TAKE_PTR(*authorization) : NULL;
         t->next = idp->transfers;
         if (t->next)
                 t->next->prev = t;
@@ -647,19 +657,29 @@ static int post_form(struct idp *idp, const char *url, struct secret **form, idp
 fail:
         secret_free(*form);
         *form = NULL;
+        if (authorization) {
+                secret_free(*authorization);
+                *authorization = NULL;
+        }
         return r;
 }
 
 int idp_post_token_request(struct idp *idp, const char *token_endpoint, struct secret **form,
                            idp_done_fn done, void *userdata)
 {
-        return post_form(idp, token_endpoint, form, done, NULL, userdata);
+        return post_form(idp, token_endpoint, form, NULL, done, NULL, userdata);
+}
+
+int idp_post_token_request_auth(struct idp *idp, const char *token_endpoint, struct secret **form,
+                                struct secret **authorization, idp_done_fn done, void *userdata)
+{
+        return post_form(idp, token_endpoint, form, authorization, done, NULL, userdata);
 }
 
 int idp_post_form_raw(struct idp *idp, const char *url, struct secret **form, idp_raw_done_fn done,
                       void *userdata)
 {
-        return post_form(idp, url, form, NULL, done, userdata);
+        return post_form(idp, url, form, NULL, NULL, done, userdata);
 }
 
 int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
@@ -685,5 +705,5 @@ int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_
                 secret_free(form);
                 return r;
         }
-        return post_form(idp, g->token_endpoint, &form, done, NULL, userdata);
+        return post_form(idp, g->token_endpoint, &form, NULL, done, NULL, userdata);
 }

@@ -73,6 +73,11 @@ int idp_form_add_string(struct secret *form, const char *key, const char *value)
 int idp_post_token_request(struct idp *idp, const char *token_endpoint, struct secret **form,
                            idp_done_fn done, void *userdata);
 
+/* The same with one extra request header line in secret memory ("Authorization: Basic ...",
+ * RFC 6749 §2.3.1), taken and wiped like the form. */
+int idp_post_token_request_auth(struct idp *idp, const char *token_endpoint, struct secret **form,
+                                struct secret **authorization, idp_done_fn done, void *userdata);
+
 /* An answer handed over unparsed (the device authorization endpoint's is not a token). */
 struct idp_raw_response {
         long http_status;    /* 0 when the request failed */

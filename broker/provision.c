@@ -186,6 +186,10 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
                 r = dup_optional(request, "username", &m->username);
         if (r == 0)
                 r = take_scopes(request, &m->scopes);
+        if (r == 0)
+                r = dup_optional(request, "assertion_alg", &m->assertion_alg);
+        if (r == 0)
+                r = dup_optional(request, "client_auth", &m->client_auth);
         if (r == 0 && cJSON_GetObjectItemCaseSensitive(request, "secret_expires_at"))
                 r = json_get_u64(request, "secret_expires_at", &expires) < 0 ? -EINVAL : 0;
         m->secret_expires_at = expires;
@@ -193,7 +197,8 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
         if (r < 0 || account_meta_validate(m) < 0) {
                 *ret_message = "Invalid settings: tenant and client_id are required; URLs must "
                                "be https://, device_endpoint needs token_endpoint, scopes at "
-                               "most 16 valid scopes.";
+                               "most 16 valid scopes, assertion_alg PS256 or RS256, "
+                               "client_auth post or basic.";
                 return -EINVAL;
         }
         switch (m->flow_kind) {
@@ -232,6 +237,20 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
         return r;
 }
 
+static bool scope_list_has(const char *scopes, const char *scope)
+{
+        size_t len = strlen(scope);
+
+        for (const char *s = scopes; *s;) {
+                size_t n = strcspn(s, " ");
+                if (n == len && strncmp(s, scope, len) == 0)
+                        return true;
+                s += n;
+                s += *s == ' ';
+        }
+        return false;
+}
+
 /* The scope to ask for: the account's scopes (Mail.Send by default) and, for delegated flows,
  * offline_access for the refresh token; app-only: {resource}/.default. */
 static int resolve_scope(struct provision *p, const char *override)
@@ -248,7 +267,12 @@ static int resolve_scope(struct provision *p, const char *override)
                 scopes = p->generic ? "" : "https://graph.microsoft.com/Mail.Send";
         /* offline_access is Microsoft's (OpenID's) way to ask for a refresh token; a
          * standards-only server returns one without it. */
-        if (p->generic)
+        if (p->generic && scope_list_has(scopes, "openid") &&
+            !scope_list_has(scopes, "offline_access")) {
+                /* OpenID Connect servers issue a refresh token only for offline_access. */
+                if (asprintf(&p->scope, "%s offline_access", scopes) < 0)
+                        p->scope = NULL;
+        } else if (p->generic)
                 p->scope = strdup(scopes);
         else if (asprintf(&p->scope, "%s%soffline_access", scopes, *scopes ? " " : "") < 0)
                 p->scope = NULL;
@@ -364,10 +388,13 @@ static void on_committed(struct store_job *job, void *userdata)
         (void)audit_write(b->audit, &(struct audit_record){.event = p->login ? "account_signed_in"
                                                                              : "account_added",
                                                            .account = p->account});
+        _cleanup_free_ char *granted = NULL;
+        if (grant_granted_scope(p->scope, p->granted_scope, &granted) < 0)
+                granted = NULL;
         reply = admin_reply_new();
         if (reply && (!cJSON_AddStringToObject(reply, "stage", "done") ||
                       !cJSON_AddStringToObject(reply, "account", p->account) ||
-                      !add_scope_array(reply, p->granted_scope ? p->granted_scope : p->scope) ||
+                      !add_scope_array(reply, granted ? granted : p->scope) ||
                       (p->generation && !json_add_uint(reply, "generation", p->generation)))) {
                 cJSON_Delete(reply);
                 reply = NULL;
@@ -401,6 +428,43 @@ static void commit(struct provision *p)
 
 /* ---- the flows ---- */
 
+static void run_flow(struct provision *p);
+
+static int resign_call(struct store *store, void *userdata)
+{
+        struct provision *p = userdata;
+
+        return grant_credential_fetch(store, &p->assertion);
+}
+
+static void on_resigned(struct store_job *job, void *userdata)
+{
+        struct provision *p = userdata;
+
+        if (job->result < 0) {
+                provision_fail(p, "unavailable", "The RS256 client assertion could not be signed.");
+                return;
+        }
+        run_flow(p);
+}
+
+/* The server refused the PS256 assertion (AADSTS700027): sign an RS256 one and try once more. */
+static void resign_assertion(struct provision *p)
+{
+        struct store_job *job = NULL;
+
+        if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
+                provision_fail(p, "internal", "Out of memory.");
+                return;
+        }
+        job->call = resign_call;
+        job->call_arg = p;
+        if (store_worker_submit(p->op.broker->store_worker, job, on_resigned, p) < 0) {
+                store_job_free(job);
+                provision_fail(p, "unavailable", "The credential store is busy; try again later.");
+        }
+}
+
 /* The token endpoint's answer to the flow's request. */
 static void on_signed_in(struct idp_result *result, void *userdata)
 {
@@ -408,6 +472,10 @@ static void on_signed_in(struct idp_result *result, void *userdata)
         char message[384];
         const char *code;
 
+        if (result->outcome != IDP_OK && grant_credential_refused(&p->assertion, result)) {
+                resign_assertion(p);
+                return;
+        }
         if (result->outcome != IDP_OK) {
                 code = provision_sign_in_error(result, p->meta.flow_kind == ACCOUNT_FLOW_PASSWORD,
                                                message, sizeof(message));
@@ -417,7 +485,14 @@ static void on_signed_in(struct idp_result *result, void *userdata)
         if (!account_flow_is_app_only(p->meta.flow_kind)) {
                 if (!result->refresh_token) {
                         provision_fail(p, "sign_in_failed",
-                                       "Sign-in failed: the server returned no refresh token.");
+                                       p->generic ? "Sign-in failed: the server returned no "
+                                                    "refresh token. An OpenID Connect server "
+                                                    "issues one only for the offline_access "
+                                                    "scope: add offline_access to the account's "
+                                                    "scopes (and allow it for the client)."
+                                                  : "Sign-in failed: the server returned no "
+                                                    "refresh token (was offline_access "
+                                                    "refused?).");
                         return;
                 }
                 p->refresh_token = TAKE_PTR(result->refresh_token);
@@ -499,15 +574,15 @@ static void run_flow(struct provision *p)
                 p->password = NULL;
                 break;
         case ACCOUNT_FLOW_CLIENT_SECRET:
-                r = grant_form_client_credentials(p->meta.client_id, p->scope, GRANT_CLIENT_SECRET,
-                                                  p->client_secret, &form);
-                break;
+                /* The stored copy stays for commit; the request gets its own. */
+                r = secret_new_from(secret_data(p->client_secret), secret_len(p->client_secret),
+                                    &p->assertion.credential);
+                p->assertion.flow = ACCOUNT_FLOW_CLIENT_SECRET;
+                /* fall through */
         case ACCOUNT_FLOW_CLIENT_CERTIFICATE:
-                r = grant_form_client_credentials(p->meta.client_id, p->scope,
-                                                  GRANT_CLIENT_ASSERTION, p->assertion.credential,
-                                                  &form);
-                secret_free(p->assertion.credential);
-                p->assertion.credential = NULL;
+                if (r == 0)
+                        r = grant_post_client_credentials(b->idp, &p->meta, p->token_endpoint,
+                                                          p->scope, &p->assertion, on_signed_in, p);
                 break;
         }
         if (r == 0 && form)
@@ -646,6 +721,8 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
                 if (r == 0)
                         r = grant_credential_call_init(&p->assertion, p->account, p->meta.flow_kind,
                                                        endpoint, p->meta.client_id);
+                if (r == 0)
+                        grant_credential_call_set_alg(&p->assertion, &p->meta);
                 free(endpoint);
                 message = "The token endpoint or client id is too long for an assertion.";
         }

@@ -358,6 +358,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
          * has been acted on: to the token store, the same as dying before the answer came. */
         fault_point("after-send");
         a->refreshing = false;
+        (void)grant_credential_refused(&r->credential, result); /* PS256 refused: RS256 next */
         switch (result->outcome) {
         case IDP_OK:
                 if (take_new_token(b, r, result))
@@ -496,7 +497,6 @@ static void on_credential_ready(struct store_job *job, void *userdata)
         struct refresh *r = userdata;
         struct broker *b = r->broker;
         struct account *a = r->account;
-        struct secret *form = NULL;
         int e = job->result;
 
         refresh_store_job_done(a);
@@ -519,15 +519,8 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                                   : "cannot sign the client assertion");
                 goto fail;
         }
-        e = grant_form_client_credentials(a->meta.client_id, r->scope,
-                                          a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
-                                              ? GRANT_CLIENT_SECRET
-                                              : GRANT_CLIENT_ASSERTION,
-                                          r->credential.credential, &form);
-        secret_free(r->credential.credential);
-        r->credential.credential = NULL;
-        if (e == 0)
-                e = idp_post_token_request(b->idp, a->token_endpoint, &form, on_refresh_done, r);
+        e = grant_post_client_credentials(b->idp, &a->meta, a->token_endpoint, r->scope,
+                                          &r->credential, on_refresh_done, r);
         if (e < 0) {
                 log_error_errno(e, "Account %s: cannot start a token request", a->name);
                 transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
@@ -565,6 +558,7 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
                           "the token endpoint or client id is too long for an assertion");
                 goto fail;
         }
+        grant_credential_call_set_alg(&r->credential, &a->meta);
         r->broker = b;
         r->account = a;
         job->call = grant_credential_fetch;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "grant.h"
 #include "util.h"
 
 static void entry_free(struct cached_token *t)
@@ -83,7 +84,11 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                 entry_free(t);
                 return -ENOMEM;
         }
-        r = split_scopes(granted_scope ? granted_scope : scope_key, &t->scopes, &t->n_scopes);
+        /* Entra's short names ("Mail.Send") reported as the scopes they stand for. */
+        _cleanup_free_ char *granted = NULL;
+        r = grant_granted_scope(scope_key, granted_scope, &granted);
+        if (r == 0)
+                r = split_scopes(granted ? granted : scope_key, &t->scopes, &t->n_scopes);
         if (r == 0 && t->n_scopes == 0)
                 r = split_scopes(scope_key, &t->scopes, &t->n_scopes);
         if (r < 0) {

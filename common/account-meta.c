@@ -57,6 +57,8 @@ void account_meta_clear(struct account_meta *m)
         free(m->token_endpoint);
         free(m->device_endpoint);
         free(m->scopes);
+        free(m->assertion_alg);
+        free(m->client_auth);
         memset(m, 0, sizeof(*m));
 }
 
@@ -127,6 +129,16 @@ int account_meta_validate(struct account_meta *m)
         if (m->mailbox && !is_plain(m->mailbox, 256, "@_+"))
                 return -EINVAL;
         if ((m->authority && !is_https_url(m->authority)) || (m->graph && !is_https_url(m->graph)))
+                return -EINVAL;
+        m->assertion_alg_kind = ACCOUNT_ASSERTION_PS256;
+        if (m->assertion_alg && strcmp(m->assertion_alg, "RS256") == 0)
+                m->assertion_alg_kind = ACCOUNT_ASSERTION_RS256;
+        else if (m->assertion_alg && strcmp(m->assertion_alg, "PS256") != 0)
+                return -EINVAL;
+        m->client_auth_kind = ACCOUNT_CLIENT_AUTH_POST;
+        if (m->client_auth && strcmp(m->client_auth, "basic") == 0)
+                m->client_auth_kind = ACCOUNT_CLIENT_AUTH_BASIC;
+        else if (m->client_auth && strcmp(m->client_auth, "post") != 0)
                 return -EINVAL;
         return 0;
 }
@@ -219,6 +231,10 @@ int account_meta_from_json(const char *text, struct account_meta *ret)
         if (r == 0)
                 r = take_scopes(json, &m.scopes);
         if (r == 0)
+                r = take_string(json, "assertion_alg", false, &m.assertion_alg);
+        if (r == 0)
+                r = take_string(json, "client_auth", false, &m.client_auth);
+        if (r == 0)
                 r = take_u64(json, "secret_expires_at", &m.secret_expires_at);
         if (r == 0)
                 r = take_u64(json, "created", &m.created);
@@ -272,6 +288,9 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
             (m->device_endpoint &&
              !cJSON_AddStringToObject(json, "device_endpoint", m->device_endpoint)) ||
             (m->scopes && !add_scopes(json, m->scopes)) ||
+            (m->assertion_alg &&
+             !cJSON_AddStringToObject(json, "assertion_alg", m->assertion_alg)) ||
+            (m->client_auth && !cJSON_AddStringToObject(json, "client_auth", m->client_auth)) ||
             (m->secret_expires_at &&
              !json_add_uint(json, "secret_expires_at", m->secret_expires_at)) ||
             !json_add_uint(json, "created", m->created))

@@ -20,6 +20,20 @@ enum account_flow {
         ACCOUNT_FLOW_CLIENT_CERTIFICATE,
 };
 
+/* Which JWT client assertion a client-certificate account sends (design.md §5): PS256 with
+ * x5t#S256 unless the account says RS256 (x5t, SHA-1 thumbprint) for an older server. */
+enum account_assertion_alg {
+        ACCOUNT_ASSERTION_PS256,
+        ACCOUNT_ASSERTION_RS256,
+};
+
+/* How a client secret travels (RFC 6749 §2.3.1): in the request body (client_secret_post, the
+ * default and Microsoft's) or in an HTTP Basic Authorization header (client_secret_basic). */
+enum account_client_auth {
+        ACCOUNT_CLIENT_AUTH_POST,
+        ACCOUNT_CLIENT_AUTH_BASIC,
+};
+
 struct account_meta {
         char *tenant;
         char *client_id;
@@ -32,6 +46,10 @@ struct account_meta {
         char *graph;           /* NULL: the configured default */
         char *mailbox;         /* UPN mail is sent as; may be NULL */
         char *scopes;          /* default scopes, space separated; NULL: none given */
+        char *assertion_alg;   /* "PS256" or "RS256"; NULL: PS256 */
+        enum account_assertion_alg assertion_alg_kind;
+        char *client_auth; /* "post" or "basic"; NULL: post */
+        enum account_client_auth client_auth_kind;
         uint64_t secret_expires_at; /* client secret's expiry as the admin gave it; 0: unknown */
         uint64_t created;           /* unix seconds */
 };

@@ -15,6 +15,7 @@
 #include <gnutls/crypto.h>
 #include <gnutls/gnutls.h>
 
+#include "build-config.h"
 #include "json.h"
 #include "log.h"
 #include "util.h"
@@ -116,6 +117,27 @@ static int json_part(cJSON *object, char **ret)
         return r;
 }
 
+/* Whether the token can sign RSA-PSS with SHA-256 (PS256); unknown counts as yes, and the
+ * signature itself decides. A test build can pretend it cannot. */
+static bool token_signs_pss(struct store *s)
+{
+        CK_SESSION_INFO session;
+        CK_MECHANISM_INFO info;
+        CK_RV rv;
+
+#if ENABLE_FAULT_POINTS
+        const char *fake = secure_getenv("CREDBROKER_TEST_NO_PSS");
+        if (fake && strcmp(fake, "1") == 0)
+                return false;
+#endif
+        if (s->module->C_GetSessionInfo(s->session, &session) != CKR_OK)
+                return true;
+        rv = s->module->C_GetMechanismInfo(session.slotID, CKM_SHA256_RSA_PKCS_PSS, &info);
+        if (rv == CKR_MECHANISM_INVALID)
+                return false;
+        return rv != CKR_OK || (info.flags & CKF_SIGN);
+}
+
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
                          struct secret **ret)
@@ -151,6 +173,8 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
         if (r < 0)
                 return r;
 
+        if (alg == STORE_ASSERTION_PS256 && !token_signs_pss(s))
+                return -EOPNOTSUPP; /* the caller may sign RS256 instead */
         digest_algorithm = alg == STORE_ASSERTION_PS256 ? GNUTLS_DIG_SHA256 : GNUTLS_DIG_SHA1;
         if (gnutls_hash_fast(digest_algorithm, der, der_len, digest) < 0)
                 return -EIO;

@@ -115,6 +115,10 @@ const OPTION_SPEC = {
   '--ready-file': ['readyFile', String],
   '--device-interval': ['deviceInterval', parseLifetime],
   '--device-expires-in': ['deviceExpiresIn', parseLifetime],
+  '--token-lifetime-random': ['tokenLifetimeRandom', (v, n) => { if (v !== 'yes' && v !== 'no') usageError(`${n}: yes or no`); return v === 'yes'; }],
+  '--loop-threshold': ['loopThreshold', (v, n) => (v === '0' ? 0 : parseLifetime(v, n))],
+  '--loop-window': ['loopWindow', parseLifetime],
+  '--cloud': ['cloud', (v, n) => { if (!['global', 'usgov', 'china'].includes(v)) usageError(`${n}: global, usgov or china`); return v; }],
 };
 
 function parseArgs(argv) {
@@ -122,6 +126,7 @@ function parseArgs(argv) {
     cert: null, key: null, stateDir: null, mailDir: null, readyFile: null,
     port: 0, adminPort: 0, tokenLifetime: 3599, rotation: 'lenient',
     deviceInterval: 5, deviceExpiresIn: 900,
+    tokenLifetimeRandom: false, loopThreshold: null, loopWindow: 60, cloud: 'global',
   };
   for (let i = 0; i < argv.length; i++) {
     let name = argv[i];
@@ -148,6 +153,8 @@ function parseArgs(argv) {
     if (!opts[key]) usageError(`${flag} is required`);
   }
   if (!opts.mailDir) opts.mailDir = path.join(opts.stateDir, 'mail');
+  // --cloud alone turns loop detection on at that cloud's threshold.
+  if (opts.loopThreshold === null) opts.loopThreshold = argv.some((a) => a.startsWith('--cloud')) ? LOOP_DEFAULTS[opts.cloud] : 0;
   return opts;
 }
 
@@ -858,6 +865,16 @@ function resolveScopes(scopeParam, grantedScopes) {
   return { resource: scopeResource(out.get(first)[0]), scopes: out.get(first), oidc };
 }
 
+// The "scope" of a token response as Entra writes it: Graph's permissions by their short
+// names ("Mail.Send"), other resources' in full, offline_access never (it is no permission of
+// the token), and with openid also profile and email.
+function responseScope(scopes, oidc) {
+  const out = scopes.map((g) => (lc(scopeResource(g)) === GRAPH_RESOURCE ? g.slice(GRAPH_RESOURCE.length + 1) : g));
+  if (oidc.includes('openid')) out.push('openid', 'profile', 'email');
+  else for (const s of ['profile', 'email']) if (oidc.includes(s)) out.push(s);
+  return out.join(' ');
+}
+
 // An id_token (only when "openid" was requested). Claims are realistic; the
 // signature is random bytes, like the access token's.
 function makeIdToken(fam, clientId) {
@@ -917,7 +934,7 @@ function grantRefreshToken(ctx) {
 
   const granted = resolveScopes(scopeParam, fam.scopes);
   const wantsRefresh = granted.oidc.includes('offline_access');
-  const lifetime = config.tokenLifetime;
+  const lifetime = accessTokenLifetime(config);
 
   const accessToken = store.issueAccessToken({
     family: rt.family, tenant: fam.tenant, clientId: fam.client_id, user: fam.user,
@@ -935,10 +952,9 @@ function grantRefreshToken(ctx) {
   }
   store.save();
 
-  const scopeOut = [...granted.scopes, ...['openid', 'profile', 'email', 'offline_access'].filter((s) => granted.oidc.includes(s))];
   const body = {
     token_type: 'Bearer',
-    scope: scopeOut.join(' '),
+    scope: responseScope(granted.scopes, granted.oidc),
     expires_in: lifetime,
     ext_expires_in: lifetime,
     access_token: accessToken,
@@ -954,17 +970,16 @@ function grantRefreshToken(ctx) {
 function issueDelegated(ctx, { tenant, clientId, user, grantable, scopeParam, source }) {
   const { store, config } = ctx;
   const granted = resolveScopes(scopeParam, grantable);
-  const lifetime = config.tokenLifetime;
+  const lifetime = accessTokenLifetime(config);
   const family = store.createFamily({ tenant, clientId, user, scopes: grantable, lifetime: DEFAULT_REFRESH_LIFETIME, source });
   const accessToken = store.issueAccessToken({
     family, tenant, clientId, user, resource: granted.resource, scopes: granted.scopes, appOnly: false, lifetime,
   });
   const refreshToken = granted.oidc.includes('offline_access') ? store.issueRefreshToken(family) : undefined;
   store.save();
-  const scopeOut = [...granted.scopes, ...OIDC_SCOPES.filter((s) => granted.oidc.includes(s))];
   const body = {
     token_type: 'Bearer',
-    scope: scopeOut.join(' '),
+    scope: responseScope(granted.scopes, granted.oidc),
     expires_in: lifetime,
     ext_expires_in: lifetime,
     access_token: accessToken,
@@ -1140,6 +1155,14 @@ async function handleToken(app, req, res, rawTenant) {
     if (!handler) throw new AadError(70003, { grant_type: grantType });
     if (GRANT_PRECHECKS[grantType]) GRANT_PRECHECKS[grantType](ctx);
     authenticateClient(ctx, grantType);
+    // Loop detection counts requests per user or token family, not per refresh token: a
+    // client that rotates its refresh token but asks again and again still loops.
+    let subject = params.get('username') || '';
+    if (grantType === 'refresh_token' && params.get('refresh_token')) {
+      const f = store.findRefreshToken(params.get('refresh_token'));
+      subject = f ? f.rt.family : 'unknown';
+    }
+    checkLoop(ctx, subject);
 
     const body = handler(ctx);
     if (omitRefreshToken) delete body.refresh_token;
@@ -1643,10 +1666,34 @@ const CONFIG_INTEGERS = {
   device_poll_tolerance_ms: ['devicePollToleranceMs', 0, 10000],
   lockout_threshold: ['lockoutThreshold', 1, 1000],
   assertion_max_lifetime: ['assertionMaxLifetime', 60, 86400 * 365],
+  // Entra's loop detection (AADSTS50196): more than loop_threshold identical token requests
+  // within loop_window_s seconds are refused; 0 turns it off. Entra documents no numbers.
+  loop_threshold: ['loopThreshold', 0, 1e6],
+  loop_window_s: ['loopWindowS', 1, 86400],
 };
 
+// Loop detection defaults per cloud: government clouds trip sooner (seen, not documented).
+const LOOP_DEFAULTS = { global: 20, usgov: 10, china: 20 };
+
 function adminSetConfig(app, b) {
-  checkKeys(b, [...Object.keys(CONFIG_INTEGERS), 'rotation', 'assertion_pss_salt']);
+  checkKeys(b, [...Object.keys(CONFIG_INTEGERS), 'rotation', 'assertion_pss_salt', 'cloud',
+    'token_lifetime_random', 'generic_client_auth', 'generic_refresh_needs_offline_access']);
+  if (b.cloud !== undefined && !Object.hasOwn(LOOP_DEFAULTS, b.cloud)) {
+    throw new AdminError(400, '"cloud" must be global, usgov or china');
+  }
+  for (const k of ['token_lifetime_random', 'generic_refresh_needs_offline_access']) {
+    if (b[k] !== undefined && typeof b[k] !== 'boolean') throw new AdminError(400, `"${k}" must be true or false`);
+  }
+  if (b.generic_client_auth !== undefined && !['any', 'basic', 'post'].includes(b.generic_client_auth)) {
+    throw new AdminError(400, '"generic_client_auth" must be any, basic or post');
+  }
+  if (b.cloud !== undefined) {
+    app.config.cloud = b.cloud;
+    if (b.loop_threshold === undefined) app.config.loopThreshold = LOOP_DEFAULTS[b.cloud];
+  }
+  if (b.token_lifetime_random !== undefined) app.config.tokenLifetimeRandom = b.token_lifetime_random;
+  if (b.generic_client_auth !== undefined) app.config.genericClientAuth = b.generic_client_auth;
+  if (b.generic_refresh_needs_offline_access !== undefined) app.config.genericRefreshNeedsOfflineAccess = b.generic_refresh_needs_offline_access;
   for (const [k, [, min, max]] of Object.entries(CONFIG_INTEGERS)) {
     if (b[k] !== undefined && (!Number.isInteger(b[k]) || b[k] < min || b[k] > max)) {
       throw new AdminError(400, `"${k}" must be an integer ${min}..${max}`);
@@ -1675,6 +1722,12 @@ function configView(app) {
     lockout_threshold: c.lockoutThreshold,
     assertion_pss_salt: c.assertionPssSalt,
     assertion_max_lifetime: c.assertionMaxLifetime,
+    cloud: c.cloud,
+    loop_threshold: c.loopThreshold,
+    loop_window_s: c.loopWindowS,
+    token_lifetime_random: c.tokenLifetimeRandom,
+    generic_client_auth: c.genericClientAuth,
+    generic_refresh_needs_offline_access: c.genericRefreshNeedsOfflineAccess,
   };
 }
 
@@ -1692,7 +1745,46 @@ function newConfig(opts) {
     assertionPssSalt: 'digest',
     // Longest exp - nbf accepted in a client assertion (MSAL uses 600 s).
     assertionMaxLifetime: 3600,
+    cloud: opts.cloud,
+    // Off unless asked for (--loop-threshold, --cloud, /admin/config): tests that force many
+    // refreshes on purpose would trip it.
+    loopThreshold: opts.loopThreshold,
+    loopWindowS: opts.loopWindow,
+    // Entra randomises access-token lifetimes between 60 and 90 minutes.
+    tokenLifetimeRandom: opts.tokenLifetimeRandom,
+    // Generic mode: which client_secret methods are accepted ("any": both).
+    genericClientAuth: 'any',
+    // Generic mode, plain OAuth: a refresh token even without offline_access (OpenID Connect
+    // scopes, with openid, always need it).
+    genericRefreshNeedsOfflineAccess: false,
   };
+}
+
+// An access token's lifetime: the configured one, or Entra's random 60..90 minutes.
+function accessTokenLifetime(config) {
+  if (!config.tokenLifetimeRandom) return config.tokenLifetime;
+  return 3600 + crypto.randomInt(0, 1801) - 1;
+}
+
+// Loop detection: identical token requests (client, grant, tenant, scopes, and the user or
+// token family they are for) counted in a sliding window.
+const loopSeen = new Map();
+function checkLoop(ctx, subject) {
+  const { config } = ctx;
+  if (!config.loopThreshold) return;
+  const p = ctx.params;
+  const scopes = (p.get('scope') || '').split(/\s+/).filter(Boolean).map(lc).sort().join(' ');
+  const key = [lc(ctx.client.client_id), p.get('grant_type'), lc(ctx.tenant), scopes, subject || ''].join('|');
+  const now = Date.now();
+  const since = now - config.loopWindowS * 1000;
+  const times = (loopSeen.get(key) || []).filter((t) => t > since);
+  times.push(now);
+  loopSeen.set(key, times);
+  if (loopSeen.size > 10000) loopSeen.delete(loopSeen.keys().next().value);
+  if (times.length > config.loopThreshold) {
+    ctx.app.counters.loop_detected = (ctx.app.counters.loop_detected || 0) + 1;
+    throw new AadError(50196);
+  }
 }
 
 const MAIL_NAME_RE = /^(\d{6,})-[0-9a-f]+\.json$/;

@@ -229,7 +229,8 @@ async function registerFixtures(certA, certOld) {
     { username: 'alice@contoso.com', password: PASSWORD, tenant: TENANT },
     { username: 'bob@contoso.com', password: PASSWORD, mfa_required: true },
     { username: 'carol@contoso.com', password: PASSWORD, federated: true },
-    { username: 'dave@contoso.com', password: PASSWORD, federated: true, password_hash_sync: true },
+    { username: 'dave@contoso.com', password: PASSWORD, federated: true, password_hash_sync: true, hrd_cloud_password_validation: true },
+    { username: 'dora@contoso.com', password: PASSWORD, federated: true, password_hash_sync: true },
     { username: 'eve@contoso.com', password: PASSWORD, locked: true },
     { username: 'frank@contoso.com', password: PASSWORD },
     { username: 'gina@contoso.com', password: PASSWORD, error_code: 50055 },
@@ -240,7 +241,7 @@ async function registerFixtures(certA, certOld) {
     assert.ok(!r.text.includes(PASSWORD), 'the admin answer must not echo a password');
   }
   const users = await adminOk('GET', '/admin/users');
-  assert.strictEqual(users.length, 8);
+  assert.strictEqual(users.length, 9);
   assert.ok(!JSON.stringify(users).includes(PASSWORD));
   ok('admin: users registered (plain, MFA, federated with and without hash sync, locked); no password echoed');
 }
@@ -293,7 +294,7 @@ async function deviceFlow() {
   await sleep(1050);
   r = await poll(dc2.device_code);
   const tok = expectTokens(r, ['token_type', 'scope', 'expires_in', 'ext_expires_in', 'access_token', 'refresh_token', 'id_token'], 'device approved');
-  assert.strictEqual(tok.scope, `${MAIL_SEND} openid offline_access`);
+  assert.strictEqual(tok.scope, 'Mail.Send openid profile email', 'Entra: Graph short names, openid brings profile and email, offline_access not echoed');
   const idClaims = JSON.parse(Buffer.from(tok.id_token.split('.')[1], 'base64url').toString('utf8'));
   assert.strictEqual(idClaims.preferred_username, 'alice@contoso.com');
   r = await sendMail(tok.access_token);
@@ -335,7 +336,7 @@ async function deviceFlow() {
   await sleep(1050);
   r = await poll(dc5.device_code);
   const t5 = expectTokens(r, ['token_type', 'scope', 'expires_in', 'ext_expires_in', 'access_token'], 'no offline_access');
-  assert.strictEqual(t5.scope, MAIL_SEND, 'the granted (narrower) scope');
+  assert.strictEqual(t5.scope, 'Mail.Send', 'the granted (narrower) scope, by its Graph short name');
   ok('device: no refresh_token without offline_access; scope is what was granted (narrower than asked)');
 
   // devicecode endpoint errors.
@@ -371,7 +372,7 @@ async function ropcFlow() {
   const pw = (form, tenant) => token({ grant_type: 'password', client_id: PUBLIC_APP, scope: `${MAIL_SEND} offline_access`, password: PASSWORD, ...form }, tenant);
   let r = await pw({ username: 'alice@contoso.com' });
   const t1 = expectTokens(r, ['token_type', 'scope', 'expires_in', 'ext_expires_in', 'access_token', 'refresh_token'], 'ROPC');
-  assert.strictEqual(t1.scope, `${MAIL_SEND} offline_access`);
+  assert.strictEqual(t1.scope, 'Mail.Send');
   r = await sendMail(t1.access_token);
   assert.strictEqual(r.status, 202, r.text);
   const mail = await adminOk('GET', '/admin/mail');
@@ -385,8 +386,9 @@ async function ropcFlow() {
   expectAad(await pw({ username: 'alice@contoso.com', password: 'wrong' }), 400, 'invalid_grant', 50126, 'wrong password');
   expectAad(await pw({ username: 'nobody@contoso.com' }), 400, 'invalid_grant', 50034, 'unknown user');
   expectAad(await pw({ username: 'carol@contoso.com' }), 400, 'invalid_grant', 50126, 'federated without hash sync');
+  expectAad(await pw({ username: 'dora@contoso.com' }), 400, 'invalid_grant', 50126, 'federated with hash sync but no HRD AllowCloudPasswordValidation');
   r = await pw({ username: 'dave@contoso.com' });
-  assert.strictEqual(r.status, 200, `federated with hash sync: ${r.text}`);
+  assert.strictEqual(r.status, 200, `federated with hash sync and HRD policy: ${r.text}`);
   expectAad(await pw({ username: 'eve@contoso.com' }), 400, 'invalid_grant', 50053, 'locked account');
   const mfa = expectAad(await pw({ username: 'bob@contoso.com' }), 400, 'invalid_grant', 50076, 'MFA required');
   assert.strictEqual(mfa.suberror, 'basic_action');
@@ -596,6 +598,46 @@ async function genericFlow(certA) {
   ok('generic password grant, unsupported_grant_type, invalid_request, unknown client 401; oauth_* counters');
 }
 
+// Entra's loop detection (AADSTS50196), random lifetimes; generic OpenID Connect refresh
+// tokens only with offline_access; a generic server that takes secrets only by Basic.
+async function fidelity() {
+  const pw = (form = {}) => token({ grant_type: 'password', client_id: PUBLIC_APP, scope: `${MAIL_SEND} offline_access`, password: PASSWORD, username: 'dave@contoso.com', ...form });
+  await adminOk('POST', '/admin/config', { loop_threshold: 3, loop_window_s: 60 });
+  for (let i = 0; i < 3; i++) { const x = await pw(); assert.strictEqual(x.status, 200, `under the loop threshold: ${x.text}`); }
+  expectAad(await pw(), 400, 'invalid_request', 50196, 'the 4th identical request is a loop');
+  assert.strictEqual((await pw({ scope: `${GRAPH}/User.Read offline_access` })).status, 200, 'another scope set is another request');
+  let c = await adminOk('POST', '/admin/config', { cloud: 'usgov' });
+  assert.ok(c.loop_threshold < 20 && c.loop_threshold > 0, 'government clouds trip sooner');
+  await adminOk('POST', '/admin/config', { loop_threshold: 0, cloud: 'global', token_lifetime_random: true });
+  const lifetimes = new Set();
+  for (let i = 0; i < 6; i++) {
+    const t = (await pw()).json;
+    assert.ok(t.expires_in >= 3599 && t.expires_in <= 5399, `random lifetime in 60..90 min: ${t.expires_in}`);
+    lifetimes.add(t.expires_in);
+  }
+  assert.ok(lifetimes.size > 1, 'lifetimes vary');
+  await adminOk('POST', '/admin/config', { token_lifetime_random: false });
+  ok('fidelity: AADSTS50196 after loop_threshold identical requests (lower for usgov), random 60-90 min lifetimes');
+
+  const generic = (form, headers) => post('/oauth/token', { grant_type: 'password', client_id: PUBLIC_APP, username: 'dave@contoso.com', password: PASSWORD, ...form }, headers);
+  let r = await generic({ scope: `openid ${MAIL_SEND}` });
+  assert.strictEqual(r.status, 200, r.text);
+  assert.strictEqual(r.json.refresh_token, undefined, 'openid without offline_access: no refresh token');
+  r = await generic({ scope: `openid offline_access ${MAIL_SEND}` });
+  assert.ok(r.json.refresh_token, 'openid with offline_access: a refresh token');
+  r = await generic({ scope: MAIL_SEND });
+  assert.ok(r.json.refresh_token, 'plain OAuth: a refresh token without offline_access');
+  await adminOk('POST', '/admin/config', { generic_client_auth: 'basic' });
+  const cc = { grant_type: 'client_credentials', client_id: CONF_APP, scope: MAIL_SEND };
+  r = await post('/oauth/token', { ...cc, client_secret: SECRET });
+  assert.strictEqual(r.status, 401, 'client_secret_post refused when only Basic is accepted');
+  const basic = 'Basic ' + Buffer.from(`${encodeURIComponent(CONF_APP)}:${encodeURIComponent(SECRET)}`).toString('base64');
+  r = await post('/oauth/token', { grant_type: 'client_credentials', scope: MAIL_SEND }, { Authorization: basic });
+  assert.notStrictEqual(r.status, 401, `client_secret_basic accepted: ${r.text}`);
+  await adminOk('POST', '/admin/config', { generic_client_auth: 'any' });
+  ok('generic: openid needs offline_access for a refresh token; generic_client_auth basic refuses client_secret_post');
+}
+
 async function faultsAndSecrets() {
   await adminOk('POST', '/admin/faults', { endpoint: 'devicecode', mode: 'status', status: 503, retry_after: 3 });
   let r = await devicecode({ client_id: PUBLIC_APP, scope: 'Mail.Send' });
@@ -712,6 +754,7 @@ async function main() {
   await ropcFlow();
   await clientCredentialsFlow(certA, certB, certOld);
   await genericFlow(certA);
+  await fidelity();
   await faultsAndSecrets();
   await robustness();
   await restart();

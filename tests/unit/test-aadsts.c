@@ -26,6 +26,9 @@ static const struct {
     {90002, IDP_CONFIG, "tenant"},
     {9001023, IDP_CONFIG, "/common"},
     {50196, IDP_TRANSIENT, "backing off"},
+    {50126, IDP_REAUTH, "password hash sync"},
+    {50126, IDP_REAUTH, "AllowCloudPasswordValidation"},
+    {700027, IDP_CONFIG, "RS256"},
 };
 
 int main(void)
@@ -43,6 +46,8 @@ int main(void)
                 ok(strchr(e->guidance, '\n') == NULL && strlen(e->guidance) < 200,
                    "guidance is one line that fits an idp_result message");
         }
+        /* Loop detection lifts after minutes: a one-second retry only extends it. */
+        ok(aadsts_retry_after_min(50196) >= 120, "50196 waits minutes, not seconds");
         ok(aadsts_find(0) == NULL, "0 is no code");
         ok(aadsts_find(12345) == NULL, "an unknown code is left to the OAuth error");
         return done_testing();

@@ -118,6 +118,10 @@ static void test_refused(void)
             "{" BASE ",\"flow\":\"device\",\"secret_expires_at\":-1}",
             "{" BASE ",\"flow\":\"device\",\"secret_expires_at\":\"1\"}",
             "{" BASE ",\"flow\":\"device\",\"token_endpoint\":5}",
+            "{" BASE ",\"flow\":\"client-certificate\",\"assertion_alg\":\"HS256\"}",
+            "{" BASE ",\"flow\":\"client-certificate\",\"assertion_alg\":\"ps256\"}",
+            "{" BASE ",\"flow\":\"client-secret\",\"client_auth\":\"digest\"}",
+            "{" BASE ",\"flow\":\"client-secret\",\"client_auth\":true}",
         };
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -128,11 +132,46 @@ static void test_refused(void)
         }
 }
 
+/* assertion_alg and client_auth: defaults, parsed values, and a round trip. */
+static void test_credential_settings(void)
+{
+        struct account_meta m, again;
+        char *text = NULL;
+
+        is_int(parse("{" BASE ",\"flow\":\"client-certificate\"}", &m), 0, "no settings");
+        is_int(m.assertion_alg_kind, ACCOUNT_ASSERTION_PS256, "PS256 by default");
+        is_int(m.client_auth_kind, ACCOUNT_CLIENT_AUTH_POST, "secret in the body by default");
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"client-certificate\",\"assertion_alg\":\"RS256\","
+                     "\"client_auth\":\"basic\"}",
+                     &m),
+               0, "RS256 and basic");
+        is_int(m.assertion_alg_kind, ACCOUNT_ASSERTION_RS256, "RS256 parsed");
+        is_int(m.client_auth_kind, ACCOUNT_CLIENT_AUTH_BASIC, "basic parsed");
+        is_int(account_meta_to_json(&m, &text), 0, "prints");
+        is_int(parse(text, &again), 0, "reads back");
+        is_int(again.assertion_alg_kind, ACCOUNT_ASSERTION_RS256, "RS256 survives a round trip");
+        is_int(again.client_auth_kind, ACCOUNT_CLIENT_AUTH_BASIC, "basic survives a round trip");
+        free(text);
+        account_meta_clear(&again);
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"client-certificate\",\"assertion_alg\":\"PS256\","
+                     "\"client_auth\":\"post\"}",
+                     &m),
+               0, "PS256 and post named");
+        is_int(m.assertion_alg_kind, ACCOUNT_ASSERTION_PS256, "PS256 parsed");
+        is_int(m.client_auth_kind, ACCOUNT_CLIENT_AUTH_POST, "post parsed");
+        account_meta_clear(&m);
+}
+
 int main(void)
 {
         json_init();
         test_flows();
         test_fields();
         test_refused();
+        test_credential_settings();
         return done_testing();
 }

@@ -109,11 +109,108 @@ static void test_credential_call(void)
                0, "a certificate account");
 }
 
+static void check_granted(const char *key, const char *granted, const char *want, const char *what)
+{
+        char *out = NULL;
+
+        is_int(grant_granted_scope(key, granted, &out), 0, what);
+        if (want)
+                is_str(out, want, what);
+        else
+                ok(out == NULL, what);
+        free(out);
+}
+
+/* Entra's "scope": Graph's short names, openid/profile/email added, offline_access left out. */
+static void test_granted_scope(void)
+{
+        check_granted("https://graph.microsoft.com/Mail.Send", "Mail.Send openid profile email",
+                      "https://graph.microsoft.com/Mail.Send", "a short Graph name is expanded");
+        check_granted("https://graph.microsoft.com/Mail.Send https://graph.microsoft.com/User.Read",
+                      "User.Read Mail.Send",
+                      "https://graph.microsoft.com/User.Read https://graph.microsoft.com/Mail.Send",
+                      "each short name becomes its own requested scope");
+        check_granted("https://graph.microsoft.us/Mail.Send", "mail.send email",
+                      "https://graph.microsoft.us/Mail.Send",
+                      "a national cloud's Graph, matched without case");
+        check_granted("https://graph.microsoft.com/Mail.Send",
+                      "https://graph.microsoft.com/Mail.Send",
+                      "https://graph.microsoft.com/Mail.Send", "a full name stays as it is");
+        check_granted("mail.send read", "read mail.send", "read mail.send",
+                      "a generic server's plain scopes stay as they are");
+        check_granted("https://graph.microsoft.com/Mail.Send",
+                      "openid profile email offline_access", NULL,
+                      "only OpenID scopes: the scope key is reported");
+        check_granted("https://graph.microsoft.com/Mail.Send", NULL, NULL,
+                      "no scope in the answer");
+}
+
+/* RFC 6749 §2.3.1: form-urlencode both parts, then base64 "id:secret". */
+static void test_basic_authorization(void)
+{
+        struct secret *secret = NULL, *header = NULL;
+
+        is_int(secret_new_from("s3cr:t +/%", 10, &secret), 0, "secret");
+        is_int(grant_basic_authorization("my client", secret, &header), 0, "header built");
+        /* base64("my+client:s3cr%3At+%2B%2F%25") */
+        is_str(secret_str(header), "Authorization: Basic bXkrY2xpZW50OnMzY3IlM0F0KyUyQiUyRiUyNQ==",
+               "client id and secret form-encoded, then base64");
+        secret_free(header);
+        secret_free(secret);
+        is_int(secret_new_from("ab", 2, &secret), 0, "secret");
+        is_int(grant_basic_authorization("c", secret, &header), 0, "short header built");
+        is_str(secret_str(header), "Authorization: Basic YzphYg==", "padding");
+        secret_free(header);
+        secret_free(secret);
+}
+
+/* AADSTS700027 for a PS256 assertion: remembered, RS256 next, transient; not for RS256. */
+static void test_assertion_fallback(void)
+{
+        struct account_meta meta = {.assertion_alg_kind = ACCOUNT_ASSERTION_PS256};
+        struct grant_credential_call call;
+        struct idp_result result = {.outcome = IDP_CONFIG, .error_code = 700027};
+
+        grant_assertion_fallbacks_clear();
+        is_int(grant_credential_call_init(&call, "app", ACCOUNT_FLOW_CLIENT_CERTIFICATE,
+                                          "https://login.example/t/oauth2/v2.0/token", "cid"),
+               0, "init");
+        grant_credential_call_set_alg(&call, &meta);
+        is_int(call.alg, STORE_ASSERTION_PS256, "PS256 by default");
+        ok(grant_credential_refused(&call, &result), "700027 for PS256 falls back");
+        is_int(result.outcome, IDP_TRANSIENT, "and is retried soon");
+        is_int(call.alg, STORE_ASSERTION_RS256, "with RS256");
+        result = (struct idp_result){.outcome = IDP_CONFIG, .error_code = 700027};
+        ok(!grant_credential_refused(&call, &result), "700027 for RS256 is final");
+        is_int(result.outcome, IDP_CONFIG, "and stays a configuration error");
+
+        is_int(grant_credential_call_init(&call, "app", ACCOUNT_FLOW_CLIENT_CERTIFICATE,
+                                          "https://login.example/t/oauth2/v2.0/token", "cid"),
+               0, "init again");
+        grant_credential_call_set_alg(&call, &meta);
+        is_int(call.alg, STORE_ASSERTION_RS256, "the account keeps RS256 once refused");
+        is_int(grant_credential_call_init(&call, "other", ACCOUNT_FLOW_CLIENT_CERTIFICATE,
+                                          "https://login.example/t/oauth2/v2.0/token", "cid"),
+               0, "another account");
+        grant_credential_call_set_alg(&call, &meta);
+        is_int(call.alg, STORE_ASSERTION_PS256, "another account still sends PS256");
+        meta.assertion_alg_kind = ACCOUNT_ASSERTION_RS256;
+        grant_credential_call_set_alg(&call, &meta);
+        is_int(call.alg, STORE_ASSERTION_RS256, "the account setting selects RS256");
+        result = (struct idp_result){.outcome = IDP_CONFIG, .error_code = 7000215};
+        call.alg = STORE_ASSERTION_PS256;
+        ok(!grant_credential_refused(&call, &result), "other codes do not fall back");
+        grant_assertion_fallbacks_clear();
+}
+
 int main(void)
 {
         json_init();
         test_app_only_scope();
         test_forms();
         test_credential_call();
+        test_granted_scope();
+        test_basic_authorization();
+        test_assertion_fallback();
         return done_testing();
 }

@@ -97,6 +97,26 @@ int main(void)
                 idp_result_clear(&r);
         }
 
+        /* AADSTS50196 (loop detected, Entra's wording and shape; no Retry-After): transient,
+         * but with a floor of minutes on the wait, and a longer Retry-After still wins. */
+        static const char loop[] =
+            "{\"error\":\"invalid_request\",\"error_description\":\"AADSTS50196: The server "
+            "terminated an operation because it encountered a client request loop.\","
+            "\"error_codes\":[50196]}";
+        r = parse(400, loop, 0);
+        is_int(r.outcome, IDP_TRANSIENT, "50196 is transient");
+        ok(r.retry_after >= 120, "50196 waits minutes without a Retry-After");
+        ok(strstr(r.message, "loop") != NULL, "50196's message names the loop");
+        idp_result_clear(&r);
+        r = parse(400, loop, 3000);
+        is_int(r.retry_after, 3000, "a longer Retry-After than the floor is kept");
+        idp_result_clear(&r);
+        r = parse(400, "{\"error\":\"invalid_grant\",\"error_codes\":[50126]}", 0);
+        is_int(r.retry_after, 0, "other codes get no floor");
+        ok(strstr(r.message, "AllowCloudPasswordValidation") != NULL,
+           "50126 names the HRD policy setting");
+        idp_result_clear(&r);
+
         /* Retry-After: seconds or an HTTP date, bounded to an hour. */
         is_int(idp_parse_retry_after("30", 1000), 30, "Retry-After in seconds");
         is_int(idp_parse_retry_after("0", 1000), 0, "Retry-After 0");

@@ -180,7 +180,7 @@ module.exports = function makeApps(kit) {
   function userView(u) {
     return {
       username: u.username, tenant: u.tenant, mfa_required: u.mfa_required, federated: u.federated,
-      password_hash_sync: u.password_hash_sync, locked: u.locked, failed_attempts: u.failed_attempts,
+      password_hash_sync: u.password_hash_sync, hrd_cloud_password_validation: u.hrd_cloud_password_validation, locked: u.locked, failed_attempts: u.failed_attempts,
       error_code: u.error_code === undefined ? null : u.error_code,
     };
   }
@@ -188,7 +188,7 @@ module.exports = function makeApps(kit) {
   // POST /admin/users: create or replace a user. A changed password revokes the refresh
   // tokens the user got from the password grant (Entra: password change/reset, 50173).
   function adminRegisterUser(app, b) {
-    checkKeys(b, ['username', 'password', 'tenant', 'mfa_required', 'federated', 'password_hash_sync', 'locked', 'error_code']);
+    checkKeys(b, ['username', 'password', 'tenant', 'mfa_required', 'federated', 'password_hash_sync', 'hrd_cloud_password_validation', 'locked', 'error_code']);
     if (b.error_code !== undefined && !USER_ERROR_CODES.includes(b.error_code)) {
       throw new AdminError(400, `"error_code" must be one of ${USER_ERROR_CODES.join(', ')}`);
     }
@@ -198,7 +198,7 @@ module.exports = function makeApps(kit) {
     if (tenant !== undefined && (!/^[A-Za-z0-9._-]+$/.test(tenant) || TENANT_ALIASES.includes(lc(tenant)))) {
       throw new AdminError(400, '"tenant" must be a tenant id or domain');
     }
-    for (const k of ['mfa_required', 'federated', 'password_hash_sync', 'locked']) {
+    for (const k of ['mfa_required', 'federated', 'password_hash_sync', 'hrd_cloud_password_validation', 'locked']) {
       if (b[k] !== undefined && typeof b[k] !== 'boolean') throw new AdminError(400, `"${k}" must be a boolean`);
     }
     const { store } = app;
@@ -213,6 +213,7 @@ module.exports = function makeApps(kit) {
       mfa_required: !!b.mfa_required,
       federated: !!b.federated,
       password_hash_sync: !!b.password_hash_sync,
+      hrd_cloud_password_validation: !!b.hrd_cloud_password_validation,
       locked: !!b.locked,
       failed_attempts: 0,
       error_code: b.error_code === undefined ? null : b.error_code,
@@ -245,7 +246,10 @@ module.exports = function makeApps(kit) {
     // sync Entra cannot validate it and answers 50126 like for a wrong password (sign-in log:
     // "Invalid username or password or Invalid on-premise username or password";
     // MicrosoftDocs/azure-docs#55028, #32264: ROPC is not supported for federated users).
-    if (u.federated && !u.password_hash_sync) throw new AadError(50126);
+    // Microsoft's ROPC page: a federated user's password is checked in the cloud only with
+    // password hash sync *and* a Home Realm Discovery policy with
+    // AllowCloudPasswordValidation on the app; without either, 50126.
+    if (u.federated && (!u.password_hash_sync || !u.hrd_cloud_password_validation)) throw new AadError(50126);
     if (u.locked) throw new AadError(50053);
     if (!timingSafeHexEqual(passwordHash(password, u.salt), u.password_sha256)) {
       u.failed_attempts += 1;

@@ -71,6 +71,10 @@ module.exports = function makeGeneric(kit, apps, device) {
       (params.has('client_assertion') || params.has('client_assertion_type')) && 'private_key_jwt'].filter(Boolean);
     if (methods.length > 1) throw new OAuthError('invalid_request', 'more than one client authentication method');
     const method = methods[0] || 'none';
+    const only = app.config.genericClientAuth;
+    if ((only === 'basic' && method === 'client_secret_post') || (only === 'post' && method === 'client_secret_basic')) {
+      throw invalidClient(`this server accepts client secrets only with client_secret_${only}`, method === 'client_secret_basic');
+    }
     let clientId = params.get('client_id');
     if (basic) {
       if (clientId !== undefined && clientId !== basic.id) throw new OAuthError('invalid_request', 'client_id does not match the Basic credentials');
@@ -124,9 +128,15 @@ module.exports = function makeGeneric(kit, apps, device) {
     const accessToken = store.issueAccessToken({
       family, tenant, clientId: client.client_id, user, resource: resourceOf(scopes), scopes: tokenScopes(scopes), appOnly: false, lifetime: config.tokenLifetime,
     });
-    const refreshToken = store.issueRefreshToken(family);
+    // OpenID Connect Core §11: with openid, a refresh token only for offline_access.
+    const refreshToken = wantsRefresh(config, scopes) ? store.issueRefreshToken(family) : undefined;
     store.save();
     return { access_token: accessToken, token_type: 'Bearer', expires_in: config.tokenLifetime, refresh_token: refreshToken, scope: scopes.join(' ') };
+  }
+
+  function wantsRefresh(config, scopes) {
+    if (scopes.includes('offline_access')) return true;
+    return !scopes.includes('openid') && !config.genericRefreshNeedsOfflineAccess;
   }
 
   // Requested scopes (opaque) checked against what may be granted; none asked = all.
@@ -134,7 +144,8 @@ module.exports = function makeGeneric(kit, apps, device) {
     if (scopeParam === undefined) return allowed.slice();
     const want = [...new Set(scopeParam.split(' ').filter(Boolean))];
     if (!want.length) throw new OAuthError('invalid_scope', 'empty scope');
-    for (const s of want) if (!allowed.includes(s)) throw new OAuthError('invalid_scope', `scope "${s.slice(0, 200)}" not allowed`);
+    // OpenID Connect's scopes need no registration.
+    for (const s of want) if (!allowed.includes(s) && !['openid', 'offline_access', 'profile', 'email'].includes(s)) throw new OAuthError('invalid_scope', `scope "${s.slice(0, 200)}" not allowed`);
     return want;
   }
 
@@ -318,7 +329,8 @@ module.exports = function makeGeneric(kit, apps, device) {
       token_endpoint: `${issuer}/oauth/token`,
       device_authorization_endpoint: `${issuer}/oauth/device_authorization`,
       grant_types_supported: ['refresh_token', 'password', 'client_credentials', DEVICE_CODE_GRANT],
-      token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'],
+      token_endpoint_auth_methods_supported: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt']
+        .filter((m) => !(app.config.genericClientAuth === 'basic' && m === 'client_secret_post') && !(app.config.genericClientAuth === 'post' && m === 'client_secret_basic')),
       token_endpoint_auth_signing_alg_values_supported: ['PS256', 'RS256'],
       response_types_supported: [],
     });
