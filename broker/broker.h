@@ -105,7 +105,6 @@ int server_listen(struct broker *b);
 void server_close_all(struct broker *b);
 /* Resumes handling c's queued requests after its waiter was answered. */
 void connection_resume(struct connection *c);
-void connection_flush(struct connection *c);
 
 /* request.c: handles one frame from a connection. Either a reply is appended to c->out, or
  * c->waiting is set and the reply comes when the account's refresh is done. */

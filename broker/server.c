@@ -100,11 +100,6 @@ void connection_resume(struct connection *c)
         stream_resume(&c->stream);
 }
 
-void connection_flush(struct connection *c)
-{
-        stream_flush(&c->stream);
-}
-
 /* The socket systemd passed, if any: -1 when none, a negative errno when unusable. */
 static int socket_from_systemd(void)
 {

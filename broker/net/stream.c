@@ -225,6 +225,8 @@ void stream_flush(struct stream *s)
 {
         bool wrote = false;
 
+        if (s->watch.fd < 0)
+                return;
         while (buf_len(s->out) > 0) {
                 int r = buf_write_fd(s->out, s->watch.fd);
                 if (r == -EAGAIN)
@@ -294,7 +296,8 @@ static void stream_process(struct stream *s)
         if (s->processing)
                 return;
         s->processing = true;
-        while (!s->closing && !busy(s) && buf_len(s->out) < STREAM_OUT_HIGH_WATER) {
+        while (s->watch.fd >= 0 && !s->closing && !busy(s) &&
+               buf_len(s->out) < STREAM_OUT_HIGH_WATER) {
                 r = wire_frame_peek(s->in, &payload, &len);
                 if (r == 0)
                         break;

@@ -55,3 +55,37 @@ test('audit log full: the broker stays up and says why in its log', { timeout: 3
   assert.equal((await h.rawRequest({ v: 1, op: 'ping' })).ok, true);
   assert.match(h.brokerLog(), /audit log/i);
 });
+
+test('audit log on a full filesystem: a short write reports ENOSPC, takes the torn line back and sends no token', { timeout: 60000 }, async (t) => {
+  const { spawnSync } = require('node:child_process');
+  const fs = require('node:fs');
+  const dir = fs.mkdtempSync('/tmp/cbit-small-');
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir]).status !== 0) {
+    fs.rmdirSync(dir);
+    t.skip('cannot mount a small tmpfs here');
+    return;
+  }
+  const small = await setup({ config: { broker: { audit_log: `${dir}/audit.log` } } });
+  try {
+    assert.equal((await small.rawRequest(TOKEN)).ok, true, 'room at first');
+    // Fill every free page: what is left is the rest of the audit log's last page.
+    spawnSync('dd', ['if=/dev/zero', `of=${dir}/filler`, 'bs=4096']);
+    let reply;
+    for (let i = 0; i < 200; i++) {
+      reply = await small.rawRequest(TOKEN);
+      if (!reply.ok) break;
+    }
+    assertInternal(reply, 'once the log is full');
+    const log = small.brokerLog();
+    assert.match(log, /Failed to write the audit log: No space left on device/);
+    assert.doesNotMatch(log, /Failed to write the audit log: Input\/output error/);
+    // The torn record was taken back: the log still ends with a whole line.
+    const text = fs.readFileSync(`${dir}/audit.log`, 'utf8');
+    assert.ok(text.endsWith('\n'), 'the log ends with a whole record');
+    for (const line of text.trim().split('\n')) JSON.parse(line);
+  } finally {
+    await small.teardown();
+    spawnSync('umount', [dir]);
+    fs.rmdirSync(dir);
+  }
+});
