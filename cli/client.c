@@ -14,21 +14,23 @@
 
 #include "buf.h"
 #include "cleanup.h"
+#include "commands.h"
 #include "json.h"
 
 /* A refresh can take as long as the broker's upstream timeout; allow for it and a margin. */
 #define CLIENT_TIMEOUT_MS 60000
 
-const char *client_socket_path(const char *option)
+const char *client_socket_path(const char *option, const char *config_option)
 {
-        const char *env;
+        const char *env, *configured;
 
         if (option)
                 return option;
         env = secure_getenv("CREDBROKER_SOCKET");
         if (env && *env)
                 return env;
-        return DEFAULT_SOCKET;
+        configured = cli_configured_socket(config_option, false);
+        return configured ? configured : DEFAULT_SOCKET;
 }
 
 static int client_connect(const char *path, int *ret_fd)

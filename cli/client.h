@@ -15,8 +15,10 @@
 #define EXIT_NOPERM      77
 #define EXIT_CONFIG      78
 
-/* --socket, else $CREDBROKER_SOCKET, else the default path. */
-const char *client_socket_path(const char *option);
+/* --socket, else $CREDBROKER_SOCKET, else the socket of the configuration named by --config or
+ * $CREDBROKER_CONFIG (or of the default configuration when it exists), else the default path:
+ * the same order admin_socket_path() follows for the admin socket. */
+const char *client_socket_path(const char *option, const char *config_option);
 
 /* Connects, sends one request and reads its reply. On failure prints one line and returns the
  * exit code to use (never 0). */

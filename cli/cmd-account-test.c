@@ -99,7 +99,8 @@ static int send_test_message(const char *name, const char *profile, const char *
         if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
                                                      : config_load(path, true, &config) < 0)
                 return EXIT_CONFIG;
-        r = client_get_token(client_socket_path(socket), profile, NULL, 0, 300, &reply);
+        r = client_get_token(client_socket_path(socket, config_option), profile, NULL, 0, 300,
+                             &reply);
         if (r != 0)
                 return r;
         account = json_get_string(reply, "account");
