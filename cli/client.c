@@ -19,6 +19,7 @@
 #include "buf.h"
 #include "cleanup.h"
 #include "commands.h"
+#include "display.h"
 #include "json.h"
 #include "retry.h"
 
@@ -233,13 +234,15 @@ int client_report_error(const cJSON *reply)
 
         if (code)
                 (void)wire_error_from_string(code, &e);
+        /* The message may carry upstream text (a token endpoint's error_description): no
+         * control characters reach the terminal. */
+        fputs("credbroker: ", stderr);
+        display_text_max(stderr, message ? message : "request failed", 600);
+        fputs(" (", stderr);
+        display_text_max(stderr, code ? code : "error", 64);
         if (json_get_u64(reply, "retry_after", &retry_after) == 0)
-                fprintf(stderr, "credbroker: %s (%s; retry after %llu s)\n",
-                        message ? message : "request failed", code ? code : "error",
-                        (unsigned long long)retry_after);
-        else
-                fprintf(stderr, "credbroker: %s (%s)\n", message ? message : "request failed",
-                        code ? code : "error");
+                fprintf(stderr, "; retry after %llu s", (unsigned long long)retry_after);
+        fputs(")\n", stderr);
         switch (e) {
         case WIRE_DENIED:
                 return EXIT_NOPERM;
@@ -254,13 +257,10 @@ int client_report_error(const cJSON *reply)
         }
 }
 
-int client_get_token(const char *socket_path, const char *profile, char *const *scopes,
-                     size_t n_scopes, long min_ttl, cJSON **ret_reply)
+int client_request_token(const char *socket_path, const char *profile, char *const *scopes,
+                         size_t n_scopes, long min_ttl, cJSON **ret_reply)
 {
         _cleanup_json_ cJSON *request = cJSON_CreateObject();
-        cJSON *reply = NULL;
-        const cJSON *ok;
-        int r;
 
         if (!request || !cJSON_AddNumberToObject(request, "v", WIRE_VERSION) ||
             !cJSON_AddStringToObject(request, "op", "token") ||
@@ -273,7 +273,17 @@ int client_get_token(const char *socket_path, const char *profile, char *const *
                         if (!cJSON_AddItemToArray(array, cJSON_CreateString(scopes[i])))
                                 return EXIT_SOFTWARE;
         }
-        r = client_call(socket_path, request, &reply);
+        return client_call(socket_path, request, ret_reply);
+}
+
+int client_get_token(const char *socket_path, const char *profile, char *const *scopes,
+                     size_t n_scopes, long min_ttl, cJSON **ret_reply)
+{
+        cJSON *reply = NULL;
+        const cJSON *ok;
+        int r;
+
+        r = client_request_token(socket_path, profile, scopes, n_scopes, min_ttl, &reply);
         if (r != 0)
                 return r;
         ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");

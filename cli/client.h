@@ -28,6 +28,11 @@ int client_call(const char *socket_path, const cJSON *request, cJSON **ret_reply
  * the code maps to. */
 int client_report_error(const cJSON *reply);
 
+/* Asks for a token; returns 0 with the broker's reply whatever it says (ok or an error), or the
+ * exit code of a failure to get one (printed). */
+int client_request_token(const char *socket_path, const char *profile, char *const *scopes,
+                         size_t n_scopes, long min_ttl, cJSON **ret_reply);
+
 /* Asks for a token; on success *ret_reply holds the whole reply ("access_token", "mailbox"...). */
 int client_get_token(const char *socket_path, const char *profile, char *const *scopes,
                      size_t n_scopes, long min_ttl, cJSON **ret_reply);

@@ -78,11 +78,16 @@ static void format_age(uint64_t then, uint64_t now, char out[static 48])
         }
         age = now > then ? now - then : 0;
         if (age >= 86400)
-                snprintf(out, 48, "%llu days", (unsigned long long)(age / 86400));
+                snprintf(out, 48, "%llu day%s", (unsigned long long)(age / 86400),
+                         age / 86400 == 1 ? "" : "s");
         else if (age >= 3600)
-                snprintf(out, 48, "%llu hours", (unsigned long long)(age / 3600));
+                snprintf(out, 48, "%llu hour%s", (unsigned long long)(age / 3600),
+                         age / 3600 == 1 ? "" : "s");
+        else if (age >= 60)
+                snprintf(out, 48, "%llu minute%s", (unsigned long long)(age / 60),
+                         age / 60 == 1 ? "" : "s");
         else
-                snprintf(out, 48, "%llu minutes", (unsigned long long)(age / 60));
+                snprintf(out, 48, "less than a minute");
 }
 
 static void show_text(const char *name, const struct account_view *v, uint64_t now)

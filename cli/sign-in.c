@@ -46,8 +46,8 @@ static void countdown_show(struct countdown *cd)
                 fprintf(stderr, "\rwaiting for sign-in\u2026 %s left   ", text);
                 cd->line_drawn = true;
         } else if (cd->printed == 0 || now - cd->printed >= PLAIN_PROGRESS_EVERY_SEC) {
-                fprintf(stderr, "waiting for sign-in (%llu minutes left)\n",
-                        (unsigned long long)((left + 59) / 60));
+                fprintf(stderr, "waiting for sign-in (%llu minute%s left)\n",
+                        (unsigned long long)((left + 59) / 60), (left + 59) / 60 == 1 ? "" : "s");
                 cd->printed = now;
         }
         fflush(stderr);

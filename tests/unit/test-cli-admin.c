@@ -166,6 +166,19 @@ static void test_display(void)
         is_str(text, "ok?[2Jtitle? ?31m caf\xc3\xa9\nnext\ttab",
                "escape, bell and C1 CSI are neutralised, UTF-8 and newlines stay");
         free(text);
+
+        text = NULL;
+        f = open_memstream(&text, &size);
+        display_text_max(f, "ab\x1b[31mcdef", 6);
+        fclose(f);
+        is_str(text, "ab?[31...", "bounded: filtered, cut, marked");
+        free(text);
+        text = NULL;
+        f = open_memstream(&text, &size);
+        display_text_max(f, "x\xc2\x9b", 2);
+        fclose(f);
+        ok(text && !strchr(text, '\x9b'), "a C1 control cut in half is not completed");
+        free(text);
 }
 
 static enum status_level level_of(const char *json, uint64_t now, uint32_t warn_days)
@@ -209,6 +222,22 @@ static void test_status_levels(void)
                  (unsigned long long)(now - 91 * day));
         is_int(level_of(json, now, 30), STATUS_CRITICAL, "refresh token past 90 days");
         is_str(status_level_name(STATUS_WARNING), "WARNING", "level names");
+}
+
+/* Counts in sentences agree with their number: "1 day", never "1 days". */
+static void test_plurals(void)
+{
+        char reason[256];
+        cJSON *o = cJSON_Parse("{\"state\":\"ok\",\"credential_expires_at\":1000000}");
+
+        status_check_account(o, 1000000 - 86400 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in 1 day", "one day");
+        status_check_account(o, 1000000 - 2 * 86400 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in 2 days", "two days");
+        status_check_account(o, 1000000 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in less than a day",
+               "under a day");
+        cJSON_Delete(o);
 }
 
 /* Backoff for refusals under load (cli/retry.c): grows, jitters, honours retry_after, and never
@@ -257,5 +286,6 @@ int main(void)
         test_display();
         test_status_levels();
         test_retry();
+        test_plurals();
         return done_testing();
 }
