@@ -78,6 +78,25 @@ test('account add --flow device, approved through the emulator', { timeout: 1200
   assert.equal(token.code, 0, `the new account serves tokens: ${token.stderr}`);
 });
 
+test('account add --flow device prints verification_uri_complete when the server sends one', { timeout: 120000 }, async () => {
+  // The emulator's generic RFC 8628 server sends it; Microsoft's does not.
+  const PUBLIC_APP = '77777777-7777-4777-8777-777777777777';
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: PUBLIC_APP, tenant: TENANT, public_client: true });
+  const base = `https://127.0.0.1:${h.emuPorts.port}/oauth`;
+  const { child, out } = spawnCli(['account', 'add', 'gdev', '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--flow', 'device', '--scope', MAIL_SEND,
+    '--token-endpoint', `${base}/token`, '--device-endpoint', `${base}/device_authorization`]);
+  const link = await waitFor('the link with the code', () => {
+    if (child.exitCode !== null) throw new Error(`the CLI exited ${child.exitCode}: ${out.stderr}`);
+    const m = out.stdout.match(/^Or open this link, which carries the code: (\S+)$/m);
+    return m && m[1];
+  }, { timeoutMs: 30000 });
+  const code = out.stdout.match(/enter the code (\S+)/)[1];
+  assert.ok(link.startsWith('https://') && link.includes(code), `the link carries the code ${code}: ${link}`);
+  child.kill('SIGTERM');
+  await waitExit(child);
+});
+
 test('account add --flow device, declined', { timeout: 120000 }, async () => {
   const { child, out } = spawnCli(['account', 'add', 'declined', '--tenant', TENANT, '--client-id', CLIENT_ID,
     '--flow', 'device', '--scope', MAIL_SEND, '--scope', 'offline_access']);
