@@ -17,6 +17,7 @@ before(async () => {
     profiles: {
       alerts: { account: 'alerts', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
       dev: { account: 'dev', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
+      jobonly: { account: 'alerts', scopes: [MAIL_SEND], rules: ['peer required uid nobody'] },
     },
   });
 });
@@ -58,7 +59,7 @@ test('list, show, status and reload through the running broker', { timeout: 6000
   assert.match(status.stdout, /^OK: 1 account/);
   const reload = await cb(['reload']);
   assert.equal(reload.code, 0, reload.stderr);
-  assert.match(reload.stdout, /^Reloaded the policy: 2 profiles\.$/m);
+  assert.match(reload.stdout, /^Reloaded the policy: 3 profiles\.$/m);
 });
 
 test('account add --flow device, approved through the emulator', { timeout: 120000 }, async () => {
@@ -186,6 +187,17 @@ test('account test --send-to: a test message through Graph', { timeout: 60000 },
   assert.equal(mail[0].request.message.toRecipients[0].emailAddress.address, 'admin@example.com');
   assert.equal(mail[0].request.message.subject, 'credbroker test message');
   assert.ok(!r.stdout.includes('eyJ') && !/access_token/.test(r.stdout), 'no token printed');
+});
+
+test('account test --send-to as root with a profile that does not allow root says so and how to test', { timeout: 60000 }, async () => {
+  const before = (await h.mail()).length;
+  const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com', '-p', 'jobonly']);
+  assert.equal(r.code, 77, r.stderr);
+  assert.match(r.stderr, /profile jobonly does not allow uid 0 \(root\): its rule jobonly:\d+ denies it/);
+  assert.match(r.stderr, /-p PROFILE naming a profile of account alerts that allows root/);
+  assert.match(r.stderr, /as the job's user/);
+  assert.doesNotMatch(r.stderr, /Access denied\. \(denied\)/);
+  assert.equal((await h.mail()).length, before, 'nothing sent');
 });
 
 test('status is CRITICAL once an account needs an administrator', { timeout: 60000 }, async () => {
