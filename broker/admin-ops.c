@@ -189,7 +189,9 @@ static void reply_show(struct inventory_operation *io, int result)
         o = reply ? cJSON_AddObjectToObject(reply, "account") : NULL;
         good = o && cJSON_AddStringToObject(o, "account", item->name) &&
                cJSON_AddBoolToObject(o, "metadata", item->meta_valid) &&
-               (!item->meta_valid || add_meta(o, &item->meta)) &&
+               (!item->meta_valid ||
+                (add_meta(o, &item->meta) &&
+                 inventory_add_endpoints(o, &item->meta, b->config->authority))) &&
                cJSON_AddStringToObject(o, "state", status.state) &&
                add_optional_string(o, "message", status.message) &&
                cJSON_AddBoolToObject(o, "client_secret", item->has_secret);

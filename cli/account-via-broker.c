@@ -219,8 +219,19 @@ static void show_text(const cJSON *a)
                 row("Mailbox:", field(a, "mailbox"));
                 if (json_get_string(a, "username"))
                         row("User name:", field(a, "username"));
-                row("Authority:", json_get_string(a, "authority") ? field(a, "authority")
-                                                                  : "(configured default)");
+                if (json_get_string(a, "authority"))
+                        row("Authority:", field(a, "authority"));
+                /* The URLs the broker uses; an older broker sends only explicit ones. */
+                if (json_get_string(a, "effective_token_endpoint"))
+                        row("Token endpoint:", field(a, "effective_token_endpoint"));
+                else if (json_get_string(a, "token_endpoint"))
+                        row("Token endpoint:", field(a, "token_endpoint"));
+                else
+                        row("Authority:", "(the broker's configured default)");
+                if (json_get_string(a, "effective_device_endpoint"))
+                        row("Device endpoint:", field(a, "effective_device_endpoint"));
+                else if (json_get_string(a, "device_endpoint"))
+                        row("Device endpoint:", field(a, "device_endpoint"));
                 time_row("Created:", a, "created");
         } else {
                 row("Metadata:", "none (an app-only account made by keygen or secret)");

@@ -30,27 +30,6 @@ struct admin_conn {
         struct buf *in;
 };
 
-/* The configuration's [broker] admin_socket, read once (the CLI runs one command). A missing
- * default configuration is not an error: the built-in default applies. */
-static char *configured_path;
-
-static const char *admin_socket_from_config(const char *config_option)
-{
-        _cleanup_(config_freep) struct config *config = NULL;
-        const char *path = cli_config_path(config_option);
-
-        if (configured_path)
-                return configured_path;
-        if (!config_option && access(path, F_OK) < 0)
-                return NULL;
-        /* An unreadable configuration is reported by whoever needs it; the default path is
-         * tried then. */
-        if (config_load(path, true, &config) < 0)
-                return NULL;
-        configured_path = TAKE_PTR(config->admin_socket_path);
-        return configured_path;
-}
-
 const char *admin_socket_path(const char *option, const char *config_option)
 {
         const char *env, *configured;
@@ -60,7 +39,7 @@ const char *admin_socket_path(const char *option, const char *config_option)
         env = secure_getenv("CREDBROKER_ADMIN_SOCKET");
         if (env && *env)
                 return env;
-        configured = admin_socket_from_config(config_option);
+        configured = cli_configured_socket(config_option, true);
         return configured ? configured : DEFAULT_ADMIN_SOCKET;
 }
 

@@ -15,8 +15,10 @@
 #define EXIT_NOPERM      77
 #define EXIT_CONFIG      78
 
-/* --socket, else $CREDBROKER_SOCKET, else the default path. */
-const char *client_socket_path(const char *option);
+/* --socket, else $CREDBROKER_SOCKET, else the socket of the configuration named by --config or
+ * $CREDBROKER_CONFIG (or of the default configuration when it exists), else the default path:
+ * the same order admin_socket_path() follows for the admin socket. */
+const char *client_socket_path(const char *option, const char *config_option);
 
 /* Connects, sends one request and reads its reply. On failure prints one line and returns the
  * exit code to use (never 0). */
@@ -25,6 +27,11 @@ int client_call(const char *socket_path, const cJSON *request, cJSON **ret_reply
 /* For a reply with "ok":false: prints "credbroker: <message> (<code>)" and returns the exit code
  * the code maps to. */
 int client_report_error(const cJSON *reply);
+
+/* Asks for a token; returns 0 with the broker's reply whatever it says (ok or an error), or the
+ * exit code of a failure to get one (printed). */
+int client_request_token(const char *socket_path, const char *profile, char *const *scopes,
+                         size_t n_scopes, long min_ttl, cJSON **ret_reply);
 
 /* Asks for a token; on success *ret_reply holds the whole reply ("access_token", "mailbox"...). */
 int client_get_token(const char *socket_path, const char *profile, char *const *scopes,

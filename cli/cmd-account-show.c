@@ -7,18 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "account-meta.h"
 #include "account-via-broker.h"
 #include "admin-client.h"
 #include "client.h"
 #include "cmd-account.h"
+#include "commands.h"
+#include "config.h"
 #include "json.h"
 #include "store.h"
 #include "util.h"
 
 struct account_view {
         struct account_meta meta;
+        /* The URLs the account talks to (explicit, or from the authority and tenant), or NULL. */
+        char *token_endpoint;
+        char *device_endpoint;
         bool has_meta;
         bool meta_unreadable;
         bool has_refresh_token;
@@ -31,6 +37,8 @@ struct account_view {
 static void account_view_clear(struct account_view *v)
 {
         account_meta_clear(&v->meta);
+        free(v->token_endpoint);
+        free(v->device_endpoint);
         store_certificate_info_clear(&v->certificate);
 }
 
@@ -78,11 +86,35 @@ static void format_age(uint64_t then, uint64_t now, char out[static 48])
         }
         age = now > then ? now - then : 0;
         if (age >= 86400)
-                snprintf(out, 48, "%llu days", (unsigned long long)(age / 86400));
+                snprintf(out, 48, "%llu day%s", (unsigned long long)(age / 86400),
+                         age / 86400 == 1 ? "" : "s");
         else if (age >= 3600)
-                snprintf(out, 48, "%llu hours", (unsigned long long)(age / 3600));
+                snprintf(out, 48, "%llu hour%s", (unsigned long long)(age / 3600),
+                         age / 3600 == 1 ? "" : "s");
+        else if (age >= 60)
+                snprintf(out, 48, "%llu minute%s", (unsigned long long)(age / 60),
+                         age / 60 == 1 ? "" : "s");
         else
-                snprintf(out, 48, "%llu minutes", (unsigned long long)(age / 60));
+                snprintf(out, 48, "less than a minute");
+}
+
+/* The effective endpoints, with the configuration's authority as the default, as the broker
+ * derives them (account_meta_token_endpoint). */
+static int account_view_endpoints(struct account_view *v, const char *config_option)
+{
+        _cleanup_(config_freep) struct config *config = NULL;
+        const char *path = cli_config_path(config_option);
+        int r;
+
+        if (!v->has_meta || v->meta_unreadable)
+                return 0;
+        if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
+                                                     : config_load(path, true, &config) < 0)
+                return -EINVAL;
+        if (account_meta_token_endpoint(&v->meta, config->authority, &v->token_endpoint) < 0)
+                return -ENOMEM;
+        r = account_meta_device_endpoint(&v->meta, config->authority, &v->device_endpoint);
+        return r == -EOPNOTSUPP ? 0 : r;
 }
 
 static void show_text(const char *name, const struct account_view *v, uint64_t now)
@@ -102,8 +134,12 @@ static void show_text(const char *name, const struct account_view *v, uint64_t n
                 printf("Mailbox:             %s\n", v->meta.mailbox ? v->meta.mailbox : "-");
                 if (v->meta.username)
                         printf("User name:           %s\n", v->meta.username);
-                printf("Authority:           %s\n",
-                       v->meta.authority ? v->meta.authority : "(configured default)");
+                if (v->meta.authority)
+                        printf("Authority:           %s\n", v->meta.authority);
+                if (v->token_endpoint)
+                        printf("Token endpoint:      %s\n", v->token_endpoint);
+                if (v->device_endpoint)
+                        printf("Device endpoint:     %s\n", v->device_endpoint);
                 account_format_time(v->meta.created, when);
                 printf("Created:             %s\n", when);
         }
@@ -161,6 +197,14 @@ static int show_json(const char *name, const struct account_view *v)
                      cJSON_AddStringToObject(o, "username", v->meta.username)) &&
                     (!v->meta.authority ||
                      cJSON_AddStringToObject(o, "authority", v->meta.authority)) &&
+                    (!v->meta.token_endpoint ||
+                     cJSON_AddStringToObject(o, "token_endpoint", v->meta.token_endpoint)) &&
+                    (!v->meta.device_endpoint ||
+                     cJSON_AddStringToObject(o, "device_endpoint", v->meta.device_endpoint)) &&
+                    (!v->token_endpoint ||
+                     cJSON_AddStringToObject(o, "effective_token_endpoint", v->token_endpoint)) &&
+                    (!v->device_endpoint ||
+                     cJSON_AddStringToObject(o, "effective_device_endpoint", v->device_endpoint)) &&
                     json_add_uint(o, "created", v->meta.created);
         if (good && v->has_refresh_token) {
                 good = (rt = cJSON_AddObjectToObject(o, "refresh_token")) &&
@@ -272,6 +316,10 @@ int account_show(int argc, char **argv)
         if (r < 0) {
                 fprintf(stderr, "credbroker: reading account %s failed: %s\n", name, strerror(-r));
                 return EXIT_SOFTWARE;
+        }
+        if (account_view_endpoints(&view, config_option) < 0) {
+                account_view_clear(&view);
+                return EXIT_CONFIG;
         }
         if (json)
                 r = show_json(name, &view);

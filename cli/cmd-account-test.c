@@ -19,6 +19,7 @@
 #include "display.h"
 #include "graph.h"
 #include "json.h"
+#include "policy.h"
 #include "util.h"
 #include "wire.h"
 
@@ -85,6 +86,37 @@ static void print_test_reply(const char *name, const cJSON *reply)
         }
 }
 
+/* Root was denied the test token: say whether the profile's own rules refuse uid 0 (a dry run
+ * of its peer rules, as "credbroker policy test" does) and how to test instead. */
+static void explain_root_denial(const char *name, const char *profile, const struct config *config)
+{
+        _cleanup_(policy_set_freep) struct policy_set *set = NULL;
+        const struct policy_profile *p = NULL;
+        struct policy_peer peer = {.uid = 0, .gid = 0, .pid = getpid()};
+        struct policy_decision d = {0};
+
+        if (config->policy_dir && policy_set_load(config->policy_dir, &set) == 0)
+                p = policy_set_find(set, profile);
+        if (p) {
+                policy_evaluate_peer(
+                    p, &peer, &(struct policy_time){.wall = time(NULL), .monotonic_usec = 0}, &d);
+        }
+        if (p && d.verdict != POLICY_ALLOW)
+                fprintf(stderr,
+                        "credbroker: profile %s does not allow uid 0 (root): its rule %s denies "
+                        "it, so the broker refused the test token.\n",
+                        profile, d.rule);
+        else
+                fprintf(stderr,
+                        "credbroker: the broker denied root (uid 0) a token for profile %s.\n",
+                        profile);
+        fprintf(stderr,
+                "credbroker: to send the test message, give -p PROFILE naming a profile of "
+                "account %s that allows root, or run it as the job's user: credbroker token -p "
+                "%s (or credbroker send) as that user.\n",
+                name, profile);
+}
+
 static int send_test_message(const char *name, const char *profile, const char *socket,
                              const char *config_option, const char *to)
 {
@@ -99,9 +131,23 @@ static int send_test_message(const char *name, const char *profile, const char *
         if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
                                                      : config_load(path, true, &config) < 0)
                 return EXIT_CONFIG;
-        r = client_get_token(client_socket_path(socket), profile, NULL, 0, 300, &reply);
+        r = client_request_token(client_socket_path(socket, config_option), profile, NULL, 0, 300,
+                                 &reply);
         if (r != 0)
                 return r;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+                const char *code = json_get_string(reply, "error");
+
+                if (geteuid() == 0 && code && strcmp(code, "denied") == 0) {
+                        explain_root_denial(name, profile, config);
+                        return EXIT_NOPERM;
+                }
+                return client_report_error(reply);
+        }
+        if (!json_get_string(reply, "access_token")) {
+                fprintf(stderr, "credbroker: the broker's reply has no access token\n");
+                return EXIT_SOFTWARE;
+        }
         account = json_get_string(reply, "account");
         if (!account || strcmp(account, name) != 0) {
                 fprintf(stderr,

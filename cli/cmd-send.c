@@ -246,7 +246,8 @@ int cmd_send(int argc, char **argv)
             !cJSON_AddBoolToObject(document, "saveToSentItems", true))
                 return EXIT_SOFTWARE;
 
-        r = client_get_token(client_socket_path(socket), profile, NULL, 0, 300, &reply);
+        r = client_get_token(client_socket_path(socket, config_option), profile, NULL, 0, 300,
+                             &reply);
         if (r != 0)
                 return r;
         if (!mailbox)

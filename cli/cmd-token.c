@@ -8,42 +8,43 @@
 
 #include "client.h"
 #include "commands.h"
+#include "config.h"
 #include "json.h"
 #include "util.h"
 
 static void usage(FILE *f)
 {
-        fputs(
-            "Usage: credbroker token -p PROFILE [--scope S]... [--min-ttl SECONDS]\n"
-            "                        [--format raw|json|header] [--socket PATH]\n"
-            "\n"
-            "Prints an access token the broker hands out for PROFILE.\n"
-            "\n"
-            "  -p, --profile NAME     the policy profile to ask under\n"
-            "  -s, --scope S          a scope (repeatable; default: the profile's)\n"
-            "  -t, --min-ttl SECONDS  the token must stay valid at least this long\n"
-            "  -f, --format FORMAT    raw (the token), json (the broker's reply),\n"
-            "                         header (\"Authorization: Bearer ...\")\n"
-            "  -S, --socket PATH      broker socket (default $CREDBROKER_SOCKET or " DEFAULT_SOCKET
-            ")\n"
-            "\n"
-            "Exit: 0 ok, 64 usage, 69 broker not running, 75 try later, 77 denied,\n"
-            "78 configuration (unknown profile, account needs an administrator).\n",
-            f);
+        fputs("Usage: credbroker token -p PROFILE [--scope S]... [--min-ttl SECONDS]\n"
+              "                        [--format raw|json|header] [--socket PATH]\n"
+              "                        [--config PATH]\n"
+              "\n"
+              "Prints an access token the broker hands out for PROFILE.\n"
+              "\n"
+              "  -p, --profile NAME     the policy profile to ask under\n"
+              "  -s, --scope S          a scope (repeatable; default: the profile's)\n"
+              "  -t, --min-ttl SECONDS  the token must stay valid at least this long\n"
+              "  -f, --format FORMAT    raw (the token), json (the broker's reply),\n"
+              "                         header (\"Authorization: Bearer ...\")\n"
+              "  -S, --socket PATH      broker socket (default $CREDBROKER_SOCKET, else the\n"
+              "                         socket of the configuration, else " DEFAULT_SOCKET ")\n"
+              "  -c, --config PATH      configuration naming the socket (default\n"
+              "                         $CREDBROKER_CONFIG, else " CONFIG_DEFAULT_PATH
+              " if readable)\n"
+              "\n"
+              "Exit: 0 ok, 64 usage, 69 broker not running, 75 try later, 77 denied,\n"
+              "78 configuration (unknown profile, account needs an administrator).\n",
+              f);
 }
 
 int cmd_token(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"profile", required_argument, NULL, 'p'},
-            {"scope", required_argument, NULL, 's'},
-            {"min-ttl", required_argument, NULL, 't'},
-            {"format", required_argument, NULL, 'f'},
-            {"socket", required_argument, NULL, 'S'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
+            {"profile", required_argument, NULL, 'p'}, {"scope", required_argument, NULL, 's'},
+            {"min-ttl", required_argument, NULL, 't'}, {"format", required_argument, NULL, 'f'},
+            {"socket", required_argument, NULL, 'S'},  {"config", required_argument, NULL, 'c'},
+            {"help", no_argument, NULL, 'h'},          {0},
         };
-        const char *profile = NULL, *socket = NULL, *format = "raw";
+        const char *profile = NULL, *socket = NULL, *config_option = NULL, *format = "raw";
         char *scopes[WIRE_MAX_SCOPES];
         size_t n_scopes = 0;
         long min_ttl = -1;
@@ -51,7 +52,7 @@ int cmd_token(int argc, char **argv)
         uint32_t ttl;
         int c, r;
 
-        while ((c = getopt_long(argc, argv, "p:s:t:f:S:h", options, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, "p:s:t:f:S:c:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'p':
                         profile = optarg;
@@ -77,6 +78,9 @@ int cmd_token(int argc, char **argv)
                 case 'S':
                         socket = optarg;
                         break;
+                case 'c':
+                        config_option = optarg;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -92,8 +96,8 @@ int cmd_token(int argc, char **argv)
                 return EXIT_USAGE;
         }
 
-        r = client_get_token(client_socket_path(socket), profile, scopes, n_scopes, min_ttl,
-                             &reply);
+        r = client_get_token(client_socket_path(socket, config_option), profile, scopes, n_scopes,
+                             min_ttl, &reply);
         if (r != 0)
                 return r;
         if (strcmp(format, "json") == 0) {

@@ -1,6 +1,8 @@
 /* The CLI's commands; each parses its own options and returns a sysexits.h code. */
 #pragma once
 
+#include <stdbool.h>
+
 int cmd_token(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_account(int argc, char **argv);
@@ -12,3 +14,7 @@ int cmd_reload(int argc, char **argv);
 /* The configuration for commands that need one: --config, else $CREDBROKER_CONFIG, else the
  * default path. */
 const char *cli_config_path(const char *option);
+
+/* The socket (admin false) or admin_socket (admin true) the configuration chosen as above
+ * names, or NULL when no configuration applies (none at the default path, or unreadable). */
+const char *cli_configured_socket(const char *config_option, bool admin);

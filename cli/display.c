@@ -1,15 +1,23 @@
 /* Human-readable output helpers; see display.h. */
 #include "display.h"
 
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 
 void display_text(FILE *f, const char *s)
 {
-        for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        display_text_max(f, s, SIZE_MAX);
+}
+
+void display_text_max(FILE *f, const char *s, size_t max)
+{
+        const unsigned char *end = (const unsigned char *)s + strnlen(s, max);
+
+        for (const unsigned char *p = (const unsigned char *)s; p < end; p++) {
                 if ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f) {
                         fputc('?', f);
-                } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+                } else if (*p == 0xc2 && p + 1 < end && p[1] >= 0x80 && p[1] <= 0x9f) {
                         /* U+0080..U+009F, the C1 controls (CSI among them) in UTF-8. */
                         fputc('?', f);
                         p++;
@@ -17,6 +25,8 @@ void display_text(FILE *f, const char *s)
                         fputc(*p, f);
                 }
         }
+        if (s[end - (const unsigned char *)s] != 0)
+                fputs("...", f);
 }
 
 void display_countdown(uint64_t seconds, char out[static 24])

@@ -11,6 +11,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "display.h"
 #include "json.h"
 
 #define GRAPH_RESPONSE_MAX (64 * 1024)
@@ -30,8 +31,15 @@ static int report_graph_error(long status, const struct buf *body)
                 code = json_get_string(error, "code");
                 message = json_get_string(error, "message");
         }
-        fprintf(stderr, "credbroker: Graph refused the message (HTTP %ld%s%s): %.300s\n", status,
-                code ? " " : "", code ? code : "", message ? message : "no error details");
+        /* Graph's code and message are upstream text: filtered like every untrusted string. */
+        fprintf(stderr, "credbroker: Graph refused the message (HTTP %ld", status);
+        if (code) {
+                fputc(' ', stderr);
+                display_text_max(stderr, code, 80);
+        }
+        fputs("): ", stderr);
+        display_text_max(stderr, message ? message : "no error details", 300);
+        fputc('\n', stderr);
         if (status == 429 || status >= 500)
                 return EXIT_TEMPFAIL;
         if (status == 401 || status == 403)

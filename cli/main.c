@@ -2,10 +2,13 @@
 #include "build-config.h"
 
 #include <curl/curl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "cleanup.h"
 #include "client.h"
 #include "commands.h"
 #include "config.h"
@@ -21,6 +24,36 @@ const char *cli_config_path(const char *option)
                 return option;
         env = secure_getenv("CREDBROKER_CONFIG");
         return env && *env ? env : CONFIG_DEFAULT_PATH;
+}
+
+/* The configuration's socket and admin_socket, read once (the CLI runs one command). */
+static bool configured_loaded;
+static char *configured_socket, *configured_admin_socket;
+
+static void load_configured_sockets(const char *config_option)
+{
+        _cleanup_(config_freep) struct config *config = NULL;
+        const char *path = cli_config_path(config_option), *env;
+
+        if (configured_loaded)
+                return;
+        configured_loaded = true;
+        /* The default configuration is optional (a client machine may have none, or one only
+         * root reads): the built-in defaults apply then, silently. One named by --config or
+         * $CREDBROKER_CONFIG that cannot be read is reported, and the defaults apply too. */
+        env = secure_getenv("CREDBROKER_CONFIG");
+        if (!config_option && !(env && *env) && access(path, R_OK) < 0)
+                return;
+        if (config_load(path, true, &config) < 0)
+                return;
+        configured_socket = TAKE_PTR(config->socket_path);
+        configured_admin_socket = TAKE_PTR(config->admin_socket_path);
+}
+
+const char *cli_configured_socket(const char *config_option, bool admin)
+{
+        load_configured_sockets(config_option);
+        return admin ? configured_admin_socket : configured_socket;
 }
 
 static void usage(FILE *f)

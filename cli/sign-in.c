@@ -46,8 +46,8 @@ static void countdown_show(struct countdown *cd)
                 fprintf(stderr, "\rwaiting for sign-in\u2026 %s left   ", text);
                 cd->line_drawn = true;
         } else if (cd->printed == 0 || now - cd->printed >= PLAIN_PROGRESS_EVERY_SEC) {
-                fprintf(stderr, "waiting for sign-in (%llu minutes left)\n",
-                        (unsigned long long)((left + 59) / 60));
+                fprintf(stderr, "waiting for sign-in (%llu minute%s left)\n",
+                        (unsigned long long)((left + 59) / 60), (left + 59) / 60 == 1 ? "" : "s");
                 cd->printed = now;
         }
         fflush(stderr);
@@ -87,6 +87,8 @@ static int print_device_code(const cJSON *reply, uint64_t *ret_expires_in)
         const char *message = json_get_string(reply, "message");
         const char *user_code = json_get_string(reply, "user_code");
         const char *uri = json_get_string(reply, "verification_uri");
+        /* RFC 8628 §3.3.1: the URI with the code in it, for a link or a QR code. */
+        const char *complete = json_get_string(reply, "verification_uri_complete");
         uint64_t expires_in;
 
         if (json_get_u64(reply, "expires_in", &expires_in) < 0 || expires_in == 0 ||
@@ -103,6 +105,11 @@ static int print_device_code(const cJSON *reply, uint64_t *ret_expires_in)
                 display_text(stdout, user_code);
         }
         fputc('\n', stdout);
+        if (complete && *complete) {
+                fputs("Or open this link, which carries the code: ", stdout);
+                display_text(stdout, complete);
+                fputc('\n', stdout);
+        }
         fflush(stdout);
         *ret_expires_in =
             expires_in > DEVICE_CODE_LIFETIME_MAX ? DEVICE_CODE_LIFETIME_MAX : expires_in;

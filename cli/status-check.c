@@ -49,9 +49,16 @@ enum status_level status_check_account(const cJSON *account, uint64_t now, uint3
                         return STATUS_CRITICAL;
                 }
                 if (credential - now <= warn) {
-                        snprintf(reason, reason_size,
-                                 "its certificate or client secret expires in %llu days",
-                                 (unsigned long long)((credential - now) / DAY));
+                        uint64_t days = (credential - now) / DAY;
+
+                        if (days == 0)
+                                snprintf(reason, reason_size,
+                                         "its certificate or client secret expires in less "
+                                         "than a day");
+                        else
+                                snprintf(reason, reason_size,
+                                         "its certificate or client secret expires in %llu day%s",
+                                         (unsigned long long)days, days == 1 ? "" : "s");
                         return STATUS_WARNING;
                 }
         }
@@ -67,9 +74,9 @@ enum status_level status_check_account(const cJSON *account, uint64_t now, uint3
                 }
                 if (lifetime - age <= warn) {
                         snprintf(reason, reason_size,
-                                 "its refresh token was unused for %llu days (Microsoft drops it "
-                                 "after %d)",
-                                 (unsigned long long)(age / DAY),
+                                 "its refresh token was unused for %llu day%s (Microsoft drops "
+                                 "it after %d)",
+                                 (unsigned long long)(age / DAY), age / DAY == 1 ? "" : "s",
                                  STATUS_REFRESH_TOKEN_LIFETIME_DAYS);
                         return STATUS_WARNING;
                 }

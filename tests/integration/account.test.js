@@ -195,3 +195,31 @@ test('while the broker runs, account import goes through it (account.add, refres
   }
   fs.rmSync(rt, { force: true });
 });
+
+test('show prints the token and device endpoints the account uses, with and without the broker', { timeout: 120000 }, async () => {
+  // The account imported above has no authority of its own: the configuration's applies.
+  const authority = h.configValue('identity', 'authority');
+  const token = `${authority}/${TENANT}/oauth2/v2.0/token`;
+  const device = `${authority}/${TENANT}/oauth2/v2.0/devicecode`;
+  const check = (text, json, what) => {
+    assert.equal(text.code, 0, `${what}: ${text.stderr}`);
+    assert.doesNotMatch(text.stdout, /configured default/, what);
+    assert.ok(text.stdout.split('\n').some((l) => /^Token endpoint: +/.test(l) && l.endsWith(` ${token}`)),
+      `${what}: ${text.stdout}`);
+    assert.ok(text.stdout.split('\n').some((l) => /^Device endpoint: +/.test(l) && l.endsWith(` ${device}`)),
+      `${what}: ${text.stdout}`);
+    assert.equal(json.code, 0, `${what} --json: ${json.stderr}`);
+    const j = JSON.parse(json.stdout);
+    assert.equal(j.effective_token_endpoint, token, what);
+    assert.equal(j.effective_device_endpoint, device, what);
+  };
+  check(await account(['show', 'imported']), await account(['show', 'imported', '--json']), 'no broker');
+  await h.startBroker();
+  try {
+    const via = await account(['show', 'imported', '-v']);
+    assert.match(via.stderr, /asking the running broker/);
+    check(via, await account(['show', 'imported', '--json']), 'through the broker');
+  } finally {
+    await h.stopBroker();
+  }
+});

@@ -17,6 +17,7 @@ before(async () => {
     profiles: {
       alerts: { account: 'alerts', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
       dev: { account: 'dev', scopes: [MAIL_SEND], rules: ['peer required uid root'] },
+      jobonly: { account: 'alerts', scopes: [MAIL_SEND], rules: ['peer required uid nobody'] },
     },
   });
 });
@@ -58,7 +59,7 @@ test('list, show, status and reload through the running broker', { timeout: 6000
   assert.match(status.stdout, /^OK: 1 account/);
   const reload = await cb(['reload']);
   assert.equal(reload.code, 0, reload.stderr);
-  assert.match(reload.stdout, /^Reloaded the policy: 2 profiles\.$/m);
+  assert.match(reload.stdout, /^Reloaded the policy: 3 profiles\.$/m);
 });
 
 test('account add --flow device, approved through the emulator', { timeout: 120000 }, async () => {
@@ -76,6 +77,25 @@ test('account add --flow device, approved through the emulator', { timeout: 1200
   assert.match(out.stdout, /^account dev signed in; scopes: .*Mail\.Send/m);
   const token = await h.cli(['token', '-p', 'dev']);
   assert.equal(token.code, 0, `the new account serves tokens: ${token.stderr}`);
+});
+
+test('account add --flow device prints verification_uri_complete when the server sends one', { timeout: 120000 }, async () => {
+  // The emulator's generic RFC 8628 server sends it; Microsoft's does not.
+  const PUBLIC_APP = '77777777-7777-4777-8777-777777777777';
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: PUBLIC_APP, tenant: TENANT, public_client: true });
+  const base = `https://127.0.0.1:${h.emuPorts.port}/oauth`;
+  const { child, out } = spawnCli(['account', 'add', 'gdev', '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--flow', 'device', '--scope', MAIL_SEND,
+    '--token-endpoint', `${base}/token`, '--device-endpoint', `${base}/device_authorization`]);
+  const link = await waitFor('the link with the code', () => {
+    if (child.exitCode !== null) throw new Error(`the CLI exited ${child.exitCode}: ${out.stderr}`);
+    const m = out.stdout.match(/^Or open this link, which carries the code: (\S+)$/m);
+    return m && m[1];
+  }, { timeoutMs: 30000 });
+  const code = out.stdout.match(/enter the code (\S+)/)[1];
+  assert.ok(link.startsWith('https://') && link.includes(code), `the link carries the code ${code}: ${link}`);
+  child.kill('SIGTERM');
+  await waitExit(child);
 });
 
 test('account add --flow device, declined', { timeout: 120000 }, async () => {
@@ -167,6 +187,17 @@ test('account test --send-to: a test message through Graph', { timeout: 60000 },
   assert.equal(mail[0].request.message.toRecipients[0].emailAddress.address, 'admin@example.com');
   assert.equal(mail[0].request.message.subject, 'credbroker test message');
   assert.ok(!r.stdout.includes('eyJ') && !/access_token/.test(r.stdout), 'no token printed');
+});
+
+test('account test --send-to as root with a profile that does not allow root says so and how to test', { timeout: 60000 }, async () => {
+  const before = (await h.mail()).length;
+  const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com', '-p', 'jobonly']);
+  assert.equal(r.code, 77, r.stderr);
+  assert.match(r.stderr, /profile jobonly does not allow uid 0 \(root\): its rule jobonly:\d+ denies it/);
+  assert.match(r.stderr, /-p PROFILE naming a profile of account alerts that allows root/);
+  assert.match(r.stderr, /as the job's user/);
+  assert.doesNotMatch(r.stderr, /Access denied\. \(denied\)/);
+  assert.equal((await h.mail()).length, before, 'nothing sent');
 });
 
 test('status is CRITICAL once an account needs an administrator', { timeout: 60000 }, async () => {

@@ -120,6 +120,31 @@ test('the socket: --socket, else CREDBROKER_SOCKET; the option wins', { timeout:
   }
 });
 
+test('the socket: without --socket or CREDBROKER_SOCKET, the socket of --config or CREDBROKER_CONFIG', { timeout: 30000 }, async () => {
+  // A configuration naming the broker's socket (a copy: the harness's own one stays as it is).
+  const conf = h.p('socket-only.conf');
+  fs.writeFileSync(conf, `[broker]\nsocket = ${h.socket}\nadmin_socket = ${h.p('nowhere-admin.socket')}\n`, { mode: 0o644 });
+  const bogusConf = h.p('bogus-socket.conf');
+  fs.writeFileSync(bogusConf, `[broker]\nsocket = ${h.p('bogus.socket')}\n`, { mode: 0o644 });
+  const cases = [
+    { what: '--config', args: ['--config', conf], env: { CREDBROKER_SOCKET: undefined }, code: 0 },
+    { what: 'CREDBROKER_CONFIG', args: [], env: { CREDBROKER_SOCKET: undefined, CREDBROKER_CONFIG: conf }, code: 0 },
+    { what: '--config beats CREDBROKER_CONFIG', args: ['--config', conf], env: { CREDBROKER_SOCKET: undefined, CREDBROKER_CONFIG: bogusConf }, code: 0 },
+    { what: 'CREDBROKER_SOCKET beats the configuration', args: ['--config', bogusConf], env: { CREDBROKER_SOCKET: h.socket }, code: 0 },
+    { what: 'a configuration naming a dead socket', args: ['--config', bogusConf], env: { CREDBROKER_SOCKET: undefined }, code: 69 },
+  ];
+  for (const c of cases) {
+    for (const args of [['ping', ...c.args], ['token', '-p', 'alerts', ...c.args]]) {
+      const r = await h.cli(args, { env: c.env });
+      assert.equal(r.code, c.code, `${args[0]}, ${c.what}: ${r.code} ${r.stderr}`);
+      if (c.code !== 0) assert.match(r.stderr, /bogus\.socket/);
+    }
+  }
+  // The admin commands follow the same order with admin_socket.
+  const status = await h.cli(['status', '--config', conf], { env: { CREDBROKER_ADMIN_SOCKET: undefined } });
+  assert.match(status.stderr, /nowhere-admin\.socket/, status.stderr);
+});
+
 test('ping parses its options like token and send: --socket=PATH works, extra operands are refused', { timeout: 30000 }, async () => {
   const extra = await h.cli(['ping', '--socket', h.socket, 'extra']);
   assert.equal(extra.code, 64, `ping --socket PATH extra: exit ${extra.code}`);

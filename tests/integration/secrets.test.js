@@ -3,7 +3,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { setup, run, sleep, spawnTracked } = require('./harness');
+const { setup, run, sleep, spawnTracked, waitFor } = require('./harness');
 
 let h;
 before(async () => {
@@ -36,6 +36,42 @@ async function issueToken(what) {
   accessTokens.add(r.stdout.trim());
   const json = note(`${what} json`, await h.cli(['token', '-p', 'alerts', '--format', 'json']), { stdoutIsToken: true });
   accessTokens.add(JSON.parse(json.stdout).access_token);
+}
+
+// The live argv and environment of a process, as the kernel shows them from its memory (root
+// reads a non-dumpable process's environ too), split into their NUL-separated strings.
+function procStrings(pid) {
+  const read = (f) => fs.readFileSync(`/proc/${pid}/${f}`, 'latin1').split('\0').filter(Boolean);
+  return { argv: read('cmdline'), environ: read('environ') };
+}
+
+// Every process under pid (its children, theirs...), from /proc/*/stat.
+function descendants(pid) {
+  const children = new Map();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (!children.has(ppid)) children.set(ppid, []);
+      children.get(ppid).push(Number(d));
+    } catch (_) { /* gone */ }
+  }
+  const out = [];
+  const walk = (p) => { for (const c of children.get(p) || []) { out.push(c); walk(c); } };
+  walk(pid);
+  return out;
+}
+
+// Fails when any secret, or a 20-character piece of one, is in the strings.
+function assertNoSecretIn(strings, secrets, what) {
+  const text = [...strings.argv, ...strings.environ].join('\n');
+  for (const v of secrets) {
+    assert.ok(v && v.length >= 16, `${what}: a plausible secret to look for`);
+    for (let i = 0; i + 20 <= v.length; i += 10) {
+      assert.ok(!text.includes(v.slice(i, i + 20)), `${what}: a piece of a secret (${v.slice(0, 6)}…) is in its argv or environment`);
+    }
+  }
 }
 
 test('a run through issue, deny, unavailable, refresh, send and reauth', { timeout: 90000 }, async () => {
@@ -157,11 +193,61 @@ test('passwords and client secrets given on the admin socket appear in no log, a
   for (const v of [password, secret]) assert.ok(!procText.includes(v));
 });
 
-test('no secret in the broker\'s argv or environment', { timeout: 10000 }, async () => {
+test('no secret in the broker\'s argv or environment (read live from /proc, as root)', { timeout: 10000 }, async () => {
   const pid = h.brokerPid;
-  const text = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1') + fs.readFileSync(`/proc/${pid}/environ`, 'latin1');
-  for (const v of [h.pin, ...refreshTokens, ...accessTokens]) assert.ok(!text.includes(v));
+  assert.equal(fs.readlinkSync(`/proc/${pid}/exe`), require('./harness').CREDBROKERD,
+    'the pid is the broker itself, not a wrapper');
+  const strings = procStrings(pid);
+  // Controls: this is the broker's own argv and environment, not an empty read.
+  assert.ok(strings.argv.includes('--config') && strings.argv.includes(h.conf), JSON.stringify(strings.argv));
+  assert.ok(strings.environ.some((e) => e.startsWith('SOFTHSM2_CONF=')), 'the broker\'s environ was read');
+  assert.ok(refreshTokens.size > 0 && accessTokens.size > 0, 'earlier tests learnt the tokens');
+  const secrets = [h.pin, ...refreshTokens, ...accessTokens];
+  assertNoSecretIn(strings, secrets, 'credbrokerd');
+  for (const child of descendants(pid)) {
+    try {
+      assertNoSecretIn(procStrings(child), secrets, `credbrokerd's child ${child}`);
+    } catch (e) {
+      if (e.code !== 'ENOENT' && e.code !== 'ESRCH') throw e;
+    }
+  }
 });
+
+test('no secret in the argv or environment of a CLI that holds a token', { timeout: 60000 }, async () => {
+  // An account of its own (the run above left alerts in reauth_required), with a canary
+  // refresh token, imported through the running broker.
+  const rt = `RT-CANARY-ARGV-${require('node:crypto').randomBytes(12).toString('hex')}`;
+  await h.registerRefreshToken(rt);
+  await h.importAccount('argvcheck', rt);
+  h.writePolicies({ argvcheck: { account: 'argvcheck', scopes: ['https://graph.microsoft.com/Mail.Send'], rules: ['peer required uid root'] } });
+  assert.equal(await h.reloadBroker(), 'reloaded');
+  // credbroker send holds the access token while Graph hangs: look at it then.
+  await h.addFault({ endpoint: 'graph', mode: 'hang', count: 1 });
+  const sentBefore = (await h.counters()).send_mail;
+  const child = spawnTracked(require('./harness').CREDBROKER, ['send', '-p', 'argvcheck', '--to', 'a@example.com',
+    '--subject', 'argv check', '--config', h.conf], { env: h.env(), stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.end('body\n');
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  let token = null;
+  try {
+    // The token the CLI got: the newest one the broker issued (the cache holds one per scope set).
+    await waitFor('the CLI to reach Graph', async () => {
+      if (child.exitCode !== null) throw new Error(`credbroker send exited ${child.exitCode}: ${stderr}`);
+      return (await h.counters()).send_mail > sentBefore;
+    }, { timeoutMs: 20000 });
+    const json = await h.cli(['token', '-p', 'argvcheck', '--format', 'json']);
+    token = JSON.parse(json.stdout).access_token;
+    accessTokens.add(token);
+    const strings = procStrings(child.pid);
+    assert.ok(strings.argv.includes('argv check'), `the CLI's own argv was read: ${JSON.stringify(strings.argv)}`);
+    assertNoSecretIn(strings, [token, h.pin, rt], 'credbroker send');
+  } finally {
+    child.kill('SIGKILL');
+    await h.clearFaults();
+  }
+});
+
 
 test('RLIMIT_CORE is 0 and the broker is not dumpable', { timeout: 60000 }, async () => {
   // Same uid, same (empty) capability set for the broker, the reader and a control process:

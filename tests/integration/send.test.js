@@ -90,6 +90,17 @@ test('a Graph 403 fails the send and names the Graph error code', { timeout: 300
   assert.equal(mail.length, 0);
 });
 
+test('Graph error text reaches the terminal without control characters', { timeout: 30000 }, async () => {
+  // A hostile or broken upstream: escape sequences (clear screen, retitle) and C1 CSI.
+  await h.addFault({ endpoint: 'graph', mode: 'status', status: 403, code: 'Err\u001b]0;pwned\u0007',
+    message: 'Denied\u001b[2J\u009b31m now' });
+  const r = await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'refused', '--config', h.conf],
+    { input: 'body\n' });
+  assert.equal(r.code, 77, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /Denied\?\[2J\?31m now/);
+  assert.doesNotMatch(r.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/, JSON.stringify(r.stderr));
+});
+
 test('a Graph 503 is a temporary failure (exit 75) naming the Graph error code', { timeout: 30000 }, async () => {
   await h.addFault({ endpoint: 'graph', mode: 'status', status: 503, retry_after: 5 });
   const r = await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'later', '--config', h.conf],

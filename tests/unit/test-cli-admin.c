@@ -11,6 +11,7 @@
 #include "display.h"
 #include "json.h"
 #include "parse-date.h"
+#include "retry.h"
 #include "secret.h"
 #include "status-check.h"
 #include "tap.h"
@@ -165,6 +166,19 @@ static void test_display(void)
         is_str(text, "ok?[2Jtitle? ?31m caf\xc3\xa9\nnext\ttab",
                "escape, bell and C1 CSI are neutralised, UTF-8 and newlines stay");
         free(text);
+
+        text = NULL;
+        f = open_memstream(&text, &size);
+        display_text_max(f, "ab\x1b[31mcdef", 6);
+        fclose(f);
+        is_str(text, "ab?[31...", "bounded: filtered, cut, marked");
+        free(text);
+        text = NULL;
+        f = open_memstream(&text, &size);
+        display_text_max(f, "x\xc2\x9b", 2);
+        fclose(f);
+        ok(text && !strchr(text, '\x9b'), "a C1 control cut in half is not completed");
+        free(text);
 }
 
 static enum status_level level_of(const char *json, uint64_t now, uint32_t warn_days)
@@ -210,6 +224,59 @@ static void test_status_levels(void)
         is_str(status_level_name(STATUS_WARNING), "WARNING", "level names");
 }
 
+/* Counts in sentences agree with their number: "1 day", never "1 days". */
+static void test_plurals(void)
+{
+        char reason[256];
+        cJSON *o = cJSON_Parse("{\"state\":\"ok\",\"credential_expires_at\":1000000}");
+
+        status_check_account(o, 1000000 - 86400 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in 1 day", "one day");
+        status_check_account(o, 1000000 - 2 * 86400 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in 2 days", "two days");
+        status_check_account(o, 1000000 - 100, 30, reason, sizeof(reason));
+        is_str(reason, "its certificate or client secret expires in less than a day",
+               "under a day");
+        cJSON_Delete(o);
+}
+
+/* Backoff for refusals under load (cli/retry.c): grows, jitters, honours retry_after, and never
+ * waits past the caller's deadline. */
+static void test_retry(void)
+{
+        uint64_t ms = 12345, lo = UINT64_MAX, hi = 0;
+
+        is_int(retry_delay_ms(0, 0, 60000, 0, &ms), 0, "first retry allowed");
+        is_int((int)ms, RETRY_BASE_MS / 2, "first step, lowest jitter: half the base");
+        is_int(retry_delay_ms(0, 0, 60000, 0xffffffff, &ms), 0, "first retry allowed");
+        ok(ms >= RETRY_BASE_MS / 2 && ms <= RETRY_BASE_MS, "first step within [base/2, base]");
+        is_int(retry_delay_ms(3, 0, 60000, 0, &ms), 0, "fourth retry allowed");
+        is_int((int)ms, (RETRY_BASE_MS << 3) / 2, "the step doubles with each attempt");
+        is_int(retry_delay_ms(40, 0, 60000, 0xffffffff, &ms), 0, "many attempts");
+        ok(ms >= RETRY_CAP_MS / 2 && ms <= RETRY_CAP_MS, "the step stops at the cap");
+        for (uint32_t r = 0; r < 5000; r++) {
+                (void)retry_delay_ms(2, 0, 60000, r * 2654435761u, &ms);
+                lo = ms < lo ? ms : lo;
+                hi = ms > hi ? ms : hi;
+        }
+        ok(hi > lo, "jitter: delays of one step differ between clients");
+
+        is_int(retry_delay_ms(0, 1000, 60000, 0, &ms), 0, "retry_after honoured");
+        is_int((int)ms, 1000, "never earlier than retry_after");
+        is_int(retry_delay_ms(0, 1000, 60000, 0xffffffff, &ms), 0, "retry_after with jitter");
+        ok(ms >= 1000 && ms <= 1500, "retry_after spread by at most half of it");
+
+        is_int(retry_delay_ms(5, 0, 300, 0xffffffff, &ms), 0, "little time left");
+        ok(ms <= 300, "never waits past the deadline");
+        is_int(retry_delay_ms(0, 900, 1000, 449, &ms), 0, "retry_after just fits");
+        is_int((int)ms, 1000, "spread capped to what remains");
+        ms = 777;
+        is_int(retry_delay_ms(0, 0, 0, 0, &ms), -ETIMEDOUT, "no time left: give up");
+        is_int(retry_delay_ms(0, 3600000, 60000, 0, &ms), -ETIMEDOUT,
+               "retry_after past the deadline: give up at once");
+        is_int((int)ms, 777, "nothing written when giving up");
+}
+
 int main(void)
 {
         json_init();
@@ -218,5 +285,7 @@ int main(void)
         test_dates();
         test_display();
         test_status_levels();
+        test_retry();
+        test_plurals();
         return done_testing();
 }
