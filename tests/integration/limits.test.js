@@ -9,6 +9,8 @@ const path = require('node:path');
 const { setup, spawnTracked, sleep, waitFor, run, frame } = require('./harness');
 
 const ABUSE_CLIENT = path.join(__dirname, 'abuse-client.js');
+// Latency bounds are for the plain build; AddressSanitizer makes the broker several times slower.
+const SLOWER = process.env.CREDBROKER_SANITIZE === '1' ? 3 : 1;
 const GROUPS = { nobody: 'nogroup', daemon: 'daemon', bin: 'bin', sys: 'sys', sync: 'nogroup', games: 'games', man: 'man' };
 
 const PROFILES = {
@@ -85,7 +87,7 @@ test('a 10 s flood of unknown-profile requests from one uid: audit and log stay 
   assert.ok(denied > 2000, `the flood made only ${denied} requests: ${JSON.stringify(flood)}`);
   assert.ok(auditGrowth < 64 * 1024, `audit log grew ${auditGrowth} bytes for ${denied} denials`);
   assert.ok(logGrowth < 64 * 1024, `broker log grew ${logGrowth} bytes for ${denied} denials`);
-  assert.ok(latency.n > 100 && latency.p99 < 10, `daemon's token latency during the flood: ${JSON.stringify(latency)}`);
+  assert.ok(latency.n > 100 && latency.p99 < 10 * SLOWER, `daemon's token latency during the flood: ${JSON.stringify(latency)}`);
   // Still audited: every denial is in a record of its own or in an aggregated record's count.
   const records = auditRecords(h).filter((r) => r.event === 'deny' && r.peer && r.peer.uid === 65534);
   const total = records.reduce((n, r) => n + (r.count || 1), 0);
@@ -232,7 +234,7 @@ test('200 connections of 64 KiB frames from one uid barely move another uid\'s l
   ]);
   assert.ok((big.replies.ok || 0) > 500, `the attack made only ${JSON.stringify(big.replies)}`);
   assert.ok(busy.n > 100, JSON.stringify(busy));
-  assert.ok(busy.p99 < 25, `p99 ${busy.p99} ms under the attack (quiet: ${quiet.p99} ms)`);
+  assert.ok(busy.p99 < 25 * SLOWER, `p99 ${busy.p99} ms under the attack (quiet: ${quiet.p99} ms)`);
 });
 
 test('a second broker never takes over a socket a live broker answers on; a stale one is replaced', { timeout: 60000 }, async () => {
