@@ -136,6 +136,22 @@ test('AADSTS700027 for a PS256 assertion: the broker signs RS256 and succeeds, a
   }
 });
 
+test('a certificate the server does not know: one PS256 and one RS256 attempt, then needs_config with advice', { timeout: 60000 }, async () => {
+  // appbad's own key, but the app registration holds appcert2's certificate.
+  const kg = await h.cli(['account', 'keygen', 'appbad', '--config', h.conf]);
+  assert.equal(kg.code, 0, kg.stderr);
+  await h.resetCounters();
+  const r = await h.adminRequest({
+    op: 'account.add', account: 'appbad', flow: 'client-certificate', tenant: TENANT, client_id: CERT_APP2,
+    scopes: [GRAPH_DEFAULT],
+  });
+  assert.equal(r.error, 'needs_config', JSON.stringify(r));
+  assert.match(r.message, /700027/);
+  assert.match(r.message, /also as RS256/);
+  assert.match(r.message, /compare thumbprints/);
+  assert.deepEqual(await algs(), { PS256: 1, RS256: 1 }, 'the fallback is tried once, not in a loop');
+});
+
 test('assertion_alg RS256: RS256 from the first request, kept in the metadata; bad settings refused', { timeout: 60000 }, async () => {
   await keyAndApp('apprs', CERT_APP3);
   const bad = await h.adminRequest({
