@@ -38,8 +38,9 @@ static const struct sign_in_failure failures[] = {
     {7000215, "needs_config", "the client secret is wrong: give the secret's value, not its id"},
     {7000222, "needs_config", "the client secret has expired: create a new one"},
     {700027, "needs_config",
-     "the certificate is not registered for the app (or expired): upload the account's "
-     "certificate to the app registration"},
+     "the client assertion was refused (also as RS256): check that the certificate in the "
+     "app registration is the account's (compare thumbprints with credbroker account show) "
+     "and still valid, or upload it"},
     {700016, "needs_config", "the application was not found in the tenant: check the client id"},
     {90002, "needs_config", "the tenant was not found: check the tenant"},
     {9001023, "needs_config",

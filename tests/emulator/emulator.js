@@ -549,6 +549,7 @@ function newCounters() {
     oauth_success: 0,
     oauth_errors: 0,
     oauth_replays: 0, // rotated-out refresh tokens presented again (family revoked)
+    assertion_by_alg: {}, // well-formed client assertions by header "alg": PS256, RS256, other
     // The last TOKEN_LOG_MAX requests to any token or device endpoint, oldest first:
     // { at (ISO, ms), t (epoch ms), endpoint, grant, client_id, status }.
     token_requests: [],
@@ -1677,11 +1678,12 @@ const LOOP_DEFAULTS = { global: 20, usgov: 10, china: 20 };
 
 function adminSetConfig(app, b) {
   checkKeys(b, [...Object.keys(CONFIG_INTEGERS), 'rotation', 'assertion_pss_salt', 'cloud',
-    'token_lifetime_random', 'generic_client_auth', 'generic_refresh_needs_offline_access']);
+    'token_lifetime_random', 'generic_client_auth', 'generic_refresh_needs_offline_access',
+    'assertion_refuse_ps256']);
   if (b.cloud !== undefined && !Object.hasOwn(LOOP_DEFAULTS, b.cloud)) {
     throw new AdminError(400, '"cloud" must be global, usgov or china');
   }
-  for (const k of ['token_lifetime_random', 'generic_refresh_needs_offline_access']) {
+  for (const k of ['token_lifetime_random', 'generic_refresh_needs_offline_access', 'assertion_refuse_ps256']) {
     if (b[k] !== undefined && typeof b[k] !== 'boolean') throw new AdminError(400, `"${k}" must be true or false`);
   }
   if (b.generic_client_auth !== undefined && !['any', 'basic', 'post'].includes(b.generic_client_auth)) {
@@ -1692,6 +1694,7 @@ function adminSetConfig(app, b) {
     if (b.loop_threshold === undefined) app.config.loopThreshold = LOOP_DEFAULTS[b.cloud];
   }
   if (b.token_lifetime_random !== undefined) app.config.tokenLifetimeRandom = b.token_lifetime_random;
+  if (b.assertion_refuse_ps256 !== undefined) app.config.assertionRefusePs256 = b.assertion_refuse_ps256;
   if (b.generic_client_auth !== undefined) app.config.genericClientAuth = b.generic_client_auth;
   if (b.generic_refresh_needs_offline_access !== undefined) app.config.genericRefreshNeedsOfflineAccess = b.generic_refresh_needs_offline_access;
   for (const [k, [, min, max]] of Object.entries(CONFIG_INTEGERS)) {
@@ -1728,6 +1731,7 @@ function configView(app) {
     token_lifetime_random: c.tokenLifetimeRandom,
     generic_client_auth: c.genericClientAuth,
     generic_refresh_needs_offline_access: c.genericRefreshNeedsOfflineAccess,
+    assertion_refuse_ps256: c.assertionRefusePs256,
   };
 }
 
@@ -1757,6 +1761,8 @@ function newConfig(opts) {
     // Generic mode, plain OAuth: a refresh token even without offline_access (OpenID Connect
     // scopes, with openid, always need it).
     genericRefreshNeedsOfflineAccess: false,
+    // A server that verifies RS256 client assertions only: PS256 ones get 700027.
+    assertionRefusePs256: false,
   };
 }
 

@@ -493,6 +493,17 @@ async function clientCredentialsFlow(certA, certB, certOld) {
   await adminOk('POST', '/admin/config', { assertion_pss_salt: 'digest' });
   ok('client assertion: a replayed jti is refused (50013); PSS salt must be 32 bytes (700027) unless assertion_pss_salt is "auto"');
 
+  const algsBefore = (await adminOk('GET', '/admin/counters')).assertion_by_alg;
+  await adminOk('POST', '/admin/config', { assertion_refuse_ps256: true });
+  expectAad(await ca2(makeAssertion(certA, CERT_APP, url)), 401, 'invalid_client', 700027, 'PS256 refused by assertion_refuse_ps256');
+  r = await ca2(makeAssertion(certA, CERT_APP, url, { alg: 'RS256', header: { 'x5t#S256': undefined, x5t: certA.sha1.toString('base64url') } }));
+  assert.strictEqual(r.status, 200, `RS256 still accepted: ${r.text}`);
+  await adminOk('POST', '/admin/config', { assertion_refuse_ps256: false });
+  const algsAfter = (await adminOk('GET', '/admin/counters')).assertion_by_alg;
+  assert.strictEqual(algsAfter.PS256 - (algsBefore.PS256 || 0), 1, 'assertion_by_alg counts PS256');
+  assert.strictEqual(algsAfter.RS256 - (algsBefore.RS256 || 0), 1, 'assertion_by_alg counts RS256');
+  ok('client assertion: assertion_refuse_ps256 answers PS256 with 700027 and takes RS256; assertion_by_alg counts both');
+
   const bad = [
     ['not a JWT', 'garbage', 400, 'invalid_request', 50027],
     ['typ JWS', makeAssertion(certA, CERT_APP, url, { header: { typ: 'JWS' } }), 400, 'invalid_request', 5002727],

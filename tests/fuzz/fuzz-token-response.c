@@ -1,16 +1,21 @@
 /* Fuzz target for what the token endpoint sends back (untrusted network input): the first two
  * bytes pick the HTTP status, the rest is the body. Whatever comes in, the result must be
- * classified, secrets kept only on success, and the message safe for a log line. */
+ * classified, secrets kept only on success, the message safe for a log line, and a granted
+ * "scope" mapped for the reports (grant_granted_scope). */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "grant.h"
 #include "idp.h"
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define GRAPH_SCOPES "https://graph.microsoft.com/Mail.Send https://graph.microsoft.com/User.Read"
 
 static void check(bool cond, const char *what)
 {
@@ -44,6 +49,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         check(c > 0x20 && c < 0x7f && c != '"' && c != '\\',
                               "a token is printable ASCII without quotes");
                 }
+                /* The granted scope as the cache and the reports take it (fuzz-granted-scope
+                 * checks the mapping itself). */
+                char *granted = NULL;
+                int e = grant_granted_scope(GRAPH_SCOPES, r.scope, &granted);
+                check(e == 0 || e == -ENOMEM, "the granted scope is mapped or out of memory");
+                check(!granted || (r.scope && granted[0] != 0), "a mapped scope is not empty");
+                free(granted);
         } else {
                 check(!r.access_token && !r.refresh_token, "no secret kept on failure");
                 check(memchr(r.message, 0, sizeof(r.message)) != NULL, "message terminated");

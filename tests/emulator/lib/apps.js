@@ -335,6 +335,14 @@ module.exports = function makeApps(kit) {
     }));
   }
 
+  // Client assertions seen, by "alg" (PS256, RS256, other): tells a test which one a client sent.
+  function countAssertionAlg(app, alg) {
+    const key = alg === 'PS256' || alg === 'RS256' ? alg : 'other';
+    const c = app.counters;
+    if (!c.assertion_by_alg) c.assertion_by_alg = {};
+    c.assertion_by_alg[key] = (c.assertion_by_alg[key] || 0) + 1;
+  }
+
   function checkAssertion(app, client, ctx) {
     const { params } = ctx;
     const type = params.get('client_assertion_type');
@@ -350,6 +358,8 @@ module.exports = function makeApps(kit) {
       pssSalt: app.config.assertionPssSalt,
       maxLifetimeSeconds: app.config.assertionMaxLifetime,
       jtiCache,
+      refusePs256: app.config.assertionRefusePs256,
+      onHeader: (h) => countAssertionAlg(app, h.alg),
     });
     if (!r.ok) throw assertionError(r, client.client_id);
   }
@@ -396,6 +406,6 @@ module.exports = function makeApps(kit) {
 
   return {
     adminRoutes, authenticateClient, checkPassword, clientInTenant, appOf, isPublicOnly, checkSecret, assertionKeys, mailboxAllowed,
-    jtiCache, JWT_BEARER, DEFAULT_LOCKOUT_THRESHOLD,
+    countAssertionAlg, jtiCache, JWT_BEARER, DEFAULT_LOCKOUT_THRESHOLD,
   };
 };

@@ -85,6 +85,9 @@ const fail = (reason, extra = {}) => ({ ok: false, reason, ...extra });
 //   skewSeconds   allowed clock skew (default 300)
 //   maxLifetimeSeconds  exp - (nbf or iat) must not exceed this (default 3600)
 //   jtiCache      a JtiCache
+//   refusePs256   refuse PS256 assertions as a bad signature (700027), like a server that
+//                 verifies RS256 only
+//   onHeader      called with the parsed header of every well-formed assertion (counters)
 // Returns { ok: true, jti, exp } or { ok: false, reason, ... } with reason one of:
 //   malformed, bad_typ, bad_alg(alg), no_thumbprint, key_not_found(thumbprint hex),
 //   key_expired(thumbprint, start, end: the certificate is outside its validity period),
@@ -99,6 +102,7 @@ function verifyClientAssertion(opts) {
   const header = parseJsonPart(parts[0]);
   const claims = parseJsonPart(parts[1]);
   if (!header || !claims) return fail('malformed');
+  if (opts.onHeader) opts.onHeader(header);
 
   if (header.typ !== undefined && !['jwt', 'http://openid.net/specs/jwt/1.0'].includes(String(header.typ).toLowerCase())) {
     return fail('bad_typ');
@@ -127,6 +131,7 @@ function verifyClientAssertion(opts) {
     return fail('key_expired', { thumbprint: thumbprintHex, start: candidates[0].notBefore, end: candidates[0].notAfter });
   }
   candidates = current;
+  if (opts.refusePs256 && header.alg === 'PS256') return fail('bad_signature', { thumbprint: thumbprintHex });
 
   const data = Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii');
   const signature = Buffer.from(parts[2], 'base64url');

@@ -103,6 +103,8 @@ module.exports = function makeGeneric(kit, apps, device) {
         pssSalt: app.config.assertionPssSalt,
         maxLifetimeSeconds: app.config.assertionMaxLifetime,
         jtiCache: apps.jtiCache,
+        refusePs256: app.config.assertionRefusePs256,
+        onHeader: (h) => apps.countAssertionAlg(app, h.alg),
       });
       if (!r.ok) throw invalidClient(`client assertion rejected: ${r.reason}`, false);
     } else if (a && !a.public_client) {
