@@ -203,6 +203,19 @@ static void time_row(const char *label, const cJSON *o, const char *key)
         row(label, when);
 }
 
+/* An account setting of the token request (docs/microsoft-365.md), shown for the flow it applies
+ * to or whenever it is set; absent means the broker's default. */
+static void setting_row(const cJSON *a, const char *label, const char *key, const char *flow,
+                        const char *default_text)
+{
+        const char *value = json_get_string(a, key);
+
+        if (value)
+                row(label, value);
+        else if (strcmp(field(a, "flow"), flow) == 0)
+                row(label, default_text);
+}
+
 /* The object of "credbroker account show --json" (docs/admin-protocol.md), as text. */
 static void show_text(const cJSON *a)
 {
@@ -232,6 +245,9 @@ static void show_text(const cJSON *a)
                         row("Device endpoint:", field(a, "effective_device_endpoint"));
                 else if (json_get_string(a, "device_endpoint"))
                         row("Device endpoint:", field(a, "device_endpoint"));
+                setting_row(a, "Assertion alg:", "assertion_alg", "client-certificate",
+                            "PS256 (default)");
+                setting_row(a, "Client auth:", "client_auth", "client-secret", "post (default)");
                 time_row("Created:", a, "created");
         } else {
                 row("Metadata:", "none (an app-only account made by keygen or secret)");

@@ -33,6 +33,8 @@ static void add_usage(FILE *f)
               "           [--authority URL | --token-endpoint URL [--device-endpoint URL]]\n"
               "           [--username UPN [--password-stdin]]           (password flow)\n"
               "           [--secret-stdin [--secret-expires YYYY-MM-DD]] (client-secret flow)\n"
+              "           [--client-auth post|basic]                    (client-secret flow)\n"
+              "           [--assertion-alg PS256|RS256]            (client-certificate flow)\n"
               "           [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Adds an account through the running broker, which signs in and stores the\n"
@@ -44,6 +46,11 @@ static void add_usage(FILE *f)
               "                      once and never stored; no MFA\n"
               "  client-secret       the app's secret from standard input (--secret-stdin)\n"
               "  client-certificate  the key and certificate made by \"account keygen NAME\"\n"
+              "\n"
+              "--client-auth basic sends the client secret in an HTTP Basic header, for an OAuth\n"
+              "server that takes nothing else (default post: in the request body, as Microsoft\n"
+              "wants). --assertion-alg RS256 signs the client assertion RS256 with x5t, for a\n"
+              "server that cannot verify the default PS256 with x5t#S256.\n"
               "\n"
               "Exit: 0 signed in, 64 usage, 65 bad input, 69 broker not running, 73 the account\n"
               "exists, 75 try again, 77 sign-in refused (declined, expired, wrong password),\n"
@@ -74,6 +81,8 @@ struct add_options {
         bool password_stdin;
         bool secret_stdin;
         const char *secret_expires;
+        const char *assertion_alg; /* "PS256" or "RS256"; NULL: the broker's default */
+        const char *client_auth;   /* "post" or "basic"; NULL: the broker's default */
         const char *admin_socket;
         const char *config;
 };
@@ -127,6 +136,16 @@ static int add_check(const struct add_options *o)
                                 "input: give --secret-stdin (and only then --secret-expires)\n");
                 return EXIT_USAGE;
         }
+        if (o->assertion_alg && strcmp(o->flow, "client-certificate") != 0) {
+                fprintf(stderr, "credbroker: --assertion-alg goes with, and only with, --flow "
+                                "client-certificate\n");
+                return EXIT_USAGE;
+        }
+        if (o->client_auth && strcmp(o->flow, "client-secret") != 0) {
+                fprintf(stderr, "credbroker: --client-auth goes with, and only with, --flow "
+                                "client-secret\n");
+                return EXIT_USAGE;
+        }
         return 0;
 }
 
@@ -146,6 +165,8 @@ static cJSON *add_request(const char *name, const struct add_options *o)
             {"token_endpoint", o->token_endpoint},
             {"device_endpoint", o->device_endpoint},
             {"graph", o->meta.graph},
+            {"assertion_alg", o->assertion_alg},
+            {"client_auth", o->client_auth},
         };
         uint64_t expires_at;
 
@@ -217,6 +238,8 @@ int account_add(int argc, char **argv)
                 OPT_SECRET_EXPIRES,
                 OPT_ADMIN_SOCKET,
                 OPT_GRAPH,
+                OPT_ASSERTION_ALG,
+                OPT_CLIENT_AUTH,
         };
         static const struct option options[] = {
             {"tenant", required_argument, NULL, 't'},
@@ -232,6 +255,8 @@ int account_add(int argc, char **argv)
             {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
             {"secret-stdin", no_argument, NULL, OPT_SECRET_STDIN},
             {"secret-expires", required_argument, NULL, OPT_SECRET_EXPIRES},
+            {"assertion-alg", required_argument, NULL, OPT_ASSERTION_ALG},
+            {"client-auth", required_argument, NULL, OPT_CLIENT_AUTH},
             {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
             {"config", required_argument, NULL, 'c'},
             {"help", no_argument, NULL, 'h'},
@@ -296,6 +321,24 @@ int account_add(int argc, char **argv)
                                 return EXIT_USAGE;
                         }
                         o.secret_expires = optarg;
+                        break;
+                case OPT_ASSERTION_ALG:
+                        /* Exactly as the broker spells them (account_meta_validate). */
+                        if (strcmp(optarg, "PS256") != 0 && strcmp(optarg, "RS256") != 0) {
+                                fprintf(stderr, "credbroker: --assertion-alg is PS256 (the "
+                                                "default) or RS256\n");
+                                return EXIT_USAGE;
+                        }
+                        o.assertion_alg = optarg;
+                        break;
+                case OPT_CLIENT_AUTH:
+                        if (strcmp(optarg, "post") != 0 && strcmp(optarg, "basic") != 0) {
+                                fprintf(stderr, "credbroker: --client-auth is post (the default: "
+                                                "the secret in the request body) or basic (an "
+                                                "HTTP Basic header)\n");
+                                return EXIT_USAGE;
+                        }
+                        o.client_auth = optarg;
                         break;
                 case OPT_ADMIN_SOCKET:
                         o.admin_socket = optarg;

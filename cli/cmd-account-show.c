@@ -140,6 +140,13 @@ static void show_text(const char *name, const struct account_view *v, uint64_t n
                         printf("Token endpoint:      %s\n", v->token_endpoint);
                 if (v->device_endpoint)
                         printf("Device endpoint:     %s\n", v->device_endpoint);
+                /* As the broker's account.show says them (account-via-broker.c). */
+                if (v->meta.assertion_alg || v->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE)
+                        printf("Assertion alg:       %s\n",
+                               v->meta.assertion_alg ? v->meta.assertion_alg : "PS256 (default)");
+                if (v->meta.client_auth || v->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET)
+                        printf("Client auth:         %s\n",
+                               v->meta.client_auth ? v->meta.client_auth : "post (default)");
                 account_format_time(v->meta.created, when);
                 printf("Created:             %s\n", when);
         }
@@ -205,6 +212,10 @@ static int show_json(const char *name, const struct account_view *v)
                      cJSON_AddStringToObject(o, "effective_token_endpoint", v->token_endpoint)) &&
                     (!v->device_endpoint ||
                      cJSON_AddStringToObject(o, "effective_device_endpoint", v->device_endpoint)) &&
+                    (!v->meta.assertion_alg ||
+                     cJSON_AddStringToObject(o, "assertion_alg", v->meta.assertion_alg)) &&
+                    (!v->meta.client_auth ||
+                     cJSON_AddStringToObject(o, "client_auth", v->meta.client_auth)) &&
                     json_add_uint(o, "created", v->meta.created);
         if (good && v->has_refresh_token) {
                 good = (rt = cJSON_AddObjectToObject(o, "refresh_token")) &&

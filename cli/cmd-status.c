@@ -77,7 +77,8 @@ static void print_account(const cJSON *account, enum status_level level, const c
                 display_text(stdout, reason);
         }
         fputc('\n', stdout);
-        if (message && level == STATUS_OK) {
+        /* A reason of its own replaces the broker's message, which is then shown below it. */
+        if (message && (level == STATUS_OK || status_interrupted_refresh(account))) {
                 fputs("  message                ", stdout);
                 display_text(stdout, message);
                 fputc('\n', stdout);

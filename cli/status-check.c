@@ -22,6 +22,11 @@ const char *status_level_name(enum status_level level)
         }
 }
 
+bool status_interrupted_refresh(const cJSON *account)
+{
+        return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(account, "interrupted_refresh"));
+}
+
 enum status_level status_check_account(const cJSON *account, uint64_t now, uint32_t warn_days,
                                        char *reason, size_t reason_size)
 {
@@ -34,6 +39,14 @@ enum status_level status_check_account(const cJSON *account, uint64_t now, uint3
         if (!state) {
                 snprintf(reason, reason_size, "the broker reports no state");
                 return STATUS_UNKNOWN;
+        }
+        /* The broker's interrupted_refresh: not a revocation but a refresh-token family a strict
+         * server rotated while the previous run died (docs/softhsm-torn-writes.md). */
+        if (strcmp(state, "needs_reauth") == 0 && status_interrupted_refresh(account)) {
+                snprintf(reason, reason_size,
+                         "needs reauth: the previous run stopped during a refresh (the "
+                         "refresh-token family may be lost on a strict server); sign in again");
+                return STATUS_CRITICAL;
         }
         if (strcmp(state, "needs_reauth") == 0 || strcmp(state, "needs_config") == 0) {
                 snprintf(reason, reason_size, "%s%s%.300s",

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,6 +19,10 @@ enum status_level {
 #define STATUS_REFRESH_TOKEN_LIFETIME_DAYS 90
 
 const char *status_level_name(enum status_level level);
+
+/* Whether the broker marked the account's needs_reauth as following a refresh the previous run
+ * stopped in (the status row's "interrupted_refresh": true). */
+bool status_interrupted_refresh(const cJSON *account);
 
 /* The level of one account object of the status reply at now (unix seconds), and in reason a
  * short sentence on why when it is not OK. */

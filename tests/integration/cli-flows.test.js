@@ -172,6 +172,80 @@ test('account add --flow client-certificate after keygen', { timeout: 60000 }, a
   assert.match(r.stdout, /^account app-cert signed in; scopes: .*(\.default|Mail\.Send)/m);
 });
 
+// Uses app-secret and app-cert, added above without the options, for the defaults.
+test('account add --assertion-alg / --client-auth: checked, sent, and shown with and without the broker', { timeout: 120000 }, async () => {
+  const usage = [
+    [['--flow', 'client-certificate', '--assertion-alg', 'HS256'], /--assertion-alg is PS256 \(the default\) or RS256/],
+    [['--flow', 'client-certificate', '--assertion-alg', 'rs256'], /--assertion-alg is PS256 \(the default\) or RS256/],
+    [['--flow', 'client-secret', '--secret-stdin', '--client-auth', 'digest'], /--client-auth is post \(the default.*\) or basic/],
+    [['--flow', 'device', '--assertion-alg', 'RS256'], /--assertion-alg goes with, and only with, --flow client-certificate/],
+    [['--flow', 'client-certificate', '--client-auth', 'basic'], /--client-auth goes with, and only with, --flow client-secret/],
+  ];
+  for (const [args, message] of usage) {
+    const r = await cb(['account', 'add', 'bad-setting', '--tenant', TENANT, '--client-id', APP_CLIENT_ID, ...args], { input: 'x\n' });
+    assert.equal(r.code, 64, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
+    assert.match(r.stderr, message, args.join(' '));
+  }
+
+  const rsApp = '44444444-5555-6666-7777-888888888888';
+  const keygen = await cb(['account', 'keygen', 'app-rs']);
+  assert.equal(keygen.code, 0, keygen.stderr);
+  const pem = keygen.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/)[0];
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: rsApp, tenant: TENANT, public_client: false, certificates: [pem] });
+  await h.resetCounters();
+  const rs = await cb(['account', 'add', 'app-rs', '--tenant', TENANT, '--client-id', rsApp,
+    '--flow', 'client-certificate', '--assertion-alg', 'RS256']);
+  assert.equal(rs.code, 0, rs.stderr);
+  assert.deepEqual((await h.counters()).assertion_by_alg, { RS256: 1 }, 'the sign-in sent an RS256 assertion');
+
+  // A generic OAuth server that takes the client secret only in an HTTP Basic header.
+  const basicApp = '55555555-6666-7777-8888-999999999999';
+  const secret = `CS-CANARY-${crypto.randomBytes(12).toString('hex')}`;
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: basicApp, tenant: TENANT, public_client: false, secrets: [secret] });
+  await h.emulatorAdmin('POST', '/admin/config', { generic_client_auth: 'basic' });
+  try {
+    const tokenEndpoint = `https://127.0.0.1:${h.emuPorts.port}/oauth/token`;
+    const add = (name, extra) => cb(['account', 'add', name, '--tenant', TENANT, '--client-id', basicApp,
+      '--flow', 'client-secret', '--secret-stdin', '--token-endpoint', tokenEndpoint, ...extra], { input: `${secret}\n` });
+    const post = await add('app-post', []);
+    assert.notEqual(post.code, 0, 'the server refuses the secret in the body');
+    const basic = await add('app-basic', ['--client-auth', 'basic']);
+    assert.equal(basic.code, 0, basic.stderr);
+    assertNowhere(secret, [['stdout', basic.stdout], ['stderr', basic.stderr]]);
+  } finally {
+    await h.emulatorAdmin('POST', '/admin/config', { generic_client_auth: 'any' });
+  }
+
+  const line = (out, label, value) => out.split('\n').some((l) => new RegExp(`^${label}: +`).test(l) && l.endsWith(` ${value}`));
+  const check = async (what) => {
+    const expected = [['app-rs', 'Assertion alg', 'RS256'], ['app-cert', 'Assertion alg', 'PS256 (default)'],
+      ['app-basic', 'Client auth', 'basic'], ['app-secret', 'Client auth', 'post (default)']];
+    for (const [name, label, value] of expected) {
+      const show = await cb(['account', 'show', name, '-v']);
+      assert.equal(show.code, 0, `${what}: ${show.stderr}`);
+      assert.match(show.stderr, what === 'through the broker' ? /asking the running broker/ : /no broker listens/);
+      assert.ok(line(show.stdout, label, value), `${what}: ${name} shows ${label} ${value}: ${show.stdout}`);
+    }
+    // Each setting only for the flow it applies to.
+    const cert = await cb(['account', 'show', 'app-cert']);
+    assert.doesNotMatch(cert.stdout, /^Client auth:/m, what);
+    const sec = await cb(['account', 'show', 'app-secret']);
+    assert.doesNotMatch(sec.stdout, /^Assertion alg:/m, what);
+    const json = async (name) => JSON.parse((await cb(['account', 'show', name, '--json'])).stdout);
+    assert.equal((await json('app-rs')).assertion_alg, 'RS256', what);
+    assert.equal((await json('app-basic')).client_auth, 'basic', what);
+    assert.equal((await json('app-cert')).assertion_alg, undefined, `${what}: absent means the default`);
+    assert.equal((await json('app-secret')).client_auth, undefined, `${what}: absent means the default`);
+  };
+  await check('through the broker');
+  await h.stopBroker();
+  try {
+    await check('no broker');
+  } finally {
+    await h.startBroker();
+  }
+});
+
 test('account test --send-to: a test message through Graph', { timeout: 60000 }, async (t) => {
   const before = (await h.mail()).length;
   const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com']);

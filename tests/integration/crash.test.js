@@ -98,6 +98,18 @@ for (const rotation of ['lenient', 'strict']) {
         assert.equal(row.state, 'needs_reauth', JSON.stringify(row));
         assert.equal(row.interrupted_refresh, true, JSON.stringify(row));
         assert.match(row.message, /previous run stopped during a refresh/);
+        // credbroker status names it in words of its own (the broker's message follows).
+        const status = await h.cli(['status', '--config', h.conf]);
+        assert.equal(status.code, 2, status.stdout + status.stderr);
+        const interruptedText = 'needs reauth: the previous run stopped during a refresh (the ' +
+          'refresh-token family may be lost on a strict server); sign in again';
+        assert.ok(status.stdout.split('\n')[0].endsWith(`alerts: ${interruptedText}`), status.stdout);
+        assert.ok(status.stdout.includes(`alerts: needs_reauth [CRITICAL] ${interruptedText}\n`), status.stdout);
+        assert.match(status.stdout, /^ {2}message +the previous run stopped during a refresh with refresh token generation 1/m);
+        const json = await h.cli(['status', '--json', '--config', h.conf]);
+        const jrow = JSON.parse(json.stdout).accounts.find((a) => a.account === 'alerts');
+        assert.equal(jrow.interrupted_refresh, true, json.stdout);
+        assert.equal(jrow.reason, interruptedText, json.stdout);
         // And the next run still says so: the marker is kept until the account is signed in.
         await h.restartBroker();
         assert.equal((await h.rawRequest(TOKEN, 20000)).error, 'reauth_required');
@@ -161,5 +173,9 @@ test('strict rotation, revoked without a crash: reauth_required is not marked in
     const row = (await h.adminRequest({ op: 'status' })).accounts.find((a) => a.account === 'alerts');
     assert.equal(row.state, 'needs_reauth');
     assert.equal(row.interrupted_refresh, undefined, JSON.stringify(row));
+    const status = await h.cli(['status', '--config', h.conf]);
+    assert.equal(status.code, 2, status.stdout + status.stderr);
+    assert.match(status.stdout, /alerts: needs_reauth \[CRITICAL\] needs an administrator to sign in again/);
+    assert.doesNotMatch(status.stdout, /previous run stopped|strict server/, status.stdout);
   }
 });

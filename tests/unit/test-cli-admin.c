@@ -224,6 +224,25 @@ static void test_status_levels(void)
         is_str(status_level_name(STATUS_WARNING), "WARNING", "level names");
 }
 
+/* interrupted_refresh: its own reason, only with needs_reauth and only when true. */
+static void test_status_interrupted_refresh(void)
+{
+        char reason[256];
+        cJSON *o = cJSON_Parse("{\"state\":\"needs_reauth\",\"interrupted_refresh\":true,"
+                               "\"message\":\"m\"}");
+
+        is_int(status_check_account(o, 1000, 30, reason, sizeof(reason)), STATUS_CRITICAL,
+               "interrupted needs_reauth is critical");
+        is_str(reason,
+               "needs reauth: the previous run stopped during a refresh (the refresh-token "
+               "family may be lost on a strict server); sign in again",
+               "the interrupted refresh is named");
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "interrupted_refresh", cJSON_CreateFalse());
+        status_check_account(o, 1000, 30, reason, sizeof(reason));
+        is_str(reason, "needs an administrator to sign in again: m", "false: the broker's message");
+        cJSON_Delete(o);
+}
+
 /* Counts in sentences agree with their number: "1 day", never "1 days". */
 static void test_plurals(void)
 {
@@ -285,6 +304,7 @@ int main(void)
         test_dates();
         test_display();
         test_status_levels();
+        test_status_interrupted_refresh();
         test_retry();
         test_plurals();
         return done_testing();
