@@ -77,6 +77,19 @@ static void check_granted_scope(const char *scope_key, const char *granted)
         free(out);
 }
 
+/* A NUL-terminated copy of len bytes: the input is not a C string (strndup() would read past it
+ * under ASan's strict_string_checks). */
+static char *copy_bytes(const uint8_t *data, size_t len)
+{
+        char *s = malloc(len + 1);
+
+        if (s) {
+                memcpy(s, data, len);
+                s[len] = 0;
+        }
+        return s;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         static const char graph[] =
@@ -85,11 +98,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *key, *granted;
 
         if (nl) {
-                key = strndup((const char *)data, (size_t)(nl - data));
-                granted = strndup((const char *)nl + 1, size - (size_t)(nl - data) - 1);
+                key = copy_bytes(data, (size_t)(nl - data));
+                granted = copy_bytes(nl + 1, size - (size_t)(nl - data) - 1);
         } else {
                 key = strdup(graph);
-                granted = strndup((const char *)data, size);
+                granted = copy_bytes(data, size);
         }
         if (key && granted) {
                 check_granted_scope(key, granted);
