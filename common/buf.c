@@ -15,7 +15,8 @@ struct buf {
         size_t max;
 };
 
-#define BUF_INITIAL 256
+#define BUF_INITIAL  256
+#define BUF_READ_MAX 4096
 
 int buf_new(size_t max, struct buf **ret)
 {
@@ -126,8 +127,10 @@ int buf_read_fd(struct buf *b, int fd)
 
         if (want == 0)
                 return -EMSGSIZE;
-        if (want > 16384)
-                want = 16384;
+        /* Small reads: requests are small, and a peer that sends much and reads nothing should
+         * not make every connection's buffer large. */
+        if (want > BUF_READ_MAX)
+                want = BUF_READ_MAX;
         r = buf_ensure(b, want);
         if (r < 0)
                 return r;
@@ -175,8 +178,9 @@ int buf_consume(struct buf *b, size_t len)
 }
 
 /* Above this, an empty buffer gives its storage back: a burst of replies or one large frame
- * must not keep a connection's memory grown for its whole life. */
-#define BUF_KEEP 4096
+ * must not keep a connection's memory grown for its whole life. A couple of reads' worth
+ * stays, or every request would allocate, wipe and free a buffer again. */
+#define BUF_KEEP (4 * BUF_READ_MAX)
 
 void buf_shrink(struct buf *b)
 {

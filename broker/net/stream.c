@@ -18,10 +18,10 @@
 #define STREAM_OUT_MAX (1024 * 1024)
 /* ... because nothing more of that peer is read or handled above this. Low enough that many
  * such peers cost little memory, above a handful of token replies. */
-#define STREAM_OUT_HIGH_WATER (16 * 1024)
+#define STREAM_OUT_HIGH_WATER (8 * 1024)
 /* Frames handled per loop turn: for one connection, and for all connections of one uid. */
 #define STREAM_FRAMES_PER_TURN     4
-#define STREAM_UID_FRAMES_PER_TURN 16
+#define STREAM_UID_FRAMES_PER_TURN 64
 #define STREAM_UID_BYTES_PER_TURN  (256 * 1024)
 /* Log lines one uid's requests may cause: a burst, then a few a minute. */
 #define STREAM_LOG_BURST      20
@@ -44,6 +44,7 @@ struct stream_hub {
         unsigned n_connections;   /* on every socket */
         uint64_t turn;
         struct stream *backlog_head, *backlog_tail;
+        unsigned n_backlogged;
         struct stream_server *servers;
         uint64_t last_refusal_log_usec;
         unsigned refusals_unlogged;
@@ -120,7 +121,7 @@ static void mark_active(struct stream *s)
         }
 }
 
-/* ---- the backlog: connections with whole frames left for the next turn ---------------------- */
+/* ---- the backlog: connections left for the next turn, which serves them first ---------------- */
 
 static void backlog_add(struct stream *s)
 {
@@ -129,6 +130,7 @@ static void backlog_add(struct stream *s)
         if (s->backlogged)
                 return;
         s->backlogged = true;
+        hub->n_backlogged++;
         s->backlog_prev = hub->backlog_tail;
         s->backlog_next = NULL;
         if (hub->backlog_tail)
@@ -154,6 +156,7 @@ static void backlog_remove(struct stream *s)
                 hub->backlog_tail = s->backlog_prev;
         s->backlog_prev = s->backlog_next = NULL;
         s->backlogged = false;
+        hub->n_backlogged--;
 }
 
 /* ---- one connection ------------------------------------------------------------------------- */
@@ -316,8 +319,7 @@ static void stream_process(struct stream *s)
                         break;
                 }
                 uint32_t retry_after =
-                    class->over_budget ? uid_table_take_request(s->server->hub->uids, s->peer.uid,
-                                                                now_boottime_usec())
+                    class->over_budget ? uid_table_take_request(s->server->hub->uids, s->peer.uid)
                                        : 0;
                 if (retry_after > 0)
                         class->over_budget(s, retry_after);
@@ -339,30 +341,38 @@ void stream_resume(struct stream *s)
                 stream_process(s);
 }
 
+/* Reads what the peer sent and handles what is complete. A uid that used up this turn waits
+ * in the backlog, which the next turn serves first: left to epoll, the same connections of
+ * that uid would be reported first, and served, turn after turn. */
+static void stream_read(struct stream *s)
+{
+        if (uid_table_turn_spent(s->server->hub->uids, s->peer.uid)) {
+                backlog_add(s);
+                return;
+        }
+        int r = buf_read_fd(s->in, s->watch.fd);
+        if (r < 0 && r != -EAGAIN && r != -EMSGSIZE) {
+                stream_close(s);
+                return;
+        }
+        if (r > 0) {
+                mark_active(s);
+                if (s->frame_start_usec == 0)
+                        s->frame_start_usec = s->active_usec;
+        }
+        /* A client may send its requests and shut down its side before reading the replies:
+         * answer what is complete, then close. */
+        if (r == 0)
+                s->eof = true;
+        stream_process(s);
+}
+
 static void on_stream_ready(struct watch *w, uint32_t events)
 {
         struct stream *s = (struct stream *)w;
 
         if (events & EPOLLIN) {
-                /* A uid that used up this turn is read again next turn (epoll reports the
-                 * socket again): what it sent cannot be handled now anyway. */
-                if (uid_table_turn_spent(s->server->hub->uids, s->peer.uid))
-                        return;
-                int r = buf_read_fd(s->in, w->fd);
-                if (r < 0 && r != -EAGAIN && r != -EMSGSIZE) {
-                        stream_close(s);
-                        return;
-                }
-                if (r > 0) {
-                        mark_active(s);
-                        if (s->frame_start_usec == 0)
-                                s->frame_start_usec = s->active_usec;
-                }
-                /* A client may send its requests and shut down its side before reading the
-                 * replies: answer what is complete, then close. */
-                if (r == 0)
-                        s->eof = true;
-                stream_process(s);
+                stream_read(s);
                 return;
         }
         if (events & (EPOLLERR | EPOLLHUP)) {
@@ -603,19 +613,22 @@ void stream_hub_free(struct stream_hub *hub)
 
 bool stream_hub_turn(struct stream_hub *hub)
 {
-        struct stream *s, *last;
+        /* Only as many as were waiting when the turn began: one that goes back to the backlog
+         * (its uid's turn spent again) waits for the next turn, and the count bounds the loop
+         * even when connections leave the backlog by closing meanwhile. */
+        unsigned n = hub->n_backlogged;
 
         hub->turn++;
         uid_table_new_turn(hub->uids);
-        /* Only what was waiting when the turn began: a connection that goes back to the
-         * backlog waits for the next one. */
-        last = hub->backlog_tail;
-        while ((s = hub->backlog_head)) {
-                bool was_last = s == last;
+        while (n-- > 0 && hub->backlog_head) {
+                struct stream *s = hub->backlog_head;
                 backlog_remove(s);
-                stream_process(s);
-                if (was_last)
-                        break;
+                /* Waiting either with whole frames left over, or unread (its uid's turn was
+                 * spent): a read that finds nothing is harmless. */
+                if (s->events & EPOLLIN)
+                        stream_read(s);
+                else
+                        stream_process(s);
         }
         return hub->backlog_head != NULL;
 }

@@ -188,7 +188,7 @@ static bool exempt(uid_t uid)
         return uid == 0 || uid == geteuid();
 }
 
-uint32_t uid_table_take_request(struct uid_table *t, uid_t uid, uint64_t now_usec)
+uint32_t uid_table_take_request(struct uid_table *t, uid_t uid)
 {
         struct uid_entry *e;
 
@@ -198,7 +198,7 @@ uint32_t uid_table_take_request(struct uid_table *t, uid_t uid, uint64_t now_use
         if (!e)
                 return 1;
         refill(&e->request_tokens, &e->request_refilled_usec, t->limits.request_rate,
-               t->limits.request_burst, now_usec);
+               t->limits.request_burst, e->used_usec);
         if (e->request_tokens >= TOKEN_UNIT) {
                 e->request_tokens -= TOKEN_UNIT;
                 return 0;

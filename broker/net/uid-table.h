@@ -30,7 +30,7 @@ unsigned uid_table_connections(struct uid_table *t, uid_t uid);
 
 /* Takes one request from uid's budget. Returns 0, or the seconds until the next request is
  * allowed (> 0). Root and the broker's own uid have no budget. */
-uint32_t uid_table_take_request(struct uid_table *t, uid_t uid, uint64_t now_usec);
+uint32_t uid_table_take_request(struct uid_table *t, uid_t uid);
 
 /* Fairness within one loop turn: starts a new turn, and asks whether uid may have one more
  * frame of len bytes handled in this one (counting it when it may). */
