@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -18,7 +19,7 @@
 #define STREAM_OUT_MAX (1024 * 1024)
 /* ... because nothing more of that peer is read or handled above this. Low enough that many
  * such peers cost little memory, above a handful of token replies. */
-#define STREAM_OUT_HIGH_WATER (8 * 1024)
+#define STREAM_OUT_HIGH_WATER (4 * 1024)
 /* Frames handled per loop turn: for one connection, and for all connections of one uid. */
 #define STREAM_FRAMES_PER_TURN     4
 #define STREAM_UID_FRAMES_PER_TURN 64
@@ -77,6 +78,17 @@ void *stream_server_userdata(const struct stream_server *server)
         return server->userdata;
 }
 
+/* The connections' own timing (idle, frame and eviction clocks) needs no more than a few
+ * milliseconds of precision, and is read at every read and write: the coarse clock costs
+ * less. Suspended time does not count, which suits idle timeouts. */
+static uint64_t stream_now(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        return (uint64_t)ts.tv_sec * USEC_PER_SEC + (uint64_t)ts.tv_nsec / 1000;
+}
+
 static bool privileged(uid_t uid)
 {
         return uid == 0 || uid == geteuid();
@@ -114,7 +126,7 @@ static void list_append(struct stream *s)
 
 static void mark_active(struct stream *s)
 {
-        s->active_usec = now_boottime_usec();
+        s->active_usec = stream_now();
         if (s->server->tail != s) {
                 list_unlink(s);
                 list_append(s);
@@ -193,7 +205,7 @@ void stream_close(struct stream *s)
         list_unlink(s);
         server->n_connections--;
         hub->n_connections--;
-        uid_table_disconnect(hub->uids, s->peer.uid);
+        uid_table_disconnect(hub->uids, s->uid);
         /* A descriptor is free again: accept again if we ran out. */
         for (struct stream_server *each = hub->servers; each; each = each->next)
                 resume_listener(each);
@@ -281,7 +293,7 @@ static bool take_turn(struct stream *s, size_t len)
                 s->turn_frames = 0;
         }
         if (s->turn_frames >= STREAM_FRAMES_PER_TURN ||
-            !uid_table_take_turn(hub->uids, s->peer.uid, len))
+            !uid_entry_take_turn(hub->uids, s->uid, len))
                 return false;
         s->turn_frames++;
         return true;
@@ -319,15 +331,14 @@ static void stream_process(struct stream *s)
                         break;
                 }
                 uint32_t retry_after =
-                    class->over_budget ? uid_table_take_request(s->server->hub->uids, s->peer.uid)
-                                       : 0;
+                    class->over_budget ? uid_entry_take_request(s->server->hub->uids, s->uid) : 0;
                 if (retry_after > 0)
                         class->over_budget(s, retry_after);
                 else
                         class->handle(s, (uint8_t *)payload, len);
                 /* Consuming wipes the frame in the buffer (it may hold a secret). */
                 wire_frame_consume(s->in, len);
-                s->frame_start_usec = buf_len(s->in) > 0 ? now_boottime_usec() : 0;
+                s->frame_start_usec = buf_len(s->in) > 0 ? stream_now() : 0;
         }
         if (buf_len(s->in) == 0)
                 buf_shrink(s->in);
@@ -346,7 +357,7 @@ void stream_resume(struct stream *s)
  * that uid would be reported first, and served, turn after turn. */
 static void stream_read(struct stream *s)
 {
-        if (uid_table_turn_spent(s->server->hub->uids, s->peer.uid)) {
+        if (uid_entry_turn_spent(s->server->hub->uids, s->uid)) {
                 backlog_add(s);
                 return;
         }
@@ -423,7 +434,7 @@ static bool idle(const struct stream *s, uint64_t now)
 /* Closes the least recently active idle connection of this server to make room. */
 static bool evict_idle(struct stream_server *server)
 {
-        uint64_t now = now_boottime_usec();
+        uint64_t now = stream_now();
 
         for (struct stream *s = server->head; s; s = s->next)
                 if (idle(s, now)) {
@@ -500,14 +511,14 @@ static void accept_one(struct stream_server *server, int fd)
                                 (unsigned)s->peer.uid, (int)s->peer.pid);
         if ((r = buf_new(STREAM_IN_MAX, &s->in)) < 0 || (r = buf_new(STREAM_OUT_MAX, &s->out)) < 0)
                 goto refuse;
-        r = uid_table_connect(hub->uids, s->peer.uid);
-        if (r < 0)
+        s->uid = uid_table_connect(hub->uids, s->peer.uid);
+        if (!s->uid)
                 goto refuse;
         /* From here on s is counted: stream_close() undoes it all. */
         server->n_connections++;
         hub->n_connections++;
         list_append(s);
-        s->active_usec = now_boottime_usec();
+        s->active_usec = stream_now();
         s->events = EPOLLIN;
         r = event_add(hub->epfd, &s->watch, s->events);
         if (r < 0) {
@@ -540,7 +551,7 @@ static void on_accept(struct watch *w, uint32_t events)
                                             "out of file descriptors", (uid_t)-1);
                                 if (event_modify(server->hub->epfd, w, 0) == 0) {
                                         server->paused = true;
-                                        server->paused_usec = now_boottime_usec();
+                                        server->paused_usec = stream_now();
                                 }
                         } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
                                 log_warning_errno(errno, "%s socket: accept() failed",
@@ -668,7 +679,7 @@ static void check_timeouts(struct stream_server *server, uint64_t now)
 
 void stream_hub_tick(struct stream_hub *hub)
 {
-        uint64_t now = now_boottime_usec();
+        uint64_t now = stream_now();
 
         for (struct stream_server *server = hub->servers; server; server = server->next) {
                 check_timeouts(server, now);
@@ -679,7 +690,7 @@ void stream_hub_tick(struct stream_hub *hub)
                         resume_listener(server);
                 }
         }
-        uid_table_tick(hub->uids, now);
+        uid_table_tick(hub->uids, now_boottime_usec());
 }
 
 /* ---- servers ------------------------------------------------------------------------------- */

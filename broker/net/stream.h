@@ -32,7 +32,8 @@ struct stream {
         struct watch watch;
         struct stream_server *server;
         const struct stream_class *class;
-        struct peer peer; /* from the kernel at accept, never from the peer's own words */
+        struct peer peer;      /* from the kernel at accept, never from the peer's own words */
+        struct uid_entry *uid; /* its uid's limits and budgets (uid-table.h) */
         struct buf *in;
         struct buf *out;
         bool closing;         /* flush what is queued, then close */

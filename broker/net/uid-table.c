@@ -141,22 +141,21 @@ static struct uid_entry *get(struct uid_table *t, uid_t uid)
         return e;
 }
 
-int uid_table_connect(struct uid_table *t, uid_t uid)
+struct uid_entry *uid_table_connect(struct uid_table *t, uid_t uid)
 {
         struct uid_entry *e = get(t, uid);
 
-        if (!e)
-                return -ENOMEM;
-        e->connections++;
-        return 0;
+        if (e)
+                e->connections++;
+        return e;
 }
 
-void uid_table_disconnect(struct uid_table *t, uid_t uid)
+void uid_table_disconnect(struct uid_table *t, struct uid_entry *e)
 {
-        struct uid_entry *e = find(t, uid);
-
-        if (e && e->connections > 0)
+        if (e && e->connections > 0) {
                 e->connections--;
+                e->used_usec = now_boottime_usec();
+        }
 }
 
 unsigned uid_table_connections(struct uid_table *t, uid_t uid)
@@ -188,17 +187,12 @@ static bool exempt(uid_t uid)
         return uid == 0 || uid == geteuid();
 }
 
-uint32_t uid_table_take_request(struct uid_table *t, uid_t uid)
+uint32_t uid_entry_take_request(struct uid_table *t, struct uid_entry *e)
 {
-        struct uid_entry *e;
-
-        if (t->limits.request_rate == 0 || exempt(uid))
+        if (t->limits.request_rate == 0 || exempt(e->uid))
                 return 0;
-        e = get(t, uid);
-        if (!e)
-                return 1;
         refill(&e->request_tokens, &e->request_refilled_usec, t->limits.request_rate,
-               t->limits.request_burst, e->used_usec);
+               t->limits.request_burst, now_boottime_usec());
         if (e->request_tokens >= TOKEN_UNIT) {
                 e->request_tokens -= TOKEN_UNIT;
                 return 0;
@@ -214,34 +208,26 @@ void uid_table_new_turn(struct uid_table *t)
         t->turn++;
 }
 
-static struct uid_entry *turn_entry(struct uid_table *t, uid_t uid)
+/* The entry's share of the current turn, reset when the turn is new. */
+static void turn_start(const struct uid_table *t, struct uid_entry *e)
 {
-        struct uid_entry *e = get(t, uid);
-
-        if (e && e->turn != t->turn) {
+        if (e->turn != t->turn) {
                 e->turn = t->turn;
                 e->turn_frames = 0;
                 e->turn_bytes = 0;
         }
-        return e;
 }
 
-bool uid_table_turn_spent(struct uid_table *t, uid_t uid)
+bool uid_entry_turn_spent(struct uid_table *t, struct uid_entry *e)
 {
-        struct uid_entry *e = turn_entry(t, uid);
-
-        return e && (e->turn_frames >= t->limits.frames_per_turn ||
-                     e->turn_bytes >= t->limits.bytes_per_turn);
+        turn_start(t, e);
+        return e->turn_frames >= t->limits.frames_per_turn ||
+               e->turn_bytes >= t->limits.bytes_per_turn;
 }
 
-bool uid_table_take_turn(struct uid_table *t, uid_t uid, size_t len)
+bool uid_entry_take_turn(struct uid_table *t, struct uid_entry *e, size_t len)
 {
-        struct uid_entry *e = turn_entry(t, uid);
-
-        if (!e)
-                return true; /* out of memory: fairness is not worth a stall */
-        if (e->turn_frames >= t->limits.frames_per_turn ||
-            e->turn_bytes >= t->limits.bytes_per_turn)
+        if (uid_entry_turn_spent(t, e))
                 return false;
         e->turn_frames++;
         e->turn_bytes += len;

@@ -195,6 +195,9 @@ test('4 uids x 256 trickling connections against 1,024 descriptors: an allowed u
   const h = await world({}, { brokerWrapper: ['prlimit', '--nofile=1024:1024', '--'] });
   const attackers = ['nobody', 'bin', 'sys', 'games'].map((u) => abuse(h, u, 'trickle', 256, 12));
   await sleep(3000); // the attack is in place
+  // What the broker holds, counted on its side: 4 uids x 64, and a few of its own.
+  const held = fs.readdirSync(`/proc/${h.brokerPid}/fd`).length;
+  assert.ok(held <= 4 * 64 + 48, `the broker holds ${held} descriptors during the attack`);
   for (let i = 0; i < 3; i++) {
     let t0 = Date.now();
     const root = await h.rawRequest({ v: 1, op: 'token', profile: 'alerts' }, 1000);
@@ -209,7 +212,6 @@ test('4 uids x 256 trickling connections against 1,024 descriptors: an allowed u
   }
   const results = await Promise.all(attackers);
   for (const r of results) {
-    assert.ok(r.opened <= 64, `one uid held ${r.opened} connections: ${JSON.stringify(r)}`);
     assert.ok((r.refused.rate_limited || 0) >= 150, `refusals are framed rate_limited: ${JSON.stringify(r)}`);
     // The frame timeout (5 s) closed the trickling ones long before the attack ended.
     assert.equal(r.closedByBroker, r.opened, JSON.stringify(r));
@@ -219,7 +221,9 @@ test('4 uids x 256 trickling connections against 1,024 descriptors: an allowed u
 });
 
 test('256 connections that never read their replies add less than 16 MB to the broker', { timeout: 60000 }, async () => {
-  const h = await world({ max_connections_per_uid: 256, request_rate_per_uid: 0 });
+  // meson sets MALLOC_PERTURB_, which makes glibc touch every byte it hands out: not what a
+  // production broker's memory looks like.
+  const h = await world({ max_connections_per_uid: 256, request_rate_per_uid: 0 }, { brokerEnv: { MALLOC_PERTURB_: null } });
   const rss0 = vmRss(h.brokerPid);
   const attack = abuse(h, 'nobody', 'noread', 256, 6);
   await sleep(4000);
@@ -229,6 +233,7 @@ test('256 connections that never read their replies add less than 16 MB to the b
   const r = await attack;
   assert.equal(r.opened, 256, JSON.stringify(r));
   // AddressSanitizer keeps freed memory in quarantine: RSS says nothing about buffers there.
+  console.log(`# RSS ${rss0} kB before, ${rss} kB during the attack`);
   if (!SLOWER_BUILD) assert.ok(rss - rss0 < 16 * 1024, `RSS grew ${rss - rss0} kB (from ${rss0} kB)`);
 });
 
