@@ -390,8 +390,13 @@ static void on_stream_ready(struct watch *w, uint32_t events)
                 stream_close(s);
                 return;
         }
-        if (events & EPOLLOUT)
+        if (events & EPOLLOUT) {
                 stream_flush(s);
+                /* Frames that waited for the peer to read its replies go on now. */
+                if (s->watch.fd >= 0 && buf_len(s->in) > 0 &&
+                    buf_len(s->out) < STREAM_OUT_HIGH_WATER)
+                        stream_process(s);
+        }
 }
 
 /* ---- accepting ------------------------------------------------------------------------------ */

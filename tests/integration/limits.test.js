@@ -281,3 +281,20 @@ test('a socket directory that does not exist is named, with how to create it', {
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, new RegExp(`directory ${h.p('no-such-dir')} for ${missing.replace(/[.]/g, '\\.')} does not exist: create it \\(install -d -m 0755 ${h.p('no-such-dir')}\\)`));
 });
+
+test('a client that pipelines many requests and reads its replies late gets every reply', { timeout: 60000 }, async () => {
+  const h = harnesses[0] && harnesses[0].brokerAlive() ? harnesses[0] : await world();
+  const c = await h.rawClient();
+  try {
+    // 400 token replies are far more than the output high-water mark and the socket's buffer.
+    const one = frame({ v: 1, op: 'token', profile: 'alerts' });
+    await c.write(Buffer.concat(Array.from({ length: 400 }, () => one)));
+    await sleep(1500); // the broker stops at the high-water mark meanwhile
+    for (let i = 0; i < 400; i++) {
+      const reply = await c.readFrame(5000);
+      assert.equal(reply.ok, true, `reply ${i}: ${JSON.stringify(reply)}`);
+    }
+  } finally {
+    c.close();
+  }
+});
