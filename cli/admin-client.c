@@ -86,6 +86,8 @@ int admin_connect_or_report(const char *path, struct admin_conn **ret)
                         "credbroker: the broker is not running (nothing listens on %s); start "
                         "credbrokerd first\n",
                         path);
+                if (r == -ENOENT)
+                        client_explain_missing_directory(path);
                 return EXIT_UNAVAILABLE;
         }
         if (r == -EACCES || r == -EPERM) {

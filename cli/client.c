@@ -4,6 +4,7 @@
 #include "client.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include <stdbool.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
@@ -217,12 +219,35 @@ int client_call(const char *socket_path, const cJSON *request, cJSON **ret_reply
                 } else {
                         fprintf(stderr, "credbroker: cannot reach the broker at %s: %s\n",
                                 socket_path, r == -EAGAIN ? "timed out" : strerror(-r));
+                        if (r == -ENOENT)
+                                client_explain_missing_directory(socket_path);
                         return r == -EAGAIN ? EXIT_TEMPFAIL : EXIT_UNAVAILABLE;
                 }
                 (void)nanosleep(&(struct timespec){.tv_sec = (time_t)(delay / 1000),
                                                    .tv_nsec = (long)(delay % 1000) * 1000000},
                                 NULL);
         }
+}
+
+void client_explain_missing_directory(const char *socket_path)
+{
+        char dir[PATH_MAX];
+        const char *slash = strrchr(socket_path, '/');
+        struct stat st;
+
+        if (!slash || slash == socket_path || (size_t)(slash - socket_path) >= sizeof(dir))
+                return;
+        memcpy(dir, socket_path, (size_t)(slash - socket_path));
+        dir[slash - socket_path] = 0;
+        if (stat(dir, &st) == 0 || errno != ENOENT)
+                return;
+        fprintf(stderr,
+                "credbroker: the directory %s does not exist, so no broker listens there "
+                "(credbrokerd creates " RUNTIME_DIR " when it starts). To reach another broker, "
+                "such as a demo's, give --socket/--admin-socket, CREDBROKER_SOCKET/"
+                "CREDBROKER_ADMIN_SOCKET, or its configuration with --config or "
+                "CREDBROKER_CONFIG.\n",
+                dir);
 }
 
 int client_report_error(const cJSON *reply)

@@ -36,3 +36,7 @@ int client_request_token(const char *socket_path, const char *profile, char *con
 /* Asks for a token; on success *ret_reply holds the whole reply ("access_token", "mailbox"...). */
 int client_get_token(const char *socket_path, const char *profile, char *const *scopes,
                      size_t n_scopes, long min_ttl, cJSON **ret_reply);
+
+/* After a connect() that found no socket: says so when the socket's whole directory is missing,
+ * and how to point the CLI at the broker meant. */
+void client_explain_missing_directory(const char *socket_path);

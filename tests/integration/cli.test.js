@@ -153,3 +153,16 @@ test('ping parses its options like token and send: --socket=PATH works, extra op
   const ping = await h.cli(['ping', `--socket=${h.socket}`], { env: { CREDBROKER_SOCKET: undefined } });
   assert.equal(ping.code, 0, `exit ${ping.code}: ${ping.stderr}`);
 });
+
+test('a socket whose directory does not exist: the error names the directory and how to reach another broker', { timeout: 30000 }, async () => {
+  const dir = h.p('no-such-dir');
+  const ping = await h.cli(['ping', '--socket', `${dir}/socket`]);
+  assert.equal(ping.code, 69, ping.stderr);
+  assert.match(ping.stderr, new RegExp(`the directory ${dir} does not exist.*--socket/--admin-socket.*--config`));
+  const status = await h.cli(['status', '--admin-socket', `${dir}/admin.socket`]);
+  assert.match(status.stderr, new RegExp(`the directory ${dir} does not exist`));
+  // A directory that exists: only the socket is missing, and nothing more is said.
+  const plain = await h.cli(['ping', '--socket', h.p('no-broker-here')]);
+  assert.equal(plain.code, 69);
+  assert.doesNotMatch(plain.stderr, /does not exist, so no broker/);
+});
