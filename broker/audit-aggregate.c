@@ -112,6 +112,13 @@ static int remember(struct kind *k, const struct audit_record *r)
 {
         char *exe = NULL, *unit = NULL;
 
+        k->retry_after = r->retry_after;
+        /* A flood repeats one process's denial: nothing to copy again. */
+        if (k->last_peer.pid == r->peer->pid && k->last_peer.uid == r->peer->uid &&
+            same(k->last_peer.exe, r->peer->exe) && same(k->last_peer.unit, r->peer->unit) &&
+            same(k->last_profile, r->profile) && same(k->last_account, r->account) &&
+            same(k->last_scope_key, r->scope_key))
+                return 0;
         if ((r->peer->exe && !(exe = strdup(r->peer->exe))) ||
             (r->peer->unit && !(unit = strdup(r->peer->unit)))) {
                 free(exe);
@@ -124,7 +131,6 @@ static int remember(struct kind *k, const struct audit_record *r)
                                      .pid = r->peer->pid,
                                      .exe = exe,
                                      .unit = unit};
-        k->retry_after = r->retry_after;
         if (set_copy(&k->last_profile, r->profile) < 0 ||
             set_copy(&k->last_account, r->account) < 0 ||
             set_copy(&k->last_scope_key, r->scope_key) < 0)

@@ -68,11 +68,6 @@ struct uid_table *stream_uids(const struct stream *s)
         return s->server->hub->uids;
 }
 
-struct uid_table *stream_hub_uids(struct stream_hub *hub)
-{
-        return hub->uids;
-}
-
 void *stream_server_userdata(const struct stream_server *server)
 {
         return server->userdata;

@@ -87,7 +87,6 @@ bool stream_hub_turn(struct stream_hub *hub);
 /* About once a second: closes idle connections and frames that take too long, accepts again
  * after running out of descriptors, reports suppressed log lines. */
 void stream_hub_tick(struct stream_hub *hub);
-struct uid_table *stream_hub_uids(struct stream_hub *hub);
 
 /* Listens on fd (already bound and listening, non-blocking). userdata goes to the class's
  * admit(). */

@@ -165,17 +165,17 @@ unsigned uid_table_connections(struct uid_table *t, uid_t uid)
         return e ? e->connections : 0;
 }
 
-/* Adds what rate (per second, scaled by TOKEN_UNIT) earned since the last refill, up to burst. */
-static void refill(uint64_t *tokens, uint64_t *refilled_usec, uint64_t rate_per_sec, uint64_t burst,
+/* A token bucket in millionths: adds what per_minute earned since the last refill (elapsed µs ×
+ * per_minute / 60 millionths), up to burst. Elapsed time is capped before it can overflow. */
+static void refill(uint64_t *tokens, uint64_t *refilled_usec, uint64_t per_minute, uint64_t burst,
                    uint64_t now)
 {
         uint64_t elapsed = now > *refilled_usec ? now - *refilled_usec : 0;
         uint64_t max = burst * TOKEN_UNIT;
 
-        /* rate_per_sec * elapsed µs = tokens in millionths; capped before it can overflow. */
         if (elapsed > 3600 * USEC_PER_SEC)
                 elapsed = 3600 * USEC_PER_SEC;
-        *tokens += rate_per_sec * elapsed;
+        *tokens += elapsed * per_minute / 60;
         if (*tokens > max)
                 *tokens = max;
         *refilled_usec = now;
@@ -191,7 +191,7 @@ uint32_t uid_entry_take_request(struct uid_table *t, struct uid_entry *e)
 {
         if (t->limits.request_rate == 0 || exempt(e->uid))
                 return 0;
-        refill(&e->request_tokens, &e->request_refilled_usec, t->limits.request_rate,
+        refill(&e->request_tokens, &e->request_refilled_usec, 60 * (uint64_t)t->limits.request_rate,
                t->limits.request_burst, now_boottime_usec());
         if (e->request_tokens >= TOKEN_UNIT) {
                 e->request_tokens -= TOKEN_UNIT;
@@ -234,18 +234,10 @@ bool uid_entry_take_turn(struct uid_table *t, struct uid_entry *e, size_t len)
         return true;
 }
 
-/* log_per_minute lines a minute: elapsed µs × per_minute / 60 is the millionths earned. */
 static void log_refill(const struct uid_table *t, struct uid_entry *e, uint64_t now)
 {
-        uint64_t elapsed = now > e->log_refilled_usec ? now - e->log_refilled_usec : 0;
-        uint64_t max = (uint64_t)t->limits.log_burst * TOKEN_UNIT;
-
-        if (elapsed > 3600 * USEC_PER_SEC)
-                elapsed = 3600 * USEC_PER_SEC;
-        e->log_tokens += elapsed * t->limits.log_per_minute / 60;
-        if (e->log_tokens > max)
-                e->log_tokens = max;
-        e->log_refilled_usec = now;
+        refill(&e->log_tokens, &e->log_refilled_usec, t->limits.log_per_minute, t->limits.log_burst,
+               now);
 }
 
 void uid_table_log(struct uid_table *t, uid_t uid, enum log_level level, const char *fmt, ...)
