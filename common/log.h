@@ -18,6 +18,8 @@ void log_set_ident(const char *ident);
 int log_parse_level(const char *name, enum log_level *ret);
 
 /* Returns -abs(error) (or 0 when error is 0), so callers can "return log_error_errno(r, ...)".
+ * The convention is the negative errno everywhere: log_error_errno(r, ...) with r < 0 from a
+ * function of ours, log_error_errno(-errno, ...) after a failed libc call.
  * A non-zero error appends ": <strerror(error)>" to the line (ISO C has no "%m"). */
 int log_internal(enum log_level level, int error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
