@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 /* The structure that holds member ptr, for objects that embed a struct watch or a struct stream. */
-#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #define USEC_PER_SEC  1000000ULL
 #define USEC_PER_MSEC 1000ULL
