@@ -109,7 +109,16 @@ static void reload_policy(struct broker *b)
         char error[256];
         size_t profiles;
 
-        (void)broker_reload(b, error, sizeof(error), &profiles);
+#if HAVE_SYSTEMD
+        (void)sd_notify(0, "RELOADING=1\nSTATUS=Reloading the policy");
+#endif
+        int r = broker_reload(b, error, sizeof(error), &profiles);
+#if HAVE_SYSTEMD
+        (void)sd_notifyf(0, "READY=1\nSTATUS=%s",
+                         r < 0 ? "Reload failed; serving the previous policy" : "Serving");
+#else
+        (void)r;
+#endif
 }
 
 static void on_signal(struct watch *w, uint32_t events)
@@ -331,7 +340,10 @@ int main(int argc, char **argv)
         log_info("credbrokerd %s ready on %s (%zu profiles).", PACKAGE_VERSION,
                  b.config->socket_path, policy_set_count(b.policy));
 #if HAVE_SYSTEMD
-        (void)sd_notify(0, "READY=1");
+        uint64_t watchdog_usec = 0, last_watchdog = 0;
+        if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
+                watchdog_usec = 0;
+        (void)sd_notify(0, "READY=1\nSTATUS=Serving");
 #endif
         while (!b.stopping) {
                 /* Frames left over from the last turn (fairness, net/stream.c) go first; the
@@ -349,9 +361,15 @@ int main(int argc, char **argv)
                         stream_hub_tick(b.streams);
                         audit_aggregator_tick(b.denials);
                 }
+#if HAVE_SYSTEMD
+                if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {
+                        last_watchdog = now;
+                        (void)sd_notify(0, "WATCHDOG=1");
+                }
+#endif
         }
 #if HAVE_SYSTEMD
-        (void)sd_notify(0, "STOPPING=1");
+        (void)sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
 #endif
         log_info("Shutting down.");
         r = r < 0 ? r : 0;
