@@ -11,7 +11,7 @@ policy_default=$3
 
 install_new() {
         if [ -e "$2" ] || [ -L "$2" ]; then
-                echo "credbroker: keeping the existing $2 (the shipped version is in the examples)"
+                echo "credbroker: keeping the existing $2 (the shipped version is in the examples)" >&2
         else
                 install -D -m 0644 "$1" "$2"
                 [ -n "${MESON_INSTALL_QUIET:-}" ] || echo "Installing $1 to $2"
@@ -24,5 +24,5 @@ install_new "$conf_example" "$confdir/credbroker.conf"
 if [ -z "$(ls -A "$confdir/policy.d")" ]; then
         install_new "$policy_default" "$confdir/policy.d/default"
 else
-        echo "credbroker: $confdir/policy.d already has profiles; not adding policy.d/default"
+        echo "credbroker: $confdir/policy.d already has profiles; not adding policy.d/default" >&2
 fi
