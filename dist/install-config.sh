@@ -5,7 +5,12 @@
 #
 #   install-config.sh CONFDIR CREDBROKER_CONF_EXAMPLE POLICY_DEFAULT
 set -eu
-confdir=${DESTDIR:-}$1
+destdir=${DESTDIR:-}
+# meson install --destdir passes the destination through these.
+if [ -n "${MESON_INSTALL_DESTDIR_PREFIX:-}" ] && [ -n "${MESON_INSTALL_PREFIX:-}" ]; then
+        destdir=${MESON_INSTALL_DESTDIR_PREFIX%"$MESON_INSTALL_PREFIX"}
+fi
+confdir=$destdir$1
 conf_example=$2
 policy_default=$3
 
