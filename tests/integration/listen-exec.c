@@ -22,7 +22,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "usage: listen-exec SOCKET COMMAND [ARG...]\n");
                 return 64;
         }
-        strcpy(addr.sun_path, argv[1]);
+        memcpy(addr.sun_path, argv[1], strlen(argv[1]) + 1);
         fd = socket(AF_UNIX, SOCK_STREAM, 0);
         if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
             chmod(argv[1], 0666) < 0 || listen(fd, 128) < 0) {

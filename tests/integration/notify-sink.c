@@ -18,7 +18,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "usage: notify-sink PATH\n");
                 return 64;
         }
-        strcpy(addr.sun_path, argv[1]);
+        memcpy(addr.sun_path, argv[1], strlen(argv[1]) + 1);
         fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
                 perror("notify-sink");
