@@ -6,23 +6,61 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "idp.h"
 #include "log.h"
 
 #define DEVICE_CODE_GRANT   "urn:ietf:params:oauth:grant-type:device_code"
 #define JWT_BEARER_TYPE     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #define GRAPH_DEFAULT_SCOPE "https://graph.microsoft.com/.default"
+#define GRANT_FORM_MAX      (32 * 1024)
+
+/* --- form bodies (application/x-www-form-urlencoded, in secret memory) ------------------- */
+
+static int form_new(struct secret **ret)
+{
+        return secret_new(GRANT_FORM_MAX, ret);
+}
+
+/* Appends "&key=value" (URL-encoded) to a secret form body. */
+static int form_add(struct secret *form, const char *key, const char *value, size_t len)
+{
+        char *escaped;
+        int r;
+
+        if (len > GRANT_FORM_MAX)
+                return -E2BIG;
+        escaped = curl_easy_escape(NULL, value, (int)len);
+        if (!escaped)
+                return -ENOMEM;
+        r = secret_len(form) > 0 ? secret_append(form, "&", 1) : 0;
+        if (r == 0)
+                r = secret_append(form, key, strlen(key));
+        if (r == 0)
+                r = secret_append(form, "=", 1);
+        if (r == 0)
+                r = secret_append(form, escaped, strlen(escaped));
+        explicit_bzero(escaped, strlen(escaped));
+        curl_free(escaped);
+        return r;
+}
+
+static int form_add_string(struct secret *form, const char *key, const char *value)
+{
+        return form_add(form, key, value, strlen(value));
+}
 
 /* Adds pairs until one fails; a NULL value ends the list. */
 static int form_build(struct secret **ret, const char *const *pairs)
 {
         struct secret *form = NULL;
-        int r = idp_form_new(&form);
+        int r = form_new(&form);
 
         /* An empty value is left out: a server without a default scope gets no "scope=". */
         for (size_t i = 0; r == 0 && pairs[i]; i += 2)
                 if (*pairs[i + 1])
-                        r = idp_form_add_string(form, pairs[i], pairs[i + 1]);
+                        r = form_add_string(form, pairs[i], pairs[i + 1]);
         if (r < 0) {
                 secret_free(form);
                 return r;
@@ -50,9 +88,9 @@ int grant_form_password(const char *client_id, const char *username, const struc
         int r = form_build(&form, pairs);
 
         if (r == 0)
-                r = idp_form_add(form, "password", secret_str(password), secret_len(password));
+                r = form_add(form, "password", secret_str(password), secret_len(password));
         if (r == 0 && !generic)
-                r = idp_form_add_string(form, "client_info", "1");
+                r = form_add_string(form, "client_info", "1");
         return form_finish(form, r, ret);
 }
 
@@ -64,10 +102,9 @@ int grant_form_device_code(const char *client_id, const struct secret *device_co
         int r = form_build(&form, pairs);
 
         if (r == 0)
-                r = idp_form_add(form, "device_code", secret_str(device_code),
-                                 secret_len(device_code));
+                r = form_add(form, "device_code", secret_str(device_code), secret_len(device_code));
         if (r == 0 && !generic)
-                r = idp_form_add_string(form, "client_info", "1");
+                r = form_add_string(form, "client_info", "1");
         return form_finish(form, r, ret);
 }
 
@@ -76,6 +113,39 @@ int grant_form_device_authorization(const char *client_id, const char *scope, st
         const char *pairs[] = {"client_id", client_id, "scope", scope, NULL};
 
         return form_build(ret, pairs);
+}
+
+int grant_form_refresh(const struct idp_refresh_grant *g, struct secret **ret)
+{
+        struct secret *form = NULL;
+        int r;
+
+        /* Not form_build: an empty value is sent as it is. */
+        r = form_new(&form);
+        if (r == 0)
+                r = form_add_string(form, "grant_type", "refresh_token");
+        if (r == 0)
+                r = form_add_string(form, "client_id", g->client_id);
+        if (r == 0)
+                r = form_add(form, "refresh_token", secret_str(g->refresh_token),
+                             secret_len(g->refresh_token));
+        if (r == 0)
+                r = form_add_string(form, "scope", g->scope);
+        /* Microsoft's addition (MSAL sends it); a standards-only server is not sent it. */
+        if (r == 0 && !g->generic)
+                r = form_add_string(form, "client_info", "1");
+        return form_finish(form, r, ret);
+}
+
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
+                        void *userdata)
+{
+        struct secret *form = NULL;
+        int r = grant_form_refresh(g, &form);
+
+        if (r < 0)
+                return r;
+        return idp_post_token_request(idp, g->token_endpoint, &form, done, userdata);
 }
 
 int grant_form_client_credentials(const char *client_id, const char *scope,
@@ -88,13 +158,12 @@ int grant_form_client_credentials(const char *client_id, const char *scope,
         int r = form_build(&form, pairs);
 
         if (r == 0 && kind == GRANT_CLIENT_SECRET)
-                r = idp_form_add(form, "client_secret", secret_str(credential),
-                                 secret_len(credential));
+                r = form_add(form, "client_secret", secret_str(credential), secret_len(credential));
         if (r == 0 && kind == GRANT_CLIENT_ASSERTION) {
-                r = idp_form_add_string(form, "client_assertion_type", JWT_BEARER_TYPE);
+                r = form_add_string(form, "client_assertion_type", JWT_BEARER_TYPE);
                 if (r == 0)
-                        r = idp_form_add(form, "client_assertion", secret_str(credential),
-                                         secret_len(credential));
+                        r = form_add(form, "client_assertion", secret_str(credential),
+                                     secret_len(credential));
         }
         return form_finish(form, r, ret);
 }

@@ -1,6 +1,7 @@
-/* Token requests for each flow (microsoft-identity.md, RFC 6749/8628/7523): the form bodies,
- * the scope an app-only request asks for, and the app-only credential read or signed on the
- * store worker. Shared by the refresh path (refresh.c) and provisioning (provision.c). */
+/* Token requests for each flow (microsoft-identity.md, RFC 6749/8628/7523): every form body
+ * (URL-encoded in secret memory), the scope an app-only request asks for, and the app-only
+ * credential read or signed on the store worker. Shared by the refresh path (refresh.c) and
+ * provisioning (provision.c); the bodies are sent with http.h. */
 #pragma once
 
 #include <stdbool.h>
@@ -14,6 +15,19 @@
 
 struct idp;
 struct idp_result;
+
+struct idp_refresh_grant {
+        const char *token_endpoint;
+        const char *client_id;
+        const struct secret *refresh_token;
+        const char *scope; /* space separated */
+        bool generic;      /* not Microsoft: only RFC 6749 parameters */
+};
+
+/* grant_type=refresh_token: the form, and the request sent with it. */
+int grant_form_refresh(const struct idp_refresh_grant *grant, struct secret **ret);
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, idp_done_fn done,
+                        void *userdata);
 
 /* grant_type=password (ROPC): the password is only read. */
 int grant_form_password(const char *client_id, const char *username, const struct secret *password,
