@@ -32,8 +32,8 @@ static enum idp_outcome classify_error(long status, const char *error, uint32_t 
 
         *ret_hint = NULL;
         /* AADSTS codes first (microsoft-identity.md): "error" is coarse, the code says what to
-         * do. */
-        if (known) {
+         * do (a code with no guidance leaves it to "error"). */
+        if (known && known->guidance) {
                 *ret_hint = known->guidance;
                 return known->outcome;
         }
