@@ -1,4 +1,4 @@
-/* Token request bodies and app-only credentials; see grant.h. */
+/* Token request bodies and the app-only credentials in them; see grant.h. */
 #include "grant.h"
 
 #include <errno.h>
@@ -11,10 +11,9 @@
 #include "idp.h"
 #include "log.h"
 
-#define DEVICE_CODE_GRANT   "urn:ietf:params:oauth:grant-type:device_code"
-#define JWT_BEARER_TYPE     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-#define GRAPH_DEFAULT_SCOPE "https://graph.microsoft.com/.default"
-#define GRANT_FORM_MAX      (32 * 1024)
+#define DEVICE_CODE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
+#define JWT_BEARER_TYPE   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#define GRANT_FORM_MAX    (32 * 1024)
 
 /* --- form bodies (application/x-www-form-urlencoded, in secret memory) ------------------- */
 
@@ -166,31 +165,6 @@ int grant_form_client_credentials(const char *client_id, const char *scope,
                                      secret_len(credential));
         }
         return form_finish(form, r, ret);
-}
-
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
-{
-        size_t first_len = strcspn(scope_key, " ");
-        const char *scheme = strstr(scope_key, "://");
-        char *scope;
-
-        if (generic) {
-                scope = strdup(scope_key);
-        } else if (!scheme || (size_t)(scheme - scope_key) >= first_len) {
-                /* A bare permission name ("Mail.Send") is Graph's. */
-                scope = strdup(GRAPH_DEFAULT_SCOPE);
-        } else {
-                /* https://graph.microsoft.com/Mail.Send -> https://graph.microsoft.com/.default */
-                const char *host = scheme + 3;
-                const char *slash = memchr(host, '/', first_len - (size_t)(host - scope_key));
-                size_t resource_len = slash ? (size_t)(slash - scope_key) : first_len;
-                if (asprintf(&scope, "%.*s/.default", (int)resource_len, scope_key) < 0)
-                        scope = NULL;
-        }
-        if (!scope)
-                return -ENOMEM;
-        *ret = scope;
-        return 0;
 }
 
 static int copy_bounded(char *dst, size_t size, const char *src)
@@ -416,73 +390,4 @@ bool grant_credential_refused(struct grant_credential_call *call, struct idp_res
         snprintf(result->message, sizeof(result->message),
                  "the PS256 client assertion was refused (AADSTS700027): retrying with RS256");
         return true;
-}
-
-static bool is_openid_scope(const char *s, size_t len)
-{
-        static const char *const names[] = {"openid", "profile", "email", "offline_access"};
-
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0)
-                        return true;
-        return false;
-}
-
-/* The requested scope (in scope_key) that the short name abbreviates: the one whose last
- * path segment it is ("https://graph.microsoft.com/Mail.Send" for "Mail.Send"). */
-static const char *expand_short(const char *scope_key, const char *word, size_t len,
-                                size_t *ret_len)
-{
-        for (const char *s = scope_key; *s;) {
-                size_t n = strcspn(s, " ");
-                const char *slash = memrchr(s, '/', n);
-
-                if (slash && strstr(s, "://") && strstr(s, "://") < slash &&
-                    (size_t)(s + n - slash - 1) == len && strncasecmp(slash + 1, word, len) == 0) {
-                        *ret_len = n;
-                        return s;
-                }
-                s += n;
-                s += *s == ' ';
-        }
-        *ret_len = len;
-        return word;
-}
-
-int grant_granted_scope(const char *scope_key, const char *granted, char **ret)
-{
-        _cleanup_free_ char *out = NULL;
-        size_t used = 0;
-
-        *ret = NULL;
-        if (!granted)
-                return 0;
-        /* Each granted word becomes at most the whole scope key. */
-        size_t words = 1;
-        for (const char *c = granted; *c; c++)
-                words += *c == ' ';
-        out = malloc(strlen(granted) + words * (strlen(scope_key) + 1) + 1);
-        if (!out)
-                return -ENOMEM;
-        for (const char *w = granted; *w;) {
-                size_t len = strcspn(w, " "), n;
-                const char *full;
-
-                if (len > 0 && !is_openid_scope(w, len)) {
-                        full = memchr(w, '/', len) ? w : expand_short(scope_key, w, len, &n);
-                        if (full == w)
-                                n = len;
-                        if (used > 0)
-                                out[used++] = ' ';
-                        memcpy(out + used, full, n);
-                        used += n;
-                }
-                w += len;
-                w += *w == ' ';
-        }
-        if (used == 0)
-                return 0;
-        out[used] = 0;
-        *ret = TAKE_PTR(out);
-        return 0;
 }
