@@ -179,6 +179,8 @@ static void transfer_finish(struct transfer *t, CURLcode code)
         transfer_free(t);
 }
 
+/* --- curl multi <-> epoll: sockets and the timer ---------------------------------------- */
+
 static void check_finished(struct idp *idp)
 {
         CURLMsg *msg;
@@ -332,6 +334,8 @@ void idp_free(struct idp *idp)
         free(idp->ca_bundle);
         free(idp);
 }
+
+/* --- starting a transfer ---------------------------------------------------------------- */
 
 static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
 {
