@@ -562,7 +562,7 @@ static void run_flow(struct provision *p)
                 }
                 params.device_endpoint = device_endpoint;
                 if (r == 0)
-                        r = device_flow_start(b, &params, &p->device);
+                        r = device_flow_start(b->idp, b->epfd, &params, &p->device);
                 free(device_endpoint);
                 break;
         }

@@ -10,10 +10,11 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "broker.h"
+#include "event.h"
 #include "grant.h"
 #include "json.h"
 #include "log.h"
+#include "util.h"
 
 /* Bounds on what the device endpoint may say (Entra: interval 5, expires_in 900). */
 #define DEVICE_INTERVAL_DEFAULT   5
@@ -24,7 +25,8 @@
 #define DEVICE_SLOW_DOWN_STEP     5 /* RFC 8628 §3.5 */
 
 struct device_flow {
-        struct broker *broker;
+        struct idp *idp;
+        int epfd;
         struct device_flow_params params;
         char *client_id, *token_endpoint, *scope;
         struct secret *device_code;
@@ -53,7 +55,7 @@ void device_flow_free(struct device_flow *f)
         if (f->timer.fd >= 0) {
                 int fd = f->timer.fd;
                 /* Possibly from inside the timer's own callback: freed after the batch. */
-                event_release(f->broker->epfd, &f->timer, f, timer_free);
+                event_release(f->epfd, &f->timer, f, timer_free);
                 close(fd);
                 return;
         }
@@ -121,8 +123,7 @@ static void poll_now(struct device_flow *f)
 
         r = grant_form_device_code(f->client_id, f->device_code, f->params.generic, &form);
         if (r == 0)
-                r = idp_post_token_request(f->broker->idp, f->token_endpoint, &form, on_poll_answer,
-                                           f);
+                r = idp_post_token_request(f->idp, f->token_endpoint, &form, on_poll_answer, f);
         secret_free(form);
         if (r < 0) {
                 /* The transfer table may be full for a moment: try again next interval. */
@@ -135,8 +136,7 @@ static void poll_now(struct device_flow *f)
 
 static void on_timer(struct watch *w, uint32_t events)
 {
-        struct device_flow *f =
-            (struct device_flow *)((char *)w - offsetof(struct device_flow, timer));
+        struct device_flow *f = container_of(w, struct device_flow, timer);
         uint64_t expirations;
 
         (void)!read(w->fd, &expirations, sizeof(expirations));
@@ -269,7 +269,7 @@ static void on_device_code(const struct idp_raw_response *response, void *userda
         f->params.on_code(stage, f->params.userdata);
 }
 
-int device_flow_start(struct broker *b, const struct device_flow_params *params,
+int device_flow_start(struct idp *idp, int epfd, const struct device_flow_params *params,
                       struct device_flow **ret)
 {
         struct device_flow *f = calloc(1, sizeof(*f));
@@ -278,7 +278,8 @@ int device_flow_start(struct broker *b, const struct device_flow_params *params,
 
         if (!f)
                 return -ENOMEM;
-        f->broker = b;
+        f->idp = idp;
+        f->epfd = epfd;
         f->params = *params;
         f->timer.fd = -1;
         f->client_id = strdup(params->client_id);
@@ -295,11 +296,11 @@ int device_flow_start(struct broker *b, const struct device_flow_params *params,
                 return r;
         }
         f->timer.fn = on_timer;
-        r = event_add(b->epfd, &f->timer, EPOLLIN);
+        r = event_add(epfd, &f->timer, EPOLLIN);
         if (r == 0)
                 r = grant_form_device_authorization(f->client_id, f->scope, &form);
         if (r == 0)
-                r = idp_post_form_raw(b->idp, params->device_endpoint, &form, on_device_code, f);
+                r = idp_post_form_raw(idp, params->device_endpoint, &form, on_device_code, f);
         secret_free(form);
         if (r < 0) {
                 device_flow_free(f);

@@ -1,4 +1,4 @@
-/* Token request bodies and app-only credentials; see grant.h. */
+/* Token request bodies and the app-only credentials in them; see grant.h. */
 #include "grant.h"
 
 #include <errno.h>
@@ -6,23 +6,60 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <curl/curl.h>
+
 #include "idp.h"
 #include "log.h"
 
-#define DEVICE_CODE_GRANT   "urn:ietf:params:oauth:grant-type:device_code"
-#define JWT_BEARER_TYPE     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-#define GRAPH_DEFAULT_SCOPE "https://graph.microsoft.com/.default"
+#define DEVICE_CODE_GRANT "urn:ietf:params:oauth:grant-type:device_code"
+#define JWT_BEARER_TYPE   "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#define GRANT_FORM_MAX    (32 * 1024)
+
+/* --- form bodies (application/x-www-form-urlencoded, in secret memory) ------------------- */
+
+static int form_new(struct secret **ret)
+{
+        return secret_new(GRANT_FORM_MAX, ret);
+}
+
+/* Appends "&key=value" (URL-encoded) to a secret form body. */
+static int form_add(struct secret *form, const char *key, const char *value, size_t len)
+{
+        char *escaped;
+        int r;
+
+        if (len > GRANT_FORM_MAX)
+                return -E2BIG;
+        escaped = curl_easy_escape(NULL, value, (int)len);
+        if (!escaped)
+                return -ENOMEM;
+        r = secret_len(form) > 0 ? secret_append(form, "&", 1) : 0;
+        if (r == 0)
+                r = secret_append(form, key, strlen(key));
+        if (r == 0)
+                r = secret_append(form, "=", 1);
+        if (r == 0)
+                r = secret_append(form, escaped, strlen(escaped));
+        explicit_bzero(escaped, strlen(escaped));
+        curl_free(escaped);
+        return r;
+}
+
+static int form_add_string(struct secret *form, const char *key, const char *value)
+{
+        return form_add(form, key, value, strlen(value));
+}
 
 /* Adds pairs until one fails; a NULL value ends the list. */
 static int form_build(struct secret **ret, const char *const *pairs)
 {
         struct secret *form = NULL;
-        int r = idp_form_new(&form);
+        int r = form_new(&form);
 
         /* An empty value is left out: a server without a default scope gets no "scope=". */
         for (size_t i = 0; r == 0 && pairs[i]; i += 2)
                 if (*pairs[i + 1])
-                        r = idp_form_add_string(form, pairs[i], pairs[i + 1]);
+                        r = form_add_string(form, pairs[i], pairs[i + 1]);
         if (r < 0) {
                 secret_free(form);
                 return r;
@@ -50,9 +87,9 @@ int grant_form_password(const char *client_id, const char *username, const struc
         int r = form_build(&form, pairs);
 
         if (r == 0)
-                r = idp_form_add(form, "password", secret_str(password), secret_len(password));
+                r = form_add(form, "password", secret_str(password), secret_len(password));
         if (r == 0 && !generic)
-                r = idp_form_add_string(form, "client_info", "1");
+                r = form_add_string(form, "client_info", "1");
         return form_finish(form, r, ret);
 }
 
@@ -64,10 +101,9 @@ int grant_form_device_code(const char *client_id, const struct secret *device_co
         int r = form_build(&form, pairs);
 
         if (r == 0)
-                r = idp_form_add(form, "device_code", secret_str(device_code),
-                                 secret_len(device_code));
+                r = form_add(form, "device_code", secret_str(device_code), secret_len(device_code));
         if (r == 0 && !generic)
-                r = idp_form_add_string(form, "client_info", "1");
+                r = form_add_string(form, "client_info", "1");
         return form_finish(form, r, ret);
 }
 
@@ -76,6 +112,39 @@ int grant_form_device_authorization(const char *client_id, const char *scope, st
         const char *pairs[] = {"client_id", client_id, "scope", scope, NULL};
 
         return form_build(ret, pairs);
+}
+
+int grant_form_refresh(const struct idp_refresh_grant *g, struct secret **ret)
+{
+        struct secret *form = NULL;
+        int r;
+
+        /* Not form_build: an empty value is sent as it is. */
+        r = form_new(&form);
+        if (r == 0)
+                r = form_add_string(form, "grant_type", "refresh_token");
+        if (r == 0)
+                r = form_add_string(form, "client_id", g->client_id);
+        if (r == 0)
+                r = form_add(form, "refresh_token", secret_str(g->refresh_token),
+                             secret_len(g->refresh_token));
+        if (r == 0)
+                r = form_add_string(form, "scope", g->scope);
+        /* Microsoft's addition (MSAL sends it); a standards-only server is not sent it. */
+        if (r == 0 && !g->generic)
+                r = form_add_string(form, "client_info", "1");
+        return form_finish(form, r, ret);
+}
+
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
+                        void *userdata)
+{
+        struct secret *form = NULL;
+        int r = grant_form_refresh(g, &form);
+
+        if (r < 0)
+                return r;
+        return idp_post_token_request(idp, g->token_endpoint, &form, done, userdata);
 }
 
 int grant_form_client_credentials(const char *client_id, const char *scope,
@@ -88,40 +157,14 @@ int grant_form_client_credentials(const char *client_id, const char *scope,
         int r = form_build(&form, pairs);
 
         if (r == 0 && kind == GRANT_CLIENT_SECRET)
-                r = idp_form_add(form, "client_secret", secret_str(credential),
-                                 secret_len(credential));
+                r = form_add(form, "client_secret", secret_str(credential), secret_len(credential));
         if (r == 0 && kind == GRANT_CLIENT_ASSERTION) {
-                r = idp_form_add_string(form, "client_assertion_type", JWT_BEARER_TYPE);
+                r = form_add_string(form, "client_assertion_type", JWT_BEARER_TYPE);
                 if (r == 0)
-                        r = idp_form_add(form, "client_assertion", secret_str(credential),
-                                         secret_len(credential));
+                        r = form_add(form, "client_assertion", secret_str(credential),
+                                     secret_len(credential));
         }
         return form_finish(form, r, ret);
-}
-
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
-{
-        size_t first_len = strcspn(scope_key, " ");
-        const char *scheme = strstr(scope_key, "://");
-        char *scope;
-
-        if (generic) {
-                scope = strdup(scope_key);
-        } else if (!scheme || (size_t)(scheme - scope_key) >= first_len) {
-                /* A bare permission name ("Mail.Send") is Graph's. */
-                scope = strdup(GRAPH_DEFAULT_SCOPE);
-        } else {
-                /* https://graph.microsoft.com/Mail.Send -> https://graph.microsoft.com/.default */
-                const char *host = scheme + 3;
-                const char *slash = memchr(host, '/', first_len - (size_t)(host - scope_key));
-                size_t resource_len = slash ? (size_t)(slash - scope_key) : first_len;
-                if (asprintf(&scope, "%.*s/.default", (int)resource_len, scope_key) < 0)
-                        scope = NULL;
-        }
-        if (!scope)
-                return -ENOMEM;
-        *ret = scope;
-        return 0;
 }
 
 static int copy_bounded(char *dst, size_t size, const char *src)
@@ -347,73 +390,4 @@ bool grant_credential_refused(struct grant_credential_call *call, struct idp_res
         snprintf(result->message, sizeof(result->message),
                  "the PS256 client assertion was refused (AADSTS700027): retrying with RS256");
         return true;
-}
-
-static bool is_openid_scope(const char *s, size_t len)
-{
-        static const char *const names[] = {"openid", "profile", "email", "offline_access"};
-
-        for (size_t i = 0; i < ELEMENTSOF(names); i++)
-                if (strlen(names[i]) == len && strncmp(s, names[i], len) == 0)
-                        return true;
-        return false;
-}
-
-/* The requested scope (in scope_key) that the short name abbreviates: the one whose last
- * path segment it is ("https://graph.microsoft.com/Mail.Send" for "Mail.Send"). */
-static const char *expand_short(const char *scope_key, const char *word, size_t len,
-                                size_t *ret_len)
-{
-        for (const char *s = scope_key; *s;) {
-                size_t n = strcspn(s, " ");
-                const char *slash = memrchr(s, '/', n);
-
-                if (slash && strstr(s, "://") && strstr(s, "://") < slash &&
-                    (size_t)(s + n - slash - 1) == len && strncasecmp(slash + 1, word, len) == 0) {
-                        *ret_len = n;
-                        return s;
-                }
-                s += n;
-                s += *s == ' ';
-        }
-        *ret_len = len;
-        return word;
-}
-
-int grant_granted_scope(const char *scope_key, const char *granted, char **ret)
-{
-        _cleanup_free_ char *out = NULL;
-        size_t used = 0;
-
-        *ret = NULL;
-        if (!granted)
-                return 0;
-        /* Each granted word becomes at most the whole scope key. */
-        size_t words = 1;
-        for (const char *c = granted; *c; c++)
-                words += *c == ' ';
-        out = malloc(strlen(granted) + words * (strlen(scope_key) + 1) + 1);
-        if (!out)
-                return -ENOMEM;
-        for (const char *w = granted; *w;) {
-                size_t len = strcspn(w, " "), n;
-                const char *full;
-
-                if (len > 0 && !is_openid_scope(w, len)) {
-                        full = memchr(w, '/', len) ? w : expand_short(scope_key, w, len, &n);
-                        if (full == w)
-                                n = len;
-                        if (used > 0)
-                                out[used++] = ' ';
-                        memcpy(out + used, full, n);
-                        used += n;
-                }
-                w += len;
-                w += *w == ' ';
-        }
-        if (used == 0)
-                return 0;
-        out[used] = 0;
-        *ret = TAKE_PTR(out);
-        return 0;
 }

@@ -1,6 +1,7 @@
-/* Token requests for each flow (microsoft-identity.md, RFC 6749/8628/7523): the form bodies,
- * the scope an app-only request asks for, and the app-only credential read or signed on the
- * store worker. Shared by the refresh path (refresh.c) and provisioning (provision.c). */
+/* Token requests for each flow (microsoft-identity.md, RFC 6749/8628/7523): every form body
+ * (URL-encoded in secret memory) and the app-only credential read or signed on the store
+ * worker (the scopes they ask for are scope.h's). Shared by the refresh path (refresh.c) and
+ * provisioning (provision.c); the bodies are sent with http.h. */
 #pragma once
 
 #include <stdbool.h>
@@ -8,12 +9,26 @@
 
 #include "account-meta.h"
 #include "idp.h"
+#include "scope.h"
 #include "secret.h"
 #include "store.h"
 #include "util.h"
 
 struct idp;
 struct idp_result;
+
+struct idp_refresh_grant {
+        const char *token_endpoint;
+        const char *client_id;
+        const struct secret *refresh_token;
+        const char *scope; /* space separated */
+        bool generic;      /* not Microsoft: only RFC 6749 parameters */
+};
+
+/* grant_type=refresh_token: the form, and the request sent with it. */
+int grant_form_refresh(const struct idp_refresh_grant *grant, struct secret **ret);
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, idp_done_fn done,
+                        void *userdata);
 
 /* grant_type=password (ROPC): the password is only read. */
 int grant_form_password(const char *client_id, const char *username, const struct secret *password,
@@ -32,11 +47,6 @@ enum grant_client_credential {
 int grant_form_client_credentials(const char *client_id, const char *scope,
                                   enum grant_client_credential kind,
                                   const struct secret *credential, struct secret **ret);
-
-/* The scope of a client_credentials request for a scope set: Microsoft wants exactly one
- * {resource}/.default (the resource of the first scope; bare names are Graph's); a generic
- * server gets the scopes as they are. malloc()ed. */
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret);
 
 /* An app-only account's credential, fetched on the store worker: its client secret, or a fresh
  * assertion signed in the token (new jti, aud = the token endpoint, exp = now + 600). */
@@ -80,9 +90,3 @@ void grant_assertion_fallbacks_clear(void);
  * application/x-www-form-urlencoded, joined by ":" and base64-encoded; in secret memory. */
 int grant_basic_authorization(const char *client_id, const struct secret *client_secret,
                               struct secret **ret);
-
-/* The granted scope as the broker reports it: Entra answers with short names for Graph
- * ("Mail.Send") and adds openid, profile and email; each short name becomes the requested
- * scope it abbreviates, the OpenID scopes are left out. *ret is NULL (the scope key is then
- * reported) when nothing is left or granted is NULL. malloc()ed. */
-int grant_granted_scope(const char *scope_key, const char *granted, char **ret);

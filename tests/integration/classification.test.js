@@ -34,7 +34,7 @@ const TRANSIENT = [
 
 const REAUTH = [700082, 50076, 70008, 50173];
 
-// guidance: what the log must tell the administrator to change (broker/aadsts.c).
+// guidance: what the log must tell the administrator to change (broker/idp/aadsts.c).
 const CONFIG = [
   { code: 7000218, guidance: /Allow public client flows/ },
   { code: 65001, guidance: /grant admin consent/ },

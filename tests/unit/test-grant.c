@@ -92,6 +92,34 @@ static void test_forms(void)
         secret_free(assertion);
 }
 
+/* The refresh request's body, byte for byte: the engine sends it every refresh. */
+static void test_refresh_form(void)
+{
+        struct secret *rt = NULL, *form = NULL;
+        struct idp_refresh_grant g = {
+            .token_endpoint = "https://login.example/t",
+            .client_id = "cid",
+            .scope = "https://graph.microsoft.com/Mail.Send offline_access",
+        };
+
+        secret_new_from("RT/x+y", 6, &rt);
+        g.refresh_token = rt;
+        is_int(grant_form_refresh(&g, &form), 0, "refresh form");
+        is_str(secret_str(form),
+               "grant_type=refresh_token&client_id=cid&refresh_token=RT%2Fx%2By&scope=https%3A%2F%"
+               "2Fgraph.microsoft.com%2FMail.Send%20offline_access&client_info=1",
+               "grant, client, token and scope encoded; Microsoft gets client_info");
+        secret_free(form);
+        g.generic = true;
+        g.scope = "";
+        is_int(grant_form_refresh(&g, &form), 0, "generic refresh form");
+        is_str(secret_str(form),
+               "grant_type=refresh_token&client_id=cid&refresh_token=RT%2Fx%2By&scope=",
+               "a generic server gets no client_info; an empty scope is still sent");
+        secret_free(form);
+        secret_free(rt);
+}
+
 static void test_credential_call(void)
 {
         struct grant_credential_call call;
@@ -208,6 +236,7 @@ int main(void)
         json_init();
         test_app_only_scope();
         test_forms();
+        test_refresh_form();
         test_credential_call();
         test_granted_scope();
         test_basic_authorization();

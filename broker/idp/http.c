@@ -1,9 +1,9 @@
-/* Token endpoint client over libcurl multi; see idp.h. Transfers follow libcurl-security.md for
- * a privileged program: HTTPS only, no redirects, verified TLS against the configured CA,
- * capped bodies, timeouts, no signals, no verbose output. */
+/* HTTPS POSTs over libcurl multi, driven by the broker's epoll loop; see http.h. Transfers
+ * follow libcurl-security.md for a privileged program: HTTPS only, no redirects, verified TLS
+ * against the configured CA, capped bodies, timeouts, no signals, no verbose output. */
 #include "build-config.h"
 
-#include "idp.h"
+#include "http.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -15,17 +15,11 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "aadsts.h"
 #include "event.h"
-#include "json.h"
-#include "log.h"
 #include "util.h"
 
-#define IDP_BODY_MAX        (64 * 1024)
-#define IDP_FORM_MAX        (32 * 1024)
-#define IDP_EXPIRES_IN_MAX  (7 * 24 * 3600)
-#define IDP_RETRY_AFTER_MAX 3600
-#define IDP_MAX_TRANSFERS   64
+#define IDP_BODY_MAX      (64 * 1024)
+#define IDP_MAX_TRANSFERS 64
 
 struct idp {
         int epfd;
@@ -60,192 +54,7 @@ struct curl_socket_watch {
         struct idp *idp;
 };
 
-void idp_result_clear(struct idp_result *r)
-{
-        secret_free(r->access_token);
-        secret_free(r->refresh_token);
-        free(r->scope);
-        memset(r, 0, sizeof(*r));
-}
-
-/* --- response classification ------------------------------------------------------------ */
-
-static enum idp_outcome classify_error(long status, const char *error, uint32_t code,
-                                       const char **ret_hint)
-{
-        const struct aadsts_entry *known = aadsts_find(code);
-
-        *ret_hint = NULL;
-        /* AADSTS codes first (microsoft-identity.md): "error" is coarse, the code says what to
-         * do. */
-        if (known) {
-                *ret_hint = known->guidance;
-                return known->outcome;
-        }
-        if (status >= 500 || status == 429 || status == 408)
-                return IDP_TRANSIENT;
-        if (error) {
-                if (strcmp(error, "temporarily_unavailable") == 0 ||
-                    strcmp(error, "server_error") == 0 || strcmp(error, "slow_down") == 0)
-                        return IDP_TRANSIENT;
-                if (strcmp(error, "invalid_scope") == 0)
-                        return IDP_SCOPES_REFUSED;
-                if (strcmp(error, "invalid_grant") == 0 ||
-                    strcmp(error, "interaction_required") == 0 ||
-                    strcmp(error, "expired_token") == 0)
-                        return IDP_REAUTH;
-        }
-        /* Anything else the server refused needs a person, not a retry loop. */
-        return IDP_CONFIG;
-}
-
-static int take_token(const cJSON *json, const char *key, struct secret **ret)
-{
-        const cJSON *item = cJSON_GetObjectItemCaseSensitive(json, key);
-        const char *value = cJSON_IsString(item) ? item->valuestring : NULL;
-        if (!item || cJSON_IsNull(item))
-                return -ENOENT;
-        if (!value || !token_is_valid(value, strnlen(value, TOKEN_MAX_LEN + 1)))
-                return -EBADMSG;
-        return secret_new_from(value, strlen(value), ret);
-}
-
-static int get_expires_in(const cJSON *json, uint64_t *ret)
-{
-        const char *text;
-        uint64_t v;
-
-        /* A number per RFC 6749; some older endpoints send a string. */
-        if (json_get_u64(json, "expires_in", &v) < 0) {
-                text = json_get_string(json, "expires_in");
-                if (!text || parse_u64(text, &v) < 0)
-                        return -EBADMSG;
-        }
-        if (v == 0 || v > IDP_EXPIRES_IN_MAX)
-                return -EBADMSG;
-        *ret = v;
-        return 0;
-}
-
-static void fail(struct idp_result *r, enum idp_outcome outcome, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct idp_result *r, enum idp_outcome outcome, const char *fmt, ...)
-{
-        va_list ap;
-
-        secret_free(r->access_token);
-        secret_free(r->refresh_token);
-        free(r->scope);
-        r->access_token = r->refresh_token = NULL;
-        r->scope = NULL;
-        r->outcome = outcome;
-        va_start(ap, fmt);
-        vsnprintf(r->message, sizeof(r->message), fmt, ap);
-        va_end(ap);
-}
-
-static void parse_error_response(long status, const cJSON *json, struct idp_result *r)
-{
-        const char *error = json ? json_get_string(json, "error") : NULL;
-        const cJSON *codes = json ? cJSON_GetObjectItemCaseSensitive(json, "error_codes") : NULL;
-        const cJSON *first = cJSON_IsArray(codes) ? cJSON_GetArrayItem(codes, 0) : NULL;
-        const char *hint;
-        enum idp_outcome outcome;
-
-        if (cJSON_IsNumber(first) && first->valuedouble >= 0 && first->valuedouble < 1e9)
-                r->error_code = (uint32_t)first->valuedouble;
-        if (error) {
-                /* Only a safe, short token of the server's error goes to our logs. */
-                size_t n = 0;
-                for (; error[n] && n < sizeof(r->error) - 1; n++) {
-                        char c = error[n];
-                        r->error[n] = (c >= 'a' && c <= 'z') || c == '_' ? c : '?';
-                }
-                r->error[n] = 0;
-        }
-        outcome = classify_error(status, error ? r->error : NULL, r->error_code, &hint);
-        /* A floor for codes whose cause outlasts a quick retry (loop detection). */
-        if (aadsts_retry_after_min(r->error_code) > r->retry_after)
-                r->retry_after = aadsts_retry_after_min(r->error_code);
-        if (r->error_code)
-                fail(r, outcome, "HTTP %ld, %s (AADSTS%u)%s%s", status,
-                     r->error[0] ? r->error : "error", r->error_code, hint ? ": " : "",
-                     hint ? hint : "");
-        else
-                fail(r, outcome, "HTTP %ld, %s%s%s", status,
-                     r->error[0] ? r->error : "no OAuth error in the body", hint ? ": " : "",
-                     hint ? hint : "");
-}
-
-void idp_parse_token_response(long status, const uint8_t *body, size_t len, uint32_t retry_after,
-                              struct idp_result *r)
-{
-        _cleanup_json_ cJSON *json = NULL;
-        const char *type, *scope;
-
-        r->http_status = status;
-        r->retry_after = retry_after;
-        if (len > 0 && json_parse(body, len, &json) == 0 && !cJSON_IsObject(json)) {
-                cJSON_Delete(json);
-                json = NULL;
-        }
-
-        if (status != 200) {
-                parse_error_response(status, json, r);
-                return;
-        }
-        if (!json) {
-                fail(r, IDP_TRANSIENT, "HTTP 200 with a body that is not a JSON object");
-                return;
-        }
-        type = json_get_string(json, "token_type");
-        if (!type || strcasecmp(type, "Bearer") != 0) {
-                fail(r, IDP_TRANSIENT, "token response without token_type Bearer");
-                return;
-        }
-        if (take_token(json, "access_token", &r->access_token) < 0) {
-                fail(r, IDP_TRANSIENT, "token response without a usable access_token");
-                return;
-        }
-        if (get_expires_in(json, &r->expires_in) < 0) {
-                fail(r, IDP_TRANSIENT, "token response without a usable expires_in");
-                return;
-        }
-        switch (take_token(json, "refresh_token", &r->refresh_token)) {
-        case 0:
-        case -ENOENT:
-                break;
-        default:
-                fail(r, IDP_TRANSIENT, "token response with a malformed refresh_token");
-                return;
-        }
-        scope = json_get_string(json, "scope");
-        if (scope && strlen(scope) < 4096) {
-                r->scope = strdup(scope);
-                if (!r->scope) {
-                        fail(r, IDP_TRANSIENT, "out of memory");
-                        return;
-                }
-        }
-        r->outcome = IDP_OK;
-}
-
-uint32_t idp_parse_retry_after(const char *value, time_t now)
-{
-        uint32_t seconds;
-        time_t when;
-
-        /* Seconds, or an HTTP date (RFC 9110 §10.2.3); bounded either way, so a server cannot
-         * park an account for days. */
-        if (parse_u32(value, &seconds) == 0)
-                return seconds < IDP_RETRY_AFTER_MAX ? seconds : IDP_RETRY_AFTER_MAX;
-        when = curl_getdate(value, NULL);
-        if (when == -1 || when <= now)
-                return 0;
-        return when - now < IDP_RETRY_AFTER_MAX ? (uint32_t)(when - now) : IDP_RETRY_AFTER_MAX;
-}
-
-/* --- libcurl plumbing ------------------------------------------------------------------- */
+/* --- one transfer: curl reads the form and writes the answer ---------------------------- */
 
 static size_t on_body(char *data, size_t size, size_t n, void *userdata)
 {
@@ -360,14 +169,17 @@ static void transfer_finish(struct transfer *t, CURLcode code)
                 idp_parse_token_response(status, secret_data(t->body), secret_len(t->body),
                                          t->retry_after, &result);
         } else if (t->body_overflow) {
-                fail(&result, IDP_TRANSIENT, "response body larger than %d bytes", IDP_BODY_MAX);
+                idp_result_fail(&result, IDP_TRANSIENT, "response body larger than %d bytes",
+                                IDP_BODY_MAX);
         } else {
-                fail(&result, IDP_TRANSIENT, "%s", curl_easy_strerror(code));
+                idp_result_fail(&result, IDP_TRANSIENT, "%s", curl_easy_strerror(code));
         }
         t->done(&result, t->userdata);
         idp_result_clear(&result);
         transfer_free(t);
 }
+
+/* --- curl multi <-> epoll: sockets and the timer ---------------------------------------- */
 
 static void check_finished(struct idp *idp)
 {
@@ -386,7 +198,7 @@ static void check_finished(struct idp *idp)
 
 static void on_socket_ready(struct watch *w, uint32_t events)
 {
-        struct curl_socket_watch *sw = (struct curl_socket_watch *)w;
+        struct curl_socket_watch *sw = container_of(w, struct curl_socket_watch, watch);
         struct idp *idp = sw->idp;
         int flags = 0, running;
 
@@ -402,7 +214,7 @@ static void on_socket_ready(struct watch *w, uint32_t events)
 
 static void on_timer(struct watch *w, uint32_t events)
 {
-        struct idp *idp = (struct idp *)((char *)w - offsetof(struct idp, timer));
+        struct idp *idp = container_of(w, struct idp, timer);
         uint64_t expirations;
         int running;
 
@@ -508,7 +320,7 @@ void idp_free(struct idp *idp)
                         transfer_free(t);
                         continue;
                 }
-                fail(&result, IDP_TRANSIENT, "cancelled: the broker is stopping");
+                idp_result_fail(&result, IDP_TRANSIENT, "cancelled: the broker is stopping");
                 t->done(&result, t->userdata);
                 idp_result_clear(&result);
                 transfer_free(t);
@@ -523,38 +335,7 @@ void idp_free(struct idp *idp)
         free(idp);
 }
 
-int idp_form_new(struct secret **ret)
-{
-        return secret_new(IDP_FORM_MAX, ret);
-}
-
-/* Appends "&key=value" (URL-encoded) to a secret form body. */
-int idp_form_add(struct secret *form, const char *key, const char *value, size_t len)
-{
-        char *escaped;
-        int r;
-
-        if (len > IDP_FORM_MAX)
-                return -E2BIG;
-        escaped = curl_easy_escape(NULL, value, (int)len);
-        if (!escaped)
-                return -ENOMEM;
-        r = secret_len(form) > 0 ? secret_append(form, "&", 1) : 0;
-        if (r == 0)
-                r = secret_append(form, key, strlen(key));
-        if (r == 0)
-                r = secret_append(form, "=", 1);
-        if (r == 0)
-                r = secret_append(form, escaped, strlen(escaped));
-        explicit_bzero(escaped, strlen(escaped));
-        curl_free(escaped);
-        return r;
-}
-
-int idp_form_add_string(struct secret *form, const char *key, const char *value)
-{
-        return idp_form_add(form, key, value, strlen(value));
-}
+/* --- starting a transfer ---------------------------------------------------------------- */
 
 static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
 {
@@ -680,30 +461,4 @@ int idp_post_form_raw(struct idp *idp, const char *url, struct secret **form, id
                       void *userdata)
 {
         return post_form(idp, url, form, NULL, NULL, done, userdata);
-}
-
-int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *g, idp_done_fn done,
-                        void *userdata)
-{
-        struct secret *form = NULL;
-        int r;
-
-        r = idp_form_new(&form);
-        if (r == 0)
-                r = idp_form_add_string(form, "grant_type", "refresh_token");
-        if (r == 0)
-                r = idp_form_add_string(form, "client_id", g->client_id);
-        if (r == 0)
-                r = idp_form_add(form, "refresh_token", secret_str(g->refresh_token),
-                                 secret_len(g->refresh_token));
-        if (r == 0)
-                r = idp_form_add_string(form, "scope", g->scope);
-        /* Microsoft's addition (MSAL sends it); a standards-only server is not sent it. */
-        if (r == 0 && !g->generic)
-                r = idp_form_add_string(form, "client_info", "1");
-        if (r < 0) {
-                secret_free(form);
-                return r;
-        }
-        return post_form(idp, g->token_endpoint, &form, NULL, done, NULL, userdata);
 }
