@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account-view.h"
 #include "admin-inventory.h"
 #include "admin.h"
 #include "broker.h"
@@ -35,39 +36,15 @@ uint64_t admin_boottime_to_unix(uint64_t boottime_usec)
         return (now_real - (now_boot - boottime_usec)) / USEC_PER_SEC;
 }
 
-/* The state status and account.list report: the runtime account's when the broker has one,
- * else what the store's objects imply. */
-struct account_status {
-        const char *state;
-        uint64_t until; /* unix seconds, backoff only */
-        const char *message;
-};
-
+/* The state status, account.list and account.show report: what the store's objects imply,
+ * and what the runtime account knows when the broker has one. */
 static void account_status_of(struct broker *b, const struct account_inventory *item,
                               struct account_status *ret)
 {
         struct account *a = account_find(b->accounts, item->name);
-        uint64_t now = now_boottime_usec();
 
-        *ret = (struct account_status){.state = "ok"};
-        if (!item->has_meta || !item->meta_valid) {
-                ret->state = "needs_config";
-                ret->message = item->has_meta ? "the account's metadata is unreadable"
-                                              : "the account has no metadata: add it again";
-                return;
-        }
-        if (item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET && !item->has_secret) {
-                ret->state = "needs_config";
-                ret->message = "no client secret in the credential store";
-        } else if (item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE &&
-                   !item->has_certificate) {
-                ret->state = "needs_config";
-                ret->message = "no key and certificate: run credbroker account keygen";
-        } else if (!account_flow_is_app_only(item->meta.flow_kind) && !item->has_refresh_token) {
-                ret->state = "needs_reauth";
-                ret->message = "no refresh token in the credential store: sign in again";
-        }
-        if (!a)
+        account_view_store_status(item, ret);
+        if (!a || !item->meta_valid)
                 return;
         if (a->state == ACCOUNT_NEEDS_REAUTH)
                 ret->state = "needs_reauth";
@@ -75,7 +52,7 @@ static void account_status_of(struct broker *b, const struct account_inventory *
                 ret->state = "needs_config";
         else if (a->refreshing)
                 ret->state = "refreshing";
-        else if (a->retry_at_usec > now) {
+        else if (a->retry_at_usec > now_boottime_usec()) {
                 ret->state = "backoff";
                 ret->until = admin_boottime_to_unix(a->retry_at_usec);
         }
@@ -109,63 +86,21 @@ static void reply_list(struct inventory_operation *io, int result)
         }
         for (size_t i = 0; good && i < io->request->n_items; i++) {
                 const struct account_inventory *item = &io->request->items[i];
-                const struct account_meta *m = &item->meta;
                 struct account_status status;
-                cJSON *row = cJSON_CreateObject();
+                cJSON *row;
 
                 account_status_of(b, item, &status);
-                good = row && cJSON_AddItemToArray(accounts, row) &&
-                       cJSON_AddStringToObject(row, "account", item->name) &&
-                       cJSON_AddStringToObject(row, "state", status.state);
-                if (good && item->meta_valid)
-                        good = cJSON_AddStringToObject(row, "flow",
-                                                       account_flow_to_string(m->flow_kind)) &&
-                               cJSON_AddStringToObject(row, "tenant", m->tenant) &&
-                               cJSON_AddStringToObject(row, "client_id", m->client_id) &&
-                               add_optional_string(row, "mailbox", m->mailbox);
+                row = account_view_list_row(
+                    item, &status,
+                    &(struct account_view_options){.default_authority = b->config->authority});
+                good = row && cJSON_AddItemToArray(accounts, row);
+                if (!good)
+                        cJSON_Delete(row);
         }
         admin_operation_finish(&io->op, good ? reply : NULL);
 }
 
 /* ---- account.show ---- */
-
-static bool add_meta(cJSON *o, const struct account_meta *m)
-{
-        cJSON *scopes = NULL;
-        bool good = cJSON_AddStringToObject(o, "flow", account_flow_to_string(m->flow_kind)) &&
-                    cJSON_AddStringToObject(o, "tenant", m->tenant) &&
-                    cJSON_AddStringToObject(o, "client_id", m->client_id) &&
-                    add_optional_string(o, "mailbox", m->mailbox) &&
-                    add_optional_string(o, "username", m->username) &&
-                    add_optional_string(o, "authority", m->authority) &&
-                    add_optional_string(o, "token_endpoint", m->token_endpoint) &&
-                    add_optional_string(o, "device_endpoint", m->device_endpoint) &&
-                    add_optional_string(o, "graph", m->graph) &&
-                    add_optional_string(o, "assertion_alg", m->assertion_alg) &&
-                    add_optional_string(o, "client_auth", m->client_auth) &&
-                    add_optional_time(o, "secret_expires_at", m->secret_expires_at) &&
-                    json_add_uint(o, "created", m->created);
-
-        if (good && m->scopes) {
-                const char *s = m->scopes;
-                char scope[SCOPE_MAX_LEN + 1];
-
-                good = (scopes = cJSON_AddArrayToObject(o, "scopes")) != NULL;
-                while (good && *s) {
-                        size_t len = strcspn(s, " ");
-                        cJSON *item;
-                        if (len > SCOPE_MAX_LEN)
-                                break;
-                        memcpy(scope, s, len);
-                        scope[len] = 0;
-                        item = cJSON_CreateString(scope);
-                        good = item && cJSON_AddItemToArray(scopes, item);
-                        s += len;
-                        s += *s == ' ';
-                }
-        }
-        return good;
-}
 
 static void reply_show(struct inventory_operation *io, int result)
 {
@@ -173,8 +108,7 @@ static void reply_show(struct inventory_operation *io, int result)
         _cleanup_json_ cJSON *reply = NULL;
         const struct account_inventory *item;
         struct account_status status;
-        cJSON *o, *sub;
-        bool good;
+        cJSON *o;
 
         if (result == -ENOENT) {
                 admin_operation_fail(&io->op, ADMIN_NOT_FOUND, "No such account.");
@@ -188,35 +122,15 @@ static void reply_show(struct inventory_operation *io, int result)
         item = &io->request->items[0];
         account_status_of(b, item, &status);
         reply = admin_reply_new();
-        o = reply ? cJSON_AddObjectToObject(reply, "account") : NULL;
-        good = o && cJSON_AddStringToObject(o, "account", item->name) &&
-               cJSON_AddBoolToObject(o, "metadata", item->meta_valid) &&
-               (!item->meta_valid ||
-                (add_meta(o, &item->meta) &&
-                 inventory_add_endpoints(o, &item->meta, b->config->authority))) &&
-               cJSON_AddStringToObject(o, "state", status.state) &&
-               add_optional_string(o, "message", status.message) &&
-               cJSON_AddBoolToObject(o, "client_secret", item->has_secret);
-        if (good && item->has_refresh_token)
-                good = (sub = cJSON_AddObjectToObject(o, "refresh_token")) &&
-                       json_add_uint(sub, "generation", item->refresh_token.generation) &&
-                       json_add_uint(sub, "objects", item->refresh_token.n_generations) &&
-                       add_optional_time(sub, "stored_at", item->refresh_token.stored_at);
-        else if (good)
-                good = cJSON_AddNullToObject(o, "refresh_token") != NULL;
-        if (good && item->has_certificate)
-                good =
-                    (sub = cJSON_AddObjectToObject(o, "certificate")) &&
-                    cJSON_AddStringToObject(sub, "subject", item->certificate.subject) &&
-                    cJSON_AddStringToObject(sub, "issuer", item->certificate.issuer) &&
-                    json_add_uint(sub, "not_before", item->certificate.not_before) &&
-                    json_add_uint(sub, "not_after", item->certificate.not_after) &&
-                    json_add_uint(sub, "bits", item->certificate.bits) &&
-                    cJSON_AddStringToObject(sub, "sha1_thumbprint", item->certificate.sha1_hex) &&
-                    cJSON_AddStringToObject(sub, "sha256_thumbprint", item->certificate.sha256_hex);
-        else if (good)
-                good = cJSON_AddNullToObject(o, "certificate") != NULL;
-        admin_operation_finish(&io->op, good ? reply : NULL);
+        o = reply ? account_view_show(
+                        item, &status,
+                        &(struct account_view_options){.default_authority = b->config->authority})
+                  : NULL;
+        if (o && !cJSON_AddItemToObject(reply, "account", o)) {
+                cJSON_Delete(o);
+                o = NULL;
+        }
+        admin_operation_finish(&io->op, o ? reply : NULL);
 }
 
 /* ---- status ---- */
