@@ -136,6 +136,23 @@ static void keygen_print(const char *name, const struct store_certificate_info *
                 printf("\nCertificate request (PKCS#10) for the same key, for a CA:\n\n%s", csr);
 }
 
+static int keygen_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct store_keygen_options *o = userdata;
+        struct store_certificate_info info = {0};
+        _cleanup_free_ char *csr = NULL;
+        int r;
+
+        o->now = (uint64_t)time(NULL);
+        r = t->admin ? broker_account_keygen(t->admin, a->name, o, &info, &csr)
+                     : store_keygen(t->store, a->name, o, &info, o->csr ? &csr : NULL);
+        r = keygen_report(a->name, r);
+        if (r == 0)
+                keygen_print(a->name, &info, csr);
+        store_certificate_info_clear(&info);
+        return r;
+}
+
 int account_keygen(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -149,32 +166,14 @@ int account_keygen(int argc, char **argv)
             .short_options = "b:d:s:rR",
             .option = keygen_option,
             .takes_name = true,
+            .run = keygen_run,
         };
         struct store_keygen_options o = {
             .bits = STORE_KEY_BITS_DEFAULT,
             .days = STORE_CERT_DAYS_DEFAULT,
         };
-        _cleanup_(account_target_close) struct account_target t = {0};
-        struct store_certificate_info info = {0};
-        _cleanup_free_ char *csr = NULL;
-        struct account_args a;
-        int r;
 
-        r = account_parse(&cmd, argc, argv, &o, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        o.now = (uint64_t)time(NULL);
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        r = t.admin ? broker_account_keygen(t.admin, a.name, &o, &info, &csr)
-                    : store_keygen(t.store, a.name, &o, &info, o.csr ? &csr : NULL);
-        r = keygen_report(a.name, r);
-        if (r != 0)
-                return r;
-        keygen_print(a.name, &info, csr);
-        store_certificate_info_clear(&info);
-        return 0;
+        return account_run(&cmd, argc, argv, &o);
 }
 
 /* A certificate is public, so a plain bounded read of a regular file will do. */
@@ -230,9 +229,36 @@ static void cert_usage(FILE *f)
               f);
 }
 
+struct cert_options {
+        const char *file;
+        char *data;
+        size_t len;
+};
+
 static int cert_option(int c, const char *arg, void *userdata)
 {
-        *(const char **)userdata = arg; /* 'f': --file */
+        ((struct cert_options *)userdata)->file = arg; /* 'f': --file */
+        return 0;
+}
+
+static int cert_prepare(const struct account_args *a, void *userdata)
+{
+        struct cert_options *o = userdata;
+        int r;
+
+        if (!o->file) {
+                cert_usage(stderr);
+                return EXIT_USAGE;
+        }
+        r = read_certificate_file(o->file, &o->data, &o->len);
+        if (r < 0) {
+                fprintf(stderr, "credbroker: cannot read the certificate from %s: %s\n", o->file,
+                        r == -EFBIG     ? "larger than 32 KiB"
+                        : r == -ENODATA ? "the file is empty"
+                        : r == -EBADF   ? "not a regular file"
+                                        : strerror(-r));
+                return EXIT_NOINPUT;
+        }
         return 0;
 }
 
@@ -277,6 +303,21 @@ static void cert_print(const char *name, const struct store_certificate_info *in
                name, info->subject, info->issuer, from, until, info->sha1_hex, info->sha256_hex);
 }
 
+static int cert_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct cert_options *o = userdata;
+        struct store_certificate_info info = {0};
+        int r;
+
+        r = t->admin ? broker_account_cert(t->admin, a->name, o->data, o->len, &info)
+                     : store_import_certificate(t->store, a->name, o->data, o->len, &info);
+        r = cert_report(a->name, o->file, r);
+        if (r == 0)
+                cert_print(a->name, &info);
+        store_certificate_info_clear(&info);
+        return r;
+}
+
 int account_cert(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -289,40 +330,12 @@ int account_cert(int argc, char **argv)
             .short_options = "f:",
             .option = cert_option,
             .takes_name = true,
+            .prepare = cert_prepare,
+            .run = cert_run,
         };
-        _cleanup_(account_target_close) struct account_target t = {0};
-        struct store_certificate_info info = {0};
-        _cleanup_free_ char *data = NULL;
-        const char *file = NULL;
-        struct account_args a;
-        size_t len = 0;
-        int r;
+        struct cert_options o = {0};
+        int r = account_run(&cmd, argc, argv, &o);
 
-        r = account_parse(&cmd, argc, argv, &file, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        if (!file) {
-                cert_usage(stderr);
-                return EXIT_USAGE;
-        }
-        r = read_certificate_file(file, &data, &len);
-        if (r < 0) {
-                fprintf(stderr, "credbroker: cannot read the certificate from %s: %s\n", file,
-                        r == -EFBIG     ? "larger than 32 KiB"
-                        : r == -ENODATA ? "the file is empty"
-                        : r == -EBADF   ? "not a regular file"
-                                        : strerror(-r));
-                return EXIT_NOINPUT;
-        }
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        r = t.admin ? broker_account_cert(t.admin, a.name, data, len, &info)
-                    : store_import_certificate(t.store, a.name, data, len, &info);
-        r = cert_report(a.name, file, r);
-        if (r != 0)
-                return r;
-        cert_print(a.name, &info);
-        store_certificate_info_clear(&info);
-        return 0;
+        free(o.data);
+        return r;
 }

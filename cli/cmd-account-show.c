@@ -414,24 +414,21 @@ static void show_usage(FILE *f)
               f);
 }
 
+static int show_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        if (t->admin)
+                return broker_account_show(t->admin, a->name, a->json);
+        return account_show_direct(t->store, t->config, a->name, a->json);
+}
+
 int account_show(int argc, char **argv)
 {
         static const struct account_command cmd = {
             .usage = show_usage,
             .takes_name = true,
             .json = true,
+            .run = show_run,
         };
-        _cleanup_(account_target_close) struct account_target t = {0};
-        struct account_args a;
-        int r;
 
-        r = account_parse(&cmd, argc, argv, NULL, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        if (t.admin)
-                return broker_account_show(t.admin, a.name, a.json);
-        return account_show_direct(t.store, t.config, a.name, a.json);
+        return account_run(&cmd, argc, argv, NULL);
 }

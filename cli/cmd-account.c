@@ -104,8 +104,12 @@ static int merge_options(const struct account_command *cmd, struct option *out, 
         return 0;
 }
 
-int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
-                  struct account_args *ret)
+/* account_parse() after --help: the command returns 0. */
+#define ACCOUNT_HELP_SHOWN (-1)
+
+/* 0 to go on, ACCOUNT_HELP_SHOWN after --help, or an exit code after printing why. */
+static int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
+                         struct account_args *ret)
 {
         struct option options[ACCOUNT_OPTIONS_MAX];
         char shorts[64];
@@ -171,7 +175,10 @@ static int open_store(const char *config_option, struct account_target *t)
         return 0;
 }
 
-int account_target_open(const struct account_args *a, struct account_target *ret)
+static void account_target_close(struct account_target *t);
+
+/* 0 with admin or store set, else an exit code after printing why. */
+static int account_target_open(const struct account_args *a, struct account_target *ret)
 {
         int r;
 
@@ -186,7 +193,7 @@ int account_target_open(const struct account_args *a, struct account_target *ret
         return r;
 }
 
-void account_target_close(struct account_target *t)
+static void account_target_close(struct account_target *t)
 {
         admin_close(t->admin);
         store_close(t->store);
@@ -194,9 +201,26 @@ void account_target_close(struct account_target *t)
         *t = (struct account_target){0};
 }
 
+int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata)
+{
+        _cleanup_(account_target_close) struct account_target t = {0};
+        struct account_args a;
+        int r;
+
+        r = account_parse(cmd, argc, argv, userdata, &a);
+        if (r == 0 && cmd->prepare)
+                r = cmd->prepare(&a, userdata);
+        if (r == 0)
+                r = account_target_open(&a, &t);
+        if (r == 0)
+                r = cmd->run(&a, &t, userdata);
+        return r == ACCOUNT_HELP_SHOWN ? 0 : r;
+}
+
 struct import_options {
         struct account_meta meta;
         const char *token_file;
+        struct secret *token;
 };
 
 static void import_usage(FILE *f)
@@ -277,6 +301,38 @@ static int import_direct(struct store *store, const char *name, const struct acc
         return 0;
 }
 
+static int import_prepare(const struct account_args *a, void *userdata)
+{
+        struct import_options *o = userdata;
+
+        if (!o->meta.tenant || !o->meta.client_id || !o->token_file) {
+                import_usage(stderr);
+                return EXIT_USAGE;
+        }
+        o->meta.created = (uint64_t)time(NULL);
+        if (account_meta_validate(&o->meta) < 0) {
+                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
+                                "characters that are not allowed (authority must be https://)\n");
+                return EXIT_USAGE;
+        }
+        return import_read_token(o->token_file, &o->token);
+}
+
+static int import_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct import_options *o = userdata;
+        uint64_t generation;
+        int r;
+
+        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, o->token, &generation)
+                     : import_direct(t->store, a->name, &o->meta, o->token, &generation);
+        if (r != 0)
+                return r;
+        printf("Imported account %s (refresh token generation %llu).\n", a->name,
+               (unsigned long long)generation);
+        return 0;
+}
+
 static int account_import(int argc, char **argv)
 {
         static const struct option options[] = {
@@ -293,38 +349,14 @@ static int account_import(int argc, char **argv)
             .short_options = "t:i:f:m:a:",
             .option = import_option,
             .takes_name = true,
+            .prepare = import_prepare,
+            .run = import_run,
         };
         struct import_options o = {.meta = {.flow = (char *)"refresh_token"}};
-        _cleanup_(account_target_close) struct account_target t = {0};
-        _cleanup_secret_ struct secret *token = NULL;
-        struct account_args a;
-        uint64_t generation;
-        int r;
+        int r = account_run(&cmd, argc, argv, &o);
 
-        r = account_parse(&cmd, argc, argv, &o, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        if (!o.meta.tenant || !o.meta.client_id || !o.token_file) {
-                import_usage(stderr);
-                return EXIT_USAGE;
-        }
-        o.meta.created = (uint64_t)time(NULL);
-        if (account_meta_validate(&o.meta) < 0) {
-                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
-                                "characters that are not allowed (authority must be https://)\n");
-                return EXIT_USAGE;
-        }
-        r = import_read_token(o.token_file, &token);
-        if (r == 0)
-                r = account_target_open(&a, &t);
-        if (r == 0)
-                r = t.admin ? broker_account_import(t.admin, a.name, &o.meta, token, &generation)
-                            : import_direct(t.store, a.name, &o.meta, token, &generation);
-        if (r != 0)
-                return r;
-        printf("Imported account %s (refresh token generation %llu).\n", a.name,
-               (unsigned long long)generation);
-        return 0;
+        secret_free(o.token);
+        return r;
 }
 
 static void list_usage(FILE *f)
@@ -338,22 +370,22 @@ static void list_usage(FILE *f)
               f);
 }
 
+static int list_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        if (t->admin)
+                return broker_account_list(t->admin, a->json);
+        return account_list_direct(t->store, t->config, a->json);
+}
+
 static int account_list(int argc, char **argv)
 {
-        static const struct account_command cmd = {.usage = list_usage, .json = true};
-        _cleanup_(account_target_close) struct account_target t = {0};
-        struct account_args a;
-        int r;
+        static const struct account_command cmd = {
+            .usage = list_usage,
+            .json = true,
+            .run = list_run,
+        };
 
-        r = account_parse(&cmd, argc, argv, NULL, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        if (t.admin)
-                return broker_account_list(t.admin, a.json);
-        return account_list_direct(t.store, t.config, a.json);
+        return account_run(&cmd, argc, argv, NULL);
 }
 
 static void remove_usage(FILE *f)
@@ -393,22 +425,22 @@ static int remove_direct(struct store *store, const char *name)
         return 0;
 }
 
+static int remove_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        if (t->admin)
+                return broker_account_remove(t->admin, a->name);
+        return remove_direct(t->store, a->name);
+}
+
 static int account_remove(int argc, char **argv)
 {
-        static const struct account_command cmd = {.usage = remove_usage, .takes_name = true};
-        _cleanup_(account_target_close) struct account_target t = {0};
-        struct account_args a;
-        int r;
+        static const struct account_command cmd = {
+            .usage = remove_usage,
+            .takes_name = true,
+            .run = remove_run,
+        };
 
-        r = account_parse(&cmd, argc, argv, NULL, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        if (t.admin)
-                return broker_account_remove(t.admin, a.name);
-        return remove_direct(t.store, a.name);
+        return account_run(&cmd, argc, argv, NULL);
 }
 
 static void secret_usage(FILE *f)
@@ -424,15 +456,45 @@ static void secret_usage(FILE *f)
               f);
 }
 
+struct secret_options {
+        bool from_stdin;
+        struct secret *secret;
+};
+
 static int secret_option(int c, const char *arg, void *userdata)
 {
-        *(bool *)userdata = true; /* 's': --secret-stdin */
+        ((struct secret_options *)userdata)->from_stdin = true; /* 's': --secret-stdin */
         return 0;
 }
 
-/* What storing the secret returned, in the words of either path: 0 or an exit code. */
-static int secret_report(const char *name, int r)
+static int secret_prepare(const struct account_args *a, void *userdata)
 {
+        struct secret_options *o = userdata;
+        int r;
+
+        if (!o->from_stdin) {
+                secret_usage(stderr);
+                return EXIT_USAGE;
+        }
+        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &o->secret);
+        if (r < 0) {
+                fprintf(stderr,
+                        "credbroker: cannot read the client secret from standard input: %s\n",
+                        r == -EFBIG     ? "longer than 1024 bytes"
+                        : r == -ENODATA ? "it is empty"
+                                        : strerror(-r));
+                return EXIT_DATAERR;
+        }
+        return 0;
+}
+
+/* Either path's result in the same words: 0 or an exit code. */
+static int secret_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct secret_options *o = userdata;
+        int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
+                         : store_put_client_secret(t->store, a->name, o->secret);
+
         if (r > 0)
                 return r;
         if (r == -EINVAL) {
@@ -441,11 +503,11 @@ static int secret_report(const char *name, int r)
                 return EXIT_DATAERR;
         }
         if (r < 0) {
-                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", name,
+                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", a->name,
                         strerror(-r));
                 return EXIT_SOFTWARE;
         }
-        printf("Stored the client secret of account %s.\n", name);
+        printf("Stored the client secret of account %s.\n", a->name);
         return 0;
 }
 
@@ -461,35 +523,14 @@ static int account_secret(int argc, char **argv)
             .short_options = "s",
             .option = secret_option,
             .takes_name = true,
+            .prepare = secret_prepare,
+            .run = secret_run,
         };
-        _cleanup_(account_target_close) struct account_target t = {0};
-        _cleanup_secret_ struct secret *secret = NULL;
-        bool from_stdin = false;
-        struct account_args a;
-        int r;
+        struct secret_options o = {0};
+        int r = account_run(&cmd, argc, argv, &o);
 
-        r = account_parse(&cmd, argc, argv, &from_stdin, &a);
-        if (r != 0)
-                return r < 0 ? 0 : r;
-        if (!from_stdin) {
-                secret_usage(stderr);
-                return EXIT_USAGE;
-        }
-        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &secret);
-        if (r < 0) {
-                fprintf(stderr,
-                        "credbroker: cannot read the client secret from standard input: %s\n",
-                        r == -EFBIG     ? "longer than 1024 bytes"
-                        : r == -ENODATA ? "it is empty"
-                                        : strerror(-r));
-                return EXIT_DATAERR;
-        }
-        r = account_target_open(&a, &t);
-        if (r != 0)
-                return r;
-        r = t.admin ? broker_account_secret(t.admin, a.name, secret)
-                    : store_put_client_secret(t.store, a.name, secret);
-        return secret_report(a.name, r);
+        secret_free(o.secret);
+        return r;
 }
 
 int cmd_account(int argc, char **argv)

@@ -15,11 +15,12 @@
 #include "secret.h"
 #include "store.h"
 
-/* account_parse() after --help: the command returns 0. */
-#define ACCOUNT_HELP_SHOWN (-1)
+struct account_args;
+struct account_target;
 
 /* A command that works through the broker or, when none listens, on the token directly:
- * import, list, show, remove, secret, keygen, cert. */
+ * import, list, show, remove, secret, keygen, cert. account_run() parses its options, calls
+ * prepare, finds the broker or opens the token, and calls run. */
 struct account_command {
         void (*usage)(FILE *f);
         const struct option *options; /* the command's own, ending with {0}; may be NULL */
@@ -28,6 +29,13 @@ struct account_command {
         int (*option)(int c, const char *arg, void *userdata);
         bool takes_name; /* one NAME argument, checked with account_name_check() */
         bool json;       /* --json */
+        /* After the options, before the broker is asked or the token opened: checks what they
+         * left to check and reads what the command needs (a file, standard input). 0 or an exit
+         * code after printing why; may be NULL. */
+        int (*prepare)(const struct account_args *a, void *userdata);
+        /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
+         * code after printing why. */
+        int (*run)(const struct account_args *a, struct account_target *t, void *userdata);
 };
 
 struct account_args {
@@ -38,12 +46,6 @@ struct account_args {
         bool json;
 };
 
-/* Parses the common options (-v, --admin-socket, --config, --help, --json when the command has
- * it) and the command's own. 0 to go on, ACCOUNT_HELP_SHOWN after --help, or EXIT_USAGE after
- * the usage. */
-int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
-                  struct account_args *ret);
-
 /* Where the command works: the running broker (admin), else the token (store, with the
  * configuration that names it). */
 struct account_target {
@@ -52,9 +54,10 @@ struct account_target {
         struct config *config;
 };
 
-/* 0 with admin or store set, else an exit code after printing why. verbose says which path. */
-int account_target_open(const struct account_args *a, struct account_target *ret);
-void account_target_close(struct account_target *t);
+/* Runs cmd: the common options (-v, --admin-socket, --config, --help, --json when the command
+ * has it) and the command's own, then prepare, then run on the broker or the token (-v says
+ * which). Returns the command's exit code. */
+int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata);
 
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
