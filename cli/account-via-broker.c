@@ -2,15 +2,19 @@
 #include "account-via-broker.h"
 
 #include <errno.h>
+#include <gnutls/gnutls.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "client.h"
+#include "cmd-account.h"
 #include "display.h"
 #include "json.h"
 #include "util.h"
+#include "wire.h"
 
 /* More accounts than a token holds in practice; a longer list is a broken reply. */
 #define ACCOUNTS_MAX 4096
@@ -47,99 +51,6 @@ static cJSON *request_for(const char *op, const char *name)
         return request;
 }
 
-static int print_json(const cJSON *value)
-{
-        char *text = cJSON_Print(value);
-
-        if (!text)
-                return EXIT_SOFTWARE;
-        puts(text);
-        json_free_string(text);
-        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
-}
-
-static const char *field(const cJSON *o, const char *key)
-{
-        const char *s = json_get_string(o, key);
-
-        return s && *s ? s : "-";
-}
-
-/* A column of a table: sanitized, padded to width. */
-static void column(const char *s, int width)
-{
-        int n = (int)strlen(s);
-
-        display_text(stdout, s);
-        for (; n < width; n++)
-                fputc(' ', stdout);
-        fputc(' ', stdout);
-}
-
-/* One row of "account list" as the direct path prints it (cmd-account.c), from the broker's
- * list row and its account.show object, plus the state only the broker knows. Numbers are
- * plain cJSON numbers (not json_add_uint's raw ones) because print_list_row() reads them back;
- * generations and times are far below 2^53. */
-static cJSON *list_row(const cJSON *listed, const cJSON *shown)
-{
-        _cleanup_json_ cJSON *row = cJSON_CreateObject();
-        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(shown, "refresh_token");
-        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(shown, "certificate");
-        static const char *const keys[] = {"account", "flow", "tenant", "client_id", "mailbox"};
-        uint64_t generation, not_after;
-
-        if (!row)
-                return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                const char *value = json_get_string(listed, keys[i]);
-
-                if (value && !cJSON_AddStringToObject(row, keys[i], value))
-                        return NULL;
-        }
-        if (!(json_get_u64(rt, "generation", &generation) == 0
-                  ? cJSON_AddNumberToObject(row, "refresh_token_generation", (double)generation) !=
-                        NULL
-                  : cJSON_AddNullToObject(row, "refresh_token_generation") != NULL) ||
-            !cJSON_AddBoolToObject(
-                row, "client_secret",
-                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(shown, "client_secret"))))
-                return NULL;
-        if (cJSON_IsObject(cert) && json_get_u64(cert, "not_after", &not_after) == 0 &&
-            (!cJSON_AddNumberToObject(row, "certificate_not_after", (double)not_after) ||
-             !cJSON_AddStringToObject(row, "certificate_sha1_thumbprint",
-                                      field(cert, "sha1_thumbprint"))))
-                return NULL;
-        if (json_get_string(listed, "state") &&
-            !cJSON_AddStringToObject(row, "state", json_get_string(listed, "state")))
-                return NULL;
-        return TAKE_PTR(row);
-}
-
-static void print_list_row(const cJSON *row)
-{
-        char until[32] = "-", generation[24] = "none";
-        uint64_t value;
-
-        if (json_get_u64(row, "certificate_not_after", &value) == 0) {
-                display_time(value, until);
-                until[10] = 0; /* the date is enough in a table */
-        }
-        if (json_get_u64(row, "refresh_token_generation", &value) == 0)
-                snprintf(generation, sizeof(generation), "%llu", (unsigned long long)value);
-        column(field(row, "account"), 20);
-        column(field(row, "flow"), 18);
-        column(field(row, "tenant"), 38);
-        column(field(row, "client_id"), 38);
-        column(field(row, "mailbox"), 30);
-        column(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "client_secret")) ? "yes" : "no",
-               6);
-        column(until, 10);
-        column(field(row, "state"), 12);
-        /* The refresh-token generation stays the last column, as on the direct path: scripts
-         * read it from there. */
-        printf("%s\n", generation);
-}
-
 int broker_account_list(struct admin_conn *c, bool json)
 {
         _cleanup_json_ cJSON *reply = NULL, *rows = cJSON_CreateArray();
@@ -171,120 +82,13 @@ int broker_account_list(struct admin_conn *c, bool json)
                 r = exchange_ok(c, request_for("account.show", name), &shown);
                 if (r != 0)
                         return r;
-                row = list_row(a, cJSON_GetObjectItemCaseSensitive(shown, "account"));
+                row = account_list_row(a, cJSON_GetObjectItemCaseSensitive(shown, "account"));
                 if (!row || !cJSON_AddItemToArray(rows, row)) {
                         cJSON_Delete(row);
                         return EXIT_SOFTWARE;
                 }
         }
-        if (json)
-                return print_json(rows);
-        printf("%-20s %-18s %-38s %-38s %-30s %-6s %-10s %-12s %s\n", "ACCOUNT", "FLOW", "TENANT",
-               "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "STATE", "RT GENERATION");
-        cJSON_ArrayForEach(a, rows) print_list_row(a);
-        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
-}
-
-static void row(const char *label, const char *value)
-{
-        printf("%-20s ", label);
-        display_text(stdout, value);
-        fputc('\n', stdout);
-}
-
-static void time_row(const char *label, const cJSON *o, const char *key)
-{
-        char when[32];
-        uint64_t t;
-
-        if (json_get_u64(o, key, &t) < 0)
-                return;
-        display_time(t, when);
-        row(label, when);
-}
-
-/* An account setting of the token request (docs/microsoft-365.md), shown for the flow it applies
- * to or whenever it is set; absent means the broker's default. */
-static void setting_row(const cJSON *a, const char *label, const char *key, const char *flow,
-                        const char *default_text)
-{
-        const char *value = json_get_string(a, key);
-
-        if (value)
-                row(label, value);
-        else if (strcmp(field(a, "flow"), flow) == 0)
-                row(label, default_text);
-}
-
-/* The object of "credbroker account show --json" (docs/admin-protocol.md), as text. */
-static void show_text(const cJSON *a)
-{
-        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(a, "refresh_token");
-        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(a, "certificate");
-        uint64_t generation, stored, now = (uint64_t)time(NULL);
-        char text[96], when[32], age[32];
-
-        row("Account:", field(a, "account"));
-        if (json_get_string(a, "flow")) {
-                row("Flow:", field(a, "flow"));
-                row("Tenant:", field(a, "tenant"));
-                row("Client ID:", field(a, "client_id"));
-                row("Mailbox:", field(a, "mailbox"));
-                if (json_get_string(a, "username"))
-                        row("User name:", field(a, "username"));
-                if (json_get_string(a, "authority"))
-                        row("Authority:", field(a, "authority"));
-                /* The URLs the broker uses; an older broker sends only explicit ones. */
-                if (json_get_string(a, "effective_token_endpoint"))
-                        row("Token endpoint:", field(a, "effective_token_endpoint"));
-                else if (json_get_string(a, "token_endpoint"))
-                        row("Token endpoint:", field(a, "token_endpoint"));
-                else
-                        row("Authority:", "(the broker's configured default)");
-                if (json_get_string(a, "effective_device_endpoint"))
-                        row("Device endpoint:", field(a, "effective_device_endpoint"));
-                else if (json_get_string(a, "device_endpoint"))
-                        row("Device endpoint:", field(a, "device_endpoint"));
-                setting_row(a, "Assertion alg:", "assertion_alg", "client-certificate",
-                            "PS256 (default)");
-                setting_row(a, "Client auth:", "client_auth", "client-secret", "post (default)");
-                time_row("Created:", a, "created");
-        } else {
-                row("Metadata:", "none (an app-only account made by keygen or secret)");
-        }
-        if (json_get_string(a, "state"))
-                row("State:", field(a, "state"));
-        if (json_get_string(a, "message"))
-                row("Message:", field(a, "message"));
-        if (cJSON_IsObject(rt) && json_get_u64(rt, "generation", &generation) == 0) {
-                if (json_get_u64(rt, "stored_at", &stored) == 0 && stored > 0) {
-                        display_time(stored, when);
-                        display_relative(stored, now, age);
-                        snprintf(text, sizeof(text), "generation %llu, stored %s (%s)",
-                                 (unsigned long long)generation, when, age);
-                } else {
-                        snprintf(text, sizeof(text), "generation %llu",
-                                 (unsigned long long)generation);
-                }
-                row("Refresh token:", text);
-        } else {
-                row("Refresh token:", "none");
-        }
-        row("Client secret:", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "client_secret"))
-                                  ? "present"
-                                  : "none");
-        time_row("Secret expires:", a, "secret_expires_at");
-        if (!cJSON_IsObject(cert)) {
-                row("Certificate:", "none");
-                return;
-        }
-        printf("Certificate:\n");
-        row("  Subject:", field(cert, "subject"));
-        row("  Issuer:", field(cert, "issuer"));
-        time_row("  Not before:", cert, "not_before");
-        time_row("  Not after:", cert, "not_after");
-        row("  SHA-1 thumbprint:", field(cert, "sha1_thumbprint"));
-        row("  SHA-256:", field(cert, "sha256_thumbprint"));
+        return account_list_print(rows, json);
 }
 
 int broker_account_show(struct admin_conn *c, const char *name, bool json)
@@ -301,10 +105,7 @@ int broker_account_show(struct admin_conn *c, const char *name, bool json)
                 fprintf(stderr, "credbroker: the broker's reply has no account\n");
                 return EXIT_SOFTWARE;
         }
-        if (json)
-                return print_json(account);
-        show_text(account);
-        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+        return account_show_print(account, json);
 }
 
 int broker_account_remove(struct admin_conn *c, const char *name)
@@ -349,7 +150,7 @@ static int exchange_credential(struct admin_conn *c, cJSON *request, const char 
                                const struct secret *secret, bool map_errors, cJSON **ret)
 {
         _cleanup_json_ cJSON *owned = request, *reply = NULL;
-        const char *code;
+        enum admin_error code;
         int r;
 
         if (!owned)
@@ -364,13 +165,15 @@ static int exchange_credential(struct admin_conn *c, cJSON *request, const char 
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                code = map_errors ? json_get_string(reply, "error") : NULL;
-                if (code && strcmp(code, "exists") == 0)
-                        return -EEXIST;
-                if (code && strcmp(code, "bad_request") == 0)
-                        return -EINVAL;
-                if (code && strcmp(code, "not_found") == 0)
-                        return -ENOKEY;
+                if (map_errors &&
+                    admin_error_from_string(json_get_string(reply, "error"), &code) == 0) {
+                        if (code == ADMIN_EXISTS)
+                                return -EEXIST;
+                        if (code == ADMIN_BAD_REQUEST)
+                                return -EINVAL;
+                        if (code == ADMIN_NOT_FOUND)
+                                return -ENOKEY;
+                }
                 return admin_report_error(reply);
         }
         *ret = TAKE_PTR(reply);
@@ -458,42 +261,15 @@ int broker_account_keygen(struct admin_conn *c, const char *name,
 }
 
 /* A DER certificate as PEM text, for the JSON request. */
-static char *der_to_pem(const unsigned char *der, size_t len)
+static char *der_to_pem(const void *der, size_t len)
 {
-        static const char alphabet[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        static const char head[] = "-----BEGIN CERTIFICATE-----\n",
-                          tail[] = "-----END CERTIFICATE-----\n";
-        size_t encoded = (len + 2) / 3 * 4, n = 0, column = 0;
-        char *pem = malloc(sizeof(head) + encoded + encoded / 64 + 2 + sizeof(tail));
+        gnutls_datum_t in = {.data = (unsigned char *)der, .size = (unsigned)len}, out = {0};
+        char *pem;
 
-        if (!pem)
+        if (len > UINT_MAX || gnutls_pem_base64_encode2("CERTIFICATE", &in, &out) < 0)
                 return NULL;
-        memcpy(pem, head, sizeof(head) - 1);
-        n = sizeof(head) - 1;
-        for (size_t i = 0; i < len; i += 3) {
-                uint32_t v = (uint32_t)der[i] << 16;
-                char quad[4];
-
-                if (i + 1 < len)
-                        v |= (uint32_t)der[i + 1] << 8;
-                if (i + 2 < len)
-                        v |= der[i + 2];
-                quad[0] = alphabet[(v >> 18) & 63];
-                quad[1] = alphabet[(v >> 12) & 63];
-                quad[2] = i + 1 < len ? alphabet[(v >> 6) & 63] : '=';
-                quad[3] = i + 2 < len ? alphabet[v & 63] : '=';
-                memcpy(pem + n, quad, 4);
-                n += 4;
-                column += 4;
-                if (column == 64) {
-                        pem[n++] = '\n';
-                        column = 0;
-                }
-        }
-        if (column)
-                pem[n++] = '\n';
-        memcpy(pem + n, tail, sizeof(tail));
+        pem = strndup((const char *)out.data, out.size);
+        gnutls_free(out.data);
         return pem;
 }
 

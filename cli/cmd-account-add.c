@@ -228,19 +228,138 @@ static int send_and_follow(const char *admin_socket, const cJSON *request, const
         return r;
 }
 
+enum {
+        OPT_TOKEN_ENDPOINT = 0x100,
+        OPT_DEVICE_ENDPOINT,
+        OPT_PASSWORD_STDIN,
+        OPT_SECRET_STDIN,
+        OPT_SECRET_EXPIRES,
+        OPT_ADMIN_SOCKET,
+        OPT_GRAPH,
+        OPT_ASSERTION_ALG,
+        OPT_CLIENT_AUTH,
+};
+
+/* The options whose value is checked as it is read: 0, or EXIT_USAGE after saying why. */
+static int add_checked_option(struct add_options *o, int c, char *arg)
+{
+        uint64_t ignored;
+
+        switch (c) {
+        case 's':
+                if (o->n_scopes == WIRE_MAX_SCOPES || !scope_is_valid(arg)) {
+                        fprintf(stderr,
+                                "credbroker: at most %u scopes, each 1-%u printable characters "
+                                "without spaces\n",
+                                WIRE_MAX_SCOPES, SCOPE_MAX_LEN);
+                        return EXIT_USAGE;
+                }
+                o->scopes[o->n_scopes++] = arg;
+                return 0;
+        case OPT_SECRET_EXPIRES:
+                if (parse_iso_date(arg, &ignored) < 0) {
+                        fprintf(stderr, "credbroker: --secret-expires wants a date YYYY-MM-DD\n");
+                        return EXIT_USAGE;
+                }
+                o->secret_expires = arg;
+                return 0;
+        case OPT_ASSERTION_ALG:
+                /* Exactly as the broker spells them (account_meta_validate). */
+                if (strcmp(arg, "PS256") != 0 && strcmp(arg, "RS256") != 0) {
+                        fprintf(stderr,
+                                "credbroker: --assertion-alg is PS256 (the default) or RS256\n");
+                        return EXIT_USAGE;
+                }
+                o->assertion_alg = arg;
+                return 0;
+        case OPT_CLIENT_AUTH:
+                if (strcmp(arg, "post") != 0 && strcmp(arg, "basic") != 0) {
+                        fprintf(stderr, "credbroker: --client-auth is post (the default: the "
+                                        "secret in the request body) or basic (an HTTP Basic "
+                                        "header)\n");
+                        return EXIT_USAGE;
+                }
+                o->client_auth = arg;
+                return 0;
+        }
+        return EXIT_USAGE;
+}
+
+/* One option of account add: 0, or EXIT_USAGE after saying why. */
+static int add_option(struct add_options *o, int c, char *arg)
+{
+        switch (c) {
+        case 't':
+                o->meta.tenant = arg;
+                break;
+        case 'i':
+                o->meta.client_id = arg;
+                break;
+        case 'f':
+                o->flow = arg;
+                break;
+        case 'm':
+                o->meta.mailbox = arg;
+                break;
+        case 'a':
+                o->meta.authority = arg;
+                break;
+        case OPT_TOKEN_ENDPOINT:
+                o->token_endpoint = arg;
+                break;
+        case OPT_DEVICE_ENDPOINT:
+                o->device_endpoint = arg;
+                break;
+        case OPT_GRAPH:
+                o->meta.graph = arg;
+                break;
+        case 'u':
+                o->meta.username = arg;
+                break;
+        case OPT_PASSWORD_STDIN:
+                o->password_stdin = true;
+                break;
+        case OPT_SECRET_STDIN:
+                o->secret_stdin = true;
+                break;
+        case OPT_ADMIN_SOCKET:
+                o->admin_socket = arg;
+                break;
+        case 'c':
+                o->config = arg;
+                break;
+        default:
+                return add_checked_option(o, c, arg);
+        }
+        return 0;
+}
+
+/* The secret the flow sends (password, client secret) and its member name, or none. */
+static int add_read_secret(const struct add_options *o, struct secret **ret, const char **ret_key)
+{
+        int r;
+
+        if (strcmp(o->flow, "password") == 0) {
+                *ret_key = "password";
+                return read_password(o->password_stdin, o->meta.username, ret);
+        }
+        if (strcmp(o->flow, "client-secret") != 0)
+                return 0;
+        *ret_key = "client_secret";
+        r = password_read_line(STDIN_FILENO, ADMIN_SECRET_MAX, ret);
+        if (r < 0) {
+                fprintf(stderr,
+                        "credbroker: cannot read the client secret from standard input: %s\n",
+                        r == -EFBIG                  ? "longer than 1024 bytes"
+                        : r == -ENODATA || r == -EIO ? "it is empty"
+                                                     : strerror(-r));
+                return EXIT_DATAERR;
+        }
+        return 0;
+}
+
 int account_add(int argc, char **argv)
 {
-        enum {
-                OPT_TOKEN_ENDPOINT = 0x100,
-                OPT_DEVICE_ENDPOINT,
-                OPT_PASSWORD_STDIN,
-                OPT_SECRET_STDIN,
-                OPT_SECRET_EXPIRES,
-                OPT_ADMIN_SOCKET,
-                OPT_GRAPH,
-                OPT_ASSERTION_ALG,
-                OPT_CLIENT_AUTH,
-        };
         static const struct option options[] = {
             {"tenant", required_argument, NULL, 't'},
             {"client-id", required_argument, NULL, 'i'},
@@ -266,93 +385,20 @@ int account_add(int argc, char **argv)
         _cleanup_json_ cJSON *request = NULL;
         _cleanup_secret_ struct secret *secret = NULL;
         const char *name, *secret_key = NULL;
-        uint64_t ignored;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "t:i:f:m:s:a:u:c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 't':
-                        o.meta.tenant = optarg;
-                        break;
-                case 'i':
-                        o.meta.client_id = optarg;
-                        break;
-                case 'f':
-                        o.flow = optarg;
-                        break;
-                case 'm':
-                        o.meta.mailbox = optarg;
-                        break;
-                case 's':
-                        if (o.n_scopes == WIRE_MAX_SCOPES || !scope_is_valid(optarg)) {
-                                fprintf(stderr,
-                                        "credbroker: at most %u scopes, each 1-%u "
-                                        "printable characters without spaces\n",
-                                        WIRE_MAX_SCOPES, SCOPE_MAX_LEN);
-                                return EXIT_USAGE;
-                        }
-                        o.scopes[o.n_scopes++] = optarg;
-                        break;
-                case 'a':
-                        o.meta.authority = optarg;
-                        break;
-                case OPT_TOKEN_ENDPOINT:
-                        o.token_endpoint = optarg;
-                        break;
-                case OPT_DEVICE_ENDPOINT:
-                        o.device_endpoint = optarg;
-                        break;
-                case OPT_GRAPH:
-                        o.meta.graph = optarg;
-                        break;
-                case 'u':
-                        o.meta.username = optarg;
-                        break;
-                case OPT_PASSWORD_STDIN:
-                        o.password_stdin = true;
-                        break;
-                case OPT_SECRET_STDIN:
-                        o.secret_stdin = true;
-                        break;
-                case OPT_SECRET_EXPIRES:
-                        if (parse_iso_date(optarg, &ignored) < 0) {
-                                fprintf(stderr, "credbroker: --secret-expires wants a date "
-                                                "YYYY-MM-DD\n");
-                                return EXIT_USAGE;
-                        }
-                        o.secret_expires = optarg;
-                        break;
-                case OPT_ASSERTION_ALG:
-                        /* Exactly as the broker spells them (account_meta_validate). */
-                        if (strcmp(optarg, "PS256") != 0 && strcmp(optarg, "RS256") != 0) {
-                                fprintf(stderr, "credbroker: --assertion-alg is PS256 (the "
-                                                "default) or RS256\n");
-                                return EXIT_USAGE;
-                        }
-                        o.assertion_alg = optarg;
-                        break;
-                case OPT_CLIENT_AUTH:
-                        if (strcmp(optarg, "post") != 0 && strcmp(optarg, "basic") != 0) {
-                                fprintf(stderr, "credbroker: --client-auth is post (the default: "
-                                                "the secret in the request body) or basic (an "
-                                                "HTTP Basic header)\n");
-                                return EXIT_USAGE;
-                        }
-                        o.client_auth = optarg;
-                        break;
-                case OPT_ADMIN_SOCKET:
-                        o.admin_socket = optarg;
-                        break;
-                case 'c':
-                        o.config = optarg;
-                        break;
-                case 'h':
+                if (c == 'h') {
                         add_usage(stdout);
                         return 0;
-                default:
+                }
+                if (c == '?') {
                         add_usage(stderr);
                         return EXIT_USAGE;
                 }
+                r = add_option(&o, c, optarg);
+                if (r != 0)
+                        return r;
         }
         if (optind + 1 != argc) {
                 add_usage(stderr);
@@ -367,22 +413,7 @@ int account_add(int argc, char **argv)
         request = add_request(name, &o);
         if (!request)
                 return EXIT_SOFTWARE;
-        if (strcmp(o.flow, "password") == 0) {
-                r = read_password(o.password_stdin, o.meta.username, &secret);
-                secret_key = "password";
-        } else if (strcmp(o.flow, "client-secret") == 0) {
-                r = password_read_line(STDIN_FILENO, ADMIN_SECRET_MAX, &secret);
-                if (r < 0) {
-                        fprintf(stderr,
-                                "credbroker: cannot read the client secret from standard input: "
-                                "%s\n",
-                                r == -EFBIG                  ? "longer than 1024 bytes"
-                                : r == -ENODATA || r == -EIO ? "it is empty"
-                                                             : strerror(-r));
-                        r = EXIT_DATAERR;
-                }
-                secret_key = "client_secret";
-        }
+        r = add_read_secret(&o, &secret, &secret_key);
         if (r != 0)
                 return r;
         return send_and_follow(admin_socket_path(o.admin_socket, o.config), request, secret_key,
@@ -402,7 +433,6 @@ static void login_usage(FILE *f)
 
 int account_login(int argc, char **argv)
 {
-        enum { OPT_PASSWORD_STDIN = 0x100, OPT_ADMIN_SOCKET };
         static const struct option options[] = {
             {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
             {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},

@@ -15,6 +15,7 @@
 #include "admin-client.h"
 #include "client.h"
 #include "cmd-account.h"
+#include "display.h"
 #include "store.h"
 #include "util.h"
 
@@ -46,107 +47,51 @@ static int parse_bounded(const char *text, uint32_t min, uint32_t max, uint32_t 
         return 0;
 }
 
-int account_keygen(int argc, char **argv)
+static int keygen_option(int c, const char *arg, void *userdata)
 {
-        static const struct option options[] = {
-            {"bits", required_argument, NULL, 'b'},
-            {"days", required_argument, NULL, 'd'},
-            {"subject", required_argument, NULL, 's'},
-            {"csr", no_argument, NULL, 'r'},
-            {"replace", no_argument, NULL, 'R'},
-            {"config", required_argument, NULL, 'c'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
-        };
-        struct store_keygen_options o = {
-            .bits = STORE_KEY_BITS_DEFAULT,
-            .days = STORE_CERT_DAYS_DEFAULT,
-        };
-        _cleanup_(store_closep) struct store *store = NULL;
-        struct store_certificate_info info = {0};
-        _cleanup_free_ char *csr = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        const char *config_option = NULL, *admin_socket = NULL, *name;
-        char from[32], until[32];
-        bool verbose = false;
+        struct store_keygen_options *o = userdata;
         uint32_t value;
-        int c, r;
 
-        while ((c = getopt_long(argc, argv, "b:d:s:rRvc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'b':
-                        if (parse_bounded(optarg, 2048, 4096, &value) < 0 ||
-                            (value != 2048 && value != 3072 && value != 4096)) {
-                                fprintf(stderr, "credbroker: --bits must be 2048, 3072 or 4096\n");
-                                return EXIT_USAGE;
-                        }
-                        o.bits = value;
-                        break;
-                case 'd':
-                        if (parse_bounded(optarg, 1, STORE_CERT_DAYS_MAX, &value) < 0) {
-                                fprintf(stderr, "credbroker: --days must be 1 to %d\n",
-                                        STORE_CERT_DAYS_MAX);
-                                return EXIT_USAGE;
-                        }
-                        o.days = value;
-                        break;
-                case 's':
-                        if (strlen(optarg) == 0 || strlen(optarg) > STORE_SUBJECT_MAX) {
-                                fprintf(stderr,
-                                        "credbroker: --subject must be 1 to %d characters\n",
-                                        STORE_SUBJECT_MAX);
-                                return EXIT_USAGE;
-                        }
-                        o.subject = optarg;
-                        break;
-                case 'r':
-                        o.csr = true;
-                        break;
-                case 'R':
-                        o.replace = true;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        keygen_usage(stdout);
-                        return 0;
-                default:
-                        keygen_usage(stderr);
+        switch (c) {
+        case 'b':
+                if (parse_bounded(arg, 2048, 4096, &value) < 0 ||
+                    (value != 2048 && value != 3072 && value != 4096)) {
+                        fprintf(stderr, "credbroker: --bits must be 2048, 3072 or 4096\n");
                         return EXIT_USAGE;
                 }
+                o->bits = value;
+                break;
+        case 'd':
+                if (parse_bounded(arg, 1, STORE_CERT_DAYS_MAX, &value) < 0) {
+                        fprintf(stderr, "credbroker: --days must be 1 to %d\n",
+                                STORE_CERT_DAYS_MAX);
+                        return EXIT_USAGE;
+                }
+                o->days = value;
+                break;
+        case 's':
+                if (strlen(arg) == 0 || strlen(arg) > STORE_SUBJECT_MAX) {
+                        fprintf(stderr, "credbroker: --subject must be 1 to %d characters\n",
+                                STORE_SUBJECT_MAX);
+                        return EXIT_USAGE;
+                }
+                o->subject = arg;
+                break;
+        case 'r':
+                o->csr = true;
+                break;
+        case 'R':
+                o->replace = true;
+                break;
         }
-        if (optind + 1 != argc) {
-                keygen_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        o.now = (uint64_t)time(NULL);
+        return 0;
+}
 
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0) {
-                r = broker_account_keygen(admin, name, &o, &info, &csr);
-                if (r > 0)
-                        return r;
-        } else if (r != 1) {
+/* What making the key returned, in the words of either path: 0 when made, else an exit code. */
+static int keygen_report(const char *name, int r)
+{
+        if (r > 0)
                 return r;
-        } else {
-                r = account_open_store(config_option, &store);
-                if (r != 0)
-                        return r;
-                r = store_keygen(store, name, &o, &info, o.csr ? &csr : NULL);
-        }
         if (r == -EEXIST) {
                 fprintf(stderr,
                         "credbroker: account %s already has an assertion key; add --replace to "
@@ -165,9 +110,16 @@ int account_keygen(int argc, char **argv)
                         strerror(-r));
                 return EXIT_SOFTWARE;
         }
+        return 0;
+}
 
-        account_format_time(info.not_before, from);
-        account_format_time(info.not_after, until);
+static void keygen_print(const char *name, const struct store_certificate_info *info,
+                         const char *csr)
+{
+        char from[32], until[32];
+
+        display_time(info->not_before, from);
+        display_time(info->not_after, until);
         printf("Generated a %u-bit RSA key inside the token for account %s (not extractable).\n"
                "Self-signed certificate:\n"
                "  Subject:            %s\n"
@@ -178,12 +130,50 @@ int account_keygen(int argc, char **argv)
                "Upload this certificate to the app registration (Certificates & secrets >\n"
                "Certificates > Upload certificate), saved as a .pem, .cer or .crt file:\n"
                "\n%s",
-               info.bits, name, info.subject, from, until, info.sha1_hex, info.sha256_hex,
-               info.pem);
+               info->bits, name, info->subject, from, until, info->sha1_hex, info->sha256_hex,
+               info->pem);
         if (csr)
                 printf("\nCertificate request (PKCS#10) for the same key, for a CA:\n\n%s", csr);
+}
+
+static int keygen_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct store_keygen_options *o = userdata;
+        struct store_certificate_info info = {0};
+        _cleanup_free_ char *csr = NULL;
+        int r;
+
+        o->now = (uint64_t)time(NULL);
+        r = t->admin ? broker_account_keygen(t->admin, a->name, o, &info, &csr)
+                     : store_keygen(t->store, a->name, o, &info, o->csr ? &csr : NULL);
+        r = keygen_report(a->name, r);
+        if (r == 0)
+                keygen_print(a->name, &info, csr);
         store_certificate_info_clear(&info);
-        return 0;
+        return r;
+}
+
+int account_keygen(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"bits", required_argument, NULL, 'b'},    {"days", required_argument, NULL, 'd'},
+            {"subject", required_argument, NULL, 's'}, {"csr", no_argument, NULL, 'r'},
+            {"replace", no_argument, NULL, 'R'},       {0},
+        };
+        static const struct account_command cmd = {
+            .usage = keygen_usage,
+            .options = options,
+            .short_options = "b:d:s:rR",
+            .option = keygen_option,
+            .takes_name = true,
+            .run = keygen_run,
+        };
+        struct store_keygen_options o = {
+            .bits = STORE_KEY_BITS_DEFAULT,
+            .days = STORE_CERT_DAYS_DEFAULT,
+        };
+
+        return account_run(&cmd, argc, argv, &o);
 }
 
 /* A certificate is public, so a plain bounded read of a regular file will do. */
@@ -239,78 +229,44 @@ static void cert_usage(FILE *f)
               f);
 }
 
-int account_cert(int argc, char **argv)
-{
-        static const struct option options[] = {
-            {"file", required_argument, NULL, 'f'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
-        };
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_free_ char *data = NULL;
-        struct store_certificate_info info = {0};
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        const char *config_option = NULL, *admin_socket = NULL, *file = NULL, *name;
-        char from[32], until[32];
-        bool verbose = false;
-        size_t len = 0;
-        int c, r;
+struct cert_options {
+        const char *file;
+        char *data;
+        size_t len;
+};
 
-        while ((c = getopt_long(argc, argv, "f:vc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'f':
-                        file = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        cert_usage(stdout);
-                        return 0;
-                default:
-                        cert_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind + 1 != argc || !file) {
+static int cert_option(int c, const char *arg, void *userdata)
+{
+        ((struct cert_options *)userdata)->file = arg; /* 'f': --file */
+        return 0;
+}
+
+static int cert_prepare(const struct account_args *a, void *userdata)
+{
+        struct cert_options *o = userdata;
+        int r;
+
+        if (!o->file) {
                 cert_usage(stderr);
                 return EXIT_USAGE;
         }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        r = read_certificate_file(file, &data, &len);
+        r = read_certificate_file(o->file, &o->data, &o->len);
         if (r < 0) {
-                fprintf(stderr, "credbroker: cannot read the certificate from %s: %s\n", file,
+                fprintf(stderr, "credbroker: cannot read the certificate from %s: %s\n", o->file,
                         r == -EFBIG     ? "larger than 32 KiB"
                         : r == -ENODATA ? "the file is empty"
                         : r == -EBADF   ? "not a regular file"
                                         : strerror(-r));
                 return EXIT_NOINPUT;
         }
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0) {
-                r = broker_account_cert(admin, name, data, len, &info);
-                if (r > 0)
-                        return r;
-        } else if (r != 1) {
+        return 0;
+}
+
+/* What storing the certificate returned, in the words of either path: 0 or an exit code. */
+static int cert_report(const char *name, const char *file, int r)
+{
+        if (r > 0)
                 return r;
-        } else {
-                r = account_open_store(config_option, &store);
-                if (r != 0)
-                        return r;
-                r = store_import_certificate(store, name, data, len, &info);
-        }
         if (r == -EBADMSG) {
                 fprintf(stderr, "credbroker: %s is not a PEM or DER X.509 certificate\n", file);
                 return EXIT_DATAERR;
@@ -328,8 +284,15 @@ int account_cert(int argc, char **argv)
                         strerror(-r));
                 return EXIT_SOFTWARE;
         }
-        account_format_time(info.not_before, from);
-        account_format_time(info.not_after, until);
+        return 0;
+}
+
+static void cert_print(const char *name, const struct store_certificate_info *info)
+{
+        char from[32], until[32];
+
+        display_time(info->not_before, from);
+        display_time(info->not_after, until);
         printf("Stored the certificate for the key of account %s:\n"
                "  Subject:            %s\n"
                "  Issuer:             %s\n"
@@ -337,7 +300,42 @@ int account_cert(int argc, char **argv)
                "  Thumbprint (SHA-1, as the Entra portal shows it): %s\n"
                "  SHA-256 thumbprint: %s\n"
                "Upload this certificate to the app registration if it is not there yet.\n",
-               name, info.subject, info.issuer, from, until, info.sha1_hex, info.sha256_hex);
+               name, info->subject, info->issuer, from, until, info->sha1_hex, info->sha256_hex);
+}
+
+static int cert_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct cert_options *o = userdata;
+        struct store_certificate_info info = {0};
+        int r;
+
+        r = t->admin ? broker_account_cert(t->admin, a->name, o->data, o->len, &info)
+                     : store_import_certificate(t->store, a->name, o->data, o->len, &info);
+        r = cert_report(a->name, o->file, r);
+        if (r == 0)
+                cert_print(a->name, &info);
         store_certificate_info_clear(&info);
-        return 0;
+        return r;
+}
+
+int account_cert(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"file", required_argument, NULL, 'f'},
+            {0},
+        };
+        static const struct account_command cmd = {
+            .usage = cert_usage,
+            .options = options,
+            .short_options = "f:",
+            .option = cert_option,
+            .takes_name = true,
+            .prepare = cert_prepare,
+            .run = cert_run,
+        };
+        struct cert_options o = {0};
+        int r = account_run(&cmd, argc, argv, &o);
+
+        free(o.data);
+        return r;
 }

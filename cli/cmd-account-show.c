@@ -1,79 +1,70 @@
-/* credbroker account show: everything an administrator may see of one account, never a secret's
- * value: settings, refresh-token generation and age, whether a client secret is stored, and the
- * assertion certificate with the thumbprints Entra shows. */
+/* credbroker account show and the account view: everything an administrator may see of an
+ * account, never a secret's value. The objects are the admin protocol's (account.list's row,
+ * account.show's "account"): the broker sends them, and without a broker the direct path builds
+ * the same ones from the token with the broker's own builder (broker/admin/account-view.c), so
+ * one renderer here prints either. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "account-meta.h"
 #include "account-via-broker.h"
-#include "admin-client.h"
+#include "account-view.h"
 #include "client.h"
 #include "cmd-account.h"
-#include "commands.h"
-#include "config.h"
+#include "display.h"
 #include "json.h"
-#include "store.h"
 #include "util.h"
 
-struct account_view {
-        struct account_meta meta;
-        /* The URLs the account talks to (explicit, or from the authority and tenant), or NULL. */
-        char *token_endpoint;
-        char *device_endpoint;
-        bool has_meta;
-        bool meta_unreadable;
-        bool has_refresh_token;
-        struct store_refresh_token_info refresh_token;
-        bool has_secret;
-        bool has_certificate;
-        struct store_certificate_info certificate;
-};
-
-static void account_view_clear(struct account_view *v)
+int account_print_json(const cJSON *value)
 {
-        account_meta_clear(&v->meta);
-        free(v->token_endpoint);
-        free(v->device_endpoint);
-        store_certificate_info_clear(&v->certificate);
+        char *text = cJSON_Print(value);
+
+        if (!text)
+                return EXIT_SOFTWARE;
+        puts(text);
+        json_free_string(text);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
 }
 
-/* 0, -ENOENT when the account has no object at all, or another negative errno. */
-static int account_view_load(struct store *store, const char *name, struct account_view *v)
+static const char *field(const cJSON *o, const char *key)
 {
-        _cleanup_free_ char *json = NULL;
-        int r;
+        const char *s = json_get_string(o, key);
 
-        *v = (struct account_view){0};
-        r = store_get_meta(store, name, &json);
-        if (r == 0) {
-                v->has_meta = true;
-                v->meta_unreadable = account_meta_from_json(json, &v->meta) < 0;
-        } else if (r != -ENOENT) {
-                return r;
-        }
-        r = store_refresh_token_info(store, name, &v->refresh_token);
-        if (r == 0)
-                v->has_refresh_token = true;
-        else if (r != -ENOENT)
-                return r;
-        r = store_has_client_secret(store, name);
-        if (r < 0)
-                return r;
-        v->has_secret = r > 0;
-        r = store_get_certificate(store, name, &v->certificate);
-        if (r == 0)
-                v->has_certificate = true;
-        else if (r != -ENOENT)
-                return r;
-        if (!v->has_meta && !v->has_refresh_token && !v->has_secret && !v->has_certificate &&
-            v->refresh_token.n_generations == 0)
-                return -ENOENT;
-        return 0;
+        return s && *s ? s : "-";
+}
+
+/* "Label:              value", the value with control characters replaced. */
+static void row(const char *label, const char *value)
+{
+        printf("%-20s ", label);
+        display_text(stdout, value);
+        fputc('\n', stdout);
+}
+
+static void time_row(const char *label, const cJSON *o, const char *key)
+{
+        char when[32];
+        uint64_t t;
+
+        if (json_get_u64(o, key, &t) < 0)
+                return;
+        display_time(t, when);
+        row(label, when);
+}
+
+/* An account setting of the token request (docs/microsoft-365.md), shown for the flow it applies
+ * to or whenever it is set; absent means the broker's default. */
+static void setting_row(const cJSON *a, const char *label, const char *key, const char *flow,
+                        const char *default_text)
+{
+        const char *value = json_get_string(a, key);
+
+        if (value)
+                row(label, value);
+        else if (strcmp(field(a, "flow"), flow) == 0)
+                row(label, default_text);
 }
 
 static void format_age(uint64_t then, uint64_t now, char out[static 48])
@@ -98,158 +89,317 @@ static void format_age(uint64_t then, uint64_t now, char out[static 48])
                 snprintf(out, 48, "less than a minute");
 }
 
-/* The effective endpoints, with the configuration's authority as the default, as the broker
- * derives them (account_meta_token_endpoint). */
-static int account_view_endpoints(struct account_view *v, const char *config_option)
+static void print_settings(const cJSON *a)
 {
-        _cleanup_(config_freep) struct config *config = NULL;
-        const char *path = cli_config_path(config_option);
-        int r;
-
-        if (!v->has_meta || v->meta_unreadable)
-                return 0;
-        if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
-                                                     : config_load(path, true, &config) < 0)
-                return -EINVAL;
-        if (account_meta_token_endpoint(&v->meta, config->authority, &v->token_endpoint) < 0)
-                return -ENOMEM;
-        r = account_meta_device_endpoint(&v->meta, config->authority, &v->device_endpoint);
-        return r == -EOPNOTSUPP ? 0 : r;
+        row("Flow:", field(a, "flow"));
+        row("Tenant:", field(a, "tenant"));
+        row("Client ID:", field(a, "client_id"));
+        row("Mailbox:", field(a, "mailbox"));
+        if (json_get_string(a, "username"))
+                row("User name:", field(a, "username"));
+        if (json_get_string(a, "authority"))
+                row("Authority:", field(a, "authority"));
+        /* The URLs the broker uses; an older broker sends only explicit ones. */
+        if (json_get_string(a, "effective_token_endpoint"))
+                row("Token endpoint:", field(a, "effective_token_endpoint"));
+        else if (json_get_string(a, "token_endpoint"))
+                row("Token endpoint:", field(a, "token_endpoint"));
+        else
+                row("Authority:", "(the broker's configured default)");
+        if (json_get_string(a, "effective_device_endpoint"))
+                row("Device endpoint:", field(a, "effective_device_endpoint"));
+        else if (json_get_string(a, "device_endpoint"))
+                row("Device endpoint:", field(a, "device_endpoint"));
+        setting_row(a, "Assertion alg:", "assertion_alg", "client-certificate", "PS256 (default)");
+        setting_row(a, "Client auth:", "client_auth", "client-secret", "post (default)");
+        time_row("Created:", a, "created");
 }
 
-static void show_text(const char *name, const struct account_view *v, uint64_t now)
+static void print_refresh_token(const cJSON *a, uint64_t now)
 {
-        char when[32], age[48];
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(a, "refresh_token");
+        uint64_t generation, objects, stored = 0, damaged;
+        char text[160], count[48] = "", when[32] = "unknown", age[48];
 
-        printf("Account:             %s\n", name);
-        if (v->meta_unreadable) {
-                printf("Metadata:            unreadable (store it again with account import)\n");
-        } else if (!v->has_meta) {
-                printf("Metadata:            none (an app-only account made by keygen or "
-                       "secret)\n");
-        } else {
-                printf("Flow:                %s\n", v->meta.flow);
-                printf("Tenant:              %s\n", v->meta.tenant);
-                printf("Client ID:           %s\n", v->meta.client_id);
-                printf("Mailbox:             %s\n", v->meta.mailbox ? v->meta.mailbox : "-");
-                if (v->meta.username)
-                        printf("User name:           %s\n", v->meta.username);
-                if (v->meta.authority)
-                        printf("Authority:           %s\n", v->meta.authority);
-                if (v->token_endpoint)
-                        printf("Token endpoint:      %s\n", v->token_endpoint);
-                if (v->device_endpoint)
-                        printf("Device endpoint:     %s\n", v->device_endpoint);
-                /* As the broker's account.show says them (account-via-broker.c). */
-                if (v->meta.assertion_alg || v->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE)
-                        printf("Assertion alg:       %s\n",
-                               v->meta.assertion_alg ? v->meta.assertion_alg : "PS256 (default)");
-                if (v->meta.client_auth || v->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET)
-                        printf("Client auth:         %s\n",
-                               v->meta.client_auth ? v->meta.client_auth : "post (default)");
-                account_format_time(v->meta.created, when);
-                printf("Created:             %s\n", when);
+        if (!cJSON_IsObject(rt) || json_get_u64(rt, "generation", &generation) < 0) {
+                if (json_get_u64(a, "refresh_token_damaged", &damaged) == 0 && damaged > 0) {
+                        snprintf(text, sizeof(text), "none intact (%llu damaged object%s)",
+                                 (unsigned long long)damaged, damaged == 1 ? "" : "s");
+                        row("Refresh token:", text);
+                } else {
+                        row("Refresh token:", "none");
+                }
+                return;
         }
-        if (v->has_refresh_token) {
-                account_format_time(v->refresh_token.stored_at, when);
-                format_age(v->refresh_token.stored_at, now, age);
-                printf("Refresh token:       generation %llu (%zu object%s), stored %s, age %s\n",
-                       (unsigned long long)v->refresh_token.generation,
-                       v->refresh_token.n_generations,
-                       v->refresh_token.n_generations == 1 ? "" : "s", when, age);
-        } else if (v->refresh_token.n_generations > 0) {
-                printf("Refresh token:       none intact (%zu damaged object%s)\n",
-                       v->refresh_token.n_generations,
-                       v->refresh_token.n_generations == 1 ? "" : "s");
-        } else {
-                printf("Refresh token:       none\n");
-        }
-        printf("Client secret:       %s\n", v->has_secret ? "present" : "none");
-        if (!v->has_certificate) {
-                printf("Certificate:         none\n");
+        if (json_get_u64(rt, "objects", &objects) == 0)
+                snprintf(count, sizeof(count), " (%llu object%s)", (unsigned long long)objects,
+                         objects == 1 ? "" : "s");
+        if (json_get_u64(rt, "stored_at", &stored) == 0 && stored > 0)
+                display_time(stored, when);
+        format_age(stored, now, age);
+        snprintf(text, sizeof(text), "generation %llu%s, stored %s, age %s",
+                 (unsigned long long)generation, count, when, age);
+        row("Refresh token:", text);
+}
+
+static void print_certificate(const cJSON *cert, uint64_t now)
+{
+        char text[80], when[32];
+        uint64_t value;
+
+        if (!cJSON_IsObject(cert)) {
+                row("Certificate:", "none");
                 return;
         }
         printf("Certificate:\n");
-        printf("  Subject:           %s\n", v->certificate.subject);
-        printf("  Issuer:            %s\n", v->certificate.issuer);
-        account_format_time(v->certificate.not_before, when);
-        printf("  Not before:        %s\n", when);
-        account_format_time(v->certificate.not_after, when);
-        printf("  Not after:         %s%s\n", when,
-               v->certificate.not_after <= now ? " (EXPIRED)" : "");
-        printf("  Key:               RSA %u bits, in the token, not extractable\n",
-               v->certificate.bits);
-        printf("  Thumbprint (SHA-1, as the Entra portal shows it): %s\n", v->certificate.sha1_hex);
-        printf("  SHA-256 thumbprint: %s\n", v->certificate.sha256_hex);
+        row("  Subject:", field(cert, "subject"));
+        row("  Issuer:", field(cert, "issuer"));
+        time_row("  Not before:", cert, "not_before");
+        if (json_get_u64(cert, "not_after", &value) == 0) {
+                display_time(value, when);
+                snprintf(text, sizeof(text), "%s%s", when, value <= now ? " (EXPIRED)" : "");
+                row("  Not after:", text);
+        }
+        if (json_get_u64(cert, "bits", &value) == 0) {
+                snprintf(text, sizeof(text), "RSA %llu bits, in the token, not extractable",
+                         (unsigned long long)value);
+                row("  Key:", text);
+        }
+        row("  Thumbprint (SHA-1, as the Entra portal shows it):", field(cert, "sha1_thumbprint"));
+        row("  SHA-256 thumbprint:", field(cert, "sha256_thumbprint"));
 }
 
-static int show_json(const char *name, const struct account_view *v)
+/* The object of "credbroker account show --json" (docs/admin-protocol.md), as text. */
+static void show_text(const cJSON *a)
 {
-        _cleanup_json_ cJSON *o = cJSON_CreateObject();
-        cJSON *rt = NULL, *cert = NULL;
-        char *text;
-        bool good;
+        uint64_t now = (uint64_t)time(NULL);
 
-        if (!o)
-                return EXIT_SOFTWARE;
-        good = cJSON_AddStringToObject(o, "account", name) &&
-               cJSON_AddBoolToObject(o, "metadata", v->has_meta && !v->meta_unreadable);
-        if (good && v->has_meta && !v->meta_unreadable)
-                good =
-                    cJSON_AddStringToObject(o, "flow", v->meta.flow) &&
-                    cJSON_AddStringToObject(o, "tenant", v->meta.tenant) &&
-                    cJSON_AddStringToObject(o, "client_id", v->meta.client_id) &&
-                    (!v->meta.mailbox || cJSON_AddStringToObject(o, "mailbox", v->meta.mailbox)) &&
-                    (!v->meta.username ||
-                     cJSON_AddStringToObject(o, "username", v->meta.username)) &&
-                    (!v->meta.authority ||
-                     cJSON_AddStringToObject(o, "authority", v->meta.authority)) &&
-                    (!v->meta.token_endpoint ||
-                     cJSON_AddStringToObject(o, "token_endpoint", v->meta.token_endpoint)) &&
-                    (!v->meta.device_endpoint ||
-                     cJSON_AddStringToObject(o, "device_endpoint", v->meta.device_endpoint)) &&
-                    (!v->token_endpoint ||
-                     cJSON_AddStringToObject(o, "effective_token_endpoint", v->token_endpoint)) &&
-                    (!v->device_endpoint ||
-                     cJSON_AddStringToObject(o, "effective_device_endpoint", v->device_endpoint)) &&
-                    (!v->meta.assertion_alg ||
-                     cJSON_AddStringToObject(o, "assertion_alg", v->meta.assertion_alg)) &&
-                    (!v->meta.client_auth ||
-                     cJSON_AddStringToObject(o, "client_auth", v->meta.client_auth)) &&
-                    json_add_uint(o, "created", v->meta.created);
-        if (good && v->has_refresh_token) {
-                good = (rt = cJSON_AddObjectToObject(o, "refresh_token")) &&
-                       json_add_uint(rt, "generation", v->refresh_token.generation) &&
-                       json_add_uint(rt, "objects", v->refresh_token.n_generations) &&
-                       (v->refresh_token.stored_at
-                            ? json_add_uint(rt, "stored_at", v->refresh_token.stored_at)
-                            : cJSON_AddNullToObject(rt, "stored_at") != NULL);
-        } else if (good) {
-                good = cJSON_AddNullToObject(o, "refresh_token") != NULL;
+        row("Account:", field(a, "account"));
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "metadata_unreadable")))
+                row("Metadata:", "unreadable (store it again with account import)");
+        else if (json_get_string(a, "flow"))
+                print_settings(a);
+        else
+                row("Metadata:", "none (an app-only account made by keygen or secret)");
+        if (json_get_string(a, "state"))
+                row("State:", field(a, "state"));
+        if (json_get_string(a, "message"))
+                row("Message:", field(a, "message"));
+        print_refresh_token(a, now);
+        row("Client secret:", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "client_secret"))
+                                  ? "present"
+                                  : "none");
+        time_row("Secret expires:", a, "secret_expires_at");
+        print_certificate(cJSON_GetObjectItemCaseSensitive(a, "certificate"), now);
+}
+
+int account_show_print(const cJSON *account, bool json)
+{
+        if (json)
+                return account_print_json(account);
+        show_text(account);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+/* ---- account list ---- */
+
+/* A column of a table: sanitized, padded to width. */
+static void column(const char *s, int width)
+{
+        int n = (int)strlen(s);
+
+        display_text(stdout, s);
+        for (; n < width; n++)
+                fputc(' ', stdout);
+        fputc(' ', stdout);
+}
+
+/* Numbers are plain cJSON numbers (not json_add_uint's raw ones) because print_list_row() reads
+ * them back; generations and times are far below 2^53. */
+static bool add_list_credentials(cJSON *row, const cJSON *shown)
+{
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(shown, "refresh_token");
+        const cJSON *cert = cJSON_GetObjectItemCaseSensitive(shown, "certificate");
+        uint64_t generation, not_after;
+
+        if (!(json_get_u64(rt, "generation", &generation) == 0
+                  ? cJSON_AddNumberToObject(row, "refresh_token_generation", (double)generation) !=
+                        NULL
+                  : cJSON_AddNullToObject(row, "refresh_token_generation") != NULL) ||
+            !cJSON_AddBoolToObject(
+                row, "client_secret",
+                cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(shown, "client_secret"))))
+                return false;
+        return !cJSON_IsObject(cert) || json_get_u64(cert, "not_after", &not_after) < 0 ||
+               (cJSON_AddNumberToObject(row, "certificate_not_after", (double)not_after) &&
+                cJSON_AddStringToObject(row, "certificate_sha1_thumbprint",
+                                        field(cert, "sha1_thumbprint")));
+}
+
+cJSON *account_list_row(const cJSON *listed, const cJSON *shown)
+{
+        _cleanup_json_ cJSON *row = cJSON_CreateObject();
+        static const char *const keys[] = {"account", "flow", "tenant", "client_id", "mailbox"};
+
+        if (!row)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                const char *value = json_get_string(listed, keys[i]);
+
+                if (value && !cJSON_AddStringToObject(row, keys[i], value))
+                        return NULL;
         }
-        if (good)
-                good = cJSON_AddBoolToObject(o, "client_secret", v->has_secret);
-        if (good && v->has_certificate) {
-                good =
-                    (cert = cJSON_AddObjectToObject(o, "certificate")) &&
-                    cJSON_AddStringToObject(cert, "subject", v->certificate.subject) &&
-                    cJSON_AddStringToObject(cert, "issuer", v->certificate.issuer) &&
-                    json_add_uint(cert, "not_before", v->certificate.not_before) &&
-                    json_add_uint(cert, "not_after", v->certificate.not_after) &&
-                    json_add_uint(cert, "bits", v->certificate.bits) &&
-                    cJSON_AddStringToObject(cert, "sha1_thumbprint", v->certificate.sha1_hex) &&
-                    cJSON_AddStringToObject(cert, "sha256_thumbprint", v->certificate.sha256_hex);
-        } else if (good) {
-                good = cJSON_AddNullToObject(o, "certificate") != NULL;
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(shown, "metadata_unreadable")) &&
+            !cJSON_AddTrueToObject(row, "metadata_unreadable"))
+                return NULL;
+        if (!add_list_credentials(row, shown))
+                return NULL;
+        if (json_get_string(listed, "state") &&
+            !cJSON_AddStringToObject(row, "state", json_get_string(listed, "state")))
+                return NULL;
+        return TAKE_PTR(row);
+}
+
+static void print_list_row(const cJSON *row)
+{
+        char until[32] = "-", generation[24] = "none";
+        uint64_t value;
+
+        if (json_get_u64(row, "certificate_not_after", &value) == 0) {
+                display_time(value, until);
+                until[10] = 0; /* the date is enough in a table */
         }
-        if (!good)
-                return EXIT_SOFTWARE;
-        text = cJSON_Print(o);
-        if (!text)
-                return EXIT_SOFTWARE;
-        puts(text);
-        json_free_string(text);
+        if (json_get_u64(row, "refresh_token_generation", &value) == 0)
+                snprintf(generation, sizeof(generation), "%llu", (unsigned long long)value);
+        column(field(row, "account"), 20);
+        column(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "metadata_unreadable"))
+                   ? "(unreadable)"
+                   : field(row, "flow"),
+               18);
+        column(field(row, "tenant"), 38);
+        column(field(row, "client_id"), 38);
+        column(field(row, "mailbox"), 30);
+        column(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(row, "client_secret")) ? "yes" : "no",
+               6);
+        column(until, 10);
+        column(field(row, "state"), 12);
+        /* The refresh-token generation stays the last column: scripts read it from there. */
+        printf("%s\n", generation);
+}
+
+int account_list_print(const cJSON *rows, bool json)
+{
+        const cJSON *r;
+
+        if (json)
+                return account_print_json(rows);
+        printf("%-20s %-18s %-38s %-38s %-30s %-6s %-10s %-12s %s\n", "ACCOUNT", "FLOW", "TENANT",
+               "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "STATE", "RT GENERATION");
+        cJSON_ArrayForEach(r, rows) print_list_row(r);
+        return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
+}
+
+/* ---- the direct path ---- */
+
+/* What the token holds of one account (name) or of all (NULL), as the broker gathers it. */
+static int gather(struct store *store, const char *name, struct inventory_request **ret)
+{
+        struct inventory_request *request = calloc(1, sizeof(*request));
+        int r;
+
+        if (!request)
+                return -ENOMEM;
+        if (name)
+                memcpy(request->account, name, strlen(name) + 1);
+        r = inventory_gather(store, request);
+        if (r < 0) {
+                inventory_request_free(request);
+                return r;
+        }
+        *ret = request;
         return 0;
+}
+
+/* o as the peer of a socket would see it: printed and parsed again (json_add_uint's raw numbers
+ * become numbers). Takes o. */
+static cJSON *as_received(cJSON *o)
+{
+        char *text = o ? cJSON_PrintUnformatted(o) : NULL;
+        cJSON *copy = NULL;
+
+        cJSON_Delete(o);
+        if (text && json_parse((const uint8_t *)text, strlen(text), &copy) < 0)
+                copy = NULL;
+        json_free_string(text);
+        return copy;
+}
+
+/* The objects of one account, as the broker would send them without runtime state. */
+static int view_of(const struct account_inventory *item, const struct config *config,
+                   cJSON **ret_listed, cJSON **ret_shown)
+{
+        const struct account_view_options o = {
+            .default_authority = config->authority,
+            .stored_flow_name = true,
+        };
+        struct account_status status;
+
+        account_view_store_status(item, &status);
+        *ret_shown = as_received(account_view_show(item, &status, &o));
+        *ret_listed = as_received(account_view_list_row(item, &status, &o));
+        return *ret_shown && *ret_listed ? 0 : -ENOMEM;
+}
+
+int account_show_direct(struct store *store, const struct config *config, const char *name,
+                        bool json)
+{
+        struct inventory_request *request = NULL;
+        _cleanup_json_ cJSON *shown = NULL, *listed = NULL;
+        int r;
+
+        r = gather(store, name, &request);
+        if (r == -ENOENT) {
+                fprintf(stderr, "credbroker: there is no account %s in the token\n", name);
+                return EXIT_NOINPUT;
+        }
+        if (r < 0) {
+                fprintf(stderr, "credbroker: reading account %s failed: %s\n", name, strerror(-r));
+                return EXIT_SOFTWARE;
+        }
+        r = view_of(&request->items[0], config, &listed, &shown);
+        inventory_request_free(request);
+        if (r < 0)
+                return EXIT_SOFTWARE;
+        return account_show_print(shown, json);
+}
+
+int account_list_direct(struct store *store, const struct config *config, bool json)
+{
+        _cleanup_json_ cJSON *rows = cJSON_CreateArray();
+        struct inventory_request *request = NULL;
+        int r;
+
+        if (!rows)
+                return EXIT_SOFTWARE;
+        if (gather(store, NULL, &request) < 0) {
+                fprintf(stderr, "credbroker: cannot list the accounts in the token\n");
+                return EXIT_SOFTWARE;
+        }
+        for (size_t i = 0; i < request->n_items; i++) {
+                _cleanup_json_ cJSON *listed = NULL, *shown = NULL;
+                cJSON *row = NULL;
+
+                r = view_of(&request->items[i], config, &listed, &shown);
+                if (r == 0)
+                        row = account_list_row(listed, shown);
+                if (!row || !cJSON_AddItemToArray(rows, row)) {
+                        cJSON_Delete(row);
+                        inventory_request_free(request);
+                        return EXIT_SOFTWARE;
+                }
+        }
+        inventory_request_free(request);
+        return account_list_print(rows, json);
 }
 
 static void show_usage(FILE *f)
@@ -264,78 +414,21 @@ static void show_usage(FILE *f)
               f);
 }
 
+static int show_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        if (t->admin)
+                return broker_account_show(t->admin, a->name, a->json);
+        return account_show_direct(t->store, t->config, a->name, a->json);
+}
+
 int account_show(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"json", no_argument, NULL, 'j'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
+        static const struct account_command cmd = {
+            .usage = show_usage,
+            .takes_name = true,
+            .json = true,
+            .run = show_run,
         };
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        const char *config_option = NULL, *admin_socket = NULL, *name;
-        struct account_view view;
-        bool json = false, verbose = false;
-        int c, r;
 
-        while ((c = getopt_long(argc, argv, "jvc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'j':
-                        json = true;
-                        break;
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        show_usage(stdout);
-                        return 0;
-                default:
-                        show_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind + 1 != argc) {
-                show_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0)
-                return broker_account_show(admin, name, json);
-        if (r != 1)
-                return r;
-        r = account_open_store(config_option, &store);
-        if (r != 0)
-                return r;
-        r = account_view_load(store, name, &view);
-        if (r == -ENOENT) {
-                fprintf(stderr, "credbroker: there is no account %s in the token\n", name);
-                return EXIT_NOINPUT;
-        }
-        if (r < 0) {
-                fprintf(stderr, "credbroker: reading account %s failed: %s\n", name, strerror(-r));
-                return EXIT_SOFTWARE;
-        }
-        if (account_view_endpoints(&view, config_option) < 0) {
-                account_view_clear(&view);
-                return EXIT_CONFIG;
-        }
-        if (json)
-                r = show_json(name, &view);
-        else
-                show_text(name, &view, (uint64_t)time(NULL));
-        account_view_clear(&view);
-        return r;
+        return account_run(&cmd, argc, argv, NULL);
 }

@@ -191,9 +191,63 @@ static int send_test_message(const char *name, const char *profile, const char *
         return r;
 }
 
+enum { OPT_SEND_TO = 0x100, OPT_ADMIN_SOCKET };
+
+struct test_options {
+        cJSON *request; /* account.test, with the scopes asked for */
+        cJSON *scopes;
+        const char *send_to;
+        const char *profile;
+        const char *admin_socket;
+        const char *socket;
+        const char *config;
+};
+
+/* One option of account test: 0, or an exit code after saying why. */
+static int test_option(struct test_options *o, int c, const char *arg)
+{
+        switch (c) {
+        case 's':
+                if (!o->scopes)
+                        o->scopes = cJSON_AddArrayToObject(o->request, "scopes");
+                if (!scope_is_valid(arg) || cJSON_GetArraySize(o->scopes) >= (int)WIRE_MAX_SCOPES) {
+                        fprintf(stderr, "credbroker: at most %u valid scopes\n", WIRE_MAX_SCOPES);
+                        return EXIT_USAGE;
+                }
+                if (!cJSON_AddItemToArray(o->scopes, cJSON_CreateString(arg)))
+                        return EXIT_SOFTWARE;
+                break;
+        case OPT_SEND_TO:
+                if (!address_is_plain(arg)) {
+                        fprintf(stderr, "credbroker: --send-to wants one mail address\n");
+                        return EXIT_USAGE;
+                }
+                o->send_to = arg;
+                break;
+        case 'p':
+                o->profile = arg;
+                break;
+        case OPT_ADMIN_SOCKET:
+                o->admin_socket = arg;
+                break;
+        case 'S':
+                o->socket = arg;
+                break;
+        case 'c':
+                o->config = arg;
+                break;
+        case 'h':
+                test_usage(stdout);
+                return -1;
+        default:
+                test_usage(stderr);
+                return EXIT_USAGE;
+        }
+        return 0;
+}
+
 int account_test(int argc, char **argv)
 {
-        enum { OPT_SEND_TO = 0x100, OPT_ADMIN_SOCKET };
         static const struct option options[] = {
             {"scope", required_argument, NULL, 's'},
             {"send-to", required_argument, NULL, OPT_SEND_TO},
@@ -204,74 +258,37 @@ int account_test(int argc, char **argv)
             {"help", no_argument, NULL, 'h'},
             {0},
         };
-        const char *name, *send_to = NULL, *profile = NULL, *admin_socket = NULL;
-        const char *socket = NULL, *config_option = NULL;
         _cleanup_json_ cJSON *request = admin_request_new("account.test"), *reply = NULL;
-        cJSON *scopes = NULL;
+        struct test_options o = {.request = request};
+        const char *name;
         int c, r;
 
         if (!request)
                 return EXIT_SOFTWARE;
         while ((c = getopt_long(argc, argv, "s:p:S:c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 's':
-                        if (!scopes)
-                                scopes = cJSON_AddArrayToObject(request, "scopes");
-                        if (!scope_is_valid(optarg) ||
-                            cJSON_GetArraySize(scopes) >= (int)WIRE_MAX_SCOPES) {
-                                fprintf(stderr, "credbroker: at most %u valid scopes\n",
-                                        WIRE_MAX_SCOPES);
-                                return EXIT_USAGE;
-                        }
-                        if (!cJSON_AddItemToArray(scopes, cJSON_CreateString(optarg)))
-                                return EXIT_SOFTWARE;
-                        break;
-                case OPT_SEND_TO:
-                        if (!address_is_plain(optarg)) {
-                                fprintf(stderr, "credbroker: --send-to wants one mail address\n");
-                                return EXIT_USAGE;
-                        }
-                        send_to = optarg;
-                        break;
-                case 'p':
-                        profile = optarg;
-                        break;
-                case OPT_ADMIN_SOCKET:
-                        admin_socket = optarg;
-                        break;
-                case 'S':
-                        socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        test_usage(stdout);
-                        return 0;
-                default:
-                        test_usage(stderr);
-                        return EXIT_USAGE;
-                }
+                r = test_option(&o, c, optarg);
+                if (r != 0)
+                        return r < 0 ? 0 : r;
         }
-        if (optind + 1 != argc || (profile && !send_to)) {
+        if (optind + 1 != argc || (o.profile && !o.send_to)) {
                 test_usage(stderr);
                 return EXIT_USAGE;
         }
         name = argv[optind];
         if (!account_name_check(name))
                 return EXIT_USAGE;
-        if (profile && !name_is_valid(profile)) {
+        if (o.profile && !name_is_valid(o.profile)) {
                 fprintf(stderr, "credbroker: invalid profile name\n");
                 return EXIT_USAGE;
         }
         if (!cJSON_AddStringToObject(request, "account", name))
                 return EXIT_SOFTWARE;
-        r = admin_call(admin_socket_path(admin_socket, config_option), request, &reply);
+        r = admin_call(admin_socket_path(o.admin_socket, o.config), request, &reply);
         if (r != 0)
                 return r;
         print_test_reply(name, reply);
         fflush(stdout);
-        if (!send_to)
+        if (!o.send_to)
                 return 0;
-        return send_test_message(name, profile ? profile : name, socket, config_option, send_to);
+        return send_test_message(name, o.profile ? o.profile : name, o.socket, o.config, o.send_to);
 }

@@ -32,16 +32,6 @@ bool account_name_check(const char *name)
         return false;
 }
 
-void account_format_time(uint64_t unix_seconds, char out[static 32])
-{
-        time_t t = (time_t)unix_seconds;
-        struct tm tm;
-
-        if (unix_seconds == 0 || !gmtime_r(&t, &tm) ||
-            strftime(out, 32, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
-                snprintf(out, 32, "unknown");
-}
-
 int account_read_secret_stdin(size_t max, struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
@@ -81,25 +71,157 @@ int account_read_secret_stdin(size_t max, struct secret **ret)
         return 0;
 }
 
-int account_open_store(const char *config_option, struct store **ret)
+/* The options every command of struct account_command has. */
+static const struct option common_options[] = {
+    {"verbose", no_argument, NULL, 'v'},
+    {"admin-socket", required_argument, NULL, 'A'},
+    {"config", required_argument, NULL, 'c'},
+    {"help", no_argument, NULL, 'h'},
+};
+static const struct option json_option = {"json", no_argument, NULL, 'j'};
+
+#define ACCOUNT_OPTIONS_MAX 24
+
+/* The command's own options, the common ones, --json when it has it, and the terminator. */
+static int merge_options(const struct account_command *cmd, struct option *out, char *shorts,
+                         size_t shorts_size)
 {
-        _cleanup_(config_freep) struct config *config = NULL;
+        size_t n = 0;
+
+        for (const struct option *o = cmd->options; o && o->name; o++) {
+                if (n + ELEMENTSOF(common_options) + 2 > ACCOUNT_OPTIONS_MAX)
+                        return -E2BIG;
+                out[n++] = *o;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(common_options); i++)
+                out[n++] = common_options[i];
+        if (cmd->json)
+                out[n++] = json_option;
+        out[n] = (struct option){0};
+        if (snprintf(shorts, shorts_size, "%s%svc:h", cmd->short_options ? cmd->short_options : "",
+                     cmd->json ? "j" : "") >= (int)shorts_size)
+                return -E2BIG;
+        return 0;
+}
+
+/* account_parse() after --help: the command returns 0. */
+#define ACCOUNT_HELP_SHOWN (-1)
+
+/* 0 to go on, ACCOUNT_HELP_SHOWN after --help, or an exit code after printing why. */
+static int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
+                         struct account_args *ret)
+{
+        struct option options[ACCOUNT_OPTIONS_MAX];
+        char shorts[64];
+        int c, r;
+
+        *ret = (struct account_args){0};
+        if (merge_options(cmd, options, shorts, sizeof(shorts)) < 0)
+                return EXIT_SOFTWARE;
+        while ((c = getopt_long(argc, argv, shorts, options, NULL)) >= 0) {
+                switch (c) {
+                case 'v':
+                        ret->verbose = true;
+                        break;
+                case 'A':
+                        ret->admin_socket = optarg;
+                        break;
+                case 'c':
+                        ret->config_option = optarg;
+                        break;
+                case 'j':
+                        ret->json = true;
+                        break;
+                case 'h':
+                        cmd->usage(stdout);
+                        return ACCOUNT_HELP_SHOWN;
+                case '?':
+                        cmd->usage(stderr);
+                        return EXIT_USAGE;
+                default:
+                        r = cmd->option ? cmd->option(c, optarg, userdata) : EXIT_USAGE;
+                        if (r != 0)
+                                return r;
+                }
+        }
+        if (optind + (cmd->takes_name ? 1 : 0) != argc) {
+                cmd->usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (cmd->takes_name) {
+                ret->name = argv[optind];
+                if (!account_name_check(ret->name))
+                        return EXIT_USAGE;
+        }
+        return 0;
+}
+
+static int open_store(const char *config_option, struct account_target *t)
+{
         const char *path = cli_config_path(config_option);
 
-        if (config_load(path, true, &config) < 0)
+        if (config_load(path, true, &t->config) < 0)
                 return EXIT_CONFIG;
         if (store_open(
                 &(struct store_options){
-                    .module_path = config->module_path,
-                    .token_uri = config->token_uri,
-                    .pin_source = config->pin_source,
-                    .module_dirs = config->module_dirs,
-                    .n_module_dirs = config->n_module_dirs,
+                    .module_path = t->config->module_path,
+                    .token_uri = t->config->token_uri,
+                    .pin_source = t->config->pin_source,
+                    .module_dirs = t->config->module_dirs,
+                    .n_module_dirs = t->config->n_module_dirs,
                 },
-                ret) < 0)
+                &t->store) < 0)
                 return EXIT_CONFIG;
         return 0;
 }
+
+static void account_target_close(struct account_target *t);
+
+/* 0 with admin or store set, else an exit code after printing why. */
+static int account_target_open(const struct account_args *a, struct account_target *ret)
+{
+        int r;
+
+        *ret = (struct account_target){0};
+        r = admin_connect_or_fallback(admin_socket_path(a->admin_socket, a->config_option),
+                                      a->verbose, &ret->admin);
+        if (r != 1)
+                return r;
+        r = open_store(a->config_option, ret);
+        if (r != 0)
+                account_target_close(ret);
+        return r;
+}
+
+static void account_target_close(struct account_target *t)
+{
+        admin_close(t->admin);
+        store_close(t->store);
+        config_free(t->config);
+        *t = (struct account_target){0};
+}
+
+int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata)
+{
+        _cleanup_(account_target_close) struct account_target t = {0};
+        struct account_args a;
+        int r;
+
+        r = account_parse(cmd, argc, argv, userdata, &a);
+        if (r == 0 && cmd->prepare)
+                r = cmd->prepare(&a, userdata);
+        if (r == 0)
+                r = account_target_open(&a, &t);
+        if (r == 0)
+                r = cmd->run(&a, &t, userdata);
+        return r == ACCOUNT_HELP_SHOWN ? 0 : r;
+}
+
+struct import_options {
+        struct account_meta meta;
+        const char *token_file;
+        struct secret *token;
+};
 
 static void import_usage(FILE *f)
 {
@@ -114,78 +236,35 @@ static void import_usage(FILE *f)
               f);
 }
 
-static int account_import(int argc, char **argv)
+static int import_option(int c, const char *arg, void *userdata)
 {
-        static const struct option options[] = {
-            {"tenant", required_argument, NULL, 't'},
-            {"client-id", required_argument, NULL, 'i'},
-            {"refresh-token-file", required_argument, NULL, 'f'},
-            {"mailbox", required_argument, NULL, 'm'},
-            {"authority", required_argument, NULL, 'a'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
-        };
-        struct account_meta meta = {.flow = (char *)"refresh_token"};
-        const char *name, *token_file = NULL, *config_option = NULL, *admin_socket = NULL;
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        _cleanup_secret_ struct secret *token = NULL;
-        _cleanup_free_ char *json = NULL;
-        bool verbose = false;
-        uint64_t generation;
-        int c, r;
+        struct import_options *o = userdata;
 
-        while ((c = getopt_long(argc, argv, "t:i:f:m:a:vc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 't':
-                        meta.tenant = optarg;
-                        break;
-                case 'i':
-                        meta.client_id = optarg;
-                        break;
-                case 'f':
-                        token_file = optarg;
-                        break;
-                case 'm':
-                        meta.mailbox = optarg;
-                        break;
-                case 'a':
-                        meta.authority = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        import_usage(stdout);
-                        return 0;
-                default:
-                        import_usage(stderr);
-                        return EXIT_USAGE;
-                }
+        switch (c) {
+        case 't':
+                o->meta.tenant = (char *)arg;
+                break;
+        case 'i':
+                o->meta.client_id = (char *)arg;
+                break;
+        case 'f':
+                o->token_file = arg;
+                break;
+        case 'm':
+                o->meta.mailbox = (char *)arg;
+                break;
+        case 'a':
+                o->meta.authority = (char *)arg;
+                break;
         }
-        if (optind + 1 != argc || !meta.tenant || !meta.client_id || !token_file) {
-                import_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        meta.created = (uint64_t)time(NULL);
-        if (account_meta_validate(&meta) < 0) {
-                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
-                                "characters that are not allowed (authority must be https://)\n");
-                return EXIT_USAGE;
-        }
-        r = secret_from_file(token_file, TOKEN_MAX_LEN, &token);
+        return 0;
+}
+
+/* The refresh token of --refresh-token-file: 0, or an exit code after printing why. */
+static int import_read_token(const char *token_file, struct secret **ret)
+{
+        int r = secret_from_file(token_file, TOKEN_MAX_LEN, ret);
+
         if (r < 0) {
                 fprintf(stderr, "credbroker: cannot read the refresh token from %s: %s\n",
                         token_file,
@@ -194,31 +273,24 @@ static int account_import(int argc, char **argv)
                                         : strerror(-r));
                 return EXIT_NOINPUT;
         }
-        if (!token_is_valid(secret_str(token), secret_len(token))) {
+        if (!token_is_valid(secret_str(*ret), secret_len(*ret))) {
                 fprintf(stderr, "credbroker: %s does not hold one refresh token on one line\n",
                         token_file);
                 return EXIT_DATAERR;
         }
-        if (account_meta_to_json(&meta, &json) < 0)
-                return EXIT_SOFTWARE;
+        return 0;
+}
 
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0) {
-                r = broker_account_import(admin, name, &meta, token, &generation);
-                if (r != 0)
-                        return r;
-                printf("Imported account %s (refresh token generation %llu).\n", name,
-                       (unsigned long long)generation);
-                return 0;
-        }
-        if (r != 1)
-                return r;
-        r = account_open_store(config_option, &store);
-        if (r != 0)
-                return r;
+static int import_direct(struct store *store, const char *name, const struct account_meta *meta,
+                         const struct secret *token, uint64_t *ret_generation)
+{
+        _cleanup_free_ char *json = NULL;
+        int r;
+
+        if (account_meta_to_json(meta, &json) < 0)
+                return EXIT_SOFTWARE;
         /* The refresh token first: an account whose meta exists always has a credential. */
-        r = store_write_refresh_token(store, name, token, &generation);
+        r = store_write_refresh_token(store, name, token, ret_generation);
         if (r == 0)
                 r = store_put_meta(store, name, json);
         if (r < 0) {
@@ -226,9 +298,65 @@ static int account_import(int argc, char **argv)
                         strerror(-r));
                 return EXIT_SOFTWARE;
         }
-        printf("Imported account %s (refresh token generation %llu).\n", name,
+        return 0;
+}
+
+static int import_prepare(const struct account_args *a, void *userdata)
+{
+        struct import_options *o = userdata;
+
+        if (!o->meta.tenant || !o->meta.client_id || !o->token_file) {
+                import_usage(stderr);
+                return EXIT_USAGE;
+        }
+        o->meta.created = (uint64_t)time(NULL);
+        if (account_meta_validate(&o->meta) < 0) {
+                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
+                                "characters that are not allowed (authority must be https://)\n");
+                return EXIT_USAGE;
+        }
+        return import_read_token(o->token_file, &o->token);
+}
+
+static int import_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct import_options *o = userdata;
+        uint64_t generation;
+        int r;
+
+        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, o->token, &generation)
+                     : import_direct(t->store, a->name, &o->meta, o->token, &generation);
+        if (r != 0)
+                return r;
+        printf("Imported account %s (refresh token generation %llu).\n", a->name,
                (unsigned long long)generation);
         return 0;
+}
+
+static int account_import(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"tenant", required_argument, NULL, 't'},
+            {"client-id", required_argument, NULL, 'i'},
+            {"refresh-token-file", required_argument, NULL, 'f'},
+            {"mailbox", required_argument, NULL, 'm'},
+            {"authority", required_argument, NULL, 'a'},
+            {0},
+        };
+        static const struct account_command cmd = {
+            .usage = import_usage,
+            .options = options,
+            .short_options = "t:i:f:m:a:",
+            .option = import_option,
+            .takes_name = true,
+            .prepare = import_prepare,
+            .run = import_run,
+        };
+        struct import_options o = {.meta = {.flow = (char *)"refresh_token"}};
+        int r = account_run(&cmd, argc, argv, &o);
+
+        secret_free(o.token);
+        return r;
 }
 
 static void list_usage(FILE *f)
@@ -242,185 +370,22 @@ static void list_usage(FILE *f)
               f);
 }
 
-/* One account's row: what it has, never a secret's value. */
-struct account_row {
-        struct account_meta meta;
-        bool has_meta;
-        bool meta_unreadable;
-        bool has_refresh_token;
-        uint64_t generation;
-        int has_secret;
-        bool has_certificate;
-        struct store_certificate_info certificate;
-};
-
-static void account_row_clear(struct account_row *row)
+static int list_run(const struct account_args *a, struct account_target *t, void *userdata)
 {
-        account_meta_clear(&row->meta);
-        store_certificate_info_clear(&row->certificate);
-}
-
-static void account_row_load(struct store *store, const char *name, struct account_row *row)
-{
-        _cleanup_free_ char *json = NULL;
-        struct store_refresh_token_info rt;
-        int r;
-
-        *row = (struct account_row){0};
-        r = store_get_meta(store, name, &json);
-        if (r == 0) {
-                row->has_meta = true;
-                row->meta_unreadable = account_meta_from_json(json, &row->meta) < 0;
-        } else if (r != -ENOENT) {
-                row->meta_unreadable = true;
-        }
-        if (store_refresh_token_info(store, name, &rt) == 0) {
-                row->has_refresh_token = true;
-                row->generation = rt.generation;
-        }
-        row->has_secret = store_has_client_secret(store, name);
-        row->has_certificate = store_get_certificate(store, name, &row->certificate) == 0;
-}
-
-static const char *or_dash(const char *s)
-{
-        return s && *s ? s : "-";
-}
-
-static int list_json(struct store *store, char **names, size_t n)
-{
-        _cleanup_json_ cJSON *array = cJSON_CreateArray();
-        char *text;
-
-        if (!array)
-                return EXIT_SOFTWARE;
-        for (size_t i = 0; i < n; i++) {
-                struct account_row row;
-                cJSON *o = cJSON_CreateObject();
-                bool good;
-
-                if (!o || !cJSON_AddItemToArray(array, o))
-                        return EXIT_SOFTWARE;
-                account_row_load(store, names[i], &row);
-                good =
-                    cJSON_AddStringToObject(o, "account", names[i]) &&
-                    (!row.has_meta || row.meta_unreadable ||
-                     (cJSON_AddStringToObject(o, "flow", row.meta.flow) &&
-                      cJSON_AddStringToObject(o, "tenant", row.meta.tenant) &&
-                      cJSON_AddStringToObject(o, "client_id", row.meta.client_id) &&
-                      (!row.meta.mailbox ||
-                       cJSON_AddStringToObject(o, "mailbox", row.meta.mailbox)))) &&
-                    (!row.meta_unreadable || cJSON_AddBoolToObject(o, "metadata_unreadable", 1)) &&
-                    (row.has_refresh_token
-                         ? json_add_uint(o, "refresh_token_generation", row.generation)
-                         : cJSON_AddNullToObject(o, "refresh_token_generation") != NULL) &&
-                    cJSON_AddBoolToObject(o, "client_secret", row.has_secret > 0) &&
-                    (!row.has_certificate ||
-                     (json_add_uint(o, "certificate_not_after", row.certificate.not_after) &&
-                      cJSON_AddStringToObject(o, "certificate_sha1_thumbprint",
-                                              row.certificate.sha1_hex)));
-                account_row_clear(&row);
-                if (!good)
-                        return EXIT_SOFTWARE;
-        }
-        text = cJSON_Print(array);
-        if (!text)
-                return EXIT_SOFTWARE;
-        puts(text);
-        json_free_string(text);
-        return 0;
+        if (t->admin)
+                return broker_account_list(t->admin, a->json);
+        return account_list_direct(t->store, t->config, a->json);
 }
 
 static int account_list(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"json", no_argument, NULL, 'j'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
+        static const struct account_command cmd = {
+            .usage = list_usage,
+            .json = true,
+            .run = list_run,
         };
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        const char *config_option = NULL, *admin_socket = NULL;
-        bool json = false, verbose = false;
-        char **names = NULL;
-        size_t n = 0;
-        int c, r;
 
-        while ((c = getopt_long(argc, argv, "jvc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'j':
-                        json = true;
-                        break;
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        list_usage(stdout);
-                        return 0;
-                default:
-                        list_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind != argc) {
-                list_usage(stderr);
-                return EXIT_USAGE;
-        }
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0)
-                return broker_account_list(admin, json);
-        if (r != 1)
-                return r;
-        r = account_open_store(config_option, &store);
-        if (r != 0)
-                return r;
-        if (store_list_all_accounts(store, &names, &n) < 0) {
-                fprintf(stderr, "credbroker: cannot list the accounts in the token\n");
-                return EXIT_SOFTWARE;
-        }
-        if (json) {
-                r = list_json(store, names, n);
-                store_names_free(names, n);
-                return r;
-        }
-        /* The refresh-token generation stays the last column: scripts read it from there. */
-        printf("%-20s %-14s %-38s %-38s %-30s %-6s %-10s %s\n", "ACCOUNT", "FLOW", "TENANT",
-               "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "RT GENERATION");
-        for (size_t i = 0; i < n; i++) {
-                struct account_row row;
-                char generation[24] = "none", until[32] = "-";
-
-                account_row_load(store, names[i], &row);
-                if (row.has_refresh_token)
-                        snprintf(generation, sizeof(generation), "%llu",
-                                 (unsigned long long)row.generation);
-                if (row.has_certificate) {
-                        account_format_time(row.certificate.not_after, until);
-                        until[10] = 0; /* the date is enough in a table */
-                }
-                if (row.meta_unreadable)
-                        printf("%-20s (unreadable metadata)\n", names[i]);
-                else
-                        printf("%-20s %-14s %-38s %-38s %-30s %-6s %-10s %s\n", names[i],
-                               row.has_meta ? row.meta.flow : "-",
-                               row.has_meta ? row.meta.tenant : "-",
-                               row.has_meta ? row.meta.client_id : "-",
-                               or_dash(row.has_meta ? row.meta.mailbox : NULL),
-                               row.has_secret > 0 ? "yes" : "no", until, generation);
-                account_row_clear(&row);
-        }
-        store_names_free(names, n);
-        return 0;
+        return account_run(&cmd, argc, argv, NULL);
 }
 
 static void remove_usage(FILE *f)
@@ -434,58 +399,12 @@ static void remove_usage(FILE *f)
               f);
 }
 
-static int account_remove(int argc, char **argv)
+static int remove_direct(struct store *store, const char *name)
 {
-        static const struct option options[] = {
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
-        };
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
         struct store_removed_object *removed = NULL;
-        const char *config_option = NULL, *admin_socket = NULL, *name;
-        bool verbose = false;
         size_t n = 0;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "vc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        remove_usage(stdout);
-                        return 0;
-                default:
-                        remove_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind + 1 != argc) {
-                remove_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0)
-                return broker_account_remove(admin, name);
-        if (r != 1)
-                return r;
-        r = account_open_store(config_option, &store);
-        if (r != 0)
-                return r;
         r = store_remove_account_report(store, name, &removed, &n);
         if (r < 0) {
                 fprintf(stderr,
@@ -506,6 +425,24 @@ static int account_remove(int argc, char **argv)
         return 0;
 }
 
+static int remove_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        if (t->admin)
+                return broker_account_remove(t->admin, a->name);
+        return remove_direct(t->store, a->name);
+}
+
+static int account_remove(int argc, char **argv)
+{
+        static const struct account_command cmd = {
+            .usage = remove_usage,
+            .takes_name = true,
+            .run = remove_run,
+        };
+
+        return account_run(&cmd, argc, argv, NULL);
+}
+
 static void secret_usage(FILE *f)
 {
         fputs("Usage: credbroker account secret NAME --secret-stdin [-v] [--admin-socket PATH]\n"
@@ -519,53 +456,27 @@ static void secret_usage(FILE *f)
               f);
 }
 
-static int account_secret(int argc, char **argv)
-{
-        static const struct option options[] = {
-            {"secret-stdin", no_argument, NULL, 's'},
-            {"verbose", no_argument, NULL, 'v'},
-            {"admin-socket", required_argument, NULL, 'A'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
-            {0},
-        };
-        _cleanup_(store_closep) struct store *store = NULL;
-        _cleanup_secret_ struct secret *secret = NULL;
-        _cleanup_admin_ struct admin_conn *admin = NULL;
-        const char *config_option = NULL, *admin_socket = NULL, *name;
-        bool from_stdin = false, verbose = false;
-        int c, r;
+struct secret_options {
+        bool from_stdin;
+        struct secret *secret;
+};
 
-        while ((c = getopt_long(argc, argv, "svc:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 's':
-                        from_stdin = true;
-                        break;
-                case 'v':
-                        verbose = true;
-                        break;
-                case 'A':
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        secret_usage(stdout);
-                        return 0;
-                default:
-                        secret_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind + 1 != argc || !from_stdin) {
+static int secret_option(int c, const char *arg, void *userdata)
+{
+        ((struct secret_options *)userdata)->from_stdin = true; /* 's': --secret-stdin */
+        return 0;
+}
+
+static int secret_prepare(const struct account_args *a, void *userdata)
+{
+        struct secret_options *o = userdata;
+        int r;
+
+        if (!o->from_stdin) {
                 secret_usage(stderr);
                 return EXIT_USAGE;
         }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &secret);
+        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &o->secret);
         if (r < 0) {
                 fprintf(stderr,
                         "credbroker: cannot read the client secret from standard input: %s\n",
@@ -574,32 +485,52 @@ static int account_secret(int argc, char **argv)
                                         : strerror(-r));
                 return EXIT_DATAERR;
         }
-        r = admin_connect_or_fallback(admin_socket_path(admin_socket, config_option), verbose,
-                                      &admin);
-        if (r == 0) {
-                r = broker_account_secret(admin, name, secret);
-                if (r > 0)
-                        return r;
-        } else if (r != 1) {
+        return 0;
+}
+
+/* Either path's result in the same words: 0 or an exit code. */
+static int secret_run(const struct account_args *a, struct account_target *t, void *userdata)
+{
+        struct secret_options *o = userdata;
+        int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
+                         : store_put_client_secret(t->store, a->name, o->secret);
+
+        if (r > 0)
                 return r;
-        } else {
-                r = account_open_store(config_option, &store);
-                if (r != 0)
-                        return r;
-                r = store_put_client_secret(store, name, secret);
-        }
         if (r == -EINVAL) {
                 fprintf(stderr, "credbroker: the client secret must be printable ASCII without "
                                 "spaces, quotes or backslashes\n");
                 return EXIT_DATAERR;
         }
         if (r < 0) {
-                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", name,
+                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", a->name,
                         strerror(-r));
                 return EXIT_SOFTWARE;
         }
-        printf("Stored the client secret of account %s.\n", name);
+        printf("Stored the client secret of account %s.\n", a->name);
         return 0;
+}
+
+static int account_secret(int argc, char **argv)
+{
+        static const struct option options[] = {
+            {"secret-stdin", no_argument, NULL, 's'},
+            {0},
+        };
+        static const struct account_command cmd = {
+            .usage = secret_usage,
+            .options = options,
+            .short_options = "s",
+            .option = secret_option,
+            .takes_name = true,
+            .prepare = secret_prepare,
+            .run = secret_run,
+        };
+        struct secret_options o = {0};
+        int r = account_run(&cmd, argc, argv, &o);
+
+        secret_free(o.secret);
+        return r;
 }
 
 int cmd_account(int argc, char **argv)

@@ -1,16 +1,63 @@
-/* What the `credbroker account` subcommands share: opening the token, checking account names,
- * reading a secret from standard input, printing times. */
+/* What the `credbroker account` subcommands share: the prologue of the commands that work with or
+ * without the broker (options, the admin socket, the fallback to the token), checking account
+ * names, reading a secret from standard input, and the one account view (account show, list). */
 #pragma once
 
+#include <cjson/cJSON.h>
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
+#include "admin-client.h"
+#include "config.h"
 #include "secret.h"
 #include "store.h"
 
-/* 0 or a sysexits.h code after printing why. */
-int account_open_store(const char *config_option, struct store **ret);
+struct account_args;
+struct account_target;
+
+/* A command that works through the broker or, when none listens, on the token directly:
+ * import, list, show, remove, secret, keygen, cert. account_run() parses its options, calls
+ * prepare, finds the broker or opens the token, and calls run. */
+struct account_command {
+        void (*usage)(FILE *f);
+        const struct option *options; /* the command's own, ending with {0}; may be NULL */
+        const char *short_options;    /* the command's own; may be NULL */
+        /* One of the command's own options: 0, or an exit code after printing why. */
+        int (*option)(int c, const char *arg, void *userdata);
+        bool takes_name; /* one NAME argument, checked with account_name_check() */
+        bool json;       /* --json */
+        /* After the options, before the broker is asked or the token opened: checks what they
+         * left to check and reads what the command needs (a file, standard input). 0 or an exit
+         * code after printing why; may be NULL. */
+        int (*prepare)(const struct account_args *a, void *userdata);
+        /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
+         * code after printing why. */
+        int (*run)(const struct account_args *a, struct account_target *t, void *userdata);
+};
+
+struct account_args {
+        const char *name; /* NAME, or NULL */
+        const char *config_option;
+        const char *admin_socket;
+        bool verbose;
+        bool json;
+};
+
+/* Where the command works: the running broker (admin), else the token (store, with the
+ * configuration that names it). */
+struct account_target {
+        struct admin_conn *admin;
+        struct store *store;
+        struct config *config;
+};
+
+/* Runs cmd: the common options (-v, --admin-socket, --config, --help, --json when the command
+ * has it) and the command's own, then prepare, then run on the broker or the token (-v says
+ * which). Returns the command's exit code. */
+int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata);
 
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
@@ -19,8 +66,24 @@ bool account_name_check(const char *name);
  * value is never on argv or in the environment. -EFBIG when longer, -ENODATA when empty. */
 int account_read_secret_stdin(size_t max, struct secret **ret);
 
-/* "2026-11-28 09:00:00 UTC"; "unknown" for 0. */
-void account_format_time(uint64_t unix_seconds, char out[static 32]);
+/* ---- the account view (cmd-account-show.c) ---- */
+
+/* Prints value as indented JSON: 0 or EXIT_SOFTWARE. */
+int account_print_json(const cJSON *value);
+
+/* Prints an account.show object (docs/admin-protocol.md) as text or JSON: whichever path built
+ * it, the same object prints the same. 0 or EXIT_SOFTWARE. */
+int account_show_print(const cJSON *account, bool json);
+
+/* One row of account list from the account.list row and the account.show object. */
+cJSON *account_list_row(const cJSON *listed, const cJSON *shown);
+/* Prints the rows as the table (the refresh-token generation last) or as JSON. */
+int account_list_print(const cJSON *rows, bool json);
+
+/* The direct path of account show and list: the same objects, built from the token. */
+int account_show_direct(struct store *store, const struct config *config, const char *name,
+                        bool json);
+int account_list_direct(struct store *store, const struct config *config, bool json);
 
 int account_show(int argc, char **argv);
 int account_keygen(int argc, char **argv);

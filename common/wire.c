@@ -34,6 +34,35 @@ int wire_error_from_string(const char *s, enum wire_error *ret)
         return -EINVAL;
 }
 
+static const char *const admin_error_names[_ADMIN_ERROR_MAX] = {
+    [ADMIN_BAD_REQUEST] = "bad_request",
+    [ADMIN_UNSUPPORTED_VERSION] = "unsupported_version",
+    [ADMIN_UNKNOWN_OP] = "unknown_op",
+    [ADMIN_DENIED] = "denied",
+    [ADMIN_REAUTH_REQUIRED] = "reauth_required",
+    [ADMIN_UNAVAILABLE] = "unavailable",
+    [ADMIN_INTERNAL] = "internal",
+    [ADMIN_NOT_FOUND] = "not_found",
+    [ADMIN_EXISTS] = "exists",
+    [ADMIN_NEEDS_CONFIG] = "needs_config",
+    [ADMIN_SIGN_IN_FAILED] = "sign_in_failed",
+};
+
+const char *admin_error_to_string(enum admin_error e)
+{
+        return (unsigned)e < _ADMIN_ERROR_MAX ? admin_error_names[e] : "internal";
+}
+
+int admin_error_from_string(const char *s, enum admin_error *ret)
+{
+        for (unsigned i = 0; s && i < _ADMIN_ERROR_MAX; i++)
+                if (strcmp(s, admin_error_names[i]) == 0) {
+                        *ret = (enum admin_error)i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 int wire_frame_peek(const struct buf *in, const uint8_t **ret_payload, size_t *ret_len)
 {
         uint32_t len;
@@ -197,7 +226,7 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
         return 0;
 }
 
-static cJSON *reply_new(bool ok)
+cJSON *wire_reply_new(bool ok)
 {
         cJSON *json = cJSON_CreateObject();
 
@@ -221,13 +250,23 @@ static int reply_send(struct buf *out, cJSON *json)
         return r;
 }
 
+cJSON *wire_error_reply_new(const char *code, const char *message)
+{
+        cJSON *json = wire_reply_new(false);
+
+        if (json && (!cJSON_AddStringToObject(json, "error", code) ||
+                     !cJSON_AddStringToObject(json, "message", message))) {
+                cJSON_Delete(json);
+                return NULL;
+        }
+        return json;
+}
+
 int wire_reply_error(struct buf *out, enum wire_error e, const char *message, uint32_t retry_after)
 {
-        cJSON *json = reply_new(false);
+        cJSON *json = wire_error_reply_new(wire_error_to_string(e), message);
 
-        if (json && (!cJSON_AddStringToObject(json, "error", wire_error_to_string(e)) ||
-                     !cJSON_AddStringToObject(json, "message", message) ||
-                     (retry_after > 0 && !json_add_uint(json, "retry_after", retry_after)))) {
+        if (json && retry_after > 0 && !json_add_uint(json, "retry_after", retry_after)) {
                 cJSON_Delete(json);
                 json = NULL;
         }
@@ -236,7 +275,7 @@ int wire_reply_error(struct buf *out, enum wire_error e, const char *message, ui
 
 int wire_reply_ping(struct buf *out, const char *version)
 {
-        cJSON *json = reply_new(true);
+        cJSON *json = wire_reply_new(true);
 
         if (json && !cJSON_AddStringToObject(json, "version", version)) {
                 cJSON_Delete(json);
@@ -247,7 +286,7 @@ int wire_reply_ping(struct buf *out, const char *version)
 
 int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
 {
-        cJSON *json = reply_new(true);
+        cJSON *json = wire_reply_new(true);
         cJSON *scopes = json_string_array_ref(t->scopes, t->n_scopes);
 
         if (!json || !scopes || !cJSON_AddStringToObject(json, "token_type", "Bearer") ||
@@ -267,7 +306,7 @@ int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
 
 int wire_reply_profiles(struct buf *out, char *const *names, size_t n)
 {
-        cJSON *json = reply_new(true);
+        cJSON *json = wire_reply_new(true);
         cJSON *list = json_string_array_ref(names, n);
 
         if (!json || !list || !cJSON_AddItemToObject(json, "profiles", list)) {

@@ -33,6 +33,26 @@ enum wire_error {
 const char *wire_error_to_string(enum wire_error e);
 int wire_error_from_string(const char *s, enum wire_error *ret);
 
+/* The admin socket's error codes (docs/admin-protocol.md): design.md §3's that it uses, and its
+ * own. Stable too; their strings are the protocol. */
+enum admin_error {
+        ADMIN_BAD_REQUEST,
+        ADMIN_UNSUPPORTED_VERSION,
+        ADMIN_UNKNOWN_OP,
+        ADMIN_DENIED,
+        ADMIN_REAUTH_REQUIRED,
+        ADMIN_UNAVAILABLE,
+        ADMIN_INTERNAL,
+        ADMIN_NOT_FOUND,
+        ADMIN_EXISTS,
+        ADMIN_NEEDS_CONFIG,
+        ADMIN_SIGN_IN_FAILED,
+        _ADMIN_ERROR_MAX,
+};
+
+const char *admin_error_to_string(enum admin_error e);
+int admin_error_from_string(const char *s, enum admin_error *ret);
+
 /* Framing. wire_frame_peek() looks at the front of `in`: 1 and the payload when a whole frame
  * is there (consume it with wire_frame_consume() once done with the payload), 0 when more bytes
  * are needed, -EBADMSG for a zero length, -EMSGSIZE for a length above WIRE_FRAME_MAX. */
@@ -80,3 +100,8 @@ int wire_reply_profiles(struct buf *out, char *const *names, size_t n);
 /* Prints a cJSON object unformatted and appends it as one frame (used by clients too). */
 struct cJSON;
 int wire_put_json(struct buf *out, const struct cJSON *message);
+
+/* The reply envelope of both sockets: {"v":1,"ok":ok}, to add the reply's fields to, and
+ * {"v":1,"ok":false,"error":code,"message":message}. NULL when out of memory. */
+struct cJSON *wire_reply_new(bool ok);
+struct cJSON *wire_error_reply_new(const char *code, const char *message);

@@ -76,26 +76,26 @@ static bool add_certificate(cJSON *o, const struct store_certificate_info *info)
 static void fail_for(struct credential_operation *co, int result)
 {
         if (co->kind == CREDENTIAL_KEYGEN && result == -EEXIST)
-                admin_operation_fail(&co->op, "exists",
+                admin_operation_fail(&co->op, ADMIN_EXISTS,
                                      "The account already has an assertion key; ask with "
                                      "\"replace\":true to make a new one.");
         else if (co->kind == CREDENTIAL_KEYGEN && result == -EINVAL)
-                admin_operation_fail(&co->op, "bad_request",
+                admin_operation_fail(&co->op, ADMIN_BAD_REQUEST,
                                      "The subject is not a distinguished name such as "
                                      "\"CN=alerts,O=Contoso\".");
         else if (co->kind == CREDENTIAL_CERT && result == -EBADMSG)
-                admin_operation_fail(&co->op, "bad_request",
+                admin_operation_fail(&co->op, ADMIN_BAD_REQUEST,
                                      "\"pem\" is not a PEM X.509 certificate.");
         else if (co->kind == CREDENTIAL_CERT && result == -ENOKEY)
-                admin_operation_fail(&co->op, "not_found",
+                admin_operation_fail(&co->op, ADMIN_NOT_FOUND,
                                      "The certificate is not for a key of the account; make the "
                                      "key with keygen --csr and have the CA sign that request.");
         else if (co->kind == CREDENTIAL_SECRET && result == -EINVAL)
-                admin_operation_fail(&co->op, "bad_request",
+                admin_operation_fail(&co->op, ADMIN_BAD_REQUEST,
                                      "The client secret must be printable ASCII without spaces, "
                                      "quotes or backslashes.");
         else
-                admin_operation_fail(&co->op, "unavailable",
+                admin_operation_fail(&co->op, ADMIN_UNAVAILABLE,
                                      "The credential store could not be written; try again later.");
 }
 
@@ -104,24 +104,18 @@ static void on_credential_done(struct store_job *job, void *userdata)
         struct credential_operation *co = userdata;
         struct broker *b = co->op.broker;
         _cleanup_json_ cJSON *reply = NULL;
-        static const char *const events[] = {
-            [CREDENTIAL_KEYGEN] = "account_key_generated",
-            [CREDENTIAL_CERT] = "account_certificate_stored",
-            [CREDENTIAL_SECRET] = "account_secret_stored",
-        };
+        const char *event = co->op.desc->audit;
         bool good;
 
         if (job->result < 0) {
-                log_error_errno(job->result, "Admin: %s of account %s failed", events[co->kind],
-                                co->account);
+                log_error_errno(job->result, "Admin: %s of account %s failed", event, co->account);
                 fail_for(co, job->result);
                 goto out;
         }
         /* The account's runtime state is read from the store afresh on its next refresh. */
         token_cache_drop_account(&b->cache, co->account);
-        log_info("Admin: %s for account %s.", events[co->kind], co->account);
-        (void)audit_write(
-            b->audit, &(struct audit_record){.event = events[co->kind], .account = co->account});
+        log_info("Admin: %s for account %s.", event, co->account);
+        admin_operation_audit(&co->op, co->account);
         reply = admin_reply_new();
         good = reply && cJSON_AddStringToObject(reply, "account", co->account);
         if (good && co->kind != CREDENTIAL_SECRET)
@@ -221,12 +215,12 @@ void admin_credential_start(struct admin_connection *c, const cJSON *request, co
         struct store_job *job = NULL;
 
         if (!co) {
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         if (provision_busy(b, account)) {
                 free(co);
-                admin_send_error(c, "unavailable",
+                admin_send_error(c, ADMIN_UNAVAILABLE,
                                  "The account is being signed in; try again when that is done.");
                 return;
         }
@@ -236,14 +230,14 @@ void admin_credential_start(struct admin_connection *c, const cJSON *request, co
         memcpy(co->account, account, strlen(account) + 1);
         message = read_request(co, request);
         if (message) {
-                admin_send_error(c, *message ? "bad_request" : "internal",
+                admin_send_error(c, *message ? ADMIN_BAD_REQUEST : ADMIN_INTERNAL,
                                  *message ? message : "Out of memory.");
                 credential_operation_free(co);
                 return;
         }
         if (store_job_new(STORE_JOB_CALL, co->account, &job) < 0) {
                 credential_operation_free(co);
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         job->call = credential_call;
@@ -251,7 +245,7 @@ void admin_credential_start(struct admin_connection *c, const cJSON *request, co
         admin_operation_begin(c, &co->op);
         if (store_worker_submit(b->store_worker, job, on_credential_done, co) < 0) {
                 store_job_free(job);
-                admin_operation_fail(&co->op, "unavailable",
+                admin_operation_fail(&co->op, ADMIN_UNAVAILABLE,
                                      "The credential store is busy; try again later.");
                 credential_operation_free(co);
         }

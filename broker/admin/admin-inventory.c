@@ -101,17 +101,3 @@ int inventory_gather(struct store *store, void *userdata)
         store_names_free(names, n);
         return r;
 }
-
-bool inventory_add_endpoints(cJSON *o, const struct account_meta *m, const char *default_authority)
-{
-        _cleanup_free_ char *token = NULL, *device = NULL;
-        int r;
-
-        if (account_meta_token_endpoint(m, default_authority, &token) < 0)
-                return false;
-        r = account_meta_device_endpoint(m, default_authority, &device);
-        if (r < 0 && r != -EOPNOTSUPP)
-                return false;
-        return cJSON_AddStringToObject(o, "effective_token_endpoint", token) &&
-               (!device || cJSON_AddStringToObject(o, "effective_device_endpoint", device));
-}

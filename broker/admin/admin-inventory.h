@@ -33,9 +33,3 @@ struct inventory_request {
  * object at all. */
 int inventory_gather(struct store *store, void *request);
 void inventory_request_free(struct inventory_request *r);
-
-/* Adds "effective_token_endpoint" and (when the account has a device flow)
- * "effective_device_endpoint" to o: the URLs the broker actually uses, its explicit endpoints or
- * ones derived from its authority (or default_authority, the configuration's) and tenant, so that
- * account show never has to say "(configured default)". */
-bool inventory_add_endpoints(cJSON *o, const struct account_meta *m, const char *default_authority);

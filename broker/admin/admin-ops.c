@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "account-view.h"
 #include "admin-inventory.h"
 #include "admin.h"
 #include "broker.h"
@@ -35,39 +36,15 @@ uint64_t admin_boottime_to_unix(uint64_t boottime_usec)
         return (now_real - (now_boot - boottime_usec)) / USEC_PER_SEC;
 }
 
-/* The state status and account.list report: the runtime account's when the broker has one,
- * else what the store's objects imply. */
-struct account_status {
-        const char *state;
-        uint64_t until; /* unix seconds, backoff only */
-        const char *message;
-};
-
+/* The state status, account.list and account.show report: what the store's objects imply,
+ * and what the runtime account knows when the broker has one. */
 static void account_status_of(struct broker *b, const struct account_inventory *item,
                               struct account_status *ret)
 {
         struct account *a = account_find(b->accounts, item->name);
-        uint64_t now = now_boottime_usec();
 
-        *ret = (struct account_status){.state = "ok"};
-        if (!item->has_meta || !item->meta_valid) {
-                ret->state = "needs_config";
-                ret->message = item->has_meta ? "the account's metadata is unreadable"
-                                              : "the account has no metadata: add it again";
-                return;
-        }
-        if (item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET && !item->has_secret) {
-                ret->state = "needs_config";
-                ret->message = "no client secret in the credential store";
-        } else if (item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE &&
-                   !item->has_certificate) {
-                ret->state = "needs_config";
-                ret->message = "no key and certificate: run credbroker account keygen";
-        } else if (!account_flow_is_app_only(item->meta.flow_kind) && !item->has_refresh_token) {
-                ret->state = "needs_reauth";
-                ret->message = "no refresh token in the credential store: sign in again";
-        }
-        if (!a)
+        account_view_store_status(item, ret);
+        if (!a || !item->meta_valid)
                 return;
         if (a->state == ACCOUNT_NEEDS_REAUTH)
                 ret->state = "needs_reauth";
@@ -75,7 +52,7 @@ static void account_status_of(struct broker *b, const struct account_inventory *
                 ret->state = "needs_config";
         else if (a->refreshing)
                 ret->state = "refreshing";
-        else if (a->retry_at_usec > now) {
+        else if (a->retry_at_usec > now_boottime_usec()) {
                 ret->state = "backoff";
                 ret->until = admin_boottime_to_unix(a->retry_at_usec);
         }
@@ -103,69 +80,27 @@ static void reply_list(struct inventory_operation *io, int result)
         bool good = accounts != NULL;
 
         if (result < 0) {
-                admin_operation_fail(&io->op, "unavailable",
+                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
                                      "The credential store could not be read; try again later.");
                 return;
         }
         for (size_t i = 0; good && i < io->request->n_items; i++) {
                 const struct account_inventory *item = &io->request->items[i];
-                const struct account_meta *m = &item->meta;
                 struct account_status status;
-                cJSON *row = cJSON_CreateObject();
+                cJSON *row;
 
                 account_status_of(b, item, &status);
-                good = row && cJSON_AddItemToArray(accounts, row) &&
-                       cJSON_AddStringToObject(row, "account", item->name) &&
-                       cJSON_AddStringToObject(row, "state", status.state);
-                if (good && item->meta_valid)
-                        good = cJSON_AddStringToObject(row, "flow",
-                                                       account_flow_to_string(m->flow_kind)) &&
-                               cJSON_AddStringToObject(row, "tenant", m->tenant) &&
-                               cJSON_AddStringToObject(row, "client_id", m->client_id) &&
-                               add_optional_string(row, "mailbox", m->mailbox);
+                row = account_view_list_row(
+                    item, &status,
+                    &(struct account_view_options){.default_authority = b->config->authority});
+                good = row && cJSON_AddItemToArray(accounts, row);
+                if (!good)
+                        cJSON_Delete(row);
         }
         admin_operation_finish(&io->op, good ? reply : NULL);
 }
 
 /* ---- account.show ---- */
-
-static bool add_meta(cJSON *o, const struct account_meta *m)
-{
-        cJSON *scopes = NULL;
-        bool good = cJSON_AddStringToObject(o, "flow", account_flow_to_string(m->flow_kind)) &&
-                    cJSON_AddStringToObject(o, "tenant", m->tenant) &&
-                    cJSON_AddStringToObject(o, "client_id", m->client_id) &&
-                    add_optional_string(o, "mailbox", m->mailbox) &&
-                    add_optional_string(o, "username", m->username) &&
-                    add_optional_string(o, "authority", m->authority) &&
-                    add_optional_string(o, "token_endpoint", m->token_endpoint) &&
-                    add_optional_string(o, "device_endpoint", m->device_endpoint) &&
-                    add_optional_string(o, "graph", m->graph) &&
-                    add_optional_string(o, "assertion_alg", m->assertion_alg) &&
-                    add_optional_string(o, "client_auth", m->client_auth) &&
-                    add_optional_time(o, "secret_expires_at", m->secret_expires_at) &&
-                    json_add_uint(o, "created", m->created);
-
-        if (good && m->scopes) {
-                const char *s = m->scopes;
-                char scope[SCOPE_MAX_LEN + 1];
-
-                good = (scopes = cJSON_AddArrayToObject(o, "scopes")) != NULL;
-                while (good && *s) {
-                        size_t len = strcspn(s, " ");
-                        cJSON *item;
-                        if (len > SCOPE_MAX_LEN)
-                                break;
-                        memcpy(scope, s, len);
-                        scope[len] = 0;
-                        item = cJSON_CreateString(scope);
-                        good = item && cJSON_AddItemToArray(scopes, item);
-                        s += len;
-                        s += *s == ' ';
-                }
-        }
-        return good;
-}
 
 static void reply_show(struct inventory_operation *io, int result)
 {
@@ -173,50 +108,29 @@ static void reply_show(struct inventory_operation *io, int result)
         _cleanup_json_ cJSON *reply = NULL;
         const struct account_inventory *item;
         struct account_status status;
-        cJSON *o, *sub;
-        bool good;
+        cJSON *o;
 
         if (result == -ENOENT) {
-                admin_operation_fail(&io->op, "not_found", "No such account.");
+                admin_operation_fail(&io->op, ADMIN_NOT_FOUND, "No such account.");
                 return;
         }
         if (result < 0 || io->request->n_items != 1) {
-                admin_operation_fail(&io->op, "unavailable",
+                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
                                      "The credential store could not be read; try again later.");
                 return;
         }
         item = &io->request->items[0];
         account_status_of(b, item, &status);
         reply = admin_reply_new();
-        o = reply ? cJSON_AddObjectToObject(reply, "account") : NULL;
-        good = o && cJSON_AddStringToObject(o, "account", item->name) &&
-               cJSON_AddBoolToObject(o, "metadata", item->meta_valid) &&
-               (!item->meta_valid ||
-                (add_meta(o, &item->meta) &&
-                 inventory_add_endpoints(o, &item->meta, b->config->authority))) &&
-               cJSON_AddStringToObject(o, "state", status.state) &&
-               add_optional_string(o, "message", status.message) &&
-               cJSON_AddBoolToObject(o, "client_secret", item->has_secret);
-        if (good && item->has_refresh_token)
-                good = (sub = cJSON_AddObjectToObject(o, "refresh_token")) &&
-                       json_add_uint(sub, "generation", item->refresh_token.generation) &&
-                       json_add_uint(sub, "objects", item->refresh_token.n_generations) &&
-                       add_optional_time(sub, "stored_at", item->refresh_token.stored_at);
-        else if (good)
-                good = cJSON_AddNullToObject(o, "refresh_token") != NULL;
-        if (good && item->has_certificate)
-                good =
-                    (sub = cJSON_AddObjectToObject(o, "certificate")) &&
-                    cJSON_AddStringToObject(sub, "subject", item->certificate.subject) &&
-                    cJSON_AddStringToObject(sub, "issuer", item->certificate.issuer) &&
-                    json_add_uint(sub, "not_before", item->certificate.not_before) &&
-                    json_add_uint(sub, "not_after", item->certificate.not_after) &&
-                    json_add_uint(sub, "bits", item->certificate.bits) &&
-                    cJSON_AddStringToObject(sub, "sha1_thumbprint", item->certificate.sha1_hex) &&
-                    cJSON_AddStringToObject(sub, "sha256_thumbprint", item->certificate.sha256_hex);
-        else if (good)
-                good = cJSON_AddNullToObject(o, "certificate") != NULL;
-        admin_operation_finish(&io->op, good ? reply : NULL);
+        o = reply ? account_view_show(
+                        item, &status,
+                        &(struct account_view_options){.default_authority = b->config->authority})
+                  : NULL;
+        if (o && !cJSON_AddItemToObject(reply, "account", o)) {
+                cJSON_Delete(o);
+                o = NULL;
+        }
+        admin_operation_finish(&io->op, o ? reply : NULL);
 }
 
 /* ---- status ---- */
@@ -248,7 +162,7 @@ static void reply_status(struct inventory_operation *io, int result)
         bool good = accounts != NULL;
 
         if (result < 0) {
-                admin_operation_fail(&io->op, "unavailable",
+                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
                                      "The credential store could not be read; try again later.");
                 return;
         }
@@ -302,7 +216,7 @@ static void start_inventory(struct admin_connection *c, const char *account,
             store_job_new(STORE_JOB_CALL, account ? account : "-", &job) < 0) {
                 if (io)
                         inventory_operation_free(io);
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         if (account)
@@ -313,7 +227,7 @@ static void start_inventory(struct admin_connection *c, const char *account,
         admin_operation_begin(c, &io->op);
         if (store_worker_submit(c->broker->store_worker, job, on_inventory_gathered, io) < 0) {
                 store_job_free(job);
-                admin_operation_fail(&io->op, "unavailable",
+                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
                                      "The credential store is busy; try again later.");
                 inventory_operation_free(io);
         }
@@ -363,19 +277,18 @@ static void on_account_removed(struct store_job *job, void *userdata)
 
         if (job->result < 0) {
                 log_error_errno(job->result, "Admin: failed to remove account %s", ro->account);
-                admin_operation_fail(&ro->op, "unavailable",
+                admin_operation_fail(&ro->op, ADMIN_UNAVAILABLE,
                                      "The account could not be removed from the credential store.");
                 goto out;
         }
         if (ro->n_removed == 0) {
-                admin_operation_fail(&ro->op, "not_found", "No such account.");
+                admin_operation_fail(&ro->op, ADMIN_NOT_FOUND, "No such account.");
                 goto out;
         }
         token_cache_drop_account(&b->cache, ro->account);
         forget_account(b, ro->account);
         log_info("Admin: account %s removed (%zu objects).", ro->account, ro->n_removed);
-        (void)audit_write(
-            b->audit, &(struct audit_record){.event = "account_removed", .account = ro->account});
+        admin_operation_audit(&ro->op, ro->account);
         reply = admin_reply_new();
         removed = reply ? cJSON_AddArrayToObject(reply, "removed") : NULL;
         good = removed != NULL;
@@ -401,12 +314,12 @@ static void start_remove(struct admin_connection *c, const char *account)
         struct account *a = account_find(b->accounts, account);
 
         if (provision_busy(b, account)) {
-                admin_send_error(c, "unavailable",
+                admin_send_error(c, ADMIN_UNAVAILABLE,
                                  "The account is being signed in; try again when that is done.");
                 return;
         }
         if (a && (a->refreshing || a->waiters)) {
-                admin_send_error(c, "unavailable",
+                admin_send_error(c, ADMIN_UNAVAILABLE,
                                  "The account is being refreshed; try again in a moment.");
                 return;
         }
@@ -415,7 +328,7 @@ static void start_remove(struct admin_connection *c, const char *account)
         ro = calloc(1, sizeof(*ro));
         if (!ro || store_job_new(STORE_JOB_CALL, account, &job) < 0) {
                 free(ro);
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         memcpy(ro->account, account, strlen(account) + 1);
@@ -424,7 +337,7 @@ static void start_remove(struct admin_connection *c, const char *account)
         admin_operation_begin(c, &ro->op);
         if (store_worker_submit(b->store_worker, job, on_account_removed, ro) < 0) {
                 store_job_free(job);
-                admin_operation_fail(&ro->op, "unavailable",
+                admin_operation_fail(&ro->op, ADMIN_UNAVAILABLE,
                                      "The credential store is busy; try again later.");
                 free(ro);
         }
@@ -439,7 +352,7 @@ static void do_reload(struct admin_connection *c)
         size_t profiles;
 
         if (broker_reload(c->broker, error, sizeof(error), &profiles) < 0) {
-                admin_send_error(c, "bad_request", error);
+                admin_send_error(c, ADMIN_BAD_REQUEST, error);
                 return;
         }
         reply = admin_reply_new();
@@ -450,7 +363,89 @@ static void do_reload(struct admin_connection *c)
         admin_send(c, reply);
 }
 
-/* ---- the envelope ---- */
+/* ---- the envelope and the operation table ---- */
+
+static void handle_list(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        start_inventory(c, NULL, reply_list);
+}
+
+static void handle_status(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        start_inventory(c, NULL, reply_status);
+}
+
+static void handle_reload(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        do_reload(c);
+}
+
+static void handle_ping(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        _cleanup_json_ cJSON *reply = admin_reply_new();
+
+        admin_send(c, reply);
+}
+
+static void handle_show(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        start_inventory(c, account, reply_show);
+}
+
+static void handle_remove(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        start_remove(c, account);
+}
+
+static void handle_add(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        provision_start(c, request, false);
+}
+
+static void handle_login(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        provision_start(c, request, true);
+}
+
+static void handle_credential(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        admin_credential_start(c, request, c->handling->name);
+}
+
+static void handle_test(struct admin_connection *c, const cJSON *request, const char *account)
+{
+        provision_test(c, request);
+}
+
+/* Every operation of the admin socket (docs/admin-protocol.md). */
+static const struct admin_op admin_ops[] = {
+    {"ping", handle_ping, false, false, NULL},
+    {"status", handle_status, false, true, NULL},
+    {"reload", handle_reload, false, false, NULL},
+    {"account.list", handle_list, false, true, NULL},
+    {"account.show", handle_show, true, true, NULL},
+    {"account.remove", handle_remove, true, true, "account_removed"},
+    {"account.add", handle_add, true, true, "account_added"},
+    {"account.login", handle_login, true, true, "account_signed_in"},
+    {"account.keygen", handle_credential, true, true, "account_key_generated"},
+    {"account.cert", handle_credential, true, true, "account_certificate_stored"},
+    {"account.secret", handle_credential, true, true, "account_secret_stored"},
+    {"account.test", handle_test, true, true, NULL},
+};
+
+const struct admin_op *admin_op_find(const char *name)
+{
+        for (size_t i = 0; i < ELEMENTSOF(admin_ops); i++)
+                if (strcmp(admin_ops[i].name, name) == 0)
+                        return &admin_ops[i];
+        return NULL;
+}
+
+const struct admin_op *admin_op_table(size_t *ret_n)
+{
+        *ret_n = ELEMENTSOF(admin_ops);
+        return admin_ops;
+}
 
 /* The account name of a request that needs one; replies bad_request and returns NULL when it is
  * missing or invalid. */
@@ -459,7 +454,7 @@ static const char *request_account(struct admin_connection *c, const cJSON *requ
         const char *name = json_get_string(request, "account");
 
         if (!name || !name_is_valid(name)) {
-                admin_send_error(c, "bad_request",
+                admin_send_error(c, ADMIN_BAD_REQUEST,
                                  "\"account\" must be a name of 1-64 characters [a-z0-9._-].");
                 return NULL;
         }
@@ -478,53 +473,44 @@ static void wipe_strings(cJSON *json)
         }
 }
 
+static void dispatch(struct admin_connection *c, const cJSON *request)
+{
+        const cJSON *version = cJSON_GetObjectItemCaseSensitive(request, "v");
+        const char *name = json_get_string(request, "op"), *account = NULL;
+        const struct admin_op *op;
+
+        if (!cJSON_IsNumber(version) || !name) {
+                admin_send_error(c, ADMIN_BAD_REQUEST, "Every request needs \"v\":1 and \"op\".");
+                return;
+        }
+        if (version->valuedouble != 1) {
+                admin_send_error(c, ADMIN_UNSUPPORTED_VERSION, "Only version 1 is spoken here.");
+                return;
+        }
+        op = admin_op_find(name);
+        if (!op) {
+                admin_send_error(c, ADMIN_UNKNOWN_OP, "Unknown operation.");
+                return;
+        }
+        if (op->needs_account && !(account = request_account(c, request)))
+                return;
+        c->handling = op;
+        op->handler(c, request, account);
+        c->handling = NULL;
+}
+
 void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len)
 {
         _cleanup_json_ cJSON *request = NULL;
-        const cJSON *version;
-        const char *op, *account;
 
         if (!utf8_is_valid(payload, len) || json_parse(payload, len, &request) < 0 ||
             !cJSON_IsObject(request) || json_has_duplicate_keys(request)) {
                 explicit_bzero(payload, len);
-                admin_send_error(c, "bad_request", "The request is not a JSON object.");
+                admin_send_error(c, ADMIN_BAD_REQUEST, "The request is not a JSON object.");
                 return;
         }
         /* Whatever the operation, the frame's bytes are not needed again. */
         explicit_bzero(payload, len);
-        version = cJSON_GetObjectItemCaseSensitive(request, "v");
-        op = json_get_string(request, "op");
-        if (!cJSON_IsNumber(version) || !op) {
-                admin_send_error(c, "bad_request", "Every request needs \"v\":1 and \"op\".");
-        } else if (version->valuedouble != 1) {
-                admin_send_error(c, "unsupported_version", "Only version 1 is spoken here.");
-        } else if (strcmp(op, "account.list") == 0) {
-                start_inventory(c, NULL, reply_list);
-        } else if (strcmp(op, "status") == 0) {
-                start_inventory(c, NULL, reply_status);
-        } else if (strcmp(op, "reload") == 0) {
-                do_reload(c);
-        } else if (strcmp(op, "ping") == 0) {
-                _cleanup_json_ cJSON *reply = admin_reply_new();
-                admin_send(c, reply);
-        } else if (strcmp(op, "account.show") == 0) {
-                if ((account = request_account(c, request)))
-                        start_inventory(c, account, reply_show);
-        } else if (strcmp(op, "account.remove") == 0) {
-                if ((account = request_account(c, request)))
-                        start_remove(c, account);
-        } else if (strcmp(op, "account.add") == 0 || strcmp(op, "account.login") == 0) {
-                if ((account = request_account(c, request)))
-                        provision_start(c, request, strcmp(op, "account.login") == 0);
-        } else if (strcmp(op, "account.keygen") == 0 || strcmp(op, "account.cert") == 0 ||
-                   strcmp(op, "account.secret") == 0) {
-                if ((account = request_account(c, request)))
-                        admin_credential_start(c, request, op);
-        } else if (strcmp(op, "account.test") == 0) {
-                if ((account = request_account(c, request)))
-                        provision_test(c, request);
-        } else {
-                admin_send_error(c, "unknown_op", "Unknown operation.");
-        }
+        dispatch(c, request);
         wipe_strings(request);
 }

@@ -126,34 +126,28 @@ void admin_send(struct admin_connection *c, cJSON *reply)
 
 cJSON *admin_reply_new(void)
 {
-        cJSON *reply = cJSON_CreateObject();
-
-        if (reply &&
-            (!cJSON_AddNumberToObject(reply, "v", 1) || !cJSON_AddTrueToObject(reply, "ok"))) {
-                cJSON_Delete(reply);
-                return NULL;
-        }
-        return reply;
+        return wire_reply_new(true);
 }
 
-void admin_send_error(struct admin_connection *c, const char *code, const char *message)
+void admin_send_error(struct admin_connection *c, enum admin_error code, const char *message)
 {
-        _cleanup_json_ cJSON *reply = cJSON_CreateObject();
+        _cleanup_json_ cJSON *reply = wire_error_reply_new(admin_error_to_string(code), message);
 
-        if (reply &&
-            (!cJSON_AddNumberToObject(reply, "v", 1) || !cJSON_AddFalseToObject(reply, "ok") ||
-             !cJSON_AddStringToObject(reply, "error", code) ||
-             !cJSON_AddStringToObject(reply, "message", message))) {
-                cJSON_Delete(reply);
-                reply = NULL;
-        }
         admin_send(c, reply);
+}
+
+enum admin_error admin_error_parse(const char *code)
+{
+        enum admin_error e;
+
+        return admin_error_from_string(code, &e) < 0 ? ADMIN_INTERNAL : e;
 }
 
 void admin_operation_begin(struct admin_connection *c, struct admin_operation *op)
 {
         op->connection = c;
         op->broker = c->broker;
+        op->desc = c->handling;
         c->operation = op;
 }
 
@@ -188,9 +182,17 @@ void admin_operation_finish(struct admin_operation *op, cJSON *reply)
         admin_operation_end(op);
 }
 
-void admin_operation_fail(struct admin_operation *op, const char *code, const char *message)
+void admin_operation_fail(struct admin_operation *op, enum admin_error code, const char *message)
 {
         if (op->connection)
                 admin_send_error(op->connection, code, message);
         admin_operation_end(op);
+}
+
+void admin_operation_audit(struct admin_operation *op, const char *account)
+{
+        if (!op->desc || !op->desc->audit)
+                return;
+        (void)audit_write(op->broker->audit,
+                          &(struct audit_record){.event = op->desc->audit, .account = account});
 }

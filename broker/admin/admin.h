@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "stream.h"
+#include "wire.h"
 
 struct broker;
 struct buf;
@@ -19,6 +20,7 @@ struct cJSON;
 struct admin_operation {
         struct admin_connection *connection;
         struct broker *broker;
+        const struct admin_op *desc; /* the table entry of the request that began it */
         /* Called when the connection goes away, so a long flow (device code polling) can stop
          * early; may be NULL. The operation still completes with admin_operation_finish(). */
         void (*abandoned)(struct admin_operation *op);
@@ -28,7 +30,26 @@ struct admin_connection {
         struct stream stream; /* first: the connection itself (net/stream.h) */
         struct broker *broker;
         struct admin_operation *operation; /* at most one: replies go out in request order */
+        const struct admin_op *handling;   /* while its handler runs */
 };
+
+/* One admin operation (admin-ops.c's table). The handler answers at once (admin_send) or begins
+ * an operation that answers later; account is the request's valid "account" when needs_account,
+ * else NULL. needs_store: it reads or writes the credential store (on the store worker). audit:
+ * the audit event a success writes (admin_operation_audit), NULL for an operation that changes
+ * nothing. */
+struct admin_op {
+        const char *name;
+        void (*handler)(struct admin_connection *c, const struct cJSON *request,
+                        const char *account);
+        bool needs_account;
+        bool needs_store;
+        const char *audit;
+};
+
+/* The entry of the operation called name, or NULL; the whole table (for tests and docs). */
+const struct admin_op *admin_op_find(const char *name);
+const struct admin_op *admin_op_table(size_t *ret_n);
 
 int admin_listen(struct broker *b);
 void admin_close_all(struct broker *b);
@@ -37,7 +58,10 @@ void admin_close_all(struct broker *b);
 struct cJSON *admin_reply_new(void);
 /* Appends reply as a frame (reply stays the caller's); NULL reply: out of memory, hang up. */
 void admin_send(struct admin_connection *c, struct cJSON *reply);
-void admin_send_error(struct admin_connection *c, const char *code, const char *message);
+void admin_send_error(struct admin_connection *c, enum admin_error code, const char *message);
+/* A code from below (the identity provider's classification) as an admin_error; one the admin
+ * protocol does not know is "internal". */
+enum admin_error admin_error_parse(const char *code);
 
 /* Starts an operation on c: no further request of c is read until it finishes. */
 void admin_operation_begin(struct admin_connection *c, struct admin_operation *op);
@@ -45,7 +69,10 @@ void admin_operation_begin(struct admin_connection *c, struct admin_operation *o
 void admin_operation_send(struct admin_operation *op, struct cJSON *reply);
 /* Sends the final reply (or error when code is set) and resumes the connection's requests. */
 void admin_operation_finish(struct admin_operation *op, struct cJSON *reply);
-void admin_operation_fail(struct admin_operation *op, const char *code, const char *message);
+void admin_operation_fail(struct admin_operation *op, enum admin_error code, const char *message);
+/* Writes the audit record of the operation's success ({event: its table entry's audit, account}),
+ * if its entry has one. */
+void admin_operation_audit(struct admin_operation *op, const char *account);
 
 /* Unix seconds of a CLOCK_BOOTTIME instant (admin-ops.c). */
 uint64_t admin_boottime_to_unix(uint64_t boottime_usec);

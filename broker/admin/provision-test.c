@@ -53,27 +53,27 @@ static void on_answer(struct broker *b, struct waiter *w, enum refresh_outcome o
         if (token && cached_token_ttl(token, now_boottime_usec()) > 0) {
                 reply_token(t, a, token);
         } else if (outcome == REFRESH_NOT_PROVISIONED) {
-                admin_operation_fail(&t->op, "needs_config",
+                admin_operation_fail(&t->op, ADMIN_NEEDS_CONFIG,
                                      "The account's metadata is missing or invalid.");
         } else if (outcome == REFRESH_STORE_UNAVAILABLE || !a->loaded) {
-                admin_operation_fail(&t->op, "unavailable",
+                admin_operation_fail(&t->op, ADMIN_UNAVAILABLE,
                                      "The credential store is not answering; try again later.");
         } else if (outcome == REFRESH_SCOPES_REFUSED) {
-                admin_operation_fail(&t->op, "needs_config",
+                admin_operation_fail(&t->op, ADMIN_NEEDS_CONFIG,
                                      "The identity provider refused these scopes for the "
                                      "account: grant the app the permissions.");
         } else if (a->state == ACCOUNT_NEEDS_REAUTH) {
                 snprintf(message, sizeof(message), "The account must sign in again: %s",
                          a->message);
-                admin_operation_fail(&t->op, "reauth_required", message);
+                admin_operation_fail(&t->op, ADMIN_REAUTH_REQUIRED, message);
         } else if (a->state == ACCOUNT_NEEDS_CONFIG) {
                 snprintf(message, sizeof(message), "The account needs configuration: %s",
                          a->message);
-                admin_operation_fail(&t->op, "needs_config", message);
+                admin_operation_fail(&t->op, ADMIN_NEEDS_CONFIG, message);
         } else {
                 snprintf(message, sizeof(message), "No token could be obtained: %s",
                          a->message[0] ? a->message : "the identity provider is unavailable");
-                admin_operation_fail(&t->op, "unavailable", message);
+                admin_operation_fail(&t->op, ADMIN_UNAVAILABLE, message);
         }
         waiter_free(w);
         test_operation_free(t);
@@ -103,16 +103,16 @@ static void on_meta_read(struct store_job *job, void *userdata)
         const struct cached_token *token;
 
         if (job->result == -ENOENT) {
-                admin_operation_fail(&t->op, "not_found", "No such account.");
+                admin_operation_fail(&t->op, ADMIN_NOT_FOUND, "No such account.");
                 goto out;
         }
         if (job->result < 0) {
-                admin_operation_fail(&t->op, "unavailable",
+                admin_operation_fail(&t->op, ADMIN_UNAVAILABLE,
                                      "The credential store could not be read; try again later.");
                 goto out;
         }
         if (account_meta_from_json(job->meta_json, &meta) < 0) {
-                admin_operation_fail(&t->op, "needs_config",
+                admin_operation_fail(&t->op, ADMIN_NEEDS_CONFIG,
                                      "The account's metadata is unreadable.");
                 goto out;
         }
@@ -141,7 +141,7 @@ static void on_meta_read(struct store_job *job, void *userdata)
         return;
 oom:
         waiter_free(w);
-        admin_operation_fail(&t->op, "internal", "Out of memory.");
+        admin_operation_fail(&t->op, ADMIN_INTERNAL, "Out of memory.");
 out:
         account_meta_clear(&meta);
         test_operation_free(t);
@@ -157,7 +157,7 @@ void provision_test(struct admin_connection *c, const cJSON *request)
         size_t n = 0;
 
         if (!t) {
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         memcpy(t->account, name, strlen(name) + 1);
@@ -173,21 +173,21 @@ void provision_test(struct admin_connection *c, const cJSON *request)
                         scopes[n++] = item->valuestring;
                 }
                 if (!good || n == 0 || scope_key_build(scopes, n, &t->scope_key) < 0) {
-                        admin_send_error(c, "bad_request",
+                        admin_send_error(c, ADMIN_BAD_REQUEST,
                                          "\"scopes\" must be an array of 1-16 valid scopes.");
                         test_operation_free(t);
                         return;
                 }
         }
         if (store_job_new(STORE_JOB_GET_META, name, &job) < 0) {
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 test_operation_free(t);
                 return;
         }
         admin_operation_begin(c, &t->op);
         if (store_worker_submit(c->broker->store_worker, job, on_meta_read, t) < 0) {
                 store_job_free(job);
-                admin_operation_fail(&t->op, "unavailable",
+                admin_operation_fail(&t->op, ADMIN_UNAVAILABLE,
                                      "The credential store is busy; try again later.");
                 test_operation_free(t);
         }

@@ -91,12 +91,12 @@ static void provision_free(struct provision *p)
         free(p);
 }
 
-static void provision_fail(struct provision *p, const char *code, const char *message)
+static void provision_fail(struct provision *p, enum admin_error code, const char *message)
 {
         struct broker *b = p->op.broker;
 
         log_warning("Admin: account %s: %s", p->account, message);
-        if (strcmp(code, "sign_in_failed") == 0 || strcmp(code, "needs_config") == 0)
+        if (code == ADMIN_SIGN_IN_FAILED || code == ADMIN_NEEDS_CONFIG)
                 (void)audit_write(b->audit, &(struct audit_record){.event = "sign_in_failed",
                                                                    .account = p->account,
                                                                    .error = message});
@@ -375,7 +375,7 @@ static void on_committed(struct store_job *job, void *userdata)
         if (job->result < 0) {
                 log_error_errno(job->result, "Admin: account %s: failed to store the credentials",
                                 p->account);
-                admin_operation_fail(&p->op, "unavailable",
+                admin_operation_fail(&p->op, ADMIN_UNAVAILABLE,
                                      "The sign-in worked but the credential store failed to keep "
                                      "the result; try again.");
                 provision_free(p);
@@ -385,9 +385,7 @@ static void on_committed(struct store_job *job, void *userdata)
         cache_sign_in_token(b, p);
         log_info("Admin: account %s %s (flow %s).", p->account,
                  p->login ? "signed in again" : "added", account_flow_to_string(p->meta.flow_kind));
-        (void)audit_write(b->audit, &(struct audit_record){.event = p->login ? "account_signed_in"
-                                                                             : "account_added",
-                                                           .account = p->account});
+        admin_operation_audit(&p->op, p->account);
         _cleanup_free_ char *granted = NULL;
         if (grant_granted_scope(p->scope, p->granted_scope, &granted) < 0)
                 granted = NULL;
@@ -409,11 +407,11 @@ static void commit(struct provision *p)
         struct store_job *job = NULL;
 
         if (!p->login && account_meta_to_json(&p->meta, &p->meta_json) < 0) {
-                provision_fail(p, "internal", "Out of memory.");
+                provision_fail(p, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
-                provision_fail(p, "internal", "Out of memory.");
+                provision_fail(p, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         job->call = commit_call;
@@ -422,7 +420,8 @@ static void commit(struct provision *p)
         job->keep_on_stop = true;
         if (store_worker_submit(b->store_worker, job, on_committed, p) < 0) {
                 store_job_free(job);
-                provision_fail(p, "unavailable", "The credential store is busy; try again later.");
+                provision_fail(p, ADMIN_UNAVAILABLE,
+                               "The credential store is busy; try again later.");
         }
 }
 
@@ -442,7 +441,8 @@ static void on_resigned(struct store_job *job, void *userdata)
         struct provision *p = userdata;
 
         if (job->result < 0) {
-                provision_fail(p, "unavailable", "The RS256 client assertion could not be signed.");
+                provision_fail(p, ADMIN_UNAVAILABLE,
+                               "The RS256 client assertion could not be signed.");
                 return;
         }
         run_flow(p);
@@ -454,14 +454,15 @@ static void resign_assertion(struct provision *p)
         struct store_job *job = NULL;
 
         if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
-                provision_fail(p, "internal", "Out of memory.");
+                provision_fail(p, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         job->call = resign_call;
         job->call_arg = p;
         if (store_worker_submit(p->op.broker->store_worker, job, on_resigned, p) < 0) {
                 store_job_free(job);
-                provision_fail(p, "unavailable", "The credential store is busy; try again later.");
+                provision_fail(p, ADMIN_UNAVAILABLE,
+                               "The credential store is busy; try again later.");
         }
 }
 
@@ -479,12 +480,12 @@ static void on_signed_in(struct idp_result *result, void *userdata)
         if (result->outcome != IDP_OK) {
                 code = provision_sign_in_error(result, p->meta.flow_kind == ACCOUNT_FLOW_PASSWORD,
                                                message, sizeof(message));
-                provision_fail(p, code, message);
+                provision_fail(p, admin_error_parse(code), message);
                 return;
         }
         if (!account_flow_is_app_only(p->meta.flow_kind)) {
                 if (!result->refresh_token) {
-                        provision_fail(p, "sign_in_failed",
+                        provision_fail(p, ADMIN_SIGN_IN_FAILED,
                                        p->generic ? "Sign-in failed: the server returned no "
                                                     "refresh token. An OpenID Connect server "
                                                     "issues one only for the offline_access "
@@ -510,7 +511,7 @@ static void on_device_flow_done(struct idp_result *result, const char *code, con
         struct provision *p = userdata;
 
         if (code) {
-                provision_fail(p, code, message);
+                provision_fail(p, admin_error_parse(code), message);
                 return;
         }
         on_signed_in(result, p);
@@ -555,7 +556,7 @@ static void run_flow(struct provision *p)
                 char *device_endpoint = NULL;
                 r = account_meta_device_endpoint(&p->meta, b->config->authority, &device_endpoint);
                 if (r == -EOPNOTSUPP) {
-                        provision_fail(p, "bad_request",
+                        provision_fail(p, ADMIN_BAD_REQUEST,
                                        "The device flow with a token_endpoint needs "
                                        "device_endpoint too.");
                         return;
@@ -590,7 +591,7 @@ static void run_flow(struct provision *p)
         secret_free(form);
         if (r < 0) {
                 log_error_errno(r, "Admin: account %s: cannot start the sign-in", p->account);
-                provision_fail(p, "unavailable", "The sign-in request could not be started.");
+                provision_fail(p, ADMIN_UNAVAILABLE, "The sign-in request could not be started.");
         }
 }
 
@@ -652,7 +653,7 @@ static void on_prepared(struct store_job *job, void *userdata)
 
         if (r < 0 && !p->prepare_found_meta && r == -ENOENT &&
             p->meta.flow_kind == ACCOUNT_FLOW_CLIENT_CERTIFICATE) {
-                provision_fail(p, "needs_config",
+                provision_fail(p, ADMIN_NEEDS_CONFIG,
                                "The account has no assertion key and certificate: run "
                                "credbroker account keygen first.");
                 return;
@@ -660,26 +661,27 @@ static void on_prepared(struct store_job *job, void *userdata)
         if (r < 0) {
                 log_error_errno(r, "Admin: account %s: cannot read the credential store",
                                 p->account);
-                provision_fail(p, "unavailable",
+                provision_fail(p, ADMIN_UNAVAILABLE,
                                "The credential store could not be read; try again later.");
                 return;
         }
         if (!p->login && p->prepare_found_meta && !p->replace) {
-                provision_fail(p, "exists",
+                provision_fail(p, ADMIN_EXISTS,
                                "The account exists: remove it first, or use "
                                "account.login to sign it in again.");
                 return;
         }
         if (p->login && take_stored_meta(p, &message) < 0) {
-                provision_fail(
-                    p, strcmp(message, "No such account.") == 0 ? "not_found" : "bad_request",
-                    message);
+                provision_fail(p,
+                               strcmp(message, "No such account.") == 0 ? ADMIN_NOT_FOUND
+                                                                        : ADMIN_BAD_REQUEST,
+                               message);
                 return;
         }
         p->generic = account_meta_is_generic_oauth(&p->meta);
         if (account_meta_token_endpoint(&p->meta, b->config->authority, &p->token_endpoint) < 0 ||
             resolve_scope(p, NULL) < 0) {
-                provision_fail(p, "internal", "Out of memory.");
+                provision_fail(p, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
         run_flow(p);
@@ -694,14 +696,14 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         int r;
 
         if (!p) {
-                admin_send_error(c, "internal", message);
+                admin_send_error(c, ADMIN_INTERNAL, message);
                 return;
         }
         p->login = login;
         memcpy(p->account, name, strlen(name) + 1);
         /* Two sign-ins of one account would race on its refresh token and metadata. */
         if (provision_busy(b, p->account)) {
-                admin_send_error(c, "unavailable",
+                admin_send_error(c, ADMIN_UNAVAILABLE,
                                  "The account is being signed in by another request; try again "
                                  "when that one is done.");
                 provision_free(p);
@@ -727,12 +729,12 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
                 message = "The token endpoint or client id is too long for an assertion.";
         }
         if (r < 0) {
-                admin_send_error(c, r == -ENOMEM ? "internal" : "bad_request", message);
+                admin_send_error(c, r == -ENOMEM ? ADMIN_INTERNAL : ADMIN_BAD_REQUEST, message);
                 provision_free(p);
                 return;
         }
         if (store_job_new(STORE_JOB_CALL, p->account, &job) < 0) {
-                admin_send_error(c, "internal", "Out of memory.");
+                admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 provision_free(p);
                 return;
         }
@@ -744,7 +746,7 @@ void provision_start(struct admin_connection *c, const cJSON *request, bool logi
         b->provisions = p;
         if (store_worker_submit(b->store_worker, job, on_prepared, p) < 0) {
                 store_job_free(job);
-                admin_operation_fail(&p->op, "unavailable",
+                admin_operation_fail(&p->op, ADMIN_UNAVAILABLE,
                                      "The credential store is busy; try again later.");
                 provision_free(p);
         }
