@@ -12,6 +12,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "trusted-file.h"
 #include "util.h"
 
 static int set_string(char **field, const char *value)
@@ -81,29 +82,6 @@ void config_free(struct config *c)
         free(c->graph_url);
         free(c->ca_bundle);
         free(c);
-}
-
-int config_check_file_owner(int fd, const char *path)
-{
-        struct stat st;
-
-        if (fstat(fd, &st) < 0)
-                return log_error_errno(errno, "Failed to stat %s", path);
-        if (!S_ISREG(st.st_mode)) {
-                log_error("%s is not a regular file.", path);
-                return -EBADF;
-        }
-        if (st.st_uid != 0 && st.st_uid != geteuid()) {
-                log_error("%s is owned by uid %u; it must be owned by root or uid %u "
-                          "(chown root %s).",
-                          path, (unsigned)st.st_uid, (unsigned)geteuid(), path);
-                return -EPERM;
-        }
-        if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-                log_error("%s is writable by group or others; fix with: chmod go-w %s", path, path);
-                return -EPERM;
-        }
-        return 0;
 }
 
 static char *trim(char *s)
@@ -284,7 +262,7 @@ int config_load(const char *path, bool check_owner, struct config **ret)
         if (fd < 0)
                 return log_error_errno(errno, "Failed to open configuration %s", path);
         if (check_owner) {
-                r = config_check_file_owner(fd, path);
+                r = trusted_file_check(fd, path, TRUSTED_FILE_REGULAR);
                 if (r < 0)
                         return r;
         }
