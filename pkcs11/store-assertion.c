@@ -154,7 +154,7 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
         char jti[37];
         int r;
 
-        if (!s || !account_is_valid(account) || !ret)
+        if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
         if (!audience_is_valid(audience) || !client_id_is_valid(client_id))
                 return -EINVAL;
@@ -163,7 +163,7 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
         if (now == 0 || now > NOW_MAX)
                 return -EINVAL;
 
-        r = find_assertion_pair(s, account, &key, &der, &der_len);
+        r = p11_find_assertion_pair(s, account, &key, &der, &der_len);
         if (r == -ENOENT) {
                 log_error("Account %s has no assertion key and certificate; create them with: "
                           "credbroker account keygen %s",
@@ -219,7 +219,7 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
                                      ? (CK_MECHANISM){CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}
                                      : (CK_MECHANISM){CKM_SHA256_RSA_PKCS, NULL, 0};
 
-        r = sign_in_token(s, key, &mechanism, input, strlen(input), signature, &signature_len);
+        r = p11_sign_in_token(s, key, &mechanism, input, strlen(input), signature, &signature_len);
         if (r < 0)
                 return r;
         r = base64url(signature, signature_len, &signature_part);

@@ -22,23 +22,24 @@
 #define CERT_PEM_MAX STORE_CERTIFICATE_FILE_MAX
 
 /* "private key", "certificate", ...: for what `account remove` reports. */
-const char *class_name(CK_OBJECT_CLASS class);
+const char *p11_class_name(CK_OBJECT_CLASS class);
 
 /* Token objects of one class with CKA_PRIVATE=TRUE and one exact label, optionally also one
  * CKA_ID. */
-int find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *label, const void *id,
-                         size_t id_len, CK_OBJECT_HANDLE **ret, size_t *ret_n);
+int p11_find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *label,
+                             const void *id, size_t id_len, CK_OBJECT_HANDLE **ret, size_t *ret_n);
 
 /* The account's complete key + certificate pair (same CKA_ID): the certificate's DER and the
  * key's handle. When an interrupted `keygen --replace` left two pairs, the one whose certificate
  * starts last wins. -ENOENT when there is no complete pair. */
-int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *ret_key,
-                        uint8_t **ret_der, size_t *ret_der_len);
+int p11_find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *ret_key,
+                            uint8_t **ret_der, size_t *ret_der_len);
 
 /* C_SignInit + C_Sign of data with key, into signature (SIGNATURE_MAX bytes). A key too large
  * for the buffer (not one we make, but one planted under our label) is refused, and the session
  * is marked lost: PKCS#11 keeps an operation that failed with CKR_BUFFER_TOO_SMALL active, and
  * only a new session ends it. */
 #define SIGNATURE_MAX 512 /* 4096-bit RSA, the largest key keygen makes */
-int sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism, const void *data,
-                  size_t len, uint8_t signature[static SIGNATURE_MAX], size_t *ret_len);
+int p11_sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism,
+                      const void *data, size_t len, uint8_t signature[static SIGNATURE_MAX],
+                      size_t *ret_len);

@@ -67,18 +67,18 @@ static int gnutls_fail(const char *call, int error)
 
 /* ---- finding objects that are not CKO_DATA ---- */
 
-int find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *label, const void *id,
-                         size_t id_len, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+int p11_find_labeled_objects(struct store *s, CK_OBJECT_CLASS class, const char *label,
+                             const void *id, size_t id_len, CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
-            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
             {CKA_LABEL, (void *)label, strlen(label)},
             {CKA_ID, (void *)id, id_len},
         };
 
-        return find_objects(s, template, id ? 5 : 4, label, ret, ret_n);
+        return p11_find_objects(s, template, id ? 5 : 4, label, ret, ret_n);
 }
 
 static void labels(const char *account, char key[static LABEL_MAX], char cert[static LABEL_MAX])
@@ -103,8 +103,8 @@ static int certificate_not_before(const uint8_t *der, size_t len, time_t *ret)
         return 0;
 }
 
-int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *ret_key,
-                        uint8_t **ret_der, size_t *ret_der_len)
+int p11_find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *ret_key,
+                            uint8_t **ret_der, size_t *ret_der_len)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *certs = NULL;
         _cleanup_free_ uint8_t *best_der = NULL;
@@ -115,7 +115,7 @@ int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *
         int r;
 
         labels(account, key_label, cert_label);
-        r = find_labeled_objects(s, CKO_CERTIFICATE, cert_label, NULL, 0, &certs, &n_certs);
+        r = p11_find_labeled_objects(s, CKO_CERTIFICATE, cert_label, NULL, 0, &certs, &n_certs);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_certs; i++) {
@@ -124,15 +124,15 @@ int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *
                 size_t id_len, der_len, n_keys;
                 time_t start = 0;
 
-                r = read_attribute(s, certs[i], CKA_ID, KEY_ID_MAX, cert_label, &id, &id_len);
+                r = p11_read_attribute(s, certs[i], CKA_ID, KEY_ID_MAX, cert_label, &id, &id_len);
                 if (r == -ENOENT || r == -EFBIG)
                         continue;
                 if (r < 0)
                         return r;
                 if (id_len == 0)
                         continue;
-                r = read_attribute(s, certs[i], CKA_VALUE, CERT_DER_MAX, cert_label, &der,
-                                   &der_len);
+                r = p11_read_attribute(s, certs[i], CKA_VALUE, CERT_DER_MAX, cert_label, &der,
+                                       &der_len);
                 if (r == -ENOENT || r == -EFBIG)
                         continue;
                 if (r < 0)
@@ -143,7 +143,8 @@ int find_assertion_pair(struct store *s, const char *account, CK_OBJECT_HANDLE *
                                     cert_label, s->token_label);
                         continue;
                 }
-                r = find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, id, id_len, &keys, &n_keys);
+                r = p11_find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, id, id_len, &keys,
+                                             &n_keys);
                 if (r < 0)
                         return r;
                 if (n_keys == 0)
@@ -272,9 +273,9 @@ int store_get_certificate(struct store *s, const char *account, struct store_cer
         size_t len;
         int r;
 
-        if (!s || !account_is_valid(account) || !ret)
+        if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
-        r = find_assertion_pair(s, account, &key, &der, &len);
+        r = p11_find_assertion_pair(s, account, &key, &der, &len);
         if (r < 0)
                 return r;
         datum = (gnutls_datum_t){der, (unsigned)len};
@@ -283,15 +284,16 @@ int store_get_certificate(struct store *s, const char *account, struct store_cer
 
 /* ---- signing through our session ---- */
 
-int sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism, const void *data,
-                  size_t len, uint8_t signature[static SIGNATURE_MAX], size_t *ret_len)
+int p11_sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism,
+                      const void *data, size_t len, uint8_t signature[static SIGNATURE_MAX],
+                      size_t *ret_len)
 {
         CK_ULONG signature_len = SIGNATURE_MAX;
         CK_RV rv;
 
         rv = s->module->C_SignInit(s->session, mechanism, key);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_SignInit", "the assertion key", rv);
+                return p11_ck_fail(s, "C_SignInit", "the assertion key", rv);
         /* One call into a buffer as large as any key we make, rather than asking the size first:
          * the broker signs on every client-credential refresh. */
         rv = s->module->C_Sign(s->session, (CK_BYTE_PTR)data, len, signature, &signature_len);
@@ -304,7 +306,7 @@ int sign_in_token(struct store *s, CK_OBJECT_HANDLE key, CK_MECHANISM *mechanism
                 return -EFBIG;
         }
         if (rv != CKR_OK)
-                return ck_fail(s, "C_Sign", "the assertion key", rv);
+                return p11_ck_fail(s, "C_Sign", "the assertion key", rv);
         if (signature_len == 0 || signature_len > SIGNATURE_MAX)
                 return -EBADMSG;
         *ret_len = signature_len;
@@ -331,8 +333,8 @@ static int token_key_sign_hash(gnutls_privkey_t key, gnutls_sign_algorithm_t alg
 
         if (algo != GNUTLS_SIGN_RSA_RAW)
                 return GNUTLS_E_UNSUPPORTED_SIGNATURE_ALGORITHM;
-        if (sign_in_token(k->store, k->handle, &mechanism, digest_info->data, digest_info->size,
-                          buffer, &len) < 0)
+        if (p11_sign_in_token(k->store, k->handle, &mechanism, digest_info->data, digest_info->size,
+                              buffer, &len) < 0)
                 return GNUTLS_E_PK_SIGN_FAILED;
         signature->data = gnutls_malloc(len);
         if (!signature->data)
@@ -467,7 +469,7 @@ static int generate_key_pair(struct store *s, const char *key_label, const uint8
                                           ELEMENTSOF(public_template), private_template,
                                           ELEMENTSOF(private_template), ret_public, ret_private);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_GenerateKeyPair", key_label, rv);
+                return p11_ck_fail(s, "C_GenerateKeyPair", key_label, rv);
         return 0;
 }
 
@@ -479,12 +481,12 @@ static int public_key_of(struct store *s, CK_OBJECT_HANDLE handle, gnutls_pubkey
         gnutls_datum_t m, e;
         int r, error;
 
-        r = read_attribute(s, handle, CKA_MODULUS, SIGNATURE_MAX, "the public key", &modulus,
-                           &modulus_len);
+        r = p11_read_attribute(s, handle, CKA_MODULUS, SIGNATURE_MAX, "the public key", &modulus,
+                               &modulus_len);
         if (r < 0)
                 return r;
-        r = read_attribute(s, handle, CKA_PUBLIC_EXPONENT, 16, "the public key", &exponent,
-                           &exponent_len);
+        r = p11_read_attribute(s, handle, CKA_PUBLIC_EXPONENT, 16, "the public key", &exponent,
+                               &exponent_len);
         if (r < 0)
                 return r;
         if (modulus_len == 0 || exponent_len == 0)
@@ -582,8 +584,8 @@ static int create_certificate_object(struct store *s, const char *label, const u
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
             {CKA_CERTIFICATE_TYPE, &type, sizeof(type)},
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
-            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
             {CKA_LABEL, (void *)label, strlen(label)},
             {CKA_ID, (void *)id, id_len},
             {CKA_SUBJECT, subject->data, subject->size},
@@ -593,7 +595,7 @@ static int create_certificate_object(struct store *s, const char *label, const u
 
         rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), ret);
         if (rv != CKR_OK)
-                return ck_fail(s, "C_CreateObject", label, rv);
+                return p11_ck_fail(s, "C_CreateObject", label, rv);
         return 0;
 }
 
@@ -607,10 +609,10 @@ static int find_existing(struct store *s, const char *key_label, const char *cer
         size_t n_keys, n_certs;
         int r;
 
-        r = find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, NULL, 0, &keys, &n_keys);
+        r = p11_find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, NULL, 0, &keys, &n_keys);
         if (r < 0)
                 return r;
-        r = find_labeled_objects(s, CKO_CERTIFICATE, cert_label, NULL, 0, &certs, &n_certs);
+        r = p11_find_labeled_objects(s, CKO_CERTIFICATE, cert_label, NULL, 0, &certs, &n_certs);
         if (r < 0)
                 return r;
         all = calloc(n_keys + n_certs + 1, sizeof(*all));
@@ -643,7 +645,7 @@ int store_keygen(struct store *s, const char *account, const struct store_keygen
         size_t n_old;
         int r, e;
 
-        if (!s || !account_is_valid(account) || !options || !ret_cert)
+        if (!s || !p11_account_is_valid(account) || !options || !ret_cert)
                 return -EINVAL;
         snprintf(default_subject, sizeof(default_subject), "CN=credbroker %s", account);
         subject = options->subject ? options->subject : default_subject;
@@ -693,13 +695,13 @@ int store_keygen(struct store *s, const char *account, const struct store_keygen
         /* Only now is the new pair complete: the old one can go. A leftover is harmless (the
          * newest pair is used) and the next --replace removes it. */
         for (size_t i = 0; i < n_old; i++) {
-                r = destroy_object(s, old[i], key_label);
+                r = p11_destroy_object(s, old[i], key_label);
                 if (r < 0 && r != -ENOENT)
                         log_warning("Could not destroy an old assertion key or certificate of "
                                     "account %s; run keygen --replace again to clean up.",
                                     account);
         }
-        (void)destroy_object(s, public_handle, "the session public key");
+        (void)p11_destroy_object(s, public_handle, "the session public key");
 
         *ret_cert = info;
         if (ret_csr_pem)
@@ -709,12 +711,12 @@ int store_keygen(struct store *s, const char *account, const struct store_keygen
 fail:
         store_certificate_info_clear(&info);
         if (cert_handle != CK_INVALID_HANDLE)
-                (void)destroy_object(s, cert_handle, cert_label);
-        if (destroy_object(s, private_handle, key_label) < 0)
+                (void)p11_destroy_object(s, cert_handle, cert_label);
+        if (p11_destroy_object(s, private_handle, key_label) < 0)
                 log_warning("Could not destroy the new, unused key \"%s\"; it is ignored without "
                             "a certificate and the next keygen --replace removes it.",
                             key_label);
-        (void)destroy_object(s, public_handle, "the session public key");
+        (void)p11_destroy_object(s, public_handle, "the session public key");
         return r;
 }
 
@@ -743,7 +745,7 @@ static int find_key_of(struct store *s, const char *key_label, gnutls_pubkey_t w
         r = public_key_id(wanted, wanted_id);
         if (r < 0)
                 return r;
-        r = find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, NULL, 0, &keys, &n_keys);
+        r = p11_find_labeled_objects(s, CKO_PRIVATE_KEY, key_label, NULL, 0, &keys, &n_keys);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_keys; i++) {
@@ -761,7 +763,8 @@ static int find_key_of(struct store *s, const char *key_label, gnutls_pubkey_t w
                         return r;
                 if (memcmp(candidate_id, wanted_id, sizeof(wanted_id)) != 0)
                         continue;
-                r = read_attribute(s, keys[i], CKA_ID, KEY_ID_MAX, key_label, ret_id, ret_id_len);
+                r = p11_read_attribute(s, keys[i], CKA_ID, KEY_ID_MAX, key_label, ret_id,
+                                       ret_id_len);
                 if (r < 0)
                         return r;
                 return *ret_id_len > 0 ? 0 : -EBADMSG;
@@ -784,7 +787,7 @@ int store_import_certificate(struct store *s, const char *account, const void *d
         size_t id_len = 0, n_old;
         int r, e;
 
-        if (!s || !account_is_valid(account) || !data || len == 0 || len > CERT_PEM_MAX || !ret)
+        if (!s || !p11_account_is_valid(account) || !data || len == 0 || len > CERT_PEM_MAX || !ret)
                 return -EINVAL;
 
         e = gnutls_x509_crt_init(&crt);
@@ -821,7 +824,7 @@ int store_import_certificate(struct store *s, const char *account, const void *d
                 return r;
 
         /* The certificates this one replaces: those of the same key. New first, then the old. */
-        r = find_labeled_objects(s, CKO_CERTIFICATE, cert_label, id, id_len, &old, &n_old);
+        r = p11_find_labeled_objects(s, CKO_CERTIFICATE, cert_label, id, id_len, &old, &n_old);
         if (r >= 0)
                 r = create_certificate_object(s, cert_label, id, id_len, &der, &subject, &handle);
         if (r < 0) {
@@ -829,7 +832,7 @@ int store_import_certificate(struct store *s, const char *account, const void *d
                 return r;
         }
         for (size_t i = 0; i < n_old; i++) {
-                r = destroy_object(s, old[i], cert_label);
+                r = p11_destroy_object(s, old[i], cert_label);
                 if (r < 0 && r != -ENOENT)
                         log_warning("Could not destroy the previous certificate of account %s; "
                                     "import the certificate again to clean up.",
