@@ -138,17 +138,67 @@ static bool token_signs_pss(struct store *s)
         return rv != CKR_OK || (info.flags & CKF_SIGN);
 }
 
+/* The certificate's thumbprint for the JWT header: base64url of its SHA-256 (x5t#S256, with
+ * PS256) or SHA-1 (x5t, with RS256). */
+static int certificate_thumbprint(enum store_assertion_alg alg, const uint8_t *der, size_t der_len,
+                                  char **ret)
+{
+        gnutls_digest_algorithm_t digest_algorithm;
+        uint8_t digest[32];
+
+        digest_algorithm = alg == STORE_ASSERTION_PS256 ? GNUTLS_DIG_SHA256 : GNUTLS_DIG_SHA1;
+        if (gnutls_hash_fast(digest_algorithm, der, der_len, digest) < 0)
+                return -EIO;
+        return base64url(digest, gnutls_hash_get_len(digest_algorithm), ret);
+}
+
+/* "header.claims", the part of the JWT the token signs. */
+static int signing_input(enum store_assertion_alg alg, const char *thumbprint, const char *audience,
+                         const char *client_id, const char *jti, uint64_t now, char **ret)
+{
+        _cleanup_json_ cJSON *header = NULL, *claims = NULL;
+        _cleanup_free_ char *header_part = NULL, *claims_part = NULL;
+        int r;
+
+        header = cJSON_CreateObject();
+        claims = cJSON_CreateObject();
+        if (!header || !claims)
+                return -ENOMEM;
+        if (!json_add_string_ref(header, "alg", alg == STORE_ASSERTION_PS256 ? "PS256" : "RS256") ||
+            !json_add_string_ref(header, "typ", "JWT") ||
+            !json_add_string_ref(header, alg == STORE_ASSERTION_PS256 ? "x5t#S256" : "x5t",
+                                 thumbprint))
+                return -ENOMEM;
+        if (!json_add_string_ref(claims, "aud", audience) ||
+            !json_add_string_ref(claims, "iss", client_id) ||
+            !json_add_string_ref(claims, "sub", client_id) ||
+            !json_add_string_ref(claims, "jti", jti) || !json_add_uint(claims, "nbf", now) ||
+            !json_add_uint(claims, "iat", now) ||
+            !json_add_uint(claims, "exp", now + STORE_ASSERTION_LIFETIME))
+                return -ENOMEM;
+
+        r = json_part(header, &header_part);
+        if (r < 0)
+                return r;
+        r = json_part(claims, &claims_part);
+        if (r < 0)
+                return r;
+        if (asprintf(ret, "%s.%s", header_part, claims_part) < 0) {
+                *ret = NULL;
+                return -ENOMEM;
+        }
+        return 0;
+}
+
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
                          struct secret **ret)
 {
-        _cleanup_json_ cJSON *header = NULL, *claims = NULL;
         _cleanup_free_ uint8_t *der = NULL;
-        _cleanup_free_ char *thumbprint = NULL, *header_part = NULL, *claims_part = NULL;
+        _cleanup_free_ char *thumbprint = NULL;
         _cleanup_free_ char *input = NULL, *signature_part = NULL;
         _cleanup_secret_ struct secret *jwt = NULL;
-        uint8_t digest[32], signature[SIGNATURE_MAX];
-        gnutls_digest_algorithm_t digest_algorithm;
+        uint8_t signature[SIGNATURE_MAX];
         CK_OBJECT_HANDLE key;
         size_t der_len, signature_len = 0;
         char jti[37];
@@ -175,43 +225,15 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
 
         if (alg == STORE_ASSERTION_PS256 && !token_signs_pss(s))
                 return -EOPNOTSUPP; /* the caller may sign RS256 instead */
-        digest_algorithm = alg == STORE_ASSERTION_PS256 ? GNUTLS_DIG_SHA256 : GNUTLS_DIG_SHA1;
-        if (gnutls_hash_fast(digest_algorithm, der, der_len, digest) < 0)
-                return -EIO;
-        r = base64url(digest, gnutls_hash_get_len(digest_algorithm), &thumbprint);
+        r = certificate_thumbprint(alg, der, der_len, &thumbprint);
         if (r < 0)
                 return r;
         r = random_uuid(jti);
         if (r < 0)
                 return r;
-
-        header = cJSON_CreateObject();
-        claims = cJSON_CreateObject();
-        if (!header || !claims)
-                return -ENOMEM;
-        if (!json_add_string_ref(header, "alg", alg == STORE_ASSERTION_PS256 ? "PS256" : "RS256") ||
-            !json_add_string_ref(header, "typ", "JWT") ||
-            !json_add_string_ref(header, alg == STORE_ASSERTION_PS256 ? "x5t#S256" : "x5t",
-                                 thumbprint))
-                return -ENOMEM;
-        if (!json_add_string_ref(claims, "aud", audience) ||
-            !json_add_string_ref(claims, "iss", client_id) ||
-            !json_add_string_ref(claims, "sub", client_id) ||
-            !json_add_string_ref(claims, "jti", jti) || !json_add_uint(claims, "nbf", now) ||
-            !json_add_uint(claims, "iat", now) ||
-            !json_add_uint(claims, "exp", now + STORE_ASSERTION_LIFETIME))
-                return -ENOMEM;
-
-        r = json_part(header, &header_part);
+        r = signing_input(alg, thumbprint, audience, client_id, jti, now, &input);
         if (r < 0)
                 return r;
-        r = json_part(claims, &claims_part);
-        if (r < 0)
-                return r;
-        if (asprintf(&input, "%s.%s", header_part, claims_part) < 0) {
-                input = NULL;
-                return -ENOMEM;
-        }
 
         /* PS256: RSASSA-PSS with SHA-256, MGF1-SHA256 and a 32-byte salt (RFC 7518 §3.5). */
         CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};

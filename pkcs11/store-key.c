@@ -290,6 +290,32 @@ static int find_existing(struct store *s, const char *key_label, const char *cer
         return 0;
 }
 
+/* The pair a keygen --replace retired, once the new one is complete. A leftover is harmless (the
+ * newest pair is used) and the next --replace removes it. */
+static void destroy_replaced(struct store *s, const char *account, const char *key_label,
+                             const CK_OBJECT_HANDLE *old, size_t n_old)
+{
+        for (size_t i = 0; i < n_old; i++) {
+                int r = p11_destroy_object(s, old[i], key_label);
+
+                if (r < 0 && r != -ENOENT)
+                        log_warning("Could not destroy an old assertion key or certificate of "
+                                    "account %s; run keygen --replace again to clean up.",
+                                    account);
+        }
+}
+
+/* The new key pair of a keygen that failed before its certificate was stored. */
+static void destroy_new_key(struct store *s, const char *key_label, CK_OBJECT_HANDLE private_handle,
+                            CK_OBJECT_HANDLE public_handle)
+{
+        if (p11_destroy_object(s, private_handle, key_label) < 0)
+                log_warning("Could not destroy the new, unused key \"%s\"; it is ignored without "
+                            "a certificate and the next keygen --replace removes it.",
+                            key_label);
+        (void)p11_destroy_object(s, public_handle, "the session public key");
+}
+
 int store_keygen(struct store *s, const char *account, const struct store_keygen_options *options,
                  struct store_certificate_info *ret_cert, char **ret_csr_pem)
 {
@@ -357,13 +383,7 @@ int store_keygen(struct store *s, const char *account, const struct store_keygen
 
         /* Only now is the new pair complete: the old one can go. A leftover is harmless (the
          * newest pair is used) and the next --replace removes it. */
-        for (size_t i = 0; i < n_old; i++) {
-                r = p11_destroy_object(s, old[i], key_label);
-                if (r < 0 && r != -ENOENT)
-                        log_warning("Could not destroy an old assertion key or certificate of "
-                                    "account %s; run keygen --replace again to clean up.",
-                                    account);
-        }
+        destroy_replaced(s, account, key_label, old, n_old);
         (void)p11_destroy_object(s, public_handle, "the session public key");
 
         *ret_cert = info;
@@ -375,10 +395,6 @@ fail:
         store_certificate_info_clear(&info);
         if (cert_handle != CK_INVALID_HANDLE)
                 (void)p11_destroy_object(s, cert_handle, cert_label);
-        if (p11_destroy_object(s, private_handle, key_label) < 0)
-                log_warning("Could not destroy the new, unused key \"%s\"; it is ignored without "
-                            "a certificate and the next keygen --replace removes it.",
-                            key_label);
-        (void)p11_destroy_object(s, public_handle, "the session public key");
+        destroy_new_key(s, key_label, private_handle, public_handle);
         return r;
 }

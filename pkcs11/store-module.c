@@ -130,12 +130,42 @@ static int check_module_directories(const char *resolved)
         return 0;
 }
 
+/* The module file itself: a regular file only root (or we) can change. */
+static int check_module_file(const char *resolved)
+{
+        struct stat st;
+        unsigned problems;
+
+        if (stat(resolved, &st) < 0)
+                return log_error_errno(errno, "Failed to stat PKCS#11 module %s", resolved);
+        problems = trusted_file_problems(&st, TRUSTED_FILE_REGULAR);
+        if (problems & TRUSTED_FILE_NOT_REGULAR) {
+                log_error(
+                    "PKCS#11 module %s is not a regular file; point module in [pkcs11] at the "
+                    "module's shared library.",
+                    resolved);
+                return -EINVAL;
+        }
+        if (problems & TRUSTED_FILE_FOREIGN_OWNER) {
+                log_error("PKCS#11 module %s is owned by uid %u; it must be owned by root "
+                          "(chown root %s).",
+                          resolved, (unsigned)st.st_uid, resolved);
+                return -EPERM;
+        }
+        if (problems & TRUSTED_FILE_WRITABLE) {
+                log_error("PKCS#11 module %s is writable by group or others; fix with: "
+                          "chmod go-w %s",
+                          resolved, resolved);
+                return -EPERM;
+        }
+        return 0;
+}
+
 int p11_check_module_path(const char *path, char *const *dirs, size_t n_dirs, char **ret)
 {
         _cleanup_free_ char *resolved = NULL;
         char dir[PATH_MAX];
         struct stat st;
-        unsigned problems;
         char *slash;
         int r;
 
@@ -187,28 +217,9 @@ int p11_check_module_path(const char *path, char *const *dirs, size_t n_dirs, ch
                 return -EPERM;
         }
 
-        if (stat(resolved, &st) < 0)
-                return log_error_errno(errno, "Failed to stat PKCS#11 module %s", resolved);
-        problems = trusted_file_problems(&st, TRUSTED_FILE_REGULAR);
-        if (problems & TRUSTED_FILE_NOT_REGULAR) {
-                log_error(
-                    "PKCS#11 module %s is not a regular file; point module in [pkcs11] at the "
-                    "module's shared library.",
-                    resolved);
-                return -EINVAL;
-        }
-        if (problems & TRUSTED_FILE_FOREIGN_OWNER) {
-                log_error("PKCS#11 module %s is owned by uid %u; it must be owned by root "
-                          "(chown root %s).",
-                          resolved, (unsigned)st.st_uid, resolved);
-                return -EPERM;
-        }
-        if (problems & TRUSTED_FILE_WRITABLE) {
-                log_error("PKCS#11 module %s is writable by group or others; fix with: "
-                          "chmod go-w %s",
-                          resolved, resolved);
-                return -EPERM;
-        }
+        r = check_module_file(resolved);
+        if (r < 0)
+                return r;
         r = check_module_directories(resolved);
         if (r < 0)
                 return r;
@@ -259,16 +270,11 @@ static void describe_tokens(struct store *s, const CK_SLOT_ID *slots, size_t n_s
         }
 }
 
-int p11_find_token(struct store *s, const char *module_path, const char *token_uri,
-                   CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info)
+/* The token URI, refused unless it describes a token and nothing else (no objects, slots,
+ * library or PIN). */
+static int parse_token_uri(const char *token_uri, P11KitUri **ret)
 {
-        _cleanup_free_ CK_SLOT_ID *slots = NULL;
-        _cleanup_free_ CK_SLOT_ID *matches = NULL;
-        CK_TOKEN_INFO info, found_info;
-        CK_ULONG n_slots = 0;
-        size_t n_matches = 0;
         _cleanup_(uri_freep) P11KitUri *uri = NULL;
-        CK_RV rv;
         int r;
 
         if (!token_uri || !*token_uri) {
@@ -299,8 +305,18 @@ int p11_find_token(struct store *s, const char *module_path, const char *token_u
                           token_uri);
                 return -EINVAL;
         }
+        *ret = TAKE_PTR(uri);
+        return 0;
+}
 
-        /* The slot list may grow between the two calls (hot-plug): retry a few times. */
+/* The slots with a token present. The list may grow between the two calls (hot-plug): retry a
+ * few times. */
+static int list_slots(struct store *s, const char *module_path, CK_SLOT_ID **ret, CK_ULONG *ret_n)
+{
+        _cleanup_free_ CK_SLOT_ID *slots = NULL;
+        CK_ULONG n_slots = 0;
+        CK_RV rv;
+
         for (unsigned attempt = 0;; attempt++) {
                 rv = s->module->C_GetSlotList(CK_TRUE, NULL, &n_slots);
                 if (rv != CKR_OK)
@@ -316,6 +332,29 @@ int p11_find_token(struct store *s, const char *module_path, const char *token_u
                         return p11_ck_fail(s, "C_GetSlotList", module_path, rv);
                 break;
         }
+        *ret = TAKE_PTR(slots);
+        *ret_n = n_slots;
+        return 0;
+}
+
+int p11_find_token(struct store *s, const char *module_path, const char *token_uri,
+                   CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info)
+{
+        _cleanup_free_ CK_SLOT_ID *slots = NULL;
+        _cleanup_free_ CK_SLOT_ID *matches = NULL;
+        CK_TOKEN_INFO info, found_info;
+        CK_ULONG n_slots = 0;
+        size_t n_matches = 0;
+        _cleanup_(uri_freep) P11KitUri *uri = NULL;
+        CK_RV rv;
+        int r;
+
+        r = parse_token_uri(token_uri, &uri);
+        if (r < 0)
+                return r;
+        r = list_slots(s, module_path, &slots, &n_slots);
+        if (r < 0)
+                return r;
 
         matches = calloc(n_slots ? n_slots : 1, sizeof(CK_SLOT_ID));
         if (!matches)

@@ -443,6 +443,30 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
         return read_newest_intact(s, account, ret_token, ret_generation, NULL, NULL);
 }
 
+/* Destroys the n generations a verified write replaced; whether all are gone (a failure is
+ * logged and left to the next rotation). */
+static bool destroy_generations(struct store *s, const char *account,
+                                const struct generation *generations, size_t n)
+{
+        bool all = true;
+
+        for (size_t i = 0; i < n; i++) {
+                char old[LABEL_MAX];
+                int r;
+
+                snprintf(old, sizeof(old), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
+                         generations[i].generation);
+                r = p11_destroy_object(s, generations[i].handle, old);
+                if (r < 0 && r != -ENOENT) {
+                        log_warning("Could not destroy old refresh token \"%s\"; the next "
+                                    "rotation retries.",
+                                    old);
+                        all = false;
+                }
+        }
+        return all;
+}
+
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
                               uint64_t *ret_generation)
 {
@@ -451,7 +475,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
         time_t now = time(NULL);
-        bool only_one = true;
+        bool only_one;
         uint64_t next;
         size_t n;
         int r;
@@ -511,19 +535,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
 
         /* Only now is the new token safely stored. A failure here leaves an extra old
          * generation, which the next rotation removes: no reason to fail the write. */
-        for (size_t i = 0; i < n; i++) {
-                char old[LABEL_MAX];
-
-                snprintf(old, sizeof(old), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
-                         generations[i].generation);
-                r = p11_destroy_object(s, generations[i].handle, old);
-                if (r < 0 && r != -ENOENT) {
-                        log_warning("Could not destroy old refresh token \"%s\"; the next "
-                                    "rotation retries.",
-                                    old);
-                        only_one = false;
-                }
-        }
+        only_one = destroy_generations(s, account, generations, n);
         fault_point("after-destroy");
         generation_hint_set(s, account, next, only_one);
 
