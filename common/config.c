@@ -305,7 +305,7 @@ int config_load(const char *path, bool check_owner, struct config **ret)
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         if (fd < 0)
-                return log_error_errno(errno, "Failed to open configuration %s", path);
+                return log_error_errno(-errno, "Failed to open configuration %s", path);
         if (check_owner) {
                 r = trusted_file_check(fd, path, TRUSTED_FILE_REGULAR);
                 if (r < 0)
@@ -338,7 +338,7 @@ int config_load(const char *path, bool check_owner, struct config **ret)
                         goto fail;
         }
         if (ferror(f)) {
-                r = log_error_errno(EIO, "Failed to read %s", path);
+                r = log_error_errno(-EIO, "Failed to read %s", path);
                 goto fail;
         }
         r = config_validate(c, path);

@@ -84,7 +84,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
 
         r = p11_read_attribute(s, handles[0], CKA_VALUE, META_MAX, label, &json, &len);
         if (r == -EFBIG)
-                return log_error_errno(EBADMSG,
+                return log_error_errno(-EBADMSG,
                                        "Object \"%s\" on token \"%s\" is larger than %d "
                                        "bytes.",
                                        label, s->token_label, META_MAX);
@@ -92,7 +92,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
                 return r;
         if (strlen(json) != len) {
                 free(json);
-                return log_error_errno(EBADMSG,
+                return log_error_errno(-EBADMSG,
                                        "Object \"%s\" on token \"%s\" contains a NUL "
                                        "byte.",
                                        label, s->token_label);
@@ -211,7 +211,7 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
                 if (p11_destroy_object(s, handle, label) < 0)
                         log_warning("Could not destroy the unverified object \"%s\".", label);
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "The client secret read back from token \"%s\" "
                                             "differs from what was written; keeping the "
                                             "previous one.",

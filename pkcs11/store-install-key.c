@@ -70,7 +70,8 @@ int store_get_install_key(struct store *s, struct secret **ret)
         if (r < 0)
                 return r;
         if (gnutls_rnd(GNUTLS_RND_KEY, secret_data(key), INSTALL_KEY_SIZE) < 0)
-                return log_error_errno(EIO, "Failed to generate random bytes for the install key.");
+                return log_error_errno(-EIO,
+                                       "Failed to generate random bytes for the install key.");
         r = secret_set_len(key, INSTALL_KEY_SIZE);
         if (r < 0)
                 return r;
@@ -83,7 +84,7 @@ int store_get_install_key(struct store *s, struct secret **ret)
         if (r < 0 || !secret_equal(back, key)) {
                 (void)p11_destroy_object(s, handle, INSTALL_KEY_LABEL);
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "The install key read back from token \"%s\" "
                                             "differs from what was written.",
                                             s->token_label);

@@ -29,7 +29,7 @@ int p11_gnutls_fail(const char *call, int error)
 {
         if (error == GNUTLS_E_MEMORY_ERROR)
                 return -ENOMEM;
-        return log_error_errno(EIO, "%s failed: %s", call, gnutls_strerror(error));
+        return log_error_errno(-EIO, "%s failed: %s", call, gnutls_strerror(error));
 }
 
 /* ---- finding objects that are not CKO_DATA ---- */

@@ -106,7 +106,7 @@ static int check_module_directories(const char *resolved)
                 else
                         *slash = 0;
                 if (stat(dir, &st) < 0)
-                        return log_error_errno(errno,
+                        return log_error_errno(-errno,
                                                "Failed to check directory %s of PKCS#11 "
                                                "module %s",
                                                dir, resolved);
@@ -137,7 +137,7 @@ static int check_module_file(const char *resolved)
         unsigned problems;
 
         if (stat(resolved, &st) < 0)
-                return log_error_errno(errno, "Failed to stat PKCS#11 module %s", resolved);
+                return log_error_errno(-errno, "Failed to stat PKCS#11 module %s", resolved);
         problems = trusted_file_problems(&st, TRUSTED_FILE_REGULAR);
         if (problems & TRUSTED_FILE_NOT_REGULAR) {
                 log_error(
@@ -182,17 +182,17 @@ int p11_check_module_path(const char *path, char *const *dirs, size_t n_dirs, ch
                 return -EINVAL;
         }
         if (stat(path, &st) < 0)
-                return log_error_errno(errno,
+                return log_error_errno(-errno,
                                        "PKCS#11 module %s cannot be used (check module in [pkcs11] "
                                        "and that the module's package is installed)",
                                        path);
         resolved = realpath(path, NULL);
         if (!resolved)
-                return log_error_errno(errno, "Failed to resolve PKCS#11 module path %s", path);
+                return log_error_errno(-errno, "Failed to resolve PKCS#11 module path %s", path);
 
         slash = strrchr(resolved, '/');
         if (!slash || (size_t)(slash - resolved) >= sizeof(dir))
-                return log_error_errno(EINVAL,
+                return log_error_errno(-EINVAL,
                                        "PKCS#11 module path %s resolves to %s, which "
                                        "has no usable directory.",
                                        path, resolved);

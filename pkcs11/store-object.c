@@ -115,7 +115,7 @@ int p11_find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_templat
                         CK_OBJECT_HANDLE *p;
 
                         if (more > OBJECTS_MAX) {
-                                r = log_error_errno(E2BIG,
+                                r = log_error_errno(-E2BIG,
                                                     "Token \"%s\" holds more than %d objects "
                                                     "matching %s; refusing to scan it.",
                                                     s->token_label, OBJECTS_MAX, what);

@@ -86,14 +86,14 @@ int p11_read_pin(const char *path, bool check_mode, struct secret **ret)
         fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
         if (fd < 0) {
                 if (errno == ELOOP)
-                        return log_error_errno(errno,
+                        return log_error_errno(-errno,
                                                "PIN file %s is a symbolic link; point "
                                                "pin_source at the file itself.",
                                                path);
-                return log_error_errno(errno, "Failed to open PIN file %s", path);
+                return log_error_errno(-errno, "Failed to open PIN file %s", path);
         }
         if (fstat(fd, &st) < 0)
-                return log_error_errno(errno, "Failed to stat PIN file %s", path);
+                return log_error_errno(-errno, "Failed to stat PIN file %s", path);
         problems = trusted_file_problems(&st, TRUSTED_FILE_REGULAR | TRUSTED_FILE_PRIVATE);
         if (problems & TRUSTED_FILE_NOT_REGULAR) {
                 log_error("PIN file %s is not a regular file.", path);

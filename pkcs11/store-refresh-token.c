@@ -496,7 +496,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (r < 0)
                 return r;
         if (n > 0 && generations[0].generation == UINT64_MAX)
-                return log_error_errno(EOVERFLOW,
+                return log_error_errno(-EOVERFLOW,
                                        "Account %s has used up its refresh token "
                                        "generations; remove and re-add it.",
                                        account);
@@ -524,7 +524,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                         p11_generation_hints_forget(s, account);
                 }
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "Refresh token \"%s\" read back from token "
                                             "\"%s\" differs from what was written; "
                                             "keeping the previous generation.",
