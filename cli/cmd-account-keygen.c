@@ -183,6 +183,7 @@ static int read_certificate_file(const char *path, char **ret, size_t *ret_len)
         _cleanup_free_ char *data = NULL;
         struct stat st;
         size_t len = 0;
+        int r;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
         if (fd < 0)
@@ -196,20 +197,9 @@ static int read_certificate_file(const char *path, char **ret, size_t *ret_len)
         data = malloc(STORE_CERTIFICATE_FILE_MAX + 1);
         if (!data)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, data + len, STORE_CERTIFICATE_FILE_MAX + 1 - len);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len > STORE_CERTIFICATE_FILE_MAX)
-                        return -EFBIG;
-        }
+        r = read_bounded(fd, data, STORE_CERTIFICATE_FILE_MAX, &len);
+        if (r < 0)
+                return r;
         if (len == 0)
                 return -ENODATA;
         *ret = TAKE_PTR(data);

@@ -42,20 +42,9 @@ int account_read_secret_stdin(size_t max, struct secret **ret)
         r = secret_new(max + 3, &value);
         if (r < 0)
                 return r;
-        for (;;) {
-                ssize_t n = read(STDIN_FILENO, secret_data(value) + len, max + 3 - len);
-
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len == max + 3)
-                        return -EFBIG;
-        }
+        r = read_bounded(STDIN_FILENO, secret_data(value), max + 2, &len);
+        if (r < 0)
+                return r;
         if (len > 0 && secret_data(value)[len - 1] == '\n')
                 len--;
         if (len > 0 && secret_data(value)[len - 1] == '\r')

@@ -12,6 +12,7 @@
 
 #include "cleanup.h"
 #include "log.h"
+#include "trusted-file.h"
 #include "util.h"
 
 static int set_string(char **field, const char *value)
@@ -81,29 +82,6 @@ void config_free(struct config *c)
         free(c->graph_url);
         free(c->ca_bundle);
         free(c);
-}
-
-int config_check_file_owner(int fd, const char *path)
-{
-        struct stat st;
-
-        if (fstat(fd, &st) < 0)
-                return log_error_errno(errno, "Failed to stat %s", path);
-        if (!S_ISREG(st.st_mode)) {
-                log_error("%s is not a regular file.", path);
-                return -EBADF;
-        }
-        if (st.st_uid != 0 && st.st_uid != geteuid()) {
-                log_error("%s is owned by uid %u; it must be owned by root or uid %u "
-                          "(chown root %s).",
-                          path, (unsigned)st.st_uid, (unsigned)geteuid(), path);
-                return -EPERM;
-        }
-        if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-                log_error("%s is writable by group or others; fix with: chmod go-w %s", path, path);
-                return -EPERM;
-        }
-        return 0;
 }
 
 static char *trim(char *s)
@@ -270,21 +248,66 @@ static int config_validate(const struct config *c, const char *path)
         return 0;
 }
 
+#define SECTION_MAX 32
+
+/* One line of the file: blank, a comment, a [section] header or "key = value" inside one. */
+static int parse_line(struct config *c, const char *path, unsigned lineno, char *line,
+                      char section[static SECTION_MAX])
+{
+        char *s, *eq;
+        int r;
+
+        s = trim(line);
+        if (*s == 0 || *s == '#' || *s == ';')
+                return 0;
+        if (*s == '[') {
+                char *end = strchr(s, ']');
+                if (!end || end[1] != 0 || (size_t)(end - s - 1) >= SECTION_MAX) {
+                        log_error("%s:%u: malformed section header.", path, lineno);
+                        return -EINVAL;
+                }
+                *end = 0;
+                memcpy(section, s + 1, (size_t)(end - s));
+                if (strcmp(section, "broker") != 0 && strcmp(section, "pkcs11") != 0 &&
+                    strcmp(section, "identity") != 0) {
+                        log_error("%s:%u: unknown section [%s].", path, lineno, section);
+                        return -EINVAL;
+                }
+                return 0;
+        }
+        eq = strchr(s, '=');
+        if (!eq || !section[0]) {
+                log_error("%s:%u: expected \"key = value\" inside a [section].", path, lineno);
+                return -EINVAL;
+        }
+        *eq = 0;
+        r = config_set(c, section, trim(s), trim(eq + 1));
+        if (r == -ENOENT) {
+                log_error("%s:%u: unknown key \"%s\" in [%s].", path, lineno, trim(s), section);
+                return r;
+        }
+        if (r < 0) {
+                log_error("%s:%u: invalid value for \"%s\".", path, lineno, trim(s));
+                return r;
+        }
+        return 0;
+}
+
 int config_load(const char *path, bool check_owner, struct config **ret)
 {
         _cleanup_close_ int fd = -1;
         _cleanup_fclose_ FILE *f = NULL;
         struct config *c = NULL;
-        char section[32] = "";
+        char section[SECTION_MAX] = "";
         char line[1024];
         unsigned lineno = 0;
         int r;
 
         fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
         if (fd < 0)
-                return log_error_errno(errno, "Failed to open configuration %s", path);
+                return log_error_errno(-errno, "Failed to open configuration %s", path);
         if (check_owner) {
-                r = config_check_file_owner(fd, path);
+                r = trusted_file_check(fd, path, TRUSTED_FILE_REGULAR);
                 if (r < 0)
                         return r;
         }
@@ -298,7 +321,7 @@ int config_load(const char *path, bool check_owner, struct config **ret)
                 return r;
 
         while (fgets(line, sizeof(line), f)) {
-                char *s, *eq;
+                char *s;
 
                 lineno++;
                 s = strchr(line, '\n');
@@ -310,47 +333,12 @@ int config_load(const char *path, bool check_owner, struct config **ret)
                         r = -EINVAL;
                         goto fail;
                 }
-                s = trim(line);
-                if (*s == 0 || *s == '#' || *s == ';')
-                        continue;
-                if (*s == '[') {
-                        char *end = strchr(s, ']');
-                        if (!end || end[1] != 0 || (size_t)(end - s - 1) >= sizeof(section)) {
-                                log_error("%s:%u: malformed section header.", path, lineno);
-                                r = -EINVAL;
-                                goto fail;
-                        }
-                        *end = 0;
-                        memcpy(section, s + 1, (size_t)(end - s));
-                        if (strcmp(section, "broker") != 0 && strcmp(section, "pkcs11") != 0 &&
-                            strcmp(section, "identity") != 0) {
-                                log_error("%s:%u: unknown section [%s].", path, lineno, section);
-                                r = -EINVAL;
-                                goto fail;
-                        }
-                        continue;
-                }
-                eq = strchr(s, '=');
-                if (!eq || !section[0]) {
-                        log_error("%s:%u: expected \"key = value\" inside a [section].", path,
-                                  lineno);
-                        r = -EINVAL;
+                r = parse_line(c, path, lineno, line, section);
+                if (r < 0)
                         goto fail;
-                }
-                *eq = 0;
-                r = config_set(c, section, trim(s), trim(eq + 1));
-                if (r == -ENOENT) {
-                        log_error("%s:%u: unknown key \"%s\" in [%s].", path, lineno, trim(s),
-                                  section);
-                        goto fail;
-                }
-                if (r < 0) {
-                        log_error("%s:%u: invalid value for \"%s\".", path, lineno, trim(s));
-                        goto fail;
-                }
         }
         if (ferror(f)) {
-                r = log_error_errno(EIO, "Failed to read %s", path);
+                r = log_error_errno(-EIO, "Failed to read %s", path);
                 goto fail;
         }
         r = config_validate(c, path);

@@ -64,7 +64,3 @@ int config_load(const char *path, bool check_owner, struct config **ret);
 int config_new_default(struct config **ret);
 void config_free(struct config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct config *, config_free)
-
-/* Checks that an opened file is a regular file owned by root or by our uid and not writable by
- * group or others. Logs what is wrong and how to fix it. */
-int config_check_file_owner(int fd, const char *path);

@@ -21,13 +21,13 @@ int harden_process(void)
 
         /* Not dumpable: no core files and no same-uid ptrace or /proc/<pid>/mem reads. */
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-                return log_error_errno(errno, "Failed to make the process non-dumpable");
+                return log_error_errno(-errno, "Failed to make the process non-dumpable");
         if (setrlimit(RLIMIT_CORE, &no_core) < 0)
-                return log_error_errno(errno, "Failed to disable core dumps");
+                return log_error_errno(-errno, "Failed to disable core dumps");
         umask(077);
         /* Peers that hang up must surface as EPIPE, not kill us. */
         if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
-                return log_error_errno(errno, "Failed to ignore SIGPIPE");
+                return log_error_errno(-errno, "Failed to ignore SIGPIPE");
         return 0;
 }
 
@@ -64,7 +64,7 @@ int harden_lock_memory(uint64_t min_bytes)
         (void)mallopt(M_ARENA_MAX, 1);
         /* MCL_ONFAULT: pages are locked as they are touched, not all populated up front. */
         if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) < 0) {
-                log_warning_errno(errno,
+                log_warning_errno(-errno,
                                   "Memory not locked: mlockall() failed, with the address space "
                                   "larger than RLIMIT_MEMLOCK? Raise LimitMEMLOCK= in "
                                   "credbroker.service");

@@ -24,7 +24,7 @@ static int destroy_replaced(struct store *s, const CK_OBJECT_HANDLE *old, size_t
         int r, ret = 0;
 
         for (size_t i = 0; i < n_old; i++) {
-                r = destroy_object(s, old[i], label);
+                r = p11_destroy_object(s, old[i], label);
                 if (r < 0 && r != -ENOENT && ret == 0)
                         ret = r;
         }
@@ -41,18 +41,18 @@ int store_put_meta(struct store *s, const char *account, const char *json)
         size_t n_old, len;
         int r;
 
-        if (!s || !account_is_valid(account) || !json)
+        if (!s || !p11_account_is_valid(account) || !json)
                 return -EINVAL;
         len = strlen(json);
         if (len == 0 || len > META_MAX || !utf8_is_valid((const uint8_t *)json, len))
                 return -EINVAL;
 
         snprintf(label, sizeof(label), "%s" META_SUFFIX, account);
-        r = find_data_objects(s, label, &old, &n_old);
+        r = p11_find_data_objects(s, label, &old, &n_old);
         if (r < 0)
                 return r;
         /* New first: a crash in between leaves two copies, never none. */
-        r = create_data_object(s, label, json, len, &handle);
+        r = p11_create_data_object(s, label, json, len, &handle);
         if (r < 0)
                 return r;
         /* Unlike refresh tokens, two meta objects cannot be told apart, so a leftover makes get
@@ -68,11 +68,11 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
         size_t n, len = 0;
         int r;
 
-        if (!s || !account_is_valid(account) || !ret_json)
+        if (!s || !p11_account_is_valid(account) || !ret_json)
                 return -EINVAL;
 
         snprintf(label, sizeof(label), "%s" META_SUFFIX, account);
-        r = find_data_objects(s, label, &handles, &n);
+        r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
                 return r;
         if (n == 0)
@@ -82,9 +82,9 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
                             "using one of them. Store the metadata again to clean up.",
                             s->token_label, n, label);
 
-        r = read_attribute(s, handles[0], CKA_VALUE, META_MAX, label, &json, &len);
+        r = p11_read_attribute(s, handles[0], CKA_VALUE, META_MAX, label, &json, &len);
         if (r == -EFBIG)
-                return log_error_errno(EBADMSG,
+                return log_error_errno(-EBADMSG,
                                        "Object \"%s\" on token \"%s\" is larger than %d "
                                        "bytes.",
                                        label, s->token_label, META_MAX);
@@ -92,7 +92,7 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
                 return r;
         if (strlen(json) != len) {
                 free(json);
-                return log_error_errno(EBADMSG,
+                return log_error_errno(-EBADMSG,
                                        "Object \"%s\" on token \"%s\" contains a NUL "
                                        "byte.",
                                        label, s->token_label);
@@ -117,7 +117,7 @@ void store_names_free(char **names, size_t n)
 
 int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
 {
-        struct data_object *objects = NULL;
+        struct p11_data_object *objects = NULL;
         size_t n_objects, n = 0;
         char **names;
         int r;
@@ -125,12 +125,12 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
         if (!s || !ret_names || !ret_n)
                 return -EINVAL;
 
-        r = list_data_objects(s, &objects, &n_objects);
+        r = p11_list_data_objects(s, &objects, &n_objects);
         if (r < 0)
                 return r;
         names = calloc(n_objects ? n_objects : 1, sizeof(char *));
         if (!names) {
-                data_objects_free(objects, n_objects);
+                p11_data_objects_free(objects, n_objects);
                 return -ENOMEM;
         }
         for (size_t i = 0; i < n_objects; i++) {
@@ -141,11 +141,11 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
                     strcmp(label + len - strlen(META_SUFFIX), META_SUFFIX) != 0)
                         continue;
                 label[len - strlen(META_SUFFIX)] = 0;
-                if (!account_is_valid(label))
+                if (!p11_account_is_valid(label))
                         continue;
                 names[n++] = TAKE_PTR(objects[i].label);
         }
-        data_objects_free(objects, n_objects);
+        p11_data_objects_free(objects, n_objects);
 
         qsort(names, n, sizeof(char *), compare_names);
         /* An interrupted store_put_meta() leaves two "<account>/meta": one name each. */
@@ -194,24 +194,24 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
         size_t n_old;
         int r;
 
-        if (!s || !account_is_valid(account) || !secret || !client_secret_is_valid(secret))
+        if (!s || !p11_account_is_valid(account) || !secret || !client_secret_is_valid(secret))
                 return -EINVAL;
 
         client_secret_label(account, label);
-        r = find_data_objects(s, label, &old, &n_old);
+        r = p11_find_data_objects(s, label, &old, &n_old);
         if (r < 0)
                 return r;
         /* New first, read back, and only then the old: a crash leaves two, never none. */
-        r = create_data_object(s, label, secret_str(secret), secret_len(secret), &handle);
+        r = p11_create_data_object(s, label, secret_str(secret), secret_len(secret), &handle);
         if (r < 0)
                 return r;
         fault_point("client-secret-after-create");
-        r = read_secret_value(s, handle, STORE_CLIENT_SECRET_MAX, label, &back);
+        r = p11_read_secret_value(s, handle, STORE_CLIENT_SECRET_MAX, label, &back);
         if (r < 0 || !secret_equal(back, secret)) {
-                if (destroy_object(s, handle, label) < 0)
+                if (p11_destroy_object(s, handle, label) < 0)
                         log_warning("Could not destroy the unverified object \"%s\".", label);
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "The client secret read back from token \"%s\" "
                                             "differs from what was written; keeping the "
                                             "previous one.",
@@ -231,11 +231,11 @@ int store_get_client_secret(struct store *s, const char *account, struct secret 
         size_t n;
         int r;
 
-        if (!s || !account_is_valid(account) || !ret)
+        if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
 
         client_secret_label(account, label);
-        r = find_data_objects(s, label, &handles, &n);
+        r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
                 return r;
         if (n > 1)
@@ -245,7 +245,7 @@ int store_get_client_secret(struct store *s, const char *account, struct secret 
         for (size_t i = 0; i < n; i++) {
                 _cleanup_secret_ struct secret *value = NULL;
 
-                r = read_secret_value(s, handles[i], STORE_CLIENT_SECRET_MAX, label, &value);
+                r = p11_read_secret_value(s, handles[i], STORE_CLIENT_SECRET_MAX, label, &value);
                 if (r == -ENOENT || r == -EFBIG)
                         continue;
                 if (r < 0)
@@ -266,10 +266,10 @@ int store_has_client_secret(struct store *s, const char *account)
         size_t n;
         int r;
 
-        if (!s || !account_is_valid(account))
+        if (!s || !p11_account_is_valid(account))
                 return -EINVAL;
         client_secret_label(account, label);
-        r = find_data_objects(s, label, &handles, &n);
+        r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
                 return r;
         return n > 0;
@@ -277,7 +277,7 @@ int store_has_client_secret(struct store *s, const char *account)
 
 /* ---- accounts ---- */
 
-const char *class_name(CK_OBJECT_CLASS class)
+const char *p11_class_name(CK_OBJECT_CLASS class)
 {
         switch (class) {
         case CKO_DATA:
@@ -325,7 +325,7 @@ static int removal_add(struct removal *removal, const char *label, CK_OBJECT_CLA
         removal->objects[removal->n].label = strdup(label);
         if (!removal->objects[removal->n].label)
                 return -ENOMEM;
-        removal->objects[removal->n++].class_name = class_name(class);
+        removal->objects[removal->n++].class_name = p11_class_name(class);
         return 0;
 }
 
@@ -336,13 +336,13 @@ static int destroy_labeled_non_data(struct store *s, const char *label, struct r
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         CK_ATTRIBUTE template[] = {
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
             {CKA_LABEL, (void *)label, strlen(label)},
         };
         size_t n;
         int r, ret = 0;
 
-        r = find_objects(s, template, ELEMENTSOF(template), label, &handles, &n);
+        r = p11_find_objects(s, template, ELEMENTSOF(template), label, &handles, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
@@ -354,14 +354,14 @@ static int destroy_labeled_non_data(struct store *s, const char *label, struct r
                 if (rv == CKR_OBJECT_HANDLE_INVALID)
                         continue;
                 if (rv != CKR_OK) {
-                        r = ck_fail(s, "C_GetAttributeValue(CKA_CLASS)", label, rv);
+                        r = p11_ck_fail(s, "C_GetAttributeValue(CKA_CLASS)", label, rv);
                         if (ret == 0)
                                 ret = r;
                         continue;
                 }
                 if (class == CKO_DATA)
                         continue;
-                r = destroy_object(s, handles[i], label);
+                r = p11_destroy_object(s, handles[i], label);
                 if (r == -ENOENT)
                         continue;
                 if (r == 0)
@@ -377,16 +377,16 @@ int store_remove_account_report(struct store *s, const char *account,
 {
         static const char *const key_suffixes[] = {ASSERTION_KEY_SUFFIX, ASSERTION_CERT_SUFFIX};
         struct removal removal = {0};
-        struct data_object *objects = NULL;
+        struct p11_data_object *objects = NULL;
         char prefix[NAME_MAX_LEN + 2];
         char meta[NAME_MAX_LEN + sizeof(META_SUFFIX)];
         size_t n_objects;
         int r, failed = 0;
 
-        if (!s || !account_is_valid(account) || !ret_objects || !ret_n)
+        if (!s || !p11_account_is_valid(account) || !ret_objects || !ret_n)
                 return -EINVAL;
 
-        generation_hints_forget(s, account);
+        p11_generation_hints_forget(s, account);
         snprintf(prefix, sizeof(prefix), "%s/", account);
         snprintf(meta, sizeof(meta), "%s" META_SUFFIX, account);
 
@@ -399,7 +399,7 @@ int store_remove_account_report(struct store *s, const char *account,
                         failed = r;
         }
 
-        r = list_data_objects(s, &objects, &n_objects);
+        r = p11_list_data_objects(s, &objects, &n_objects);
         if (r < 0) {
                 store_removed_free(removal.objects, removal.n);
                 return r;
@@ -410,13 +410,13 @@ int store_remove_account_report(struct store *s, const char *account,
                 for (size_t i = 0; i < n_objects; i++) {
                         bool is_meta = strcmp(objects[i].label, meta) == 0;
 
-                        if (!startswith(objects[i].label, prefix))
+                        if (!p11_startswith(objects[i].label, prefix))
                                 continue;
                         if (is_meta != (pass == 1))
                                 continue;
                         if (is_meta && failed < 0)
                                 continue;
-                        r = destroy_object(s, objects[i].handle, objects[i].label);
+                        r = p11_destroy_object(s, objects[i].handle, objects[i].label);
                         if (r == -ENOENT)
                                 continue;
                         if (r == 0)
@@ -425,7 +425,7 @@ int store_remove_account_report(struct store *s, const char *account,
                                 failed = r;
                 }
         }
-        data_objects_free(objects, n_objects);
+        p11_data_objects_free(objects, n_objects);
         if (failed < 0) {
                 store_removed_free(removal.objects, removal.n);
                 return failed;
@@ -463,7 +463,7 @@ static int names_add(char ***names, size_t *n, size_t *allocated, const char *la
         name = strndup(label, name_len);
         if (!name)
                 return -ENOMEM;
-        if (!account_is_valid(name)) {
+        if (!p11_account_is_valid(name)) {
                 free(name);
                 return 0;
         }
@@ -489,21 +489,21 @@ static int add_names_of_class(struct store *s, CK_OBJECT_CLASS class, const char
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
-            {CKA_PRIVATE, &store_true, sizeof(store_true)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
         };
         size_t n_handles;
         int r;
 
-        r = find_objects(s, template, ELEMENTSOF(template), class_name(class), &handles,
-                         &n_handles);
+        r = p11_find_objects(s, template, ELEMENTSOF(template), p11_class_name(class), &handles,
+                             &n_handles);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_handles; i++) {
                 char label[LABEL_MAX + 1];
                 size_t len;
 
-                r = get_label(s, handles[i], label);
+                r = p11_get_label(s, handles[i], label);
                 if (r == -ENOENT || r == -EBADMSG)
                         continue;
                 if (r < 0)
@@ -520,7 +520,7 @@ static int add_names_of_class(struct store *s, CK_OBJECT_CLASS class, const char
 
 int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
 {
-        struct data_object *objects = NULL;
+        struct p11_data_object *objects = NULL;
         char **names = NULL;
         size_t n_objects, n = 0, allocated = 0, unique = 0;
         int r;
@@ -528,7 +528,7 @@ int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
         if (!s || !ret_names || !ret_n)
                 return -EINVAL;
 
-        r = list_data_objects(s, &objects, &n_objects);
+        r = p11_list_data_objects(s, &objects, &n_objects);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_objects && r >= 0; i++) {
@@ -538,7 +538,7 @@ int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
                         r = names_add(&names, &n, &allocated, objects[i].label,
                                       (size_t)(slash - objects[i].label));
         }
-        data_objects_free(objects, n_objects);
+        p11_data_objects_free(objects, n_objects);
         if (r >= 0)
                 r = add_names_of_class(s, CKO_PRIVATE_KEY, ASSERTION_KEY_SUFFIX, &names, &n,
                                        &allocated);

@@ -138,52 +138,27 @@ static bool token_signs_pss(struct store *s)
         return rv != CKR_OK || (info.flags & CKF_SIGN);
 }
 
-int store_sign_assertion(struct store *s, const char *account, const char *audience,
-                         const char *client_id, enum store_assertion_alg alg, uint64_t now,
-                         struct secret **ret)
+/* The certificate's thumbprint for the JWT header: base64url of its SHA-256 (x5t#S256, with
+ * PS256) or SHA-1 (x5t, with RS256). */
+static int certificate_thumbprint(enum store_assertion_alg alg, const uint8_t *der, size_t der_len,
+                                  char **ret)
 {
-        _cleanup_json_ cJSON *header = NULL, *claims = NULL;
-        _cleanup_free_ uint8_t *der = NULL;
-        _cleanup_free_ char *thumbprint = NULL, *header_part = NULL, *claims_part = NULL;
-        _cleanup_free_ char *input = NULL, *signature_part = NULL;
-        _cleanup_secret_ struct secret *jwt = NULL;
-        uint8_t digest[32], signature[SIGNATURE_MAX];
         gnutls_digest_algorithm_t digest_algorithm;
-        CK_OBJECT_HANDLE key;
-        size_t der_len, signature_len = 0;
-        char jti[37];
-        int r;
+        uint8_t digest[32];
 
-        if (!s || !account_is_valid(account) || !ret)
-                return -EINVAL;
-        if (!audience_is_valid(audience) || !client_id_is_valid(client_id))
-                return -EINVAL;
-        if (alg != STORE_ASSERTION_PS256 && alg != STORE_ASSERTION_RS256)
-                return -EINVAL;
-        if (now == 0 || now > NOW_MAX)
-                return -EINVAL;
-
-        r = find_assertion_pair(s, account, &key, &der, &der_len);
-        if (r == -ENOENT) {
-                log_error("Account %s has no assertion key and certificate; create them with: "
-                          "credbroker account keygen %s",
-                          account, account);
-                return -ENOENT;
-        }
-        if (r < 0)
-                return r;
-
-        if (alg == STORE_ASSERTION_PS256 && !token_signs_pss(s))
-                return -EOPNOTSUPP; /* the caller may sign RS256 instead */
         digest_algorithm = alg == STORE_ASSERTION_PS256 ? GNUTLS_DIG_SHA256 : GNUTLS_DIG_SHA1;
         if (gnutls_hash_fast(digest_algorithm, der, der_len, digest) < 0)
                 return -EIO;
-        r = base64url(digest, gnutls_hash_get_len(digest_algorithm), &thumbprint);
-        if (r < 0)
-                return r;
-        r = random_uuid(jti);
-        if (r < 0)
-                return r;
+        return base64url(digest, gnutls_hash_get_len(digest_algorithm), ret);
+}
+
+/* "header.claims", the part of the JWT the token signs. */
+static int signing_input(enum store_assertion_alg alg, const char *thumbprint, const char *audience,
+                         const char *client_id, const char *jti, uint64_t now, char **ret)
+{
+        _cleanup_json_ cJSON *header = NULL, *claims = NULL;
+        _cleanup_free_ char *header_part = NULL, *claims_part = NULL;
+        int r;
 
         header = cJSON_CreateObject();
         claims = cJSON_CreateObject();
@@ -208,10 +183,57 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
         r = json_part(claims, &claims_part);
         if (r < 0)
                 return r;
-        if (asprintf(&input, "%s.%s", header_part, claims_part) < 0) {
-                input = NULL;
+        if (asprintf(ret, "%s.%s", header_part, claims_part) < 0) {
+                *ret = NULL;
                 return -ENOMEM;
         }
+        return 0;
+}
+
+int store_sign_assertion(struct store *s, const char *account, const char *audience,
+                         const char *client_id, enum store_assertion_alg alg, uint64_t now,
+                         struct secret **ret)
+{
+        _cleanup_free_ uint8_t *der = NULL;
+        _cleanup_free_ char *thumbprint = NULL;
+        _cleanup_free_ char *input = NULL, *signature_part = NULL;
+        _cleanup_secret_ struct secret *jwt = NULL;
+        uint8_t signature[SIGNATURE_MAX];
+        CK_OBJECT_HANDLE key;
+        size_t der_len, signature_len = 0;
+        char jti[37];
+        int r;
+
+        if (!s || !p11_account_is_valid(account) || !ret)
+                return -EINVAL;
+        if (!audience_is_valid(audience) || !client_id_is_valid(client_id))
+                return -EINVAL;
+        if (alg != STORE_ASSERTION_PS256 && alg != STORE_ASSERTION_RS256)
+                return -EINVAL;
+        if (now == 0 || now > NOW_MAX)
+                return -EINVAL;
+
+        r = p11_find_assertion_pair(s, account, &key, &der, &der_len);
+        if (r == -ENOENT) {
+                log_error("Account %s has no assertion key and certificate; create them with: "
+                          "credbroker account keygen %s",
+                          account, account);
+                return -ENOENT;
+        }
+        if (r < 0)
+                return r;
+
+        if (alg == STORE_ASSERTION_PS256 && !token_signs_pss(s))
+                return -EOPNOTSUPP; /* the caller may sign RS256 instead */
+        r = certificate_thumbprint(alg, der, der_len, &thumbprint);
+        if (r < 0)
+                return r;
+        r = random_uuid(jti);
+        if (r < 0)
+                return r;
+        r = signing_input(alg, thumbprint, audience, client_id, jti, now, &input);
+        if (r < 0)
+                return r;
 
         /* PS256: RSASSA-PSS with SHA-256, MGF1-SHA256 and a 32-byte salt (RFC 7518 §3.5). */
         CK_RSA_PKCS_PSS_PARAMS pss = {CKM_SHA256, CKG_MGF1_SHA256, 32};
@@ -219,7 +241,7 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
                                      ? (CK_MECHANISM){CKM_SHA256_RSA_PKCS_PSS, &pss, sizeof(pss)}
                                      : (CK_MECHANISM){CKM_SHA256_RSA_PKCS, NULL, 0};
 
-        r = sign_in_token(s, key, &mechanism, input, strlen(input), signature, &signature_len);
+        r = p11_sign_in_token(s, key, &mechanism, input, strlen(input), signature, &signature_len);
         if (r < 0)
                 return r;
         r = base64url(signature, signature_len, &signature_part);

@@ -32,14 +32,14 @@ int store_get_install_key(struct store *s, struct secret **ret)
         if (!s || !ret)
                 return -EINVAL;
 
-        r = find_data_objects(s, INSTALL_KEY_LABEL, &handles, &n);
+        r = p11_find_data_objects(s, INSTALL_KEY_LABEL, &handles, &n);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++) {
                 _cleanup_secret_ struct secret *candidate = NULL;
 
-                r = read_secret_value(s, handles[i], INSTALL_KEY_SIZE, INSTALL_KEY_LABEL,
-                                      &candidate);
+                r = p11_read_secret_value(s, handles[i], INSTALL_KEY_SIZE, INSTALL_KEY_LABEL,
+                                          &candidate);
                 if (r == -ENOENT || r == -EFBIG)
                         continue;
                 if (r < 0)
@@ -70,19 +70,21 @@ int store_get_install_key(struct store *s, struct secret **ret)
         if (r < 0)
                 return r;
         if (gnutls_rnd(GNUTLS_RND_KEY, secret_data(key), INSTALL_KEY_SIZE) < 0)
-                return log_error_errno(EIO, "Failed to generate random bytes for the install key.");
+                return log_error_errno(-EIO,
+                                       "Failed to generate random bytes for the install key.");
         r = secret_set_len(key, INSTALL_KEY_SIZE);
         if (r < 0)
                 return r;
 
-        r = create_data_object(s, INSTALL_KEY_LABEL, secret_data(key), INSTALL_KEY_SIZE, &handle);
+        r = p11_create_data_object(s, INSTALL_KEY_LABEL, secret_data(key), INSTALL_KEY_SIZE,
+                                   &handle);
         if (r < 0)
                 return r;
-        r = read_secret_value(s, handle, INSTALL_KEY_SIZE, INSTALL_KEY_LABEL, &back);
+        r = p11_read_secret_value(s, handle, INSTALL_KEY_SIZE, INSTALL_KEY_LABEL, &back);
         if (r < 0 || !secret_equal(back, key)) {
-                (void)destroy_object(s, handle, INSTALL_KEY_LABEL);
+                (void)p11_destroy_object(s, handle, INSTALL_KEY_LABEL);
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "The install key read back from token \"%s\" "
                                             "differs from what was written.",
                                             s->token_label);

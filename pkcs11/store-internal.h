@@ -49,60 +49,81 @@ struct store {
         /* Each account's newest refresh-token generation as last seen, so that a refresh looks
          * its generation up by exact label instead of scanning every object in the token
          * (store-refresh-token.c). Labels outlive sessions, so a reopen keeps them. */
-        struct generation_hint *generation_hints;
+        struct p11_generation_hint *generation_hints;
         size_t n_generation_hints;
 };
 
 /* A CKO_DATA object of ours and its label. */
-struct data_object {
+struct p11_data_object {
         CK_OBJECT_HANDLE handle;
         char *label;
 };
 
 /* Template values shared by every object we search for or create. */
-extern char store_application[];
-extern CK_BBOOL store_true;
+extern char p11_application[];
+extern CK_BBOOL p11_true;
 
-/* store.c: errors */
-const char *rv_name(CK_RV rv);
-int rv_to_errno(CK_RV rv);
+/* store-rv.c: errors */
+const char *p11_rv_name(CK_RV rv);
+int p11_rv_to_errno(CK_RV rv);
 /* Logs a failed call with its CK_RV name and returns the negative errno it maps to. */
-int ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
-/* Logs what a failed C_Login means (wrong PIN, locked, expired, …) and returns its errno. */
-int login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path);
+int p11_ck_fail(const struct store *s, const char *call, const char *what, CK_RV rv);
 
-/* store.c: session loss and reopening */
+/* store-module.c: the module allow-list, loading, and the token */
+/* Checks that path is absolute, inside an allowed module directory (module_dirs patterns), a
+ * regular file, and that it and every directory above it only root (or we) can change; returns
+ * the resolved path to load. Logs what is wrong and how to fix it. */
+int p11_check_module_path(const char *path, char *const *dirs, size_t n_dirs, char **ret);
+/* Loads and initializes the module at the (checked, resolved) path into s. */
+int p11_load_module(struct store *s, const char *module);
+/* The slot of the one initialized token token_uri selects: -ENODEV for none, -ENOTUNIQ for
+ * several (each listed in the log). */
+int p11_find_token(struct store *s, const char *module_path, const char *token_uri,
+                   CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info);
+
+/* store-pin.c: the PIN */
+/* Checks pin_source's syntax and returns the file to read and whether its owner and mode are
+ * checked (not for a systemd credential), before any module is loaded. */
+int p11_pin_source_path(const char *pin_source, char **ret_path, bool *ret_check_mode);
+int p11_read_pin(const char *path, bool check_mode, struct secret **ret);
+
+/* store-session.c: login, session loss and reopening */
+/* Logs what a failed C_Login means (wrong PIN, locked, expired, …) and returns its errno. */
+int p11_login_error(const struct store *s, CK_RV rv, const char *pin_source, const char *pin_path);
+int p11_login(struct store *s, const char *pin_source, const char *pin_path, bool check_mode,
+              CK_SLOT_ID slot, const CK_TOKEN_INFO *info);
 /* Marks the session lost when rv says so (session closed or invalid, login gone, device
  * removed or failing); returns whether it did. */
-bool store_note_rv(struct store *s, CK_RV rv);
+bool p11_note_rv(struct store *s, CK_RV rv);
 /* Keeps what a reopen needs; store_open() calls it once the first session is logged in. */
-int store_remember_session(struct store *s, const char *module_path, const char *token_uri,
-                           const char *pin_source, const char *pin_path, bool pin_check_mode);
+int p11_remember_session(struct store *s, const char *module_path, const char *token_uri,
+                         const char *pin_source, const char *pin_path, bool pin_check_mode);
 
 /* store-refresh-token.c */
-void generation_hints_forget(struct store *s, const char *account);
-void generation_hints_free(struct store *s);
+void p11_generation_hints_forget(struct store *s, const char *account);
+void p11_generation_hints_free(struct store *s);
 
 /* store-object.c: labels */
-bool account_is_valid(const char *account);
-const char *startswith(const char *s, const char *prefix);
-bool parse_generation(const char *label, const char *prefix, uint64_t *ret);
+bool p11_account_is_valid(const char *account);
+const char *p11_startswith(const char *s, const char *prefix);
+bool p11_parse_generation(const char *label, const char *prefix, uint64_t *ret);
 
 /* store-object.c: finding, reading, creating and destroying objects */
-bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info);
-bool error_is_token_wide(struct store *s, int r);
-int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
-                 CK_OBJECT_HANDLE **ret, size_t *ret_n);
-int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n);
-int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1]);
-void data_objects_free(struct data_object *objects, size_t n);
-int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n);
-int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
-                      struct secret **ret);
+bool p11_session_is_logged_in(struct store *s, CK_SESSION_INFO *info);
+bool p11_error_is_token_wide(struct store *s, int r);
+int p11_find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
+                     CK_OBJECT_HANDLE **ret, size_t *ret_n);
+int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret,
+                          size_t *ret_n);
+int p11_get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1]);
+void p11_data_objects_free(struct p11_data_object *objects, size_t n);
+int p11_list_data_objects(struct store *s, struct p11_data_object **ret, size_t *ret_n);
+int p11_read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                          struct secret **ret);
 /* One attribute of at most max bytes (-EFBIG for more), as a malloc()ed copy with a NUL after
  * its ret_len bytes so a text value reads as a string. */
-int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, void **ret, size_t *ret_len);
-int create_data_object(struct store *s, const char *label, const void *value, size_t len,
-                       CK_OBJECT_HANDLE *ret);
-int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what);
+int p11_read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                       const char *what, void **ret, size_t *ret_len);
+int p11_create_data_object(struct store *s, const char *label, const void *value, size_t len,
+                           CK_OBJECT_HANDLE *ret);
+int p11_destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what);

@@ -13,16 +13,16 @@
 #include "log.h"
 #include "util.h"
 
-char store_application[] = STORE_APPLICATION;
-CK_BBOOL store_true = CK_TRUE;
+char p11_application[] = STORE_APPLICATION;
+CK_BBOOL p11_true = CK_TRUE;
 
 /* Account names are file-name-safe by name_is_valid(); "credbroker" is reserved, see above. */
-bool account_is_valid(const char *account)
+bool p11_account_is_valid(const char *account)
 {
         return name_is_valid(account) && strcmp(account, STORE_APPLICATION) != 0;
 }
 
-const char *startswith(const char *s, const char *prefix)
+const char *p11_startswith(const char *s, const char *prefix)
 {
         size_t n = strlen(prefix);
 
@@ -30,7 +30,7 @@ const char *startswith(const char *s, const char *prefix)
 }
 
 /* Strict: the digits after "<account>/refresh_token/" with no sign, no leading zero, no junk. */
-bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
+bool p11_parse_generation(const char *label, const char *prefix, uint64_t *ret)
 {
         size_t n = strlen(prefix);
         const char *digits;
@@ -45,12 +45,12 @@ bool parse_generation(const char *label, const char *prefix, uint64_t *ret)
 
 /* ---- objects ---- */
 
-/* ck_fail() for calls on the session: a return value that means the session is gone marks it
+/* p11_ck_fail() for calls on the session: a return value that means the session is gone marks it
  * lost, so the next operation opens it again (store_ensure_session()). */
 static int object_fail(struct store *s, const char *call, const char *what, CK_RV rv)
 {
-        store_note_rv(s, rv);
-        return ck_fail(s, call, what, rv);
+        p11_note_rv(s, rv);
+        return p11_ck_fail(s, call, what, rv);
 }
 
 /* Whether a failure reading one object was the token's or the session's rather than the
@@ -58,23 +58,23 @@ static int object_fail(struct store *s, const char *call, const char *what, CK_R
  * find no private object), and "no refresh token" would be the wrong conclusion. The errno alone
  * cannot tell (-EACCES is a sensitive attribute as much as a lost login), so the session is
  * asked. */
-bool error_is_token_wide(struct store *s, int r)
+bool p11_error_is_token_wide(struct store *s, int r)
 {
         CK_SESSION_INFO info;
 
         if (r == -ENOMEM || r == -ENODEV || r == -ENOTCONN)
                 return true;
-        return !session_is_logged_in(s, &info);
+        return !p11_session_is_logged_in(s, &info);
 }
 
-bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info)
+bool p11_session_is_logged_in(struct store *s, CK_SESSION_INFO *info)
 {
         CK_RV rv = s->module->C_GetSessionInfo(s->session, info);
 
         if (rv != CKR_OK) {
-                store_note_rv(s, rv);
+                p11_note_rv(s, rv);
                 log_warning("Token \"%s\": the session is gone (C_GetSessionInfo: %s).",
-                            s->token_label, rv_name(rv));
+                            s->token_label, p11_rv_name(rv));
                 return false;
         }
         if (info->state != CKS_RW_USER_FUNCTIONS && info->state != CKS_RO_USER_FUNCTIONS) {
@@ -84,8 +84,8 @@ bool session_is_logged_in(struct store *s, CK_SESSION_INFO *info)
         return true;
 }
 
-int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
-                 CK_OBJECT_HANDLE **ret, size_t *ret_n)
+int p11_find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
+                     CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         size_t n = 0, allocated = 0;
@@ -97,7 +97,7 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
         if (r < 0)
                 return r;
         rv = s->module->C_FindObjectsInit(s->session, template, n_template);
-        if (rv != CKR_OK && store_note_rv(s, rv)) {
+        if (rv != CKR_OK && p11_note_rv(s, rv)) {
                 /* Lost since the last operation, and nothing of the old session is in use yet:
                  * open it again and the caller never sees the loss. */
                 r = store_ensure_session(s);
@@ -115,7 +115,7 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
                         CK_OBJECT_HANDLE *p;
 
                         if (more > OBJECTS_MAX) {
-                                r = log_error_errno(E2BIG,
+                                r = log_error_errno(-E2BIG,
                                                     "Token \"%s\" holds more than %d objects "
                                                     "matching %s; refusing to scan it.",
                                                     s->token_label, OBJECTS_MAX, what);
@@ -154,24 +154,24 @@ int find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, c
 /* Our CKO_DATA objects, optionally only those with one exact label. CKA_PRIVATE=TRUE is part of
  * the search: only a logged-in user can create private objects, so a public look-alike planted
  * through an unauthenticated session is never taken for ours. */
-int find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
         CK_OBJECT_CLASS class = CKO_DATA;
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
-            {CKA_PRIVATE, &store_true, sizeof(store_true)},
-            {CKA_APPLICATION, store_application, sizeof(store_application) - 1},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
+            {CKA_APPLICATION, p11_application, sizeof(p11_application) - 1},
             {CKA_LABEL, (void *)label, label ? strlen(label) : 0},
         };
 
-        return find_objects(s, template, label ? 5 : 4, label ? label : "credbroker objects", ret,
-                            ret_n);
+        return p11_find_objects(s, template, label ? 5 : 4, label ? label : "credbroker objects",
+                                ret, ret_n);
 }
 
 /* The label in one call: a label that does not fit LABEL_MAX is not one of ours. Returns
  * -ENOENT for an object gone since the search and -EBADMSG for a label that is not ours. */
-int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1])
+int p11_get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1])
 {
         CK_ATTRIBUTE a = {CKA_LABEL, label, LABEL_MAX};
         CK_RV rv;
@@ -189,7 +189,7 @@ int get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_
         return 0;
 }
 
-void data_objects_free(struct data_object *objects, size_t n)
+void p11_data_objects_free(struct p11_data_object *objects, size_t n)
 {
         for (size_t i = 0; i < n; i++)
                 free(objects[i].label);
@@ -198,14 +198,14 @@ void data_objects_free(struct data_object *objects, size_t n)
 
 /* Every CKO_DATA object of ours with its label. Searches cannot match a label prefix, so the
  * callers that need "<account>/…" filter this list. */
-int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
+int p11_list_data_objects(struct store *s, struct p11_data_object **ret, size_t *ret_n)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
-        struct data_object *objects;
+        struct p11_data_object *objects;
         size_t n_handles, n = 0;
         int r;
 
-        r = find_data_objects(s, NULL, &handles, &n_handles);
+        r = p11_find_data_objects(s, NULL, &handles, &n_handles);
         if (r < 0)
                 return r;
         objects = calloc(n_handles ? n_handles : 1, sizeof(*objects));
@@ -214,11 +214,11 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
         for (size_t i = 0; i < n_handles; i++) {
                 char label[LABEL_MAX + 1];
 
-                r = get_label(s, handles[i], label);
+                r = p11_get_label(s, handles[i], label);
                 if (r == -ENOENT || r == -EBADMSG)
                         continue;
                 /* One unreadable object (a torn write, say) must not hide all the others. */
-                if (r < 0 && !error_is_token_wide(s, r)) {
+                if (r < 0 && !p11_error_is_token_wide(s, r)) {
                         log_warning_errno(r,
                                           "Skipping an object on token \"%s\" whose label "
                                           "cannot be read",
@@ -226,12 +226,12 @@ int list_data_objects(struct store *s, struct data_object **ret, size_t *ret_n)
                         continue;
                 }
                 if (r < 0) {
-                        data_objects_free(objects, n);
+                        p11_data_objects_free(objects, n);
                         return r;
                 }
                 objects[n].label = strdup(label);
                 if (!objects[n].label) {
-                        data_objects_free(objects, n);
+                        p11_data_objects_free(objects, n);
                         return -ENOMEM;
                 }
                 objects[n++].handle = handles[i];
@@ -285,8 +285,8 @@ static int get_value(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE
         return 0;
 }
 
-int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
-                      struct secret **ret)
+int p11_read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, const char *what,
+                          struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
         size_t size, len;
@@ -310,8 +310,8 @@ int read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, cons
         return 0;
 }
 
-int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
-                   const char *what, void **ret, size_t *ret_len)
+int p11_read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
+                       const char *what, void **ret, size_t *ret_len)
 {
         _cleanup_free_ char *value = NULL;
         size_t size, len;
@@ -332,15 +332,15 @@ int read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE t
         return 0;
 }
 
-int create_data_object(struct store *s, const char *label, const void *value, size_t len,
-                       CK_OBJECT_HANDLE *ret)
+int p11_create_data_object(struct store *s, const char *label, const void *value, size_t len,
+                           CK_OBJECT_HANDLE *ret)
 {
         CK_OBJECT_CLASS class = CKO_DATA;
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &store_true, sizeof(store_true)},
-            {CKA_PRIVATE, &store_true, sizeof(store_true)},
-            {CKA_APPLICATION, store_application, sizeof(store_application) - 1},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
+            {CKA_APPLICATION, p11_application, sizeof(p11_application) - 1},
             {CKA_LABEL, (void *)label, strlen(label)},
             {CKA_VALUE, (void *)value, len},
         };
@@ -354,7 +354,7 @@ int create_data_object(struct store *s, const char *label, const void *value, si
         return 0;
 }
 
-int destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what)
+int p11_destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what)
 {
         CK_RV rv;
 

@@ -46,27 +46,27 @@ static int compare_generation_desc(const void *a, const void *b)
 static int list_generations(struct store *s, const char *account, struct generation **ret,
                             size_t *ret_n)
 {
-        struct data_object *objects = NULL;
+        struct p11_data_object *objects = NULL;
         char prefix[NAME_MAX_LEN + sizeof(REFRESH_TOKEN_INFIX)];
         struct generation *generations;
         size_t n_objects, n = 0;
         int r;
 
         snprintf(prefix, sizeof(prefix), "%s" REFRESH_TOKEN_INFIX, account);
-        r = list_data_objects(s, &objects, &n_objects);
+        r = p11_list_data_objects(s, &objects, &n_objects);
         if (r < 0)
                 return r;
         generations = calloc(n_objects ? n_objects : 1, sizeof(*generations));
         if (!generations) {
-                data_objects_free(objects, n_objects);
+                p11_data_objects_free(objects, n_objects);
                 return -ENOMEM;
         }
         for (size_t i = 0; i < n_objects; i++) {
                 uint64_t g;
 
-                if (!startswith(objects[i].label, prefix))
+                if (!p11_startswith(objects[i].label, prefix))
                         continue;
-                if (!parse_generation(objects[i].label, prefix, &g)) {
+                if (!p11_parse_generation(objects[i].label, prefix, &g)) {
                         log_warning("Ignoring object \"%s\" on token \"%s\": not a valid "
                                     "refresh token generation.",
                                     objects[i].label, s->token_label);
@@ -75,7 +75,7 @@ static int list_generations(struct store *s, const char *account, struct generat
                 generations[n].handle = objects[i].handle;
                 generations[n++].generation = g;
         }
-        data_objects_free(objects, n_objects);
+        p11_data_objects_free(objects, n_objects);
         qsort(generations, n, sizeof(*generations), compare_generation_desc);
         *ret = generations;
         *ret_n = n;
@@ -91,7 +91,7 @@ static int list_generations(struct store *s, const char *account, struct generat
  * one label up. The hint is only a shortcut: a generation it names that is gone or unusable falls
  * back to the full scan, and so does a rotation after which older generations may be left. */
 
-struct generation_hint {
+struct p11_generation_hint {
         char account[NAME_MAX_LEN + 1];
         uint64_t newest;
         /* The newest is the only generation present: a rotation need destroy only it. */
@@ -104,7 +104,7 @@ struct generation_hint {
         uint64_t marker_found;      /* the generation it named at the first look, 0: other */
 };
 
-static struct generation_hint *generation_hint_find(struct store *s, const char *account)
+static struct p11_generation_hint *generation_hint_find(struct store *s, const char *account)
 {
         for (size_t i = 0; i < s->n_generation_hints; i++)
                 if (strcmp(s->generation_hints[i].account, account) == 0)
@@ -116,7 +116,7 @@ static struct generation_hint *generation_hint_find(struct store *s, const char 
 static void generation_hint_set(struct store *s, const char *account, uint64_t newest,
                                 bool only_one)
 {
-        struct generation_hint *h = generation_hint_find(s, account), *grown;
+        struct p11_generation_hint *h = generation_hint_find(s, account), *grown;
 
         if (!h) {
                 grown =
@@ -125,22 +125,22 @@ static void generation_hint_set(struct store *s, const char *account, uint64_t n
                         return;
                 s->generation_hints = grown;
                 h = &grown[s->n_generation_hints++];
-                *h = (struct generation_hint){0};
+                *h = (struct p11_generation_hint){0};
                 snprintf(h->account, sizeof(h->account), "%s", account);
         }
         h->newest = newest;
         h->only_one = only_one;
 }
 
-void generation_hints_forget(struct store *s, const char *account)
+void p11_generation_hints_forget(struct store *s, const char *account)
 {
-        struct generation_hint *h = generation_hint_find(s, account);
+        struct p11_generation_hint *h = generation_hint_find(s, account);
 
         if (h)
                 *h = s->generation_hints[--s->n_generation_hints];
 }
 
-void generation_hints_free(struct store *s)
+void p11_generation_hints_free(struct store *s)
 {
         free(s->generation_hints);
         s->generation_hints = NULL;
@@ -151,7 +151,7 @@ void generation_hints_free(struct store *s)
  * *ret (-ENOENT without a hint, or when the hint names a label that matches no single object). */
 static int hinted_generation(struct store *s, const char *account, struct generation *ret)
 {
-        struct generation_hint *h = generation_hint_find(s, account);
+        struct p11_generation_hint *h = generation_hint_find(s, account);
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
         char label[LABEL_MAX];
         size_t n;
@@ -160,7 +160,7 @@ static int hinted_generation(struct store *s, const char *account, struct genera
         if (!h)
                 return -ENOENT;
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, h->newest);
-        r = find_data_objects(s, label, &handles, &n);
+        r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
                 return r;
         if (n != 1)
@@ -317,7 +317,7 @@ static int read_generation(struct store *s, const char *account, const struct ge
         int r;
 
         snprintf(what, sizeof(what), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, g->generation);
-        r = read_secret_value(s, g->handle, ENVELOPE_MAX, what, &value);
+        r = p11_read_secret_value(s, g->handle, ENVELOPE_MAX, what, &value);
         if (r == -ENOENT)
                 return -EBADMSG; /* destroyed by a concurrent rotation */
         if (r == -EFBIG) {
@@ -327,7 +327,7 @@ static int read_generation(struct store *s, const char *account, const struct ge
                 return -EBADMSG;
         }
         /* An unplugged HSM is not "no refresh token": that would mean needs_reauth. */
-        if (r < 0 && error_is_token_wide(s, r))
+        if (r < 0 && p11_error_is_token_wide(s, r))
                 return r;
         if (r < 0) {
                 log_warning_errno(r,
@@ -403,7 +403,7 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
         {
                 CK_SESSION_INFO info;
 
-                if (!session_is_logged_in(s, &info))
+                if (!p11_session_is_logged_in(s, &info))
                         return -ENOTCONN;
         }
         return -ENOENT;
@@ -414,7 +414,7 @@ static int read_newest_intact(struct store *s, const char *account, struct secre
 static int hinted_rotation_base(struct store *s, const char *account, struct generation **ret,
                                 size_t *ret_n)
 {
-        struct generation_hint *h = generation_hint_find(s, account);
+        struct p11_generation_hint *h = generation_hint_find(s, account);
         struct generation *g;
         int r;
 
@@ -438,9 +438,33 @@ static int hinted_rotation_base(struct store *s, const char *account, struct gen
 int store_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
                              uint64_t *ret_generation)
 {
-        if (!s || !account_is_valid(account) || !ret_token)
+        if (!s || !p11_account_is_valid(account) || !ret_token)
                 return -EINVAL;
         return read_newest_intact(s, account, ret_token, ret_generation, NULL, NULL);
+}
+
+/* Destroys the n generations a verified write replaced; whether all are gone (a failure is
+ * logged and left to the next rotation). */
+static bool destroy_generations(struct store *s, const char *account,
+                                const struct generation *generations, size_t n)
+{
+        bool all = true;
+
+        for (size_t i = 0; i < n; i++) {
+                char old[LABEL_MAX];
+                int r;
+
+                snprintf(old, sizeof(old), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
+                         generations[i].generation);
+                r = p11_destroy_object(s, generations[i].handle, old);
+                if (r < 0 && r != -ENOENT) {
+                        log_warning("Could not destroy old refresh token \"%s\"; the next "
+                                    "rotation retries.",
+                                    old);
+                        all = false;
+                }
+        }
+        return all;
 }
 
 int store_write_refresh_token(struct store *s, const char *account, const struct secret *token,
@@ -451,12 +475,12 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
         time_t now = time(NULL);
-        bool only_one = true;
+        bool only_one;
         uint64_t next;
         size_t n;
         int r;
 
-        if (!s || !account_is_valid(account) || !token)
+        if (!s || !p11_account_is_valid(account) || !token)
                 return -EINVAL;
         /* Refuse what store_read_refresh_token() would skip as corrupt. */
         if (secret_len(token) > TOKEN_MAX_LEN ||
@@ -472,7 +496,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (r < 0)
                 return r;
         if (n > 0 && generations[0].generation == UINT64_MAX)
-                return log_error_errno(EOVERFLOW,
+                return log_error_errno(-EOVERFLOW,
                                        "Account %s has used up its refresh token "
                                        "generations; remove and re-add it.",
                                        account);
@@ -482,25 +506,25 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (r < 0)
                 return r;
 
-        r = create_data_object(s, label, secret_data(envelope), secret_len(envelope), &handle);
+        r = p11_create_data_object(s, label, secret_data(envelope), secret_len(envelope), &handle);
         if (r < 0)
                 return r;
         fault_point("after-create");
 
         /* The whole envelope is compared, so the write time is verified with the token. */
-        r = read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
+        r = p11_read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
         fault_readback_differs(back);
         if (r < 0 || !secret_equal(back, envelope)) {
                 /* The old generations stay: they are the last token known to be intact. */
-                if (destroy_object(s, handle, label) < 0) {
+                if (p11_destroy_object(s, handle, label) < 0) {
                         log_warning("Could not destroy the unverified object \"%s\"; the next "
                                     "rotation removes it.",
                                     label);
                         /* It occupies generation g+1 now: only a scan sees it. */
-                        generation_hints_forget(s, account);
+                        p11_generation_hints_forget(s, account);
                 }
                 if (r >= 0 || r == -EFBIG)
-                        r = log_error_errno(EIO,
+                        r = log_error_errno(-EIO,
                                             "Refresh token \"%s\" read back from token "
                                             "\"%s\" differs from what was written; "
                                             "keeping the previous generation.",
@@ -511,19 +535,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
 
         /* Only now is the new token safely stored. A failure here leaves an extra old
          * generation, which the next rotation removes: no reason to fail the write. */
-        for (size_t i = 0; i < n; i++) {
-                char old[LABEL_MAX];
-
-                snprintf(old, sizeof(old), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
-                         generations[i].generation);
-                r = destroy_object(s, generations[i].handle, old);
-                if (r < 0 && r != -ENOENT) {
-                        log_warning("Could not destroy old refresh token \"%s\"; the next "
-                                    "rotation retries.",
-                                    old);
-                        only_one = false;
-                }
-        }
+        only_one = destroy_generations(s, account, generations, n);
         fault_point("after-destroy");
         generation_hint_set(s, account, next, only_one);
 
@@ -539,7 +551,7 @@ int store_refresh_token_info(struct store *s, const char *account,
         struct store_refresh_token_info info = {0};
         int r;
 
-        if (!s || !account_is_valid(account) || !ret)
+        if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
         r = read_newest_intact(s, account, &token, &info.generation, &info.stored_at,
                                &info.n_generations);
@@ -586,7 +598,7 @@ static int marker_find(struct store *s, const char *account, uint64_t generation
         if (generation == 0)
                 return 0;
         marker_label(account, generation, label);
-        r = find_data_objects(s, label, &handles, &n);
+        r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
                 return r;
         if (n > 0)
@@ -596,7 +608,7 @@ static int marker_find(struct store *s, const char *account, uint64_t generation
 
 /* This store's first look at the account's marker, for generation about to be sent. */
 static int marker_look_up(struct store *s, const char *account, uint64_t generation,
-                          struct generation_hint *h)
+                          struct p11_generation_hint *h)
 {
         CK_OBJECT_HANDLE handle;
         int r;
@@ -620,7 +632,7 @@ static int marker_look_up(struct store *s, const char *account, uint64_t generat
         return 0;
 }
 
-static int marker_destroy(struct store *s, const char *account, struct generation_hint *h)
+static int marker_destroy(struct store *s, const char *account, struct p11_generation_hint *h)
 {
         char label[LABEL_MAX];
         int r;
@@ -628,7 +640,7 @@ static int marker_destroy(struct store *s, const char *account, struct generatio
         if (h->marker_handle == 0)
                 return 0;
         marker_label(account, h->marker_generation, label);
-        r = destroy_object(s, h->marker_handle, label);
+        r = p11_destroy_object(s, h->marker_handle, label);
         h->marker_handle = 0;
         h->marker_generation = 0;
         return r == -ENOENT ? 0 : r;
@@ -637,14 +649,14 @@ static int marker_destroy(struct store *s, const char *account, struct generatio
 int store_mark_refresh(struct store *s, const char *account, uint64_t generation,
                        bool *ret_interrupted)
 {
-        struct generation_hint *h;
+        struct p11_generation_hint *h;
         char label[LABEL_MAX];
         CK_ATTRIBUTE attribute = {CKA_LABEL, label, 0};
         static const char nothing[] = "m";
         CK_RV rv;
         int r;
 
-        if (!s || !account_is_valid(account) || generation == UINT64_MAX)
+        if (!s || !p11_account_is_valid(account) || generation == UINT64_MAX)
                 return -EINVAL;
         h = generation_hint_find(s, account);
         if (!h) {
@@ -678,12 +690,12 @@ int store_mark_refresh(struct store *s, const char *account, uint64_t generation
                 }
                 h->marker_known = false; /* looked up again next time */
                 if (rv != CKR_OBJECT_HANDLE_INVALID) {
-                        store_note_rv(s, rv);
-                        return ck_fail(s, "C_SetAttributeValue", label, rv);
+                        p11_note_rv(s, rv);
+                        return p11_ck_fail(s, "C_SetAttributeValue", label, rv);
                 }
                 h->marker_known = true; /* destroyed behind our back: made again */
         }
-        r = create_data_object(s, label, nothing, 1, &h->marker_handle);
+        r = p11_create_data_object(s, label, nothing, 1, &h->marker_handle);
         if (r < 0) {
                 h->marker_handle = 0;
                 h->marker_known = false;

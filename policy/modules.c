@@ -402,6 +402,36 @@ void policy_rule_clear(struct rule *rule)
         memset(rule, 0, sizeof(*rule));
 }
 
+/* The module's arguments, words[0..n) after CONTROL MODULE. */
+static int parse_arguments(struct rule *rule, char **words, size_t n, const char *file,
+                           unsigned line, struct policy_reporter *rep)
+{
+        switch (rule->module) {
+        case MODULE_UID:
+        case MODULE_GROUP:
+                return parse_ids(rule, words, n, file, line, rep);
+        case MODULE_EXE:
+        case MODULE_UNIT:
+                return parse_patterns(rule, words, n, file, line, rep);
+        case MODULE_TIME:
+                return parse_time(rule, words, n, file, line, rep);
+        case MODULE_RATE:
+                return parse_rate(rule, words, n, file, line, rep);
+        case MODULE_MIN_TTL:
+                return parse_min_ttl(rule, words, n, file, line, rep);
+        case MODULE_DENY:
+        case MODULE_PERMIT:
+                if (n > 0) {
+                        policy_report(rep, file, line, "%s takes no arguments",
+                                      modules[rule->module].name);
+                        return -EINVAL;
+                }
+                return 0;
+        default:
+                return -EINVAL;
+        }
+}
+
 int policy_rule_parse(struct rule *rule, enum policy_stack stack, char **words, size_t n,
                       const char *file, unsigned line, struct policy_reporter *rep)
 {
@@ -449,36 +479,7 @@ int policy_rule_parse(struct rule *rule, enum policy_stack stack, char **words, 
 
         words += 2;
         n -= 2;
-        switch (rule->module) {
-        case MODULE_UID:
-        case MODULE_GROUP:
-                r = parse_ids(rule, words, n, file, line, rep);
-                break;
-        case MODULE_EXE:
-        case MODULE_UNIT:
-                r = parse_patterns(rule, words, n, file, line, rep);
-                break;
-        case MODULE_TIME:
-                r = parse_time(rule, words, n, file, line, rep);
-                break;
-        case MODULE_RATE:
-                r = parse_rate(rule, words, n, file, line, rep);
-                break;
-        case MODULE_MIN_TTL:
-                r = parse_min_ttl(rule, words, n, file, line, rep);
-                break;
-        case MODULE_DENY:
-        case MODULE_PERMIT:
-                r = 0;
-                if (n > 0) {
-                        policy_report(rep, file, line, "%s takes no arguments",
-                                      modules[rule->module].name);
-                        r = -EINVAL;
-                }
-                break;
-        default:
-                r = -EINVAL;
-        }
+        r = parse_arguments(rule, words, n, file, line, rep);
         if (r >= 0)
                 r = join_arguments(rule, words, n);
         if (r >= 0)

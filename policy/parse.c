@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "trusted-file.h"
+#include "util.h"
 
 #define POLICY_FILE_MAX (64 * 1024)
 #define DEFAULT_SCOPE   "/.default"
@@ -248,21 +250,17 @@ static void parse_text(struct parser *ps, const char *file, const char *text, si
 static int check_owner_and_mode(struct parser *ps, const struct stat *st, const char *file,
                                 const char *path)
 {
-        int r = 0;
+        unsigned problems = trusted_file_problems(st, 0);
 
-        if (st->st_uid != 0 && st->st_uid != geteuid()) {
+        if (problems & TRUSTED_FILE_FOREIGN_OWNER)
                 policy_report(ps->rep, file, 0,
                               "owned by uid %u; must be owned by root or uid %u (fix: chown root "
                               "%s)",
                               (unsigned)st->st_uid, (unsigned)geteuid(), path);
-                r = -EPERM;
-        }
-        if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        if (problems & TRUSTED_FILE_WRITABLE)
                 policy_report(ps->rep, file, 0, "writable by group or others (fix: chmod go-w %s)",
                               path);
-                r = -EPERM;
-        }
-        return r;
+        return problems ? -EPERM : 0;
 }
 
 static int read_file(struct parser *ps, const char *file, char **ret_text, size_t *ret_len)
@@ -272,6 +270,7 @@ static int read_file(struct parser *ps, const char *file, char **ret_text, size_
         char path[PATH_MAX];
         struct stat st;
         size_t len = 0;
+        int r;
 
         snprintf(path, sizeof(path), "%s/%s", ps->dir, file);
         /* O_NONBLOCK: a FIFO planted here must not hang the broker before fstat refuses it. */
@@ -299,21 +298,14 @@ static int read_file(struct parser *ps, const char *file, char **ret_text, size_
         text = malloc(POLICY_FILE_MAX + 1);
         if (!text)
                 return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, text + len, POLICY_FILE_MAX + 1 - len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n < 0) {
-                        policy_report(ps->rep, file, 0, "cannot read: %s", strerror(errno));
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t)n;
-                if (len > POLICY_FILE_MAX) {
-                        policy_report(ps->rep, file, 0, "larger than %d bytes", POLICY_FILE_MAX);
-                        return -EFBIG;
-                }
+        r = read_bounded(fd, text, POLICY_FILE_MAX, &len);
+        if (r == -EFBIG) {
+                policy_report(ps->rep, file, 0, "larger than %d bytes", POLICY_FILE_MAX);
+                return r;
+        }
+        if (r < 0) {
+                policy_report(ps->rep, file, 0, "cannot read: %s", strerror(-r));
+                return r;
         }
         *ret_text = TAKE_PTR(text);
         *ret_len = len;
@@ -478,12 +470,12 @@ static void load_directory(DIR *d, const char *dir, struct policy_reporter *rep,
 
         if (fstat(dirfd(d), &st) < 0)
                 policy_report(rep, "", 0, "%s: cannot stat: %s", dir, strerror(errno));
-        else if (st.st_uid != 0 && st.st_uid != geteuid())
+        else if (trusted_file_problems(&st, 0) & TRUSTED_FILE_FOREIGN_OWNER)
                 policy_report(rep, "", 0,
                               "%s: owned by uid %u; must be owned by root or uid %u (fix: chown "
                               "root %s)",
                               dir, (unsigned)st.st_uid, (unsigned)geteuid(), dir);
-        else if (st.st_mode & (S_IWGRP | S_IWOTH))
+        else if (trusted_file_problems(&st, 0) & TRUSTED_FILE_WRITABLE)
                 policy_report(rep, "", 0, "%s: writable by group or others (fix: chmod go-w %s)",
                               dir, dir);
 

@@ -12,6 +12,7 @@
 #include "cleanup.h"
 #include "config.h"
 #include "tap.h"
+#include "trusted-file.h"
 
 static char tmpdir[] = "/tmp/test-config-XXXXXX";
 static char path[256];
@@ -335,10 +336,12 @@ static void test_owner(void)
         config_free(c);
 
         fd = open(path, O_RDONLY | O_CLOEXEC);
-        is_int(config_check_file_owner(fd, path), 0, "config_check_file_owner on a good file");
+        is_int(trusted_file_check(fd, path, TRUSTED_FILE_REGULAR), 0,
+               "trusted_file_check on a good file");
         close(fd);
         fd = open(tmpdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        ok(config_check_file_owner(fd, tmpdir) < 0, "config_check_file_owner on a directory");
+        ok(trusted_file_check(fd, tmpdir, TRUSTED_FILE_REGULAR) < 0,
+           "trusted_file_check on a directory");
         close(fd);
 
         /* Owned by somebody else: only root can set that up. */

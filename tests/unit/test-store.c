@@ -771,21 +771,21 @@ static void test_pin_edge_cases(void)
         /* The C_Login results SoftHSM2 cannot produce, through the one function that turns
          * them into messages. */
         capture_start();
-        is_int(login_error(&fake, CKR_PIN_LOCKED, "file:/x", "/x"), -EPERM,
+        is_int(p11_login_error(&fake, CKR_PIN_LOCKED, "file:/x", "/x"), -EPERM,
                "CKR_PIN_LOCKED is -EPERM");
         ok(strstr(capture_end(), "security officer") != NULL,
            "  ... and tells the security officer to unlock it");
         capture_start();
-        is_int(login_error(&fake, CKR_PIN_EXPIRED, "file:/x", "/x"), -EPERM,
+        is_int(p11_login_error(&fake, CKR_PIN_EXPIRED, "file:/x", "/x"), -EPERM,
                "CKR_PIN_EXPIRED is -EPERM");
         ok(strstr(capture_end(), "expired") != NULL, "  ... and says it expired");
         capture_start();
-        is_int(login_error(&fake, CKR_PIN_LEN_RANGE, "file:/x", "/x"), -EACCES,
+        is_int(p11_login_error(&fake, CKR_PIN_LEN_RANGE, "file:/x", "/x"), -EACCES,
                "CKR_PIN_LEN_RANGE is a wrong PIN");
         ok(strstr(capture_end(), "wrong for token \"fake-token\"") != NULL,
            "  ... and names the token");
         capture_start();
-        is_int(login_error(&fake, CKR_DEVICE_ERROR, "file:/x", "/x"), -EIO,
+        is_int(p11_login_error(&fake, CKR_DEVICE_ERROR, "file:/x", "/x"), -EIO,
                "another failure is -EIO");
         ok(strstr(capture_end(), "CKR_DEVICE_ERROR") != NULL, "  ... and names the CK_RV");
 }
