@@ -19,12 +19,25 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "accounts.h"
 #include "admin.h"
 #include "audit-aggregate.h"
+#include "audit.h"
 #include "broker.h"
+#include "client.h"
+#include "config.h"
+#include "event.h"
 #include "hardening.h"
+#include "idp.h"
 #include "json.h"
+#include "keepalive.h"
 #include "log.h"
+#include "policy-reload.h"
+#include "policy.h"
+#include "refresh.h"
+#include "store-worker.h"
+#include "store.h"
+#include "stream.h"
 #include "util.h"
 #include "wiping-alloc.h"
 
@@ -42,68 +55,6 @@ static void usage(FILE *f)
                 CONFIG_DEFAULT_PATH);
 }
 
-/* Accounts are re-read from the PKCS#11 token on next use, so a reload picks up an account
- * an administrator re-provisioned (new metadata, or a fresh refresh token after
- * reauth_required). Accounts with a refresh in flight are kept; their cached tokens stay. */
-static void forget_idle_accounts(struct broker *b)
-{
-        struct account **link = &b->accounts;
-
-        while (*link) {
-                struct account *a = *link;
-                if (a->refreshing || a->waiters || a->unstored_refresh_token) {
-                        link = &a->next;
-                        continue;
-                }
-                *link = a->next;
-                account_free(a);
-        }
-}
-
-struct reload_errors {
-        char *first;
-        size_t size;
-};
-
-static void on_reload_error(const char *file, unsigned line, const char *message, void *userdata)
-{
-        struct reload_errors *errors = userdata;
-
-        /* As policy_set_load() logs them: "file:line: message", "file: message" off a line. */
-        if (line > 0) {
-                log_error("%s:%u: %s", file, line, message);
-                if (!errors->first[0])
-                        snprintf(errors->first, errors->size, "%s:%u: %s", file, line, message);
-        } else {
-                log_error("%s%s%s", file, *file ? ": " : "", message);
-                if (!errors->first[0])
-                        snprintf(errors->first, errors->size, "%s%s%s", file, *file ? ": " : "",
-                                 message);
-        }
-}
-
-int broker_reload(struct broker *b, char *error, size_t error_size, size_t *ret_profiles)
-{
-        struct reload_errors errors = {.first = error, .size = error_size};
-        struct policy_set *set;
-
-        error[0] = 0;
-        /* All or nothing: a broken file keeps the policy that works (P10). */
-        if (policy_set_load_reporting(b->config->policy_dir, on_reload_error, &errors, &set) < 0) {
-                if (!error[0])
-                        snprintf(error, error_size, "%s: the policy could not be loaded",
-                                 b->config->policy_dir);
-                log_error("Reload failed; keeping the previous policy.");
-                return -EINVAL;
-        }
-        policy_set_free(b->policy);
-        b->policy = set;
-        log_info("Policy reloaded: %zu profiles.", policy_set_count(set));
-        forget_idle_accounts(b);
-        *ret_profiles = policy_set_count(set);
-        return 0;
-}
-
 static void reload_policy(struct broker *b)
 {
         char error[256];
@@ -114,7 +65,7 @@ static void reload_policy(struct broker *b)
 
 static void on_signal(struct watch *w, uint32_t events)
 {
-        struct broker *b = (struct broker *)((char *)w - offsetof(struct broker, signals));
+        struct broker *b = container_of(w, struct broker, signals);
         struct signalfd_siginfo si;
 
         while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
@@ -199,7 +150,7 @@ static int broker_open(struct broker *b)
                                        b->config->policy_dir);
         b->limiter = policy_limiter_new();
         if (!b->limiter)
-                return log_error_errno(ENOMEM, "Failed to set up rate limits");
+                return log_error_errno(-ENOMEM, "Failed to set up rate limits");
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
@@ -248,11 +199,7 @@ static void broker_close(struct broker *b)
         keepalive_free(b->keepalive);
         b->keepalive = NULL;
         idp_free(b->idp);
-        while (b->accounts) {
-                struct account *a = b->accounts;
-                b->accounts = a->next;
-                account_free(a);
-        }
+        accounts_free(&b->accounts);
         token_cache_clear(&b->cache);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);

@@ -17,11 +17,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "refresh.h"
+
+#include "accounts.h"
+#include "audit.h"
 #include "broker.h"
+#include "config.h"
 #include "fault.h"
 #include "grant.h"
+#include "idp.h"
 #include "log.h"
+#include "store-worker.h"
+#include "token-cache.h"
 #include "util.h"
+#include "waiter.h"
 
 struct refresh {
         struct broker *broker;
@@ -137,24 +146,22 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
 
         while (list) {
                 struct waiter *w = list;
-                struct cached_token *t;
 
                 list = w->next;
                 w->next = NULL;
                 if (outcome != REFRESH_FAILED && strcmp(w->scope_key, scope_key) != 0) {
                         /* Waiting for min_ttl's sake, on a token that now may not be replaced
                          * for it (the account just asked upstream): that token, as it is. */
-                        t = token_cache_get(&b->cache, a->name, w->scope_key);
-                        if (t && account_token_serves(a, t, w->min_ttl,
-                                                      b->config->min_refresh_interval_sec, now)) {
-                                request_answer_waiter(b, w, REFRESH_FRESH);
+                        if (accounts_cached_token(&b->cache, a, w->scope_key, w->min_ttl,
+                                                  b->config->min_refresh_interval_sec, now)) {
+                                waiter_answer(b, w, REFRESH_FRESH);
                                 continue;
                         }
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
                 }
-                request_answer_waiter(b, w, outcome);
+                waiter_answer(b, w, outcome);
         }
         while (leftover) {
                 struct waiter *w = leftover;
@@ -188,24 +195,6 @@ static void store_failure(struct broker *b, struct account *a, const char *scope
                           STORE_RETRY_AFTER_SEC);
         audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
         a->retry_at_usec = now_boottime_usec() + STORE_RETRY_AFTER_SEC * USEC_PER_SEC;
-}
-
-int refresh_submit_store_job(struct broker *b, struct account *a, struct store_job *job,
-                             store_job_done_fn done, void *userdata)
-{
-        int r = store_worker_submit(b->store_worker, job, done, userdata);
-
-        if (r < 0)
-                return r;
-        a->refreshing = true;
-        a->store_since_usec = now_boottime_usec();
-        return 0;
-}
-
-void refresh_store_job_done(struct account *a)
-{
-        a->refreshing = false;
-        a->store_since_usec = 0;
 }
 
 /* Answers, with REFRESH_STORE_UNAVAILABLE, the waiters of accounts whose store job has kept
@@ -246,7 +235,7 @@ void refresh_store_tick(void *userdata)
 
                         expired = w->next;
                         w->next = NULL;
-                        request_answer_waiter(b, w, REFRESH_STORE_UNAVAILABLE);
+                        waiter_answer(b, w, REFRESH_STORE_UNAVAILABLE);
                 }
         }
 }
@@ -266,7 +255,7 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
         struct broker *b = r->broker;
         struct account *a = r->account;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (job->result < 0) {
                 /* The previous generation is still in the store; Microsoft keeps it valid, a
                  * strict server may not. Say so loudly, and keep the new one for the next
@@ -299,7 +288,8 @@ static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, str
         e = store_job_new(STORE_JOB_WRITE_REFRESH_TOKEN, a->name, &job);
         if (e == 0) {
                 job->refresh_token = TAKE_PTR(*token);
-                e = refresh_submit_store_job(b, a, job, on_rotated_token_stored, r);
+                e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
+                                             on_rotated_token_stored, r);
         }
         if (e < 0) {
                 if (job && job->refresh_token)
@@ -357,7 +347,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         /* The request is upstream (which may have rotated the token) and nothing of the answer
          * has been acted on: to the token store, the same as dying before the answer came. */
         fault_point("after-send");
-        a->refreshing = false;
+        account_refresh_to(a, ACCOUNT_REFRESH_IDLE);
         (void)grant_credential_refused(&r->credential, result); /* PS256 refused: RS256 next */
         switch (result->outcome) {
         case IDP_OK:
@@ -396,7 +386,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         struct account *a = r->account;
         int e = job->result;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (b->stopping) {
                 /* No new HTTPS request while the broker shuts down. */
                 answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
@@ -430,7 +420,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
                 goto fail;
         }
-        a->refreshing = true;
+        account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
         a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name,
                   r->scope_key, (unsigned long long)job->generation);
@@ -499,7 +489,7 @@ static void on_credential_ready(struct store_job *job, void *userdata)
         struct account *a = r->account;
         int e = job->result;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (b->stopping) {
                 answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
                 refresh_free(r);
@@ -526,7 +516,7 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                 transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
                 goto fail;
         }
-        a->refreshing = true;
+        account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
         a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: client_credentials for %s.", a->name, r->scope);
         return;
@@ -563,7 +553,8 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
         r->account = a;
         job->call = grant_credential_fetch;
         job->call_arg = &r->credential;
-        e = refresh_submit_store_job(b, a, job, on_credential_ready, r);
+        e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
+                                     on_credential_ready, r);
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);
@@ -581,7 +572,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         struct refresh *r = NULL;
         int e;
 
-        if (a->refreshing)
+        if (account_busy(a))
                 return; /* its completion answers the waiters */
         if (!a->loaded || a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
                 goto fail;
@@ -605,7 +596,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         }
         r->broker = b;
         r->account = a;
-        e = refresh_submit_store_job(b, a, job,
+        e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
                                      job->kind == STORE_JOB_WRITE_REFRESH_TOKEN
                                          ? on_unstored_token_written
                                          : on_refresh_token_read,
