@@ -216,7 +216,8 @@ static void broker_close(struct broker *b)
         config_free(b->config);
 }
 
-int main(int argc, char **argv)
+/* Parses the command line: 0 to go on with *config_path set, otherwise the exit status + 1. */
+static int parse_argv(int argc, char **argv, const char **config_path)
 {
         static const struct option options[] = {
             {"config", required_argument, NULL, 'c'},
@@ -224,34 +225,66 @@ int main(int argc, char **argv)
             {"version", no_argument, NULL, 'V'},
             {0},
         };
-        const char *config_path = CONFIG_DEFAULT_PATH;
-        struct broker b = {.epfd = -1, .signals.fd = -1};
-        uint64_t last_tick = 0;
-        enum log_level level;
-        int c, r;
+        int c;
 
-        log_set_ident("credbrokerd");
         while ((c = getopt_long(argc, argv, "c:hV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'c':
-                        config_path = optarg;
+                        *config_path = optarg;
                         break;
                 case 'h':
                         usage(stdout);
-                        return EXIT_SUCCESS;
+                        return EXIT_SUCCESS + 1;
                 case 'V':
                         printf("credbrokerd %s\n", PACKAGE_VERSION);
-                        return EXIT_SUCCESS;
+                        return EXIT_SUCCESS + 1;
                 default:
                         usage(stderr);
-                        return 64;
+                        return 64 + 1;
                 }
         }
         if (optind < argc) {
                 usage(stderr);
-                return 64;
+                return 64 + 1;
         }
+        return 0;
+}
 
+/* Runs the event loop until a signal asks it to stop. */
+static int run(struct broker *b)
+{
+        uint64_t last_tick = 0;
+        int r;
+
+        while (!b->stopping) {
+                /* Frames left over from the last turn (fairness, net/stream.c) go first; the
+                 * loop then only polls. Otherwise it wakes at least once a second for the
+                 * timeouts and the aggregated audit records. */
+                bool more = stream_hub_turn(b->streams);
+                r = event_dispatch(b->epfd, more ? 0 : 1000);
+                if (r < 0)
+                        return log_error_errno(r, "Event loop failed");
+                uint64_t now = now_boottime_usec();
+                if (now - last_tick >= USEC_PER_SEC) {
+                        last_tick = now;
+                        stream_hub_tick(b->streams);
+                        audit_aggregator_tick(b->denials);
+                }
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        const char *config_path = CONFIG_DEFAULT_PATH;
+        struct broker b = {.epfd = -1, .signals.fd = -1};
+        enum log_level level;
+        int r;
+
+        log_set_ident("credbrokerd");
+        r = parse_argv(argc, argv, &config_path);
+        if (r > 0)
+                return r - 1;
         if (harden_process() < 0)
                 return EXIT_FAILURE;
         raise_fd_limit();
@@ -280,28 +313,11 @@ int main(int argc, char **argv)
 #if HAVE_SYSTEMD
         (void)sd_notify(0, "READY=1");
 #endif
-        while (!b.stopping) {
-                /* Frames left over from the last turn (fairness, net/stream.c) go first; the
-                 * loop then only polls. Otherwise it wakes at least once a second for the
-                 * timeouts and the aggregated audit records. */
-                bool more = stream_hub_turn(b.streams);
-                r = event_dispatch(b.epfd, more ? 0 : 1000);
-                if (r < 0) {
-                        log_error_errno(r, "Event loop failed");
-                        break;
-                }
-                uint64_t now = now_boottime_usec();
-                if (now - last_tick >= USEC_PER_SEC) {
-                        last_tick = now;
-                        stream_hub_tick(b.streams);
-                        audit_aggregator_tick(b.denials);
-                }
-        }
+        r = run(&b);
 #if HAVE_SYSTEMD
         (void)sd_notify(0, "STOPPING=1");
 #endif
         log_info("Shutting down.");
-        r = r < 0 ? r : 0;
 out:
         broker_close(&b);
         curl_global_cleanup();
