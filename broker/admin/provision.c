@@ -568,7 +568,7 @@ static void run_flow(struct provision *p)
                 }
                 params.device_endpoint = device_endpoint;
                 if (r == 0)
-                        r = device_flow_start(b, &params, &p->device);
+                        r = device_flow_start(b->epfd, b->idp, &params, &p->device);
                 free(device_endpoint);
                 break;
         }

@@ -10,7 +10,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-#include "broker.h"
+#include "event.h"
+#include "idp.h"
 #include "grant.h"
 #include "json.h"
 #include "log.h"
@@ -24,7 +25,8 @@
 #define DEVICE_SLOW_DOWN_STEP     5 /* RFC 8628 §3.5 */
 
 struct device_flow {
-        struct broker *broker;
+        int epfd;
+        struct idp *idp;
         struct device_flow_params params;
         char *client_id, *token_endpoint, *scope;
         struct secret *device_code;
@@ -53,7 +55,7 @@ void device_flow_free(struct device_flow *f)
         if (f->timer.fd >= 0) {
                 int fd = f->timer.fd;
                 /* Possibly from inside the timer's own callback: freed after the batch. */
-                event_release(f->broker->epfd, &f->timer, f, timer_free);
+                event_release(f->epfd, &f->timer, f, timer_free);
                 close(fd);
                 return;
         }
@@ -121,8 +123,7 @@ static void poll_now(struct device_flow *f)
 
         r = grant_form_device_code(f->client_id, f->device_code, f->params.generic, &form);
         if (r == 0)
-                r = idp_post_token_request(f->broker->idp, f->token_endpoint, &form, on_poll_answer,
-                                           f);
+                r = idp_post_token_request(f->idp, f->token_endpoint, &form, on_poll_answer, f);
         secret_free(form);
         if (r < 0) {
                 /* The transfer table may be full for a moment: try again next interval. */
@@ -269,7 +270,7 @@ static void on_device_code(const struct idp_raw_response *response, void *userda
         f->params.on_code(stage, f->params.userdata);
 }
 
-int device_flow_start(struct broker *b, const struct device_flow_params *params,
+int device_flow_start(int epfd, struct idp *idp, const struct device_flow_params *params,
                       struct device_flow **ret)
 {
         struct device_flow *f = calloc(1, sizeof(*f));
@@ -278,7 +279,8 @@ int device_flow_start(struct broker *b, const struct device_flow_params *params,
 
         if (!f)
                 return -ENOMEM;
-        f->broker = b;
+        f->epfd = epfd;
+        f->idp = idp;
         f->params = *params;
         f->timer.fd = -1;
         f->client_id = strdup(params->client_id);
@@ -295,11 +297,11 @@ int device_flow_start(struct broker *b, const struct device_flow_params *params,
                 return r;
         }
         f->timer.fn = on_timer;
-        r = event_add(b->epfd, &f->timer, EPOLLIN);
+        r = event_add(epfd, &f->timer, EPOLLIN);
         if (r == 0)
                 r = grant_form_device_authorization(f->client_id, f->scope, &form);
         if (r == 0)
-                r = idp_post_form_raw(b->idp, params->device_endpoint, &form, on_device_code, f);
+                r = idp_post_form_raw(idp, params->device_endpoint, &form, on_device_code, f);
         secret_free(form);
         if (r < 0) {
                 device_flow_free(f);

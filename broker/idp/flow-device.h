@@ -5,9 +5,9 @@
 
 #include <stdbool.h>
 
-struct broker;
 struct cJSON;
 struct device_flow;
+struct idp;
 struct idp_result;
 
 struct device_flow_params {
@@ -26,7 +26,7 @@ struct device_flow_params {
         void *userdata;
 };
 
-int device_flow_start(struct broker *b, const struct device_flow_params *params,
+int device_flow_start(int epfd, struct idp *idp, const struct device_flow_params *params,
                       struct device_flow **ret);
 /* Stops polling; on_done runs (sign_in_failed) once a request in flight has come back. */
 void device_flow_cancel(struct device_flow *f);
