@@ -52,7 +52,7 @@ static void refresh_free(struct refresh *r)
         free(r);
 }
 
-static void audit_account_event(struct broker *b, const struct account *a, const char *event,
+static void audit_account_event(struct audit *audit, const struct account *a, const char *event,
                                 const char *scope_key, uint64_t generation, const char *error)
 {
         struct audit_record record = {
@@ -65,17 +65,17 @@ static void audit_account_event(struct broker *b, const struct account *a, const
 
         /* Account events describe what already happened upstream: a failed write is logged
          * but cannot undo it. Token issues and denials are the records that gate replies. */
-        (void)audit_write(b->audit, &record);
+        (void)audit_write(audit, &record);
 }
 
-static void set_state(struct broker *b, struct account *a, enum account_state state,
+static void set_state(struct audit *audit, struct account *a, enum account_state state,
                       const char *event, const char *message)
 {
         a->reauth_interrupted = false;
         a->state = state;
         snprintf(a->message, sizeof(a->message), "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
-        audit_account_event(b, a, event, NULL, 0, message);
+        audit_account_event(audit, a, event, NULL, 0, message);
 }
 
 static void on_mark_cleared(struct store_job *job, void *userdata)
@@ -89,14 +89,14 @@ static void on_mark_cleared(struct store_job *job, void *userdata)
 /* The token endpoint answered without rotating the refresh token sent: the marker written
  * before sending it (store_mark_refresh()) would otherwise say after a restart that this run
  * stopped during the refresh. Queued behind the account's other store jobs; best effort. */
-static void clear_refresh_mark(struct broker *b, const struct refresh *r)
+static void clear_refresh_mark(struct store_worker *worker, const struct refresh *r)
 {
         struct store_job *job = NULL;
 
         if (r->generation == 0)
                 return;
         if (store_job_new(STORE_JOB_CLEAR_REFRESH_MARK, r->account->name, &job) < 0 ||
-            store_worker_submit(b->store_worker, job, on_mark_cleared, NULL) < 0)
+            store_worker_submit(worker, job, on_mark_cleared, NULL) < 0)
                 store_job_free(job);
 }
 
@@ -118,8 +118,8 @@ static void reauth_required(struct broker *b, struct account *a, const struct re
         };
 
         if (!interrupted) {
-                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", message);
-                clear_refresh_mark(b, r);
+                set_state(b->audit, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", message);
+                clear_refresh_mark(b->store_worker, r);
                 return;
         }
         a->state = ACCOUNT_NEEDS_REAUTH;
@@ -173,14 +173,14 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
 }
 
 /* A transient failure: back off, tell the log and the audit trail. */
-static void transient_failure(struct broker *b, struct account *a, const char *scope_key,
+static void transient_failure(struct audit *audit, struct account *a, const char *scope_key,
                               uint32_t retry_after, const char *message)
 {
         uint32_t delay = account_backoff(a, retry_after, now_boottime_usec());
 
         snprintf(a->message, sizeof(a->message), "%s", message);
         log_warning("Account %s: cannot refresh (%s); retrying in %u s.", a->name, message, delay);
-        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
+        audit_account_event(audit, a, "refresh_failed", scope_key, 0, message);
 }
 
 /* ---- the store steps ---- */
@@ -188,12 +188,12 @@ static void transient_failure(struct broker *b, struct account *a, const char *s
 /* The store failed or is reopening its session: no request for the account is sent to it for
  * STORE_RETRY_AFTER_SEC. Not the upstream backoff: the store has its own, and an HSM that was
  * away for a while must not leave accounts backing off for minutes after it is back. */
-static void store_failure(struct broker *b, struct account *a, const char *scope_key, int error,
+static void store_failure(struct audit *audit, struct account *a, const char *scope_key, int error,
                           const char *message)
 {
         log_warning_errno(error, "Account %s: %s; retrying in %d s", a->name, message,
                           STORE_RETRY_AFTER_SEC);
-        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
+        audit_account_event(audit, a, "refresh_failed", scope_key, 0, message);
         a->retry_at_usec = now_boottime_usec() + STORE_RETRY_AFTER_SEC * USEC_PER_SEC;
 }
 
@@ -264,11 +264,11 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
                                 "Account %s: failed to store the rotated refresh token; keeping "
                                 "it in memory and storing it before the next refresh",
                                 a->name);
-                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                audit_account_event(b->audit, a, "rotation_failed", r->scope_key, 0,
                                     "the rotated refresh token could not be stored");
                 keep_unstored(a, &job->refresh_token);
         } else {
-                audit_account_event(b, a, "refresh", r->scope_key, job->generation, NULL);
+                audit_account_event(b->audit, a, "refresh", r->scope_key, job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
         }
         /* The access token is in the cache whatever happened to the refresh token. */
@@ -298,7 +298,7 @@ static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, str
                         keep_unstored(a, token);
                 store_job_free(job);
                 log_error_errno(e, "Account %s: cannot store the rotated refresh token", a->name);
-                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                audit_account_event(b->audit, a, "rotation_failed", r->scope_key, 0,
                                     "the rotated refresh token could not be stored");
                 return false;
         }
@@ -316,7 +316,8 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
         e = token_cache_put(&b->cache, a->name, r->scope_key, &result->access_token, result->scope,
                             result->sent_at_usec, result->expires_in, &t);
         if (e < 0) {
-                transient_failure(b, a, r->scope_key, 0, "the new token could not be cached");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the new token could not be cached");
                 r->outcome = REFRESH_FAILED;
         } else {
                 audit_fingerprint(b->audit, t->access_token, t->fingerprint);
@@ -331,9 +332,9 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
         /* Kept even when the access token could not be: it may be the only valid one. */
         if (result->refresh_token)
                 return store_rotated_refresh_token(b, r, &result->refresh_token);
-        clear_refresh_mark(b, r); /* a server that does not rotate */
+        clear_refresh_mark(b->store_worker, r); /* a server that does not rotate */
         if (e == 0)
-                audit_account_event(b, a, "refresh", r->scope_key, 0, NULL);
+                audit_account_event(b->audit, a, "refresh", r->scope_key, 0, NULL);
         return false;
 }
 
@@ -356,22 +357,23 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
                 outcome = r->outcome;
                 break;
         case IDP_TRANSIENT:
-                transient_failure(b, a, r->scope_key, result->retry_after, result->message);
+                transient_failure(b->audit, a, r->scope_key, result->retry_after, result->message);
                 break;
         case IDP_SCOPES_REFUSED:
                 /* One scope set is wrong, not the account: the others keep working. */
-                clear_refresh_mark(b, r);
+                clear_refresh_mark(b->store_worker, r);
                 log_error("Account %s: scopes %s refused: %s", a->name, r->scope_key,
                           result->message);
-                audit_account_event(b, a, "refresh_failed", r->scope_key, 0, result->message);
+                audit_account_event(b->audit, a, "refresh_failed", r->scope_key, 0,
+                                    result->message);
                 outcome = REFRESH_SCOPES_REFUSED;
                 break;
         case IDP_REAUTH:
                 reauth_required(b, a, r, result->message);
                 break;
         case IDP_CONFIG:
-                clear_refresh_mark(b, r);
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
+                clear_refresh_mark(b->store_worker, r);
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
                 break;
         }
         answer_waiters(b, a, r->scope_key, outcome);
@@ -394,12 +396,12 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 return;
         }
         if (e == -ENOENT) {
-                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
+                set_state(b->audit, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
                 goto fail;
         }
         if (e < 0) {
-                store_failure(b, a, r->scope_key, e, "cannot read the refresh token");
+                store_failure(b->audit, a, r->scope_key, e, "cannot read the refresh token");
                 goto fail;
         }
 
@@ -417,7 +419,8 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         e = idp_request_refresh(b->idp, &grant, on_refresh_done, r);
         if (e < 0) {
                 log_error_errno(e, "Account %s: cannot start a refresh", a->name);
-                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the HTTPS request could not start");
                 goto fail;
         }
         account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
@@ -441,7 +444,7 @@ static void on_unstored_token_written(struct store_job *job, void *userdata)
                 log_info("Account %s: the refresh token kept in memory is stored now "
                          "(generation %llu).",
                          a->name, (unsigned long long)job->generation);
-                audit_account_event(r->broker, a, "refresh_token_stored", r->scope_key,
+                audit_account_event(r->broker->audit, a, "refresh_token_stored", r->scope_key,
                                     job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
         } else {
@@ -496,14 +499,14 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                 return;
         }
         if (e == -ENOENT) {
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
                           a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
                               ? "no client secret in the credential store"
                               : "no assertion key and certificate: run credbroker account keygen");
                 goto fail;
         }
         if (e < 0) {
-                store_failure(b, a, r->scope_key, e,
+                store_failure(b->audit, a, r->scope_key, e,
                               a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
                                   ? "cannot read the client secret"
                                   : "cannot sign the client assertion");
@@ -513,7 +516,8 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                                           &r->credential, on_refresh_done, r);
         if (e < 0) {
                 log_error_errno(e, "Account %s: cannot start a token request", a->name);
-                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the HTTPS request could not start");
                 goto fail;
         }
         account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
@@ -537,14 +541,14 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
             !(r->scope_key = strdup(scope_key)) ||
             store_job_new(STORE_JOB_CALL, a->name, &job) < 0) {
                 refresh_free(r);
-                transient_failure(b, a, scope_key, 0, "out of memory");
+                transient_failure(b->audit, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         if (grant_credential_call_init(&r->credential, a->name, a->meta.flow_kind,
                                        a->token_endpoint, a->meta.client_id) < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
                           "the token endpoint or client id is too long for an assertion");
                 goto fail;
         }
@@ -558,7 +562,7 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                store_failure(b, a, scope_key, e, "cannot queue the credential read");
+                store_failure(b->audit, a, scope_key, e, "cannot queue the credential read");
                 goto fail;
         }
         return;
@@ -591,7 +595,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (!r || !r->scope || !(r->scope_key = strdup(scope_key)) ||
             new_refresh_token_job(a, &job) < 0) {
                 refresh_free(r);
-                transient_failure(b, a, scope_key, 0, "out of memory");
+                transient_failure(b->audit, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         r->broker = b;
@@ -604,7 +608,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                store_failure(b, a, scope_key, e, "cannot queue the refresh token read");
+                store_failure(b->audit, a, scope_key, e, "cannot queue the refresh token read");
                 goto fail;
         }
         return;
