@@ -112,7 +112,8 @@ int listen_unix(const char *path, mode_t umask_bits, int backlog, ino_t *ret_ino
                 if (r < 0)
                         return r;
                 if (unlink(path) < 0 && errno != ENOENT)
-                        return log_error_errno(-errno, "Failed to remove the stale socket %s", path);
+                        return log_error_errno(-errno, "Failed to remove the stale socket %s",
+                                               path);
         }
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
