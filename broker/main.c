@@ -19,12 +19,25 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "accounts.h"
 #include "admin.h"
 #include "audit-aggregate.h"
+#include "audit.h"
 #include "broker.h"
+#include "client.h"
+#include "config.h"
+#include "event.h"
 #include "hardening.h"
+#include "idp.h"
 #include "json.h"
+#include "keepalive.h"
 #include "log.h"
+#include "policy-reload.h"
+#include "policy.h"
+#include "refresh.h"
+#include "store-worker.h"
+#include "store.h"
+#include "stream.h"
 #include "util.h"
 #include "wiping-alloc.h"
 
@@ -40,68 +53,6 @@ static void usage(FILE *f)
                 "  -h, --help          show this help\n"
                 "  -V, --version       show the version\n",
                 CONFIG_DEFAULT_PATH);
-}
-
-/* Accounts are re-read from the PKCS#11 token on next use, so a reload picks up an account
- * an administrator re-provisioned (new metadata, or a fresh refresh token after
- * reauth_required). Accounts with a refresh in flight are kept; their cached tokens stay. */
-static void forget_idle_accounts(struct broker *b)
-{
-        struct account **link = &b->accounts;
-
-        while (*link) {
-                struct account *a = *link;
-                if (a->refreshing || a->waiters || a->unstored_refresh_token) {
-                        link = &a->next;
-                        continue;
-                }
-                *link = a->next;
-                account_free(a);
-        }
-}
-
-struct reload_errors {
-        char *first;
-        size_t size;
-};
-
-static void on_reload_error(const char *file, unsigned line, const char *message, void *userdata)
-{
-        struct reload_errors *errors = userdata;
-
-        /* As policy_set_load() logs them: "file:line: message", "file: message" off a line. */
-        if (line > 0) {
-                log_error("%s:%u: %s", file, line, message);
-                if (!errors->first[0])
-                        snprintf(errors->first, errors->size, "%s:%u: %s", file, line, message);
-        } else {
-                log_error("%s%s%s", file, *file ? ": " : "", message);
-                if (!errors->first[0])
-                        snprintf(errors->first, errors->size, "%s%s%s", file, *file ? ": " : "",
-                                 message);
-        }
-}
-
-int broker_reload(struct broker *b, char *error, size_t error_size, size_t *ret_profiles)
-{
-        struct reload_errors errors = {.first = error, .size = error_size};
-        struct policy_set *set;
-
-        error[0] = 0;
-        /* All or nothing: a broken file keeps the policy that works (P10). */
-        if (policy_set_load_reporting(b->config->policy_dir, on_reload_error, &errors, &set) < 0) {
-                if (!error[0])
-                        snprintf(error, error_size, "%s: the policy could not be loaded",
-                                 b->config->policy_dir);
-                log_error("Reload failed; keeping the previous policy.");
-                return -EINVAL;
-        }
-        policy_set_free(b->policy);
-        b->policy = set;
-        log_info("Policy reloaded: %zu profiles.", policy_set_count(set));
-        forget_idle_accounts(b);
-        *ret_profiles = policy_set_count(set);
-        return 0;
 }
 
 static void reload_policy(struct broker *b)
@@ -123,7 +74,7 @@ static void reload_policy(struct broker *b)
 
 static void on_signal(struct watch *w, uint32_t events)
 {
-        struct broker *b = (struct broker *)((char *)w - offsetof(struct broker, signals));
+        struct broker *b = container_of(w, struct broker, signals);
         struct signalfd_siginfo si;
 
         while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
@@ -208,7 +159,7 @@ static int broker_open(struct broker *b)
                                        b->config->policy_dir);
         b->limiter = policy_limiter_new();
         if (!b->limiter)
-                return log_error_errno(ENOMEM, "Failed to set up rate limits");
+                return log_error_errno(-ENOMEM, "Failed to set up rate limits");
         r = idp_new(b->epfd, &idp_options, &b->idp);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up HTTPS");
@@ -257,11 +208,7 @@ static void broker_close(struct broker *b)
         keepalive_free(b->keepalive);
         b->keepalive = NULL;
         idp_free(b->idp);
-        while (b->accounts) {
-                struct account *a = b->accounts;
-                b->accounts = a->next;
-                account_free(a);
-        }
+        accounts_free(&b->accounts);
         token_cache_clear(&b->cache);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
@@ -278,7 +225,8 @@ static void broker_close(struct broker *b)
         config_free(b->config);
 }
 
-int main(int argc, char **argv)
+/* Parses the command line: 0 to go on with *config_path set, otherwise the exit status + 1. */
+static int parse_argv(int argc, char **argv, const char **config_path)
 {
         static const struct option options[] = {
             {"config", required_argument, NULL, 'c'},
@@ -286,34 +234,78 @@ int main(int argc, char **argv)
             {"version", no_argument, NULL, 'V'},
             {0},
         };
-        const char *config_path = CONFIG_DEFAULT_PATH;
-        struct broker b = {.epfd = -1, .signals.fd = -1};
-        uint64_t last_tick = 0;
-        enum log_level level;
-        int c, r;
+        int c;
 
-        log_set_ident("credbrokerd");
         while ((c = getopt_long(argc, argv, "c:hV", options, NULL)) >= 0) {
                 switch (c) {
                 case 'c':
-                        config_path = optarg;
+                        *config_path = optarg;
                         break;
                 case 'h':
                         usage(stdout);
-                        return EXIT_SUCCESS;
+                        return EXIT_SUCCESS + 1;
                 case 'V':
                         printf("credbrokerd %s\n", PACKAGE_VERSION);
-                        return EXIT_SUCCESS;
+                        return EXIT_SUCCESS + 1;
                 default:
                         usage(stderr);
-                        return 64;
+                        return 64 + 1;
                 }
         }
         if (optind < argc) {
                 usage(stderr);
-                return 64;
+                return 64 + 1;
         }
+        return 0;
+}
 
+/* Runs the event loop until a signal asks it to stop. */
+static int run(struct broker *b)
+{
+        uint64_t last_tick = 0;
+        int r;
+#if HAVE_SYSTEMD
+        /* WatchdogSec= in the unit: pet it at half the interval. */
+        uint64_t watchdog_usec = 0, last_watchdog = 0;
+        if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
+                watchdog_usec = 0;
+#endif
+
+        while (!b->stopping) {
+                /* Frames left over from the last turn (fairness, net/stream.c) go first; the
+                 * loop then only polls. Otherwise it wakes at least once a second for the
+                 * timeouts and the aggregated audit records. */
+                bool more = stream_hub_turn(b->streams);
+                r = event_dispatch(b->epfd, more ? 0 : 1000);
+                if (r < 0)
+                        return log_error_errno(r, "Event loop failed");
+                uint64_t now = now_boottime_usec();
+                if (now - last_tick >= USEC_PER_SEC) {
+                        last_tick = now;
+                        stream_hub_tick(b->streams);
+                        audit_aggregator_tick(b->denials);
+                }
+#if HAVE_SYSTEMD
+                if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {
+                        last_watchdog = now;
+                        (void)sd_notify(0, "WATCHDOG=1");
+                }
+#endif
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        const char *config_path = CONFIG_DEFAULT_PATH;
+        struct broker b = {.epfd = -1, .signals.fd = -1};
+        enum log_level level;
+        int r;
+
+        log_set_ident("credbrokerd");
+        r = parse_argv(argc, argv, &config_path);
+        if (r > 0)
+                return r - 1;
         if (harden_process() < 0)
                 return EXIT_FAILURE;
         raise_fd_limit();
@@ -340,39 +332,13 @@ int main(int argc, char **argv)
         log_info("credbrokerd %s ready on %s (%zu profiles).", PACKAGE_VERSION,
                  b.config->socket_path, policy_set_count(b.policy));
 #if HAVE_SYSTEMD
-        uint64_t watchdog_usec = 0, last_watchdog = 0;
-        if (sd_watchdog_enabled(0, &watchdog_usec) <= 0)
-                watchdog_usec = 0;
         (void)sd_notify(0, "READY=1\nSTATUS=Serving");
 #endif
-        while (!b.stopping) {
-                /* Frames left over from the last turn (fairness, net/stream.c) go first; the
-                 * loop then only polls. Otherwise it wakes at least once a second for the
-                 * timeouts and the aggregated audit records. */
-                bool more = stream_hub_turn(b.streams);
-                r = event_dispatch(b.epfd, more ? 0 : 1000);
-                if (r < 0) {
-                        log_error_errno(r, "Event loop failed");
-                        break;
-                }
-                uint64_t now = now_boottime_usec();
-                if (now - last_tick >= USEC_PER_SEC) {
-                        last_tick = now;
-                        stream_hub_tick(b.streams);
-                        audit_aggregator_tick(b.denials);
-                }
-#if HAVE_SYSTEMD
-                if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {
-                        last_watchdog = now;
-                        (void)sd_notify(0, "WATCHDOG=1");
-                }
-#endif
-        }
+        r = run(&b);
 #if HAVE_SYSTEMD
         (void)sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
 #endif
         log_info("Shutting down.");
-        r = r < 0 ? r : 0;
 out:
         broker_close(&b);
         curl_global_cleanup();

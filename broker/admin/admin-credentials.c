@@ -6,6 +6,10 @@
 #include <string.h>
 
 #include "admin.h"
+#include "accounts.h"
+#include "audit.h"
+#include "store-worker.h"
+#include "util.h"
 #include "broker.h"
 #include "json.h"
 #include "log.h"

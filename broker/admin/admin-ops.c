@@ -9,6 +9,13 @@
 #include "account-view.h"
 #include "admin-inventory.h"
 #include "admin.h"
+#include "accounts.h"
+#include "audit.h"
+#include "config.h"
+#include "policy-reload.h"
+#include "policy.h"
+#include "store-worker.h"
+#include "util.h"
 #include "broker.h"
 #include "json.h"
 #include "log.h"
@@ -50,7 +57,7 @@ static void account_status_of(struct broker *b, const struct account_inventory *
                 ret->state = "needs_reauth";
         else if (a->state == ACCOUNT_NEEDS_CONFIG)
                 ret->state = "needs_config";
-        else if (a->refreshing)
+        else if (account_busy(a))
                 ret->state = "refreshing";
         else if (a->retry_at_usec > now_boottime_usec()) {
                 ret->state = "backoff";
@@ -252,21 +259,6 @@ static int remove_account_call(struct store *store, void *userdata)
         return store_remove_account_report(store, ro->account, &ro->removed, &ro->n_removed);
 }
 
-/* Forgets the runtime account, so that a later request reads the store afresh. */
-static void forget_account(struct broker *b, const char *name)
-{
-        for (struct account **link = &b->accounts; *link; link = &(*link)->next) {
-                struct account *a = *link;
-                if (strcmp(a->name, name) != 0)
-                        continue;
-                if (a->refreshing || a->waiters)
-                        return; /* its refresh ends on its own; a reload forgets it later */
-                *link = a->next;
-                account_free(a);
-                return;
-        }
-}
-
 static void on_account_removed(struct store_job *job, void *userdata)
 {
         struct remove_operation *ro = userdata;
@@ -286,7 +278,7 @@ static void on_account_removed(struct store_job *job, void *userdata)
                 goto out;
         }
         token_cache_drop_account(&b->cache, ro->account);
-        forget_account(b, ro->account);
+        accounts_forget(b, ro->account);
         log_info("Admin: account %s removed (%zu objects).", ro->account, ro->n_removed);
         admin_operation_audit(&ro->op, ro->account);
         reply = admin_reply_new();
@@ -318,7 +310,7 @@ static void start_remove(struct admin_connection *c, const char *account)
                                  "The account is being signed in; try again when that is done.");
                 return;
         }
-        if (a && (a->refreshing || a->waiters)) {
+        if (a && (account_busy(a) || a->waiters)) {
                 admin_send_error(c, ADMIN_UNAVAILABLE,
                                  "The account is being refreshed; try again in a moment.");
                 return;

@@ -11,6 +11,9 @@
 
 #include "admin.h"
 #include "audit-aggregate.h"
+#include "audit.h"
+#include "config.h"
+#include "wire.h"
 #include "broker.h"
 #include "listen.h"
 #include "json.h"

@@ -6,6 +6,12 @@
 #include <string.h>
 
 #include "admin.h"
+#include "accounts.h"
+#include "refresh.h"
+#include "store-worker.h"
+#include "util.h"
+#include "waiter.h"
+#include "wire.h"
 #include "broker.h"
 #include "json.h"
 #include "log.h"
@@ -118,7 +124,7 @@ static void on_meta_read(struct store_job *job, void *userdata)
         }
         if (!t->scope_key && default_scope_key(&meta, &t->scope_key) < 0)
                 goto oom;
-        if (broker_account_get(b, t->account, &a) < 0)
+        if (accounts_get(b, t->account, &a) < 0)
                 goto oom;
         token = token_cache_get(&b->cache, t->account, t->scope_key);
         if (a->loaded && token &&

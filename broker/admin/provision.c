@@ -17,6 +17,12 @@
 #include <string.h>
 
 #include "admin.h"
+#include "accounts.h"
+#include "audit.h"
+#include "config.h"
+#include "idp.h"
+#include "store-worker.h"
+#include "util.h"
 #include "broker.h"
 #include "flow-device.h"
 #include "grant.h"
@@ -308,7 +314,7 @@ static void forget_runtime_account(struct broker *b, const char *name)
                 struct account *a = *link;
                 if (strcmp(a->name, name) != 0)
                         continue;
-                if (a->refreshing || a->waiters) {
+                if (account_busy(a) || a->waiters) {
                         /* Its next refresh reads the new refresh token; clear what stopped it. */
                         a->state = ACCOUNT_OK;
                         a->retry_at_usec = 0;

@@ -3,24 +3,34 @@
  * account until refresh.c has an answer. Every issue and denial is audited before the reply. */
 #include "build-config.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "accounts.h"
 #include "audit-aggregate.h"
+#include "audit.h"
 #include "broker.h"
+#include "client.h"
+#include "config.h"
 #include "json.h"
 #include "log.h"
+#include "refresh.h"
+#include "token-cache.h"
 #include "util.h"
+#include "waiter.h"
 
-void waiter_free(struct waiter *w)
-{
-        if (!w)
-                return;
-        free(w->scope_key);
-        free(w);
-}
+/* A token request waiting for its account: the engine's waiter (first, see waiter.h) and what
+ * the reply and its audit record need. */
+struct token_wait {
+        struct waiter waiter;
+        struct connection *connection;
+        char profile[NAME_MAX_LEN + 1];
+        char rule[POLICY_RULE_MAX_LEN]; /* the policy rule that allowed it, for the audit log */
+};
+static_assert(offsetof(struct token_wait, waiter) == 0, "waiter_free() frees a token_wait");
 
 static void reply_error(struct connection *c, enum wire_error e, const char *message,
                         uint32_t retry_after)
@@ -183,110 +193,6 @@ static void reply_account_unusable(struct connection *c, const struct account *a
                     0);
 }
 
-/* ---- accounts: read from the store by the store worker, never on the loop ---- */
-
-static void account_unlink(struct broker *b, struct account *a)
-{
-        for (struct account **link = &b->accounts; *link; link = &(*link)->next)
-                if (*link == a) {
-                        *link = a->next;
-                        a->next = NULL;
-                        return;
-                }
-}
-
-/* The account's metadata has been read, or could not be. On success the requests that waited
- * are answered from the cache when it can (an account re-read after a reload keeps its cached
- * tokens), the rest wait for a refresh. On failure they are all answered and the account is
- * dropped, so the next request reads the store again. */
-static void on_account_meta_read(struct store_job *job, void *userdata)
-{
-        struct broker *b = userdata;
-        struct account *a = account_find(b->accounts, job->account);
-        enum refresh_outcome failure = REFRESH_STORE_UNAVAILABLE;
-        struct waiter *list, *w;
-        uint64_t now;
-        int r = job->result;
-
-        if (!a)
-                return;
-        refresh_store_job_done(a);
-        if (r == 0) {
-                r = account_set_meta(a, job->meta_json, b->config);
-                if (r < 0) {
-                        log_error_errno(r, "Account %s has invalid metadata in the token.",
-                                        a->name);
-                        failure = REFRESH_NOT_PROVISIONED;
-                }
-        } else if (r == -ENOENT) {
-                log_warning("Account %s is not provisioned in the credential store.", a->name);
-                failure = REFRESH_NOT_PROVISIONED;
-        } else {
-                log_warning_errno(r, "Account %s: cannot read its metadata from the store",
-                                  a->name);
-        }
-
-        list = account_take_waiters(a);
-        if (r < 0) {
-                /* Unlinked first: answering runs the connections' next requests, which must
-                 * start a new account rather than find this one. */
-                account_unlink(b, a);
-                while ((w = list)) {
-                        list = w->next;
-                        w->next = NULL;
-                        request_answer_waiter(b, w, failure);
-                }
-                account_free(a);
-                return;
-        }
-        now = now_boottime_usec();
-        while ((w = list)) {
-                struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
-
-                list = w->next;
-                w->next = NULL;
-                if (t && account_token_serves(a, t, w->min_ttl, b->config->min_refresh_interval_sec,
-                                              now))
-                        request_answer_waiter(b, w, REFRESH_FAILED); /* answered from the cache */
-                else
-                        account_add_waiter(a, w);
-        }
-        if (a->waiters)
-                refresh_start(b, a, a->waiters->scope_key);
-        else if (a->keepalive_scope_key)
-                refresh_start(b, a, a->keepalive_scope_key);
-        free(a->keepalive_scope_key);
-        a->keepalive_scope_key = NULL;
-}
-
-/* Finds the runtime account. The first time, it is created empty and the store worker reads
- * its metadata; requests wait on it as on a refresh (a->refreshing is set meanwhile). */
-int broker_account_get(struct broker *b, const char *name, struct account **ret)
-{
-        struct account *a = account_find(b->accounts, name);
-        struct store_job *job = NULL;
-        int r;
-
-        if (a) {
-                *ret = a;
-                return 0;
-        }
-        r = account_new(name, &a);
-        if (r == 0)
-                r = store_job_new(STORE_JOB_GET_META, name, &job);
-        if (r == 0)
-                r = refresh_submit_store_job(b, a, job, on_account_meta_read, b);
-        if (r < 0) {
-                store_job_free(job);
-                account_free(a);
-                return r;
-        }
-        a->next = b->accounts;
-        b->accounts = a;
-        *ret = a;
-        return 0;
-}
-
 static void reply_unavailable(struct connection *c, const struct account *a, uint64_t now)
 {
         uint64_t wait =
@@ -311,11 +217,10 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
 {
         struct broker *b = c->broker;
         uint64_t now = now_boottime_usec();
-        struct cached_token *t = token_cache_get(&b->cache, a->name, scope_key);
+        struct cached_token *t = accounts_cached_token(&b->cache, a, scope_key, min_ttl,
+                                                       b->config->min_refresh_interval_sec, now);
 
-        /* An account still being read from the store has no mailbox for the reply yet. */
-        if (!a->loaded || !t ||
-            !account_token_serves(a, t, min_ttl, b->config->min_refresh_interval_sec, now))
+        if (!t)
                 return false;
         issue(c, profile, a, rule, t, now);
         if (now >= t->refresh_usec)
@@ -323,109 +228,60 @@ static bool try_cache(struct connection *c, const char *profile, struct account 
         return true;
 }
 
-static void handle_token(struct connection *c, const struct wire_request *req)
+/* The policy's decision on a token request, and the scope key it is for (*owned_key when the
+ * request names scopes). Replies and returns NULL when the request goes no further. */
+static const struct policy_profile *authorize(struct connection *c, const struct wire_request *req,
+                                              struct policy_decision *decision,
+                                              const char **ret_scope_key, char **owned_key)
 {
         struct broker *b = c->broker;
         const struct policy_profile *profile = policy_set_find(b->policy, req->profile);
         struct policy_peer peer = policy_peer_of(&c->stream.peer);
-        struct policy_decision decision;
-        _cleanup_free_ char *owned_key = NULL;
-        const char *scope_key;
-        struct account *a = NULL;
-        struct waiter *w;
-        uint64_t now;
-        int r;
+        const char *account;
 
         if (!profile) {
                 if (audit_denial(c, req->profile, NULL, NULL, NULL, "unknown profile"))
                         reply_error(c, WIRE_UNKNOWN_PROFILE, "No such profile.", 0);
-                return;
+                return NULL;
         }
         policy_evaluate(
             profile, &peer,
             &(struct policy_request){
                 .scopes = req->scopes, .n_scopes = req->n_scopes, .min_ttl = req->min_ttl},
             &(struct policy_time){.wall = time(NULL), .monotonic_usec = now_boottime_usec()},
-            b->limiter, &decision);
+            b->limiter, decision);
         if (req->n_scopes > 0) {
-                r = scope_key_build(req->scopes, req->n_scopes, &owned_key);
-                if (r < 0) {
+                if (scope_key_build(req->scopes, req->n_scopes, owned_key) < 0) {
                         reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                        return;
+                        return NULL;
                 }
-                scope_key = owned_key;
+                *ret_scope_key = *owned_key;
         } else {
-                scope_key = policy_profile_scope_key(profile);
+                *ret_scope_key = policy_profile_scope_key(profile);
         }
-        if (decision.verdict == POLICY_RATE_LIMITED) {
-                if (audit_denial(c, req->profile, policy_profile_account(profile), scope_key,
-                                 &decision, decision.reason))
+        account = policy_profile_account(profile);
+        if (decision->verdict == POLICY_RATE_LIMITED) {
+                if (audit_denial(c, req->profile, account, *ret_scope_key, decision,
+                                 decision->reason))
                         reply_error(c, WIRE_RATE_LIMITED, "Too many requests; try again later.",
-                                    rate_limit_retry_after(&decision));
-                return;
+                                    rate_limit_retry_after(decision));
+                return NULL;
         }
-        if (decision.verdict != POLICY_ALLOW) {
-                deny(c, req->profile, policy_profile_account(profile), scope_key, &decision,
-                     decision.reason);
-                return;
+        /* policy_evaluate() allows only scopes the profile allows (policy_profile_allows_scopes()):
+         * a request for others is denied there, with "scope not allowed by the profile". */
+        if (decision->verdict != POLICY_ALLOW) {
+                deny(c, req->profile, account, *ret_scope_key, decision, decision->reason);
+                return NULL;
         }
-        if (!policy_profile_allows_scopes(profile, req->scopes, req->n_scopes)) {
-                deny(c, req->profile, policy_profile_account(profile), scope_key, &decision,
-                     "scope not allowed by the profile");
-                return;
-        }
-
-        r = broker_account_get(b, policy_profile_account(profile), &a);
-        if (r < 0) {
-                log_warning_errno(r, "Profile %s: account %s cannot be loaded", req->profile,
-                                  policy_profile_account(profile));
-                reply_error(c, WIRE_UNAVAILABLE, "The credential store cannot take more work.",
-                            STORE_RETRY_AFTER_SEC);
-                return;
-        }
-        if (try_cache(c, req->profile, a, scope_key, req->min_ttl, decision.rule))
-                return;
-
-        if (a->state != ACCOUNT_OK) {
-                reply_account_unusable(c, a);
-                return;
-        }
-        now = now_boottime_usec();
-        if (!a->refreshing && now < a->retry_at_usec) {
-                reply_unavailable(c, a, now);
-                return;
-        }
-
-        w = calloc(1, sizeof(*w));
-        if (!w) {
-                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                return;
-        }
-        w->connection = c;
-        w->account = a;
-        memcpy(w->profile, req->profile, sizeof(w->profile));
-        w->scope_key = owned_key ? TAKE_PTR(owned_key) : strdup(scope_key);
-        if (!w->scope_key) {
-                free(w);
-                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
-                return;
-        }
-        w->min_ttl = req->min_ttl;
-        memcpy(w->rule, decision.rule, sizeof(w->rule));
-        c->waiting = w;
-        account_add_waiter(a, w);
-        /* May answer w at once (and clear c->waiting) when the refresh cannot start. */
-        refresh_start(b, a, w->scope_key);
+        return profile;
 }
 
-void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outcome outcome)
+/* The engine's answer to a token request that waited (waiter.h): the reply, then the
+ * connection's next requests. */
+static void on_token_answer(struct broker *b, struct waiter *w, enum refresh_outcome outcome)
 {
-        if (w->answer) {
-                w->answer(b, w, outcome);
-                return;
-        }
-
-        struct connection *c = w->connection;
+        struct token_wait *tw = container_of(w, struct token_wait, waiter);
+        struct connection *c = tw->connection;
         struct account *a = w->account;
         uint64_t now = now_boottime_usec();
         struct cached_token *t = token_cache_get(&b->cache, a->name, w->scope_key);
@@ -439,10 +295,11 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
                 reply_store_unavailable(c);
         else if (outcome == REFRESH_FRESH && t && cached_token_ttl(t, now) > 0)
                 /* Just obtained: handed out even below min_ttl, as no better token exists. */
-                issue(c, w->profile, a, w->rule, t, now);
+                issue(c, tw->profile, a, tw->rule, t, now);
         else if (t && cached_token_fits(t, w->min_ttl, now))
-                /* The refresh failed, but the cached token still meets the request. */
-                issue(c, w->profile, a, w->rule, t, now);
+                /* REFRESH_CACHED, or the refresh failed but the cached token still meets the
+                 * request. */
+                issue(c, tw->profile, a, tw->rule, t, now);
         else if (outcome == REFRESH_SCOPES_REFUSED)
                 reply_error(c, WIRE_REAUTH_REQUIRED,
                             "The identity provider refused these scopes for the account; an "
@@ -455,7 +312,72 @@ void request_answer_waiter(struct broker *b, struct waiter *w, enum refresh_outc
         else
                 reply_unavailable(c, a, now);
         waiter_free(w);
-        connection_resume(c);
+        stream_resume(&c->stream);
+}
+
+/* Parks the request on its account until the engine answers it (on_token_answer()). */
+static void wait_for_token(struct connection *c, const struct wire_request *req, struct account *a,
+                           const char *scope_key, char **owned_key,
+                           const struct policy_decision *decision)
+{
+        struct token_wait *tw = calloc(1, sizeof(*tw));
+
+        if (!tw) {
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return;
+        }
+        tw->connection = c;
+        memcpy(tw->profile, req->profile, sizeof(tw->profile));
+        memcpy(tw->rule, decision->rule, sizeof(tw->rule));
+        tw->waiter.account = a;
+        tw->waiter.scope_key = *owned_key ? TAKE_PTR(*owned_key) : strdup(scope_key);
+        if (!tw->waiter.scope_key) {
+                free(tw);
+                reply_error(c, WIRE_INTERNAL, "Out of memory.", 0);
+                return;
+        }
+        tw->waiter.min_ttl = req->min_ttl;
+        tw->waiter.answer = on_token_answer;
+        c->waiting = &tw->waiter;
+        account_add_waiter(a, &tw->waiter);
+        /* May answer it at once (and clear c->waiting) when the refresh cannot start. */
+        refresh_start(c->broker, a, tw->waiter.scope_key);
+}
+
+static void handle_token(struct connection *c, const struct wire_request *req)
+{
+        struct broker *b = c->broker;
+        const struct policy_profile *profile;
+        struct policy_decision decision;
+        _cleanup_free_ char *owned_key = NULL;
+        const char *scope_key = NULL;
+        struct account *a = NULL;
+        uint64_t now;
+        int r;
+
+        profile = authorize(c, req, &decision, &scope_key, &owned_key);
+        if (!profile)
+                return;
+        r = accounts_get(b, policy_profile_account(profile), &a);
+        if (r < 0) {
+                log_warning_errno(r, "Profile %s: account %s cannot be loaded", req->profile,
+                                  policy_profile_account(profile));
+                reply_error(c, WIRE_UNAVAILABLE, "The credential store cannot take more work.",
+                            STORE_RETRY_AFTER_SEC);
+                return;
+        }
+        if (try_cache(c, req->profile, a, scope_key, req->min_ttl, decision.rule))
+                return;
+        if (a->state != ACCOUNT_OK) {
+                reply_account_unusable(c, a);
+                return;
+        }
+        now = now_boottime_usec();
+        if (!account_busy(a) && now < a->retry_at_usec) {
+                reply_unavailable(c, a, now);
+                return;
+        }
+        wait_for_token(c, req, a, scope_key, &owned_key, &decision);
 }
 
 static void handle_profiles(struct connection *c)

@@ -12,11 +12,15 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "accounts.h"
 #include "audit-aggregate.h"
 #include "broker.h"
+#include "client.h"
+#include "config.h"
 #include "json.h"
 #include "listen.h"
 #include "log.h"
+#include "waiter.h"
 
 static struct connection *connection_of(const struct stream *s)
 {
@@ -94,11 +98,6 @@ static const struct stream_class client_class = {
     .free = client_free,
     .over_budget = client_over_budget,
 };
-
-void connection_resume(struct connection *c)
-{
-        stream_resume(&c->stream);
-}
 
 /* The socket systemd passed, if any: -1 when none, a negative errno when unusable. */
 static int socket_from_systemd(void)

@@ -91,7 +91,7 @@ int audit_open(const char *path, const struct secret *key, struct audit **ret)
                 return -ENOMEM;
         a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
         if (a->fd < 0) {
-                r = log_error_errno(errno, "Failed to open audit log %s", path);
+                r = log_error_errno(-errno, "Failed to open audit log %s", path);
                 free(a);
                 return r;
         }
@@ -281,13 +281,13 @@ int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
         };
         total = head_len + body_len - 1 + 1;
         n = writev(a->fd, iov, ELEMENTSOF(iov));
-        int err = n < 0 ? errno : 0;
+        int err = n < 0 ? -errno : 0;
         /* A short write: the rest, again, either completes the line or tells why not (ENOSPC,
          * EDQUOT, EFBIG): the administrator needs that, not a made-up EIO. */
         while (n >= 0 && n < (ssize_t)total) {
                 ssize_t more = write_rest(a->fd, iov, ELEMENTSOF(iov), (size_t)n);
                 if (more <= 0) {
-                        err = more < 0 ? errno : EIO;
+                        err = more < 0 ? -errno : -EIO;
                         break;
                 }
                 n += more;

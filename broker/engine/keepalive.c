@@ -13,8 +13,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "accounts.h"
 #include "broker.h"
+#include "config.h"
+#include "event.h"
 #include "log.h"
+#include "policy.h"
+#include "refresh.h"
+#include "store-worker.h"
 #include "util.h"
 
 /* Hourly: a day's precision is all the 90-day limit needs, and a broker that was down for a
@@ -33,10 +39,10 @@ struct keepalive {
 
 /* The scope set to refresh an account for: the first profile's that draws on it. An account no
  * profile uses is kept alive all the same once a profile names it. */
-static const char *scope_key_for(const struct broker *b, const char *account)
+static const char *scope_key_for(const struct policy_set *policy, const char *account)
 {
-        for (size_t i = 0; i < policy_set_count(b->policy); i++) {
-                const struct policy_profile *p = policy_set_get(b->policy, i);
+        for (size_t i = 0; i < policy_set_count(policy); i++) {
+                const struct policy_profile *p = policy_set_get(policy, i);
 
                 if (strcmp(policy_profile_account(p), account) == 0)
                         return policy_profile_scope_key(p);
@@ -46,7 +52,7 @@ static const char *scope_key_for(const struct broker *b, const char *account)
 
 static void keep_alive(struct broker *b, const char *name)
 {
-        const char *scope_key = scope_key_for(b, name);
+        const char *scope_key = scope_key_for(b->policy, name);
         struct account *a;
         int r;
 
@@ -56,7 +62,7 @@ static void keep_alive(struct broker *b, const char *name)
                          name);
                 return;
         }
-        r = broker_account_get(b, name, &a);
+        r = accounts_get(b, name, &a);
         if (r < 0) {
                 log_warning_errno(r, "Account %s: cannot start its keep-alive refresh", name);
                 return;
@@ -65,7 +71,7 @@ static void keep_alive(struct broker *b, const char *name)
                 return; /* parked until an administrator acts: a refresh would not be sent */
         log_info("Account %s: refresh token unused for %u days or more; refreshing it.", name,
                  b->config->keepalive_days);
-        if (a->refreshing) {
+        if (account_busy(a)) {
                 /* Its metadata is still being read (the refresh starts once it is), or a refresh
                  * is in flight, which keeps the token alive by itself. */
                 if (!a->loaded && !a->keepalive_scope_key)

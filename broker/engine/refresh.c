@@ -17,11 +17,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "refresh.h"
+
+#include "accounts.h"
+#include "audit.h"
 #include "broker.h"
+#include "config.h"
 #include "fault.h"
 #include "grant.h"
+#include "idp.h"
 #include "log.h"
+#include "store-worker.h"
+#include "token-cache.h"
 #include "util.h"
+#include "waiter.h"
 
 struct refresh {
         struct broker *broker;
@@ -43,7 +52,7 @@ static void refresh_free(struct refresh *r)
         free(r);
 }
 
-static void audit_account_event(struct broker *b, const struct account *a, const char *event,
+static void audit_account_event(struct audit *audit, const struct account *a, const char *event,
                                 const char *scope_key, uint64_t generation, const char *error)
 {
         struct audit_record record = {
@@ -56,17 +65,17 @@ static void audit_account_event(struct broker *b, const struct account *a, const
 
         /* Account events describe what already happened upstream: a failed write is logged
          * but cannot undo it. Token issues and denials are the records that gate replies. */
-        (void)audit_write(b->audit, &record);
+        (void)audit_write(audit, &record);
 }
 
-static void set_state(struct broker *b, struct account *a, enum account_state state,
+static void set_state(struct audit *audit, struct account *a, enum account_state state,
                       const char *event, const char *message)
 {
         a->reauth_interrupted = false;
         a->state = state;
         snprintf(a->message, sizeof(a->message), "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
-        audit_account_event(b, a, event, NULL, 0, message);
+        audit_account_event(audit, a, event, NULL, 0, message);
 }
 
 static void on_mark_cleared(struct store_job *job, void *userdata)
@@ -80,14 +89,14 @@ static void on_mark_cleared(struct store_job *job, void *userdata)
 /* The token endpoint answered without rotating the refresh token sent: the marker written
  * before sending it (store_mark_refresh()) would otherwise say after a restart that this run
  * stopped during the refresh. Queued behind the account's other store jobs; best effort. */
-static void clear_refresh_mark(struct broker *b, const struct refresh *r)
+static void clear_refresh_mark(struct store_worker *worker, const struct refresh *r)
 {
         struct store_job *job = NULL;
 
         if (r->generation == 0)
                 return;
         if (store_job_new(STORE_JOB_CLEAR_REFRESH_MARK, r->account->name, &job) < 0 ||
-            store_worker_submit(b->store_worker, job, on_mark_cleared, NULL) < 0)
+            store_worker_submit(worker, job, on_mark_cleared, NULL) < 0)
                 store_job_free(job);
 }
 
@@ -109,8 +118,8 @@ static void reauth_required(struct broker *b, struct account *a, const struct re
         };
 
         if (!interrupted) {
-                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", message);
-                clear_refresh_mark(b, r);
+                set_state(b->audit, a, ACCOUNT_NEEDS_REAUTH, "reauth_required", message);
+                clear_refresh_mark(b->store_worker, r);
                 return;
         }
         a->state = ACCOUNT_NEEDS_REAUTH;
@@ -137,24 +146,22 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
 
         while (list) {
                 struct waiter *w = list;
-                struct cached_token *t;
 
                 list = w->next;
                 w->next = NULL;
                 if (outcome != REFRESH_FAILED && strcmp(w->scope_key, scope_key) != 0) {
                         /* Waiting for min_ttl's sake, on a token that now may not be replaced
                          * for it (the account just asked upstream): that token, as it is. */
-                        t = token_cache_get(&b->cache, a->name, w->scope_key);
-                        if (t && account_token_serves(a, t, w->min_ttl,
-                                                      b->config->min_refresh_interval_sec, now)) {
-                                request_answer_waiter(b, w, REFRESH_FRESH);
+                        if (accounts_cached_token(&b->cache, a, w->scope_key, w->min_ttl,
+                                                  b->config->min_refresh_interval_sec, now)) {
+                                waiter_answer(b, w, REFRESH_FRESH);
                                 continue;
                         }
                         *leftover_tail = w;
                         leftover_tail = &w->next;
                         continue;
                 }
-                request_answer_waiter(b, w, outcome);
+                waiter_answer(b, w, outcome);
         }
         while (leftover) {
                 struct waiter *w = leftover;
@@ -166,14 +173,14 @@ static void answer_waiters(struct broker *b, struct account *a, const char *scop
 }
 
 /* A transient failure: back off, tell the log and the audit trail. */
-static void transient_failure(struct broker *b, struct account *a, const char *scope_key,
+static void transient_failure(struct audit *audit, struct account *a, const char *scope_key,
                               uint32_t retry_after, const char *message)
 {
         uint32_t delay = account_backoff(a, retry_after, now_boottime_usec());
 
         snprintf(a->message, sizeof(a->message), "%s", message);
         log_warning("Account %s: cannot refresh (%s); retrying in %u s.", a->name, message, delay);
-        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
+        audit_account_event(audit, a, "refresh_failed", scope_key, 0, message);
 }
 
 /* ---- the store steps ---- */
@@ -181,31 +188,13 @@ static void transient_failure(struct broker *b, struct account *a, const char *s
 /* The store failed or is reopening its session: no request for the account is sent to it for
  * STORE_RETRY_AFTER_SEC. Not the upstream backoff: the store has its own, and an HSM that was
  * away for a while must not leave accounts backing off for minutes after it is back. */
-static void store_failure(struct broker *b, struct account *a, const char *scope_key, int error,
+static void store_failure(struct audit *audit, struct account *a, const char *scope_key, int error,
                           const char *message)
 {
         log_warning_errno(error, "Account %s: %s; retrying in %d s", a->name, message,
                           STORE_RETRY_AFTER_SEC);
-        audit_account_event(b, a, "refresh_failed", scope_key, 0, message);
+        audit_account_event(audit, a, "refresh_failed", scope_key, 0, message);
         a->retry_at_usec = now_boottime_usec() + STORE_RETRY_AFTER_SEC * USEC_PER_SEC;
-}
-
-int refresh_submit_store_job(struct broker *b, struct account *a, struct store_job *job,
-                             store_job_done_fn done, void *userdata)
-{
-        int r = store_worker_submit(b->store_worker, job, done, userdata);
-
-        if (r < 0)
-                return r;
-        a->refreshing = true;
-        a->store_since_usec = now_boottime_usec();
-        return 0;
-}
-
-void refresh_store_job_done(struct account *a)
-{
-        a->refreshing = false;
-        a->store_since_usec = 0;
 }
 
 /* Answers, with REFRESH_STORE_UNAVAILABLE, the waiters of accounts whose store job has kept
@@ -246,7 +235,7 @@ void refresh_store_tick(void *userdata)
 
                         expired = w->next;
                         w->next = NULL;
-                        request_answer_waiter(b, w, REFRESH_STORE_UNAVAILABLE);
+                        waiter_answer(b, w, REFRESH_STORE_UNAVAILABLE);
                 }
         }
 }
@@ -266,7 +255,7 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
         struct broker *b = r->broker;
         struct account *a = r->account;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (job->result < 0) {
                 /* The previous generation is still in the store; Microsoft keeps it valid, a
                  * strict server may not. Say so loudly, and keep the new one for the next
@@ -275,11 +264,11 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
                                 "Account %s: failed to store the rotated refresh token; keeping "
                                 "it in memory and storing it before the next refresh",
                                 a->name);
-                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                audit_account_event(b->audit, a, "rotation_failed", r->scope_key, 0,
                                     "the rotated refresh token could not be stored");
                 keep_unstored(a, &job->refresh_token);
         } else {
-                audit_account_event(b, a, "refresh", r->scope_key, job->generation, NULL);
+                audit_account_event(b->audit, a, "refresh", r->scope_key, job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
         }
         /* The access token is in the cache whatever happened to the refresh token. */
@@ -299,7 +288,8 @@ static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, str
         e = store_job_new(STORE_JOB_WRITE_REFRESH_TOKEN, a->name, &job);
         if (e == 0) {
                 job->refresh_token = TAKE_PTR(*token);
-                e = refresh_submit_store_job(b, a, job, on_rotated_token_stored, r);
+                e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
+                                             on_rotated_token_stored, r);
         }
         if (e < 0) {
                 if (job && job->refresh_token)
@@ -308,7 +298,7 @@ static bool store_rotated_refresh_token(struct broker *b, struct refresh *r, str
                         keep_unstored(a, token);
                 store_job_free(job);
                 log_error_errno(e, "Account %s: cannot store the rotated refresh token", a->name);
-                audit_account_event(b, a, "rotation_failed", r->scope_key, 0,
+                audit_account_event(b->audit, a, "rotation_failed", r->scope_key, 0,
                                     "the rotated refresh token could not be stored");
                 return false;
         }
@@ -326,7 +316,8 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
         e = token_cache_put(&b->cache, a->name, r->scope_key, &result->access_token, result->scope,
                             result->sent_at_usec, result->expires_in, &t);
         if (e < 0) {
-                transient_failure(b, a, r->scope_key, 0, "the new token could not be cached");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the new token could not be cached");
                 r->outcome = REFRESH_FAILED;
         } else {
                 audit_fingerprint(b->audit, t->access_token, t->fingerprint);
@@ -341,9 +332,9 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
         /* Kept even when the access token could not be: it may be the only valid one. */
         if (result->refresh_token)
                 return store_rotated_refresh_token(b, r, &result->refresh_token);
-        clear_refresh_mark(b, r); /* a server that does not rotate */
+        clear_refresh_mark(b->store_worker, r); /* a server that does not rotate */
         if (e == 0)
-                audit_account_event(b, a, "refresh", r->scope_key, 0, NULL);
+                audit_account_event(b->audit, a, "refresh", r->scope_key, 0, NULL);
         return false;
 }
 
@@ -357,7 +348,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         /* The request is upstream (which may have rotated the token) and nothing of the answer
          * has been acted on: to the token store, the same as dying before the answer came. */
         fault_point("after-send");
-        a->refreshing = false;
+        account_refresh_to(a, ACCOUNT_REFRESH_IDLE);
         (void)grant_credential_refused(&r->credential, result); /* PS256 refused: RS256 next */
         switch (result->outcome) {
         case IDP_OK:
@@ -366,22 +357,23 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
                 outcome = r->outcome;
                 break;
         case IDP_TRANSIENT:
-                transient_failure(b, a, r->scope_key, result->retry_after, result->message);
+                transient_failure(b->audit, a, r->scope_key, result->retry_after, result->message);
                 break;
         case IDP_SCOPES_REFUSED:
                 /* One scope set is wrong, not the account: the others keep working. */
-                clear_refresh_mark(b, r);
+                clear_refresh_mark(b->store_worker, r);
                 log_error("Account %s: scopes %s refused: %s", a->name, r->scope_key,
                           result->message);
-                audit_account_event(b, a, "refresh_failed", r->scope_key, 0, result->message);
+                audit_account_event(b->audit, a, "refresh_failed", r->scope_key, 0,
+                                    result->message);
                 outcome = REFRESH_SCOPES_REFUSED;
                 break;
         case IDP_REAUTH:
                 reauth_required(b, a, r, result->message);
                 break;
         case IDP_CONFIG:
-                clear_refresh_mark(b, r);
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
+                clear_refresh_mark(b->store_worker, r);
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config", result->message);
                 break;
         }
         answer_waiters(b, a, r->scope_key, outcome);
@@ -396,7 +388,7 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         struct account *a = r->account;
         int e = job->result;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (b->stopping) {
                 /* No new HTTPS request while the broker shuts down. */
                 answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
@@ -404,12 +396,12 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
                 return;
         }
         if (e == -ENOENT) {
-                set_state(b, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
+                set_state(b->audit, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
                 goto fail;
         }
         if (e < 0) {
-                store_failure(b, a, r->scope_key, e, "cannot read the refresh token");
+                store_failure(b->audit, a, r->scope_key, e, "cannot read the refresh token");
                 goto fail;
         }
 
@@ -427,10 +419,11 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         e = idp_request_refresh(b->idp, &grant, on_refresh_done, r);
         if (e < 0) {
                 log_error_errno(e, "Account %s: cannot start a refresh", a->name);
-                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the HTTPS request could not start");
                 goto fail;
         }
-        a->refreshing = true;
+        account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
         a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: refreshing %s (refresh token generation %llu).", a->name,
                   r->scope_key, (unsigned long long)job->generation);
@@ -451,7 +444,7 @@ static void on_unstored_token_written(struct store_job *job, void *userdata)
                 log_info("Account %s: the refresh token kept in memory is stored now "
                          "(generation %llu).",
                          a->name, (unsigned long long)job->generation);
-                audit_account_event(r->broker, a, "refresh_token_stored", r->scope_key,
+                audit_account_event(r->broker->audit, a, "refresh_token_stored", r->scope_key,
                                     job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
         } else {
@@ -499,21 +492,21 @@ static void on_credential_ready(struct store_job *job, void *userdata)
         struct account *a = r->account;
         int e = job->result;
 
-        refresh_store_job_done(a);
+        account_store_job_done(a);
         if (b->stopping) {
                 answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
                 refresh_free(r);
                 return;
         }
         if (e == -ENOENT) {
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
                           a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
                               ? "no client secret in the credential store"
                               : "no assertion key and certificate: run credbroker account keygen");
                 goto fail;
         }
         if (e < 0) {
-                store_failure(b, a, r->scope_key, e,
+                store_failure(b->audit, a, r->scope_key, e,
                               a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET
                                   ? "cannot read the client secret"
                                   : "cannot sign the client assertion");
@@ -523,10 +516,11 @@ static void on_credential_ready(struct store_job *job, void *userdata)
                                           &r->credential, on_refresh_done, r);
         if (e < 0) {
                 log_error_errno(e, "Account %s: cannot start a token request", a->name);
-                transient_failure(b, a, r->scope_key, 0, "the HTTPS request could not start");
+                transient_failure(b->audit, a, r->scope_key, 0,
+                                  "the HTTPS request could not start");
                 goto fail;
         }
-        a->refreshing = true;
+        account_refresh_to(a, ACCOUNT_REFRESH_UPSTREAM);
         a->last_upstream_usec = now_boottime_usec();
         log_debug("Account %s: client_credentials for %s.", a->name, r->scope);
         return;
@@ -547,14 +541,14 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
             !(r->scope_key = strdup(scope_key)) ||
             store_job_new(STORE_JOB_CALL, a->name, &job) < 0) {
                 refresh_free(r);
-                transient_failure(b, a, scope_key, 0, "out of memory");
+                transient_failure(b->audit, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         if (grant_credential_call_init(&r->credential, a->name, a->meta.flow_kind,
                                        a->token_endpoint, a->meta.client_id) < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                set_state(b, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
+                set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
                           "the token endpoint or client id is too long for an assertion");
                 goto fail;
         }
@@ -563,11 +557,12 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
         r->account = a;
         job->call = grant_credential_fetch;
         job->call_arg = &r->credential;
-        e = refresh_submit_store_job(b, a, job, on_credential_ready, r);
+        e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
+                                     on_credential_ready, r);
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                store_failure(b, a, scope_key, e, "cannot queue the credential read");
+                store_failure(b->audit, a, scope_key, e, "cannot queue the credential read");
                 goto fail;
         }
         return;
@@ -581,7 +576,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         struct refresh *r = NULL;
         int e;
 
-        if (a->refreshing)
+        if (account_busy(a))
                 return; /* its completion answers the waiters */
         if (!a->loaded || a->state != ACCOUNT_OK || now_boottime_usec() < a->retry_at_usec)
                 goto fail;
@@ -600,12 +595,12 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (!r || !r->scope || !(r->scope_key = strdup(scope_key)) ||
             new_refresh_token_job(a, &job) < 0) {
                 refresh_free(r);
-                transient_failure(b, a, scope_key, 0, "out of memory");
+                transient_failure(b->audit, a, scope_key, 0, "out of memory");
                 goto fail;
         }
         r->broker = b;
         r->account = a;
-        e = refresh_submit_store_job(b, a, job,
+        e = account_submit_store_job(b->store_worker, a, ACCOUNT_REFRESH_STORE, job,
                                      job->kind == STORE_JOB_WRITE_REFRESH_TOKEN
                                          ? on_unstored_token_written
                                          : on_refresh_token_read,
@@ -613,7 +608,7 @@ void refresh_start(struct broker *b, struct account *a, const char *scope_key)
         if (e < 0) {
                 store_job_free(job);
                 refresh_free(r);
-                store_failure(b, a, scope_key, e, "cannot queue the refresh token read");
+                store_failure(b->audit, a, scope_key, e, "cannot queue the refresh token read");
                 goto fail;
         }
         return;

@@ -210,7 +210,7 @@ static void arm_timer(struct store_worker *w, bool on)
                 spec.it_value = spec.it_interval;
         }
         if (timerfd_settime(w->timer.fd, 0, &spec, NULL) < 0) {
-                log_warning_errno(errno, "Failed to set the store worker's timer");
+                log_warning_errno(-errno, "Failed to set the store worker's timer");
                 return;
         }
         w->timer_armed = on;

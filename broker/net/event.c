@@ -54,7 +54,7 @@ int event_modify(int epfd, struct watch *w, uint32_t events)
 void event_remove(int epfd, struct watch *w)
 {
         if (epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL) < 0 && errno != EBADF && errno != ENOENT)
-                log_debug_errno(errno, "epoll_ctl(DEL) failed");
+                log_debug_errno(-errno, "epoll_ctl(DEL) failed");
 }
 
 void event_release(int epfd, struct watch *w, void *owner, void (*free_fn)(void *))

@@ -75,7 +75,7 @@ static int ensure_directory(const char *path)
         if (stat(dir[0] ? dir : "/", &st) == 0)
                 return 0;
         if (errno != ENOENT)
-                return log_error_errno(errno, "Cannot use the directory %s of %s", dir, path);
+                return log_error_errno(-errno, "Cannot use the directory %s of %s", dir, path);
         if (strcmp(dir, RUNTIME_DIR) == 0) {
                 /* 0755: the client socket in it is for every local user (the policy decides). */
                 mode_t old = umask(022);
@@ -83,7 +83,7 @@ static int ensure_directory(const char *path)
                 umask(old);
                 if (r == 0 || errno == EEXIST)
                         return 0;
-                return log_error_errno(errno, "Failed to create the runtime directory %s", dir);
+                return log_error_errno(-errno, "Failed to create the runtime directory %s", dir);
         }
         log_error("The directory %s for %s does not exist: create it (install -d -m 0755 %s) or "
                   "set another path in the configuration.",
@@ -112,11 +112,12 @@ int listen_unix(const char *path, mode_t umask_bits, int backlog, ino_t *ret_ino
                 if (r < 0)
                         return r;
                 if (unlink(path) < 0 && errno != ENOENT)
-                        return log_error_errno(errno, "Failed to remove the stale socket %s", path);
+                        return log_error_errno(-errno, "Failed to remove the stale socket %s",
+                                               path);
         }
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
-                return log_error_errno(errno, "Failed to create a socket for %s", path);
+                return log_error_errno(-errno, "Failed to create a socket for %s", path);
         /* The mode comes from the umask at bind(), with no window and no chmod() of a path that
          * could be swapped for a symlink in between. */
         mode_t old_umask = umask(umask_bits);

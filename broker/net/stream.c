@@ -554,7 +554,7 @@ static void on_accept(struct watch *w, uint32_t events)
                                         server->paused_usec = stream_now();
                                 }
                         } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
-                                log_warning_errno(errno, "%s socket: accept() failed",
+                                log_warning_errno(-errno, "%s socket: accept() failed",
                                                   server->class->name);
                         }
                         return;

@@ -12,16 +12,6 @@
 #include "tap.h"
 #include "wire.h"
 
-/* The reload operation's engine call: defined in main.c until the engine has it (then this weak
- * stand-in yields to it). The tests here never run a handler. */
-__attribute__((weak)) int broker_reload(struct broker *b, char *error, size_t error_size,
-                                        size_t *ret_profiles);
-__attribute__((weak)) int broker_reload(struct broker *b, char *error, size_t error_size,
-                                        size_t *ret_profiles)
-{
-        return -ENOSYS;
-}
-
 static void test_op_table(void)
 {
         static const struct {

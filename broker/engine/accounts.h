@@ -1,6 +1,7 @@
-/* An account as the broker runs it: settings read from the store's meta object, and its
- * upstream state (single flight, backoff, reauth). No secret lives here: the refresh token is
- * read from the store for each refresh and wiped after. */
+/* The accounts as the broker runs them (accounts.c): the registry (b->accounts), each account's
+ * settings read from the store's meta object, its waiters, and its upstream state (single
+ * flight, backoff, reauth). No secret lives here but a rotated refresh token the store could not
+ * take: the refresh token is read from the store for each refresh and wiped after. */
 #pragma once
 
 #include <stdbool.h>
@@ -9,14 +10,27 @@
 #include "account-meta.h"
 #include "config.h"
 #include "secret.h"
+#include "store-worker.h"
 #include "token-cache.h"
 
+struct broker;
 struct waiter;
 
 enum account_state {
         ACCOUNT_OK,
         ACCOUNT_NEEDS_REAUTH,
         ACCOUNT_NEEDS_CONFIG,
+};
+
+/* Single flight (design.md §5): where the account's one piece of work in flight is. Changed only
+ * by account_refresh_to(). While it is not idle no second job or upstream request starts for
+ * the account, and neither a reload nor a removal frees it. */
+enum account_refresh {
+        ACCOUNT_REFRESH_IDLE,
+        ACCOUNT_REFRESH_LOADING,  /* the store worker reads its metadata (accounts_get()) */
+        ACCOUNT_REFRESH_STORE,    /* a store job of a refresh: refresh token or credential read,
+                                   * rotated refresh token write */
+        ACCOUNT_REFRESH_UPSTREAM, /* a token request is at the token endpoint */
 };
 
 struct account {
@@ -28,12 +42,8 @@ struct account {
         char *token_endpoint;
         enum account_state state;
 
-        /* Single flight: at most one upstream request per account (design.md §5). Also true
-         * while a store job for the account is outstanding (reading its metadata or refresh
-         * token, storing a rotated one), so no second job starts and a reload does not free
-         * the account under it. */
-        bool refreshing;
-        uint64_t store_since_usec; /* boottime a store job for it was submitted; 0: none */
+        enum account_refresh refresh;
+        uint64_t store_since_usec; /* boottime the store job in flight was submitted; 0: none */
         unsigned failures;         /* consecutive transient failures, for backoff */
         uint64_t retry_at_usec;    /* boottime before which no new request is sent */
         /* Boottime the last token request for the account was sent upstream, whatever its
@@ -64,6 +74,31 @@ struct account {
         struct account *next;
 };
 
+/* The runtime account of that name in b->accounts. The first time, it is created empty and the
+ * store worker reads its metadata (ACCOUNT_REFRESH_LOADING); requests wait on it as on a
+ * refresh, and its first refresh starts once the metadata is in. */
+int accounts_get(struct broker *b, const char *name, struct account **ret);
+/* Forgets the runtime account unless it is busy (its work ends on its own; a reload forgets it
+ * later), so that the next request reads the store afresh. */
+void accounts_forget(struct broker *b, const char *name);
+/* Forgets every account that is idle, has no waiter and no unstored refresh token (reload). */
+void accounts_forget_idle(struct account **list);
+void accounts_free(struct account **list);
+
+/* The one place an account's single-flight state changes; keeps store_since_usec with it. */
+void account_refresh_to(struct account *a, enum account_refresh to);
+/* Whether work for the account is in flight (any state but idle). */
+static inline bool account_busy(const struct account *a)
+{
+        return a->refresh != ACCOUNT_REFRESH_IDLE;
+}
+/* Submits a store job of the account's (next_state: ACCOUNT_REFRESH_LOADING or _STORE), which
+ * makes it busy until the job's callback calls account_store_job_done(). */
+int account_submit_store_job(struct store_worker *worker, struct account *a,
+                             enum account_refresh next_state, struct store_job *job,
+                             store_job_done_fn done, void *userdata);
+void account_store_job_done(struct account *a);
+
 /* An account not loaded yet: a name and nothing else. */
 int account_new(const char *name, struct account **ret);
 /* Loads the account's settings from its meta JSON and the configured default authority. */
@@ -86,6 +121,12 @@ void account_remove_waiter(struct account *a, struct waiter *w);
  * more than one min_ttl-driven upstream request per account per interval. */
 bool account_token_serves(const struct account *a, const struct cached_token *t, uint32_t min_ttl,
                           uint32_t interval_sec, uint64_t now_usec);
+
+/* The cached token of account a for scope_key if it may be handed out for min_ttl now
+ * (account_token_serves()); NULL otherwise, and while a is not loaded yet. */
+struct cached_token *accounts_cached_token(struct token_cache *cache, const struct account *a,
+                                           const char *scope_key, uint32_t min_ttl,
+                                           uint32_t interval_sec, uint64_t now_usec);
 
 /* Backoff after a transient failure: capped exponential with full jitter, at least what the
  * server asked for in Retry-After. Returns the delay chosen, in seconds (≥ 1). */

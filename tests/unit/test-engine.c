@@ -1,0 +1,531 @@
+/* The token engine (broker/engine: accounts.c, refresh.c, token-cache.c) without sockets, a
+ * store or HTTPS: the store worker, the identity provider, the grant helpers and the audit log
+ * are replaced below by fakes of the same names that record what the engine asked for, and the
+ * test completes those requests by hand. Covers account loading, single flight, cache expiry,
+ * the refresh-state transitions and how waiters are answered. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "accounts.h"
+#include "audit.h"
+#include "broker.h"
+#include "config.h"
+#include "grant.h"
+#include "idp.h"
+#include "refresh.h"
+#include "secret.h"
+#include "store-worker.h"
+#include "tap.h"
+#include "token-cache.h"
+#include "util.h"
+#include "waiter.h"
+
+#define SCOPE_A "https://graph.microsoft.com/Mail.Send"
+#define SCOPE_B "https://graph.microsoft.com/Mail.Read"
+#define META                                                                                       \
+        "{\"tenant\":\"contoso.onmicrosoft.com\",\"client_id\":\"11111111-2222\",\"flow\":"        \
+        "\"device\"}"
+
+/* ---- fake store worker: jobs wait until the test completes them, oldest first ---- */
+
+struct pending_job {
+        struct store_job *job;
+        store_job_done_fn done;
+        void *userdata;
+};
+static struct pending_job jobs[32];
+static size_t n_jobs;
+
+int store_job_new(enum store_job_kind kind, const char *account, struct store_job **ret)
+{
+        struct store_job *job = calloc(1, sizeof(*job));
+
+        if (!job)
+                return -ENOMEM;
+        job->kind = kind;
+        snprintf(job->account, sizeof(job->account), "%s", account);
+        *ret = job;
+        return 0;
+}
+
+void store_job_free(struct store_job *job)
+{
+        if (!job)
+                return;
+        secret_free(job->refresh_token);
+        free(job->meta_json);
+        free(job);
+}
+
+int store_worker_submit(struct store_worker *w, struct store_job *job, store_job_done_fn done,
+                        void *userdata)
+{
+        (void)w;
+        if (n_jobs == sizeof(jobs) / sizeof(jobs[0]))
+                return -EAGAIN;
+        jobs[n_jobs++] = (struct pending_job){job, done, userdata};
+        return 0;
+}
+
+/* The kind of the oldest job not yet completed; -1 when none. */
+static int next_job_kind(void)
+{
+        return n_jobs ? (int)jobs[0].job->kind : -1;
+}
+
+/* Completes the oldest job with result; meta is GET_META's answer, a refresh token is made up
+ * for READ_REFRESH_TOKEN. */
+static void complete_job(int result, const char *meta)
+{
+        struct pending_job p = jobs[0];
+
+        memmove(jobs, jobs + 1, (n_jobs - 1) * sizeof(jobs[0]));
+        n_jobs--;
+        p.job->result = result;
+        if (result == 0 && meta)
+                p.job->meta_json = strdup(meta);
+        if (result == 0 && p.job->kind == STORE_JOB_READ_REFRESH_TOKEN) {
+                (void)secret_new_from("refresh-1", 9, &p.job->refresh_token);
+                p.job->generation = 1;
+        }
+        p.done(p.job, p.userdata);
+        store_job_free(p.job);
+}
+
+/* Completes every job of a kind that does not take part in single flight (markers). */
+static void drop_marker_jobs(void)
+{
+        for (size_t i = 0; i < n_jobs;) {
+                if (jobs[i].job->kind != STORE_JOB_CLEAR_REFRESH_MARK) {
+                        i++;
+                        continue;
+                }
+                struct pending_job p = jobs[i];
+                memmove(jobs + i, jobs + i + 1, (n_jobs - i - 1) * sizeof(jobs[0]));
+                n_jobs--;
+                p.done(p.job, p.userdata);
+                store_job_free(p.job);
+        }
+}
+
+/* ---- fake identity provider: one request at a time is recorded ---- */
+
+static unsigned n_upstream;
+static idp_done_fn upstream_done;
+static void *upstream_userdata;
+static char upstream_scope[256];
+
+int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, idp_done_fn done,
+                        void *userdata)
+{
+        (void)idp;
+        n_upstream++;
+        upstream_done = done;
+        upstream_userdata = userdata;
+        snprintf(upstream_scope, sizeof(upstream_scope), "%s", grant->scope);
+        return 0;
+}
+
+static void upstream_answers(enum idp_outcome outcome, uint64_t expires_in)
+{
+        struct idp_result result = {.outcome = outcome, .expires_in = expires_in};
+        idp_done_fn done = upstream_done;
+
+        upstream_done = NULL;
+        result.sent_at_usec = now_boottime_usec();
+        if (outcome == IDP_OK)
+                (void)secret_new_from("access", 6, &result.access_token);
+        else
+                snprintf(result.message, sizeof(result.message), "test failure");
+        done(&result, upstream_userdata);
+        secret_free(result.access_token);
+}
+
+bool grant_credential_refused(struct grant_credential_call *call, struct idp_result *result)
+{
+        (void)call;
+        (void)result;
+        return false;
+}
+
+int grant_post_client_credentials(struct idp *idp, const struct account_meta *m,
+                                  const char *token_endpoint, const char *scope,
+                                  struct grant_credential_call *call, idp_done_fn done,
+                                  void *userdata)
+{
+        (void)idp, (void)m, (void)token_endpoint, (void)scope, (void)call;
+        n_upstream++;
+        upstream_done = done;
+        upstream_userdata = userdata;
+        return 0;
+}
+
+int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
+{
+        (void)generic;
+        *ret = strdup(scope_key);
+        return *ret ? 0 : -ENOMEM;
+}
+
+int grant_credential_call_init(struct grant_credential_call *call, const char *account,
+                               enum account_flow flow, const char *token_endpoint,
+                               const char *client_id)
+{
+        (void)call, (void)account, (void)flow, (void)token_endpoint, (void)client_id;
+        return 0;
+}
+
+void grant_credential_call_set_alg(struct grant_credential_call *call, const struct account_meta *m)
+{
+        (void)call, (void)m;
+}
+
+int grant_credential_fetch(struct store *store, void *userdata)
+{
+        (void)store, (void)userdata;
+        return 0;
+}
+
+int grant_granted_scope(const char *scope_key, const char *granted, char **ret)
+{
+        (void)scope_key, (void)granted;
+        *ret = NULL;
+        return 0;
+}
+
+/* ---- fake audit log ---- */
+
+int audit_write(struct audit *a, const struct audit_record *r)
+{
+        (void)a, (void)r;
+        return 0;
+}
+
+void audit_fingerprint(const struct audit *a, const struct secret *token, char out[static 17])
+{
+        (void)a, (void)token;
+        memcpy(out, "0123456789abcdef", 17);
+}
+
+/* ---- waiters whose answers are recorded ---- */
+
+static struct {
+        const struct waiter *w;
+        enum refresh_outcome outcome;
+} answers[32];
+static size_t n_answers;
+
+static void on_answer(struct broker *b, struct waiter *w, enum refresh_outcome outcome)
+{
+        (void)b;
+        if (n_answers < sizeof(answers) / sizeof(answers[0]))
+                answers[n_answers++] = (typeof(answers[0])){w, outcome};
+        waiter_free(w);
+}
+
+static struct waiter *add_waiter(struct account *a, const char *scope_key, uint32_t min_ttl)
+{
+        struct waiter *w = calloc(1, sizeof(*w));
+
+        if (!w || !(w->scope_key = strdup(scope_key)))
+                abort();
+        w->account = a;
+        w->min_ttl = min_ttl;
+        w->answer = on_answer;
+        account_add_waiter(a, w);
+        return w;
+}
+
+static size_t count_waiters(const struct account *a)
+{
+        size_t n = 0;
+
+        for (const struct waiter *w = a->waiters; w; w = w->next)
+                n++;
+        return n;
+}
+
+static struct config config = {.min_refresh_interval_sec = 30};
+static struct broker broker = {
+    .config = &config,
+    .epfd = -1,
+    .store_worker = (struct store_worker *)&jobs, /* never dereferenced by the fakes */
+};
+
+static void reset(void)
+{
+        while (n_jobs)
+                complete_job(-ECANCELED, NULL);
+        accounts_free(&broker.accounts);
+        token_cache_clear(&broker.cache);
+        n_upstream = 0;
+        upstream_done = NULL;
+        n_answers = 0;
+}
+
+/* Puts a token in the cache for account/scope_key sent `age` seconds ago, valid `lifetime`. */
+static void cache_token(const char *account, const char *scope_key, uint64_t age, uint64_t lifetime)
+{
+        struct secret *token = NULL;
+        struct cached_token *t;
+
+        if (secret_new_from("cached", 6, &token) < 0 ||
+            token_cache_put(&broker.cache, account, scope_key, &token, NULL,
+                            now_boottime_usec() - age * USEC_PER_SEC, lifetime, &t) < 0)
+                abort();
+}
+
+/* ---- the tests ---- */
+
+static void test_load_once(void)
+{
+        struct account *a = NULL, *again = NULL;
+
+        reset();
+        is_int(accounts_get(&broker, "mail", &a), 0, "accounts_get creates the account");
+        is_int(a->refresh, ACCOUNT_REFRESH_LOADING, "its metadata is being read");
+        ok(!a->loaded, "not loaded yet");
+        is_int(next_job_kind(), STORE_JOB_GET_META, "one GET_META job submitted");
+        is_int(accounts_get(&broker, "mail", &again), 0, "a second accounts_get");
+        ok(again == a, "finds the same account");
+        is_int(n_jobs, 1, "and submits no second metadata read");
+        ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()) == NULL,
+           "an account being loaded serves nothing from the cache");
+}
+
+/* Metadata read, refresh token read, token endpoint: one of each however many ask. */
+static void test_single_flight(void)
+{
+        struct account *a = NULL;
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        add_waiter(a, SCOPE_A, 0);
+        add_waiter(a, SCOPE_A, 0);
+        refresh_start(&broker, a, SCOPE_A);
+        is_int(n_jobs, 1, "loading: a refresh asked for starts no store job");
+
+        complete_job(0, META);
+        ok(a->loaded, "the metadata loaded the account");
+        is_int(a->refresh, ACCOUNT_REFRESH_STORE, "loaded with waiters: refresh token being read");
+        is_int(next_job_kind(), STORE_JOB_READ_REFRESH_TOKEN, "the refresh token read is queued");
+        is_int(n_jobs, 1, "one store job");
+        refresh_start(&broker, a, SCOPE_A);
+        refresh_start(&broker, a, SCOPE_B);
+        is_int(n_jobs, 1, "reading the refresh token: no second job, whatever the scope set");
+        is_int(n_answers, 0, "no waiter answered yet");
+
+        complete_job(0, NULL);
+        is_int(a->refresh, ACCOUNT_REFRESH_UPSTREAM, "the refresh token read: request upstream");
+        is_int(n_upstream, 1, "one request sent to the token endpoint");
+        is_str(upstream_scope, SCOPE_A " offline_access", "for the waiters' scopes");
+        ok(a->last_upstream_usec != 0, "the upstream request time is kept");
+        add_waiter(a, SCOPE_A, 0);
+        refresh_start(&broker, a, SCOPE_A);
+        is_int(n_upstream, 1, "upstream: a new waiter starts no second request");
+        is_int(n_jobs, 0, "nor a store job");
+
+        upstream_answers(IDP_OK, 3600);
+        drop_marker_jobs();
+        is_int(a->refresh, ACCOUNT_REFRESH_IDLE, "the answer ends the refresh");
+        is_int(n_answers, 3, "every waiter is answered");
+        for (size_t i = 0; i < n_answers; i++)
+                is_int(answers[i].outcome, REFRESH_FRESH, "with a fresh token");
+        ok(a->waiters == NULL, "no waiter left");
+        ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()),
+           "the new token is in the cache");
+        is_int(n_upstream, 1, "still one upstream request in all");
+}
+
+/* A token at or below the floor, or expired, is never handed out; a fresh one is. */
+static void test_cache_expiry(void)
+{
+        struct account *a = NULL;
+        uint64_t now;
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        complete_job(0, META);
+        now = now_boottime_usec();
+        cache_token("mail", SCOPE_A, 10, 3600);
+        ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now), "a fresh token serves");
+        ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 3000, 30, now),
+           "and meets a min_ttl it has");
+        cache_token("mail", SCOPE_A, 3700, 3600);
+        ok(!accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()),
+           "an expired token does not serve");
+        cache_token("mail", SCOPE_A, 3590, 3600);
+        ok(!accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()),
+           "nor one with less than the floor left");
+        cache_token("mail", SCOPE_B, 3000, 3600);
+        ok(!accounts_cached_token(&broker.cache, a, SCOPE_B, 900, 0, now_boottime_usec()),
+           "nor one short of min_ttl when the account may refresh");
+}
+
+/* Loading an account answers from the cache only what the cache can serve. */
+static void test_load_answers_from_cache(void)
+{
+        struct account *a = NULL;
+        const struct waiter *fresh, *expired;
+
+        reset();
+        cache_token("mail", SCOPE_A, 10, 3600);
+        cache_token("mail", SCOPE_B, 3700, 3600);
+        (void)accounts_get(&broker, "mail", &a);
+        fresh = add_waiter(a, SCOPE_A, 0);
+        expired = add_waiter(a, SCOPE_B, 0);
+        complete_job(0, META);
+        is_int(n_answers, 1, "one waiter answered at load");
+        ok(n_answers == 1 && answers[0].w == fresh, "the one with a fresh token");
+        is_int(n_answers ? (int)answers[0].outcome : -1, REFRESH_CACHED, "from the cache");
+        ok(a->waiters == expired && count_waiters(a) == 1, "the expired one still waits");
+        is_int(a->refresh, ACCOUNT_REFRESH_STORE, "on a refresh");
+        is_int(next_job_kind(), STORE_JOB_READ_REFRESH_TOKEN, "which reads the refresh token");
+}
+
+/* A refresh for one scope set answers its waiters; the others wait for a refresh of their own. */
+static void test_other_scope_waits(void)
+{
+        struct account *a = NULL;
+        const struct waiter *b_waiter;
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        add_waiter(a, SCOPE_A, 0);
+        b_waiter = add_waiter(a, SCOPE_B, 0);
+        complete_job(0, META);
+        complete_job(0, NULL);
+        upstream_answers(IDP_OK, 3600);
+        drop_marker_jobs();
+        is_int(n_answers, 1, "the scope set refreshed is answered");
+        ok(a->waiters == b_waiter, "the other waits");
+        is_int(a->refresh, ACCOUNT_REFRESH_STORE, "on a refresh started for it");
+        complete_job(0, NULL);
+        is_str(upstream_scope, SCOPE_B " offline_access", "for its scope set");
+        upstream_answers(IDP_OK, 3600);
+        drop_marker_jobs();
+        is_int(n_answers, 2, "then it is answered");
+        is_int(n_upstream, 2, "two upstream requests for two scope sets");
+}
+
+/* A transient failure answers every waiter, backs off, and a refresh asked for meanwhile is
+ * answered at once without a store job or a request. */
+static void test_failure_backs_off(void)
+{
+        struct account *a = NULL;
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        add_waiter(a, SCOPE_A, 0);
+        add_waiter(a, SCOPE_B, 0);
+        complete_job(0, META);
+        complete_job(0, NULL);
+        upstream_answers(IDP_TRANSIENT, 0);
+        is_int(n_answers, 2, "a failure of the account answers every waiter");
+        is_int(answers[0].outcome, REFRESH_FAILED, "first: failed");
+        is_int(answers[1].outcome, REFRESH_FAILED, "second: failed");
+        is_int(a->refresh, ACCOUNT_REFRESH_IDLE, "idle");
+        ok(a->retry_at_usec > now_boottime_usec(), "backing off");
+        add_waiter(a, SCOPE_A, 0);
+        refresh_start(&broker, a, SCOPE_A);
+        is_int(n_answers, 3, "backing off: answered at once");
+        is_int(n_jobs, 0, "no store job");
+        is_int(n_upstream, 1, "no upstream request");
+}
+
+static void test_reauth(void)
+{
+        struct account *a = NULL;
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        add_waiter(a, SCOPE_A, 0);
+        complete_job(0, META);
+        complete_job(-ENOENT, NULL);
+        is_int(a->state, ACCOUNT_NEEDS_REAUTH, "no refresh token: needs reauth");
+        is_int(n_answers, 1, "the waiter is answered");
+        is_int(answers[0].outcome, REFRESH_FAILED, "failed");
+        is_int(n_upstream, 0, "nothing sent upstream");
+        is_int(a->refresh, ACCOUNT_REFRESH_IDLE, "idle");
+}
+
+static void test_not_provisioned(void)
+{
+        struct account *a = NULL;
+
+        reset();
+        (void)accounts_get(&broker, "gone", &a);
+        add_waiter(a, SCOPE_A, 0);
+        complete_job(-ENOENT, NULL);
+        is_int(n_answers, 1, "the waiter is answered");
+        is_int(answers[0].outcome, REFRESH_NOT_PROVISIONED, "not provisioned");
+        ok(broker.accounts == NULL, "the account is dropped, to be read again next time");
+}
+
+/* A store that does not answer: waiters that waited STORE_WAIT_SEC are answered unavailable,
+ * the job goes on, and its result still lands. */
+static void test_store_stall(void)
+{
+        struct account *a = NULL;
+        struct waiter *old, *young;
+        uint64_t now = now_boottime_usec();
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        old = add_waiter(a, SCOPE_A, 0);
+        young = add_waiter(a, SCOPE_A, 0);
+        refresh_store_tick(&broker);
+        is_int(n_answers, 0, "a young store job answers nobody");
+        a->store_since_usec = now - (STORE_WAIT_SEC + 1) * USEC_PER_SEC;
+        old->since_usec = a->store_since_usec;
+        refresh_store_tick(&broker);
+        is_int(n_answers, 1, "the store has not answered for too long: one waiter answered");
+        ok(n_answers == 1 && answers[0].w == old, "the one that waited long enough");
+        is_int(n_answers ? (int)answers[0].outcome : -1, REFRESH_STORE_UNAVAILABLE, "unavailable");
+        ok(a->waiters == young, "the younger one still waits");
+        is_int(a->refresh, ACCOUNT_REFRESH_LOADING, "the job goes on");
+        complete_job(0, META);
+        ok(a->loaded, "and its result lands");
+}
+
+/* Forgetting (reload, account removal) never frees an account with work in flight. */
+static void test_forget(void)
+{
+        struct account *a = NULL, *b = NULL;
+
+        reset();
+        (void)accounts_get(&broker, "busy", &a);
+        (void)accounts_get(&broker, "idle", &b);
+        complete_job(0, META); /* "busy": loaded, idle */
+        complete_job(0, META); /* "idle" */
+        add_waiter(a, SCOPE_A, 0);
+        refresh_start(&broker, a, SCOPE_A);
+        accounts_forget(&broker, "busy");
+        ok(account_find(broker.accounts, "busy") == a, "a busy account is not forgotten");
+        accounts_forget_idle(&broker.accounts);
+        ok(account_find(broker.accounts, "busy") == a, "nor by a reload");
+        ok(account_find(broker.accounts, "idle") == NULL, "an idle one is");
+        complete_job(0, NULL);
+        upstream_answers(IDP_OK, 3600);
+        drop_marker_jobs();
+        accounts_forget(&broker, "busy");
+        ok(broker.accounts == NULL, "once idle, forgotten");
+}
+
+int main(void)
+{
+        test_load_once();
+        test_single_flight();
+        test_cache_expiry();
+        test_load_answers_from_cache();
+        test_other_scope_waits();
+        test_failure_backs_off();
+        test_reauth();
+        test_not_provisioned();
+        test_store_stall();
+        test_forget();
+        reset();
+        return done_testing();
+}
