@@ -126,9 +126,10 @@ int credbroker_admin_call(const char *path, const cJSON *request, int timeout_ms
                           struct credbroker_error *err);
 
 /* For a reply with "ok":false: fills err (FAILURE_REFUSED, the code, the message, retry_after)
- * and returns the negative errno the code maps to: denied -EACCES, unknown_profile -ENOENT,
- * reauth_required -EKEYEXPIRED, rate_limited -EBUSY, unavailable -EAGAIN, bad_request -EINVAL,
- * unknown_op and unsupported_version -EOPNOTSUPP, anything else -EIO. 0 for an "ok":true reply. */
+ * and returns the negative errno the code maps to: denied and sign_in_failed -EACCES,
+ * unknown_profile and not_found -ENOENT, exists -EEXIST, reauth_required -EKEYEXPIRED,
+ * needs_config -ENOKEY, rate_limited -EBUSY, unavailable -EAGAIN, bad_request -EINVAL,
+ * unknown_op and unsupported_version -EOPNOTSUPP, anything else -EIO. 0 for "ok":true. */
 int credbroker_reply_error(const cJSON *reply, struct credbroker_error *err);
 
 /* ---- tokens ---- */
