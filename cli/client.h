@@ -24,6 +24,12 @@ const char *client_socket_path(const char *option, const char *config_option);
  * exit code to use (never 0). */
 int client_call(const char *socket_path, const cJSON *request, cJSON **ret_reply);
 
+/* Prints "credbroker: <message> (<code>; retry after N s)" for a refusal, the message (fallback
+ * when there is none) and the code cut at max_message and max_code bytes, control characters
+ * replaced. */
+void client_print_refusal(const cJSON *reply, const char *fallback, size_t max_message,
+                          size_t max_code);
+
 /* For a reply with "ok":false: prints "credbroker: <message> (<code>)" and returns the exit code
  * the code maps to. */
 int client_report_error(const cJSON *reply);

@@ -7,47 +7,45 @@
 #include "client.h"
 #include "commands.h"
 #include "json.h"
+#include "options.h"
+
+static void usage(FILE *f)
+{
+        if (f != stdout) {
+                fputs("Usage: credbroker ping [--socket PATH] [--config PATH]\n", f);
+                return;
+        }
+        puts("Usage: credbroker ping [--socket PATH] [--config PATH]\n\n"
+             "Checks that the broker answers; exit 69 when it does not.\n"
+             "The socket: --socket, else $CREDBROKER_SOCKET, else the socket of\n"
+             "--config or $CREDBROKER_CONFIG, else " DEFAULT_SOCKET ".");
+}
 
 int cmd_ping(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"socket", required_argument, NULL, 'S'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_SOCKET,
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
             {0},
         };
-        _cleanup_json_ cJSON *request = cJSON_CreateObject();
-        const char *socket = NULL, *config_option = NULL;
+        _cleanup_json_ cJSON *request = credbroker_request_new("ping");
+        struct cli_target target = {0};
         cJSON *reply = NULL;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "S:c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'S':
-                        socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        puts("Usage: credbroker ping [--socket PATH] [--config PATH]\n\n"
-                             "Checks that the broker answers; exit 69 when it does not.\n"
-                             "The socket: --socket, else $CREDBROKER_SOCKET, else the socket of\n"
-                             "--config or $CREDBROKER_CONFIG, else " DEFAULT_SOCKET ".");
-                        return 0;
-                default:
-                        fputs("Usage: credbroker ping [--socket PATH] [--config PATH]\n", stderr);
-                        return EXIT_USAGE;
-                }
+                r = cli_shared_option(c, &target, usage, EXIT_USAGE);
+                if (r >= 0)
+                        return r;
         }
         if (optind < argc) {
-                fputs("Usage: credbroker ping [--socket PATH] [--config PATH]\n", stderr);
+                usage(stderr);
                 return EXIT_USAGE;
         }
-        if (!request || !json_add_uint(request, "v", WIRE_VERSION) ||
-            !cJSON_AddStringToObject(request, "op", "ping"))
+        if (!request)
                 return EXIT_SOFTWARE;
-        r = client_call(client_socket_path(socket, config_option), request, &reply);
+        r = client_call(client_socket_path(target.socket, target.config), request, &reply);
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok")))

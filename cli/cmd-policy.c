@@ -15,6 +15,7 @@
 #include "client.h"
 #include "commands.h"
 #include "config.h"
+#include "options.h"
 #include "policy.h"
 #include "util.h"
 
@@ -107,35 +108,27 @@ static int load_set(const char *dir, FILE *out, struct policy_set **ret)
 static int policy_check(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
             {0},
         };
         _cleanup_(policy_set_freep) struct policy_set *set = NULL;
         _cleanup_free_ char *dir = NULL;
-        const char *config = NULL;
+        struct cli_target target = {0};
         struct printer printer = {.out = stdout};
         size_t rules = 0, warnings = 0;
-        int c;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'c':
-                        config = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return POLICY_EXIT_USAGE;
-                }
+                r = cli_shared_option(c, &target, usage, POLICY_EXIT_USAGE);
+                if (r >= 0)
+                        return r;
         }
         if (argc - optind > 1) {
                 usage(stderr);
                 return POLICY_EXIT_USAGE;
         }
-        if (resolve_policy_dir(optind < argc ? argv[optind] : NULL, config, &dir) < 0)
+        if (resolve_policy_dir(optind < argc ? argv[optind] : NULL, target.config, &dir) < 0)
                 return POLICY_EXIT_USAGE;
         if (load_set(dir, stdout, &set) < 0) {
                 fprintf(stderr, "credbroker: %s has problems; credbrokerd would refuse it\n", dir);
@@ -244,10 +237,91 @@ static void print_deciding_rule(const struct policy_profile *p, const char *wher
                 }
 }
 
-static int policy_test(int argc, char **argv)
+/* The profile named in the policy directory dir_option (else the configuration's): -1 with
+ * *ret_set, *ret_dir and *ret, else the exit code after saying why not. */
+static int open_profile(const char *dir_option, const char *config, const char *name,
+                        struct policy_set **ret_set, char **ret_dir,
+                        const struct policy_profile **ret)
+{
+        if (resolve_policy_dir(dir_option, config, ret_dir) < 0)
+                return POLICY_EXIT_USAGE;
+        if (load_set(*ret_dir, stderr, ret_set) < 0) {
+                fprintf(stderr, "credbroker: %s has problems (see credbroker policy check)\n",
+                        *ret_dir);
+                return POLICY_EXIT_USAGE;
+        }
+        *ret = policy_set_find(*ret_set, name);
+        if (!*ret) {
+                fprintf(stderr, "credbroker: no profile \"%.64s\" in %s\n", name, *ret_dir);
+                return POLICY_EXIT_USAGE;
+        }
+        return -1;
+}
+
+/* A made-up request for policy test: who asks, what for, when. */
+struct test_request {
+        struct cli_target target;
+        const char *dir_option, *profile_name, *user, *group;
+        char *group_list, *scopes[POLICY_MAX_SCOPES];
+        gid_t groups[POLICY_TEST_MAX_GROUPS];
+        struct policy_peer peer;
+        struct policy_request req;
+        struct policy_time now;
+};
+
+/* policy test's own options; -1 when the command goes on, else its exit code. */
+static int test_option(int c, struct test_request *t)
+{
+        switch (c) {
+        case 'd':
+                t->dir_option = optarg;
+                return -1;
+        case 'p':
+                t->profile_name = optarg;
+                return -1;
+        case 'u':
+                t->user = optarg;
+                return -1;
+        case 'g':
+                t->group = optarg;
+                return -1;
+        case 'G':
+                t->group_list = optarg;
+                return -1;
+        case 'e':
+                t->peer.exe = optarg;
+                return -1;
+        case 'U':
+                t->peer.unit = optarg;
+                return -1;
+        case 's':
+                if (t->req.n_scopes == POLICY_MAX_SCOPES) {
+                        fprintf(stderr, "credbroker: at most %d scopes\n", POLICY_MAX_SCOPES);
+                        return POLICY_EXIT_USAGE;
+                }
+                t->scopes[t->req.n_scopes++] = optarg;
+                return -1;
+        case 't':
+                if (parse_u32(optarg, &t->req.min_ttl) < 0) {
+                        fputs("credbroker: --min-ttl wants seconds\n", stderr);
+                        return POLICY_EXIT_USAGE;
+                }
+                return -1;
+        case 'a':
+                if (parse_at(optarg, &t->now.wall) < 0) {
+                        fputs("credbroker: --at wants \"YYYY-MM-DD HH:MM\" (local time)\n", stderr);
+                        return POLICY_EXIT_USAGE;
+                }
+                return -1;
+        default:
+                return cli_shared_option(c, &t->target, usage, POLICY_EXIT_USAGE);
+        }
+}
+
+static int parse_test_options(int argc, char **argv, struct test_request *t)
 {
         static const struct option options[] = {
-            {"config", required_argument, NULL, 'c'},
+            CLI_OPTION_CONFIG,
             {"policy-dir", required_argument, NULL, 'd'},
             {"profile", required_argument, NULL, 'p'},
             {"uid", required_argument, NULL, 'u'},
@@ -258,94 +332,40 @@ static int policy_test(int argc, char **argv)
             {"scope", required_argument, NULL, 's'},
             {"min-ttl", required_argument, NULL, 't'},
             {"at", required_argument, NULL, 'a'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_HELP,
             {0},
         };
-        _cleanup_(policy_set_freep) struct policy_set *set = NULL;
-        _cleanup_free_ char *dir = NULL;
-        const char *config = NULL, *dir_option = NULL, *profile_name = NULL, *user = NULL;
-        const char *group = NULL;
-        char *group_list = NULL, *scopes[POLICY_MAX_SCOPES];
-        char user_name[256] = "";
-        gid_t groups[POLICY_TEST_MAX_GROUPS];
-        struct policy_peer peer = {.pid = 0};
-        struct policy_request req = {.scopes = scopes};
-        struct policy_time now = {.wall = time(NULL), .monotonic_usec = now_boottime_usec()};
-        struct policy_decision d;
-        const struct policy_profile *p;
-        bool have_gid = false;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "c:d:p:u:g:G:e:U:s:t:a:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'c':
-                        config = optarg;
-                        break;
-                case 'd':
-                        dir_option = optarg;
-                        break;
-                case 'p':
-                        profile_name = optarg;
-                        break;
-                case 'u':
-                        user = optarg;
-                        break;
-                case 'g':
-                        group = optarg;
-                        break;
-                case 'G':
-                        group_list = optarg;
-                        break;
-                case 'e':
-                        peer.exe = optarg;
-                        break;
-                case 'U':
-                        peer.unit = optarg;
-                        break;
-                case 's':
-                        if (req.n_scopes == POLICY_MAX_SCOPES) {
-                                fprintf(stderr, "credbroker: at most %d scopes\n",
-                                        POLICY_MAX_SCOPES);
-                                return POLICY_EXIT_USAGE;
-                        }
-                        scopes[req.n_scopes++] = optarg;
-                        break;
-                case 't':
-                        if (parse_u32(optarg, &req.min_ttl) < 0) {
-                                fputs("credbroker: --min-ttl wants seconds\n", stderr);
-                                return POLICY_EXIT_USAGE;
-                        }
-                        break;
-                case 'a':
-                        if (parse_at(optarg, &now.wall) < 0) {
-                                fputs("credbroker: --at wants \"YYYY-MM-DD HH:MM\" (local time)\n",
-                                      stderr);
-                                return POLICY_EXIT_USAGE;
-                        }
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return POLICY_EXIT_USAGE;
-                }
+                r = test_option(c, t);
+                if (r >= 0)
+                        return r;
         }
-        if (!profile_name || !user || optind < argc) {
+        if (!t->profile_name || !t->user || optind < argc) {
                 usage(stderr);
                 return POLICY_EXIT_USAGE;
         }
+        return -1;
+}
 
-        /* Like a login: the gid and groups default to the user's entry. */
-        r = lookup_user(user, &peer.uid, &peer.gid, user_name, sizeof(user_name));
+/* The peer's uid, gid and groups, like a login: the gid and groups default to the user's entry.
+ * -1 when resolved, else the exit code after saying why not. */
+static int resolve_peer(struct test_request *t)
+{
+        char user_name[256] = "";
+        bool have_gid;
+        int r;
+
+        r = lookup_user(t->user, &t->peer.uid, &t->peer.gid, user_name, sizeof(user_name));
         if (r < 0) {
-                fprintf(stderr, "credbroker: unknown user \"%.64s\"\n", user);
+                fprintf(stderr, "credbroker: unknown user \"%.64s\"\n", t->user);
                 return POLICY_EXIT_USAGE;
         }
         have_gid = r > 0;
-        if (group) {
-                if (lookup_group(group, &peer.gid) < 0) {
-                        fprintf(stderr, "credbroker: unknown group \"%.64s\"\n", group);
+        if (t->group) {
+                if (lookup_group(t->group, &t->peer.gid) < 0) {
+                        fprintf(stderr, "credbroker: unknown group \"%.64s\"\n", t->group);
                         return POLICY_EXIT_USAGE;
                 }
                 have_gid = true;
@@ -354,29 +374,40 @@ static int policy_test(int argc, char **argv)
                 fputs("credbroker: --gid is needed for a uid without a user entry\n", stderr);
                 return POLICY_EXIT_USAGE;
         }
-        if (group_list) {
-                if (parse_groups(group_list, groups, &peer.n_groups) < 0)
+        if (t->group_list) {
+                if (parse_groups(t->group_list, t->groups, &t->peer.n_groups) < 0)
                         return POLICY_EXIT_USAGE;
         } else if (user_name[0]) {
                 int n = POLICY_TEST_MAX_GROUPS;
-                if (getgrouplist(user_name, peer.gid, groups, &n) >= 0)
-                        peer.n_groups = (size_t)n;
+                if (getgrouplist(user_name, t->peer.gid, t->groups, &n) >= 0)
+                        t->peer.n_groups = (size_t)n;
         }
-        peer.groups = groups;
+        t->peer.groups = t->groups;
+        return -1;
+}
 
-        if (resolve_policy_dir(dir_option, config, &dir) < 0)
-                return POLICY_EXIT_USAGE;
-        if (load_set(dir, stderr, &set) < 0) {
-                fprintf(stderr, "credbroker: %s has problems (see credbroker policy check)\n", dir);
-                return POLICY_EXIT_USAGE;
-        }
-        p = policy_set_find(set, profile_name);
-        if (!p) {
-                fprintf(stderr, "credbroker: no profile \"%.64s\" in %s\n", profile_name, dir);
-                return POLICY_EXIT_USAGE;
-        }
+static int policy_test(int argc, char **argv)
+{
+        _cleanup_(policy_set_freep) struct policy_set *set = NULL;
+        _cleanup_free_ char *dir = NULL;
+        struct test_request t = {
+            .peer = {.pid = 0},
+            .now = {.wall = time(NULL), .monotonic_usec = now_boottime_usec()},
+        };
+        struct policy_decision d;
+        const struct policy_profile *p;
+        int r;
+
+        t.req.scopes = t.scopes;
+        r = parse_test_options(argc, argv, &t);
+        if (r < 0)
+                r = resolve_peer(&t);
+        if (r < 0)
+                r = open_profile(t.dir_option, t.target.config, t.profile_name, &set, &dir, &p);
+        if (r >= 0)
+                return r;
         /* No limiter: a dry run draws no tokens, so it never says rate_limited. */
-        policy_evaluate(p, &peer, &req, &now, NULL, &d);
+        policy_evaluate(p, &t.peer, &t.req, &t.now, NULL, &d);
         printf("%s %s (%s)\n", verdict_name(d.verdict), d.rule, d.reason);
         print_deciding_rule(p, d.rule);
         if (fflush(stdout) != 0)
@@ -401,56 +432,38 @@ static void dir_label(const char *dir, char *out, size_t out_len)
 static int policy_show(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"config", required_argument, NULL, 'c'},
+            CLI_OPTION_CONFIG,
             {"policy-dir", required_argument, NULL, 'd'},
             {"profile", required_argument, NULL, 'p'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_HELP,
             {0},
         };
         _cleanup_(policy_set_freep) struct policy_set *set = NULL;
         _cleanup_free_ char *dir = NULL;
-        const char *config = NULL, *dir_option = NULL, *profile_name = NULL;
+        const char *dir_option = NULL, *profile_name = NULL;
+        struct cli_target target = {0};
         const struct policy_profile *p;
         struct policy_rule_info info;
         char label[NAME_MAX_LEN * 4];
         char *const *scopes;
         size_t n_scopes;
-        int c;
+        int c, r;
 
         while ((c = getopt_long(argc, argv, "c:d:p:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'c':
-                        config = optarg;
-                        break;
-                case 'd':
+                if (c == 'd')
                         dir_option = optarg;
-                        break;
-                case 'p':
+                else if (c == 'p')
                         profile_name = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return POLICY_EXIT_USAGE;
-                }
+                else if ((r = cli_shared_option(c, &target, usage, POLICY_EXIT_USAGE)) >= 0)
+                        return r;
         }
         if (!profile_name || optind < argc) {
                 usage(stderr);
                 return POLICY_EXIT_USAGE;
         }
-        if (resolve_policy_dir(dir_option, config, &dir) < 0)
-                return POLICY_EXIT_USAGE;
-        if (load_set(dir, stderr, &set) < 0) {
-                fprintf(stderr, "credbroker: %s has problems (see credbroker policy check)\n", dir);
-                return POLICY_EXIT_USAGE;
-        }
-        p = policy_set_find(set, profile_name);
-        if (!p) {
-                fprintf(stderr, "credbroker: no profile \"%.64s\" in %s\n", profile_name, dir);
-                return POLICY_EXIT_USAGE;
-        }
+        r = open_profile(dir_option, target.config, profile_name, &set, &dir, &p);
+        if (r >= 0)
+                return r;
         dir_label(dir, label, sizeof(label));
         printf("# profile %s (%s/%s)\n", policy_profile_name(p), label, policy_profile_name(p));
         printf("account  %s\n", policy_profile_account(p));

@@ -10,6 +10,7 @@
 #include "client.h"
 #include "commands.h"
 #include "json.h"
+#include "options.h"
 
 static void usage(FILE *f)
 {
@@ -26,33 +27,21 @@ static void usage(FILE *f)
 
 int cmd_reload(int argc, char **argv)
 {
-        enum { OPT_ADMIN_SOCKET = 0x100 };
         static const struct option options[] = {
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_ADMIN_SOCKET,
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
             {0},
         };
-        const char *admin_socket = NULL, *config_option = NULL;
         _cleanup_json_ cJSON *request = admin_request_new("reload"), *reply = NULL;
+        struct cli_target target = {0};
         uint64_t profiles;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case OPT_ADMIN_SOCKET:
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
-                default:
-                        usage(stderr);
-                        return EXIT_USAGE;
-                }
+                r = cli_shared_option(c, &target, usage, EXIT_USAGE);
+                if (r >= 0)
+                        return r;
         }
         if (optind != argc) {
                 usage(stderr);
@@ -60,7 +49,7 @@ int cmd_reload(int argc, char **argv)
         }
         if (!request)
                 return EXIT_SOFTWARE;
-        r = admin_request(admin_socket_path(admin_socket, config_option), request, &reply);
+        r = admin_request(admin_socket_path(target.admin_socket, target.config), request, &reply);
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {

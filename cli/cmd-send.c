@@ -15,6 +15,7 @@
 #include "graph.h"
 #include "json.h"
 #include "log.h"
+#include "options.h"
 #include "util.h"
 
 /* Graph refuses requests above 4 MB; the JSON envelope needs some of that. */
@@ -141,118 +142,147 @@ static int load_client_config(const char *option, struct config **ret)
         return config_load(path, true, ret) < 0 ? EXIT_CONFIG : 0;
 }
 
-int cmd_send(int argc, char **argv)
+struct send_options {
+        struct cli_target target;
+        const char *profile, *subject, *body_file, *mailbox;
+        bool html;
+        cJSON *to, *cc, *bcc; /* the recipient arrays, in the message being built */
+        size_t n_recipients, n_to;
+};
+
+/* -1 when the command goes on, else its exit code. */
+static int parse_options(int argc, char **argv, struct send_options *o)
 {
         enum { OPT_TO = 0x100, OPT_CC, OPT_BCC, OPT_HTML };
         static const struct option options[] = {
-            {"profile", required_argument, NULL, 'p'}, {"to", required_argument, NULL, OPT_TO},
-            {"cc", required_argument, NULL, OPT_CC},   {"bcc", required_argument, NULL, OPT_BCC},
-            {"subject", required_argument, NULL, 's'}, {"body-file", required_argument, NULL, 'b'},
-            {"html", no_argument, NULL, OPT_HTML},     {"mailbox", required_argument, NULL, 'm'},
-            {"socket", required_argument, NULL, 'S'},  {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},          {0},
+            {"profile", required_argument, NULL, 'p'},
+            {"to", required_argument, NULL, OPT_TO},
+            {"cc", required_argument, NULL, OPT_CC},
+            {"bcc", required_argument, NULL, OPT_BCC},
+            {"subject", required_argument, NULL, 's'},
+            {"body-file", required_argument, NULL, 'b'},
+            {"html", no_argument, NULL, OPT_HTML},
+            {"mailbox", required_argument, NULL, 'm'},
+            CLI_OPTION_SOCKET,
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
+            {0},
         };
-        const char *profile = NULL, *subject = NULL, *body_file = NULL, *mailbox = NULL;
-        const char *socket = NULL, *config_option = NULL;
-        _cleanup_json_ cJSON *document = cJSON_CreateObject();
-        _cleanup_json_ cJSON *reply = NULL;
-        _cleanup_(config_freep) struct config *config = NULL;
-        _cleanup_buf_ struct buf *body = NULL;
-        cJSON *message, *to, *cc, *bcc, *content;
-        size_t n_recipients = 0, n_to = 0;
-        bool html = false;
-        char *text;
         int c, r;
-
-        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
-        to = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
-        cc = message ? cJSON_AddArrayToObject(message, "ccRecipients") : NULL;
-        bcc = message ? cJSON_AddArrayToObject(message, "bccRecipients") : NULL;
-        if (!bcc)
-                return EXIT_SOFTWARE;
 
         while ((c = getopt_long(argc, argv, "p:s:b:m:S:c:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'p':
-                        profile = optarg;
+                        o->profile = optarg;
                         break;
                 case OPT_TO:
                 case OPT_CC:
                 case OPT_BCC:
-                        r = add_recipients(c == OPT_TO   ? to
-                                           : c == OPT_CC ? cc
-                                                         : bcc,
-                                           optarg, &n_recipients);
+                        r = add_recipients(c == OPT_TO   ? o->to
+                                           : c == OPT_CC ? o->cc
+                                                         : o->bcc,
+                                           optarg, &o->n_recipients);
                         if (r < 0)
                                 return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
                         if (c == OPT_TO)
-                                n_to = (size_t)cJSON_GetArraySize(to);
+                                o->n_to = (size_t)cJSON_GetArraySize(o->to);
                         break;
                 case 's':
-                        subject = optarg;
+                        o->subject = optarg;
                         break;
                 case 'b':
-                        body_file = optarg;
+                        o->body_file = optarg;
                         break;
                 case OPT_HTML:
-                        html = true;
+                        o->html = true;
                         break;
                 case 'm':
-                        mailbox = optarg;
+                        o->mailbox = optarg;
                         break;
-                case 'S':
-                        socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
                 default:
-                        usage(stderr);
-                        return EXIT_USAGE;
+                        r = cli_shared_option(c, &o->target, usage, EXIT_USAGE);
+                        if (r >= 0)
+                                return r;
                 }
         }
-        if (!profile || !subject || n_to == 0 || optind < argc) {
+        return -1;
+}
+
+/* -1 when the options make a message, else the exit code after saying why not. */
+static int check_options(int argc, const struct send_options *o)
+{
+        if (!o->profile || !o->subject || o->n_to == 0 || optind < argc) {
                 fprintf(stderr, "credbroker: send needs -p PROFILE, --to and --subject\n");
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (!utf8_is_valid((const uint8_t *)subject, strlen(subject))) {
+        if (!utf8_is_valid((const uint8_t *)o->subject, strlen(o->subject))) {
                 fprintf(stderr, "credbroker: the subject is not valid UTF-8 text\n");
                 return EXIT_USAGE;
         }
-        if (mailbox && !address_is_valid(mailbox)) {
+        if (o->mailbox && !address_is_valid(o->mailbox)) {
                 fprintf(stderr, "credbroker: --mailbox wants a user principal name\n");
                 return EXIT_USAGE;
         }
-        r = load_client_config(config_option, &config);
-        if (r != 0)
-                return r;
-        r = read_body(body_file, &body);
-        if (r != 0)
-                return r;
+        return -1;
+}
+
+/* Completes Graph's sendMail document: subject, body, no empty recipient lists. */
+static int finish_document(cJSON *document, cJSON *message, const struct send_options *o,
+                           const struct buf *body)
+{
+        cJSON *content;
 
         /* Graph wants absent lists rather than empty ones. */
-        if (cJSON_GetArraySize(cc) == 0)
+        if (cJSON_GetArraySize(o->cc) == 0)
                 cJSON_DeleteItemFromObjectCaseSensitive(message, "ccRecipients");
-        if (cJSON_GetArraySize(bcc) == 0)
+        if (cJSON_GetArraySize(o->bcc) == 0)
                 cJSON_DeleteItemFromObjectCaseSensitive(message, "bccRecipients");
         content = cJSON_AddObjectToObject(message, "body");
-        if (!content || !cJSON_AddStringToObject(message, "subject", subject) ||
-            !cJSON_AddStringToObject(content, "contentType", html ? "HTML" : "Text") ||
+        if (!content || !cJSON_AddStringToObject(message, "subject", o->subject) ||
+            !cJSON_AddStringToObject(content, "contentType", o->html ? "HTML" : "Text") ||
             !cJSON_AddStringToObject(content, "content", (const char *)buf_data(body)) ||
             !cJSON_AddBoolToObject(document, "saveToSentItems", true))
-                return EXIT_SOFTWARE;
+                return -ENOMEM;
+        return 0;
+}
 
-        r = client_get_token(client_socket_path(socket, config_option), profile, NULL, 0, 300,
-                             &reply);
+int cmd_send(int argc, char **argv)
+{
+        _cleanup_json_ cJSON *document = cJSON_CreateObject();
+        _cleanup_json_ cJSON *reply = NULL;
+        _cleanup_(config_freep) struct config *config = NULL;
+        _cleanup_buf_ struct buf *body = NULL;
+        struct send_options o = {.profile = NULL};
+        const char *mailbox;
+        cJSON *message;
+        char *text;
+        int r;
+
+        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
+        o.to = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
+        o.cc = message ? cJSON_AddArrayToObject(message, "ccRecipients") : NULL;
+        o.bcc = message ? cJSON_AddArrayToObject(message, "bccRecipients") : NULL;
+        if (!o.bcc)
+                return EXIT_SOFTWARE;
+        r = parse_options(argc, argv, &o);
+        if (r < 0)
+                r = check_options(argc, &o);
+        if (r >= 0)
+                return r;
+        r = load_client_config(o.target.config, &config);
+        if (r == 0)
+                r = read_body(o.body_file, &body);
         if (r != 0)
                 return r;
-        if (!mailbox)
-                mailbox = json_get_string(reply, "mailbox");
+        if (finish_document(document, message, &o, body) < 0)
+                return EXIT_SOFTWARE;
 
+        r = client_get_token(client_socket_path(o.target.socket, o.target.config), o.profile, NULL,
+                             0, 300, &reply);
+        if (r != 0)
+                return r;
+        mailbox = o.mailbox ? o.mailbox : json_get_string(reply, "mailbox");
         text = cJSON_PrintUnformatted(document);
         if (!text)
                 return EXIT_SOFTWARE;

@@ -15,6 +15,7 @@
 #include "config.h"
 #include "display.h"
 #include "json.h"
+#include "options.h"
 #include "status-check.h"
 #include "util.h"
 
@@ -109,80 +110,73 @@ static int warn_days_default(const char *config_option, uint32_t *ret)
         return 0;
 }
 
-int cmd_status(int argc, char **argv)
+struct status_options {
+        struct cli_target target;
+        bool json;
+        uint32_t warn_days;
+};
+
+/* -1 when the command goes on, else its exit code. */
+static int parse_options(int argc, char **argv, struct status_options *o)
 {
-        enum { OPT_WARN_DAYS = 0x100, OPT_ADMIN_SOCKET };
+        enum { OPT_WARN_DAYS = 0x100 };
         static const struct option options[] = {
             {"json", no_argument, NULL, 'j'},
             {"warn-days", required_argument, NULL, OPT_WARN_DAYS},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+            CLI_OPTION_ADMIN_SOCKET,
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
             {0},
         };
-        const char *admin_socket = NULL, *config_option = NULL;
-        _cleanup_json_ cJSON *request = NULL, *reply = NULL;
-        enum status_level overall = STATUS_OK;
-        uint32_t warn_days = 0;
-        bool json = false, warn_days_given = false;
-        const cJSON *accounts, *account;
-        size_t n = 0, n_bad = 0;
-        char first_reason[600] = "";
-        const char *first_name = NULL;
-        uint64_t now;
+        bool warn_days_given = false;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "jc:h", options, NULL)) >= 0) {
                 switch (c) {
                 case 'j':
-                        json = true;
+                        o->json = true;
                         break;
                 case OPT_WARN_DAYS:
-                        if (parse_u32(optarg, &warn_days) < 0 || warn_days > CONFIG_WARN_DAYS_MAX) {
+                        if (parse_u32(optarg, &o->warn_days) < 0 ||
+                            o->warn_days > CONFIG_WARN_DAYS_MAX) {
                                 fprintf(stderr, "credbroker: --warn-days wants 0-%d\n",
                                         CONFIG_WARN_DAYS_MAX);
                                 return EXIT_USAGE;
                         }
                         warn_days_given = true;
                         break;
-                case OPT_ADMIN_SOCKET:
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
                 default:
-                        usage(stderr);
-                        return EXIT_USAGE;
+                        r = cli_shared_option(c, &o->target, usage, EXIT_USAGE);
+                        if (r >= 0)
+                                return r;
                 }
         }
         if (optind != argc) {
                 usage(stderr);
                 return EXIT_USAGE;
         }
-        if (!warn_days_given && warn_days_default(config_option, &warn_days) < 0) {
+        if (!warn_days_given && warn_days_default(o->target.config, &o->warn_days) < 0) {
                 printf("UNKNOWN: the configuration cannot be read\n");
                 return STATUS_UNKNOWN;
         }
-        request = admin_request_new("status");
-        if (!request)
-                return STATUS_UNKNOWN;
-        r = admin_call(admin_socket_path(admin_socket, config_option), request, &reply);
-        if (r != 0) {
-                printf("UNKNOWN: the broker cannot be reached or refused the request\n");
-                return STATUS_UNKNOWN;
-        }
-        accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
-        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > STATUS_MAX_ACCOUNTS) {
-                printf("UNKNOWN: the broker's status reply has no list of accounts\n");
-                return STATUS_UNKNOWN;
-        }
-        now = (uint64_t)time(NULL);
+        return -1;
+}
 
-        /* Judge every account first: the summary line comes first, for monitoring. */
+/* The accounts' verdict as a whole: the worst level, and the first account at it. */
+struct summary {
+        enum status_level overall;
+        size_t n, n_bad;
+        const char *first_name;
+        char first_reason[600];
+};
+
+/* Judges every account into s; with json, adds each one's "check" and "reason" to the reply.
+ * 0, or STATUS_UNKNOWN (said on stdout when the reply is malformed). */
+static int judge_accounts(const cJSON *accounts, uint64_t now, const struct status_options *o,
+                          struct summary *s)
+{
+        const cJSON *account;
+
         cJSON_ArrayForEach(account, accounts)
         {
                 char reason[600];
@@ -192,44 +186,56 @@ int cmd_status(int argc, char **argv)
                         printf("UNKNOWN: the broker's status reply is malformed\n");
                         return STATUS_UNKNOWN;
                 }
-                level = status_check_account(account, now, warn_days, reason, sizeof(reason));
-                n++;
+                level = status_check_account(account, now, o->warn_days, reason, sizeof(reason));
+                s->n++;
                 if (level != STATUS_OK)
-                        n_bad++;
-                if (worse(overall, level) != overall || (level != STATUS_OK && !first_name)) {
-                        first_name = json_get_string(account, "account");
-                        snprintf(first_reason, sizeof(first_reason), "%s", reason);
+                        s->n_bad++;
+                if (worse(s->overall, level) != s->overall ||
+                    (level != STATUS_OK && !s->first_name)) {
+                        s->first_name = json_get_string(account, "account");
+                        snprintf(s->first_reason, sizeof(s->first_reason), "%s", reason);
                 }
-                overall = worse(overall, level);
-                if (json && (!cJSON_AddStringToObject((cJSON *)account, "check",
-                                                      status_level_name(level)) ||
-                             (level != STATUS_OK &&
-                              !cJSON_AddStringToObject((cJSON *)account, "reason", reason))))
+                s->overall = worse(s->overall, level);
+                if (o->json && (!cJSON_AddStringToObject((cJSON *)account, "check",
+                                                         status_level_name(level)) ||
+                                (level != STATUS_OK &&
+                                 !cJSON_AddStringToObject((cJSON *)account, "reason", reason))))
                         return STATUS_UNKNOWN;
         }
-        if (json) {
-                _cleanup_json_ cJSON *out = cJSON_CreateObject();
-                char *text;
+        return 0;
+}
 
-                if (!out || !cJSON_AddStringToObject(out, "status", status_level_name(overall)) ||
-                    !json_add_uint(out, "warn_days", warn_days) ||
-                    !cJSON_AddItemReferenceToObject(out, "accounts", (cJSON *)accounts))
-                        return STATUS_UNKNOWN;
-                text = cJSON_Print(out);
-                if (!text)
-                        return STATUS_UNKNOWN;
-                puts(text);
-                json_free_string(text);
-                return fflush(stdout) == 0 ? (int)overall : STATUS_UNKNOWN;
-        }
-        if (overall == STATUS_OK) {
-                printf("OK: %zu account%s, none needs attention\n", n, n == 1 ? "" : "s");
+static int print_json(const cJSON *accounts, const struct summary *s, uint32_t warn_days)
+{
+        _cleanup_json_ cJSON *out = cJSON_CreateObject();
+        char *text;
+
+        if (!out || !cJSON_AddStringToObject(out, "status", status_level_name(s->overall)) ||
+            !json_add_uint(out, "warn_days", warn_days) ||
+            !cJSON_AddItemReferenceToObject(out, "accounts", (cJSON *)accounts))
+                return STATUS_UNKNOWN;
+        text = cJSON_Print(out);
+        if (!text)
+                return STATUS_UNKNOWN;
+        puts(text);
+        json_free_string(text);
+        return fflush(stdout) == 0 ? (int)s->overall : STATUS_UNKNOWN;
+}
+
+/* The summary line first, for monitoring; then each account. */
+static int print_text(const cJSON *accounts, const struct summary *s, uint64_t now,
+                      uint32_t warn_days)
+{
+        const cJSON *account;
+
+        if (s->overall == STATUS_OK) {
+                printf("OK: %zu account%s, none needs attention\n", s->n, s->n == 1 ? "" : "s");
         } else {
-                printf("%s: %zu of %zu account%s need%s attention; ", status_level_name(overall),
-                       n_bad, n, n == 1 ? "" : "s", n_bad == 1 ? "s" : "");
-                display_text(stdout, first_name ? first_name : "?");
+                printf("%s: %zu of %zu account%s need%s attention; ", status_level_name(s->overall),
+                       s->n_bad, s->n, s->n == 1 ? "" : "s", s->n_bad == 1 ? "s" : "");
+                display_text(stdout, s->first_name ? s->first_name : "?");
                 fputs(": ", stdout);
-                display_text(stdout, first_reason);
+                display_text(stdout, s->first_reason);
                 fputc('\n', stdout);
         }
         cJSON_ArrayForEach(account, accounts)
@@ -240,5 +246,39 @@ int cmd_status(int argc, char **argv)
 
                 print_account(account, level, reason, now);
         }
-        return fflush(stdout) == 0 ? (int)overall : STATUS_UNKNOWN;
+        return fflush(stdout) == 0 ? (int)s->overall : STATUS_UNKNOWN;
+}
+
+int cmd_status(int argc, char **argv)
+{
+        _cleanup_json_ cJSON *request = NULL, *reply = NULL;
+        struct status_options o = {.warn_days = 0};
+        struct summary s = {.overall = STATUS_OK};
+        const cJSON *accounts;
+        uint64_t now;
+        int r;
+
+        r = parse_options(argc, argv, &o);
+        if (r >= 0)
+                return r;
+        request = admin_request_new("status");
+        if (!request)
+                return STATUS_UNKNOWN;
+        r = admin_call(admin_socket_path(o.target.admin_socket, o.target.config), request, &reply);
+        if (r != 0) {
+                printf("UNKNOWN: the broker cannot be reached or refused the request\n");
+                return STATUS_UNKNOWN;
+        }
+        accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
+        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > STATUS_MAX_ACCOUNTS) {
+                printf("UNKNOWN: the broker's status reply has no list of accounts\n");
+                return STATUS_UNKNOWN;
+        }
+        now = (uint64_t)time(NULL);
+        /* Judge every account first: the summary line comes first, for monitoring. */
+        r = judge_accounts(accounts, now, &o, &s);
+        if (r != 0)
+                return r;
+        return o.json ? print_json(accounts, &s, o.warn_days)
+                      : print_text(accounts, &s, now, o.warn_days);
 }

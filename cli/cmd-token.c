@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "config.h"
 #include "json.h"
+#include "options.h"
 #include "util.h"
 
 static void usage(FILE *f)
@@ -39,12 +40,17 @@ static void usage(FILE *f)
 int cmd_token(int argc, char **argv)
 {
         static const struct option options[] = {
-            {"profile", required_argument, NULL, 'p'}, {"scope", required_argument, NULL, 's'},
-            {"min-ttl", required_argument, NULL, 't'}, {"format", required_argument, NULL, 'f'},
-            {"socket", required_argument, NULL, 'S'},  {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},          {0},
+            {"profile", required_argument, NULL, 'p'},
+            {"scope", required_argument, NULL, 's'},
+            {"min-ttl", required_argument, NULL, 't'},
+            {"format", required_argument, NULL, 'f'},
+            CLI_OPTION_SOCKET,
+            CLI_OPTION_CONFIG,
+            CLI_OPTION_HELP,
+            {0},
         };
-        const char *profile = NULL, *socket = NULL, *config_option = NULL, *format = "raw";
+        const char *profile = NULL, *format = "raw";
+        struct cli_target target = {0};
         char *scopes[WIRE_MAX_SCOPES];
         size_t n_scopes = 0;
         long min_ttl = -1;
@@ -75,18 +81,10 @@ int cmd_token(int argc, char **argv)
                 case 'f':
                         format = optarg;
                         break;
-                case 'S':
-                        socket = optarg;
-                        break;
-                case 'c':
-                        config_option = optarg;
-                        break;
-                case 'h':
-                        usage(stdout);
-                        return 0;
                 default:
-                        usage(stderr);
-                        return EXIT_USAGE;
+                        r = cli_shared_option(c, &target, usage, EXIT_USAGE);
+                        if (r >= 0)
+                                return r;
                 }
         }
         if (!profile || optind < argc ||
@@ -96,8 +94,8 @@ int cmd_token(int argc, char **argv)
                 return EXIT_USAGE;
         }
 
-        r = client_get_token(client_socket_path(socket, config_option), profile, scopes, n_scopes,
-                             min_ttl, &reply);
+        r = client_get_token(client_socket_path(target.socket, target.config), profile, scopes,
+                             n_scopes, min_ttl, &reply);
         if (r != 0)
                 return r;
         if (strcmp(format, "json") == 0) {

@@ -3,6 +3,8 @@
 
 #include <stdbool.h>
 
+#include "credbroker.h"
+
 int cmd_token(int argc, char **argv);
 int cmd_send(int argc, char **argv);
 int cmd_account(int argc, char **argv);
@@ -18,3 +20,7 @@ const char *cli_config_path(const char *option);
 /* The socket (admin false) or admin_socket (admin true) the configuration chosen as above
  * names, or NULL when no configuration applies (none at the default path, or unreadable). */
 const char *cli_configured_socket(const char *config_option, bool admin);
+
+/* libcredbroker's configured-socket lookup over cli_configured_socket(): config_option is the
+ * --config argument (or NULL). */
+const char *cli_socket_from_config(enum credbroker_socket which, void *config_option);

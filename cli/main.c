@@ -56,6 +56,11 @@ const char *cli_configured_socket(const char *config_option, bool admin)
         return admin ? configured_admin_socket : configured_socket;
 }
 
+const char *cli_socket_from_config(enum credbroker_socket which, void *config_option)
+{
+        return cli_configured_socket(config_option, which == CREDBROKER_SOCKET_ADMIN);
+}
+
 static void usage(FILE *f)
 {
         fputs("Usage: credbroker COMMAND [OPTIONS]\n"

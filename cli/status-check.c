@@ -27,13 +27,64 @@ bool status_interrupted_refresh(const cJSON *account)
         return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(account, "interrupted_refresh"));
 }
 
+/* The certificate's or client secret's expiry: STATUS_OK when far enough away. */
+static enum status_level check_credential(const cJSON *account, uint64_t now, uint64_t warn,
+                                          char *reason, size_t reason_size)
+{
+        uint64_t credential, days;
+
+        if (json_get_u64(account, "credential_expires_at", &credential) < 0)
+                return STATUS_OK;
+        if (credential <= now) {
+                snprintf(reason, reason_size, "its certificate or client secret expired");
+                return STATUS_CRITICAL;
+        }
+        if (credential - now > warn)
+                return STATUS_OK;
+        days = (credential - now) / DAY;
+        if (days == 0)
+                snprintf(reason, reason_size,
+                         "its certificate or client secret expires in less than a day");
+        else
+                snprintf(reason, reason_size,
+                         "its certificate or client secret expires in %llu day%s",
+                         (unsigned long long)days, days == 1 ? "" : "s");
+        return STATUS_WARNING;
+}
+
+/* The refresh token's age against Microsoft's 90 days: STATUS_OK when far enough away. */
+static enum status_level check_refresh_token(const cJSON *account, uint64_t now, uint64_t warn,
+                                             char *reason, size_t reason_size)
+{
+        uint64_t lifetime = STATUS_REFRESH_TOKEN_LIFETIME_DAYS * DAY;
+        uint64_t stored, age;
+
+        if (json_get_u64(account, "refresh_token_stored_at", &stored) < 0 || stored > now)
+                return STATUS_OK;
+        age = now - stored;
+        if (age >= lifetime) {
+                snprintf(reason, reason_size,
+                         "its refresh token was unused for %llu days and has expired",
+                         (unsigned long long)(age / DAY));
+                return STATUS_CRITICAL;
+        }
+        if (lifetime - age > warn)
+                return STATUS_OK;
+        snprintf(reason, reason_size,
+                 "its refresh token was unused for %llu day%s (Microsoft drops it after %d)",
+                 (unsigned long long)(age / DAY), age / DAY == 1 ? "" : "s",
+                 STATUS_REFRESH_TOKEN_LIFETIME_DAYS);
+        return STATUS_WARNING;
+}
+
 enum status_level status_check_account(const cJSON *account, uint64_t now, uint32_t warn_days,
                                        char *reason, size_t reason_size)
 {
         const char *state = json_get_string(account, "state");
         const char *message = json_get_string(account, "message");
         uint64_t warn = (uint64_t)warn_days * DAY;
-        uint64_t credential, stored, until;
+        enum status_level level;
+        uint64_t until;
 
         reason[0] = 0;
         if (!state) {
@@ -56,44 +107,11 @@ enum status_level status_check_account(const cJSON *account, uint64_t now, uint3
                          message ? ": " : "", message ? message : "");
                 return STATUS_CRITICAL;
         }
-        if (json_get_u64(account, "credential_expires_at", &credential) == 0) {
-                if (credential <= now) {
-                        snprintf(reason, reason_size, "its certificate or client secret expired");
-                        return STATUS_CRITICAL;
-                }
-                if (credential - now <= warn) {
-                        uint64_t days = (credential - now) / DAY;
-
-                        if (days == 0)
-                                snprintf(reason, reason_size,
-                                         "its certificate or client secret expires in less "
-                                         "than a day");
-                        else
-                                snprintf(reason, reason_size,
-                                         "its certificate or client secret expires in %llu day%s",
-                                         (unsigned long long)days, days == 1 ? "" : "s");
-                        return STATUS_WARNING;
-                }
-        }
-        if (json_get_u64(account, "refresh_token_stored_at", &stored) == 0 && stored <= now) {
-                uint64_t age = now - stored;
-                uint64_t lifetime = STATUS_REFRESH_TOKEN_LIFETIME_DAYS * DAY;
-
-                if (age >= lifetime) {
-                        snprintf(reason, reason_size,
-                                 "its refresh token was unused for %llu days and has expired",
-                                 (unsigned long long)(age / DAY));
-                        return STATUS_CRITICAL;
-                }
-                if (lifetime - age <= warn) {
-                        snprintf(reason, reason_size,
-                                 "its refresh token was unused for %llu day%s (Microsoft drops "
-                                 "it after %d)",
-                                 (unsigned long long)(age / DAY), age / DAY == 1 ? "" : "s",
-                                 STATUS_REFRESH_TOKEN_LIFETIME_DAYS);
-                        return STATUS_WARNING;
-                }
-        }
+        level = check_credential(account, now, warn, reason, reason_size);
+        if (level == STATUS_OK)
+                level = check_refresh_token(account, now, warn, reason, reason_size);
+        if (level != STATUS_OK)
+                return level;
         if (strcmp(state, "backoff") == 0) {
                 if (json_get_u64(account, "state_until", &until) == 0 && until > now)
                         snprintf(reason, reason_size,

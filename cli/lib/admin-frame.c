@@ -1,4 +1,4 @@
-/* Secret-carrying admin request frames; see admin-frame.h. */
+/* Secret-carrying admin request frames; see admin-frame.h. Part of libcredbroker (internal). */
 #include "admin-frame.h"
 
 #include <errno.h>
@@ -34,6 +34,13 @@ int admin_json_escape_into(struct secret *out, const char *s, size_t len)
 int admin_frame_with_secret(const cJSON *request, const char *key, const struct secret *secret,
                             struct secret **ret_frame)
 {
+        return admin_frame_with_bytes(request, key, secret_str(secret), secret_len(secret),
+                                      ret_frame);
+}
+
+int admin_frame_with_bytes(const cJSON *request, const char *key, const char *value, size_t len,
+                           struct secret **ret_frame)
+{
         _cleanup_secret_ struct secret *frame = NULL;
         char *public_part = NULL;
         size_t public_len, capacity, payload_len;
@@ -41,14 +48,14 @@ int admin_frame_with_secret(const cJSON *request, const char *key, const struct 
         int r;
 
         if (!cJSON_IsObject(request) || cJSON_GetObjectItemCaseSensitive(request, key) ||
-            secret_len(secret) > ADMIN_SECRET_MAX)
+            len > ADMIN_SECRET_MAX)
                 return -EINVAL;
         public_part = cJSON_PrintUnformatted(request);
         if (!public_part)
                 return -ENOMEM;
         public_len = strlen(public_part);
         /* Worst case every byte of the secret becomes a six-byte \u00XX escape. */
-        capacity = WIRE_HEADER_SIZE + public_len + strlen(key) + 6 + 6 * secret_len(secret);
+        capacity = WIRE_HEADER_SIZE + public_len + strlen(key) + 6 + 6 * len;
         if (public_len < 2 || public_part[public_len - 1] != '}' || capacity > WIRE_FRAME_MAX) {
                 json_free_string(public_part);
                 return -EMSGSIZE;
@@ -70,7 +77,7 @@ int admin_frame_with_secret(const cJSON *request, const char *key, const struct 
         if (r >= 0)
                 r = secret_append(frame, "\":\"", 3);
         if (r >= 0)
-                r = admin_json_escape_into(frame, secret_str(secret), secret_len(secret));
+                r = admin_json_escape_into(frame, value, len);
         if (r >= 0)
                 r = secret_append(frame, "\"}", 2);
         if (r < 0)

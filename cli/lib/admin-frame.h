@@ -19,3 +19,7 @@ int admin_json_escape_into(struct secret *out, const char *s, size_t len);
  * value of secret. request must be an object without that member. */
 int admin_frame_with_secret(const cJSON *request, const char *key, const struct secret *secret,
                             struct secret **ret_frame);
+
+/* The same with the value given as len bytes (libcredbroker's credbroker_send_secret()). */
+int admin_frame_with_bytes(const cJSON *request, const char *key, const char *value, size_t len,
+                           struct secret **ret_frame);
