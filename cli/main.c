@@ -86,7 +86,7 @@ int main(int argc, char **argv)
         } commands[] = {
             {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
             {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
-            {"reload", cmd_reload},
+            {"reload", cmd_reload}, {"setup", cmd_setup},
         };
         int r = EXIT_USAGE;
 
