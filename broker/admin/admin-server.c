@@ -24,7 +24,7 @@
 
 static struct admin_connection *admin_connection_of(const struct stream *s)
 {
-        return (struct admin_connection *)s;
+        return container_of(s, struct admin_connection, stream);
 }
 
 /* Root, or the uid the broker runs as (its own CLI run by the service user). The file mode is

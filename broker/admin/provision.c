@@ -532,7 +532,7 @@ static void on_device_code(struct cJSON *stage, void *userdata)
 
 static void on_abandoned(struct admin_operation *op)
 {
-        struct provision *p = (struct provision *)op;
+        struct provision *p = container_of(op, struct provision, op);
 
         /* Nobody is waiting for the user any more: stop polling, and end with a failure. */
         if (p->device)

@@ -24,7 +24,7 @@
 
 static struct connection *connection_of(const struct stream *s)
 {
-        return (struct connection *)s;
+        return container_of(s, struct connection, stream);
 }
 
 static bool client_admit(struct stream *s, void *userdata)

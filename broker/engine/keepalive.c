@@ -123,7 +123,7 @@ static void check(struct keepalive *k)
 
 static void on_timer(struct watch *w, uint32_t events)
 {
-        struct keepalive *k = (struct keepalive *)w;
+        struct keepalive *k = container_of(w, struct keepalive, timer);
         uint64_t expirations;
 
         (void)events;

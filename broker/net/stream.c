@@ -375,7 +375,7 @@ static void stream_read(struct stream *s)
 
 static void on_stream_ready(struct watch *w, uint32_t events)
 {
-        struct stream *s = (struct stream *)w;
+        struct stream *s = container_of(w, struct stream, watch);
 
         if (events & EPOLLIN) {
                 stream_read(s);
@@ -539,7 +539,7 @@ refuse:
 
 static void on_accept(struct watch *w, uint32_t events)
 {
-        struct stream_server *server = (struct stream_server *)w;
+        struct stream_server *server = container_of(w, struct stream_server, listener);
 
         for (;;) {
                 int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
