@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "token-response.h"
+#include "outcome.h"
 
 struct aadsts_entry {
         uint32_t code;

@@ -7,15 +7,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "outcome.h"
 #include "secret.h"
-
-enum idp_outcome {
-        IDP_OK,
-        IDP_TRANSIENT, /* network, TLS, 5xx, 429, temporarily_unavailable: retry later */
-        IDP_REAUTH,    /* the grant is dead (expired, revoked, MFA): an administrator must act */
-        IDP_CONFIG,    /* the app registration or account settings are wrong */
-        IDP_SCOPES_REFUSED, /* invalid_scope: this scope set, not the account, is wrong */
-};
 
 struct idp_result {
         enum idp_outcome outcome;

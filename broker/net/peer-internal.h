@@ -7,8 +7,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "peer.h"
-
 /* peer.c: reads a whole small file below dirfd (or an absolute path with AT_FDCWD). -EFBIG
  * unless it fits in size - 1 bytes: a caller must not act on a prefix, and a file that fills the
  * whole buffer counts as too large (PROC_STAT_MAX and PEER_CGROUP_FILE_MAX are exclusive

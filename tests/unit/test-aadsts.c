@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "aadsts.h"
+#include "token-response.h"
 #include "provision.h"
 #include "tap.h"
 
