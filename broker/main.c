@@ -210,6 +210,7 @@ static void broker_close(struct broker *b)
         idp_free(b->idp);
         accounts_free(&b->accounts);
         token_cache_clear(&b->cache);
+        metrics_clear(&b->metrics);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
         /* Repeated denials still counted are written before the log closes. */

@@ -1,13 +1,14 @@
 /* The admin socket's operations (docs/admin-protocol.md): the request envelope, and the
- * operations that only read or remove: account.list, account.show, account.remove, status,
- * reload. account.add, account.login and account.test are in provision.c. Every store access
- * runs on the store worker. */
+ * operations that only read or remove: account.list, account.show, account.remove, reload.
+ * status and metrics are in admin-status.c; account.add, account.login and account.test in
+ * provision.c. Every store access runs on the store worker. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "account-view.h"
 #include "admin-inventory.h"
+#include "admin-status.h"
 #include "admin.h"
 #include "accounts.h"
 #include "audit.h"
@@ -20,12 +21,6 @@
 #include "json.h"
 #include "log.h"
 #include "provision.h"
-
-struct inventory_operation {
-        struct admin_operation op;
-        struct inventory_request *request;
-        void (*reply)(struct inventory_operation *io, int result);
-};
 
 static void inventory_operation_free(struct inventory_operation *io)
 {
@@ -43,10 +38,8 @@ uint64_t admin_boottime_to_unix(uint64_t boottime_usec)
         return (now_real - (now_boot - boottime_usec)) / USEC_PER_SEC;
 }
 
-/* The state status, account.list and account.show report: what the store's objects imply,
- * and what the runtime account knows when the broker has one. */
-static void account_status_of(struct broker *b, const struct account_inventory *item,
-                              struct account_status *ret)
+void admin_account_status_of(struct broker *b, const struct account_inventory *item,
+                             struct account_status *ret)
 {
         struct account *a = account_find(b->accounts, item->name);
 
@@ -65,16 +58,6 @@ static void account_status_of(struct broker *b, const struct account_inventory *
         }
         if (a->message[0] && strcmp(ret->state, "ok") != 0 && strcmp(ret->state, "refreshing"))
                 ret->message = a->message;
-}
-
-static bool add_optional_time(cJSON *o, const char *key, uint64_t v)
-{
-        return v == 0 || json_add_uint(o, key, v);
-}
-
-static bool add_optional_string(cJSON *o, const char *key, const char *v)
-{
-        return !v || cJSON_AddStringToObject(o, key, v);
 }
 
 /* ---- account.list ---- */
@@ -96,7 +79,7 @@ static void reply_list(struct inventory_operation *io, int result)
                 struct account_status status;
                 cJSON *row;
 
-                account_status_of(b, item, &status);
+                admin_account_status_of(b, item, &status);
                 row = account_view_list_row(
                     item, &status,
                     &(struct account_view_options){.default_authority = b->config->authority});
@@ -127,7 +110,7 @@ static void reply_show(struct inventory_operation *io, int result)
                 return;
         }
         item = &io->request->items[0];
-        account_status_of(b, item, &status);
+        admin_account_status_of(b, item, &status);
         reply = admin_reply_new();
         o = reply ? account_view_show(
                         item, &status,
@@ -140,71 +123,6 @@ static void reply_show(struct inventory_operation *io, int result)
         admin_operation_finish(&io->op, o ? reply : NULL);
 }
 
-/* ---- status ---- */
-
-/* Next refresh and token expiry from the account's cached tokens: the soonest refresh, the
- * latest expiry. */
-static void cached_times(struct broker *b, const char *account, uint64_t *ret_next_refresh,
-                         uint64_t *ret_expires)
-{
-        uint64_t next = 0, expires = 0;
-
-        for (const struct cached_token *t = b->cache.entries; t; t = t->next) {
-                if (strcmp(t->account, account) != 0)
-                        continue;
-                if (next == 0 || t->refresh_usec < next)
-                        next = t->refresh_usec;
-                if (t->expires_usec > expires)
-                        expires = t->expires_usec;
-        }
-        *ret_next_refresh = next ? admin_boottime_to_unix(next) : 0;
-        *ret_expires = expires ? admin_boottime_to_unix(expires) : 0;
-}
-
-static void reply_status(struct inventory_operation *io, int result)
-{
-        struct broker *b = io->op.broker;
-        _cleanup_json_ cJSON *reply = admin_reply_new();
-        cJSON *accounts = reply ? cJSON_AddArrayToObject(reply, "accounts") : NULL;
-        bool good = accounts != NULL;
-
-        if (result < 0) {
-                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
-                                     "The credential store could not be read; try again later.");
-                return;
-        }
-        for (size_t i = 0; good && i < io->request->n_items; i++) {
-                const struct account_inventory *item = &io->request->items[i];
-                const struct account *a = account_find(b->accounts, item->name);
-                uint64_t next_refresh, expires, credential_expires = 0;
-                struct account_status status;
-                cJSON *row = cJSON_CreateObject();
-
-                account_status_of(b, item, &status);
-                cached_times(b, item->name, &next_refresh, &expires);
-                if (item->meta_valid && item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET)
-                        credential_expires = item->meta.secret_expires_at;
-                else if (item->has_certificate)
-                        credential_expires = item->certificate.not_after;
-                good = row && cJSON_AddItemToArray(accounts, row) &&
-                       cJSON_AddStringToObject(row, "account", item->name) &&
-                       cJSON_AddStringToObject(row, "state", status.state) &&
-                       add_optional_time(row, "state_until", status.until) &&
-                       add_optional_time(row, "last_refresh", a ? a->last_refresh_at : 0) &&
-                       add_optional_time(row, "next_refresh", next_refresh) &&
-                       add_optional_time(row, "token_expires_at", expires) &&
-                       add_optional_time(row, "refresh_token_stored_at",
-                                         item->has_refresh_token ? item->refresh_token.stored_at
-                                                                 : 0) &&
-                       add_optional_time(row, "credential_expires_at", credential_expires) &&
-                       add_optional_string(row, "message", status.message) &&
-                       /* needs_reauth because the previous run stopped during a refresh */
-                       (!a || a->state != ACCOUNT_NEEDS_REAUTH || !a->reauth_interrupted ||
-                        cJSON_AddTrueToObject(row, "interrupted_refresh"));
-        }
-        admin_operation_finish(&io->op, good ? reply : NULL);
-}
-
 static void on_inventory_gathered(struct store_job *job, void *userdata)
 {
         struct inventory_operation *io = userdata;
@@ -213,8 +131,8 @@ static void on_inventory_gathered(struct store_job *job, void *userdata)
         inventory_operation_free(io);
 }
 
-static void start_inventory(struct admin_connection *c, const char *account,
-                            void (*reply)(struct inventory_operation *io, int result))
+void admin_inventory_start(struct admin_connection *c, const char *account,
+                           void (*reply)(struct inventory_operation *io, int result))
 {
         struct inventory_operation *io = calloc(1, sizeof(*io));
         struct store_job *job = NULL;
@@ -359,12 +277,7 @@ static void do_reload(struct admin_connection *c)
 
 static void handle_list(struct admin_connection *c, const cJSON *request, const char *account)
 {
-        start_inventory(c, NULL, reply_list);
-}
-
-static void handle_status(struct admin_connection *c, const cJSON *request, const char *account)
-{
-        start_inventory(c, NULL, reply_status);
+        admin_inventory_start(c, NULL, reply_list);
 }
 
 static void handle_reload(struct admin_connection *c, const cJSON *request, const char *account)
@@ -381,7 +294,7 @@ static void handle_ping(struct admin_connection *c, const cJSON *request, const 
 
 static void handle_show(struct admin_connection *c, const cJSON *request, const char *account)
 {
-        start_inventory(c, account, reply_show);
+        admin_inventory_start(c, account, reply_show);
 }
 
 static void handle_remove(struct admin_connection *c, const cJSON *request, const char *account)
@@ -412,7 +325,8 @@ static void handle_test(struct admin_connection *c, const cJSON *request, const 
 /* Every operation of the admin socket (docs/admin-protocol.md). */
 static const struct admin_op admin_ops[] = {
     {"ping", handle_ping, false, false, NULL},
-    {"status", handle_status, false, true, NULL},
+    {"status", admin_status_handle, false, true, NULL},
+    {"metrics", admin_metrics_handle, false, false, NULL},
     {"reload", handle_reload, false, false, NULL},
     {"account.list", handle_list, false, true, NULL},
     {"account.show", handle_show, true, true, NULL},

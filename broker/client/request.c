@@ -17,6 +17,7 @@
 #include "config.h"
 #include "json.h"
 #include "log.h"
+#include "metrics.h"
 #include "refresh.h"
 #include "token-cache.h"
 #include "util.h"
@@ -182,6 +183,8 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
         if (token_reply_frame(t, &reply) < 0 ||
             buf_put(c->stream.out, secret_data(t->reply), secret_len(t->reply)) < 0)
                 reply_error(c, WIRE_INTERNAL, "The token reply could not be built.", 0);
+        else
+                metrics_token_issued(b, profile);
 }
 
 static void reply_account_unusable(struct connection *c, const struct account *a)
@@ -240,6 +243,7 @@ static const struct policy_profile *authorize(struct connection *c, const struct
         const char *account;
 
         if (!profile) {
+                metrics_unknown_profile(&b->metrics);
                 if (audit_denial(c, req->profile, NULL, NULL, NULL, "unknown profile"))
                         reply_error(c, WIRE_UNKNOWN_PROFILE, "No such profile.", 0);
                 return NULL;
@@ -261,6 +265,7 @@ static const struct policy_profile *authorize(struct connection *c, const struct
         }
         account = policy_profile_account(profile);
         if (decision->verdict == POLICY_RATE_LIMITED) {
+                metrics_token_denied(b, req->profile, METRICS_DENIED_RATE_LIMITED);
                 if (audit_denial(c, req->profile, account, *ret_scope_key, decision,
                                  decision->reason))
                         reply_error(c, WIRE_RATE_LIMITED, "Too many requests; try again later.",
@@ -270,6 +275,7 @@ static const struct policy_profile *authorize(struct connection *c, const struct
         /* policy_evaluate() allows only scopes the profile allows (policy_profile_allows_scopes()):
          * a request for others is denied there, with "scope not allowed by the profile". */
         if (decision->verdict != POLICY_ALLOW) {
+                metrics_token_denied(b, req->profile, METRICS_DENIED_POLICY);
                 deny(c, req->profile, account, *ret_scope_key, decision, decision->reason);
                 return NULL;
         }
@@ -418,6 +424,7 @@ static const struct wire_request *parse_request(struct connection *c, const uint
         if (last->len > 0 && last->len == len && memcmp(last->payload, payload, len) == 0)
                 return &last->parsed;
         if (wire_request_parse(payload, len, &req, &error, &message) < 0) {
+                metrics_bad_request(&c->broker->metrics);
                 struct audit_record record = {
                     .event = "bad_request",
                     .peer = &c->stream.peer,

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "event.h"
+#include "metrics.h"
 #include "token-cache.h"
 
 struct account;
@@ -41,6 +42,7 @@ struct broker {
         struct audit_aggregator *denials; /* repeated denials, counted (audit-aggregate.h) */
         struct idp *idp;
         struct token_cache cache;
+        struct metrics metrics;   /* counters for monitoring (metrics.h) */
         struct account *accounts; /* accounts.c */
         struct keepalive *keepalive;
         bool stopping;

@@ -27,6 +27,7 @@
 #include "grant.h"
 #include "idp.h"
 #include "log.h"
+#include "metrics.h"
 #include "store-worker.h"
 #include "token-cache.h"
 #include "util.h"
@@ -350,6 +351,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         fault_point("after-send");
         account_refresh_to(a, ACCOUNT_REFRESH_IDLE);
         (void)grant_credential_refused(&r->credential, result); /* PS256 refused: RS256 next */
+        metrics_upstream(&b->metrics, result->outcome);
         switch (result->outcome) {
         case IDP_OK:
                 if (take_new_token(b, r, result))

@@ -224,8 +224,8 @@ static void test_merged_sign_in(void)
                         char want[384], got[384];
                         const char *error;
 
-                        strcpy(r.error, "invalid_grant");
-                        strcpy(r.message, "the idp message");
+                        snprintf(r.error, sizeof(r.error), "%s", "invalid_grant");
+                        snprintf(r.message, sizeof(r.message), "%s", "the idp message");
                         if (mfa && !password_flow)
                                 snprintf(want, sizeof(want), "Sign-in failed: the idp message.");
                         else
