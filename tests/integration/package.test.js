@@ -75,6 +75,22 @@ test('the package ships the service and never /usr/sbin/sendmail', { skip }, () 
   assert.deepEqual(sh('dpkg-deb', ['-f', deb, 'Package']).stdout.trim(), 'credbroker');
 });
 
+test('libcredbroker: the shared library in libcredbroker0, the header, .pc and .so link in -dev', { skip }, () => {
+  const contents = (name) => {
+    const f = fs.readdirSync(work).find((d) => d.startsWith(`${name}_`) && d.endsWith('.deb'));
+    assert.ok(f, `no ${name} package was built`);
+    return sh('dpkg-deb', ['-c', path.join(work, f)]).stdout.split('\n').map((l) => l.split(/\s+/)[5]).filter(Boolean);
+  };
+  const lib = contents('libcredbroker0');
+  const dev = contents('libcredbroker-dev');
+  const main = sh('dpkg-deb', ['-c', deb]).stdout;
+  assert.ok(lib.some((f) => /\/libcredbroker\.so\.0\.\d+\.\d+$/.test(f)), 'no libcredbroker.so.0.x.y in libcredbroker0');
+  assert.ok(dev.includes('./usr/include/credbroker.h'));
+  assert.ok(dev.some((f) => /\/pkgconfig\/libcredbroker\.pc$/.test(f)));
+  assert.ok(dev.some((f) => /\/libcredbroker\.so$/.test(f)));
+  assert.doesNotMatch(main, /libcredbroker/, 'the credbroker package carries the library');
+});
+
 test('installed into a throwaway root: the credbroker user, the conffiles, nothing enabled, the host untouched', { skip }, () => {
   const root = path.join(work, 'root');
   for (const d of ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/log', 'etc']) fs.mkdirSync(path.join(root, d), { recursive: true });
