@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "json.h"
 #include "options.h"
+#include "wire.h"
 
 static void usage(FILE *f)
 {
@@ -53,13 +54,14 @@ int cmd_reload(int argc, char **argv)
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                const char *code = json_get_string(reply, "error");
+                enum admin_error code;
 
                 r = admin_report_error(reply);
                 /* Unless the broker could not be asked at all, a refused reload is an error in
                  * the new files: the old policy stays in force. */
                 if (r == EXIT_NOPERM || r == EXIT_TEMPFAIL ||
-                    (code && strcmp(code, "unknown_op") == 0))
+                    (admin_error_from_string(json_get_string(reply, "error"), &code) == 0 &&
+                     code == ADMIN_UNKNOWN_OP))
                         return r;
                 return EXIT_CONFIG;
         }
