@@ -19,6 +19,7 @@
 #include "display.h"
 #include "json.h"
 #include "mail.h"
+#include "options.h"
 #include "policy.h"
 #include "util.h"
 #include "wire.h"
@@ -188,21 +189,21 @@ static int send_test_message(const char *name, const char *profile, const char *
         return r;
 }
 
-enum { OPT_SEND_TO = 0x100, OPT_ADMIN_SOCKET };
+enum { OPT_SEND_TO = 0x100 };
 
 struct test_options {
         cJSON *request; /* account.test, with the scopes asked for */
         cJSON *scopes;
         const char *send_to;
         const char *profile;
-        const char *admin_socket;
-        const char *socket;
-        const char *config;
+        struct cli_target target; /* --admin-socket, --socket, --config */
 };
 
-/* One option of account test: 0, or an exit code after saying why. */
-static int test_option(struct test_options *o, int c, const char *arg)
+/* The options of account test checked as they are read: 0, or an exit code after saying why. */
+static int test_option(int c, const char *arg, void *userdata)
 {
+        struct test_options *o = userdata;
+
         switch (c) {
         case 's':
                 if (!o->scopes)
@@ -221,52 +222,41 @@ static int test_option(struct test_options *o, int c, const char *arg)
                 }
                 o->send_to = arg;
                 break;
-        case 'p':
-                o->profile = arg;
-                break;
-        case OPT_ADMIN_SOCKET:
-                o->admin_socket = arg;
-                break;
-        case 'S':
-                o->socket = arg;
-                break;
-        case 'c':
-                o->config = arg;
-                break;
-        case 'h':
-                test_usage(stdout);
-                return -1;
-        default:
-                test_usage(stderr);
-                return EXIT_USAGE;
         }
         return 0;
 }
 
 int account_test(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"scope", required_argument, NULL, 's'},
-            {"send-to", required_argument, NULL, OPT_SEND_TO},
-            {"profile", required_argument, NULL, 'p'},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"socket", required_argument, NULL, 'S'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+        static const struct cli_option options[] = {
+            CLI_OWN("scope", required_argument, 's'),
+            CLI_OWN("send-to", required_argument, OPT_SEND_TO),
+            CLI_ARG("profile", 'p', struct test_options, profile),
+            CLI_ADMIN_SOCKET(struct test_options, target),
+            CLI_SOCKET(struct test_options, target),
+            CLI_CONFIG(struct test_options, target),
+            CLI_HELP,
             {0},
         };
         _cleanup_json_ cJSON *request = admin_request_new("account.test"), *reply = NULL;
         struct test_options o = {.request = request};
+        struct cli_parser p = {
+            .short_options = "s:p:S:c:h",
+            .options = {options},
+            .dest = {&o},
+            .option = test_option,
+            .userdata = &o,
+            .usage = test_usage,
+            .usage_exit = EXIT_USAGE,
+        };
         const char *name;
-        int c, r;
+        int r;
 
         if (!request)
                 return EXIT_SOFTWARE;
-        while ((c = getopt_long(argc, argv, "s:p:S:c:h", options, NULL)) >= 0) {
-                r = test_option(&o, c, optarg);
-                if (r != 0)
-                        return r < 0 ? 0 : r;
-        }
+        r = cli_parse(&p, argc, argv);
+        if (r >= 0)
+                return r;
         if (optind + 1 != argc || (o.profile && !o.send_to)) {
                 test_usage(stderr);
                 return EXIT_USAGE;
@@ -280,12 +270,13 @@ int account_test(int argc, char **argv)
         }
         if (!cJSON_AddStringToObject(request, "account", name))
                 return EXIT_SOFTWARE;
-        r = admin_call(admin_socket_path(o.admin_socket, o.config), request, &reply);
+        r = admin_call(admin_socket_path(o.target.admin_socket, o.target.config), request, &reply);
         if (r != 0)
                 return r;
         print_test_reply(name, reply);
         fflush(stdout);
         if (!o.send_to)
                 return 0;
-        return send_test_message(name, o.profile ? o.profile : name, o.socket, o.config, o.send_to);
+        return send_test_message(name, o.profile ? o.profile : name, o.target.socket,
+                                 o.target.config, o.send_to);
 }

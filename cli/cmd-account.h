@@ -12,6 +12,7 @@
 
 #include "admin-client.h"
 #include "config.h"
+#include "options.h"
 #include "secret.h"
 #include "store.h"
 
@@ -23,9 +24,12 @@ struct account_target;
  * prepare, finds the broker or opens the token, and calls run. */
 struct account_command {
         void (*usage)(FILE *f);
-        const struct option *options; /* the command's own, ending with {0}; may be NULL */
-        const char *short_options;    /* the command's own; may be NULL */
-        /* One of the command's own options: 0, or an exit code after printing why. */
+        /* The command's own options, ending with {0}, their values stored into userdata; may be
+         * NULL. */
+        const struct cli_option *options;
+        const char *short_options; /* the command's own; may be NULL */
+        /* One of the command's own CLI_STORE_NONE options: 0, or an exit code after printing
+         * why. */
         int (*option)(int c, const char *arg, void *userdata);
         bool takes_name; /* one NAME argument, checked with account_name_check() */
         bool json;       /* --json */
