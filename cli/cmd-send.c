@@ -127,62 +127,53 @@ struct send_options {
         size_t n_recipients, n_to;
 };
 
+enum { OPT_TO = 0x100, OPT_CC, OPT_BCC, OPT_HTML };
+
+/* --to, --cc and --bcc: 0, or an exit code after saying why. */
+static int recipients_option(int c, const char *arg, void *userdata)
+{
+        struct send_options *o = userdata;
+        int r;
+
+        r = add_recipients(c == OPT_TO   ? o->to
+                           : c == OPT_CC ? o->cc
+                                         : o->bcc,
+                           arg, &o->n_recipients);
+        if (r < 0)
+                return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
+        if (c == OPT_TO)
+                o->n_to = (size_t)cJSON_GetArraySize(o->to);
+        return 0;
+}
+
 /* -1 when the command goes on, else its exit code. */
 static int parse_options(int argc, char **argv, struct send_options *o)
 {
-        enum { OPT_TO = 0x100, OPT_CC, OPT_BCC, OPT_HTML };
-        static const struct option options[] = {
-            {"profile", required_argument, NULL, 'p'},
-            {"to", required_argument, NULL, OPT_TO},
-            {"cc", required_argument, NULL, OPT_CC},
-            {"bcc", required_argument, NULL, OPT_BCC},
-            {"subject", required_argument, NULL, 's'},
-            {"body-file", required_argument, NULL, 'b'},
-            {"html", no_argument, NULL, OPT_HTML},
-            {"mailbox", required_argument, NULL, 'm'},
-            CLI_OPTION_SOCKET,
-            CLI_OPTION_CONFIG,
-            CLI_OPTION_HELP,
+        static const struct cli_option options[] = {
+            CLI_ARG("profile", 'p', struct send_options, profile),
+            CLI_OWN("to", required_argument, OPT_TO),
+            CLI_OWN("cc", required_argument, OPT_CC),
+            CLI_OWN("bcc", required_argument, OPT_BCC),
+            CLI_ARG("subject", 's', struct send_options, subject),
+            CLI_ARG("body-file", 'b', struct send_options, body_file),
+            CLI_FLAG("html", OPT_HTML, struct send_options, html),
+            CLI_ARG("mailbox", 'm', struct send_options, mailbox),
+            CLI_SOCKET(struct send_options, target),
+            CLI_CONFIG(struct send_options, target),
+            CLI_HELP,
             {0},
         };
-        int c, r;
+        struct cli_parser p = {
+            .short_options = "p:s:b:m:S:c:h",
+            .options = {options},
+            .dest = {o},
+            .option = recipients_option,
+            .userdata = o,
+            .usage = usage,
+            .usage_exit = EXIT_USAGE,
+        };
 
-        while ((c = getopt_long(argc, argv, "p:s:b:m:S:c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'p':
-                        o->profile = optarg;
-                        break;
-                case OPT_TO:
-                case OPT_CC:
-                case OPT_BCC:
-                        r = add_recipients(c == OPT_TO   ? o->to
-                                           : c == OPT_CC ? o->cc
-                                                         : o->bcc,
-                                           optarg, &o->n_recipients);
-                        if (r < 0)
-                                return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
-                        if (c == OPT_TO)
-                                o->n_to = (size_t)cJSON_GetArraySize(o->to);
-                        break;
-                case 's':
-                        o->subject = optarg;
-                        break;
-                case 'b':
-                        o->body_file = optarg;
-                        break;
-                case OPT_HTML:
-                        o->html = true;
-                        break;
-                case 'm':
-                        o->mailbox = optarg;
-                        break;
-                default:
-                        r = cli_shared_option(c, &o->target, usage, EXIT_USAGE);
-                        if (r >= 0)
-                                return r;
-                }
-        }
-        return -1;
+        return cli_parse(&p, argc, argv);
 }
 
 /* -1 when the options make a message, else the exit code after saying why not. */
