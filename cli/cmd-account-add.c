@@ -333,30 +333,18 @@ int account_add(int argc, char **argv)
             {0},
         };
         struct add_options o = {0};
-        struct cli_parser p = {
-            .short_options = "t:i:f:m:s:a:u:c:h",
-            .options = {options},
-            .dest = {&o},
-            .option = add_checked_option,
-            .userdata = &o,
-            .usage = add_usage,
-            .usage_exit = EXIT_USAGE,
-        };
         _cleanup_json_ cJSON *request = NULL;
         _cleanup_secret_ struct secret *secret = NULL;
         const char *name, *secret_key = NULL;
         int r;
 
-        r = cli_parse(&p, argc, argv);
+        r = cli_parse_one(argc, argv, "t:i:f:m:s:a:u:c:h", options, &o, add_checked_option,
+                          add_usage, EXIT_USAGE);
         if (r >= 0)
                 return r;
-        if (optind + 1 != argc) {
-                add_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
+        r = account_name_arg(argc, argv, add_usage, &name);
+        if (r >= 0)
+                return r;
         r = add_check(&o);
         if (r != 0)
                 return r;
@@ -396,29 +384,18 @@ int account_login(int argc, char **argv)
             {0},
         };
         struct login_options o = {0};
-        struct cli_parser p = {
-            .short_options = "c:h",
-            .options = {options},
-            .dest = {&o},
-            .usage = login_usage,
-            .usage_exit = EXIT_USAGE,
-        };
         const char *name, *admin_socket, *flow, *username;
         _cleanup_json_ cJSON *show = NULL, *request = NULL, *show_reply = NULL;
         _cleanup_secret_ struct secret *password = NULL;
         const cJSON *account;
         int r;
 
-        r = cli_parse(&p, argc, argv);
+        r = cli_parse_one(argc, argv, "c:h", options, &o, NULL, login_usage, EXIT_USAGE);
         if (r >= 0)
                 return r;
-        if (optind + 1 != argc) {
-                login_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
+        r = account_name_arg(argc, argv, login_usage, &name);
+        if (r >= 0)
+                return r;
         admin_socket = admin_socket_path(o.target.admin_socket, o.target.config);
 
         /* The account's flow decides whether a password is needed. */

@@ -240,30 +240,22 @@ int account_test(int argc, char **argv)
         };
         _cleanup_json_ cJSON *request = admin_request_new("account.test"), *reply = NULL;
         struct test_options o = {.request = request};
-        struct cli_parser p = {
-            .short_options = "s:p:S:c:h",
-            .options = {options},
-            .dest = {&o},
-            .option = test_option,
-            .userdata = &o,
-            .usage = test_usage,
-            .usage_exit = EXIT_USAGE,
-        };
         const char *name;
         int r;
 
         if (!request)
                 return EXIT_SOFTWARE;
-        r = cli_parse(&p, argc, argv);
+        r = cli_parse_one(argc, argv, "s:p:S:c:h", options, &o, test_option, test_usage,
+                          EXIT_USAGE);
         if (r >= 0)
                 return r;
-        if (optind + 1 != argc || (o.profile && !o.send_to)) {
+        if (o.profile && !o.send_to) {
                 test_usage(stderr);
                 return EXIT_USAGE;
         }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
+        r = account_name_arg(argc, argv, test_usage, &name);
+        if (r >= 0)
+                return r;
         if (o.profile && !name_is_valid(o.profile)) {
                 fprintf(stderr, "credbroker: invalid profile name\n");
                 return EXIT_USAGE;

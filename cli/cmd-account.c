@@ -33,6 +33,18 @@ bool account_name_check(const char *name)
         return false;
 }
 
+int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret)
+{
+        if (optind + 1 != argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (!account_name_check(argv[optind]))
+                return EXIT_USAGE;
+        *ret = argv[optind];
+        return -1;
+}
+
 int account_read_secret_stdin(size_t max, struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
@@ -98,14 +110,11 @@ static int account_parse(const struct account_command *cmd, int argc, char **arg
         r = cli_parse(&p, argc, argv);
         if (r >= 0)
                 return r;
-        if (optind + (cmd->takes_name ? 1 : 0) != argc) {
+        if (cmd->takes_name)
+                return account_name_arg(argc, argv, cmd->usage, &ret->name);
+        if (optind != argc) {
                 cmd->usage(stderr);
                 return EXIT_USAGE;
-        }
-        if (cmd->takes_name) {
-                ret->name = argv[optind];
-                if (!account_name_check(ret->name))
-                        return EXIT_USAGE;
         }
         return -1;
 }

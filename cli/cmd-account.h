@@ -66,6 +66,11 @@ int account_run(const struct account_command *cmd, int argc, char **argv, void *
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
 
+/* After the options: exactly one more argument, an account name (account_name_check()). -1 with
+ * *ret set, else EXIT_USAGE after printing why (usage on stderr for a missing or extra
+ * argument). */
+int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret);
+
 /* Reads standard input (at most max bytes, one trailing newline dropped) into a secret, so the
  * value is never on argv or in the environment. -EFBIG when longer, -ENODATA when empty. */
 int account_read_secret_stdin(size_t max, struct secret **ret);

@@ -314,16 +314,8 @@ static int parse_test_options(int argc, char **argv, struct test_request *t)
             CLI_HELP,
             {0},
         };
-        struct cli_parser p = {
-            .short_options = "c:d:p:u:g:G:e:U:s:t:a:h",
-            .options = {options},
-            .dest = {t},
-            .option = test_option,
-            .userdata = t,
-            .usage = usage,
-            .usage_exit = POLICY_EXIT_USAGE,
-        };
-        int r = cli_parse(&p, argc, argv);
+        int r = cli_parse_one(argc, argv, "c:d:p:u:g:G:e:U:s:t:a:h", options, t, test_option, usage,
+                              POLICY_EXIT_USAGE);
 
         if (r >= 0)
                 return r;

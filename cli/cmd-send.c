@@ -163,17 +163,9 @@ static int parse_options(int argc, char **argv, struct send_options *o)
             CLI_HELP,
             {0},
         };
-        struct cli_parser p = {
-            .short_options = "p:s:b:m:S:c:h",
-            .options = {options},
-            .dest = {o},
-            .option = recipients_option,
-            .userdata = o,
-            .usage = usage,
-            .usage_exit = EXIT_USAGE,
-        };
 
-        return cli_parse(&p, argc, argv);
+        return cli_parse_one(argc, argv, "p:s:b:m:S:c:h", options, o, recipients_option, usage,
+                             EXIT_USAGE);
 }
 
 /* -1 when the options make a message, else the exit code after saying why not. */

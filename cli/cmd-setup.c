@@ -169,16 +169,7 @@ static int parse_options(struct setup *s, int argc, char **argv)
             CLI_HELP,
             {0},
         };
-        struct cli_parser p = {
-            .short_options = "fh",
-            .options = {options},
-            .dest = {s},
-            .option = setup_option,
-            .userdata = s,
-            .usage = setup_usage,
-            .usage_exit = EXIT_USAGE,
-        };
-        int r = cli_parse(&p, argc, argv);
+        int r = cli_parse_one(argc, argv, "fh", options, s, setup_option, setup_usage, EXIT_USAGE);
 
         if (r >= 0)
                 return r;

@@ -74,6 +74,24 @@ int cli_parse(const struct cli_parser *p, int argc, char **argv)
         return -1;
 }
 
+int cli_parse_one(int argc, char **argv, const char *short_options,
+                  const struct cli_option *options, void *dest,
+                  int (*option)(int c, const char *arg, void *dest), void (*usage)(FILE *f),
+                  int usage_exit)
+{
+        struct cli_parser p = {
+            .short_options = short_options,
+            .options = {options},
+            .dest = {dest},
+            .option = option,
+            .userdata = dest,
+            .usage = usage,
+            .usage_exit = usage_exit,
+        };
+
+        return cli_parse(&p, argc, argv);
+}
+
 int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
                      struct cli_target *t)
 {

@@ -107,6 +107,13 @@ struct cli_parser {
  * exit code after saying why (usage on stderr for an unknown option or a missing argument). */
 int cli_parse(const struct cli_parser *p, int argc, char **argv);
 
+/* cli_parse() for a command with one table: its values and its own options' handler (may be
+ * NULL) take dest. */
+int cli_parse_one(int argc, char **argv, const char *short_options,
+                  const struct cli_option *options, void *dest,
+                  int (*option)(int c, const char *arg, void *dest), void (*usage)(FILE *f),
+                  int usage_exit);
+
 /* For commands whose only options are --socket or --admin-socket (admin), --config and --help,
  * and which take no other argument: as cli_parse(), into t. */
 int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
