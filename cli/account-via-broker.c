@@ -19,25 +19,13 @@
 /* More accounts than a token holds in practice; a longer list is a broken reply. */
 #define ACCOUNTS_MAX 4096
 
-/* Sends request and returns the "ok" reply, or the exit code after printing why. */
+/* admin_exchange_ok() on a request built by the caller, which this takes over (NULL: out of
+ * memory). */
 static int exchange_ok(struct admin_conn *c, cJSON *request, cJSON **ret)
 {
         _cleanup_json_ cJSON *owned = request;
-        cJSON *reply = NULL;
-        int r;
 
-        if (!owned)
-                return EXIT_SOFTWARE;
-        r = admin_exchange(c, owned, &reply);
-        if (r != 0)
-                return r;
-        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                r = admin_report_error(reply);
-                cJSON_Delete(reply);
-                return r;
-        }
-        *ret = reply;
-        return 0;
+        return owned ? admin_exchange_ok(c, owned, ret) : EXIT_SOFTWARE;
 }
 
 static cJSON *request_for(const char *op, const char *name)

@@ -15,6 +15,7 @@
 #include "credbroker.h"
 #include "json.h"
 #include "util.h"
+#include "wire.h"
 
 #define EXIT_CANTCREAT 73
 
@@ -143,30 +144,57 @@ int admin_read_reply(struct admin_conn *c, int timeout_ms, cJSON **ret)
         return r < 0 ? report_failure(NULL, NULL, &e) : 0;
 }
 
+/* The exit code of an admin error code (docs/credbroker.1.md). The admin socket's own codes, and
+ * those its connection layer shares with the client socket (rate_limited) or that a broker may
+ * send (unknown_profile); anything else is EXIT_SOFTWARE. */
+static int admin_error_exit(const char *code)
+{
+        static const int admin_exits[_ADMIN_ERROR_MAX] = {
+            [ADMIN_SIGN_IN_FAILED] = EXIT_NOPERM, [ADMIN_DENIED] = EXIT_NOPERM,
+            [ADMIN_NEEDS_CONFIG] = EXIT_CONFIG,   [ADMIN_REAUTH_REQUIRED] = EXIT_CONFIG,
+            [ADMIN_EXISTS] = EXIT_CANTCREAT,      [ADMIN_NOT_FOUND] = EXIT_NOINPUT,
+            [ADMIN_BAD_REQUEST] = EXIT_DATAERR,   [ADMIN_UNAVAILABLE] = EXIT_TEMPFAIL,
+            [ADMIN_UNKNOWN_OP] = EXIT_SOFTWARE,   [ADMIN_UNSUPPORTED_VERSION] = EXIT_SOFTWARE,
+            [ADMIN_INTERNAL] = EXIT_SOFTWARE,
+        };
+        enum admin_error a;
+        enum wire_error w;
+
+        if (admin_error_from_string(code, &a) == 0)
+                return admin_exits[a];
+        if (code && wire_error_from_string(code, &w) == 0)
+                return w == WIRE_UNKNOWN_PROFILE ? EXIT_CONFIG
+                       : w == WIRE_RATE_LIMITED  ? EXIT_TEMPFAIL
+                                                 : EXIT_SOFTWARE;
+        return EXIT_SOFTWARE;
+}
+
 int admin_report_error(const cJSON *reply)
 {
         const char *code = json_get_string(reply, "error");
-        static const struct {
-                const char *code;
-                int exit_code;
-        } codes[] = {
-            {"sign_in_failed", EXIT_NOPERM},  {"denied", EXIT_NOPERM},
-            {"needs_config", EXIT_CONFIG},    {"reauth_required", EXIT_CONFIG},
-            {"exists", EXIT_CANTCREAT},       {"not_found", EXIT_NOINPUT},
-            {"unknown_profile", EXIT_CONFIG}, {"bad_request", EXIT_DATAERR},
-            {"unavailable", EXIT_TEMPFAIL},   {"rate_limited", EXIT_TEMPFAIL},
-            {"unknown_op", EXIT_SOFTWARE},    {"unsupported_version", EXIT_SOFTWARE},
-        };
+        enum admin_error e;
 
         client_print_refusal(reply, "the broker refused the request", SIZE_MAX, SIZE_MAX);
-        if (code && strcmp(code, "unknown_op") == 0)
+        if (admin_error_from_string(code, &e) == 0 && e == ADMIN_UNKNOWN_OP)
                 fputs("credbroker: the running broker is older than this command; upgrade "
                       "and restart credbrokerd\n",
                       stderr);
-        for (size_t i = 0; code && i < ELEMENTSOF(codes); i++)
-                if (strcmp(code, codes[i].code) == 0)
-                        return codes[i].exit_code;
-        return EXIT_SOFTWARE;
+        return admin_error_exit(code);
+}
+
+/* After an exchange that returned r and, when 0, a reply of either kind: the "ok" reply in *ret,
+ * or the exit code of a refusal after reporting it. */
+static int take_ok_reply(int r, cJSON *reply, cJSON **ret)
+{
+        if (r != 0)
+                return r;
+        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
+                r = admin_report_error(reply);
+                cJSON_Delete(reply);
+                return r;
+        }
+        *ret = reply;
+        return 0;
 }
 
 cJSON *admin_request_new(const char *op)
@@ -225,16 +253,15 @@ int admin_connect_or_fallback(const char *path, bool verbose, struct admin_conn 
 int admin_call(const char *path, const cJSON *request, cJSON **ret_reply)
 {
         cJSON *reply = NULL;
-        int r;
+        int r = admin_request(path, request, &reply);
 
-        r = admin_request(path, request, &reply);
-        if (r != 0)
-                return r;
-        if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                r = admin_report_error(reply);
-                cJSON_Delete(reply);
-                return r;
-        }
-        *ret_reply = reply;
-        return 0;
+        return take_ok_reply(r, reply, ret_reply);
+}
+
+int admin_exchange_ok(struct admin_conn *c, const cJSON *request, cJSON **ret_reply)
+{
+        cJSON *reply = NULL;
+        int r = admin_exchange(c, request, &reply);
+
+        return take_ok_reply(r, reply, ret_reply);
 }

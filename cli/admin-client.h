@@ -48,6 +48,10 @@ int admin_connect_or_fallback(const char *path, bool verbose, struct admin_conn 
 /* Sends request on c and reads one reply of either kind. 0 or a sysexits code. */
 int admin_exchange(struct admin_conn *c, const cJSON *request, cJSON **ret_reply);
 
+/* admin_exchange() for an "ok" reply: a reply with "ok":false is reported and its exit code
+ * returned. */
+int admin_exchange_ok(struct admin_conn *c, const cJSON *request, cJSON **ret_reply);
+
 /* One request, one reply of either kind: connects, sends, reads. 0 or a sysexits code after
  * printing why. */
 int admin_request(const char *path, const cJSON *request, cJSON **ret_reply);

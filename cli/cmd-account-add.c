@@ -16,6 +16,7 @@
 #include "client.h"
 #include "cmd-account.h"
 #include "json.h"
+#include "options.h"
 #include "parse-date.h"
 #include "sign-in.h"
 #include "tty-password.h"
@@ -76,15 +77,14 @@ struct add_options {
         const char *flow;
         const char *token_endpoint;
         const char *device_endpoint;
-        char *scopes[WIRE_MAX_SCOPES];
+        const char *scopes[WIRE_MAX_SCOPES];
         size_t n_scopes;
         bool password_stdin;
         bool secret_stdin;
         const char *secret_expires;
         const char *assertion_alg; /* "PS256" or "RS256"; NULL: the broker's default */
         const char *client_auth;   /* "post" or "basic"; NULL: the broker's default */
-        const char *admin_socket;
-        const char *config;
+        struct cli_target target;  /* --admin-socket, --config */
 };
 
 static int add_check(const struct add_options *o)
@@ -234,15 +234,15 @@ enum {
         OPT_PASSWORD_STDIN,
         OPT_SECRET_STDIN,
         OPT_SECRET_EXPIRES,
-        OPT_ADMIN_SOCKET,
         OPT_GRAPH,
         OPT_ASSERTION_ALG,
         OPT_CLIENT_AUTH,
 };
 
 /* The options whose value is checked as it is read: 0, or EXIT_USAGE after saying why. */
-static int add_checked_option(struct add_options *o, int c, char *arg)
+static int add_checked_option(int c, const char *arg, void *userdata)
 {
+        struct add_options *o = userdata;
         uint64_t ignored;
 
         switch (c) {
@@ -285,55 +285,6 @@ static int add_checked_option(struct add_options *o, int c, char *arg)
         return EXIT_USAGE;
 }
 
-/* One option of account add: 0, or EXIT_USAGE after saying why. */
-static int add_option(struct add_options *o, int c, char *arg)
-{
-        switch (c) {
-        case 't':
-                o->meta.tenant = arg;
-                break;
-        case 'i':
-                o->meta.client_id = arg;
-                break;
-        case 'f':
-                o->flow = arg;
-                break;
-        case 'm':
-                o->meta.mailbox = arg;
-                break;
-        case 'a':
-                o->meta.authority = arg;
-                break;
-        case OPT_TOKEN_ENDPOINT:
-                o->token_endpoint = arg;
-                break;
-        case OPT_DEVICE_ENDPOINT:
-                o->device_endpoint = arg;
-                break;
-        case OPT_GRAPH:
-                o->meta.graph = arg;
-                break;
-        case 'u':
-                o->meta.username = arg;
-                break;
-        case OPT_PASSWORD_STDIN:
-                o->password_stdin = true;
-                break;
-        case OPT_SECRET_STDIN:
-                o->secret_stdin = true;
-                break;
-        case OPT_ADMIN_SOCKET:
-                o->admin_socket = arg;
-                break;
-        case 'c':
-                o->config = arg;
-                break;
-        default:
-                return add_checked_option(o, c, arg);
-        }
-        return 0;
-}
-
 /* The secret the flow sends (password, client secret) and its member name, or none. */
 static int add_read_secret(const struct add_options *o, struct secret **ret, const char **ret_key)
 {
@@ -360,53 +311,40 @@ static int add_read_secret(const struct add_options *o, struct secret **ret, con
 
 int account_add(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"tenant", required_argument, NULL, 't'},
-            {"client-id", required_argument, NULL, 'i'},
-            {"flow", required_argument, NULL, 'f'},
-            {"mailbox", required_argument, NULL, 'm'},
-            {"scope", required_argument, NULL, 's'},
-            {"authority", required_argument, NULL, 'a'},
-            {"token-endpoint", required_argument, NULL, OPT_TOKEN_ENDPOINT},
-            {"device-endpoint", required_argument, NULL, OPT_DEVICE_ENDPOINT},
-            {"graph", required_argument, NULL, OPT_GRAPH},
-            {"username", required_argument, NULL, 'u'},
-            {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
-            {"secret-stdin", no_argument, NULL, OPT_SECRET_STDIN},
-            {"secret-expires", required_argument, NULL, OPT_SECRET_EXPIRES},
-            {"assertion-alg", required_argument, NULL, OPT_ASSERTION_ALG},
-            {"client-auth", required_argument, NULL, OPT_CLIENT_AUTH},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+        static const struct cli_option options[] = {
+            CLI_ARG("tenant", 't', struct add_options, meta.tenant),
+            CLI_ARG("client-id", 'i', struct add_options, meta.client_id),
+            CLI_ARG("flow", 'f', struct add_options, flow),
+            CLI_ARG("mailbox", 'm', struct add_options, meta.mailbox),
+            CLI_OWN("scope", required_argument, 's'),
+            CLI_ARG("authority", 'a', struct add_options, meta.authority),
+            CLI_ARG("token-endpoint", OPT_TOKEN_ENDPOINT, struct add_options, token_endpoint),
+            CLI_ARG("device-endpoint", OPT_DEVICE_ENDPOINT, struct add_options, device_endpoint),
+            CLI_ARG("graph", OPT_GRAPH, struct add_options, meta.graph),
+            CLI_ARG("username", 'u', struct add_options, meta.username),
+            CLI_FLAG("password-stdin", OPT_PASSWORD_STDIN, struct add_options, password_stdin),
+            CLI_FLAG("secret-stdin", OPT_SECRET_STDIN, struct add_options, secret_stdin),
+            CLI_OWN("secret-expires", required_argument, OPT_SECRET_EXPIRES),
+            CLI_OWN("assertion-alg", required_argument, OPT_ASSERTION_ALG),
+            CLI_OWN("client-auth", required_argument, OPT_CLIENT_AUTH),
+            CLI_ADMIN_SOCKET(struct add_options, target),
+            CLI_CONFIG(struct add_options, target),
+            CLI_HELP,
             {0},
         };
         struct add_options o = {0};
         _cleanup_json_ cJSON *request = NULL;
         _cleanup_secret_ struct secret *secret = NULL;
         const char *name, *secret_key = NULL;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "t:i:f:m:s:a:u:c:h", options, NULL)) >= 0) {
-                if (c == 'h') {
-                        add_usage(stdout);
-                        return 0;
-                }
-                if (c == '?') {
-                        add_usage(stderr);
-                        return EXIT_USAGE;
-                }
-                r = add_option(&o, c, optarg);
-                if (r != 0)
-                        return r;
-        }
-        if (optind + 1 != argc) {
-                add_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
+        r = cli_parse_one(argc, argv, "t:i:f:m:s:a:u:c:h", options, &o, add_checked_option,
+                          add_usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
+        r = account_name_arg(argc, argv, add_usage, &name);
+        if (r >= 0)
+                return r;
         r = add_check(&o);
         if (r != 0)
                 return r;
@@ -416,8 +354,8 @@ int account_add(int argc, char **argv)
         r = add_read_secret(&o, &secret, &secret_key);
         if (r != 0)
                 return r;
-        return send_and_follow(admin_socket_path(o.admin_socket, o.config), request, secret_key,
-                               secret);
+        return send_and_follow(admin_socket_path(o.target.admin_socket, o.target.config), request,
+                               secret_key, secret);
 }
 
 static void login_usage(FILE *f)
@@ -431,49 +369,34 @@ static void login_usage(FILE *f)
               f);
 }
 
+struct login_options {
+        struct cli_target target;
+        bool password_stdin;
+};
+
 int account_login(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"password-stdin", no_argument, NULL, OPT_PASSWORD_STDIN},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+        static const struct cli_option options[] = {
+            CLI_FLAG("password-stdin", OPT_PASSWORD_STDIN, struct login_options, password_stdin),
+            CLI_ADMIN_SOCKET(struct login_options, target),
+            CLI_CONFIG(struct login_options, target),
+            CLI_HELP,
             {0},
         };
-        const char *name, *admin_socket = NULL, *config = NULL, *flow, *username;
+        struct login_options o = {0};
+        const char *name, *admin_socket, *flow, *username;
         _cleanup_json_ cJSON *show = NULL, *request = NULL, *show_reply = NULL;
         _cleanup_secret_ struct secret *password = NULL;
         const cJSON *account;
-        bool password_stdin = false;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case OPT_PASSWORD_STDIN:
-                        password_stdin = true;
-                        break;
-                case OPT_ADMIN_SOCKET:
-                        admin_socket = optarg;
-                        break;
-                case 'c':
-                        config = optarg;
-                        break;
-                case 'h':
-                        login_usage(stdout);
-                        return 0;
-                default:
-                        login_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
-        if (optind + 1 != argc) {
-                login_usage(stderr);
-                return EXIT_USAGE;
-        }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
-        admin_socket = admin_socket_path(admin_socket, config);
+        r = cli_parse_one(argc, argv, "c:h", options, &o, NULL, login_usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
+        r = account_name_arg(argc, argv, login_usage, &name);
+        if (r >= 0)
+                return r;
+        admin_socket = admin_socket_path(o.target.admin_socket, o.target.config);
 
         /* The account's flow decides whether a password is needed. */
         show = admin_request_new("account.show");
@@ -489,10 +412,10 @@ int account_login(int argc, char **argv)
         if (!request || !cJSON_AddStringToObject(request, "account", name))
                 return EXIT_SOFTWARE;
         if (flow && strcmp(flow, "password") == 0) {
-                r = read_password(password_stdin, username ? username : name, &password);
+                r = read_password(o.password_stdin, username ? username : name, &password);
                 if (r != 0)
                         return r;
-        } else if (password_stdin) {
+        } else if (o.password_stdin) {
                 fprintf(stderr,
                         "credbroker: account %s does not use the password flow; "
                         "--password-stdin does not apply\n",

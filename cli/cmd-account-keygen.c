@@ -77,12 +77,6 @@ static int keygen_option(int c, const char *arg, void *userdata)
                 }
                 o->subject = arg;
                 break;
-        case 'r':
-                o->csr = true;
-                break;
-        case 'R':
-                o->replace = true;
-                break;
         }
         return 0;
 }
@@ -155,10 +149,13 @@ static int keygen_run(const struct account_args *a, struct account_target *t, vo
 
 int account_keygen(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"bits", required_argument, NULL, 'b'},    {"days", required_argument, NULL, 'd'},
-            {"subject", required_argument, NULL, 's'}, {"csr", no_argument, NULL, 'r'},
-            {"replace", no_argument, NULL, 'R'},       {0},
+        static const struct cli_option options[] = {
+            CLI_OWN("bits", required_argument, 'b'),
+            CLI_OWN("days", required_argument, 'd'),
+            CLI_OWN("subject", required_argument, 's'),
+            CLI_FLAG("csr", 'r', struct store_keygen_options, csr),
+            CLI_FLAG("replace", 'R', struct store_keygen_options, replace),
+            {0},
         };
         static const struct account_command cmd = {
             .usage = keygen_usage,
@@ -224,12 +221,6 @@ struct cert_options {
         char *data;
         size_t len;
 };
-
-static int cert_option(int c, const char *arg, void *userdata)
-{
-        ((struct cert_options *)userdata)->file = arg; /* 'f': --file */
-        return 0;
-}
 
 static int cert_prepare(const struct account_args *a, void *userdata)
 {
@@ -310,15 +301,14 @@ static int cert_run(const struct account_args *a, struct account_target *t, void
 
 int account_cert(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"file", required_argument, NULL, 'f'},
+        static const struct cli_option options[] = {
+            CLI_ARG("file", 'f', struct cert_options, file),
             {0},
         };
         static const struct account_command cmd = {
             .usage = cert_usage,
             .options = options,
             .short_options = "f:",
-            .option = cert_option,
             .takes_name = true,
             .prepare = cert_prepare,
             .run = cert_run,

@@ -17,13 +17,12 @@
 #include "commands.h"
 #include "config.h"
 #include "display.h"
-#include "graph.h"
 #include "json.h"
+#include "mail.h"
+#include "options.h"
 #include "policy.h"
 #include "util.h"
 #include "wire.h"
-
-#define ADDRESS_MAX 320
 
 static void test_usage(FILE *f)
 {
@@ -40,20 +39,6 @@ static void test_usage(FILE *f)
               "Exit: 0 ok, 64 usage, 66 no such account, 69 broker not running, 75 try again,\n"
               "77 denied (profile or Graph), 78 the account needs an administrator.\n",
               f);
-}
-
-static bool address_is_plain(const char *a)
-{
-        size_t n = strlen(a);
-        const char *at = strchr(a, '@');
-
-        if (n == 0 || n > ADDRESS_MAX || !at || at == a || !at[1] || strchr(at + 1, '@'))
-                return false;
-        for (size_t i = 0; i < n; i++)
-                if ((unsigned char)a[i] <= 0x20 || (unsigned char)a[i] >= 0x7f ||
-                    strchr("<>()[]\\,;:\"", a[i]))
-                        return false;
-        return true;
 }
 
 static void print_test_reply(const char *name, const cJSON *reply)
@@ -117,28 +102,49 @@ static void explain_root_denial(const char *name, const char *profile, const str
                 name, profile);
 }
 
-static int send_test_message(const char *name, const char *profile, const char *socket,
-                             const char *config_option, const char *to)
+/* The test message's sendMail document, or NULL when out of memory. */
+static cJSON *test_message(const char *name, const char *profile, const char *to)
 {
-        _cleanup_(config_freep) struct config *config = NULL;
-        _cleanup_json_ cJSON *document = cJSON_CreateObject(), *reply = NULL;
-        const char *path = cli_config_path(config_option), *account, *mailbox;
-        cJSON *message, *recipients, *entry, *body;
+        _cleanup_json_ cJSON *document = cJSON_CreateObject();
         char host[256] = "this host", content[768], stamp[32];
-        char *text;
+        cJSON *message, *recipients, *body;
+
+        (void)gethostname(host, sizeof(host) - 1);
+        display_time((uint64_t)time(NULL), stamp);
+        snprintf(content, sizeof(content),
+                 "This is a test message from credbroker on %s, sent at %s through account %s "
+                 "and profile %s. If you can read it, the connection works.\n",
+                 host, stamp, name, profile);
+        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
+        recipients = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
+        if (!recipients || mail_add_recipient(recipients, to) < 0 ||
+            !cJSON_AddStringToObject(message, "subject", "credbroker test message") ||
+            !(body = cJSON_AddObjectToObject(message, "body")) ||
+            !cJSON_AddStringToObject(body, "contentType", "Text") ||
+            !cJSON_AddStringToObject(body, "content", content) ||
+            !cJSON_AddBoolToObject(document, "saveToSentItems", false))
+                return NULL;
+        return TAKE_PTR(document);
+}
+
+/* A token of the account for profile from the client socket: 0 with *ret set, or an exit code
+ * after saying why. */
+static int test_token(const char *name, const char *profile, const char *socket,
+                      const struct config *config, const char *config_option, cJSON **ret)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+        const char *account;
+        enum wire_error code;
         int r;
 
-        if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
-                                                     : config_load(path, true, &config) < 0)
-                return EXIT_CONFIG;
         r = client_request_token(client_socket_path(socket, config_option), profile, NULL, 0, 300,
                                  &reply);
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                const char *code = json_get_string(reply, "error");
-
-                if (geteuid() == 0 && code && strcmp(code, "denied") == 0) {
+                if (geteuid() == 0 && json_get_string(reply, "error") &&
+                    wire_error_from_string(json_get_string(reply, "error"), &code) == 0 &&
+                    code == WIRE_DENIED) {
                         explain_root_denial(name, profile, config);
                         return EXIT_NOPERM;
                 }
@@ -156,56 +162,48 @@ static int send_test_message(const char *name, const char *profile, const char *
                         profile, name);
                 return EXIT_USAGE;
         }
-        mailbox = json_get_string(reply, "mailbox");
-        (void)gethostname(host, sizeof(host) - 1);
-        display_time((uint64_t)time(NULL), stamp);
-        snprintf(content, sizeof(content),
-                 "This is a test message from credbroker on %s, sent at %s through account %s "
-                 "and profile %s. If you can read it, the connection works.\n",
-                 host, stamp, name, profile);
-        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
-        recipients = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
-        entry = cJSON_CreateObject();
-        if (!recipients || !entry || !cJSON_AddItemToArray(recipients, entry) ||
-            !cJSON_AddStringToObject(cJSON_AddObjectToObject(entry, "emailAddress"), "address",
-                                     to) ||
-            !cJSON_AddStringToObject(message, "subject", "credbroker test message") ||
-            !(body = cJSON_AddObjectToObject(message, "body")) ||
-            !cJSON_AddStringToObject(body, "contentType", "Text") ||
-            !cJSON_AddStringToObject(body, "content", content) ||
-            !cJSON_AddBoolToObject(document, "saveToSentItems", false))
+        *ret = TAKE_PTR(reply);
+        return 0;
+}
+
+static int send_test_message(const char *name, const char *profile, const char *socket,
+                             const char *config_option, const char *to)
+{
+        _cleanup_(config_freep) struct config *config = NULL;
+        _cleanup_json_ cJSON *document = NULL, *reply = NULL;
+        const char *path = cli_config_path(config_option);
+        int r;
+
+        if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
+                                                     : config_load(path, true, &config) < 0)
+                return EXIT_CONFIG;
+        r = test_token(name, profile, socket, config, config_option, &reply);
+        if (r != 0)
+                return r;
+        document = test_message(name, profile, to);
+        if (!document)
                 return EXIT_SOFTWARE;
-        text = cJSON_PrintUnformatted(document);
-        if (!text)
-                return EXIT_SOFTWARE;
-        r = graph_send_mail(&(struct graph_request){
-            .graph_base = config->graph_url,
-            .ca_bundle = config->ca_bundle,
-            .mailbox = mailbox,
-            .access_token = json_get_string(reply, "access_token"),
-            .body = text,
-        });
-        json_free_string(text);
+        r = mail_send(config, json_get_string(reply, "mailbox"), reply, document);
         if (r == 0)
                 printf("test message to %s accepted by Microsoft Graph\n", to);
         return r;
 }
 
-enum { OPT_SEND_TO = 0x100, OPT_ADMIN_SOCKET };
+enum { OPT_SEND_TO = 0x100 };
 
 struct test_options {
         cJSON *request; /* account.test, with the scopes asked for */
         cJSON *scopes;
         const char *send_to;
         const char *profile;
-        const char *admin_socket;
-        const char *socket;
-        const char *config;
+        struct cli_target target; /* --admin-socket, --socket, --config */
 };
 
-/* One option of account test: 0, or an exit code after saying why. */
-static int test_option(struct test_options *o, int c, const char *arg)
+/* The options of account test checked as they are read: 0, or an exit code after saying why. */
+static int test_option(int c, const char *arg, void *userdata)
 {
+        struct test_options *o = userdata;
+
         switch (c) {
         case 's':
                 if (!o->scopes)
@@ -218,77 +216,59 @@ static int test_option(struct test_options *o, int c, const char *arg)
                         return EXIT_SOFTWARE;
                 break;
         case OPT_SEND_TO:
-                if (!address_is_plain(arg)) {
+                if (!mail_address_is_valid(arg, true)) {
                         fprintf(stderr, "credbroker: --send-to wants one mail address\n");
                         return EXIT_USAGE;
                 }
                 o->send_to = arg;
                 break;
-        case 'p':
-                o->profile = arg;
-                break;
-        case OPT_ADMIN_SOCKET:
-                o->admin_socket = arg;
-                break;
-        case 'S':
-                o->socket = arg;
-                break;
-        case 'c':
-                o->config = arg;
-                break;
-        case 'h':
-                test_usage(stdout);
-                return -1;
-        default:
-                test_usage(stderr);
-                return EXIT_USAGE;
         }
         return 0;
 }
 
 int account_test(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"scope", required_argument, NULL, 's'},
-            {"send-to", required_argument, NULL, OPT_SEND_TO},
-            {"profile", required_argument, NULL, 'p'},
-            {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
-            {"socket", required_argument, NULL, 'S'},
-            {"config", required_argument, NULL, 'c'},
-            {"help", no_argument, NULL, 'h'},
+        static const struct cli_option options[] = {
+            CLI_OWN("scope", required_argument, 's'),
+            CLI_OWN("send-to", required_argument, OPT_SEND_TO),
+            CLI_ARG("profile", 'p', struct test_options, profile),
+            CLI_ADMIN_SOCKET(struct test_options, target),
+            CLI_SOCKET(struct test_options, target),
+            CLI_CONFIG(struct test_options, target),
+            CLI_HELP,
             {0},
         };
         _cleanup_json_ cJSON *request = admin_request_new("account.test"), *reply = NULL;
         struct test_options o = {.request = request};
         const char *name;
-        int c, r;
+        int r;
 
         if (!request)
                 return EXIT_SOFTWARE;
-        while ((c = getopt_long(argc, argv, "s:p:S:c:h", options, NULL)) >= 0) {
-                r = test_option(&o, c, optarg);
-                if (r != 0)
-                        return r < 0 ? 0 : r;
-        }
-        if (optind + 1 != argc || (o.profile && !o.send_to)) {
+        r = cli_parse_one(argc, argv, "s:p:S:c:h", options, &o, test_option, test_usage,
+                          EXIT_USAGE);
+        if (r >= 0)
+                return r;
+        if (o.profile && !o.send_to) {
                 test_usage(stderr);
                 return EXIT_USAGE;
         }
-        name = argv[optind];
-        if (!account_name_check(name))
-                return EXIT_USAGE;
+        r = account_name_arg(argc, argv, test_usage, &name);
+        if (r >= 0)
+                return r;
         if (o.profile && !name_is_valid(o.profile)) {
                 fprintf(stderr, "credbroker: invalid profile name\n");
                 return EXIT_USAGE;
         }
         if (!cJSON_AddStringToObject(request, "account", name))
                 return EXIT_SOFTWARE;
-        r = admin_call(admin_socket_path(o.admin_socket, o.config), request, &reply);
+        r = admin_call(admin_socket_path(o.target.admin_socket, o.target.config), request, &reply);
         if (r != 0)
                 return r;
         print_test_reply(name, reply);
         fflush(stdout);
         if (!o.send_to)
                 return 0;
-        return send_test_message(name, o.profile ? o.profile : name, o.socket, o.config, o.send_to);
+        return send_test_message(name, o.profile ? o.profile : name, o.target.socket,
+                                 o.target.config, o.send_to);
 }

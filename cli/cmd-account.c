@@ -17,6 +17,7 @@
 #include "config.h"
 #include "json.h"
 #include "log.h"
+#include "options.h"
 #include "secret.h"
 #include "store.h"
 #include "util.h"
@@ -30,6 +31,18 @@ bool account_name_check(const char *name)
                 "'.', '_' and '-', not starting with '.'; \"credbroker\" is reserved\n",
                 name);
         return false;
+}
+
+int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret)
+{
+        if (optind + 1 != argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        if (!account_name_check(argv[optind]))
+                return EXIT_USAGE;
+        *ret = argv[optind];
+        return -1;
 }
 
 int account_read_secret_stdin(size_t max, struct secret **ret)
@@ -60,89 +73,50 @@ int account_read_secret_stdin(size_t max, struct secret **ret)
         return 0;
 }
 
-/* The options every command of struct account_command has. */
-static const struct option common_options[] = {
-    {"verbose", no_argument, NULL, 'v'},
-    {"admin-socket", required_argument, NULL, 'A'},
-    {"config", required_argument, NULL, 'c'},
-    {"help", no_argument, NULL, 'h'},
+/* The options every command of struct account_command has, and --json for those with it. */
+static const struct cli_option common_options[] = {
+    CLI_FLAG("verbose", 'v', struct account_args, verbose),
+    CLI_ARG("admin-socket", CLI_OPT_ADMIN_SOCKET, struct account_args, admin_socket),
+    CLI_ARG("config", 'c', struct account_args, config_option),
+    CLI_HELP,
+    {0},
 };
-static const struct option json_option = {"json", no_argument, NULL, 'j'};
+static const struct cli_option json_option[] = {
+    CLI_FLAG("json", 'j', struct account_args, json),
+    {0},
+};
 
-#define ACCOUNT_OPTIONS_MAX 24
-
-/* The command's own options, the common ones, --json when it has it, and the terminator. */
-static int merge_options(const struct account_command *cmd, struct option *out, char *shorts,
-                         size_t shorts_size)
-{
-        size_t n = 0;
-
-        for (const struct option *o = cmd->options; o && o->name; o++) {
-                if (n + ELEMENTSOF(common_options) + 2 > ACCOUNT_OPTIONS_MAX)
-                        return -E2BIG;
-                out[n++] = *o;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(common_options); i++)
-                out[n++] = common_options[i];
-        if (cmd->json)
-                out[n++] = json_option;
-        out[n] = (struct option){0};
-        if (snprintf(shorts, shorts_size, "%s%svc:h", cmd->short_options ? cmd->short_options : "",
-                     cmd->json ? "j" : "") >= (int)shorts_size)
-                return -E2BIG;
-        return 0;
-}
-
-/* account_parse() after --help: the command returns 0. */
-#define ACCOUNT_HELP_SHOWN (-1)
-
-/* 0 to go on, ACCOUNT_HELP_SHOWN after --help, or an exit code after printing why. */
+/* -1 to go on, 0 after --help, or an exit code after printing why. */
 static int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
                          struct account_args *ret)
 {
-        struct option options[ACCOUNT_OPTIONS_MAX];
         char shorts[64];
-        int c, r;
+        struct cli_parser p = {
+            .short_options = shorts,
+            .options = {cmd->options, common_options, cmd->json ? json_option : NULL},
+            .dest = {userdata, ret, ret},
+            .option = cmd->option,
+            .userdata = userdata,
+            .usage = cmd->usage,
+            .usage_exit = EXIT_USAGE,
+        };
+        int r;
 
         *ret = (struct account_args){0};
-        if (merge_options(cmd, options, shorts, sizeof(shorts)) < 0)
+        if (snprintf(shorts, sizeof(shorts), "%s%svc:h",
+                     cmd->short_options ? cmd->short_options : "",
+                     cmd->json ? "j" : "") >= (int)sizeof(shorts))
                 return EXIT_SOFTWARE;
-        while ((c = getopt_long(argc, argv, shorts, options, NULL)) >= 0) {
-                switch (c) {
-                case 'v':
-                        ret->verbose = true;
-                        break;
-                case 'A':
-                        ret->admin_socket = optarg;
-                        break;
-                case 'c':
-                        ret->config_option = optarg;
-                        break;
-                case 'j':
-                        ret->json = true;
-                        break;
-                case 'h':
-                        cmd->usage(stdout);
-                        return ACCOUNT_HELP_SHOWN;
-                case '?':
-                        cmd->usage(stderr);
-                        return EXIT_USAGE;
-                default:
-                        r = cmd->option ? cmd->option(c, optarg, userdata) : EXIT_USAGE;
-                        if (r != 0)
-                                return r;
-                }
-        }
-        if (optind + (cmd->takes_name ? 1 : 0) != argc) {
+        r = cli_parse(&p, argc, argv);
+        if (r >= 0)
+                return r;
+        if (cmd->takes_name)
+                return account_name_arg(argc, argv, cmd->usage, &ret->name);
+        if (optind != argc) {
                 cmd->usage(stderr);
                 return EXIT_USAGE;
         }
-        if (cmd->takes_name) {
-                ret->name = argv[optind];
-                if (!account_name_check(ret->name))
-                        return EXIT_USAGE;
-        }
-        return 0;
+        return -1;
 }
 
 static int open_store(const char *config_option, struct account_target *t)
@@ -197,13 +171,14 @@ int account_run(const struct account_command *cmd, int argc, char **argv, void *
         int r;
 
         r = account_parse(cmd, argc, argv, userdata, &a);
-        if (r == 0 && cmd->prepare)
-                r = cmd->prepare(&a, userdata);
+        if (r >= 0)
+                return r;
+        r = cmd->prepare ? cmd->prepare(&a, userdata) : 0;
         if (r == 0)
                 r = account_target_open(&a, &t);
         if (r == 0)
                 r = cmd->run(&a, &t, userdata);
-        return r == ACCOUNT_HELP_SHOWN ? 0 : r;
+        return r;
 }
 
 struct import_options {
@@ -223,30 +198,6 @@ static void import_usage(FILE *f)
               "broker while it runs). The file is read once and wiped from memory; delete it\n"
               "afterwards (shred -u FILE).\n",
               f);
-}
-
-static int import_option(int c, const char *arg, void *userdata)
-{
-        struct import_options *o = userdata;
-
-        switch (c) {
-        case 't':
-                o->meta.tenant = (char *)arg;
-                break;
-        case 'i':
-                o->meta.client_id = (char *)arg;
-                break;
-        case 'f':
-                o->token_file = arg;
-                break;
-        case 'm':
-                o->meta.mailbox = (char *)arg;
-                break;
-        case 'a':
-                o->meta.authority = (char *)arg;
-                break;
-        }
-        return 0;
 }
 
 /* The refresh token of --refresh-token-file: 0, or an exit code after printing why. */
@@ -324,19 +275,18 @@ static int import_run(const struct account_args *a, struct account_target *t, vo
 
 static int account_import(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"tenant", required_argument, NULL, 't'},
-            {"client-id", required_argument, NULL, 'i'},
-            {"refresh-token-file", required_argument, NULL, 'f'},
-            {"mailbox", required_argument, NULL, 'm'},
-            {"authority", required_argument, NULL, 'a'},
+        static const struct cli_option options[] = {
+            CLI_ARG("tenant", 't', struct import_options, meta.tenant),
+            CLI_ARG("client-id", 'i', struct import_options, meta.client_id),
+            CLI_ARG("refresh-token-file", 'f', struct import_options, token_file),
+            CLI_ARG("mailbox", 'm', struct import_options, meta.mailbox),
+            CLI_ARG("authority", 'a', struct import_options, meta.authority),
             {0},
         };
         static const struct account_command cmd = {
             .usage = import_usage,
             .options = options,
             .short_options = "t:i:f:m:a:",
-            .option = import_option,
             .takes_name = true,
             .prepare = import_prepare,
             .run = import_run,
@@ -450,12 +400,6 @@ struct secret_options {
         struct secret *secret;
 };
 
-static int secret_option(int c, const char *arg, void *userdata)
-{
-        ((struct secret_options *)userdata)->from_stdin = true; /* 's': --secret-stdin */
-        return 0;
-}
-
 static int secret_prepare(const struct account_args *a, void *userdata)
 {
         struct secret_options *o = userdata;
@@ -502,15 +446,14 @@ static int secret_run(const struct account_args *a, struct account_target *t, vo
 
 static int account_secret(int argc, char **argv)
 {
-        static const struct option options[] = {
-            {"secret-stdin", no_argument, NULL, 's'},
+        static const struct cli_option options[] = {
+            CLI_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
             {0},
         };
         static const struct account_command cmd = {
             .usage = secret_usage,
             .options = options,
             .short_options = "s",
-            .option = secret_option,
             .takes_name = true,
             .prepare = secret_prepare,
             .run = secret_run,

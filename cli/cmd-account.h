@@ -12,6 +12,7 @@
 
 #include "admin-client.h"
 #include "config.h"
+#include "options.h"
 #include "secret.h"
 #include "store.h"
 
@@ -23,9 +24,12 @@ struct account_target;
  * prepare, finds the broker or opens the token, and calls run. */
 struct account_command {
         void (*usage)(FILE *f);
-        const struct option *options; /* the command's own, ending with {0}; may be NULL */
-        const char *short_options;    /* the command's own; may be NULL */
-        /* One of the command's own options: 0, or an exit code after printing why. */
+        /* The command's own options, ending with {0}, their values stored into userdata; may be
+         * NULL. */
+        const struct cli_option *options;
+        const char *short_options; /* the command's own; may be NULL */
+        /* One of the command's own CLI_STORE_NONE options: 0, or an exit code after printing
+         * why. */
         int (*option)(int c, const char *arg, void *userdata);
         bool takes_name; /* one NAME argument, checked with account_name_check() */
         bool json;       /* --json */
@@ -61,6 +65,11 @@ int account_run(const struct account_command *cmd, int argc, char **argv, void *
 
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
+
+/* After the options: exactly one more argument, an account name (account_name_check()). -1 with
+ * *ret set, else EXIT_USAGE after printing why (usage on stderr for a missing or extra
+ * argument). */
+int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret);
 
 /* Reads standard input (at most max bytes, one trailing newline dropped) into a secret, so the
  * value is never on argv or in the environment. -EFBIG when longer, -ENODATA when empty. */

@@ -23,26 +23,14 @@ static void usage(FILE *f)
 
 int cmd_ping(int argc, char **argv)
 {
-        static const struct option options[] = {
-            CLI_OPTION_SOCKET,
-            CLI_OPTION_CONFIG,
-            CLI_OPTION_HELP,
-            {0},
-        };
         _cleanup_json_ cJSON *request = credbroker_request_new("ping");
         struct cli_target target = {0};
         cJSON *reply = NULL;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "S:c:h", options, NULL)) >= 0) {
-                r = cli_shared_option(c, &target, usage, EXIT_USAGE);
-                if (r >= 0)
-                        return r;
-        }
-        if (optind < argc) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
+        r = cli_parse_target(argc, argv, false, usage, &target);
+        if (r >= 0)
+                return r;
         if (!request)
                 return EXIT_SOFTWARE;
         r = client_call(client_socket_path(target.socket, target.config), request, &reply);

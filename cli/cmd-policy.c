@@ -269,79 +269,56 @@ struct test_request {
         struct policy_time now;
 };
 
-/* policy test's own options; -1 when the command goes on, else its exit code. */
-static int test_option(int c, struct test_request *t)
+/* policy test's options checked as they are read: 0, or an exit code after saying why. */
+static int test_option(int c, const char *arg, void *userdata)
 {
+        struct test_request *t = userdata;
+
         switch (c) {
-        case 'd':
-                t->dir_option = optarg;
-                return -1;
-        case 'p':
-                t->profile_name = optarg;
-                return -1;
-        case 'u':
-                t->user = optarg;
-                return -1;
-        case 'g':
-                t->group = optarg;
-                return -1;
-        case 'G':
-                t->group_list = optarg;
-                return -1;
-        case 'e':
-                t->peer.exe = optarg;
-                return -1;
-        case 'U':
-                t->peer.unit = optarg;
-                return -1;
         case 's':
                 if (t->req.n_scopes == POLICY_MAX_SCOPES) {
                         fprintf(stderr, "credbroker: at most %d scopes\n", POLICY_MAX_SCOPES);
                         return POLICY_EXIT_USAGE;
                 }
-                t->scopes[t->req.n_scopes++] = optarg;
-                return -1;
+                t->scopes[t->req.n_scopes++] = (char *)arg;
+                return 0;
         case 't':
-                if (parse_u32(optarg, &t->req.min_ttl) < 0) {
+                if (parse_u32(arg, &t->req.min_ttl) < 0) {
                         fputs("credbroker: --min-ttl wants seconds\n", stderr);
                         return POLICY_EXIT_USAGE;
                 }
-                return -1;
-        case 'a':
-                if (parse_at(optarg, &t->now.wall) < 0) {
+                return 0;
+        default: /* 'a' */
+                if (parse_at(arg, &t->now.wall) < 0) {
                         fputs("credbroker: --at wants \"YYYY-MM-DD HH:MM\" (local time)\n", stderr);
                         return POLICY_EXIT_USAGE;
                 }
-                return -1;
-        default:
-                return cli_shared_option(c, &t->target, usage, POLICY_EXIT_USAGE);
+                return 0;
         }
 }
 
 static int parse_test_options(int argc, char **argv, struct test_request *t)
 {
-        static const struct option options[] = {
-            CLI_OPTION_CONFIG,
-            {"policy-dir", required_argument, NULL, 'd'},
-            {"profile", required_argument, NULL, 'p'},
-            {"uid", required_argument, NULL, 'u'},
-            {"gid", required_argument, NULL, 'g'},
-            {"groups", required_argument, NULL, 'G'},
-            {"exe", required_argument, NULL, 'e'},
-            {"unit", required_argument, NULL, 'U'},
-            {"scope", required_argument, NULL, 's'},
-            {"min-ttl", required_argument, NULL, 't'},
-            {"at", required_argument, NULL, 'a'},
-            CLI_OPTION_HELP,
+        static const struct cli_option options[] = {
+            CLI_CONFIG(struct test_request, target),
+            CLI_ARG("policy-dir", 'd', struct test_request, dir_option),
+            CLI_ARG("profile", 'p', struct test_request, profile_name),
+            CLI_ARG("uid", 'u', struct test_request, user),
+            CLI_ARG("gid", 'g', struct test_request, group),
+            CLI_ARG("groups", 'G', struct test_request, group_list),
+            CLI_ARG("exe", 'e', struct test_request, peer.exe),
+            CLI_ARG("unit", 'U', struct test_request, peer.unit),
+            CLI_OWN("scope", required_argument, 's'),
+            CLI_OWN("min-ttl", required_argument, 't'),
+            CLI_OWN("at", required_argument, 'a'),
+            CLI_HELP,
             {0},
         };
-        int c, r;
+        int r = cli_parse_one(argc, argv, "c:d:p:u:g:G:e:U:s:t:a:h", options, t, test_option, usage,
+                              POLICY_EXIT_USAGE);
 
-        while ((c = getopt_long(argc, argv, "c:d:p:u:g:G:e:U:s:t:a:h", options, NULL)) >= 0) {
-                r = test_option(c, t);
-                if (r >= 0)
-                        return r;
-        }
+        if (r >= 0)
+                return r;
         if (!t->profile_name || !t->user || optind < argc) {
                 usage(stderr);
                 return POLICY_EXIT_USAGE;

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "json.h"
 #include "options.h"
+#include "wire.h"
 
 static void usage(FILE *f)
 {
@@ -27,39 +28,28 @@ static void usage(FILE *f)
 
 int cmd_reload(int argc, char **argv)
 {
-        static const struct option options[] = {
-            CLI_OPTION_ADMIN_SOCKET,
-            CLI_OPTION_CONFIG,
-            CLI_OPTION_HELP,
-            {0},
-        };
         _cleanup_json_ cJSON *request = admin_request_new("reload"), *reply = NULL;
         struct cli_target target = {0};
         uint64_t profiles;
-        int c, r;
+        int r;
 
-        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
-                r = cli_shared_option(c, &target, usage, EXIT_USAGE);
-                if (r >= 0)
-                        return r;
-        }
-        if (optind != argc) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
+        r = cli_parse_target(argc, argv, true, usage, &target);
+        if (r >= 0)
+                return r;
         if (!request)
                 return EXIT_SOFTWARE;
         r = admin_request(admin_socket_path(target.admin_socket, target.config), request, &reply);
         if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
-                const char *code = json_get_string(reply, "error");
+                enum admin_error code;
 
                 r = admin_report_error(reply);
                 /* Unless the broker could not be asked at all, a refused reload is an error in
                  * the new files: the old policy stays in force. */
                 if (r == EXIT_NOPERM || r == EXIT_TEMPFAIL ||
-                    (code && strcmp(code, "unknown_op") == 0))
+                    (admin_error_from_string(json_get_string(reply, "error"), &code) == 0 &&
+                     code == ADMIN_UNKNOWN_OP))
                         return r;
                 return EXIT_CONFIG;
         }

@@ -12,16 +12,15 @@
 #include "client.h"
 #include "commands.h"
 #include "config.h"
-#include "graph.h"
 #include "json.h"
 #include "log.h"
+#include "mail.h"
 #include "options.h"
 #include "util.h"
 
 /* Graph refuses requests above 4 MB; the JSON envelope needs some of that. */
 #define BODY_MAX       (3 * 1024 * 1024)
 #define MAX_RECIPIENTS 500
-#define ADDRESS_MAX    320
 
 static void usage(FILE *f)
 {
@@ -44,21 +43,6 @@ static void usage(FILE *f)
               f);
 }
 
-static bool address_is_valid(const char *a)
-{
-        size_t n = strlen(a);
-        const char *at = strchr(a, '@');
-
-        if (n == 0 || n > ADDRESS_MAX || !at || at == a || !at[1] || strchr(at + 1, '@'))
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char)a[i];
-                if (c <= 0x20 || c == 0x7f || strchr("<>()[]\\,;:\"", c))
-                        return false;
-        }
-        return true;
-}
-
 /* Adds every comma-separated address of list to the recipients array. */
 static int add_recipients(cJSON *array, const char *list, size_t *count)
 {
@@ -68,8 +52,6 @@ static int add_recipients(cJSON *array, const char *list, size_t *count)
         if (!copy)
                 return -ENOMEM;
         for (char *a = strtok_r(copy, ",", &save); a; a = strtok_r(NULL, ",", &save)) {
-                cJSON *entry, *email;
-
                 size_t len;
 
                 /* Spaces around an address are trimmed; one inside it makes it invalid, so no
@@ -79,7 +61,7 @@ static int add_recipients(cJSON *array, const char *list, size_t *count)
                 len = strlen(a);
                 while (len > 0 && a[len - 1] == ' ')
                         a[--len] = 0;
-                if (!address_is_valid(a)) {
+                if (!mail_address_is_valid(a, false)) {
                         fprintf(stderr, "credbroker: not a valid mail address: \"%.80s\"\n", a);
                         return -EINVAL;
                 }
@@ -87,13 +69,8 @@ static int add_recipients(cJSON *array, const char *list, size_t *count)
                         fprintf(stderr, "credbroker: at most %d recipients\n", MAX_RECIPIENTS);
                         return -EINVAL;
                 }
-                entry = cJSON_CreateObject();
-                email = entry ? cJSON_AddObjectToObject(entry, "emailAddress") : NULL;
-                if (!email || !cJSON_AddStringToObject(email, "address", a) ||
-                    !cJSON_AddItemToArray(array, entry)) {
-                        cJSON_Delete(entry);
+                if (mail_add_recipient(array, a) < 0)
                         return -ENOMEM;
-                }
         }
         return 0;
 }
@@ -150,62 +127,45 @@ struct send_options {
         size_t n_recipients, n_to;
 };
 
+enum { OPT_TO = 0x100, OPT_CC, OPT_BCC, OPT_HTML };
+
+/* --to, --cc and --bcc: 0, or an exit code after saying why. */
+static int recipients_option(int c, const char *arg, void *userdata)
+{
+        struct send_options *o = userdata;
+        int r;
+
+        r = add_recipients(c == OPT_TO   ? o->to
+                           : c == OPT_CC ? o->cc
+                                         : o->bcc,
+                           arg, &o->n_recipients);
+        if (r < 0)
+                return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
+        if (c == OPT_TO)
+                o->n_to = (size_t)cJSON_GetArraySize(o->to);
+        return 0;
+}
+
 /* -1 when the command goes on, else its exit code. */
 static int parse_options(int argc, char **argv, struct send_options *o)
 {
-        enum { OPT_TO = 0x100, OPT_CC, OPT_BCC, OPT_HTML };
-        static const struct option options[] = {
-            {"profile", required_argument, NULL, 'p'},
-            {"to", required_argument, NULL, OPT_TO},
-            {"cc", required_argument, NULL, OPT_CC},
-            {"bcc", required_argument, NULL, OPT_BCC},
-            {"subject", required_argument, NULL, 's'},
-            {"body-file", required_argument, NULL, 'b'},
-            {"html", no_argument, NULL, OPT_HTML},
-            {"mailbox", required_argument, NULL, 'm'},
-            CLI_OPTION_SOCKET,
-            CLI_OPTION_CONFIG,
-            CLI_OPTION_HELP,
+        static const struct cli_option options[] = {
+            CLI_ARG("profile", 'p', struct send_options, profile),
+            CLI_OWN("to", required_argument, OPT_TO),
+            CLI_OWN("cc", required_argument, OPT_CC),
+            CLI_OWN("bcc", required_argument, OPT_BCC),
+            CLI_ARG("subject", 's', struct send_options, subject),
+            CLI_ARG("body-file", 'b', struct send_options, body_file),
+            CLI_FLAG("html", OPT_HTML, struct send_options, html),
+            CLI_ARG("mailbox", 'm', struct send_options, mailbox),
+            CLI_SOCKET(struct send_options, target),
+            CLI_CONFIG(struct send_options, target),
+            CLI_HELP,
             {0},
         };
-        int c, r;
 
-        while ((c = getopt_long(argc, argv, "p:s:b:m:S:c:h", options, NULL)) >= 0) {
-                switch (c) {
-                case 'p':
-                        o->profile = optarg;
-                        break;
-                case OPT_TO:
-                case OPT_CC:
-                case OPT_BCC:
-                        r = add_recipients(c == OPT_TO   ? o->to
-                                           : c == OPT_CC ? o->cc
-                                                         : o->bcc,
-                                           optarg, &o->n_recipients);
-                        if (r < 0)
-                                return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_USAGE;
-                        if (c == OPT_TO)
-                                o->n_to = (size_t)cJSON_GetArraySize(o->to);
-                        break;
-                case 's':
-                        o->subject = optarg;
-                        break;
-                case 'b':
-                        o->body_file = optarg;
-                        break;
-                case OPT_HTML:
-                        o->html = true;
-                        break;
-                case 'm':
-                        o->mailbox = optarg;
-                        break;
-                default:
-                        r = cli_shared_option(c, &o->target, usage, EXIT_USAGE);
-                        if (r >= 0)
-                                return r;
-                }
-        }
-        return -1;
+        return cli_parse_one(argc, argv, "p:s:b:m:S:c:h", options, o, recipients_option, usage,
+                             EXIT_USAGE);
 }
 
 /* -1 when the options make a message, else the exit code after saying why not. */
@@ -220,7 +180,7 @@ static int check_options(int argc, const struct send_options *o)
                 fprintf(stderr, "credbroker: the subject is not valid UTF-8 text\n");
                 return EXIT_USAGE;
         }
-        if (o->mailbox && !address_is_valid(o->mailbox)) {
+        if (o->mailbox && !mail_address_is_valid(o->mailbox, false)) {
                 fprintf(stderr, "credbroker: --mailbox wants a user principal name\n");
                 return EXIT_USAGE;
         }
@@ -256,7 +216,6 @@ int cmd_send(int argc, char **argv)
         struct send_options o = {.profile = NULL};
         const char *mailbox;
         cJSON *message;
-        char *text;
         int r;
 
         message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
@@ -283,16 +242,5 @@ int cmd_send(int argc, char **argv)
         if (r != 0)
                 return r;
         mailbox = o.mailbox ? o.mailbox : json_get_string(reply, "mailbox");
-        text = cJSON_PrintUnformatted(document);
-        if (!text)
-                return EXIT_SOFTWARE;
-        r = graph_send_mail(&(struct graph_request){
-            .graph_base = config->graph_url,
-            .ca_bundle = config->ca_bundle,
-            .mailbox = mailbox,
-            .access_token = json_get_string(reply, "access_token"),
-            .body = text,
-        });
-        json_free_string(text);
-        return r;
+        return mail_send(config, mailbox, reply, document);
 }

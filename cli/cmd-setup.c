@@ -20,6 +20,7 @@
 #include "config.h"
 #include "log.h"
 #include "secret.h"
+#include "options.h"
 #include "setup-files.h"
 #include "setup-token.h"
 #include "store.h"
@@ -133,60 +134,45 @@ static void setup_usage(FILE *f)
               f);
 }
 
+enum { OPT_ROOT = 256, OPT_PREFIX, OPT_USER, OPT_MODULE, OPT_TOKEN_URI, OPT_PIN_STDIN };
+
+/* --root, --prefix and --module: 0, or EXIT_USAGE after saying why. */
+static int setup_option(int c, const char *arg, void *userdata)
+{
+        struct setup *s = userdata;
+
+        if (c == OPT_MODULE) {
+                s->module = arg;
+                s->external = true;
+                return 0;
+        }
+        if (arg[0] != '/' || strlen(arg) > 1024 || s->root.dest[0]) {
+                fputs("credbroker: --root/--prefix wants one absolute directory\n", stderr);
+                return EXIT_USAGE;
+        }
+        s->root.dest = arg;
+        s->prefix = c == OPT_PREFIX;
+        s->root.shown = s->prefix ? arg : "";
+        return 0;
+}
+
 static int parse_options(struct setup *s, int argc, char **argv)
 {
-        enum { OPT_ROOT = 256, OPT_PREFIX, OPT_USER, OPT_MODULE, OPT_TOKEN_URI, OPT_PIN_STDIN };
-        static const struct option options[] = {
-            {"force", no_argument, NULL, 'f'},
-            {"root", required_argument, NULL, OPT_ROOT},
-            {"prefix", required_argument, NULL, OPT_PREFIX},
-            {"user", required_argument, NULL, OPT_USER},
-            {"module", required_argument, NULL, OPT_MODULE},
-            {"token-uri", required_argument, NULL, OPT_TOKEN_URI},
-            {"pin-stdin", no_argument, NULL, OPT_PIN_STDIN},
-            {"help", no_argument, NULL, 'h'},
+        static const struct cli_option options[] = {
+            CLI_FLAG("force", 'f', struct setup, force),
+            CLI_OWN("root", required_argument, OPT_ROOT),
+            CLI_OWN("prefix", required_argument, OPT_PREFIX),
+            CLI_ARG("user", OPT_USER, struct setup, root.user),
+            CLI_OWN("module", required_argument, OPT_MODULE),
+            CLI_ARG("token-uri", OPT_TOKEN_URI, struct setup, token_uri),
+            CLI_FLAG("pin-stdin", OPT_PIN_STDIN, struct setup, pin_stdin),
+            CLI_HELP,
             {0},
         };
-        int c;
+        int r = cli_parse_one(argc, argv, "fh", options, s, setup_option, setup_usage, EXIT_USAGE);
 
-        while ((c = getopt_long(argc, argv, "fh", options, NULL)) >= 0) {
-                switch (c) {
-                case 'f':
-                        s->force = true;
-                        break;
-                case OPT_ROOT:
-                case OPT_PREFIX:
-                        if (optarg[0] != '/' || strlen(optarg) > 1024 || s->root.dest[0]) {
-                                fputs("credbroker: --root/--prefix wants one absolute "
-                                      "directory\n",
-                                      stderr);
-                                return EXIT_USAGE;
-                        }
-                        s->root.dest = optarg;
-                        s->prefix = c == OPT_PREFIX;
-                        s->root.shown = s->prefix ? optarg : "";
-                        break;
-                case OPT_USER:
-                        s->root.user = optarg;
-                        break;
-                case OPT_MODULE:
-                        s->module = optarg;
-                        s->external = true;
-                        break;
-                case OPT_TOKEN_URI:
-                        s->token_uri = optarg;
-                        break;
-                case OPT_PIN_STDIN:
-                        s->pin_stdin = true;
-                        break;
-                case 'h':
-                        setup_usage(stdout);
-                        return 0;
-                default:
-                        setup_usage(stderr);
-                        return EXIT_USAGE;
-                }
-        }
+        if (r >= 0)
+                return r;
         if (optind < argc || (s->token_uri && !s->external) || (s->pin_stdin && !s->external)) {
                 fputs("credbroker: --token-uri and --pin-stdin go with --module; see credbroker "
                       "setup --help\n",

@@ -1,6 +1,10 @@
 /* The broker commands' shared options; see options.h. */
 #include "options.h"
 
+#include <string.h>
+
+#include "client.h"
+
 int cli_shared_option(int c, struct cli_target *t, void (*usage)(FILE *f), int usage_exit)
 {
         switch (c) {
@@ -20,4 +24,98 @@ int cli_shared_option(int c, struct cli_target *t, void (*usage)(FILE *f), int u
                 usage(stderr);
                 return usage_exit;
         }
+}
+
+/* Stores c's value where its entry in options says: true when options has c with a store. */
+static bool store_option(const struct cli_option *options, void *dest, int c, char *arg)
+{
+        for (const struct cli_option *o = options; o && o->name; o++) {
+                if (o->val != c || o->store == CLI_STORE_NONE)
+                        continue;
+                if (o->store == CLI_STORE_STRING)
+                        memcpy((char *)dest + o->offset, &arg, sizeof(arg));
+                else
+                        *(bool *)((char *)dest + o->offset) = true;
+                return true;
+        }
+        return false;
+}
+
+#define GETOPT_OPTIONS_MAX 40
+
+int cli_parse(const struct cli_parser *p, int argc, char **argv)
+{
+        struct option options[GETOPT_OPTIONS_MAX];
+        size_t n = 0;
+        int c, r;
+
+        for (size_t t = 0; t < CLI_TABLES_MAX; t++)
+                for (const struct cli_option *o = p->options[t]; o && o->name; o++) {
+                        if (n + 1 >= GETOPT_OPTIONS_MAX)
+                                return EXIT_SOFTWARE;
+                        options[n++] = (struct option){o->name, o->has_arg, NULL, o->val};
+                }
+        options[n] = (struct option){0};
+        while ((c = getopt_long(argc, argv, p->short_options, options, NULL)) >= 0) {
+                bool stored = false;
+
+                for (size_t t = 0; t < CLI_TABLES_MAX && !stored; t++)
+                        stored = store_option(p->options[t], p->dest[t], c, optarg);
+                if (stored)
+                        continue;
+                if (c == 'h' || c == '?' || !p->option) {
+                        p->usage(c == 'h' ? stdout : stderr);
+                        return c == 'h' ? 0 : p->usage_exit;
+                }
+                r = p->option(c, optarg, p->userdata);
+                if (r != 0)
+                        return r;
+        }
+        return -1;
+}
+
+int cli_parse_one(int argc, char **argv, const char *short_options,
+                  const struct cli_option *options, void *dest,
+                  int (*option)(int c, const char *arg, void *dest), void (*usage)(FILE *f),
+                  int usage_exit)
+{
+        struct cli_parser p = {
+            .short_options = short_options,
+            .options = {options},
+            .dest = {dest},
+            .option = option,
+            .userdata = dest,
+            .usage = usage,
+            .usage_exit = usage_exit,
+        };
+
+        return cli_parse(&p, argc, argv);
+}
+
+int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
+                     struct cli_target *t)
+{
+        static const struct cli_option options[] = {
+            CLI_ARG("config", 'c', struct cli_target, config),
+            CLI_HELP,
+            {0},
+        };
+        static const struct cli_option client[] = {
+            CLI_ARG("socket", 'S', struct cli_target, socket), {0}};
+        static const struct cli_option broker[] = {
+            CLI_ARG("admin-socket", CLI_OPT_ADMIN_SOCKET, struct cli_target, admin_socket), {0}};
+        struct cli_parser p = {
+            .short_options = admin ? "c:h" : "S:c:h",
+            .options = {admin ? broker : client, options},
+            .dest = {t, t},
+            .usage = usage,
+            .usage_exit = EXIT_USAGE,
+        };
+        int r = cli_parse(&p, argc, argv);
+
+        if (r < 0 && optind < argc) {
+                usage(stderr);
+                return EXIT_USAGE;
+        }
+        return r;
 }

@@ -187,12 +187,15 @@ test('client secret: from standard input, with its expiry; errors map to exit co
       assert.equal(request.flow, 'client-secret');
     });
   const cases = [['exists', 73], ['needs_config', 78], ['unavailable', 75], ['bad_request', 65],
-    ['denied', 77], ['internal', 70], ['unknown_op', 70]];
+    ['denied', 77], ['internal', 70], ['unknown_op', 70], ['sign_in_failed', 77],
+    ['reauth_required', 78], ['not_found', 66], ['unknown_profile', 78], ['rate_limited', 75],
+    ['unsupported_version', 70], ['no_such_code', 70]];
   for (const [error, code] of cases) {
     await withFake((req, conn) => conn.reply({ ok: false, error, message: `Said ${error}.` }), async (fake) => {
       const r = await cb([...ADD, '--flow', 'client-certificate', '--admin-socket', fake.path]);
       assert.equal(r.code, code, `${error}: ${r.code} ${r.stderr}`);
       assert.match(r.stderr, new RegExp(`Said ${error}\\. \\(${error}\\)`));
+      assert.equal(/older than this command/.test(r.stderr), error === 'unknown_op', r.stderr);
     });
   }
 });
