@@ -179,7 +179,7 @@ static int send_test_message(const char *name, const char *profile, const char *
         if (!text)
                 return EXIT_SOFTWARE;
         r = graph_send_mail(&(struct graph_request){
-            .graph_base = config->graph_url,
+            .graph_base = graph_base_of(reply, config->graph_url),
             .ca_bundle = config->ca_bundle,
             .mailbox = mailbox,
             .access_token = json_get_string(reply, "access_token"),

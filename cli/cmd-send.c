@@ -287,7 +287,7 @@ int cmd_send(int argc, char **argv)
         if (!text)
                 return EXIT_SOFTWARE;
         r = graph_send_mail(&(struct graph_request){
-            .graph_base = config->graph_url,
+            .graph_base = graph_base_of(reply, config->graph_url),
             .ca_bundle = config->ca_bundle,
             .mailbox = mailbox,
             .access_token = json_get_string(reply, "access_token"),

@@ -96,6 +96,17 @@ static void report_unreachable(CURL *e, CURLcode c, const char *graph_base)
                 curl_easy_strerror(c));
 }
 
+const char *graph_base_of(const cJSON *token_reply, const char *configured)
+{
+        const char *graph = json_get_string(token_reply, "graph");
+
+        /* The same check as the broker's for an account's graph: https:// and bounded. */
+        if (graph && strncmp(graph, "https://", 8) == 0 && strlen(graph) < 512 &&
+            !strpbrk(graph, " \t\r\n"))
+                return graph;
+        return configured;
+}
+
 int graph_send_mail(const struct graph_request *r)
 {
         _cleanup_buf_ struct buf *response = NULL;
