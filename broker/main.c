@@ -129,6 +129,8 @@ static int broker_open(struct broker *b)
             .ca_bundle = b->config->ca_bundle,
             .connect_timeout_sec = b->config->connect_timeout_sec,
             .timeout_sec = b->config->timeout_sec,
+            .proxy = b->config->proxy,
+            .no_proxy = b->config->no_proxy,
         };
         int r;
 

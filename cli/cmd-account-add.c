@@ -31,6 +31,7 @@ static void add_usage(FILE *f)
         fputs("Usage: credbroker account add NAME --tenant TENANT --client-id ID\n"
               "           --flow device|password|client-secret|client-certificate\n"
               "           [--mailbox UPN] [--scope S]... [--graph URL]\n"
+              "           [--cloud global|usgov|usgov-high|dod|china]\n"
               "           [--authority URL | --token-endpoint URL [--device-endpoint URL]]\n"
               "           [--username UPN [--password-stdin]]           (password flow)\n"
               "           [--secret-stdin [--secret-expires YYYY-MM-DD]] (client-secret flow)\n"
@@ -107,7 +108,8 @@ static int add_check(const struct add_options *o)
         if (account_meta_validate(&check) < 0) {
                 fprintf(stderr, "credbroker: tenant, client id, mailbox, user name, authority or "
                                 "graph has characters that are not allowed (URLs must be "
-                                "https://)\n");
+                                "https://), or --cloud is not global, usgov, usgov-high, dod "
+                                "or china\n");
                 return EXIT_USAGE;
         }
         if ((o->token_endpoint && !url_is_acceptable(o->token_endpoint)) ||
@@ -165,6 +167,7 @@ static cJSON *add_request(const char *name, const struct add_options *o)
             {"token_endpoint", o->token_endpoint},
             {"device_endpoint", o->device_endpoint},
             {"graph", o->meta.graph},
+            {"cloud", o->meta.cloud},
             {"assertion_alg", o->assertion_alg},
             {"client_auth", o->client_auth},
         };
@@ -321,6 +324,7 @@ int account_add(int argc, char **argv)
             CLI_ARG("token-endpoint", OPT_TOKEN_ENDPOINT, struct add_options, token_endpoint),
             CLI_ARG("device-endpoint", OPT_DEVICE_ENDPOINT, struct add_options, device_endpoint),
             CLI_ARG("graph", OPT_GRAPH, struct add_options, meta.graph),
+            CLI_ARG("cloud", 'C', struct add_options, meta.cloud),
             CLI_ARG("username", 'u', struct add_options, meta.username),
             CLI_FLAG("password-stdin", OPT_PASSWORD_STDIN, struct add_options, password_stdin),
             CLI_FLAG("secret-stdin", OPT_SECRET_STDIN, struct add_options, secret_stdin),

@@ -1,5 +1,7 @@
 /* Graph sendMail; see graph.h. Same libcurl discipline as the broker: HTTPS only, verified
- * TLS, no redirects, timeouts, a capped response. */
+ * TLS, no redirects, timeouts, a capped response. A proxy comes from the environment as for any
+ * libcurl program (https_proxy, all_proxy, no_proxy and their upper-case forms): nothing here
+ * sets CURLOPT_PROXY, so libcurl's reading of them stays on (docs/operations.md). */
 #include "build-config.h"
 
 #include "graph.h"
@@ -11,6 +13,7 @@
 
 #include "buf.h"
 #include "client.h"
+#include "config.h"
 #include "display.h"
 #include "json.h"
 
@@ -47,6 +50,61 @@ static int report_graph_error(long status, const struct buf *body)
         if (status == 400 || status == 413)
                 return EXIT_DATAERR;
         return EXIT_UNAVAILABLE;
+}
+
+/* The proxy libcurl takes from the environment for an https:// URL, and the variable's name. */
+static const char *environment_proxy(const char **ret_name)
+{
+        static const char *const names[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+
+        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+                const char *v = secure_getenv(names[i]);
+                if (v && *v) {
+                        *ret_name = names[i];
+                        return v;
+                }
+        }
+        return NULL;
+}
+
+/* Says why Graph was not reached; a proxy from the environment is named, without its user name
+ * and password. */
+static void report_unreachable(CURL *e, CURLcode c, const char *graph_base)
+{
+        _cleanup_free_ char *shown = NULL;
+        const char *variable = NULL, *proxy = environment_proxy(&variable);
+        long connect_code = 0;
+
+        curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+        if (proxy && config_proxy_redacted(proxy, &shown) == 0 && shown) {
+                if (connect_code >= 300) {
+                        fprintf(stderr,
+                                "credbroker: the proxy %s (from %s) refused the connection to "
+                                "Microsoft Graph at %s (HTTP %ld to CONNECT)\n",
+                                shown, variable, graph_base, connect_code);
+                        return;
+                }
+                if (c == CURLE_COULDNT_RESOLVE_PROXY || c == CURLE_COULDNT_CONNECT) {
+                        fprintf(stderr,
+                                "credbroker: cannot reach Microsoft Graph at %s through the proxy "
+                                "%s (from %s; no_proxy lists the hosts reached directly): %s\n",
+                                graph_base, shown, variable, curl_easy_strerror(c));
+                        return;
+                }
+        }
+        fprintf(stderr, "credbroker: cannot reach Microsoft Graph at %s: %s\n", graph_base,
+                curl_easy_strerror(c));
+}
+
+const char *graph_base_of(const cJSON *token_reply, const char *configured)
+{
+        const char *graph = json_get_string(token_reply, "graph");
+
+        /* The same check as the broker's for an account's graph: https:// and bounded. */
+        if (graph && strncmp(graph, "https://", 8) == 0 && strlen(graph) < 512 &&
+            !strpbrk(graph, " \t\r\n"))
+                return graph;
+        return configured;
 }
 
 int graph_send_mail(const struct graph_request *r)
@@ -102,8 +160,7 @@ int graph_send_mail(const struct graph_request *r)
         if (c == CURLE_OK)
                 c = curl_easy_perform(e);
         if (c != CURLE_OK) {
-                fprintf(stderr, "credbroker: cannot reach Microsoft Graph at %s: %s\n",
-                        r->graph_base, curl_easy_strerror(c));
+                report_unreachable(e, c, r->graph_base);
                 ret = EXIT_TEMPFAIL;
                 goto out;
         }

@@ -3,6 +3,8 @@
 
 #include <stddef.h>
 
+#include "json.h"
+
 struct graph_request {
         const char *graph_base; /* https://graph.microsoft.com */
         const char *ca_bundle;
@@ -10,6 +12,10 @@ struct graph_request {
         const char *access_token;
         const char *body; /* the sendMail JSON document */
 };
+
+/* Where to send: the broker's token reply names the account's Graph (its cloud's, "graph"), an
+ * older broker does not: then the configured one. */
+const char *graph_base_of(const cJSON *token_reply, const char *configured);
 
 /* POSTs the message. Returns 0 when Graph accepted it (202), else prints Graph's error in one
  * line and returns a sysexits.h code. */

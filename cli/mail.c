@@ -47,7 +47,7 @@ int mail_send(const struct config *config, const char *mailbox, const cJSON *tok
         if (!text)
                 return EXIT_SOFTWARE;
         r = graph_send_mail(&(struct graph_request){
-            .graph_base = config->graph_url,
+            .graph_base = graph_base_of(token_reply, config->graph_url),
             .ca_bundle = config->ca_bundle,
             .mailbox = mailbox,
             .access_token = json_get_string(token_reply, "access_token"),

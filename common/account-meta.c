@@ -53,6 +53,7 @@ void account_meta_clear(struct account_meta *m)
         free(m->username);
         free(m->authority);
         free(m->graph);
+        free(m->cloud);
         free(m->mailbox);
         free(m->token_endpoint);
         free(m->device_endpoint);
@@ -129,6 +130,9 @@ int account_meta_validate(struct account_meta *m)
         if (m->mailbox && !is_plain(m->mailbox, 256, "@_+"))
                 return -EINVAL;
         if ((m->authority && !is_https_url(m->authority)) || (m->graph && !is_https_url(m->graph)))
+                return -EINVAL;
+        m->cloud_kind = CLOUD_GLOBAL;
+        if (m->cloud && cloud_from_string(m->cloud, &m->cloud_kind) < 0)
                 return -EINVAL;
         m->assertion_alg_kind = ACCOUNT_ASSERTION_PS256;
         if (m->assertion_alg && strcmp(m->assertion_alg, "RS256") == 0)
@@ -223,6 +227,8 @@ int account_meta_from_json(const char *text, struct account_meta *ret)
         if (r == 0)
                 r = take_string(json, "graph", false, &m.graph);
         if (r == 0)
+                r = take_string(json, "cloud", false, &m.cloud);
+        if (r == 0)
                 r = take_string(json, "mailbox", false, &m.mailbox);
         if (r == 0)
                 r = take_string(json, "token_endpoint", false, &m.token_endpoint);
@@ -282,6 +288,7 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
             (m->username && !cJSON_AddStringToObject(json, "username", m->username)) ||
             (m->authority && !cJSON_AddStringToObject(json, "authority", m->authority)) ||
             (m->graph && !cJSON_AddStringToObject(json, "graph", m->graph)) ||
+            (m->cloud && !cJSON_AddStringToObject(json, "cloud", m->cloud)) ||
             (m->mailbox && !cJSON_AddStringToObject(json, "mailbox", m->mailbox)) ||
             (m->token_endpoint &&
              !cJSON_AddStringToObject(json, "token_endpoint", m->token_endpoint)) ||
@@ -302,6 +309,46 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
         return 0;
 }
 
+/* The authority the account signs in at: its own, its cloud's, else the default. */
+static const char *authority_of(const struct account_meta *m, const char *default_authority)
+{
+        if (m->authority)
+                return m->authority;
+        return m->cloud ? cloud_authority(m->cloud_kind) : default_authority;
+}
+
+const char *account_meta_graph_url(const struct account_meta *m, const char *default_graph)
+{
+        if (m->graph)
+                return m->graph;
+        return m->cloud ? cloud_graph(m->cloud_kind) : default_graph;
+}
+
+const char *account_meta_graph_resource(const struct account_meta *m, const char *default_graph,
+                                        enum cloud default_cloud)
+{
+        return cloud_graph_resource(account_meta_graph_url(m, default_graph),
+                                    m->cloud ? m->cloud_kind : default_cloud);
+}
+
+int account_meta_default_scopes(const struct account_meta *m, const char *resource, char **ret)
+{
+        char *scopes;
+
+        *ret = NULL;
+        if (m->scopes)
+                scopes = strdup(m->scopes);
+        else if (account_meta_is_generic_oauth(m))
+                return 0;
+        else if (asprintf(&scopes, "%s/%s", resource,
+                          account_flow_is_app_only(m->flow_kind) ? ".default" : "Mail.Send") < 0)
+                scopes = NULL;
+        if (!scopes)
+                return -ENOMEM;
+        *ret = scopes;
+        return 0;
+}
+
 bool account_meta_is_generic_oauth(const struct account_meta *m)
 {
         return m->token_endpoint != NULL;
@@ -314,8 +361,8 @@ int account_meta_token_endpoint(const struct account_meta *m, const char *defaul
 
         if (m->token_endpoint)
                 url = strdup(m->token_endpoint);
-        else if (asprintf(&url, "%s/%s/oauth2/v2.0/token",
-                          m->authority ? m->authority : default_authority, m->tenant) < 0)
+        else if (asprintf(&url, "%s/%s/oauth2/v2.0/token", authority_of(m, default_authority),
+                          m->tenant) < 0)
                 url = NULL;
         if (!url)
                 return -ENOMEM;
@@ -333,8 +380,8 @@ int account_meta_device_endpoint(const struct account_meta *m, const char *defau
                 return -EOPNOTSUPP;
         if (m->device_endpoint)
                 url = strdup(m->device_endpoint);
-        else if (asprintf(&url, "%s/%s/oauth2/v2.0/devicecode",
-                          m->authority ? m->authority : default_authority, m->tenant) < 0)
+        else if (asprintf(&url, "%s/%s/oauth2/v2.0/devicecode", authority_of(m, default_authority),
+                          m->tenant) < 0)
                 url = NULL;
         if (!url)
                 return -ENOMEM;

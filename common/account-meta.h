@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cloud.h"
+
 #define ACCOUNT_META_MAX 65536
 
 #define ACCOUNT_META_URL_MAX    512
@@ -43,7 +45,9 @@ struct account_meta {
         char *authority;       /* NULL: the configured default */
         char *token_endpoint;  /* any OAuth 2.0 server: used instead of the authority's */
         char *device_endpoint; /* RFC 8628 device authorization endpoint, with token_endpoint */
-        char *graph;           /* NULL: the configured default */
+        char *graph;           /* NULL: the cloud's, else the configured default */
+        char *cloud;           /* "global", "usgov", ...; NULL: the configured cloud */
+        enum cloud cloud_kind; /* with cloud */
         char *mailbox;         /* UPN mail is sent as; may be NULL */
         char *scopes;          /* default scopes, space separated; NULL: none given */
         char *assertion_alg;   /* "PS256" or "RS256"; NULL: PS256 */
@@ -69,12 +73,24 @@ const char *account_flow_to_string(enum account_flow f);
 bool account_flow_is_app_only(enum account_flow f);
 
 /* The token endpoint the account talks to: its explicit token_endpoint, else
- * {authority}/{tenant}/oauth2/v2.0/token with the account's or the default authority. The
+ * {authority}/{tenant}/oauth2/v2.0/token with the account's authority, its cloud's or the
+ * default authority. The
  * device endpoint likewise ({authority}/{tenant}/oauth2/v2.0/devicecode). malloc()ed. */
 int account_meta_token_endpoint(const struct account_meta *m, const char *default_authority,
                                 char **ret);
 int account_meta_device_endpoint(const struct account_meta *m, const char *default_authority,
                                  char **ret);
+/* The account's Graph base URL: its graph, else its cloud's, else default_graph. */
+const char *account_meta_graph_url(const struct account_meta *m, const char *default_graph);
+/* The prefix of its default Graph scopes: cloud_graph_resource() of its Graph URL, falling back
+ * on its cloud, else default_cloud. */
+const char *account_meta_graph_resource(const struct account_meta *m, const char *default_graph,
+                                        enum cloud default_cloud);
+/* The scope set asked for when none is given (sign-in, account test): the account's scopes,
+ * else {resource}/.default (app-only) or {resource}/Mail.Send (delegated); NULL (*ret) for a
+ * generic OAuth server, which has no default. malloc()ed. */
+int account_meta_default_scopes(const struct account_meta *m, const char *resource, char **ret);
+
 /* Whether the account talks to a server other than Microsoft's (explicit endpoints): then only
  * RFC 6749/8628/7523 parameters are sent. */
 bool account_meta_is_generic_oauth(const struct account_meta *m);

@@ -81,6 +81,8 @@ void config_free(struct config *c)
         free(c->authority);
         free(c->graph_url);
         free(c->ca_bundle);
+        free(c->proxy);
+        free(c->no_proxy);
         free(c);
 }
 
@@ -180,12 +182,20 @@ static int config_set(struct config *c, const char *section, const char *key, ch
             {"identity", "authority", offsetof(struct config, authority)},
             {"identity", "graph", offsetof(struct config, graph_url)},
             {"identity", "ca_bundle", offsetof(struct config, ca_bundle)},
+            {"identity", "proxy", offsetof(struct config, proxy)},
+            {"identity", "no_proxy", offsetof(struct config, no_proxy)},
         };
 
         /* Below the 90 days after which Microsoft lets an unused refresh token expire. */
         if (strcmp(section, "identity") == 0 && strcmp(key, "keepalive_days") == 0)
                 return parse_u32(value, &c->keepalive_days) < 0 || c->keepalive_days > 80 ? -EINVAL
                                                                                           : 0;
+        if (strcmp(section, "identity") == 0 && strcmp(key, "cloud") == 0)
+                return cloud_from_string(value, &c->cloud);
+        if (strcmp(section, "identity") == 0 && strcmp(key, "authority") == 0)
+                c->authority_set = true;
+        if (strcmp(section, "identity") == 0 && strcmp(key, "graph") == 0)
+                c->graph_set = true;
         if (strcmp(section, "pkcs11") == 0 && strcmp(key, "module_dirs") == 0)
                 return set_module_dirs(c, value);
         if (strcmp(section, "identity") == 0 && strcmp(key, "connect_timeout") == 0)
@@ -216,6 +226,85 @@ static int config_set(struct config *c, const char *section, const char *key, ch
         return -ENOENT;
 }
 
+/* The cloud's endpoints for what the file did not give explicitly. */
+static int config_apply_cloud(struct config *c)
+{
+        if (!c->authority_set && set_string(&c->authority, cloud_authority(c->cloud)) < 0)
+                return -ENOMEM;
+        if (!c->graph_set && set_string(&c->graph_url, cloud_graph(c->cloud)) < 0)
+                return -ENOMEM;
+        return 0;
+}
+
+const char *config_graph_resource(const struct config *c)
+{
+        return cloud_graph_resource(c->graph_url, c->cloud);
+}
+
+/* Where the user information of a URL ends ('@' before the host), or NULL. */
+static const char *url_userinfo_end(const char *url)
+{
+        const char *start = strstr(url, "://");
+        size_t authority_len;
+        const char *at;
+
+        if (!start)
+                return NULL;
+        start += 3;
+        authority_len = strcspn(start, "/?#");
+        at = memrchr(start, '@', authority_len);
+        return at;
+}
+
+int config_proxy_redacted(const char *proxy, char **ret)
+{
+        const char *at;
+        char *out;
+
+        *ret = NULL;
+        if (!proxy)
+                return 0;
+        at = url_userinfo_end(proxy);
+        if (at) {
+                const char *scheme_end = strstr(proxy, "://") + 3;
+                if (asprintf(&out, "%.*s***%s", (int)(scheme_end - proxy), proxy, at) < 0)
+                        out = NULL;
+        } else
+                out = strdup(proxy);
+        if (!out)
+                return -ENOMEM;
+        *ret = out;
+        return 0;
+}
+
+/* proxy: http://, https://, socks5:// or socks5h://, printable, bounded; no_proxy: host names,
+ * domains and addresses separated by commas (or "*"), as libcurl reads them. */
+static bool proxy_settings_valid(const struct config *c)
+{
+        static const char *const schemes[] = {"http://", "https://", "socks5://", "socks5h://"};
+        bool scheme_ok = false;
+
+        if (c->proxy) {
+                for (size_t i = 0; i < ELEMENTSOF(schemes); i++)
+                        scheme_ok =
+                            scheme_ok || strncmp(c->proxy, schemes[i], strlen(schemes[i])) == 0;
+                if (!scheme_ok || strlen(c->proxy) > 512)
+                        return false;
+                for (const char *p = c->proxy; *p; p++)
+                        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f)
+                                return false;
+        }
+        if (c->no_proxy) {
+                if (strlen(c->no_proxy) > 1024)
+                        return false;
+                for (const char *p = c->no_proxy; *p; p++)
+                        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                              (*p >= '0' && *p <= '9') || strchr(".-_:,*[]/ ", *p)))
+                                return false;
+        }
+        return true;
+}
+
 static int config_validate(const struct config *c, const char *path)
 {
         enum log_level level;
@@ -227,6 +316,12 @@ static int config_validate(const struct config *c, const char *path)
         if (strncmp(c->authority, "https://", 8) != 0 ||
             strncmp(c->graph_url, "https://", 8) != 0) {
                 log_error("%s: authority and graph must be https:// URLs.", path);
+                return -EINVAL;
+        }
+        if (!proxy_settings_valid(c)) {
+                log_error("%s: proxy must be an http://, https://, socks5:// or socks5h:// URL "
+                          "and no_proxy a comma-separated list of hosts.",
+                          path);
                 return -EINVAL;
         }
         if (strncmp(c->pin_source, "file:", 5) != 0 &&
@@ -341,7 +436,9 @@ int config_load(const char *path, bool check_owner, struct config **ret)
                 r = log_error_errno(-EIO, "Failed to read %s", path);
                 goto fail;
         }
-        r = config_validate(c, path);
+        r = config_apply_cloud(c);
+        if (r == 0)
+                r = config_validate(c, path);
         if (r < 0)
                 goto fail;
         *ret = c;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "cleanup.h"
+#include "cloud.h"
 
 #define CONFIG_DEFAULT_PATH      SYSCONFDIR "/credbroker.conf"
 #define CONFIG_MAX_MODULE_DIRS   8
@@ -33,9 +34,16 @@ struct config {
         char *module_dirs[CONFIG_MAX_MODULE_DIRS]; /* glob patterns of allowed directories */
         unsigned n_module_dirs;
         /* [identity] */
+        enum cloud cloud; /* sets authority and graph unless they are given */
         char *authority;
         char *graph_url;
+        bool authority_set, graph_set; /* given in the file, not taken from the cloud */
         char *ca_bundle;
+        /* An HTTP(S) proxy for the broker's requests to the identity provider (CURLOPT_PROXY;
+         * may hold user:password@, see config_proxy_redacted()); NULL: libcurl's environment
+         * variables. no_proxy: hosts reached directly (CURLOPT_NOPROXY); NULL: none given. */
+        char *proxy;
+        char *no_proxy;
         /* A delegated account's refresh token unused this long is refreshed, so Microsoft's
          * 90-day inactivity limit never applies (design.md §5). 0: at every check. */
         uint32_t keepalive_days;
@@ -63,4 +71,10 @@ int config_load(const char *path, bool check_owner, struct config **ret);
 /* Defaults only, for tools that run without a config file. */
 int config_new_default(struct config **ret);
 void config_free(struct config *c);
+/* The prefix of the default Graph scopes ("https://graph.microsoft.us" for ".../Mail.Send"):
+ * the graph URL's host when it is a Microsoft Graph host, else the cloud's (cloud.h). */
+const char *config_graph_resource(const struct config *c);
+/* The proxy URL without its user name and password (user and password become ***), for logs and
+ * messages: a malloc()ed copy; NULL with *ret when there is no proxy. */
+int config_proxy_redacted(const char *proxy, char **ret);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct config *, config_free)

@@ -295,7 +295,8 @@ int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
             !json_add_uint(json, "expires_in", t->expires_in) ||
             !cJSON_AddItemToObject(json, "scopes", scopes) ||
             !cJSON_AddStringToObject(json, "account", t->account) ||
-            (t->mailbox && !cJSON_AddStringToObject(json, "mailbox", t->mailbox))) {
+            (t->mailbox && !cJSON_AddStringToObject(json, "mailbox", t->mailbox)) ||
+            (t->graph && !cJSON_AddStringToObject(json, "graph", t->graph))) {
                 if (!json || !cJSON_GetObjectItemCaseSensitive(json, "scopes"))
                         cJSON_Delete(scopes);
                 cJSON_Delete(json);

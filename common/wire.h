@@ -90,6 +90,7 @@ struct wire_token_reply {
         size_t n_scopes;
         const char *account;
         const char *mailbox; /* may be NULL */
+        const char *graph;   /* the account's Graph base URL (its cloud's); may be NULL */
 };
 
 int wire_reply_error(struct buf *out, enum wire_error e, const char *message, uint32_t retry_after);

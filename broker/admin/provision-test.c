@@ -2,6 +2,7 @@
  * would (from the cache, else through the account's single-flight refresh) and reports its
  * scopes and expiry, never the token. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@
 #include "waiter.h"
 #include "wire.h"
 #include "broker.h"
+#include "config.h"
 #include "json.h"
 #include "log.h"
 #include "provision.h"
@@ -86,16 +88,17 @@ static void on_answer(struct broker *b, struct waiter *w, enum refresh_outcome o
 }
 
 /* The scope set a test without "scopes" asks for: the account's, else Mail.Send (delegated) or
- * Graph's .default (app-only). */
-static int default_scope_key(const struct account_meta *m, char **ret)
+ * .default (app-only) of the account's Graph resource (its cloud's). */
+static int default_scope_key(const struct broker *b, const struct account_meta *m, char **ret)
 {
-        const char *scopes = m->scopes;
+        const char *resource =
+            account_meta_graph_resource(m, b->config->graph_url, b->config->cloud);
 
-        if (!scopes)
-                scopes = account_flow_is_app_only(m->flow_kind)
-                             ? "https://graph.microsoft.com/.default"
-                             : "https://graph.microsoft.com/Mail.Send";
-        *ret = strdup(scopes);
+        if (m->scopes)
+                *ret = strdup(m->scopes);
+        else if (asprintf(ret, "%s/%s", resource,
+                          account_flow_is_app_only(m->flow_kind) ? ".default" : "Mail.Send") < 0)
+                *ret = NULL;
         return *ret ? 0 : -ENOMEM;
 }
 
@@ -122,7 +125,7 @@ static void on_meta_read(struct store_job *job, void *userdata)
                                      "The account's metadata is unreadable.");
                 goto out;
         }
-        if (!t->scope_key && default_scope_key(&meta, &t->scope_key) < 0)
+        if (!t->scope_key && default_scope_key(b, &meta, &t->scope_key) < 0)
                 goto oom;
         if (accounts_get(b, t->account, &a) < 0)
                 goto oom;

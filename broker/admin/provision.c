@@ -159,6 +159,11 @@ static int take_scopes(const cJSON *request, char **ret)
         return scope_key_build(scopes, n, ret);
 }
 
+#define INVALID_SETTINGS                                                                           \
+        "Invalid settings: tenant and client_id are required; URLs must be https://, cloud "       \
+        "global, usgov, usgov-high, dod or china, device_endpoint needs token_endpoint, scopes "   \
+        "at most 16 valid scopes, assertion_alg PS256 or RS256, client_auth post or basic."
+
 /* The request's settings into p->meta; the secret its flow needs into secret memory. On
  * failure *ret_message says what is wrong. */
 static int parse_add(struct provision *p, const cJSON *request, const char **ret_message)
@@ -189,6 +194,8 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
         if (r == 0)
                 r = dup_optional(request, "graph", &m->graph);
         if (r == 0)
+                r = dup_optional(request, "cloud", &m->cloud);
+        if (r == 0)
                 r = dup_optional(request, "username", &m->username);
         if (r == 0)
                 r = take_scopes(request, &m->scopes);
@@ -201,10 +208,7 @@ static int parse_add(struct provision *p, const cJSON *request, const char **ret
         m->secret_expires_at = expires;
         m->created = now_realtime_usec() / USEC_PER_SEC;
         if (r < 0 || account_meta_validate(m) < 0) {
-                *ret_message = "Invalid settings: tenant and client_id are required; URLs must "
-                               "be https://, device_endpoint needs token_endpoint, scopes at "
-                               "most 16 valid scopes, assertion_alg PS256 or RS256, "
-                               "client_auth post or basic.";
+                *ret_message = INVALID_SETTINGS;
                 return -EINVAL;
         }
         switch (m->flow_kind) {
@@ -257,20 +261,30 @@ static bool scope_list_has(const char *scopes, const char *scope)
         return false;
 }
 
-/* The scope to ask for: the account's scopes (Mail.Send by default) and, for delegated flows,
- * offline_access for the refresh token; app-only: {resource}/.default. */
+/* The Graph resource of the account's default scopes (its cloud's, or its Graph host's). */
+static const char *graph_resource(const struct provision *p)
+{
+        const struct config *config = p->op.broker->config;
+
+        return account_meta_graph_resource(&p->meta, config->graph_url, config->cloud);
+}
+
+/* The scope to ask for: the account's scopes ({resource}/Mail.Send by default, with the
+ * account's Graph resource) and, for delegated flows, offline_access for the refresh token;
+ * app-only: {resource}/.default. */
 static int resolve_scope(struct provision *p, const char *override)
 {
         const struct account_meta *m = &p->meta;
-        const char *scopes = override ? override : m->scopes;
+        _cleanup_free_ char *defaults = NULL;
+        const char *scopes = override;
 
+        if (!scopes) {
+                if (account_meta_default_scopes(m, graph_resource(p), &defaults) < 0)
+                        return -ENOMEM;
+                scopes = defaults ? defaults : "";
+        }
         if (account_flow_is_app_only(m->flow_kind))
-                return grant_app_only_scope(scopes       ? scopes
-                                            : p->generic ? ""
-                                                         : "https://graph.microsoft.com/.default",
-                                            p->generic, &p->scope);
-        if (!scopes)
-                scopes = p->generic ? "" : "https://graph.microsoft.com/Mail.Send";
+                return grant_app_only_scope(scopes, graph_resource(p), p->generic, &p->scope);
         /* offline_access is Microsoft's (OpenID's) way to ask for a refresh token; a
          * standards-only server returns one without it. */
         if (p->generic && scope_list_has(scopes, "openid") &&
@@ -355,17 +369,12 @@ static bool add_scope_array(cJSON *o, const char *scopes)
  * with the account's scopes asks for. Best effort: a miss only costs a refresh. */
 static void cache_sign_in_token(struct broker *b, struct provision *p)
 {
-        const struct account_meta *m = &p->meta;
-        const char *key = m->scopes;
+        _cleanup_free_ char *key = NULL;
         struct cached_token *t;
 
         if (!p->access_token)
                 return;
-        if (!key && !p->generic)
-                key = account_flow_is_app_only(m->flow_kind)
-                          ? "https://graph.microsoft.com/.default"
-                          : "https://graph.microsoft.com/Mail.Send";
-        if (!key)
+        if (account_meta_default_scopes(&p->meta, graph_resource(p), &key) < 0 || !key)
                 return;
         if (token_cache_put(&b->cache, p->account, key, &p->access_token, p->granted_scope,
                             p->access_token_sent_usec, p->access_token_expires_in, &t) == 0)

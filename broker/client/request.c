@@ -173,6 +173,7 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
             .n_scopes = t->n_scopes,
             .account = a->name,
             .mailbox = a->meta.mailbox,
+            .graph = account_meta_graph_url(&a->meta, b->config->graph_url),
         };
 
         if (issue_record_prepare(c, &record, t) < 0 ||

@@ -538,8 +538,10 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
         int e;
 
         if (!r ||
-            grant_app_only_scope(scope_key, account_meta_is_generic_oauth(&a->meta), &r->scope) <
-                0 ||
+            grant_app_only_scope(
+                scope_key,
+                account_meta_graph_resource(&a->meta, b->config->graph_url, b->config->cloud),
+                account_meta_is_generic_oauth(&a->meta), &r->scope) < 0 ||
             !(r->scope_key = strdup(scope_key)) ||
             store_job_new(STORE_JOB_CALL, a->name, &job) < 0) {
                 refresh_free(r);

@@ -15,7 +15,9 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "event.h"
+#include "log.h"
 #include "util.h"
 
 #define IDP_BODY_MAX      (64 * 1024)
@@ -27,6 +29,8 @@ struct idp {
         struct watch timer; /* timerfd that fires curl's timeouts */
         struct idp_options options;
         char *ca_bundle;
+        char *proxy, *no_proxy;
+        char *proxy_shown;          /* the proxy without user name and password, for messages */
         struct transfer *transfers; /* in flight, for cleanup */
         unsigned n_transfers;
 };
@@ -45,6 +49,7 @@ struct transfer {
         idp_done_fn done;
         idp_raw_done_fn raw_done; /* instead of done: the answer unparsed (device endpoint) */
         void *userdata;
+        char *url; /* for messages */
         struct transfer *prev, *next;
 };
 
@@ -134,6 +139,7 @@ static void transfer_free(struct transfer *t)
         secret_free(t->form);
         secret_free(t->authorization);
         secret_free(t->body);
+        free(t->url);
         if (t->prev)
                 t->prev->next = t->next;
         else if (t->idp->transfers == t)
@@ -144,8 +150,69 @@ static void transfer_free(struct transfer *t)
         free(t);
 }
 
+/* Whether no_proxy sends url's host around the proxy: "*", the host itself, or a domain it is
+ * in (".example.com" or "example.com"), as libcurl reads the list. Names only: an address range
+ * is not matched, which costs at most a less precise message. */
+static bool proxy_bypassed(const char *no_proxy, const char *url)
+{
+        const char *host = strstr(url, "://");
+        size_t host_len;
+
+        if (!no_proxy || !host)
+                return false;
+        host += 3;
+        host_len = strcspn(host, ":/?#");
+        for (const char *e = no_proxy; *e;) {
+                size_t len;
+                e += strspn(e, ", ");
+                len = strcspn(e, ", ");
+                if (len == 1 && *e == '*')
+                        return true;
+                if (len > 0 && *e == '.') {
+                        e++;
+                        len--;
+                }
+                if (len > 0 && len <= host_len && strncasecmp(host + host_len - len, e, len) == 0 &&
+                    (len == host_len || host[host_len - len - 1] == '.'))
+                        return true;
+                e += len;
+        }
+        return false;
+}
+
+/* One sentence for a transfer that got no answer; through the configured proxy, it names the
+ * proxy (without its credentials) and says whether it refused the tunnel or was not reached. */
+static void describe_failure(const struct transfer *t, CURLcode code, char *buf, size_t size)
+{
+        const struct idp *idp = t->idp;
+        long connect_code = 0;
+
+        if (t->body_overflow) {
+                snprintf(buf, size, "response body larger than %d bytes", IDP_BODY_MAX);
+                return;
+        }
+        if (!idp->proxy || proxy_bypassed(idp->no_proxy, t->url)) {
+                snprintf(buf, size, "%s", curl_easy_strerror(code));
+                return;
+        }
+        curl_easy_getinfo(t->easy, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+        if (connect_code >= 300)
+                snprintf(buf, size,
+                         "the proxy %s refused the connection to the identity provider (HTTP %ld "
+                         "to CONNECT): check the proxy's rules for this host",
+                         idp->proxy_shown, connect_code);
+        else if (code == CURLE_COULDNT_RESOLVE_PROXY || code == CURLE_COULDNT_CONNECT)
+                snprintf(buf, size, "cannot reach the proxy %s: %s", idp->proxy_shown,
+                         curl_easy_strerror(code));
+        else
+                snprintf(buf, size, "%s (through the proxy %s)", curl_easy_strerror(code),
+                         idp->proxy_shown);
+}
+
 static void transfer_finish(struct transfer *t, CURLcode code)
 {
+        char failure[512];
+
         struct idp_result result = {.sent_at_usec = t->sent_at_usec};
         long status = 0;
 
@@ -157,8 +224,8 @@ static void transfer_finish(struct transfer *t, CURLcode code)
                         raw.body = secret_data(t->body);
                         raw.len = secret_len(t->body);
                 } else {
-                        raw.failure =
-                            t->body_overflow ? "response body too large" : curl_easy_strerror(code);
+                        describe_failure(t, code, failure, sizeof(failure));
+                        raw.failure = failure;
                 }
                 t->raw_done(&raw, t->userdata);
                 transfer_free(t);
@@ -168,11 +235,9 @@ static void transfer_finish(struct transfer *t, CURLcode code)
                 curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
                 idp_parse_token_response(status, secret_data(t->body), secret_len(t->body),
                                          t->retry_after, &result);
-        } else if (t->body_overflow) {
-                idp_result_fail(&result, IDP_TRANSIENT, "response body larger than %d bytes",
-                                IDP_BODY_MAX);
         } else {
-                idp_result_fail(&result, IDP_TRANSIENT, "%s", curl_easy_strerror(code));
+                describe_failure(t, code, failure, sizeof(failure));
+                idp_result_fail(&result, IDP_TRANSIENT, "%s", failure);
         }
         t->done(&result, t->userdata);
         idp_result_clear(&result);
@@ -290,7 +355,19 @@ int idp_new(int epfd, const struct idp_options *options, struct idp **ret)
                 idp_free(idp);
                 return r;
         }
+        if ((options->proxy && (!(idp->proxy = strdup(options->proxy)) ||
+                                config_proxy_redacted(options->proxy, &idp->proxy_shown) < 0)) ||
+            (options->no_proxy && !(idp->no_proxy = strdup(options->no_proxy)))) {
+                idp_free(idp);
+                return -ENOMEM;
+        }
         idp->options.ca_bundle = idp->ca_bundle;
+        idp->options.proxy = idp->proxy;
+        idp->options.no_proxy = idp->no_proxy;
+        if (idp->proxy)
+                log_info("Requests to the identity provider go through the proxy %s%s%s.",
+                         idp->proxy_shown, idp->no_proxy ? ", except to " : "",
+                         idp->no_proxy ? idp->no_proxy : "");
         curl_multi_setopt(idp->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
         curl_multi_setopt(idp->multi, CURLMOPT_SOCKETDATA, idp);
         curl_multi_setopt(idp->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
@@ -332,6 +409,11 @@ void idp_free(struct idp *idp)
                 close(idp->timer.fd);
         }
         free(idp->ca_bundle);
+        if (idp->proxy)
+                explicit_bzero(idp->proxy, strlen(idp->proxy));
+        free(idp->proxy);
+        free(idp->proxy_shown);
+        free(idp->no_proxy);
         free(idp);
 }
 
@@ -380,6 +462,12 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         SET(CURLOPT_HEADERFUNCTION, on_header);
         SET(CURLOPT_HEADERDATA, t);
         SET(CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+        /* Without a configured proxy libcurl reads https_proxy and no_proxy from the
+         * environment (a systemd Environment= line), which is left as it is. */
+        if (idp->proxy)
+                SET(CURLOPT_PROXY, idp->proxy);
+        if (idp->no_proxy)
+                SET(CURLOPT_NOPROXY, idp->no_proxy);
         SET(CURLOPT_PRIVATE, t);
 #undef SET
         return c == CURLE_OK ? 0 : -EINVAL;
@@ -412,13 +500,14 @@ static int post_form(struct idp *idp, const char *url, struct secret **form,
         t->userdata = userdata;
         t->form = TAKE_PTR(*form);
         t->authorization = authorization ? TAKE_PTR(*authorization) : NULL;
+        t->url = strdup(url);
         t->next = idp->transfers;
         if (t->next)
                 t->next->prev = t;
         idp->transfers = t;
         idp->n_transfers++;
 
-        r = secret_new(IDP_BODY_MAX, &t->body);
+        r = t->url ? secret_new(IDP_BODY_MAX, &t->body) : -ENOMEM;
         if (r == 0) {
                 t->easy = curl_easy_init();
                 r = t->easy ? transfer_setup(idp, t, url) : -ENOMEM;

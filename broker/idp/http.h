@@ -16,6 +16,10 @@ struct idp_options {
         const char *ca_bundle;
         uint32_t connect_timeout_sec;
         uint32_t timeout_sec;
+        /* [identity] proxy (may hold user:password@, never logged: messages name it without
+         * them) and no_proxy; NULL: libcurl's https_proxy/no_proxy environment variables. */
+        const char *proxy;
+        const char *no_proxy;
 };
 
 int idp_new(int epfd, const struct idp_options *options, struct idp **ret);

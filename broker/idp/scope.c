@@ -8,9 +8,8 @@
 
 #include "cleanup.h"
 
-#define GRAPH_DEFAULT_SCOPE "https://graph.microsoft.com/.default"
-
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
+int grant_app_only_scope(const char *scope_key, const char *graph_resource, bool generic,
+                         char **ret)
 {
         size_t first_len = strcspn(scope_key, " ");
         const char *scheme = strstr(scope_key, "://");
@@ -19,8 +18,9 @@ int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
         if (generic) {
                 scope = strdup(scope_key);
         } else if (!scheme || (size_t)(scheme - scope_key) >= first_len) {
-                /* A bare permission name ("Mail.Send") is Graph's. */
-                scope = strdup(GRAPH_DEFAULT_SCOPE);
+                /* A bare permission name ("Mail.Send") is Graph's, in the account's cloud. */
+                if (asprintf(&scope, "%s/.default", graph_resource) < 0)
+                        scope = NULL;
         } else {
                 /* https://graph.microsoft.com/Mail.Send -> https://graph.microsoft.com/.default */
                 const char *host = scheme + 3;

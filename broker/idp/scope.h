@@ -6,9 +6,11 @@
 #include <stdbool.h>
 
 /* The scope of a client_credentials request for a scope set: Microsoft wants exactly one
- * {resource}/.default (the resource of the first scope; bare names are Graph's); a generic
- * server gets the scopes as they are. malloc()ed. */
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret);
+ * {resource}/.default (the resource of the first scope; bare names are Graph's, whose resource
+ * in the account's cloud is graph_resource, "https://graph.microsoft.us" for instance); a
+ * generic server gets the scopes as they are. malloc()ed. */
+int grant_app_only_scope(const char *scope_key, const char *graph_resource, bool generic,
+                         char **ret);
 
 /* The granted scope as the broker reports it: Entra answers with short names for Graph
  * ("Mail.Send") and adds openid, profile and email; each short name becomes the requested

@@ -42,7 +42,13 @@ const crypto = require('crypto');
 // ---------------------------------------------------------------------------
 
 const LISTEN_HOST = '127.0.0.1';
-const GRAPH_RESOURCE = 'https://graph.microsoft.com';
+// The Microsoft Graph resource of every cloud (its App ID URI, the prefix of its scopes).
+const CLOUD_GRAPH_RESOURCES = ['https://graph.microsoft.com', 'https://graph.microsoft.us',
+  'https://dod-graph.microsoft.us', 'https://microsoftgraph.chinacloudapi.cn'];
+// The one this emulator plays (--graph-resource, read here: everything below uses it). A
+// national cloud's Entra knows only its own Graph: a scope of another cloud's Graph is
+// AADSTS500011 ("resource principal not found"), and its Graph refuses other audiences.
+const GRAPH_RESOURCE = graphResourceOption(process.argv.slice(2)) || 'https://graph.microsoft.com';
 const MAIL_SEND_SCOPE = `${GRAPH_RESOURCE}/Mail.Send`;
 const LOGIN_HOST = 'https://login.microsoftonline.com';
 
@@ -80,8 +86,20 @@ const USAGE = `usage: node emulator.js --cert FILE --key FILE --state-dir DIR [o
   --device-interval S  device code polling interval, seconds (default 5)
   --device-expires-in S  device code lifetime, seconds (default 900)
   --ready-file FILE    write {"port","admin_port","pid"} here once listening
+  --graph-resource URL the Graph resource played: https://graph.microsoft.com (default),
+                       https://graph.microsoft.us, https://dod-graph.microsoft.us or
+                       https://microsoftgraph.chinacloudapi.cn; another cloud's Graph
+                       scopes are refused with AADSTS500011
   -h, --help           this text
 `;
+
+function graphResourceOption(argv) {
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--graph-resource') return argv[i + 1];
+    if (argv[i].startsWith('--graph-resource=')) return argv[i].slice('--graph-resource='.length);
+  }
+  return null;
+}
 
 function usageError(msg) {
   process.stderr.write(`emulator: ${msg}\n${USAGE}`);
@@ -118,6 +136,7 @@ const OPTION_SPEC = {
   '--token-lifetime-random': ['tokenLifetimeRandom', (v, n) => { if (v !== 'yes' && v !== 'no') usageError(`${n}: yes or no`); return v === 'yes'; }],
   '--loop-threshold': ['loopThreshold', (v, n) => (v === '0' ? 0 : parseLifetime(v, n))],
   '--loop-window': ['loopWindow', parseLifetime],
+  '--graph-resource': ['graphResource', (v, n) => { if (!CLOUD_GRAPH_RESOURCES.includes(v)) usageError(`${n}: one of ${CLOUD_GRAPH_RESOURCES.join(', ')}`); return v; }],
   '--cloud': ['cloud', (v, n) => { if (!['global', 'usgov', 'china'].includes(v)) usageError(`${n}: global, usgov or china`); return v; }],
 };
 
@@ -127,6 +146,7 @@ function parseArgs(argv) {
     port: 0, adminPort: 0, tokenLifetime: 3599, rotation: 'lenient',
     deviceInterval: 5, deviceExpiresIn: 900,
     tokenLifetimeRandom: false, loopThreshold: null, loopWindow: 60, cloud: 'global',
+    graphResource: GRAPH_RESOURCE,
   };
   for (let i = 0; i < argv.length; i++) {
     let name = argv[i];
@@ -998,6 +1018,19 @@ function homeTenant(client, requestTenant, userTenant) {
   return userTenant || client.tenants[0] || t;
 }
 
+// A scope of another cloud's Graph: that resource does not exist in this cloud's directory,
+// which Entra answers with AADSTS500011 (invalid_resource) naming it.
+function checkCloudScopes(params, tenant) {
+  const scope = params.get('scope');
+  if (typeof scope !== 'string') return;
+  for (const s of scope.split(/\s+/).filter(Boolean)) {
+    const resource = s.includes('/') ? lc(scopeResource(s)) : null;
+    if (resource && resource !== lc(GRAPH_RESOURCE) && CLOUD_GRAPH_RESOURCES.includes(resource)) {
+      throw new AadError(500011, { resource: scopeResource(s), tenant: safePath(tenant) });
+    }
+  }
+}
+
 // Tenant check shared by the token and devicecode endpoints: a GUID or domain some
 // client is registered in, or an alias; anything else is 90002.
 function checkTenant(store, tenant) {
@@ -1058,6 +1091,7 @@ async function handleDeviceCode(app, req, res, rawTenant) {
     checkTenant(store, tenant);
     if (formError) throw formError;
     ctx.params = params;
+    checkCloudScopes(params, tenant);
     const body = device.deviceCodeRequest(ctx);
     sendJson(res, 200, body, aadHeaders(ctx));
   } catch (err) {
@@ -1156,6 +1190,7 @@ async function handleToken(app, req, res, rawTenant) {
     if (!handler) throw new AadError(70003, { grant_type: grantType });
     if (GRANT_PRECHECKS[grantType]) GRANT_PRECHECKS[grantType](ctx);
     authenticateClient(ctx, grantType);
+    checkCloudScopes(params, tenant);
     // Loop detection counts requests per user or token family, not per refresh token: a
     // client that rotates its refresh token but asks again and again still loops.
     let subject = params.get('username') || '';

@@ -441,6 +441,7 @@ class Harness {
       '--state-dir', this.p('emu-state'), '--ready-file', ready];
     if (e.rotation) args.push('--rotation', e.rotation);
     if (e.tokenLifetime) args.push('--token-lifetime', String(e.tokenLifetime));
+    if (e.args) args.push(...e.args); // e.g. ['--graph-resource', 'https://graph.microsoft.us']
     if (this.emuPorts) args.push('--port', String(this.emuPorts.port), '--admin-port', String(this.emuPorts.adminPort));
     const log = fs.openSync(this.p('emulator.log'), 'a');
     const proc = track(spawn(process.execPath, args, { stdio: ['ignore', log, log], env: this.env() }));

@@ -166,6 +166,61 @@ static void test_credential_settings(void)
         account_meta_clear(&m);
 }
 
+/* An account's cloud: stored and read back, its endpoints and default scopes, and its
+ * precedence (explicit URLs, then the account's cloud, then the configured defaults). */
+static void test_cloud(void)
+{
+        struct account_meta m;
+        char *url = NULL, *scopes = NULL, *json = NULL;
+
+        is_int(parse("{" BASE ",\"flow\":\"device\",\"cloud\":\"usgov-high\"}", &m), 0,
+               "cloud usgov-high");
+        is_int(m.cloud_kind, CLOUD_USGOV_HIGH, "its kind");
+        is_int(account_meta_token_endpoint(&m, "https://login.microsoftonline.com", &url), 0,
+               "token endpoint");
+        is_str(url, "https://login.microsoftonline.us/contoso.onmicrosoft.com/oauth2/v2.0/token",
+               "the cloud's authority beats the configured one");
+        free(url);
+        is_str(account_meta_graph_url(&m, "https://graph.microsoft.com"),
+               "https://graph.microsoft.us", "the cloud's Graph");
+        is_str(account_meta_graph_resource(&m, "https://graph.microsoft.com", CLOUD_GLOBAL),
+               "https://graph.microsoft.us", "the cloud's scope prefix");
+        is_int(account_meta_default_scopes(&m, "https://graph.microsoft.us", &scopes), 0,
+               "default scopes");
+        is_str(scopes, "https://graph.microsoft.us/Mail.Send", "delegated: Mail.Send");
+        free(scopes);
+        is_int(account_meta_to_json(&m, &json), 0, "to JSON");
+        ok(json && strstr(json, "\"cloud\":\"usgov-high\""), "the cloud is stored");
+        free(json);
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"client-secret\",\"cloud\":\"china\","
+                     "\"graph\":\"https://127.0.0.1:9\",\"authority\":\"https://127.0.0.1:9\"}",
+                     &m),
+               0, "cloud with explicit URLs");
+        is_str(account_meta_graph_url(&m, "https://graph.microsoft.com"), "https://127.0.0.1:9",
+               "explicit graph wins");
+        is_str(account_meta_graph_resource(&m, "https://graph.microsoft.com", CLOUD_GLOBAL),
+               "https://microsoftgraph.chinacloudapi.cn", "scopes of the account's cloud");
+        is_int(account_meta_default_scopes(&m, "https://microsoftgraph.chinacloudapi.cn", &scopes),
+               0, "app-only default");
+        is_str(scopes, "https://microsoftgraph.chinacloudapi.cn/.default", "app-only: .default");
+        free(scopes);
+        account_meta_clear(&m);
+
+        is_int(parse("{" BASE ",\"flow\":\"device\"}", &m), 0, "no cloud");
+        is_str(account_meta_graph_resource(&m, "https://127.0.0.1:9", CLOUD_DOD),
+               "https://dod-graph.microsoft.us", "the configured cloud");
+        is_str(account_meta_graph_resource(&m, "https://graph.microsoft.us", CLOUD_GLOBAL),
+               "https://graph.microsoft.us", "the configured Graph host");
+        account_meta_clear(&m);
+
+        ok(parse("{" BASE ",\"flow\":\"device\",\"cloud\":\"gcc\"}", &m) == -EINVAL,
+           "an unknown cloud is refused");
+        ok(parse("{" BASE ",\"flow\":\"device\",\"cloud\":1}", &m) == -EINVAL,
+           "a cloud that is no string is refused");
+}
+
 int main(void)
 {
         json_init();
@@ -173,5 +228,6 @@ int main(void)
         test_fields();
         test_refused();
         test_credential_settings();
+        test_cloud();
         return done_testing();
 }

@@ -359,10 +359,95 @@ static void test_owner(void)
         unlink(path);
 }
 
+/* cloud sets authority and graph together; explicit URLs win wherever they are in the file; the
+ * scope prefix follows a Microsoft Graph host, else the cloud. */
+static void test_clouds(void)
+{
+        static const struct {
+                const char *cloud, *authority, *graph;
+        } clouds[] = {
+            {"global", "https://login.microsoftonline.com", "https://graph.microsoft.com"},
+            {"usgov", "https://login.microsoftonline.com", "https://graph.microsoft.com"},
+            {"usgov-high", "https://login.microsoftonline.us", "https://graph.microsoft.us"},
+            {"dod", "https://login.microsoftonline.us", "https://dod-graph.microsoft.us"},
+            {"china", "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn"},
+        };
+        struct config *c = NULL;
+        char text[128];
+
+        for (size_t i = 0; i < ELEMENTSOF(clouds); i++) {
+                snprintf(text, sizeof(text), "[identity]\ncloud = %s\n", clouds[i].cloud);
+                c = NULL;
+                is_int(load(text, &c), 0, clouds[i].cloud);
+                if (!c)
+                        continue;
+                is_str(c->authority, clouds[i].authority, "the cloud's authority");
+                is_str(c->graph_url, clouds[i].graph, "the cloud's Graph");
+                is_str(config_graph_resource(c), clouds[i].graph, "the cloud's scope prefix");
+                config_free(c);
+        }
+        c = NULL;
+        is_int(load("[identity]\ngraph = https://127.0.0.1:8443\nauthority = https://127.0.0.1:8443"
+                    "\ncloud = usgov-high\n",
+                    &c),
+               0, "cloud after explicit URLs");
+        is_str(c->authority, "https://127.0.0.1:8443", "an explicit authority wins");
+        is_str(c->graph_url, "https://127.0.0.1:8443", "an explicit graph wins");
+        is_str(config_graph_resource(c), "https://graph.microsoft.us",
+               "a relay's scopes are the cloud's");
+        config_free(c);
+        c = NULL;
+        is_int(load("[identity]\ngraph = https://DOD-graph.microsoft.us/\n", &c), 0,
+               "an explicit national Graph");
+        is_str(config_graph_resource(c), "https://dod-graph.microsoft.us",
+               "the scopes follow a Microsoft Graph host");
+        is_str(c->authority, "https://login.microsoftonline.com", "global authority by default");
+        config_free(c);
+        expect_fail("[identity]\ncloud = usgovhigh\n", "an unknown cloud");
+        expect_fail("[identity]\ncloud = \n", "an empty cloud");
+        expect_fail("[broker]\ncloud = china\n", "cloud outside [identity]");
+}
+
+static void test_proxy(void)
+{
+        struct config *c = NULL;
+        char *shown = NULL;
+
+        is_int(load("[identity]\nproxy = http://u:s3cret@proxy.example:3128\n"
+                    "no_proxy = localhost, .internal,10.0.0.0/8\n",
+                    &c),
+               0, "proxy and no_proxy");
+        is_str(c->proxy, "http://u:s3cret@proxy.example:3128", "the proxy as given");
+        is_str(c->no_proxy, "localhost, .internal,10.0.0.0/8", "no_proxy as given");
+        config_free(c);
+        c = NULL;
+        is_int(load("", &c), 0, "no proxy");
+        ok(!c->proxy && !c->no_proxy, "none by default");
+        config_free(c);
+        expect_fail("[identity]\nproxy = ftp://proxy:21\n", "an ftp proxy");
+        expect_fail("[identity]\nproxy = proxy.example:3128\n", "a proxy without a scheme");
+        expect_fail("[identity]\nno_proxy = a;b\n", "no_proxy with a semicolon");
+        expect_ok("[identity]\nproxy = socks5h://127.0.0.1:1080\n", "a SOCKS proxy");
+
+        is_int(config_proxy_redacted("http://u:s3cret@proxy.example:3128", &shown), 0, "redact");
+        is_str(shown, "http://***@proxy.example:3128", "user and password hidden");
+        free(shown);
+        is_int(config_proxy_redacted("http://a@b:pw@proxy:1/x@y", &shown), 0, "redact two @");
+        is_str(shown, "http://***@proxy:1/x@y", "up to the last @ before the path");
+        free(shown);
+        is_int(config_proxy_redacted("http://proxy.example:3128", &shown), 0, "nothing to hide");
+        is_str(shown, "http://proxy.example:3128", "unchanged");
+        free(shown);
+        is_int(config_proxy_redacted(NULL, &shown), 0, "no proxy");
+        ok(!shown, "NULL for no proxy");
+}
+
 int main(void)
 {
         if (!mkdtemp(tmpdir))
                 abort();
+        test_clouds();
+        test_proxy();
         test_defaults();
         test_full();
         test_module_dirs();

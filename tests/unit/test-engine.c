@@ -162,8 +162,10 @@ int grant_post_client_credentials(struct idp *idp, const struct account_meta *m,
         return 0;
 }
 
-int grant_app_only_scope(const char *scope_key, bool generic, char **ret)
+int grant_app_only_scope(const char *scope_key, const char *graph_resource, bool generic,
+                         char **ret)
 {
+        (void)graph_resource;
         (void)generic;
         *ret = strdup(scope_key);
         return *ret ? 0 : -ENOMEM;

@@ -30,9 +30,29 @@ static void test_app_only_scope(void)
 
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 char *scope = NULL;
-                is_int(grant_app_only_scope(cases[i].key, cases[i].generic, &scope), 0,
-                       cases[i].key);
+                is_int(grant_app_only_scope(cases[i].key, "https://graph.microsoft.com",
+                                            cases[i].generic, &scope),
+                       0, cases[i].key);
                 is_str(scope, cases[i].want, "the app-only scope");
+                free(scope);
+        }
+        /* A bare name is Graph's in the account's cloud; a full one keeps its own resource. */
+        static const struct {
+                const char *key, *resource, *want;
+        } clouds[] = {
+            {"Mail.Send", "https://graph.microsoft.us", "https://graph.microsoft.us/.default"},
+            {"Mail.Send", "https://dod-graph.microsoft.us",
+             "https://dod-graph.microsoft.us/.default"},
+            {"Mail.Send", "https://microsoftgraph.chinacloudapi.cn",
+             "https://microsoftgraph.chinacloudapi.cn/.default"},
+            {"https://graph.microsoft.us/Mail.Send", "https://graph.microsoft.com",
+             "https://graph.microsoft.us/.default"},
+        };
+        for (size_t i = 0; i < sizeof(clouds) / sizeof(clouds[0]); i++) {
+                char *scope = NULL;
+                is_int(grant_app_only_scope(clouds[i].key, clouds[i].resource, false, &scope), 0,
+                       clouds[i].resource);
+                is_str(scope, clouds[i].want, "the app-only scope in that cloud");
                 free(scope);
         }
 }

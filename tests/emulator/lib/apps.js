@@ -12,7 +12,6 @@ const crypto = require('crypto');
 const { describeCertificate, verifyClientAssertion, JtiCache } = require('./assertion');
 
 const JWT_BEARER = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
-const DEFAULT_ROLES = ['https://graph.microsoft.com/Mail.Send'];
 // Entra ID smart lockout locks an account after 10 failed sign-ins by default.
 const DEFAULT_LOCKOUT_THRESHOLD = 10;
 // What a user registered with "error_code" answers to a correct password:
@@ -33,6 +32,8 @@ function timingSafeHexEqual(a, b) {
 module.exports = function makeApps(kit) {
   const { AadError, AdminError, adminString, checkKeys, lc, sha256hex, isPlainObject, TENANT_ALIASES, normaliseScope, scopeResource, OIDC_SCOPES } = kit;
   const jtiCache = new JtiCache();
+  // Graph's Mail.Send, in the cloud the emulator plays (--graph-resource).
+  const DEFAULT_ROLES = [`${kit.GRAPH_RESOURCE}/Mail.Send`];
 
   function appOf(client) {
     return client && client.app ? client.app : null;
