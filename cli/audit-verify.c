@@ -1,0 +1,12 @@
+/* credbroker audit: placeholder until implemented (issue 12). */
+#include <stdio.h>
+
+#include "audit.h"
+
+int audit_verify_main(int argc, char **argv)
+{
+        (void)argc;
+        (void)argv;
+        fputs("credbroker: not implemented yet\n", stderr);
+        return 70;
+}
