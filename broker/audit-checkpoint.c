@@ -178,8 +178,8 @@ void audit_checkpoint_request(struct audit_checkpointer *c, bool reopen,
                         done(userdata, -ENOMEM, false);
                         return;
                 }
-                *w = (struct waiter_entry){.done = done, .userdata = userdata,
-                                           .next = c->next_waiters};
+                *w = (struct waiter_entry){
+                    .done = done, .userdata = userdata, .next = c->next_waiters};
                 c->next_waiters = w;
         }
         c->reopen_next |= reopen;
@@ -235,8 +235,8 @@ const char *audit_checkpoint_key(const struct audit_checkpointer *c)
 
 void audit_checkpoint_tick(struct audit_checkpointer *c)
 {
-        uint64_t now = now_boottime_usec(), every = (uint64_t)c->b->config->audit_checkpoint_sec *
-                                                      USEC_PER_SEC;
+        uint64_t now = now_boottime_usec(),
+                 every = (uint64_t)c->b->config->audit_checkpoint_sec * USEC_PER_SEC;
 
         if (now - c->last_size_check_usec >= every) {
                 c->last_size_check_usec = now;

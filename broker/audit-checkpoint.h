@@ -23,8 +23,8 @@ void audit_checkpointer_free(struct audit_checkpointer *c);
 
 /* A checkpoint now (nothing is signed when the chain is sealed already); with reopen, then a
  * new file when the path was renamed (rotation). done may be NULL. */
-void audit_checkpoint_request(struct audit_checkpointer *c, bool reopen, audit_checkpoint_done_fn done,
-                              void *userdata);
+void audit_checkpoint_request(struct audit_checkpointer *c, bool reopen,
+                              audit_checkpoint_done_fn done, void *userdata);
 /* Once a second from the loop: the interval checkpoint and the truncation check. */
 void audit_checkpoint_tick(struct audit_checkpointer *c);
 /* SIGHUP: the truncation check, a checkpoint, a new file if the old one was renamed. */

@@ -108,24 +108,29 @@ int audit_journal_fields(const char *line, size_t len, uint64_t seq, const char 
                  account ? " account " : "", account ? account : "", seq);
         (void)format_u64(seq, num);
         r = add(fields, &n, "MESSAGE", message);
-        r = r ?: add(fields, &n, "MESSAGE_ID", audit_journal_message_id(event));
-        r = r ?: add(fields, &n, "PRIORITY", priority(event, decision) == 4   ? "4"
-                                             : priority(event, decision) == 6 ? "6"
-                                                                              : "5");
-        r = r ?: add(fields, &n, "CREDBROKER_SEQ", num);
-        r = r ?: add(fields, &n, "CREDBROKER_LINE_HASH", hash_hex);
-        r = r ?: add(fields, &n, "CREDBROKER_EVENT", event);
+        r = r < 0 ? r : add(fields, &n, "MESSAGE_ID", audit_journal_message_id(event));
+        r = r < 0 ? r
+                  : add(fields, &n, "PRIORITY",
+                        priority(event, decision) == 4   ? "4"
+                        : priority(event, decision) == 6 ? "6"
+                                                         : "5");
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_SEQ", num);
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_LINE_HASH", hash_hex);
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_EVENT", event);
         if (cJSON_IsObject(peer)) {
-                r = r ?: add(fields, &n, "CREDBROKER_PEER_UID", *uid ? uid : NULL);
-                r = r ?: add(fields, &n, "CREDBROKER_PEER_UNIT", json_get_string(peer, "unit"));
-                r = r ?: add(fields, &n, "CREDBROKER_PEER_EXE", who);
+                r = r < 0 ? r : add(fields, &n, "CREDBROKER_PEER_UID", *uid ? uid : NULL);
+                r = r < 0 ? r
+                          : add(fields, &n, "CREDBROKER_PEER_UNIT", json_get_string(peer, "unit"));
+                r = r < 0 ? r : add(fields, &n, "CREDBROKER_PEER_EXE", who);
         }
-        r = r ?: add(fields, &n, "CREDBROKER_PROFILE", profile);
-        r = r ?: add(fields, &n, "CREDBROKER_ACCOUNT", account);
-        r = r ?: add(fields, &n, "CREDBROKER_OUTCOME", outcome);
-        r = r ?: add(fields, &n, "CREDBROKER_TOKEN_FINGERPRINT",
-                     json_get_string(json, "token_fingerprint"));
-        r = r ?: add(fields, &n, "CREDBROKER_CHECKPOINT_NOTE", json_get_string(json, "note"));
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_PROFILE", profile);
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_ACCOUNT", account);
+        r = r < 0 ? r : add(fields, &n, "CREDBROKER_OUTCOME", outcome);
+        r = r < 0 ? r
+                  : add(fields, &n, "CREDBROKER_TOKEN_FINGERPRINT",
+                        json_get_string(json, "token_fingerprint"));
+        r = r < 0 ? r
+                  : add(fields, &n, "CREDBROKER_CHECKPOINT_NOTE", json_get_string(json, "note"));
         if (r < 0) {
                 audit_journal_fields_free(fields, n);
                 return r;
@@ -135,8 +140,7 @@ int audit_journal_fields(const char *line, size_t len, uint64_t seq, const char 
 }
 
 #if HAVE_SYSTEMD
-static void mirror(void *userdata, const char *line, size_t len, uint64_t seq,
-                   const char *hash_hex)
+static void mirror(void *userdata, const char *line, size_t len, uint64_t seq, const char *hash_hex)
 {
         char *fields[AUDIT_JOURNAL_MAX_FIELDS];
         struct iovec iov[AUDIT_JOURNAL_MAX_FIELDS];

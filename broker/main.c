@@ -126,8 +126,7 @@ static void on_signal(struct watch *w, uint32_t events)
                         /* Rotation (dist/credbroker.logrotate): a checkpoint, then a new file
                          * if the old one was renamed. */
                         audit_checkpoint_sighup(b->checkpoints);
-                }
-                else
+                } else
                         b->stopping = true;
         }
 }
@@ -204,8 +203,9 @@ static int broker_open(struct broker *b)
         if (b->config->audit_group) {
                 struct group *g = getgrnam(b->config->audit_group);
                 if (!g)
-                        return log_error_errno(ENOENT, "No group %s for the audit log ([broker] "
-                                                       "audit_group)",
+                        return log_error_errno(ENOENT,
+                                               "No group %s for the audit log ([broker] "
+                                               "audit_group)",
                                                b->config->audit_group);
                 audit_options.group = g->gr_gid;
         }
