@@ -29,6 +29,7 @@ struct audit {
         char boot_id[33];
         uint64_t size; /* what the file holds as far as the broker knows */
         uint64_t unsealed;
+        bool need_genesis; /* the genesis could not be written yet (a full disk) */
         char *note; /* the latest checkpoint's */
         struct secret *key;
         struct audit_options o;
@@ -253,8 +254,14 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
                 else
                         r = 1;
         }
-        if (r == 1)
+        if (r == 1) {
+                /* A full disk does not stop the broker: every record then fails (no token is
+                 * sent) until the genesis can be written before it. */
                 r = write_genesis(a);
+                a->need_genesis = r < 0;
+                if (r < 0 && r != -ENOMEM)
+                        r = 0;
+        }
         if (r < 0) {
                 audit_close(a);
                 return log_error_errno(r, "Failed to start the audit log %s", path);
@@ -517,7 +524,15 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
 
 int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
 {
-        int r = write_line(a, body, body_len);
+        int r;
+
+        if (a->need_genesis) {
+                r = write_genesis(a);
+                if (r < 0)
+                        return r;
+                a->need_genesis = false;
+        }
+        r = write_line(a, body, body_len);
 
         if (r < 0)
                 return r;
