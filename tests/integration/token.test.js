@@ -161,7 +161,7 @@ test('audit seq keeps counting across broker restarts', { timeout: 30000 }, asyn
   assert.ok(lines.length > 50);
   // One chain from a genesis record: seq from 0, each prev the SHA-256 of the line before.
   assert.equal(lines[0].event, 'genesis');
-  const raw = require('node:fs').readFileSync(h.auditPath ?? h.config.audit_log, 'utf8').split('\n').filter(Boolean);
+  const raw = h.auditText().split('\n').filter(Boolean);
   lines.forEach((l, i) => assert.equal(l.seq, i, `record ${i} has seq ${l.seq}`));
   for (let i = 1; i < raw.length; i++)
     assert.equal(JSON.parse(raw[i]).prev, require('node:crypto').createHash('sha256').update(raw[i - 1]).digest('hex'), `record ${i} chains to ${i - 1}`);
