@@ -31,6 +31,8 @@ struct audit {
         uint64_t unsealed;
         bool need_genesis; /* the genesis could not be written yet (a full disk) */
         char *note; /* the latest checkpoint's */
+        bool have_checkpoint;
+        uint64_t checkpoint_seq, checkpoint_count; /* the latest checkpoint record's */
         struct secret *key;
         struct audit_options o;
         uint64_t hook_every;
@@ -78,16 +80,25 @@ static const char *line_before(const char *data, const char *end)
         return nl ? nl + 1 : data;
 }
 
-/* A v1 record's seq, or -EBADMSG. */
-static int v1_seq(const char *line, size_t len, uint64_t *ret)
+/* A v1 record's seq, or -EBADMSG; when the record seals the chain (a checkpoint or a file.start),
+ * *ret_sealed is set, and a checkpoint's count goes to *ret_count (else UINT64_MAX). */
+static int v1_seq(const char *line, size_t len, uint64_t *ret, bool *ret_sealed,
+                  uint64_t *ret_count)
 {
         _cleanup_json_ cJSON *json = NULL;
+        const char *event;
         uint64_t v;
 
         if (len == 0 || len >= AUDIT_LINE_MAX || json_parse(line, len, &json) < 0 ||
             !cJSON_IsObject(json) || json_get_u64(json, "v", &v) < 0 || v != 1 ||
             json_get_u64(json, "seq", ret) < 0)
                 return -EBADMSG;
+        event = json_get_string(json, "event");
+        *ret_sealed = event && (strcmp(event, "checkpoint") == 0 ||
+                                strcmp(event, "file.start") == 0);
+        if (!event || strcmp(event, "checkpoint") != 0 ||
+            json_get_u64(json, "count", ret_count) < 0)
+                *ret_count = UINT64_MAX;
         return 0;
 }
 
@@ -138,6 +149,8 @@ static int write_genesis(struct audit *a)
                 return -ENOMEM;
         r = write_line(a, text, strlen(text));
         json_free_string(text);
+        if (r >= 0)
+                a->unsealed++;
         return r;
 }
 
@@ -158,6 +171,8 @@ static int write_alarm(struct audit *a, const char *reason, uint64_t expected, u
                 return -ENOMEM;
         r = write_line(a, text, strlen(text));
         json_free_string(text);
+        if (r >= 0)
+                a->unsealed++;
         return r;
 }
 
@@ -168,7 +183,8 @@ static int read_chain(struct audit *a, int rfd)
         struct stat st;
         char *data;
         const char *end, *last;
-        uint64_t seq;
+        uint64_t seq, count;
+        bool sealed;
         int r = 0;
 
         if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
@@ -186,11 +202,18 @@ static int read_chain(struct audit *a, int rfd)
         } else
                 end--;
         last = line_before(data, end);
-        if (end <= data || v1_seq(last, (size_t)(end - last), &seq) < 0 ||
+        if (end <= data || v1_seq(last, (size_t)(end - last), &seq, &sealed, &count) < 0 ||
             !find_log_id(data, end, a->log_id))
                 r = 1;
         else {
                 a->seq = seq + 1;
+                /* Records a crash left unsealed are sealed by the next checkpoint. */
+                a->unsealed = sealed ? 0 : 1;
+                if (count != UINT64_MAX) {
+                        a->have_checkpoint = true;
+                        a->checkpoint_seq = seq;
+                        a->checkpoint_count = count;
+                }
                 if (r != 2)
                         sha256(last, (size_t)(end - last), a->head);
         }
@@ -295,6 +318,15 @@ const char *audit_log_id(const struct audit *a)
 uint64_t audit_unsealed(const struct audit *a)
 {
         return a->unsealed;
+}
+
+bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *ret_count)
+{
+        if (!a->have_checkpoint)
+                return false;
+        *ret_seq = a->checkpoint_seq;
+        *ret_count = a->checkpoint_count;
+        return true;
 }
 
 void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
@@ -578,6 +610,9 @@ int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[s
         }
         free(a->note);
         a->note = copy;
+        a->have_checkpoint = true;
+        a->checkpoint_seq = a->seq - 1;
+        a->checkpoint_count = count;
         /* Records written while the signature was made are covered by the next one. */
         a->unsealed = a->seq - 1 > count ? a->seq - 1 - count : 0;
         return 0;

@@ -63,6 +63,9 @@ void audit_chain_head(const struct audit *a, uint64_t *ret_count, uint8_t head[s
 const char *audit_log_id(const struct audit *a);
 /* Records written since the last checkpoint record (0: the chain is sealed). */
 uint64_t audit_unsealed(const struct audit *a);
+/* The latest checkpoint record's seq and count (this run's, or the log's last line at start);
+ * false when none is known. */
+bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *ret_count);
 /* Called (on the loop, after the write) each time the unsealed records reach n. */
 void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
                                void *userdata);
