@@ -513,8 +513,8 @@ static void do_audit_key(struct admin_connection *c)
                 return;
         }
         reply = admin_reply_new();
-        if (reply && !cJSON_AddStringToObject(reply, "key",
-                                              audit_checkpoint_key(c->broker->checkpoints))) {
+        if (reply &&
+            !cJSON_AddStringToObject(reply, "key", audit_checkpoint_key(c->broker->checkpoints))) {
                 cJSON_Delete(reply);
                 reply = NULL;
         }

@@ -30,7 +30,7 @@ struct audit {
         uint64_t size; /* what the file holds as far as the broker knows */
         uint64_t unsealed;
         bool need_genesis; /* the genesis could not be written yet (a full disk) */
-        char *note; /* the latest checkpoint's */
+        char *note;        /* the latest checkpoint's */
         bool have_checkpoint;
         uint64_t checkpoint_seq, checkpoint_count; /* the latest checkpoint record's */
         struct secret *key;
@@ -94,8 +94,8 @@ static int v1_seq(const char *line, size_t len, uint64_t *ret, bool *ret_sealed,
             json_get_u64(json, "seq", ret) < 0)
                 return -EBADMSG;
         event = json_get_string(json, "event");
-        *ret_sealed = event && (strcmp(event, "checkpoint") == 0 ||
-                                strcmp(event, "file.start") == 0);
+        *ret_sealed =
+            event && (strcmp(event, "checkpoint") == 0 || strcmp(event, "file.start") == 0);
         if (!event || strcmp(event, "checkpoint") != 0 ||
             json_get_u64(json, "count", ret_count) < 0)
                 *ret_count = UINT64_MAX;

@@ -21,15 +21,16 @@ enum { ADMIN_KEY, ADMIN_CHECKPOINT, ADMIN_ROTATE };
 static void usage(FILE *f, int which)
 {
         static const char *const lines[] = {
-            [ADMIN_KEY] = "Usage: credbroker audit key [-v] [--admin-socket PATH] [--config PATH]\n"
-                          "\n"
-                          "Prints the key that verifies the audit log's signed checkpoints, in the\n"
-                          "signed-note form credbroker-audit+HASH+KEY. While the broker runs it is\n"
-                          "asked; otherwise the PKCS#11 token is opened directly (the key pair is\n"
-                          "generated in the token when there is none yet).\n"
-                          "\n"
-                          "Exit: 0, 64 usage, 69 broker unavailable, 77 no permission,\n"
-                          "78 configuration or token problem.\n",
+            [ADMIN_KEY] =
+                "Usage: credbroker audit key [-v] [--admin-socket PATH] [--config PATH]\n"
+                "\n"
+                "Prints the key that verifies the audit log's signed checkpoints, in the\n"
+                "signed-note form credbroker-audit+HASH+KEY. While the broker runs it is\n"
+                "asked; otherwise the PKCS#11 token is opened directly (the key pair is\n"
+                "generated in the token when there is none yet).\n"
+                "\n"
+                "Exit: 0, 64 usage, 69 broker unavailable, 77 no permission,\n"
+                "78 configuration or token problem.\n",
             [ADMIN_CHECKPOINT] =
                 "Usage: credbroker audit checkpoint [--admin-socket PATH] [--config PATH]\n"
                 "\n"
@@ -161,16 +162,15 @@ static int ask(int argc, char **argv, int which)
         r = admin_call(admin_socket_path(admin_socket, config_option), request, &reply);
         if (r != 0)
                 return r;
-        has_checkpoint = json_get_u64(reply, "seq", &seq) == 0 &&
-                         json_get_u64(reply, "count", &count) == 0;
+        has_checkpoint =
+            json_get_u64(reply, "seq", &seq) == 0 && json_get_u64(reply, "count", &count) == 0;
         if (has_checkpoint)
                 printf("Checkpoint: seq %llu, %llu records.\n", (unsigned long long)seq,
                        (unsigned long long)count);
         if (which == ADMIN_ROTATE)
-                printf("%s\n",
-                       cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "reopened"))
-                           ? "Started a new audit log file."
-                           : "The audit log file was not renamed: no new file.");
+                printf("%s\n", cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "reopened"))
+                                   ? "Started a new audit log file."
+                                   : "The audit log file was not renamed: no new file.");
         return 0;
 }
 
