@@ -146,7 +146,7 @@ const records = () => rawLines(h.auditLog).flatMap((l) => {
 });
 const checkpoints = () => records().filter((l) => l.event === 'checkpoint');
 const lastSeq = () => records().at(-1).seq;
-const rotated = []; // the renamed files, oldest first
+const rotated = []; // the rotated files, newest first (audit.log.1, audit.log.2, ...)
 
 test('genesis first, 0640, and `credbroker audit key` is its key, with and without a broker', { timeout: 60000 }, async () => {
   const lines = h.auditLines();
@@ -198,7 +198,9 @@ test('`credbroker audit checkpoint` replies once the checkpoint is written', { t
 test('rotation: rename + SIGHUP, and rename + `credbroker audit rotate`, start new files', { timeout: 60000 }, async () => {
   for (const how of ['sighup', 'cli']) {
     await token();
-    const oldFile = `${h.auditLog}.${rotated.length + 1}`;
+    // As logrotate does: audit.log.N -> .N+1, then audit.log -> audit.log.1.
+    for (let i = rotated.length; i >= 1; i--) fs.renameSync(`${h.auditLog}.${i}`, `${h.auditLog}.${i + 1}`);
+    const oldFile = `${h.auditLog}.1`;
     fs.renameSync(h.auditLog, oldFile);
     if (how === 'sighup') {
       h.broker.proc.kill('SIGHUP');
@@ -208,7 +210,7 @@ test('rotation: rename + SIGHUP, and rename + `credbroker audit rotate`, start n
       assert.equal(r.code, 0, r.stderr);
       assert.match(r.stdout, /Started a new audit log file/);
     }
-    rotated.unshift(oldFile);
+    rotated.push(`${h.auditLog}.${rotated.length + 1}`); // newest first: .1, .2, ...
     const old = rawLines(oldFile);
     const last = JSON.parse(old.at(-1));
     assert.equal(last.event, 'checkpoint', `${how}: the old file ends with a checkpoint`);
@@ -286,7 +288,7 @@ test('a checkpoint after audit_checkpoint_records records', { timeout: 60000 }, 
   for (let i = 0; i < 7; i++) await token();
   await waitFor('more checkpoints', () => checkpoints().length >= n0 + 2, { timeoutMs: 5000 });
   // Never more than records + 1 lines between two checkpoints (the verifier's gap rule).
-  const cps = checkpoints();
+  const cps = checkpoints().filter((c) => c.seq >= sealed.seq); // this run's, and the one before
   for (let i = 1; i < cps.length; i++) {
     assert.ok(cps[i].seq - cps[i - 1].seq <= 3 + 1 + 1, `gap between ${cps[i - 1].seq} and ${cps[i].seq}`);
   }
@@ -327,6 +329,8 @@ test('a line torn while the broker was stopped gives an audit.alarm torn_line', 
 
 test('a file truncated behind the broker\'s back gives an audit.alarm truncated', { timeout: 60000 }, async () => {
   await token();
+  // Sealed, so that no checkpoint is being written while the file is measured.
+  assert.equal((await h.adminRequest({ op: 'audit.checkpoint' })).ok, true);
   const size = fs.statSync(h.auditLog).size;
   const keep = Buffer.byteLength(rawLines(h.auditLog)[0]) + 1;
   fs.truncateSync(h.auditLog, keep);
