@@ -8,6 +8,7 @@
 
 #include "admin-inventory.h"
 #include "admin.h"
+#include "audit-checkpoint.h"
 #include "broker.h"
 #include "json.h"
 #include "log.h"
@@ -450,6 +451,76 @@ static void do_reload(struct admin_connection *c)
         admin_send(c, reply);
 }
 
+/* ---- audit.checkpoint, audit.rotate, audit.key ---- */
+
+struct checkpoint_operation {
+        struct admin_operation op;
+        bool rotate;
+};
+
+static void on_checkpoint_done(void *userdata, int r, bool reopened)
+{
+        struct checkpoint_operation *co = userdata;
+        struct broker *b = co->op.broker;
+        _cleanup_json_ cJSON *reply = NULL;
+        uint64_t seq, count;
+        bool good;
+
+        if (r < 0) {
+                admin_operation_fail(&co->op, "unavailable",
+                                     r == -ECANCELED
+                                         ? "The broker is stopping; its final checkpoint "
+                                           "seals the log."
+                                         : "The audit checkpoint could not be written; the "
+                                           "broker's log says why.");
+                free(co);
+                return;
+        }
+        reply = admin_reply_new();
+        good = reply != NULL;
+        if (good && co->rotate)
+                good = cJSON_AddBoolToObject(reply, "reopened", reopened) != NULL;
+        if (good && audit_last_checkpoint(b->audit, &seq, &count))
+                good = json_add_uint(reply, "seq", seq) && json_add_uint(reply, "count", count);
+        admin_operation_finish(&co->op, good ? reply : NULL);
+        free(co);
+}
+
+static void start_checkpoint(struct admin_connection *c, bool rotate)
+{
+        struct checkpoint_operation *co;
+
+        if (!c->broker->checkpoints) {
+                admin_send_error(c, "unavailable", "The audit log has no checkpoints here.");
+                return;
+        }
+        co = calloc(1, sizeof(*co));
+        if (!co) {
+                admin_send_error(c, "internal", "Out of memory.");
+                return;
+        }
+        co->rotate = rotate;
+        admin_operation_begin(c, &co->op);
+        audit_checkpoint_request(c->broker->checkpoints, rotate, on_checkpoint_done, co);
+}
+
+static void do_audit_key(struct admin_connection *c)
+{
+        _cleanup_json_ cJSON *reply = NULL;
+
+        if (!c->broker->checkpoints) {
+                admin_send_error(c, "unavailable", "The audit log has no checkpoints here.");
+                return;
+        }
+        reply = admin_reply_new();
+        if (reply &&
+            !cJSON_AddStringToObject(reply, "key", audit_checkpoint_key(c->broker->checkpoints))) {
+                cJSON_Delete(reply);
+                reply = NULL;
+        }
+        admin_send(c, reply);
+}
+
 /* ---- the envelope ---- */
 
 /* The account name of a request that needs one; replies bad_request and returns NULL when it is
@@ -504,6 +575,10 @@ void admin_handle(struct admin_connection *c, uint8_t *payload, size_t len)
                 start_inventory(c, NULL, reply_status);
         } else if (strcmp(op, "reload") == 0) {
                 do_reload(c);
+        } else if (strcmp(op, "audit.checkpoint") == 0 || strcmp(op, "audit.rotate") == 0) {
+                start_checkpoint(c, strcmp(op, "audit.rotate") == 0);
+        } else if (strcmp(op, "audit.key") == 0) {
+                do_audit_key(c);
         } else if (strcmp(op, "ping") == 0) {
                 _cleanup_json_ cJSON *reply = admin_reply_new();
                 admin_send(c, reply);

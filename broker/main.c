@@ -4,6 +4,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <grp.h>
 #include <getopt.h>
 #include <gnutls/gnutls.h>
 #include <signal.h>
@@ -21,6 +22,8 @@
 
 #include "admin.h"
 #include "audit-aggregate.h"
+#include "audit-checkpoint.h"
+#include "audit-journal.h"
 #include "broker.h"
 #include "hardening.h"
 #include "json.h"
@@ -118,9 +121,12 @@ static void on_signal(struct watch *w, uint32_t events)
         struct signalfd_siginfo si;
 
         while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
-                if (si.ssi_signo == SIGHUP)
+                if (si.ssi_signo == SIGHUP) {
                         reload_policy(b);
-                else
+                        /* Rotation (dist/credbroker.logrotate): a checkpoint, then a new file
+                         * if the old one was renamed. */
+                        audit_checkpoint_sighup(b->checkpoints);
+                } else
                         b->stopping = true;
         }
 }
@@ -158,6 +164,9 @@ static int setup_signals(struct broker *b)
 static int broker_open(struct broker *b)
 {
         _cleanup_secret_ struct secret *install_key = NULL;
+        _cleanup_free_ char *verifier_key = NULL;
+        struct note_key audit_key;
+        struct audit_options audit_options = {.group = (gid_t)-1};
         struct store_options store_options = {
             .module_path = b->config->module_path,
             .token_uri = b->config->token_uri,
@@ -184,12 +193,33 @@ static int broker_open(struct broker *b)
         r = store_get_install_key(b->store, &install_key);
         if (r < 0)
                 return log_error_errno(r, "Failed to get the audit fingerprint key");
-        r = audit_open(b->config->audit_log, install_key, &b->audit);
+        r = store_audit_key(b->store, &audit_key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to get the audit signing key");
+        r = note_key_format(&audit_key, &verifier_key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to format the audit verifier key");
+        audit_options.verifier_key = verifier_key;
+        if (b->config->audit_group) {
+                struct group *g = getgrnam(b->config->audit_group);
+                if (!g)
+                        return log_error_errno(ENOENT,
+                                               "No group %s for the audit log ([broker] "
+                                               "audit_group)",
+                                               b->config->audit_group);
+                audit_options.group = g->gr_gid;
+        }
+        if (b->config->audit_journal)
+                audit_journal_setup(&audit_options);
+        r = audit_open_with(b->config->audit_log, install_key, &audit_options, &b->audit);
         if (r < 0)
                 return r;
         r = audit_aggregator_new(b->audit, b->config->audit_aggregate_sec, &b->denials);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the audit log");
+        r = audit_checkpointer_new(b, &audit_key, &b->checkpoints);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the audit checkpoints");
         if (!secret_memory_locked())
                 log_warning("Secret memory could not be locked (RLIMIT_MEMLOCK, systemd "
                             "LimitMEMLOCK=): secrets stay out of core dumps but may be swapped.");
@@ -256,8 +286,14 @@ static void broker_close(struct broker *b)
         token_cache_clear(&b->cache);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
-        /* Repeated denials still counted are written before the log closes. */
+        /* Repeated denials still counted are written before the log closes, and sealed by the
+         * final checkpoint, signed here now that the store worker has stopped. */
         audit_aggregator_free(b->denials);
+        b->denials = NULL;
+        if (b->checkpoints && b->audit && !b->store_abandoned)
+                audit_checkpoint_final(b->checkpoints, b->store);
+        audit_checkpointer_free(b->checkpoints);
+        b->checkpoints = NULL;
         audit_close(b->audit);
         if (!b->store_abandoned)
                 store_close(b->store);
@@ -348,6 +384,7 @@ int main(int argc, char **argv)
                         last_tick = now;
                         stream_hub_tick(b.streams);
                         audit_aggregator_tick(b.denials);
+                        audit_checkpoint_tick(b.checkpoints);
                 }
         }
 #if HAVE_SYSTEMD
