@@ -24,7 +24,7 @@ static bool streq_ptr(const char *a, const char *b)
 static void hex(const uint8_t *d, size_t n, char *out)
 {
         for (size_t i = 0; i < n; i++)
-                sprintf(out + 2 * i, "%02x", d[i]);
+                snprintf(out + 2 * i, 3, "%02x", d[i]);
 }
 
 /* Parses every line; returns how many there are, or -1 if one is not a v1 record whose seq
