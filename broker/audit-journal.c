@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/uio.h>
 
 #if HAVE_SYSTEMD
@@ -15,6 +16,7 @@
 #endif
 
 #include "json.h"
+#include "log.h"
 #include "util.h"
 
 static const struct {
@@ -160,6 +162,12 @@ static void mirror(void *userdata, const char *line, size_t len, uint64_t seq, c
 void audit_journal_setup(struct audit_options *o)
 {
 #if HAVE_SYSTEMD
+        /* Without journald (a container, a test machine) every record would be parsed and
+         * sent for nothing: mirror only when its socket is there at start. */
+        if (access("/run/systemd/journal/socket", F_OK) < 0) {
+                log_info("journald is not running: the audit log is not mirrored to it.");
+                return;
+        }
         o->mirror = mirror;
 #else
         (void)o;

@@ -22,6 +22,7 @@
 
 struct audit {
         int fd;
+        gnutls_hash_hd_t hash; /* SHA-256 of each line, reset after each */
         char *path;
         uint64_t seq; /* of the next record */
         uint8_t head[32];
@@ -245,6 +246,10 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
         if (!a)
                 return -ENOMEM;
         a->o = o ? *o : (struct audit_options){.group = (gid_t)-1};
+        if (gnutls_hash_init(&a->hash, GNUTLS_DIG_SHA256) < 0) {
+                free(a);
+                return -ENOMEM;
+        }
         a->path = strdup(path);
         a->fd = open_file(path, 0, a->o.group);
         if (!a->path || a->fd < 0) {
@@ -298,6 +303,7 @@ void audit_close(struct audit *a)
         if (!a)
                 return;
         safe_close(a->fd);
+        gnutls_hash_deinit(a->hash, NULL);
         secret_free(a->key);
         free(a->path);
         free(a->note);
@@ -474,7 +480,6 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
                   sizeof(prev_key) + 64 + 2 + 1];
         char time[25], seq[21], hash_hex[65];
         size_t head_len = 0, seq_len, total;
-        gnutls_hash_hd_t h;
         uint8_t digest[32];
         ssize_t n;
 
@@ -529,13 +534,11 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
                         (void)!ftruncate(a->fd, st.st_size - n);
                 return log_error_errno(err, "Failed to write the audit log");
         }
-        if (gnutls_hash_init(&h, GNUTLS_DIG_SHA256) < 0)
-                memset(digest, 0, sizeof(digest));
-        else {
-                (void)gnutls_hash(h, head, head_len);
-                (void)gnutls_hash(h, body + 1, body_len - 1);
-                gnutls_hash_deinit(h, digest);
-        }
+        /* One context for the log's life: gnutls_hash_output() resets it, so no record pays
+         * for setting one up. */
+        (void)gnutls_hash(a->hash, head, head_len);
+        (void)gnutls_hash(a->hash, body + 1, body_len - 1);
+        gnutls_hash_output(a->hash, digest);
         memcpy(a->head, digest, 32);
         a->size += total;
         if (a->o.mirror) {

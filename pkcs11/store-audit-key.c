@@ -342,12 +342,21 @@ int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[
 
         if (!s || (!body && len > 0) || !sig || !ret_len)
                 return -EINVAL;
-        r = find_audit_key(s, &key);
-        if (r == -ENOENT)
-                return log_error_errno(ENOKEY, "Token \"%s\" has no audit key \"%s\".",
-                                       s->token_label, AUDIT_KEY_LABEL);
-        if (r < 0)
-                return r;
+        if (s->audit_key_handle != CK_INVALID_HANDLE && s->session_open &&
+            s->audit_key_session == s->session) {
+                key.private_key = s->audit_key_handle;
+                key.pub.type = s->audit_key_type;
+        } else {
+                r = find_audit_key(s, &key);
+                if (r == -ENOENT)
+                        return log_error_errno(ENOKEY, "Token \"%s\" has no audit key \"%s\".",
+                                               s->token_label, AUDIT_KEY_LABEL);
+                if (r < 0)
+                        return r;
+                s->audit_key_session = s->session;
+                s->audit_key_handle = key.private_key;
+                s->audit_key_type = key.pub.type;
+        }
         if (key.pub.type == NOTE_KEY_ECDSA_P256) {
                 e = gnutls_hash_fast(GNUTLS_DIG_SHA256, body, len, digest);
                 if (e < 0)
@@ -360,6 +369,7 @@ int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[
 
         rv = s->module->C_SignInit(s->session, &mechanism, key.private_key);
         if (rv != CKR_OK) {
+                s->audit_key_handle = CK_INVALID_HANDLE; /* found again next time */
                 store_note_rv(s, rv);
                 return ck_fail(s, "C_SignInit", AUDIT_KEY_LABEL, rv);
         }
