@@ -1,6 +1,7 @@
 /* The audit log verifier's core: one pass over the lines of the log files (oldest first),
  * checking the hash chain, seq numbering, checkpoints and their signed notes (docs/audit.md).
- * Memory is bounded: the hashes of the last RING_SIZE records, for checkpoint heads. */
+ * Memory is bounded: the hashes of the last NOTE_MAX_LAG(checkpoint_records) records (at least
+ * RING_MIN), for checkpoint heads. */
 #include "audit-chain.h"
 
 #include <cjson/cJSON.h>
@@ -12,9 +13,9 @@
 
 #include "cleanup.h"
 
-#define RING_SIZE 16384              /* a checkpoint's head is at most this many records back */
-#define PENDING   3                  /* decided by the next line */
-#define MAX_SEQ   9007199254740992.0 /* 2^53: seq is a JSON number */
+#define RING_MIN 16384              /* a checkpoint's head may be this many records back */
+#define PENDING  3                  /* decided by the next line */
+#define MAX_SEQ  9007199254740992.0 /* 2^53: seq is a JSON number */
 
 struct where {
         size_t file;
@@ -49,8 +50,9 @@ struct chain {
         uint64_t last_seq, first_seq, records;
         uint8_t last_hash[32];
         struct where last_where;
-        bool have_anchor;
-        uint64_t anchor_seq;
+        bool have_base;
+        uint64_t base_count;     /* the latest checkpoint's count (0 at a genesis) */
+        uint64_t last_plain_seq; /* of the latest record that is not a checkpoint or file.start */
         char *last_note;
         uint64_t cp_seq, cp_count;
         uint8_t cp_head[32];
@@ -64,6 +66,7 @@ struct chain {
         bool pending_no_newline, pending_too_long;
         bool expect_seen;
         struct ring_entry *ring;
+        size_t ring_size;
         int status;
         char message[1024];
 };
@@ -74,7 +77,10 @@ int chain_new(const struct chain_options *o, struct chain **ret)
 
         if (!c)
                 return -ENOMEM;
-        c->ring = calloc(RING_SIZE, sizeof(*c->ring));
+        c->ring_size = RING_MIN;
+        if (o->checkpoint_records && NOTE_MAX_LAG(o->checkpoint_records) > RING_MIN)
+                c->ring_size = (size_t)NOTE_MAX_LAG(o->checkpoint_records);
+        c->ring = calloc(c->ring_size, sizeof(*c->ring));
         if (!c->ring) {
                 free(c);
                 return -ENOMEM;
@@ -262,10 +268,10 @@ static int check_head(struct chain *c, const struct note_checkpoint *cp, struct 
                               "checkpoint does not match the chain (count %" PRIu64 ")", cp->count);
         if (cp->count - 1 < c->first_seq)
                 return 0; /* before the first file given: nothing to compare with */
-        e = &c->ring[(cp->count - 1) % RING_SIZE];
+        e = &c->ring[(cp->count - 1) % c->ring_size];
         if (e->used && e->seq == cp->count - 1 && memcmp(e->hash, cp->head, 32) == 0)
                 return 0;
-        for (size_t i = 0; i < RING_SIZE; i++)
+        for (size_t i = 0; i < c->ring_size; i++)
                 if (c->ring[i].used && memcmp(c->ring[i].hash, cp->head, 32) == 0)
                         return report(c, CHAIN_BROKEN, w, seq,
                                       "checkpoint does not match the chain (its head, for "
@@ -304,15 +310,28 @@ static int check_checkpoint(struct chain *c, const struct record *r, struct wher
         k = check_head(c, &cp, w, r->seq);
         if (k != 0)
                 return k;
-        if (c->have_anchor && r->seq - c->anchor_seq - 1 > c->o.checkpoint_records + 1)
+        /* The broker asks for a checkpoint every checkpoint_records records, signed or not yet:
+         * consecutive notes' counts are at most that far apart, and one more is allowed (a
+         * writer that counts n records after the genesis; common/signed-note.h). */
+        if (c->have_base && cp.count > c->base_count &&
+            cp.count - c->base_count > c->o.checkpoint_records + 1)
                 return report(c, CHAIN_BROKEN, w, r->seq,
-                              "gap between checkpoints longer than configured (%" PRIu64
-                              " records since seq %" PRIu64 "; at most %" PRIu64 ")",
-                              r->seq - c->anchor_seq - 1, c->anchor_seq,
+                              "gap between checkpoints longer than configured (this one covers "
+                              "%" PRIu64 " records, the one before %" PRIu64 ": %" PRIu64
+                              " apart; at most %" PRIu64 ")",
+                              cp.count, c->base_count, cp.count - c->base_count,
                               c->o.checkpoint_records + 1);
-        c->have_anchor = true;
-        c->anchor_seq = r->seq;
-        c->unsealed = false;
+        if (!c->have_base || cp.count > c->base_count)
+                c->base_count = cp.count;
+        c->have_base = true;
+        /* Sealed when the note covers every record that needs it; records written while its
+         * signature was made are the next one's. */
+        if (c->unsealed && cp.count > c->last_plain_seq)
+                c->unsealed = false;
+        else if (c->unsealed && c->unsealed_seq < cp.count) {
+                c->unsealed_seq = cp.count;
+                c->unsealed_where = w;
+        }
         free(c->last_note);
         c->last_note = strdup(note);
         c->cp_seq = r->seq;
@@ -338,9 +357,9 @@ static int check_file_start(struct chain *c, const struct record *r, struct wher
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (file.start repeats another "
                               "checkpoint than the last one)");
-        if (!c->have_anchor) {
-                c->have_anchor = true;
-                c->anchor_seq = r->seq;
+        if (!c->have_base) {
+                c->have_base = true;
+                c->base_count = cp.count;
         }
         return 0;
 }
@@ -382,10 +401,10 @@ static int check_genesis(struct chain *c, const struct record *r, struct where w
         if (c->started && c->unsealed)
                 c->old_chain_unsealed = true;
         c->unsealed = false;
-        memset(c->ring, 0, RING_SIZE * sizeof(*c->ring));
+        memset(c->ring, 0, c->ring_size * sizeof(*c->ring));
         memcpy(c->log_id, log_id, 33);
-        c->have_anchor = true;
-        c->anchor_seq = 0;
+        c->have_base = true;
+        c->base_count = 0;
         c->first_seq = 0;
         free(c->last_note);
         c->last_note = NULL;
@@ -457,6 +476,7 @@ static int check_role(struct chain *c, const struct record *r, struct where w)
                 return check_checkpoint(c, r, w);
         if (strcmp(r->event, "file.start") == 0)
                 return check_file_start(c, r, w);
+        c->last_plain_seq = r->seq;
         if (!c->unsealed) {
                 c->unsealed = true;
                 c->unsealed_seq = r->seq;
@@ -490,8 +510,8 @@ static int check_record(struct chain *c, const struct record *r, const uint8_t h
         c->last_seq = r->seq;
         memcpy(c->last_hash, hash, 32);
         c->last_where = w;
-        c->ring[r->seq % RING_SIZE] = (struct ring_entry){.seq = r->seq, .used = true};
-        memcpy(c->ring[r->seq % RING_SIZE].hash, hash, 32);
+        c->ring[r->seq % c->ring_size] = (struct ring_entry){.seq = r->seq, .used = true};
+        memcpy(c->ring[r->seq % c->ring_size].hash, hash, 32);
         c->records++;
         c->file_first_record = false;
         return 0;

@@ -20,8 +20,10 @@ struct chain_options {
         bool expect_head;
         uint64_t expect_seq;
         uint8_t expect_hash[32];
-        uint64_t checkpoint_records; /* gap: more than this + 1 records between checkpoints */
-        FILE *warnings;              /* NULL: none */
+        /* gap: consecutive checkpoints' counts more than this apart; also sizes the memory of
+         * record hashes (NOTE_MAX_LAG) */
+        uint64_t checkpoint_records;
+        FILE *warnings; /* NULL: none */
 };
 
 struct chain;

@@ -39,7 +39,10 @@ static void usage(FILE *f)
               "                          genesis record's key is trusted on first use\n"
               "  --expect-head SEQ:HASH  the record SEQ must be present with this SHA-256 (hex\n"
               "                          or base64): a checkpoint shipped off the host\n"
-              "  --checkpoint-records N  the broker's audit_checkpoint_records (default 1000)\n"
+              "  --config PATH           the broker's configuration: its audit_log and\n"
+              "                          audit_checkpoint_records\n"
+              "  --checkpoint-records N  instead of the configuration's audit_checkpoint_records\n"
+              "                          (1000 when no configuration applies)\n"
               "Exit status: 0 intact and sealed, 1 broken, 2 intact but unsealed or truncated.\n",
               f);
 }
@@ -206,9 +209,10 @@ static int parse_options(int argc, char **argv, struct chain_options *o, struct 
                         *config = optarg;
                         break;
                 case 'r':
-                        if (parse_u64(optarg, &o->checkpoint_records) < 0)
+                        if (parse_u64(optarg, &o->checkpoint_records) < 0 ||
+                            o->checkpoint_records < 1 || o->checkpoint_records > 100000)
                                 return fprintf(stderr, "credbroker: --checkpoint-records: "
-                                                       "not a number\n"),
+                                                       "want 1-100000\n"),
                                        -EINVAL;
                         break;
                 case 'h':
@@ -221,16 +225,32 @@ static int parse_options(int argc, char **argv, struct chain_options *o, struct 
         return 0;
 }
 
-static int configured_files(const char *config_option, struct rotated *files, size_t *ret_n)
+/* The configuration --config (or $CREDBROKER_CONFIG, or the default path) names; NULL with 0
+ * when none applies: no --config and nothing at the default path. */
+static int load_config(const char *config_option, struct config **ret)
 {
-        _cleanup_(config_freep) struct config *config = NULL;
         const char *path = cli_config_path(config_option);
+
+        *ret = NULL;
+        if (!config_option && access(path, F_OK) < 0 && errno == ENOENT)
+                return 0;
+        return config_load(path, true, ret) < 0 ? -EINVAL : 0;
+}
+
+static int configured_files(const struct config *config, struct rotated *files, size_t *ret_n)
+{
+        const char *path = cli_config_path(NULL);
         int r;
 
-        if (config_load(path, true, &config) < 0)
+        if (!config) {
+                fprintf(stderr,
+                        "credbroker: no configuration at %s names the audit log: give "
+                        "FILEs or --config\n",
+                        path);
                 return -EINVAL;
+        }
         if (!config->audit_log || !*config->audit_log) {
-                fprintf(stderr, "credbroker: %s names no audit_log\n", path);
+                fprintf(stderr, "credbroker: the configuration names no audit_log\n");
                 return -EINVAL;
         }
         r = default_files(config->audit_log, files, ret_n);
@@ -258,8 +278,8 @@ static int verify_files(struct chain *c, char **paths, size_t n)
 
 int audit_verify_main(int argc, char **argv)
 {
-        struct chain_options o = {.checkpoint_records = CHAIN_CHECKPOINT_RECORDS_DEFAULT,
-                                  .warnings = stderr};
+        struct chain_options o = {.warnings = stderr};
+        _cleanup_(config_freep) struct config *cfg = NULL;
         struct rotated *files = NULL;
         struct note_key key;
         const char *config = NULL;
@@ -271,11 +291,17 @@ int audit_verify_main(int argc, char **argv)
         r = parse_options(argc, argv, &o, &key, &config);
         if (r != 0)
                 return r > 0 ? 0 : EXIT_USAGE;
+        if (load_config(config, &cfg) < 0)
+                return CHAIN_BROKEN;
+        /* The gap rule is the broker's: --checkpoint-records, else its configuration's. */
+        if (!o.checkpoint_records)
+                o.checkpoint_records =
+                    cfg ? cfg->audit_checkpoint_records : CHAIN_CHECKPOINT_RECORDS_DEFAULT;
         paths = argv + optind;
         n = (size_t)(argc - optind);
         if (n == 0) {
                 files = calloc(MAX_FILES, sizeof(*files));
-                if (!files || configured_files(config, files, &n) < 0)
+                if (!files || configured_files(cfg, files, &n) < 0)
                         return free(files), CHAIN_BROKEN;
                 paths = calloc(n + 1, sizeof(*paths));
                 for (size_t i = 0; paths && i < n; i++)

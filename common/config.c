@@ -209,7 +209,7 @@ static int config_set(struct config *c, const char *section, const char *key, ch
         if (strcmp(section, "broker") == 0 && strcmp(key, "audit_checkpoint_records") == 0)
                 return parse_u32(value, &c->audit_checkpoint_records) < 0 ||
                                c->audit_checkpoint_records < 1 ||
-                               c->audit_checkpoint_records > 1000000
+                               c->audit_checkpoint_records > 100000
                            ? -EINVAL
                            : 0;
         if (strcmp(section, "broker") == 0 && strcmp(key, "audit_group") == 0)

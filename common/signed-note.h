@@ -9,6 +9,18 @@
 #define NOTE_KEY_NAME "credbroker-audit"
 #define NOTE_MAX_LEN  1024
 
+/* What the broker guarantees about its checkpoints and the verifier checks (docs/audit.md), with
+ * n = [broker] audit_checkpoint_records:
+ * - the counts of consecutive checkpoints of a chain (from 0 at its genesis) are at most n
+ *   apart: one is asked for every n records, whether or not earlier signatures are back (the
+ *   verifier allows n + 1);
+ * - at most NOTE_PENDING_MAX signatures are outstanding (beyond that, one that is due is skipped
+ *   and the gap is reported);
+ * - a checkpoint record comes at most NOTE_MAX_LAG(n) records after the count its note covers
+ *   (a later signature is dropped), so the verifier keeps that many records' hashes. */
+#define NOTE_PENDING_MAX 8
+#define NOTE_MAX_LAG(n)  ((NOTE_PENDING_MAX + 2) * (uint64_t)(n) + 64)
+
 enum note_key_type { NOTE_KEY_ED25519 = 0x01, NOTE_KEY_ECDSA_P256 = 0x02 };
 
 struct note_key {

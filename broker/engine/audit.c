@@ -28,10 +28,11 @@ struct audit {
         uint8_t head[32];
         char log_id[33];
         char boot_id[33];
-        uint64_t size; /* what the file holds as far as the broker knows */
-        uint64_t unsealed;
-        bool need_genesis; /* the genesis could not be written yet (a full disk) */
-        char *note;        /* the latest checkpoint's */
+        uint64_t size;      /* what the file holds as far as the broker knows */
+        uint64_t unsealed;  /* records since the last checkpoint was asked for */
+        uint64_t requested; /* the count the last checkpoint asked for covers */
+        bool need_genesis;  /* the genesis could not be written yet (a full disk) */
+        char *note;         /* the latest checkpoint's */
         bool have_checkpoint;
         uint64_t checkpoint_seq, checkpoint_count; /* the latest checkpoint record's */
         struct secret *key;
@@ -140,6 +141,7 @@ static int write_genesis(struct audit *a)
                 return -EIO;
         hex(id, sizeof(id), a->log_id);
         a->seq = 0;
+        a->requested = 0;
         memset(a->head, 0, sizeof(a->head));
         if (!json || !json_add_string_ref(json, "event", "genesis") ||
             !json_add_string_ref(json, "log_id", a->log_id) ||
@@ -208,8 +210,9 @@ static int read_chain(struct audit *a, int rfd)
                 r = 1;
         else {
                 a->seq = seq + 1;
-                /* Records a crash left unsealed are sealed by the next checkpoint. */
+                /* Records a crash left unsealed are sealed at start (audit_catch_up()). */
                 a->unsealed = sealed ? 0 : 1;
+                a->requested = a->seq;
                 if (count != UINT64_MAX) {
                         a->have_checkpoint = true;
                         a->checkpoint_seq = seq;
@@ -310,10 +313,17 @@ void audit_close(struct audit *a)
         free(a);
 }
 
-void audit_chain_head(const struct audit *a, uint64_t *ret_count, uint8_t head[static 32])
+void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 32])
 {
         *ret_count = a->seq;
         memcpy(head, a->head, 32);
+        a->requested = a->seq;
+        a->unsealed = 0;
+}
+
+uint64_t audit_next_seq(const struct audit *a)
+{
+        return a->seq;
 }
 
 const char *audit_log_id(const struct audit *a)
@@ -450,6 +460,15 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
         return 0;
 }
 
+/* Every hook_every records (checkpoint records included) since the last checkpoint was asked
+ * for, whether or not its signature is back: the notes' counts are then at most hook_every
+ * apart (docs/audit.md). */
+static void maybe_hook(struct audit *a)
+{
+        if (a->hook && a->hook_every && a->seq - a->requested >= a->hook_every)
+                a->hook(a->hook_userdata);
+}
+
 /* Writes what remains of iov after its first done bytes; returns what write() returned. */
 static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t done)
 {
@@ -572,8 +591,7 @@ int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
         if (r < 0)
                 return r;
         a->unsealed++;
-        if (a->hook && a->hook_every && a->unsealed % a->hook_every == 0)
-                a->hook(a->hook_userdata);
+        maybe_hook(a);
         return 0;
 }
 
@@ -616,8 +634,9 @@ int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[s
         a->have_checkpoint = true;
         a->checkpoint_seq = a->seq - 1;
         a->checkpoint_count = count;
-        /* Records written while the signature was made are covered by the next one. */
-        a->unsealed = a->seq - 1 > count ? a->seq - 1 - count : 0;
+        /* Records written while the signature was made count in unsealed already: they are
+         * covered by the next checkpoint. */
+        maybe_hook(a);
         return 0;
 }
 
@@ -649,6 +668,7 @@ int audit_reopen(struct audit *a, bool *ret_reopened)
         if (r < 0)
                 return r;
         log_info("Audit log reopened at %s after rotation.", a->path);
+        maybe_hook(a);
         return 0;
 }
 
@@ -669,6 +689,7 @@ int audit_check_truncation(struct audit *a)
                   a->path, (uint64_t)st.st_size, expected);
         a->size = (uint64_t)st.st_size;
         r = write_alarm(a, "truncated", expected, (uint64_t)st.st_size);
+        maybe_hook(a);
         return r < 0 ? r : 1;
 }
 
@@ -684,4 +705,143 @@ int audit_write(struct audit *a, const struct audit_record *r)
         e = audit_write_prepared(a, body, len);
         json_free_string(body);
         return e;
+}
+
+/* The decimal number at the start of s (at most 19 digits, so no overflow). */
+static bool parse_u64_prefix(const char *s, uint64_t *ret)
+{
+        uint64_t v = 0;
+        size_t i = 0;
+
+        for (; i < 19 && s[i] >= '0' && s[i] <= '9'; i++)
+                v = v * 10 + (uint64_t)(s[i] - '0');
+        *ret = v;
+        return i > 0;
+}
+
+/* The count a chain's record sets as the base of the checkpoints after it: a checkpoint's count,
+ * the count of the note a file.start repeats, 0 for a genesis; -ENOENT for any other record. */
+static int base_of(const char *line, size_t len, uint64_t *ret)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        const char *event, *note, *nl;
+
+        if (!memmem(line, len, "\"event\":\"checkpoint\"", 20) &&
+            !memmem(line, len, "\"event\":\"file.start\"", 20) &&
+            !memmem(line, len, "\"event\":\"genesis\"", 17))
+                return -ENOENT;
+        if (json_parse(line, len, &json) < 0 || !(event = json_get_string(json, "event")))
+                return -ENOENT;
+        if (strcmp(event, "genesis") == 0) {
+                *ret = 0;
+                return 0;
+        }
+        if (strcmp(event, "checkpoint") == 0)
+                return json_get_u64(json, "count", ret) < 0 ? -ENOENT : 0;
+        note = json_get_string(json, "checkpoint");
+        nl = note ? strchr(note, '\n') : NULL;
+        return nl && parse_u64_prefix(nl + 1, ret) ? 0 : -ENOENT;
+}
+
+/* A v1 line's seq from its fixed prefix, without parsing the rest. */
+static bool seq_of(const char *line, size_t len, uint64_t *ret)
+{
+        static const char prefix[] = "{\"v\":1,\"seq\":";
+
+        return len > sizeof(prefix) && memcmp(line, prefix, sizeof(prefix) - 1) == 0 &&
+               parse_u64_prefix(line + sizeof(prefix) - 1, ret);
+}
+
+static bool is_role(const char *line, size_t len)
+{
+        return memmem(line, len, "\"event\":\"checkpoint\"", 20) ||
+               memmem(line, len, "\"event\":\"file.start\"", 20);
+}
+
+/* Forward from the first record with seq >= base: every n-th count and its head, and whether a
+ * record that is not a checkpoint or file.start has seq >= base (it needs a seal). */
+static int collect(const char *from, const char *end, uint64_t base, uint64_t n,
+                   struct audit_catch_up *ret)
+{
+        uint64_t next = base + n;
+
+        while (from < end) {
+                const char *nl = memchr(from, '\n', (size_t)(end - from));
+                size_t len = nl ? (size_t)(nl - from) : (size_t)(end - from);
+                uint64_t seq;
+
+                if (seq_of(from, len, &seq) && seq >= base) {
+                        if (!is_role(from, len))
+                                ret->unsealed = true;
+                        if (seq + 1 >= next) {
+                                struct audit_head *more = reallocarray(ret->heads, ret->n + 1,
+                                                                       sizeof(*ret->heads));
+                                if (!more)
+                                        return -ENOMEM;
+                                ret->heads = more;
+                                ret->heads[ret->n].count = seq + 1;
+                                sha256(from, len, ret->heads[ret->n].head);
+                                ret->n++;
+                                next = seq + 1 + n;
+                        }
+                }
+                from += len + 1;
+        }
+        return 0;
+}
+
+/* Going back from end (the "\n" of the last whole line): the latest checkpoint, file.start or
+ * genesis and the count it sets, then back to the first record with seq >= that count. */
+static const char *find_base(const char *data, const char *end, uint64_t max_back,
+                             uint64_t *ret_base)
+{
+        const char *line = end, *found = NULL;
+        uint64_t lines = 0, seq;
+
+        while (line > data && lines++ <= max_back) {
+                const char *start = line_before(data, line);
+                size_t len = (size_t)(line - start);
+                if (!found && base_of(start, len, ret_base) == 0) {
+                        found = start;
+                        if (*ret_base == 0)
+                                return found; /* a genesis: nothing of this chain before it */
+                }
+                if (found && (!seq_of(start, len, &seq) || seq < *ret_base))
+                        return found;
+                if (found)
+                        found = start;
+                line = start > data ? start - 1 : data;
+        }
+        return found && line <= data ? found : NULL;
+}
+
+int audit_catch_up(struct audit *a, uint64_t n, uint64_t max_back, struct audit_catch_up *ret)
+{
+        _cleanup_close_ int fd = open(a->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        const char *data, *end, *from;
+        uint64_t base = 0;
+        struct stat st;
+        int r = 0;
+
+        *ret = (struct audit_catch_up){.unsealed = a->unsealed > 0};
+        if (n == 0 || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+                return 0;
+        data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (data == MAP_FAILED)
+                return 0;
+        end = data + st.st_size;
+        if (end[-1] == '\n')
+                end--;
+        else {
+                /* A torn last line is no record. */
+                from = line_before(data, end);
+                end = from > data ? from - 1 : data;
+        }
+        from = find_base(data, end, max_back, &base);
+        if (from) {
+                ret->unsealed = false;
+                r = collect(from, end, base, n, ret);
+        }
+        munmap((void *)data, (size_t)st.st_size);
+        return r;
 }

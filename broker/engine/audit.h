@@ -58,21 +58,41 @@ static inline int audit_open(const char *path, const struct secret *key, struct 
 }
 void audit_close(struct audit *a);
 
-/* The chain as it is now: count = seq of the next record, head = SHA-256 of the last line. */
-void audit_chain_head(const struct audit *a, uint64_t *ret_count, uint8_t head[static 32]);
+/* The chain as it is now, for a checkpoint being asked for: count = seq of the next record,
+ * head = SHA-256 of the last line. Unsealed records start again from 0, and the hook's count
+ * from count. */
+void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 32]);
+/* The seq the next record gets. */
+uint64_t audit_next_seq(const struct audit *a);
 const char *audit_log_id(const struct audit *a);
-/* Records written since the last checkpoint record (0: the chain is sealed). */
+/* Records (other than checkpoints) written since the last checkpoint was asked for (0: the
+ * chain is sealed, or will be once the signatures asked for are back). */
 uint64_t audit_unsealed(const struct audit *a);
 /* The latest checkpoint record's seq and count (this run's, or the log's last line at start);
  * false when none is known. */
 bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *ret_count);
-/* Called (on the loop, after the write) each time the unsealed records reach n. */
+/* Called (on the loop, after the write) each time n records (any, checkpoints included) were
+ * written since the last audit_chain_mark(), until the hook marks the chain. */
 void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
                                void *userdata);
 /* Appends a checkpoint record for a note signed over count and head; the note is kept for the
  * next file.start. */
 int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[static 32],
                            const char *note);
+struct audit_head {
+        uint64_t count;
+        uint8_t head[32];
+};
+struct audit_catch_up {
+        struct audit_head *heads; /* malloc()ed, oldest first */
+        size_t n;
+        bool unsealed; /* records after the latest checkpoint's count need a seal */
+};
+/* At start: the checkpoints a previous run asked for but did not write (it stopped before their
+ * signatures were back). Going back from the end of the file to the latest checkpoint, file.start
+ * or genesis (at most max_back lines: otherwise none, and unsealed), the count and head of every
+ * n-th record after the count it sets. */
+int audit_catch_up(struct audit *a, uint64_t n, uint64_t max_back, struct audit_catch_up *ret);
 /* Rotation: when the path no longer names the open file (renamed by logrotate), opens a new file
  * (O_EXCL) at the path and starts it with a file.start record. *ret_reopened says which. */
 int audit_reopen(struct audit *a, bool *ret_reopened);
