@@ -69,10 +69,20 @@ test('under load, a checkpoint every audit_checkpoint_records records while sign
   await h.stopBroker();
   const r = await verify();
   assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
-  // The rule is on: with a smaller interval than the broker's the same log has gaps.
+  // The rule is on, and its interval is the configuration's: with a smaller one, from the
+  // configuration or from --checkpoint-records, the same log has gaps.
   const strict = await verify(['--checkpoint-records', String(N / 2)]);
   assert.equal(strict.code, 1, strict.stdout);
   assert.match(strict.stdout, /gap between checkpoints longer than configured/);
+  h.opts.config.broker.audit_checkpoint_records = N / 2;
+  h.writeConfig();
+  const configured = await verify();
+  assert.equal(configured.code, 1, configured.stdout);
+  assert.match(configured.stdout, /gap between checkpoints longer than configured/);
+  const overridden = await verify(['--checkpoint-records', String(N)]);
+  assert.equal(overridden.code, 0, overridden.stdout);
+  h.opts.config.broker.audit_checkpoint_records = N;
+  h.writeConfig();
 });
 
 test('killed with signatures outstanding, the broker writes the checkpoints it owed at start', {
