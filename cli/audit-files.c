@@ -255,7 +255,8 @@ int audit_files_list(const char *log, char ***ret)
         r = find_rotated(slash ? dir : ".", base, &rot, &n);
         if (r < 0)
                 return r;
-        qsort(rot, n, sizeof(*rot), by_number_desc);
+        if (n > 0)
+                qsort(rot, n, sizeof(*rot), by_number_desc);
         files = calloc(n + 2, sizeof(char *));
         for (size_t i = 0; files && i < n; i++)
                 if (asprintf(&files[i], "%.*s%s", (int)(base - log), log, rot[i].name) < 0)

@@ -420,9 +420,9 @@ static void seal_at_start(struct audit_checkpointer *c, struct store *store)
                 up = (struct audit_catch_up){.unsealed = true};
         for (size_t i = 0; i < up.n; i++) {
                 struct entry *e = calloc(1, sizeof(*e));
-                if (!e || note_checkpoint_body(audit_log_id(c->b->audit), up.heads[i].count,
-                                               up.heads[i].head, now_realtime_usec(),
-                                               &e->body) < 0) {
+                if (!e ||
+                    note_checkpoint_body(audit_log_id(c->b->audit), up.heads[i].count,
+                                         up.heads[i].head, now_realtime_usec(), &e->body) < 0) {
                         free(e);
                         break;
                 }

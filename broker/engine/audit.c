@@ -129,6 +129,7 @@ static bool find_log_id(const char *data, const char *end, char out[static 33])
 }
 
 static int write_line(struct audit *a, const char *event_body, size_t len);
+static int base_of(const char *line, size_t len, uint64_t *ret);
 
 static int write_genesis(struct audit *a)
 {
@@ -212,7 +213,10 @@ static int read_chain(struct audit *a, int rfd)
                 a->seq = seq + 1;
                 /* Records a crash left unsealed are sealed at start (audit_catch_up()). */
                 a->unsealed = sealed ? 0 : 1;
-                a->requested = a->seq;
+                /* The next checkpoint falls due n records after the count the last one covers
+                 * (the checkpoint record itself is one of them). */
+                if (base_of(last, (size_t)(end - last), &a->requested) < 0)
+                        a->requested = a->seq;
                 if (count != UINT64_MAX) {
                         a->have_checkpoint = true;
                         a->checkpoint_seq = seq;
@@ -726,6 +730,8 @@ static int base_of(const char *line, size_t len, uint64_t *ret)
         _cleanup_json_ cJSON *json = NULL;
         const char *event, *note, *nl;
 
+        if (!line || len < 20)
+                return -ENOENT;
         if (!memmem(line, len, "\"event\":\"checkpoint\"", 20) &&
             !memmem(line, len, "\"event\":\"file.start\"", 20) &&
             !memmem(line, len, "\"event\":\"genesis\"", 17))
@@ -774,8 +780,8 @@ static int collect(const char *from, const char *end, uint64_t base, uint64_t n,
                         if (!is_role(from, len))
                                 ret->unsealed = true;
                         if (seq + 1 >= next) {
-                                struct audit_head *more = reallocarray(ret->heads, ret->n + 1,
-                                                                       sizeof(*ret->heads));
+                                struct audit_head *more =
+                                    reallocarray(ret->heads, ret->n + 1, sizeof(*ret->heads));
                                 if (!more)
                                         return -ENOMEM;
                                 ret->heads = more;

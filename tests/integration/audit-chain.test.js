@@ -274,16 +274,17 @@ test('a checkpoint after audit_checkpoint_records records', { timeout: 60000 }, 
   h.opts.config.broker.audit_checkpoint_records = 3;
   h.writeConfig();
   await h.startBroker();
-  // The file ends with the previous run's final checkpoint: the third record after it (a token
-  // after a restart may write a refresh record too) brings the next checkpoint, not earlier.
+  // The file ends with the previous run's final checkpoint: the third record after the count it
+  // covers (its own record is the first; a token after a restart may write a refresh record too)
+  // brings the next checkpoint, not earlier.
   const sealed = records().at(-1);
   assert.equal(sealed.event, 'checkpoint');
-  while (lastSeq() < sealed.seq + 3) {
+  while (lastSeq() + 1 < sealed.count + 3) {
     assert.equal(checkpoints().at(-1).seq, sealed.seq, `no checkpoint before 3 records (at seq ${lastSeq()})`);
     await token();
   }
   await waitFor('a checkpoint after 3 records', () => checkpoints().at(-1).seq > sealed.seq, { timeoutMs: 5000 });
-  assert.equal(checkpoints().at(-1).count, sealed.seq + 4, 'it covers exactly the 3 records after the last one');
+  assert.equal(checkpoints().at(-1).count, sealed.count + 3, 'it covers exactly 3 records more than the last one');
   const n0 = checkpoints().length;
   for (let i = 0; i < 7; i++) await token();
   await waitFor('more checkpoints', () => checkpoints().length >= n0 + 2, { timeoutMs: 5000 });
