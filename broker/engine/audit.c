@@ -492,6 +492,23 @@ static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t 
         return writev(fd, rest, (int)n);
 }
 
+/* The journald mirror: the line without "\n" put together for it only (not on the fast path
+ * otherwise). */
+static void mirror(struct audit *a, const char *head, size_t head_len, const char *rest,
+                   size_t rest_len, const uint8_t digest[static 32])
+{
+        char hash_hex[65], *line = malloc(head_len + rest_len + 1);
+
+        if (!line)
+                return;
+        hex(digest, 32, hash_hex);
+        memcpy(line, head, head_len);
+        memcpy(line + head_len, rest, rest_len);
+        line[head_len + rest_len] = 0;
+        a->o.mirror(a->o.mirror_userdata, line, head_len + rest_len, a->seq, hash_hex);
+        free(line);
+}
+
 /* Writes {"v":1,"seq":N,"time":"…","boot_id":"…","prev":"…",<members of body>}\n with one
  * writev(); body is a whole object printed by cJSON, so every string in it is escaped. The line
  * is hashed in its pieces, never copied. */
@@ -501,7 +518,7 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
                           boot_key[] = "\",\"boot_id\":\"", prev_key[] = "\",\"prev\":\"";
         char head[sizeof(v_key) + 20 + sizeof(time_key) + 24 + sizeof(boot_key) + 32 +
                   sizeof(prev_key) + 64 + 2 + 1];
-        char time[25], seq[21], hash_hex[65];
+        char time[25], seq[21];
         size_t head_len = 0, seq_len, total;
         uint8_t digest[32];
         ssize_t n;
@@ -564,18 +581,8 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
         gnutls_hash_output(a->hash, digest);
         memcpy(a->head, digest, 32);
         a->size += total;
-        if (a->o.mirror) {
-                hex(digest, 32, hash_hex);
-                /* The line without "\n", for the mirror only: not on the fast path otherwise. */
-                char *line = malloc(total);
-                if (line) {
-                        memcpy(line, head, head_len);
-                        memcpy(line + head_len, body + 1, body_len - 1);
-                        line[total - 1] = 0;
-                        a->o.mirror(a->o.mirror_userdata, line, total - 1, a->seq, hash_hex);
-                        free(line);
-                }
-        }
+        if (a->o.mirror)
+                mirror(a, head, head_len, body + 1, body_len - 1, digest);
         a->seq++;
         return 0;
 }
