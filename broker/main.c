@@ -22,6 +22,7 @@
 #include "accounts.h"
 #include "admin.h"
 #include "audit-aggregate.h"
+#include "audit-checkpoint.h"
 #include "audit.h"
 #include "broker.h"
 #include "client.h"
@@ -78,9 +79,12 @@ static void on_signal(struct watch *w, uint32_t events)
         struct signalfd_siginfo si;
 
         while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
-                if (si.ssi_signo == SIGHUP)
+                if (si.ssi_signo == SIGHUP) {
                         reload_policy(b);
-                else
+                        /* Rotation (dist/credbroker.logrotate): a checkpoint, then a new file
+                         * if the old one was renamed. */
+                        audit_checkpoint_sighup(b->checkpoints);
+                } else
                         b->stopping = true;
         }
 }
@@ -146,12 +150,10 @@ static int broker_open(struct broker *b)
         r = store_get_install_key(b->store, &install_key);
         if (r < 0)
                 return log_error_errno(r, "Failed to get the audit fingerprint key");
-        r = audit_open(b->config->audit_log, install_key, &b->audit);
+        /* The log, its denial aggregator and its signed checkpoints (audit-checkpoint.h). */
+        r = audit_start(b, install_key);
         if (r < 0)
                 return r;
-        r = audit_aggregator_new(b->audit, b->config->audit_aggregate_sec, &b->denials);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the audit log");
         if (!secret_memory_locked())
                 log_warning("Secret memory could not be locked (RLIMIT_MEMLOCK, systemd "
                             "LimitMEMLOCK=): secrets stay out of core dumps but may be swapped.");
@@ -215,9 +217,9 @@ static void broker_close(struct broker *b)
         metrics_clear(&b->metrics);
         policy_set_free(b->policy);
         policy_limiter_free(b->limiter);
-        /* Repeated denials still counted are written before the log closes. */
-        audit_aggregator_free(b->denials);
-        audit_close(b->audit);
+        /* Repeated denials still counted are written before the log closes, and sealed by the
+         * final checkpoint, signed on this thread now that the store worker has stopped. */
+        audit_stop(b);
         if (!b->store_abandoned)
                 store_close(b->store);
         if (b->signals.fd >= 0)
@@ -287,6 +289,7 @@ static int run(struct broker *b)
                         last_tick = now;
                         stream_hub_tick(b->streams);
                         audit_aggregator_tick(b->denials);
+                        audit_checkpoint_tick(b->checkpoints);
                 }
 #if HAVE_SYSTEMD
                 if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {

@@ -10,6 +10,7 @@ int cmd_send(int argc, char **argv);
 int cmd_account(int argc, char **argv);
 int cmd_ping(int argc, char **argv);
 int cmd_policy(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_setup(int argc, char **argv);

@@ -73,6 +73,7 @@ static void usage(FILE *f)
               "  reload    make the broker reload its policy (administrators)\n"
               "  ping      check that the broker is running\n"
               "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
+              "  audit     query, summarise and verify the audit log\n"
               "\n"
               "Run \"credbroker COMMAND --help\" for a command's options.\n",
               f);
@@ -86,7 +87,7 @@ int main(int argc, char **argv)
         } commands[] = {
             {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
             {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
-            {"reload", cmd_reload}, {"setup", cmd_setup},
+            {"reload", cmd_reload}, {"setup", cmd_setup},   {"audit", cmd_audit},
         };
         int r = EXIT_USAGE;
 

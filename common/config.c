@@ -60,6 +60,9 @@ int config_new_default(struct config **ret)
         c->request_burst_per_uid = 200;
         c->audit_aggregate_sec = 10;
         c->min_refresh_interval_sec = CONFIG_MIN_REFRESH_INTERVAL_DEFAULT;
+        c->audit_checkpoint_sec = 60;
+        c->audit_checkpoint_records = 1000;
+        c->audit_journal = HAVE_SYSTEMD;
         *ret = c;
         return 0;
 }
@@ -72,6 +75,7 @@ void config_free(struct config *c)
         free(c->admin_socket_path);
         free(c->policy_dir);
         free(c->audit_log);
+        free(c->audit_group);
         free(c->log_level);
         free(c->module_path);
         free(c->token_uri);
@@ -206,6 +210,31 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 return parse_u32(value, &c->warn_days) < 0 || c->warn_days > CONFIG_WARN_DAYS_MAX
                            ? -EINVAL
                            : 0;
+        /* The audit log's checkpoints and readers, in a block of their own. */
+        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_checkpoint_interval") == 0)
+                return parse_u32(value, &c->audit_checkpoint_sec) < 0 ||
+                               c->audit_checkpoint_sec < 1 || c->audit_checkpoint_sec > 86400
+                           ? -EINVAL
+                           : 0;
+        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_checkpoint_records") == 0)
+                return parse_u32(value, &c->audit_checkpoint_records) < 0 ||
+                               c->audit_checkpoint_records < 1 ||
+                               c->audit_checkpoint_records > 100000
+                           ? -EINVAL
+                           : 0;
+        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_group") == 0)
+                return *value && strlen(value) <= 64 && !value[strcspn(value, " \t:/,")]
+                           ? set_string(&c->audit_group, value)
+                           : -EINVAL;
+        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_journal") == 0) {
+                if (strcmp(value, "yes") == 0)
+                        c->audit_journal = true;
+                else if (strcmp(value, "no") == 0)
+                        c->audit_journal = false;
+                else
+                        return -EINVAL;
+                return 0;
+        }
         if (strcmp(section, "broker") == 0) {
                 int r = set_limit(c, key, value);
                 if (r != -ENOENT)

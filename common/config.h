@@ -62,6 +62,12 @@ struct config {
         /* [identity] min_refresh_interval: a request's min_ttl starts an upstream refresh of an
          * account at most once per this many seconds (0: whenever min_ttl is not met). */
         uint32_t min_refresh_interval_sec;
+
+        /* [broker] the audit log's checkpoints and readers (issue 12, docs/audit.md) */
+        uint32_t audit_checkpoint_sec;     /* audit_checkpoint_interval: seconds, with activity */
+        uint32_t audit_checkpoint_records; /* a checkpoint after this many records */
+        char *audit_group;                 /* the log file's group; NULL: the broker's */
+        bool audit_journal;                /* mirror each record to journald (libsystemd) */
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when

@@ -41,7 +41,12 @@ struct store {
         char *pin_source;
         char *pin_path;
         bool pin_check_mode;
-        bool session_lost;  /* a call failed in a way that says the session is gone */
+        bool session_lost; /* a call failed in a way that says the session is gone */
+        /* The audit key as last found, for the session it was found in: a checkpoint every
+         * thousand records must not search the token each time (store-audit-key.c). */
+        CK_SESSION_HANDLE audit_key_session;
+        CK_OBJECT_HANDLE audit_key_handle;
+        uint8_t audit_key_type;
         bool login_refused; /* a reopen's login was refused: the PIN is never tried again */
         unsigned reopen_failures;
         uint64_t reopen_at_usec; /* CLOCK_BOOTTIME before which no reopen is attempted */

@@ -180,3 +180,21 @@ enum store_assertion_alg {
 int store_sign_assertion(struct store *s, const char *account, const char *audience,
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
                          struct secret **ret);
+
+/* ---- audit key (signed checkpoints of the audit log, audit-spec.md) ---- */
+
+struct note_key; /* common/signed-note.h */
+
+/* The key pair "credbroker/audit-key" is generated inside the token (private key CKA_TOKEN,
+ * CKA_PRIVATE, CKA_SENSITIVE, !CKA_EXTRACTABLE, CKA_SIGN; public key a private token object with
+ * the same label and CKA_ID). When two processes generated at once, every caller uses the pair
+ * with the smallest CKA_ID. */
+
+/* The audit key's public half, generating the pair in the token when there is none
+ * (Ed25519, else ECDSA P-256). */
+int store_audit_key(struct store *s, struct note_key *ret);
+/* Signs a note body with the audit key: Ed25519 over the body, ECDSA P-256 over its
+ * SHA-256 (r||s). sig must hold 64 bytes. -ENOKEY when the token has no audit key (it is never
+ * generated here: a key made now would not be the one the chain's genesis names). */
+int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[static 64],
+                     size_t *ret_len);

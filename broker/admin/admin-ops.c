@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "account-view.h"
+#include "admin-audit.h"
 #include "admin-inventory.h"
 #include "admin-status.h"
 #include "admin.h"
@@ -337,6 +338,9 @@ static const struct admin_op admin_ops[] = {
     {"account.cert", handle_credential, true, true, "account_certificate_stored"},
     {"account.secret", handle_credential, true, true, "account_secret_stored"},
     {"account.test", handle_test, true, true, NULL},
+    {"audit.checkpoint", admin_audit_checkpoint, false, false, NULL},
+    {"audit.rotate", admin_audit_rotate, false, false, NULL},
+    {"audit.key", admin_audit_key, false, false, NULL},
 };
 
 const struct admin_op *admin_op_find(const char *name)

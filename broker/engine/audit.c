@@ -1,11 +1,14 @@
 /* Audit log writer; see audit.h. */
 #include "audit.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -14,85 +17,252 @@
 #include "log.h"
 #include "util.h"
 
-#define AUDIT_TAIL_MAX 65536
+#define AUDIT_LINE_MAX 65536
+#define LOG_ID_KEY     "\"log_id\":\""
 
 struct audit {
         int fd;
-        uint64_t seq;
+        gnutls_hash_hd_t hash; /* SHA-256 of each line, reset after each */
+        char *path;
+        uint64_t seq; /* of the next record */
+        uint8_t head[32];
+        char log_id[33];
+        char boot_id[33];
+        uint64_t size;      /* what the file holds as far as the broker knows */
+        uint64_t unsealed;  /* records since the last checkpoint was asked for */
+        uint64_t requested; /* the count the last checkpoint asked for covers */
+        bool need_genesis;  /* the genesis could not be written yet (a full disk) */
+        char *note;         /* the latest checkpoint's */
+        bool have_checkpoint;
+        uint64_t checkpoint_seq, checkpoint_count; /* the latest checkpoint record's */
         struct secret *key;
+        struct audit_options o;
+        uint64_t hook_every;
+        void (*hook)(void *userdata);
+        void *hook_userdata;
 };
 
-/* The "seq" of the last line that parses, so numbering survives restarts; a line torn by a
- * crash or a full disk is skipped. */
-static uint64_t last_seq(int fd)
+static void hex(const uint8_t *data, size_t len, char *out)
 {
-        _cleanup_free_ char *tail = NULL;
-        struct stat st;
-        off_t start;
-        ssize_t n;
+        static const char digits[] = "0123456789abcdef";
 
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
-                return 0;
-        start = st.st_size > AUDIT_TAIL_MAX ? st.st_size - AUDIT_TAIL_MAX : 0;
-        tail = malloc(AUDIT_TAIL_MAX + 1);
-        if (!tail)
-                return 0;
-        n = pread(fd, tail, AUDIT_TAIL_MAX, start);
-        if (n <= 0)
-                return 0;
-        tail[n] = 0;
-        for (;;) {
-                char *line;
-                cJSON *json;
-                uint64_t seq;
-
-                while (n > 0 && tail[n - 1] == '\n')
-                        tail[--n] = 0;
-                if (n == 0)
-                        return 0;
-                line = strrchr(tail, '\n');
-                line = line ? line + 1 : tail;
-                if (json_parse(line, strlen(line), &json) == 0) {
-                        int r = json_get_u64(json, "seq", &seq);
-                        cJSON_Delete(json);
-                        if (r == 0)
-                                return seq;
-                }
-                if (line == tail)
-                        return 0;
-                n = line - tail;
-                tail[n] = 0;
+        for (size_t i = 0; i < len; i++) {
+                out[2 * i] = digits[data[i] >> 4];
+                out[2 * i + 1] = digits[data[i] & 15];
         }
+        out[2 * len] = 0;
 }
 
-/* A log that does not end in a newline was torn by a crash or a full disk: end that line, so
- * the next record starts on its own line and the torn one stays visible as evidence. */
-static void end_torn_line(int fd, int rfd, const char *path)
+static void sha256(const void *data, size_t len, uint8_t out[static 32])
+{
+        if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, out) < 0)
+                memset(out, 0, 32);
+}
+
+static void read_boot_id(char out[static 33])
+{
+        char buf[64];
+        size_t n = 0, j = 0;
+        _cleanup_close_ int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+
+        if (fd >= 0 && read_bounded(fd, buf, sizeof(buf) - 1, &n) < 0)
+                n = 0;
+        for (size_t i = 0; i < n && j < 32; i++)
+                if (isxdigit((unsigned char)buf[i]))
+                        out[j++] = (char)tolower((unsigned char)buf[i]);
+        while (j < 32)
+                out[j++] = '0';
+        out[32] = 0;
+}
+
+/* The line before end (exclusive: end points at its "\n" or the end of the data). */
+static const char *line_before(const char *data, const char *end)
+{
+        const char *nl = end > data ? memrchr(data, '\n', (size_t)(end - data)) : NULL;
+        return nl ? nl + 1 : data;
+}
+
+/* A v1 record's seq, or -EBADMSG; when the record seals the chain (a checkpoint or a file.start),
+ * *ret_sealed is set, and a checkpoint's count goes to *ret_count (else UINT64_MAX). */
+static int v1_seq(const char *line, size_t len, uint64_t *ret, bool *ret_sealed,
+                  uint64_t *ret_count)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        const char *event;
+        uint64_t v;
+
+        if (len == 0 || len >= AUDIT_LINE_MAX || json_parse(line, len, &json) < 0 ||
+            !cJSON_IsObject(json) || json_get_u64(json, "v", &v) < 0 || v != 1 ||
+            json_get_u64(json, "seq", ret) < 0)
+                return -EBADMSG;
+        event = json_get_string(json, "event");
+        *ret_sealed =
+            event && (strcmp(event, "checkpoint") == 0 || strcmp(event, "file.start") == 0);
+        if (!event || strcmp(event, "checkpoint") != 0 ||
+            json_get_u64(json, "count", ret_count) < 0)
+                *ret_count = UINT64_MAX;
+        return 0;
+}
+
+/* The log_id of the latest record carrying one, going backwards from end. */
+static bool find_log_id(const char *data, const char *end, char out[static 33])
+{
+        while (end > data) {
+                const char *line = line_before(data, end);
+                size_t len = (size_t)(end - line);
+                const char *k = len > sizeof(LOG_ID_KEY)
+                                    ? memmem(line, len, LOG_ID_KEY, sizeof(LOG_ID_KEY) - 1)
+                                    : NULL;
+                if (k && k > line && (k[-1] == ',' || k[-1] == '{')) {
+                        _cleanup_json_ cJSON *json = NULL;
+                        const char *id;
+                        if (json_parse(line, len, &json) == 0 &&
+                            (id = json_get_string(json, "log_id")) && strlen(id) == 32 &&
+                            strspn(id, "0123456789abcdef") == 32) {
+                                memcpy(out, id, 33);
+                                return true;
+                        }
+                }
+                end = line > data ? line - 1 : data;
+        }
+        return false;
+}
+
+static int write_line(struct audit *a, const char *event_body, size_t len);
+static int base_of(const char *line, size_t len, uint64_t *ret);
+
+static int write_genesis(struct audit *a)
+{
+        _cleanup_json_ cJSON *json = cJSON_CreateObject();
+        uint8_t id[16];
+        char *text;
+        int r;
+
+        if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0)
+                return -EIO;
+        hex(id, sizeof(id), a->log_id);
+        a->seq = 0;
+        a->requested = 0;
+        memset(a->head, 0, sizeof(a->head));
+        if (!json || !json_add_string_ref(json, "event", "genesis") ||
+            !json_add_string_ref(json, "log_id", a->log_id) ||
+            (a->o.verifier_key && !json_add_string_ref(json, "key", a->o.verifier_key)))
+                return -ENOMEM;
+        text = cJSON_PrintUnformatted(json);
+        if (!text)
+                return -ENOMEM;
+        r = write_line(a, text, strlen(text));
+        json_free_string(text);
+        if (r >= 0)
+                a->unsealed++;
+        return r;
+}
+
+static int write_alarm(struct audit *a, const char *reason, uint64_t expected, uint64_t found)
+{
+        _cleanup_json_ cJSON *json = cJSON_CreateObject();
+        char *text;
+        int r;
+
+        if (!json || !json_add_string_ref(json, "event", "audit.alarm") ||
+            !json_add_string_ref(json, "log_id", a->log_id) ||
+            !json_add_string_ref(json, "reason", reason) ||
+            (expected &&
+             (!json_add_uint(json, "expected", expected) || !json_add_uint(json, "found", found))))
+                return -ENOMEM;
+        text = cJSON_PrintUnformatted(json);
+        if (!text)
+                return -ENOMEM;
+        r = write_line(a, text, strlen(text));
+        json_free_string(text);
+        if (r >= 0)
+                a->unsealed++;
+        return r;
+}
+
+/* Sets seq, head and log_id from the file's end; 1 when a genesis is needed, 2 when the last
+ * line is torn (head is then the torn bytes' hash), 0 to continue. */
+static int read_chain(struct audit *a, int rfd)
 {
         struct stat st;
-        char last;
+        char *data;
+        const char *end, *last;
+        uint64_t seq, count;
+        bool sealed;
+        int r = 0;
 
-        if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0 ||
-            pread(rfd, &last, 1, st.st_size - 1) != 1 || last == '\n')
-                return;
-        log_warning("Audit log %s ends with a partial line (a crash or a full disk?); "
-                    "continuing on a new line.",
-                    path);
-        (void)!write(fd, "\n", 1);
+        if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+                return 1;
+        data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, rfd, 0);
+        if (data == MAP_FAILED)
+                return 1;
+        end = data + st.st_size;
+        if (end[-1] != '\n') {
+                /* Torn by a crash or a full disk: hash it as it is. */
+                last = line_before(data, end);
+                sha256(last, (size_t)(end - last), a->head);
+                end = last > data ? last - 1 : data;
+                r = 2;
+        } else
+                end--;
+        last = line_before(data, end);
+        if (end <= data || v1_seq(last, (size_t)(end - last), &seq, &sealed, &count) < 0 ||
+            !find_log_id(data, end, a->log_id))
+                r = 1;
+        else {
+                a->seq = seq + 1;
+                /* Records a crash left unsealed are sealed at start (audit_catch_up()). */
+                a->unsealed = sealed ? 0 : 1;
+                /* The next checkpoint falls due n records after the count the last one covers
+                 * (the checkpoint record itself is one of them). */
+                if (base_of(last, (size_t)(end - last), &a->requested) < 0)
+                        a->requested = a->seq;
+                if (count != UINT64_MAX) {
+                        a->have_checkpoint = true;
+                        a->checkpoint_seq = seq;
+                        a->checkpoint_count = count;
+                }
+                if (r != 2)
+                        sha256(last, (size_t)(end - last), a->head);
+        }
+        munmap(data, (size_t)st.st_size);
+        return r;
 }
 
-int audit_open(const char *path, const struct secret *key, struct audit **ret)
+static int open_file(const char *path, int flags, gid_t group)
+{
+        int fd = open(
+            path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY | flags, 0640);
+        if (fd < 0)
+                return -errno;
+        if (group != (gid_t)-1 && fchown(fd, (uid_t)-1, group) < 0)
+                log_warning_errno(-errno, "Failed to give the audit log %s to group %u", path,
+                                  (unsigned)group);
+        (void)fchmod(fd, 0640);
+        return fd;
+}
+
+int audit_open_with(const char *path, const struct secret *key, const struct audit_options *o,
+                    struct audit **ret)
 {
         struct audit *a;
+        struct stat st;
         int r;
 
         a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
-        a->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY, 0600);
-        if (a->fd < 0) {
-                r = log_error_errno(-errno, "Failed to open audit log %s", path);
+        a->o = o ? *o : (struct audit_options){.group = (gid_t)-1};
+        if (gnutls_hash_init(&a->hash, GNUTLS_DIG_SHA256) < 0) {
                 free(a);
+                return -ENOMEM;
+        }
+        a->path = strdup(path);
+        a->fd = open_file(path, 0, a->o.group);
+        if (!a->path || a->fd < 0) {
+                r = a->path ? log_error_errno(a->fd, "Failed to open audit log %s", path) : -ENOMEM;
+                a->fd = -1;
+                audit_close(a);
                 return r;
         }
         r = secret_new_from(secret_data((struct secret *)key), secret_len(key), &a->key);
@@ -100,13 +270,36 @@ int audit_open(const char *path, const struct secret *key, struct audit **ret)
                 audit_close(a);
                 return r;
         }
+        read_boot_id(a->boot_id);
         {
-                /* O_WRONLY cannot be read: look at the tail through a second descriptor. */
+                /* O_WRONLY cannot be read: look at the file through a second descriptor. */
                 _cleanup_close_ int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                if (rfd >= 0) {
-                        a->seq = last_seq(rfd);
-                        end_torn_line(a->fd, rfd, path);
-                }
+                r = rfd >= 0 ? read_chain(a, rfd) : 1;
+        }
+        a->size = fstat(a->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+        if (r == 2) {
+                log_warning("Audit log %s ends with a partial line (a crash or a full disk?); "
+                            "continuing on a new line.",
+                            path);
+                if (write(a->fd, "\n", 1) == 1)
+                        a->size++;
+                /* No whole v1 line before it: the torn line's chain cannot go on. */
+                if (a->log_id[0])
+                        r = write_alarm(a, "torn_line", 0, 0);
+                else
+                        r = 1;
+        }
+        if (r == 1) {
+                /* A full disk does not stop the broker: every record then fails (no token is
+                 * sent) until the genesis can be written before it. */
+                r = write_genesis(a);
+                a->need_genesis = r < 0;
+                if (r < 0 && r != -ENOMEM)
+                        r = 0;
+        }
+        if (r < 0) {
+                audit_close(a);
+                return log_error_errno(r, "Failed to start the audit log %s", path);
         }
         *ret = a;
         return 0;
@@ -117,8 +310,51 @@ void audit_close(struct audit *a)
         if (!a)
                 return;
         safe_close(a->fd);
+        gnutls_hash_deinit(a->hash, NULL);
         secret_free(a->key);
+        free(a->path);
+        free(a->note);
         free(a);
+}
+
+void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 32])
+{
+        *ret_count = a->seq;
+        memcpy(head, a->head, 32);
+        a->requested = a->seq;
+        a->unsealed = 0;
+}
+
+uint64_t audit_next_seq(const struct audit *a)
+{
+        return a->seq;
+}
+
+const char *audit_log_id(const struct audit *a)
+{
+        return a->log_id;
+}
+
+uint64_t audit_unsealed(const struct audit *a)
+{
+        return a->unsealed;
+}
+
+bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *ret_count)
+{
+        if (!a->have_checkpoint)
+                return false;
+        *ret_seq = a->checkpoint_seq;
+        *ret_count = a->checkpoint_count;
+        return true;
+}
+
+void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
+                               void *userdata)
+{
+        a->hook_every = n;
+        a->hook = fn;
+        a->hook_userdata = userdata;
 }
 
 void audit_fingerprint(const struct audit *a, const struct secret *token, char out[static 17])
@@ -228,6 +464,15 @@ int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len
         return 0;
 }
 
+/* Every hook_every records (checkpoint records included) since the last checkpoint was asked
+ * for, whether or not its signature is back: the notes' counts are then at most hook_every
+ * apart (docs/audit.md). */
+static void maybe_hook(struct audit *a)
+{
+        if (a->hook && a->hook_every && a->seq - a->requested >= a->hook_every)
+                a->hook(a->hook_userdata);
+}
+
 /* Writes what remains of iov after its first done bytes; returns what write() returned. */
 static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t done)
 {
@@ -247,30 +492,59 @@ static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t 
         return writev(fd, rest, (int)n);
 }
 
-int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
+/* The journald mirror: the line without "\n" put together for it only (not on the fast path
+ * otherwise). */
+static void mirror(struct audit *a, const char *head, size_t head_len, const char *rest,
+                   size_t rest_len, const uint8_t digest[static 32])
 {
-        static const char time_key[] = "{\"time\":\"", seq_key[] = "\",\"seq\":";
-        char head[sizeof(time_key) + 24 + sizeof(seq_key) + 21 + 1];
+        char hash_hex[65], *line = malloc(head_len + rest_len + 1);
+
+        if (!line)
+                return;
+        hex(digest, 32, hash_hex);
+        memcpy(line, head, head_len);
+        memcpy(line + head_len, rest, rest_len);
+        line[head_len + rest_len] = 0;
+        a->o.mirror(a->o.mirror_userdata, line, head_len + rest_len, a->seq, hash_hex);
+        free(line);
+}
+
+/* Writes {"v":1,"seq":N,"time":"…","boot_id":"…","prev":"…",<members of body>}\n with one
+ * writev(); body is a whole object printed by cJSON, so every string in it is escaped. The line
+ * is hashed in its pieces, never copied. */
+static int write_line(struct audit *a, const char *body, size_t body_len)
+{
+        static const char v_key[] = "{\"v\":1,\"seq\":", time_key[] = ",\"time\":\"",
+                          boot_key[] = "\",\"boot_id\":\"", prev_key[] = "\",\"prev\":\"";
+        char head[sizeof(v_key) + 20 + sizeof(time_key) + 24 + sizeof(boot_key) + 32 +
+                  sizeof(prev_key) + 64 + 2 + 1];
         char time[25], seq[21];
         size_t head_len = 0, seq_len, total;
+        uint8_t digest[32];
         ssize_t n;
 
-        /* The line is the prepared object with "time" and "seq" put in front of its members:
-         * {"time":"...","seq":N,<members of body>}. body is a whole object printed by cJSON, so
-         * every string in it is escaped; time and seq are digits and punctuation. One writev()
-         * keeps the line a single append. */
         if (body_len < 2 || body[0] != '{' || body[body_len - 1] != '}')
                 return -EINVAL;
+        if (body_len + sizeof(head) >= AUDIT_LINE_MAX)
+                return log_error_errno(-E2BIG, "An audit record is too large");
         format_rfc3339_ms(now_realtime_usec(), time);
-        seq_len = format_u64(a->seq + 1, seq);
-        memcpy(head + head_len, time_key, sizeof(time_key) - 1);
-        head_len += sizeof(time_key) - 1;
-        memcpy(head + head_len, time, 24);
-        head_len += 24;
-        memcpy(head + head_len, seq_key, sizeof(seq_key) - 1);
-        head_len += sizeof(seq_key) - 1;
-        memcpy(head + head_len, seq, seq_len);
-        head_len += seq_len;
+        seq_len = format_u64(a->seq, seq);
+#define PUT(p, l)                                                                                  \
+        do {                                                                                       \
+                memcpy(head + head_len, (p), (l));                                                 \
+                head_len += (l);                                                                   \
+        } while (0)
+        PUT(v_key, sizeof(v_key) - 1);
+        PUT(seq, seq_len);
+        PUT(time_key, sizeof(time_key) - 1);
+        PUT(time, 24);
+        PUT(boot_key, sizeof(boot_key) - 1);
+        PUT(a->boot_id, 32);
+        PUT(prev_key, sizeof(prev_key) - 1);
+        hex(a->head, 32, head + head_len);
+        head_len += 64;
+        head[head_len++] = '"';
+#undef PUT
         if (body_len > 2)
                 head[head_len++] = ',';
 
@@ -300,8 +574,134 @@ int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
                         (void)!ftruncate(a->fd, st.st_size - n);
                 return log_error_errno(err, "Failed to write the audit log");
         }
+        /* One context for the log's life: gnutls_hash_output() resets it, so no record pays
+         * for setting one up. */
+        (void)gnutls_hash(a->hash, head, head_len);
+        (void)gnutls_hash(a->hash, body + 1, body_len - 1);
+        gnutls_hash_output(a->hash, digest);
+        memcpy(a->head, digest, 32);
+        a->size += total;
+        if (a->o.mirror)
+                mirror(a, head, head_len, body + 1, body_len - 1, digest);
         a->seq++;
         return 0;
+}
+
+int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
+{
+        int r;
+
+        if (a->need_genesis) {
+                r = write_genesis(a);
+                if (r < 0)
+                        return r;
+                a->need_genesis = false;
+        }
+        r = write_line(a, body, body_len);
+
+        if (r < 0)
+                return r;
+        a->unsealed++;
+        maybe_hook(a);
+        return 0;
+}
+
+static int write_object(struct audit *a, cJSON *json)
+{
+        char *text = cJSON_PrintUnformatted(json);
+        int r;
+
+        if (!text)
+                return -ENOMEM;
+        r = write_line(a, text, strlen(text));
+        json_free_string(text);
+        return r;
+}
+
+int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[static 32],
+                           const char *note)
+{
+        _cleanup_json_ cJSON *json = cJSON_CreateObject();
+        char head_hex[65];
+        char *copy;
+        int r;
+
+        hex(head, 32, head_hex);
+        if (!json || !json_add_string_ref(json, "event", "checkpoint") ||
+            !json_add_string_ref(json, "log_id", a->log_id) ||
+            !json_add_uint(json, "count", count) || !json_add_string_ref(json, "head", head_hex) ||
+            !json_add_string_ref(json, "note", note))
+                return -ENOMEM;
+        copy = strdup(note);
+        if (!copy)
+                return -ENOMEM;
+        r = write_object(a, json);
+        if (r < 0) {
+                free(copy);
+                return r;
+        }
+        free(a->note);
+        a->note = copy;
+        a->have_checkpoint = true;
+        a->checkpoint_seq = a->seq - 1;
+        a->checkpoint_count = count;
+        /* Records written while the signature was made count in unsealed already: they are
+         * covered by the next checkpoint. */
+        maybe_hook(a);
+        return 0;
+}
+
+int audit_reopen(struct audit *a, bool *ret_reopened)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        struct stat open_st, path_st;
+        int fd, r;
+
+        *ret_reopened = false;
+        if (fstat(a->fd, &open_st) < 0)
+                return -errno;
+        if (stat(a->path, &path_st) == 0 && path_st.st_dev == open_st.st_dev &&
+            path_st.st_ino == open_st.st_ino)
+                return 0;
+        fd = open_file(a->path, O_EXCL, a->o.group);
+        if (fd < 0)
+                return log_error_errno(fd, "Failed to open the new audit log %s", a->path);
+        safe_close(a->fd);
+        a->fd = fd;
+        a->size = 0;
+        *ret_reopened = true;
+        json = cJSON_CreateObject();
+        if (!json || !json_add_string_ref(json, "event", "file.start") ||
+            !json_add_string_ref(json, "log_id", a->log_id) ||
+            (a->note && !json_add_string_ref(json, "checkpoint", a->note)))
+                return -ENOMEM;
+        r = write_object(a, json);
+        if (r < 0)
+                return r;
+        log_info("Audit log reopened at %s after rotation.", a->path);
+        maybe_hook(a);
+        return 0;
+}
+
+int audit_check_truncation(struct audit *a)
+{
+        struct stat st;
+        uint64_t expected = a->size;
+        int r;
+
+        if (fstat(a->fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return 0;
+        if ((uint64_t)st.st_size >= expected) {
+                a->size = (uint64_t)st.st_size;
+                return 0;
+        }
+        log_error("CRITICAL: audit log %s is shorter than the broker wrote (%" PRIu64
+                  " bytes, expected %" PRIu64 "): truncated behind its back.",
+                  a->path, (uint64_t)st.st_size, expected);
+        a->size = (uint64_t)st.st_size;
+        r = write_alarm(a, "truncated", expected, (uint64_t)st.st_size);
+        maybe_hook(a);
+        return r < 0 ? r : 1;
 }
 
 int audit_write(struct audit *a, const struct audit_record *r)
@@ -316,4 +716,145 @@ int audit_write(struct audit *a, const struct audit_record *r)
         e = audit_write_prepared(a, body, len);
         json_free_string(body);
         return e;
+}
+
+/* The decimal number at the start of s (at most 19 digits, so no overflow). */
+static bool parse_u64_prefix(const char *s, uint64_t *ret)
+{
+        uint64_t v = 0;
+        size_t i = 0;
+
+        for (; i < 19 && s[i] >= '0' && s[i] <= '9'; i++)
+                v = v * 10 + (uint64_t)(s[i] - '0');
+        *ret = v;
+        return i > 0;
+}
+
+/* The count a chain's record sets as the base of the checkpoints after it: a checkpoint's count,
+ * the count of the note a file.start repeats, 0 for a genesis; -ENOENT for any other record. */
+static int base_of(const char *line, size_t len, uint64_t *ret)
+{
+        _cleanup_json_ cJSON *json = NULL;
+        const char *event, *note, *nl;
+
+        if (!line || len < 20)
+                return -ENOENT;
+        if (!memmem(line, len, "\"event\":\"checkpoint\"", 20) &&
+            !memmem(line, len, "\"event\":\"file.start\"", 20) &&
+            !memmem(line, len, "\"event\":\"genesis\"", 17))
+                return -ENOENT;
+        if (json_parse(line, len, &json) < 0 || !(event = json_get_string(json, "event")))
+                return -ENOENT;
+        if (strcmp(event, "genesis") == 0) {
+                *ret = 0;
+                return 0;
+        }
+        if (strcmp(event, "checkpoint") == 0)
+                return json_get_u64(json, "count", ret) < 0 ? -ENOENT : 0;
+        note = json_get_string(json, "checkpoint");
+        nl = note ? strchr(note, '\n') : NULL;
+        return nl && parse_u64_prefix(nl + 1, ret) ? 0 : -ENOENT;
+}
+
+/* A v1 line's seq from its fixed prefix, without parsing the rest. */
+static bool seq_of(const char *line, size_t len, uint64_t *ret)
+{
+        static const char prefix[] = "{\"v\":1,\"seq\":";
+
+        return len > sizeof(prefix) && memcmp(line, prefix, sizeof(prefix) - 1) == 0 &&
+               parse_u64_prefix(line + sizeof(prefix) - 1, ret);
+}
+
+static bool is_role(const char *line, size_t len)
+{
+        return memmem(line, len, "\"event\":\"checkpoint\"", 20) ||
+               memmem(line, len, "\"event\":\"file.start\"", 20);
+}
+
+/* Forward from the first record with seq >= base: every n-th count and its head, and whether a
+ * record that is not a checkpoint or file.start has seq >= base (it needs a seal). */
+static int collect(const char *from, const char *end, uint64_t base, uint64_t n,
+                   struct audit_catch_up *ret)
+{
+        uint64_t next = base + n;
+
+        while (from < end) {
+                const char *nl = memchr(from, '\n', (size_t)(end - from));
+                size_t len = nl ? (size_t)(nl - from) : (size_t)(end - from);
+                uint64_t seq;
+
+                if (seq_of(from, len, &seq) && seq >= base) {
+                        if (!is_role(from, len))
+                                ret->unsealed = true;
+                        if (seq + 1 >= next) {
+                                struct audit_head *more =
+                                    reallocarray(ret->heads, ret->n + 1, sizeof(*ret->heads));
+                                if (!more)
+                                        return -ENOMEM;
+                                ret->heads = more;
+                                ret->heads[ret->n].count = seq + 1;
+                                sha256(from, len, ret->heads[ret->n].head);
+                                ret->n++;
+                                next = seq + 1 + n;
+                        }
+                }
+                from += len + 1;
+        }
+        return 0;
+}
+
+/* Going back from end (the "\n" of the last whole line): the latest checkpoint, file.start or
+ * genesis and the count it sets, then back to the first record with seq >= that count. */
+static const char *find_base(const char *data, const char *end, uint64_t max_back,
+                             uint64_t *ret_base)
+{
+        const char *line = end, *found = NULL;
+        uint64_t lines = 0, seq;
+
+        while (line > data && lines++ <= max_back) {
+                const char *start = line_before(data, line);
+                size_t len = (size_t)(line - start);
+                if (!found && base_of(start, len, ret_base) == 0) {
+                        found = start;
+                        if (*ret_base == 0)
+                                return found; /* a genesis: nothing of this chain before it */
+                }
+                if (found && (!seq_of(start, len, &seq) || seq < *ret_base))
+                        return found;
+                if (found)
+                        found = start;
+                line = start > data ? start - 1 : data;
+        }
+        return found && line <= data ? found : NULL;
+}
+
+int audit_catch_up(struct audit *a, uint64_t n, uint64_t max_back, struct audit_catch_up *ret)
+{
+        _cleanup_close_ int fd = open(a->path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        const char *data, *end, *from;
+        uint64_t base = 0;
+        struct stat st;
+        int r = 0;
+
+        *ret = (struct audit_catch_up){.unsealed = a->unsealed > 0};
+        if (n == 0 || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
+                return 0;
+        data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (data == MAP_FAILED)
+                return 0;
+        end = data + st.st_size;
+        if (end[-1] == '\n')
+                end--;
+        else {
+                /* A torn last line is no record. */
+                from = line_before(data, end);
+                end = from > data ? from - 1 : data;
+        }
+        from = find_base(data, end, max_back, &base);
+        if (from) {
+                ret->unsealed = false;
+                r = collect(from, end, base, n, ret);
+        }
+        munmap((void *)data, (size_t)st.st_size);
+        return r;
 }

@@ -1,8 +1,12 @@
-/* The audit log (design.md §8): one JSON line per decision and per account event, written
- * before the reply it records. This first version has no hash chain yet. */
+/* The audit log (design.md §8, docs/audit.md): one JSON line per decision and per account
+ * event, written before the reply it records, in the v1 format: every line carries v, seq, time,
+ * boot_id and prev (the SHA-256 of the previous line), so the lines form a hash chain that
+ * signed checkpoints (audit-checkpoint.c) seal. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "peer.h"
 #include "secret.h"
@@ -32,10 +36,69 @@ struct audit_record {
         uint64_t first_usec, last_usec;
 };
 
-/* Opens (creating 0600) the log for appending; the sequence number continues from its last
- * line. key fingerprints tokens and is copied. */
-int audit_open(const char *path, const struct secret *key, struct audit **ret);
+struct audit_options {
+        const char *verifier_key; /* the genesis record's "key", NULL: none */
+        gid_t group;              /* (gid_t)-1: the broker's own */
+        /* Called after a record was written, with the line (without "\n"), its seq and the
+         * hex SHA-256 of the line (the journald mirror). Must not write to the log. */
+        void (*mirror)(void *userdata, const char *line, size_t len, uint64_t seq,
+                       const char *hash_hex);
+        void *mirror_userdata;
+};
+
+/* Opens (creating 0640) the log for appending. The chain continues from its last line: a new
+ * or empty log, or one whose last record is not v1, starts a chain with a genesis record; a
+ * last line torn by a crash gets an audit.alarm (torn_line) record. key fingerprints tokens
+ * and is copied. o may be NULL. */
+int audit_open_with(const char *path, const struct secret *key, const struct audit_options *o,
+                    struct audit **ret);
+static inline int audit_open(const char *path, const struct secret *key, struct audit **ret)
+{
+        return audit_open_with(path, key, NULL, ret);
+}
 void audit_close(struct audit *a);
+
+/* The chain as it is now, for a checkpoint being asked for: count = seq of the next record,
+ * head = SHA-256 of the last line. Unsealed records start again from 0, and the hook's count
+ * from count. */
+void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 32]);
+/* The seq the next record gets. */
+uint64_t audit_next_seq(const struct audit *a);
+const char *audit_log_id(const struct audit *a);
+/* Records (other than checkpoints) written since the last checkpoint was asked for (0: the
+ * chain is sealed, or will be once the signatures asked for are back). */
+uint64_t audit_unsealed(const struct audit *a);
+/* The latest checkpoint record's seq and count (this run's, or the log's last line at start);
+ * false when none is known. */
+bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *ret_count);
+/* Called (on the loop, after the write) each time n records (any, checkpoints included) were
+ * written since the last audit_chain_mark(), until the hook marks the chain. */
+void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
+                               void *userdata);
+/* Appends a checkpoint record for a note signed over count and head; the note is kept for the
+ * next file.start. */
+int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[static 32],
+                           const char *note);
+struct audit_head {
+        uint64_t count;
+        uint8_t head[32];
+};
+struct audit_catch_up {
+        struct audit_head *heads; /* malloc()ed, oldest first */
+        size_t n;
+        bool unsealed; /* records after the latest checkpoint's count need a seal */
+};
+/* At start: the checkpoints a previous run asked for but did not write (it stopped before their
+ * signatures were back). Going back from the end of the file to the latest checkpoint, file.start
+ * or genesis (at most max_back lines: otherwise none, and unsealed), the count and head of every
+ * n-th record after the count it sets. */
+int audit_catch_up(struct audit *a, uint64_t n, uint64_t max_back, struct audit_catch_up *ret);
+/* Rotation: when the path no longer names the open file (renamed by logrotate), opens a new file
+ * (O_EXCL) at the path and starts it with a file.start record. *ret_reopened says which. */
+int audit_reopen(struct audit *a, bool *ret_reopened);
+/* A file shorter than the broker wrote (truncated behind its back): an audit.alarm record and
+ * a critical log line; returns 1 then, 0 when the size is as expected. */
+int audit_check_truncation(struct audit *a);
 
 /* Appends one record with a single write(). A failure means the caller must not send what the
  * record describes. */

@@ -13,6 +13,7 @@
 struct account;
 struct audit;
 struct audit_aggregator;
+struct audit_checkpointer;
 struct config;
 struct idp;
 struct keepalive;
@@ -39,7 +40,8 @@ struct broker {
         struct policy_set *policy;
         struct policy_limiter *limiter; /* rate buckets; outlive policy reloads */
         struct audit *audit;
-        struct audit_aggregator *denials; /* repeated denials, counted (audit-aggregate.h) */
+        struct audit_aggregator *denials;       /* repeated denials, counted (audit-aggregate.h) */
+        struct audit_checkpointer *checkpoints; /* signed checkpoints (audit-checkpoint.h) */
         struct idp *idp;
         struct token_cache cache;
         struct metrics metrics;   /* counters for monitoring (metrics.h) */

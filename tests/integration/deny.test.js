@@ -58,9 +58,12 @@ test('the audit log has the issue and deny records with every field', { timeout:
   const lines = h.auditLines();
   assert.ok(lines.length >= 4, `expected at least 4 audit records, got ${lines.length}`);
 
-  // seq starts at 1 and increases by exactly one; time is RFC 3339 UTC with milliseconds.
+  // A genesis record first, seq 0, and v 1 on every record; seq increases by exactly one; time is
+  // RFC 3339 UTC with milliseconds.
+  assert.equal(lines[0].event, 'genesis');
   lines.forEach((l, i) => {
-    assert.equal(l.seq, i + 1, `record ${i} has seq ${l.seq}`);
+    assert.equal(l.v, 1);
+    assert.equal(l.seq, i, `record ${i} has seq ${l.seq}`);
     assert.match(l.time, RFC3339_UTC_MS, `record ${l.seq} time ${l.time}`);
     assert.equal(typeof l.event, 'string');
   });

@@ -159,7 +159,12 @@ test('audit seq keeps counting across broker restarts', { timeout: 30000 }, asyn
   assert.equal((await h.cli(['token', '-p', 'alerts'])).code, 0);
   const lines = h.auditLines();
   assert.ok(lines.length > 50);
-  lines.forEach((l, i) => assert.equal(l.seq, i + 1, `record ${i + 1} has seq ${l.seq}`));
+  // One chain from a genesis record: seq from 0, each prev the SHA-256 of the line before.
+  assert.equal(lines[0].event, 'genesis');
+  const raw = h.auditText().split('\n').filter(Boolean);
+  lines.forEach((l, i) => assert.equal(l.seq, i, `record ${i} has seq ${l.seq}`));
+  for (let i = 1; i < raw.length; i++)
+    assert.equal(JSON.parse(raw[i]).prev, require('node:crypto').createHash('sha256').update(raw[i - 1]).digest('hex'), `record ${i} chains to ${i - 1}`);
 });
 
 test('repeated requests on one connection each get their own audit line', { timeout: 30000 }, async () => {

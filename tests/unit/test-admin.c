@@ -32,6 +32,9 @@ static void test_op_table(void)
             {"account.cert", true, true, "account_certificate_stored"},
             {"account.secret", true, true, "account_secret_stored"},
             {"account.test", true, true, NULL},
+            {"audit.checkpoint", false, false, NULL},
+            {"audit.rotate", false, false, NULL},
+            {"audit.key", false, false, NULL},
         };
         const struct admin_op *table;
         size_t n;

@@ -1,6 +1,8 @@
-/* Unit tests for the audit writer: every line valid JSON, sequence numbers continuous across
- * reopening and torn lines, large records, prepared records. */
+/* Unit tests for the audit writer: every line a v1 record, a genesis first, sequence numbers
+ * and the hash chain continuous across reopening and torn lines, large records, prepared
+ * records. */
 #include <fcntl.h>
+#include <gnutls/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,20 @@
 static char dir[] = "/tmp/test-audit.XXXXXX";
 static char path[256];
 
-/* Parses every line; returns how many there are, or -1 if one is not a JSON object. */
+static bool streq_ptr(const char *a, const char *b)
+{
+        return a && strcmp(a, b) == 0;
+}
+
+static void hex(const uint8_t *d, size_t n, char *out)
+{
+        for (size_t i = 0; i < n; i++)
+                snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* Parses every line; returns how many there are, or -1 if one is not a v1 record whose seq
+ * follows the previous one's and whose prev is the previous line's SHA-256. A line that is not
+ * JSON (torn) is allowed only when followed by an audit.alarm torn_line chained to it. */
 static int check_lines(uint64_t *ret_last_seq)
 {
         FILE *f = fopen(path, "re");
@@ -22,22 +37,48 @@ static int check_lines(uint64_t *ret_last_seq)
         size_t cap = 0;
         ssize_t n;
         int count = 0;
+        char prev[65];
+        uint64_t next = 0;
+        bool torn = false;
 
+        memset(prev, '0', 64);
+        prev[64] = 0;
         if (!f)
                 return -1;
         while ((n = getline(&line, &cap, f)) > 0) {
                 cJSON *json = NULL;
-                uint64_t seq;
+                uint64_t seq, v;
+                const char *p, *event;
+                uint8_t digest[32];
 
-                if (json_parse(line, (size_t)n, &json) < 0 || !cJSON_IsObject(json) ||
-                    json_get_u64(json, "seq", &seq) < 0) {
-                        cJSON_Delete(json);
-                        count = -1;
-                        break;
-                }
-                *ret_last_seq = seq;
-                cJSON_Delete(json);
                 count++;
+                if (line[n - 1] == '\n')
+                        line[--n] = 0;
+                if (json_parse(line, (size_t)n, &json) < 0) {
+                        if (torn)
+                                goto bad;
+                        torn = true;
+                } else if (!cJSON_IsObject(json) || json_get_u64(json, "v", &v) < 0 || v != 1 ||
+                           json_get_u64(json, "seq", &seq) < 0 || seq != next ||
+                           !(p = json_get_string(json, "prev")) || strcmp(p, prev) != 0 ||
+                           (seq == 0) !=
+                               streq_ptr(event = json_get_string(json, "event"), "genesis") ||
+                           (torn && !streq_ptr(event, "audit.alarm")) ||
+                           strncmp(line, "{\"v\":1,\"seq\":", 13) != 0)
+                        goto bad;
+                else {
+                        torn = false;
+                        next = seq + 1;
+                        *ret_last_seq = seq;
+                }
+                cJSON_Delete(json);
+                gnutls_hash_fast(GNUTLS_DIG_SHA256, line, (size_t)n, digest);
+                hex(digest, 32, prev);
+                continue;
+        bad:
+                cJSON_Delete(json);
+                count = -1;
+                break;
         }
         free(line);
         fclose(f);
@@ -81,7 +122,8 @@ int main(void)
         peer.unit = (char *)"backup.service";
         is_int(audit_write(a, &deny), 0, "a deny record is written");
 
-        /* 2048 scopes: a record far larger than a page. */
+        /* 1024 scopes: a record far larger than a page (but within the 64 KiB a line may
+         * take). */
         for (size_t i = 0; i < 2048; i++)
                 scopes[i] = (char *)"https://graph.microsoft.com/Mail.Send";
         struct audit_record issue = {
@@ -90,13 +132,16 @@ int main(void)
             .profile = "alerts",
             .account = "alerts",
             .scopes = scopes,
-            .n_scopes = 2048,
+            .n_scopes = 1024,
             .decision = "allow",
             .rule = "alerts:3",
             .fingerprint = "0123456789abcdef",
             .expires_at = 1795863744,
         };
         is_int(audit_write(a, &issue), 0, "a very large record is written");
+        issue.n_scopes = 2048;
+        ok(audit_write(a, &issue) < 0, "a record over 64 KiB is refused");
+        issue.n_scopes = 1024;
 
         is_int(audit_prepare(&issue, &body, &len), 0, "a record can be prepared");
         is_int(audit_write_prepared(a, body, len), 0, "a prepared record is written");
@@ -107,8 +152,16 @@ int main(void)
         audit_close(a);
         a = NULL;
 
-        is_int(check_lines(&seq), 5, "five lines, each a JSON object with a seq");
-        is_int(seq, 5, "sequence numbers count from 1");
+        is_int(check_lines(&seq), 6, "a genesis and five records, chained");
+        is_int(seq, 5, "sequence numbers count from 0");
+
+        /* Reopening continues the chain instead of starting another. */
+        is_int(audit_open(path, key, &a), 0, "reopen");
+        is_int(audit_write(a, &deny), 0, "write after reopening");
+        audit_close(a);
+        a = NULL;
+        is_int(check_lines(&seq), 7, "the chain goes on across reopening, without a genesis");
+        is_int(seq, 6, "at the next seq");
 
         /* A torn last line (crash mid-write) is skipped when the numbering resumes. */
         {
@@ -142,9 +195,10 @@ int main(void)
                 free(line);
                 if (f)
                         fclose(f);
-                is_int(lines, 7, "the torn line is kept on a line of its own");
+                is_int(lines, 10, "the torn line is kept on a line of its own");
                 is_int(torn, 1, "only the torn line is not JSON");
-                is_int(last, 6, "numbering continues from the last whole line");
+                is_int(last, 8, "numbering continues from the last whole line");
+                is_int(check_lines(&seq), 10, "an audit.alarm chained to the torn line follows it");
         }
 
         secret_free(key);

@@ -1,0 +1,489 @@
+/* Signed checkpoints of the audit log; see audit-checkpoint.h. Every checkpoint asked for is an
+ * entry of a FIFO, its signature made on the store worker; entries are written in the order
+ * they were asked for, as their signatures come back, so the notes' counts only grow and are at
+ * most audit_checkpoint_records apart (common/signed-note.h says what is guaranteed). */
+#include "audit-checkpoint.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit-aggregate.h"
+#include "audit-journal.h"
+#include "audit.h"
+#include "broker.h"
+#include "config.h"
+#include "fault.h"
+#include "log.h"
+#include "store-worker.h"
+#include "store.h"
+#include "util.h"
+
+struct waiter_entry {
+        audit_checkpoint_done_fn done;
+        void *userdata;
+        struct waiter_entry *next;
+};
+
+enum entry_state {
+        ENTRY_SIGNING,   /* on the store worker */
+        ENTRY_SIGNED,    /* sig is set: written once the entries before it are */
+        ENTRY_FAILED,    /* the token refused: nothing is written */
+        ENTRY_CANCELLED, /* the worker stopped first: signed on the loop thread at shutdown */
+};
+
+/* One checkpoint asked for. The body is the loop's until the worker's job is done. */
+struct entry {
+        char *body;
+        uint64_t count;
+        uint8_t head[32];
+        uint8_t sig[64];
+        size_t sig_len;
+        enum entry_state state;
+        bool reopen; /* a rotation waits on it */
+        struct waiter_entry *waiters;
+        struct entry *next;
+};
+
+struct audit_checkpointer {
+        struct broker *b;
+        struct note_key key;
+        char *key_text;
+        struct entry *first, *tail; /* the FIFO, oldest first */
+        size_t n_pending;
+        bool skipped;       /* a due checkpoint was skipped: warned once until the FIFO drains */
+        uint64_t last_usec; /* boottime of the last checkpoint asked for or interval check */
+        uint64_t last_size_check_usec;
+};
+
+static void answer(struct waiter_entry **list, int r, bool reopened)
+{
+        while (*list) {
+                struct waiter_entry *w = *list;
+                *list = w->next;
+                if (w->done)
+                        w->done(w->userdata, r, reopened);
+                free(w);
+        }
+}
+
+static void entry_free(struct entry *e)
+{
+        if (!e)
+                return;
+        free(e->body);
+        free(e);
+}
+
+/* Tests (a build with fault points): CREDBROKER_AUDIT_SIGN_DELAY_MS makes every signature on
+ * the store worker that slow, as a slow token would. */
+static void test_sign_delay(void)
+{
+#if ENABLE_FAULT_POINTS
+        const char *v = secure_getenv("CREDBROKER_AUDIT_SIGN_DELAY_MS");
+        uint64_t ms;
+
+        if (v && parse_u64(v, &ms) == 0 && ms <= 10000)
+                (void)nanosleep(&(struct timespec){.tv_sec = (time_t)(ms / 1000),
+                                                   .tv_nsec = (long)(ms % 1000) * 1000000},
+                                NULL);
+#endif
+}
+
+static int sign_call(struct store *store, void *arg)
+{
+        struct entry *e = arg;
+
+        test_sign_delay();
+        return store_audit_sign(store, e->body, strlen(e->body), e->sig, &e->sig_len);
+}
+
+static int write_signed(struct audit_checkpointer *c, struct entry *e)
+{
+        _cleanup_free_ char *note = NULL;
+        uint64_t lag = audit_next_seq(c->b->audit) - e->count;
+        int r;
+
+        /* The verifier keeps the last NOTE_MAX_LAG(n) hashes: a head further back could not be
+         * checked. Only a token that did not answer for that long gets here. */
+        if (lag > NOTE_MAX_LAG(c->b->config->audit_checkpoint_records))
+                return log_error_errno(-ETIMEDOUT,
+                                       "Audit checkpoint for %" PRIu64
+                                       " records dropped: its signature came back %" PRIu64
+                                       " records later",
+                                       e->count, lag);
+        r = note_assemble(e->body, &c->key, e->sig, e->sig_len, &note);
+        if (r < 0)
+                return log_error_errno(r, "Failed to assemble an audit checkpoint");
+        return audit_write_checkpoint(c->b->audit, e->count, e->head, note);
+}
+
+static int finish_reopen(struct audit_checkpointer *c, bool *reopened)
+{
+        int r = audit_reopen(c->b->audit, reopened);
+        if (r < 0)
+                log_error_errno(r, "Failed to reopen the audit log after rotation");
+        return r;
+}
+
+/* Writes the entry (or says why not), rotates when asked, answers its waiters. */
+static void complete(struct audit_checkpointer *c, struct entry *e)
+{
+        bool reopened = false;
+        int r = -EIO;
+
+        if (e->state == ENTRY_SIGNED)
+                r = write_signed(c, e);
+        if (e->reopen) {
+                int k = finish_reopen(c, &reopened);
+                if (r >= 0)
+                        r = k;
+        }
+        answer(&e->waiters, r, reopened);
+        entry_free(e);
+}
+
+/* Writes the entries at the head of the FIFO whose signatures are back, in order. */
+static void drain(struct audit_checkpointer *c)
+{
+        while (c->first && (c->first->state == ENTRY_SIGNED || c->first->state == ENTRY_FAILED)) {
+                struct entry *e = c->first;
+                c->first = e->next;
+                if (!c->first)
+                        c->tail = NULL;
+                c->n_pending--;
+                complete(c, e);
+        }
+        if (!c->first)
+                c->skipped = false;
+}
+
+static void on_signed(struct store_job *job, void *userdata)
+{
+        struct audit_checkpointer *c = userdata;
+        struct entry *e = job->call_arg;
+        int r = job->result;
+
+        if (r == -ECANCELED)
+                e->state = ENTRY_CANCELLED; /* audit_checkpoint_final() signs it */
+        else if (r < 0) {
+                log_error_errno(r, "Failed to sign an audit checkpoint");
+                e->state = ENTRY_FAILED;
+        } else
+                e->state = ENTRY_SIGNED;
+        drain(c);
+}
+
+static void append(struct audit_checkpointer *c, struct entry *e)
+{
+        if (c->tail)
+                c->tail->next = e;
+        else
+                c->first = e;
+        c->tail = e;
+        c->n_pending++;
+}
+
+/* A new entry for the chain as it is now, at the FIFO's end. */
+static struct entry *entry_new(struct audit_checkpointer *c)
+{
+        struct entry *e = calloc(1, sizeof(*e));
+
+        if (!e)
+                return NULL;
+        audit_chain_mark(c->b->audit, &e->count, e->head);
+        if (note_checkpoint_body(audit_log_id(c->b->audit), e->count, e->head, now_realtime_usec(),
+                                 &e->body) < 0) {
+                free(e);
+                return NULL;
+        }
+        append(c, e);
+        return e;
+}
+
+static int submit(struct audit_checkpointer *c, struct entry *e)
+{
+        struct store_job *job = NULL;
+        int r;
+
+        r = store_job_new(STORE_JOB_CALL, "-", &job);
+        if (r < 0)
+                return r;
+        job->call = sign_call;
+        job->call_arg = e;
+        r = store_worker_submit(c->b->store_worker, job, on_signed, c);
+        if (r < 0)
+                store_job_free(job);
+        return r;
+}
+
+/* Asks for a checkpoint of the chain as it is now; the entry it is in, NULL when that failed. */
+static struct entry *ask(struct audit_checkpointer *c)
+{
+        struct entry *e = entry_new(c);
+        int r = e ? submit(c, e) : -ENOMEM;
+
+        c->last_usec = now_boottime_usec();
+        if (r < 0) {
+                log_error_errno(r, "Failed to ask for an audit checkpoint signature");
+                if (e)
+                        e->state = ENTRY_FAILED;
+                drain(c);
+                return NULL;
+        }
+        return e;
+}
+
+void audit_checkpoint_request(struct audit_checkpointer *c, bool reopen,
+                              audit_checkpoint_done_fn done, void *userdata)
+{
+        struct waiter_entry *w = NULL;
+        struct entry *e;
+        bool reopened = false;
+        int r = 0;
+
+        if (c->b->stopping || !c->b->store_worker) {
+                /* The final checkpoint (audit_checkpoint_final) covers it. */
+                if (done)
+                        done(userdata, -ECANCELED, false);
+                return;
+        }
+        if (done) {
+                w = calloc(1, sizeof(*w));
+                if (!w) {
+                        done(userdata, -ENOMEM, false);
+                        return;
+                }
+                *w = (struct waiter_entry){.done = done, .userdata = userdata};
+        }
+        if (audit_unsealed(c->b->audit) > 0) {
+                e = ask(c);
+                if (!e) {
+                        answer(&w, -EIO, false);
+                        return;
+                }
+        } else
+                e = c->tail; /* nothing new since the last one asked for: that one answers */
+        if (e) {
+                e->reopen |= reopen;
+                if (w) {
+                        w->next = e->waiters;
+                        e->waiters = w;
+                }
+                return;
+        }
+        /* Sealed, with nothing outstanding. */
+        if (reopen)
+                r = finish_reopen(c, &reopened);
+        answer(&w, r, reopened);
+}
+
+/* Every audit_checkpoint_records records (audit.c's hook). */
+static void on_records(void *userdata)
+{
+        struct audit_checkpointer *c = userdata;
+        uint64_t count;
+        uint8_t head[32];
+
+        if (c->b->stopping || !c->b->store_worker)
+                return;
+        if (c->n_pending >= NOTE_PENDING_MAX) {
+                /* The token signs slower than the log grows: this one is skipped (the verifier
+                 * reports the gap) rather than letting the signatures fall ever further behind. */
+                if (!c->skipped)
+                        log_error("Audit checkpoint skipped: %u signatures are outstanding; the "
+                                  "token signs slower than the audit log grows.",
+                                  NOTE_PENDING_MAX);
+                c->skipped = true;
+                audit_chain_mark(c->b->audit, &count, head);
+                return;
+        }
+        (void)ask(c);
+}
+
+int audit_checkpointer_new(struct broker *b, const struct note_key *key,
+                           struct audit_checkpointer **ret)
+{
+        struct audit_checkpointer *c = calloc(1, sizeof(*c));
+        int r;
+
+        if (!c)
+                return -ENOMEM;
+        c->b = b;
+        c->key = *key;
+        r = note_key_format(key, &c->key_text);
+        if (r < 0) {
+                free(c);
+                return r;
+        }
+        c->last_usec = c->last_size_check_usec = now_boottime_usec();
+        audit_set_checkpoint_hook(b->audit, b->config->audit_checkpoint_records, on_records, c);
+        *ret = c;
+        return 0;
+}
+
+void audit_checkpointer_free(struct audit_checkpointer *c)
+{
+        if (!c)
+                return;
+        if (c->b->audit)
+                audit_set_checkpoint_hook(c->b->audit, 0, NULL, NULL);
+        while (c->first) {
+                struct entry *e = c->first;
+                c->first = e->next;
+                answer(&e->waiters, -ECANCELED, false);
+                entry_free(e);
+        }
+        free(c->key_text);
+        free(c);
+}
+
+const char *audit_checkpoint_key(const struct audit_checkpointer *c)
+{
+        return c->key_text;
+}
+
+void audit_checkpoint_tick(struct audit_checkpointer *c)
+{
+        uint64_t now = now_boottime_usec(),
+                 every = (uint64_t)c->b->config->audit_checkpoint_sec * USEC_PER_SEC;
+
+        if (now - c->last_size_check_usec >= every) {
+                c->last_size_check_usec = now;
+                (void)audit_check_truncation(c->b->audit);
+        }
+        if (now - c->last_usec >= every) {
+                c->last_usec = now;
+                if (audit_unsealed(c->b->audit) > 0 && c->n_pending < NOTE_PENDING_MAX)
+                        (void)ask(c);
+        }
+}
+
+void audit_checkpoint_sighup(struct audit_checkpointer *c)
+{
+        (void)audit_check_truncation(c->b->audit);
+        audit_checkpoint_request(c, true, NULL, NULL);
+}
+
+/* Signs e on this thread (the store is this thread's: at start, or once the worker stopped). */
+static void sign_here(struct audit_checkpointer *c, struct store *store, struct entry *e)
+{
+        int r = store_audit_sign(store, e->body, strlen(e->body), e->sig, &e->sig_len);
+
+        if (r < 0) {
+                log_error_errno(r, "Failed to sign an audit checkpoint");
+                e->state = ENTRY_FAILED;
+        } else
+                e->state = ENTRY_SIGNED;
+}
+
+/* Signs and writes a checkpoint of the chain as it is now, on this thread. */
+static void seal_here(struct audit_checkpointer *c, struct store *store)
+{
+        struct entry *e = entry_new(c);
+
+        if (!e) {
+                log_error("Failed to seal the audit log: out of memory.");
+                return;
+        }
+        sign_here(c, store, e);
+        drain(c);
+}
+
+void audit_checkpoint_final(struct audit_checkpointer *c, struct store *store)
+{
+        /* What the worker did not sign before it stopped, in order, then the rest. */
+        for (struct entry *e = c->first; e; e = e->next)
+                if (e->state == ENTRY_CANCELLED || e->state == ENTRY_SIGNING)
+                        sign_here(c, store, e);
+        drain(c);
+        if (audit_unsealed(c->b->audit) > 0)
+                seal_here(c, store);
+}
+
+/* At start, before the store worker: the checkpoints a previous run asked for but did not write
+ * (it stopped before their signatures were back), then a seal over what it left unsealed. The
+ * seal covers the file as found (asked for before the catch-up records are written), so the
+ * counts stay at most audit_checkpoint_records apart. */
+static void seal_at_start(struct audit_checkpointer *c, struct store *store)
+{
+        uint64_t n = c->b->config->audit_checkpoint_records;
+        struct audit_catch_up up = {0};
+
+        /* A chain that is only its new genesis has nothing to catch up with. */
+        if (audit_next_seq(c->b->audit) <= 1)
+                return;
+        if (audit_catch_up(c->b->audit, n, NOTE_MAX_LAG(n) - 16, &up) < 0)
+                up = (struct audit_catch_up){.unsealed = true};
+        for (size_t i = 0; i < up.n; i++) {
+                struct entry *e = calloc(1, sizeof(*e));
+                if (!e ||
+                    note_checkpoint_body(audit_log_id(c->b->audit), up.heads[i].count,
+                                         up.heads[i].head, now_realtime_usec(), &e->body) < 0) {
+                        free(e);
+                        break;
+                }
+                e->count = up.heads[i].count;
+                memcpy(e->head, up.heads[i].head, 32);
+                append(c, e);
+        }
+        free(up.heads);
+        if (up.unsealed && !entry_new(c))
+                log_error("Failed to seal the audit log: out of memory.");
+        for (struct entry *e = c->first; e; e = e->next)
+                sign_here(c, store, e);
+        drain(c);
+}
+
+int audit_start(struct broker *b, const struct secret *install_key)
+{
+        _cleanup_free_ char *verifier_key = NULL;
+        struct audit_options options = {.group = (gid_t)-1};
+        struct note_key key;
+        int r;
+
+        r = store_audit_key(b->store, &key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to get the audit signing key");
+        r = note_key_format(&key, &verifier_key);
+        if (r < 0)
+                return log_error_errno(r, "Failed to format the audit verifier key");
+        options.verifier_key = verifier_key;
+        if (b->config->audit_group) {
+                struct group *g = getgrnam(b->config->audit_group);
+                if (!g)
+                        return log_error_errno(-ENOENT,
+                                               "No group %s for the audit log ([broker] "
+                                               "audit_group)",
+                                               b->config->audit_group);
+                options.group = g->gr_gid;
+        }
+        if (b->config->audit_journal)
+                audit_journal_setup(&options);
+        r = audit_open_with(b->config->audit_log, install_key, &options, &b->audit);
+        if (r < 0)
+                return r;
+        r = audit_aggregator_new(b->audit, b->config->audit_aggregate_sec, &b->denials);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the audit log");
+        r = audit_checkpointer_new(b, &key, &b->checkpoints);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the audit checkpoints");
+        seal_at_start(b->checkpoints, b->store);
+        return 0;
+}
+
+void audit_stop(struct broker *b)
+{
+        audit_aggregator_free(b->denials);
+        b->denials = NULL;
+        if (b->checkpoints && b->audit && !b->store_abandoned)
+                audit_checkpoint_final(b->checkpoints, b->store);
+        audit_checkpointer_free(b->checkpoints);
+        b->checkpoints = NULL;
+        audit_close(b->audit);
+        b->audit = NULL;
+}
