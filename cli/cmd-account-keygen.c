@@ -47,9 +47,9 @@ static int parse_bounded(const char *text, uint32_t min, uint32_t max, uint32_t 
         return 0;
 }
 
-static int keygen_option(int c, const char *arg, void *userdata)
+static int keygen_option(int c, const char *arg, void *state)
 {
-        struct store_keygen_options *o = userdata;
+        struct store_keygen_options *o = state;
         uint32_t value;
 
         switch (c) {
@@ -130,9 +130,9 @@ static void keygen_print(const char *name, const struct store_certificate_info *
                 printf("\nCertificate request (PKCS#10) for the same key, for a CA:\n\n%s", csr);
 }
 
-static int keygen_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int keygen_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct store_keygen_options *o = userdata;
+        struct store_keygen_options *o = state;
         struct store_certificate_info info = {0};
         _cleanup_free_ char *csr = NULL;
         int r;
@@ -147,31 +147,28 @@ static int keygen_run(const struct account_args *a, struct account_target *t, vo
         return r;
 }
 
-int account_keygen(int argc, char **argv)
-{
-        static const struct cli_option options[] = {
+const struct account_command account_keygen_command = {
+    .name = "keygen",
+    .usage = keygen_usage,
+    .options =
+        (const struct cli_option[]){
             CLI_OWN("bits", required_argument, 'b'),
             CLI_OWN("days", required_argument, 'd'),
             CLI_OWN("subject", required_argument, 's'),
             CLI_FLAG("csr", 'r', struct store_keygen_options, csr),
             CLI_FLAG("replace", 'R', struct store_keygen_options, replace),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = keygen_usage,
-            .options = options,
-            .short_options = "b:d:s:rR",
-            .option = keygen_option,
-            .takes_name = true,
-            .run = keygen_run,
-        };
-        struct store_keygen_options o = {
+        },
+    .option = keygen_option,
+    .takes_name = true,
+    .state_size = sizeof(struct store_keygen_options),
+    .defaults =
+        &(const struct store_keygen_options){
             .bits = STORE_KEY_BITS_DEFAULT,
             .days = STORE_CERT_DAYS_DEFAULT,
-        };
-
-        return account_run(&cmd, argc, argv, &o);
-}
+        },
+    .run = keygen_run,
+};
 
 /* A certificate is public, so a plain bounded read of a regular file will do. */
 static int read_certificate_file(const char *path, char **ret, size_t *ret_len)
@@ -222,9 +219,9 @@ struct cert_options {
         size_t len;
 };
 
-static int cert_prepare(const struct account_args *a, void *userdata)
+static int cert_prepare(const struct account_args *a, void *state)
 {
-        struct cert_options *o = userdata;
+        struct cert_options *o = state;
         int r;
 
         if (!o->file) {
@@ -284,9 +281,9 @@ static void cert_print(const char *name, const struct store_certificate_info *in
                name, info->subject, info->issuer, from, until, info->sha1_hex, info->sha256_hex);
 }
 
-static int cert_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int cert_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct cert_options *o = userdata;
+        struct cert_options *o = state;
         struct store_certificate_info info = {0};
         int r;
 
@@ -299,23 +296,24 @@ static int cert_run(const struct account_args *a, struct account_target *t, void
         return r;
 }
 
-int account_cert(int argc, char **argv)
+static void cert_done(void *state)
 {
-        static const struct cli_option options[] = {
+        struct cert_options *o = state;
+
+        free(o->data);
+}
+
+const struct account_command account_cert_command = {
+    .name = "cert",
+    .usage = cert_usage,
+    .options =
+        (const struct cli_option[]){
             CLI_ARG("file", 'f', struct cert_options, file),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = cert_usage,
-            .options = options,
-            .short_options = "f:",
-            .takes_name = true,
-            .prepare = cert_prepare,
-            .run = cert_run,
-        };
-        struct cert_options o = {0};
-        int r = account_run(&cmd, argc, argv, &o);
-
-        free(o.data);
-        return r;
-}
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct cert_options),
+    .prepare = cert_prepare,
+    .run = cert_run,
+    .done = cert_done,
+};

@@ -87,26 +87,20 @@ static const struct cli_option json_option[] = {
 };
 
 /* -1 to go on, 0 after --help, or an exit code after printing why. */
-static int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
+static int account_parse(const struct account_command *cmd, int argc, char **argv, void *state,
                          struct account_args *ret)
 {
-        char shorts[64];
         struct cli_parser p = {
-            .short_options = shorts,
             .options = {cmd->options, common_options, cmd->json ? json_option : NULL},
-            .dest = {userdata, ret, ret},
+            .dest = {state, ret, ret},
             .option = cmd->option,
-            .userdata = userdata,
+            .userdata = state,
             .usage = cmd->usage,
             .usage_exit = EXIT_USAGE,
         };
         int r;
 
         *ret = (struct account_args){0};
-        if (snprintf(shorts, sizeof(shorts), "%s%svc:h",
-                     cmd->short_options ? cmd->short_options : "",
-                     cmd->json ? "j" : "") >= (int)sizeof(shorts))
-                return EXIT_SOFTWARE;
         r = cli_parse(&p, argc, argv);
         if (r >= 0)
                 return r;
@@ -164,20 +158,35 @@ static void account_target_close(struct account_target *t)
         *t = (struct account_target){0};
 }
 
-int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata)
+static int account_run_state(const struct account_command *cmd, int argc, char **argv, void *state)
 {
         _cleanup_(account_target_close) struct account_target t = {0};
         struct account_args a;
         int r;
 
-        r = account_parse(cmd, argc, argv, userdata, &a);
+        r = account_parse(cmd, argc, argv, state, &a);
         if (r >= 0)
                 return r;
-        r = cmd->prepare ? cmd->prepare(&a, userdata) : 0;
+        r = cmd->prepare ? cmd->prepare(&a, state) : 0;
         if (r == 0)
                 r = account_target_open(&a, &t);
         if (r == 0)
-                r = cmd->run(&a, &t, userdata);
+                r = cmd->run(&a, &t, state);
+        return r;
+}
+
+int account_run(const struct account_command *cmd, int argc, char **argv)
+{
+        _cleanup_free_ void *state = calloc(1, cmd->state_size ? cmd->state_size : 1);
+        int r;
+
+        if (!state)
+                return EXIT_SOFTWARE;
+        if (cmd->defaults)
+                memcpy(state, cmd->defaults, cmd->state_size);
+        r = account_run_state(cmd, argc, argv, state);
+        if (cmd->done)
+                cmd->done(state);
         return r;
 }
 
@@ -241,9 +250,9 @@ static int import_direct(struct store *store, const char *name, const struct acc
         return 0;
 }
 
-static int import_prepare(const struct account_args *a, void *userdata)
+static int import_prepare(const struct account_args *a, void *state)
 {
-        struct import_options *o = userdata;
+        struct import_options *o = state;
 
         if (!o->meta.tenant || !o->meta.client_id || !o->token_file) {
                 import_usage(stderr);
@@ -258,9 +267,9 @@ static int import_prepare(const struct account_args *a, void *userdata)
         return import_read_token(o->token_file, &o->token);
 }
 
-static int import_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int import_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct import_options *o = userdata;
+        struct import_options *o = state;
         uint64_t generation;
         int r;
 
@@ -273,30 +282,32 @@ static int import_run(const struct account_args *a, struct account_target *t, vo
         return 0;
 }
 
-static int account_import(int argc, char **argv)
+static void import_done(void *state)
 {
-        static const struct cli_option options[] = {
+        struct import_options *o = state;
+
+        secret_free(o->token);
+}
+
+static const struct account_command import_command = {
+    .name = "import",
+    .usage = import_usage,
+    .options =
+        (const struct cli_option[]){
             CLI_ARG("tenant", 't', struct import_options, meta.tenant),
             CLI_ARG("client-id", 'i', struct import_options, meta.client_id),
             CLI_ARG("refresh-token-file", 'f', struct import_options, token_file),
             CLI_ARG("mailbox", 'm', struct import_options, meta.mailbox),
             CLI_ARG("authority", 'a', struct import_options, meta.authority),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = import_usage,
-            .options = options,
-            .short_options = "t:i:f:m:a:",
-            .takes_name = true,
-            .prepare = import_prepare,
-            .run = import_run,
-        };
-        struct import_options o = {.meta = {.flow = (char *)"refresh_token"}};
-        int r = account_run(&cmd, argc, argv, &o);
-
-        secret_free(o.token);
-        return r;
-}
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct import_options),
+    .defaults = &(const struct import_options){.meta = {.flow = (char *)"refresh_token"}},
+    .prepare = import_prepare,
+    .run = import_run,
+    .done = import_done,
+};
 
 static void list_usage(FILE *f)
 {
@@ -309,23 +320,19 @@ static void list_usage(FILE *f)
               f);
 }
 
-static int list_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int list_run(const struct account_args *a, struct account_target *t, void *state)
 {
         if (t->admin)
                 return broker_account_list(t->admin, a->json);
         return account_list_direct(t->store, t->config, a->json);
 }
 
-static int account_list(int argc, char **argv)
-{
-        static const struct account_command cmd = {
-            .usage = list_usage,
-            .json = true,
-            .run = list_run,
-        };
-
-        return account_run(&cmd, argc, argv, NULL);
-}
+static const struct account_command list_command = {
+    .name = "list",
+    .usage = list_usage,
+    .json = true,
+    .run = list_run,
+};
 
 static void remove_usage(FILE *f)
 {
@@ -364,23 +371,19 @@ static int remove_direct(struct store *store, const char *name)
         return 0;
 }
 
-static int remove_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int remove_run(const struct account_args *a, struct account_target *t, void *state)
 {
         if (t->admin)
                 return broker_account_remove(t->admin, a->name);
         return remove_direct(t->store, a->name);
 }
 
-static int account_remove(int argc, char **argv)
-{
-        static const struct account_command cmd = {
-            .usage = remove_usage,
-            .takes_name = true,
-            .run = remove_run,
-        };
-
-        return account_run(&cmd, argc, argv, NULL);
-}
+static const struct account_command remove_command = {
+    .name = "remove",
+    .usage = remove_usage,
+    .takes_name = true,
+    .run = remove_run,
+};
 
 static void secret_usage(FILE *f)
 {
@@ -400,9 +403,9 @@ struct secret_options {
         struct secret *secret;
 };
 
-static int secret_prepare(const struct account_args *a, void *userdata)
+static int secret_prepare(const struct account_args *a, void *state)
 {
-        struct secret_options *o = userdata;
+        struct secret_options *o = state;
         int r;
 
         if (!o->from_stdin) {
@@ -422,9 +425,9 @@ static int secret_prepare(const struct account_args *a, void *userdata)
 }
 
 /* Either path's result in the same words: 0 or an exit code. */
-static int secret_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int secret_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct secret_options *o = userdata;
+        struct secret_options *o = state;
         int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
                          : store_put_client_secret(t->store, a->name, o->secret);
 
@@ -444,38 +447,40 @@ static int secret_run(const struct account_args *a, struct account_target *t, vo
         return 0;
 }
 
-static int account_secret(int argc, char **argv)
+static void secret_done(void *state)
 {
-        static const struct cli_option options[] = {
+        struct secret_options *o = state;
+
+        secret_free(o->secret);
+}
+
+static const struct account_command secret_command = {
+    .name = "secret",
+    .usage = secret_usage,
+    .options =
+        (const struct cli_option[]){
             CLI_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = secret_usage,
-            .options = options,
-            .short_options = "s",
-            .takes_name = true,
-            .prepare = secret_prepare,
-            .run = secret_run,
-        };
-        struct secret_options o = {0};
-        int r = account_run(&cmd, argc, argv, &o);
-
-        secret_free(o.secret);
-        return r;
-}
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct secret_options),
+    .prepare = secret_prepare,
+    .run = secret_run,
+    .done = secret_done,
+};
 
 int cmd_account(int argc, char **argv)
 {
-        static const struct {
-                const char *name;
-                int (*run)(int argc, char **argv);
-        } commands[] = {
-            {"import", account_import}, {"list", account_list},     {"show", account_show},
-            {"remove", account_remove}, {"secret", account_secret}, {"keygen", account_keygen},
-            {"cert", account_cert},     {"add", account_add},       {"login", account_login},
+        static const struct cli_command own[] = {
+            {"add", account_add},
+            {"login", account_login},
             {"test", account_test},
         };
+        static const struct account_command *const commands[] = {
+            &import_command, &list_command,           &account_show_command, &remove_command,
+            &secret_command, &account_keygen_command, &account_cert_command,
+        };
+        const struct cli_command *c;
 
         if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
                 fputs(
@@ -495,8 +500,11 @@ int cmd_account(int argc, char **argv)
                 return argc < 2 ? EXIT_USAGE : 0;
         }
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[1], commands[i].name) == 0)
-                        return commands[i].run(argc - 1, argv + 1);
+                if (strcmp(argv[1], commands[i]->name) == 0)
+                        return account_run(commands[i], argc - 1, argv + 1);
+        c = cli_command_find(own, ELEMENTSOF(own), argv[1]);
+        if (c)
+                return c->run(argc - 1, argv + 1);
         fprintf(stderr, "credbroker: unknown account command \"%.40s\"\n", argv[1]);
         return EXIT_USAGE;
 }

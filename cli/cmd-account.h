@@ -20,26 +20,31 @@ struct account_args;
 struct account_target;
 
 /* A command that works through the broker or, when none listens, on the token directly:
- * import, list, show, remove, secret, keygen, cert. account_run() parses its options, calls
- * prepare, finds the broker or opens the token, and calls run. */
+ * import, list, show, remove, secret, keygen, cert. account_run() gives it a state (state_size
+ * bytes, a copy of defaults or zeroes), parses its options, calls prepare, finds the broker or
+ * opens the token, calls run, and last done. */
 struct account_command {
+        const char *name; /* credbroker account NAME */
         void (*usage)(FILE *f);
-        /* The command's own options, ending with {0}, their values stored into userdata; may be
-         * NULL. */
+        /* The command's own options, ending with {0}, their values stored into the state (their
+         * letters are the short options); may be NULL. */
         const struct cli_option *options;
-        const char *short_options; /* the command's own; may be NULL */
         /* One of the command's own CLI_STORE_NONE options: 0, or an exit code after printing
          * why. */
-        int (*option)(int c, const char *arg, void *userdata);
+        int (*option)(int c, const char *arg, void *state);
         bool takes_name; /* one NAME argument, checked with account_name_check() */
         bool json;       /* --json */
+        size_t state_size;
+        const void *defaults; /* state_size bytes; NULL: zeroes */
         /* After the options, before the broker is asked or the token opened: checks what they
          * left to check and reads what the command needs (a file, standard input). 0 or an exit
          * code after printing why; may be NULL. */
-        int (*prepare)(const struct account_args *a, void *userdata);
+        int (*prepare)(const struct account_args *a, void *state);
         /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
          * code after printing why. */
-        int (*run)(const struct account_args *a, struct account_target *t, void *userdata);
+        int (*run)(const struct account_args *a, struct account_target *t, void *state);
+        /* Frees what options, prepare and run left in the state; may be NULL. */
+        void (*done)(void *state);
 };
 
 struct account_args {
@@ -61,7 +66,7 @@ struct account_target {
 /* Runs cmd: the common options (-v, --admin-socket, --config, --help, --json when the command
  * has it) and the command's own, then prepare, then run on the broker or the token (-v says
  * which). Returns the command's exit code. */
-int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata);
+int account_run(const struct account_command *cmd, int argc, char **argv);
 
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
@@ -94,9 +99,9 @@ int account_show_direct(struct store *store, const struct config *config, const 
                         bool json);
 int account_list_direct(struct store *store, const struct config *config, bool json);
 
-int account_show(int argc, char **argv);
-int account_keygen(int argc, char **argv);
-int account_cert(int argc, char **argv);
+extern const struct account_command account_show_command, account_keygen_command,
+    account_cert_command;
+
 int account_add(int argc, char **argv);
 int account_login(int argc, char **argv);
 int account_test(int argc, char **argv);

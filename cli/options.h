@@ -27,6 +27,16 @@
                 "help", no_argument, NULL, 'h'                                                     \
         }
 
+/* A command or subcommand: credbroker NAME, credbroker account NAME, ... */
+struct cli_command {
+        const char *name;
+        int (*run)(int argc, char **argv); /* argv[0] is NAME; returns the exit code */
+};
+
+/* The command of table (n entries) called name, or NULL. */
+const struct cli_command *cli_command_find(const struct cli_command *table, size_t n,
+                                           const char *name);
+
 /* Where a command finds the broker: the arguments of the options above, NULL when not given. */
 struct cli_target {
         const char *socket;
@@ -89,6 +99,8 @@ struct cli_option {
 
 /* How a command reads its options. */
 struct cli_parser {
+        /* NULL: the letters of the tables' options (val a letter or digit; ':' after those
+         * with a required argument). */
         const char *short_options;
         /* Up to CLI_TABLES_MAX tables, each ending with {0} (NULL: none), and where the values of
          * each go. */
