@@ -45,6 +45,15 @@ int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char *
         return -1;
 }
 
+int account_result(int r, const char *doing, const char *name)
+{
+        if (r < 0) {
+                fprintf(stderr, "credbroker: %s %s failed: %s\n", doing, name, strerror(-r));
+                return EXIT_SOFTWARE;
+        }
+        return r;
+}
+
 int account_read_secret_stdin(size_t max, struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
@@ -104,9 +113,12 @@ static int account_parse(const struct account_command *cmd, int argc, char **arg
         r = cli_parse(&p, argc, argv);
         if (r >= 0)
                 return r;
-        if (cmd->takes_name)
-                return account_name_arg(argc, argv, cmd->usage, &ret->name);
-        if (optind != argc) {
+        if (cmd->takes_name) {
+                r = account_name_arg(argc, argv, cmd->usage, &ret->name);
+                if (r >= 0)
+                        return r;
+        }
+        if ((!cmd->takes_name && optind != argc) || cli_missing(cmd->options, state)) {
                 cmd->usage(stderr);
                 return EXIT_USAGE;
         }
@@ -254,10 +266,6 @@ static int import_prepare(const struct account_args *a, void *state)
 {
         struct import_options *o = state;
 
-        if (!o->meta.tenant || !o->meta.client_id || !o->token_file) {
-                import_usage(stderr);
-                return EXIT_USAGE;
-        }
         o->meta.created = (uint64_t)time(NULL);
         if (account_meta_validate(&o->meta) < 0) {
                 fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
@@ -294,9 +302,9 @@ static const struct account_command import_command = {
     .usage = import_usage,
     .options =
         (const struct cli_option[]){
-            CLI_ARG("tenant", 't', struct import_options, meta.tenant),
-            CLI_ARG("client-id", 'i', struct import_options, meta.client_id),
-            CLI_ARG("refresh-token-file", 'f', struct import_options, token_file),
+            CLI_REQUIRED_ARG("tenant", 't', struct import_options, meta.tenant),
+            CLI_REQUIRED_ARG("client-id", 'i', struct import_options, meta.client_id),
+            CLI_REQUIRED_ARG("refresh-token-file", 'f', struct import_options, token_file),
             CLI_ARG("mailbox", 'm', struct import_options, meta.mailbox),
             CLI_ARG("authority", 'a', struct import_options, meta.authority),
             {0},
@@ -408,10 +416,6 @@ static int secret_prepare(const struct account_args *a, void *state)
         struct secret_options *o = state;
         int r;
 
-        if (!o->from_stdin) {
-                secret_usage(stderr);
-                return EXIT_USAGE;
-        }
         r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &o->secret);
         if (r < 0) {
                 fprintf(stderr,
@@ -431,20 +435,15 @@ static int secret_run(const struct account_args *a, struct account_target *t, vo
         int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
                          : store_put_client_secret(t->store, a->name, o->secret);
 
-        if (r > 0)
-                return r;
         if (r == -EINVAL) {
                 fprintf(stderr, "credbroker: the client secret must be printable ASCII without "
                                 "spaces, quotes or backslashes\n");
                 return EXIT_DATAERR;
         }
-        if (r < 0) {
-                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", a->name,
-                        strerror(-r));
-                return EXIT_SOFTWARE;
-        }
-        printf("Stored the client secret of account %s.\n", a->name);
-        return 0;
+        r = account_result(r, "storing the client secret of", a->name);
+        if (r == 0)
+                printf("Stored the client secret of account %s.\n", a->name);
+        return r;
 }
 
 static void secret_done(void *state)
@@ -459,7 +458,7 @@ static const struct account_command secret_command = {
     .usage = secret_usage,
     .options =
         (const struct cli_option[]){
-            CLI_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
+            CLI_REQUIRED_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
             {0},
         },
     .takes_name = true,

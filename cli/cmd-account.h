@@ -76,6 +76,11 @@ bool account_name_check(const char *name);
  * argument). */
 int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret);
 
+/* What the work of a command returned, once the command has reported the errors it words
+ * itself: an exit code (> 0, the broker path reported it) as it is, 0, or for a negative errno
+ * "credbroker: DOING NAME failed: ERROR" and EXIT_SOFTWARE. */
+int account_result(int r, const char *doing, const char *name);
+
 /* Reads standard input (at most max bytes, one trailing newline dropped) into a secret, so the
  * value is never on argv or in the environment. -EFBIG when longer, -ENODATA when empty. */
 int account_read_secret_stdin(size_t max, struct secret **ret);

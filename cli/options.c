@@ -51,6 +51,23 @@ static bool store_option(const struct cli_option *options, void *dest, int c, ch
         return false;
 }
 
+bool cli_missing(const struct cli_option *options, const void *dest)
+{
+        for (const struct cli_option *o = options; o && o->name; o++) {
+                const char *member = (const char *)dest + o->offset, *value = NULL;
+
+                if (!o->required || o->store == CLI_STORE_NONE)
+                        continue;
+                if (o->store == CLI_STORE_FLAG && !*(const bool *)member)
+                        return true;
+                if (o->store == CLI_STORE_STRING)
+                        memcpy(&value, member, sizeof(value));
+                if (o->store == CLI_STORE_STRING && !value)
+                        return true;
+        }
+        return false;
+}
+
 #define GETOPT_OPTIONS_MAX 40
 
 /* The getopt_long() tables of p's options, and the short options string when p has none. */

@@ -65,28 +65,34 @@ struct cli_option {
         int val;
         enum cli_store store;
         size_t offset; /* of the member, in the struct the table is for */
+        bool required; /* the command refuses to run without it: see cli_missing() */
 };
 
 /* --name ARG into type's member (char * or const char *; anything else does not compile). */
-#define CLI_ARG(name, val, type, member)                                                             \
+#define CLI_ARG(name, val, type, member) CLI_ARG_(name, val, type, member, false)
+/* --name sets type's bool member. */
+#define CLI_FLAG(name, val, type, member) CLI_FLAG_(name, val, type, member, false)
+/* The same, for an option the command cannot do without. */
+#define CLI_REQUIRED_ARG(name, val, type, member)  CLI_ARG_(name, val, type, member, true)
+#define CLI_REQUIRED_FLAG(name, val, type, member) CLI_FLAG_(name, val, type, member, true)
+#define CLI_ARG_(name, val, type, member, required)                                                  \
         {                                                                                            \
                 name, required_argument, val,                                                      \
                     _Generic(((type *)0)->member, char *: CLI_STORE_STRING,                        \
                              const char *: CLI_STORE_STRING),                                      \
-                    offsetof(type, member) \
+                    offsetof(type, member), required \
         }
-/* --name sets type's bool member. */
-#define CLI_FLAG(name, val, type, member)                                                          \
+#define CLI_FLAG_(name, val, type, member, required)                                               \
         {                                                                                          \
                 name, no_argument, val,                                                            \
                     _Generic(((type *)0)->member, bool                                             \
                              : CLI_STORE_FLAG),                                                    \
-                    offsetof(type, member)                                                         \
+                    offsetof(type, member), required                                               \
         }
 /* --name for the command's own handler. */
 #define CLI_OWN(name, has_arg, val)                                                                \
         {                                                                                          \
-                name, has_arg, val, CLI_STORE_NONE, 0                                              \
+                name, has_arg, val, CLI_STORE_NONE, 0, false                                       \
         }
 #define CLI_HELP CLI_OWN("help", no_argument, 'h')
 /* The shared options into a struct cli_target member of type. */
@@ -113,6 +119,10 @@ struct cli_parser {
         void (*usage)(FILE *f);
         int usage_exit; /* after an unknown option or a missing argument */
 };
+
+/* True when an option options marks required was not given: its member in dest (filled by
+ * cli_parse()) is still NULL or false. */
+bool cli_missing(const struct cli_option *options, const void *dest);
 
 /* Reads the options of argv (getopt_long, from optind): -1 when they are read and the command
  * goes on (optind at the first other argument); 0 after --help printed usage on stdout; else an
