@@ -468,6 +468,23 @@ static const struct account_command secret_command = {
     .done = secret_done,
 };
 
+static void account_usage(FILE *f)
+{
+        fputs("Usage: credbroker account COMMAND ...\n"
+              "  add NAME ...      add an account through the broker, which signs it in\n"
+              "  login NAME        sign a delegated account in again\n"
+              "  test NAME ...     have the broker get a token; optionally send a test mail\n"
+              "  import NAME ...   provision an account from a refresh token\n"
+              "  list              list accounts\n"
+              "  show NAME         an account's settings, credentials and certificate\n"
+              "  remove NAME       destroy every object of an account\n"
+              "  secret NAME ...   store the client secret (read from standard input)\n"
+              "  keygen NAME ...   make the assertion key in the token and its certificate\n"
+              "  cert NAME ...     store a CA-issued certificate for that key\n"
+              "Run \"credbroker account COMMAND --help\" for details.\n",
+              f);
+}
+
 int cmd_account(int argc, char **argv)
 {
         static const struct cli_command own[] = {
@@ -480,24 +497,11 @@ int cmd_account(int argc, char **argv)
             &secret_command, &account_keygen_command, &account_cert_command,
         };
         const struct cli_command *c;
+        int r;
 
-        if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                fputs(
-                    "Usage: credbroker account COMMAND ...\n"
-                    "  add NAME ...      add an account through the broker, which signs it in\n"
-                    "  login NAME        sign a delegated account in again\n"
-                    "  test NAME ...     have the broker get a token; optionally send a test mail\n"
-                    "  import NAME ...   provision an account from a refresh token\n"
-                    "  list              list accounts\n"
-                    "  show NAME         an account's settings, credentials and certificate\n"
-                    "  remove NAME       destroy every object of an account\n"
-                    "  secret NAME ...   store the client secret (read from standard input)\n"
-                    "  keygen NAME ...   make the assertion key in the token and its certificate\n"
-                    "  cert NAME ...     store a CA-issued certificate for that key\n"
-                    "Run \"credbroker account COMMAND --help\" for details.\n",
-                    argc < 2 ? stderr : stdout);
-                return argc < 2 ? EXIT_USAGE : 0;
-        }
+        r = cli_usage_or_help(argc, argv, account_usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
                 if (strcmp(argv[1], commands[i]->name) == 0)
                         return account_run(commands[i], argc - 1, argv + 1);

@@ -462,15 +462,11 @@ int cmd_policy(int argc, char **argv)
             {"reload", cmd_reload},
         };
         const struct cli_command *c;
+        int r;
 
-        if (argc < 2) {
-                usage(stderr);
-                return POLICY_EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                usage(stdout);
-                return 0;
-        }
+        r = cli_usage_or_help(argc, argv, usage, POLICY_EXIT_USAGE);
+        if (r >= 0)
+                return r;
         c = cli_command_find(subcommands, ELEMENTSOF(subcommands), argv[1]);
         if (c)
                 return c->run(argc - 1, argv + 1);

@@ -87,18 +87,13 @@ int main(int argc, char **argv)
             {"reload", cmd_reload}, {"setup", cmd_setup},
         };
         const struct cli_command *c;
-        int r = EXIT_USAGE;
+        int r;
 
         log_set_ident("credbroker");
         log_set_level(LOG_LEVEL_WARNING);
-        if (argc < 2) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                usage(stdout);
-                return 0;
-        }
+        r = cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
         if (strcmp(argv[1], "--version") == 0) {
                 printf("credbroker %s\n", PACKAGE_VERSION);
                 return 0;
@@ -110,9 +105,8 @@ int main(int argc, char **argv)
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
         c = cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
-        if (c)
-                r = c->run(argc - 1, argv + 1);
-        else
+        r = c ? c->run(argc - 1, argv + 1) : EXIT_USAGE;
+        if (!c)
                 fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n",
                         argv[1]);
         curl_global_cleanup();

@@ -4,7 +4,10 @@
 #include <ctype.h>
 #include <string.h>
 
+#include "admin-client.h"
 #include "client.h"
+#include "credbroker.h"
+#include "json.h"
 
 const struct cli_command *cli_command_find(const struct cli_command *table, size_t n,
                                            const char *name)
@@ -13,6 +16,19 @@ const struct cli_command *cli_command_find(const struct cli_command *table, size
                 if (strcmp(name, table[i].name) == 0)
                         return &table[i];
         return NULL;
+}
+
+int cli_usage_or_help(int argc, char **argv, void (*usage)(FILE *f), int usage_exit)
+{
+        if (argc < 2) {
+                usage(stderr);
+                return usage_exit;
+        }
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                usage(stdout);
+                return 0;
+        }
+        return -1;
 }
 
 int cli_shared_option(int c, struct cli_target *t, void (*usage)(FILE *f), int usage_exit)
@@ -165,4 +181,22 @@ int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
                 return EXIT_USAGE;
         }
         return r;
+}
+
+int cli_target_call(int argc, char **argv, bool admin, void (*usage)(FILE *f), const char *op,
+                    cJSON **ret)
+{
+        _cleanup_json_ cJSON *request = NULL;
+        struct cli_target t = {0};
+        int r;
+
+        r = cli_parse_target(argc, argv, admin, usage, &t);
+        if (r >= 0)
+                return r;
+        request = admin ? admin_request_new(op) : credbroker_request_new(op);
+        if (!request)
+                return EXIT_SOFTWARE;
+        r = admin ? admin_request(admin_socket_path(t.admin_socket, t.config), request, ret)
+                  : client_call(client_socket_path(t.socket, t.config), request, ret);
+        return r == 0 ? -1 : r;
 }

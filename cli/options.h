@@ -2,6 +2,7 @@
  * tail of their getopt switch, written once. */
 #pragma once
 
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -36,6 +37,10 @@ struct cli_command {
 /* The command of table (n entries) called name, or NULL. */
 const struct cli_command *cli_command_find(const struct cli_command *table, size_t n,
                                            const char *name);
+
+/* Before a command looks up its subcommand argv[1]: none prints usage on stderr and returns
+ * usage_exit; --help or -h prints it on stdout and returns 0; else -1 (go on). */
+int cli_usage_or_help(int argc, char **argv, void (*usage)(FILE *f), int usage_exit);
 
 /* Where a command finds the broker: the arguments of the options above, NULL when not given. */
 struct cli_target {
@@ -140,3 +145,9 @@ int cli_parse_one(int argc, char **argv, const char *short_options,
  * and which take no other argument: as cli_parse(), into t. */
 int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
                      struct cli_target *t);
+
+/* For such commands that send one request: cli_parse_target(), then {"op":op} to the broker's
+ * socket, or its admin socket (admin). As cli_parse(): -1 with *ret the reply of either kind, or
+ * an exit code (after saying why). */
+int cli_target_call(int argc, char **argv, bool admin, void (*usage)(FILE *f), const char *op,
+                    cJSON **ret);
