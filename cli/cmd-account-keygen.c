@@ -221,7 +221,7 @@ struct cert_options {
         size_t len;
 };
 
-static int cert_prepare(const struct account_args *a, void *state)
+static int cert_prepare(struct account_args *a, void *state)
 {
         struct cert_options *o = state;
         int r;

@@ -184,6 +184,7 @@ static int account_run_state(const struct account_command *cmd, int argc, char *
                 r = account_target_open(&a, &t);
         if (r == 0)
                 r = cmd->run(&a, &t, state);
+        secret_free(a.secret);
         return r;
 }
 
@@ -205,7 +206,6 @@ int account_run(const struct account_command *cmd, int argc, char **argv)
 struct import_options {
         struct account_meta meta;
         const char *token_file;
-        struct secret *token;
 };
 
 static void import_usage(FILE *f)
@@ -262,7 +262,7 @@ static int import_direct(struct store *store, const char *name, const struct acc
         return 0;
 }
 
-static int import_prepare(const struct account_args *a, void *state)
+static int import_prepare(struct account_args *a, void *state)
 {
         struct import_options *o = state;
 
@@ -272,7 +272,7 @@ static int import_prepare(const struct account_args *a, void *state)
                                 "characters that are not allowed (authority must be https://)\n");
                 return EXIT_USAGE;
         }
-        return import_read_token(o->token_file, &o->token);
+        return import_read_token(o->token_file, &a->secret);
 }
 
 static int import_run(const struct account_args *a, struct account_target *t, void *state)
@@ -281,20 +281,13 @@ static int import_run(const struct account_args *a, struct account_target *t, vo
         uint64_t generation;
         int r;
 
-        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, o->token, &generation)
-                     : import_direct(t->store, a->name, &o->meta, o->token, &generation);
+        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, a->secret, &generation)
+                     : import_direct(t->store, a->name, &o->meta, a->secret, &generation);
         if (r != 0)
                 return r;
         printf("Imported account %s (refresh token generation %llu).\n", a->name,
                (unsigned long long)generation);
         return 0;
-}
-
-static void import_done(void *state)
-{
-        struct import_options *o = state;
-
-        secret_free(o->token);
 }
 
 static const struct account_command import_command = {
@@ -314,7 +307,6 @@ static const struct account_command import_command = {
     .defaults = &(const struct import_options){.meta = {.flow = (char *)"refresh_token"}},
     .prepare = import_prepare,
     .run = import_run,
-    .done = import_done,
 };
 
 static void list_usage(FILE *f)
@@ -408,15 +400,13 @@ static void secret_usage(FILE *f)
 
 struct secret_options {
         bool from_stdin;
-        struct secret *secret;
 };
 
-static int secret_prepare(const struct account_args *a, void *state)
+static int secret_prepare(struct account_args *a, void *state)
 {
-        struct secret_options *o = state;
         int r;
 
-        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &o->secret);
+        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &a->secret);
         if (r < 0) {
                 fprintf(stderr,
                         "credbroker: cannot read the client secret from standard input: %s\n",
@@ -431,9 +421,8 @@ static int secret_prepare(const struct account_args *a, void *state)
 /* Either path's result in the same words: 0 or an exit code. */
 static int secret_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct secret_options *o = state;
-        int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
-                         : store_put_client_secret(t->store, a->name, o->secret);
+        int r = t->admin ? broker_account_secret(t->admin, a->name, a->secret)
+                         : store_put_client_secret(t->store, a->name, a->secret);
 
         if (r == -EINVAL) {
                 fprintf(stderr, "credbroker: the client secret must be printable ASCII without "
@@ -444,13 +433,6 @@ static int secret_run(const struct account_args *a, struct account_target *t, vo
         if (r == 0)
                 printf("Stored the client secret of account %s.\n", a->name);
         return r;
-}
-
-static void secret_done(void *state)
-{
-        struct secret_options *o = state;
-
-        secret_free(o->secret);
 }
 
 static const struct account_command secret_command = {
@@ -465,7 +447,6 @@ static const struct account_command secret_command = {
     .state_size = sizeof(struct secret_options),
     .prepare = secret_prepare,
     .run = secret_run,
-    .done = secret_done,
 };
 
 static void account_usage(FILE *f)

@@ -39,7 +39,7 @@ struct account_command {
         /* After the options, before the broker is asked or the token opened: checks what they
          * left to check and reads what the command needs (a file, standard input). 0 or an exit
          * code after printing why; may be NULL. */
-        int (*prepare)(const struct account_args *a, void *state);
+        int (*prepare)(struct account_args *a, void *state);
         /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
          * code after printing why. */
         int (*run)(const struct account_args *a, struct account_target *t, void *state);
@@ -53,6 +53,9 @@ struct account_args {
         const char *admin_socket;
         bool verbose;
         bool json;
+        /* The secret prepare read for run (import: the refresh token, secret: the client
+         * secret), or NULL; account_run() frees it. */
+        struct secret *secret;
 };
 
 /* Where the command works: the running broker (admin), else the token (store, with the
