@@ -27,7 +27,8 @@ struct account_command {
         const char *name; /* credbroker account NAME */
         void (*usage)(FILE *f);
         /* The command's own options, ending with {0}, their values stored into the state (their
-         * letters are the short options); may be NULL. */
+         * letters are the short options; without a CLI_REQUIRED_* one the command prints usage
+         * and exits 64); may be NULL. */
         const struct cli_option *options;
         /* One of the command's own CLI_STORE_NONE options: 0, or an exit code after printing
          * why. */
@@ -37,8 +38,8 @@ struct account_command {
         size_t state_size;
         const void *defaults; /* state_size bytes; NULL: zeroes */
         /* After the options, before the broker is asked or the token opened: checks what they
-         * left to check and reads what the command needs (a file, standard input). 0 or an exit
-         * code after printing why; may be NULL. */
+         * left to check and reads what the command needs (a file, standard input; a secret into
+         * a->secret). 0 or an exit code after printing why; may be NULL. */
         int (*prepare)(struct account_args *a, void *state);
         /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
          * code after printing why. */
