@@ -46,6 +46,9 @@ function whyNot() {
     if (!have(cmd)) return `${cmd} is not installed`;
   }
   if (!fs.existsSync('/lib/systemd/systemd')) return 'systemd (/lib/systemd/systemd) is not installed';
+  const options = spawnSync('meson', ['introspect', BUILD, '--buildoptions'], { encoding: 'utf8' });
+  const prefix = options.status === 0 ? (JSON.parse(options.stdout).find((o) => o.name === 'prefix') || {}).value : null;
+  if (prefix !== '/usr') return `the build is configured with prefix ${prefix}, not /usr: the unit and setup's paths are a system install's`;
   if (!fs.existsSync(P11_KIT_CLIENT)) return `${P11_KIT_CLIENT} is not installed (p11-kit-modules)`;
   const cg = ownCgroup2();
   if (!cg) return 'no cgroup2 hierarchy (/sys/fs/cgroup or /sys/fs/cgroup/unified)';
