@@ -108,7 +108,7 @@ test('an account\'s own cloud beats the configured one (global here: refused by 
     '--client-id', PUBLIC_APP, '--username', 'alice@contoso.com', '--password-stdin', '--cloud', 'global',
     '--authority', `https://127.0.0.1:${port}`, '--graph', `https://127.0.0.1:${port}`], { input: `${PASSWORD}\n` });
   assert.notEqual(r.code, 0, r.stdout);
-  assert.match(r.stderr, /invalid_resource \(AADSTS500011\)/, r.stdout + r.stderr);
+  assert.match(r.stderr, /the requested resource is not in this tenant: set --cloud \(or --graph\) to the tenant.s own cloud \(AADSTS500011\)/, r.stdout + r.stderr);
   assert.equal((await h.adminRequest({ op: 'account.show', account: 'wrongcloud' })).error, 'not_found');
   const bad = await cb(['account', 'add', 'x', '--flow', 'device', '--tenant', TENANT, '--client-id', PUBLIC_APP,
     '--cloud', 'gcc']);
