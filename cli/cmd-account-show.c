@@ -110,6 +110,10 @@ static void print_settings(const cJSON *a)
                 row("Device endpoint:", field(a, "effective_device_endpoint"));
         else if (json_get_string(a, "device_endpoint"))
                 row("Device endpoint:", field(a, "device_endpoint"));
+        if (json_get_string(a, "cloud"))
+                row("Cloud:", field(a, "cloud"));
+        if (json_get_string(a, "graph"))
+                row("Graph:", field(a, "graph"));
         setting_row(a, "Assertion alg:", "assertion_alg", "client-certificate", "PS256 (default)");
         setting_row(a, "Client auth:", "client_auth", "client-secret", "post (default)");
         time_row("Created:", a, "created");

@@ -112,6 +112,7 @@ static bool add_meta(cJSON *o, const struct account_meta *m, const struct accoun
                add_optional_string(o, "token_endpoint", m->token_endpoint) &&
                add_optional_string(o, "device_endpoint", m->device_endpoint) &&
                add_optional_string(o, "graph", m->graph) &&
+               add_optional_string(o, "cloud", m->cloud) &&
                add_optional_string(o, "assertion_alg", m->assertion_alg) &&
                add_optional_string(o, "client_auth", m->client_auth) &&
                add_optional_time(o, "secret_expires_at", m->secret_expires_at) &&

@@ -81,10 +81,16 @@ test('usgov-high: app-only asks for graph.microsoft.us/.default, also for a bare
   // Its own graph URL (a relay's name for the emulator): the scopes stay the cloud's.
   const relay = `https://localhost:${h.emuPorts.port}`;
   const add = await cb(['account', 'add', 'app', '--flow', 'client-secret', '--tenant', TENANT,
-    '--client-id', SECRET_APP, '--secret-stdin', '--mailbox', 'alerts@contoso.com', '--graph', relay],
+    '--client-id', SECRET_APP, '--secret-stdin', '--mailbox', 'alerts@contoso.com', '--graph', relay,
+    '--cloud', 'usgov-high', '--authority', `https://127.0.0.1:${h.emuPorts.port}`],
   { input: `${SECRET}\n` });
   assert.equal(add.code, 0, add.stdout + add.stderr);
   assert.ok((add.stdout + add.stderr).includes(`${GOV}/.default`), add.stdout + add.stderr);
+  // account show names the account's own cloud and Graph.
+  const show = await cb(['account', 'show', 'app']);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /^Cloud:\s+usgov-high$/m, show.stdout);
+  assert.match(show.stdout, new RegExp(`^Graph:\\s+${relay.replace(/[.]/g, '\\.')}$`, 'm'), show.stdout);
   for (const profile of ['app', 'appdefault']) {
     const r = await h.rawRequest({ v: 1, op: 'token', profile, min_ttl: 7200 });
     assert.equal(r.ok, true, `${profile}: ${JSON.stringify(r)}`);
