@@ -310,6 +310,8 @@ int broker_account_import(struct admin_conn *c, const char *name, const struct a
               cJSON_AddStringToObject(request, "client_id", m->client_id) &&
               (!m->mailbox || cJSON_AddStringToObject(request, "mailbox", m->mailbox)) &&
               (!m->authority || cJSON_AddStringToObject(request, "authority", m->authority)) &&
+              (!m->graph || cJSON_AddStringToObject(request, "graph", m->graph)) &&
+              (!m->cloud || cJSON_AddStringToObject(request, "cloud", m->cloud)) &&
               cJSON_AddBoolToObject(request, "replace", true))) {
                 cJSON_Delete(request);
                 request = NULL;

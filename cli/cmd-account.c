@@ -203,6 +203,11 @@ int account_run(const struct account_command *cmd, int argc, char **argv)
         return r;
 }
 
+enum {
+        OPT_IMPORT_GRAPH = 0x100,
+        OPT_IMPORT_CLOUD,
+};
+
 struct import_options {
         struct account_meta meta;
         const char *token_file;
@@ -212,8 +217,9 @@ static void import_usage(FILE *f)
 {
         fputs("Usage: credbroker account import NAME --tenant TENANT --client-id ID\n"
               "                                 --refresh-token-file FILE [--mailbox UPN]\n"
-              "                                 [--authority URL] [-v] [--admin-socket PATH]\n"
-              "                                 [--config PATH]\n"
+              "                                 [--authority URL] [--graph URL]\n"
+              "                                 [--cloud global|usgov|usgov-high|dod|china]\n"
+              "                                 [-v] [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Writes an account and its refresh token into the PKCS#11 token (through the\n"
               "broker while it runs). The file is read once and wiped from memory; delete it\n"
@@ -268,8 +274,9 @@ static int import_prepare(struct account_args *a, void *state)
 
         o->meta.created = (uint64_t)time(NULL);
         if (account_meta_validate(&o->meta) < 0) {
-                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
-                                "characters that are not allowed (authority must be https://)\n");
+                fprintf(stderr, "credbroker: tenant, client id, mailbox, authority or graph has "
+                                "characters that are not allowed (URLs must be https://), or "
+                                "--cloud is not global, usgov, usgov-high, dod or china\n");
                 return EXIT_USAGE;
         }
         return import_read_token(o->token_file, &a->secret);
@@ -300,6 +307,8 @@ static const struct account_command import_command = {
             CLI_REQUIRED_ARG("refresh-token-file", 'f', struct import_options, token_file),
             CLI_ARG("mailbox", 'm', struct import_options, meta.mailbox),
             CLI_ARG("authority", 'a', struct import_options, meta.authority),
+            CLI_ARG("graph", OPT_IMPORT_GRAPH, struct import_options, meta.graph),
+            CLI_ARG("cloud", OPT_IMPORT_CLOUD, struct import_options, meta.cloud),
             {0},
         },
     .takes_name = true,

@@ -121,3 +121,23 @@ test('an account\'s own cloud beats the configured one (global here: refused by 
   assert.equal(bad.code, 64, bad.stderr);
   assert.match(bad.stderr, /usgov-high/);
 });
+
+test('account import keeps --cloud and --graph (through the broker)', { timeout: 60000 }, async () => {
+  const rt = h.p('imported.rt');
+  fs.writeFileSync(rt, `RT-CANARY-CLOUD-${crypto.randomBytes(8).toString('hex')}\n`, { mode: 0o600 });
+  const relay = `https://localhost:${h.emuPorts.port}`;
+  const args = (name) => ['account', 'import', name, '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--refresh-token-file', rt, '--cloud', 'dod', '--graph', relay];
+  const viaBroker = await cb(args('imported'));
+  assert.equal(viaBroker.code, 0, viaBroker.stdout + viaBroker.stderr);
+  const show = await cb(['account', 'show', 'imported']);
+  assert.match(show.stdout, /^Cloud:\s+dod$/m, show.stdout);
+  assert.match(show.stdout, /^Graph:\s+https:\/\/localhost:\d+$/m, show.stdout);
+  const stored = await h.adminRequest({ op: 'account.show', account: 'imported' });
+  assert.equal(stored.account.cloud, 'dod');
+  assert.equal(stored.account.graph, relay);
+  const bad = await cb(['account', 'import', 'x', '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--refresh-token-file', rt, '--cloud', 'gcc']);
+  assert.equal(bad.code, 64, bad.stderr);
+  assert.match(bad.stderr, /--cloud is not global, usgov, usgov-high, dod or china/);
+});
