@@ -39,6 +39,26 @@ static cJSON *request_for(const char *op, const char *name)
         return request;
 }
 
+/* Sends op (about account name, when not NULL) and finds the reply's member key, which is() must
+ * accept and which has at most max items: 0 with *ret the reply and *ret_member in it, else an
+ * exit code after printing why (the broker's reply MISSING, when it has no such member). */
+static int exchange_member(struct admin_conn *c, const char *op, const char *name, const char *key,
+                           cJSON_bool (*is)(const cJSON *), int max, const char *missing,
+                           cJSON **ret, const cJSON **ret_member)
+{
+        int r;
+
+        r = exchange_ok(c, request_for(op, name), ret);
+        if (r != 0)
+                return r;
+        *ret_member = cJSON_GetObjectItemCaseSensitive(*ret, key);
+        if (!is(*ret_member) || cJSON_GetArraySize(*ret_member) > max) {
+                fprintf(stderr, "credbroker: the broker's reply %s\n", missing);
+                return EXIT_SOFTWARE;
+        }
+        return 0;
+}
+
 int broker_account_list(struct admin_conn *c, bool json)
 {
         _cleanup_json_ cJSON *reply = NULL, *rows = cJSON_CreateArray();
@@ -47,14 +67,10 @@ int broker_account_list(struct admin_conn *c, bool json)
 
         if (!rows)
                 return EXIT_SOFTWARE;
-        r = exchange_ok(c, request_for("account.list", NULL), &reply);
+        r = exchange_member(c, "account.list", NULL, "accounts", cJSON_IsArray, ACCOUNTS_MAX,
+                            "has no list of accounts", &reply, &accounts);
         if (r != 0)
                 return r;
-        accounts = cJSON_GetObjectItemCaseSensitive(reply, "accounts");
-        if (!cJSON_IsArray(accounts) || cJSON_GetArraySize(accounts) > ACCOUNTS_MAX) {
-                fprintf(stderr, "credbroker: the broker's reply has no list of accounts\n");
-                return EXIT_SOFTWARE;
-        }
         /* account.list has names, settings and state; the credential facts of each row come
          * from account.show on the same connection. */
         cJSON_ArrayForEach(a, accounts)
@@ -85,14 +101,10 @@ int broker_account_show(struct admin_conn *c, const char *name, bool json)
         const cJSON *account;
         int r;
 
-        r = exchange_ok(c, request_for("account.show", name), &reply);
+        r = exchange_member(c, "account.show", name, "account", cJSON_IsObject, INT_MAX,
+                            "has no account", &reply, &account);
         if (r != 0)
                 return r;
-        account = cJSON_GetObjectItemCaseSensitive(reply, "account");
-        if (!cJSON_IsObject(account)) {
-                fprintf(stderr, "credbroker: the broker's reply has no account\n");
-                return EXIT_SOFTWARE;
-        }
         return account_show_print(account, json);
 }
 
@@ -103,14 +115,10 @@ int broker_account_remove(struct admin_conn *c, const char *name)
         bool first = true;
         int r;
 
-        r = exchange_ok(c, request_for("account.remove", name), &reply);
+        r = exchange_member(c, "account.remove", name, "removed", cJSON_IsArray, INT_MAX,
+                            "does not say what it removed", &reply, &removed);
         if (r != 0)
                 return r;
-        removed = cJSON_GetObjectItemCaseSensitive(reply, "removed");
-        if (!cJSON_IsArray(removed)) {
-                fprintf(stderr, "credbroker: the broker's reply does not say what it removed\n");
-                return EXIT_SOFTWARE;
-        }
         if (cJSON_GetArraySize(removed) == 0) {
                 fprintf(stderr, "credbroker: there is no account %s in the token\n", name);
                 return EXIT_NOINPUT;
@@ -302,6 +310,8 @@ int broker_account_import(struct admin_conn *c, const char *name, const struct a
               cJSON_AddStringToObject(request, "client_id", m->client_id) &&
               (!m->mailbox || cJSON_AddStringToObject(request, "mailbox", m->mailbox)) &&
               (!m->authority || cJSON_AddStringToObject(request, "authority", m->authority)) &&
+              (!m->graph || cJSON_AddStringToObject(request, "graph", m->graph)) &&
+              (!m->cloud || cJSON_AddStringToObject(request, "cloud", m->cloud)) &&
               cJSON_AddBoolToObject(request, "replace", true))) {
                 cJSON_Delete(request);
                 request = NULL;

@@ -47,9 +47,9 @@ static int parse_bounded(const char *text, uint32_t min, uint32_t max, uint32_t 
         return 0;
 }
 
-static int keygen_option(int c, const char *arg, void *userdata)
+static int keygen_option(int c, const char *arg, void *state)
 {
-        struct store_keygen_options *o = userdata;
+        struct store_keygen_options *o = state;
         uint32_t value;
 
         switch (c) {
@@ -84,8 +84,6 @@ static int keygen_option(int c, const char *arg, void *userdata)
 /* What making the key returned, in the words of either path: 0 when made, else an exit code. */
 static int keygen_report(const char *name, int r)
 {
-        if (r > 0)
-                return r;
         if (r == -EEXIST) {
                 fprintf(stderr,
                         "credbroker: account %s already has an assertion key; add --replace to "
@@ -99,40 +97,44 @@ static int keygen_report(const char *name, int r)
                                 "\"CN=alerts,O=Contoso\"\n");
                 return EXIT_USAGE;
         }
-        if (r < 0) {
-                fprintf(stderr, "credbroker: making the key for account %s failed: %s\n", name,
-                        strerror(-r));
-                return EXIT_SOFTWARE;
-        }
-        return 0;
+        return account_result(r, "making the key for account", name);
 }
 
-static void keygen_print(const char *name, const struct store_certificate_info *info,
-                         const char *csr)
+/* The certificate's subject, issuer (with_issuer), validity and thumbprints, a line each. */
+static void print_certificate_facts(const struct store_certificate_info *info, bool with_issuer)
 {
         char from[32], until[32];
 
         display_time(info->not_before, from);
         display_time(info->not_after, until);
-        printf("Generated a %u-bit RSA key inside the token for account %s (not extractable).\n"
-               "Self-signed certificate:\n"
-               "  Subject:            %s\n"
-               "  Valid:              %s to %s\n"
+        printf("  Subject:            %s\n", info->subject);
+        if (with_issuer)
+                printf("  Issuer:             %s\n", info->issuer);
+        printf("  Valid:              %s to %s\n"
                "  Thumbprint (SHA-1, as the Entra portal shows it): %s\n"
-               "  SHA-256 thumbprint: %s\n"
-               "\n"
+               "  SHA-256 thumbprint: %s\n",
+               from, until, info->sha1_hex, info->sha256_hex);
+}
+
+static void keygen_print(const char *name, const struct store_certificate_info *info,
+                         const char *csr)
+{
+        printf("Generated a %u-bit RSA key inside the token for account %s (not extractable).\n"
+               "Self-signed certificate:\n",
+               info->bits, name);
+        print_certificate_facts(info, false);
+        printf("\n"
                "Upload this certificate to the app registration (Certificates & secrets >\n"
                "Certificates > Upload certificate), saved as a .pem, .cer or .crt file:\n"
                "\n%s",
-               info->bits, name, info->subject, from, until, info->sha1_hex, info->sha256_hex,
                info->pem);
         if (csr)
                 printf("\nCertificate request (PKCS#10) for the same key, for a CA:\n\n%s", csr);
 }
 
-static int keygen_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int keygen_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct store_keygen_options *o = userdata;
+        struct store_keygen_options *o = state;
         struct store_certificate_info info = {0};
         _cleanup_free_ char *csr = NULL;
         int r;
@@ -147,31 +149,28 @@ static int keygen_run(const struct account_args *a, struct account_target *t, vo
         return r;
 }
 
-int account_keygen(int argc, char **argv)
-{
-        static const struct cli_option options[] = {
+const struct account_command account_keygen_command = {
+    .name = "keygen",
+    .usage = keygen_usage,
+    .options =
+        (const struct cli_option[]){
             CLI_OWN("bits", required_argument, 'b'),
             CLI_OWN("days", required_argument, 'd'),
             CLI_OWN("subject", required_argument, 's'),
             CLI_FLAG("csr", 'r', struct store_keygen_options, csr),
             CLI_FLAG("replace", 'R', struct store_keygen_options, replace),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = keygen_usage,
-            .options = options,
-            .short_options = "b:d:s:rR",
-            .option = keygen_option,
-            .takes_name = true,
-            .run = keygen_run,
-        };
-        struct store_keygen_options o = {
+        },
+    .option = keygen_option,
+    .takes_name = true,
+    .state_size = sizeof(struct store_keygen_options),
+    .defaults =
+        &(const struct store_keygen_options){
             .bits = STORE_KEY_BITS_DEFAULT,
             .days = STORE_CERT_DAYS_DEFAULT,
-        };
-
-        return account_run(&cmd, argc, argv, &o);
-}
+        },
+    .run = keygen_run,
+};
 
 /* A certificate is public, so a plain bounded read of a regular file will do. */
 static int read_certificate_file(const char *path, char **ret, size_t *ret_len)
@@ -222,15 +221,11 @@ struct cert_options {
         size_t len;
 };
 
-static int cert_prepare(const struct account_args *a, void *userdata)
+static int cert_prepare(struct account_args *a, void *state)
 {
-        struct cert_options *o = userdata;
+        struct cert_options *o = state;
         int r;
 
-        if (!o->file) {
-                cert_usage(stderr);
-                return EXIT_USAGE;
-        }
         r = read_certificate_file(o->file, &o->data, &o->len);
         if (r < 0) {
                 fprintf(stderr, "credbroker: cannot read the certificate from %s: %s\n", o->file,
@@ -246,8 +241,6 @@ static int cert_prepare(const struct account_args *a, void *userdata)
 /* What storing the certificate returned, in the words of either path: 0 or an exit code. */
 static int cert_report(const char *name, const char *file, int r)
 {
-        if (r > 0)
-                return r;
         if (r == -EBADMSG) {
                 fprintf(stderr, "credbroker: %s is not a PEM or DER X.509 certificate\n", file);
                 return EXIT_DATAERR;
@@ -260,33 +253,19 @@ static int cert_report(const char *name, const char *file, int r)
                         file, name, name);
                 return EXIT_DATAERR;
         }
-        if (r < 0) {
-                fprintf(stderr, "credbroker: storing the certificate of %s failed: %s\n", name,
-                        strerror(-r));
-                return EXIT_SOFTWARE;
-        }
-        return 0;
+        return account_result(r, "storing the certificate of", name);
 }
 
 static void cert_print(const char *name, const struct store_certificate_info *info)
 {
-        char from[32], until[32];
-
-        display_time(info->not_before, from);
-        display_time(info->not_after, until);
-        printf("Stored the certificate for the key of account %s:\n"
-               "  Subject:            %s\n"
-               "  Issuer:             %s\n"
-               "  Valid:              %s to %s\n"
-               "  Thumbprint (SHA-1, as the Entra portal shows it): %s\n"
-               "  SHA-256 thumbprint: %s\n"
-               "Upload this certificate to the app registration if it is not there yet.\n",
-               name, info->subject, info->issuer, from, until, info->sha1_hex, info->sha256_hex);
+        printf("Stored the certificate for the key of account %s:\n", name);
+        print_certificate_facts(info, true);
+        printf("Upload this certificate to the app registration if it is not there yet.\n");
 }
 
-static int cert_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int cert_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct cert_options *o = userdata;
+        struct cert_options *o = state;
         struct store_certificate_info info = {0};
         int r;
 
@@ -299,23 +278,24 @@ static int cert_run(const struct account_args *a, struct account_target *t, void
         return r;
 }
 
-int account_cert(int argc, char **argv)
+static void cert_done(void *state)
 {
-        static const struct cli_option options[] = {
-            CLI_ARG("file", 'f', struct cert_options, file),
-            {0},
-        };
-        static const struct account_command cmd = {
-            .usage = cert_usage,
-            .options = options,
-            .short_options = "f:",
-            .takes_name = true,
-            .prepare = cert_prepare,
-            .run = cert_run,
-        };
-        struct cert_options o = {0};
-        int r = account_run(&cmd, argc, argv, &o);
+        struct cert_options *o = state;
 
-        free(o.data);
-        return r;
+        free(o->data);
 }
+
+const struct account_command account_cert_command = {
+    .name = "cert",
+    .usage = cert_usage,
+    .options =
+        (const struct cli_option[]){
+            CLI_REQUIRED_ARG("file", 'f', struct cert_options, file),
+            {0},
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct cert_options),
+    .prepare = cert_prepare,
+    .run = cert_run,
+    .done = cert_done,
+};

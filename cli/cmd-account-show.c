@@ -110,6 +110,10 @@ static void print_settings(const cJSON *a)
                 row("Device endpoint:", field(a, "effective_device_endpoint"));
         else if (json_get_string(a, "device_endpoint"))
                 row("Device endpoint:", field(a, "device_endpoint"));
+        if (json_get_string(a, "cloud"))
+                row("Cloud:", field(a, "cloud"));
+        if (json_get_string(a, "graph"))
+                row("Graph:", field(a, "graph"));
         setting_row(a, "Assertion alg:", "assertion_alg", "client-certificate", "PS256 (default)");
         setting_row(a, "Client auth:", "client_auth", "client-secret", "post (default)");
         time_row("Created:", a, "created");
@@ -414,21 +418,17 @@ static void show_usage(FILE *f)
               f);
 }
 
-static int show_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int show_run(const struct account_args *a, struct account_target *t, void *state)
 {
         if (t->admin)
                 return broker_account_show(t->admin, a->name, a->json);
         return account_show_direct(t->store, t->config, a->name, a->json);
 }
 
-int account_show(int argc, char **argv)
-{
-        static const struct account_command cmd = {
-            .usage = show_usage,
-            .takes_name = true,
-            .json = true,
-            .run = show_run,
-        };
-
-        return account_run(&cmd, argc, argv, NULL);
-}
+const struct account_command account_show_command = {
+    .name = "show",
+    .usage = show_usage,
+    .takes_name = true,
+    .json = true,
+    .run = show_run,
+};

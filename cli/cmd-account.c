@@ -45,6 +45,15 @@ int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char *
         return -1;
 }
 
+int account_result(int r, const char *doing, const char *name)
+{
+        if (r < 0) {
+                fprintf(stderr, "credbroker: %s %s failed: %s\n", doing, name, strerror(-r));
+                return EXIT_SOFTWARE;
+        }
+        return r;
+}
+
 int account_read_secret_stdin(size_t max, struct secret **ret)
 {
         _cleanup_secret_ struct secret *value = NULL;
@@ -87,32 +96,29 @@ static const struct cli_option json_option[] = {
 };
 
 /* -1 to go on, 0 after --help, or an exit code after printing why. */
-static int account_parse(const struct account_command *cmd, int argc, char **argv, void *userdata,
+static int account_parse(const struct account_command *cmd, int argc, char **argv, void *state,
                          struct account_args *ret)
 {
-        char shorts[64];
         struct cli_parser p = {
-            .short_options = shorts,
             .options = {cmd->options, common_options, cmd->json ? json_option : NULL},
-            .dest = {userdata, ret, ret},
+            .dest = {state, ret, ret},
             .option = cmd->option,
-            .userdata = userdata,
+            .userdata = state,
             .usage = cmd->usage,
             .usage_exit = EXIT_USAGE,
         };
         int r;
 
         *ret = (struct account_args){0};
-        if (snprintf(shorts, sizeof(shorts), "%s%svc:h",
-                     cmd->short_options ? cmd->short_options : "",
-                     cmd->json ? "j" : "") >= (int)sizeof(shorts))
-                return EXIT_SOFTWARE;
         r = cli_parse(&p, argc, argv);
         if (r >= 0)
                 return r;
-        if (cmd->takes_name)
-                return account_name_arg(argc, argv, cmd->usage, &ret->name);
-        if (optind != argc) {
+        if (cmd->takes_name) {
+                r = account_name_arg(argc, argv, cmd->usage, &ret->name);
+                if (r >= 0)
+                        return r;
+        }
+        if ((!cmd->takes_name && optind != argc) || cli_missing(cmd->options, state)) {
                 cmd->usage(stderr);
                 return EXIT_USAGE;
         }
@@ -164,35 +170,56 @@ static void account_target_close(struct account_target *t)
         *t = (struct account_target){0};
 }
 
-int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata)
+static int account_run_state(const struct account_command *cmd, int argc, char **argv, void *state)
 {
         _cleanup_(account_target_close) struct account_target t = {0};
         struct account_args a;
         int r;
 
-        r = account_parse(cmd, argc, argv, userdata, &a);
+        r = account_parse(cmd, argc, argv, state, &a);
         if (r >= 0)
                 return r;
-        r = cmd->prepare ? cmd->prepare(&a, userdata) : 0;
+        r = cmd->prepare ? cmd->prepare(&a, state) : 0;
         if (r == 0)
                 r = account_target_open(&a, &t);
         if (r == 0)
-                r = cmd->run(&a, &t, userdata);
+                r = cmd->run(&a, &t, state);
+        secret_free(a.secret);
         return r;
 }
+
+int account_run(const struct account_command *cmd, int argc, char **argv)
+{
+        _cleanup_free_ void *state = calloc(1, cmd->state_size ? cmd->state_size : 1);
+        int r;
+
+        if (!state)
+                return EXIT_SOFTWARE;
+        if (cmd->defaults)
+                memcpy(state, cmd->defaults, cmd->state_size);
+        r = account_run_state(cmd, argc, argv, state);
+        if (cmd->done)
+                cmd->done(state);
+        return r;
+}
+
+enum {
+        OPT_IMPORT_GRAPH = 0x100,
+        OPT_IMPORT_CLOUD,
+};
 
 struct import_options {
         struct account_meta meta;
         const char *token_file;
-        struct secret *token;
 };
 
 static void import_usage(FILE *f)
 {
         fputs("Usage: credbroker account import NAME --tenant TENANT --client-id ID\n"
               "                                 --refresh-token-file FILE [--mailbox UPN]\n"
-              "                                 [--authority URL] [-v] [--admin-socket PATH]\n"
-              "                                 [--config PATH]\n"
+              "                                 [--authority URL] [--graph URL]\n"
+              "                                 [--cloud global|usgov|usgov-high|dod|china]\n"
+              "                                 [-v] [--admin-socket PATH] [--config PATH]\n"
               "\n"
               "Writes an account and its refresh token into the PKCS#11 token (through the\n"
               "broker while it runs). The file is read once and wiped from memory; delete it\n"
@@ -241,31 +268,28 @@ static int import_direct(struct store *store, const char *name, const struct acc
         return 0;
 }
 
-static int import_prepare(const struct account_args *a, void *userdata)
+static int import_prepare(struct account_args *a, void *state)
 {
-        struct import_options *o = userdata;
+        struct import_options *o = state;
 
-        if (!o->meta.tenant || !o->meta.client_id || !o->token_file) {
-                import_usage(stderr);
-                return EXIT_USAGE;
-        }
         o->meta.created = (uint64_t)time(NULL);
         if (account_meta_validate(&o->meta) < 0) {
-                fprintf(stderr, "credbroker: tenant, client id, mailbox or authority has "
-                                "characters that are not allowed (authority must be https://)\n");
+                fprintf(stderr, "credbroker: tenant, client id, mailbox, authority or graph has "
+                                "characters that are not allowed (URLs must be https://), or "
+                                "--cloud is not global, usgov, usgov-high, dod or china\n");
                 return EXIT_USAGE;
         }
-        return import_read_token(o->token_file, &o->token);
+        return import_read_token(o->token_file, &a->secret);
 }
 
-static int import_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int import_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct import_options *o = userdata;
+        struct import_options *o = state;
         uint64_t generation;
         int r;
 
-        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, o->token, &generation)
-                     : import_direct(t->store, a->name, &o->meta, o->token, &generation);
+        r = t->admin ? broker_account_import(t->admin, a->name, &o->meta, a->secret, &generation)
+                     : import_direct(t->store, a->name, &o->meta, a->secret, &generation);
         if (r != 0)
                 return r;
         printf("Imported account %s (refresh token generation %llu).\n", a->name,
@@ -273,30 +297,26 @@ static int import_run(const struct account_args *a, struct account_target *t, vo
         return 0;
 }
 
-static int account_import(int argc, char **argv)
-{
-        static const struct cli_option options[] = {
-            CLI_ARG("tenant", 't', struct import_options, meta.tenant),
-            CLI_ARG("client-id", 'i', struct import_options, meta.client_id),
-            CLI_ARG("refresh-token-file", 'f', struct import_options, token_file),
+static const struct account_command import_command = {
+    .name = "import",
+    .usage = import_usage,
+    .options =
+        (const struct cli_option[]){
+            CLI_REQUIRED_ARG("tenant", 't', struct import_options, meta.tenant),
+            CLI_REQUIRED_ARG("client-id", 'i', struct import_options, meta.client_id),
+            CLI_REQUIRED_ARG("refresh-token-file", 'f', struct import_options, token_file),
             CLI_ARG("mailbox", 'm', struct import_options, meta.mailbox),
             CLI_ARG("authority", 'a', struct import_options, meta.authority),
+            CLI_ARG("graph", OPT_IMPORT_GRAPH, struct import_options, meta.graph),
+            CLI_ARG("cloud", OPT_IMPORT_CLOUD, struct import_options, meta.cloud),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = import_usage,
-            .options = options,
-            .short_options = "t:i:f:m:a:",
-            .takes_name = true,
-            .prepare = import_prepare,
-            .run = import_run,
-        };
-        struct import_options o = {.meta = {.flow = (char *)"refresh_token"}};
-        int r = account_run(&cmd, argc, argv, &o);
-
-        secret_free(o.token);
-        return r;
-}
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct import_options),
+    .defaults = &(const struct import_options){.meta = {.flow = (char *)"refresh_token"}},
+    .prepare = import_prepare,
+    .run = import_run,
+};
 
 static void list_usage(FILE *f)
 {
@@ -309,23 +329,19 @@ static void list_usage(FILE *f)
               f);
 }
 
-static int list_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int list_run(const struct account_args *a, struct account_target *t, void *state)
 {
         if (t->admin)
                 return broker_account_list(t->admin, a->json);
         return account_list_direct(t->store, t->config, a->json);
 }
 
-static int account_list(int argc, char **argv)
-{
-        static const struct account_command cmd = {
-            .usage = list_usage,
-            .json = true,
-            .run = list_run,
-        };
-
-        return account_run(&cmd, argc, argv, NULL);
-}
+static const struct account_command list_command = {
+    .name = "list",
+    .usage = list_usage,
+    .json = true,
+    .run = list_run,
+};
 
 static void remove_usage(FILE *f)
 {
@@ -364,23 +380,19 @@ static int remove_direct(struct store *store, const char *name)
         return 0;
 }
 
-static int remove_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int remove_run(const struct account_args *a, struct account_target *t, void *state)
 {
         if (t->admin)
                 return broker_account_remove(t->admin, a->name);
         return remove_direct(t->store, a->name);
 }
 
-static int account_remove(int argc, char **argv)
-{
-        static const struct account_command cmd = {
-            .usage = remove_usage,
-            .takes_name = true,
-            .run = remove_run,
-        };
-
-        return account_run(&cmd, argc, argv, NULL);
-}
+static const struct account_command remove_command = {
+    .name = "remove",
+    .usage = remove_usage,
+    .takes_name = true,
+    .run = remove_run,
+};
 
 static void secret_usage(FILE *f)
 {
@@ -397,19 +409,13 @@ static void secret_usage(FILE *f)
 
 struct secret_options {
         bool from_stdin;
-        struct secret *secret;
 };
 
-static int secret_prepare(const struct account_args *a, void *userdata)
+static int secret_prepare(struct account_args *a, void *state)
 {
-        struct secret_options *o = userdata;
         int r;
 
-        if (!o->from_stdin) {
-                secret_usage(stderr);
-                return EXIT_USAGE;
-        }
-        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &o->secret);
+        r = account_read_secret_stdin(STORE_CLIENT_SECRET_MAX, &a->secret);
         if (r < 0) {
                 fprintf(stderr,
                         "credbroker: cannot read the client secret from standard input: %s\n",
@@ -422,81 +428,76 @@ static int secret_prepare(const struct account_args *a, void *userdata)
 }
 
 /* Either path's result in the same words: 0 or an exit code. */
-static int secret_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int secret_run(const struct account_args *a, struct account_target *t, void *state)
 {
-        struct secret_options *o = userdata;
-        int r = t->admin ? broker_account_secret(t->admin, a->name, o->secret)
-                         : store_put_client_secret(t->store, a->name, o->secret);
+        int r = t->admin ? broker_account_secret(t->admin, a->name, a->secret)
+                         : store_put_client_secret(t->store, a->name, a->secret);
 
-        if (r > 0)
-                return r;
         if (r == -EINVAL) {
                 fprintf(stderr, "credbroker: the client secret must be printable ASCII without "
                                 "spaces, quotes or backslashes\n");
                 return EXIT_DATAERR;
         }
-        if (r < 0) {
-                fprintf(stderr, "credbroker: storing the client secret of %s failed: %s\n", a->name,
-                        strerror(-r));
-                return EXIT_SOFTWARE;
-        }
-        printf("Stored the client secret of account %s.\n", a->name);
-        return 0;
+        r = account_result(r, "storing the client secret of", a->name);
+        if (r == 0)
+                printf("Stored the client secret of account %s.\n", a->name);
+        return r;
 }
 
-static int account_secret(int argc, char **argv)
-{
-        static const struct cli_option options[] = {
-            CLI_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
+static const struct account_command secret_command = {
+    .name = "secret",
+    .usage = secret_usage,
+    .options =
+        (const struct cli_option[]){
+            CLI_REQUIRED_FLAG("secret-stdin", 's', struct secret_options, from_stdin),
             {0},
-        };
-        static const struct account_command cmd = {
-            .usage = secret_usage,
-            .options = options,
-            .short_options = "s",
-            .takes_name = true,
-            .prepare = secret_prepare,
-            .run = secret_run,
-        };
-        struct secret_options o = {0};
-        int r = account_run(&cmd, argc, argv, &o);
+        },
+    .takes_name = true,
+    .state_size = sizeof(struct secret_options),
+    .prepare = secret_prepare,
+    .run = secret_run,
+};
 
-        secret_free(o.secret);
-        return r;
+static void account_usage(FILE *f)
+{
+        fputs("Usage: credbroker account COMMAND ...\n"
+              "  add NAME ...      add an account through the broker, which signs it in\n"
+              "  login NAME        sign a delegated account in again\n"
+              "  test NAME ...     have the broker get a token; optionally send a test mail\n"
+              "  import NAME ...   provision an account from a refresh token\n"
+              "  list              list accounts\n"
+              "  show NAME         an account's settings, credentials and certificate\n"
+              "  remove NAME       destroy every object of an account\n"
+              "  secret NAME ...   store the client secret (read from standard input)\n"
+              "  keygen NAME ...   make the assertion key in the token and its certificate\n"
+              "  cert NAME ...     store a CA-issued certificate for that key\n"
+              "Run \"credbroker account COMMAND --help\" for details.\n",
+              f);
 }
 
 int cmd_account(int argc, char **argv)
 {
-        static const struct {
-                const char *name;
-                int (*run)(int argc, char **argv);
-        } commands[] = {
-            {"import", account_import}, {"list", account_list},     {"show", account_show},
-            {"remove", account_remove}, {"secret", account_secret}, {"keygen", account_keygen},
-            {"cert", account_cert},     {"add", account_add},       {"login", account_login},
+        static const struct cli_command own[] = {
+            {"add", account_add},
+            {"login", account_login},
             {"test", account_test},
         };
+        static const struct account_command *const commands[] = {
+            &import_command, &list_command,           &account_show_command, &remove_command,
+            &secret_command, &account_keygen_command, &account_cert_command,
+        };
+        const struct cli_command *c;
+        int r;
 
-        if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                fputs(
-                    "Usage: credbroker account COMMAND ...\n"
-                    "  add NAME ...      add an account through the broker, which signs it in\n"
-                    "  login NAME        sign a delegated account in again\n"
-                    "  test NAME ...     have the broker get a token; optionally send a test mail\n"
-                    "  import NAME ...   provision an account from a refresh token\n"
-                    "  list              list accounts\n"
-                    "  show NAME         an account's settings, credentials and certificate\n"
-                    "  remove NAME       destroy every object of an account\n"
-                    "  secret NAME ...   store the client secret (read from standard input)\n"
-                    "  keygen NAME ...   make the assertion key in the token and its certificate\n"
-                    "  cert NAME ...     store a CA-issued certificate for that key\n"
-                    "Run \"credbroker account COMMAND --help\" for details.\n",
-                    argc < 2 ? stderr : stdout);
-                return argc < 2 ? EXIT_USAGE : 0;
-        }
+        r = cli_usage_or_help(argc, argv, account_usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[1], commands[i].name) == 0)
-                        return commands[i].run(argc - 1, argv + 1);
+                if (strcmp(argv[1], commands[i]->name) == 0)
+                        return account_run(commands[i], argc - 1, argv + 1);
+        c = cli_command_find(own, ELEMENTSOF(own), argv[1]);
+        if (c)
+                return c->run(argc - 1, argv + 1);
         fprintf(stderr, "credbroker: unknown account command \"%.40s\"\n", argv[1]);
         return EXIT_USAGE;
 }

@@ -20,26 +20,32 @@ struct account_args;
 struct account_target;
 
 /* A command that works through the broker or, when none listens, on the token directly:
- * import, list, show, remove, secret, keygen, cert. account_run() parses its options, calls
- * prepare, finds the broker or opens the token, and calls run. */
+ * import, list, show, remove, secret, keygen, cert. account_run() gives it a state (state_size
+ * bytes, a copy of defaults or zeroes), parses its options, calls prepare, finds the broker or
+ * opens the token, calls run, and last done. */
 struct account_command {
+        const char *name; /* credbroker account NAME */
         void (*usage)(FILE *f);
-        /* The command's own options, ending with {0}, their values stored into userdata; may be
-         * NULL. */
+        /* The command's own options, ending with {0}, their values stored into the state (their
+         * letters are the short options; without a CLI_REQUIRED_* one the command prints usage
+         * and exits 64); may be NULL. */
         const struct cli_option *options;
-        const char *short_options; /* the command's own; may be NULL */
         /* One of the command's own CLI_STORE_NONE options: 0, or an exit code after printing
          * why. */
-        int (*option)(int c, const char *arg, void *userdata);
+        int (*option)(int c, const char *arg, void *state);
         bool takes_name; /* one NAME argument, checked with account_name_check() */
         bool json;       /* --json */
+        size_t state_size;
+        const void *defaults; /* state_size bytes; NULL: zeroes */
         /* After the options, before the broker is asked or the token opened: checks what they
-         * left to check and reads what the command needs (a file, standard input). 0 or an exit
-         * code after printing why; may be NULL. */
-        int (*prepare)(const struct account_args *a, void *userdata);
+         * left to check and reads what the command needs (a file, standard input; a secret into
+         * a->secret). 0 or an exit code after printing why; may be NULL. */
+        int (*prepare)(struct account_args *a, void *state);
         /* The work, through the broker (t->admin) or on the token (t->store): 0 or an exit
          * code after printing why. */
-        int (*run)(const struct account_args *a, struct account_target *t, void *userdata);
+        int (*run)(const struct account_args *a, struct account_target *t, void *state);
+        /* Frees what options, prepare and run left in the state; may be NULL. */
+        void (*done)(void *state);
 };
 
 struct account_args {
@@ -48,6 +54,9 @@ struct account_args {
         const char *admin_socket;
         bool verbose;
         bool json;
+        /* The secret prepare read for run (import: the refresh token, secret: the client
+         * secret), or NULL; account_run() frees it. */
+        struct secret *secret;
 };
 
 /* Where the command works: the running broker (admin), else the token (store, with the
@@ -61,7 +70,7 @@ struct account_target {
 /* Runs cmd: the common options (-v, --admin-socket, --config, --help, --json when the command
  * has it) and the command's own, then prepare, then run on the broker or the token (-v says
  * which). Returns the command's exit code. */
-int account_run(const struct account_command *cmd, int argc, char **argv, void *userdata);
+int account_run(const struct account_command *cmd, int argc, char **argv);
 
 /* Prints a clear message and returns false for a name the store would refuse. */
 bool account_name_check(const char *name);
@@ -70,6 +79,11 @@ bool account_name_check(const char *name);
  * *ret set, else EXIT_USAGE after printing why (usage on stderr for a missing or extra
  * argument). */
 int account_name_arg(int argc, char **argv, void (*usage)(FILE *f), const char **ret);
+
+/* What the work of a command returned, once the command has reported the errors it words
+ * itself: an exit code (> 0, the broker path reported it) as it is, 0, or for a negative errno
+ * "credbroker: DOING NAME failed: ERROR" and EXIT_SOFTWARE. */
+int account_result(int r, const char *doing, const char *name);
 
 /* Reads standard input (at most max bytes, one trailing newline dropped) into a secret, so the
  * value is never on argv or in the environment. -EFBIG when longer, -ENODATA when empty. */
@@ -94,9 +108,9 @@ int account_show_direct(struct store *store, const struct config *config, const 
                         bool json);
 int account_list_direct(struct store *store, const struct config *config, bool json);
 
-int account_show(int argc, char **argv);
-int account_keygen(int argc, char **argv);
-int account_cert(int argc, char **argv);
+extern const struct account_command account_show_command, account_keygen_command,
+    account_cert_command;
+
 int account_add(int argc, char **argv);
 int account_login(int argc, char **argv);
 int account_test(int argc, char **argv);

@@ -23,25 +23,16 @@ static void usage(FILE *f)
 
 int cmd_ping(int argc, char **argv)
 {
-        _cleanup_json_ cJSON *request = credbroker_request_new("ping");
-        struct cli_target target = {0};
-        cJSON *reply = NULL;
+        _cleanup_json_ cJSON *reply = NULL;
+        const char *version;
         int r;
 
-        r = cli_parse_target(argc, argv, false, usage, &target);
+        r = cli_target_call(argc, argv, false, usage, "ping", &reply);
         if (r >= 0)
                 return r;
-        if (!request)
-                return EXIT_SOFTWARE;
-        r = client_call(client_socket_path(target.socket, target.config), request, &reply);
-        if (r != 0)
-                return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok")))
-                r = client_report_error(reply);
-        else
-                printf("credbrokerd %s is running\n", json_get_string(reply, "version")
-                                                          ? json_get_string(reply, "version")
-                                                          : "(unknown version)");
-        cJSON_Delete(reply);
-        return r;
+                return client_report_error(reply);
+        version = json_get_string(reply, "version");
+        printf("credbrokerd %s is running\n", version ? version : "(unknown version)");
+        return 0;
 }

@@ -455,27 +455,21 @@ static int policy_show(int argc, char **argv)
 
 int cmd_policy(int argc, char **argv)
 {
-        static const struct {
-                const char *name;
-                int (*run)(int argc, char **argv);
-        } subcommands[] = {
+        static const struct cli_command subcommands[] = {
             {"check", policy_check},
             {"test", policy_test},
             {"show", policy_show},
             {"reload", cmd_reload},
         };
+        const struct cli_command *c;
+        int r;
 
-        if (argc < 2) {
-                usage(stderr);
-                return POLICY_EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                usage(stdout);
-                return 0;
-        }
-        for (size_t i = 0; i < ELEMENTSOF(subcommands); i++)
-                if (strcmp(argv[1], subcommands[i].name) == 0)
-                        return subcommands[i].run(argc - 1, argv + 1);
+        r = cli_usage_or_help(argc, argv, usage, POLICY_EXIT_USAGE);
+        if (r >= 0)
+                return r;
+        c = cli_command_find(subcommands, ELEMENTSOF(subcommands), argv[1]);
+        if (c)
+                return c->run(argc - 1, argv + 1);
         fprintf(stderr,
                 "credbroker: unknown policy command \"%.40s\"; see credbroker policy --help\n",
                 argv[1]);

@@ -28,18 +28,12 @@ static void usage(FILE *f)
 
 int cmd_reload(int argc, char **argv)
 {
-        _cleanup_json_ cJSON *request = admin_request_new("reload"), *reply = NULL;
-        struct cli_target target = {0};
+        _cleanup_json_ cJSON *reply = NULL;
         uint64_t profiles;
         int r;
 
-        r = cli_parse_target(argc, argv, true, usage, &target);
+        r = cli_target_call(argc, argv, true, usage, "reload", &reply);
         if (r >= 0)
-                return r;
-        if (!request)
-                return EXIT_SOFTWARE;
-        r = admin_request(admin_socket_path(target.admin_socket, target.config), request, &reply);
-        if (r != 0)
                 return r;
         if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "ok"))) {
                 enum admin_error code;

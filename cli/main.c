@@ -15,6 +15,7 @@
 #include "hardening.h"
 #include "json.h"
 #include "log.h"
+#include "options.h"
 
 const char *cli_config_path(const char *option)
 {
@@ -81,26 +82,19 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-        static const struct {
-                const char *name;
-                int (*run)(int argc, char **argv);
-        } commands[] = {
+        static const struct cli_command commands[] = {
             {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
             {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
             {"reload", cmd_reload}, {"setup", cmd_setup},   {"audit", cmd_audit},
         };
-        int r = EXIT_USAGE;
+        const struct cli_command *c;
+        int r;
 
         log_set_ident("credbroker");
         log_set_level(LOG_LEVEL_WARNING);
-        if (argc < 2) {
-                usage(stderr);
-                return EXIT_USAGE;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                usage(stdout);
-                return 0;
-        }
+        r = cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
+        if (r >= 0)
+                return r;
         if (strcmp(argv[1], "--version") == 0) {
                 printf("credbroker %s\n", PACKAGE_VERSION);
                 return 0;
@@ -111,13 +105,11 @@ int main(int argc, char **argv)
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[1], commands[i].name) == 0) {
-                        r = commands[i].run(argc - 1, argv + 1);
-                        goto out;
-                }
-        fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n", argv[1]);
-out:
+        c = cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
+        r = c ? c->run(argc - 1, argv + 1) : EXIT_USAGE;
+        if (!c)
+                fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n",
+                        argv[1]);
         curl_global_cleanup();
         return r;
 }

@@ -1,9 +1,35 @@
 /* The broker commands' shared options; see options.h. */
 #include "options.h"
 
+#include <ctype.h>
 #include <string.h>
 
+#include "admin-client.h"
 #include "client.h"
+#include "credbroker.h"
+#include "json.h"
+
+const struct cli_command *cli_command_find(const struct cli_command *table, size_t n,
+                                           const char *name)
+{
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(name, table[i].name) == 0)
+                        return &table[i];
+        return NULL;
+}
+
+int cli_usage_or_help(int argc, char **argv, void (*usage)(FILE *f), int usage_exit)
+{
+        if (argc < 2) {
+                usage(stderr);
+                return usage_exit;
+        }
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+                usage(stdout);
+                return 0;
+        }
+        return -1;
+}
 
 int cli_shared_option(int c, struct cli_target *t, void (*usage)(FILE *f), int usage_exit)
 {
@@ -41,22 +67,59 @@ static bool store_option(const struct cli_option *options, void *dest, int c, ch
         return false;
 }
 
+bool cli_missing(const struct cli_option *options, const void *dest)
+{
+        for (const struct cli_option *o = options; o && o->name; o++) {
+                const char *member = (const char *)dest + o->offset, *value = NULL;
+
+                if (!o->required || o->store == CLI_STORE_NONE)
+                        continue;
+                if (o->store == CLI_STORE_FLAG && !*(const bool *)member)
+                        return true;
+                if (o->store == CLI_STORE_STRING)
+                        memcpy(&value, member, sizeof(value));
+                if (o->store == CLI_STORE_STRING && !value)
+                        return true;
+        }
+        return false;
+}
+
 #define GETOPT_OPTIONS_MAX 40
 
-int cli_parse(const struct cli_parser *p, int argc, char **argv)
+/* The getopt_long() tables of p's options, and the short options string when p has none. */
+static int getopt_tables(const struct cli_parser *p, struct option options[GETOPT_OPTIONS_MAX],
+                         char shorts[3 * GETOPT_OPTIONS_MAX + 1])
 {
-        struct option options[GETOPT_OPTIONS_MAX];
-        size_t n = 0;
-        int c, r;
+        size_t n = 0, k = 0;
 
         for (size_t t = 0; t < CLI_TABLES_MAX; t++)
                 for (const struct cli_option *o = p->options[t]; o && o->name; o++) {
                         if (n + 1 >= GETOPT_OPTIONS_MAX)
                                 return EXIT_SOFTWARE;
                         options[n++] = (struct option){o->name, o->has_arg, NULL, o->val};
+                        if (o->val > 0 && o->val < 128 && isalnum(o->val)) {
+                                shorts[k++] = (char)o->val;
+                                if (o->has_arg != no_argument)
+                                        shorts[k++] = ':';
+                                if (o->has_arg == optional_argument)
+                                        shorts[k++] = ':';
+                        }
                 }
         options[n] = (struct option){0};
-        while ((c = getopt_long(argc, argv, p->short_options, options, NULL)) >= 0) {
+        shorts[k] = '\0';
+        return 0;
+}
+
+int cli_parse(const struct cli_parser *p, int argc, char **argv)
+{
+        struct option options[GETOPT_OPTIONS_MAX];
+        char shorts[3 * GETOPT_OPTIONS_MAX + 1];
+        int c, r;
+
+        if (getopt_tables(p, options, shorts) != 0)
+                return EXIT_SOFTWARE;
+        while ((c = getopt_long(argc, argv, p->short_options ? p->short_options : shorts, options,
+                                NULL)) >= 0) {
                 bool stored = false;
 
                 for (size_t t = 0; t < CLI_TABLES_MAX && !stored; t++)
@@ -118,4 +181,22 @@ int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
                 return EXIT_USAGE;
         }
         return r;
+}
+
+int cli_target_call(int argc, char **argv, bool admin, void (*usage)(FILE *f), const char *op,
+                    cJSON **ret)
+{
+        _cleanup_json_ cJSON *request = NULL;
+        struct cli_target t = {0};
+        int r;
+
+        r = cli_parse_target(argc, argv, admin, usage, &t);
+        if (r >= 0)
+                return r;
+        request = admin ? admin_request_new(op) : credbroker_request_new(op);
+        if (!request)
+                return EXIT_SOFTWARE;
+        r = admin ? admin_request(admin_socket_path(t.admin_socket, t.config), request, ret)
+                  : client_call(client_socket_path(t.socket, t.config), request, ret);
+        return r == 0 ? -1 : r;
 }

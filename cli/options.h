@@ -2,6 +2,7 @@
  * tail of their getopt switch, written once. */
 #pragma once
 
+#include <cjson/cJSON.h>
 #include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -26,6 +27,20 @@
         {                                                                                          \
                 "help", no_argument, NULL, 'h'                                                     \
         }
+
+/* A command or subcommand: credbroker NAME, credbroker account NAME, ... */
+struct cli_command {
+        const char *name;
+        int (*run)(int argc, char **argv); /* argv[0] is NAME; returns the exit code */
+};
+
+/* The command of table (n entries) called name, or NULL. */
+const struct cli_command *cli_command_find(const struct cli_command *table, size_t n,
+                                           const char *name);
+
+/* Before a command looks up its subcommand argv[1]: none prints usage on stderr and returns
+ * usage_exit; --help or -h prints it on stdout and returns 0; else -1 (go on). */
+int cli_usage_or_help(int argc, char **argv, void (*usage)(FILE *f), int usage_exit);
 
 /* Where a command finds the broker: the arguments of the options above, NULL when not given. */
 struct cli_target {
@@ -55,28 +70,34 @@ struct cli_option {
         int val;
         enum cli_store store;
         size_t offset; /* of the member, in the struct the table is for */
+        bool required; /* the command refuses to run without it: see cli_missing() */
 };
 
 /* --name ARG into type's member (char * or const char *; anything else does not compile). */
-#define CLI_ARG(name, val, type, member)                                                             \
+#define CLI_ARG(name, val, type, member) CLI_ARG_(name, val, type, member, false)
+/* --name sets type's bool member. */
+#define CLI_FLAG(name, val, type, member) CLI_FLAG_(name, val, type, member, false)
+/* The same, for an option the command cannot do without. */
+#define CLI_REQUIRED_ARG(name, val, type, member)  CLI_ARG_(name, val, type, member, true)
+#define CLI_REQUIRED_FLAG(name, val, type, member) CLI_FLAG_(name, val, type, member, true)
+#define CLI_ARG_(name, val, type, member, required)                                                  \
         {                                                                                            \
                 name, required_argument, val,                                                      \
                     _Generic(((type *)0)->member, char *: CLI_STORE_STRING,                        \
                              const char *: CLI_STORE_STRING),                                      \
-                    offsetof(type, member) \
+                    offsetof(type, member), required \
         }
-/* --name sets type's bool member. */
-#define CLI_FLAG(name, val, type, member)                                                          \
+#define CLI_FLAG_(name, val, type, member, required)                                               \
         {                                                                                          \
                 name, no_argument, val,                                                            \
                     _Generic(((type *)0)->member, bool                                             \
                              : CLI_STORE_FLAG),                                                    \
-                    offsetof(type, member)                                                         \
+                    offsetof(type, member), required                                               \
         }
 /* --name for the command's own handler. */
 #define CLI_OWN(name, has_arg, val)                                                                \
         {                                                                                          \
-                name, has_arg, val, CLI_STORE_NONE, 0                                              \
+                name, has_arg, val, CLI_STORE_NONE, 0, false                                       \
         }
 #define CLI_HELP CLI_OWN("help", no_argument, 'h')
 /* The shared options into a struct cli_target member of type. */
@@ -89,6 +110,8 @@ struct cli_option {
 
 /* How a command reads its options. */
 struct cli_parser {
+        /* NULL: the letters of the tables' options (val a letter or digit; ':' after those
+         * with a required argument). */
         const char *short_options;
         /* Up to CLI_TABLES_MAX tables, each ending with {0} (NULL: none), and where the values of
          * each go. */
@@ -101,6 +124,10 @@ struct cli_parser {
         void (*usage)(FILE *f);
         int usage_exit; /* after an unknown option or a missing argument */
 };
+
+/* True when an option options marks required was not given: its member in dest (filled by
+ * cli_parse()) is still NULL or false. */
+bool cli_missing(const struct cli_option *options, const void *dest);
 
 /* Reads the options of argv (getopt_long, from optind): -1 when they are read and the command
  * goes on (optind at the first other argument); 0 after --help printed usage on stdout; else an
@@ -118,3 +145,9 @@ int cli_parse_one(int argc, char **argv, const char *short_options,
  * and which take no other argument: as cli_parse(), into t. */
 int cli_parse_target(int argc, char **argv, bool admin, void (*usage)(FILE *f),
                      struct cli_target *t);
+
+/* For such commands that send one request: cli_parse_target(), then {"op":op} to the broker's
+ * socket, or its admin socket (admin). As cli_parse(): -1 with *ret the reply of either kind, or
+ * an exit code (after saying why). */
+int cli_target_call(int argc, char **argv, bool admin, void (*usage)(FILE *f), const char *op,
+                    cJSON **ret);

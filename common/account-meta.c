@@ -254,29 +254,6 @@ int account_meta_from_json(const char *text, struct account_meta *ret)
         return 0;
 }
 
-static bool add_scopes(cJSON *json, const char *scopes)
-{
-        cJSON *array = cJSON_AddArrayToObject(json, "scopes");
-        char scope[SCOPE_MAX_LEN + 1];
-
-        while (array && *scopes) {
-                size_t len = strcspn(scopes, " ");
-                cJSON *item;
-                if (len > SCOPE_MAX_LEN)
-                        return false;
-                memcpy(scope, scopes, len);
-                scope[len] = 0;
-                item = cJSON_CreateString(scope);
-                if (!item || !cJSON_AddItemToArray(array, item)) {
-                        cJSON_Delete(item);
-                        return false;
-                }
-                scopes += len;
-                scopes += *scopes == ' ';
-        }
-        return array != NULL;
-}
-
 int account_meta_to_json(const struct account_meta *m, char **ret)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
@@ -294,7 +271,7 @@ int account_meta_to_json(const struct account_meta *m, char **ret)
              !cJSON_AddStringToObject(json, "token_endpoint", m->token_endpoint)) ||
             (m->device_endpoint &&
              !cJSON_AddStringToObject(json, "device_endpoint", m->device_endpoint)) ||
-            (m->scopes && !add_scopes(json, m->scopes)) ||
+            (m->scopes && !json_add_scope_list(json, "scopes", m->scopes)) ||
             (m->assertion_alg &&
              !cJSON_AddStringToObject(json, "assertion_alg", m->assertion_alg)) ||
             (m->client_auth && !cJSON_AddStringToObject(json, "client_auth", m->client_auth)) ||

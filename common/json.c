@@ -121,3 +121,25 @@ cJSON *json_string_array_ref(char *const *strings, size_t n)
         }
         return array;
 }
+
+bool json_add_scope_list(cJSON *object, const char *key, const char *scopes)
+{
+        cJSON *array = cJSON_AddArrayToObject(object, key);
+        char scope[SCOPE_MAX_LEN + 1];
+
+        while (array && scopes && *scopes) {
+                size_t len = strcspn(scopes, " ");
+                if (len > 0 && len <= SCOPE_MAX_LEN) {
+                        memcpy(scope, scopes, len);
+                        scope[len] = 0;
+                        cJSON *item = cJSON_CreateString(scope);
+                        if (!item || !cJSON_AddItemToArray(array, item)) {
+                                cJSON_Delete(item);
+                                return false;
+                        }
+                }
+                scopes += len;
+                scopes += *scopes == ' ';
+        }
+        return array != NULL;
+}

@@ -38,6 +38,11 @@ cJSON *json_string_array_ref(char *const *strings, size_t n);
  * every token reply and audit line. Returns false when out of memory. */
 bool json_add_uint(cJSON *object, const char *key, uint64_t value);
 
+/* Adds member key as an array of the space-separated scopes in scopes (NULL: an empty
+ * array). Empty pieces and pieces longer than SCOPE_MAX_LEN are left out: stored scopes were
+ * validated before, and what a server granted is only shown. False when out of memory. */
+bool json_add_scope_list(cJSON *object, const char *key, const char *scopes);
+
 /* Member accessors: NULL / -ENOENT when absent, -EINVAL when of the wrong type. */
 const char *json_get_string(const cJSON *object, const char *key);
 int json_get_u64(const cJSON *object, const char *key, uint64_t *ret);

@@ -63,27 +63,6 @@ cJSON *account_view_list_row(const struct account_inventory *item,
 }
 
 /* "scopes" as an array of the space-separated list. */
-static bool add_scopes(cJSON *o, const char *s)
-{
-        char scope[SCOPE_MAX_LEN + 1];
-        cJSON *scopes = cJSON_AddArrayToObject(o, "scopes");
-        bool good = scopes != NULL;
-
-        while (good && *s) {
-                size_t len = strcspn(s, " ");
-                cJSON *item;
-                if (len > SCOPE_MAX_LEN)
-                        break;
-                memcpy(scope, s, len);
-                scope[len] = 0;
-                item = cJSON_CreateString(scope);
-                good = item && cJSON_AddItemToArray(scopes, item);
-                s += len;
-                s += *s == ' ';
-        }
-        return good;
-}
-
 /* Adds "effective_token_endpoint" and (when the account has a device flow)
  * "effective_device_endpoint": the URLs the broker actually uses, so that account show never
  * has to say "(configured default)". */
@@ -112,11 +91,12 @@ static bool add_meta(cJSON *o, const struct account_meta *m, const struct accoun
                add_optional_string(o, "token_endpoint", m->token_endpoint) &&
                add_optional_string(o, "device_endpoint", m->device_endpoint) &&
                add_optional_string(o, "graph", m->graph) &&
+               add_optional_string(o, "cloud", m->cloud) &&
                add_optional_string(o, "assertion_alg", m->assertion_alg) &&
                add_optional_string(o, "client_auth", m->client_auth) &&
                add_optional_time(o, "secret_expires_at", m->secret_expires_at) &&
                json_add_uint(o, "created", m->created) &&
-               (!m->scopes || add_scopes(o, m->scopes)) &&
+               (!m->scopes || json_add_scope_list(o, "scopes", m->scopes)) &&
                add_endpoints(o, m, vo->default_authority);
 }
 

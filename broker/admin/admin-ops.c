@@ -63,32 +63,14 @@ void admin_account_status_of(struct broker *b, const struct account_inventory *i
 
 /* ---- account.list ---- */
 
-static void reply_list(struct inventory_operation *io, int result)
+static cJSON *list_row(struct broker *b, const struct account_inventory *item)
 {
-        struct broker *b = io->op.broker;
-        _cleanup_json_ cJSON *reply = admin_reply_new();
-        cJSON *accounts = reply ? cJSON_AddArrayToObject(reply, "accounts") : NULL;
-        bool good = accounts != NULL;
+        struct account_status status;
 
-        if (result < 0) {
-                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
-                                     "The credential store could not be read; try again later.");
-                return;
-        }
-        for (size_t i = 0; good && i < io->request->n_items; i++) {
-                const struct account_inventory *item = &io->request->items[i];
-                struct account_status status;
-                cJSON *row;
-
-                admin_account_status_of(b, item, &status);
-                row = account_view_list_row(
-                    item, &status,
-                    &(struct account_view_options){.default_authority = b->config->authority});
-                good = row && cJSON_AddItemToArray(accounts, row);
-                if (!good)
-                        cJSON_Delete(row);
-        }
-        admin_operation_finish(&io->op, good ? reply : NULL);
+        admin_account_status_of(b, item, &status);
+        return account_view_list_row(
+            item, &status,
+            &(struct account_view_options){.default_authority = b->config->authority});
 }
 
 /* ---- account.show ---- */
@@ -132,8 +114,11 @@ static void on_inventory_gathered(struct store_job *job, void *userdata)
         inventory_operation_free(io);
 }
 
-void admin_inventory_start(struct admin_connection *c, const char *account,
-                           void (*reply)(struct inventory_operation *io, int result))
+/* Gathers the inventory of account (NULL: every account) on the store worker and calls reply on
+ * the loop with the result (<0: the store could not be read); replies itself on failure. */
+static void inventory_begin(struct admin_connection *c, const char *account,
+                            void (*reply)(struct inventory_operation *io, int result),
+                            admin_account_row_fn row)
 {
         struct inventory_operation *io = calloc(1, sizeof(*io));
         struct store_job *job = NULL;
@@ -148,6 +133,7 @@ void admin_inventory_start(struct admin_connection *c, const char *account,
         if (account)
                 memcpy(io->request->account, account, strlen(account) + 1);
         io->reply = reply;
+        io->row = row;
         job->call = inventory_gather;
         job->call_arg = io->request;
         admin_operation_begin(c, &io->op);
@@ -157,6 +143,31 @@ void admin_inventory_start(struct admin_connection *c, const char *account,
                                      "The credential store is busy; try again later.");
                 inventory_operation_free(io);
         }
+}
+
+static void reply_rows(struct inventory_operation *io, int result)
+{
+        _cleanup_json_ cJSON *reply = admin_reply_new();
+        cJSON *accounts = reply ? cJSON_AddArrayToObject(reply, "accounts") : NULL;
+        bool good = accounts != NULL;
+
+        if (result < 0) {
+                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
+                                     "The credential store could not be read; try again later.");
+                return;
+        }
+        for (size_t i = 0; good && i < io->request->n_items; i++) {
+                cJSON *row = io->row(io->op.broker, &io->request->items[i]);
+                good = row && cJSON_AddItemToArray(accounts, row);
+                if (!good)
+                        cJSON_Delete(row);
+        }
+        admin_operation_finish(&io->op, good ? reply : NULL);
+}
+
+void admin_inventory_rows(struct admin_connection *c, admin_account_row_fn row)
+{
+        inventory_begin(c, NULL, reply_rows, row);
 }
 
 /* ---- account.remove ---- */
@@ -278,7 +289,7 @@ static void do_reload(struct admin_connection *c)
 
 static void handle_list(struct admin_connection *c, const cJSON *request, const char *account)
 {
-        admin_inventory_start(c, NULL, reply_list);
+        admin_inventory_rows(c, list_row);
 }
 
 static void handle_reload(struct admin_connection *c, const cJSON *request, const char *account)
@@ -295,7 +306,7 @@ static void handle_ping(struct admin_connection *c, const cJSON *request, const 
 
 static void handle_show(struct admin_connection *c, const cJSON *request, const char *account)
 {
-        admin_inventory_start(c, account, reply_show);
+        inventory_begin(c, account, reply_show, NULL);
 }
 
 static void handle_remove(struct admin_connection *c, const cJSON *request, const char *account)

@@ -46,53 +46,40 @@ static void cached_times(struct broker *b, const char *account, uint64_t *ret_ne
         *ret_expires = expires ? admin_boottime_to_unix(expires) : 0;
 }
 
-static void reply_status(struct inventory_operation *io, int result)
+static cJSON *status_row(struct broker *b, const struct account_inventory *item)
 {
-        struct broker *b = io->op.broker;
-        _cleanup_json_ cJSON *reply = admin_reply_new();
-        cJSON *accounts = reply ? cJSON_AddArrayToObject(reply, "accounts") : NULL;
-        bool good = accounts != NULL;
+        const struct account *a = account_find(b->accounts, item->name);
+        uint64_t next_refresh, expires, credential_expires = 0;
+        struct account_status status;
+        _cleanup_json_ cJSON *row = cJSON_CreateObject();
 
-        if (result < 0) {
-                admin_operation_fail(&io->op, ADMIN_UNAVAILABLE,
-                                     "The credential store could not be read; try again later.");
-                return;
-        }
-        for (size_t i = 0; good && i < io->request->n_items; i++) {
-                const struct account_inventory *item = &io->request->items[i];
-                const struct account *a = account_find(b->accounts, item->name);
-                uint64_t next_refresh, expires, credential_expires = 0;
-                struct account_status status;
-                cJSON *row = cJSON_CreateObject();
-
-                admin_account_status_of(b, item, &status);
-                cached_times(b, item->name, &next_refresh, &expires);
-                if (item->meta_valid && item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET)
-                        credential_expires = item->meta.secret_expires_at;
-                else if (item->has_certificate)
-                        credential_expires = item->certificate.not_after;
-                good = row && cJSON_AddItemToArray(accounts, row) &&
-                       cJSON_AddStringToObject(row, "account", item->name) &&
-                       cJSON_AddStringToObject(row, "state", status.state) &&
-                       add_optional_time(row, "state_until", status.until) &&
-                       add_optional_time(row, "last_refresh", a ? a->last_refresh_at : 0) &&
-                       add_optional_time(row, "next_refresh", next_refresh) &&
-                       add_optional_time(row, "token_expires_at", expires) &&
-                       add_optional_time(row, "refresh_token_stored_at",
-                                         item->has_refresh_token ? item->refresh_token.stored_at
-                                                                 : 0) &&
-                       add_optional_time(row, "credential_expires_at", credential_expires) &&
-                       add_optional_string(row, "message", status.message) &&
-                       /* needs_reauth because the previous run stopped during a refresh */
-                       (!a || a->state != ACCOUNT_NEEDS_REAUTH || !a->reauth_interrupted ||
-                        cJSON_AddTrueToObject(row, "interrupted_refresh"));
-        }
-        admin_operation_finish(&io->op, good ? reply : NULL);
+        admin_account_status_of(b, item, &status);
+        cached_times(b, item->name, &next_refresh, &expires);
+        if (item->meta_valid && item->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET)
+                credential_expires = item->meta.secret_expires_at;
+        else if (item->has_certificate)
+                credential_expires = item->certificate.not_after;
+        if (!row || !cJSON_AddStringToObject(row, "account", item->name) ||
+            !cJSON_AddStringToObject(row, "state", status.state) ||
+            !add_optional_time(row, "state_until", status.until) ||
+            !add_optional_time(row, "last_refresh", a ? a->last_refresh_at : 0) ||
+            !add_optional_time(row, "next_refresh", next_refresh) ||
+            !add_optional_time(row, "token_expires_at", expires) ||
+            !add_optional_time(row, "refresh_token_stored_at",
+                               item->has_refresh_token ? item->refresh_token.stored_at : 0) ||
+            !add_optional_time(row, "credential_expires_at", credential_expires) ||
+            !add_optional_string(row, "message", status.message))
+                return NULL;
+        /* needs_reauth because the previous run stopped during a refresh */
+        if (a && a->state == ACCOUNT_NEEDS_REAUTH && a->reauth_interrupted &&
+            !cJSON_AddTrueToObject(row, "interrupted_refresh"))
+                return NULL;
+        return TAKE_PTR(row);
 }
 
 void admin_status_handle(struct admin_connection *c, const cJSON *request, const char *account)
 {
-        admin_inventory_start(c, NULL, reply_status);
+        admin_inventory_rows(c, status_row);
 }
 
 /* ---- metrics ---- */

@@ -10,16 +10,20 @@
 struct account_inventory;
 
 /* An admin operation that reads the store's inventory on the store worker, then replies. */
+/* One element of the "accounts" array that account.list and status reply with; NULL when out of
+ * memory. */
+typedef cJSON *(*admin_account_row_fn)(struct broker *b, const struct account_inventory *item);
+
 struct inventory_operation {
         struct admin_operation op;
         struct inventory_request *request;
         void (*reply)(struct inventory_operation *io, int result);
+        admin_account_row_fn row; /* admin_inventory_rows() */
 };
 
-/* Gathers the inventory of account (NULL: every account) on the store worker and calls reply on
- * the loop with the result (<0: the store could not be read); replies itself on failure. */
-void admin_inventory_start(struct admin_connection *c, const char *account,
-                           void (*reply)(struct inventory_operation *io, int result));
+/* Gathers every account's inventory on the store worker, then replies {"accounts":[row(item),
+ * ...]} on the loop (unavailable when the store could not be read). */
+void admin_inventory_rows(struct admin_connection *c, admin_account_row_fn row);
 
 /* The state status, account.list and account.show report: what the store's objects imply,
  * and what the runtime account knows when the broker has one. */

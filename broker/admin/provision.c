@@ -342,29 +342,6 @@ static void forget_runtime_account(struct broker *b, const char *name)
         }
 }
 
-static bool add_scope_array(cJSON *o, const char *scopes)
-{
-        cJSON *array = cJSON_AddArrayToObject(o, "scopes");
-        char scope[SCOPE_MAX_LEN + 1];
-
-        while (array && scopes && *scopes) {
-                size_t len = strcspn(scopes, " ");
-                cJSON *item;
-                if (len > 0 && len <= SCOPE_MAX_LEN) {
-                        memcpy(scope, scopes, len);
-                        scope[len] = 0;
-                        item = cJSON_CreateString(scope);
-                        if (!item || !cJSON_AddItemToArray(array, item)) {
-                                cJSON_Delete(item);
-                                return false;
-                        }
-                }
-                scopes += len;
-                scopes += *scopes == ' ';
-        }
-        return array != NULL;
-}
-
 /* Caches the sign-in's access token under the account's default scope set, the key a profile
  * with the account's scopes asks for. Best effort: a miss only costs a refresh. */
 static void cache_sign_in_token(struct broker *b, struct provision *p)
@@ -407,7 +384,7 @@ static void on_committed(struct store_job *job, void *userdata)
         reply = admin_reply_new();
         if (reply && (!cJSON_AddStringToObject(reply, "stage", "done") ||
                       !cJSON_AddStringToObject(reply, "account", p->account) ||
-                      !add_scope_array(reply, granted ? granted : p->scope) ||
+                      !json_add_scope_list(reply, "scopes", granted ? granted : p->scope) ||
                       (p->generation && !json_add_uint(reply, "generation", p->generation)))) {
                 cJSON_Delete(reply);
                 reply = NULL;

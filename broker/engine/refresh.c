@@ -382,6 +382,16 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         refresh_free(r);
 }
 
+/* No new HTTPS request while the broker shuts down: the waiters are answered and r is freed. */
+static bool abandon_if_stopping(struct refresh *r)
+{
+        if (!r->broker->stopping)
+                return false;
+        answer_waiters(r->broker, r->account, r->scope_key, REFRESH_FAILED);
+        refresh_free(r);
+        return true;
+}
+
 /* The worker has read the refresh token: send it to the token endpoint. */
 static void on_refresh_token_read(struct store_job *job, void *userdata)
 {
@@ -391,12 +401,8 @@ static void on_refresh_token_read(struct store_job *job, void *userdata)
         int e = job->result;
 
         account_store_job_done(a);
-        if (b->stopping) {
-                /* No new HTTPS request while the broker shuts down. */
-                answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
-                refresh_free(r);
+        if (abandon_if_stopping(r))
                 return;
-        }
         if (e == -ENOENT) {
                 set_state(b->audit, a, ACCOUNT_NEEDS_REAUTH, "reauth_required",
                           "no refresh token in the credential store");
@@ -495,11 +501,8 @@ static void on_credential_ready(struct store_job *job, void *userdata)
         int e = job->result;
 
         account_store_job_done(a);
-        if (b->stopping) {
-                answer_waiters(b, a, r->scope_key, REFRESH_FAILED);
-                refresh_free(r);
+        if (abandon_if_stopping(r))
                 return;
-        }
         if (e == -ENOENT) {
                 set_state(b->audit, a, ACCOUNT_NEEDS_CONFIG, "needs_config",
                           a->meta.flow_kind == ACCOUNT_FLOW_CLIENT_SECRET

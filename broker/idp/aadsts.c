@@ -98,6 +98,13 @@ static const struct aadsts_entry entries[] = {
      .guidance = "application not found in the tenant: check the account's client id and "
                  "tenant, and that the app is registered (or consented) there",
      .sign_in = "the application was not found in the tenant: check the client id"},
+    {.code = 500011,
+     .outcome = IDP_CONFIG,
+     .guidance = "the requested resource is not in the tenant: the account's cloud or Graph URL "
+                 "names another cloud's Microsoft Graph (GCC High, DoD and 21Vianet tenants "
+                 "need their own cloud), or the profile asks for an API the tenant does not have",
+     .sign_in = "the requested resource is not in this tenant: set --cloud (or --graph) to the "
+                "tenant's own cloud"},
     {.code = 90002,
      .outcome = IDP_CONFIG,
      .guidance = "tenant not found: check the account's tenant id or domain",

@@ -294,8 +294,20 @@ static bool take_turn(struct stream *s, size_t len)
         return true;
 }
 
+/* Whether the output is below the high-water mark, after trying to send it. Stopping with
+ * whole frames left and everything sent would wait for an EPOLLOUT or EPOLLIN that never
+ * comes: the peer may have sent all its requests already. */
+static bool output_has_room(struct stream *s)
+{
+        if (buf_len(s->out) < STREAM_OUT_HIGH_WATER)
+                return true;
+        stream_flush(s);
+        return s->watch.fd >= 0 && buf_len(s->out) < STREAM_OUT_HIGH_WATER;
+}
+
 /* Handles the whole frames in s->in, in order, while s may: not busy, output below the
- * high-water mark, its turn not spent (then it waits in the backlog). */
+ * high-water mark (else EPOLLOUT resumes it), its turn not spent (then it waits in the
+ * backlog). */
 static void stream_process(struct stream *s)
 {
         const struct stream_class *class = s->server->class;
@@ -306,8 +318,7 @@ static void stream_process(struct stream *s)
         if (s->processing)
                 return;
         s->processing = true;
-        while (s->watch.fd >= 0 && !s->closing && !busy(s) &&
-               buf_len(s->out) < STREAM_OUT_HIGH_WATER) {
+        while (s->watch.fd >= 0 && !s->closing && !busy(s) && output_has_room(s)) {
                 r = wire_frame_peek(s->in, &payload, &len);
                 if (r == 0)
                         break;

@@ -189,7 +189,7 @@ static void accept_all(int epoll_fd, int listen_fd)
                 if (fd < 0) {
                         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                             errno != ECONNABORTED)
-                                log_warning_errno(errno, "accept4() failed");
+                                log_warning_errno(-errno, "accept4() failed");
                         return;
                 }
                 if (n_connections >= MAX_CONNECTIONS) {
@@ -227,16 +227,16 @@ static int listen_on(const char *path, int *ret_fd)
 
         n = snprintf(tmp.sun_path, sizeof(tmp.sun_path), "%s.%ld.tmp", path, (long)getpid());
         if (n < 0 || (size_t)n >= sizeof(tmp.sun_path))
-                return log_error_errno(ENAMETOOLONG, "Socket path too long: %s", path);
+                return log_error_errno(-ENAMETOOLONG, "Socket path too long: %s", path);
         if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
-                return log_error_errno(EEXIST, "%s exists and is not a socket.", path);
+                return log_error_errno(-EEXIST, "%s exists and is not a socket.", path);
 
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0)
-                return log_error_errno(errno, "socket() failed");
+                return log_error_errno(-errno, "socket() failed");
         (void)unlink(tmp.sun_path);
         if (bind(fd, (struct sockaddr *)&tmp, sizeof(tmp)) < 0)
-                return log_error_errno(errno, "Failed to bind %s", tmp.sun_path);
+                return log_error_errno(-errno, "Failed to bind %s", tmp.sun_path);
         if (listen(fd, SOMAXCONN) < 0 || rename(tmp.sun_path, path) < 0) {
                 int r = -errno;
                 (void)unlink(tmp.sun_path);
@@ -257,13 +257,13 @@ static int serve(const char *path)
         sigaddset(&mask, SIGTERM);
         sigaddset(&mask, SIGINT);
         if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "sigprocmask() failed");
+                return log_error_errno(-errno, "sigprocmask() failed");
         signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
         if (signal_fd < 0)
-                return log_error_errno(errno, "signalfd() failed");
+                return log_error_errno(-errno, "signalfd() failed");
         epoll_fd = epoll_create1(EPOLL_CLOEXEC);
         if (epoll_fd < 0)
-                return log_error_errno(errno, "epoll_create1() failed");
+                return log_error_errno(-errno, "epoll_create1() failed");
 
         r = listen_on(path, &listen_fd);
         if (r < 0)
@@ -274,7 +274,7 @@ static int serve(const char *path)
                       &(struct epoll_event){.events = EPOLLIN, .data.ptr = NULL}) < 0 ||
             epoll_ctl(epoll_fd, EPOLL_CTL_ADD, signal_fd,
                       &(struct epoll_event){.events = EPOLLIN, .data.ptr = &signal_fd}) < 0) {
-                r = log_error_errno(errno, "epoll_ctl() failed");
+                r = log_error_errno(-errno, "epoll_ctl() failed");
                 goto finish;
         }
         log_info("Listening on %s, reply frame %zu bytes.", path, buf_len(reply_frame));
@@ -285,7 +285,7 @@ static int serve(const char *path)
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        r = log_error_errno(errno, "epoll_wait() failed");
+                        r = log_error_errno(-errno, "epoll_wait() failed");
                         goto finish;
                 }
                 for (int i = 0; i < n; i++) {

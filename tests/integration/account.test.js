@@ -57,6 +57,22 @@ test('usage and help of the new subcommands', { timeout: 60000 }, async () => {
   assert.equal(extra.code, 64);
 });
 
+test('a missing required option prints the usage; short options are the option letters', { timeout: 60000 }, async () => {
+  for (const cmd of [['cert', 'alerts'], ['import', 'fresh', '--tenant', TENANT, '--client-id', CLIENT_ID],
+    ['import', 'fresh', '-t', TENANT, '-f', '/dev/null'], ['import', 'fresh', '-i', CLIENT_ID, '-f', '/dev/null']]) {
+    const r = await account(cmd);
+    assert.equal(r.code, 64, `account ${cmd.join(' ')}: exit ${r.code} ${r.stderr}`);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, new RegExp(`^Usage: credbroker account ${cmd[0]} NAME`), `${cmd.join(' ')}: ${r.stderr}`);
+  }
+  const bits = await account(['keygen', 'alerts', '-b', '1000']);
+  assert.equal(bits.code, 64);
+  assert.equal(bits.stderr, 'credbroker: --bits must be 2048, 3072 or 4096\n');
+  const shown = await account(['show', 'alerts', '-j']);
+  assert.equal(shown.code, 0, shown.stderr);
+  assert.equal(JSON.parse(shown.stdout).account, 'alerts');
+});
+
 test('show prints settings and credential facts, never a secret', { timeout: 60000 }, async () => {
   const set = await account(['secret', 'alerts', '--secret-stdin'], { input: `${SECRET_CANARY}\n` });
   assert.equal(set.code, 0, set.stderr);

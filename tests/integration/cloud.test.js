@@ -81,10 +81,16 @@ test('usgov-high: app-only asks for graph.microsoft.us/.default, also for a bare
   // Its own graph URL (a relay's name for the emulator): the scopes stay the cloud's.
   const relay = `https://localhost:${h.emuPorts.port}`;
   const add = await cb(['account', 'add', 'app', '--flow', 'client-secret', '--tenant', TENANT,
-    '--client-id', SECRET_APP, '--secret-stdin', '--mailbox', 'alerts@contoso.com', '--graph', relay],
+    '--client-id', SECRET_APP, '--secret-stdin', '--mailbox', 'alerts@contoso.com', '--graph', relay,
+    '--cloud', 'usgov-high', '--authority', `https://127.0.0.1:${h.emuPorts.port}`],
   { input: `${SECRET}\n` });
   assert.equal(add.code, 0, add.stdout + add.stderr);
   assert.ok((add.stdout + add.stderr).includes(`${GOV}/.default`), add.stdout + add.stderr);
+  // account show names the account's own cloud and Graph.
+  const show = await cb(['account', 'show', 'app']);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /^Cloud:\s+usgov-high$/m, show.stdout);
+  assert.match(show.stdout, new RegExp(`^Graph:\\s+${relay.replace(/[.]/g, '\\.')}$`, 'm'), show.stdout);
   for (const profile of ['app', 'appdefault']) {
     const r = await h.rawRequest({ v: 1, op: 'token', profile, min_ttl: 7200 });
     assert.equal(r.ok, true, `${profile}: ${JSON.stringify(r)}`);
@@ -108,10 +114,30 @@ test('an account\'s own cloud beats the configured one (global here: refused by 
     '--client-id', PUBLIC_APP, '--username', 'alice@contoso.com', '--password-stdin', '--cloud', 'global',
     '--authority', `https://127.0.0.1:${port}`, '--graph', `https://127.0.0.1:${port}`], { input: `${PASSWORD}\n` });
   assert.notEqual(r.code, 0, r.stdout);
-  assert.match(r.stderr, /invalid_resource \(AADSTS500011\)/, r.stdout + r.stderr);
+  assert.match(r.stderr, /the requested resource is not in this tenant: set --cloud \(or --graph\) to the tenant.s own cloud \(AADSTS500011\)/, r.stdout + r.stderr);
   assert.equal((await h.adminRequest({ op: 'account.show', account: 'wrongcloud' })).error, 'not_found');
   const bad = await cb(['account', 'add', 'x', '--flow', 'device', '--tenant', TENANT, '--client-id', PUBLIC_APP,
     '--cloud', 'gcc']);
   assert.equal(bad.code, 64, bad.stderr);
   assert.match(bad.stderr, /usgov-high/);
+});
+
+test('account import keeps --cloud and --graph (through the broker)', { timeout: 60000 }, async () => {
+  const rt = h.p('imported.rt');
+  fs.writeFileSync(rt, `RT-CANARY-CLOUD-${crypto.randomBytes(8).toString('hex')}\n`, { mode: 0o600 });
+  const relay = `https://localhost:${h.emuPorts.port}`;
+  const args = (name) => ['account', 'import', name, '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--refresh-token-file', rt, '--cloud', 'dod', '--graph', relay];
+  const viaBroker = await cb(args('imported'));
+  assert.equal(viaBroker.code, 0, viaBroker.stdout + viaBroker.stderr);
+  const show = await cb(['account', 'show', 'imported']);
+  assert.match(show.stdout, /^Cloud:\s+dod$/m, show.stdout);
+  assert.match(show.stdout, /^Graph:\s+https:\/\/localhost:\d+$/m, show.stdout);
+  const stored = await h.adminRequest({ op: 'account.show', account: 'imported' });
+  assert.equal(stored.account.cloud, 'dod');
+  assert.equal(stored.account.graph, relay);
+  const bad = await cb(['account', 'import', 'x', '--tenant', TENANT, '--client-id', PUBLIC_APP,
+    '--refresh-token-file', rt, '--cloud', 'gcc']);
+  assert.equal(bad.code, 64, bad.stderr);
+  assert.match(bad.stderr, /--cloud is not global, usgov, usgov-high, dod or china/);
 });

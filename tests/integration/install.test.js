@@ -52,6 +52,10 @@ test('the tree: binaries, units, sysusers/tmpfiles, config, policy.d, docs, comp
     [under(opt.mandir, 'man8', 'credbrokerd.8')],
     [under(opt.mandir, 'man5', 'credbroker.conf.5')],
     [under(opt.mandir, 'man5', 'credbroker-policy.5')],
+    [under(opt.includedir, 'credbroker.h')],
+    [under(opt.libdir, 'libcredbroker.so.0')],
+    [under(opt.libdir, 'libcredbroker.so')],
+    [under(opt.libdir, 'pkgconfig', 'libcredbroker.pc')],
   ];
   const unitdir = opt.systemdsystemunitdir || (opt.prefix === '/usr' ? '/lib/systemd/system' : 'lib/systemd/system');
   const units = [under(unitdir, 'credbroker.service'), under(unitdir, 'credbroker.socket')];

@@ -282,12 +282,11 @@ test('a socket directory that does not exist is named, with how to create it', {
   assert.match(r.stderr, new RegExp(`directory ${h.p('no-such-dir')} for ${missing.replace(/[.]/g, '\\.')} does not exist: create it \\(install -d -m 0755 ${h.p('no-such-dir')}\\)`));
 });
 
-test('a client that pipelines many requests and reads its replies late gets every reply', { timeout: 60000 }, async () => {
-  const h = harnesses[0] && harnesses[0].brokerAlive() ? harnesses[0] : await world();
+async function pipelined(h, profile) {
   const c = await h.rawClient();
   try {
     // 400 token replies are far more than the output high-water mark and the socket's buffer.
-    const one = frame({ v: 1, op: 'token', profile: 'alerts' });
+    const one = frame({ v: 1, op: 'token', profile });
     await c.write(Buffer.concat(Array.from({ length: 400 }, () => one)));
     await sleep(1500); // the broker stops at the high-water mark meanwhile
     for (let i = 0; i < 400; i++) {
@@ -297,4 +296,26 @@ test('a client that pipelines many requests and reads its replies late gets ever
   } finally {
     c.close();
   }
+}
+
+test('a client that pipelines many requests and reads its replies late gets every reply', { timeout: 60000 }, async () => {
+  const h = harnesses[0] && harnesses[0].brokerAlive() ? harnesses[0] : await world();
+  await pipelined(h, 'alerts');
+});
+
+// Replies big enough that the output high-water mark, not the per-turn frame count, is what
+// stops handling with whole requests left in the input buffer and nothing left in the socket:
+// nothing but the broker itself can wake that connection up again.
+test('pipelined requests whose replies each pass a quarter of the high-water mark all get replies', { timeout: 60000 }, async () => {
+  const scopes = Array.from({ length: 12 }, (_, i) => `https://graph.microsoft.com/Scope${i}.ReadWrite.All`);
+  const h = await setup({
+    profiles: { wide: { scopes, rules: ['peer sufficient uid root'] } },
+    config: { broker: { log_level: 'info' } },
+    refreshTokenScopes: scopes,
+  });
+  harnesses.push(h);
+  const first = await h.rawRequest({ v: 1, op: 'token', profile: 'wide' });
+  assert.equal(first.ok, true, JSON.stringify(first));
+  assert.ok(JSON.stringify(first).length > 1100, `a reply of ${JSON.stringify(first).length} bytes`);
+  await pipelined(h, 'wide');
 });

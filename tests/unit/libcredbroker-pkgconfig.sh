@@ -10,7 +10,7 @@ tmp=$(mktemp -d) || exit 1
 trap 'rm -rf "$tmp"' EXIT
 echo "1..3"
 if flags=$(PKG_CONFIG_PATH="$build/meson-uninstalled" pkg-config --cflags --libs libcredbroker) &&
-   $cc "$src/cli/lib/example-token.c" $flags -o "$tmp/example-token" 2>"$tmp/cc.err"; then
+   $cc ${SANITIZE_CFLAGS:-} "$src/cli/lib/example-token.c" $flags -o "$tmp/example-token" 2>"$tmp/cc.err"; then
         echo "ok 1 - the example builds with pkg-config --cflags --libs libcredbroker"
 else
         cat "$tmp/cc.err" | sed 's/^/# /'

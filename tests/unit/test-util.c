@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "json.h"
 #include "tap.h"
 #include "util.h"
 
@@ -469,6 +470,30 @@ static void test_read_bounded(void)
         is_int(read_bounded(-1, buf, sizeof(buf), &len), -EBADF, "read_bounded: a bad fd");
 }
 
+/* json_add_scope_list(): one element per scope, empty and over-long pieces left out. */
+static void test_scope_list(void)
+{
+        char long_scope[SCOPE_MAX_LEN + 3];
+        char text[SCOPE_MAX_LEN + 64];
+
+        memset(long_scope, 'x', sizeof(long_scope) - 1);
+        long_scope[sizeof(long_scope) - 1] = 0;
+        snprintf(text, sizeof(text), "openid  %s Mail.Send ", long_scope);
+
+        _cleanup_json_ cJSON *o = cJSON_CreateObject();
+        ok(o && json_add_scope_list(o, "scopes", text), "scopes added");
+        char *printed = cJSON_PrintUnformatted(o);
+        is_str(printed, "{\"scopes\":[\"openid\",\"Mail.Send\"]}",
+               "the empty and the over-long piece are left out");
+        json_free_string(printed);
+
+        _cleanup_json_ cJSON *none = cJSON_CreateObject();
+        ok(none && json_add_scope_list(none, "scopes", NULL), "NULL scopes");
+        char *empty = cJSON_PrintUnformatted(none);
+        is_str(empty, "{\"scopes\":[]}", "NULL gives an empty array");
+        json_free_string(empty);
+}
+
 int main(void)
 {
         test_parse_u64();
@@ -481,5 +506,6 @@ int main(void)
         test_clocks();
         test_strings();
         test_read_bounded();
+        test_scope_list();
         return done_testing();
 }
