@@ -94,7 +94,7 @@ static int key_from_token(struct store *store)
         return 0;
 }
 
-static int key_run(const struct account_args *a, struct account_target *t, void *userdata)
+static int key_run(const struct account_args *a, struct account_target *t, void *state)
 {
         return t->admin ? key_from_broker(t->admin) : key_from_token(t->store);
 }
@@ -102,11 +102,12 @@ static int key_run(const struct account_args *a, struct account_target *t, void 
 int audit_key_main(int argc, char **argv)
 {
         static const struct account_command command = {
+            .name = "audit key",
             .usage = key_usage,
             .run = key_run,
         };
 
-        return account_run(&command, argc, argv, NULL);
+        return account_run(&command, argc, argv);
 }
 
 static int ask(int argc, char **argv, const char *op, void (*usage)(FILE *f))

@@ -190,28 +190,33 @@ static const char *get_string(const cJSON *root, const char *name)
         return cJSON_IsString(item) ? item->valuestring : NULL;
 }
 
-/* The first five members in their order: v, seq, time, boot_id, prev; then an event. */
-static int parse_head_members(const cJSON *m, struct record *r)
+/* The chain's members in their places: v and boot_id first, seq, time and prev last (the record's
+ * own members, an event among them, in between). */
+static int parse_chain_members(const cJSON *m, struct record *r)
 {
+        const cJSON *seq, *time, *prev;
         uint64_t v;
 
         if (!m || strcmp(m->string, "v") != 0 || !get_u64(m, &v) || v != 1)
                 return -EBADMSG;
         m = m->next;
-        if (!m || strcmp(m->string, "seq") != 0 || !get_u64(m, &r->seq))
-                return -EBADMSG;
-        m = m->next;
-        if (!m || strcmp(m->string, "time") != 0 || !cJSON_IsString(m) || !is_time(m->valuestring))
-                return -EBADMSG;
-        m = m->next;
         if (!m || strcmp(m->string, "boot_id") != 0 || !cJSON_IsString(m) ||
             !is_lower_hex(m->valuestring, 32))
                 return -EBADMSG;
-        m = m->next;
-        if (!m || strcmp(m->string, "prev") != 0 || !cJSON_IsString(m) ||
-            !is_lower_hex(m->valuestring, 64))
+        while (m->next)
+                m = m->next;
+        prev = m;
+        time = prev->prev;
+        seq = time ? time->prev : NULL;
+        if (!seq || strcmp(seq->string, "seq") != 0 || !get_u64(seq, &r->seq))
                 return -EBADMSG;
-        return note_unhex(m->valuestring, 64, r->prev, 32) < 0 ? -EBADMSG : 0;
+        if (strcmp(time->string, "time") != 0 || !cJSON_IsString(time) ||
+            !is_time(time->valuestring))
+                return -EBADMSG;
+        if (strcmp(prev->string, "prev") != 0 || !cJSON_IsString(prev) ||
+            !is_lower_hex(prev->valuestring, 64))
+                return -EBADMSG;
+        return note_unhex(prev->valuestring, 64, r->prev, 32) < 0 ? -EBADMSG : 0;
 }
 
 static int parse_record(const char *line, size_t len, struct record *r)
@@ -223,7 +228,7 @@ static int parse_record(const char *line, size_t len, struct record *r)
                 return -EBADMSG;
         r->root = cJSON_ParseWithLengthOpts(line, len, &end, false);
         if (!r->root || end != line + len || !cJSON_IsObject(r->root) ||
-            parse_head_members(r->root->child, r) < 0 ||
+            parse_chain_members(r->root->child, r) < 0 ||
             !(r->event = get_string(r->root, "event"))) {
                 cJSON_Delete(r->root);
                 r->root = NULL;

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "policy.h"
 #include "stream.h"
 #include "util.h"
@@ -15,8 +16,7 @@ struct waiter;
 
 /* A connection's last issue record, prepared for reuse (request.c). */
 struct issued_record {
-        char *body; /* audit_prepare() output */
-        size_t len;
+        struct audit_prepared record;
         uint64_t token_id;
         uint64_t expires_at;
         char profile[NAME_MAX_LEN + 1];

@@ -131,12 +131,11 @@ static int issue_record_prepare(struct connection *c, const struct audit_record 
         struct issued_record *p = &c->issued;
         int r;
 
-        if (p->body && p->token_id == t->id && p->expires_at == record->expires_at &&
+        if (p->record.body && p->token_id == t->id && p->expires_at == record->expires_at &&
             strcmp(p->profile, record->profile) == 0 && strcmp(p->rule, record->rule) == 0)
                 return 0;
-        json_free_string(p->body);
-        p->body = NULL;
-        r = audit_prepare(record, &p->body, &p->len);
+        audit_prepared_clear(&p->record);
+        r = audit_prepare(c->broker->audit, record, &p->record);
         if (r < 0)
                 return r;
         p->token_id = t->id;
@@ -177,7 +176,7 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
         };
 
         if (issue_record_prepare(c, &record, t) < 0 ||
-            audit_write_prepared(b->audit, c->issued.body, c->issued.len) < 0) {
+            audit_write_prepared(b->audit, &c->issued.record) < 0) {
                 reply_error(c, WIRE_INTERNAL, "The broker cannot write its audit log.", 0);
                 return;
         }

@@ -58,7 +58,7 @@ static void client_free(struct stream *s)
 {
         struct connection *c = connection_of(s);
 
-        json_free_string(c->issued.body);
+        audit_prepared_clear(&c->issued.record);
         wire_request_clear(&c->last_request.parsed);
 }
 

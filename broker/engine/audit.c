@@ -6,6 +6,8 @@
 #include <inttypes.h>
 #include <fcntl.h>
 #include <gnutls/crypto.h>
+#include <nettle/sha2.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -18,16 +20,19 @@
 #include "util.h"
 
 #define AUDIT_LINE_MAX 65536
+/* ,"seq":<20 digits>,"time":"<24>","prev":"<64>"} */
+#define AUDIT_TAIL_MAX (7 + 20 + 9 + 24 + 10 + 64 + 2)
 #define LOG_ID_KEY     "\"log_id\":\""
 
 struct audit {
         int fd;
-        gnutls_hash_hd_t hash; /* SHA-256 of each line, reset after each */
         char *path;
         uint64_t seq; /* of the next record */
         uint8_t head[32];
         char log_id[33];
         char boot_id[33];
+        char line_start[64]; /* {"v":1,"boot_id":"…" */
+        size_t line_start_len;
         uint64_t size;      /* what the file holds as far as the broker knows */
         uint64_t unsealed;  /* records since the last checkpoint was asked for */
         uint64_t requested; /* the count the last checkpoint asked for covers */
@@ -128,7 +133,8 @@ static bool find_log_id(const char *data, const char *end, char out[static 33])
         return false;
 }
 
-static int write_line(struct audit *a, const char *event_body, size_t len);
+static int write_line(struct audit *a, const char *body, size_t body_len,
+                      const struct sha256_ctx *start);
 static int base_of(const char *line, size_t len, uint64_t *ret);
 
 static int write_genesis(struct audit *a)
@@ -151,7 +157,7 @@ static int write_genesis(struct audit *a)
         text = cJSON_PrintUnformatted(json);
         if (!text)
                 return -ENOMEM;
-        r = write_line(a, text, strlen(text));
+        r = write_line(a, text, strlen(text), NULL);
         json_free_string(text);
         if (r >= 0)
                 a->unsealed++;
@@ -173,7 +179,7 @@ static int write_alarm(struct audit *a, const char *reason, uint64_t expected, u
         text = cJSON_PrintUnformatted(json);
         if (!text)
                 return -ENOMEM;
-        r = write_line(a, text, strlen(text));
+        r = write_line(a, text, strlen(text), NULL);
         json_free_string(text);
         if (r >= 0)
                 a->unsealed++;
@@ -253,10 +259,6 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
         if (!a)
                 return -ENOMEM;
         a->o = o ? *o : (struct audit_options){.group = (gid_t)-1};
-        if (gnutls_hash_init(&a->hash, GNUTLS_DIG_SHA256) < 0) {
-                free(a);
-                return -ENOMEM;
-        }
         a->path = strdup(path);
         a->fd = open_file(path, 0, a->o.group);
         if (!a->path || a->fd < 0) {
@@ -271,6 +273,8 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
                 return r;
         }
         read_boot_id(a->boot_id);
+        a->line_start_len = (size_t)snprintf(a->line_start, sizeof(a->line_start),
+                                             "{\"v\":1,\"boot_id\":\"%s\"", a->boot_id);
         {
                 /* O_WRONLY cannot be read: look at the file through a second descriptor. */
                 _cleanup_close_ int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -310,7 +314,6 @@ void audit_close(struct audit *a)
         if (!a)
                 return;
         safe_close(a->fd);
-        gnutls_hash_deinit(a->hash, NULL);
         secret_free(a->key);
         free(a->path);
         free(a->note);
@@ -420,7 +423,7 @@ static bool add_aggregate(cJSON *json, const struct audit_record *r)
                cJSON_AddStringToObject(json, "last", last);
 }
 
-int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len)
+static int print_record(const struct audit_record *r, char **ret_body, size_t *ret_len)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
         char *text;
@@ -494,72 +497,83 @@ static ssize_t write_rest(int fd, const struct iovec *iov, size_t n_iov, size_t 
 
 /* The journald mirror: the line without "\n" put together for it only (not on the fast path
  * otherwise). */
-static void mirror(struct audit *a, const char *head, size_t head_len, const char *rest,
-                   size_t rest_len, const uint8_t digest[static 32])
+static void mirror(struct audit *a, const struct iovec *iov, size_t n_iov, size_t len,
+                   const uint8_t digest[static 32])
 {
-        char hash_hex[65], *line = malloc(head_len + rest_len + 1);
+        char hash_hex[65], *line = malloc(len + 1);
+        size_t at = 0;
 
         if (!line)
                 return;
         hex(digest, 32, hash_hex);
-        memcpy(line, head, head_len);
-        memcpy(line + head_len, rest, rest_len);
-        line[head_len + rest_len] = 0;
-        a->o.mirror(a->o.mirror_userdata, line, head_len + rest_len, a->seq, hash_hex);
+        for (size_t i = 0; i < n_iov; i++) {
+                memcpy(line + at, iov[i].iov_base, iov[i].iov_len);
+                at += iov[i].iov_len;
+        }
+        line[at] = 0;
+        a->o.mirror(a->o.mirror_userdata, line, at, a->seq, hash_hex);
         free(line);
 }
 
-/* Writes {"v":1,"seq":N,"time":"…","boot_id":"…","prev":"…",<members of body>}\n with one
- * writev(); body is a whole object printed by cJSON, so every string in it is escaped. The line
- * is hashed in its pieces, never copied. */
-static int write_line(struct audit *a, const char *body, size_t body_len)
+/* The members of body (a whole object printed by cJSON), without its braces. */
+static const char *members(const char *body, size_t body_len, size_t *ret_len)
 {
-        static const char v_key[] = "{\"v\":1,\"seq\":", time_key[] = ",\"time\":\"",
-                          boot_key[] = "\",\"boot_id\":\"", prev_key[] = "\",\"prev\":\"";
-        char head[sizeof(v_key) + 20 + sizeof(time_key) + 24 + sizeof(boot_key) + 32 +
-                  sizeof(prev_key) + 64 + 2 + 1];
-        char time[25], seq[21];
-        size_t head_len = 0, seq_len, total;
-        uint8_t digest[32];
-        ssize_t n;
+        *ret_len = body_len - 2;
+        return body + 1;
+}
 
-        if (body_len < 2 || body[0] != '{' || body[body_len - 1] != '}')
-                return -EINVAL;
-        if (body_len + sizeof(head) >= AUDIT_LINE_MAX)
-                return log_error_errno(-E2BIG, "An audit record is too large");
-        format_rfc3339_ms(now_realtime_usec(), time);
-        seq_len = format_u64(a->seq, seq);
-#define PUT(p, l)                                                                                  \
-        do {                                                                                       \
-                memcpy(head + head_len, (p), (l));                                                 \
-                head_len += (l);                                                                   \
-        } while (0)
-        PUT(v_key, sizeof(v_key) - 1);
-        PUT(seq, seq_len);
-        PUT(time_key, sizeof(time_key) - 1);
-        PUT(time, 24);
-        PUT(boot_key, sizeof(boot_key) - 1);
-        PUT(a->boot_id, 32);
-        PUT(prev_key, sizeof(prev_key) - 1);
-        hex(a->head, 32, head + head_len);
-        head_len += 64;
-        head[head_len++] = '"';
-#undef PUT
-        if (body_len > 2)
-                head[head_len++] = ',';
+/* The SHA-256 state after the line's constant start: {"v":1,"boot_id":"…" and the members of
+ * body. Only the record's own seq, time and prev follow it, so a record written again and again
+ * (a connection's repeated issue) hashes two blocks per line instead of eight. */
+static void hash_start(const struct audit *a, const char *body, size_t body_len,
+                       struct sha256_ctx *ret)
+{
+        size_t len;
+        const char *m = members(body, body_len, &len);
 
-        struct iovec iov[] = {
-            {.iov_base = head, .iov_len = head_len},
-            {.iov_base = (void *)(body + 1), .iov_len = body_len - 1},
-            {.iov_base = (void *)"\n", .iov_len = 1},
-        };
-        total = head_len + body_len - 1 + 1;
-        n = writev(a->fd, iov, ELEMENTSOF(iov));
+        sha256_init(ret);
+        sha256_update(ret, a->line_start_len, (const uint8_t *)a->line_start);
+        if (len > 0) {
+                sha256_update(ret, 1, (const uint8_t *)",");
+                sha256_update(ret, len, (const uint8_t *)m);
+        }
+}
+
+/* ,"seq":N,"time":"…","prev":"…"} — what differs from one record to the next; returns its
+ * length. */
+static size_t format_tail(const struct audit *a, char tail[static AUDIT_TAIL_MAX])
+{
+        static const char seq_key[] = ",\"seq\":", time_key[] = ",\"time\":\"",
+                          prev_key[] = "\",\"prev\":\"";
+        size_t n = 0;
+
+        memcpy(tail, seq_key, sizeof(seq_key) - 1);
+        n += sizeof(seq_key) - 1;
+        n += format_u64(a->seq, tail + n);
+        memcpy(tail + n, time_key, sizeof(time_key) - 1);
+        n += sizeof(time_key) - 1;
+        format_rfc3339_ms(now_realtime_usec(), tail + n);
+        n += 24;
+        memcpy(tail + n, prev_key, sizeof(prev_key) - 1);
+        n += sizeof(prev_key) - 1;
+        hex(a->head, 32, tail + n);
+        n += 64;
+        tail[n++] = '"';
+        tail[n++] = '}';
+        return n;
+}
+
+/* Writes iov (the line, its "\n" last) with one writev(), the rest again after a short write; a
+ * line that cannot be completed is taken back. */
+static int append(struct audit *a, const struct iovec *iov, size_t n_iov, size_t total)
+{
+        ssize_t n = writev(a->fd, iov, (int)n_iov);
         int err = n < 0 ? -errno : 0;
+
         /* A short write: the rest, again, either completes the line or tells why not (ENOSPC,
          * EDQUOT, EFBIG): the administrator needs that, not a made-up EIO. */
         while (n >= 0 && n < (ssize_t)total) {
-                ssize_t more = write_rest(a->fd, iov, ELEMENTSOF(iov), (size_t)n);
+                ssize_t more = write_rest(a->fd, iov, n_iov, (size_t)n);
                 if (more <= 0) {
                         err = more < 0 ? -errno : -EIO;
                         break;
@@ -574,20 +588,54 @@ static int write_line(struct audit *a, const char *body, size_t body_len)
                         (void)!ftruncate(a->fd, st.st_size - n);
                 return log_error_errno(err, "Failed to write the audit log");
         }
-        /* One context for the log's life: gnutls_hash_output() resets it, so no record pays
-         * for setting one up. */
-        (void)gnutls_hash(a->hash, head, head_len);
-        (void)gnutls_hash(a->hash, body + 1, body_len - 1);
-        gnutls_hash_output(a->hash, digest);
+        return 0;
+}
+
+/* Writes {"v":1,"boot_id":"…",<members of body>,"seq":N,"time":"…","prev":"…"}\n; body is a
+ * whole object printed by cJSON, so every string in it is escaped. start is hash_start() of
+ * body, or NULL to compute it here. The line is hashed in its pieces, never copied. */
+static int write_line(struct audit *a, const char *body, size_t body_len,
+                      const struct sha256_ctx *start)
+{
+        char tail[AUDIT_TAIL_MAX];
+        struct sha256_ctx ctx;
+        uint8_t digest[32];
+        size_t m_len, tail_len, total;
+        const char *m;
+        int r;
+
+        if (body_len < 2 || body[0] != '{' || body[body_len - 1] != '}')
+                return -EINVAL;
+        if (body_len + a->line_start_len + AUDIT_TAIL_MAX >= AUDIT_LINE_MAX)
+                return log_error_errno(-E2BIG, "An audit record is too large");
+        m = members(body, body_len, &m_len);
+        tail_len = format_tail(a, tail);
+        struct iovec iov[] = {
+            {.iov_base = a->line_start, .iov_len = a->line_start_len},
+            {.iov_base = (void *)",", .iov_len = m_len > 0},
+            {.iov_base = (void *)m, .iov_len = m_len},
+            {.iov_base = tail, .iov_len = tail_len},
+            {.iov_base = (void *)"\n", .iov_len = 1},
+        };
+        total = a->line_start_len + (m_len > 0) + m_len + tail_len + 1;
+        r = append(a, iov, ELEMENTSOF(iov), total);
+        if (r < 0)
+                return r;
+        if (start)
+                ctx = *start;
+        else
+                hash_start(a, body, body_len, &ctx);
+        sha256_update(&ctx, tail_len, (const uint8_t *)tail);
+        sha256_digest(&ctx, sizeof(digest), digest);
         memcpy(a->head, digest, 32);
         a->size += total;
         if (a->o.mirror)
-                mirror(a, head, head_len, body + 1, body_len - 1, digest);
+                mirror(a, iov, ELEMENTSOF(iov) - 1, total - 1, digest);
         a->seq++;
         return 0;
 }
 
-int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
+int audit_write_prepared(struct audit *a, const struct audit_prepared *p)
 {
         int r;
 
@@ -597,8 +645,7 @@ int audit_write_prepared(struct audit *a, const char *body, size_t body_len)
                         return r;
                 a->need_genesis = false;
         }
-        r = write_line(a, body, body_len);
-
+        r = write_line(a, p->body, p->len, p->log == a ? &p->start : NULL);
         if (r < 0)
                 return r;
         a->unsealed++;
@@ -613,7 +660,7 @@ static int write_object(struct audit *a, cJSON *json)
 
         if (!text)
                 return -ENOMEM;
-        r = write_line(a, text, strlen(text));
+        r = write_line(a, text, strlen(text), NULL);
         json_free_string(text);
         return r;
 }
@@ -704,17 +751,33 @@ int audit_check_truncation(struct audit *a)
         return r < 0 ? r : 1;
 }
 
+int audit_prepare(const struct audit *a, const struct audit_record *r, struct audit_prepared *ret)
+{
+        int e = print_record(r, &ret->body, &ret->len);
+
+        if (e < 0)
+                return e;
+        hash_start(a, ret->body, ret->len, &ret->start);
+        ret->log = a;
+        return 0;
+}
+
+void audit_prepared_clear(struct audit_prepared *p)
+{
+        json_free_string(p->body);
+        *p = (struct audit_prepared){0};
+}
+
 int audit_write(struct audit *a, const struct audit_record *r)
 {
-        char *body = NULL;
-        size_t len;
+        struct audit_prepared p = {0};
         int e;
 
-        e = audit_prepare(r, &body, &len);
+        e = audit_prepare(a, r, &p);
         if (e < 0)
                 return log_error_errno(e, "Failed to build an audit record");
-        e = audit_write_prepared(a, body, len);
-        json_free_string(body);
+        e = audit_write_prepared(a, &p);
+        audit_prepared_clear(&p);
         return e;
 }
 
@@ -756,13 +819,26 @@ static int base_of(const char *line, size_t len, uint64_t *ret)
         return nl && parse_u64_prefix(nl + 1, ret) ? 0 : -ENOENT;
 }
 
-/* A v1 line's seq from its fixed prefix, without parsing the rest. */
+/* A v1 line's seq from its fixed-length end (,"seq":N,"time":"…","prev":"…"}), without parsing
+ * the rest. */
 static bool seq_of(const char *line, size_t len, uint64_t *ret)
 {
-        static const char prefix[] = "{\"v\":1,\"seq\":";
+        static const char seq_key[] = ",\"seq\":", after_seq[] = ",\"time\":\"";
+        const size_t after_len = 9 + 24 + 10 + 64 + 2; /* from ,"time":" to the end */
+        const char *p;
+        size_t digits = 0;
 
-        return len > sizeof(prefix) && memcmp(line, prefix, sizeof(prefix) - 1) == 0 &&
-               parse_u64_prefix(line + sizeof(prefix) - 1, ret);
+        if (len < after_len + sizeof(seq_key) || line[0] != '{' ||
+            memcmp(line + len - after_len, after_seq, sizeof(after_seq) - 1) != 0)
+                return false;
+        p = line + len - after_len;
+        while (p - digits > line && digits < 20 && p[-(ptrdiff_t)digits - 1] >= '0' &&
+               p[-(ptrdiff_t)digits - 1] <= '9')
+                digits++;
+        p -= digits;
+        return digits > 0 && p - line >= (ptrdiff_t)sizeof(seq_key) - 1 &&
+               memcmp(p - (sizeof(seq_key) - 1), seq_key, sizeof(seq_key) - 1) == 0 &&
+               parse_u64_prefix(p, ret);
 }
 
 static bool is_role(const char *line, size_t len)

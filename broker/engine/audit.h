@@ -4,6 +4,7 @@
  * signed checkpoints (audit-checkpoint.c) seal. */
 #pragma once
 
+#include <nettle/sha2.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -105,11 +106,18 @@ int audit_check_truncation(struct audit *a);
 int audit_write(struct audit *a, const struct audit_record *r);
 
 /* audit_write() in two steps, for records that repeat: audit_prepare() prints everything but
- * "time" and "seq" (a malloc()ed JSON object, free with json_free_string()), and
- * audit_write_prepared() stamps and writes it. A connection asking again for the same cached
- * token under the same rule reuses its prepared record instead of building it again. */
-int audit_prepare(const struct audit_record *r, char **ret_body, size_t *ret_len);
-int audit_write_prepared(struct audit *a, const char *body, size_t len);
+ * the record's own seq, time and prev, and hashes the line's start once; audit_write_prepared()
+ * stamps, writes and finishes the hash. A connection asking again for the same cached token
+ * under the same rule reuses its prepared record instead of building and hashing it again. */
+struct audit_prepared {
+        char *body; /* the record as a JSON object without the chain's members */
+        size_t len;
+        struct sha256_ctx start; /* SHA-256 state after the line's constant start */
+        const struct audit *log; /* the log start was computed for */
+};
+int audit_prepare(const struct audit *a, const struct audit_record *r, struct audit_prepared *ret);
+int audit_write_prepared(struct audit *a, const struct audit_prepared *p);
+void audit_prepared_clear(struct audit_prepared *p);
 
 /* First 16 hex characters of HMAC-SHA-256(per-install key, token): lets an auditor match a token
  * seen elsewhere without the log ever holding one. */

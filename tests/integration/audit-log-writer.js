@@ -60,8 +60,10 @@ class Chain {
     const seq = this.seq;
     const prev = seq === 0 ? '0'.repeat(64) : this.hash(seq - 1).toString('hex');
     this.time += 7;
+    // The broker's member order (docs/audit.md): v and boot_id, the record's own members, then
+    // seq, time and prev, which change from one record to the next.
     const line = JSON.stringify({
-      v: 1, seq, time: rfc3339(this.time), boot_id: this.bootId, prev, ...members,
+      v: 1, boot_id: this.bootId, ...members, seq, time: rfc3339(this.time), prev,
     });
     this.lines.push(line);
     this.hashes.push(sha256(line));

@@ -64,7 +64,9 @@ static int check_lines(uint64_t *ret_last_seq)
                            (seq == 0) !=
                                streq_ptr(event = json_get_string(json, "event"), "genesis") ||
                            (torn && !streq_ptr(event, "audit.alarm")) ||
-                           strncmp(line, "{\"v\":1,\"seq\":", 13) != 0)
+                           strncmp(line, "{\"v\":1,\"boot_id\":\"", 18) != 0 ||
+                           !strstr(line, ",\"seq\":") || n < 76 ||
+                           strncmp(line + n - 76, "\",\"prev\":\"", 10) != 0)
                         goto bad;
                 else {
                         torn = false;
@@ -91,8 +93,6 @@ int main(void)
         struct audit *a = NULL;
         struct peer peer = {.uid = 1000, .gid = 1000, .pid = 42};
         char *scopes[2048];
-        char *body = NULL;
-        size_t len;
         uint64_t seq = 0;
 
         json_init();
@@ -143,12 +143,16 @@ int main(void)
         ok(audit_write(a, &issue) < 0, "a record over 64 KiB is refused");
         issue.n_scopes = 1024;
 
-        is_int(audit_prepare(&issue, &body, &len), 0, "a record can be prepared");
-        is_int(audit_write_prepared(a, body, len), 0, "a prepared record is written");
-        is_int(audit_write_prepared(a, body, len), 0, "and written again");
-        json_free_string(body);
-        is_int(audit_write_prepared(a, "{}", 2), 0, "an empty body still makes a record");
-        ok(audit_write_prepared(a, "[]", 2) < 0, "a body that is not an object is refused");
+        struct audit_prepared prepared = {0};
+        is_int(audit_prepare(a, &issue, &prepared), 0, "a record can be prepared");
+        is_int(audit_write_prepared(a, &prepared), 0, "a prepared record is written");
+        is_int(audit_write_prepared(a, &prepared), 0, "and written again");
+        audit_prepared_clear(&prepared);
+        ok(!prepared.body, "a cleared prepared record holds nothing");
+        struct audit_prepared empty = {.body = (char *)"{}", .len = 2};
+        is_int(audit_write_prepared(a, &empty), 0, "an empty body still makes a record");
+        struct audit_prepared array = {.body = (char *)"[]", .len = 2};
+        ok(audit_write_prepared(a, &array) < 0, "a body that is not an object is refused");
         audit_close(a);
         a = NULL;
 
