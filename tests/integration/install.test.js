@@ -43,6 +43,7 @@ test('the tree: binaries, units, sysusers/tmpfiles, config, policy.d, docs, comp
     [under(opt.bindir, 'credbroker'), 0o755],
     [under(opt.sysconfdir, 'credbroker', 'credbroker.conf'), 0o644],
     [under(opt.sysconfdir, 'credbroker', 'policy.d', 'default'), 0o644],
+    [under(opt.sysconfdir, 'logrotate.d', 'credbroker'), 0o644],
     [under(opt.datadir, 'doc', 'credbroker', 'examples', 'credbroker.conf.example')],
     [under(opt.datadir, 'doc', 'credbroker', 'examples', 'credbroker.service.d', 'peer-rules.conf.example')],
     [under(opt.datadir, 'doc', 'credbroker', 'examples', 'credbroker.service.d', 'encrypted-pin.conf.example')],

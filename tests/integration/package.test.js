@@ -63,7 +63,8 @@ test('the package ships the service and never /usr/sbin/sendmail', { skip }, () 
   const files = sh('dpkg-deb', ['-c', deb]).stdout.split('\n').map((l) => l.split(/\s+/)[5]).filter(Boolean);
   for (const f of ['./usr/sbin/credbrokerd', './usr/bin/credbroker', './lib/systemd/system/credbroker.service',
     './lib/systemd/system/credbroker.socket', './usr/lib/sysusers.d/credbroker.conf', './usr/lib/tmpfiles.d/credbroker.conf',
-    './etc/credbroker/credbroker.conf', './etc/credbroker/policy.d/default', './usr/share/man/man8/credbrokerd.8.gz',
+    './etc/credbroker/credbroker.conf', './etc/credbroker/policy.d/default', './etc/logrotate.d/credbroker',
+    './usr/share/man/man8/credbrokerd.8.gz',
     './usr/share/man/man1/credbroker.1.gz', './usr/share/man/man5/credbroker.conf.5.gz', './usr/share/man/man5/credbroker-policy.5.gz',
     './usr/share/bash-completion/completions/credbroker']) {
     assert.ok(files.includes(f), `${f} is not in the package`);
@@ -113,11 +114,12 @@ test('installed into a throwaway root: the credbroker user, the conffiles, nothi
   assert.equal(log.uid, Number(uid));
   assert.equal((log.mode & 0o777).toString(8), '750');
 
-  // dpkg's database: the two files under /etc are conffiles.
+  // dpkg's database: the files under /etc are conffiles.
   const status = fs.readFileSync(path.join(root, 'var/lib/dpkg/status'), 'utf8');
   assert.match(status, /^Status: install ok installed$/m);
   assert.match(status, /^ \/etc\/credbroker\/credbroker\.conf [0-9a-f]{32}$/m);
   assert.match(status, /^ \/etc\/credbroker\/policy\.d\/default [0-9a-f]{32}$/m);
+  assert.match(status, /^ \/etc\/logrotate\.d\/credbroker [0-9a-f]{32}$/m);
   assert.ok(fs.existsSync(path.join(root, 'usr/sbin/credbrokerd')));
   // --no-enable --no-start: no unit is wanted by anything.
   assert.equal(fs.existsSync(path.join(root, 'etc/systemd/system/sockets.target.wants/credbroker.socket')), false);
