@@ -421,7 +421,7 @@ module.exports = function graphMail(kit) {
 
   // /v1.0/me/... or /v1.0/users/{id}/... : sendMail, messages, messages/{id}/send,
   // messages/{id}/attachments/createUploadSession.
-  const ROUTE_RE = /^\/v1\.0\/(?:me|users\/([^/]+))\/(sendmail|messages)(?:\/([^/]+)\/(send|attachments\/createuploadsession))?$/i;
+  const ROUTE_RE = /^\/v1\.0\/(?:me|users\/([^/]+))\/(sendmail|messages)(?:\/([^/]+)(?:\/(send|attachments\/createuploadsession))?)?$/i;
 
   function decodeSegment(s, what) {
     try {
@@ -620,6 +620,15 @@ module.exports = function graphMail(kit) {
     sendEmpty(res, 202, { 'request-id': ctx.requestId, 'client-request-id': ctx.clientRequestId });
   }
 
+  function handleDeleteDraft(app, ctx, res, messageSegment) {
+    checkMailboxAccess(app, ctx.at, ctx.mailbox, 'readwrite');
+    const d = findDraft(app, ctx, messageSegment);
+    app.mail.drafts.delete(d.id);
+    for (const [k, s] of app.mail.sessions) if (s.draft === d.id) app.mail.sessions.delete(k);
+    app.mail.stats.drafts_deleted = (app.mail.stats.drafts_deleted || 0) + 1;
+    sendEmpty(res, 204, { 'request-id': ctx.requestId, 'client-request-id': ctx.clientRequestId });
+  }
+
   // Token and mailbox of a Graph request, for throttling and the handlers; null when the
   // Authorization header names no valid token (the handler then answers 401).
   function peekIdentity(app, req, userSegment) {
@@ -638,13 +647,16 @@ module.exports = function graphMail(kit) {
       ? req.headers['client-request-id'] : crypto.randomUUID();
     const ctx = { requestId: crypto.randomUUID(), clientRequestId };
     const m = ROUTE_RE.exec(pathname);
-    const op = m ? (m[4] ? lc(m[4]) : lc(m[2])) : null;
-    if (!m || (op === 'messages' && m[3] !== undefined)) {
+    let op = m ? (m[4] ? lc(m[4]) : lc(m[2])) : null;
+    if (op === 'messages' && m[3] !== undefined) op = 'message';
+    if (!m || (op === 'sendmail' && m[3] !== undefined)) {
       counters.not_found += 1;
       req.resume();
       return sendGraphError(res, new GraphError(404, 'ResourceNotFound', `Resource not found for the segment in '${safePath(pathname).slice(0, 100)}'.`), ctx);
     }
-    const counter = { sendmail: 'send_mail', messages: 'mail_drafts', send: 'mail_draft_sends', 'attachments/createuploadsession': 'mail_upload_sessions' }[op];
+    const counter = {
+      sendmail: 'send_mail', messages: 'mail_drafts', message: 'mail_draft_deletes', send: 'mail_draft_sends', 'attachments/createuploadsession': 'mail_upload_sessions',
+    }[op];
     counters[counter] = (counters[counter] || 0) + 1;
     const errorCounter = op === 'sendmail' ? 'send_mail_errors' : 'mail_errors';
     res.on('finish', () => {
@@ -673,12 +685,14 @@ module.exports = function graphMail(kit) {
       if (got.tooLarge) {
         throw new GraphError(413, 'RequestEntityTooLarge', 'The maximum request length supported is 4MB.', got.drop ? { Connection: 'close' } : {});
       }
-      if (req.method !== 'POST') {
-        throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: 'POST' });
+      const allow = op === 'message' ? 'DELETE' : 'POST';
+      if (req.method !== allow) {
+        throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: allow });
       }
       const at = authenticateGraph(req, store);
       if (throttle) throw throttle;
       Object.assign(ctx, { at, mailbox: resolveMailbox(at, m[1]), key: who.key });
+      if (op === 'message') return handleDeleteDraft(app, ctx, res, m[3]);
       if (op === 'sendmail') return handleSendMail(app, ctx, got, req, res);
       if (op === 'messages') return handleCreateDraft(app, ctx, got, req, res);
       if (op === 'send') return handleSendDraft(app, ctx, got, req, res, m[3]);
