@@ -261,9 +261,23 @@ test('delegated: /me/sendMail for the signed-in user; /users/{from} needs Mail.S
 test('a large message with a token lacking Mail.ReadWrite: DENIED, and the reason says Mail.ReadWrite', { timeout: 60000 }, async () => {
   const token = await delegatedToken(['Mail.Send']);
   const { message } = messageWithAttachments([{ name: 'x.bin', type: 'application/octet-stream', data: crypto.randomBytes(4 * 1024 * 1024) }]);
-  const r = await send(token, message, { delegated: true });
+  let r = await send(token, message, { delegated: true });
   assert.equal(r.result, 'denied', r.reason);
   assert.match(r.reason, /Mail\.ReadWrite/);
+  // Real Graph's 403 names no permission ("Access is denied. Check credentials and try
+  // again."): the client's own sentence must.
+  const generic = { endpoint: 'graph', mode: 'status', status: 403, code: 'ErrorAccessDenied', message: 'Access is denied. Check credentials and try again.' };
+  await h.addFault(generic);
+  r = await send(await appToken(), message);
+  assert.equal(r.result, 'denied', r.reason);
+  assert.match(r.reason.split('(Graph:')[0], /Mail\.ReadWrite/);
+  await h.addFault(generic);
+  r = await send(await appToken(), simpleMessage());
+  assert.equal(r.result, 'denied', r.reason);
+  assert.match(r.reason.split('(Graph:')[0], /Mail\.Send application permission/);
+  await h.addFault(generic);
+  r = await send(token, simpleMessage(), { delegated: true });
+  assert.match(r.reason.split('(Graph:')[0], /lacks the Mail\.Send permission/);
 });
 
 test('401 from Graph is TOKEN_REJECTED, never DENIED', { timeout: 30000 }, async () => {
