@@ -27,7 +27,8 @@
 #include "mime.h"
 #else
 /* mail/mime.h (owner: mail-lib) is not on this branch yet: its declarations as mail-plan.md fixes
- * them. */
+ * them, weak so that programs linking libmail without mime.c still link (the large path then
+ * refuses; tests/integration/graph-send-helper.c supplies a test double). */
 struct mail_part {
         char *filename;
         char *content_type;
@@ -42,8 +43,10 @@ struct mail_split {
         struct mail_part *parts;
         size_t n_parts;
 };
-int mail_split(const uint8_t *message, size_t len, size_t threshold, struct mail_split *ret);
-void mail_split_free(struct mail_split *s);
+__attribute__((weak)) int mail_split(const uint8_t *message, size_t len, size_t threshold,
+                                     struct mail_split *ret);
+__attribute__((weak)) void mail_split_free(struct mail_split *s);
+#define MAIL_SPLIT_WEAK 1
 #endif
 
 #define GRAPH_RESPONSE_MAX   (64 * 1024)
@@ -622,12 +625,21 @@ static void resume_offset(struct graph_conn *c, const char *upload_url, const st
         }
 }
 
+/* The upload URL carries its own token: wiped before it is freed, whatever path leaves. */
+static void erase_freep(char **p)
+{
+        if (*p) {
+                explicit_bzero(*p, strlen(*p));
+                free(*p);
+        }
+}
+
 /* Uploads one part in chunks, resuming from nextExpectedRanges after a failed chunk. 1 done, 0
  * with *ret filled, < 0 errno. */
 static int upload_part(struct graph_conn *c, const char *draft_url, const struct mail_part *p,
                        struct graph_mail_outcome *ret)
 {
-        _cleanup_free_ char *upload_url = NULL;
+        _cleanup_(erase_freep) char *upload_url = NULL;
         struct graph_reply reply;
         unsigned failures = 0;
         size_t offset = 0;
@@ -653,7 +665,6 @@ static int upload_part(struct graph_conn *c, const char *draft_url, const struct
                 pause_seconds(reply.retry_after ? reply.retry_after : failures);
                 resume_offset(c, upload_url, p, &offset);
         }
-        explicit_bzero(upload_url, strlen(upload_url)); /* it carries its own token */
         return 1;
 }
 
@@ -670,6 +681,14 @@ static int split_message(const uint8_t *message, size_t len, struct mail_split *
         static const size_t thresholds[] = {SPLIT_THRESHOLD, SPLIT_THRESHOLD_LAST};
         int r;
 
+#ifdef MAIL_SPLIT_WEAK
+        if (!mail_split || !mail_split_free) {
+                *ret = (struct graph_mail_outcome){.result = GRAPH_MAIL_PERMANENT};
+                set_reason(ret, "messages over %u bytes need mail_split(), not built in",
+                           GRAPH_MIME_DIRECT_MAX);
+                return 0;
+        }
+#endif
         for (size_t i = 0; i < ELEMENTSOF(thresholds); i++) {
                 r = mail_split(message, len, thresholds[i], split);
                 if (r == -ENOMEM)
