@@ -15,7 +15,7 @@
 //   5. Identity platform: error catalogue, token endpoint, grant handlers
 //      (device code, ROPC, client credentials, app registrations and the generic
 //      "any OAuth 2.0 server" mode live in lib/*.js, wired up at the end of section 5)
-//   6. Microsoft Graph: sendMail
+//   6. Microsoft Graph: request validation shared with graph-mail.js (sendMail, drafts, uploads)
 //   7. Admin API
 //   8. Servers and lifecycle
 //
