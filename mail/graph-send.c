@@ -668,6 +668,19 @@ static int upload_part(struct graph_conn *c, const char *draft_url, const struct
         return 1;
 }
 
+/* After a send whose answer did not arrive (or a 404: libcurl resends a request once when a reused
+ * connection dies before any answer, and the first one may have gone through): Exchange removes a
+ * draft it has taken for sending, so a draft that is gone (404) was sent; one still there was
+ * not, and may be sent again later. */
+static bool draft_was_sent(struct graph_conn *c, const char *draft_url)
+{
+        struct graph_reply reply;
+
+        if (graph_request(c, "GET", draft_url, true, NULL, NULL, NULL, 0, &reply) < 0)
+                return false;
+        return reply.curl == CURLE_OK && reply.status == 404;
+}
+
 static void delete_draft(struct graph_conn *c, const char *draft_url)
 {
         struct graph_reply reply;
@@ -742,8 +755,11 @@ static int send_large(struct graph_conn *c, const uint8_t *message, size_t len,
         r = graph_request(c, "POST", send_url, true, "application/json", NULL, NULL, 0, &reply);
         if (r < 0)
                 goto fail;
-        if (reply.curl == CURLE_OK && reply.status == 202) {
-                *ret = (struct graph_mail_outcome){.result = GRAPH_MAIL_SENT, .http_status = 202};
+        if ((reply.curl == CURLE_OK && reply.status == 202) ||
+            ((reply.curl != CURLE_OK || reply.status >= 500 || reply.status == 404) &&
+             draft_was_sent(c, draft_url))) {
+                *ret = (struct graph_mail_outcome){.result = GRAPH_MAIL_SENT,
+                                                   .http_status = reply.status};
                 r = 0;
                 goto out;
         }

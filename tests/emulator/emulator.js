@@ -603,8 +603,9 @@ const KNOWN_GRANT_TYPES = [
   'urn:ietf:params:oauth:grant-type:device_code', 'urn:ietf:params:oauth:grant-type:jwt-bearer',
 ];
 
-// 'upload': PUT/GET to an attachment upload URL (graph-mail.js), which also knows 'lost_reply'
-// (the chunk is stored, then the connection is reset before the answer).
+// 'upload': PUT/GET to an attachment upload URL (graph-mail.js). 'lost_reply' (graph and upload):
+// the request is carried out (a chunk stored, a message sent), then the connection is reset
+// instead of the answer.
 const FAULT_ENDPOINTS = ['token', 'graph', 'devicecode', 'oauth', 'upload'];
 const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge', 'html', 'latency', 'no_refresh_token', 'lost_reply'];
 // Modes that answer normally after all (token endpoint only): 'latency' waits delay_ms first,
@@ -659,7 +660,7 @@ function parseFault(b) {
     if (!Number.isInteger(b.skip) || b.skip < 0 || b.skip > 100000) throw new AdminError(400, 'skip must be an integer 0..100000');
     f.skip = b.skip;
   }
-  if (b.mode === 'lost_reply' && b.endpoint !== 'upload') throw new AdminError(400, 'mode lost_reply applies to the upload endpoint only');
+  if (b.mode === 'lost_reply' && b.endpoint !== 'upload' && b.endpoint !== 'graph') throw new AdminError(400, 'mode lost_reply applies to the graph and upload endpoints only');
   if (b.mode === 'status') {
     // Default status: the catalogue's for a token error_code, else 503.
     let st = b.status;

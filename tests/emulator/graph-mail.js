@@ -677,7 +677,17 @@ module.exports = function graphMail(kit) {
     if (got.aborted) return undefined;
 
     const fault = faults.take('graph');
-    if (fault) {
+    if (fault && fault.mode === 'lost_reply') {
+      // Carried out, but the answer never arrives: the client cannot know it worked.
+      counters.faults_injected.graph += 1;
+      noteOn(res, 'fault=lost_reply');
+      res.locals.transportFault = true;
+      res.writeHead = () => {
+        kit.killSocket(req.socket, true);
+        return res;
+      };
+      res.end = () => res;
+    } else if (fault) {
       counters.faults_injected.graph += 1;
       return applyFault(app, 'graph', fault, req, res, ctx);
     }
@@ -685,13 +695,17 @@ module.exports = function graphMail(kit) {
       if (got.tooLarge) {
         throw new GraphError(413, 'RequestEntityTooLarge', 'The maximum request length supported is 4MB.', got.drop ? { Connection: 'close' } : {});
       }
-      const allow = op === 'message' ? 'DELETE' : 'POST';
-      if (req.method !== allow) {
-        throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: allow });
+      const allow = op === 'message' ? ['GET', 'DELETE'] : ['POST'];
+      if (!allow.includes(req.method)) {
+        throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: allow.join(', ') });
       }
       const at = authenticateGraph(req, store);
       if (throttle) throw throttle;
       Object.assign(ctx, { at, mailbox: resolveMailbox(at, m[1]), key: who.key });
+      if (op === 'message' && req.method === 'GET') {
+        checkMailboxAccess(app, at, ctx.mailbox, 'readwrite');
+        return sendJson(res, 200, draftView(findDraft(app, ctx, m[3])));
+      }
       if (op === 'message') return handleDeleteDraft(app, ctx, res, m[3]);
       if (op === 'sendmail') return handleSendMail(app, ctx, got, req, res);
       if (op === 'messages') return handleCreateDraft(app, ctx, got, req, res);

@@ -182,6 +182,24 @@ test('a chunk whose answer is lost and a chunk refused with 503 are resumed from
   assert.equal(part.sha256, sha256(a.data));
 });
 
+test('the send of a draft whose answer is lost counts as sent (the draft is gone); a refused send is TEMPORARY and leaves no draft', { timeout: 60000 }, async () => {
+  const a = { name: 'x.bin', type: 'application/octet-stream', data: crypto.randomBytes(4 * 1024 * 1024) };
+  // Graph requests of the large path: the draft, the upload session, then the send.
+  let { message, id } = messageWithAttachments([a]);
+  await h.addFault({ endpoint: 'graph', mode: 'lost_reply', skip: 2 });
+  let r = await send(await appToken(), message);
+  assert.equal(r.result, 'sent', r.reason);
+  assert.equal((await deliveredById(id)).length, 1, 'delivered once: a retry would send it twice');
+
+  ({ message, id } = messageWithAttachments([a]));
+  const drafts = (await h.emulatorAdmin('GET', '/admin/mail/state')).drafts;
+  await h.addFault({ endpoint: 'graph', mode: 'status', status: 503, skip: 2 });
+  r = await send(await appToken(), message);
+  assert.equal(r.result, 'temporary', r.reason);
+  assert.equal((await deliveredById(id)).length, 0);
+  assert.equal((await h.emulatorAdmin('GET', '/admin/mail/state')).drafts, drafts, 'the unsent draft was deleted');
+});
+
 test('429 with Retry-After and 503 are TEMPORARY; a dead Graph is TEMPORARY', { timeout: 30000 }, async () => {
   const token = await appToken();
   await h.addFault({ endpoint: 'graph', mode: 'status', status: 429, retry_after: 7, message: 'Application is over its MailboxConcurrency limit.' });
