@@ -815,7 +815,9 @@ module.exports = function graphMail(kit) {
       }
       // The URL is pre-authenticated for outlook.office.com: a Graph bearer token is refused.
       if (req.headers.authorization !== undefined) {
-        throw uploadError(401, 'InvalidAudienceForResource', 'The audience claim value is invalid for the upload URL; do not send an Authorization header with it.');
+        // Graph's answer (msgraph-sdk-java issue 409): the Graph token's audience is not Outlook's.
+        throw uploadError(401, 'InvalidAudienceForResource',
+          `The audience claim value is invalid for current resource. Audience claim is '${GRAPH_RESOURCE}/', request url is 'https://outlook.office.com/api/v2.0/Users...'.`);
       }
       if (throttle) throw throttle;
       if (got.tooLarge) throw uploadError(413, 'ErrorRequestEntityTooLarge', 'A chunk may hold at most 4 MB.');
