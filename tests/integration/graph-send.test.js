@@ -215,6 +215,23 @@ test('429 with Retry-After and 503 are TEMPORARY; a dead Graph is TEMPORARY', { 
   assert.match(r.reason, /cannot reach Microsoft Graph/);
 });
 
+test('hostile answers (10 MB body, truncated, HTML from a proxy) are TEMPORARY, never a crash', { timeout: 60000 }, async () => {
+  const token = await appToken();
+  for (const fault of [{ mode: 'huge', size: 10 * 1024 * 1024 }, { mode: 'truncate' }, { mode: 'html', status: 502 }, { mode: 'reset' }]) {
+    await h.addFault({ endpoint: 'graph', ...fault });
+    const r = await send(token, simpleMessage());
+    assert.equal(r.result, 'temporary', `${fault.mode}: ${r.reason}`);
+  }
+  // The same during an upload: the chunk is retried and the message still goes.
+  const a = { name: 'y.bin', type: 'application/octet-stream', data: crypto.randomBytes(5 * 1024 * 1024) };
+  const { message, id } = messageWithAttachments([a]);
+  await h.addFault({ endpoint: 'upload', mode: 'html', status: 502 });
+  await h.addFault({ endpoint: 'upload', mode: 'truncate' });
+  const r = await send(token, message);
+  assert.equal(r.result, 'sent', r.reason);
+  assert.equal((await deliveredById(id)).length, 1);
+});
+
 test('the emulator\'s own concurrency throttle (MailboxConcurrency) comes back as TEMPORARY with Retry-After', { timeout: 60000 }, async () => {
   await h.emulatorAdmin('POST', '/admin/mail/limits', { concurrency: 1 });
   const token = await appToken();
