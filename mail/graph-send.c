@@ -352,19 +352,31 @@ static const char *deny_reason(const struct graph_conn *c, enum graph_stage stag
         return buf;
 }
 
+/* Says why Graph was not reached; a proxy from the environment is named without its user name
+ * and password (the same sentences as cli/graph.c's). */
 static void describe_unreachable(const struct graph_conn *c, CURLcode r,
                                  struct graph_mail_outcome *ret)
 {
         _cleanup_free_ char *shown = NULL;
         const char *variable = NULL, *proxy = graph_environment_proxy(&variable);
+        long connect_code = 0;
 
-        if (proxy && config_proxy_redacted(proxy, &shown) == 0 && shown)
-                set_reason(ret,
-                           "cannot reach Microsoft Graph at %s through the proxy %s (from %s): %s",
-                           c->t->graph_url, shown, variable, curl_easy_strerror(r));
-        else
-                set_reason(ret, "cannot reach Microsoft Graph at %s: %s", c->t->graph_url,
-                           curl_easy_strerror(r));
+        curl_easy_getinfo(c->curl, CURLINFO_HTTP_CONNECTCODE, &connect_code);
+        if (proxy && config_proxy_redacted(proxy, &shown) == 0 && shown) {
+                if (connect_code >= 300)
+                        set_reason(ret,
+                                   "the proxy %s (from %s) refused the connection to Microsoft "
+                                   "Graph at %s (HTTP %ld to CONNECT)",
+                                   shown, variable, c->t->graph_url, connect_code);
+                else
+                        set_reason(ret,
+                                   "cannot reach Microsoft Graph at %s through the proxy %s (from "
+                                   "%s; no_proxy lists the hosts reached directly): %s",
+                                   c->t->graph_url, shown, variable, curl_easy_strerror(r));
+                return;
+        }
+        set_reason(ret, "cannot reach Microsoft Graph at %s: %s", c->t->graph_url,
+                   curl_easy_strerror(r));
 }
 
 /* Classifies an answer that was not the expected success. */

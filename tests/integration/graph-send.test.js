@@ -11,6 +11,7 @@ const fs = require('node:fs');
 const https = require('node:https');
 const path = require('node:path');
 const { setup, run } = require('./harness');
+const { startConnectProxy } = require('./connect-proxy');
 
 const HELPER = process.env.CREDBROKER_GRAPH_SEND_HELPER
   || path.join(process.env.CREDBROKER_BUILD_ROOT || 'build', 'tests', 'integration', 'graph-send-helper');
@@ -68,13 +69,17 @@ const appToken = () => tokenRequest({
 });
 
 // Runs the helper: the token on stdin, never in argv.
-async function send(token, message, { mailbox = USER, delegated = false, from = USER, graphUrl = graph } = {}) {
+async function send(token, message, { mailbox = USER, delegated = false, from = USER, graphUrl = graph, proxy } = {}) {
   const file = h.p(`msg-${crypto.randomBytes(4).toString('hex')}.eml`);
   fs.writeFileSync(file, message);
   const args = ['--graph', graphUrl, '--ca', h.p('certs', 'ca.pem'), '--from', from];
   if (mailbox) args.push('--mailbox', mailbox);
   if (delegated) args.push('--delegated');
-  const r = await run(HELPER, [...args, file], { input: `${token}\n`, timeoutMs: 120000 });
+  // No proxy variable of the test runner's: each test says what it wants.
+  const env = { ...process.env };
+  for (const k of ['https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY', 'no_proxy', 'NO_PROXY']) delete env[k];
+  if (proxy) env.https_proxy = proxy;
+  const r = await run(HELPER, [...args, file], { input: `${token}\n`, timeoutMs: 120000, env });
   fs.rmSync(file, { force: true });
   assert.equal(r.code, 0, `helper: ${r.stderr}`);
   return JSON.parse(r.stdout);
@@ -230,6 +235,25 @@ test('hostile answers (10 MB body, truncated, HTML from a proxy) are TEMPORARY, 
   const r = await send(token, message);
   assert.equal(r.result, 'sent', r.reason);
   assert.equal((await deliveredById(id)).length, 1);
+});
+
+test('through https_proxy: sent via CONNECT; a refusing proxy is named without its password, TEMPORARY', { timeout: 60000 }, async () => {
+  const password = `PROXY-CANARY-${crypto.randomBytes(6).toString('hex')}`;
+  const good = await startConnectProxy();
+  const refusing = await startConnectProxy({ refuse: true });
+  try {
+    const token = await appToken();
+    let r = await send(token, simpleMessage(), { proxy: `http://u:${password}@127.0.0.1:${good.port}` });
+    assert.equal(r.result, 'sent', r.reason);
+    assert.equal(good.connects.length, 1);
+    r = await send(token, simpleMessage(), { proxy: `http://u:${password}@127.0.0.1:${refusing.port}` });
+    assert.equal(r.result, 'temporary', r.reason);
+    assert.match(r.reason, new RegExp(`the proxy http://\\*\\*\\*@127\\.0\\.0\\.1:${refusing.port} \\(from https_proxy\\) refused the connection to Microsoft Graph .*HTTP 403 to CONNECT`));
+    assert.ok(!r.reason.includes(password));
+  } finally {
+    await good.close();
+    await refusing.close();
+  }
 });
 
 test('the emulator\'s own concurrency throttle (MailboxConcurrency) comes back as TEMPORARY with Retry-After', { timeout: 60000 }, async () => {
