@@ -2,14 +2,13 @@
  * the mbox "From " line, header checks and RFC 2047, Date, Message-ID, CRLF; recipients in
  * message-rcpt.c, From in message-from.c. */
 #include <errno.h>
-#include <gnutls/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "mail-util.h"
 #include "message-internal.h"
 #include "rfc2047.h"
 #include "util.h"
@@ -109,23 +108,11 @@ static int check_headers(struct prepare *p)
 
 static int add_date(struct prepare *p)
 {
-        static const char days[][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-        static const char months[][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-        time_t now = time(NULL);
-        struct tm tm;
         char date[64];
-        long off;
 
         if (header_block_find(&p->headers, "Date", 0) >= 0)
                 return 0;
-        if (!localtime_r(&now, &tm))
-                return -EINVAL;
-        off = tm.tm_gmtoff / 60;
-        snprintf(date, sizeof(date), "%s, %d %s %d %02d:%02d:%02d %c%02ld%02ld",
-                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec, off < 0 ? '-' : '+', labs(off) / 60,
-                 labs(off) % 60);
+        mail_format_date(date);
         return header_block_add(&p->headers, "Date", date);
 }
 
@@ -133,9 +120,7 @@ static int add_date(struct prepare *p)
 static int message_id(struct prepare *p, char **ret)
 {
         long i = header_block_find(&p->headers, "Message-ID", 0);
-        const char *domain = strrchr(p->o->mailbox ? p->o->mailbox : p->from, '@');
-        uint8_t rnd[16];
-        char id[200], hex[33];
+        int r;
 
         if (i >= 0) {
                 const char *v = p->headers.fields[i].value;
@@ -148,13 +133,8 @@ static int message_id(struct prepare *p, char **ret)
                 *ret = strndup(v, n);
                 return *ret ? 0 : -ENOMEM;
         }
-        if (gnutls_rnd(GNUTLS_RND_NONCE, rnd, sizeof(rnd)) < 0)
-                return -EIO;
-        for (size_t k = 0; k < sizeof(rnd); k++)
-                snprintf(hex + 2 * k, 3, "%02x", rnd[k]);
-        snprintf(id, sizeof(id), "<%s@%.150s>", hex, domain ? domain + 1 : "localhost");
-        *ret = strdup(id);
-        return *ret ? header_block_add(&p->headers, "Message-ID", id) : -ENOMEM;
+        r = mail_new_message_id(p->o->mailbox ? p->o->mailbox : p->from, ret);
+        return r < 0 ? r : header_block_add(&p->headers, "Message-ID", *ret);
 }
 
 /* An 8-bit body without MIME headers: say what it is, as Postfix's 8BITMIME upgrade does. */
