@@ -7,6 +7,9 @@
 
 #include "rfc2047.h"
 
+/* A display name or comment (the header field is bounded at 64 KiB anyway). */
+#define PHRASE_MAX (64 * 1024)
+
 struct lexer {
         const char *p;
         char *comment; /* text of the last comment read */
@@ -20,7 +23,7 @@ static bool is_atext(unsigned char c)
 
 static int read_comment(struct lexer *lx)
 {
-        struct strbuf text = STRBUF_INIT(ADDRESS_MAX * 4);
+        struct strbuf text = STRBUF_INIT(PHRASE_MAX);
         unsigned depth = 1;
         int r = 0;
 
@@ -121,7 +124,7 @@ static int read_domain(struct lexer *lx, struct strbuf *addr)
 /* <[@route,@route:]local[@domain]> */
 static int read_angle(struct lexer *lx, struct strbuf *addr)
 {
-        struct strbuf ignored = STRBUF_INIT(ADDRESS_MAX);
+        struct strbuf ignored = STRBUF_INIT(PHRASE_MAX);
         int r;
 
         lx->p++;
@@ -160,7 +163,7 @@ static char *take_name(struct strbuf *display, struct lexer *lx, bool angle)
 /* One mailbox, group or empty item. */
 static int read_item(struct lexer *lx, struct mail_addr_list *l, bool in_group)
 {
-        struct strbuf raw = STRBUF_INIT(ADDRESS_MAX), display = STRBUF_INIT(ADDRESS_MAX * 4);
+        struct strbuf raw = STRBUF_INIT(PHRASE_MAX), display = STRBUF_INIT(PHRASE_MAX);
         struct strbuf addr = STRBUF_INIT(ADDRESS_MAX);
         char *name = NULL;
         bool angle = false;

@@ -24,5 +24,8 @@ int prepare_expand(struct prepare *p, const char *name, const char *addr,
 int prepare_replace_list(struct prepare *p, size_t i, const struct mail_addr_list *l);
 bool text_has_8bit(const char *s);
 
+/* Expands the bare local names of address field i (To, Cc, Bcc, Reply-To) into *ret, checking
+ * every address and rewriting the field when it changed or had 8-bit display names. */
+int prepare_field_list(struct prepare *p, size_t i, struct mail_addr_list *ret);
 int prepare_recipients(struct prepare *p);
 int prepare_from(struct prepare *p);

@@ -88,8 +88,7 @@ static int envelope_add(struct prepare *p, const struct mail_addr_list *l)
         return 0;
 }
 
-/* Expands the bare local names of field i (To, Cc or Bcc), rewriting it when needed, into *ret. */
-static int field_list(struct prepare *p, size_t i, struct mail_addr_list *ret)
+int prepare_field_list(struct prepare *p, size_t i, struct mail_addr_list *ret)
 {
         struct header_field *f = &p->headers.fields[i];
         struct mail_addr_list l = {0};
@@ -172,7 +171,7 @@ int prepare_recipients(struct prepare *p)
         for (size_t k = 0; r >= 0 && k < 3; k++) {
                 long i = header_block_find(&p->headers, fields[k], 0);
                 if (i >= 0)
-                        r = field_list(p, (size_t)i, &lists[k]);
+                        r = prepare_field_list(p, (size_t)i, &lists[k]);
                 if (r >= 0 && p->o->recipients_from_headers)
                         r = envelope_add(p, &lists[k]);
         }

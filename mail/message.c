@@ -71,10 +71,49 @@ static bool structured(const char *name)
         return false;
 }
 
+static bool has_control(const char *s)
+{
+        for (; *s; s++)
+                if ((unsigned char)*s == 0x7f || ((unsigned char)*s < 0x20 && *s != '\t'))
+                        return true;
+        return false;
+}
+
+/* One field with 8-bit or control characters: encoded words for text, UTF-8 kept in MIME
+ * fields, refused elsewhere. */
+static int encode_field(struct prepare *p, size_t i)
+{
+        struct header_field *f = &p->headers.fields[i];
+        struct strbuf v = STRBUF_INIT(MAIL_HEADER_LINE_MAX * 2);
+        _cleanup_free_ char *utf8 = NULL;
+        int r;
+
+        if (structured(f->name)) {
+                if (strncasecmp(f->name, "Content-", 8) == 0 && !has_control(f->value) &&
+                    utf8_is_valid((const uint8_t *)f->value, strlen(f->value)))
+                        return 0;
+                return prepare_fail(p, -EBADMSG,
+                                    "The %.40s header field holds 8-bit or control characters.",
+                                    f->name);
+        }
+        /* Raw 8-bit text: UTF-8 (or ISO-8859-1 read as such) in encoded words. */
+        utf8 = text_to_utf8(f->value + strspn(f->value, " \t"));
+        r = utf8 ? strbuf_printf(&v, "%s: ", f->name) : -ENOMEM;
+        if (r >= 0)
+                r = rfc2047_encode_text(&v, utf8);
+        if (r >= 0) {
+                free(f->replacement);
+                f->replacement = strbuf_steal(&v, NULL);
+        }
+        strbuf_done(&v);
+        return r;
+}
+
 static int check_headers(struct prepare *p)
 {
         static const char *const once[] = {"From", "Sender",  "Reply-To", "To",        "Cc",
                                            "Bcc",  "Subject", "Date",     "Message-ID"};
+        static const char *const rewritten[] = {"From", "To", "Cc", "Bcc", "Reply-To"};
         int r = 0;
 
         for (size_t i = 0; i < ELEMENTSOF(once); i++)
@@ -83,26 +122,31 @@ static int check_headers(struct prepare *p)
                                             once[i]);
         for (size_t i = 0; r >= 0 && i < p->headers.n; i++) {
                 struct header_field *f = &p->headers.fields[i];
-                struct strbuf v = STRBUF_INIT(MAIL_HEADER_LINE_MAX * 2);
-                _cleanup_free_ char *utf8 = NULL;
+                bool later = false;
 
                 if (strlen(f->value) > MAIL_HEADER_LINE_MAX)
                         return prepare_fail(p, -EMSGSIZE,
                                             "The %.40s header field is longer than %u bytes.",
                                             f->name, MAIL_HEADER_LINE_MAX);
-                if (structured(f->name) || !text_has_8bit(f->value))
-                        continue;
-                /* Raw 8-bit text: UTF-8 (or ISO-8859-1 read as such) in encoded words. */
-                utf8 = text_to_utf8(f->value + strspn(f->value, " \t"));
-                r = utf8 ? strbuf_printf(&v, "%s: ", f->name) : -ENOMEM;
-                if (r >= 0)
-                        r = rfc2047_encode_text(&v, utf8);
-                if (r >= 0) {
-                        free(f->replacement);
-                        f->replacement = strbuf_steal(&v, NULL);
-                }
-                strbuf_done(&v);
+                for (size_t k = 0; k < ELEMENTSOF(rewritten); k++)
+                        later = later || strcasecmp(f->name, rewritten[k]) == 0;
+                if (!later && text_has_8bit(f->value))
+                        r = encode_field(p, i);
         }
+        return r;
+}
+
+/* Reply-To: checked, bare local names expanded, 8-bit names encoded. */
+static int prepare_reply_to(struct prepare *p)
+{
+        long i = header_block_find(&p->headers, "Reply-To", 0);
+        struct mail_addr_list l = {0};
+        int r;
+
+        if (i < 0)
+                return 0;
+        r = prepare_field_list(p, (size_t)i, &l);
+        address_list_done(&l);
         return r;
 }
 
@@ -230,6 +274,8 @@ int mail_prepare(const uint8_t *raw, size_t len, const struct mail_prepare_optio
                 r = parse_headers(&p, raw, len, &pos);
         if (r >= 0)
                 r = check_headers(&p);
+        if (r >= 0)
+                r = prepare_reply_to(&p);
         if (r >= 0)
                 r = prepare_recipients(&p);
         if (r >= 0)

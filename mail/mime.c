@@ -143,10 +143,13 @@ static int put_headers(struct build *b)
         mail_format_date(date);
         if (r >= 0)
                 r = strbuf_printf(&b->out, "Date: %s\r\n", date);
-        if (r >= 0)
+        /* Without a From its domain is unknown: mail_prepare() or Graph adds the Message-ID. */
+        if (r >= 0 && b->from_addr)
                 r = mail_new_message_id(b->from_addr, &id);
+        if (r >= 0 && id)
+                r = strbuf_printf(&b->out, "Message-ID: %s\r\n", id);
         if (r >= 0)
-                r = strbuf_printf(&b->out, "Message-ID: %s\r\nMIME-Version: 1.0\r\n", id);
+                r = strbuf_puts(&b->out, "MIME-Version: 1.0\r\n");
         for (size_t i = 0; r >= 0 && i < s->n_headers; i++)
                 r = put_extra_header(b, s->headers[i]);
         return r;

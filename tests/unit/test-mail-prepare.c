@@ -229,19 +229,20 @@ static void test_recipient_limit(void)
         struct mail_prepare_options o = base();
         struct mail_prepared m;
         size_t n = 501;
-        char *text = malloc(n * 30 + 64), *p = text, *e;
+        size_t cap = n * 30 + 64;
+        char *text = malloc(cap), *p = text, *e;
         int r;
 
-        p += sprintf(p, "To: ");
+        p += snprintf(p, cap, "To: ");
         for (size_t i = 0; i < n; i++)
-                p += sprintf(p, "%su%zu@example.com", i ? ", " : "", i);
-        sprintf(p, "\n\nb\n");
+                p += snprintf(p, cap - (size_t)(p - text), "%su%zu@example.com", i ? ", " : "", i);
+        snprintf(p, cap - (size_t)(p - text), "\n\nb\n");
         r = prep(text, &o, &m, &e);
         is_int(r, -EBADMSG, "501 recipients are refused");
         ok(e && strstr(e, "500"), "naming Graph's limit");
         free(e);
         p = strrchr(text, ',');
-        sprintf(p, "\n\nb\n");
+        snprintf(p, cap - (size_t)(p - text), "\n\nb\n");
         r = prep(text, &o, &m, &e);
         is_int(r, 0, "500 pass");
         is_int(m.n_recipients, 500, "500 recipients");
