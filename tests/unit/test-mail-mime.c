@@ -108,6 +108,9 @@ static void test_round_trip(void)
              l = end + 2)
                 lines_ok = lines_ok && end - l <= 78 && !memchr(l, '\n', (size_t)(end - l));
         ok(lines_ok, "every line at most 78 characters, CRLF only");
+        const uint8_t *b64 = memmem(m, len, "base64\r\n\r\n", 10);
+        const uint8_t *eol = b64 ? memmem(b64 + 10, len - (size_t)(b64 + 10 - m), "\r\n", 2) : NULL;
+        ok(eol && eol - (b64 + 10) == 76, "attachments in base64 lines of 76 characters");
 
         r = mail_split(m, len, 1000, &s);
         is_int(r, 0, "split at 1000 bytes");

@@ -284,12 +284,28 @@ static void test_encoding_and_bounds(void)
         ok(header_has(&m, "Subject: =?UTF-8?B?Y2Fmw6k=?="), "read as Latin-1, sent as UTF-8");
         mail_prepared_free(&m);
 
-        big = malloc(MAIL_HEADER_BLOCK_MAX + 100);
-        memset(big, 'x', MAIL_HEADER_BLOCK_MAX + 99);
-        memcpy(big, "To: a@example.com\nX-Big: ", 25);
-        big[MAIL_HEADER_BLOCK_MAX + 99] = 0;
+        /* Fields of 60 KiB each (under the per-field bound) adding up to more than 1 MiB. */
+        size_t n_fields = MAIL_HEADER_BLOCK_MAX / (60 * 1024) + 2,
+               cap = n_fields * (60 * 1024 + 16) + 64;
+        char *q = big = malloc(cap);
+        q += snprintf(q, cap, "To: a@example.com\n");
+        for (size_t i = 0; i < n_fields; i++) {
+                q += snprintf(q, cap - (size_t)(q - big), "X-Big-%zu: ", i);
+                memset(q, 'x', 60 * 1024);
+                q += 60 * 1024;
+                *q++ = '\n';
+        }
+        snprintf(q, cap - (size_t)(q - big), "\nb\n");
         r = prep(big, &o, &m, &e);
         is_int(r, -EMSGSIZE, "a header block over 1 MiB");
+        ok(e && strstr(e, "header block"), "says the header block is too large");
+        free(e);
+        memset(big + 18, 'y', 70 * 1024);
+        memcpy(big + 18, "X-Long: ", 8);
+        memcpy(big + 18 + 70 * 1024, "\n\nb\n", 5); /* the message ends after it */
+        r = prep(big, &o, &m, &e);
+        is_int(r, -EMSGSIZE, "one field over 64 KiB");
+        ok(e && strstr(e, "X-Long"), "names the field");
         free(e);
         free(big);
         r = mail_prepare((const uint8_t *)"To: a@example.com\n\nb", (size_t)MAIL_MESSAGE_MAX + 1,
