@@ -43,49 +43,57 @@ int base64_encode(struct strbuf *out, const uint8_t *data, size_t len, size_t li
         return 0;
 }
 
-static int b64_value(uint8_t c)
-{
-        const char *p = c ? strchr(b64, c) : NULL;
-
-        return p ? (int)(p - b64) : -1;
-}
+/* The value of each base64 character; -1 for what is skipped (line ends, blanks), -2 for '=',
+ * -3 for anything else. */
+static const int8_t b64_values[256] = {
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -1, -1, -3, -3, -1, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -1, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, 62, -3, -3, -3, 63,
+    52, 53, 54, 55, 56, 57, 58, 59, 60, 61, -3, -3, -3, -2, -3, -3, -3, 0,  1,  2,  3,  4,  5,  6,
+    7,  8,  9,  10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, -3, -3, -3, -3, -3,
+    -3, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+    49, 50, 51, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+    -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3, -3,
+};
 
 int base64_decode(struct strbuf *out, const uint8_t *data, size_t len)
 {
+        const int8_t *t = b64_values;
         uint32_t v = 0;
         size_t n = 0, pad = 0;
+        uint8_t *o;
         int r = strbuf_reserve(out, len / 4 * 3 + 3);
 
         if (r < 0)
                 return r;
+        o = out->data + out->len;
         for (size_t i = 0; i < len; i++) {
-                uint8_t c = data[i];
-                int d;
+                int d = t[data[i]];
 
-                if (c == '\r' || c == '\n' || c == ' ' || c == '\t')
-                        continue;
-                if (c == '=') {
+                if (d >= 0 && !pad) {
+                        v = v << 6 | (uint32_t)d;
+                        if (++n == 4) {
+                                *o++ = (uint8_t)(v >> 16);
+                                *o++ = (uint8_t)(v >> 8);
+                                *o++ = (uint8_t)v;
+                                n = 0;
+                                v = 0;
+                        }
+                } else if (d == -2)
                         pad++;
-                        continue;
-                }
-                d = b64_value(c);
-                if (d < 0 || pad)
+                else if (d != -1)
                         return -EBADMSG;
-                v = v << 6 | (uint32_t)d;
-                if (++n == 4) {
-                        out->data[out->len++] = (uint8_t)(v >> 16);
-                        out->data[out->len++] = (uint8_t)(v >> 8);
-                        out->data[out->len++] = (uint8_t)v;
-                        n = 0;
-                        v = 0;
-                }
         }
         if (n == 1 || (n && pad != 4 - n) || (!n && pad))
                 return -EBADMSG;
         if (n >= 2)
-                out->data[out->len++] = (uint8_t)(v >> (n == 2 ? 4 : 10));
+                *o++ = (uint8_t)(v >> (n == 2 ? 4 : 10));
         if (n == 3)
-                out->data[out->len++] = (uint8_t)(v >> 2);
+                *o++ = (uint8_t)(v >> 2);
+        out->len = (size_t)(o - out->data);
         out->data[out->len] = 0;
         return 0;
 }
