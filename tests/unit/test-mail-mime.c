@@ -220,6 +220,15 @@ static void test_split_foreign(void)
            "the small part stays as it was");
         ok(has(s.rest, s.rest_len, "epilogue"), "the epilogue stays");
         mail_split_free(&s);
+        msg = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+              "Content-Type: application/pdf; name=\"=?UTF-8?B?w5xiZXI=?= "
+              "=?ISO-8859-1?Q?_M=E4rz?=.pdf\"\r\n"
+              "Content-Disposition: attachment\r\n\r\n0123456789\r\n--b--\r\n";
+        r = mail_split((const uint8_t *)msg, strlen(msg), 5, &s);
+        is_int(r, 0, "an Outlook-style RFC 2047 file name");
+        is_str(s.n_parts ? s.parts[0].filename : NULL, "Über März.pdf",
+               "decoded (UTF-8 and Latin-1 words)");
+        mail_split_free(&s);
         r = mail_split((const uint8_t *)"Content-Type: multipart/mixed\r\n\r\nx", 34, 0, &s);
         is_int(r, -EBADMSG, "multipart without a boundary");
 }
