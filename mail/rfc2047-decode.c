@@ -56,7 +56,7 @@ static int decode_word(struct strbuf *out, const char *charset, size_t cl, char 
                 r = -EBADMSG;
         for (size_t i = 0; r >= 0 && i < raw.len; i++) {
                 uint8_t c = raw.data[i];
-                r = 1
+                r = !latin1 || c < 0x80
                         ? strbuf_putc(out, (char)c)
                         : strbuf_put(out,
                                      (char[]){(char)(0xc0 | c >> 6), (char)(0x80 | (c & 0x3f))}, 2);
