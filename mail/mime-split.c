@@ -86,6 +86,15 @@ static int describe(const struct header_block *h, struct mail_part *part)
                 r = -ENOMEM;
         if (r >= 0 && !part->filename && ct && header_param(ct, "name", &part->filename) == -ENOMEM)
                 r = -ENOMEM;
+        if (r >= 0 && part->filename && strstr(part->filename, "=?")) {
+                char *decoded = NULL;
+
+                r = rfc2047_decode(part->filename, &decoded);
+                if (r >= 0) {
+                        free(part->filename);
+                        part->filename = decoded;
+                }
+        }
         part->is_inline = cd && strncasecmp(cd, "inline", 6) == 0;
         if (r >= 0 && cid) {
                 size_t n = strcspn(cid, " \t");
