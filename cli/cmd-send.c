@@ -414,6 +414,9 @@ static int deliver(const struct send_options *o, const char *body, const uint8_t
 
         if (r != 0)
                 return r;
+        if (!json && !save_to_sent_items(o))
+                fprintf(stderr, "credbroker: warning: Graph keeps a copy of a MIME message in Sent "
+                                "Items whatever --save-to-sent-items says\n");
         r = json ? json_document(o, body, &document) : mime_document(mime, len, &document);
         if (r < 0)
                 return r == -EMSGSIZE ? EXIT_DATAERR : EXIT_SOFTWARE;

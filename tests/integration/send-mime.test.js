@@ -43,6 +43,8 @@ test('refused before anything is sent: bad --header, --attach, --from, --reply-t
   assert.equal((await h.counters()).send_mail, sentBefore, 'Graph was never called');
 });
 
+// Graph's MIME sendMail has no saveToSentItems: only the JSON document carries it (a message
+// without attachments, alternative, extra fields, --from or --reply-to).
 test('--save-to-sent-items no reaches Graph', { timeout: 30000 }, async () => {
   const before = (await h.mail()).length;
   const r = await send(['--save-to-sent-items', 'no']);
@@ -87,4 +89,41 @@ test('attachments, HTML alternative, UTF-8 names and --header arrive byte-exact 
   const raw = JSON.stringify(msg.headers);
   assert.match(raw, /X-Ticket/);
   assert.match(raw, /ops@example\.com/);
+});
+
+// Issue 11 item 4: over Graph's direct limit the message takes the draft + upload-session path
+// (mail_deliver() → graph_mail_send()), which needs Mail.ReadWrite besides Mail.Send; both
+// attachments arrive byte-exact.
+test('a 20 MB and a 3.1 MB attachment arrive byte-exact (large-message path)', { timeout: 240000 }, async (t) => {
+  const probe = await h.emulatorAdmin('GET', '/admin/mail/delivered', undefined, { allowError: true });
+  if (probe.status !== 200) {
+    t.skip('this emulator has no MIME delivery store (tests/emulator/graph-mail.js)');
+    return;
+  }
+  const G = 'https://graph.microsoft.com';
+  const scopes = [`${G}/Mail.Send`, `${G}/Mail.ReadWrite`];
+  const big = crypto.randomBytes(20 * 1000 * 1000);
+  const mid = crypto.randomBytes(3100 * 1000);
+  const hl = await setup({ refreshTokenScopes: scopes, profiles: { alerts: { account: 'alerts', scopes } } });
+  try {
+    fs.writeFileSync(hl.p('big.bin'), big);
+    fs.writeFileSync(hl.p('mid.pdf'), mid);
+    const r = await hl.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'large', '--config', hl.conf,
+      '--attach', hl.p('big.bin'), '--attach', hl.p('mid.pdf')], { input: 'two large files\n', timeoutMs: 200000 });
+    assert.equal(r.code, 0, r.stderr);
+    const delivered = await hl.emulatorAdmin('GET', '/admin/mail/delivered');
+    const meta = delivered[delivered.length - 1];
+    assert.equal(meta.subject, 'large');
+    const msg = await hl.emulatorAdmin('GET', `/admin/mail/delivered/message?id=${encodeURIComponent(meta.id)}`);
+    const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
+    for (const [name, data, type] of [['big.bin', big, 'application/octet-stream'], ['mid.pdf', mid, 'application/pdf']]) {
+      const p = msg.parts.find((x) => x.filename === name);
+      assert.ok(p, `${name} arrived: ${JSON.stringify(msg.parts.map((x) => x.filename))}`);
+      assert.equal(p.size, data.length, name);
+      assert.equal(p.sha256, sha(data), name);
+      assert.equal(p.content_type, type, name);
+    }
+  } finally {
+    await hl.teardown();
+  }
 });
