@@ -161,6 +161,21 @@ static int add_date(struct prepare *p)
 }
 
 /* The Message-ID, made when missing: <random@the mailbox's domain>. */
+/* <left@right>, printable ASCII without spaces or more brackets. */
+static bool message_id_is_valid(const char *v, size_t n)
+{
+        const char *at = n > 2 ? memchr(v, '@', n) : NULL;
+
+        if (!at || v[0] != '<' || v[n - 1] != '>' || at == v + 1 || at == v + n - 2)
+                return false;
+        for (size_t i = 1; i + 1 < n; i++)
+                if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f || v[i] == '<' ||
+                    v[i] == '>')
+                        return false;
+        return true;
+}
+
+/* The Message-ID; made when missing or not one: <random@the mailbox's domain>. */
 static int message_id(struct prepare *p, char **ret)
 {
         long i = header_block_find(&p->headers, "Message-ID", 0);
@@ -174,8 +189,11 @@ static int message_id(struct prepare *p, char **ret)
                 n = strlen(v);
                 while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
                         n--;
-                *ret = strndup(v, n);
-                return *ret ? 0 : -ENOMEM;
+                if (message_id_is_valid(v, n)) {
+                        *ret = strndup(v, n);
+                        return *ret ? 0 : -ENOMEM;
+                }
+                p->headers.fields[i].removed = true;
         }
         r = mail_new_message_id(p->o->mailbox ? p->o->mailbox : p->from, ret);
         return r < 0 ? r : header_block_add(&p->headers, "Message-ID", *ret);

@@ -75,6 +75,12 @@ static void test_mbox_crlf_date_id(void)
            "no second Date");
         is_str(m.message_id, "<x@y.org>", "the existing Message-ID is kept");
         mail_prepared_free(&m);
+
+        r = prep("Message-ID:\nTo: a@example.com\n\nb\n", &o, &m, &e);
+        is_int(r, 0, "an empty Message-ID");
+        ok(m.message_id && strstr(m.message_id, "@contoso.com>") && header_has(&m, m.message_id),
+           "is replaced by a new one");
+        mail_prepared_free(&m);
 }
 
 static void test_from(void)
