@@ -42,13 +42,17 @@ struct mail_prepared {
         uint8_t *data; /* RFC 5322, CRLF, Bcc kept (Graph strips it; recipients only on the
                           command line added to Bcc) */
         size_t len;
-        char *from; /* final From addr-spec */
-        char *message_id;
-        char **recipients; /* every envelope recipient, for audit/logs */
+        char *from;        /* final From addr-spec */
+        char *message_id;  /* with its angle brackets: "<…@…>" */
+        char **recipients; /* every envelope recipient, for audit/logs: the addresses of the
+                              final To, Cc and Bcc (Graph delivers to all of them, with -t or
+                              without), deduplicated, lower/upper case as written */
         size_t n_recipients;
 };
 
-/* 0, or -EBADMSG / -EMSGSIZE / -EPERM (from_policy reject) with *ret_error one sentence. */
+/* 0, or -EBADMSG / -EMSGSIZE / -EPERM (from_policy reject) with *ret_error one sentence (also
+ * for -ENOMEM: strerror's). Without recipients_from_headers the command line must name at least
+ * one recipient. o->mailbox may be NULL: then From must resolve to an address by itself. */
 int mail_prepare(const uint8_t *raw, size_t len, const struct mail_prepare_options *o,
                  struct mail_prepared *ret, char **ret_error);
 void mail_prepared_free(struct mail_prepared *p);
