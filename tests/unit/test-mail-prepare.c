@@ -143,6 +143,15 @@ static void test_from(void)
         mail_prepared_free(&m);
         o.from_policy = MAIL_FROM_REWRITE;
 
+        o.envelope_from = "backup@example.org";
+        r = prep("To: a@example.com\n\nb\n", &o, &m, &e);
+        is_int(r, 0, "no From, -f with a domain");
+        ok(header_has(&m, "From: alerts@contoso.com\r\n") &&
+               header_has(&m, "Reply-To: backup@example.org\r\n"),
+           "-f is the original From: rewritten to the mailbox, kept in Reply-To");
+        mail_prepared_free(&m);
+        o.envelope_from = NULL;
+
         o.full_name = "Jörg Daemon";
         r = prep("To: a@example.com\n\nb\n", &o, &m, &e);
         is_int(r, 0, "no From: built from -F and the mailbox");
