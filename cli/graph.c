@@ -116,7 +116,8 @@ int graph_send_mail(const struct graph_request *r)
         } else if (asprintf(&url, "%s/v1.0/me/sendMail", r->graph_base) < 0) {
                 url = NULL;
         }
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
+        headers = curl_slist_append(NULL, r->mime ? "Content-Type: text/plain"
+                                                  : "Content-Type: application/json");
         if (!url || !headers) {
                 ret = EXIT_SOFTWARE;
                 goto out;
