@@ -23,31 +23,7 @@
 #include "json.h"
 #include "secret.h"
 
-#if __has_include("mime.h")
 #include "mime.h"
-#else
-/* mail/mime.h (owner: mail-lib) is not on this branch yet: its declarations as mail-plan.md fixes
- * them, weak so that programs linking libmail without mime.c still link (the large path then
- * refuses; tests/integration/graph-send-helper.c supplies a test double). */
-struct mail_part {
-        char *filename;
-        char *content_type;
-        char *content_id;
-        bool is_inline;
-        uint8_t *data;
-        size_t len;
-};
-struct mail_split {
-        uint8_t *rest;
-        size_t rest_len;
-        struct mail_part *parts;
-        size_t n_parts;
-};
-__attribute__((weak)) int mail_split(const uint8_t *message, size_t len, size_t threshold,
-                                     struct mail_split *ret);
-__attribute__((weak)) void mail_split_free(struct mail_split *s);
-#define MAIL_SPLIT_WEAK 1
-#endif
 
 #define GRAPH_RESPONSE_MAX   (64 * 1024)
 #define GRAPH_URL_MAX        4096
@@ -706,14 +682,6 @@ static int split_message(const uint8_t *message, size_t len, struct mail_split *
         static const size_t thresholds[] = {SPLIT_THRESHOLD, SPLIT_THRESHOLD_LAST};
         int r;
 
-#ifdef MAIL_SPLIT_WEAK
-        if (!mail_split || !mail_split_free) {
-                *ret = (struct graph_mail_outcome){.result = GRAPH_MAIL_PERMANENT};
-                set_reason(ret, "messages over %u bytes need mail_split(), not built in",
-                           GRAPH_MIME_DIRECT_MAX);
-                return 0;
-        }
-#endif
         for (size_t i = 0; i < ELEMENTSOF(thresholds); i++) {
                 r = mail_split(message, len, thresholds[i], split);
                 if (r == -ENOMEM)
