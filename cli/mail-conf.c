@@ -52,7 +52,6 @@ void mail_conf_free(struct mail_conf *c)
         free(c->profiles);
         free(c);
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(struct mail_conf *, mail_conf_free)
 
 /* A domain: letters, digits, '-' and '.', 1..253 bytes. */
 static bool domain_is_valid(const char *s)

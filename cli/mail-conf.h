@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "build-config.h"
+#include "cleanup.h"
 
 #define MAIL_CONF_DEFAULT_PATH SYSCONFDIR "/mail.conf"
 #define MAIL_CONF_SIZE_MAX     (64u * 1024u)
@@ -49,6 +50,7 @@ struct mail_conf {
  * over-long lines and more than the limits above are errors (-EINVAL, logged with the line). */
 int mail_conf_load(const char *path, struct mail_conf **ret);
 void mail_conf_free(struct mail_conf *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(struct mail_conf *, mail_conf_free)
 
 /* The path to load: $CREDBROKER_MAIL_CONFIG (secure_getenv) when set, else the default. */
 const char *mail_conf_path(void);

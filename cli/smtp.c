@@ -280,3 +280,24 @@ int smtp_serve(const struct smtp_server *server, FILE *in, FILE *out)
         reset(&s);
         return r == -ENODATA || r == 1 ? 0 : (r < 0 ? r : 0);
 }
+
+int smtp_code_of_exit(int exit_code, const char **ret_status)
+{
+        switch (exit_code) {
+        case 0:
+                *ret_status = "2.0.0";
+                return 250;
+        case 65: /* EX_DATAERR */
+                *ret_status = "5.6.0";
+                return 554;
+        case 77: /* EX_NOPERM */
+                *ret_status = "5.7.1";
+                return 550;
+        case 69: /* EX_UNAVAILABLE */
+                *ret_status = "5.3.0";
+                return 554;
+        default:
+                *ret_status = "4.3.0";
+                return 451;
+        }
+}

@@ -34,3 +34,8 @@ struct smtp_server {
 /* Speaks SMTP on in/out until QUIT, end of input, or too many bad commands. 0, or a negative
  * errno when out cannot be written or memory runs out. */
 int smtp_serve(const struct smtp_server *s, FILE *in, FILE *out);
+
+/* The SMTP reply code for a sysexits.h code of the delivery flow, and its enhanced status code:
+ * 0 → 250 2.0.0; 65 → 554 5.6.0; 77 → 550 5.7.1; 69 → 554 5.3.0; 75 and anything else → 451 4.3.0
+ * (the client tries again later). */
+int smtp_code_of_exit(int exit_code, const char **ret_status);

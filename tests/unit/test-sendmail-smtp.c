@@ -137,8 +137,22 @@ static void test_too_many_errors(void)
         free(out);
 }
 
+static void test_codes(void)
+{
+        const char *status = NULL;
+
+        is_int(smtp_code_of_exit(0, &status), 250, "sent or queued: 250");
+        is_str(status, "2.0.0", "sent: 2.0.0");
+        is_int(smtp_code_of_exit(65, &status), 554, "a bad message: 554, never retried");
+        is_int(smtp_code_of_exit(77, &status), 550, "denied: 550");
+        is_str(status, "5.7.1", "denied: 5.7.1");
+        is_int(smtp_code_of_exit(75, &status), 451, "temporary: 451, the client retries");
+        is_int(smtp_code_of_exit(78, &status), 451, "configuration: 451, kept by the client");
+}
+
 int main(void)
 {
+        test_codes();
         test_dialogue();
         test_sequence_errors();
         test_limits();
