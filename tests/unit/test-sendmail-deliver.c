@@ -131,9 +131,9 @@ int graph_mail_send(const struct graph_mail_target *t, const char *access_token,
                     void *userdata, struct graph_mail_outcome *ret)
 {
         int i = S.graph_calls++;
+        size_t used = strlen(S.graph_tokens);
 
-        strncat(S.graph_tokens, access_token, sizeof(S.graph_tokens) - strlen(S.graph_tokens) - 2);
-        strcat(S.graph_tokens, " ");
+        snprintf(S.graph_tokens + used, sizeof(S.graph_tokens) - used, "%s ", access_token);
         snprintf(S.graph_url, sizeof(S.graph_url), "%s", t->graph_url);
         S.delegated = t->delegated;
         *ret = (struct graph_mail_outcome){.result = i < S.n_graph ? S.graph[i] : GRAPH_MAIL_SENT,

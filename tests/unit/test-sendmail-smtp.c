@@ -21,8 +21,9 @@ static int deliver(const struct smtp_envelope *e, void *userdata, char *reply, s
         snprintf(d->from, sizeof(d->from), "%s", e->from ? e->from : "<>");
         d->rcpts[0] = 0;
         for (size_t i = 0; i < e->n_recipients; i++) {
-                strncat(d->rcpts, e->recipients[i], sizeof(d->rcpts) - strlen(d->rcpts) - 2);
-                strcat(d->rcpts, " ");
+                size_t used = strlen(d->rcpts);
+
+                snprintf(d->rcpts + used, sizeof(d->rcpts) - used, "%s ", e->recipients[i]);
         }
         snprintf(d->data, sizeof(d->data), "%.*s", (int)e->len, (const char *)e->data);
         snprintf(reply, size, "%s", d->answer == 250 ? "2.0.0 queued" : "4.3.0 try later");
@@ -129,8 +130,8 @@ static void test_too_many_errors(void)
         char *out = NULL, input[2000] = "";
 
         for (int i = 0; i < 30; i++)
-                strcat(input, "BOGUS\r\n");
-        strcat(input, "QUIT\r\n");
+                memcpy(input + i * 7, "BOGUS\r\n", 7);
+        memcpy(input + 30 * 7, "QUIT\r\n", 7);
         is_int(run(input, 100, &d, &out), 0, "a session of bad commands");
         ok(strstr(out, "421 4.7.0") != NULL, "closed after too many errors");
         ok(strstr(out, "221") == NULL, "nothing read after closing");
