@@ -225,9 +225,11 @@ static int prepare(const struct mail_deliver_request *r, const char *mailbox,
 
         if (k == 0)
                 return 0;
+        /* -ENXIO: a local recipient with neither an alias nor a default domain. */
         return say(ret,
                    k == -EPERM                       ? EXIT_NOPERM
                    : k == -EBADMSG || k == -EMSGSIZE ? EXIT_DATAERR
+                   : k == -ENXIO                     ? EXIT_NOUSER
                                                      : EXIT_SOFTWARE,
                    "%s", error ? error : strerror(-k));
 }

@@ -11,9 +11,12 @@
 #include "graph-send.h"
 #include "message.h"
 
-/* sysexits.h EX_IOERR, which client.h does not name. */
+/* sysexits.h codes client.h does not name. */
 #ifndef EXIT_IOERR
 #define EXIT_IOERR 74
+#endif
+#ifndef EXIT_NOUSER
+#define EXIT_NOUSER 67
 #endif
 
 #define MAIL_DELIVER_MIN_TTL 300 /* seconds a token must still be valid for: a large upload */

@@ -315,6 +315,9 @@ static void test_prepare_refusals(void)
         script();
         S.prepare_error = -EPERM;
         is_int(run(&res), EXIT_NOPERM, "from_policy reject: exit 77");
+        script();
+        S.prepare_error = -ENXIO;
+        is_int(run(&res), EXIT_NOUSER, "a local recipient nobody knows: exit 67");
 }
 
 /* ---- the command ---- */
