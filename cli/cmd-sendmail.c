@@ -15,6 +15,7 @@
 #include "log.h"
 #include "mail-conf.h"
 #include "mail-deliver.h"
+#include "queue.h"
 #include "sendmail-args.h"
 #include "sendmail-input.h"
 #include "smtp.h"
@@ -27,6 +28,7 @@ struct sendmail_context {
         const char *profile;
         struct mail_conf_settings settings;
         struct mail_aliases *aliases;
+        const char *maildrop; /* mail.conf's, NULL: the default */
 };
 
 static void context_done(struct sendmail_context *c)
@@ -60,6 +62,7 @@ static int deliver(const struct sendmail_context *c, const uint8_t *data, size_t
             .aliases = c->aliases,
             .from_policy = from_policy_of(c->settings.from_policy),
             .fallback_mailbox = c->settings.mailbox,
+            .maildrop_dir = c->maildrop,
             .save_to_sent_items = true,
         };
 
@@ -157,17 +160,9 @@ static int context_init(struct sendmail_context *c, const struct mail_conf *conf
                         return EXIT_CONFIG;
                 }
         }
+        c->maildrop = conf->maildrop;
         c->socket = client_socket_path(NULL, NULL);
         return 0;
-}
-
-/* -bp and -q: the spool's administration, as "credbroker queue list|flush". */
-static int run_queue(const char *what)
-{
-        char *argv[] = {(char *)"queue", (char *)what, NULL};
-
-        /* mail-spool's credbroker queue (cli/cmd-queue.c). */
-        return cmd_queue(2, argv);
 }
 
 int cmd_sendmail(int argc, char **argv)
@@ -188,7 +183,9 @@ int cmd_sendmail(int argc, char **argv)
         if (a.mode == SENDMAIL_MODE_INIT_ALIASES)
                 r = 0; /* aliases are read at each delivery: nothing to rebuild */
         else if (a.mode == SENDMAIL_MODE_LIST_QUEUE || a.mode == SENDMAIL_MODE_FLUSH_QUEUE)
-                r = run_queue(a.mode == SENDMAIL_MODE_LIST_QUEUE ? "list" : "flush");
+                /* The spool's administration (mail-spool's cli/queue.h), as credbroker queue. */
+                r = a.mode == SENDMAIL_MODE_LIST_QUEUE ? queue_list(NULL, NULL)
+                                                       : queue_flush(NULL, NULL, NULL);
         else if (mail_conf_load(mail_conf_path(), &conf) < 0)
                 r = EXIT_CONFIG;
         else if ((r = context_init(&c, conf)) == 0)

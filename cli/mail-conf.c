@@ -41,6 +41,7 @@ void mail_conf_free(struct mail_conf *c)
         if (!c)
                 return;
         free(c->default_profile);
+        free(c->maildrop);
         settings_done(&c->defaults);
         for (size_t i = 0; i < c->n_users; i++) {
                 free(c->users[i].user);
@@ -212,6 +213,10 @@ static int parse_line(struct parser *p, char *line)
         if (p->settings == &p->conf->defaults && strcmp(key, "default_profile") == 0)
                 return name_is_valid(value) ? set_string(&p->conf->default_profile, value)
                                             : -EINVAL;
+        if (p->settings == &p->conf->defaults && strcmp(key, "maildrop") == 0)
+                return value[0] == '/' && strlen(value) < 4096
+                           ? set_string(&p->conf->maildrop, value)
+                           : -EINVAL;
         return settings_set(p->settings, key, value);
 }
 

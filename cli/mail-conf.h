@@ -38,6 +38,7 @@ struct mail_conf_user {
 
 struct mail_conf {
         char *default_profile;
+        char *maildrop; /* [sendmail] maildrop: the broker's maildrop_dir when not the default */
         struct mail_conf_settings defaults;
         struct mail_conf_user *users;
         size_t n_users;

@@ -34,6 +34,7 @@ static void test_good(void)
                            "default_profile = alerts\n"
                            "aliases = /etc/credbroker/aliases\n"
                            "default_domain = contoso.com\n"
+                           "maildrop = /srv/maildrop\n"
                            "\n"
                            "[users]\n"
                            "root = alerts\n"
@@ -46,6 +47,7 @@ static void test_good(void)
         is_int(load_text(text, &c), 0, "a good mail.conf loads");
         if (!c)
                 return;
+        is_str(c->maildrop, "/srv/maildrop", "the maildrop directory");
         is_str(mail_conf_choose_profile(c, "cli", "env", 0, "root"), "cli", "-p wins");
         is_str(mail_conf_choose_profile(c, NULL, "env", 0, "root"), "env",
                "then CREDBROKER_PROFILE");
@@ -73,6 +75,7 @@ static void test_bad(void)
             "[sendmail]\ndefault_profile = Bad Name\n", /* not a profile name */
             "[sendmail]\nfrom_policy = sometimes\n",    /* not a policy */
             "[sendmail]\naliases = relative/path\n",    /* not absolute */
+            "[profile x]\nmaildrop = /srv\n",           /* only in [sendmail] */
             "[sendmail]\ndefault_domain = a b\n",       /* not a domain */
             "[users]\nroot = a\nroot = b\n",            /* twice */
             "[profile x]\nmailbox = not-an-address\n",  /* not a mailbox */

@@ -13,6 +13,7 @@
 #include "json.h"
 #include "mail-deliver.h"
 #include "maildrop.h"
+#include "queue.h"
 #include "tap.h"
 
 /* ---- the script ---- */
@@ -178,10 +179,17 @@ void mail_aliases_free(struct mail_aliases *a)
 {
 }
 
-int cmd_queue(int argc, char **argv)
+int queue_list(const char *admin_socket, const char *config)
 {
         S.queue_calls++;
-        snprintf(S.queue_arg, sizeof(S.queue_arg), "%s", argc > 1 ? argv[1] : "");
+        snprintf(S.queue_arg, sizeof(S.queue_arg), "list");
+        return 0;
+}
+
+int queue_flush(const char *admin_socket, const char *config, const char *id)
+{
+        S.queue_calls++;
+        snprintf(S.queue_arg, sizeof(S.queue_arg), "flush%s", id ? " ID" : "");
         return 0;
 }
 

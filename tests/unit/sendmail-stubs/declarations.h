@@ -1,5 +1,5 @@
 /* Force-included (-include) into test-sendmail-deliver: what mail-spool adds to credbroker.h
- * and commands.h, as mail-plan.md declares it. */
+ * , as mail-plan.md declares it. */
 #pragma once
 
 #include <stddef.h>
@@ -11,4 +11,3 @@ int credbroker_token_drop(const char *socket, const char *profile, const char *a
 int credbroker_mail_submit(const char *socket, const char *profile, const uint8_t *msg, size_t len,
                            const char *message_id, size_t n_recipients, char **ret_queue_id,
                            struct credbroker_error *err);
-int cmd_queue(int argc, char **argv);
