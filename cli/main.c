@@ -73,6 +73,8 @@ static bool invoked_as_sendmail(const char *argv0)
         return base && (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0 ||
                         strcmp(base, "newaliases") == 0);
 }
+
+static const struct cli_command sendmail_command = {"sendmail", cmd_sendmail};
 #else
 #define invoked_as_sendmail(argv0) false
 #endif
@@ -100,17 +102,9 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
         static const struct cli_command commands[] = {
-                {"token", cmd_token},
-                {"send", cmd_send},
-                {"account", cmd_account},
-                {"ping", cmd_ping},
-                {"policy", cmd_policy},
-                {"status", cmd_status},
-                {"reload", cmd_reload},
-                {"setup", cmd_setup},
-#if HAVE_SENDMAIL
-                {"sendmail", cmd_sendmail},
-#endif
+            {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
+            {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
+            {"reload", cmd_reload}, {"setup", cmd_setup},
         };
         const struct cli_command *c;
         bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);
@@ -131,7 +125,11 @@ int main(int argc, char **argv)
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
-        c = cli_command_find(commands, ELEMENTSOF(commands), as_sendmail ? "sendmail" : argv[1]);
+        c = as_sendmail ? NULL : cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
+#if HAVE_SENDMAIL
+        if (as_sendmail || strcmp(argv[1], "sendmail") == 0)
+                c = &sendmail_command;
+#endif
         /* As sendmail, argv[0] stays: sendmail, mailq or newaliases tell the command which. */
         r = !c ? EXIT_USAGE : as_sendmail ? c->run(argc, argv) : c->run(argc - 1, argv + 1);
         if (!c)
