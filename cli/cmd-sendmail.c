@@ -29,6 +29,7 @@ struct sendmail_context {
         struct mail_conf_settings settings;
         struct mail_aliases *aliases;
         const char *maildrop; /* mail.conf's, NULL: the default */
+        char hostname[256];
 };
 
 static void context_done(struct sendmail_context *c)
@@ -48,12 +49,14 @@ static int deliver(const struct sendmail_context *c, const uint8_t *data, size_t
                    const char *envelope_from, char *const *recipients, size_t n_recipients,
                    bool from_headers, struct mail_deliver_result *ret)
 {
+        char local[SENDMAIL_ARG_MAX + 1];
         const struct mail_deliver_request r = {
             .socket = c->socket,
             .profile = c->profile,
             .raw = data,
             .len = len,
-            .envelope_from = envelope_from,
+            .envelope_from =
+                sendmail_local_sender(envelope_from, c->hostname, local, sizeof(local)),
             .full_name = c->args->full_name,
             .recipients_from_headers = from_headers,
             .recipients = recipients,
@@ -87,17 +90,14 @@ static int smtp_deliver(const struct smtp_envelope *e, void *userdata, char *rep
 
 static int run_smtp(const struct sendmail_context *c)
 {
-        char hostname[256] = "localhost";
         struct smtp_server s = {
-            .hostname = hostname,
+            .hostname = c->hostname[0] ? c->hostname : "localhost",
             .message_max = MAIL_MESSAGE_MAX,
             .recipients_max = SENDMAIL_RECIPIENTS_MAX,
             .deliver = smtp_deliver,
             .userdata = (void *)c,
         };
 
-        if (gethostname(hostname, sizeof(hostname) - 1) < 0 || !hostname[0])
-                snprintf(hostname, sizeof(hostname), "localhost");
         return smtp_serve(&s, stdin, stdout) < 0 ? EXIT_IOERR : 0;
 }
 
@@ -161,6 +161,8 @@ static int context_init(struct sendmail_context *c, const struct mail_conf *conf
                 }
         }
         c->maildrop = conf->maildrop;
+        if (gethostname(c->hostname, sizeof(c->hostname) - 1) < 0)
+                c->hostname[0] = 0;
         c->socket = client_socket_path(NULL, NULL);
         return 0;
 }

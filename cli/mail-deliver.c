@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "client.h"
@@ -14,6 +15,7 @@
 #include "json.h"
 #include "log.h"
 #include "maildrop.h"
+#include "util.h"
 
 /* A refresh can take as long as the broker's upstream timeout; allow for it and a margin. */
 #define TOKEN_TIMEOUT_MS   60000
@@ -168,6 +170,42 @@ static int send_with_retry(const struct mail_deliver_request *r, cJSON **reply,
         }
 }
 
+/* credbroker_mail_submit(), again while the spool answers that it is busy (a burst of cron jobs
+ * at the same minute meets the per-user limit of submissions at once) or full, for at most the
+ * request's spool_wait_ms: a refusal then would lose the mail, as cron does not retry. */
+static int submit(const struct mail_deliver_request *r, const struct mail_prepared *m,
+                  char **ret_queue_id, struct credbroker_error *e)
+{
+        unsigned wait_ms = r->spool_wait_ms ? r->spool_wait_ms : MAIL_DELIVER_SPOOL_WAIT_MS;
+        uint64_t deadline = now_boottime_usec() + (uint64_t)wait_ms * 1000;
+        uint64_t pause_ms = 100;
+
+        for (;;) {
+                uint64_t now, sleep_ms;
+                int k;
+
+                *e = (struct credbroker_error){0};
+                k = credbroker_mail_submit(r->socket, r->profile, m->data, m->len, m->message_id,
+                                           m->n_recipients, ret_queue_id, e);
+                if (k == 0 || e->failure != CREDBROKER_FAILURE_REFUSED ||
+                    (k != -EAGAIN && k != -EBUSY))
+                        return k;
+                /* Retry-After when the broker gives one, else 100 ms doubling to 2 s; jittered so
+                 * that a burst does not come back in step. */
+                sleep_ms = e->retry_after ? e->retry_after * 1000 : pause_ms;
+                sleep_ms += random_below(sleep_ms / 2 + 1);
+                pause_ms = pause_ms * 2 > 2000 ? 2000 : pause_ms * 2;
+                now = now_boottime_usec();
+                if (now + sleep_ms * 1000 > deadline)
+                        return k;
+                log_debug("sendmail: the spool is busy (%s); trying again in %llu ms", e->message,
+                          (unsigned long long)sleep_ms);
+                (void)nanosleep(&(struct timespec){.tv_sec = (time_t)(sleep_ms / 1000),
+                                                   .tv_nsec = (long)(sleep_ms % 1000) * 1000000},
+                                NULL);
+        }
+}
+
 /* Hands the prepared message to the broker's spool, or with the broker down to the maildrop. */
 static int spool(const struct mail_deliver_request *r, const struct mail_prepared *m,
                  struct mail_deliver_result *ret)
@@ -178,8 +216,7 @@ static int spool(const struct mail_deliver_request *r, const struct mail_prepare
         int k;
 
         snprintf(why, sizeof(why), "%s", ret->reason);
-        k = credbroker_mail_submit(r->socket, r->profile, m->data, m->len, m->message_id,
-                                   m->n_recipients, &queue_id, &e);
+        k = submit(r, m, &queue_id, &e);
         if (k == 0) {
                 ret->queued = true;
                 snprintf(ret->queue_id, sizeof(ret->queue_id), "%s", queue_id ? queue_id : "");

@@ -19,8 +19,9 @@
 #define EXIT_NOUSER 67
 #endif
 
-#define MAIL_DELIVER_MIN_TTL 300 /* seconds a token must still be valid for: a large upload */
-#define MAIL_MAILDROP_DIR    "/var/spool/credbroker/maildrop"
+#define MAIL_DELIVER_MIN_TTL       300 /* seconds a token must still be valid for: a large upload */
+#define MAIL_MAILDROP_DIR          "/var/spool/credbroker/maildrop"
+#define MAIL_DELIVER_SPOOL_WAIT_MS 30000 /* how long a busy spool is asked again */
 
 struct mail_deliver_request {
         const char *socket;  /* the broker's client socket */
@@ -39,6 +40,7 @@ struct mail_deliver_request {
         /* The profile's mailbox when the broker cannot be asked (mail.conf), may be NULL. */
         const char *fallback_mailbox;
         const char *maildrop_dir; /* NULL: MAIL_MAILDROP_DIR */
+        unsigned spool_wait_ms;   /* 0: MAIL_DELIVER_SPOOL_WAIT_MS */
         bool save_to_sent_items;
         graph_mail_progress_fn *progress; /* may be NULL */
         void *userdata;

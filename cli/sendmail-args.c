@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cleanup.h"
 #include "log.h"
@@ -236,4 +237,21 @@ void sendmail_args_done(struct sendmail_args *a)
         free(a->recipients);
         a->recipients = NULL;
         a->n_recipients = 0;
+}
+
+const char *sendmail_local_sender(const char *address, const char *hostname, char *buf, size_t size)
+{
+        const char *at = address ? strrchr(address, '@') : NULL;
+        size_t n;
+
+        if (!at || at == address)
+                return address;
+        if (strchr(at + 1, '.') && !(hostname && strcasecmp(at + 1, hostname) == 0))
+                return address;
+        n = (size_t)(at - address);
+        if (n >= size)
+                return address;
+        memcpy(buf, address, n);
+        buf[n] = 0;
+        return buf;
 }

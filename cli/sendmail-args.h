@@ -38,3 +38,10 @@ struct sendmail_args {
  * sendmail_args_done(). */
 int sendmail_args_parse(int argc, char **argv, struct sendmail_args *a);
 void sendmail_args_done(struct sendmail_args *a);
+
+/* An envelope sender of this host (-f root@HOSTNAME, as mailutils and cron pass it; MAIL FROM in
+ * -bs): user@host where host has no dot or is this host's own name (hostname, compared without
+ * case; may be NULL) is the local user, whose address the aliases and default_domain decide.
+ * Writes the local part into buf and returns buf then; else returns address unchanged. */
+const char *sendmail_local_sender(const char *address, const char *hostname, char *buf,
+                                  size_t size);

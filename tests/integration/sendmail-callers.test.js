@@ -9,6 +9,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
+const http = require('node:http');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { setup, run, sleep, CREDBROKER, MAIL_SEND, USER } = require('./harness');
@@ -63,11 +64,10 @@ function runCaller(cmd, args, { input, extra, cwd } = {}) {
 }
 
 // ---- the emulator's store, as the recipients see each message ----------------------------
-// The lead adapts this one function to the store mail-graph adds to the emulator
-// (tests/emulator/graph-mail.js). It returns, per delivered message, { mailbox, to, cc, bcc,
-// subject, headers: { lower-case name: value }, body } with addresses lower-cased. It reads the
-// JSON sendMail requests the emulator stores today ({mailbox, request: {message}}) and a raw
-// RFC 5322 message under "mime" / "raw" (text or base64), whichever an entry has.
+// The emulator keeps every delivered message as its recipients see it (Bcc removed) with its
+// metadata (tests/emulator/graph-mail.js: GET /admin/mail/delivered, .../raw?id=). Each becomes
+// { mailbox, recipients, to, cc, bcc, subject, headers: { lower-case name: value }, body },
+// addresses lower-cased; bcc is what was delivered to but is not in To or Cc.
 function parseRaw(text) {
   const split = text.search(/\r?\n\r?\n/);
   const head = split < 0 ? text : text.slice(0, split);
@@ -77,7 +77,8 @@ function parseRaw(text) {
     const colon = field.indexOf(':');
     if (colon > 0) {
       const name = field.slice(0, colon).trim().toLowerCase();
-      headers[name] = headers[name] ? `${headers[name]}, ${field.slice(colon + 1).trim()}` : field.slice(colon + 1).trim();
+      const value = field.slice(colon + 1).trim();
+      headers[name] = headers[name] ? `${headers[name]}, ${value}` : value;
     }
   }
   return { headers, body };
@@ -85,40 +86,38 @@ function parseRaw(text) {
 
 const addressesOf = (value) => (value ? [...value.matchAll(/[^\s<>,"()]+@[^\s<>,"()]+/g)].map((m) => m[0].toLowerCase()) : []);
 
-function normalize(entry) {
-  const raw = entry.mime || entry.raw;
-  if (typeof raw === 'string') {
-    const text = /^[A-Za-z0-9+/=\r\n]+$/.test(raw) && !raw.includes(':') ? Buffer.from(raw, 'base64').toString('utf8') : raw;
-    const { headers, body } = parseRaw(text);
-    const bcc = entry.bcc || entry.envelopeBcc || [];
-    return {
-      mailbox: String(entry.mailbox || '').toLowerCase(),
-      to: addressesOf(headers.to),
-      cc: addressesOf(headers.cc),
-      bcc: [...addressesOf(headers.bcc), ...bcc.map((a) => String(a).toLowerCase())],
-      subject: headers.subject || '',
-      headers,
-      body: body.replace(/\r\n/g, '\n'),
-    };
-  }
-  const msg = (entry.request && entry.request.message) || {};
-  const list = (l) => (l || []).map((x) => x.emailAddress.address.toLowerCase());
-  const headers = {};
-  for (const x of msg.internetMessageHeaders || []) headers[x.name.toLowerCase()] = x.value;
-  if (msg.from) headers.from = msg.from.emailAddress.address;
-  return {
-    mailbox: String(entry.mailbox || '').toLowerCase(),
-    to: list(msg.toRecipients),
-    cc: list(msg.ccRecipients),
-    bcc: list(msg.bccRecipients),
-    subject: msg.subject || '',
-    headers,
-    body: ((msg.body && msg.body.content) || '').replace(/\r\n/g, '\n'),
-  };
+function adminGetText(urlPath) {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: h.emuPorts.adminPort, path: urlPath }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks).toString('utf8'))
+        : reject(new Error(`emulator admin GET ${urlPath}: HTTP ${res.statusCode}`))));
+    }).on('error', reject);
+  });
 }
 
+const rawCache = new Map();
 async function storedMessages() {
-  return (await h.mail()).map(normalize);
+  const out = [];
+  for (const meta of await h.emulatorAdmin('GET', '/admin/mail/delivered')) {
+    if (!rawCache.has(meta.id)) rawCache.set(meta.id, await adminGetText(`/admin/mail/delivered/raw?id=${encodeURIComponent(meta.id)}`));
+    const { headers, body } = parseRaw(rawCache.get(meta.id));
+    const to = addressesOf(headers.to);
+    const cc = addressesOf(headers.cc);
+    const recipients = meta.recipients.map((a) => a.toLowerCase());
+    out.push({
+      mailbox: meta.mailbox,
+      recipients,
+      to,
+      cc,
+      bcc: recipients.filter((a) => !to.includes(a) && !cc.includes(a)),
+      subject: meta.subject || '',
+      headers,
+      body: body.replace(/\r\n/g, '\n'),
+    });
+  }
+  return out;
 }
 
 // Runs fn and resolves { r, mail }: the messages stored since, waiting up to waitMs for count.
@@ -133,6 +132,10 @@ async function newMail(fn, { count = 1, waitMs = 10000 } = {}) {
   }
   return { r, mail };
 }
+
+// git send-email exists and loads (Debian's needs libmailtools-perl for Mail::Address).
+const GIT_SEND_EMAIL_MISSING = !NO_SENDMAIL && !/usage: git send-email/.test(spawnSync('git', ['send-email', '-h'], { encoding: 'utf8' }).stdout || '')
+  && 'git send-email is not installed or does not load (Debian packages git-email, libmailtools-perl)';
 
 const skipUnless = (cmd, pkg) => NO_SENDMAIL || (!have(cmd) && `${cmd} is not installed (Debian package ${pkg}; scripts/deps installs it)`);
 
@@ -197,7 +200,7 @@ test('bsd-mailx: mail -s with MAILRC setting sendmail', { skip: skipUnless('bsd-
   assert.match(mail[0].body, /body from bsd-mailx/);
 });
 
-test('git send-email --smtp-server=<our sendmail>: -i and recipients, --bcc only on the command line', { skip: skipUnless('git', 'git') || (spawnSync('git', ['send-email', '-h']).status === 1 && 'git send-email is not installed (git-email, libmailtools-perl)'), timeout: 60000 }, async () => {
+test('git send-email --smtp-server=<our sendmail>: -i and recipients, --bcc only on the command line', { skip: skipUnless('git', 'git') || GIT_SEND_EMAIL_MISSING, timeout: 60000 }, async () => {
   const repo = h.p('repo');
   const git = (...a) => spawnSync('git', ['-C', repo, '-c', 'user.name=Dev', '-c', 'user.email=dev@contoso.com', ...a], { encoding: 'utf8' });
   fs.mkdirSync(repo);

@@ -194,8 +194,24 @@ static void test_input(void)
         is_int(read_text("0123456789X", false, 10, &got, &len), -EMSGSIZE, "max + 1: refused");
 }
 
+static void test_local_sender(void)
+{
+        char buf[64];
+
+        is_str(sendmail_local_sender("root@vm", "vm", buf, sizeof(buf)), "root",
+               "user@shortname is the local user");
+        is_str(sendmail_local_sender("root@Host.Example.org", "host.example.org", buf, sizeof(buf)),
+               "root", "user@this host's FQDN is the local user");
+        is_str(sendmail_local_sender("ops@contoso.com", "vm", buf, sizeof(buf)), "ops@contoso.com",
+               "a real address is kept");
+        is_str(sendmail_local_sender("root", "vm", buf, sizeof(buf)), "root",
+               "a bare name is kept");
+        ok(sendmail_local_sender(NULL, "vm", buf, sizeof(buf)) == NULL, "NULL stays NULL");
+}
+
 int main(void)
 {
+        test_local_sender();
         test_cronie();
         test_debian_cron_anacron();
         test_other_callers();

@@ -25,6 +25,7 @@ static struct {
         long status[4];
         int n_graph;
         int submit_error;   /* 0, -ECONNREFUSED (connect) or a refusal's errno */
+        int submit_busy;    /* refusals "busy" before the submission is taken */
         int maildrop_error; /* 0 or -EACCES */
         int prepare_error;  /* 0, -EBADMSG, -EPERM */
         int token_calls, drop_calls, graph_calls, submit_calls, maildrop_calls, queue_calls;
@@ -105,6 +106,14 @@ int credbroker_mail_submit(const char *socket, const char *profile, const uint8_
                            struct credbroker_error *err)
 {
         S.submit_calls++;
+        if (S.submit_busy > 0) {
+                S.submit_busy--;
+                *err = (struct credbroker_error){.failure = CREDBROKER_FAILURE_REFUSED,
+                                                 .error = -EAGAIN};
+                snprintf(err->code, sizeof(err->code), "unavailable");
+                snprintf(err->message, sizeof(err->message), "Too many submissions at once");
+                return -EAGAIN;
+        }
         if (S.submit_error == -ECONNREFUSED) {
                 *err = (struct credbroker_error){.failure = CREDBROKER_FAILURE_CONNECT,
                                                  .error = S.submit_error};
@@ -209,7 +218,8 @@ static int run(struct mail_deliver_result *res)
                                          .len = 21,
                                          .recipients = rcpt,
                                          .n_recipients = 1,
-                                         .fallback_mailbox = "fallback@contoso.com"};
+                                         .fallback_mailbox = "fallback@contoso.com",
+                                         .spool_wait_ms = 1500};
 
         return mail_deliver(&r, res);
 }
@@ -307,8 +317,14 @@ static void test_broker_states(void)
         script();
         S.token_error = "unavailable";
         S.submit_error = -EAGAIN;
-        is_int(run(&res), EXIT_TEMPFAIL, "spool full: exit 75");
+        is_int(run(&res), EXIT_TEMPFAIL, "spool full for longer than the wait: exit 75");
         ok(strstr(res.reason, "the spool is full") != NULL, "spool full: says so");
+        ok(S.submit_calls > 1, "a full spool is asked again within the wait");
+        script();
+        S.token_error = "unavailable";
+        S.submit_busy = 3;
+        is_int(run(&res), 0, "a spool busy three times, then taking it: exit 0");
+        is_int(S.submit_calls, 4, "busy: asked again until it takes the message");
 }
 
 static void test_prepare_refusals(void)
