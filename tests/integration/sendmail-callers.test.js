@@ -134,7 +134,7 @@ async function newMail(fn, { count = 1, waitMs = 10000 } = {}) {
 }
 
 // git send-email exists and loads (Debian's needs libmailtools-perl for Mail::Address).
-const GIT_SEND_EMAIL_MISSING = !NO_SENDMAIL && !/usage: git send-email/.test(spawnSync('git', ['send-email', '-h'], { encoding: 'utf8' }).stdout || '')
+const GIT_SEND_EMAIL_MISSING = !NO_SENDMAIL && !/git send-email/.test(spawnSync('git', ['send-email', '-h'], { encoding: 'utf8' }).stdout || '')
   && 'git send-email is not installed or does not load (Debian packages git-email, libmailtools-perl)';
 
 const skipUnless = (cmd, pkg) => NO_SENDMAIL || (!have(cmd) && `${cmd} is not installed (Debian package ${pkg}; scripts/deps installs it)`);
