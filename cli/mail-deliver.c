@@ -190,9 +190,12 @@ static int submit(const struct mail_deliver_request *r, const struct mail_prepar
                 if (k == 0 || e->failure != CREDBROKER_FAILURE_REFUSED ||
                     (k != -EAGAIN && k != -EBUSY))
                         return k;
-                /* Retry-After when the broker gives one, else 100 ms doubling to 2 s; jittered so
-                 * that a burst does not come back in step. */
-                sleep_ms = e->retry_after ? e->retry_after * 1000 : pause_ms;
+                /* 100 ms doubling to 2 s, or the broker's Retry-After when shorter: its figure is
+                 * for programs that give up (60 s for a full spool), while a burst of cron jobs
+                 * clears in moments. Jittered so that a burst does not come back in step. */
+                sleep_ms = e->retry_after && e->retry_after * 1000 < pause_ms
+                               ? e->retry_after * 1000
+                               : pause_ms;
                 sleep_ms += random_below(sleep_ms / 2 + 1);
                 pause_ms = pause_ms * 2 > 2000 ? 2000 : pause_ms * 2;
                 now = now_boottime_usec();

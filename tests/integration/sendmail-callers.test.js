@@ -212,7 +212,8 @@ test('git send-email --smtp-server=<our sendmail>: -i and recipients, --bcc only
   assert.equal(git('format-patch', '--root', '-o', patches).status, 0);
   const { r, mail } = await newMail(() => runCaller('git', ['-C', repo, 'send-email', `--smtp-server=${sendmail}`,
     '--from=Dev <dev@contoso.com>', '--to=list@contoso.com', '--bcc=hidden@contoso.com', '--confirm=never',
-    '--suppress-cc=all', '--quiet', ...fs.readdirSync(patches).map((f) => path.join(patches, f))]));
+    '--suppress-cc=all', '--quiet', ...fs.readdirSync(patches).map((f) => path.join(patches, f))],
+  { extra: { GIT_AUTHOR_NAME: 'Dev', GIT_AUTHOR_EMAIL: 'dev@contoso.com', GIT_COMMITTER_NAME: 'Dev', GIT_COMMITTER_EMAIL: 'dev@contoso.com' } }));
   assert.equal(r.code, 0, r.stderr);
   assert.equal(mail.length, 1);
   assert.deepEqual(mail[0].to, ['list@contoso.com']);

@@ -112,6 +112,7 @@ int credbroker_mail_submit(const char *socket, const char *profile, const uint8_
                                                  .error = -EAGAIN};
                 snprintf(err->code, sizeof(err->code), "unavailable");
                 snprintf(err->message, sizeof(err->message), "Too many submissions at once");
+                err->retry_after = 60;
                 return -EAGAIN;
         }
         if (S.submit_error == -ECONNREFUSED) {
