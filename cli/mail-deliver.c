@@ -57,6 +57,10 @@ static enum token_state request_token(const struct mail_deliver_request *r, cJSO
         if (!request)
                 return say(ret, EXIT_SOFTWARE, "out of memory"), TOKEN_FINAL;
         k = credbroker_call(r->socket, request, TOKEN_TIMEOUT_MS, &reply, &e);
+        if (k < 0 && e.failure == CREDBROKER_FAILURE_CONNECT && k == -EACCES)
+                return say(ret, EXIT_NOPERM, "this user may not connect to the broker's socket %s",
+                           r->socket),
+                       TOKEN_FINAL;
         if (k < 0) {
                 say(ret, EXIT_TEMPFAIL, "the broker at %s cannot be reached: %s", r->socket,
                     strerror(-k));

@@ -305,6 +305,10 @@ static void test_broker_states(void)
         is_int(run(&res), EXIT_TEMPFAIL, "broker down, maildrop not writable: exit 75");
 
         script();
+        S.connect_error = -EACCES;
+        is_int(run(&res), EXIT_NOPERM, "the socket refuses this user: exit 77");
+        ok(S.submit_calls == 0 && S.maildrop_calls == 0, "socket refused: nothing kept");
+        script();
         S.token_error = "denied";
         is_int(run(&res), EXIT_NOPERM, "policy denies: exit 77");
         ok(S.graph_calls == 0 && S.submit_calls == 0, "denied: neither sent nor spooled");
