@@ -86,8 +86,13 @@ static void test_bad(void)
 
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
                 c = NULL;
-                if (!ok(load_text(bad[i], &c) == -EINVAL, bad[i]))
+                char what[64];
+
+                snprintf(what, sizeof(what), "bad mail.conf %zu is refused", i);
+                if (!ok(load_text(bad[i], &c) == -EINVAL, what)) {
+                        printf("#   the file: %s\n", bad[i]);
                         mail_conf_free(c);
+                }
         }
         memset(line, 'x', sizeof(line));
         memcpy(line, "[sendmail]\n#", 12);
