@@ -13,6 +13,7 @@ int cmd_policy(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_setup(int argc, char **argv);
+int cmd_sendmail(int argc, char **argv);
 
 /* The configuration for commands that need one: --config, else $CREDBROKER_CONFIG, else the
  * default path. */

@@ -62,6 +62,23 @@ const char *cli_socket_from_config(enum credbroker_socket which, void *config_op
         return cli_configured_socket(config_option, which == CREDBROKER_SOCKET_ADMIN);
 }
 
+#if HAVE_SENDMAIL
+/* Run through a symlink named sendmail (or mailq, newaliases): the sendmail command, with
+ * argv[0] telling it which. */
+static bool invoked_as_sendmail(const char *argv0)
+{
+        const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+
+        base = base ? base + 1 : argv0;
+        return base && (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0 ||
+                        strcmp(base, "newaliases") == 0);
+}
+
+static const struct cli_command sendmail_command = {"sendmail", cmd_sendmail};
+#else
+#define invoked_as_sendmail(argv0) false
+#endif
+
 static void usage(FILE *f)
 {
         fputs("Usage: credbroker COMMAND [OPTIONS]\n"
@@ -69,6 +86,9 @@ static void usage(FILE *f)
               "Commands:\n"
               "  token     print an access token for a profile\n"
               "  send      send mail through Microsoft Graph with a brokered token\n"
+#if HAVE_SENDMAIL
+              "  sendmail  a drop-in sendmail(8) for cron and other programs (docs/mail.md)\n"
+#endif
               "  account   add, sign in, test, list and remove accounts (administrators)\n"
               "  status    each account's state, as a monitoring check (administrators)\n"
               "  reload    make the broker reload its policy (administrators)\n"
@@ -87,14 +107,15 @@ int main(int argc, char **argv)
             {"reload", cmd_reload}, {"setup", cmd_setup},
         };
         const struct cli_command *c;
+        bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);
         int r;
 
         log_set_ident("credbroker");
         log_set_level(LOG_LEVEL_WARNING);
-        r = cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
+        r = as_sendmail ? -1 : cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
         if (r >= 0)
                 return r;
-        if (strcmp(argv[1], "--version") == 0) {
+        if (!as_sendmail && strcmp(argv[1], "--version") == 0) {
                 printf("credbroker %s\n", PACKAGE_VERSION);
                 return 0;
         }
@@ -104,8 +125,13 @@ int main(int argc, char **argv)
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
-        c = cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
-        r = c ? c->run(argc - 1, argv + 1) : EXIT_USAGE;
+        c = as_sendmail ? NULL : cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
+#if HAVE_SENDMAIL
+        if (as_sendmail || strcmp(argv[1], "sendmail") == 0)
+                c = &sendmail_command;
+#endif
+        /* As sendmail, argv[0] stays: sendmail, mailq or newaliases tell the command which. */
+        r = !c ? EXIT_USAGE : as_sendmail ? c->run(argc, argv) : c->run(argc - 1, argv + 1);
         if (!c)
                 fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n",
                         argv[1]);
