@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -146,6 +147,13 @@ const char *credbroker_token_access_token(const struct credbroker_token *t);
 uint64_t credbroker_token_expires_at(const struct credbroker_token *t); /* unix seconds */
 const char *credbroker_token_account(const struct credbroker_token *t);
 const char *credbroker_token_mailbox(const struct credbroker_token *t); /* NULL when none */
+/* The account's Graph base URL (the reply's "graph"); NULL when the broker named none. */
+const char *credbroker_token_graph(const struct credbroker_token *t);
+/* The account signs in a user (a delegated flow): Graph's /me is that user. */
+bool credbroker_token_delegated(const struct credbroker_token *t);
+/* The CA bundle the broker itself trusts for HTTPS ([identity] ca_bundle); NULL: the system's.
+ * The CLI needs nothing from the broker's root-only configuration to reach Graph. */
+const char *credbroker_token_ca_file(const struct credbroker_token *t);
 /* Wipes and frees. NULL is fine. */
 void credbroker_token_free(struct credbroker_token *t);
 
