@@ -185,9 +185,12 @@ static int broker_open(struct broker *b)
                            &b->streams);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the sockets");
-        r = spool_open(b);
-        if (r < 0)
-                return r;
+        /* Mail is an addition: without a usable spool the broker still serves tokens, and
+         * mail.submit answers "unavailable" (the CLI then uses the maildrop or exits 75). */
+        if (spool_open(b) < 0) {
+                log_error("The mail spool is unusable; mail cannot be queued.");
+                spool_close(b);
+        }
         /* The admin socket first: if another broker answers on it, nothing of this one has
          * touched the client socket yet. */
         r = admin_listen(b);

@@ -200,7 +200,7 @@ static int set_mail(struct config_mail *m, const char *key, const char *value)
                 size_t offset;
                 uint32_t min, max;
         } numbers[] = {
-            {"lifetime", offsetof(struct config_mail, lifetime_sec), 60, 30u * 86400u},
+            {"lifetime", offsetof(struct config_mail, lifetime_sec), 1, 30u * 86400u},
             {"retry_min", offsetof(struct config_mail, retry_min_sec), 1, 86400},
             {"retry_max", offsetof(struct config_mail, retry_max_sec), 1, 86400},
             {"deliver_timeout", offsetof(struct config_mail, deliver_timeout_sec), 1, 86400},
