@@ -136,6 +136,29 @@ static bool has_escaped_nul(const uint8_t *p, size_t len)
         return false;
 }
 
+static int op_from_string(const char *s, enum wire_op *ret)
+{
+        static const struct {
+                const char *name;
+                enum wire_op op;
+        } ops[] = {
+            {"ping", WIRE_OP_PING},
+            {"token", WIRE_OP_TOKEN},
+            {"profiles", WIRE_OP_PROFILES},
+            {"token.drop", WIRE_OP_TOKEN_DROP},
+            {"mail.submit", WIRE_OP_MAIL_SUBMIT},
+            {"mail.chunk", WIRE_OP_MAIL_CHUNK},
+            {"mail.commit", WIRE_OP_MAIL_COMMIT},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                if (strcmp(s, ops[i].name) == 0) {
+                        *ret = ops[i].op;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 #define FAIL(code, msg)                                                                            \
         do {                                                                                       \
                 *ret_error = (code);                                                               \
@@ -175,21 +198,7 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
         op = cJSON_GetObjectItemCaseSensitive(json, "op");
         if (!cJSON_IsString(op))
                 FAIL(WIRE_BAD_REQUEST, "The request must carry \"op\".");
-        if (strcmp(op->valuestring, "ping") == 0)
-                req.op = WIRE_OP_PING;
-        else if (strcmp(op->valuestring, "token") == 0)
-                req.op = WIRE_OP_TOKEN;
-        else if (strcmp(op->valuestring, "profiles") == 0)
-                req.op = WIRE_OP_PROFILES;
-        else if (strcmp(op->valuestring, "token.drop") == 0)
-                req.op = WIRE_OP_TOKEN_DROP;
-        else if (strcmp(op->valuestring, "mail.submit") == 0)
-                req.op = WIRE_OP_MAIL_SUBMIT;
-        else if (strcmp(op->valuestring, "mail.chunk") == 0)
-                req.op = WIRE_OP_MAIL_CHUNK;
-        else if (strcmp(op->valuestring, "mail.commit") == 0)
-                req.op = WIRE_OP_MAIL_COMMIT;
-        else
+        if (op_from_string(op->valuestring, &req.op) < 0)
                 FAIL(WIRE_UNKNOWN_OP, "Unknown operation.");
 
         if (req.op != WIRE_OP_TOKEN && req.op != WIRE_OP_TOKEN_DROP &&
