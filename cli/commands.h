@@ -13,6 +13,7 @@ int cmd_policy(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_setup(int argc, char **argv);
+int cmd_queue(int argc, char **argv); /* cmd-queue.c; queue.h for sendmail -bp / -q */
 
 /* The configuration for commands that need one: --config, else $CREDBROKER_CONFIG, else the
  * default path. */
