@@ -364,7 +364,8 @@ static void fail_moved(struct spool *s, struct spool_entry *e, int result)
 
 void spool_fail(struct spool *s, struct spool_entry *e, enum spool_dir from, const char *reason)
 {
-        snprintf(e->reason, sizeof(e->reason), "%s", reason);
+        if (reason != e->reason)
+                snprintf(e->reason, sizeof(e->reason), "%s", reason);
         log_warning("Spool: %s (%s) failed for good: %s", e->id,
                     e->message_id ? e->message_id : "no Message-ID", reason);
         spool_audit(s, e, "mail.failed", reason);
@@ -377,7 +378,8 @@ void spool_defer(struct spool *s, struct spool_entry *e, uint32_t retry_after, c
         const struct config_mail *m = &s->b->config->mail;
         uint64_t wait;
 
-        snprintf(e->reason, sizeof(e->reason), "%s", reason);
+        if (reason != e->reason)
+                snprintf(e->reason, sizeof(e->reason), "%s", reason);
         e->attempts++;
         if (spool_expired(e->queued_at, now_realtime_usec() / USEC_PER_SEC, m->lifetime_sec)) {
                 char why[SPOOL_REASON_MAX];

@@ -291,3 +291,70 @@ test('the maildrop is taken under the owner uid\'s policy decision', { timeout: 
   assert.deepEqual(sent(h)[0], msg);
   await waitFor('the drop file to go', () => fs.readdirSync(drop).length === 0);
 });
+
+const HELPER = process.env.CREDBROKER_SUBMIT_HELPER;
+const { run } = require('./harness');
+
+test('libcredbroker: credbroker_mail_submit and credbroker_token_drop; credbroker queue', { timeout: 60000 }, async () => {
+  const h = await spoolEnv({ plan: { default: 'temporary' }, mail: { retry_min: '600', retry_max: '600' } });
+  const msg = message('viaLib', 200000); // several chunks
+  const file = h.p('msg.eml');
+  fs.writeFileSync(file, msg);
+  const r = await run(HELPER, ['submit', h.socket, 'alerts', file, '<viaLib@test>', '2']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const id = r.stdout.trim();
+  assert.match(id, /^[0-9a-f]{24}$/);
+  await waitFor('the attempt', () => h.auditLines().some((rec) => rec.event === 'mail.deferred'));
+  const list = await h.cli(['queue', 'list', '--admin-socket', h.adminSocket]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, new RegExp(`${id} +queued +${msg.length} .* alerts +1 <viaLib@test>\\n    fake temporary`));
+  const show = await h.cli(['queue', 'show', id, '--admin-socket', h.adminSocket]);
+  assert.equal(show.code, 0, show.stderr);
+  assert.match(show.stdout, /recipients +2/);
+  assert.match(show.stdout, /next_attempt +\d{4}-/);
+  assert.equal((await h.cli(['queue', 'show', '--admin-socket', h.adminSocket])).code, 64, 'show needs an id');
+  assert.equal((await h.cli(['queue', 'frob', '--admin-socket', h.adminSocket])).code, 64);
+  const missing = await h.cli(['queue', 'delete', 'f'.repeat(24), '--admin-socket', h.adminSocket]);
+  assert.notEqual(missing.code, 0);
+  setPlan(h, { default: 'sent' });
+  const flush = await h.cli(['queue', 'flush', '--admin-socket', h.adminSocket]);
+  assert.equal(flush.code, 0, flush.stderr);
+  assert.match(flush.stdout, /1 message due now/);
+  await waitFor('the delivery', () => sent(h).length === 1);
+  assert.deepEqual(sent(h)[0], msg, 'chunked through the library byte-exact');
+  const empty = await h.cli(['queue', '--admin-socket', h.adminSocket]);
+  await waitFor('an empty queue', async () => /empty/.test((await h.cli(['queue', '--admin-socket', h.adminSocket])).stdout));
+  assert.equal(empty.code, 0);
+
+  const denied = await run(HELPER, ['submit', h.socket, 'nosuch', file, '<x@test>', '1']);
+  assert.equal(denied.code, 1);
+  assert.match(denied.stdout, /unknown_profile/);
+
+  const t = await h.rawRequest({ v: 1, op: 'token', profile: 'alerts' });
+  const drop = await run(HELPER, ['drop', h.socket, 'alerts', t.access_token]);
+  assert.equal(drop.code, 0, drop.stdout);
+  assert.ok(h.auditLines().some((rec) => rec.event === 'token.drop' && rec.reason === 'dropped'));
+});
+
+test('the CLI\'s maildrop writer, then the broker takes the file', { timeout: 60000 }, async () => {
+  const h = await spoolEnv({ plan: { default: 'sent' } });
+  const drop = h.configValue('mail', 'maildrop_dir');
+  fs.mkdirSync(drop, { recursive: true });
+  const msg = message('viaDrop', 1000);
+  const file = h.p('drop.eml');
+  fs.writeFileSync(file, msg);
+  await h.stopBroker();
+  const r = await run(HELPER, ['maildrop', drop, 'alerts', file]);
+  assert.equal(r.code, 0, r.stdout);
+  const names = fs.readdirSync(drop);
+  assert.equal(names.length, 1);
+  assert.match(names[0], new RegExp(`^${process.getuid()}\\.[0-9a-f]{16}$`));
+  assert.equal(fs.statSync(path.join(drop, names[0])).mode & 0o777, 0o640);
+  await h.startBroker();
+  await waitFor('the delivery', () => sent(h).length === 1, { timeoutMs: 15000 });
+  assert.deepEqual(sent(h)[0], msg);
+  assert.deepEqual(fs.readdirSync(drop), []);
+  const queued = h.auditLines().find((rec) => rec.event === 'mail.queued');
+  assert.equal(queued.reason, 'maildrop');
+  assert.equal(queued.peer.uid, process.getuid());
+});
