@@ -412,7 +412,10 @@ static void try_entry(struct spool *s, struct spool_entry *e, uint64_t now)
         const char *reason;
 
         if (spool_expired(e->queued_at, now_realtime_usec() / USEC_PER_SEC, cfg->lifetime_sec)) {
-                spool_fail(s, e, SPOOL_DIR_QUEUE, e->reason[0] ? e->reason : "lifetime exceeded");
+                char why[SPOOL_REASON_MAX];
+                snprintf(why, sizeof(why), "not delivered within its lifetime; last: %.200s",
+                         e->reason[0] ? e->reason : "no attempt");
+                spool_fail(s, e, SPOOL_DIR_QUEUE, why);
                 return;
         }
         t = token_for(s, e, &m, &a, &reason);

@@ -186,6 +186,11 @@ test('a permanent failure goes to failed/ at once; past its lifetime a message f
   await waitFor('failed/', () => files(h, 'failed').includes(perm.commit.queue_id));
   let list = await queue(h);
   assert.equal(list.find((m) => m.id === perm.commit.queue_id).state, 'failed');
+  const metrics = await h.adminRequest({ op: 'metrics' });
+  assert.equal(metrics.mail_spool.failed, 1, 'the metrics count the failed message');
+  const prom = await h.cli(['status', '--prometheus', '--admin-socket', h.adminSocket]);
+  assert.match(prom.stdout, /credbroker_mail_spool_messages\{state="failed"\} 1\n/);
+  assert.match(prom.stdout, /credbroker_mail_spool_oldest_age_seconds \d+\n/);
   assert.equal(list.find((m) => m.id === perm.commit.queue_id).reason, 'Graph said no');
   const old = await submit(h, message('old'));
   await waitFor('the lifetime to pass', () => files(h, 'failed').includes(old.commit.queue_id), { timeoutMs: 20000 });
@@ -207,6 +212,9 @@ test('the queue survives a restart; show, flush and delete', { timeout: 60000 },
   await h.restartBroker();
   const list = await queue(h);
   assert.deepEqual(list.map((m) => m.id).sort(), [a.commit.queue_id, b.commit.queue_id].sort());
+  const figures = (await h.adminRequest({ op: 'metrics' })).mail_spool;
+  assert.equal(figures.queued + figures.deferred, 2, 'two waiting after the restart');
+  assert.ok(figures.oldest_age_seconds >= 0);
   const show = await h.adminRequest({ op: 'queue.show', id: a.commit.queue_id });
   assert.equal(show.message.message_id, '<keep@test>');
   assert.equal((await h.adminRequest({ op: 'queue.show', id: '0'.repeat(24) })).error, 'not_found');
