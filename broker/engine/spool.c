@@ -383,7 +383,8 @@ void spool_defer(struct spool *s, struct spool_entry *e, uint32_t retry_after, c
         e->attempts++;
         if (spool_expired(e->queued_at, now_realtime_usec() / USEC_PER_SEC, m->lifetime_sec)) {
                 char why[SPOOL_REASON_MAX];
-                snprintf(why, sizeof(why), "not delivered within its lifetime; last: %.200s", reason);
+                snprintf(why, sizeof(why), "not delivered within its lifetime; last: %.200s",
+                         reason);
                 spool_fail(s, e, SPOOL_DIR_QUEUE, why);
                 return;
         }
