@@ -58,6 +58,11 @@ static void delivery_free(struct spool_delivery *d)
         free(d);
 }
 
+static void delivery_free_void(void *d)
+{
+        delivery_free(d);
+}
+
 /* {"access_token":T,"graph":…,"mailbox":…,"delegated":…,"ca_file":…}\n in secret memory. */
 static int token_line(const struct broker *b, const struct account *a, const struct secret *token,
                       struct secret **ret)
@@ -211,14 +216,17 @@ static void on_child_exit(struct watch *w, uint32_t events)
         ssize_t n;
         siginfo_t si = {0};
         struct result res;
+        int fd;
 
         (void)events;
         if (waitid(P_PID, (id_t)d->pid, &si, WEXITED | WNOHANG) < 0 || si.si_pid == 0)
                 return;
         n = read(d->out_fd, buf, sizeof(buf) - 1);
         buf[n > 0 ? n : 0] = 0;
-        event_remove(s->b->epfd, &d->pidfd);
-        close(d->pidfd.fd);
+        fd = d->pidfd.fd;
+        /* Freed after this batch of events: nothing of it is touched again meanwhile. */
+        event_release(s->b->epfd, &d->pidfd, d, delivery_free_void);
+        close(fd);
         release(d);
         if (n > 0 && parse_result(buf, (size_t)n, &res) == 0)
                 act_on_result(s, d, &res);
@@ -226,20 +234,24 @@ static void on_child_exit(struct watch *w, uint32_t events)
                 hold(s, d->entry,
                      si.si_code == CLD_EXITED ? "the delivery helper gave no result"
                                               : "the delivery helper was killed");
-        delivery_free(d);
 }
 
 /* ---- starting one ---- */
 
+/* In the forked child of a threaded process: async-signal-safe calls only until execve(). The
+ * broker's blocked signals and ignored SIGPIPE are not the helper's. */
 static void child_exec(const char *helper, int in, int out, int msg)
 {
+        char *const argv[] = {(char *)"credbroker-deliver", NULL};
+        struct sigaction dfl = {.sa_handler = SIG_DFL};
         sigset_t none;
 
         sigemptyset(&none);
         (void)sigprocmask(SIG_SETMASK, &none, NULL);
+        (void)sigaction(SIGPIPE, &dfl, NULL);
         if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(msg, 3) < 0)
                 _exit(127);
-        execl(helper, "credbroker-deliver", (char *)NULL);
+        execve(helper, argv, environ);
         _exit(127);
 }
 
