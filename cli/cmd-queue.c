@@ -32,7 +32,8 @@ static void usage(FILE *f)
               f);
 }
 
-static int call(const char *admin_socket, const char *config, cJSON *request, cJSON **ret)
+/* Sends request (NULL: out of memory) and reads an "ok" reply; the request stays the caller's. */
+static int call(const char *admin_socket, const char *config, const cJSON *request, cJSON **ret)
 {
         if (!request)
                 return EXIT_SOFTWARE;
@@ -69,22 +70,47 @@ static void print_line(const cJSON *m)
                message_id ? message_id : "-", reason ? "\n    " : "", reason ? reason : "");
 }
 
-int queue_list(const char *admin_socket, const char *config)
+/* One page of queue.list from offset: prints it, sets *ret_n (this page) and *ret_total. */
+static int list_page(const char *admin_socket, const char *config, uint64_t offset, bool header,
+                     uint64_t *ret_n, uint64_t *ret_total)
 {
         _cleanup_json_ cJSON *reply = NULL;
+        cJSON *request = admin_request_new("queue.list");
         const cJSON *list, *m;
-        int r = call(admin_socket, config, admin_request_new("queue.list"), &reply);
+        int r;
 
+        if (request && !json_add_uint(request, "offset", offset)) {
+                cJSON_Delete(request);
+                request = NULL;
+        }
+        r = call(admin_socket, config, request, &reply);
+        cJSON_Delete(request);
         if (r != 0)
                 return r;
         list = cJSON_GetObjectItemCaseSensitive(reply, "messages");
-        if (cJSON_GetArraySize(list) == 0) {
-                printf("The mail queue is empty.\n");
-                return 0;
-        }
-        printf("%-24s %-7s %9s %-16s %-12s %2s %s\n", "ID", "STATE", "SIZE", "QUEUED (UTC)",
-               "PROFILE", "N", "MESSAGE-ID");
+        *ret_n = (uint64_t)cJSON_GetArraySize(list);
+        if (json_get_u64(reply, "total", ret_total) < 0)
+                *ret_total = *ret_n;
+        if (header && *ret_n > 0)
+                printf("%-24s %-7s %9s %-16s %-12s %2s %s\n", "ID", "STATE", "SIZE", "QUEUED (UTC)",
+                       "PROFILE", "N", "MESSAGE-ID");
         cJSON_ArrayForEach(m, list) print_line(m);
+        return 0;
+}
+
+int queue_list(const char *admin_socket, const char *config)
+{
+        uint64_t offset = 0, n = 0, total = 0;
+        int r;
+
+        do {
+                r = list_page(admin_socket, config, offset, offset == 0, &n, &total);
+                if (r != 0)
+                        return r;
+                offset += n;
+        } while (n > 0 && offset < total);
+        if (offset == 0)
+                printf("The mail queue is empty.\n");
         return 0;
 }
 
@@ -104,7 +130,8 @@ int queue_show(const char *admin_socket, const char *config, const char *id)
         _cleanup_json_ cJSON *reply = NULL;
         const cJSON *m;
         uint64_t v;
-        int r = call(admin_socket, config, request_with_id("queue.show", id), &reply);
+        _cleanup_json_ cJSON *request = request_with_id("queue.show", id);
+        int r = call(admin_socket, config, request, &reply);
 
         if (r != 0)
                 return r;
@@ -130,7 +157,8 @@ int queue_flush(const char *admin_socket, const char *config, const char *id)
 {
         _cleanup_json_ cJSON *reply = NULL;
         uint64_t n = 0;
-        int r = call(admin_socket, config, request_with_id("queue.flush", id), &reply);
+        _cleanup_json_ cJSON *request = request_with_id("queue.flush", id);
+        int r = call(admin_socket, config, request, &reply);
 
         if (r != 0)
                 return r;
@@ -142,7 +170,8 @@ int queue_flush(const char *admin_socket, const char *config, const char *id)
 int queue_delete(const char *admin_socket, const char *config, const char *id)
 {
         _cleanup_json_ cJSON *reply = NULL;
-        int r = call(admin_socket, config, request_with_id("queue.delete", id), &reply);
+        _cleanup_json_ cJSON *request = request_with_id("queue.delete", id);
+        int r = call(admin_socket, config, request, &reply);
 
         if (r != 0)
                 return r;

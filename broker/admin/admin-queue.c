@@ -2,6 +2,7 @@
  * queue.flush {"id"?}, queue.delete {"id"}. They answer at once from the spool in memory
  * (engine/spool.h); a delete is audited by the spool (mail.deleted). */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "admin-queue.h"
@@ -30,12 +31,24 @@ static cJSON *entry_json(const struct spool_entry_view *v)
         return NULL;
 }
 
+/* One reply must fit a frame: at most this many messages per queue.list, from "offset" on. */
+#define QUEUE_LIST_PAGE 100
+
+struct page {
+        cJSON *list;
+        uint64_t offset, index;
+};
+
 static void add_entry(const struct spool_entry_view *v, void *userdata)
 {
-        cJSON *list = userdata, *o = entry_json(v);
+        struct page *p = userdata;
+        cJSON *o;
 
+        if (p->index++ < p->offset || p->index > p->offset + QUEUE_LIST_PAGE)
+                return;
+        o = entry_json(v);
         if (o)
-                cJSON_AddItemToArray(list, o);
+                cJSON_AddItemToArray(p->list, o);
 }
 
 static bool spool_ready(struct admin_connection *c)
@@ -63,15 +76,21 @@ static const char *request_id(struct admin_connection *c, const cJSON *request, 
 void admin_queue_list(struct admin_connection *c, const cJSON *request, const char *account)
 {
         _cleanup_json_ cJSON *reply = NULL;
-        cJSON *list;
+        struct page p = {0};
 
         if (!spool_ready(c))
                 return;
+        if (cJSON_GetObjectItemCaseSensitive(request, "offset") &&
+            json_get_u64(request, "offset", &p.offset) < 0) {
+                admin_send_error(c, ADMIN_BAD_REQUEST, "\"offset\" must be an integer.");
+                return;
+        }
         reply = admin_reply_new();
-        list = reply ? cJSON_AddArrayToObject(reply, "messages") : NULL;
-        if (list)
-                spool_foreach(c->broker->spool, add_entry, list);
-        admin_send(c, list ? reply : NULL);
+        p.list = reply ? cJSON_AddArrayToObject(reply, "messages") : NULL;
+        if (p.list)
+                spool_foreach(c->broker->spool, add_entry, &p);
+        /* total: how many there are; a client asks again from offset + the page's length. */
+        admin_send(c, p.list && json_add_uint(reply, "total", p.index) ? reply : NULL);
 }
 
 void admin_queue_show(struct admin_connection *c, const cJSON *request, const char *account)

@@ -85,10 +85,15 @@ function files(h, sub) {
   return fs.existsSync(d) ? fs.readdirSync(d) : [];
 }
 
+// queue.list, page by page (a reply holds at most 100 messages).
 async function queue(h) {
-  const r = await h.adminRequest({ op: 'queue.list' });
-  assert.equal(r.ok, true, JSON.stringify(r));
-  return r.messages;
+  const all = [];
+  for (;;) {
+    const r = await h.adminRequest({ op: 'queue.list', offset: all.length });
+    assert.equal(r.ok, true, JSON.stringify(r));
+    all.push(...r.messages);
+    if (r.messages.length === 0 || all.length >= r.total) return all;
+  }
 }
 
 test('a submitted message is durable, private, audited, and delivered once', { timeout: 60000 }, async () => {
@@ -289,15 +294,26 @@ test('SIGKILL during commit: a message is queued or not, never half', { timeout:
 });
 
 test('the maildrop is taken under the owner uid\'s policy decision', { timeout: 60000 }, async () => {
-  const h = await spoolEnv({ plan: { default: 'sent' } });
+  const h = await spoolEnv({
+    plan: { default: 'sent' },
+    profiles: {
+      alerts: { account: 'alerts', scopes: ['https://graph.microsoft.com/Mail.Send'], rules: ['peer required uid root'] },
+      other: { account: 'alerts', scopes: ['https://graph.microsoft.com/Mail.Send'], rules: ['peer required uid 4242'] },
+    },
+  });
   const drop = h.configValue('mail', 'maildrop_dir');
   fs.mkdirSync(drop, { recursive: true });
+  const deniedName = `${process.getuid()}.2`;
+  fs.writeFileSync(path.join(drop, deniedName), Buffer.concat([Buffer.from('{"v":1,"profile":"other"}\n'), message('notmine')]));
   const msg = message('dropped');
   fs.writeFileSync(path.join(drop, `.tmp-${process.getuid()}.1`), Buffer.concat([Buffer.from('{"v":1,"profile":"alerts"}\n'), msg]));
   fs.renameSync(path.join(drop, `.tmp-${process.getuid()}.1`), path.join(drop, `${process.getuid()}.1`));
   await waitFor('the delivery', () => sent(h).length === 1, { timeoutMs: 15000 });
   assert.deepEqual(sent(h)[0], msg);
-  await waitFor('the drop file to go', () => fs.readdirSync(drop).length === 0);
+  await waitFor('the drop file to go', () => fs.readdirSync(drop).length === 1);
+  assert.deepEqual(fs.readdirSync(drop), [deniedName], 'a file whose owner may not use its profile stays');
+  assert.ok(h.auditLines().some((r) => r.event === 'deny' && r.profile === 'other' && /maildrop/.test(r.reason)));
+  assert.equal(sent(h).length, 1);
 });
 
 const HELPER = process.env.CREDBROKER_SUBMIT_HELPER;
@@ -365,4 +381,63 @@ test('the CLI\'s maildrop writer, then the broker takes the file', { timeout: 60
   const queued = h.auditLines().find((rec) => rec.event === 'mail.queued');
   assert.equal(queued.reason, 'maildrop');
   assert.equal(queued.peer.uid, process.getuid());
+});
+
+// P13 under random kill -9: messages are submitted while the broker is SIGKILLed at random
+// moments and started again; the fake helper takes a little while per delivery (and, orphaned,
+// finishes what it started). In the end no message was delivered twice, every message whose
+// commit was answered is delivered or still reported by queue.list (held: "may have been sent"),
+// and none is lost.
+test('random SIGKILLs while mail flows: never twice, never lost', { timeout: 170000 }, async (t) => {
+  const h = await spoolEnv({ plan: { default: 'sent', sleep_ms: 150 }, mail: { concurrency: '4', rate_per_minute: '100000' } });
+  const committed = new Set();
+  const tried = new Set();
+  let kills = 0;
+  let seq = 0;
+  for (let round = 0; round < 15; round++) {
+    const proc = h.broker.proc;
+    const keep = setInterval(() => {}, 1000);
+    const killAt = Date.now() + 100 + Math.floor(Math.random() * 900);
+    const submitting = (async () => {
+      for (let i = 0; i < 8 && Date.now() < killAt + 200; i++) {
+        const tag = `m${seq++}`;
+        tried.add(tag);
+        const r = await submit(h, message(tag)).catch(() => null);
+        if (r && r.commit && r.commit.ok) committed.add(tag);
+        if (!r) break;
+        await sleep(40);
+      }
+    })();
+    await sleep(Math.max(0, killAt - Date.now()));
+    proc.kill('SIGKILL');
+    await waitExit(proc);
+    clearInterval(keep);
+    kills++;
+    h.broker = null;
+    await submitting;
+    await h.startBroker();
+  }
+  // Let everything that can go, go.
+  await waitFor('the queue to settle', async () => (await queue(h)).every((m) => m.state === 'held' || m.state === 'failed'), { timeoutMs: 60000, intervalMs: 500 })
+    .catch(async (e) => {
+      const states = {};
+      for (const m of await queue(h)) states[`${m.state} ${m.reason || ''}`] = (states[`${m.state} ${m.reason || ''}`] || 0) + 1;
+      throw new Error(`${e.message}: ${JSON.stringify(states)}\n${h.brokerLog().slice(-3000)}`);
+    });
+  await sleep(1000); // orphaned helpers of the last kill
+  const delivered = new Map();
+  for (const m of sent(h)) {
+    const tag = m.toString().match(/Subject: (\S+)/)[1];
+    delivered.set(tag, (delivered.get(tag) || 0) + 1);
+  }
+  const list = await queue(h);
+  const listed = new Set(list.map((m) => m.message_id.replace(/^<|@test>$/g, '')));
+  const twice = [...delivered].filter(([, n]) => n > 1);
+  assert.deepEqual(twice, [], 'no message delivered twice');
+  const lost = [...committed].filter((tag) => !delivered.has(tag) && !listed.has(tag));
+  assert.deepEqual(lost, [], 'every committed message is delivered or reported');
+  for (const tag of delivered.keys()) assert.ok(tried.has(tag));
+  const held = list.filter((m) => m.state === 'held').length;
+  t.diagnostic(`kills ${kills}, submitted ${tried.size}, committed ${committed.size}, delivered ${delivered.size}, held ${held}, failed ${list.length - held}`);
+  assert.ok(committed.size >= 15, `enough mail flowed (${committed.size})`);
 });
