@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit-aggregate.h"
 #include "audit.h"
 #include "broker.h"
 #include "config.h"
@@ -57,7 +58,8 @@ static bool allowed(struct spool *s, const struct drop *d)
             .rule = p ? decision.rule : NULL,
             .reason = p ? "maildrop: the file's owner may not use the profile" : "unknown profile",
         };
-        (void)audit_write(s->b->audit, &record);
+        /* Repeats (the file stays and is seen at every scan) are counted, not written again. */
+        (void)audit_write_denial(s->b->denials, &record);
         log_warning("Maildrop: %s denied (uid %u, profile %s); left in place.", d->name,
                     (unsigned)d->uid, d->profile);
         return false;
