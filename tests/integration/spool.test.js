@@ -160,7 +160,7 @@ test('policy denial, full spool, per-uid budget', { timeout: 60000 }, async () =
   assert.ok(h.auditLines().some((r) => r.event === 'deny' && r.profile === 'other'));
   const big = await submit(h, message('big'), { size: 4 * 1024 * 1024 });
   assert.equal(big.begin.error, 'unavailable');
-  assert.match(big.begin.message, /spool is full/);
+  assert.equal(big.begin.message, 'The spool is full; try again later.');
   const one = await submit(h, message('one', 1500000));
   assert.equal(one.commit.ok, true, JSON.stringify(one));
   const two = await submit(h, message('two', 1000000));
