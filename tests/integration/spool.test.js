@@ -168,6 +168,16 @@ test('policy denial, full spool, per-uid budget', { timeout: 60000 }, async () =
   assert.match(two.begin.message, /full for this user/);
   const short = await submit(h, message('short'), { size: 1000 });
   assert.equal(short.commit.error, 'bad_request', 'fewer bytes than announced');
+  const long = await submit(h, message('long'), { size: 10 });
+  assert.equal(long.chunk.error, 'bad_request', 'more bytes than announced');
+  assert.equal(long.chunk.message, 'More data than the size announced.');
+  const c = await new RawClient(h.socket).connect();
+  assert.equal((await c.request({ v: 1, op: 'mail.chunk', data: 'AAAA' })).error, 'bad_request', 'a chunk without submit');
+  assert.equal((await c.request({ v: 1, op: 'mail.commit' })).error, 'bad_request', 'a commit without submit');
+  await c.request({ v: 1, op: 'mail.submit', profile: 'alerts', size: 3, recipients: 1 });
+  assert.equal((await c.request({ v: 1, op: 'mail.chunk', data: 'not base64!' })).error, 'bad_request', 'bad base64');
+  assert.equal((await c.request({ v: 1, op: 'mail.chunk', data: 'A'.repeat(49156) })).error, 'bad_request', 'a chunk over 48 KiB');
+  c.close();
   assert.deepEqual(files(h, 'tmp'), [], 'nothing left in tmp/');
 });
 
