@@ -451,3 +451,27 @@ test('random SIGKILLs while mail flows: never twice, never lost', { timeout: 170
   t.diagnostic(`kills ${kills}, submitted ${tried.size}, committed ${committed.size}, delivered ${delivered.size}, held ${held}, failed ${list.length - held}`);
   assert.ok(committed.size >= 15, `enough mail flowed (${committed.size})`);
 });
+
+test('a large message through libcredbroker within a small request budget', { timeout: 90000 }, async () => {
+  const h = await spoolEnv({
+    plan: { default: 'sent' },
+    profiles: {
+      alerts: { account: 'alerts', scopes: ['https://graph.microsoft.com/Mail.Send'], rules: ['peer required uid 65534'] },
+    },
+  });
+  await h.stopBroker();
+  h.opts.config.broker = { request_rate_per_uid: '20', request_burst_per_uid: '20' };
+  h.writeConfig();
+  await h.startBroker();
+  const msg = message('large', 3 * 1024 * 1024); // 86 chunks: beyond the burst of 20 (root is exempt: nobody)
+  const file = h.p('large.eml');
+  fs.writeFileSync(file, msg, { mode: 0o644 });
+  const t0 = Date.now();
+  const r = await run('setpriv', ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', HELPER,
+    'submit', h.socket, 'alerts', file, '<large@test>', '1'], { timeoutMs: 60000 });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  await waitFor('the delivery', () => sent(h).length === 1, { timeoutMs: 15000 });
+  assert.deepEqual(sent(h)[0], msg, 'byte-exact after rate-limited chunks were sent again');
+  assert.ok(Date.now() - t0 >= 2000, 'the budget did slow it down');
+  assert.ok(h.auditText().includes('request budget of the uid exhausted'), 'the budget was hit');
+});
