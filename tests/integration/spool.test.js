@@ -475,3 +475,18 @@ test('a large message through libcredbroker within a small request budget', { ti
   assert.ok(Date.now() - t0 >= 2000, 'the budget did slow it down');
   assert.ok(h.auditText().includes('request budget of the uid exhausted'), 'the budget was hit');
 });
+
+test('SIGTERM during a delivery waits for its result: sent, not held', { timeout: 60000 }, async () => {
+  const h = await spoolEnv({ plan: { default: 'sent', sleep_ms: 1500 } });
+  const { commit } = await submit(h, message('term'));
+  assert.equal(commit.ok, true);
+  await waitFor('the delivery to start', () => attempts(h) === 1);
+  const stopped = await h.stopBroker();
+  assert.equal(stopped.code, 0, stopped.stderr.slice(-2000));
+  assert.equal(sent(h).length, 1);
+  assert.deepEqual(files(h, 'inflight'), [], 'settled before the broker exited');
+  await h.startBroker();
+  assert.deepEqual(await queue(h), [], 'nothing held');
+  await sleep(1500);
+  assert.equal(sent(h).length, 1, 'and not sent again');
+});
