@@ -46,7 +46,7 @@ int main(int argc, char **argv)
                 if ((r = read_file(argv[4], &msg, &len)) < 0)
                         return fail(r, NULL);
                 r = credbroker_mail_submit(argv[2], argv[3], msg, len, argv[5],
-                                           (size_t)atoi(argv[6]), &id, &err);
+                                           (size_t)strtoul(argv[6], NULL, 10), &id, &err);
                 free(msg);
                 if (r < 0)
                         return fail(r, &err);
