@@ -41,6 +41,7 @@ static int config_mail_defaults(struct config_mail *m)
         m->max_message_mb = 150;
         m->max_spool_mb = 2048;
         m->max_uid_mb = 512;
+        m->max_messages = 100000;
         m->max_submits_per_uid = 4;
         m->scan_interval_sec = 60;
         return 0;
@@ -209,6 +210,7 @@ static int set_mail(struct config_mail *m, const char *key, const char *value)
             {"max_message_mb", offsetof(struct config_mail, max_message_mb), 1, 150},
             {"max_spool_mb", offsetof(struct config_mail, max_spool_mb), 1, 1048576},
             {"max_uid_mb", offsetof(struct config_mail, max_uid_mb), 1, 1048576},
+            {"max_messages", offsetof(struct config_mail, max_messages), 1, 10000000},
             {"max_submits_per_uid", offsetof(struct config_mail, max_submits_per_uid), 1, 64},
             {"scan_interval", offsetof(struct config_mail, scan_interval_sec), 1, 86400},
         };

@@ -39,6 +39,7 @@ struct config_mail {
         uint32_t max_message_mb;      /* one message */
         uint32_t max_spool_mb;        /* the whole queue: beyond it submissions are refused */
         uint32_t max_uid_mb;          /* what one uid may have queued */
+        uint32_t max_messages; /* files in the spool (queue and failed/): bounds its memory */
         uint32_t max_submits_per_uid; /* submissions being received at once per uid */
         uint32_t scan_interval_sec;   /* the maildrop is scanned this often */
 };

@@ -89,6 +89,19 @@ static void handle_token_drop(struct connection *c, const struct wire_request *r
         reply_ok(c, "dropped", NULL, strcmp(outcome, "dropped") == 0);
 }
 
+/* It goes into the logs and the audit log: printable ASCII, no space, as RFC 5322's msg-id. */
+static bool message_id_is_valid(const char *id)
+{
+        size_t n = strlen(id);
+
+        if (n == 0 || n > 998)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (id[i] < 0x21 || id[i] > 0x7e)
+                        return false;
+        return true;
+}
+
 static void handle_submit(struct connection *c, const struct wire_request *req, cJSON *json)
 {
         const char *message_id = json_get_string(json, "message_id");
@@ -104,10 +117,11 @@ static void handle_submit(struct connection *c, const struct wire_request *req, 
         if (json_get_u64(json, "size", &size) < 0 || size == 0 ||
             (cJSON_GetObjectItemCaseSensitive(json, "recipients") &&
              json_get_u64(json, "recipients", &recipients) < 0) ||
-            (message_id && strlen(message_id) > 998)) {
+            (message_id && !message_id_is_valid(message_id))) {
                 request_reply_error(c, WIRE_BAD_REQUEST,
                                     "mail.submit needs \"size\" > 0, a \"recipients\" count and "
-                                    "an optional \"message_id\" of at most 998 characters.",
+                                    "an optional \"message_id\" of at most 998 printable ASCII "
+                                    "characters without spaces.",
                                     0);
                 return;
         }

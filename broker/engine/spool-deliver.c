@@ -155,6 +155,10 @@ static int parse_result(const char *buf, size_t len, struct result *ret)
                 return -EBADMSG;
         snprintf(ret->kind, sizeof(ret->kind), "%s", kind);
         snprintf(ret->reason, sizeof(ret->reason), "%s", reason ? reason : kind);
+        /* It may quote Graph: one line, no control characters, for the logs and failed/. */
+        for (char *p = ret->reason; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = ' ';
         (void)json_get_u64(json, "retry_after", &retry_after);
         ret->retry_after = retry_after > 86400 ? 86400 : (uint32_t)retry_after;
         return 0;

@@ -63,7 +63,10 @@ struct spool {
         struct spool_entry *failed;
         struct spool_mailbox *mailboxes;
         struct spool_submission *submissions;
-        uint64_t bytes; /* of the entries and the submissions being received */
+        /* Of the entries, the failed ones (until deleted) and the submissions being received:
+         * what the limits ([mail] max_spool_mb, max_uid_mb, max_messages) bound. */
+        uint64_t bytes;
+        uint64_t count;
         uint64_t last_scan_usec;
         unsigned maildrop_busy; /* drop files being committed: no rescan until done */
 };

@@ -66,6 +66,9 @@ static uint64_t uid_usage(const struct spool *s, uid_t uid, unsigned *ret_open)
         for (const struct spool_entry *e = s->entries; e; e = e->next)
                 if (e->uid == uid)
                         bytes += e->size;
+        for (const struct spool_entry *e = s->failed; e; e = e->next)
+                if (e->uid == uid)
+                        bytes += e->size;
         for (const struct spool_submission *u = s->submissions; u; u = u->next)
                 if (u->header.uid == uid) {
                         bytes += u->header.size;
@@ -85,7 +88,7 @@ static int check_limits(const struct spool *s, const struct spool_submit_request
                 *ret_refusal = "The message is larger than the spool takes.";
                 return -EFBIG;
         }
-        if (s->bytes + req->size > m->max_spool_mb * MB) {
+        if (s->bytes + req->size > m->max_spool_mb * MB || s->count >= m->max_messages) {
                 *ret_refusal = "The spool is full; try again later.";
                 return -ENOSPC;
         }

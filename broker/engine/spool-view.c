@@ -114,6 +114,8 @@ static void deleted(struct spool *s, struct spool_entry *e, int result)
                 for (struct spool_entry **l = &s->failed; *l; l = &(*l)->next)
                         if (*l == e) {
                                 *l = e->next;
+                                s->bytes -= e->size <= s->bytes ? e->size : s->bytes;
+                                s->count -= s->count > 0;
                                 break;
                         }
         } else {

@@ -96,6 +96,7 @@ void spool_append(struct spool *s, struct spool_entry *e)
         e->next = NULL;
         *link = e;
         s->bytes += e->size;
+        s->count++;
 }
 
 void spool_unlink_entry(struct spool *s, struct spool_entry *e)
@@ -104,6 +105,7 @@ void spool_unlink_entry(struct spool *s, struct spool_entry *e)
                 if (*link == e) {
                         *link = e->next;
                         s->bytes -= e->size <= s->bytes ? e->size : s->bytes;
+                        s->count -= s->count > 0;
                         return;
                 }
 }
@@ -192,6 +194,8 @@ static void load_dir(struct spool *s, enum spool_dir d)
                         read_reason(s, e);
                         e->next = s->failed;
                         s->failed = e;
+                        s->bytes += e->size; /* failed/ counts until it is cleaned */
+                        s->count++;
                         continue;
                 }
                 if (d == SPOOL_DIR_INFLIGHT) {
@@ -360,6 +364,9 @@ static void fail_moved(struct spool *s, struct spool_entry *e, int result)
         e->state = SPOOL_FAILED;
         e->next = s->failed;
         s->failed = e;
+        /* failed/ takes room until an administrator deletes it: still counted. */
+        s->bytes += e->size;
+        s->count++;
 }
 
 void spool_fail(struct spool *s, struct spool_entry *e, enum spool_dir from, const char *reason)
