@@ -177,8 +177,9 @@ test('policy denial, full spool, per-uid budget', { timeout: 60000 }, async () =
   await c.request({ v: 1, op: 'mail.submit', profile: 'alerts', size: 3, recipients: 1 });
   assert.equal((await c.request({ v: 1, op: 'mail.chunk', data: 'not base64!' })).error, 'bad_request', 'bad base64');
   assert.equal((await c.request({ v: 1, op: 'mail.chunk', data: 'A'.repeat(49156) })).error, 'bad_request', 'a chunk over 48 KiB');
+  assert.equal(files(h, 'tmp').length, 1, 'the open submission has its file');
   c.close();
-  assert.deepEqual(files(h, 'tmp'), [], 'nothing left in tmp/');
+  await waitFor('closing the connection to abandon the submission', () => files(h, 'tmp').length === 0);
 });
 
 test('temporary failures back off (1 s doubling), then the message goes', { timeout: 60000 }, async () => {
@@ -489,4 +490,24 @@ test('SIGTERM during a delivery waits for its result: sent, not held', { timeout
   assert.deepEqual(await queue(h), [], 'nothing held');
   await sleep(1500);
   assert.equal(sent(h).length, 1, 'and not sent again');
+});
+
+test('failed messages keep their room until deleted; the message count is bounded', { timeout: 60000 }, async () => {
+  const h = await spoolEnv({ plan: { default: 'permanent' }, mail: { max_spool_mb: '1', max_messages: '3' } });
+  const a = await submit(h, message('fail1', 600000));
+  assert.equal(a.commit.ok, true);
+  await waitFor('failed/', () => files(h, 'failed').includes(a.commit.queue_id));
+  const b = await submit(h, message('fail2', 600000));
+  assert.equal(b.begin.error, 'unavailable', 'failed/ still counts');
+  assert.equal((await h.adminRequest({ op: 'queue.delete', id: a.commit.queue_id })).ok, true);
+  await waitFor('the file to go', () => !files(h, 'failed').includes(a.commit.queue_id));
+  const c = await submit(h, message('fail3', 600000));
+  assert.equal(c.commit.ok, true, 'room again once deleted');
+  for (const tag of ['s1', 's2']) assert.equal((await submit(h, message(tag))).commit.ok, true);
+  const d = await submit(h, message('s3'));
+  assert.equal(d.begin.error, 'unavailable', 'max_messages');
+  const conn = await new RawClient(h.socket).connect();
+  const r = await conn.request({ v: 1, op: 'mail.submit', profile: 'alerts', size: 3, recipients: 1, message_id: '<a\nb@x>' });
+  conn.close();
+  assert.equal(r.error, 'bad_request', 'a Message-ID with a control character');
 });
