@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,8 @@ static void on_child_exit(struct watch *w, uint32_t events)
                 hold(s, d->entry,
                      si.si_code == CLD_EXITED ? "the delivery helper gave no result"
                                               : "the delivery helper was killed");
+        /* Its gate has room again. */
+        spool_deliver_due(s);
 }
 
 /* ---- starting one ---- */
@@ -304,6 +307,8 @@ static void after_inflight(struct spool *s, struct spool_entry *e, int result)
         int fd = -1;
 
         fault_point("spool-after-inflight");
+        if (!d)
+                return; /* stopped before the move was done: held at the next start */
         if (result < 0 || s->b->stopping) {
                 release(d);
                 delivery_free(d);
@@ -473,15 +478,37 @@ void spool_deliver_timeouts(struct spool *s)
         }
 }
 
+/* How long shutdown waits for running deliveries to report (systemd's stop timeout is longer). */
+#define STOP_WAIT_MSEC 10000
+
+/* Waits up to the deadline for d's child; its result is then handled as on the loop. */
+static bool wait_for(struct spool_delivery *d, uint64_t deadline_usec)
+{
+        uint64_t now = now_boottime_usec();
+        struct pollfd p = {.fd = d->pidfd.fd, .events = POLLIN};
+
+        if (now >= deadline_usec || d->pidfd.fd < 0)
+                return false;
+        if (poll(&p, 1, (int)((deadline_usec - now) / 1000)) <= 0 || !(p.revents & POLLIN))
+                return false;
+        on_child_exit(&d->pidfd, EPOLLIN);
+        return true;
+}
+
 void spool_deliver_kill_all(struct spool *s)
 {
+        uint64_t deadline = now_boottime_usec() + STOP_WAIT_MSEC * 1000ull;
+
         for (struct spool_entry *e = s->entries; e; e = e->next) {
                 struct spool_delivery *d = e->delivery;
                 if (!d)
                         continue;
+                /* A delivery that ends in time is settled like any other (its file moves run
+                 * before the disk thread stops); one that does not is left to finish: whether it
+                 * sends is unknown, its file stays in inflight/ and the next start holds it. */
+                if (d->pid > 0 && wait_for(d, deadline) && !e->delivery)
+                        continue;
                 if (d->pid > 0) {
-                        /* Left to finish: whether it sends is unknown, the file stays in
-                         * inflight/ and the next start holds it. */
                         event_remove(s->b->epfd, &d->pidfd);
                         close(d->pidfd.fd);
                 }

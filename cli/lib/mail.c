@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cleanup.h"
 #include "json.h"
@@ -39,22 +40,31 @@ int credbroker_token_drop(const char *socket, const char *profile, const char *a
         return credbroker_reply_error(reply, err);
 }
 
-/* One request and its reply on c; a refusal is an error. */
+/* One request and its reply on c; a refusal is an error. The uid's request budget
+ * ([broker] request_rate_per_uid) counts every chunk: a "rate_limited" refusal was not acted
+ * on, so the same frame is sent again after the broker's retry_after, within the deadline. */
 static int exchange(struct credbroker_conn *c, const cJSON *request, uint64_t deadline, cJSON **ret,
                     struct credbroker_error *err)
 {
-        cJSON *reply = NULL;
-        int r = cb_send(c, request, deadline, err);
+        for (;;) {
+                cJSON *reply = NULL;
+                int r = cb_send(c, request, deadline, err);
 
-        if (r == 0)
-                r = cb_receive(c, deadline, 0, &reply, err);
-        if (r == 0)
-                r = credbroker_reply_error(reply, err);
-        if (r == 0 && ret)
-                *ret = reply;
-        else
-                cJSON_Delete(reply);
-        return r;
+                if (r == 0)
+                        r = cb_receive(c, deadline, 0, &reply, err);
+                if (r == 0)
+                        r = credbroker_reply_error(reply, err);
+                if (r == 0 && ret)
+                        *ret = reply;
+                else
+                        cJSON_Delete(reply);
+                if (r != -EBUSY || err->failure != CREDBROKER_FAILURE_REFUSED)
+                        return r;
+                uint64_t wait_ms = (err->retry_after ? err->retry_after : 1) * 1000;
+                if (wait_ms >= cb_remaining_ms(deadline))
+                        return r;
+                (void)nanosleep(&(struct timespec){.tv_sec = (time_t)(wait_ms / 1000)}, NULL);
+        }
 }
 
 static int send_chunks(struct credbroker_conn *c, const uint8_t *msg, size_t len,
@@ -84,9 +94,12 @@ int credbroker_mail_submit(const char *socket, const char *profile, const uint8_
         _cleanup_json_ cJSON *begin = credbroker_request_new("mail.submit"), *reply = NULL;
         _cleanup_json_ cJSON *commit = credbroker_request_new("mail.commit");
         _cleanup_(credbroker_closep) struct credbroker_conn *c = NULL;
+        struct credbroker_error local;
         const char *id;
         int r;
 
+        if (!err)
+                err = &local;
         if (!begin || !commit || !cJSON_AddStringToObject(begin, "profile", profile) ||
             !json_add_uint(begin, "size", len) ||
             !json_add_uint(begin, "recipients", n_recipients) ||
