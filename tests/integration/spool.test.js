@@ -13,7 +13,10 @@ const FAKE = path.join(__dirname, 'fake-deliver.js');
 const FAULTS = process.env.CREDBROKER_FAULT_POINTS === '1';
 const envs = [];
 after(async () => {
-  for (const h of envs) await h.teardown().catch(() => {});
+  for (const h of envs) {
+    await h.teardown().catch(() => {});
+    if (h.fakeDir) fs.rmSync(h.fakeDir, { recursive: true, force: true });
+  }
 });
 
 function message(tag, bytes = 0) {
