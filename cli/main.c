@@ -92,6 +92,7 @@ static void usage(FILE *f)
               "  account   add, sign in, test, list and remove accounts (administrators)\n"
               "  status    each account's state, as a monitoring check (administrators)\n"
               "  reload    make the broker reload its policy (administrators)\n"
+              "  queue     list, show, flush and delete spooled mail (administrators)\n"
               "  ping      check that the broker is running\n"
               "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
               "\n"
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
         static const struct cli_command commands[] = {
             {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
             {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
-            {"reload", cmd_reload}, {"setup", cmd_setup},
+            {"reload", cmd_reload}, {"setup", cmd_setup},   {"queue", cmd_queue},
         };
         const struct cli_command *c;
         bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);

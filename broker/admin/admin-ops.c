@@ -8,6 +8,7 @@
 
 #include "account-view.h"
 #include "admin-inventory.h"
+#include "admin-queue.h"
 #include "admin-status.h"
 #include "admin.h"
 #include "accounts.h"
@@ -348,6 +349,10 @@ static const struct admin_op admin_ops[] = {
     {"account.cert", handle_credential, true, true, "account_certificate_stored"},
     {"account.secret", handle_credential, true, true, "account_secret_stored"},
     {"account.test", handle_test, true, true, NULL},
+    {"queue.list", admin_queue_list, false, false, NULL},
+    {"queue.show", admin_queue_show, false, false, NULL},
+    {"queue.flush", admin_queue_flush, false, false, NULL},
+    {"queue.delete", admin_queue_delete, false, false, NULL},
 };
 
 const struct admin_op *admin_op_find(const char *name)

@@ -385,6 +385,11 @@ class Harness {
         // Many tests force refreshes with min_ttl; min-refresh.test.js tests the bound.
         min_refresh_interval: 0,
       },
+      // Never the host's /var/spool/credbroker (docs/mail-spool.md).
+      mail: {
+        spool_dir: this.p('spool'),
+        maildrop_dir: this.p('maildrop'),
+      },
     };
     for (const [section, keys] of Object.entries(this.opts.config || {})) {
       sections[section] = { ...(sections[section] || {}), ...keys };

@@ -32,6 +32,10 @@ static void test_op_table(void)
             {"account.cert", true, true, "account_certificate_stored"},
             {"account.secret", true, true, "account_secret_stored"},
             {"account.test", true, true, NULL},
+            {"queue.list", false, false, NULL},
+            {"queue.show", false, false, NULL},
+            {"queue.flush", false, false, NULL},
+            {"queue.delete", false, false, NULL},
         };
         const struct admin_op *table;
         size_t n;
