@@ -14,11 +14,10 @@
 #include "client.h"
 #include "codec.h"
 #include "commands.h"
-#include "config.h"
-#include "graph.h"
 #include "json.h"
 #include "log.h"
 #include "mail.h"
+#include "mail-deliver.h"
 #include "mime.h"
 #include "options.h"
 #include "strbuf.h"
@@ -57,8 +56,11 @@ static void usage(FILE *f)
             "      --save-to-sent-items yes|no  keep a copy in Sent Items (default yes)\n"
             "  -m, --mailbox UPN    mailbox to send as (default: the account's mailbox)\n"
             "  -S, --socket PATH    broker socket\n"
-            "  -c, --config PATH    configuration with the Graph URL and CA bundle\n"
-            "                       (default $CREDBROKER_CONFIG or " CONFIG_DEFAULT_PATH ")\n",
+            "  -c, --config PATH    a configuration naming the socket (default "
+            "$CREDBROKER_CONFIG)\n"
+            "\n"
+            "What Graph cannot take now (down, throttled, the token endpoint unreachable) goes to\n"
+            "the broker's spool, which sends it later; exit 0 then too.\n",
             f);
 }
 
@@ -175,16 +177,6 @@ static int read_text(const char *path, struct buf **ret)
         }
         *ret = TAKE_PTR(body);
         return 0;
-}
-
-/* Graph URL and CA bundle come from the configuration when there is one. */
-static int load_client_config(const char *option, struct config **ret)
-{
-        const char *path = cli_config_path(option);
-
-        if (!option && access(path, F_OK) < 0 && errno == ENOENT)
-                return config_new_default(ret) < 0 ? EXIT_SOFTWARE : 0;
-        return config_load(path, true, ret) < 0 ? EXIT_CONFIG : 0;
 }
 
 enum {
@@ -346,95 +338,47 @@ static bool save_to_sent_items(const struct send_options *o)
         return !o->save_to_sent_items || strcmp(o->save_to_sent_items, "yes") == 0;
 }
 
-/* Graph's JSON sendMail document for a message JSON carries the same: text or HTML body. */
-static int json_document(const struct send_options *o, const char *body, char **ret)
+/* On a terminal: how much of a large message Graph has (the upload-session path only). */
+static void show_progress(uint64_t done, uint64_t total, void *userdata)
 {
-        _cleanup_json_ cJSON *document = cJSON_CreateObject();
-        cJSON *message = document ? cJSON_AddObjectToObject(document, "message") : NULL, *content;
-        const struct strv *lists[] = {&o->to, &o->cc, &o->bcc};
-        static const char *const names[] = {"toRecipients", "ccRecipients", "bccRecipients"};
+        unsigned percent = total ? (unsigned)(done * 100 / total) : 100;
+        int width = 30, filled = (int)(percent * (unsigned)width / 100);
 
-        if (!message)
-                return -ENOMEM;
-        for (size_t k = 0; k < 3; k++) {
-                cJSON *array;
-
-                /* Graph wants absent lists rather than empty ones. */
-                if (lists[k]->n == 0)
-                        continue;
-                array = cJSON_AddArrayToObject(message, names[k]);
-                for (size_t i = 0; i < lists[k]->n; i++)
-                        if (!array || mail_add_recipient(array, lists[k]->v[i]) < 0)
-                                return -ENOMEM;
-        }
-        content = cJSON_AddObjectToObject(message, "body");
-        if (!content || !cJSON_AddStringToObject(message, "subject", o->subject) ||
-            !cJSON_AddStringToObject(content, "contentType", o->html ? "HTML" : "Text") ||
-            !cJSON_AddStringToObject(content, "content", body) ||
-            !cJSON_AddBoolToObject(document, "saveToSentItems", save_to_sent_items(o)))
-                return -ENOMEM;
-        *ret = cJSON_PrintUnformatted(document);
-        return *ret ? 0 : -ENOMEM;
+        fprintf(stderr, "\rcredbroker: uploading [%.*s%*s] %3u%% of %.1f MB", filled,
+                "##############################", width - filled, "", percent, (double)total / 1e6);
+        if (done >= total)
+                fputc('\n', stderr);
+        fflush(stderr);
 }
 
-/* Graph's MIME sendMail body: the whole message in base64. */
-static int mime_document(const uint8_t *mime, size_t len, char **ret)
+/* Through the one delivery flow sendmail uses too (cli/mail-deliver.c): Graph directly, or the
+ * broker's spool when Graph or the token endpoint cannot be reached now. */
+static int deliver(const struct send_options *o, const uint8_t *mime, size_t len)
 {
-        struct strbuf b = STRBUF_INIT(2 * DIRECT_MIME_MAX);
+        struct mail_deliver_result result;
+        struct mail_deliver_request request = {
+            .socket = client_socket_path(o->target.socket, o->target.config),
+            .profile = o->profile,
+            .raw = mime,
+            .len = len,
+            .recipients_from_headers = true,
+            /* The administrator wrote the From (or --mailbox) on purpose: Graph decides. */
+            .from_policy = MAIL_FROM_KEEP,
+            .mailbox = o->mailbox,
+            .save_to_sent_items = save_to_sent_items(o),
+            .progress = isatty(STDERR_FILENO) ? show_progress : NULL,
+        };
 
-        if (len > DIRECT_MIME_MAX) {
-                fprintf(stderr,
-                        "credbroker: the message is larger than %d bytes, more than one "
-                        "Graph request carries\n",
-                        DIRECT_MIME_MAX);
-                return -EMSGSIZE;
-        }
-        if (base64_encode(&b, mime, len, 0) < 0) {
-                strbuf_done(&b);
-                return -ENOMEM;
-        }
-        *ret = strbuf_steal(&b, NULL);
-        return *ret ? 0 : -ENOMEM;
-}
-
-/* ==== THE ONE DELIVERY CALL SITE ==== When cli/mail-deliver.c (mail_deliver(), helper
- * mail-sendmail) is merged, the body of this function becomes one call of it with (profile,
- * socket, mime, len, save_to_sent_items), and json_document(), mime_document() and
- * load_client_config() go: the message is complete MIME already. Until then it uses the Graph
- * client of cli/graph.c: JSON sendMail for a message JSON carries the same (no attachment,
- * alternative, extra field, From or Reply-To), MIME sendMail otherwise. */
-static int deliver(const struct send_options *o, const char *body, const uint8_t *mime, size_t len,
-                   const cJSON *token_reply)
-{
-        _cleanup_(config_freep) struct config *config = NULL;
-        bool json =
-            o->attach.n == 0 && !o->html_file && o->headers.n == 0 && !o->from && !o->reply_to;
-        char *document = NULL;
-        int r = load_client_config(o->target.config, &config);
-
-        if (r != 0)
-                return r;
-        if (!json && !save_to_sent_items(o))
-                fprintf(stderr, "credbroker: warning: Graph keeps a copy of a MIME message in Sent "
-                                "Items whatever --save-to-sent-items says\n");
-        r = json ? json_document(o, body, &document) : mime_document(mime, len, &document);
-        if (r < 0)
-                return r == -EMSGSIZE ? EXIT_DATAERR : EXIT_SOFTWARE;
-        r = graph_send_mail(&(struct graph_request){
-            .graph_base = graph_base_of(token_reply, config->graph_url),
-            .ca_bundle = config->ca_bundle,
-            .mailbox = o->mailbox ? o->mailbox : json_get_string(token_reply, "mailbox"),
-            .access_token = json_get_string(token_reply, "access_token"),
-            .body = document,
-            .mime = !json,
-        });
-        free(document);
-        return r;
+        mail_deliver(&request, &result);
+        if (result.exit_code != 0)
+                fprintf(stderr, "credbroker: %s\n", result.reason);
+        else if (result.queued)
+                fprintf(stderr, "credbroker: queued in the broker's spool: %s\n", result.reason);
+        return result.exit_code;
 }
 
 static int run(struct send_options *o)
 {
-        _cleanup_json_ cJSON *reply = NULL;
         _cleanup_buf_ struct buf *body = NULL, *html = NULL;
         _cleanup_free_ uint8_t *mime = NULL;
         size_t len = 0;
@@ -454,11 +398,7 @@ static int run(struct send_options *o)
                           &mime, &len);
         if (r != 0)
                 return r;
-        r = client_get_token(client_socket_path(o->target.socket, o->target.config), o->profile,
-                             NULL, 0, 300, &reply);
-        if (r != 0)
-                return r;
-        return deliver(o, text, mime, len, reply);
+        return deliver(o, mime, len);
 }
 
 int cmd_send(int argc, char **argv)

@@ -125,7 +125,7 @@ static int send_once(const struct mail_deliver_request *r, const cJSON *reply,
         struct graph_mail_target t = {
             .graph_url = graph_base(reply),
             .ca_file = json_get_string(reply, "ca_file"),
-            .mailbox = json_get_string(reply, "mailbox"),
+            .mailbox = r->mailbox ? r->mailbox : json_get_string(reply, "mailbox"),
             .delegated = cJSON_IsTrue(delegated),
             .from = m->from,
             .save_to_sent_items = r->save_to_sent_items,
@@ -262,6 +262,7 @@ static int prepare(const struct mail_deliver_request *r, const char *mailbox,
             .aliases = r->aliases,
             .from_policy = r->from_policy,
             .recipients_from_headers = r->recipients_from_headers,
+            .from_optional = !mailbox,
             .recipients = r->recipients,
             .n_recipients = r->n_recipients,
         };
@@ -290,7 +291,7 @@ int mail_deliver(const struct mail_deliver_request *r, struct mail_deliver_resul
         state = request_token(r, &reply, ret);
         if (state == TOKEN_FINAL)
                 return ret->exit_code;
-        mailbox = reply ? json_get_string(reply, "mailbox") : NULL;
+        mailbox = r->mailbox ? r->mailbox : reply ? json_get_string(reply, "mailbox") : NULL;
         if (prepare(r, mailbox ? mailbox : r->fallback_mailbox, &m, ret) != 0)
                 return ret->exit_code;
         k = state == TOKEN_OK ? send_with_retry(r, &reply, &m, ret) : 1;

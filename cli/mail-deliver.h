@@ -39,6 +39,9 @@ struct mail_deliver_request {
         enum mail_from_policy from_policy;
         /* The profile's mailbox when the broker cannot be asked (mail.conf), may be NULL. */
         const char *fallback_mailbox;
+        /* The mailbox to send as instead of the account's (credbroker send --mailbox), may be
+         * NULL. A message that goes to the spool is sent later as the account's mailbox. */
+        const char *mailbox;
         const char *maildrop_dir; /* NULL: MAIL_MAILDROP_DIR */
         unsigned spool_wait_ms;   /* 0: MAIL_DELIVER_SPOOL_WAIT_MS */
         bool save_to_sent_items;

@@ -62,7 +62,6 @@ const char *cli_socket_from_config(enum credbroker_socket which, void *config_op
         return cli_configured_socket(config_option, which == CREDBROKER_SOCKET_ADMIN);
 }
 
-#if HAVE_SENDMAIL
 /* Run through a symlink named sendmail (or mailq, newaliases): the sendmail command, with
  * argv[0] telling it which. */
 static bool invoked_as_sendmail(const char *argv0)
@@ -74,11 +73,6 @@ static bool invoked_as_sendmail(const char *argv0)
                         strcmp(base, "newaliases") == 0);
 }
 
-static const struct cli_command sendmail_command = {"sendmail", cmd_sendmail};
-#else
-#define invoked_as_sendmail(argv0) false
-#endif
-
 static void usage(FILE *f)
 {
         fputs("Usage: credbroker COMMAND [OPTIONS]\n"
@@ -86,9 +80,7 @@ static void usage(FILE *f)
               "Commands:\n"
               "  token     print an access token for a profile\n"
               "  send      send mail through Microsoft Graph with a brokered token\n"
-#if HAVE_SENDMAIL
               "  sendmail  a drop-in sendmail(8) for cron and other programs (docs/mail.md)\n"
-#endif
               "  account   add, sign in, test, list and remove accounts (administrators)\n"
               "  status    each account's state, as a monitoring check (administrators)\n"
               "  reload    make the broker reload its policy (administrators)\n"
@@ -103,9 +95,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
         static const struct cli_command commands[] = {
-            {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
-            {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
-            {"reload", cmd_reload}, {"setup", cmd_setup},   {"queue", cmd_queue},
+            {"token", cmd_token},       {"send", cmd_send},     {"account", cmd_account},
+            {"ping", cmd_ping},         {"policy", cmd_policy}, {"status", cmd_status},
+            {"reload", cmd_reload},     {"setup", cmd_setup},   {"queue", cmd_queue},
+            {"sendmail", cmd_sendmail},
         };
         const struct cli_command *c;
         bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);
@@ -126,11 +119,7 @@ int main(int argc, char **argv)
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
-        c = as_sendmail ? NULL : cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
-#if HAVE_SENDMAIL
-        if (as_sendmail || strcmp(argv[1], "sendmail") == 0)
-                c = &sendmail_command;
-#endif
+        c = cli_command_find(commands, ELEMENTSOF(commands), as_sendmail ? "sendmail" : argv[1]);
         /* As sendmail, argv[0] stays: sendmail, mailq or newaliases tell the command which. */
         r = !c ? EXIT_USAGE : as_sendmail ? c->run(argc, argv) : c->run(argc - 1, argv + 1);
         if (!c)

@@ -304,13 +304,14 @@ static const char *deny_reason(const struct graph_conn *c, enum graph_stage stag
                          c->t->from ? c->t->from : "that address", as);
         else if (stage == STAGE_DRAFT || stage == STAGE_SESSION || stage == STAGE_UPLOAD)
                 snprintf(buf, size,
-                         "a message over 3 MB goes through a draft and upload sessions, which "
-                         "need the %s permission the token lacks",
+                         "a message over 3 MB, or one kept out of Sent Items, goes through a "
+                         "draft (and upload sessions), which need the %s permission the token "
+                         "lacks",
                          c->shared ? "Mail.ReadWrite.Shared" : "Mail.ReadWrite");
         else if (stage == STAGE_SEND)
                 snprintf(buf, size,
-                         "sending the draft of a message over 3 MB needs %s and %s; the token "
-                         "lacks one",
+                         "sending the draft of a message over 3 MB, or one kept out of Sent "
+                         "Items, needs %s and %s; the token lacks one",
                          c->shared ? "Mail.Send.Shared" : "Mail.Send",
                          c->shared ? "Mail.ReadWrite.Shared" : "Mail.ReadWrite");
         else if (c->shared)
@@ -704,6 +705,26 @@ static int split_message(const uint8_t *message, size_t len, struct mail_split *
         return 0;
 }
 
+/* PidTagDeleteAfterSubmit on the draft: Exchange removes the message from Sent Items once it
+ * is submitted. MIME sendMail has no saveToSentItems, so --save-to-sent-items no takes the
+ * draft path. 1 when set, 0 with *ret filled when Graph refused. */
+static int keep_out_of_sent_items(struct graph_conn *c, const char *draft_url,
+                                  struct graph_mail_outcome *ret)
+{
+        static const char patch[] =
+            "{\"singleValueExtendedProperties\":[{\"id\":\"Boolean 0x0E01\",\"value\":\"true\"}]}";
+        struct graph_reply reply;
+        int r = graph_request(c, "PATCH", draft_url, true, "application/json", NULL, patch,
+                              sizeof(patch) - 1, &reply);
+
+        if (r < 0)
+                return r;
+        if (reply.curl == CURLE_OK && reply.status == 200)
+                return 1;
+        classify(c, STAGE_DRAFT, &reply, ret);
+        return 0;
+}
+
 /* Draft + upload sessions + send. */
 static int send_large(struct graph_conn *c, const uint8_t *message, size_t len,
                       struct graph_mail_outcome *ret)
@@ -722,6 +743,11 @@ static int send_large(struct graph_conn *c, const uint8_t *message, size_t len,
         r = create_draft(c, &split, &draft_url, ret);
         if (r <= 0)
                 goto out;
+        if (!c->t->save_to_sent_items) {
+                r = keep_out_of_sent_items(c, draft_url, ret);
+                if (r <= 0)
+                        goto fail;
+        }
         progress_add(c, split.rest_len);
         for (size_t i = 0; i < split.n_parts; i++) {
                 r = upload_part(c, draft_url, &split.parts[i], ret);
@@ -812,8 +838,9 @@ int graph_mail_send(const struct graph_mail_target *t, const char *access_token,
         }
         r = conn_open(&c, access_token);
         if (r >= 0)
-                r = len <= GRAPH_MIME_DIRECT_MAX ? send_direct(&c, message, len, ret)
-                                                 : send_large(&c, message, len, ret);
+                r = len <= GRAPH_MIME_DIRECT_MAX && t->save_to_sent_items
+                        ? send_direct(&c, message, len, ret)
+                        : send_large(&c, message, len, ret);
         conn_close(&c);
         return r;
 }

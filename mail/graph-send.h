@@ -17,13 +17,14 @@
 #define GRAPH_MESSAGE_MAX (150u * 1024 * 1024)
 
 struct graph_mail_target {
-        const char *graph_url;   /* the token reply's "graph" */
-        const char *ca_file;     /* NULL: the system's */
-        const char *mailbox;     /* the account's mailbox (token reply "mailbox"), may be NULL */
-        bool delegated;          /* token of a signed-in user: /me/sendMail unless from differs */
-        const char *from;        /* the message's From address (plain addr-spec) */
-        bool save_to_sent_items; /* kept for the JSON variant; MIME sends always save (Graph
-                                  * has no parameter for it there) */
+        const char *graph_url; /* the token reply's "graph" */
+        const char *ca_file;   /* NULL: the system's */
+        const char *mailbox;   /* the account's mailbox (token reply "mailbox"), may be NULL */
+        bool delegated;        /* token of a signed-in user: /me/sendMail unless from differs */
+        const char *from;      /* the message's From address (plain addr-spec) */
+        /* false: the message goes as a draft marked PidTagDeleteAfterSubmit, so that Exchange
+         * keeps no copy in Sent Items (MIME sendMail has no saveToSentItems). */
+        bool save_to_sent_items;
 };
 
 enum graph_mail_result {

@@ -133,6 +133,11 @@ int prepare_from(struct prepare *p)
                 if (r >= 0 && !f.name && !strchr(candidate, '@'))
                         f.name = strdup(candidate);
         }
+        if (r >= 0 && !resolved && !o->mailbox && o->from_optional) {
+                free(f.name);
+                free(f.addr);
+                return 0;
+        }
         if (r >= 0 && !resolved && !o->mailbox)
                 r = prepare_fail(p, -EBADMSG, "The message has no From address with a domain.");
         if (r >= 0)

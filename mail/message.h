@@ -34,7 +34,10 @@ struct mail_prepare_options {
         const struct mail_aliases *aliases;
         enum mail_from_policy from_policy;
         bool recipients_from_headers; /* -t */
-        char *const *recipients;      /* command-line recipients; mail_prepare expands aliases */
+        /* No mailbox is known now (the broker cannot be asked): a message without a From that
+         * can be built keeps none; the spool's delivery puts the account's mailbox there. */
+        bool from_optional;
+        char *const *recipients; /* command-line recipients; mail_prepare expands aliases */
         size_t n_recipients;
 };
 

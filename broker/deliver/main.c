@@ -19,6 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "address.h"
 #include "cleanup.h"
 #include "graph-send.h"
 #include "hardening.h"
@@ -138,8 +139,27 @@ static int local_failure(int r, const char *what)
         return print_result(permanent ? "permanent" : "temporary", 0, reason, 0);
 }
 
+/* A message queued while no mailbox could be learnt (the broker was down when sendmail ran,
+ * mail.conf names none) has no From: the account's mailbox, which Graph sends as anyway, goes
+ * in front. The caller frees *ret. */
+static int add_from(const char *mailbox, const uint8_t *msg, size_t len, uint8_t **ret,
+                    size_t *ret_len)
+{
+        size_t head = strlen("From: \r\n") + strlen(mailbox);
+        uint8_t *out = malloc(head + len);
+
+        if (!out)
+                return -ENOMEM;
+        snprintf((char *)out, head + 1, "From: %s\r\n", mailbox);
+        memcpy(out + head, msg, len);
+        *ret = out;
+        *ret_len = head + len;
+        return 0;
+}
+
 static int send_message(cJSON *line, const uint8_t *msg, size_t len)
 {
+        _cleanup_free_ uint8_t *with_from = NULL;
         cJSON *token = cJSON_GetObjectItemCaseSensitive(line, "access_token");
         char from[ADDRESS_MAX + 1];
         struct graph_mail_outcome outcome = {0};
@@ -156,8 +176,13 @@ static int send_message(cJSON *line, const uint8_t *msg, size_t len)
         if (!cJSON_IsString(token) || !t.graph_url)
                 return local_failure(-EINVAL, "the broker's token line is incomplete");
         header_from(msg, len, from);
-        if (!from[0] && t.mailbox)
+        if (!from[0] && t.mailbox && address_is_valid(t.mailbox)) {
                 snprintf(from, sizeof(from), "%s", t.mailbox);
+                r = add_from(t.mailbox, msg, len, &with_from, &len);
+                if (r < 0)
+                        return local_failure(r, "the message could not be sent");
+                msg = with_from;
+        }
         r = graph_mail_send(&t, token->valuestring, msg, len, NULL, NULL, &outcome);
         explicit_bzero(token->valuestring, strlen(token->valuestring));
         if (r < 0)

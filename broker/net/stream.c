@@ -350,12 +350,6 @@ static void stream_process(struct stream *s)
                 buf_shrink(s->in);
         s->processing = false;
         stream_flush(s);
-        /* Stopped at the high-water mark and the flush drained it at once: the whole frames left
-         * would wait for a read event that may never come (the peer sent them all already), so
-         * the next turn goes on with them. */
-        if (s->watch.fd >= 0 && !s->closing && !busy(s) &&
-            buf_len(s->out) < STREAM_OUT_HIGH_WATER && wire_frame_peek(s->in, &payload, &len) == 1)
-                backlog_add(s);
 }
 
 void stream_resume(struct stream *s)

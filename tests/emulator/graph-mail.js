@@ -620,6 +620,37 @@ module.exports = function graphMail(kit) {
     sendEmpty(res, 202, { 'request-id': ctx.requestId, 'client-request-id': ctx.clientRequestId });
   }
 
+  // PATCH of a draft: this emulator updates singleValueExtendedProperties only, and of them
+  // models PidTagDeleteAfterSubmit ("Boolean 0x0E01"): Exchange removes the message from Sent
+  // Items once it is submitted, so the delivered message is recorded with save_to_sent_items
+  // false. Graph answers 200 with the updated message.
+  function handleUpdateDraft(app, ctx, got, res, messageSegment) {
+    checkMailboxAccess(app, ctx.at, ctx.mailbox, 'readwrite');
+    const d = findDraft(app, ctx, messageSegment);
+    const doc = parseJsonBody(got);
+    if (!isPlainObject(doc)) throw new GraphError(400, 'RequestBodyRead', 'Invalid request body: expected a microsoft.graph.message object.');
+    for (const k of Object.keys(doc)) {
+      if (k !== 'singleValueExtendedProperties') {
+        throw new GraphError(400, 'BadRequest', `The emulator updates only singleValueExtendedProperties of a draft, not '${k.slice(0, 60)}'.`);
+      }
+    }
+    const props = doc.singleValueExtendedProperties;
+    if (!Array.isArray(props) || props.length > 32) throw new GraphError(400, 'RequestBodyRead', 'singleValueExtendedProperties must be a collection.');
+    for (const p of props) {
+      if (!isPlainObject(p) || typeof p.id !== 'string' || typeof p.value !== 'string') {
+        throw new GraphError(400, 'RequestBodyRead', 'Each singleValueLegacyExtendedProperty needs a string id and value.');
+      }
+      if (!/^(Boolean|String|Integer|Long|SystemTime|Binary) 0x[0-9A-Fa-f]{4}$/.test(p.id)) {
+        throw new GraphError(400, 'ErrorInvalidExtendedPropertyValue', `The extended property id '${p.id.slice(0, 60)}' is not valid.`);
+      }
+      if (lc(p.id) === 'boolean 0x0e01') {
+        if (p.value !== 'true' && p.value !== 'false') throw new GraphError(400, 'ErrorInvalidExtendedPropertyValue', 'A Boolean property takes true or false.');
+        d.save = p.value !== 'true';
+      }
+    }
+    sendJson(res, 200, draftView(d));
+  }
+
   function handleDeleteDraft(app, ctx, res, messageSegment) {
     checkMailboxAccess(app, ctx.at, ctx.mailbox, 'readwrite');
     const d = findDraft(app, ctx, messageSegment);
@@ -695,7 +726,7 @@ module.exports = function graphMail(kit) {
       if (got.tooLarge) {
         throw new GraphError(413, 'RequestEntityTooLarge', 'The maximum request length supported is 4MB.', got.drop ? { Connection: 'close' } : {});
       }
-      const allow = op === 'message' ? ['GET', 'DELETE'] : ['POST'];
+      const allow = op === 'message' ? ['GET', 'PATCH', 'DELETE'] : ['POST'];
       if (!allow.includes(req.method)) {
         throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: allow.join(', ') });
       }
@@ -706,6 +737,7 @@ module.exports = function graphMail(kit) {
         checkMailboxAccess(app, at, ctx.mailbox, 'readwrite');
         return sendJson(res, 200, draftView(findDraft(app, ctx, m[3])));
       }
+      if (op === 'message' && req.method === 'PATCH') return handleUpdateDraft(app, ctx, got, res, m[3]);
       if (op === 'message') return handleDeleteDraft(app, ctx, res, m[3]);
       if (op === 'sendmail') return handleSendMail(app, ctx, got, req, res);
       if (op === 'messages') return handleCreateDraft(app, ctx, got, req, res);

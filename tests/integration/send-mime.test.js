@@ -43,18 +43,33 @@ test('refused before anything is sent: bad --header, --attach, --from, --reply-t
   assert.equal((await h.counters()).send_mail, sentBefore, 'Graph was never called');
 });
 
-// Graph's MIME sendMail has no saveToSentItems: only the JSON document carries it (a message
-// without attachments, alternative, extra fields, --from or --reply-to).
-test('--save-to-sent-items no reaches Graph', { timeout: 30000 }, async () => {
-  const before = (await h.mail()).length;
-  const r = await send(['--save-to-sent-items', 'no']);
-  assert.equal(r.code, 0, r.stderr);
-  const mail = (await h.mail()).slice(before);
-  assert.equal(mail.length, 1);
-  if (mail[0].request && typeof mail[0].request === 'object') {
-    assert.equal(mail[0].request.saveToSentItems, false);
-  } else {
-    assert.equal(mail[0].save_to_sent_items, false);
+// Graph's MIME sendMail has no saveToSentItems: --save-to-sent-items no sends the message as a
+// draft marked PidTagDeleteAfterSubmit ("Boolean 0x0E01"), which Exchange removes from Sent
+// Items once submitted; the emulator records the delivery with save_to_sent_items false.
+test('--save-to-sent-items no reaches Graph (and needs Mail.ReadWrite, which the error names)', { timeout: 60000 }, async () => {
+  // The default account has Mail.Send only: the draft is refused, the message says why.
+  const refused = await send(['--save-to-sent-items', 'no']);
+  assert.equal(refused.code, 77, refused.stderr);
+  assert.match(refused.stderr, /kept out of Sent Items.*Mail\.ReadWrite/);
+  const G = 'https://graph.microsoft.com';
+  const scopes = [`${G}/Mail.Send`, `${G}/Mail.ReadWrite`];
+  const hr = await setup({ refreshTokenScopes: scopes, profiles: { alerts: { account: 'alerts', scopes } } });
+  try {
+    const one = (save) => hr.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 's', '--config', hr.conf,
+      '--save-to-sent-items', save], { input: 'body\n' });
+    const r = await one('no');
+    assert.equal(r.code, 0, r.stderr);
+    const got = await hr.emulatorAdmin('GET', '/admin/mail/delivered');
+    assert.equal(got.length, 1);
+    assert.equal(got[0].via, 'draft');
+    assert.equal(got[0].save_to_sent_items, false);
+    const kept = await one('yes');
+    assert.equal(kept.code, 0, kept.stderr);
+    const both = await hr.emulatorAdmin('GET', '/admin/mail/delivered');
+    assert.equal(both[1].save_to_sent_items, true);
+    assert.notEqual(both[1].via, 'draft', 'a message Sent Items may keep goes as one sendMail');
+  } finally {
+    await hr.teardown();
   }
 });
 
