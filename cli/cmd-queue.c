@@ -65,7 +65,7 @@ static void print_line(const cJSON *m)
         tt = (time_t)queued_at;
         if (gmtime_r(&tt, &tm))
                 strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
-        printf("%-24s %-7s %9" PRIu64 " %s %-12s %2" PRIu64 " %s%s%s\n", json_get_string(m, "id"),
+        printf("%-24s %-7s %9" PRIu64 " %s %-12s %5" PRIu64 " %s%s%s\n", json_get_string(m, "id"),
                json_get_string(m, "state"), size, when, json_get_string(m, "profile"), attempts,
                message_id ? message_id : "-", reason ? "\n    " : "", reason ? reason : "");
 }
@@ -92,8 +92,8 @@ static int list_page(const char *admin_socket, const char *config, uint64_t offs
         if (json_get_u64(reply, "total", ret_total) < 0)
                 *ret_total = *ret_n;
         if (header && *ret_n > 0)
-                printf("%-24s %-7s %9s %-16s %-12s %2s %s\n", "ID", "STATE", "SIZE", "QUEUED (UTC)",
-                       "PROFILE", "N", "MESSAGE-ID");
+                printf("%-24s %-7s %9s %-16s %-12s %5s %s\n", "ID", "STATE", "SIZE", "QUEUED (UTC)",
+                       "PROFILE", "TRIES", "MESSAGE-ID");
         cJSON_ArrayForEach(m, list) print_line(m);
         return 0;
 }
