@@ -36,6 +36,7 @@
 #include "policy-reload.h"
 #include "policy.h"
 #include "refresh.h"
+#include "spool.h"
 #include "store-worker.h"
 #include "store.h"
 #include "stream.h"
@@ -186,6 +187,12 @@ static int broker_open(struct broker *b)
                            &b->streams);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the sockets");
+        /* Mail is an addition: without a usable spool the broker still serves tokens, and
+         * mail.submit answers "unavailable" (the CLI then uses the maildrop or exits 75). */
+        if (spool_open(b) < 0) {
+                log_error("The mail spool is unusable; mail cannot be queued.");
+                spool_close(b);
+        }
         /* The admin socket first: if another broker answers on it, nothing of this one has
          * touched the client socket yet. */
         r = admin_listen(b);
@@ -204,6 +211,8 @@ static void broker_close(struct broker *b)
         admin_close_all(b);
         stream_hub_free(b->streams);
         b->streams = NULL;
+        b->stopping = true;
+        spool_close(b);
         /* Before idp_free(): a refresh token read that completes now must find the HTTPS side
          * still there (it starts nothing while stopping, see refresh.c). */
         b->stopping = true;
@@ -290,6 +299,7 @@ static int run(struct broker *b)
                         stream_hub_tick(b->streams);
                         audit_aggregator_tick(b->denials);
                         audit_checkpoint_tick(b->checkpoints);
+                        spool_tick(b);
                 }
 #if HAVE_SYSTEMD
                 if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {

@@ -15,6 +15,7 @@
 #include "client.h"
 #include "config.h"
 #include "display.h"
+#include "graph-send.h"
 #include "json.h"
 
 #define GRAPH_RESPONSE_MAX (64 * 1024)
@@ -52,27 +53,12 @@ static int report_graph_error(long status, const struct buf *body)
         return EXIT_UNAVAILABLE;
 }
 
-/* The proxy libcurl takes from the environment for an https:// URL, and the variable's name. */
-static const char *environment_proxy(const char **ret_name)
-{
-        static const char *const names[] = {"https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
-
-        for (size_t i = 0; i < ELEMENTSOF(names); i++) {
-                const char *v = secure_getenv(names[i]);
-                if (v && *v) {
-                        *ret_name = names[i];
-                        return v;
-                }
-        }
-        return NULL;
-}
-
 /* Says why Graph was not reached; a proxy from the environment is named, without its user name
  * and password. */
 static void report_unreachable(CURL *e, CURLcode c, const char *graph_base)
 {
         _cleanup_free_ char *shown = NULL;
-        const char *variable = NULL, *proxy = environment_proxy(&variable);
+        const char *variable = NULL, *proxy = graph_environment_proxy(&variable);
         long connect_code = 0;
 
         curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connect_code);
@@ -130,7 +116,8 @@ int graph_send_mail(const struct graph_request *r)
         } else if (asprintf(&url, "%s/v1.0/me/sendMail", r->graph_base) < 0) {
                 url = NULL;
         }
-        headers = curl_slist_append(NULL, "Content-Type: application/json");
+        headers = curl_slist_append(NULL, r->mime ? "Content-Type: text/plain"
+                                                  : "Content-Type: application/json");
         if (!url || !headers) {
                 ret = EXIT_SOFTWARE;
                 goto out;

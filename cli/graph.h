@@ -1,6 +1,7 @@
 /* Microsoft Graph sendMail (JSON variant) over libcurl, with a brokered bearer token. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "json.h"
@@ -10,7 +11,8 @@ struct graph_request {
         const char *ca_bundle;
         const char *mailbox; /* NULL: /me (delegated tokens) */
         const char *access_token;
-        const char *body; /* the sendMail JSON document */
+        const char *body; /* the sendMail JSON document, or the MIME message in base64 */
+        bool mime;        /* body is MIME (sent as text/plain, as Graph wants it) */
 };
 
 /* Where to send: the broker's token reply names the account's Graph (its cloud's, "graph"), an

@@ -62,6 +62,17 @@ const char *cli_socket_from_config(enum credbroker_socket which, void *config_op
         return cli_configured_socket(config_option, which == CREDBROKER_SOCKET_ADMIN);
 }
 
+/* Run through a symlink named sendmail (or mailq, newaliases): the sendmail command, with
+ * argv[0] telling it which. */
+static bool invoked_as_sendmail(const char *argv0)
+{
+        const char *base = argv0 ? strrchr(argv0, '/') : NULL;
+
+        base = base ? base + 1 : argv0;
+        return base && (strcmp(base, "sendmail") == 0 || strcmp(base, "mailq") == 0 ||
+                        strcmp(base, "newaliases") == 0);
+}
+
 static void usage(FILE *f)
 {
         fputs("Usage: credbroker COMMAND [OPTIONS]\n"
@@ -69,9 +80,11 @@ static void usage(FILE *f)
               "Commands:\n"
               "  token     print an access token for a profile\n"
               "  send      send mail through Microsoft Graph with a brokered token\n"
+              "  sendmail  a drop-in sendmail(8) for cron and other programs (docs/mail.md)\n"
               "  account   add, sign in, test, list and remove accounts (administrators)\n"
               "  status    each account's state, as a monitoring check (administrators)\n"
               "  reload    make the broker reload its policy (administrators)\n"
+              "  queue     list, show, flush and delete spooled mail (administrators)\n"
               "  ping      check that the broker is running\n"
               "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
               "  audit     query, summarise and verify the audit log\n"
@@ -83,19 +96,21 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
         static const struct cli_command commands[] = {
-            {"token", cmd_token},   {"send", cmd_send},     {"account", cmd_account},
-            {"ping", cmd_ping},     {"policy", cmd_policy}, {"status", cmd_status},
-            {"reload", cmd_reload}, {"setup", cmd_setup},   {"audit", cmd_audit},
+            {"token", cmd_token},   {"send", cmd_send},         {"account", cmd_account},
+            {"ping", cmd_ping},     {"policy", cmd_policy},     {"status", cmd_status},
+            {"reload", cmd_reload}, {"setup", cmd_setup},       {"queue", cmd_queue},
+            {"audit", cmd_audit},   {"sendmail", cmd_sendmail},
         };
         const struct cli_command *c;
+        bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);
         int r;
 
         log_set_ident("credbroker");
         log_set_level(LOG_LEVEL_WARNING);
-        r = cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
+        r = as_sendmail ? -1 : cli_usage_or_help(argc, argv, usage, EXIT_USAGE);
         if (r >= 0)
                 return r;
-        if (strcmp(argv[1], "--version") == 0) {
+        if (!as_sendmail && strcmp(argv[1], "--version") == 0) {
                 printf("credbroker %s\n", PACKAGE_VERSION);
                 return 0;
         }
@@ -105,8 +120,9 @@ int main(int argc, char **argv)
         json_init();
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                 return EXIT_SOFTWARE;
-        c = cli_command_find(commands, ELEMENTSOF(commands), argv[1]);
-        r = c ? c->run(argc - 1, argv + 1) : EXIT_USAGE;
+        c = cli_command_find(commands, ELEMENTSOF(commands), as_sendmail ? "sendmail" : argv[1]);
+        /* As sendmail, argv[0] stays: sendmail, mailq or newaliases tell the command which. */
+        r = !c ? EXIT_USAGE : as_sendmail ? c->run(argc, argv) : c->run(argc - 1, argv + 1);
         if (!c)
                 fprintf(stderr, "credbroker: unknown command \"%.40s\"; see credbroker --help\n",
                         argv[1]);

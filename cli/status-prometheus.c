@@ -217,6 +217,30 @@ static void write_requests(FILE *f, const struct status_prometheus *s)
         }
 }
 
+/* The mail spool (docs/mail-spool.md): messages by state, and the oldest one's age. Absent when
+ * the broker has no spool. */
+static void write_spool(FILE *f, const struct status_prometheus *s)
+{
+        static const char *const states[] = {"queued", "deferred", "sending", "held", "failed"};
+        const cJSON *spool =
+            s->metrics ? cJSON_GetObjectItemCaseSensitive(s->metrics, "mail_spool") : NULL;
+
+        if (!cJSON_IsObject(spool))
+                return;
+        family(
+            f, "credbroker_mail_spool_messages", "gauge",
+            "Messages in the mail spool by state: queued (due), deferred (after a temporary "
+            "failure), sending, held (interrupted during delivery: may have been sent), failed.");
+        for (size_t i = 0; i < ELEMENTSOF(states); i++) {
+                sample(f, "credbroker_mail_spool_messages", "state", states[i], NULL, NULL);
+                fprintf(f, "%llu\n", (unsigned long long)counter(spool, states[i]));
+        }
+        family(f, "credbroker_mail_spool_oldest_age_seconds", "gauge",
+               "Age of the oldest message not yet delivered (0: none).");
+        fprintf(f, "credbroker_mail_spool_oldest_age_seconds %llu\n",
+                (unsigned long long)counter(spool, "oldest_age_seconds"));
+}
+
 int status_prometheus_write(FILE *f, const struct status_prometheus *s)
 {
         bool up = s->accounts && s->metrics;
@@ -228,11 +252,10 @@ int status_prometheus_write(FILE *f, const struct status_prometheus *s)
         family(f, "credbroker_status", "gauge",
                "What credbroker status exits with: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.");
         fprintf(f, "credbroker_status %d\n", up ? (int)s->overall : (int)STATUS_UNKNOWN);
-        /* A mail spool's depth (credbroker_mail_spool_messages, a gauge) goes here once the
-         * broker spools mail (docs/monitoring.md). */
         write_account_states(f, s);
         write_account_times(f, s);
         write_profiles(f, s);
         write_requests(f, s);
+        write_spool(f, s);
         return fflush(f) == 0 && !ferror(f) ? 0 : -EIO;
 }

@@ -26,6 +26,27 @@ static int set_string(char **field, const char *value)
         return 0;
 }
 
+static int config_mail_defaults(struct config_mail *m)
+{
+        if (set_string(&m->spool_dir, CONFIG_MAIL_SPOOL_DIR_DEFAULT) < 0 ||
+            set_string(&m->maildrop_dir, CONFIG_MAIL_SPOOL_DIR_DEFAULT "/maildrop") < 0 ||
+            set_string(&m->deliver_helper, LIBEXECDIR "/credbroker-deliver") < 0)
+                return -ENOMEM;
+        m->lifetime_sec = CONFIG_MAIL_LIFETIME_DEFAULT;
+        m->retry_min_sec = CONFIG_MAIL_RETRY_MIN_DEFAULT;
+        m->retry_max_sec = CONFIG_MAIL_RETRY_MAX_DEFAULT;
+        m->deliver_timeout_sec = 600;
+        m->concurrency = 4;
+        m->rate_per_minute = 30;
+        m->max_message_mb = 150;
+        m->max_spool_mb = 2048;
+        m->max_uid_mb = 512;
+        m->max_messages = 100000;
+        m->max_submits_per_uid = 4;
+        m->scan_interval_sec = 60;
+        return 0;
+}
+
 int config_new_default(struct config **ret)
 {
         struct config *c = calloc(1, sizeof(*c));
@@ -63,6 +84,10 @@ int config_new_default(struct config **ret)
         c->audit_checkpoint_sec = 60;
         c->audit_checkpoint_records = 1000;
         c->audit_journal = HAVE_SYSTEMD;
+        if (config_mail_defaults(&c->mail) < 0) {
+                config_free(c);
+                return -ENOMEM;
+        }
         *ret = c;
         return 0;
 }
@@ -87,6 +112,9 @@ void config_free(struct config *c)
         free(c->ca_bundle);
         free(c->proxy);
         free(c->no_proxy);
+        free(c->mail.spool_dir);
+        free(c->mail.maildrop_dir);
+        free(c->mail.deliver_helper);
         free(c);
 }
 
@@ -169,6 +197,53 @@ static int set_limit(struct config *c, const char *key, const char *value)
         return -ENOENT;
 }
 
+/* [mail]: numbers with their bounds, then paths. */
+static int set_mail(struct config_mail *m, const char *key, const char *value)
+{
+        static const struct {
+                const char *key;
+                size_t offset;
+                uint32_t min, max;
+        } numbers[] = {
+            {"lifetime", offsetof(struct config_mail, lifetime_sec), 1, 30u * 86400u},
+            {"retry_min", offsetof(struct config_mail, retry_min_sec), 1, 86400},
+            {"retry_max", offsetof(struct config_mail, retry_max_sec), 1, 86400},
+            {"deliver_timeout", offsetof(struct config_mail, deliver_timeout_sec), 1, 86400},
+            {"concurrency", offsetof(struct config_mail, concurrency), 1, 64},
+            {"rate_per_minute", offsetof(struct config_mail, rate_per_minute), 1, 100000},
+            {"max_message_mb", offsetof(struct config_mail, max_message_mb), 1, 150},
+            {"max_spool_mb", offsetof(struct config_mail, max_spool_mb), 1, 1048576},
+            {"max_uid_mb", offsetof(struct config_mail, max_uid_mb), 1, 1048576},
+            {"max_messages", offsetof(struct config_mail, max_messages), 1, 10000000},
+            {"max_submits_per_uid", offsetof(struct config_mail, max_submits_per_uid), 1, 64},
+            {"scan_interval", offsetof(struct config_mail, scan_interval_sec), 1, 86400},
+        };
+        static const struct {
+                const char *key;
+                size_t offset;
+        } paths[] = {
+            {"spool_dir", offsetof(struct config_mail, spool_dir)},
+            {"maildrop_dir", offsetof(struct config_mail, maildrop_dir)},
+            {"deliver_helper", offsetof(struct config_mail, deliver_helper)},
+        };
+        uint32_t v;
+
+        for (size_t i = 0; i < ELEMENTSOF(numbers); i++) {
+                if (strcmp(key, numbers[i].key) != 0)
+                        continue;
+                if (parse_u32(value, &v) < 0 || v < numbers[i].min || v > numbers[i].max)
+                        return -EINVAL;
+                *(uint32_t *)((char *)m + numbers[i].offset) = v;
+                return 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(paths); i++)
+                if (strcmp(key, paths[i].key) == 0)
+                        return value[0] != '/'
+                                   ? -EINVAL
+                                   : set_string((char **)((char *)m + paths[i].offset), value);
+        return -ENOENT;
+}
+
 static int config_set(struct config *c, const char *section, const char *key, char *value)
 {
         static const struct {
@@ -235,6 +310,8 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                         return -EINVAL;
                 return 0;
         }
+        if (strcmp(section, "mail") == 0)
+                return set_mail(&c->mail, key, value);
         if (strcmp(section, "broker") == 0) {
                 int r = set_limit(c, key, value);
                 if (r != -ENOENT)
@@ -393,7 +470,7 @@ static int parse_line(struct config *c, const char *path, unsigned lineno, char 
                 *end = 0;
                 memcpy(section, s + 1, (size_t)(end - s));
                 if (strcmp(section, "broker") != 0 && strcmp(section, "pkcs11") != 0 &&
-                    strcmp(section, "identity") != 0) {
+                    strcmp(section, "identity") != 0 && strcmp(section, "mail") != 0) {
                         log_error("%s:%u: unknown section [%s].", path, lineno, section);
                         return -EINVAL;
                 }

@@ -20,6 +20,30 @@
 #define CONFIG_MIN_REFRESH_INTERVAL_DEFAULT 60
 #define CONFIG_MIN_REFRESH_INTERVAL_MAX     3600
 
+/* [mail]: the broker's spool (docs/mail-spool.md) */
+#define CONFIG_MAIL_SPOOL_DIR_DEFAULT "/var/spool/credbroker"
+#define CONFIG_MAIL_LIFETIME_DEFAULT  (5u * 86400u)
+#define CONFIG_MAIL_RETRY_MIN_DEFAULT 60u
+#define CONFIG_MAIL_RETRY_MAX_DEFAULT 3600u
+
+struct config_mail {
+        char *spool_dir;              /* queue/, inflight/, failed/, tmp/ (0700, the broker's) */
+        char *maildrop_dir;           /* the CLI's fallback when the broker is down */
+        char *deliver_helper;         /* credbroker-deliver, run once per delivery attempt */
+        uint32_t lifetime_sec;        /* a message not delivered by then goes to failed/ */
+        uint32_t retry_min_sec;       /* first backoff, doubled per attempt ... */
+        uint32_t retry_max_sec;       /* ... up to this */
+        uint32_t deliver_timeout_sec; /* one attempt's child is killed after this */
+        uint32_t concurrency;         /* deliveries at once per mailbox (Graph: 4) */
+        uint32_t rate_per_minute;     /* deliveries started per mailbox and minute (Exchange: 30) */
+        uint32_t max_message_mb;      /* one message */
+        uint32_t max_spool_mb;        /* the whole queue: beyond it submissions are refused */
+        uint32_t max_uid_mb;          /* what one uid may have queued */
+        uint32_t max_messages; /* files in the spool (queue and failed/): bounds its memory */
+        uint32_t max_submits_per_uid; /* submissions being received at once per uid */
+        uint32_t scan_interval_sec;   /* the maildrop is scanned this often */
+};
+
 struct config {
         /* [broker] */
         char *socket_path;
@@ -68,6 +92,7 @@ struct config {
         uint32_t audit_checkpoint_records; /* a checkpoint after this many records */
         char *audit_group;                 /* the log file's group; NULL: the broker's */
         bool audit_journal;                /* mirror each record to journald (libsystemd) */
+        struct config_mail mail;
 };
 
 /* Loads path over the built-in defaults. Unknown sections or keys, bad values and (when

@@ -136,6 +136,29 @@ static bool has_escaped_nul(const uint8_t *p, size_t len)
         return false;
 }
 
+static int op_from_string(const char *s, enum wire_op *ret)
+{
+        static const struct {
+                const char *name;
+                enum wire_op op;
+        } ops[] = {
+            {"ping", WIRE_OP_PING},
+            {"token", WIRE_OP_TOKEN},
+            {"profiles", WIRE_OP_PROFILES},
+            {"token.drop", WIRE_OP_TOKEN_DROP},
+            {"mail.submit", WIRE_OP_MAIL_SUBMIT},
+            {"mail.chunk", WIRE_OP_MAIL_CHUNK},
+            {"mail.commit", WIRE_OP_MAIL_COMMIT},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(ops); i++)
+                if (strcmp(s, ops[i].name) == 0) {
+                        *ret = ops[i].op;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
 #define FAIL(code, msg)                                                                            \
         do {                                                                                       \
                 *ret_error = (code);                                                               \
@@ -175,16 +198,11 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
         op = cJSON_GetObjectItemCaseSensitive(json, "op");
         if (!cJSON_IsString(op))
                 FAIL(WIRE_BAD_REQUEST, "The request must carry \"op\".");
-        if (strcmp(op->valuestring, "ping") == 0)
-                req.op = WIRE_OP_PING;
-        else if (strcmp(op->valuestring, "token") == 0)
-                req.op = WIRE_OP_TOKEN;
-        else if (strcmp(op->valuestring, "profiles") == 0)
-                req.op = WIRE_OP_PROFILES;
-        else
+        if (op_from_string(op->valuestring, &req.op) < 0)
                 FAIL(WIRE_UNKNOWN_OP, "Unknown operation.");
 
-        if (req.op != WIRE_OP_TOKEN) {
+        if (req.op != WIRE_OP_TOKEN && req.op != WIRE_OP_TOKEN_DROP &&
+            req.op != WIRE_OP_MAIL_SUBMIT) {
                 *ret = req;
                 return 0;
         }
@@ -193,6 +211,10 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
         if (!cJSON_IsString(item) || !name_is_valid(item->valuestring))
                 FAIL(WIRE_BAD_REQUEST, "\"profile\" must be a profile name ([a-z0-9._-], 1-64).");
         memcpy(req.profile, item->valuestring, strlen(item->valuestring) + 1);
+        if (req.op != WIRE_OP_TOKEN) {
+                *ret = req;
+                return 0;
+        }
 
         item = cJSON_GetObjectItemCaseSensitive(json, "scopes");
         if (item) {
@@ -296,7 +318,9 @@ int wire_reply_token(struct buf *out, const struct wire_token_reply *t)
             !cJSON_AddItemToObject(json, "scopes", scopes) ||
             !cJSON_AddStringToObject(json, "account", t->account) ||
             (t->mailbox && !cJSON_AddStringToObject(json, "mailbox", t->mailbox)) ||
-            (t->graph && !cJSON_AddStringToObject(json, "graph", t->graph))) {
+            (t->graph && !cJSON_AddStringToObject(json, "graph", t->graph)) ||
+            !cJSON_AddBoolToObject(json, "delegated", t->delegated) ||
+            (t->ca_file && !cJSON_AddStringToObject(json, "ca_file", t->ca_file))) {
                 if (!json || !cJSON_GetObjectItemCaseSensitive(json, "scopes"))
                         cJSON_Delete(scopes);
                 cJSON_Delete(json);
@@ -316,4 +340,65 @@ int wire_reply_profiles(struct buf *out, char *const *names, size_t n)
                 return -ENOMEM;
         }
         return reply_send(out, json);
+}
+
+static const char base64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t wire_base64_encode(const uint8_t *in, size_t len, char *out)
+{
+        size_t o = 0;
+
+        for (size_t i = 0; i < len; i += 3) {
+                uint32_t v = (uint32_t)in[i] << 16;
+                size_t n = len - i >= 3 ? 3 : len - i;
+
+                if (n > 1)
+                        v |= (uint32_t)in[i + 1] << 8;
+                if (n > 2)
+                        v |= in[i + 2];
+                out[o++] = base64_alphabet[(v >> 18) & 63];
+                out[o++] = base64_alphabet[(v >> 12) & 63];
+                out[o++] = n > 1 ? base64_alphabet[(v >> 6) & 63] : '=';
+                out[o++] = n > 2 ? base64_alphabet[v & 63] : '=';
+        }
+        out[o] = 0;
+        return o;
+}
+
+static int base64_value(char c)
+{
+        const char *p = c ? strchr(base64_alphabet, c) : NULL;
+
+        return p ? (int)(p - base64_alphabet) : -1;
+}
+
+int wire_base64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len)
+{
+        size_t o = 0;
+
+        if (len % 4 != 0)
+                return -EINVAL;
+        for (size_t i = 0; i < len; i += 4) {
+                bool last = i + 4 == len;
+                int pad = (in[i + 3] == '=') + (in[i + 2] == '=' && in[i + 3] == '=');
+                int v[4];
+                uint32_t q = 0;
+
+                if (pad > 0 && !last)
+                        return -EINVAL;
+                for (int k = 0; k < 4 - pad; k++) {
+                        v[k] = base64_value(in[i + k]);
+                        if (v[k] < 0)
+                                return -EINVAL;
+                        q |= (uint32_t)v[k] << (18 - 6 * k);
+                }
+                out[o++] = (uint8_t)(q >> 16);
+                if (pad < 2)
+                        out[o++] = (uint8_t)(q >> 8);
+                if (pad < 1)
+                        out[o++] = (uint8_t)q;
+        }
+        *ret_len = o;
+        return 0;
 }

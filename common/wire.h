@@ -64,7 +64,24 @@ enum wire_op {
         WIRE_OP_PING,
         WIRE_OP_TOKEN,
         WIRE_OP_PROFILES,
+        /* Mail (docs/mail-spool.md): wire_request_parse() checks the op and the profile only;
+         * the client layer parses the rest of these frames itself (an access token, a chunk of
+         * base64), so none of it is kept in a wire_request. */
+        WIRE_OP_TOKEN_DROP,
+        WIRE_OP_MAIL_SUBMIT,
+        WIRE_OP_MAIL_CHUNK,
+        WIRE_OP_MAIL_COMMIT,
 };
+
+/* mail.chunk: at most this much base64 in "data" (48 KiB), so a chunk fits a frame. */
+#define WIRE_MAIL_CHUNK_MAX 49152u
+
+/* Standard base64 with padding (RFC 4648 §4), as mail.chunk carries it. Encoding writes
+ * 4 * ceil(len / 3) characters and a NUL into out (size at least that + 1). Decoding takes
+ * whole quanta only: -EINVAL for any other character, length or padding; out holds at least
+ * len / 4 * 3 bytes. */
+size_t wire_base64_encode(const uint8_t *in, size_t len, char *out);
+int wire_base64_decode(const char *in, size_t len, uint8_t *out, size_t *ret_len);
 
 /* A client request, validated: the profile is a valid name, each scope a valid scope. */
 struct wire_request {
@@ -91,6 +108,8 @@ struct wire_token_reply {
         const char *account;
         const char *mailbox; /* may be NULL */
         const char *graph;   /* the account's Graph base URL (its cloud's); may be NULL */
+        bool delegated;      /* the account's flow signs in a user (Graph's /me applies) */
+        const char *ca_file; /* the broker's [identity] ca_bundle; NULL: none configured */
 };
 
 int wire_reply_error(struct buf *out, enum wire_error e, const char *message, uint32_t retry_after);

@@ -9,6 +9,7 @@
 #include "account-view.h"
 #include "admin-audit.h"
 #include "admin-inventory.h"
+#include "admin-queue.h"
 #include "admin-status.h"
 #include "admin.h"
 #include "accounts.h"
@@ -352,6 +353,10 @@ static const struct admin_op admin_ops[] = {
     {"audit.checkpoint", admin_audit_checkpoint, false, false, NULL},
     {"audit.rotate", admin_audit_rotate, false, false, NULL},
     {"audit.key", admin_audit_key, false, false, NULL},
+    {"queue.list", admin_queue_list, false, false, NULL},
+    {"queue.show", admin_queue_show, false, false, NULL},
+    {"queue.flush", admin_queue_flush, false, false, NULL},
+    {"queue.delete", admin_queue_delete, false, false, NULL},
 };
 
 const struct admin_op *admin_op_find(const char *name)

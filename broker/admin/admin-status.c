@@ -9,6 +9,7 @@
 #include "broker.h"
 #include "json.h"
 #include "metrics.h"
+#include "spool.h"
 #include "policy.h"
 #include "util.h"
 
@@ -139,6 +140,23 @@ static bool add_upstream(cJSON *reply, const struct metrics *m)
         return true;
 }
 
+/* The spool's figures (engine/spool.h): absent when the broker has no spool. */
+static bool add_spool(cJSON *reply, struct spool *spool)
+{
+        struct spool_figures f;
+        cJSON *o;
+
+        if (!spool)
+                return true;
+        spool_figures(spool, &f);
+        o = cJSON_AddObjectToObject(reply, "mail_spool");
+        return o && json_add_uint(o, "queued", f.queued - f.deferred - f.held - f.running) &&
+               json_add_uint(o, "deferred", f.deferred) && json_add_uint(o, "held", f.held) &&
+               json_add_uint(o, "sending", f.running) && json_add_uint(o, "failed", f.failed) &&
+               json_add_uint(o, "bytes", f.bytes) &&
+               json_add_uint(o, "oldest_age_seconds", f.oldest_age_sec);
+}
+
 void admin_metrics_handle(struct admin_connection *c, const cJSON *request, const char *account)
 {
         const struct broker *b = c->broker;
@@ -147,7 +165,7 @@ void admin_metrics_handle(struct admin_connection *c, const cJSON *request, cons
         if (reply && !(add_profiles(reply, &b->metrics, b->policy) &&
                        json_add_uint(reply, "unknown_profile", b->metrics.unknown_profile) &&
                        json_add_uint(reply, "bad_requests", b->metrics.bad_requests) &&
-                       add_upstream(reply, &b->metrics))) {
+                       add_upstream(reply, &b->metrics) && add_spool(reply, b->spool))) {
                 cJSON_Delete(reply);
                 reply = NULL;
         }

@@ -13,6 +13,7 @@
 
 struct broker;
 struct waiter;
+struct spool_submission;
 
 /* A connection's last issue record, prepared for reuse (request.c). */
 struct issued_record {
@@ -38,6 +39,8 @@ struct connection {
         struct waiter *waiting; /* at most one: replies go out in request order */
         struct issued_record issued;
         struct last_request last_request;
+        struct spool_submission *submission; /* mail.submit received, not yet committed */
+        bool committing;                     /* its commit is on the disk: wait for it */
 };
 
 /* server.c */
@@ -48,3 +51,15 @@ void server_close_all(struct broker *b);
  * c->waiting is set and the reply comes when the account's refresh is done; the connection's
  * next requests are handled then (stream_resume()). */
 void request_handle(struct connection *c, const uint8_t *payload, size_t len);
+void request_reply_error(struct connection *c, enum wire_error e, const char *message,
+                         uint32_t retry_after);
+/* The policy's decision on using profile, as for a token request with the profile's scopes:
+ * NULL when it is not an allow (audited and answered then). */
+const struct policy_profile *request_authorize(struct connection *c, const char *profile,
+                                               struct policy_decision *decision);
+
+/* mail.c: token.drop and mail.submit / mail.chunk / mail.commit (docs/mail-spool.md). */
+void mail_handle(struct connection *c, const struct wire_request *req, const uint8_t *payload,
+                 size_t len);
+/* The connection goes: its submission is abandoned. */
+void mail_connection_closing(struct connection *c);

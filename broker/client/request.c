@@ -173,6 +173,8 @@ static void issue(struct connection *c, const char *profile, struct account *a, 
             .account = a->name,
             .mailbox = a->meta.mailbox,
             .graph = account_meta_graph_url(&a->meta, b->config->graph_url),
+            .delegated = !account_flow_is_app_only(a->meta.flow_kind),
+            .ca_file = b->config->ca_bundle,
         };
 
         if (issue_record_prepare(c, &record, t) < 0 ||
@@ -280,6 +282,23 @@ static const struct policy_profile *authorize(struct connection *c, const struct
                 return NULL;
         }
         return profile;
+}
+
+void request_reply_error(struct connection *c, enum wire_error e, const char *message,
+                         uint32_t retry_after)
+{
+        reply_error(c, e, message, retry_after);
+}
+
+const struct policy_profile *request_authorize(struct connection *c, const char *profile,
+                                               struct policy_decision *decision)
+{
+        struct wire_request req = {.op = WIRE_OP_TOKEN};
+        _cleanup_free_ char *owned_key = NULL;
+        const char *scope_key = NULL;
+
+        snprintf(req.profile, sizeof(req.profile), "%s", profile);
+        return authorize(c, &req, decision, &scope_key, &owned_key);
 }
 
 /* The engine's answer to a token request that waited (waiter.h): the reply, then the
@@ -442,7 +461,8 @@ static const struct wire_request *parse_request(struct connection *c, const uint
         }
         wire_request_clear(&last->parsed);
         last->parsed = req;
-        last->len = len <= sizeof(last->payload) ? len : 0;
+        /* Only ping, profiles and token repeat; a token.drop carries a token. */
+        last->len = len <= sizeof(last->payload) && req.op <= WIRE_OP_PROFILES ? len : 0;
         memcpy(last->payload, payload, last->len);
         return &last->parsed;
 }
@@ -463,6 +483,12 @@ void request_handle(struct connection *c, const uint8_t *payload, size_t len)
                 break;
         case WIRE_OP_TOKEN:
                 handle_token(c, req);
+                break;
+        case WIRE_OP_TOKEN_DROP:
+        case WIRE_OP_MAIL_SUBMIT:
+        case WIRE_OP_MAIL_CHUNK:
+        case WIRE_OP_MAIL_COMMIT:
+                mail_handle(c, req, payload, len);
                 break;
         }
 }

@@ -40,7 +40,7 @@ static void client_handle(struct stream *s, uint8_t *payload, size_t len)
 
 static bool client_busy(const struct stream *s)
 {
-        return connection_of(s)->waiting != NULL;
+        return connection_of(s)->waiting != NULL || connection_of(s)->committing;
 }
 
 static void client_closing(struct stream *s)
@@ -58,6 +58,7 @@ static void client_free(struct stream *s)
 {
         struct connection *c = connection_of(s);
 
+        mail_connection_closing(c);
         audit_prepared_clear(&c->issued.record);
         wire_request_clear(&c->last_request.parsed);
 }

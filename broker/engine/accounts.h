@@ -71,6 +71,10 @@ struct account {
          * it again first and sends it whatever that write does. */
         struct secret *unstored_refresh_token;
 
+        /* Boottime of the last token.drop that dropped a token of this account (0: none): one
+         * per minute at most, so a client cannot make the broker refresh in a loop. */
+        uint64_t last_token_drop_usec;
+
         struct account *next;
 };
 

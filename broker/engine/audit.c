@@ -456,7 +456,11 @@ static int print_record(const struct audit_record *r, char **ret_body, size_t *r
             add_string(json, "token_fingerprint", r->fingerprint) &&
             (!r->expires_at || json_add_uint(json, "expires_at", r->expires_at)) &&
             (!r->generation || json_add_uint(json, "generation", r->generation)) &&
-            add_string(json, "error", r->error) && (!r->count || add_aggregate(json, r));
+            add_string(json, "error", r->error) && add_string(json, "queue_id", r->queue_id) &&
+            add_string(json, "message_id", r->message_id) &&
+            (!r->size || json_add_uint(json, "size", r->size)) &&
+            (!r->queue_id || json_add_uint(json, "n_recipients", r->n_recipients)) &&
+            (!r->count || add_aggregate(json, r));
         if (!ok)
                 return -ENOMEM;
         text = cJSON_PrintUnformatted(json);

@@ -31,6 +31,12 @@ struct audit_record {
         uint64_t expires_at;     /* unix seconds, 0 if none */
         uint64_t generation;     /* refresh-token generation after a rotation, 0 if none */
         const char *error;       /* upstream failure, one sentence */
+        /* Mail (mail.queued, mail.sent, mail.deferred, mail.failed): the spool's id, the
+         * message's Message-ID, its size and number of envelope recipients. */
+        const char *queue_id;
+        const char *message_id;
+        uint64_t size;
+        uint64_t n_recipients;
         /* An aggregated record (audit-aggregate.h) stands for count events of this kind
          * between first and last (unix µs), none of which has a line of its own. */
         uint64_t count;

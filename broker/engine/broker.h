@@ -20,6 +20,7 @@ struct keepalive;
 struct policy_limiter;
 struct policy_set;
 struct provision;
+struct spool;
 struct store;
 struct store_worker;
 struct stream_hub;
@@ -47,5 +48,6 @@ struct broker {
         struct metrics metrics;   /* counters for monitoring (metrics.h) */
         struct account *accounts; /* accounts.c */
         struct keepalive *keepalive;
+        struct spool *spool; /* mail (engine/spool.h) */
         bool stopping;
 };

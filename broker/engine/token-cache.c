@@ -143,6 +143,33 @@ void token_cache_drop_account(struct token_cache *c, const char *account)
         }
 }
 
+/* Compares without an early exit, so the time taken says nothing about where they differ. */
+static bool equal_constant_time(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len)
+{
+        volatile uint8_t diff = a_len != b_len;
+
+        for (size_t i = 0; i < a_len && i < b_len; i++)
+                diff |= a[i] ^ b[i];
+        return diff == 0;
+}
+
+int token_cache_drop_token(struct token_cache *c, const char *account, const void *token,
+                           size_t len)
+{
+        for (struct cached_token **link = &c->entries; *link; link = &(*link)->next) {
+                struct cached_token *t = *link;
+
+                if (strcmp(t->account, account) != 0 ||
+                    !equal_constant_time((const uint8_t *)secret_str(t->access_token),
+                                         secret_len(t->access_token), token, len))
+                        continue;
+                *link = t->next;
+                entry_free(t);
+                return 1;
+        }
+        return 0;
+}
+
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec)
 {
         return t->expires_usec > now_usec ? (t->expires_usec - now_usec) / USEC_PER_SEC : 0;

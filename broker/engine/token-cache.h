@@ -42,6 +42,10 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
 void token_cache_clear(struct token_cache *c);
 /* Drops every token of the account (it was removed or signed in again). */
 void token_cache_drop_account(struct token_cache *c, const char *account);
+/* Drops the account's cached token equal to token (compared in constant time): 1 when one was
+ * dropped, 0 when none of the account's is that token (mail: Graph refused it, token.drop). */
+int token_cache_drop_token(struct token_cache *c, const char *account, const void *token,
+                           size_t len);
 
 /* Seconds left at now (0 when expired). */
 uint64_t cached_token_ttl(const struct cached_token *t, uint64_t now_usec);

@@ -225,6 +225,8 @@ struct credbroker_token {
         struct secret *access_token;
         uint64_t expires_at;
         char *account, *mailbox;
+        char *graph, *ca_file; /* NULL when the reply had none */
+        bool delegated;
 };
 
 void credbroker_token_free(struct credbroker_token *t)
@@ -234,10 +236,24 @@ void credbroker_token_free(struct credbroker_token *t)
         secret_free(t->access_token);
         free(t->account);
         free(t->mailbox);
+        free(t->graph);
+        free(t->ca_file);
         free(t);
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct credbroker_token *, credbroker_token_free)
+
+/* A copy of the reply's string member key, NULL when it has none. */
+static int token_copy_optional(const cJSON *reply, const char *key, char **ret)
+{
+        const char *v = json_get_string(reply, key);
+
+        *ret = NULL;
+        if (!v)
+                return 0;
+        *ret = strdup(v);
+        return *ret ? 0 : -ENOMEM;
+}
 
 /* Moves the reply's access token into secret memory and wipes it from the reply. */
 static int token_from_reply(cJSON *reply, struct credbroker_token **ret)
@@ -264,6 +280,12 @@ static int token_from_reply(cJSON *reply, struct credbroker_token **ret)
         t->mailbox = mailbox ? strdup(mailbox) : NULL;
         if (!t->account || (mailbox && !t->mailbox))
                 return -ENOMEM;
+        r = token_copy_optional(reply, "graph", &t->graph);
+        if (r == 0)
+                r = token_copy_optional(reply, "ca_file", &t->ca_file);
+        if (r < 0)
+                return r;
+        t->delegated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "delegated"));
         *ret = TAKE_PTR(t);
         return 0;
 }
@@ -308,4 +330,19 @@ const char *credbroker_token_account(const struct credbroker_token *t)
 const char *credbroker_token_mailbox(const struct credbroker_token *t)
 {
         return t->mailbox;
+}
+
+const char *credbroker_token_graph(const struct credbroker_token *t)
+{
+        return t->graph;
+}
+
+bool credbroker_token_delegated(const struct credbroker_token *t)
+{
+        return t->delegated;
+}
+
+const char *credbroker_token_ca_file(const struct credbroker_token *t)
+{
+        return t->ca_file;
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -146,8 +147,33 @@ const char *credbroker_token_access_token(const struct credbroker_token *t);
 uint64_t credbroker_token_expires_at(const struct credbroker_token *t); /* unix seconds */
 const char *credbroker_token_account(const struct credbroker_token *t);
 const char *credbroker_token_mailbox(const struct credbroker_token *t); /* NULL when none */
+/* The account's Graph base URL (the reply's "graph"); NULL when the broker named none. */
+const char *credbroker_token_graph(const struct credbroker_token *t);
+/* The account signs in a user (a delegated flow): Graph's /me is that user. */
+bool credbroker_token_delegated(const struct credbroker_token *t);
+/* The CA bundle the broker itself trusts for HTTPS ([identity] ca_bundle); NULL: the system's.
+ * The CLI needs nothing from the broker's root-only configuration to reach Graph. */
+const char *credbroker_token_ca_file(const struct credbroker_token *t);
 /* Wipes and frees. NULL is fine. */
 void credbroker_token_free(struct credbroker_token *t);
+
+/* ---- mail (docs/mail-spool.md) ---- */
+
+/* Graph answered 401 InvalidAuthenticationToken for access_token: asks the broker to drop it from
+ * its cache (token.drop), so the next credbroker_get_token() brings a fresh one. 0 whether or
+ * not it was dropped (the broker drops one per account a minute at most); a refusal as for
+ * tokens (the same policy decision). */
+int credbroker_token_drop(const char *socket, const char *profile, const char *access_token,
+                          struct credbroker_error *err);
+
+/* Hands a complete message (RFC 5322) to the broker's spool (mail.submit, chunked on one
+ * connection) under the policy decision of a token request for profile; 0 once the broker has
+ * it on disk, with *ret_queue_id (free()) when not NULL. -ECONNREFUSED / -ENOENT: the broker is
+ * not running (a caller may use the maildrop); -EAGAIN with code "unavailable": the spool is
+ * full or cannot take it now (sendmail exits 75); -EACCES: denied. */
+int credbroker_mail_submit(const char *socket, const char *profile, const uint8_t *msg, size_t len,
+                           const char *message_id, size_t n_recipients, char **ret_queue_id,
+                           struct credbroker_error *err);
 
 #ifdef __cplusplus
 }

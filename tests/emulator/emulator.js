@@ -15,7 +15,7 @@
 //   5. Identity platform: error catalogue, token endpoint, grant handlers
 //      (device code, ROPC, client credentials, app registrations and the generic
 //      "any OAuth 2.0 server" mode live in lib/*.js, wired up at the end of section 5)
-//   6. Microsoft Graph: sendMail
+//   6. Microsoft Graph: request validation shared with graph-mail.js (sendMail, drafts, uploads)
 //   7. Admin API
 //   8. Servers and lifecycle
 //
@@ -555,7 +555,12 @@ function newCounters() {
     send_mail_by_mailbox: {}, // accepted messages per resolved mailbox
     send_mail_accepted: 0, // 202 answers
     send_mail_errors: 0, // 4xx/5xx answers (including injected status faults)
-    faults_injected: { token: 0, graph: 0, devicecode: 0, oauth: 0 },
+    faults_injected: { token: 0, graph: 0, devicecode: 0, oauth: 0, upload: 0 },
+    mail_drafts: 0, // POST .../messages (drafts)
+    mail_upload_sessions: 0, // POST .../attachments/createUploadSession
+    mail_upload_requests: 0, // PUT/GET to an upload URL
+    mail_draft_sends: 0, // POST .../messages/{id}/send
+    mail_errors: 0, // 4xx/5xx answers to the three above
     not_found: 0, // HTTPS requests to no known endpoint
     devicecode: 0, // requests to /{tenant}/oauth2/v2.0/devicecode
     devicecode_success: 0,
@@ -598,15 +603,18 @@ const KNOWN_GRANT_TYPES = [
   'urn:ietf:params:oauth:grant-type:device_code', 'urn:ietf:params:oauth:grant-type:jwt-bearer',
 ];
 
-const FAULT_ENDPOINTS = ['token', 'graph', 'devicecode', 'oauth'];
-const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge', 'html', 'latency', 'no_refresh_token'];
+// 'upload': PUT/GET to an attachment upload URL (graph-mail.js). 'lost_reply' (graph and upload):
+// the request is carried out (a chunk stored, a message sent), then the connection is reset
+// instead of the answer.
+const FAULT_ENDPOINTS = ['token', 'graph', 'devicecode', 'oauth', 'upload'];
+const FAULT_MODES = ['status', 'hang', 'reset', 'truncate', 'huge', 'html', 'latency', 'no_refresh_token', 'lost_reply'];
 // Modes that answer normally after all (token endpoint only): 'latency' waits delay_ms first,
 // 'no_refresh_token' leaves refresh_token out of a success.
 const PASS_THROUGH_MODES = ['latency', 'no_refresh_token'];
 
 class Faults {
   constructor() {
-    this.queues = { token: [], graph: [], devicecode: [], oauth: [] };
+    this.queues = { token: [], graph: [], devicecode: [], oauth: [], upload: [] };
     this.hung = new Set(); // responses held open by "hang", released on shutdown
   }
 
@@ -615,7 +623,7 @@ class Faults {
   }
 
   clear() {
-    this.queues = { token: [], graph: [], devicecode: [], oauth: [] };
+    this.queues = { token: [], graph: [], devicecode: [], oauth: [], upload: [] };
   }
 
   list() {
@@ -628,6 +636,11 @@ class Faults {
     const q = this.queues[endpoint];
     if (!q.length) return null;
     const f = q[0];
+    // "skip": let that many requests through first (e.g. fail the third chunk).
+    if (f.skip > 0) {
+      f.skip -= 1;
+      return null;
+    }
     f.count -= 1;
     if (f.count <= 0) q.shift();
     return f;
@@ -643,6 +656,11 @@ function parseFault(b) {
     if (!Number.isInteger(b.count) || b.count < 1) throw new AdminError(400, 'count must be a positive integer');
     f.count = b.count;
   }
+  if (b.skip !== undefined) {
+    if (!Number.isInteger(b.skip) || b.skip < 0 || b.skip > 100000) throw new AdminError(400, 'skip must be an integer 0..100000');
+    f.skip = b.skip;
+  }
+  if (b.mode === 'lost_reply' && b.endpoint !== 'upload' && b.endpoint !== 'graph') throw new AdminError(400, 'mode lost_reply applies to the graph and upload endpoints only');
   if (b.mode === 'status') {
     // Default status: the catalogue's for a token error_code, else 503.
     let st = b.status;
@@ -1391,110 +1409,6 @@ function storeMail(app, record) {
   return name;
 }
 
-const SENDMAIL_ME_RE = /^\/v1\.0\/me\/sendmail$/i;
-const SENDMAIL_USER_RE = /^\/v1\.0\/users\/([^/]+)\/sendmail$/i;
-
-async function handleGraph(app, req, res, pathname) {
-  const { counters, store, faults } = app;
-  const clientRequestId = typeof req.headers['client-request-id'] === 'string' && UUID_RE.test(req.headers['client-request-id'])
-    ? req.headers['client-request-id'] : crypto.randomUUID();
-  const ctx = { requestId: crypto.randomUUID(), clientRequestId };
-
-  const me = SENDMAIL_ME_RE.test(pathname);
-  const um = SENDMAIL_USER_RE.exec(pathname);
-  if (!me && !um) {
-    counters.not_found += 1;
-    req.resume();
-    return sendGraphError(res, new GraphError(404, 'ResourceNotFound', `Resource not found for the segment in '${safePath(pathname).slice(0, 100)}'.`), ctx);
-  }
-
-  counters.send_mail += 1;
-  res.on('finish', () => {
-    if (!res.locals.transportFault && res.statusCode >= 400) counters.send_mail_errors += 1;
-  });
-
-  const got = await readBody(req, GRAPH_BODY_LIMIT);
-  if (got.aborted) return;
-
-  const fault = faults.take('graph');
-  if (fault) {
-    counters.faults_injected.graph += 1;
-    return applyFault(app, 'graph', fault, req, res, ctx);
-  }
-
-  try {
-    if (got.tooLarge) {
-      throw new GraphError(413, 'RequestEntityTooLarge', 'The maximum request length supported is 4MB.', got.drop ? { Connection: 'close' } : {});
-    }
-    if (req.method !== 'POST') {
-      throw new GraphError(405, 'MethodNotAllowed', `The HTTP method '${req.method}' is not allowed for this resource.`, { Allow: 'POST' });
-    }
-    const at = authenticateGraph(req, store);
-    if (!at.scopes.some((s) => lc(s) === lc(MAIL_SEND_SCOPE))) {
-      throw new GraphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
-    }
-
-    // Resolve the mailbox. Delegated tokens send as their own user only;
-    // app-only tokens (client_credentials) may name any mailbox the app's access
-    // policy allows, but cannot use /me.
-    let mailbox;
-    if (me) {
-      if (at.app_only) throw badRequest('/me request is only valid with delegated authentication flow.');
-      mailbox = at.user;
-    } else {
-      try {
-        mailbox = decodeURIComponent(um[1]);
-      } catch (_) {
-        throw badRequest('Invalid user id in the request URL.');
-      }
-      if (!at.app_only && lc(mailbox) !== lc(at.user)) {
-        throw new GraphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
-      }
-      // An Exchange application access policy (POST /admin/apps "mailboxes") limits
-      // app-only tokens to some mailboxes; Graph's wording for a refusal.
-      if (at.app_only && !apps.mailboxAllowed(store.client(at.client_id), mailbox)) {
-        throw new GraphError(403, 'ErrorAccessDenied', 'Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.');
-      }
-    }
-
-    let record;
-    const mt = mediaType(req);
-    if (mt === 'application/json') {
-      let doc;
-      try {
-        doc = JSON.parse(got.body.toString('utf8'));
-      } catch (_) {
-        throw badBody(got.body.length ? 'Invalid JSON in the request body.' : 'Empty Payload. JSON content expected.');
-      }
-      validateSendMail(doc);
-      record = { mailbox, received_at: new Date().toISOString(), request: doc };
-    } else if (mt === 'text/plain') {
-      // MIME variant: the body is base64 of a full RFC 5322 message.
-      const text = got.body.toString('latin1').replace(/\r?\n/g, '');
-      if (!text || !STD_BASE64_RE.test(text)) {
-        throw new GraphError(400, 'ErrorMimeContentInvalidBase64String', 'Invalid base64 string for MIME content.');
-      }
-      record = { mailbox, received_at: new Date().toISOString(), request: text, mime: Buffer.from(text, 'base64').toString('utf8') };
-    } else {
-      throw new GraphError(415, 'UnsupportedMediaType', "Content-Type must be 'application/json' or 'text/plain' (MIME).");
-    }
-
-    try {
-      storeMail(app, record);
-    } catch (err) {
-      process.stderr.write(`emulator: cannot store mail: ${err.message}\n`);
-      throw new GraphError(500, 'InternalServerError', 'The emulator could not store the message.');
-    }
-    counters.send_mail_accepted += 1;
-    counters.send_mail_by_mailbox[lc(mailbox)] = (counters.send_mail_by_mailbox[lc(mailbox)] || 0) + 1;
-    sendEmpty(res, 202, { 'request-id': ctx.requestId, 'client-request-id': ctx.clientRequestId });
-  } catch (err) {
-    if (!(err instanceof GraphError)) throw err;
-    sendGraphError(res, err, ctx);
-    if (got.drop) res.on('finish', () => killSocket(req.socket, false));
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Fault application (shared by token and graph endpoints)
 // ---------------------------------------------------------------------------
@@ -1869,7 +1783,7 @@ const ADMIN_ROUTES = [
   }],
   ['GET', '/admin/faults', (app) => [200, app.faults.list()]],
   ['POST', '/admin/faults', (app, b) => {
-    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'retry_after', 'size', 'delay_ms', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
+    checkKeys(b, ['endpoint', 'mode', 'status', 'count', 'skip', 'retry_after', 'size', 'delay_ms', 'error_code', 'error', 'suberror', 'claims', 'code', 'message']);
     app.faults.add(parseFault(b));
     return [201, app.faults.list()];
   }],
@@ -1911,7 +1825,11 @@ async function handleAdmin(app, req, res) {
     if (!isPlainObject(body)) return sendJson(res, 400, { error: 'body must be a JSON object' });
   }
   try {
-    const [status, out] = route[2](app, body);
+    const [status, out] = route[2](app, body, req);
+    if (Buffer.isBuffer(out)) {
+      res.writeHead(status, { 'Content-Type': 'application/octet-stream', 'Content-Length': out.length });
+      return res.end(out);
+    }
     return sendJson(res, status, out);
   } catch (err) {
     if (err instanceof AdminError) return sendJson(res, err.status, { error: err.message });
@@ -1937,7 +1855,14 @@ const ropc = require('./lib/ropc')(kit, apps);
 const clientCredentials = require('./lib/client-credentials')(kit, apps);
 const generic = require('./lib/oauth-generic')(kit, apps, device);
 
-ADMIN_ROUTES.push(...apps.adminRoutes, ...device.adminRoutes);
+// Graph's mail endpoints (sendMail, drafts, upload sessions, send), in graph-mail.js.
+const graphMail = require('./graph-mail')({
+  GraphError, sendGraphError, authenticateGraph, validateSendMail, storeMail, applyFault, readBody,
+  mediaType, sendJson, sendEmpty, lc, isPlainObject, AdminError, checkKeys, noteOn, safePath, killSocket,
+  writeFileAtomic, apps, UUID_RE, STD_BASE64_RE, GRAPH_RESOURCE, GRAPH_BODY_LIMIT,
+});
+
+ADMIN_ROUTES.push(...apps.adminRoutes, ...device.adminRoutes, ...graphMail.adminRoutes);
 
 // grant_type -> handler. Grants not listed answer unsupported_grant_type.
 const GRANT_HANDLERS = {
@@ -1969,7 +1894,8 @@ async function handleHttps(app, req, res) {
   if (pathname === '/oauth/token') return generic.handleOAuth(app, req, res, 'token');
   if (pathname === '/oauth/device_authorization') return generic.handleOAuth(app, req, res, 'device_authorization');
   if (pathname === '/.well-known/oauth-authorization-server') return generic.handleMetadata(app, req, res);
-  if (pathname.startsWith('/v1.0/')) return handleGraph(app, req, res, pathname);
+  if (pathname.startsWith('/v1.0/')) return graphMail.handleGraph(app, req, res, pathname);
+  if (pathname.startsWith('/api/v2.0/')) return graphMail.handleUpload(app, req, res, pathname);
   app.counters.not_found += 1;
   req.resume();
   return sendJson(res, 404, { error: 'not_found', error_description: `No emulated endpoint at ${safePath(pathname)}` });
@@ -2043,7 +1969,13 @@ async function main() {
     counters: newCounters(),
     faults: new Faults(),
     mailCounter: nextMailCounter(opts.mailDir),
+    mail: null,
   };
+  try {
+    app.mail = graphMail.newState(opts.mailDir);
+  } catch (err) {
+    fatal(`cannot load delivered mail: ${err.message}`);
+  }
 
   let tlsServer;
   try {

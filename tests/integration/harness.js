@@ -24,6 +24,8 @@ const SOURCE_ROOT = process.env.CREDBROKER_SOURCE_ROOT || path.resolve(__dirname
 const BUILD_ROOT = process.env.CREDBROKER_BUILD_ROOT || path.join(SOURCE_ROOT, 'build');
 const CREDBROKERD = process.env.CREDBROKERD || path.join(BUILD_ROOT, 'broker', 'credbrokerd');
 const CREDBROKER = process.env.CREDBROKER || path.join(BUILD_ROOT, 'cli', 'credbroker');
+// The spool's delivery helper of this build (not LIBEXECDIR's, which a test build never installs).
+const DELIVER_HELPER = path.join(BUILD_ROOT, 'broker', 'credbroker-deliver');
 const PEER_HELPER = process.env.CREDBROKER_PEER_HELPER
   || path.join(BUILD_ROOT, 'tests', 'integration', 'peer-helper');
 const SOFTHSM_MODULE = process.env.SOFTHSM_MODULE || '/usr/lib/softhsm/libsofthsm2.so';
@@ -384,6 +386,12 @@ class Harness {
         ca_bundle: this.p('certs', 'ca.pem'),
         // Many tests force refreshes with min_ttl; min-refresh.test.js tests the bound.
         min_refresh_interval: 0,
+      },
+      // Never the host's /var/spool/credbroker (docs/mail-spool.md).
+      mail: {
+        spool_dir: this.p('spool'),
+        maildrop_dir: this.p('maildrop'),
+        deliver_helper: DELIVER_HELPER,
       },
     };
     for (const [section, keys] of Object.entries(this.opts.config || {})) {

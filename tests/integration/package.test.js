@@ -92,6 +92,25 @@ test('libcredbroker: the shared library in libcredbroker0, the header, .pc and .
   assert.doesNotMatch(main, /libcredbroker/, 'the credbroker package carries the library');
 });
 
+// Issue 11: sendmail only when the administrator installs credbroker-mta, which, like every MTA
+// package, conflicts with the others so that apt replaces one only by choice.
+test('credbroker-mta: the sendmail links, and the MTA relations only there', { skip }, () => {
+  const f = fs.readdirSync(work).find((d) => d.startsWith('credbroker-mta_') && d.endsWith('.deb'));
+  assert.ok(f, 'no credbroker-mta package was built');
+  const mta = path.join(work, f);
+  const listing = sh('dpkg-deb', ['-c', mta]).stdout;
+  for (const link of ['./usr/sbin/sendmail -> ', './usr/lib/sendmail -> ', './usr/bin/mailq -> ', './usr/sbin/newaliases -> ']) {
+    const line = listing.split('\n').find((l) => l.includes(link));
+    assert.ok(line, `${link.trim()} is not in credbroker-mta`);
+    assert.match(line, /-> (\.\.\/)*(usr\/)?bin\/credbroker$|-> \/usr\/bin\/credbroker$|-> credbroker$/, line);
+  }
+  assert.match(listing, /usr\/share\/man\/man8\/sendmail\.8\.gz -> /);
+  for (const field of ['Provides', 'Conflicts', 'Replaces']) {
+    assert.equal(sh('dpkg-deb', ['-f', mta, field]).stdout.trim(), 'mail-transport-agent', field);
+  }
+  assert.match(sh('dpkg-deb', ['-f', mta, 'Depends']).stdout, /credbroker \(>= /);
+});
+
 test('installed into a throwaway root: the credbroker user, the conffiles, nothing enabled, the host untouched', { skip }, () => {
   const root = path.join(work, 'root');
   for (const d of ['var/lib/dpkg/info', 'var/lib/dpkg/updates', 'var/log', 'etc']) fs.mkdirSync(path.join(root, d), { recursive: true });

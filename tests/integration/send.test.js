@@ -3,7 +3,7 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
-const { setup, USER } = require('./harness');
+const { setup, waitFor, USER } = require('./harness');
 
 let h;
 before(async () => {
@@ -21,47 +21,54 @@ async function newMail(fn) {
   return { r, mail: all.slice(before) };
 }
 
-const addresses = (list) => (list || []).map((x) => x.emailAddress.address);
+// The messages Graph delivered since n (the emulator's MIME store: what recipients see), each with
+// its headers and leaf parts.
+async function deliveredSince(n) {
+  const list = await h.emulatorAdmin('GET', '/admin/mail/delivered');
+  return Promise.all(list.slice(n).map((m) => h.emulatorAdmin('GET', `/admin/mail/delivered/message?id=${encodeURIComponent(m.id)}`)));
+}
+const deliveredCount = async () => (await h.emulatorAdmin('GET', '/admin/mail/delivered')).length;
 
-test('send: recipients, subject and UTF-8 body from stdin arrive as Text', { timeout: 30000 }, async () => {
-  const { r, mail } = await newMail(() => h.cli(['send', '-p', 'alerts', '--to', 'a@example.com,b@example.com',
-    '--cc', 'c@example.com', '--subject', SUBJECT, '--config', h.conf], { input: BODY }));
+async function sendAndRead(args, input) {
+  const n = await deliveredCount();
+  const r = await h.cli(['send', '-p', 'alerts', ...args, '--config', h.conf], { input });
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, '');
-  assert.equal(mail.length, 1, 'exactly one message stored');
-  const m = mail[0];
+  const got = await deliveredSince(n);
+  assert.equal(got.length, 1, 'exactly one message delivered');
+  return got[0];
+}
+
+test('send: recipients, subject and UTF-8 body from stdin arrive as text/plain', { timeout: 30000 }, async () => {
+  const m = await sendAndRead(['--to', 'a@example.com,b@example.com', '--cc', 'c@example.com', '--subject', SUBJECT], BODY);
   assert.equal(m.mailbox.toLowerCase(), USER);
-  const msg = m.request.message;
-  assert.deepEqual(addresses(msg.toRecipients), ['a@example.com', 'b@example.com']);
-  assert.deepEqual(addresses(msg.ccRecipients), ['c@example.com']);
-  assert.equal(msg.bccRecipients, undefined, 'no bcc list when there are no bcc recipients');
-  assert.equal(msg.subject, SUBJECT);
-  assert.equal(msg.body.contentType, 'Text');
-  assert.equal(msg.body.content, BODY);
+  assert.deepEqual([...m.recipients].sort(), ['a@example.com', 'b@example.com', 'c@example.com']);
+  assert.equal(m.subject, SUBJECT);
+  assert.equal(m.from, USER, 'From is the account mailbox');
+  const text = m.parts.filter((p) => p.content_type === 'text/plain');
+  assert.equal(text.length, 1, JSON.stringify(m.parts));
+  assert.equal(text[0].text.replace(/\r\n/g, '\n'), BODY);
+  assert.doesNotMatch(JSON.stringify(m.headers), /"Bcc"/i, 'no Bcc header when there are no bcc recipients');
 });
 
-test('send --html sends an HTML body', { timeout: 30000 }, async () => {
+test('send --html sends an HTML body; Bcc recipients get it without seeing the Bcc', { timeout: 30000 }, async () => {
   const html = '<html><body><p>Grüße &amp; <b>bold</b> ✓</p></body></html>\n';
-  const { r, mail } = await newMail(() => h.cli(['send', '-p', 'alerts', '--to', 'a@example.com',
-    '--bcc', 'hidden@example.com', '--subject', 'html', '--html', '--config', h.conf], { input: html }));
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(mail.length, 1);
-  const msg = mail[0].request.message;
-  assert.equal(msg.body.contentType, 'HTML');
-  assert.equal(msg.body.content, html);
-  assert.deepEqual(addresses(msg.bccRecipients), ['hidden@example.com']);
+  const m = await sendAndRead(['--to', 'a@example.com', '--bcc', 'hidden@example.com', '--subject', 'html', '--html'], html);
+  const part = m.parts.filter((p) => p.content_type === 'text/html');
+  assert.equal(part.length, 1, JSON.stringify(m.parts));
+  assert.equal(part[0].text.replace(/\r\n/g, '\n'), html);
+  assert.ok(m.recipients.includes('hidden@example.com'), JSON.stringify(m.recipients));
+  assert.doesNotMatch(JSON.stringify(m.headers), /hidden@example\.com/, 'Bcc is not shown to recipients');
 });
 
 test('send --body-file reads the body from a file', { timeout: 30000 }, async () => {
   const file = h.p('body.txt');
   const text = 'From a file: ✓\nsecond line\n';
   fs.writeFileSync(file, text);
-  const { r, mail } = await newMail(() => h.cli(['send', '-p', 'alerts', '--to', 'a@example.com',
-    '--subject', 'file', '--body-file', file, '--config', h.conf], { input: 'NOT THIS' }));
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(mail.length, 1);
-  assert.equal(mail[0].request.message.body.content, text);
-  assert.equal(mail[0].request.message.body.contentType, 'Text');
+  const m = await sendAndRead(['--to', 'a@example.com', '--subject', 'file', '--body-file', file], 'NOT THIS');
+  const part = m.parts.filter((p) => p.content_type === 'text/plain');
+  assert.equal(part.length, 1);
+  assert.equal(part[0].text.replace(/\r\n/g, '\n'), text);
 });
 
 test('an invalid address: exit 64 and nothing is sent', { timeout: 30000 }, async () => {
@@ -97,17 +104,25 @@ test('Graph error text reaches the terminal without control characters', { timeo
   const r = await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'refused', '--config', h.conf],
     { input: 'body\n' });
   assert.equal(r.code, 77, `exit ${r.code}: ${r.stderr}`);
-  assert.match(r.stderr, /Denied\?\[2J\?31m now/);
+  // One ? per byte of what is not printable text (the C1 CSI is two bytes in UTF-8).
+  assert.match(r.stderr, /Denied\?\[2J\?+31m now/);
   assert.doesNotMatch(r.stderr, /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/, JSON.stringify(r.stderr));
 });
 
-test('a Graph 503 is a temporary failure (exit 75) naming the Graph error code', { timeout: 30000 }, async () => {
+// Issue 11 item 5: a temporary failure no longer loses the message (exit 75 left it to the
+// caller): it goes to the broker's spool, send exits 0 saying so, and the spool delivers it.
+test('a Graph 503 puts the message in the broker spool (exit 0), which delivers it', { timeout: 60000 }, async () => {
+  const before = (await h.mail()).length;
   await h.addFault({ endpoint: 'graph', mode: 'status', status: 503, retry_after: 5 });
   const r = await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'later', '--config', h.conf],
     { input: 'body\n' });
-  assert.equal(r.code, 75, `exit ${r.code}: ${r.stderr}`);
-  assert.match(r.stderr, /503/);
-  assert.match(r.stderr, /ServiceNotAvailable/);
+  assert.equal(r.code, 0, `exit ${r.code}: ${r.stderr}`);
+  assert.match(r.stderr, /queued in the broker's spool/);
+  const listed = await h.adminRequest({ op: 'queue.list' });
+  assert.equal(listed.ok, true, JSON.stringify(listed));
+  assert.equal(listed.total, 1, JSON.stringify(listed));
+  assert.equal((await h.adminRequest({ op: 'queue.flush' })).ok, true);
+  await waitFor('the spooled message to arrive', async () => (await h.mail()).length > before, { timeoutMs: 30000 });
 });
 
 test('send as a denied uid: exit 77 and nothing sent', { timeout: 30000 }, async () => {
@@ -130,15 +145,17 @@ test('--to with no address is a usage error even when --cc has one (exit 64, not
 });
 
 test('an address list with a space inside an entry is never silently cut short', { timeout: 30000 }, async () => {
-  const { r, mail } = await newMail(() => h.cli(['send', '-p', 'alerts', '--to', 'a@example.com evil@example.com',
-    '--subject', 's', '--config', h.conf], { input: 'body\n' }));
+  const n = await deliveredCount();
+  const r = await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com evil@example.com', '--subject', 's',
+    '--config', h.conf], { input: 'body\n' });
+  const got = await deliveredSince(n);
   if (r.code === 0) {
     // Accepted: then every address given must be a recipient.
-    assert.deepEqual(addresses(mail[0].request.message.toRecipients), ['a@example.com', 'evil@example.com'],
+    assert.deepEqual([...got[0].recipients].sort(), ['a@example.com', 'evil@example.com'],
       'the message went out with part of the --to argument dropped');
   } else {
     assert.equal(r.code, 64, `exit ${r.code}: ${r.stderr}`);
-    assert.equal(mail.length, 0);
+    assert.equal(got.length, 0);
   }
 });
 

@@ -35,6 +35,10 @@ static void test_op_table(void)
             {"audit.checkpoint", false, false, NULL},
             {"audit.rotate", false, false, NULL},
             {"audit.key", false, false, NULL},
+            {"queue.list", false, false, NULL},
+            {"queue.show", false, false, NULL},
+            {"queue.flush", false, false, NULL},
+            {"queue.delete", false, false, NULL},
         };
         const struct admin_op *table;
         size_t n;

@@ -700,6 +700,73 @@ static void test_ping_profiles_replies(void)
         cJSON_Delete(json);
 }
 
+/* The mail ops: recognised, the profile checked, nothing else kept (the client layer parses the
+ * rest); and base64 as mail.chunk carries it. */
+static void test_mail_ops(void)
+{
+        struct wire_request req;
+        enum wire_error err;
+        const char *msg;
+
+        is_int(parse_str(
+                   "{\"v\":1,\"op\":\"token.drop\",\"profile\":\"alerts\",\"access_token\":\"x\"}",
+                   &req, &err),
+               0, "token.drop parses");
+        is_int(req.op, WIRE_OP_TOKEN_DROP, "token.drop op");
+        is_str(req.profile, "alerts", "token.drop profile");
+        ok(parse_str("{\"v\":1,\"op\":\"token.drop\"}", &req, &err) < 0 && err == WIRE_BAD_REQUEST,
+           "token.drop needs a profile");
+        is_int(parse_str("{\"v\":1,\"op\":\"mail.submit\",\"profile\":\"alerts\",\"size\":3}", &req,
+                         &err),
+               0, "mail.submit parses");
+        is_int(req.op, WIRE_OP_MAIL_SUBMIT, "mail.submit op");
+        ok(parse_str("{\"v\":1,\"op\":\"mail.submit\",\"profile\":\"A/B\"}", &req, &err) < 0,
+           "mail.submit: the profile is checked");
+        is_int(parse_str("{\"v\":1,\"op\":\"mail.chunk\",\"data\":\"AAAA\"}", &req, &err), 0,
+               "mail.chunk parses");
+        is_int(req.op, WIRE_OP_MAIL_CHUNK, "mail.chunk op");
+        is_int(parse_str("{\"v\":1,\"op\":\"mail.commit\"}", &req, &err), 0, "mail.commit parses");
+        is_int(req.op, WIRE_OP_MAIL_COMMIT, "mail.commit op");
+        (void)msg;
+
+        static const struct {
+                const char *plain, *b64;
+        } vectors[] = {{"", ""},
+                       {"f", "Zg=="},
+                       {"fo", "Zm8="},
+                       {"foo", "Zm9v"},
+                       {"foob", "Zm9vYg=="},
+                       {"fooba", "Zm9vYmE="},
+                       {"foobar", "Zm9vYmFy"}};
+        for (size_t i = 0; i < sizeof(vectors) / sizeof(vectors[0]); i++) {
+                char enc[16];
+                uint8_t dec[16];
+                size_t n = 99;
+
+                wire_base64_encode((const uint8_t *)vectors[i].plain, strlen(vectors[i].plain),
+                                   enc);
+                is_str(enc, vectors[i].b64, "base64 encodes RFC 4648's vector");
+                ok(wire_base64_decode(vectors[i].b64, strlen(vectors[i].b64), dec, &n) == 0 &&
+                       n == strlen(vectors[i].plain) && memcmp(dec, vectors[i].plain, n) == 0,
+                   "base64 decodes RFC 4648's vector");
+        }
+        static const char *const bad[] = {"Zg=", "Zg==Zg==", "Z===", "Zm9v!A==", "Zm 9", "=AAA"};
+        for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+                uint8_t dec[16];
+                size_t n;
+                ok(wire_base64_decode(bad[i], strlen(bad[i]), dec, &n) == -EINVAL,
+                   "bad base64 is refused");
+        }
+        uint8_t all[256], round[256];
+        char enc[400];
+        size_t n = 0;
+        for (int i = 0; i < 256; i++)
+                all[i] = (uint8_t)i;
+        size_t len = wire_base64_encode(all, sizeof(all), enc);
+        ok(wire_base64_decode(enc, len, round, &n) == 0 && n == 256 && memcmp(all, round, 256) == 0,
+           "every byte value round-trips");
+}
+
 static void test_token_reply(void)
 {
         _cleanup_buf_ struct buf *out = new_buf(BUF_MAX);
@@ -712,6 +779,8 @@ static void test_token_reply(void)
             .n_scopes = 2,
             .account = "alerts",
             .mailbox = "alerts@contoso.com",
+            .delegated = true,
+            .ca_file = "/etc/credbroker/ca.pem",
         };
         const uint8_t *payload;
         size_t len;
@@ -738,11 +807,17 @@ static void test_token_reply(void)
                    "scopes");
                 is_str(json_get_string(json, "account"), "alerts", "account");
                 is_str(json_get_string(json, "mailbox"), "alerts@contoso.com", "mailbox");
-                is_int(member_count(json), 9, "exactly the nine members of design.md");
+                ok(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(json, "delegated")),
+                   "delegated (mail: /me applies)");
+                is_str(json_get_string(json, "ca_file"), "/etc/credbroker/ca.pem", "ca_file");
+                is_int(member_count(json), 11,
+                       "the nine members of design.md, delegated and ca_file");
                 cJSON_Delete(json);
         }
 
         t.mailbox = NULL;
+        t.ca_file = NULL;
+        t.delegated = false;
         t.n_scopes = 0;
         t.expires_at = 253402300799ULL; /* 9999-12-31T23:59:59Z */
         is_int(wire_reply_token(out, &t), 0, "token reply without mailbox");
@@ -755,7 +830,10 @@ static void test_token_reply(void)
                cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(json, "scopes")) == 0,
            "no scopes is an empty array");
         ok(json && number_is(json, "expires_at", 253402300799.0), "year-9999 expires_at exact");
-        is_int(json ? member_count(json) : 0, 8, "eight members without mailbox");
+        ok(json && cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(json, "delegated")) &&
+               !cJSON_GetObjectItemCaseSensitive(json, "ca_file"),
+           "delegated false, no ca_file when the broker has no CA bundle");
+        is_int(json ? member_count(json) : 0, 9, "nine members without mailbox and ca_file");
         cJSON_Delete(json);
 
         /* A token too big for a frame is refused, and nothing is written. */
@@ -807,6 +885,7 @@ int main(void)
         test_error_replies();
         test_ping_profiles_replies();
         test_token_reply();
+        test_mail_ops();
         test_put_json();
         return done_testing();
 }

@@ -1,0 +1,38 @@
+#!/usr/bin/env node
+'use strict';
+// A stand-in for credbroker-deliver (docs/mail-spool.md), selected with [mail] deliver_helper:
+// the same contract (message on fd 3, one token JSON line on stdin, one result line on stdout)
+// and a plan for fault injection. $FAKE_DELIVER_DIR holds:
+//   plan.json      {"results":["temporary",...], "default":"sent", "retry_after":N,
+//                   "sleep_ms":N, "reason":"..."}: the n-th attempt (counted over all
+//                   messages) answers results[n], then default; "crash" exits without a line
+//   attempts.log   one line per attempt (appended): {"n":…, "result":…}
+//   sent/          each delivered message, as the bytes read from fd 3 (named <n>.eml)
+//   tokens.log     the token line of each attempt, minus the token itself
+const fs = require('node:fs');
+const path = require('node:path');
+
+const dir = process.env.FAKE_DELIVER_DIR;
+const plan = JSON.parse(fs.readFileSync(path.join(dir, 'plan.json'), 'utf8'));
+const message = fs.readFileSync(3);
+const stdin = fs.readFileSync(0, 'utf8');
+const tokenLine = JSON.parse(stdin.split('\n')[0]);
+const logPath = path.join(dir, 'attempts.log');
+fs.appendFileSync(logPath, 'x\n');
+const n = fs.readFileSync(logPath, 'utf8').split('\n').filter((l) => l).length - 1;
+const result = (plan.results || [])[n] || plan.default || 'sent';
+const { access_token: token, ...rest } = tokenLine;
+fs.appendFileSync(path.join(dir, 'tokens.log'), JSON.stringify({ n, has_token: !!token, token, ...rest }) + '\n');
+
+function finish() {
+  if (result === 'crash') process.exit(3);
+  if (result === 'sent') {
+    fs.mkdirSync(path.join(dir, 'sent'), { recursive: true });
+    fs.writeFileSync(path.join(dir, 'sent', `${n}.eml`), message);
+  }
+  const out = { result, reason: plan.reason || `fake ${result}` };
+  if (plan.retry_after) out.retry_after = plan.retry_after;
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+if (plan.sleep_ms) setTimeout(finish, plan.sleep_ms);
+else finish();
