@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json.h"
 #include "util.h"
@@ -308,6 +309,12 @@ const char *account_meta_graph_resource(const struct account_meta *m, const char
                                     m->cloud ? m->cloud_kind : default_cloud);
 }
 
+bool account_meta_sends_as_other(const struct account_meta *m)
+{
+        return !account_flow_is_app_only(m->flow_kind) && m->mailbox && m->username &&
+               strcasecmp(m->mailbox, m->username) != 0;
+}
+
 int account_meta_default_scopes(const struct account_meta *m, const char *resource, char **ret)
 {
         char *scopes;
@@ -317,8 +324,15 @@ int account_meta_default_scopes(const struct account_meta *m, const char *resour
                 scopes = strdup(m->scopes);
         else if (account_meta_is_generic_oauth(m))
                 return 0;
-        else if (asprintf(&scopes, "%s/%s", resource,
-                          account_flow_is_app_only(m->flow_kind) ? ".default" : "Mail.Send") < 0)
+        else if (account_flow_is_app_only(m->flow_kind)) {
+                if (asprintf(&scopes, "%s/.default", resource) < 0)
+                        scopes = NULL;
+        } else if (account_meta_sends_as_other(m)) {
+                /* /users/{mailbox}/sendMail for a user who is not the mailbox: Graph wants the
+                 * delegated Mail.Send.Shared (plus Send As rights in Exchange). */
+                if (asprintf(&scopes, "%s/Mail.Send %s/Mail.Send.Shared", resource, resource) < 0)
+                        scopes = NULL;
+        } else if (asprintf(&scopes, "%s/Mail.Send", resource) < 0)
                 scopes = NULL;
         if (!scopes)
                 return -ENOMEM;

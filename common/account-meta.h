@@ -89,6 +89,9 @@ const char *account_meta_graph_resource(const struct account_meta *m, const char
 /* The scope set asked for when none is given (sign-in, account test): the account's scopes,
  * else {resource}/.default (app-only) or {resource}/Mail.Send (delegated); NULL (*ret) for a
  * generic OAuth server, which has no default. malloc()ed. */
+/* A delegated account whose signed-in user (username) is not its mailbox: it sends through
+ * /users/{mailbox}/sendMail, which needs Mail.Send.Shared besides Mail.Send. */
+bool account_meta_sends_as_other(const struct account_meta *m);
 int account_meta_default_scopes(const struct account_meta *m, const char *resource, char **ret);
 
 /* Whether the account talks to a server other than Microsoft's (explicit endpoints): then only

@@ -105,10 +105,13 @@ test('a run through issue, deny, unavailable, refresh, send and reauth', { timeo
   const sent = note('send', await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'canary',
     '--config', h.conf], { input: 'body\n' }));
   assert.equal(sent.code, 0, sent.stderr);
+  // Graph refuses the token once (401): the CLI has the broker drop it, gets a fresh one and
+  // sends again (issue 11 item 0); nothing of either token may show in what it prints.
   await h.addFault({ endpoint: 'graph', mode: 'status', status: 401, code: 'InvalidAuthenticationToken' });
-  const refused = note('send refused', await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'x',
+  const retried = note('send after a 401', await h.cli(['send', '-p', 'alerts', '--to', 'a@example.com', '--subject', 'x',
     '--config', h.conf], { input: 'body\n' }));
-  assert.notEqual(refused.code, 0);
+  assert.equal(retried.code, 0, retried.stderr);
+  assert.ok(h.auditLines().some((l) => l.event === 'token.drop'), 'the refused token was dropped at the broker');
 
   // a server-side rejection mentioning the grant, then reauth
   await h.emulatorAdmin('POST', '/admin/refresh-tokens/revoke', { user: 'alerts@contoso.com', access_tokens: true });

@@ -208,6 +208,27 @@ static void test_cloud(void)
         free(scopes);
         account_meta_clear(&m);
 
+        is_int(parse("{" BASE ",\"flow\":\"password\",\"username\":\"alice@contoso.com\","
+                     "\"mailbox\":\"alerts@contoso.com\"}",
+                     &m),
+               0, "a user who sends as another mailbox");
+        is_int(account_meta_default_scopes(&m, "https://graph.microsoft.com", &scopes), 0,
+               "its default scopes");
+        is_str(scopes,
+               "https://graph.microsoft.com/Mail.Send https://graph.microsoft.com/Mail.Send.Shared",
+               "Mail.Send.Shared for /users/{mailbox}");
+        free(scopes);
+        account_meta_clear(&m);
+        is_int(parse("{" BASE ",\"flow\":\"password\",\"username\":\"Alerts@Contoso.com\","
+                     "\"mailbox\":\"alerts@contoso.com\"}",
+                     &m),
+               0, "a user who is the mailbox");
+        is_int(account_meta_default_scopes(&m, "https://graph.microsoft.com", &scopes), 0,
+               "its default scopes");
+        is_str(scopes, "https://graph.microsoft.com/Mail.Send", "Mail.Send only");
+        free(scopes);
+        account_meta_clear(&m);
+
         is_int(parse("{" BASE ",\"flow\":\"device\"}", &m), 0, "no cloud");
         is_str(account_meta_graph_resource(&m, "https://127.0.0.1:9", CLOUD_DOD),
                "https://dod-graph.microsoft.us", "the configured cloud");
