@@ -35,6 +35,7 @@
 #define SETUP_STATE_DIR   LOCALSTATEDIR "/lib/credbroker"
 #define SETUP_SOFTHSM_DIR SETUP_STATE_DIR "/softhsm"
 #define SETUP_LOG_DIR     LOCALSTATEDIR "/log/credbroker"
+#define SETUP_SPOOL_DIR   LOCALSTATEDIR "/spool/credbroker"
 #define SETUP_PIN_SOURCE  "credential:pkcs11-pin"
 #define SETUP_LABEL       "credbroker"
 #define SETUP_TOKEN_URI   "pkcs11:token=" SETUP_LABEL
@@ -194,14 +195,16 @@ static int config_text(const struct setup *s, char **ret)
         _cleanup_free_ char *admin = setup_shown(&s->root, RUNTIME_DIR "/admin.socket");
         _cleanup_free_ char *policy = setup_shown(&s->root, SETUP_POLICY_DIR);
         _cleanup_free_ char *audit = setup_shown(&s->root, SETUP_LOG_DIR "/audit.log");
+        _cleanup_free_ char *spool = setup_shown(&s->root, SETUP_SPOOL_DIR);
         _cleanup_free_ char *broker = NULL;
 
-        if (!socket || !admin || !policy || !audit)
+        if (!socket || !admin || !policy || !audit || !spool)
                 return -ENOMEM;
         if (s->prefix && asprintf(&broker,
                                   "[broker]\nsocket = %s\nadmin_socket = %s\npolicy_dir = %s\n"
-                                  "audit_log = %s\n\n",
-                                  socket, admin, policy, audit) < 0)
+                                  "audit_log = %s\n\n[mail]\nspool_dir = %s\n"
+                                  "maildrop_dir = %s/maildrop\n\n",
+                                  socket, admin, policy, audit, spool, spool) < 0)
                 return -ENOMEM;
         if (asprintf(ret,
                      "# Written by `credbroker setup`: the PKCS#11 token and its PIN. Every other "
@@ -224,12 +227,14 @@ static bool config_matches(const struct setup *s, const struct config *c)
         _cleanup_free_ char *admin = setup_shown(&s->root, RUNTIME_DIR "/admin.socket");
         _cleanup_free_ char *policy = setup_shown(&s->root, SETUP_POLICY_DIR);
         _cleanup_free_ char *audit = setup_shown(&s->root, SETUP_LOG_DIR "/audit.log");
+        _cleanup_free_ char *spool = setup_shown(&s->root, SETUP_SPOOL_DIR);
 
         if (!same(c->module_path, s->module) || !same(c->token_uri, s->token_uri) ||
             !same(c->pin_source, SETUP_PIN_SOURCE))
                 return false;
         return !s->prefix || (same(c->socket_path, socket) && same(c->admin_socket_path, admin) &&
-                              same(c->policy_dir, policy) && same(c->audit_log, audit));
+                              same(c->policy_dir, policy) && same(c->audit_log, audit) &&
+                              same(c->mail.spool_dir, spool));
 }
 
 static void conflict(struct setup *s, const char *path, const char *why)

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "cleanup.h"
+#include "util.h"
 
 struct session {
         const struct smtp_server *server;
@@ -85,7 +86,7 @@ static char *path_argument(const char *args, const char *keyword)
         n = (size_t)(end - p);
         if (n > 320 || memchr(p, ' ', n) || memchr(p, '\t', n))
                 return NULL;
-        return strndup(p, n);
+        return bytes_to_string(p, n);
 }
 
 static int command_mail(struct session *s, const char *args)

@@ -293,3 +293,14 @@ int scope_key_build(char *const *scopes, size_t n, char **ret)
         *ret = key;
         return 0;
 }
+
+char *bytes_to_string(const void *p, size_t n)
+{
+        char *s = malloc(n + 1);
+
+        if (!s)
+                return NULL;
+        memcpy(s, p, n);
+        s[n] = 0;
+        return s;
+}

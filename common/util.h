@@ -34,6 +34,10 @@ int scope_key_build(char *const *scopes, size_t n, char **ret);
 
 bool utf8_is_valid(const uint8_t *s, size_t len);
 
+/* The n bytes at p as a NUL-terminated malloc()ed string (strndup() for bytes that need not be
+ * terminated: it reads exactly n). NULL when out of memory. */
+char *bytes_to_string(const void *p, size_t n);
+
 /* A uniformly random integer in [0, bound) from GnuTLS's random generator (bound > 0). */
 uint64_t random_below(uint64_t bound);
 

@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "codec.h"
+#include "util.h"
 
 bool mail_next_line(const uint8_t *data, size_t len, size_t *pos, struct mail_line *ret)
 {
@@ -59,9 +60,9 @@ static int field_start(struct header_block *b, const struct mail_line *l, const 
         b->fields = fields;
         f = &fields[b->n];
         *f = (struct header_field){.longest = l->len};
-        f->name = strndup((const char *)l->p, name_len);
-        f->value = strndup((const char *)colon + 1, l->len - name_len - 1);
-        f->raw = strndup((const char *)l->p, l->len);
+        f->name = bytes_to_string((const char *)l->p, name_len);
+        f->value = bytes_to_string((const char *)colon + 1, l->len - name_len - 1);
+        f->raw = bytes_to_string((const char *)l->p, l->len);
         if (!f->name || !f->value || !f->raw) {
                 free(f->name), free(f->value), free(f->raw);
                 return -ENOMEM;

@@ -190,7 +190,7 @@ static int message_id(struct prepare *p, char **ret)
                 while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
                         n--;
                 if (message_id_is_valid(v, n)) {
-                        *ret = strndup(v, n);
+                        *ret = bytes_to_string(v, n);
                         return *ret ? 0 : -ENOMEM;
                 }
                 p->headers.fields[i].removed = true;

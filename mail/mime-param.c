@@ -7,6 +7,7 @@
 
 #include "codec.h"
 #include "header.h"
+#include "util.h"
 
 #define PARAM_SECTIONS_MAX 64
 
@@ -133,7 +134,7 @@ int header_mime_type(const char *value, char **ret)
 
         value += strspn(value, " \t");
         n = strcspn(value, "; \t(");
-        t = n ? strndup(value, n) : strdup("text/plain");
+        t = n ? bytes_to_string(value, n) : strdup("text/plain");
         if (!t)
                 return -ENOMEM;
         for (char *c = t; *c; c++)

@@ -11,6 +11,7 @@
 #include "message.h"
 #include "mime.h"
 #include "rfc2047.h"
+#include "util.h"
 
 #define SPLIT_DEPTH_MAX 8
 #define SPLIT_PARTS_MAX 1000
@@ -100,7 +101,7 @@ static int describe(const struct header_block *h, struct mail_part *part)
                 size_t n = strcspn(cid, " \t");
                 if (*cid == '<' && n >= 2 && cid[n - 1] == '>')
                         cid++, n -= 2;
-                part->content_id = strndup(cid, n);
+                part->content_id = bytes_to_string(cid, n);
                 r = part->content_id ? 0 : -ENOMEM;
         }
         return r;

@@ -103,7 +103,7 @@ static int put_extra_header(struct build *b, const char *h)
                 return build_fail(b, -EINVAL,
                                   "The %.*s field is set by the message itself, not by --header.",
                                   (int)(colon - h), h);
-        name = strndup(h, (size_t)(colon - h));
+        name = bytes_to_string(h, (size_t)(colon - h));
         value = colon + 1 + strspn(colon + 1, " \t");
         r = name ? rfc2047_encode_text(&v, value) : -ENOMEM;
         if (r >= 0)

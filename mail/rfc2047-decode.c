@@ -47,7 +47,7 @@ static int decode_word(struct strbuf *out, const char *charset, size_t cl, char 
         if (enc == 'B')
                 r = base64_decode(&raw, (const uint8_t *)text, n);
         else if (enc == 'Q') {
-                _cleanup_free_ char *t = strndup(text, n);
+                _cleanup_free_ char *t = bytes_to_string(text, n);
                 for (char *c = t; c && *c; c++)
                         if (*c == '_')
                                 *c = ' ';
