@@ -12,22 +12,6 @@
 
 #include "util.h"
 
-static int write_all(int fd, const void *data, size_t len)
-{
-        const uint8_t *p = data;
-
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                p += n;
-                len -= (size_t)n;
-        }
-        return 0;
-}
-
 static int write_file(int dirfd, const char *name, const char *profile, const uint8_t *msg,
                       size_t len)
 {

@@ -217,6 +217,22 @@ bool strv_contains(char *const *strv, size_t n, const char *s)
         return false;
 }
 
+int write_all(int fd, const void *data, size_t len)
+{
+        const uint8_t *p = data;
+
+        while (len > 0) {
+                ssize_t n = write(fd, p, len);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                p += n;
+                len -= (size_t)n;
+        }
+        return 0;
+}
+
 int read_bounded(int fd, void *buf, size_t size, size_t *ret_len)
 {
         size_t len = 0;

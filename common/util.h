@@ -55,6 +55,10 @@ bool strv_contains(char *const *strv, size_t n, const char *s);
  * never act on a prefix. ret_len is untouched on failure. */
 int read_bounded(int fd, void *buf, size_t size, size_t *ret_len);
 
+/* Writes all len bytes to fd (a file: blocking), retrying EINTR and short writes. 0, or the
+ * -errno of the write that failed (-EIO for one that wrote nothing). */
+int write_all(int fd, const void *data, size_t len);
+
 /* OAuth tokens (access and refresh) are opaque, but always printable ASCII without spaces.
  * Quotes and backslashes are refused too, so a hostile value cannot break a JSON document, an
  * HTTP header or a log line. Every token entering the broker, the store or the CLI is checked

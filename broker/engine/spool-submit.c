@@ -16,6 +16,7 @@
 #include "log.h"
 #include "spool-internal.h"
 #include "spool-sync.h"
+#include "util.h"
 
 #define MB (1024ull * 1024ull)
 
@@ -119,22 +120,6 @@ static void unlist(struct spool *s, struct spool_submission *sub)
                         s->bytes -= sub->header.size <= s->bytes ? sub->header.size : s->bytes;
                         return;
                 }
-}
-
-static int write_all(int fd, const void *data, size_t len)
-{
-        const uint8_t *p = data;
-
-        while (len > 0) {
-                ssize_t n = write(fd, p, len);
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                p += n;
-                len -= (size_t)n;
-        }
-        return 0;
 }
 
 static int create_tmp(struct spool *s, struct spool_submission *sub)

@@ -143,7 +143,7 @@ void credbroker_close(struct credbroker_conn *c)
 }
 
 /* Writes all of data, waiting for the socket to take it until deadline. */
-static int write_all(int fd, const uint8_t *data, size_t len, uint64_t deadline)
+static int send_all(int fd, const uint8_t *data, size_t len, uint64_t deadline)
 {
         while (len > 0) {
                 ssize_t n = send(fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -174,7 +174,7 @@ int cb_send(struct credbroker_conn *c, const cJSON *request, uint64_t deadline,
                 r = wire_put_json(out, request);
         if (r < 0)
                 return cb_fail(err, CREDBROKER_FAILURE_REQUEST, r);
-        r = write_all(c->fd, buf_data(out), buf_len(out), deadline);
+        r = send_all(c->fd, buf_data(out), buf_len(out), deadline);
         return r < 0 ? cb_fail(err, CREDBROKER_FAILURE_SEND, r) : 0;
 }
 
@@ -194,7 +194,7 @@ int credbroker_send_secret(struct credbroker_conn *c, const cJSON *request, cons
         r = admin_frame_with_bytes(request, key, secret, len, &frame);
         if (r < 0)
                 return cb_fail(err, CREDBROKER_FAILURE_REQUEST, r);
-        r = write_all(c->fd, secret_data(frame), secret_len(frame), cb_deadline(timeout_ms));
+        r = send_all(c->fd, secret_data(frame), secret_len(frame), cb_deadline(timeout_ms));
         /* frame is wiped and unmapped here, whatever happened. */
         return r < 0 ? cb_fail(err, CREDBROKER_FAILURE_SEND, r) : 0;
 }

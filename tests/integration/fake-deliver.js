@@ -28,7 +28,10 @@ function finish() {
   if (result === 'crash') process.exit(3);
   if (result === 'sent') {
     fs.mkdirSync(path.join(dir, 'sent'), { recursive: true });
-    fs.writeFileSync(path.join(dir, 'sent', `${n}.eml`), message);
+    // Written aside, then renamed: a test that sees the file must see all of it.
+    const tmp = path.join(dir, `sent-${n}.tmp`);
+    fs.writeFileSync(tmp, message);
+    fs.renameSync(tmp, path.join(dir, 'sent', `${n}.eml`));
   }
   const out = { result, reason: plan.reason || `fake ${result}` };
   if (plan.retry_after) out.retry_after = plan.retry_after;
