@@ -282,7 +282,8 @@ test('the SoftHSM2 file store: socket activation starts the hardened service as 
   const p = await serviceProcess();
   await assertSandboxed(p, credbrokerUid);
   assert.match(p.maps, /libsofthsm2\.so/, 'the SoftHSM2 module is loaded in the service');
-  assert.equal((await sys.shOk(`stat -c '%U %a' ${AUDIT}`)).trim(), 'credbroker 600');
+  // 0640: readable by the audit group too ([broker] audit_group, else credbroker's own group).
+  assert.equal((await sys.shOk(`stat -c '%U %G %a' ${AUDIT}`)).trim(), 'credbroker credbroker 640');
   assert.match(await sys.journal('credbroker.service'), /Started credbroker\.service/);
 });
 
