@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -87,6 +88,83 @@ static int check_lines(uint64_t *ret_last_seq)
         return count;
 }
 
+/* How many of the first n pages of path are in the page cache. */
+static size_t resident_pages(const char *file, size_t n)
+{
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        long page = sysconf(_SC_PAGESIZE);
+        unsigned char *vec = calloc(n, 1);
+        size_t count = 0;
+        void *map;
+
+        if (fd < 0 || !vec)
+                abort();
+        map = mmap(NULL, n * (size_t)page, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED || mincore(map, n * (size_t)page, vec) < 0)
+                abort();
+        for (size_t i = 0; i < n; i++)
+                count += vec[i] & 1;
+        munmap(map, n * (size_t)page);
+        free(vec);
+        close(fd);
+        return count;
+}
+
+/* Whether this file system drops clean pages on POSIX_FADV_DONTNEED (tmpfs keeps them). */
+static bool drops_pages(void)
+{
+        char probe[300], block[4096] = {0};
+        bool dropped;
+        int fd;
+
+        snprintf(probe, sizeof(probe), "%s/probe", dir);
+        fd = open(probe, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        for (int i = 0; fd >= 0 && i < 64; i++)
+                if (write(fd, block, sizeof(block)) != sizeof(block))
+                        abort();
+        if (fd < 0 || fdatasync(fd) < 0)
+                abort();
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        close(fd);
+        dropped = resident_pages(probe, 64) < 32;
+        unlink(probe);
+        return dropped;
+}
+
+/* 16 MiB of records: the log's first pages leave the page cache behind the writer. */
+static void test_drop_behind(const struct secret *key)
+{
+        struct peer peer = {.uid = 1000, .gid = 1000, .pid = 42, .exe = (char *)"/usr/bin/job"};
+        struct audit_record deny = {
+            .event = "deny",
+            .peer = &peer,
+            .profile = "alerts",
+            .account = "alerts",
+            .decision = "deny",
+            .rule = "alerts:3",
+            .reason = "x",
+        };
+        char big[300];
+        struct audit *a = NULL;
+        size_t pages = 14 * 256; /* the first 14 MiB */
+
+        if (!drops_pages()) {
+                ok(1, "# SKIP the file system keeps pages on POSIX_FADV_DONTNEED");
+                return;
+        }
+        snprintf(big, sizeof(big), "%s/big.log", dir);
+        if (audit_open(big, key, &a) < 0)
+                abort();
+        for (size_t written = 0; written < 16u << 20; written += 200)
+                if (audit_write(a, &deny) < 0)
+                        abort();
+        audit_close(a);
+        size_t resident = resident_pages(big, pages);
+        if (!ok(resident < pages, "the log's written pages are dropped from the page cache"))
+                printf("#   %zu of the first %zu pages are resident\n", resident, pages);
+        unlink(big);
+}
+
 int main(void)
 {
         struct secret *key = NULL;
@@ -156,6 +234,7 @@ int main(void)
         audit_close(a);
         a = NULL;
 
+        test_drop_behind(key);
         is_int(check_lines(&seq), 6, "a genesis and five records, chained");
         is_int(seq, 5, "sequence numbers count from 0");
 
