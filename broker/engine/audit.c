@@ -138,12 +138,12 @@ static bool find_log_id(const char *data, const char *end, char out[static 33])
 static int write_line(struct audit *a, const char *body, size_t body_len,
                       const struct sha256_ctx *start);
 static int base_of(const char *line, size_t len, uint64_t *ret);
+static int write_object(struct audit *a, cJSON *json);
 
 static int write_genesis(struct audit *a)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
         uint8_t id[16];
-        char *text;
         int r;
 
         if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0)
@@ -156,11 +156,7 @@ static int write_genesis(struct audit *a)
             !json_add_string_ref(json, "log_id", a->log_id) ||
             (a->o.verifier_key && !json_add_string_ref(json, "key", a->o.verifier_key)))
                 return -ENOMEM;
-        text = cJSON_PrintUnformatted(json);
-        if (!text)
-                return -ENOMEM;
-        r = write_line(a, text, strlen(text), NULL);
-        json_free_string(text);
+        r = write_object(a, json);
         if (r >= 0)
                 a->unsealed++;
         return r;
@@ -169,7 +165,6 @@ static int write_genesis(struct audit *a)
 static int write_alarm(struct audit *a, const char *reason, uint64_t expected, uint64_t found)
 {
         _cleanup_json_ cJSON *json = cJSON_CreateObject();
-        char *text;
         int r;
 
         if (!json || !json_add_string_ref(json, "event", "audit.alarm") ||
@@ -178,11 +173,7 @@ static int write_alarm(struct audit *a, const char *reason, uint64_t expected, u
             (expected &&
              (!json_add_uint(json, "expected", expected) || !json_add_uint(json, "found", found))))
                 return -ENOMEM;
-        text = cJSON_PrintUnformatted(json);
-        if (!text)
-                return -ENOMEM;
-        r = write_line(a, text, strlen(text), NULL);
-        json_free_string(text);
+        r = write_object(a, json);
         if (r >= 0)
                 a->unsealed++;
         return r;
