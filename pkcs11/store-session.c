@@ -207,6 +207,8 @@ static int store_reopen(struct store *s)
         if (rv != CKR_OK)
                 return p11_ck_fail(s, "C_OpenSession", s->token_uri, rv);
         s->session_open = true;
+        /* Object handles are the old session's: a reused session number must not revive them. */
+        s->audit_key_handle = CK_INVALID_HANDLE;
         r = p11_login(s, s->pin_source, s->pin_path, s->pin_check_mode, slot, &info);
         if (r == -EACCES || r == -EPERM) {
                 /* A wrong or locked PIN stays wrong: another try only counts down the token's

@@ -38,6 +38,8 @@ enum entry_state {
 /* One checkpoint asked for. The body is the loop's until the worker's job is done. */
 struct entry {
         char *body;
+        const struct note_key *key; /* the verifier key the log names */
+        char *note;                 /* the signed note, checked against key on the worker */
         uint64_t count;
         uint8_t head[32];
         uint8_t sig[64];
@@ -75,37 +77,61 @@ static void entry_free(struct entry *e)
         if (!e)
                 return;
         free(e->body);
+        free(e->note);
         free(e);
 }
 
 /* Tests (a build with fault points): CREDBROKER_AUDIT_SIGN_DELAY_MS makes every signature on
- * the store worker that slow, as a slow token would. */
-static void test_sign_delay(void)
+ * the store worker that slow, as a slow token would; CREDBROKER_AUDIT_SIGN_FAIL_FIRST=N makes
+ * the first N signatures fail, as a token that refuses would. */
+static int test_sign_fault(void)
 {
 #if ENABLE_FAULT_POINTS
+        static unsigned failed;
         const char *v = secure_getenv("CREDBROKER_AUDIT_SIGN_DELAY_MS");
-        uint64_t ms;
+        uint64_t ms, n;
 
         if (v && parse_u64(v, &ms) == 0 && ms <= 10000)
                 (void)nanosleep(&(struct timespec){.tv_sec = (time_t)(ms / 1000),
                                                    .tv_nsec = (long)(ms % 1000) * 1000000},
                                 NULL);
+        v = secure_getenv("CREDBROKER_AUDIT_SIGN_FAIL_FIRST");
+        if (v && parse_u64(v, &n) == 0 && __atomic_fetch_add(&failed, 1, __ATOMIC_RELAXED) < n)
+                return -EIO;
 #endif
+        return 0;
 }
 
+/* Signs on the store worker, and checks the note there against the key the log names: a
+ * second key pair under the same label, or a stale object handle after a session was opened
+ * again, would otherwise put signatures nobody can verify into the log. */
 static int sign_call(struct store *store, void *arg)
 {
         struct entry *e = arg;
+        struct note_checkpoint checked;
+        int r;
 
-        test_sign_delay();
-        return store_audit_sign(store, e->body, strlen(e->body), e->sig, &e->sig_len);
+        free(e->note);
+        e->note = NULL;
+        r = test_sign_fault();
+        if (r < 0)
+                return r;
+        r = store_audit_sign(store, e->body, strlen(e->body), e->sig, &e->sig_len);
+        if (r < 0)
+                return r;
+        r = note_assemble(e->body, e->key, e->sig, e->sig_len, &e->note);
+        if (r < 0)
+                return r;
+        r = note_verify(e->note, strlen(e->note), e->key, &checked);
+        if (r < 0)
+                return log_error_errno(r, "The token's audit key did not sign as the verifier "
+                                          "key the log names: checkpoint not written");
+        return 0;
 }
 
 static int write_signed(struct audit_checkpointer *c, struct entry *e)
 {
-        _cleanup_free_ char *note = NULL;
         uint64_t lag = audit_next_seq(c->b->audit) - e->count;
-        int r;
 
         /* The verifier keeps the last NOTE_MAX_LAG(n) hashes: a head further back could not be
          * checked. Only a token that did not answer for that long gets here. */
@@ -115,10 +141,7 @@ static int write_signed(struct audit_checkpointer *c, struct entry *e)
                                        " records dropped: its signature came back %" PRIu64
                                        " records later",
                                        e->count, lag);
-        r = note_assemble(e->body, &c->key, e->sig, e->sig_len, &note);
-        if (r < 0)
-                return log_error_errno(r, "Failed to assemble an audit checkpoint");
-        return audit_write_checkpoint(c->b->audit, e->count, e->head, note);
+        return audit_write_checkpoint(c->b->audit, e->count, e->head, e->note);
 }
 
 static int finish_reopen(struct audit_checkpointer *c, bool *reopened)
@@ -137,6 +160,10 @@ static void complete(struct audit_checkpointer *c, struct entry *e)
 
         if (e->state == ENTRY_SIGNED)
                 r = write_signed(c, e);
+        /* What this checkpoint would have sealed is sealed by the next one, at the latest at
+         * shutdown: the tail never stays unsealed because one signature failed. */
+        if (r < 0)
+                audit_mark_unsealed(c->b->audit);
         if (e->reopen) {
                 int k = finish_reopen(c, &reopened);
                 if (r >= 0)
@@ -194,6 +221,7 @@ static struct entry *entry_new(struct audit_checkpointer *c)
 
         if (!e)
                 return NULL;
+        e->key = &c->key;
         audit_chain_mark(c->b->audit, &e->count, e->head);
         if (note_checkpoint_body(audit_log_id(c->b->audit), e->count, e->head, now_realtime_usec(),
                                  &e->body) < 0) {
@@ -285,8 +313,6 @@ void audit_checkpoint_request(struct audit_checkpointer *c, bool reopen,
 static void on_records(void *userdata)
 {
         struct audit_checkpointer *c = userdata;
-        uint64_t count;
-        uint8_t head[32];
 
         if (c->b->stopping || !c->b->store_worker)
                 return;
@@ -298,7 +324,7 @@ static void on_records(void *userdata)
                                   "token signs slower than the audit log grows.",
                                   NOTE_PENDING_MAX);
                 c->skipped = true;
-                audit_chain_mark(c->b->audit, &count, head);
+                audit_checkpoint_skipped(c->b->audit);
                 return;
         }
         (void)ask(c);
@@ -371,7 +397,7 @@ void audit_checkpoint_sighup(struct audit_checkpointer *c)
 /* Signs e on this thread (the store is this thread's: at start, or once the worker stopped). */
 static void sign_here(struct audit_checkpointer *c, struct store *store, struct entry *e)
 {
-        int r = store_audit_sign(store, e->body, strlen(e->body), e->sig, &e->sig_len);
+        int r = sign_call(store, e);
 
         if (r < 0) {
                 log_error_errno(r, "Failed to sign an audit checkpoint");
@@ -426,10 +452,14 @@ static void seal_at_start(struct audit_checkpointer *c, struct store *store)
                         free(e);
                         break;
                 }
+                e->key = &c->key;
                 e->count = up.heads[i].count;
                 memcpy(e->head, up.heads[i].head, 32);
                 append(c, e);
         }
+        /* The last checkpoint owed may cover everything already: one note per count. */
+        if (c->tail && c->tail->count == audit_next_seq(c->b->audit))
+                up.unsealed = false;
         free(up.heads);
         if (up.unsealed && !entry_new(c))
                 log_error("Failed to seal the audit log: out of memory.");

@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "signed-note.h"
 #include "util.h"
 
 #define AUDIT_LINE_MAX 65536
@@ -39,6 +40,7 @@ struct audit {
         uint64_t unsealed;  /* records since the last checkpoint was asked for */
         uint64_t requested; /* the count the last checkpoint asked for covers */
         bool need_genesis;  /* the genesis could not be written yet (a full disk) */
+        bool torn_tail;     /* the file ends in a torn line: a newline goes first */
         char *note;         /* the latest checkpoint's */
         bool have_checkpoint;
         uint64_t checkpoint_seq, checkpoint_count; /* the latest checkpoint record's */
@@ -179,9 +181,33 @@ static int write_alarm(struct audit *a, const char *reason, uint64_t expected, u
         return r;
 }
 
-/* Sets seq, head and log_id from the file's end; 1 when a genesis is needed, 2 when the last
- * line is torn (head is then the torn bytes' hash), 0 to continue. */
-static int read_chain(struct audit *a, int rfd)
+/* The note of the latest checkpoint (or of the file.start that repeats it), going backwards from
+ * end, so that a rotation right after a restart can still repeat it. */
+static char *find_note(const char *data, const char *end)
+{
+        static const char note_key[] = "\"note\":\"", repeat_key[] = "\"checkpoint\":\"";
+
+        while (end > data) {
+                const char *line = line_before(data, end);
+                size_t len = (size_t)(end - line);
+                bool is_note = memmem(line, len, note_key, sizeof(note_key) - 1);
+                if (is_note || memmem(line, len, repeat_key, sizeof(repeat_key) - 1)) {
+                        _cleanup_json_ cJSON *json = NULL;
+                        const char *note;
+                        if (json_parse(line, len, &json) == 0 &&
+                            (note = json_get_string(json, is_note ? "note" : "checkpoint")) &&
+                            strlen(note) < NOTE_MAX_LEN)
+                                return strdup(note);
+                }
+                end = line > data ? line - 1 : data;
+        }
+        return NULL;
+}
+
+/* Sets seq, head, log_id and the latest note from the file's end; 1 when a genesis is needed,
+ * 0 to continue. *ret_torn: the last line is torn (when the chain goes on, head is then the
+ * torn bytes' hash). */
+static int read_chain(struct audit *a, int rfd, bool *ret_torn)
 {
         struct stat st;
         char *data;
@@ -190,6 +216,7 @@ static int read_chain(struct audit *a, int rfd)
         bool sealed;
         int r = 0;
 
+        *ret_torn = false;
         if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
                 return 1;
         data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, rfd, 0);
@@ -201,7 +228,7 @@ static int read_chain(struct audit *a, int rfd)
                 last = line_before(data, end);
                 sha256(last, (size_t)(end - last), a->head);
                 end = last > data ? last - 1 : data;
-                r = 2;
+                *ret_torn = true;
         } else
                 end--;
         last = line_before(data, end);
@@ -221,8 +248,9 @@ static int read_chain(struct audit *a, int rfd)
                         a->checkpoint_seq = seq;
                         a->checkpoint_count = count;
                 }
-                if (r != 2)
+                if (!*ret_torn)
                         sha256(last, (size_t)(end - last), a->head);
+                a->note = find_note(data, end);
         }
         munmap(data, (size_t)st.st_size);
         return r;
@@ -265,16 +293,22 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
 {
         struct audit *a;
         struct stat st;
+        bool torn = false;
         int r;
 
         a = calloc(1, sizeof(*a));
         if (!a)
                 return -ENOMEM;
         a->o = o ? *o : (struct audit_options){.group = (gid_t)-1};
+        a->fd = -1;
         a->path = strdup(path);
+        if (!a->path) {
+                audit_close(a);
+                return -ENOMEM;
+        }
         a->fd = open_file(path, 0, a->o.group);
-        if (!a->path || a->fd < 0) {
-                r = a->path ? log_error_errno(a->fd, "Failed to open audit log %s", path) : -ENOMEM;
+        if (a->fd < 0) {
+                r = log_error_errno(a->fd, "Failed to open audit log %s", path);
                 a->fd = -1;
                 audit_close(a);
                 return r;
@@ -290,21 +324,19 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
         {
                 /* O_WRONLY cannot be read: look at the file through a second descriptor. */
                 _cleanup_close_ int rfd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-                r = rfd >= 0 ? read_chain(a, rfd) : 1;
+                r = rfd >= 0 ? read_chain(a, rfd, &torn) : 1;
         }
         a->size = fstat(a->fd, &st) == 0 ? (uint64_t)st.st_size : 0;
         a->behind = a->size / AUDIT_BEHIND * AUDIT_BEHIND;
-        if (r == 2) {
+        if (torn) {
                 log_warning("Audit log %s ends with a partial line (a crash or a full disk?); "
                             "continuing on a new line.",
                             path);
-                if (write(a->fd, "\n", 1) == 1)
-                        a->size++;
-                /* No whole v1 line before it: the torn line's chain cannot go on. */
-                if (a->log_id[0])
+                /* write_line() ends it before the next record, whichever that is. */
+                a->torn_tail = true;
+                /* With no whole v1 line before it (r == 1) a new chain starts below. */
+                if (r == 0)
                         r = write_alarm(a, "torn_line", 0, 0);
-                else
-                        r = 1;
         }
         if (r == 1) {
                 /* A full disk does not stop the broker: every record then fails (no token is
@@ -339,6 +371,17 @@ void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 
         memcpy(head, a->head, 32);
         a->requested = a->seq;
         a->unsealed = 0;
+}
+
+void audit_checkpoint_skipped(struct audit *a)
+{
+        a->requested = a->seq;
+}
+
+void audit_mark_unsealed(struct audit *a)
+{
+        if (a->unsealed == 0)
+                a->unsealed = 1;
 }
 
 uint64_t audit_next_seq(const struct audit *a)
@@ -625,6 +668,13 @@ static int write_line(struct audit *a, const char *body, size_t body_len,
                 return -EINVAL;
         if (body_len + a->line_start_len + AUDIT_TAIL_MAX >= AUDIT_LINE_MAX)
                 return log_error_errno(-E2BIG, "An audit record is too large");
+        if (a->torn_tail) {
+                /* A record glued to a torn line would break the chain for good. */
+                if (write(a->fd, "\n", 1) != 1)
+                        return log_error_errno(-errno, "Failed to end a torn audit line");
+                a->size++;
+                a->torn_tail = false;
+        }
         m = members(body, body_len, &m_len);
         tail_len = format_tail(a, tail);
         struct iovec iov[] = {

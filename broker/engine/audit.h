@@ -69,6 +69,12 @@ void audit_close(struct audit *a);
  * head = SHA-256 of the last line. Unsealed records start again from 0, and the hook's count
  * from count. */
 void audit_chain_mark(struct audit *a, uint64_t *ret_count, uint8_t head[static 32]);
+/* A checkpoint that fell due was not asked for (too many outstanding): the hook's count starts
+ * again from here, and the records stay unsealed for the next one. */
+void audit_checkpoint_skipped(struct audit *a);
+/* A checkpoint asked for was not written (the token refused, or it came back too late): what
+ * it would have sealed waits for the next one. */
+void audit_mark_unsealed(struct audit *a);
 /* The seq the next record gets. */
 uint64_t audit_next_seq(const struct audit *a);
 const char *audit_log_id(const struct audit *a);

@@ -253,6 +253,22 @@ test('shutdown seals the file; the chain goes on across a restart', { timeout: 6
   checkChain([...rotated.slice().reverse(), h.auditLog]);
 });
 
+test('a rotation right after a restart repeats the previous run\'s checkpoint', { timeout: 60000 }, async () => {
+  await h.stopBroker();
+  const sealed = JSON.parse(rawLines(h.auditLog).at(-1));
+  assert.equal(sealed.event, 'checkpoint');
+  await h.startBroker();
+  for (let i = rotated.length; i >= 1; i--) fs.renameSync(`${h.auditLog}.${i}`, `${h.auditLog}.${i + 1}`);
+  fs.renameSync(h.auditLog, `${h.auditLog}.1`);
+  rotated.push(`${h.auditLog}.${rotated.length + 1}`);
+  const r = await h.cli(['audit', 'rotate', '--admin-socket', h.adminSocket]);
+  assert.equal(r.code, 0, r.stderr);
+  const first = h.auditLines()[0];
+  assert.equal(first.event, 'file.start');
+  assert.equal(first.checkpoint, sealed.note, 'file.start repeats the last run\'s checkpoint');
+  checkChain([...rotated.slice().reverse(), h.auditLog]);
+});
+
 test('a checkpoint every audit_checkpoint_interval seconds with activity', { timeout: 60000 }, async () => {
   await h.stopBroker();
   h.opts.config.broker.audit_checkpoint_interval = 1;

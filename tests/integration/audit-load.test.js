@@ -103,3 +103,21 @@ test('killed with signatures outstanding, the broker writes the checkpoints it o
   const r = await verify();
   assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
 });
+
+test('a checkpoint whose signature failed leaves its records unsealed: shutdown seals them', {
+  skip: FAULT_POINTS ? false : 'needs -Dfault_points=true', timeout: 120000,
+}, async () => {
+  h.opts.brokerEnv = { CREDBROKER_AUDIT_SIGN_FAIL_FIRST: '1' };
+  await h.startBroker();
+  await burst(1, 3);
+  const refused = await h.adminRequest({ op: 'audit.checkpoint' });
+  assert.equal(refused.ok, false, `the token refused: ${JSON.stringify(refused)}`);
+  const lastRecord = records().at(-1).seq;
+  await h.stopBroker();
+  h.opts.brokerEnv = {};
+  const last = records().at(-1);
+  assert.equal(last.event, 'checkpoint', 'shutdown sealed what the failed checkpoint left');
+  assert.equal(last.count, lastRecord + 1, 'the seal covers every record before it');
+  const r = await verify();
+  assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+});

@@ -30,7 +30,8 @@ static void hex(const uint8_t *d, size_t n, char *out)
 
 /* Parses every line; returns how many there are, or -1 if one is not a v1 record whose seq
  * follows the previous one's and whose prev is the previous line's SHA-256. A line that is not
- * JSON (torn) is allowed only when followed by an audit.alarm torn_line chained to it. */
+ * JSON (torn) is allowed only when followed by an audit.alarm torn_line chained to it, or, as the
+ * file's first line, by a genesis. */
 static int check_lines(uint64_t *ret_last_seq)
 {
         FILE *f = fopen(path, "re");
@@ -59,12 +60,14 @@ static int check_lines(uint64_t *ret_last_seq)
                         if (torn)
                                 goto bad;
                         torn = true;
+                        if (count == 1)
+                                continue; /* nothing to chain to: a genesis must follow */
                 } else if (!cJSON_IsObject(json) || json_get_u64(json, "v", &v) < 0 || v != 1 ||
                            json_get_u64(json, "seq", &seq) < 0 || seq != next ||
                            !(p = json_get_string(json, "prev")) || strcmp(p, prev) != 0 ||
                            (seq == 0) !=
                                streq_ptr(event = json_get_string(json, "event"), "genesis") ||
-                           (torn && !streq_ptr(event, "audit.alarm")) ||
+                           (torn && !streq_ptr(event, seq == 0 ? "genesis" : "audit.alarm")) ||
                            strncmp(line, "{\"v\":1,\"boot_id\":\"", 18) != 0 ||
                            !strstr(line, ",\"seq\":") || n < 76 ||
                            strncmp(line + n - 76, "\",\"prev\":\"", 10) != 0)
@@ -283,6 +286,21 @@ int main(void)
                 is_int(last, 8, "numbering continues from the last whole line");
                 is_int(check_lines(&seq), 10, "an audit.alarm chained to the torn line follows it");
         }
+
+        /* A crash during the very first write: the file holds only a torn line. A new chain
+         * starts on a line of its own. */
+        {
+                int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+                if (fd < 0 || write(fd, "{\"v\":1,\"boot", 13) != 13)
+                        abort();
+                close(fd);
+        }
+        is_int(audit_open(path, key, &a), 0, "open a log that is only a torn line");
+        is_int(audit_write(a, &deny), 0, "write after it");
+        audit_close(a);
+        a = NULL;
+        is_int(check_lines(&seq), 3, "the torn line, then a genesis and a record, chained");
+        is_int(seq, 1, "a new chain from 0");
 
         secret_free(key);
         unlink(path);
