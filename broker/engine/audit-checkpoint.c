@@ -361,8 +361,13 @@ void audit_checkpointer_free(struct audit_checkpointer *c)
                 struct entry *e = c->first;
                 c->first = e->next;
                 answer(&e->waiters, -ECANCELED, false);
-                entry_free(e);
+                if (!c->b->store_abandoned)
+                        entry_free(e);
         }
+        /* A worker given up on may still be signing an entry with c->key: both are left to the
+         * _exit() that follows rather than freed under the thread. */
+        if (c->b->store_abandoned)
+                return;
         free(c->key_text);
         free(c);
 }
