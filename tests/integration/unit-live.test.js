@@ -279,6 +279,15 @@ test('the SoftHSM2 file store: socket activation starts the hardened service as 
   assert.equal(issued.length, 1, JSON.stringify(audit));
   assert.equal(issued[0].peer.uid, 65534);
   assert.equal(issued[0].profile, 'alerts');
+  // The journald mirror: the same record, with its seq, in the journal.
+  const mirrored = await waitFor('the issue record in the journal', async () => {
+    const out = (await sys.sh(`journalctl --no-pager -o json CREDBROKER_SEQ=${issued[0].seq} CREDBROKER_EVENT=issue`)).stdout;
+    return out.trim() ? JSON.parse(out.trim().split('\n').at(-1)) : null;
+  });
+  assert.equal(mirrored.CREDBROKER_PEER_UID, '65534');
+  assert.equal(mirrored.CREDBROKER_PROFILE, 'alerts');
+  assert.equal(mirrored.CREDBROKER_TOKEN_FINGERPRINT, issued[0].token_fingerprint);
+  assert.equal(mirrored.PRIORITY, '5');
   const p = await serviceProcess();
   await assertSandboxed(p, credbrokerUid);
   assert.match(p.maps, /libsofthsm2\.so/, 'the SoftHSM2 module is loaded in the service');
