@@ -1,7 +1,7 @@
 /* The audit log verifier's core: one pass over the lines of the log files (oldest first),
  * checking the hash chain, seq numbering, checkpoints and their signed notes (docs/audit.md).
- * Memory is bounded: the hashes of the last NOTE_MAX_LAG(checkpoint_records) records (at least
- * RING_MIN), for checkpoint heads. */
+ * Memory is bounded: the hashes of the last NOTE_MAX_LAG(checkpoint_records) + 1 records (at
+ * least RING_MIN), for checkpoint heads. */
 #include "audit-chain.h"
 
 #include <cjson/cJSON.h>
@@ -77,9 +77,12 @@ int chain_new(const struct chain_options *o, struct chain **ret)
 
         if (!c)
                 return -ENOMEM;
+        /* A checkpoint at seq S may name the hash of seq S - 1 - NOTE_MAX_LAG(n) (the broker
+         * writes it at a lag of at most NOTE_MAX_LAG(n), audit-checkpoint.c): the ring holds seq
+         * S - ring_size .. S - 1 when it is checked. */
         c->ring_size = RING_MIN;
-        if (o->checkpoint_records && NOTE_MAX_LAG(o->checkpoint_records) > RING_MIN)
-                c->ring_size = (size_t)NOTE_MAX_LAG(o->checkpoint_records);
+        if (o->checkpoint_records && NOTE_MAX_LAG(o->checkpoint_records) + 1 > RING_MIN)
+                c->ring_size = (size_t)NOTE_MAX_LAG(o->checkpoint_records) + 1;
         c->ring = calloc(c->ring_size, sizeof(*c->ring));
         if (!c->ring) {
                 free(c);

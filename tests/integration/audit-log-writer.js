@@ -5,6 +5,10 @@
 const crypto = require('node:crypto');
 
 const KEY_NAME = 'credbroker-audit';
+// common/signed-note.h: a checkpoint record comes at most this many records after its count.
+const NOTE_PENDING_MAX = 8;
+const maxLag = (n) => (NOTE_PENDING_MAX + 2) * n + 64;
+
 
 function sha256(data) {
   return crypto.createHash('sha256').update(data).digest();
@@ -84,6 +88,12 @@ class Chain {
       event: 'checkpoint', log_id: this.logId, count, head: head.toString('hex'), note,
     });
   }
+  // A checkpoint over `count` records whose record comes `lag` records after that count (the
+  // broker writes one at most maxLag(n) later): token records up to there, then the checkpoint.
+  checkpointAtLag(count, lag) {
+    for (let i = 0; this.seq < count + lag; i++) this.token(i);
+    return this.checkpoint(count);
+  }
   fileStart() {
     return this.add({ event: 'file.start', log_id: this.logId, checkpoint: this.lastNote });
   }
@@ -110,7 +120,7 @@ class Chain {
   }
 }
 
-module.exports = { Chain, newKey, noteBody, signNote, sha256 };
+module.exports = { Chain, newKey, noteBody, signNote, sha256, maxLag };
 
 if (require.main === module) {
   // node audit-log-writer.js N FILE: a log of N token records, checkpointed every 1000.

@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { spawnSync } = require('node:child_process');
-const { Chain, newKey } = require('./audit-log-writer.js');
+const { Chain, newKey, maxLag } = require('./audit-log-writer.js');
 
 const CREDBROKER = process.env.CREDBROKER;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-verify-'));
@@ -232,4 +232,25 @@ test('not a v1 record, and an over-long line', () => {
   d.lines[100] = 'x'.repeat(70000);
   const q = write(d.text());
   expectBroken(verify([q]), q, 101, 100, 'not a v1 record \\(longer');
+});
+
+test('a checkpoint written at the largest lag the broker allows is checked', () => {
+  const n = 1700; // NOTE_MAX_LAG(n) + 1 is over the verifier's minimum of 16,384 hashes
+  const c = new Chain();
+  c.records(n - 1, n + 10);
+  const count = c.seq;
+  c.checkpointAtLag(count, maxLag(n));
+  let last = count;
+  while (c.seq - last > n) c.checkpoint((last += n));
+  c.checkpoint();
+  const p = write(c.text());
+  const r = verify(['--checkpoint-records', String(n), p]);
+  assert.strictEqual(r.status, 0, r.out);
+  // One record later it is past what the broker writes, and past what the verifier keeps.
+  const d = new Chain();
+  d.records(n - 1, n + 10);
+  d.checkpointAtLag(count, maxLag(n) + 1);
+  const q = write(d.text());
+  expectBroken(verify(['--checkpoint-records', String(n), q]), q, count + maxLag(n) + 2,
+    count + maxLag(n) + 1, 'checkpoint does not match the chain');
 });
