@@ -9,7 +9,6 @@ const KEY_NAME = 'credbroker-audit';
 const NOTE_PENDING_MAX = 8;
 const maxLag = (n) => (NOTE_PENDING_MAX + 2) * n + 64;
 
-
 function sha256(data) {
   return crypto.createHash('sha256').update(data).digest();
 }
@@ -43,7 +42,8 @@ function signNote(key, body) {
 // A chain writer: add(members) appends a record; checkpoint() a signed checkpoint over the
 // chain so far (or over `count` records when the signature "was requested" earlier).
 class Chain {
-  constructor({ key = newKey(), logId = crypto.randomBytes(16).toString('hex'), time } = {}) {
+  constructor({ key = newKey(), logId = crypto.randomBytes(16).toString('hex'), time,
+    keyInGenesis = true } = {}) {
     this.key = key;
     this.logId = logId;
     this.bootId = crypto.randomBytes(16).toString('hex');
@@ -52,7 +52,7 @@ class Chain {
     this.hashes = [];
     this.base = 0; // seq of lines[0] after flush()
     this.lastNote = null;
-    this.add({ event: 'genesis', log_id: this.logId, key: key.text });
+    this.add({ event: 'genesis', log_id: this.logId, ...(keyInGenesis ? { key: key.text } : {}) });
   }
   get seq() {
     return this.base + this.lines.length;
@@ -69,6 +69,18 @@ class Chain {
     const line = JSON.stringify({
       v: 1, boot_id: this.bootId, ...members, seq, time: rfc3339(this.time), prev,
     });
+    return this.addLine(line);
+  }
+  // A line as it is (JSON.stringify() cannot write a duplicate member or "\u0000"): edit(line)
+  // returns it changed, from the record add(members) would write.
+  addRaw(members, edit) {
+    this.add(members);
+    const line = this.lines.pop();
+    this.hashes.pop();
+    return this.addLine(edit(line));
+  }
+  addLine(line) {
+    const seq = this.seq;
     this.lines.push(line);
     this.hashes.push(sha256(line));
     return seq;
@@ -94,8 +106,12 @@ class Chain {
     for (let i = 0; this.seq < count + lag; i++) this.token(i);
     return this.checkpoint(count);
   }
+  // A broker that wrote no checkpoint since it started repeats none (lastNote null).
   fileStart() {
-    return this.add({ event: 'file.start', log_id: this.logId, checkpoint: this.lastNote });
+    return this.add({
+      event: 'file.start', log_id: this.logId,
+      ...(this.lastNote ? { checkpoint: this.lastNote } : {}),
+    });
   }
   // n records with a checkpoint after every `every` and one at the end.
   records(n, every = 1000) {
