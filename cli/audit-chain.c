@@ -1,7 +1,7 @@
 /* The audit log verifier's core: one pass over the lines of the log files (oldest first),
  * checking the hash chain, seq numbering, checkpoints and their signed notes (docs/audit.md).
- * Memory is bounded: the hashes of the last NOTE_MAX_LAG(checkpoint_records) records (at least
- * RING_MIN), for checkpoint heads. */
+ * Memory is bounded: the hashes of the last NOTE_MAX_LAG(checkpoint_records) + 1 records (at
+ * least RING_MIN), for checkpoint heads. */
 #include "audit-chain.h"
 
 #include <cjson/cJSON.h>
@@ -13,9 +13,11 @@
 
 #include "cleanup.h"
 
-#define RING_MIN 16384              /* a checkpoint's head may be this many records back */
-#define PENDING  3                  /* decided by the next line */
-#define MAX_SEQ  9007199254740992.0 /* 2^53: seq is a JSON number */
+#define RING_MIN  16384                    /* a checkpoint's head may be this many records back */
+#define MAX_NAMES (CHAIN_MAX_LINE / 4 + 1) /* members of one object in a line ("":0,) */
+#define FEW_NAMES 16                       /* compared pairwise; more are sorted */
+#define PENDING   3                        /* decided by the next line */
+#define MAX_SEQ   9007199254740992.0       /* 2^53: seq is a JSON number */
 
 struct where {
         size_t file;
@@ -56,7 +58,8 @@ struct chain {
         char *last_note;
         uint64_t cp_seq, cp_count;
         uint8_t cp_head[32];
-        bool unsealed, old_chain_unsealed;
+        bool have_cp; /* cp_*: of the latest checkpoint (or the note a first file.start repeats) */
+        bool unsealed;
         uint64_t unsealed_seq;
         struct where unsealed_where;
         enum pending pending;
@@ -69,6 +72,7 @@ struct chain {
         size_t ring_size;
         int status;
         char message[1024];
+        const char *names[MAX_NAMES]; /* scratch: one object's member names */
 };
 
 int chain_new(const struct chain_options *o, struct chain **ret)
@@ -77,9 +81,12 @@ int chain_new(const struct chain_options *o, struct chain **ret)
 
         if (!c)
                 return -ENOMEM;
+        /* A checkpoint at seq S may name the hash of seq S - 1 - NOTE_MAX_LAG(n) (the broker
+         * writes it at a lag of at most NOTE_MAX_LAG(n), audit-checkpoint.c): the ring holds seq
+         * S - ring_size .. S - 1 when it is checked. */
         c->ring_size = RING_MIN;
-        if (o->checkpoint_records && NOTE_MAX_LAG(o->checkpoint_records) > RING_MIN)
-                c->ring_size = (size_t)NOTE_MAX_LAG(o->checkpoint_records);
+        if (o->checkpoint_records && NOTE_MAX_LAG(o->checkpoint_records) + 1 > RING_MIN)
+                c->ring_size = (size_t)NOTE_MAX_LAG(o->checkpoint_records) + 1;
         c->ring = calloc(c->ring_size, sizeof(*c->ring));
         if (!c->ring) {
                 free(c);
@@ -219,21 +226,127 @@ static int parse_chain_members(const cJSON *m, struct record *r)
         return note_unhex(prev->valuestring, 64, r->prev, 32) < 0 ? -EBADMSG : 0;
 }
 
-static int parse_record(const char *line, size_t len, struct record *r)
+static int by_name(const void *a, const void *b)
+{
+        return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether an object has a member name twice: readers disagree on which one counts (cJSON takes
+ * the first, jq and most SIEMs the last), so no record may have one, at any depth. */
+static bool has_duplicate_name(struct chain *c, const cJSON *item)
+{
+        size_t n = 0;
+
+        if (cJSON_IsObject(item)) {
+                for (const cJSON *m = item->child; m; m = m->next) {
+                        if (n == MAX_NAMES)
+                                return true; /* cannot be in a line of CHAIN_MAX_LINE */
+                        c->names[n++] = m->string;
+                }
+                if (n > FEW_NAMES) {
+                        qsort(c->names, n, sizeof(*c->names), by_name);
+                        for (size_t i = 1; i < n; i++)
+                                if (strcmp(c->names[i - 1], c->names[i]) == 0)
+                                        return true;
+                } else
+                        for (size_t i = 0; i < n; i++)
+                                for (size_t j = i + 1; j < n; j++)
+                                        if (c->names[i][0] == c->names[j][0] &&
+                                            strcmp(c->names[i], c->names[j]) == 0)
+                                                return true;
+        }
+        if (cJSON_IsObject(item) || cJSON_IsArray(item))
+                for (const cJSON *m = item->child; m; m = m->next)
+                        if (has_duplicate_name(c, m))
+                                return true;
+        return false;
+}
+
+/* "\u0000" in a string: cJSON ends the name or value there, other readers do not (the broker
+ * never writes one: its strings are C strings). */
+static bool has_nul_escape(const char *line, size_t len)
+{
+        const char *p = line, *end = line + len;
+
+        while ((p = memchr(p, '\\', (size_t)(end - p)))) {
+                if (end - p >= 6 && memcmp(p + 1, "u0000", 5) == 0)
+                        return true;
+                p += 2; /* past the escaped character */
+                if (p >= end)
+                        break;
+        }
+        return false;
+}
+
+static int parse_record(struct chain *c, const char *line, size_t len, struct record *r)
 {
         const char *end = NULL;
 
         *r = (struct record){0};
-        if (len + 1 > CHAIN_MAX_LINE || len == 0 || line[0] != '{')
+        if (len + 1 > CHAIN_MAX_LINE || len == 0 || line[0] != '{' || has_nul_escape(line, len))
                 return -EBADMSG;
         r->root = cJSON_ParseWithLengthOpts(line, len, &end, false);
         if (!r->root || end != line + len || !cJSON_IsObject(r->root) ||
-            parse_chain_members(r->root->child, r) < 0 ||
+            has_duplicate_name(c, r->root) || parse_chain_members(r->root->child, r) < 0 ||
             !(r->event = get_string(r->root, "event"))) {
                 cJSON_Delete(r->root);
                 r->root = NULL;
                 return -EBADMSG;
         }
+        return 0;
+}
+
+/* The chain's own records have exactly these members between boot_id and seq, in this order
+ * (broker/engine/audit.c writes them so): nothing an unsigned copy could add. */
+struct member {
+        const char *name;
+        bool optional, number;
+};
+
+struct role {
+        const char *event, *names;
+        struct member members[6];
+};
+
+static const struct role roles[] = {
+    {"genesis",
+     "event, log_id and key",
+     {{.name = "event"}, {.name = "log_id"}, {.name = "key", .optional = true}}},
+    {"checkpoint",
+     "event, log_id, count, head and note",
+     {{.name = "event"},
+      {.name = "log_id"},
+      {.name = "count", .number = true},
+      {.name = "head"},
+      {.name = "note"}}},
+    {"file.start",
+     "event, log_id and checkpoint",
+     {{.name = "event"}, {.name = "log_id"}, {.name = "checkpoint", .optional = true}}},
+};
+
+static bool has_members(const cJSON *root, const struct member *list)
+{
+        const cJSON *m = root->child->next->next; /* after v and boot_id */
+
+        for (; list->name; list++)
+                if (m && strcmp(m->string, list->name) == 0 &&
+                    (list->number ? cJSON_IsNumber(m) : cJSON_IsString(m)))
+                        m = m->next;
+                else if (!list->optional)
+                        return false;
+        /* seq, time and prev follow (parse_chain_members()) */
+        return m && m->next && m->next->next && !m->next->next->next;
+}
+
+static int check_members(struct chain *c, const struct record *r, struct where w)
+{
+        for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+                if (strcmp(r->event, roles[i].event) == 0 &&
+                    !has_members(r->root, roles[i].members))
+                        return report(c, CHAIN_BROKEN, w, r->seq,
+                                      "not a v1 record (a %s record has members other than "
+                                      "v, boot_id, %s, seq, time and prev)",
+                                      r->event, roles[i].names);
         return 0;
 }
 
@@ -291,6 +404,18 @@ static int check_head(struct chain *c, const struct note_checkpoint *cp, struct 
                       hex, cp->count - 1);
 }
 
+static int set_checkpoint(struct chain *c, const char *note, const struct note_checkpoint *cp,
+                          uint64_t seq)
+{
+        free(c->last_note);
+        c->last_note = strdup(note);
+        c->have_cp = true;
+        c->cp_seq = seq;
+        c->cp_count = cp->count;
+        memcpy(c->cp_head, cp->head, 32);
+        return c->last_note ? 0 : -ENOMEM;
+}
+
 static int check_checkpoint(struct chain *c, const struct record *r, struct where w)
 {
         const char *head = get_string(r->root, "head"), *note = get_string(r->root, "note");
@@ -312,6 +437,11 @@ static int check_checkpoint(struct chain *c, const struct record *r, struct wher
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (count or head differ from "
                               "the signed note's)");
+        if (c->have_cp && cp.count <= c->cp_count)
+                return report(c, CHAIN_BROKEN, w, r->seq,
+                              "inserted record (a checkpoint that covers no more than the one "
+                              "before it: count %" PRIu64 " after %" PRIu64 ")",
+                              cp.count, c->cp_count);
         k = check_head(c, &cp, w, r->seq);
         if (k != 0)
                 return k;
@@ -337,12 +467,7 @@ static int check_checkpoint(struct chain *c, const struct record *r, struct wher
                 c->unsealed_seq = cp.count;
                 c->unsealed_where = w;
         }
-        free(c->last_note);
-        c->last_note = strdup(note);
-        c->cp_seq = r->seq;
-        c->cp_count = cp.count;
-        memcpy(c->cp_head, cp.head, 32);
-        return c->last_note ? 0 : -ENOMEM;
+        return set_checkpoint(c, note, &cp, r->seq);
 }
 
 static int check_file_start(struct chain *c, const struct record *r, struct where w)
@@ -352,9 +477,16 @@ static int check_file_start(struct chain *c, const struct record *r, struct wher
         struct note_checkpoint cp;
         int k;
 
+        /* Only the broker's reopen writes one, at the start of the new file. */
+        if (!c->file_first_record)
+                return report(c, CHAIN_BROKEN, w, r->seq,
+                              "inserted record (a file.start that is not the first record of its "
+                              "file)");
         if (!log_id || strcmp(log_id, c->log_id) != 0)
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (file.start of another log)");
+        if (!note)
+                return 0; /* a broker that wrote no checkpoint since it started */
         k = check_note(c, note, w, r->seq, &cp);
         if (k != 0)
                 return k;
@@ -362,11 +494,20 @@ static int check_file_start(struct chain *c, const struct record *r, struct wher
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (file.start repeats another "
                               "checkpoint than the last one)");
+        if (c->last_note)
+                return 0;
+        if (c->started) {
+                /* Its checkpoint record should be in these files: the note must at least be of
+                 * this chain. */
+                k = check_head(c, &cp, w, r->seq);
+                if (k != 0)
+                        return k;
+        }
         if (!c->have_base) {
                 c->have_base = true;
                 c->base_count = cp.count;
         }
-        return 0;
+        return set_checkpoint(c, note, &cp, r->seq);
 }
 
 static bool is_zero(const uint8_t *p, size_t len)
@@ -383,17 +524,22 @@ static bool same_key(const struct note_key *a, const struct note_key *b)
                memcmp(a->pub, b->pub, a->pub_len) == 0;
 }
 
-/* A genesis record: the start of a chain; its key is trusted on first use without --key. */
+/* A genesis record: the start of the chain, the first record of all (check_record()); its key is
+ * trusted on first use without --key. */
 static int check_genesis(struct chain *c, const struct record *r, struct where w)
 {
         const char *log_id = get_string(r->root, "log_id"), *key = get_string(r->root, "key");
         struct note_key k;
 
-        if (r->seq != 0 || !is_zero(r->prev, 32) || !log_id || !is_lower_hex(log_id, 32) || !key ||
-            note_key_parse(key, &k) < 0)
+        if (r->seq != 0 || !is_zero(r->prev, 32) || !log_id || !is_lower_hex(log_id, 32) ||
+            (key && note_key_parse(key, &k) < 0))
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "not a v1 record (genesis without seq 0, zero prev, log_id, key)");
-        if (c->have_key && !same_key(&k, &c->key))
+        if (!key && !c->have_key)
+                return report(c, CHAIN_BROKEN, w, r->seq,
+                              "no key to check the checkpoints with: the genesis record names "
+                              "none (pass --key)");
+        if (key && c->have_key && !same_key(&k, &c->key))
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "signed by another key (the genesis record names %s)", key);
         if (!c->have_key && c->o.warnings)
@@ -401,18 +547,14 @@ static int check_genesis(struct chain *c, const struct record *r, struct where w
                         "credbroker: warning: no --key: trusting the key the genesis record "
                         "names (trust on first use): %s\n",
                         key);
-        c->key = k;
-        c->have_key = true;
-        if (c->started && c->unsealed)
-                c->old_chain_unsealed = true;
-        c->unsealed = false;
-        memset(c->ring, 0, c->ring_size * sizeof(*c->ring));
+        if (!c->have_key) {
+                c->key = k;
+                c->have_key = true;
+        }
         memcpy(c->log_id, log_id, 33);
         c->have_base = true;
         c->base_count = 0;
         c->first_seq = 0;
-        free(c->last_note);
-        c->last_note = NULL;
         return 0;
 }
 
@@ -493,9 +635,16 @@ static int check_role(struct chain *c, const struct record *r, struct where w)
 static int check_record(struct chain *c, const struct record *r, const uint8_t hash[32],
                         struct where w)
 {
-        int k;
+        int k = check_members(c, r, w);
 
-        if (!c->started || strcmp(r->event, "genesis") == 0)
+        if (k != 0)
+                return k;
+        /* A chain has one genesis, its first record: a later one starts nothing and is checked
+         * no less than any other record. */
+        if (c->started && strcmp(r->event, "genesis") == 0)
+                return report(c, CHAIN_BROKEN, w, r->seq,
+                              "inserted record (a genesis record after the chain's start)");
+        if (!c->started)
                 k = start_chain(c, r, w);
         else
                 k = check_link(c, r, w);
@@ -581,7 +730,7 @@ int chain_line(struct chain *c, const char *line, size_t len, bool newline)
 
         if (c->status == CHAIN_BROKEN || c->n_files == 0)
                 return CHAIN_BROKEN;
-        parsed = parse_record(line, len, &r) == 0;
+        parsed = parse_record(c, line, len, &r) == 0;
         if (c->pending == PENDING_JUMP)
                 k = resolve_jump(c, parsed ? &r : NULL);
         else if (c->pending == PENDING_BAD_LINE)
@@ -634,8 +783,5 @@ int chain_end(struct chain *c)
                               "unsealed: %" PRIu64 " record(s) after the last checkpoint "
                               "(seq %" PRIu64 "..%" PRIu64 ")",
                               c->last_seq - c->unsealed_seq + 1, c->unsealed_seq, c->last_seq);
-        if (c->old_chain_unsealed)
-                return report(c, CHAIN_UNSEALED, c->last_where, c->last_seq,
-                              "unsealed: an earlier chain ends without a checkpoint");
         return end_sealed(c);
 }

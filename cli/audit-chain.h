@@ -21,7 +21,7 @@ struct chain_options {
         uint64_t expect_seq;
         uint8_t expect_hash[32];
         /* gap: consecutive checkpoints' counts more than this apart; also sizes the memory of
-         * record hashes (NOTE_MAX_LAG) */
+         * record hashes (NOTE_MAX_LAG + 1) */
         uint64_t checkpoint_records;
         FILE *warnings; /* NULL: none */
 };

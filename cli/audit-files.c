@@ -223,7 +223,11 @@ static int find_rotated(const char *dir, const char *base, struct rotated **ret,
                         continue;
                 grown = realloc(list, (n + 1) * sizeof(*list));
                 if (!grown || !(grown[n].name = strdup(de->d_name))) {
-                        free(grown ? grown : list);
+                        if (grown)
+                                list = grown;
+                        for (size_t i = 0; i < n; i++)
+                                free(list[i].name);
+                        free(list);
                         closedir(d);
                         return -ENOMEM;
                 }

@@ -5,6 +5,9 @@
 const crypto = require('node:crypto');
 
 const KEY_NAME = 'credbroker-audit';
+// common/signed-note.h: a checkpoint record comes at most this many records after its count.
+const NOTE_PENDING_MAX = 8;
+const maxLag = (n) => (NOTE_PENDING_MAX + 2) * n + 64;
 
 function sha256(data) {
   return crypto.createHash('sha256').update(data).digest();
@@ -39,7 +42,8 @@ function signNote(key, body) {
 // A chain writer: add(members) appends a record; checkpoint() a signed checkpoint over the
 // chain so far (or over `count` records when the signature "was requested" earlier).
 class Chain {
-  constructor({ key = newKey(), logId = crypto.randomBytes(16).toString('hex'), time } = {}) {
+  constructor({ key = newKey(), logId = crypto.randomBytes(16).toString('hex'), time,
+    keyInGenesis = true } = {}) {
     this.key = key;
     this.logId = logId;
     this.bootId = crypto.randomBytes(16).toString('hex');
@@ -48,7 +52,7 @@ class Chain {
     this.hashes = [];
     this.base = 0; // seq of lines[0] after flush()
     this.lastNote = null;
-    this.add({ event: 'genesis', log_id: this.logId, key: key.text });
+    this.add({ event: 'genesis', log_id: this.logId, ...(keyInGenesis ? { key: key.text } : {}) });
   }
   get seq() {
     return this.base + this.lines.length;
@@ -65,6 +69,18 @@ class Chain {
     const line = JSON.stringify({
       v: 1, boot_id: this.bootId, ...members, seq, time: rfc3339(this.time), prev,
     });
+    return this.addLine(line);
+  }
+  // A line as it is (JSON.stringify() cannot write a duplicate member or "\u0000"): edit(line)
+  // returns it changed, from the record add(members) would write.
+  addRaw(members, edit) {
+    this.add(members);
+    const line = this.lines.pop();
+    this.hashes.pop();
+    return this.addLine(edit(line));
+  }
+  addLine(line) {
+    const seq = this.seq;
     this.lines.push(line);
     this.hashes.push(sha256(line));
     return seq;
@@ -84,8 +100,18 @@ class Chain {
       event: 'checkpoint', log_id: this.logId, count, head: head.toString('hex'), note,
     });
   }
+  // A checkpoint over `count` records whose record comes `lag` records after that count (the
+  // broker writes one at most maxLag(n) later): token records up to there, then the checkpoint.
+  checkpointAtLag(count, lag) {
+    for (let i = 0; this.seq < count + lag; i++) this.token(i);
+    return this.checkpoint(count);
+  }
+  // A broker that wrote no checkpoint since it started repeats none (lastNote null).
   fileStart() {
-    return this.add({ event: 'file.start', log_id: this.logId, checkpoint: this.lastNote });
+    return this.add({
+      event: 'file.start', log_id: this.logId,
+      ...(this.lastNote ? { checkpoint: this.lastNote } : {}),
+    });
   }
   // n records with a checkpoint after every `every` and one at the end.
   records(n, every = 1000) {
@@ -110,7 +136,7 @@ class Chain {
   }
 }
 
-module.exports = { Chain, newKey, noteBody, signNote, sha256 };
+module.exports = { Chain, newKey, noteBody, signNote, sha256, maxLag };
 
 if (require.main === module) {
   // node audit-log-writer.js N FILE: a log of N token records, checkpointed every 1000.

@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const zlib = require('node:zlib');
 const { spawnSync } = require('node:child_process');
-const { Chain, newKey } = require('./audit-log-writer.js');
+const { Chain, newKey, maxLag } = require('./audit-log-writer.js');
 
 const CREDBROKER = process.env.CREDBROKER;
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'audit-verify-'));
@@ -232,4 +232,125 @@ test('not a v1 record, and an over-long line', () => {
   d.lines[100] = 'x'.repeat(70000);
   const q = write(d.text());
   expectBroken(verify([q]), q, 101, 100, 'not a v1 record \\(longer');
+});
+
+// Records after the last checkpoint that copy a seal without the key (issue: an appended copy
+// of the final checkpoint was taken for a seal, and its extra members for nothing).
+function lastCheckpoint(c) {
+  const o = JSON.parse(c.lines[c.lines.length - 1]);
+  assert.strictEqual(o.event, 'checkpoint');
+  return { event: 'checkpoint', log_id: o.log_id, count: o.count, head: o.head, note: o.note };
+}
+
+test('a copy of the last checkpoint with members of its own: not a v1 record', () => {
+  const c = chain();
+  c.add({ ...lastCheckpoint(c), peer: { uid: 1000 }, profile: 'payroll', decision: 'allow' });
+  const p = write(c.text());
+  expectBroken(verify([p]), p, 2505, 2504, 'not a v1 record \\(a checkpoint record has members');
+  // The same members around a file.start's, in a file of its own after the sealed one.
+  const d = chain();
+  const first = d.text();
+  d.add({ event: 'file.start', log_id: d.logId, checkpoint: d.lastNote, decision: 'allow' });
+  const q = write(first);
+  const r = write(d.text(d.lines.length - 1));
+  expectBroken(verify([q, r]), r, 1, 2504, 'not a v1 record \\(a file.start');
+});
+
+test('an exact copy of the last checkpoint: inserted record (no new count)', () => {
+  const c = chain();
+  c.add(lastCheckpoint(c));
+  const p = write(c.text());
+  expectBroken(verify([p]), p, 2505, 2504, 'inserted record \\(a checkpoint that covers no more');
+  // An older checkpoint again, after the last one.
+  const d = chain();
+  const { event, log_id: logId, count, head, note } = JSON.parse(d.lines[2002]);
+  d.add({ event, log_id: logId, count, head, note });
+  const q = write(d.text());
+  expectBroken(verify([q]), q, 2505, 2504, 'inserted record \\(a checkpoint that covers no more');
+});
+
+test('a member name twice, at any depth: not a v1 record, even unsealed', () => {
+  // Which one counts depends on the reader (cJSON the first, jq the last).
+  const c = chain();
+  c.addRaw(lastCheckpoint(c), (l) => l.replace(',"seq":', ',"event":"issue","seq":'));
+  const p = write(c.text());
+  expectBroken(verify([p]), p, 2505, 2504, 'not a v1 record');
+  const d = chain();
+  d.addRaw({ event: 'deny', decision: 'deny' },
+    (l) => l.replace('"decision":"deny"', '"decision":"deny","decision":"allow"'));
+  const q = write(d.text());
+  expectBroken(verify([q]), q, 2505, 2504, 'not a v1 record');
+  const e = chain();
+  e.addRaw({ event: 'deny', peer: { uid: 0 } }, (l) => l.replace('"uid":0', '"uid":0,"uid":1000'));
+  const s = write(e.text());
+  expectBroken(verify([s]), s, 2505, 2504, 'not a v1 record');
+  // "\u0000" ends a name or a string for cJSON, not for other readers.
+  const f = chain();
+  f.addRaw({ event: 'deny', profile: 'pay' }, (l) => l.replace('"pay"', '"pay\\u0000roll"'));
+  const t = write(f.text());
+  expectBroken(verify([t]), t, 2505, 2504, 'not a v1 record');
+  // A backslash that is itself escaped, then "u0000", is text.
+  const g = chain();
+  g.add({ event: 'deny', profile: 'pay\\u0000roll' });
+  const u = write(g.text());
+  assert.strictEqual(verify([u]).status, 2);
+});
+
+test('a file.start in the middle of a file: inserted record', () => {
+  const c = chain();
+  c.fileStart();
+  const p = write(c.text());
+  expectBroken(verify([p]), p, 2505, 2504, 'inserted record \\(a file.start that is not the first');
+});
+
+test('a genesis record after the first: inserted record', () => {
+  const c = chain();
+  c.addLine(c.lines[0]);
+  const p = write(c.text());
+  expectBroken(verify([p]), p, 2505, 0, 'inserted record \\(a genesis record');
+  // At the start of a file of its own.
+  const q = write(c.text(0, c.lines.length - 1));
+  const r = write(c.lines[0] + '\n');
+  expectBroken(verify([q, r]), r, 1, 0, 'inserted record \\(a genesis record');
+});
+
+test('the optional members: a file.start without a checkpoint, a genesis without a key', () => {
+  // A broker that rotates before it wrote a checkpoint since it started repeats none.
+  const c = chain();
+  c.lastNote = null;
+  const cut = c.seq;
+  c.fileStart();
+  c.records(10);
+  c.checkpoint();
+  const p = write(c.text(0, cut));
+  const q = write(c.text(cut));
+  assert.strictEqual(verify([p, q]).status, 0, verify([p, q]).out);
+  assert.strictEqual(verify(['--key', c.key.text, q]).status, 0, verify(['--key', c.key.text, q]).out);
+  const d = new Chain({ keyInGenesis: false });
+  d.records(10);
+  d.checkpoint();
+  const s = write(d.text());
+  assert.strictEqual(verify(['--key', d.key.text, s]).status, 0, verify(['--key', d.key.text, s]).out);
+  expectBroken(verify([s]), s, 1, 0, 'no key to check the checkpoints with');
+});
+
+test('a checkpoint written at the largest lag the broker allows is checked', () => {
+  const n = 1700; // NOTE_MAX_LAG(n) + 1 is over the verifier's minimum of 16,384 hashes
+  const c = new Chain();
+  c.records(n - 1, n + 10);
+  const count = c.seq;
+  c.checkpointAtLag(count, maxLag(n));
+  let last = count;
+  while (c.seq - last > n) c.checkpoint((last += n));
+  c.checkpoint();
+  const p = write(c.text());
+  const r = verify(['--checkpoint-records', String(n), p]);
+  assert.strictEqual(r.status, 0, r.out);
+  // One record later it is past what the broker writes, and past what the verifier keeps.
+  const d = new Chain();
+  d.records(n - 1, n + 10);
+  d.checkpointAtLag(count, maxLag(n) + 1);
+  const q = write(d.text());
+  expectBroken(verify(['--checkpoint-records', String(n), q]), q, count + maxLag(n) + 2,
+    count + maxLag(n) + 1, 'checkpoint does not match the chain');
 });
