@@ -632,6 +632,28 @@ static int check_role(struct chain *c, const struct record *r, struct where w)
         return 0;
 }
 
+/* Whether a genesis may start a new chain here; if so, the old chain's state is dropped. Its log
+ * must be new (a copy of the old genesis starts nothing) and the old chain must end sealed. */
+static bool new_chain_at_file_start(struct chain *c, const struct record *r, struct where w)
+{
+        const char *log_id = get_string(r->root, "log_id");
+
+        if (!c->file_first_record || w.file == 0 || c->unsealed || !log_id ||
+            strcmp(log_id, c->log_id) == 0)
+                return false;
+        if (c->o.warnings)
+                fprintf(c->o.warnings,
+                        "credbroker: note: %s starts a new chain (log_id %s) after the sealed "
+                        "chain %s\n",
+                        c->files[w.file], log_id, c->log_id);
+        c->have_base = false;
+        c->have_cp = false;
+        c->last_plain_seq = 0;
+        free(c->last_note);
+        c->last_note = NULL;
+        return true;
+}
+
 static int check_record(struct chain *c, const struct record *r, const uint8_t hash[32],
                         struct where w)
 {
@@ -640,10 +662,15 @@ static int check_record(struct chain *c, const struct record *r, const uint8_t h
         if (k != 0)
                 return k;
         /* A chain has one genesis, its first record: a later one starts nothing and is checked
-         * no less than any other record. */
-        if (c->started && strcmp(r->event, "genesis") == 0)
-                return report(c, CHAIN_BROKEN, w, r->seq,
-                              "inserted record (a genesis record after the chain's start)");
+         * no less than any other record, except as the first record of a later file with a
+         * log_id of its own after a sealed chain: a broker that found no log (renamed while it
+         * was stopped) starts a new chain there. */
+        if (c->started && strcmp(r->event, "genesis") == 0) {
+                if (!new_chain_at_file_start(c, r, w))
+                        return report(c, CHAIN_BROKEN, w, r->seq,
+                                      "inserted record (a genesis record after the chain's start)");
+                c->started = false;
+        }
         if (!c->started)
                 k = start_chain(c, r, w);
         else

@@ -314,6 +314,28 @@ test('a genesis record after the first: inserted record', () => {
   expectBroken(verify([q, r]), r, 1, 0, 'inserted record \\(a genesis record');
 });
 
+test('a new chain at the start of a later file (a log renamed while the broker was stopped)', () => {
+  const a = chain();
+  const b = new Chain({ key: a.key });
+  b.records(10);
+  b.checkpoint();
+  const p = write(a.text());
+  const q = write(b.text());
+  let r = verify(['--key', a.key.text, p, q]);
+  assert.strictEqual(r.status, 0, r.out + r.err);
+  assert.match(r.err, /starts a new chain/);
+  // Only after a sealed chain: records after the old chain's last checkpoint were cut off.
+  a.token(9999);
+  const unsealed = write(a.text());
+  expectBroken(verify(['--key', a.key.text, unsealed, q]), q, 1, 0, 'inserted record \\(a genesis record');
+  // Only with the same key.
+  const other = new Chain();
+  other.checkpoint();
+  r = verify(['--key', a.key.text, p, write(other.text())]);
+  assert.strictEqual(r.status, 1, r.out);
+  assert.match(r.out, /signed by another key/);
+});
+
 test('the optional members: a file.start without a checkpoint, a genesis without a key', () => {
   // A broker that rotates before it wrote a checkpoint since it started repeats none.
   const c = chain();
