@@ -727,6 +727,13 @@ static int resolve_bad_line(struct chain *c, const struct record *r)
 {
         const char *reason = r ? get_string(r->root, "reason") : NULL;
 
+        /* A crash during a broker's very first write: the torn bytes, then the genesis of the
+         * chain it started on the next line (nothing before them to chain to). */
+        if (r && !c->started && !c->pending_too_long && strcmp(r->event, "genesis") == 0 &&
+            c->pending_where.file == 0 && c->pending_where.line == 1) {
+                c->pending = PENDING_NONE;
+                return 0;
+        }
         if (!r || c->pending_too_long || strcmp(r->event, "audit.alarm") != 0 || !reason ||
             strcmp(reason, "torn_line") != 0 || memcmp(r->prev, c->pending_hash, 32) != 0 ||
             r->seq != expected_seq(c) || !c->started)

@@ -336,6 +336,16 @@ test('a new chain at the start of a later file (a log renamed while the broker w
   assert.match(r.out, /signed by another key/);
 });
 
+test('a crash during the very first write: the torn bytes, then the genesis on the next line', () => {
+  const c = chain();
+  const p = write(`{"v":1,"boot\n${c.text()}`);
+  const r = verify(['--key', c.key.text, p]);
+  assert.strictEqual(r.status, 0, r.out + r.err);
+  // Anywhere else a line that is not a record needs its audit.alarm.
+  const q = write(`${c.text()}{"v":1,"boot\n`);
+  assert.strictEqual(verify(['--key', c.key.text, q]).status, 1);
+});
+
 test('the optional members: a file.start without a checkpoint, a genesis without a key', () => {
   // A broker that rotates before it wrote a checkpoint since it started repeats none.
   const c = chain();
