@@ -220,7 +220,7 @@ static int read_chain(struct audit *a, int rfd, bool *ret_torn)
         if (fstat(rfd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
                 return 1;
         data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, rfd, 0);
-        if (data == MAP_FAILED)
+        if (data == MAP_FAILED || !data)
                 return 1;
         end = data + st.st_size;
         if (end[-1] != '\n') {
@@ -986,7 +986,7 @@ int audit_catch_up(struct audit *a, uint64_t n, uint64_t max_back, struct audit_
         if (n == 0 || fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size == 0)
                 return 0;
         data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (data == MAP_FAILED)
+        if (data == MAP_FAILED || !data)
                 return 0;
         end = data + st.st_size;
         if (end[-1] == '\n')
