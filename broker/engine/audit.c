@@ -87,7 +87,7 @@ static void read_boot_id(char out[static 33])
 /* The line before end (exclusive: end points at its "\n" or the end of the data). */
 static const char *line_before(const char *data, const char *end)
 {
-        const char *nl = end > data ? memrchr(data, '\n', (size_t)(end - data)) : NULL;
+        const char *nl = data && end > data ? memrchr(data, '\n', (size_t)(end - data)) : NULL;
         return nl ? nl + 1 : data;
 }
 
@@ -113,26 +113,39 @@ static int v1_seq(const char *line, size_t len, uint64_t *ret, bool *ret_sealed,
         return 0;
 }
 
+/* Going backwards from *end, the next line whose text holds one of keys (NULL-terminated), parsed
+ * as a record; *end moves before it. NULL when no line before *end does. Only a member of the
+ * parsed record counts for the caller: the text match only skips the lines that cannot. */
+static cJSON *previous_record_with(const char *data, const char **end, const char *const keys[])
+{
+        while (*end > data) {
+                const char *line = line_before(data, *end);
+                size_t len = (size_t)(*end - line);
+                cJSON *json = NULL;
+
+                *end = line > data ? line - 1 : data;
+                for (size_t i = 0; keys[i]; i++)
+                        if (memmem(line, len, keys[i], strlen(keys[i])) &&
+                            json_parse(line, len, &json) == 0)
+                                return json;
+        }
+        return NULL;
+}
+
 /* The log_id of the latest record carrying one, going backwards from end. */
 static bool find_log_id(const char *data, const char *end, char out[static 33])
 {
-        while (end > data) {
-                const char *line = line_before(data, end);
-                size_t len = (size_t)(end - line);
-                const char *k = len > sizeof(LOG_ID_KEY)
-                                    ? memmem(line, len, LOG_ID_KEY, sizeof(LOG_ID_KEY) - 1)
-                                    : NULL;
-                if (k && k > line && (k[-1] == ',' || k[-1] == '{')) {
-                        _cleanup_json_ cJSON *json = NULL;
-                        const char *id;
-                        if (json_parse(line, len, &json) == 0 &&
-                            (id = json_get_string(json, "log_id")) && strlen(id) == 32 &&
-                            strspn(id, "0123456789abcdef") == 32) {
-                                memcpy(out, id, 33);
-                                return true;
-                        }
-                }
-                end = line > data ? line - 1 : data;
+        static const char *const keys[] = {LOG_ID_KEY, NULL};
+        cJSON *json;
+
+        while ((json = previous_record_with(data, &end, keys))) {
+                const char *id = json_get_string(json, "log_id");
+                bool found = id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32;
+                if (found)
+                        memcpy(out, id, 33);
+                cJSON_Delete(json);
+                if (found)
+                        return true;
         }
         return false;
 }
@@ -185,21 +198,19 @@ static int write_alarm(struct audit *a, const char *reason, uint64_t expected, u
  * end, so that a rotation right after a restart can still repeat it. */
 static char *find_note(const char *data, const char *end)
 {
-        static const char note_key[] = "\"note\":\"", repeat_key[] = "\"checkpoint\":\"";
+        static const char *const keys[] = {"\"note\":\"", "\"checkpoint\":\"", NULL};
+        cJSON *json;
 
-        while (end > data) {
-                const char *line = line_before(data, end);
-                size_t len = (size_t)(end - line);
-                bool is_note = memmem(line, len, note_key, sizeof(note_key) - 1);
-                if (is_note || memmem(line, len, repeat_key, sizeof(repeat_key) - 1)) {
-                        _cleanup_json_ cJSON *json = NULL;
-                        const char *note;
-                        if (json_parse(line, len, &json) == 0 &&
-                            (note = json_get_string(json, is_note ? "note" : "checkpoint")) &&
-                            strlen(note) < NOTE_MAX_LEN)
-                                return strdup(note);
-                }
-                end = line > data ? line - 1 : data;
+        while ((json = previous_record_with(data, &end, keys))) {
+                const char *note = json_get_string(json, "note");
+                char *copy = NULL;
+                if (!note)
+                        note = json_get_string(json, "checkpoint");
+                if (note && strlen(note) < NOTE_MAX_LEN)
+                        copy = strdup(note);
+                cJSON_Delete(json);
+                if (copy)
+                        return copy;
         }
         return NULL;
 }
