@@ -330,8 +330,9 @@ int store_audit_key(struct store *s, struct note_key *ret)
 }
 
 int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[static 64],
-                     size_t *ret_len)
+                     size_t *ret_len, bool *ret_looked_up)
 {
+        bool looked_up = false;
         CK_MECHANISM mechanism = {CKM_EDDSA, NULL, 0};
         uint8_t digest[32];
         const void *data = body;
@@ -357,6 +358,7 @@ int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[
                 s->audit_key_session = s->session;
                 s->audit_key_handle = key.private_key;
                 s->audit_key_type = key.pub.type;
+                looked_up = true;
         }
         if (key.pub.type == NOTE_KEY_ECDSA_P256) {
                 e = gnutls_hash_fast(GNUTLS_DIG_SHA256, body, len, digest);
@@ -387,5 +389,7 @@ int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[
         if (sig_len != 64)
                 return -EBADMSG;
         *ret_len = sig_len;
+        if (ret_looked_up)
+                *ret_looked_up = looked_up;
         return 0;
 }

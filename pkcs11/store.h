@@ -195,6 +195,9 @@ struct note_key; /* common/signed-note.h */
 int store_audit_key(struct store *s, struct note_key *ret);
 /* Signs a note body with the audit key: Ed25519 over the body, ECDSA P-256 over its
  * SHA-256 (r||s). sig must hold 64 bytes. -ENOKEY when the token has no audit key (it is never
- * generated here: a key made now would not be the one the chain's genesis names). */
+ * generated here: a key made now would not be the one the chain's genesis names). The key's
+ * handle is looked up once per session; *ret_looked_up (may be NULL) says whether this call
+ * looked it up, so that a caller can check the first signature of each handle against the key
+ * it expects rather than every one. */
 int store_audit_sign(struct store *s, const void *body, size_t len, uint8_t sig[static 64],
-                     size_t *ret_len);
+                     size_t *ret_len, bool *ret_looked_up);

@@ -127,7 +127,7 @@ static void test_generate_once(struct store **s, struct note_key *ret)
         uint8_t sig[64];
         size_t sig_len = 0;
 
-        is_int(store_audit_sign(*s, BODY, strlen(BODY), sig, &sig_len), -ENOKEY,
+        is_int(store_audit_sign(*s, BODY, strlen(BODY), sig, &sig_len, NULL), -ENOKEY,
                "no audit key yet: signing is refused, no key is made");
         is_int(raw_count(*s, CKO_PRIVATE_KEY), 0, "signing made no key");
 
@@ -205,9 +205,15 @@ static void test_sign(struct store *s, const struct note_key *k)
         char changed[] = BODY;
         uint8_t sig[64];
         size_t sig_len = 0;
+        bool looked_up = false;
 
-        is_int(store_audit_sign(s, BODY, strlen(BODY), sig, &sig_len), 0, "store_audit_sign");
+        is_int(store_audit_sign(s, BODY, strlen(BODY), sig, &sig_len, &looked_up), 0,
+               "store_audit_sign");
         is_int(sig_len, 64, "a 64-byte signature");
+        is_int(looked_up, true, "the first signature looks the key up");
+        is_int(store_audit_sign(s, BODY, strlen(BODY), sig, &sig_len, &looked_up), 0,
+               "store_audit_sign again");
+        is_int(looked_up, false, "the next one signs with the handle found then");
         ok(verifies(k, BODY, sig, sig_len), "it verifies with GnuTLS (Ed25519) over the body");
         changed[strlen("credbroker/0123456789abcdef0123456789abcdef\n")] = '3';
         ok(!verifies(k, changed, sig, sig_len), "and not over a changed body");
