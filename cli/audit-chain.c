@@ -39,6 +39,24 @@ struct ring_entry {
 
 enum pending { PENDING_NONE, PENDING_BAD_LINE, PENDING_JUMP };
 
+/* What one chain's checkpoints have sealed so far: all of it is forgotten when a new chain
+ * starts (seal_reset()), so a field added here cannot be carried into the next chain. */
+struct seal {
+        bool have_base;
+        uint64_t base_count;     /* the latest checkpoint's count (0 at a genesis) */
+        uint64_t last_plain_seq; /* of the latest record that is not a checkpoint or file.start */
+        char *last_note;
+        uint64_t cp_seq, cp_count;
+        uint8_t cp_head[32];
+        bool have_cp; /* cp_*: of the latest checkpoint (or the note a first file.start repeats) */
+};
+
+static void seal_reset(struct seal *s)
+{
+        free(s->last_note);
+        *s = (struct seal){0};
+}
+
 struct chain {
         struct chain_options o;
         struct note_key key;
@@ -52,13 +70,7 @@ struct chain {
         uint64_t last_seq, first_seq, records;
         uint8_t last_hash[32];
         struct where last_where;
-        bool have_base;
-        uint64_t base_count;     /* the latest checkpoint's count (0 at a genesis) */
-        uint64_t last_plain_seq; /* of the latest record that is not a checkpoint or file.start */
-        char *last_note;
-        uint64_t cp_seq, cp_count;
-        uint8_t cp_head[32];
-        bool have_cp; /* cp_*: of the latest checkpoint (or the note a first file.start repeats) */
+        struct seal seal;
         bool unsealed;
         uint64_t unsealed_seq;
         struct where unsealed_where;
@@ -108,7 +120,7 @@ void chain_free(struct chain *c)
         for (size_t i = 0; i < c->n_files; i++)
                 free(c->files[i]);
         free(c->files);
-        free(c->last_note);
+        free(c->seal.last_note);
         free(c->ring);
         free(c);
 }
@@ -407,13 +419,13 @@ static int check_head(struct chain *c, const struct note_checkpoint *cp, struct 
 static int set_checkpoint(struct chain *c, const char *note, const struct note_checkpoint *cp,
                           uint64_t seq)
 {
-        free(c->last_note);
-        c->last_note = strdup(note);
-        c->have_cp = true;
-        c->cp_seq = seq;
-        c->cp_count = cp->count;
-        memcpy(c->cp_head, cp->head, 32);
-        return c->last_note ? 0 : -ENOMEM;
+        free(c->seal.last_note);
+        c->seal.last_note = strdup(note);
+        c->seal.have_cp = true;
+        c->seal.cp_seq = seq;
+        c->seal.cp_count = cp->count;
+        memcpy(c->seal.cp_head, cp->head, 32);
+        return c->seal.last_note ? 0 : -ENOMEM;
 }
 
 static int check_checkpoint(struct chain *c, const struct record *r, struct where w)
@@ -437,31 +449,31 @@ static int check_checkpoint(struct chain *c, const struct record *r, struct wher
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (count or head differ from "
                               "the signed note's)");
-        if (c->have_cp && cp.count <= c->cp_count)
+        if (c->seal.have_cp && cp.count <= c->seal.cp_count)
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "inserted record (a checkpoint that covers no more than the one "
                               "before it: count %" PRIu64 " after %" PRIu64 ")",
-                              cp.count, c->cp_count);
+                              cp.count, c->seal.cp_count);
         k = check_head(c, &cp, w, r->seq);
         if (k != 0)
                 return k;
         /* The broker asks for a checkpoint every checkpoint_records records, signed or not yet:
          * consecutive notes' counts are at most that far apart, and one more is allowed (a
          * writer that counts n records after the genesis; common/signed-note.h). */
-        if (c->have_base && cp.count > c->base_count &&
-            cp.count - c->base_count > c->o.checkpoint_records + 1)
+        if (c->seal.have_base && cp.count > c->seal.base_count &&
+            cp.count - c->seal.base_count > c->o.checkpoint_records + 1)
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "gap between checkpoints longer than configured (this one covers "
                               "%" PRIu64 " records, the one before %" PRIu64 ": %" PRIu64
                               " apart; at most %" PRIu64 ")",
-                              cp.count, c->base_count, cp.count - c->base_count,
+                              cp.count, c->seal.base_count, cp.count - c->seal.base_count,
                               c->o.checkpoint_records + 1);
-        if (!c->have_base || cp.count > c->base_count)
-                c->base_count = cp.count;
-        c->have_base = true;
+        if (!c->seal.have_base || cp.count > c->seal.base_count)
+                c->seal.base_count = cp.count;
+        c->seal.have_base = true;
         /* Sealed when the note covers every record that needs it; records written while its
          * signature was made are the next one's. */
-        if (c->unsealed && cp.count > c->last_plain_seq)
+        if (c->unsealed && cp.count > c->seal.last_plain_seq)
                 c->unsealed = false;
         else if (c->unsealed && c->unsealed_seq < cp.count) {
                 c->unsealed_seq = cp.count;
@@ -490,11 +502,11 @@ static int check_file_start(struct chain *c, const struct record *r, struct wher
         k = check_note(c, note, w, r->seq, &cp);
         if (k != 0)
                 return k;
-        if (c->last_note && strcmp(c->last_note, note) != 0)
+        if (c->seal.last_note && strcmp(c->seal.last_note, note) != 0)
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (file.start repeats another "
                               "checkpoint than the last one)");
-        if (c->last_note)
+        if (c->seal.last_note)
                 return 0;
         if (c->started) {
                 /* Its checkpoint record should be in these files: the note must at least be of
@@ -503,9 +515,9 @@ static int check_file_start(struct chain *c, const struct record *r, struct wher
                 if (k != 0)
                         return k;
         }
-        if (!c->have_base) {
-                c->have_base = true;
-                c->base_count = cp.count;
+        if (!c->seal.have_base) {
+                c->seal.have_base = true;
+                c->seal.base_count = cp.count;
         }
         return set_checkpoint(c, note, &cp, r->seq);
 }
@@ -552,8 +564,8 @@ static int check_genesis(struct chain *c, const struct record *r, struct where w
                 c->have_key = true;
         }
         memcpy(c->log_id, log_id, 33);
-        c->have_base = true;
-        c->base_count = 0;
+        c->seal.have_base = true;
+        c->seal.base_count = 0;
         c->first_seq = 0;
         return 0;
 }
@@ -623,7 +635,7 @@ static int check_role(struct chain *c, const struct record *r, struct where w)
                 return check_checkpoint(c, r, w);
         if (strcmp(r->event, "file.start") == 0)
                 return check_file_start(c, r, w);
-        c->last_plain_seq = r->seq;
+        c->seal.last_plain_seq = r->seq;
         if (!c->unsealed) {
                 c->unsealed = true;
                 c->unsealed_seq = r->seq;
@@ -646,11 +658,7 @@ static bool new_chain_at_file_start(struct chain *c, const struct record *r, str
                         "credbroker: note: %s starts a new chain (log_id %s) after the sealed "
                         "chain %s\n",
                         c->files[w.file], log_id, c->log_id);
-        c->have_base = false;
-        c->have_cp = false;
-        c->last_plain_seq = 0;
-        free(c->last_note);
-        c->last_note = NULL;
+        seal_reset(&c->seal);
         return true;
 }
 
@@ -784,11 +792,11 @@ static int end_sealed(struct chain *c)
 {
         char hex[65];
 
-        note_hex(c->cp_head, 32, hex);
+        note_hex(c->seal.cp_head, 32, hex);
         snprintf(c->message, sizeof(c->message),
                  "intact: %" PRIu64 " records in %zu file(s), sealed by the checkpoint at seq "
                  "%" PRIu64 " (count %" PRIu64 ", head %s)",
-                 c->records, c->n_files, c->cp_seq, c->cp_count, hex);
+                 c->records, c->n_files, c->seal.cp_seq, c->seal.cp_count, hex);
         return CHAIN_INTACT;
 }
 
