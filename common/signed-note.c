@@ -361,6 +361,22 @@ static int parse_signature_line(const char *l, size_t n, const struct note_key *
         return 0;
 }
 
+int note_signer_hash(const char *note, uint8_t ret[4])
+{
+        static const char line_start[] = "\n\xe2\x80\x94 " NOTE_KEY_NAME " ";
+        const char *b64 = note ? strstr(note, line_start) : NULL, *end;
+        uint8_t raw[4 + 64];
+
+        if (!b64)
+                return -EBADMSG;
+        b64 += sizeof(line_start) - 1;
+        end = strchr(b64, '\n');
+        if (!end || note_unbase64(b64, (size_t)(end - b64), raw, sizeof(raw)) < 0)
+                return -EBADMSG;
+        memcpy(ret, raw, 4);
+        return 0;
+}
+
 int note_verify(const char *note, size_t len, const struct note_key *k, struct note_checkpoint *ret)
 {
         const char *p = note, *end = note + len, *l;

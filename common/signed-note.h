@@ -54,6 +54,10 @@ struct note_checkpoint {
 int note_verify(const char *note, size_t len, const struct note_key *k,
                 struct note_checkpoint *ret);
 
+/* The key hash of a note's NOTE_KEY_NAME signature (the first one), without verifying it: which
+ * key signed the log's latest checkpoint. -EBADMSG when there is none. */
+int note_signer_hash(const char *note, uint8_t ret[4]);
+
 /* Hex and SHA-256 helpers the chain needs. */
 void note_sha256(const void *data, size_t len, uint8_t out[32]);
 void note_hex(const uint8_t *data, size_t len, char *out /* 2*len+1 */);

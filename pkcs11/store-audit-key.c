@@ -141,13 +141,25 @@ static int read_public_key(struct store *s, CK_KEY_TYPE key_type, const uint8_t 
         return audit_note_key(type, raw, want, ret);
 }
 
+/* Whether pair a (pinned: its key is the pinned one) is to be used rather than the best so far. */
+static bool better_pair(const struct audit_key *a, bool pinned, const struct audit_key *best,
+                        bool best_pinned)
+{
+        if (best->private_key == CK_INVALID_HANDLE || pinned != best_pinned)
+                return best->private_key == CK_INVALID_HANDLE || pinned;
+        return a->id_len < best->id_len ||
+               (a->id_len == best->id_len && memcmp(a->id, best->id, a->id_len) < 0);
+}
+
 /* The complete pair to use: a private key whose public key object is there and readable. Two
  * processes generating at once leave two pairs; every caller takes the smallest CKA_ID, so all
- * sign with the same key. -ENOENT when there is no complete pair. */
+ * sign with the same key, unless a key is pinned (store_audit_key_pin()): then that key's pair
+ * comes first. -ENOENT when there is no complete pair. */
 static int find_audit_key(struct store *s, struct audit_key *ret)
 {
         _cleanup_free_ CK_OBJECT_HANDLE *keys = NULL;
         struct audit_key best = {.private_key = CK_INVALID_HANDLE};
+        bool best_pinned = false;
         size_t n;
         int r;
 
@@ -186,14 +198,13 @@ static int find_audit_key(struct store *s, struct audit_key *ret)
                 }
                 if (r < 0)
                         return r;
-                if (best.private_key != CK_INVALID_HANDLE &&
-                    (id_len > best.id_len ||
-                     (id_len == best.id_len && memcmp(id, best.id, id_len) >= 0)))
+                struct audit_key pair = {.private_key = keys[i], .pub = pub, .id_len = id_len};
+                bool pinned = s->audit_key_pinned && memcmp(pub.hash, s->audit_key_pin, 4) == 0;
+                memcpy(pair.id, id, id_len);
+                if (!better_pair(&pair, pinned, &best, best_pinned))
                         continue;
-                best.private_key = keys[i];
-                best.pub = pub;
-                memcpy(best.id, id, id_len);
-                best.id_len = id_len;
+                best = pair;
+                best_pinned = pinned;
         }
         if (best.private_key == CK_INVALID_HANDLE)
                 return -ENOENT;
@@ -325,6 +336,27 @@ int store_audit_key(struct store *s, struct note_key *ret)
         }
         if (r < 0)
                 return r;
+        *ret = key.pub;
+        return 0;
+}
+
+int store_audit_key_pin(struct store *s, const uint8_t hash[4], struct note_key *ret)
+{
+        struct audit_key key;
+        int r;
+
+        if (!s || !hash || !ret)
+                return -EINVAL;
+        s->audit_key_pinned = true;
+        memcpy(s->audit_key_pin, hash, 4);
+        s->audit_key_handle = CK_INVALID_HANDLE; /* found again, the pinned pair first */
+        r = find_audit_key(s, &key);
+        if (r < 0)
+                return r;
+        if (memcmp(key.pub.hash, hash, 4) != 0) {
+                s->audit_key_pinned = false;
+                return -ENOKEY;
+        }
         *ret = key.pub;
         return 0;
 }

@@ -47,6 +47,9 @@ struct store {
         CK_SESSION_HANDLE audit_key_session;
         CK_OBJECT_HANDLE audit_key_handle;
         uint8_t audit_key_type;
+        /* store_audit_key_pin(): the key hash of the pair every lookup prefers. */
+        bool audit_key_pinned;
+        uint8_t audit_key_pin[4];
         bool login_refused; /* a reopen's login was refused: the PIN is never tried again */
         unsigned reopen_failures;
         uint64_t reopen_at_usec; /* CLOCK_BOOTTIME before which no reopen is attempted */

@@ -193,6 +193,11 @@ struct note_key; /* common/signed-note.h */
 /* The audit key's public half, generating the pair in the token when there is none
  * (Ed25519, else ECDSA P-256). */
 int store_audit_key(struct store *s, struct note_key *ret);
+/* Makes every later lookup (store_audit_sign() included, after a session was opened again)
+ * prefer the pair whose key hash is hash, over the smallest CKA_ID: the key a log is signed with
+ * must not change because another process generated a pair with a smaller id after it. 0 and
+ * *ret its public key; -ENOKEY when the token has no such pair (nothing is pinned then). */
+int store_audit_key_pin(struct store *s, const uint8_t hash[4], struct note_key *ret);
 /* Signs a note body with the audit key: Ed25519 over the body, ECDSA P-256 over its
  * SHA-256 (r||s). sig must hold 64 bytes. -ENOKEY when the token has no audit key (it is never
  * generated here: a key made now would not be the one the chain's genesis names). The key's

@@ -476,6 +476,31 @@ static void seal_at_start(struct audit_checkpointer *c, struct store *store)
         drain(c);
 }
 
+/* The key stays the one the log's checkpoints are signed with (the latest note's; for a new log,
+ * the one found now), even if a pair with a smaller CKA_ID appears in the token later: pinned in
+ * the store for every later lookup. A log whose key is gone from the token goes on with *key,
+ * and says so: audit verify then needs each key for its part. */
+static void pin_audit_key(struct broker *b, struct note_key *key)
+{
+        const char *note = audit_last_note(b->audit);
+        struct note_key pinned;
+        uint8_t hash[4];
+        bool from_log = note && note_signer_hash(note, hash) == 0;
+
+        if (!from_log)
+                memcpy(hash, key->hash, 4);
+        if (store_audit_key_pin(b->store, hash, &pinned) == 0) {
+                *key = pinned;
+                return;
+        }
+        if (from_log)
+                log_error("The audit log's checkpoints are signed by key %02x%02x%02x%02x, which "
+                          "the token no longer has: new ones are signed by %02x%02x%02x%02x.",
+                          hash[0], hash[1], hash[2], hash[3], key->hash[0], key->hash[1],
+                          key->hash[2], key->hash[3]);
+        (void)store_audit_key_pin(b->store, key->hash, &pinned);
+}
+
 int audit_start(struct broker *b, const struct secret *install_key)
 {
         _cleanup_free_ char *verifier_key = NULL;
@@ -504,6 +529,7 @@ int audit_start(struct broker *b, const struct secret *install_key)
         r = audit_open_with(b->config->audit_log, install_key, &options, &b->audit);
         if (r < 0)
                 return r;
+        pin_audit_key(b, &key);
         r = audit_aggregator_new(b->audit, b->config->audit_aggregate_sec, &b->denials);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the audit log");

@@ -29,7 +29,8 @@
 struct audit {
         int fd;
         char *path;
-        uint64_t seq; /* of the next record */
+        char *verifier_key; /* a copy of o.verifier_key: a genesis may be written long after open */
+        uint64_t seq;       /* of the next record */
         uint8_t head[32];
         char log_id[33];
         char boot_id[33];
@@ -169,7 +170,7 @@ static int write_genesis(struct audit *a)
         memset(a->head, 0, sizeof(a->head));
         if (!json || !json_add_string_ref(json, "event", "genesis") ||
             !json_add_string_ref(json, "log_id", a->log_id) ||
-            (a->o.verifier_key && !json_add_string_ref(json, "key", a->o.verifier_key)))
+            (a->verifier_key && !json_add_string_ref(json, "key", a->verifier_key)))
                 return -ENOMEM;
         r = write_object(a, json);
         if (r >= 0)
@@ -313,7 +314,10 @@ int audit_open_with(const char *path, const struct secret *key, const struct aud
         a->o = o ? *o : (struct audit_options){.group = (gid_t)-1};
         a->fd = -1;
         a->path = strdup(path);
-        if (!a->path) {
+        if (a->o.verifier_key)
+                a->verifier_key = strdup(a->o.verifier_key);
+        a->o.verifier_key = NULL; /* the caller's */
+        if (!a->path || (o && o->verifier_key && !a->verifier_key)) {
                 audit_close(a);
                 return -ENOMEM;
         }
@@ -372,6 +376,7 @@ void audit_close(struct audit *a)
         safe_close(a->fd);
         secret_free(a->key);
         free(a->path);
+        free(a->verifier_key);
         free(a->note);
         free(a);
 }
@@ -403,6 +408,11 @@ uint64_t audit_next_seq(const struct audit *a)
 const char *audit_log_id(const struct audit *a)
 {
         return a->log_id;
+}
+
+const char *audit_last_note(const struct audit *a)
+{
+        return a->note;
 }
 
 uint64_t audit_unsealed(const struct audit *a)

@@ -44,7 +44,7 @@ struct audit_record {
 };
 
 struct audit_options {
-        const char *verifier_key; /* the genesis record's "key", NULL: none */
+        const char *verifier_key; /* the genesis record's "key" (copied), NULL: none */
         gid_t group;              /* (gid_t)-1: the broker's own */
         /* Called after a record was written, with the line (without "\n"), its seq and the
          * hex SHA-256 of the line (the journald mirror). Must not write to the log. */
@@ -88,6 +88,8 @@ bool audit_last_checkpoint(const struct audit *a, uint64_t *ret_seq, uint64_t *r
  * written since the last audit_chain_mark(), until the hook marks the chain. */
 void audit_set_checkpoint_hook(struct audit *a, uint64_t n, void (*fn)(void *userdata),
                                void *userdata);
+/* The latest checkpoint's note in the log (read back at open, or written since), NULL if none. */
+const char *audit_last_note(const struct audit *a);
 /* Appends a checkpoint record for a note signed over count and head; the note is kept for the
  * next file.start. */
 int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[static 32],

@@ -123,3 +123,29 @@ test('with eight audit key pairs under the label, everyone takes the smallest CK
   }
   assert.doesNotMatch(h.brokerLog(), /did not sign as the verifier key/);
 });
+
+// A pair with a smaller CKA_ID made after the log started (another process generating after
+// the broker did) must not change the key the log's checkpoints are signed with: the broker
+// keeps the key its latest note names (store_audit_key_pin()).
+test('a pair with a smaller CKA_ID made later does not change the log\'s key', { timeout: 120000 }, async () => {
+  const logKey = await auditKey(); // the smallest pair, which signed everything so far
+  await addPair('00'.repeat(16));
+  const newer = (await pairs()).find((p) => p.id === '00'.repeat(16)).key;
+  assert.equal(await auditKey(), newer, 'the token alone answers with the new smallest pair');
+
+  await h.startBroker();
+  assert.equal(await auditKey(['--admin-socket', h.adminSocket]), logKey, 'the broker keeps the log\'s key');
+  await token();
+  await checkpoint();
+  await addPair('00'); // shorter, so smaller still, while the broker runs
+  await token();
+  await h.restartBroker();
+  assert.equal(await auditKey(['--admin-socket', h.adminSocket]), logKey, 'after a restart too');
+  await token();
+  await checkpoint();
+  await h.stopBroker();
+
+  const v = await h.cli(['audit', 'verify', '--key', logKey, h.auditLog]);
+  assert.equal(v.code, 0, `${v.stdout}${v.stderr}`);
+  assert.doesNotMatch(h.brokerLog(), /did not sign as the verifier key|no longer has/);
+});

@@ -182,6 +182,15 @@ static void test_verify(uint8_t type, const char *what)
         foreign = make_note(&other, 1000, head);
         is_int(note_verify(foreign, strlen(foreign), &s.key, &cp), -EKEYREJECTED,
                "another key's signature: -EKEYREJECTED");
+        uint8_t signer[4];
+        ok(note_signer_hash(note, signer) == 0 && memcmp(signer, s.key.hash, 4) == 0,
+           "note_signer_hash: the signing key's hash");
+        ok(note_signer_hash(foreign, signer) == 0 && memcmp(signer, other.key.hash, 4) == 0,
+           "note_signer_hash of another key's note: that key's hash");
+        _cleanup_free_ char *body_only = strdup(note);
+        *strstr(body_only, "\n\xe2\x80\x94 ") = 0;
+        is_int(note_signer_hash(body_only, signer), -EBADMSG,
+               "note_signer_hash of a body: -EBADMSG");
         /* The signature bytes themselves changed (not the key hash). */
         _cleanup_free_ char *badsig = strdup(note);
         char *last = badsig + strlen(badsig) - 10;
