@@ -219,6 +219,17 @@ static const char *clean(const char *s, char *out, size_t size)
         return out;
 }
 
+/* An executable's path cut to width columns at its start, where it says least: the tail names
+ * the program. */
+static const char *tail_of(const char *s, size_t width)
+{
+        size_t len = strlen(s);
+
+        if (len <= width || width < 4)
+                return s;
+        return s + len - (width - 3);
+}
+
 static void print_header(void)
 {
         printf("%-19s  %-10s  %-28s  %-12s  %-12s  %-14s  %s\n", "TIME", "USER", "EXE", "PROFILE",
@@ -240,9 +251,12 @@ static void print_row(const cJSON *rec, uint64_t time)
         clean(outcome ? outcome : json_get_string(rec, "event"), out, sizeof(out) - 24);
         if (json_get_u64(rec, "count", &count) == 0)
                 snprintf(out + strlen(out), 24, " x%llu", (unsigned long long)count);
-        printf("%-19s  %-10s  %-28s  %-12s  %-12s  %-14s  %s\n", when,
-               peer_uid(rec, &uid) ? user : "-",
-               clean(cJSON_IsObject(peer) ? json_get_string(peer, "exe") : NULL, exe, sizeof(exe)),
+        const char *path =
+            clean(cJSON_IsObject(peer) ? json_get_string(peer, "exe") : NULL, exe, sizeof(exe));
+        const char *shown = tail_of(path, 28);
+        printf("%-19s  %-10s  %s%-*s  %-12s  %-12s  %-14s  %s\n", when,
+               peer_uid(rec, &uid) ? user : "-", shown == path ? "" : "...",
+               shown == path ? 28 : 25, shown,
                clean(json_get_string(rec, "profile"), prof, sizeof(prof)),
                clean(json_get_string(rec, "account"), acct, sizeof(acct)), out,
                clean(json_get_string(rec, "rule"), rule, sizeof(rule)));

@@ -17,7 +17,8 @@ const ZERO = '0'.repeat(64);
 const BOOT = '0123456789abcdef0123456789abcdef';
 const ALICE = { uid: 0, gid: 0, pid: 100, exe: '/usr/bin/mailer', unit: 'mailer.service' };
 const NOBODY = { uid: 65534, gid: 65534, pid: 200, exe: null, unit: null };
-const UNNAMED = { uid: 4242, gid: 4242, pid: 300, exe: '/opt/app/run', unit: null };
+// A path longer than the table's EXE column: the table shows its tail.
+const UNNAMED = { uid: 4242, gid: 4242, pid: 300, exe: '/opt/vendor/monitoring-agent/libexec/app-run', unit: null };
 
 let seq = 0;
 function rec(time, fields) {
@@ -100,7 +101,10 @@ test('the table: local time, user name or uid, exe, profile, account, outcome, r
   assert.match(lines[0], /^TIME\s+USER\s+EXE\s+PROFILE\s+ACCOUNT\s+OUTCOME\s+RULE$/);
   assert.equal(lines.length, ALL.length + 1);
   assert.match(r.stdout, /^2026-11-01 09:00:01\s+root\s+\/usr\/bin\/mailer\s+alerts\s+alerts\s+allow\s+alerts:5$/m);
-  assert.match(r.stdout, /^2026-11-15 10:00:00\s+4242\s+\/opt\/app\/run\s+payroll\s+payroll\s+allow\s+payroll:5$/m);
+  assert.match(r.stdout, /^2026-11-15 10:00:00  4242        \.\.\.ing-agent\/libexec\/app-run  payroll       payroll       allow           payroll:5$/m);
+  // Every row's columns line up with the header's, whatever the executable's length.
+  const at = lines[0].indexOf('PROFILE');
+  for (const l of lines.slice(1)) assert.match(l.slice(at - 2, at + 1), /^  \S$/, l);
   assert.match(r.stdout, /^2026-12-02 10:00:10\s+nobody\s+-\s+alerts\s+alerts\s+deny x41\s+alerts:7$/m);
   assert.match(r.stdout, /^2026-11-20 10:00:00\s+-\s+-\s+-\s+payroll\s+refresh_failed\s+-$/m);
   // Local time: the same record two hours later in a zone east of UTC.
@@ -172,7 +176,7 @@ test('the summary: tokens per user and executable, denials by reason (aggregates
   const payroll = g('payroll', 'payroll');
   assert.equal(payroll.tokens, 2);
   assert.deepEqual(payroll.users, { 4242: 2 });
-  assert.deepEqual(payroll.executables, { '/opt/app/run': 2 });
+  assert.deepEqual(payroll.executables, { '/opt/vendor/monitoring-agent/libexec/app-run': 2 });
   const account = g('payroll', null);
   assert.equal(account.refresh_failed, 1);
   assert.equal(account.reauth_required, 1);
