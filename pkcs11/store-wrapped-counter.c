@@ -1,10 +1,15 @@
 /* The wrapped backend's rollback guard: per account one CKO_DATA object in the token labelled
- * "<account>/wrapped-state/<generation>-<id>", naming the one file state that may be used. The
- * label is the attribute SoftHSM2 lets C_SetAttributeValue change (CKA_VALUE is fixed after
- * creation), so moving the counter on is one call on a handle. All counters are found with one
- * search (their own CKA_APPLICATION) the first time a session needs one, and each check reads the
- * label of the account's handle: per operation O(1) calls and no search, whatever the number of
- * accounts (a search is O(objects) in SoftHSM2, which reads its whole token directory). */
+ * "<account>/wrapped-state/<generation>-<id>", naming the one file state that may be used. Moving
+ * it on creates the new counter and then destroys the old one, never C_SetAttributeValue:
+ * SoftHSM2 rewrites an object's file in place (ftruncate, then write), so a kill between the two
+ * would lose the counter and with it the account, while a torn C_CreateObject leaves no object
+ * with our label and C_DestroyObject is an unlink (docs/softhsm-torn-writes.md). After a crash
+ * between the create and the destroy, the counter with the highest generation rules.
+ *
+ * All counters are found with one search (their own CKA_APPLICATION) the first time a session
+ * needs one; each check then reads the label of the account's handle: per operation O(1) calls
+ * and no search, whatever the number of accounts (a search is O(objects) in SoftHSM2, which
+ * reads its whole token directory). */
 #include "store-wrapped.h"
 
 #include <errno.h>
@@ -46,6 +51,24 @@ static bool counter_label_account(const char *label, char account[static NAME_MA
         memcpy(account, label, len);
         account[len] = 0;
         return p11_account_is_valid(account);
+}
+
+/* The generation a counter label names (0 when it is not a counter label). */
+static uint64_t counter_label_generation(const char *label)
+{
+        const char *infix = strstr(label, WRAPPED_STATE_INFIX), *dash;
+        char digits[21];
+        uint64_t g;
+
+        if (!infix)
+                return 0;
+        infix += strlen(WRAPPED_STATE_INFIX);
+        dash = strchr(infix, '-');
+        if (!dash || dash == infix || (size_t)(dash - infix) >= sizeof(digits))
+                return 0;
+        memcpy(digits, infix, (size_t)(dash - infix));
+        digits[dash - infix] = 0;
+        return parse_u64(digits, &g) < 0 ? 0 : g;
 }
 
 /* ---- the table of counter handles, sorted by account ---- */
@@ -160,20 +183,61 @@ static int table_ensure(struct store *s, bool fresh)
 
 /* ---- checking and moving on ---- */
 
-int p11_wrapped_counter_set(struct store *s, const char *account, CK_OBJECT_HANDLE handle,
-                            uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN])
+static int counter_create(struct store *s, const char *account, uint64_t generation,
+                          const uint8_t id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret)
 {
+        CK_OBJECT_CLASS class = CKO_DATA;
+        static const char value[] = "w";
         char label[LABEL_MAX];
-        CK_ATTRIBUTE attribute = {CKA_LABEL, label, 0};
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
+            {CKA_APPLICATION, wrapped_application, sizeof(wrapped_application) - 1},
+            {CKA_LABEL, label, 0},
+            {CKA_VALUE, (void *)value, 1},
+        };
         CK_RV rv;
 
         counter_label(account, generation, id, label);
-        attribute.ulValueLen = strlen(label);
-        rv = s->module->C_SetAttributeValue(s->session, handle, &attribute, 1);
+        template[4].ulValueLen = strlen(label);
+        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), ret);
         if (rv != CKR_OK) {
                 p11_note_rv(s, rv);
-                return p11_ck_fail(s, "C_SetAttributeValue", label, rv);
+                return p11_ck_fail(s, "C_CreateObject", label, rv);
         }
+        return table_add(s->wrapped, account, *ret);
+}
+
+/* Drops handle from the table and destroys it; a failure leaves an older counter, which the
+ * newer one outranks (and the next check destroys). */
+static void counter_destroy(struct store *s, const char *account, CK_OBJECT_HANDLE handle)
+{
+        struct p11_wrapped *w = s->wrapped;
+
+        for (size_t i = table_lower_bound(w, account);
+             i < w->n_counters && strcmp(w->counters[i].account, account) == 0; i++)
+                if (w->counters[i].handle == handle) {
+                        table_remove(w, i);
+                        break;
+                }
+        if (p11_destroy_object(s, handle, account) < 0)
+                log_warning("Account %s: could not destroy its previous counter object; the next "
+                            "use does.",
+                            account);
+}
+
+int p11_wrapped_counter_move(struct store *s, const char *account, CK_OBJECT_HANDLE *handle,
+                             uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN])
+{
+        CK_OBJECT_HANDLE new_handle;
+        int r;
+
+        r = counter_create(s, account, generation, id, &new_handle);
+        if (r < 0)
+                return r;
+        counter_destroy(s, account, *handle);
+        *handle = new_handle;
         return 0;
 }
 
@@ -183,16 +247,22 @@ static int label_names(const char *label, const char *self, const char *prev)
         return strcmp(label, self) == 0 ? 1 : strcmp(label, prev) == 0 ? 2 : 0;
 }
 
-/* The table's handles for account: the one whose label names the file's state or its prev. */
+/* The account's counter with the highest generation, from the table: whether its label names
+ * the file's state (1) or its prev (2), or neither (0, its label in found). Older counters (left
+ * by a crash between a move's create and destroy) are destroyed once the newest one matches. */
 static int check_table(struct store *s, const char *account, const char *self, const char *prev,
                        CK_OBJECT_HANDLE *ret_handle, char found[static LABEL_MAX + 1])
 {
         struct p11_wrapped *w = s->wrapped;
         size_t i = table_lower_bound(w, account);
+        CK_OBJECT_HANDLE best = CK_INVALID_HANDLE, older[4];
+        uint64_t best_generation = 0;
+        size_t n_older = 0;
         int r;
 
         while (i < w->n_counters && strcmp(w->counters[i].account, account) == 0) {
                 char label[LABEL_MAX + 1];
+                uint64_t g;
 
                 r = p11_get_label(s, w->counters[i].handle, label);
                 if (r == -ENOENT || r == -EBADMSG) {
@@ -201,15 +271,25 @@ static int check_table(struct store *s, const char *account, const char *self, c
                 }
                 if (r < 0)
                         return r;
-                r = label_names(label, self, prev);
-                if (r > 0) {
-                        *ret_handle = w->counters[i].handle;
-                        return r;
+                g = counter_label_generation(label);
+                if (best != CK_INVALID_HANDLE && n_older < ELEMENTSOF(older))
+                        older[n_older++] = g > best_generation ? best : w->counters[i].handle;
+                if (best == CK_INVALID_HANDLE || g > best_generation) {
+                        best = w->counters[i].handle;
+                        best_generation = g;
+                        snprintf(found, LABEL_MAX + 1, "%s", label);
                 }
-                snprintf(found, LABEL_MAX + 1, "%s", label);
                 i++;
         }
-        return 0;
+        if (best == CK_INVALID_HANDLE)
+                return 0;
+        r = label_names(found, self, prev);
+        if (r == 0)
+                return 0;
+        for (size_t k = 0; k < n_older; k++)
+                counter_destroy(s, account, older[k]);
+        *ret_handle = best;
+        return r;
 }
 
 /* Not in the table (another process created or moved it): exact-label searches. */
@@ -250,7 +330,8 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
         counter_label(account, h->generation, h->id, self);
         counter_label(account, h->prev_generation, h->prev_id, prev);
         r = check_table(s, account, self, prev, &handle, found);
-        if (r == 0)
+        /* Unknown to this session (made by another process): exact-label searches. */
+        if (r == 0 && !found[0])
                 r = check_search(s, account, self, prev, &handle);
         if (r < 0)
                 return r;
@@ -271,7 +352,7 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
          * Only the broker can seal a file naming the current state as prev, so this moves
          * forward, never back. */
         if (r == 2) {
-                r = p11_wrapped_counter_set(s, account, handle, h->generation, h->id);
+                r = p11_wrapped_counter_move(s, account, &handle, h->generation, h->id);
                 if (r < 0)
                         return r;
                 log_notice("Account %s: completed the interrupted update to sealed generation "
@@ -318,19 +399,6 @@ int p11_wrapped_counters_destroy(struct store *s, const char *account, unsigned 
 int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *ret_generation,
                                uint8_t ret_id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret)
 {
-        CK_OBJECT_CLASS class = CKO_DATA;
-        static const char value[] = "w";
-        char label[LABEL_MAX];
-        CK_ATTRIBUTE template[] = {
-            {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
-            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, wrapped_application, sizeof(wrapped_application) - 1},
-            {CKA_LABEL, label, 0},
-            {CKA_VALUE, (void *)value, 1},
-        };
-        CK_OBJECT_HANDLE handle;
-        CK_RV rv;
         int r;
 
         /* A counter left over would let the file it named be put back under the new account.
@@ -343,18 +411,10 @@ int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *r
                 return r;
         if (gnutls_rnd(GNUTLS_RND_NONCE, ret_id, WRAPPED_STATE_ID_LEN) < 0)
                 return -EIO;
-        counter_label(account, 0, ret_id, label);
-        template[4].ulValueLen = strlen(label);
-        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), &handle);
-        if (rv != CKR_OK) {
-                p11_note_rv(s, rv);
-                return p11_ck_fail(s, "C_CreateObject", label, rv);
-        }
-        r = table_add(s->wrapped, account, handle);
+        r = counter_create(s, account, 0, ret_id, ret);
         if (r < 0)
                 return r;
         *ret_generation = 0;
-        *ret = handle;
         return 0;
 }
 

@@ -273,7 +273,7 @@ static int state_save(struct store *s, const char *account, struct state *cur,
         fault(rotation, "after-create");
         /* The file is durable: a failure here is finished by the next load (the file is the
          * counter's successor), so the write stands. */
-        if (p11_wrapped_counter_set(s, account, cur->counter, h.generation, h.id) < 0)
+        if (p11_wrapped_counter_move(s, account, &cur->counter, h.generation, h.id) < 0)
                 log_warning("Account %s: could not move the token's counter on; the next use "
                             "does.",
                             account);

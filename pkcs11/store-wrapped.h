@@ -138,8 +138,10 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
  * account had (left by an interrupted creation or removal). */
 int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *ret_generation,
                                uint8_t ret_id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret);
-int p11_wrapped_counter_set(struct store *s, const char *account, CK_OBJECT_HANDLE handle,
-                            uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN]);
+/* Moves the counter on to (generation, id): the new object first, then the old one destroyed;
+ * *handle becomes the new one. */
+int p11_wrapped_counter_move(struct store *s, const char *account, CK_OBJECT_HANDLE *handle,
+                             uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN]);
 int p11_wrapped_counters_destroy(struct store *s, const char *account, unsigned *ret_n);
 
 /* store-wrapped-key.c: the key-encryption keys, found once per session. */

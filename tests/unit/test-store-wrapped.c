@@ -402,6 +402,97 @@ static void test_interrupted_write(struct store *s)
         free(text);
 }
 
+/* The value of "key":"…" in a file's text, into out. */
+static void field(const char *text, const char *key, char *out, size_t size)
+{
+        char pattern[64];
+        const char *at, *end;
+
+        snprintf(pattern, sizeof(pattern), "\"%s\":\"", key);
+        at = strstr(text, pattern);
+        if (!at)
+                test_die(key);
+        at += strlen(pattern);
+        end = strchr(at, '"');
+        snprintf(out, size, "%.*s", (int)(end - at), at);
+}
+
+/* The counters of account "alerts". */
+static size_t raw_count_counters(struct store *s)
+{
+        size_t alerts = 0;
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_HANDLE handles[8];
+        CK_ULONG n = 0;
+        CK_ATTRIBUTE template[] = {
+            {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
+        };
+
+        store_private_session(s, &m, &session);
+        if (m->C_FindObjectsInit(session, template, 1) != CKR_OK ||
+            m->C_FindObjects(session, handles, 8, &n) != CKR_OK ||
+            m->C_FindObjectsFinal(session) != CKR_OK)
+                test_die("find counters");
+        for (CK_ULONG i = 0; i < n; i++) {
+                char label[256];
+                CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label) - 1};
+
+                if (m->C_GetAttributeValue(session, handles[i], &a, 1) != CKR_OK)
+                        test_die("counter label");
+                label[a.ulValueLen] = 0;
+                alerts += strncmp(label, "alerts/", 7) == 0;
+        }
+        return alerts;
+}
+
+/* A crash between a counter move's create and destroy leaves two counters: the newer rules, so
+ * the file the older one names is still refused, and the older one goes at the next use. */
+static void test_two_counters(struct store **sp)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-four"), *back = NULL;
+        char path[PATH_MAX], *old, *now, generation[24], id[24], label[256];
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE;
+        CK_OBJECT_HANDLE handle;
+        uint64_t g;
+
+        file_path("alerts", path);
+        old = read_text(path);
+        field(old, "generation", generation, sizeof(generation));
+        field(old, "id", id, sizeof(id));
+        is_int(store_write_refresh_token(*sp, "alerts", rt, &g), 0, "a newer generation");
+        now = read_text(path);
+        snprintf(label, sizeof(label), "alerts" WRAPPED_STATE_INFIX "%s-%s", generation, id);
+        store_private_session(*sp, &m, &session);
+        {
+                CK_ATTRIBUTE template[] = {
+                    {CKA_CLASS, &class, sizeof(class)},
+                    {CKA_TOKEN, &yes, sizeof(yes)},
+                    {CKA_PRIVATE, &yes, sizeof(yes)},
+                    {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
+                    {CKA_LABEL, label, strlen(label)},
+                    {CKA_VALUE, (void *)"w", 1},
+                };
+
+                is_int(m->C_CreateObject(session, template, 6, &handle), CKR_OK,
+                       "the previous counter, as a crash before its destroy leaves it");
+        }
+        is_int(raw_count_counters(*sp), 2, "two counters");
+        store_close(*sp);
+        is_int(open_wrapped(sp), 0, "a fresh store (it finds both)");
+        write_text(path, old);
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), -ESTALE,
+               "the file the older counter names is refused: the newer one rules");
+        write_text(path, now);
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "the current file is used");
+        is_int(raw_count_counters(*sp), 1, "and the older counter is gone");
+        free(old);
+        free(now);
+}
+
 /* A removed account's counter goes with it, and one left over (an interrupted removal, or a file
  * deleted by someone else) is destroyed when the account is created again: its old file must not
  * come back. */
@@ -444,6 +535,7 @@ int main(void)
         test_tamper(s);
         test_rollback(&s);
         test_interrupted_write(s);
+        test_two_counters(&s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
