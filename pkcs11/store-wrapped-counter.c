@@ -318,7 +318,7 @@ static int check_search(struct store *s, const char *account, const char *self, 
 }
 
 int p11_wrapped_counter_check(struct store *s, const char *account,
-                              const struct p11_wrapped_header *h, CK_OBJECT_HANDLE *ret)
+                              const struct p11_wrapped_header *h, bool quiet, CK_OBJECT_HANDLE *ret)
 {
         char self[LABEL_MAX], prev[LABEL_MAX], found[LABEL_MAX + 1] = "";
         CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
@@ -335,6 +335,8 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
                 r = check_search(s, account, self, prev, &handle);
         if (r < 0)
                 return r;
+        if (r == 0 && quiet)
+                return -ESTALE;
         if (r == 0) {
                 if (found[0])
                         return log_error_errno(-ESTALE,

@@ -272,7 +272,8 @@ int p11_wrapped_file_read(struct store *s, const char *account, bool tmp,
                                        name);
         text[len] = 0;
         r = header_parse(account, text, len, ret);
-        if (r == -EBADMSG)
+        /* A torn temporary file is the normal leftover of a kill: not worth an error. */
+        if (r == -EBADMSG && !tmp)
                 log_error("%s/%s is not a well-formed sealed account file of account %s.", w->dir,
                           name, account);
         return r;

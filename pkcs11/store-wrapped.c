@@ -135,7 +135,7 @@ static void state_clear(struct state *st)
 }
 
 static int header_open(struct store *s, const char *account, const struct p11_wrapped_header *h,
-                       struct secret **ret)
+                       bool quiet, struct secret **ret)
 {
         char context[WRAPPED_CONTEXT_MAX];
         struct p11_wrapped_aad aad = {
@@ -149,22 +149,75 @@ static int header_open(struct store *s, const char *account, const struct p11_wr
 
         p11_wrapped_header_context(h, context);
         r = p11_wrapped_open(s, &aad, &h->blob, ret);
-        if (r == -EBADMSG)
+        if (r == -EBADMSG && !quiet)
                 return log_error_errno(r,
                                        "Account %s: its sealed file in %s does not authenticate "
                                        "(changed, or not sealed for this account).",
                                        account, s->wrapped->dir);
-        if (r == -ENOKEY)
+        if (r == -ENOKEY && !quiet)
                 return log_error_errno(r, "Account %s: token \"%s\" lacks the key that sealed it.",
                                        account, s->token_label);
         if (r < 0)
                 return r;
         if (plain_kinds(*ret, &kinds) < 0 || kinds != h->kinds) {
                 secret_free(TAKE_PTR(*ret));
-                return log_error_errno(-EBADMSG, "Account %s: its sealed file is malformed.",
-                                       account);
+                return quiet ? -EBADMSG
+                             : log_error_errno(
+                                   -EBADMSG, "Account %s: its sealed file is malformed.", account);
         }
         return 0;
+}
+
+static bool same_state(uint64_t generation, const uint8_t *id, uint64_t other_generation,
+                       const uint8_t *other_id)
+{
+        return generation == other_generation && memcmp(id, other_id, WRAPPED_STATE_ID_LEN) == 0;
+}
+
+/* A temporary file left by a write that was killed after it was complete (written, fsynced,
+ * maybe read back) but before its rename: when it authenticates and is the successor of the
+ * state just loaded (or, for an account whose first write stopped, of its counter), the write
+ * is finished now, rename and counter, so its refresh token is not lost (design §6: the new
+ * generation, once written intact, is the one used). Anything else there is removed. 1: cur is
+ * now the promoted state. */
+static int promote_tmp(struct store *s, const char *account, struct state *cur)
+{
+        struct state tmp = {0};
+        int r;
+
+        r = p11_wrapped_file_read(s, account, true, &tmp.header);
+        if (r == -ENOENT)
+                return 0;
+        if (r >= 0)
+                r = header_open(s, account, &tmp.header, true, &tmp.plain);
+        if (r >= 0 && cur->exists &&
+            !same_state(tmp.header.prev_generation, tmp.header.prev_id, cur->header.generation,
+                        cur->header.id))
+                r = -ESTALE;
+        if (r >= 0 && !cur->exists)
+                r = p11_wrapped_counter_check(s, account, &tmp.header, true, &tmp.counter);
+        if (r >= 0)
+                r = p11_wrapped_file_commit(s, account);
+        if (r >= 0 && cur->exists) {
+                tmp.counter = cur->counter;
+                r = p11_wrapped_counter_move(s, account, &tmp.counter, tmp.header.generation,
+                                             tmp.header.id);
+        }
+        if (r == -EBADMSG || r == -ESTALE) {
+                (void)p11_wrapped_file_unlink(s, account, true);
+                state_clear(&tmp);
+                return 0;
+        }
+        if (r < 0) {
+                state_clear(&tmp);
+                return r;
+        }
+        log_notice("Account %s: finished the interrupted write of sealed generation %" PRIu64 ".",
+                   account, tmp.header.generation);
+        state_clear(cur);
+        tmp.exists = true;
+        *cur = tmp;
+        return 1;
 }
 
 /* The account's current state: -ENOENT without a file. The file is authenticated first (a
@@ -179,16 +232,20 @@ static int state_load(struct store *s, const char *account, struct state *ret)
                 return r;
         p11_wrapped_check_epoch(s);
         r = p11_wrapped_file_read(s, account, false, &st.header);
-        if (r < 0)
-                return r;
-        r = header_open(s, account, &st.header, &st.plain);
         if (r >= 0)
-                r = p11_wrapped_counter_check(s, account, &st.header, &st.counter);
+                r = header_open(s, account, &st.header, false, &st.plain);
+        if (r >= 0)
+                r = p11_wrapped_counter_check(s, account, &st.header, false, &st.counter);
+        if (r >= 0)
+                st.exists = true;
+        if (r >= 0 || r == -ENOENT)
+                r = promote_tmp(s, account, &st);
+        if (r >= 0 && !st.exists)
+                r = -ENOENT;
         if (r < 0) {
                 state_clear(&st);
                 return r;
         }
-        st.exists = true;
         *ret = st;
         return 0;
 }
@@ -203,7 +260,7 @@ static int verify_tmp(struct store *s, const char *account, const struct p11_wra
 
         r = p11_wrapped_file_read(s, account, true, &read);
         if (r >= 0)
-                r = header_open(s, account, &read, &back);
+                r = header_open(s, account, &read, false, &back);
         if (r >= 0 && (read.generation != h->generation ||
                        memcmp(read.id, h->id, sizeof(h->id)) != 0 || !secret_equal(back, plain)))
                 r = -EIO;

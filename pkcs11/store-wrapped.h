@@ -130,10 +130,11 @@ int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp);
 
 /* Checks the file's header against the account's counter object: its label must name the file's
  * (generation, id), or its prev, which means a write stopped between the rename and the counter
- * update; then the counter is moved on to the file. -ESTALE (logged) for anything else: an older
- * file put back, or one from elsewhere. */
+ * update; then the counter is moved on to the file. -ESTALE (logged unless quiet) for anything
+ * else: an older file put back, or one from elsewhere. */
 int p11_wrapped_counter_check(struct store *s, const char *account,
-                              const struct p11_wrapped_header *h, CK_OBJECT_HANDLE *ret);
+                              const struct p11_wrapped_header *h, bool quiet,
+                              CK_OBJECT_HANDLE *ret);
 /* A new account's counter, at generation 0 with a random id, after destroying any counter the
  * account had (left by an interrupted creation or removal). */
 int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *ret_generation,

@@ -493,6 +493,76 @@ static void test_two_counters(struct store **sp)
         free(now);
 }
 
+/* Replaces the counters of "alerts" with one naming the state of the file text (generation, id). */
+static void raw_set_counter(struct store *s, const char *text)
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_BBOOL yes = CK_TRUE;
+        CK_OBJECT_HANDLE handle;
+        char generation[24], id[24], label[256];
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &yes, sizeof(yes)},
+            {CKA_PRIVATE, &yes, sizeof(yes)},
+            {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
+            {CKA_LABEL, label, 0},
+            {CKA_VALUE, (void *)"w", 1},
+        };
+
+        field(text, "generation", generation, sizeof(generation));
+        field(text, "id", id, sizeof(id));
+        snprintf(label, sizeof(label), "alerts" WRAPPED_STATE_INFIX "%s-%s", generation, id);
+        template[4].ulValueLen = strlen(label);
+        store_private_session(s, &m, &session);
+        while ((handle = raw_counter(s, (char[256]){0})) != CK_INVALID_HANDLE)
+                if (m->C_DestroyObject(session, handle) != CKR_OK)
+                        test_die("destroy counter");
+        if (m->C_CreateObject(session, template, 6, &handle) != CKR_OK)
+                test_die("create counter");
+}
+
+/* A write killed after its temporary file was complete, before the rename: the next load
+ * finishes it (the new refresh token is not lost); a stale or torn temporary file is removed. */
+static void test_promote_tmp(struct store **sp)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-five"), *back = NULL;
+        char path[PATH_MAX], tmp[PATH_MAX], *old, *now;
+        uint64_t g, before;
+
+        file_path("alerts", path);
+        test_token_path(&softhsm, tmp, sizeof(tmp), "store/.alerts.tmp");
+        old = read_text(path);
+        is_int(store_write_refresh_token(*sp, "alerts", rt, &before), 0, "a newer generation");
+        now = read_text(path);
+        write_text(path, old);
+        write_text(tmp, now);
+        raw_set_counter(*sp, old);
+        store_close(*sp);
+        is_int(open_wrapped(sp), 0, "a fresh store, as after the kill");
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "read");
+        ok(back && secret_equal(back, rt) && g == before,
+           "the complete temporary file's refresh token is used");
+        ok(access(tmp, F_OK) != 0, "the temporary file was renamed");
+        secret_free(TAKE_PTR(back));
+        store_close(*sp);
+        is_int(open_wrapped(sp), 0, "and again");
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "the counter moved with it");
+        secret_free(TAKE_PTR(back));
+
+        write_text(tmp, old); /* not the successor of the current state */
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "a stale temporary file");
+        ok(back && secret_equal(back, rt) && g == before, "is not used");
+        ok(access(tmp, F_OK) != 0, "and is removed");
+        secret_free(TAKE_PTR(back));
+        write_text(tmp, "{\"format\":");
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "a torn temporary file");
+        ok(access(tmp, F_OK) != 0, "is removed");
+        free(old);
+        free(now);
+}
+
 /* A removed account's counter goes with it, and one left over (an interrupted removal, or a file
  * deleted by someone else) is destroyed when the account is created again: its old file must not
  * come back. */
@@ -536,6 +606,7 @@ int main(void)
         test_rollback(&s);
         test_interrupted_write(s);
         test_two_counters(&s);
+        test_promote_tmp(&s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
