@@ -210,18 +210,22 @@ static int counter_create(struct store *s, const char *account, uint64_t generat
 }
 
 /* Drops handle from the table and destroys it; a failure leaves an older counter, which the
- * newer one outranks (and the next check destroys). */
+ * newer one outranks (and the next check destroys). A handle no longer in the table belongs to a
+ * session that was lost since (the table is emptied then): its number may name another object
+ * now, so it is left alone. */
 static void counter_destroy(struct store *s, const char *account, CK_OBJECT_HANDLE handle)
 {
         struct p11_wrapped *w = s->wrapped;
+        bool found = false;
 
         for (size_t i = table_lower_bound(w, account);
              i < w->n_counters && strcmp(w->counters[i].account, account) == 0; i++)
                 if (w->counters[i].handle == handle) {
                         table_remove(w, i);
+                        found = true;
                         break;
                 }
-        if (p11_destroy_object(s, handle, account) < 0)
+        if (found && p11_destroy_object(s, handle, account) < 0)
                 log_warning("Account %s: could not destroy its previous counter object; the next "
                             "use does.",
                             account);
