@@ -357,15 +357,19 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
         /* The file is the successor of the counted state: a write stopped after its rename.
          * Only the broker can seal a file naming the current state as prev, so this moves
          * forward, never back. */
-        if (r == 2) {
-                r = p11_wrapped_counter_move(s, account, &handle, h->generation, h->id);
-                if (r < 0)
-                        return r;
-                log_notice("Account %s: completed the interrupted update to sealed generation "
-                           "%" PRIu64 ".",
-                           account, h->generation);
-        }
         *ret = handle;
+        if (r == 1)
+                return 0;
+        /* The file is good either way; a token that cannot take the new counter now (full,
+         * read-only) must not make the account unreadable, but no write may follow (1). */
+        if (p11_wrapped_counter_move(s, account, ret, h->generation, h->id) < 0) {
+                log_warning("Account %s: could not move the token's counter on to sealed "
+                            "generation %" PRIu64 "; the next use tries again.",
+                            account, h->generation);
+                return 1;
+        }
+        log_notice("Account %s: completed the interrupted update to sealed generation %" PRIu64 ".",
+                   account, h->generation);
         return 0;
 }
 

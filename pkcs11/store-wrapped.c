@@ -124,6 +124,7 @@ struct state {
         bool exists;
         struct p11_wrapped_header header;
         CK_OBJECT_HANDLE counter;
+        bool counter_behind; /* names the state before header's: move it before a write */
         struct secret *plain;
 };
 
@@ -194,14 +195,17 @@ static int promote_tmp(struct store *s, const char *account, struct state *cur)
             !same_state(tmp.header.prev_generation, tmp.header.prev_id, cur->header.generation,
                         cur->header.id))
                 r = -ESTALE;
-        if (r >= 0 && !cur->exists)
+        if (r >= 0 && !cur->exists) {
                 r = p11_wrapped_counter_check(s, account, &tmp.header, true, &tmp.counter);
+                tmp.counter_behind = r == 1;
+        }
         if (r >= 0)
                 r = p11_wrapped_file_commit(s, account);
         if (r >= 0 && cur->exists) {
                 tmp.counter = cur->counter;
-                r = p11_wrapped_counter_move(s, account, &tmp.counter, tmp.header.generation,
-                                             tmp.header.id);
+                tmp.counter_behind =
+                    p11_wrapped_counter_move(s, account, &tmp.counter, tmp.header.generation,
+                                             tmp.header.id) < 0;
         }
         if (r == -EBADMSG || r == -ESTALE) {
                 (void)p11_wrapped_file_unlink(s, account, true);
@@ -234,11 +238,14 @@ static int state_load(struct store *s, const char *account, struct state *ret)
         r = p11_wrapped_file_read(s, account, false, &st.header);
         if (r >= 0)
                 r = header_open(s, account, &st.header, false, &st.plain);
-        if (r >= 0)
+        if (r >= 0) {
                 r = p11_wrapped_counter_check(s, account, &st.header, false, &st.counter);
+                st.counter_behind = r == 1;
+        }
         if (r >= 0)
                 st.exists = true;
-        if (r >= 0 || r == -ENOENT)
+        /* A temporary file is the successor of a state the counter names, never of one ahead. */
+        if ((r >= 0 && !st.counter_behind) || r == -ENOENT)
                 r = promote_tmp(s, account, &st);
         if (r >= 0 && !st.exists)
                 r = -ENOENT;
@@ -296,6 +303,15 @@ static int state_save(struct store *s, const char *account, struct state *cur,
                                                &cur->counter);
                 if (r < 0)
                         return r;
+        }
+        /* The counter must name cur before a successor of cur is written: two steps ahead of
+         * it, the file would be refused. */
+        if (cur->counter_behind) {
+                r = p11_wrapped_counter_move(s, account, &cur->counter, cur->header.generation,
+                                             cur->header.id);
+                if (r < 0)
+                        return r;
+                cur->counter_behind = false;
         }
         if (cur->header.generation == UINT64_MAX)
                 return -EOVERFLOW;

@@ -130,8 +130,9 @@ int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp);
 
 /* Checks the file's header against the account's counter object: its label must name the file's
  * (generation, id), or its prev, which means a write stopped between the rename and the counter
- * update; then the counter is moved on to the file. -ESTALE (logged unless quiet) for anything
- * else: an older file put back, or one from elsewhere. */
+ * update; then the counter is moved on to the file (1 when that failed: the file may be read, but
+ * a write must first move the counter). -ESTALE (logged unless quiet) for anything else: an older
+ * file put back, or one from elsewhere. */
 int p11_wrapped_counter_check(struct store *s, const char *account,
                               const struct p11_wrapped_header *h, bool quiet,
                               CK_OBJECT_HANDLE *ret);
