@@ -257,6 +257,20 @@ static int state_load(struct store *s, const char *account, struct state *ret)
         return 0;
 }
 
+/* Test builds: CREDBROKER_FAULT=readback-differs makes the read-back differ from what was
+ * written, as a disk that lost or garbled the write would (the object store has the same). */
+static void fault_readback_differs(struct secret *back)
+{
+#if ENABLE_FAULT_POINTS
+        const char *want = secure_getenv("CREDBROKER_FAULT");
+
+        if (back && secret_len(back) > 0 && want && strcmp(want, "readback-differs") == 0)
+                secret_data(back)[secret_len(back) - 1] ^= 0x01;
+#else
+        (void)back;
+#endif
+}
+
 /* Reads the temporary file back and compares it with what was sealed (design §6, step 3). */
 static int verify_tmp(struct store *s, const char *account, const struct p11_wrapped_header *h,
                       const struct secret *plain)
@@ -268,6 +282,7 @@ static int verify_tmp(struct store *s, const char *account, const struct p11_wra
         r = p11_wrapped_file_read(s, account, true, &read);
         if (r >= 0)
                 r = header_open(s, account, &read, false, &back);
+        fault_readback_differs(back);
         if (r >= 0 && (read.generation != h->generation ||
                        memcmp(read.id, h->id, sizeof(h->id)) != 0 || !secret_equal(back, plain)))
                 r = -EIO;

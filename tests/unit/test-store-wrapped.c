@@ -14,6 +14,7 @@
 
 #include <p11-kit/pkcs11.h>
 
+#include "build-config.h"
 #include "secret.h"
 #include "softhsm-token.h"
 #include "store-private.h"
@@ -563,6 +564,30 @@ static void test_promote_tmp(struct store **sp)
         free(now);
 }
 
+/* A write whose read-back differs (CREDBROKER_FAULT=readback-differs, fault-point builds) fails
+ * and leaves the previous state and no temporary file. */
+static void test_readback_differs(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-lost"), *back = NULL,
+                                       *before = NULL;
+        char tmp[PATH_MAX];
+        uint64_t g, g_before;
+
+        if (!ENABLE_FAULT_POINTS) {
+                ok(1, "# SKIP readback-differs needs -Dfault_points=true");
+                return;
+        }
+        test_token_path(&softhsm, tmp, sizeof(tmp), "store/.alerts.tmp");
+        is_int(store_read_refresh_token(s, "alerts", &before, &g_before), 0, "the current token");
+        setenv("CREDBROKER_FAULT", "readback-differs", 1);
+        is_int(store_write_refresh_token(s, "alerts", rt, &g), -EIO, "a differing read-back fails");
+        unsetenv("CREDBROKER_FAULT");
+        ok(access(tmp, F_OK) != 0, "its temporary file is removed");
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "read");
+        ok(back && before && secret_equal(back, before) && g == g_before,
+           "the previous token stays");
+}
+
 /* A removed account's counter goes with it, and one left over (an interrupted removal, or a file
  * deleted by someone else) is destroyed when the account is created again: its old file must not
  * come back. */
@@ -607,6 +632,7 @@ int main(void)
         test_interrupted_write(s);
         test_two_counters(&s);
         test_promote_tmp(&s);
+        test_readback_differs(s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
