@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -26,6 +27,36 @@
 #define TOKEN_LABEL "credbroker-wrapped"
 
 static struct test_token softhsm;
+
+/* ---- the order of durable steps: fsync and renameat, interposed ----
+ *
+ * A kill leaves the page cache behind, so the crash tests cannot see a missing fsync; a power cut
+ * would. These definitions replace libc's for the whole test program (the store library is linked
+ * in statically) and record which calls happen, in order, while `recording` is set. */
+
+static bool recording;
+static char events[32][16];
+static size_t n_events;
+
+static void record(const char *what)
+{
+        if (recording && n_events < ELEMENTSOF(events))
+                snprintf(events[n_events++], sizeof(events[0]), "%s", what);
+}
+
+int fsync(int fd)
+{
+        struct stat st;
+
+        record(fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) ? "fsync-dir" : "fsync-file");
+        return (int)syscall(SYS_fsync, fd);
+}
+
+int renameat(int old_dir, const char *old_path, int new_dir, const char *new_path)
+{
+        record("rename");
+        return (int)syscall(SYS_renameat, old_dir, old_path, new_dir, new_path);
+}
 static char store_dir[PATH_MAX];
 
 static int open_wrapped(struct store **ret)
@@ -588,6 +619,24 @@ static void test_readback_differs(struct store *s)
            "the previous token stays");
 }
 
+/* A write: the temporary file fsynced before the rename, the directory fsynced after it. */
+static void test_durable_order(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-durable");
+        char sequence[256] = "";
+        uint64_t g;
+
+        n_events = 0;
+        recording = true;
+        is_int(store_write_refresh_token(s, "alerts", rt, &g), 0, "a write, recorded");
+        recording = false;
+        for (size_t i = 0; i < n_events; i++)
+                snprintf(sequence + strlen(sequence), sizeof(sequence) - strlen(sequence),
+                         "%s%.15s", i ? " " : "", events[i]);
+        is_str(sequence, "fsync-file rename fsync-dir",
+               "fsync(temporary file), rename, fsync(directory), in that order");
+}
+
 /* A removed account's counter goes with it, and one left over (an interrupted removal, or a file
  * deleted by someone else) is destroyed when the account is created again: its old file must not
  * come back. */
@@ -633,6 +682,7 @@ int main(void)
         test_two_counters(&s);
         test_promote_tmp(&s);
         test_readback_differs(s);
+        test_durable_order(s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
