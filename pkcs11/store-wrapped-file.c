@@ -139,7 +139,7 @@ static bool add_hex(cJSON *object, const char *key, const uint8_t *p, size_t n)
         return cJSON_AddStringToObject(object, key, text) != NULL;
 }
 
-static char *header_print(const char *account, const struct p11_wrapped_header *h)
+char *p11_wrapped_header_print(const char *account, const struct p11_wrapped_header *h)
 {
         _cleanup_json_ cJSON *o = cJSON_CreateObject();
         _cleanup_free_ char *iv = NULL, *sealed = NULL;
@@ -190,8 +190,8 @@ static int get_base64(const cJSON *o, const char *key, size_t min, size_t max, u
         return 0;
 }
 
-static int header_parse(const char *account, const char *text, size_t len,
-                        struct p11_wrapped_header *ret)
+int p11_wrapped_header_parse(const char *account, const char *text, size_t len,
+                             struct p11_wrapped_header *ret)
 {
         _cleanup_json_ cJSON *o = NULL;
         struct p11_wrapped_header h = {0};
@@ -271,7 +271,7 @@ int p11_wrapped_file_read(struct store *s, const char *account, bool tmp,
                 return log_error_errno(r == -EFBIG ? -EBADMSG : r, "Failed to read %s/%s", w->dir,
                                        name);
         text[len] = 0;
-        r = header_parse(account, text, len, ret);
+        r = p11_wrapped_header_parse(account, text, len, ret);
         /* A torn temporary file is the normal leftover of a kill: not worth an error. */
         if (r == -EBADMSG && !tmp)
                 log_error("%s/%s is not a well-formed sealed account file of account %s.", w->dir,
@@ -301,7 +301,7 @@ int p11_wrapped_file_write_tmp(struct store *s, const char *account,
         char *text;
         int fd, r;
 
-        text = header_print(account, h);
+        text = p11_wrapped_header_print(account, h);
         if (!text)
                 return -ENOMEM;
         file_name(account, true, name);

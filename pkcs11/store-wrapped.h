@@ -115,6 +115,11 @@ struct p11_wrapped_header {
 #define WRAPPED_CONTEXT_MAX 160
 void p11_wrapped_header_context(const struct p11_wrapped_header *h,
                                 char out[static WRAPPED_CONTEXT_MAX]);
+/* The file's text (cJSON-printed, free with json_free_string()) and its strict parser: -EBADMSG
+ * for anything but a well-formed file of account (tests/fuzz/fuzz-wrapped-header.c). */
+char *p11_wrapped_header_print(const char *account, const struct p11_wrapped_header *h);
+int p11_wrapped_header_parse(const char *account, const char *text, size_t len,
+                             struct p11_wrapped_header *ret);
 /* Reads and parses "<account>.sealed" (tmp: the temporary one); -ENOENT when absent, -EBADMSG
  * when it is not a well-formed file of this account (logged). Nothing is opened here. */
 int p11_wrapped_file_read(struct store *s, const char *account, bool tmp,
