@@ -392,9 +392,20 @@ static int state_load_or_new(struct store *s, const char *account, struct state 
         return r;
 }
 
-/* ---- the operations ---- */
+/* ---- the operations ----
+ *
+ * Each is tried again once when it failed because the session was lost under it (an HSM
+ * restart): the object store's operations begin with a search that reopens the session
+ * unnoticed, these use handles found earlier and see the loss only on their first call. Nothing
+ * is committed before a failure that can be retried: a write fails before its rename, and a
+ * counter that cannot be moved after it does not fail the write. */
 
-int p11_wrapped_put_meta(struct store *s, const char *account, const char *json)
+static bool retry_after_loss(struct store *s, int r)
+{
+        return r < 0 && store_session_lost(s) && store_ensure_session(s) >= 0;
+}
+
+static int put_meta_once(struct store *s, const char *account, const char *json)
 {
         struct state cur = {0};
         struct parts parts;
@@ -412,7 +423,7 @@ int p11_wrapped_put_meta(struct store *s, const char *account, const char *json)
         return r;
 }
 
-int p11_wrapped_get_meta(struct store *s, const char *account, char **ret_json)
+static int get_meta_once(struct store *s, const char *account, char **ret_json)
 {
         struct state cur = {0};
         const char *value;
@@ -435,7 +446,7 @@ int p11_wrapped_get_meta(struct store *s, const char *account, char **ret_json)
         return r;
 }
 
-int p11_wrapped_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
+static int read_refresh_token_once(struct store *s, const char *account, struct secret **ret_token,
                                    uint64_t *ret_generation, uint64_t *ret_stored_at)
 {
         struct state cur = {0};
@@ -462,7 +473,7 @@ int p11_wrapped_read_refresh_token(struct store *s, const char *account, struct 
         return r;
 }
 
-int p11_wrapped_write_refresh_token(struct store *s, const char *account,
+static int write_refresh_token_once(struct store *s, const char *account,
                                     const struct secret *token, uint64_t *ret_generation)
 {
         struct state cur = {0};
@@ -492,7 +503,7 @@ int p11_wrapped_write_refresh_token(struct store *s, const char *account,
         return r;
 }
 
-int p11_wrapped_put_client_secret(struct store *s, const char *account, const struct secret *secret)
+static int put_client_secret_once(struct store *s, const char *account, const struct secret *secret)
 {
         struct state cur = {0};
         struct parts parts;
@@ -510,7 +521,7 @@ int p11_wrapped_put_client_secret(struct store *s, const char *account, const st
         return r;
 }
 
-int p11_wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret)
+static int get_client_secret_once(struct store *s, const char *account, struct secret **ret)
 {
         struct state cur = {0};
         const char *value;
@@ -527,7 +538,7 @@ int p11_wrapped_get_client_secret(struct store *s, const char *account, struct s
         return r;
 }
 
-int p11_wrapped_has_client_secret(struct store *s, const char *account)
+static int has_client_secret_once(struct store *s, const char *account)
 {
         struct state cur = {0};
         int r;
@@ -540,6 +551,60 @@ int p11_wrapped_has_client_secret(struct store *s, const char *account)
         r = (cur.header.kinds & 1u << WRAPPED_KIND_CLIENT_SECRET) != 0;
         state_clear(&cur);
         return r;
+}
+
+int p11_wrapped_put_meta(struct store *s, const char *account, const char *json)
+{
+        int r = put_meta_once(s, account, json);
+
+        return retry_after_loss(s, r) ? put_meta_once(s, account, json) : r;
+}
+
+int p11_wrapped_get_meta(struct store *s, const char *account, char **ret_json)
+{
+        int r = get_meta_once(s, account, ret_json);
+
+        return retry_after_loss(s, r) ? get_meta_once(s, account, ret_json) : r;
+}
+
+int p11_wrapped_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
+                                   uint64_t *ret_generation, uint64_t *ret_stored_at)
+{
+        int r = read_refresh_token_once(s, account, ret_token, ret_generation, ret_stored_at);
+
+        return retry_after_loss(s, r)
+                   ? read_refresh_token_once(s, account, ret_token, ret_generation, ret_stored_at)
+                   : r;
+}
+
+int p11_wrapped_write_refresh_token(struct store *s, const char *account,
+                                    const struct secret *token, uint64_t *ret_generation)
+{
+        int r = write_refresh_token_once(s, account, token, ret_generation);
+
+        return retry_after_loss(s, r) ? write_refresh_token_once(s, account, token, ret_generation)
+                                      : r;
+}
+
+int p11_wrapped_put_client_secret(struct store *s, const char *account, const struct secret *secret)
+{
+        int r = put_client_secret_once(s, account, secret);
+
+        return retry_after_loss(s, r) ? put_client_secret_once(s, account, secret) : r;
+}
+
+int p11_wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret)
+{
+        int r = get_client_secret_once(s, account, ret);
+
+        return retry_after_loss(s, r) ? get_client_secret_once(s, account, ret) : r;
+}
+
+int p11_wrapped_has_client_secret(struct store *s, const char *account)
+{
+        int r = has_client_secret_once(s, account);
+
+        return retry_after_loss(s, r) ? has_client_secret_once(s, account) : r;
 }
 
 /* ---- removal and listing ---- */

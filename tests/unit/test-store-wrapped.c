@@ -637,6 +637,44 @@ static void test_durable_order(struct store *s)
                "fsync(temporary file), rename, fsync(directory), in that order");
 }
 
+/* What an HSM restart does to its clients: every session of the slot is gone, with the login. */
+static void lose_session(struct store *s)
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_SESSION_INFO info;
+
+        store_private_session(s, &m, &session);
+        if (m->C_GetSessionInfo(session, &info) != CKR_OK ||
+            m->C_CloseAllSessions(info.slotID) != CKR_OK)
+                test_die("close the sessions");
+}
+
+/* Handles found in a lost session (key, counters) are not used again: the operation that meets
+ * the loss opens the session again and is retried, unseen by its caller, as with the object
+ * store. */
+static void test_session_loss(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-after-loss"), *back = NULL;
+        char *json = NULL;
+        uint64_t g, g_before;
+
+        is_int(store_read_refresh_token(s, "alerts", &back, &g_before), 0, "handles found");
+        secret_free(TAKE_PTR(back));
+        lose_session(s);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "a read right after a loss");
+        ok(g == g_before, "the same generation");
+        secret_free(TAKE_PTR(back));
+        lose_session(s);
+        is_int(store_write_refresh_token(s, "alerts", rt, &g), 0, "a write right after a loss");
+        is_int(g, g_before + 1, "the next generation");
+        lose_session(s);
+        is_int(store_get_meta(s, "alerts", &json), 0, "meta right after a loss");
+        free(json);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "and the token reads back");
+        ok(back && secret_equal(back, rt), "the one written after the loss");
+}
+
 /* A removed account's counter goes with it, and one left over (an interrupted removal, or a file
  * deleted by someone else) is destroyed when the account is created again: its old file must not
  * come back. */
@@ -683,6 +721,7 @@ int main(void)
         test_promote_tmp(&s);
         test_readback_differs(s);
         test_durable_order(s);
+        test_session_loss(s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
