@@ -12,6 +12,8 @@
  * reads its whole token directory). */
 #include "store-wrapped.h"
 
+#include "build-config.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -231,12 +233,28 @@ static void counter_destroy(struct store *s, const char *account, CK_OBJECT_HAND
                             account);
 }
 
+/* Test builds: CREDBROKER_FAULT=counter-move-fails makes every move fail, as a token that is
+ * full or read-only would (tests/unit/test-store-wrapped.c). */
+static bool fault_counter_move_fails(void)
+{
+#if ENABLE_FAULT_POINTS
+        const char *want = secure_getenv("CREDBROKER_FAULT");
+
+        return want && strcmp(want, "counter-move-fails") == 0;
+#else
+        return false;
+#endif
+}
+
 int p11_wrapped_counter_move(struct store *s, const char *account, CK_OBJECT_HANDLE *handle,
                              uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN])
 {
         CK_OBJECT_HANDLE new_handle;
         int r;
 
+        if (fault_counter_move_fails())
+                return log_error_errno(-EIO, "Account %s: the counter cannot be moved (fault).",
+                                       account);
         r = counter_create(s, account, generation, id, &new_handle);
         if (r < 0)
                 return r;

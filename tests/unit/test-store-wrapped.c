@@ -637,6 +637,37 @@ static void test_durable_order(struct store *s)
                "fsync(temporary file), rename, fsync(directory), in that order");
 }
 
+/* A token that cannot take a new counter (full, read-only; CREDBROKER_FAULT=counter-move-fails):
+ * a write whose file is committed stands, the account stays readable with the counter one
+ * behind, and no further write is made until the counter has moved: a file two ahead of the
+ * counter would be refused for good. */
+static void test_counter_behind(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt1 = secret_of("refresh-token-behind-1"),
+                                       *rt2 = secret_of("refresh-token-behind-2"), *back = NULL;
+        uint64_t g, g1;
+
+        if (!ENABLE_FAULT_POINTS) {
+                ok(1, "# SKIP counter-move-fails needs -Dfault_points=true");
+                return;
+        }
+        setenv("CREDBROKER_FAULT", "counter-move-fails", 1);
+        is_int(store_write_refresh_token(s, "alerts", rt1, &g1), 0,
+               "a write whose counter cannot move stands");
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "and reads back");
+        ok(back && secret_equal(back, rt1) && g == g1, "the token just written");
+        secret_free(TAKE_PTR(back));
+        ok(store_write_refresh_token(s, "alerts", rt2, &g) < 0,
+           "no write while the counter is behind and cannot move");
+        unsetenv("CREDBROKER_FAULT");
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the token can move again");
+        ok(back && secret_equal(back, rt1) && g == g1, "the refused write changed nothing");
+        secret_free(TAKE_PTR(back));
+        is_int(store_write_refresh_token(s, "alerts", rt2, &g), 0, "writes work again");
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "read");
+        ok(back && secret_equal(back, rt2) && g == g1 + 1, "the next generation");
+}
+
 /* What an HSM restart does to its clients: every session of the slot is gone, with the login. */
 static void lose_session(struct store *s)
 {
@@ -722,6 +753,7 @@ int main(void)
         test_readback_differs(s);
         test_durable_order(s);
         test_session_loss(s);
+        test_counter_behind(s);
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
