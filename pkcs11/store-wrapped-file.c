@@ -19,19 +19,42 @@
 /* base64 of the largest blob and the header around it. */
 #define FILE_MAX ((WRAPPED_PLAIN_MAX + WRAPPED_TAG_LEN + 2) / 3 * 4 + 4096)
 
+static int chown_like_parent(int fd, const char *dir)
+{
+        _cleanup_free_ char *parent = strdup(dir);
+        struct stat st;
+        char *slash;
+
+        if (!parent)
+                return -ENOMEM;
+        slash = strrchr(parent, '/');
+        if (!slash)
+                return -EINVAL;
+        *(slash == parent ? slash + 1 : slash) = 0;
+        if (stat(parent, &st) < 0)
+                return -errno;
+        return fchown(fd, st.st_uid, st.st_gid) < 0 ? -errno : 0;
+}
+
 int p11_wrapped_new(const char *dir, struct p11_wrapped **ret)
 {
         _cleanup_free_ struct p11_wrapped *w = NULL;
         struct stat st;
+        bool created;
         int fd;
 
         if (!dir || dir[0] != '/')
                 return log_error_errno(-EINVAL, "[pkcs11] wrapped_dir must be an absolute path.");
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        created = mkdir(dir, 0700) >= 0;
+        if (!created && errno != EEXIST)
                 return log_error_errno(-errno, "Failed to create %s", dir);
         fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
                 return log_error_errno(-errno, "Failed to open %s", dir);
+        /* Made by root (the CLI before the broker ever ran): the broker's, like the state
+         * directory it lies in. */
+        if (created && geteuid() == 0)
+                (void)chown_like_parent(fd, dir);
         if (fstat(fd, &st) < 0) {
                 int r = -errno;
                 close(fd);

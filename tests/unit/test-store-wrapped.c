@@ -59,7 +59,14 @@ int renameat(int old_dir, const char *old_path, int new_dir, const char *new_pat
 }
 static char store_dir[PATH_MAX];
 
+static int open_wrapped_at(const char *dir, struct store **ret);
+
 static int open_wrapped(struct store **ret)
+{
+        return open_wrapped_at(store_dir, ret);
+}
+
+static int open_wrapped_at(const char *dir, struct store **ret)
 {
         static char pattern_lib[] = "/usr/lib*";
         static char *const lib_dirs[] = {pattern_lib};
@@ -70,7 +77,7 @@ static int open_wrapped(struct store **ret)
             .module_dirs = lib_dirs,
             .n_module_dirs = 1,
             .backend = STORE_BACKEND_WRAPPED,
-            .wrapped_dir = store_dir,
+            .wrapped_dir = dir,
         };
 
         return store_open(&options, ret);
@@ -668,6 +675,37 @@ static void test_counter_behind(struct store *s)
         ok(back && secret_equal(back, rt2) && g == g1 + 1, "the next generation");
 }
 
+/* Root (the CLI before the broker ever ran) makes the directory and the files the broker's: the
+ * owner of the directory above. */
+static void test_root_owner(void)
+{
+        struct store *s = NULL;
+        char parent[PATH_MAX], dir[PATH_MAX], file[PATH_MAX], *json = NULL;
+        struct stat st;
+
+        if (geteuid() != 0) {
+                ok(1, "# SKIP needs root");
+                return;
+        }
+        test_token_path(&softhsm, parent, sizeof(parent), "state");
+        test_token_path(&softhsm, dir, sizeof(dir), "state/store");
+        test_token_path(&softhsm, file, sizeof(file), "state/store/owned" WRAPPED_FILE_SUFFIX);
+        if (mkdir(parent, 0755) < 0 || chown(parent, 4242, 4242) < 0)
+                test_die(parent);
+        is_int(open_wrapped_at(dir, &s), 0, "open a store whose directory root creates");
+        if (!s)
+                return;
+        is_int(store_put_meta(s, "owned", "{}"), 0, "write an account");
+        ok(stat(dir, &st) == 0 && st.st_uid == 4242 && st.st_gid == 4242 &&
+               (st.st_mode & 0777) == 0700,
+           "the directory is the state directory owner's, 0700");
+        ok(stat(file, &st) == 0 && st.st_uid == 4242 && (st.st_mode & 0777) == 0600,
+           "and so is the file, 0600");
+        is_int(store_get_meta(s, "owned", &json), 0, "and it reads back");
+        free(json);
+        store_close(s);
+}
+
 /* What an HSM restart does to its clients: every session of the slot is gone, with the login. */
 static void lose_session(struct store *s)
 {
@@ -754,6 +792,7 @@ int main(void)
         test_durable_order(s);
         test_session_loss(s);
         test_counter_behind(s);
+        test_root_owner();
         test_recreate(s);
         store_close(s);
         test_token_cleanup(&softhsm);
