@@ -129,6 +129,9 @@ static int broker_open(struct broker *b)
             .pin_source = b->config->pin_source,
             .module_dirs = b->config->module_dirs,
             .n_module_dirs = b->config->n_module_dirs,
+            .backend = b->config->store == CONFIG_STORE_WRAPPED ? STORE_BACKEND_WRAPPED
+                                                                : STORE_BACKEND_OBJECTS,
+            .wrapped_dir = b->config->wrapped_dir,
         };
         struct idp_options idp_options = {
             .ca_bundle = b->config->ca_bundle,

@@ -138,6 +138,9 @@ static int open_store(const char *config_option, struct account_target *t)
                     .pin_source = t->config->pin_source,
                     .module_dirs = t->config->module_dirs,
                     .n_module_dirs = t->config->n_module_dirs,
+                    .backend = t->config->store == CONFIG_STORE_WRAPPED ? STORE_BACKEND_WRAPPED
+                                                                        : STORE_BACKEND_OBJECTS,
+                    .wrapped_dir = t->config->wrapped_dir,
                 },
                 &t->store) < 0)
                 return EXIT_CONFIG;

@@ -65,7 +65,8 @@ int config_new_default(struct config **ret)
             set_string(&c->graph_url, "https://graph.microsoft.com") < 0 ||
             set_string(&c->ca_bundle, "/etc/ssl/certs/ca-certificates.crt") < 0 ||
             set_string(&c->module_dirs[0], "/usr/lib*") < 0 ||
-            set_string(&c->module_dirs[1], "/usr/local/lib*") < 0) {
+            set_string(&c->module_dirs[1], "/usr/local/lib*") < 0 ||
+            set_string(&c->wrapped_dir, CONFIG_WRAPPED_DIR_DEFAULT) < 0) {
                 config_free(c);
                 return -ENOMEM;
         }
@@ -107,6 +108,7 @@ void config_free(struct config *c)
         free(c->pin_source);
         for (unsigned i = 0; i < c->n_module_dirs; i++)
                 free(c->module_dirs[i]);
+        free(c->wrapped_dir);
         free(c->authority);
         free(c->graph_url);
         free(c->ca_bundle);
@@ -244,6 +246,29 @@ static int set_mail(struct config_mail *m, const char *key, const char *value)
         return -ENOENT;
 }
 
+static int set_store(struct config *c, const char *value)
+{
+        if (strcmp(value, "objects") == 0)
+                c->store = CONFIG_STORE_OBJECTS;
+        else if (strcmp(value, "wrapped") == 0)
+                c->store = CONFIG_STORE_WRAPPED;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+/* The [pkcs11] keys with a syntax of their own; -ENOENT for any other. */
+static int set_pkcs11(struct config *c, const char *key, char *value)
+{
+        if (strcmp(key, "module_dirs") == 0)
+                return set_module_dirs(c, value);
+        if (strcmp(key, "store") == 0)
+                return set_store(c, value);
+        if (strcmp(key, "wrapped_dir") == 0)
+                return value[0] != '/' ? -EINVAL : set_string(&c->wrapped_dir, value);
+        return -ENOENT;
+}
+
 static int config_set(struct config *c, const char *section, const char *key, char *value)
 {
         static const struct {
@@ -275,8 +300,6 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 c->authority_set = true;
         if (strcmp(section, "identity") == 0 && strcmp(key, "graph") == 0)
                 c->graph_set = true;
-        if (strcmp(section, "pkcs11") == 0 && strcmp(key, "module_dirs") == 0)
-                return set_module_dirs(c, value);
         if (strcmp(section, "identity") == 0 && strcmp(key, "connect_timeout") == 0)
                 return parse_seconds(value, &c->connect_timeout_sec);
         if (strcmp(section, "identity") == 0 && strcmp(key, "timeout") == 0)
@@ -329,7 +352,7 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                                 return -EINVAL;
                         return set_string((char **)((char *)c + strings[i].offset), value);
                 }
-        return -ENOENT;
+        return strcmp(section, "pkcs11") == 0 ? set_pkcs11(c, key, value) : -ENOENT;
 }
 
 /* The cloud's endpoints for what the file did not give explicitly. */

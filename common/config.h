@@ -26,6 +26,14 @@
 #define CONFIG_MAIL_RETRY_MIN_DEFAULT 60u
 #define CONFIG_MAIL_RETRY_MAX_DEFAULT 3600u
 
+/* [pkcs11] store: where account metadata, refresh tokens and client secrets live (store.h's
+ * enum store_backend; pkcs11/README.md). */
+enum config_store {
+        CONFIG_STORE_OBJECTS, /* objects in the token (the default) */
+        CONFIG_STORE_WRAPPED, /* files in wrapped_dir, sealed by a key in the token */
+};
+#define CONFIG_WRAPPED_DIR_DEFAULT LOCALSTATEDIR "/lib/credbroker/store"
+
 struct config_mail {
         char *spool_dir;              /* queue/, inflight/, failed/, tmp/ (0700, the broker's) */
         char *maildrop_dir;           /* the CLI's fallback when the broker is down */
@@ -57,6 +65,8 @@ struct config {
         char *pin_source;
         char *module_dirs[CONFIG_MAX_MODULE_DIRS]; /* glob patterns of allowed directories */
         unsigned n_module_dirs;
+        enum config_store store;
+        char *wrapped_dir; /* absolute; created 0700 by whoever opens the store first */
         /* [identity] */
         enum cloud cloud; /* sets authority and graph unless they are given */
         char *authority;

@@ -2,6 +2,7 @@
  * removing every object of one account with a report of what went. */
 #include "store-internal.h"
 #include "store-key-internal.h"
+#include "store-wrapped.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -46,6 +47,8 @@ int store_put_meta(struct store *s, const char *account, const char *json)
         len = strlen(json);
         if (len == 0 || len > META_MAX || !utf8_is_valid((const uint8_t *)json, len))
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_put_meta(s, account, json);
 
         snprintf(label, sizeof(label), "%s" META_SUFFIX, account);
         r = p11_find_data_objects(s, label, &old, &n_old);
@@ -70,6 +73,8 @@ int store_get_meta(struct store *s, const char *account, char **ret_json)
 
         if (!s || !p11_account_is_valid(account) || !ret_json)
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_get_meta(s, account, ret_json);
 
         snprintf(label, sizeof(label), "%s" META_SUFFIX, account);
         r = p11_find_data_objects(s, label, &handles, &n);
@@ -115,6 +120,32 @@ void store_names_free(char **names, size_t n)
         free(names);
 }
 
+static int names_add(char ***names, size_t *n, size_t *allocated, const char *label,
+                     size_t name_len);
+static size_t names_sort_unique(char **names, size_t n);
+
+/* The accounts whose sealed file holds metadata. */
+static int wrapped_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
+{
+        char **names = NULL;
+        size_t n = 0, allocated = 0;
+        int r;
+
+        r = p11_wrapped_list(s, true, &names, &n, &allocated);
+        if (r >= 0 && !names) {
+                names = calloc(1, sizeof(char *));
+                if (!names)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                store_names_free(names, n);
+                return r;
+        }
+        *ret_names = names;
+        *ret_n = names_sort_unique(names, n);
+        return 0;
+}
+
 int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
 {
         struct p11_data_object *objects = NULL;
@@ -124,6 +155,8 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
 
         if (!s || !ret_names || !ret_n)
                 return -EINVAL;
+        if (s->wrapped)
+                return wrapped_list_accounts(s, ret_names, ret_n);
 
         r = p11_list_data_objects(s, &objects, &n_objects);
         if (r < 0)
@@ -163,6 +196,22 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
         return 0;
 }
 
+static size_t names_sort_unique(char **names, size_t n)
+{
+        size_t unique = 0;
+
+        if (n > 0)
+                qsort(names, n, sizeof(char *), compare_names);
+        for (size_t i = 0; i < n; i++) {
+                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
+                        free(names[i]);
+                        continue;
+                }
+                names[unique++] = names[i];
+        }
+        return unique;
+}
+
 /* ---- client secret ---- */
 
 /* Entra's generated secrets are printable ASCII; quotes, backslashes and spaces are refused for
@@ -196,6 +245,8 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
 
         if (!s || !p11_account_is_valid(account) || !secret || !client_secret_is_valid(secret))
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_put_client_secret(s, account, secret);
 
         client_secret_label(account, label);
         r = p11_find_data_objects(s, label, &old, &n_old);
@@ -221,6 +272,20 @@ int store_put_client_secret(struct store *s, const char *account, const struct s
         return destroy_replaced(s, old, n_old, label);
 }
 
+static int wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret)
+{
+        _cleanup_secret_ struct secret *value = NULL;
+        int r;
+
+        r = p11_wrapped_get_client_secret(s, account, &value);
+        if (r < 0)
+                return r;
+        if (!client_secret_is_valid(value))
+                return -ENOENT;
+        *ret = TAKE_PTR(value);
+        return 0;
+}
+
 /* Two objects after an interrupted put: the old and the new one are both valid secrets, and
  * which one Entra still accepts cannot be known here, so the first intact one is used and the
  * next put cleans up. */
@@ -233,6 +298,8 @@ int store_get_client_secret(struct store *s, const char *account, struct secret 
 
         if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
+        if (s->wrapped)
+                return wrapped_get_client_secret(s, account, ret);
 
         client_secret_label(account, label);
         r = p11_find_data_objects(s, label, &handles, &n);
@@ -268,6 +335,8 @@ int store_has_client_secret(struct store *s, const char *account)
 
         if (!s || !p11_account_is_valid(account))
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_has_client_secret(s, account);
         client_secret_label(account, label);
         r = p11_find_data_objects(s, label, &handles, &n);
         if (r < 0)
@@ -372,6 +441,41 @@ static int destroy_labeled_non_data(struct store *s, const char *label, struct r
         return ret;
 }
 
+static int removal_add_sealed(struct removal *removal, const char *label)
+{
+        int r = removal_add(removal, label, CKO_DATA);
+
+        if (r >= 0)
+                removal->objects[removal->n - 1].class_name = "sealed";
+        return r;
+}
+
+/* Reports what the sealed file held under the labels the object backend would have used. */
+static int wrapped_remove(struct store *s, const char *account, struct removal *removal)
+{
+        struct p11_wrapped_removed removed;
+        char label[LABEL_MAX];
+        int r;
+
+        r = p11_wrapped_remove(s, account, &removed);
+        if (r < 0)
+                return r;
+        if (removed.refresh_token_generation > 0) {
+                snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
+                         removed.refresh_token_generation);
+                r = removal_add_sealed(removal, label);
+        }
+        if (r >= 0 && removed.client_secret) {
+                snprintf(label, sizeof(label), "%s" CLIENT_SECRET_SUFFIX, account);
+                r = removal_add_sealed(removal, label);
+        }
+        if (r >= 0 && removed.meta) {
+                snprintf(label, sizeof(label), "%s" META_SUFFIX, account);
+                r = removal_add_sealed(removal, label);
+        }
+        return r;
+}
+
 int store_remove_account_report(struct store *s, const char *account,
                                 struct store_removed_object **ret_objects, size_t *ret_n)
 {
@@ -426,6 +530,9 @@ int store_remove_account_report(struct store *s, const char *account,
                 }
         }
         p11_data_objects_free(objects, n_objects);
+        /* The sealed file holds the meta: it goes last, like the meta object. */
+        if (s->wrapped && failed == 0)
+                failed = wrapped_remove(s, account, &removal);
         if (failed < 0) {
                 store_removed_free(removal.objects, removal.n);
                 return failed;
@@ -480,6 +587,11 @@ static int names_add(char ***names, size_t *n, size_t *allocated, const char *la
         }
         (*names)[(*n)++] = name;
         return 0;
+}
+
+int p11_names_add(char ***names, size_t *n, size_t *allocated, const char *label, size_t name_len)
+{
+        return names_add(names, n, allocated, label, name_len);
 }
 
 /* The account part of labels of our private token objects of one class ending in suffix. */
@@ -539,6 +651,10 @@ int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
                                       (size_t)(slash - objects[i].label));
         }
         p11_data_objects_free(objects, n_objects);
+        if (r >= 0 && s->wrapped)
+                r = p11_wrapped_list(s, false, &names, &n, &allocated);
+        if (r >= 0 && s->wrapped)
+                r = p11_wrapped_list_counters(s, &names, &n, &allocated);
         if (r >= 0)
                 r = add_names_of_class(s, CKO_PRIVATE_KEY, ASSERTION_KEY_SUFFIX, &names, &n,
                                        &allocated);

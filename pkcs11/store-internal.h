@@ -59,6 +59,11 @@ struct store {
          * (store-refresh-token.c). Labels outlive sessions, so a reopen keeps them. */
         struct p11_generation_hint *generation_hints;
         size_t n_generation_hints;
+
+        /* Counts the sessions opened again: object handles found in an earlier one are stale. */
+        unsigned session_epoch;
+        /* The `wrapped` backend's directory and handles (store-wrapped.h); NULL: `objects`. */
+        struct p11_wrapped *wrapped;
 };
 
 /* A CKO_DATA object of ours and its label. */

@@ -1,6 +1,7 @@
 /* Refresh-token generations "<account>/refresh_token/<g>" and their rotation in the order of
  * design.md §6: a crash at any instant leaves at least one intact generation. */
 #include "store-internal.h"
+#include "store-wrapped.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -440,6 +441,8 @@ int store_read_refresh_token(struct store *s, const char *account, struct secret
 {
         if (!s || !p11_account_is_valid(account) || !ret_token)
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_read_refresh_token(s, account, ret_token, ret_generation, NULL);
         return read_newest_intact(s, account, ret_token, ret_generation, NULL, NULL);
 }
 
@@ -486,6 +489,8 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         if (secret_len(token) > TOKEN_MAX_LEN ||
             !token_is_valid(secret_str(token), secret_len(token)))
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_write_refresh_token(s, account, token, ret_generation);
 
         /* g is the highest generation present in any state: a corrupt newest one still
          * occupies its number, and reusing it would make two objects claim it. A hint that
@@ -553,8 +558,14 @@ int store_refresh_token_info(struct store *s, const char *account,
 
         if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
-        r = read_newest_intact(s, account, &token, &info.generation, &info.stored_at,
-                               &info.n_generations);
+        if (s->wrapped) {
+                /* One file, one generation: an interrupted rotation leaves none extra. */
+                r = p11_wrapped_read_refresh_token(s, account, &token, &info.generation,
+                                                   &info.stored_at);
+                info.n_generations = r >= 0;
+        } else
+                r = read_newest_intact(s, account, &token, &info.generation, &info.stored_at,
+                                       &info.n_generations);
         /* With none intact, the count of what is there still helps an administrator. */
         if (r >= 0 || r == -ENOENT)
                 *ret = info;

@@ -209,6 +209,7 @@ static int store_reopen(struct store *s)
         s->session_open = true;
         /* Object handles are the old session's: a reused session number must not revive them. */
         s->audit_key_handle = CK_INVALID_HANDLE;
+        s->session_epoch++;
         r = p11_login(s, s->pin_source, s->pin_path, s->pin_check_mode, slot, &info);
         if (r == -EACCES || r == -EPERM) {
                 /* A wrong or locked PIN stays wrong: another try only counts down the token's

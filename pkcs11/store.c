@@ -6,6 +6,7 @@
 #include "store.h"
 #include "store-internal.h"
 #include "store-private.h"
+#include "store-wrapped.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -42,6 +43,12 @@ int store_open(const struct store_options *options, struct store **ret)
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        if (options->backend == STORE_BACKEND_WRAPPED) {
+                r = p11_wrapped_new(options->wrapped_dir, &s->wrapped);
+                if (r < 0)
+                        return r;
+        } else if (options->backend != STORE_BACKEND_OBJECTS)
+                return -EINVAL;
 
         r = p11_load_module(s, module); /* the resolved path: what we load is what we checked */
         if (r < 0)
@@ -87,12 +94,18 @@ void store_close(struct store *s)
                 p11_kit_module_release(s->module);
         }
         p11_generation_hints_free(s);
+        p11_wrapped_free(s->wrapped);
         free(s->token_label);
         free(s->module_path);
         free(s->token_uri);
         free(s->pin_source);
         free(s->pin_path);
         free(s);
+}
+
+enum store_backend store_get_backend(const struct store *s)
+{
+        return s && s->wrapped ? STORE_BACKEND_WRAPPED : STORE_BACKEND_OBJECTS;
 }
 
 void store_private_session(struct store *s, CK_FUNCTION_LIST **ret_module,

@@ -12,17 +12,28 @@
 
 struct store;
 
+/* Where account metadata, refresh tokens and client secrets live ([pkcs11] store): as objects in
+ * the token, or sealed by a key in the token into files of a directory (pkcs11/README.md). */
+enum store_backend {
+        STORE_BACKEND_OBJECTS,
+        STORE_BACKEND_WRAPPED,
+};
+
 struct store_options {
         const char *module_path;  /* absolute; realpath() must fall in module_dirs */
         const char *token_uri;    /* RFC 7512 PKCS#11 URI selecting exactly one token */
         const char *pin_source;   /* "file:/path" or "credential:NAME" */
         char *const *module_dirs; /* glob patterns of allowed directories, e.g. "/usr/lib*" */
         size_t n_module_dirs;
+        enum store_backend backend; /* default (0): objects */
+        const char *wrapped_dir;    /* wrapped: the directory of sealed files (created 0700) */
 };
 
 /* Loads the module, finds the token, opens a session and logs in. Logs the reason on failure. */
 int store_open(const struct store_options *options, struct store **ret);
 void store_close(struct store *s);
+/* Which backend this store was opened with. */
+enum store_backend store_get_backend(const struct store *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(struct store *, store_close)
 
 /* When a call finds the session gone (HSM restarted, p11-kit server vanished, login lost), the

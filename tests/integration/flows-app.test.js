@@ -56,7 +56,14 @@ test('client-secret: account.add stores the secret in the HSM; tokens come from 
   assert.equal(r.ok, true, JSON.stringify(r));
   assert.equal(r.stage, 'done');
   assert.equal(r.account, 'appsecret');
-  assert.ok((await h.dataObjectLabels()).includes('appsecret/client_secret'));
+  if (h.store === 'wrapped') {
+    // Sealed in the account's file (kinds bit 3: a client secret), never in the clear.
+    const file = h.sealedFile('appsecret');
+    assert.ok(file && (Number(file.kinds) & (1 << 3)), JSON.stringify(file));
+    assert.ok(!JSON.stringify(file).includes(SECRET));
+  } else {
+    assert.ok((await h.dataObjectLabels()).includes('appsecret/client_secret'));
+  }
   const show = await h.adminRequest({ op: 'account.show', account: 'appsecret' });
   assert.equal(show.account.flow, 'client-secret');
   assert.equal(show.account.client_secret, true);

@@ -272,6 +272,9 @@ const DEFAULT_PROFILES = {
 class Harness {
   constructor(opts) {
     this.opts = opts;
+    // [pkcs11] store: 'objects' (the default) or 'wrapped'; CREDBROKER_TEST_STORE=wrapped runs
+    // a whole test file against the wrapped backend (tests that read token objects then fail).
+    this.store = opts.store || process.env.CREDBROKER_TEST_STORE || 'objects';
     this.pin = opts.pin || `PIN-CANARY-${crypto.randomBytes(6).toString('hex')}`;
     this.soPin = `SO-${crypto.randomBytes(6).toString('hex')}`;
     this.canaryRefreshToken = opts.refreshToken
@@ -379,6 +382,7 @@ class Harness {
         module: SOFTHSM_MODULE,
         token: 'pkcs11:token=credbroker',
         pin_source: `file:${this.p('pin')}`,
+        ...(this.store === 'objects' ? {} : { store: this.store, wrapped_dir: this.p('store') }),
       },
       identity: {
         authority: `https://127.0.0.1:${this.emuPorts.port}`,
@@ -745,7 +749,29 @@ class Harness {
     return labels;
   }
 
+  // The wrapped store's file of an account (or its temporary file), parsed; null when absent or
+  // torn. Only the header is in the clear (pkcs11/store-wrapped.h).
+  sealedFile(account = 'alerts', { tmp = false } = {}) {
+    const f = this.p('store', tmp ? `.${account}.tmp` : `${account}.sealed`);
+    try {
+      return JSON.parse(fs.readFileSync(f, 'utf8'));
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // The refresh-token generations stored for the account. The wrapped store keeps one per file;
+  // a complete temporary file (a write killed before its rename) holds the next one, which the
+  // next load finishes.
   async refreshTokenGenerations(account = 'alerts') {
+    if (this.store === 'wrapped') {
+      const REFRESH_TOKEN = 1 << 2;
+      const generations = [];
+      for (const f of [this.sealedFile(account), this.sealedFile(account, { tmp: true })]) {
+        if (f && (Number(f.kinds) & REFRESH_TOKEN)) generations.push(Number(f.refresh_token_generation));
+      }
+      return [...new Set(generations)].sort((a, b) => a - b);
+    }
     const prefix = `${account}/refresh_token/`;
     return (await this.dataObjectLabels()).filter((l) => l.startsWith(prefix))
       .map((l) => Number(l.slice(prefix.length))).sort((a, b) => a - b);
@@ -965,6 +991,7 @@ class Harness {
 //   emulator        { rotation: 'strict'|'lenient', tokenLifetime: S }
 //   profiles        name -> { account, scopes, rules } | verbatim text (default: alerts, uid root)
 //   config          { section: { key: value } } added to / overriding credbroker.conf
+//   store           'objects' (default) or 'wrapped': [pkcs11] store, wrapped_dir in the temp dir
 //   startBroker     false: don't start credbrokerd
 //   importAccount   false: don't import the account
 //   valgrind        true or an array of valgrind options: run credbrokerd under valgrind

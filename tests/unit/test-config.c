@@ -220,6 +220,38 @@ static void test_module_dirs(void)
         expect_fail("[pkcs11]\nmodule_dirs =  \t \n", "blank module_dirs is refused");
 }
 
+/* [pkcs11] store and wrapped_dir (issue 14). */
+static void test_store(void)
+{
+        struct config *c = NULL;
+
+        is_int(load("[broker]\n", &c), 0, "no [pkcs11] store");
+        if (c) {
+                is_int(c->store, CONFIG_STORE_OBJECTS, "the objects backend by default");
+                is_str(c->wrapped_dir, LOCALSTATEDIR "/lib/credbroker/store",
+                       "wrapped_dir defaults under the state directory");
+                config_free(c);
+        }
+        c = NULL;
+        is_int(load("[pkcs11]\nstore = wrapped\nwrapped_dir = /srv/cb/store\n", &c), 0,
+               "store = wrapped");
+        if (c) {
+                is_int(c->store, CONFIG_STORE_WRAPPED, "the wrapped backend");
+                is_str(c->wrapped_dir, "/srv/cb/store", "wrapped_dir as given");
+                config_free(c);
+        }
+        c = NULL;
+        is_int(load("[pkcs11]\nstore = wrapped\nstore = objects\n", &c), 0, "store = objects");
+        if (c) {
+                is_int(c->store, CONFIG_STORE_OBJECTS, "the last store wins");
+                config_free(c);
+        }
+        expect_fail("[pkcs11]\nstore = sqlite\n", "an unknown store is refused");
+        expect_fail("[pkcs11]\nstore =\n", "an empty store is refused");
+        expect_fail("[pkcs11]\nwrapped_dir = store\n", "a relative wrapped_dir is refused");
+        expect_fail("[broker]\nstore = wrapped\n", "store outside [pkcs11] is refused");
+}
+
 static void test_errors(void)
 {
         char line[1100];
@@ -451,6 +483,7 @@ int main(void)
         test_defaults();
         test_full();
         test_module_dirs();
+        test_store();
         test_errors();
         test_owner();
         rmdir(tmpdir);
