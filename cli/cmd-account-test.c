@@ -210,12 +210,15 @@ static int graph_exit_code(const struct graph_mail_outcome *o)
 static int graph_send(const struct config *config, const cJSON *reply, const uint8_t *message,
                       size_t len)
 {
+        const cJSON *delegated = cJSON_GetObjectItemCaseSensitive(reply, "delegated");
+        const char *mailbox = json_get_string(reply, "mailbox");
         struct graph_mail_target t = {
             .graph_url = graph_base_of(reply, config->graph_url),
             .ca_file = config->ca_bundle,
-            .mailbox = json_get_string(reply, "mailbox"),
-            .delegated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(reply, "delegated")),
-            .from = json_get_string(reply, "mailbox"),
+            .mailbox = mailbox,
+            /* An older broker does not say: /me when it names no mailbox, as before. */
+            .delegated = delegated ? cJSON_IsTrue(delegated) : !mailbox,
+            .from = mailbox,
             /* Kept in Sent Items: leaving it out takes a draft, which needs Mail.ReadWrite. */
             .save_to_sent_items = true,
         };
