@@ -17,8 +17,10 @@
 #include "commands.h"
 #include "config.h"
 #include "display.h"
+#include "graph-send.h"
 #include "json.h"
 #include "mail.h"
+#include "mime.h"
 #include "options.h"
 #include "policy.h"
 #include "util.h"
@@ -102,12 +104,15 @@ static void explain_root_denial(const char *name, const char *profile, const str
                 name, profile);
 }
 
-/* The test message's sendMail document, or NULL when out of memory. */
-static cJSON *test_message(const char *name, const char *profile, const char *to)
+/* The test message, text/plain, From the account's mailbox (NULL: Graph fills it in) to to: 0
+ * with *ret, or an exit code after saying why. */
+static int test_message(const char *name, const char *profile, const char *from, const char *to,
+                        uint8_t **ret, size_t *ret_len)
 {
-        _cleanup_json_ cJSON *document = cJSON_CreateObject();
         char host[256] = "this host", content[768], stamp[32];
-        cJSON *message, *recipients, *body;
+        char *recipients[] = {(char *)to};
+        _cleanup_free_ char *error = NULL;
+        int r;
 
         (void)gethostname(host, sizeof(host) - 1);
         display_time((uint64_t)time(NULL), stamp);
@@ -115,16 +120,17 @@ static cJSON *test_message(const char *name, const char *profile, const char *to
                  "This is a test message from credbroker on %s, sent at %s through account %s "
                  "and profile %s. If you can read it, the connection works.\n",
                  host, stamp, name, profile);
-        message = document ? cJSON_AddObjectToObject(document, "message") : NULL;
-        recipients = message ? cJSON_AddArrayToObject(message, "toRecipients") : NULL;
-        if (!recipients || mail_add_recipient(recipients, to) < 0 ||
-            !cJSON_AddStringToObject(message, "subject", "credbroker test message") ||
-            !(body = cJSON_AddObjectToObject(message, "body")) ||
-            !cJSON_AddStringToObject(body, "contentType", "Text") ||
-            !cJSON_AddStringToObject(body, "content", content) ||
-            !cJSON_AddBoolToObject(document, "saveToSentItems", false))
-                return NULL;
-        return TAKE_PTR(document);
+        r = mail_build(&(struct mail_build_spec){.from = from,
+                                                 .subject = "credbroker test message",
+                                                 .text = content,
+                                                 .to = recipients,
+                                                 .n_to = 1},
+                       ret, ret_len, &error);
+        if (r >= 0)
+                return 0;
+        fprintf(stderr, "credbroker: cannot build the test message: %s\n",
+                error ? error : strerror(-r));
+        return r == -ENOMEM ? EXIT_SOFTWARE : EXIT_DATAERR;
 }
 
 /* A token of the account for profile from the client socket: 0 with *ret set, or an exit code
@@ -166,12 +172,84 @@ static int test_token(const char *name, const char *profile, const char *socket,
         return 0;
 }
 
+/* Where to send: the broker's token reply names the account's Graph (its cloud's, "graph"), an
+ * older broker does not: then the configured one. */
+static const char *graph_base_of(const cJSON *reply, const char *configured)
+{
+        const char *graph = json_get_string(reply, "graph");
+
+        /* The same check as the broker's for an account's graph: https:// and bounded. */
+        if (graph && strncmp(graph, "https://", 8) == 0 && strlen(graph) < 512 &&
+            !strpbrk(graph, " \t\r\n"))
+                return graph;
+        return configured;
+}
+
+/* The exit code of Graph's answer, by its HTTP status as ever: 0 sent, 75 not reached or
+ * unavailable (429, 5xx), 77 the token refused (401, 403), 65 the message refused (400, 413),
+ * 69 any other answer. */
+static int graph_exit_code(const struct graph_mail_outcome *o)
+{
+        long s = o->http_status;
+
+        if (o->result == GRAPH_MAIL_SENT)
+                return 0;
+        if (s == 0)
+                return o->result == GRAPH_MAIL_PERMANENT ? EXIT_DATAERR : EXIT_TEMPFAIL;
+        if (s == 429 || s >= 500)
+                return EXIT_TEMPFAIL;
+        if (s == 401 || s == 403)
+                return EXIT_NOPERM;
+        if (s == 400 || s == 413)
+                return EXIT_DATAERR;
+        return EXIT_UNAVAILABLE;
+}
+
+/* Sends the message with the token of reply, as the account's mailbox, to its Graph (sendMail
+ * with the MIME message: one request, Mail.Send only): 0, or an exit code after saying why. */
+static int graph_send(const struct config *config, const cJSON *reply, const uint8_t *message,
+                      size_t len)
+{
+        const cJSON *delegated = cJSON_GetObjectItemCaseSensitive(reply, "delegated");
+        const char *mailbox = json_get_string(reply, "mailbox");
+        struct graph_mail_target t = {
+            .graph_url = graph_base_of(reply, config->graph_url),
+            .ca_file = config->ca_bundle,
+            .mailbox = mailbox,
+            /* An older broker does not say: /me when it names no mailbox, as before. */
+            .delegated = delegated ? cJSON_IsTrue(delegated) : !mailbox,
+            .from = mailbox,
+            /* Kept in Sent Items: leaving it out takes a draft, which needs Mail.ReadWrite. */
+            .save_to_sent_items = true,
+        };
+        struct graph_mail_outcome o = {0};
+        int r;
+
+        r = graph_mail_send(&t, json_get_string(reply, "access_token"), message, len, NULL, NULL,
+                            &o);
+        if (r == -EINVAL && !t.delegated && !t.mailbox) {
+                fprintf(stderr, "credbroker: the broker's reply names no mailbox to send as with "
+                                "an app-only token (account add --mailbox)\n");
+                return EXIT_DATAERR;
+        }
+        if (r < 0) {
+                fprintf(stderr, "credbroker: cannot send the test message: %s\n", strerror(-r));
+                return EXIT_SOFTWARE;
+        }
+        r = graph_exit_code(&o);
+        if (r != 0)
+                fprintf(stderr, "credbroker: %s\n", o.reason);
+        return r;
+}
+
 static int send_test_message(const char *name, const char *profile, const char *socket,
                              const char *config_option, const char *to)
 {
         _cleanup_(config_freep) struct config *config = NULL;
-        _cleanup_json_ cJSON *document = NULL, *reply = NULL;
+        _cleanup_json_ cJSON *reply = NULL;
+        _cleanup_free_ uint8_t *message = NULL;
         const char *path = cli_config_path(config_option);
+        size_t len = 0;
         int r;
 
         if (!config_option && access(path, F_OK) < 0 ? config_new_default(&config) < 0
@@ -180,10 +258,10 @@ static int send_test_message(const char *name, const char *profile, const char *
         r = test_token(name, profile, socket, config, config_option, &reply);
         if (r != 0)
                 return r;
-        document = test_message(name, profile, to);
-        if (!document)
-                return EXIT_SOFTWARE;
-        r = mail_send(config, json_get_string(reply, "mailbox"), reply, document);
+        r = test_message(name, profile, json_get_string(reply, "mailbox"), to, &message, &len);
+        if (r != 0)
+                return r;
+        r = graph_send(config, reply, message, len);
         if (r == 0)
                 printf("test message to %s accepted by Microsoft Graph\n", to);
         return r;

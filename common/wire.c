@@ -167,14 +167,16 @@ static int op_from_string(const char *s, enum wire_op *ret)
                 return -EBADMSG;                                                                   \
         } while (0)
 
-int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *ret,
-                       enum wire_error *ret_error, const char **ret_message)
+int wire_request_parse_json(const uint8_t *payload, size_t len, struct wire_request *ret,
+                            cJSON **ret_json, enum wire_error *ret_error, const char **ret_message)
 {
         _cleanup_json_ cJSON *json = NULL;
         struct wire_request req = {0};
         const cJSON *v, *op, *item;
         size_t members = 0;
 
+        if (ret_json)
+                *ret_json = NULL;
         if (!utf8_is_valid(payload, len))
                 FAIL(WIRE_BAD_REQUEST, "The request is not valid UTF-8.");
         if (has_escaped_nul(payload, len))
@@ -202,19 +204,15 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
                 FAIL(WIRE_UNKNOWN_OP, "Unknown operation.");
 
         if (req.op != WIRE_OP_TOKEN && req.op != WIRE_OP_TOKEN_DROP &&
-            req.op != WIRE_OP_MAIL_SUBMIT) {
-                *ret = req;
-                return 0;
-        }
+            req.op != WIRE_OP_MAIL_SUBMIT)
+                goto done;
 
         item = cJSON_GetObjectItemCaseSensitive(json, "profile");
         if (!cJSON_IsString(item) || !name_is_valid(item->valuestring))
                 FAIL(WIRE_BAD_REQUEST, "\"profile\" must be a profile name ([a-z0-9._-], 1-64).");
         memcpy(req.profile, item->valuestring, strlen(item->valuestring) + 1);
-        if (req.op != WIRE_OP_TOKEN) {
-                *ret = req;
-                return 0;
-        }
+        if (req.op != WIRE_OP_TOKEN)
+                goto done;
 
         item = cJSON_GetObjectItemCaseSensitive(json, "scopes");
         if (item) {
@@ -244,8 +242,17 @@ int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *
                 req.min_ttl = (uint32_t)ttl;
         }
 
+done:
         *ret = req;
+        if (ret_json)
+                *ret_json = TAKE_PTR(json);
         return 0;
+}
+
+int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *ret,
+                       enum wire_error *ret_error, const char **ret_message)
+{
+        return wire_request_parse_json(payload, len, ret, NULL, ret_error, ret_message);
 }
 
 cJSON *wire_reply_new(bool ok)

@@ -65,8 +65,9 @@ enum wire_op {
         WIRE_OP_TOKEN,
         WIRE_OP_PROFILES,
         /* Mail (docs/mail-spool.md): wire_request_parse() checks the op and the profile only;
-         * the client layer parses the rest of these frames itself (an access token, a chunk of
-         * base64), so none of it is kept in a wire_request. */
+         * the client layer reads the rest of these frames (an access token, a chunk of base64)
+         * from the tree wire_request_parse_json() hands over, so none of it is kept in a
+         * wire_request. */
         WIRE_OP_TOKEN_DROP,
         WIRE_OP_MAIL_SUBMIT,
         WIRE_OP_MAIL_CHUNK,
@@ -96,6 +97,13 @@ struct wire_request {
  * *ret_error and *ret_message (a static sentence safe to send to the peer). */
 int wire_request_parse(const uint8_t *payload, size_t len, struct wire_request *ret,
                        enum wire_error *ret_error, const char **ret_message);
+/* The same, and on success hands over the parsed JSON object in *ret_json (the caller's to
+ * cJSON_Delete()), so that the mail ops' other members are read without parsing the frame
+ * again. *ret_json is NULL on failure. ret_json may be NULL: wire_request_parse(). */
+struct cJSON;
+int wire_request_parse_json(const uint8_t *payload, size_t len, struct wire_request *ret,
+                            struct cJSON **ret_json, enum wire_error *ret_error,
+                            const char **ret_message);
 void wire_request_clear(struct wire_request *r);
 
 /* Replies, each appended to out as one frame. */

@@ -58,8 +58,10 @@ void request_reply_error(struct connection *c, enum wire_error e, const char *me
 const struct policy_profile *request_authorize(struct connection *c, const char *profile,
                                                struct policy_decision *decision);
 
-/* mail.c: token.drop and mail.submit / mail.chunk / mail.commit (docs/mail-spool.md). */
-void mail_handle(struct connection *c, const struct wire_request *req, const uint8_t *payload,
-                 size_t len);
+/* mail.c: token.drop and mail.submit / mail.chunk / mail.commit (docs/mail-spool.md), with
+ * the frame's JSON object as wire_request_parse_json() handed it over (NULL only for a request
+ * served from the connection's last parsed one, which is never a mail op). */
+struct cJSON;
+void mail_handle(struct connection *c, const struct wire_request *req, const struct cJSON *json);
 /* The connection goes: its submission is abandoned. */
 void mail_connection_closing(struct connection *c);

@@ -53,9 +53,10 @@ static const char *drop(struct broker *b, const char *account, const char *token
         return "dropped";
 }
 
-static void handle_token_drop(struct connection *c, const struct wire_request *req, cJSON *json)
+static void handle_token_drop(struct connection *c, const struct wire_request *req,
+                              const cJSON *json)
 {
-        cJSON *token = cJSON_GetObjectItemCaseSensitive(json, "access_token");
+        const cJSON *token = cJSON_GetObjectItemCaseSensitive(json, "access_token");
         const struct policy_profile *p;
         struct policy_decision decision;
         const char *outcome;
@@ -102,7 +103,7 @@ static bool message_id_is_valid(const char *id)
         return true;
 }
 
-static void handle_submit(struct connection *c, const struct wire_request *req, cJSON *json)
+static void handle_submit(struct connection *c, const struct wire_request *req, const cJSON *json)
 {
         const char *message_id = json_get_string(json, "message_id");
         uint64_t size, recipients = 0;
@@ -148,7 +149,7 @@ static void handle_submit(struct connection *c, const struct wire_request *req, 
         reply_ok(c, NULL, NULL, false);
 }
 
-static void handle_chunk(struct connection *c, cJSON *json)
+static void handle_chunk(struct connection *c, const cJSON *json)
 {
         const cJSON *data = cJSON_GetObjectItemCaseSensitive(json, "data");
         _cleanup_free_ uint8_t *bytes = NULL;
@@ -236,12 +237,9 @@ static void handle_commit(struct connection *c)
         c->committing = true;
 }
 
-void mail_handle(struct connection *c, const struct wire_request *req, const uint8_t *payload,
-                 size_t len)
+void mail_handle(struct connection *c, const struct wire_request *req, const cJSON *json)
 {
-        _cleanup_json_ cJSON *json = NULL;
-
-        if (json_parse(payload, len, &json) < 0) {
+        if (!json) {
                 request_reply_error(c, WIRE_BAD_REQUEST, "The request is not valid JSON.", 0);
                 return;
         }

@@ -433,7 +433,7 @@ static void handle_profiles(struct connection *c)
  * parsed saves the JSON parse, the largest share of user-space work left on the cached-token
  * path. Requests hold no secrets, so the copy needs no care beyond its bound. */
 static const struct wire_request *parse_request(struct connection *c, const uint8_t *payload,
-                                                size_t len)
+                                                size_t len, cJSON **ret_json)
 {
         struct last_request *last = &c->last_request;
         struct wire_request req;
@@ -442,7 +442,7 @@ static const struct wire_request *parse_request(struct connection *c, const uint
 
         if (last->len > 0 && last->len == len && memcmp(last->payload, payload, len) == 0)
                 return &last->parsed;
-        if (wire_request_parse(payload, len, &req, &error, &message) < 0) {
+        if (wire_request_parse_json(payload, len, &req, ret_json, &error, &message) < 0) {
                 metrics_bad_request(&c->broker->metrics);
                 struct audit_record record = {
                     .event = "bad_request",
@@ -469,7 +469,9 @@ static const struct wire_request *parse_request(struct connection *c, const uint
 
 void request_handle(struct connection *c, const uint8_t *payload, size_t len)
 {
-        const struct wire_request *req = parse_request(c, payload, len);
+        /* The frame's JSON, parsed once: the mail ops read their other members from it. */
+        _cleanup_json_ cJSON *json = NULL;
+        const struct wire_request *req = parse_request(c, payload, len, &json);
 
         if (!req)
                 return;
@@ -488,7 +490,7 @@ void request_handle(struct connection *c, const uint8_t *payload, size_t len)
         case WIRE_OP_MAIL_SUBMIT:
         case WIRE_OP_MAIL_CHUNK:
         case WIRE_OP_MAIL_COMMIT:
-                mail_handle(c, req, payload, len);
+                mail_handle(c, req, json);
                 break;
         }
 }

@@ -246,8 +246,16 @@ test('account add --assertion-alg / --client-auth: checked, sent, and shown with
   }
 });
 
+// The messages Graph delivered since n (the emulator's MIME store: what recipients see), each with
+// its headers and leaf parts, as send.test.js reads them.
+async function deliveredSince(n) {
+  const list = await h.emulatorAdmin('GET', '/admin/mail/delivered');
+  return Promise.all(list.slice(n).map((m) => h.emulatorAdmin('GET', `/admin/mail/delivered/message?id=${encodeURIComponent(m.id)}`)));
+}
+const deliveredCount = async () => (await h.emulatorAdmin('GET', '/admin/mail/delivered')).length;
+
 test('account test --send-to: a test message through Graph', { timeout: 60000 }, async (t) => {
-  const before = (await h.mail()).length;
+  const n = await deliveredCount();
   const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com']);
   if (r.code === 70 && /\(unknown_op\)/.test(r.stderr)) {
     t.skip('the broker does not implement account.test yet (branch flows)');
@@ -256,11 +264,45 @@ test('account test --send-to: a test message through Graph', { timeout: 60000 },
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /scopes: +.*Mail\.Send/);
   assert.match(r.stdout, /test message to admin@example\.com accepted/);
-  const mail = (await h.mail()).slice(before);
-  assert.equal(mail.length, 1);
-  assert.equal(mail[0].request.message.toRecipients[0].emailAddress.address, 'admin@example.com');
-  assert.equal(mail[0].request.message.subject, 'credbroker test message');
+  // What the recipient sees: one text/plain message From the account's mailbox.
+  const got = await deliveredSince(n);
+  assert.equal(got.length, 1, 'exactly one message delivered');
+  const m = got[0];
+  assert.deepEqual(m.recipients, ['admin@example.com']);
+  assert.equal(m.mailbox.toLowerCase(), USER);
+  assert.equal(m.from, USER, 'From is the account mailbox');
+  assert.equal(m.subject, 'credbroker test message');
+  assert.equal(m.via, 'sendMail-mime', 'one MIME sendMail, no draft (Mail.Send is enough)');
+  const text = m.parts.filter((p) => p.content_type === 'text/plain');
+  assert.equal(text.length, 1, JSON.stringify(m.parts));
+  assert.match(text[0].text, /^This is a test message from credbroker on \S+, sent at .+ through account alerts and profile alerts\. If you can read it, the connection works\.\r?\n$/);
   assert.ok(!r.stdout.includes('eyJ') && !/access_token/.test(r.stdout), 'no token printed');
+});
+
+test('account test --send-to: Graph\'s refusal is printed with its status and code, with the exit codes as ever', { timeout: 60000 }, async () => {
+  const cases = [
+    [{ mode: 'status', status: 403, code: 'ErrorAccessDenied', message: 'Access is denied.\u001b[31m' }, 77, /HTTP 403 ErrorAccessDenied\).*Access is denied\.\?\[31m/],
+    [{ mode: 'status', status: 401 }, 77, /HTTP 401 InvalidAuthenticationToken/],
+    [{ mode: 'status', status: 400, code: 'ErrorInvalidRecipients', message: 'No recipient.' }, 65, /HTTP 400 ErrorInvalidRecipients\): No recipient\./],
+    [{ mode: 'status', status: 413, code: 'ErrorMessageSizeExceeded' }, 65, /HTTP 413 ErrorMessageSizeExceeded/],
+    [{ mode: 'status', status: 404, code: 'ErrorInvalidUser' }, 69, /HTTP 404 ErrorInvalidUser/],
+    [{ mode: 'status', status: 503 }, 75, /HTTP 503 ServiceNotAvailable/],
+    [{ mode: 'status', status: 429 }, 75, /HTTP 429 ApplicationThrottled/],
+    [{ mode: 'reset' }, 75, /cannot reach Microsoft Graph at https:\/\//],
+  ];
+  for (const [fault, code, said] of cases) {
+    const n = await deliveredCount();
+    await h.addFault({ endpoint: 'graph', ...fault });
+    const r = await cb(['account', 'test', 'alerts', '--send-to', 'admin@example.com']);
+    const what = `${fault.mode} ${fault.status || ''}: ${r.stderr}`;
+    assert.equal(r.code, code, what);
+    assert.match(r.stderr, /^credbroker: /m, what);
+    assert.match(r.stderr, said, what);
+    assert.doesNotMatch(r.stderr, /\u001b/, 'no control character reaches the terminal');
+    assert.doesNotMatch(r.stdout, /accepted/, what);
+    assert.equal(await deliveredCount(), n, `${what}: nothing delivered`);
+  }
+  await h.clearFaults();
 });
 
 test('account test --send-to as root with a profile that does not allow root says so and how to test', { timeout: 60000 }, async () => {

@@ -767,6 +767,56 @@ static void test_mail_ops(void)
            "every byte value round-trips");
 }
 
+/* wire_request_parse_json() hands the frame's JSON object over on success (a 48 KiB mail.chunk
+ * is parsed once, its "data" read from the tree), and nothing on a refusal. */
+static void test_parse_json_hand_over(void)
+{
+        static const char prefix[] = "{\"v\":1,\"op\":\"mail.chunk\",\"data\":\"";
+        size_t n = sizeof(prefix) - 1 + WIRE_MAIL_CHUNK_MAX + 2;
+        _cleanup_free_ char *frame = malloc(n + 1);
+        struct wire_request req;
+        enum wire_error err;
+        const char *msg;
+        cJSON *json = (cJSON *)&json; /* must be overwritten */
+        const char *data;
+
+        if (!frame)
+                abort();
+        memcpy(frame, prefix, sizeof(prefix) - 1);
+        memset(frame + sizeof(prefix) - 1, 'A', WIRE_MAIL_CHUNK_MAX);
+        memcpy(frame + n - 2, "\"}", 3);
+        is_int(wire_request_parse_json((const uint8_t *)frame, n, &req, &json, &err, &msg), 0,
+               "a 48 KiB mail.chunk parses");
+        is_int(req.op, WIRE_OP_MAIL_CHUNK, "its op");
+        data = json_get_string(json, "data");
+        ok(data && strlen(data) == WIRE_MAIL_CHUNK_MAX && data[0] == 'A',
+           "the tree handed over carries the chunk's data");
+        cJSON_Delete(json);
+        wire_request_clear(&req);
+
+        static const char drop[] =
+            "{\"v\":1,\"op\":\"token.drop\",\"profile\":\"alerts\",\"access_token\":\"x.y\"}";
+        is_int(
+            wire_request_parse_json((const uint8_t *)drop, strlen(drop), &req, &json, &err, &msg),
+            0, "token.drop parses");
+        is_str(json_get_string(json, "access_token"), "x.y", "token.drop's token is in the tree");
+        cJSON_Delete(json);
+        wire_request_clear(&req);
+
+        json = (cJSON *)&json;
+        static const char bad[] = "{\"v\":1,\"op\":\"mail.submit\",\"profile\":\"A/B\"}";
+        ok(wire_request_parse_json((const uint8_t *)bad, strlen(bad), &req, &json, &err, &msg) <
+                   0 &&
+               err == WIRE_BAD_REQUEST && !json,
+           "a refused request hands over no tree");
+        json = (cJSON *)&json;
+        ok(wire_request_parse_json((const uint8_t *)"{", 1, &req, &json, &err, &msg) < 0 && !json,
+           "invalid JSON hands over no tree");
+        is_int(wire_request_parse_json((const uint8_t *)drop, strlen(drop), &req, NULL, &err, &msg),
+               0, "ret_json may be NULL");
+        wire_request_clear(&req);
+}
+
 static void test_token_reply(void)
 {
         _cleanup_buf_ struct buf *out = new_buf(BUF_MAX);
@@ -886,6 +936,7 @@ int main(void)
         test_ping_profiles_replies();
         test_token_reply();
         test_mail_ops();
+        test_parse_json_hand_over();
         test_put_json();
         return done_testing();
 }
