@@ -504,6 +504,9 @@ test('failed messages keep their room until deleted; the message count is bounde
   assert.equal(b.begin.error, 'unavailable', 'failed/ still counts');
   assert.equal((await h.adminRequest({ op: 'queue.delete', id: a.commit.queue_id })).ok, true);
   await waitFor('the file to go', () => !files(h, 'failed').includes(a.commit.queue_id));
+  // The room comes back when the loop has taken the finished move (its mail.deleted record),
+  // which may be a moment after the file went.
+  await waitFor('mail.deleted', () => h.auditText().includes('"event":"mail.deleted"'));
   const c = await submit(h, message('fail3', 600000));
   assert.equal(c.commit.ok, true, 'room again once deleted');
   for (const tag of ['s1', 's2']) assert.equal((await submit(h, message(tag))).commit.ok, true);
