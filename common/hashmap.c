@@ -227,6 +227,11 @@ size_t hashmap_size(const struct hashmap *m)
         return m ? m->n_entries : 0;
 }
 
+size_t hashmap_buckets(const struct hashmap *m)
+{
+        return m ? m->n_buckets : 0;
+}
+
 bool hashmap_next(const struct hashmap *m, struct hashmap_iter *it, void **ret_value)
 {
         const struct entry *e = it->entry;

@@ -29,6 +29,8 @@ int hashmap_replace(struct hashmap *m, const char *key, const char *new_key, voi
 /* Takes key's entry out and returns its value, or NULL when there was none. */
 void *hashmap_remove(struct hashmap *m, const char *key);
 size_t hashmap_size(const struct hashmap *m);
+/* How many buckets it has now (tests: that it grew). */
+size_t hashmap_buckets(const struct hashmap *m);
 
 /* Every entry once, in no particular order; the table must not change while it runs:
  *   struct hashmap_iter it = {0}; void *v;

@@ -632,6 +632,22 @@ static void test_scale_lookups(void)
         is_int(left, SCALE_ACCOUNTS, "drop_account and drop_token took exactly theirs");
         is_int(count_cache(), 2 * (SCALE_ACCOUNTS - (SCALE_ACCOUNTS + 2) / 3) - 1,
                "and the list agrees");
+        /* An entry behind the account's first one (the scope set cached first). */
+        struct secret *ta = NULL, *tb = NULL;
+        struct cached_token *t;
+        if (secret_new_from("tok-a", 5, &ta) < 0 || secret_new_from("tok-b", 5, &tb) < 0 ||
+            token_cache_put(&broker.cache, "acct-0", SCOPE_A, &ta, NULL, now_boottime_usec(), 3600,
+                            &t) < 0 ||
+            token_cache_put(&broker.cache, "acct-0", SCOPE_B, &tb, NULL, now_boottime_usec(), 3600,
+                            &t) < 0)
+                abort();
+        ok(token_cache_first_of(&broker.cache, "acct-0") == t, "the newest entry comes first");
+        is_int(token_cache_drop_token(&broker.cache, "acct-0", "tok-a", 5), 1,
+               "drop_token drops the entry behind the first");
+        ok(token_cache_get(&broker.cache, "acct-0", SCOPE_A) == NULL &&
+               token_cache_first_of(&broker.cache, "acct-0") == t && t->next_of_account == NULL,
+           "the account's chain skips it");
+        token_cache_drop_account(&broker.cache, "acct-0");
         accounts_forget_idle(&broker.accounts);
         ok(accounts_first(broker.accounts) == NULL, "a reload forgets every idle account");
         ok(account_find(broker.accounts, "acct-5") == NULL, "and the table with them");

@@ -91,6 +91,7 @@ static void test_many(void)
         }
         is_int(bad, 0, "20,000 entries put");
         is_int(hashmap_size(m), MANY, "20,000 in the table");
+        ok(hashmap_buckets(m) >= MANY, "the table grew: no more entries than buckets");
         for (size_t i = 0; i < MANY; i++)
                 if (hashmap_get(m, names[i]) != names[i])
                         bad++;
