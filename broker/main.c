@@ -342,6 +342,7 @@ int main(int argc, char **argv)
                 goto out;
         if (log_parse_level(b.config->log_level, &level) == 0)
                 log_set_level(level);
+        b.cache.refresh_spread_pct = b.config->refresh_ahead_spread;
         /* Before the store thread and the PKCS#11 module: see docs/credbrokerd.8.md. */
         (void)harden_lock_memory(BROKER_MEMLOCK_MIN);
 

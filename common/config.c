@@ -81,6 +81,8 @@ int config_new_default(struct config **ret)
         c->request_rate_per_uid = 50;
         c->request_burst_per_uid = 200;
         c->audit_aggregate_sec = 10;
+        c->refresh_concurrency_per_authority = CONFIG_REFRESH_CONCURRENCY_DEFAULT;
+        c->refresh_ahead_spread = CONFIG_REFRESH_AHEAD_SPREAD_DEFAULT;
         c->min_refresh_interval_sec = CONFIG_MIN_REFRESH_INTERVAL_DEFAULT;
         c->audit_checkpoint_sec = 60;
         c->audit_checkpoint_records = 1000;
@@ -185,6 +187,9 @@ static int set_limit(struct config *c, const char *key, const char *value)
             {"request_rate_per_uid", offsetof(struct config, request_rate_per_uid), 0, 1000000},
             {"request_burst_per_uid", offsetof(struct config, request_burst_per_uid), 1, 1000000},
             {"audit_aggregate_interval", offsetof(struct config, audit_aggregate_sec), 1, 3600},
+            {"refresh_concurrency_per_authority",
+             offsetof(struct config, refresh_concurrency_per_authority), 1, 1024},
+            {"refresh_ahead_spread", offsetof(struct config, refresh_ahead_spread), 0, 50},
         };
         uint32_t v;
 

@@ -14,7 +14,9 @@
 #define CONFIG_WARN_DAYS_DEFAULT 30
 #define CONFIG_WARN_DAYS_MAX     3650
 
-#define CONFIG_KEEPALIVE_DAYS_DEFAULT 14
+#define CONFIG_KEEPALIVE_DAYS_DEFAULT       14
+#define CONFIG_REFRESH_CONCURRENCY_DEFAULT  8
+#define CONFIG_REFRESH_AHEAD_SPREAD_DEFAULT 15
 
 /* [identity] min_refresh_interval (refresh.c, request.c) */
 #define CONFIG_MIN_REFRESH_INTERVAL_DEFAULT 60
@@ -93,6 +95,12 @@ struct config {
         uint32_t request_rate_per_uid; /* requests a second; 0: no budget */
         uint32_t request_burst_per_uid;
         uint32_t audit_aggregate_sec; /* repeated denials: one record per interval */
+        /* [broker] refreshes at scale (issue 14): token requests in flight at once per
+         * authority (scheme://host:port of the token endpoint), the rest queued earliest
+         * deadline first; and the share of a token's lifetime, in percent, over which its
+         * refresh-ahead point is spread before the 75% mark (0: exactly at 75%). */
+        uint32_t refresh_concurrency_per_authority;
+        uint32_t refresh_ahead_spread;
         /* [identity] min_refresh_interval: a request's min_ttl starts an upstream refresh of an
          * account at most once per this many seconds (0: whenever min_ttl is not met). */
         uint32_t min_refresh_interval_sec;

@@ -35,9 +35,8 @@ static void cached_times(struct broker *b, const char *account, uint64_t *ret_ne
 {
         uint64_t next = 0, expires = 0;
 
-        for (const struct cached_token *t = b->cache.entries; t; t = t->next) {
-                if (strcmp(t->account, account) != 0)
-                        continue;
+        for (const struct cached_token *t = token_cache_first_of(&b->cache, account); t;
+             t = t->next_of_account) {
                 if (next == 0 || t->refresh_usec < next)
                         next = t->refresh_usec;
                 if (t->expires_usec > expires)

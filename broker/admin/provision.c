@@ -323,23 +323,20 @@ static int commit_call(struct store *store, void *userdata)
 
 static void forget_runtime_account(struct broker *b, const char *name)
 {
+        struct account *a = account_find(b->accounts, name);
+
         token_cache_drop_account(&b->cache, name);
-        for (struct account **link = &b->accounts; *link; link = &(*link)->next) {
-                struct account *a = *link;
-                if (strcmp(a->name, name) != 0)
-                        continue;
-                if (account_busy(a) || a->waiters) {
-                        /* Its next refresh reads the new refresh token; clear what stopped it. */
-                        a->state = ACCOUNT_OK;
-                        a->retry_at_usec = 0;
-                        a->failures = 0;
-                        a->message[0] = 0;
-                        return;
-                }
-                *link = a->next;
-                account_free(a);
+        if (!a)
+                return;
+        if (account_busy(a) || a->waiters) {
+                /* Its next refresh reads the new refresh token; clear what stopped it. */
+                a->state = ACCOUNT_OK;
+                a->retry_at_usec = 0;
+                a->failures = 0;
+                a->message[0] = 0;
                 return;
         }
+        accounts_remove(b->accounts, a);
 }
 
 /* Caches the sign-in's access token under the account's default scope set, the key a profile

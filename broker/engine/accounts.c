@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "hashmap.h"
 #include "log.h"
 #include "refresh.h"
 #include "util.h"
@@ -68,16 +69,14 @@ void account_free(struct account *a)
         account_meta_clear(&a->meta);
         free(a->token_endpoint);
         free(a->keepalive_scope_key);
+        free(a->queued_scope_key);
         secret_free(a->unstored_refresh_token);
         free(a);
 }
 
-struct account *account_find(struct account *list, const char *name)
+struct account *account_find(const struct accounts *reg, const char *name)
 {
-        for (; list; list = list->next)
-                if (strcmp(list->name, name) == 0)
-                        return list;
-        return NULL;
+        return reg ? hashmap_get(reg->by_name, name) : NULL;
 }
 
 void account_add_waiter(struct account *a, struct waiter *w)
@@ -207,14 +206,53 @@ void account_store_job_done(struct account *a)
 
 /* ---- the registry ---- */
 
-static void account_unlink(struct account **list, struct account *a)
+static void account_unlink(struct accounts *reg, struct account *a)
 {
-        for (struct account **link = list; *link; link = &(*link)->next)
-                if (*link == a) {
-                        *link = a->next;
-                        a->next = NULL;
-                        return;
-                }
+        (void)hashmap_remove(reg->by_name, a->name);
+        if (a->prev)
+                a->prev->next = a->next;
+        else
+                reg->list = a->next;
+        if (a->next)
+                a->next->prev = a->prev;
+        a->next = a->prev = NULL;
+}
+
+void accounts_remove(struct accounts *reg, struct account *a)
+{
+        account_unlink(reg, a);
+        account_free(a);
+}
+
+static int accounts_new(struct accounts **ret)
+{
+        struct accounts *reg = calloc(1, sizeof(*reg));
+        int r;
+
+        if (!reg)
+                return -ENOMEM;
+        r = hashmap_new(&reg->by_name);
+        if (r < 0) {
+                free(reg);
+                return r;
+        }
+        *ret = reg;
+        return 0;
+}
+
+/* Adds a (not in yet) first in the registry. */
+static int account_link(struct accounts *reg, struct account *a)
+{
+        int r = hashmap_put(reg->by_name, a->name, a);
+
+        if (r < 0)
+                return r;
+        a->prev = NULL;
+        a->next = reg->list;
+        if (a->next)
+                a->next->prev = a;
+        reg->list = a;
+        return 0;
 }
 
 /* Answers every waiter of a metadata read that failed, and drops the account, so the next
@@ -225,7 +263,7 @@ static void account_load_failed(struct broker *b, struct account *a, enum refres
 
         /* Unlinked first: answering runs the connections' next requests, which must start a
          * new account rather than find this one. */
-        account_unlink(&b->accounts, a);
+        account_unlink(b->accounts, a);
         while ((w = list)) {
                 list = w->next;
                 w->next = NULL;
@@ -293,13 +331,19 @@ int accounts_get(struct broker *b, const char *name, struct account **ret)
 {
         struct account *a = account_find(b->accounts, name);
         struct store_job *job = NULL;
-        int r;
+        int r = 0;
 
         if (a) {
                 *ret = a;
                 return 0;
         }
-        r = account_new(name, &a);
+        if (!b->accounts)
+                r = accounts_new(&b->accounts);
+        if (r == 0)
+                r = account_new(name, &a);
+        /* In the table before the job is queued: its callback may find it only that way. */
+        if (r == 0)
+                r = account_link(b->accounts, a);
         if (r == 0)
                 r = store_job_new(STORE_JOB_GET_META, name, &job);
         if (r == 0)
@@ -307,11 +351,11 @@ int accounts_get(struct broker *b, const char *name, struct account **ret)
                                              on_account_meta_read, b);
         if (r < 0) {
                 store_job_free(job);
+                if (a && account_find(b->accounts, name) == a)
+                        account_unlink(b->accounts, a);
                 account_free(a);
                 return r;
         }
-        a->next = b->accounts;
-        b->accounts = a;
         *ret = a;
         return 0;
 }
@@ -322,30 +366,34 @@ void accounts_forget(struct broker *b, const char *name)
 
         if (!a || account_busy(a) || a->waiters)
                 return; /* its refresh ends on its own; a reload forgets it later */
-        account_unlink(&b->accounts, a);
-        account_free(a);
+        accounts_remove(b->accounts, a);
 }
 
-void accounts_forget_idle(struct account **list)
+void accounts_forget_idle(struct accounts **reg)
 {
-        struct account **link = list;
+        struct account *a = accounts_first(*reg), *next;
 
-        while (*link) {
-                struct account *a = *link;
-                if (account_busy(a) || a->waiters || a->unstored_refresh_token) {
-                        link = &a->next;
+        for (; a; a = next) {
+                next = a->next;
+                if (account_busy(a) || a->waiters || a->unstored_refresh_token)
                         continue;
-                }
-                *link = a->next;
-                account_free(a);
+                accounts_remove(*reg, a);
         }
 }
 
-void accounts_free(struct account **list)
+void accounts_free(struct accounts **reg)
 {
-        while (*list) {
-                struct account *a = *list;
-                *list = a->next;
+        struct accounts *r = *reg;
+
+        if (!r)
+                return;
+        while (r->list) {
+                struct account *a = r->list;
+                r->list = a->next;
                 account_free(a);
         }
+        hashmap_free(r->by_name);
+        refresh_authorities_free(r->authorities);
+        free(r);
+        *reg = NULL;
 }

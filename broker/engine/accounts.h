@@ -1,4 +1,5 @@
-/* The accounts as the broker runs them (accounts.c): the registry (b->accounts), each account's
+/* The accounts as the broker runs them (accounts.c): the registry (b->accounts, a hash table by
+ * name and a list to walk), each account's
  * settings read from the store's meta object, its waiters, and its upstream state (single
  * flight, backoff, reauth). No secret lives here but a rotated refresh token the store could not
  * take: the refresh token is read from the store for each refresh and wiped after. */
@@ -31,6 +32,8 @@ enum account_refresh {
         ACCOUNT_REFRESH_STORE,    /* a store job of a refresh: refresh token or credential read,
                                    * rotated refresh token write */
         ACCOUNT_REFRESH_UPSTREAM, /* a token request is at the token endpoint */
+        ACCOUNT_REFRESH_QUEUED,   /* waiting for a place among its authority's refreshes in
+                                   * flight ([broker] refresh_concurrency_per_authority) */
 };
 
 struct account {
@@ -75,8 +78,34 @@ struct account {
          * per minute at most, so a client cannot make the broker refresh in a loop. */
         uint64_t last_token_drop_usec;
 
-        struct account *next;
+        /* While ACCOUNT_REFRESH_QUEUED (refresh.c): the scope set to refresh, the deadline
+         * that orders the queue (earliest first: a waiting request's arrival, else the cached
+         * token's expiry), arrival order among equal deadlines, the place in the queue's heap. */
+        char *queued_scope_key;
+        uint64_t queue_deadline_usec;
+        uint64_t queue_seq;
+        size_t queue_index;
+
+        struct account *next, *prev; /* the registry's list (accounts_first()) */
 };
+
+struct hashmap;
+struct refresh_authorities;
+
+/* The registry: b->accounts, created by the first accounts_get(). */
+struct accounts {
+        struct account *list; /* newest first */
+        struct hashmap *by_name;
+        /* refresh.c: the refreshes in flight and queued per authority; they point at
+         * accounts, which live here. */
+        struct refresh_authorities *authorities;
+};
+
+/* Every account: for (struct account *a = accounts_first(b->accounts); a; a = a->next). */
+static inline struct account *accounts_first(const struct accounts *reg)
+{
+        return reg ? reg->list : NULL;
+}
 
 /* The runtime account of that name in b->accounts. The first time, it is created empty and the
  * store worker reads its metadata (ACCOUNT_REFRESH_LOADING); requests wait on it as on a
@@ -86,8 +115,11 @@ int accounts_get(struct broker *b, const char *name, struct account **ret);
  * later), so that the next request reads the store afresh. */
 void accounts_forget(struct broker *b, const char *name);
 /* Forgets every account that is idle, has no waiter and no unstored refresh token (reload). */
-void accounts_forget_idle(struct account **list);
-void accounts_free(struct account **list);
+void accounts_forget_idle(struct accounts **reg);
+/* Frees the registry and every account in it, and sets *reg to NULL. */
+void accounts_free(struct accounts **reg);
+/* Takes a out of the registry and frees it (a must not be busy). */
+void accounts_remove(struct accounts *reg, struct account *a);
 
 /* The one place an account's single-flight state changes; keeps store_since_usec with it. */
 void account_refresh_to(struct account *a, enum account_refresh to);
@@ -109,7 +141,8 @@ int account_new(const char *name, struct account **ret);
 int account_set_meta(struct account *a, const char *meta_json, const struct config *config);
 void account_free(struct account *a);
 
-struct account *account_find(struct account *list, const char *name);
+/* The runtime account of that name, or NULL (reg may be NULL). */
+struct account *account_find(const struct accounts *reg, const char *name);
 /* Appends w; a waiter added for the first time is stamped with the time, for how long it may
  * wait on the credential store (refresh.c). */
 void account_add_waiter(struct account *a, struct waiter *w);

@@ -11,6 +11,7 @@
 #include "token-cache.h"
 
 struct account;
+struct accounts;
 struct audit;
 struct audit_aggregator;
 struct audit_checkpointer;
@@ -45,8 +46,8 @@ struct broker {
         struct audit_checkpointer *checkpoints; /* signed checkpoints (audit-checkpoint.h) */
         struct idp *idp;
         struct token_cache cache;
-        struct metrics metrics;   /* counters for monitoring (metrics.h) */
-        struct account *accounts; /* accounts.c */
+        struct metrics metrics;    /* counters for monitoring (metrics.h) */
+        struct accounts *accounts; /* accounts.c: by name, and a list to walk */
         struct keepalive *keepalive;
         struct spool *spool; /* mail (engine/spool.h) */
         bool stopping;

@@ -17,6 +17,7 @@
 #include "broker.h"
 #include "config.h"
 #include "event.h"
+#include "hashmap.h"
 #include "log.h"
 #include "policy.h"
 #include "refresh.h"
@@ -37,22 +38,31 @@ struct keepalive {
         bool checking; /* a store job is out: one check at a time */
 };
 
-/* The scope set to refresh an account for: the first profile's that draws on it. An account no
- * profile uses is kept alive all the same once a profile names it. */
-static const char *scope_key_for(const struct policy_set *policy, const char *account)
+/* The scope set to refresh each account for: the first profile's that draws on it, by account
+ * name (a table built once per check, not a walk of every profile for each stale account). An
+ * account no profile uses is kept alive all the same once a profile names it. NULL when out of
+ * memory. */
+static struct hashmap *scope_keys_by_account(const struct policy_set *policy)
 {
+        struct hashmap *m = NULL;
+
+        if (hashmap_new(&m) < 0)
+                return NULL;
         for (size_t i = 0; i < policy_set_count(policy); i++) {
                 const struct policy_profile *p = policy_set_get(policy, i);
+                int r =
+                    hashmap_put(m, policy_profile_account(p), (void *)policy_profile_scope_key(p));
 
-                if (strcmp(policy_profile_account(p), account) == 0)
-                        return policy_profile_scope_key(p);
+                if (r < 0 && r != -EEXIST) {
+                        hashmap_free(m);
+                        return NULL;
+                }
         }
-        return NULL;
+        return m;
 }
 
-static void keep_alive(struct broker *b, const char *name)
+static void keep_alive(struct broker *b, const char *name, const char *scope_key)
 {
-        const char *scope_key = scope_key_for(b->policy, name);
         struct account *a;
         int r;
 
@@ -93,8 +103,15 @@ static void on_stale_listed(struct store_job *job, void *userdata)
                 log_warning_errno(job->result, "Keep-alive: cannot list the accounts");
                 return;
         }
+        struct hashmap *scope_keys = scope_keys_by_account(b->policy);
+
+        if (!scope_keys) {
+                log_warning_errno(-ENOMEM, "Keep-alive: cannot look the profiles up");
+                return;
+        }
         for (size_t i = 0; i < job->n_names; i++)
-                keep_alive(b, job->names[i]);
+                keep_alive(b, job->names[i], hashmap_get(scope_keys, job->names[i]));
+        hashmap_free(scope_keys);
 }
 
 static void check(struct keepalive *k)

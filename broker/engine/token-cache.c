@@ -1,5 +1,5 @@
-/* The access-token cache; see token-cache.h. A short list: a broker serves a handful of
- * accounts and scope sets, and a lookup compares two short strings per entry. */
+/* The access-token cache; see token-cache.h. A hash table by account name, each account's few
+ * entries (one per scope set) chained behind it, and one list of every entry for status. */
 #include "token-cache.h"
 
 #include <errno.h>
@@ -8,6 +8,7 @@
 
 #include "cleanup.h"
 #include "grant.h"
+#include "hashmap.h"
 #include "util.h"
 
 static void entry_free(struct cached_token *t)
@@ -24,13 +25,96 @@ static void entry_free(struct cached_token *t)
         free(t);
 }
 
+struct cached_token *token_cache_first_of(struct token_cache *c, const char *account)
+{
+        return hashmap_get(c->by_account, account);
+}
+
 struct cached_token *token_cache_get(struct token_cache *c, const char *account,
                                      const char *scope_key)
 {
-        for (struct cached_token *t = c->entries; t; t = t->next)
-                if (strcmp(t->scope_key, scope_key) == 0 && strcmp(t->account, account) == 0)
+        for (struct cached_token *t = token_cache_first_of(c, account); t; t = t->next_of_account)
+                if (strcmp(t->scope_key, scope_key) == 0)
                         return t;
         return NULL;
+}
+
+/* Takes t out of both lists and the table (t stays allocated). */
+static void entry_unlink(struct token_cache *c, struct cached_token *t)
+{
+        struct cached_token *first = token_cache_first_of(c, t->account);
+
+        if (t->prev)
+                t->prev->next = t->next;
+        else
+                c->entries = t->next;
+        if (t->next)
+                t->next->prev = t->prev;
+        t->next = t->prev = NULL;
+
+        if (first == t) {
+                struct cached_token *rest = t->next_of_account;
+
+                /* The table's key is the first entry's name: the next one's takes over. */
+                if (rest)
+                        (void)hashmap_replace(c->by_account, t->account, rest->account, rest);
+                else
+                        (void)hashmap_remove(c->by_account, t->account);
+        } else {
+                for (struct cached_token *p = first; p; p = p->next_of_account)
+                        if (p->next_of_account == t) {
+                                p->next_of_account = t->next_of_account;
+                                break;
+                        }
+        }
+        t->next_of_account = NULL;
+}
+
+/* Puts t where old was, in both lists and the table; old is freed. */
+static void entry_swap(struct token_cache *c, struct cached_token *old, struct cached_token *t)
+{
+        struct cached_token *first = token_cache_first_of(c, old->account);
+
+        t->next = old->next;
+        t->prev = old->prev;
+        if (t->prev)
+                t->prev->next = t;
+        else
+                c->entries = t;
+        if (t->next)
+                t->next->prev = t;
+        t->next_of_account = old->next_of_account;
+        if (first == old)
+                (void)hashmap_replace(c->by_account, old->account, t->account, t);
+        else
+                for (struct cached_token *p = first; p; p = p->next_of_account)
+                        if (p->next_of_account == old) {
+                                p->next_of_account = t;
+                                break;
+                        }
+        entry_free(old);
+}
+
+/* Adds t, whose key is not in the cache, first in both lists. */
+static int entry_link(struct token_cache *c, struct cached_token *t)
+{
+        struct cached_token *first = token_cache_first_of(c, t->account);
+        int r;
+
+        if (first) {
+                t->next_of_account = first;
+                (void)hashmap_replace(c->by_account, first->account, t->account, t);
+        } else {
+                r = hashmap_put(c->by_account, t->account, t);
+                if (r < 0)
+                        return r;
+        }
+        t->prev = NULL;
+        t->next = c->entries;
+        if (t->next)
+                t->next->prev = t;
+        c->entries = t;
+        return 0;
 }
 
 /* Splits a space-separated scope string into the scopes worth showing a client: the OpenID
@@ -72,9 +156,11 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                     struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
                     uint64_t expires_in_sec, struct cached_token **ret)
 {
-        struct cached_token *t, **link;
+        struct cached_token *t;
         int r;
 
+        if (!c->by_account && (r = hashmap_new(&c->by_account)) < 0)
+                return r;
         t = calloc(1, sizeof(*t));
         if (!t)
                 return -ENOMEM;
@@ -96,25 +182,23 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                 return r;
         }
         static uint64_t next_id;
+        uint64_t lifetime = expires_in_sec * USEC_PER_SEC, spread = c->refresh_spread_pct;
 
         t->id = ++next_id;
         t->access_token = TAKE_PTR(*access_token);
-        t->expires_usec = sent_usec + expires_in_sec * USEC_PER_SEC;
-        t->refresh_usec = sent_usec + expires_in_sec * USEC_PER_SEC * 3 / 4;
+        t->expires_usec = sent_usec + lifetime;
+        t->refresh_usec = sent_usec + lifetime * 3 / 4;
+        if (spread > 0 && spread <= 50)
+                t->refresh_usec -= random_below(lifetime / 100 * spread + 1);
         t->sent_usec = sent_usec;
 
-        for (link = &c->entries; *link; link = &(*link)->next)
-                if (strcmp((*link)->scope_key, scope_key) == 0 &&
-                    strcmp((*link)->account, account) == 0) {
-                        struct cached_token *old = *link;
-                        t->next = old->next;
-                        entry_free(old);
-                        *link = t;
-                        *ret = t;
-                        return 0;
-                }
-        t->next = c->entries;
-        c->entries = t;
+        struct cached_token *old = token_cache_get(c, account, scope_key);
+        if (old)
+                entry_swap(c, old, t);
+        else if ((r = entry_link(c, t)) < 0) {
+                entry_free(t);
+                return r;
+        }
         *ret = t;
         return 0;
 }
@@ -126,20 +210,17 @@ void token_cache_clear(struct token_cache *c)
                 c->entries = t->next;
                 entry_free(t);
         }
+        hashmap_free(c->by_account);
+        c->by_account = NULL;
 }
 
 void token_cache_drop_account(struct token_cache *c, const char *account)
 {
-        struct cached_token **link = &c->entries;
+        struct cached_token *t;
 
-        while (*link) {
-                struct cached_token *t = *link;
-                if (strcmp(t->account, account) == 0) {
-                        *link = t->next;
-                        entry_free(t);
-                } else {
-                        link = &t->next;
-                }
+        while ((t = token_cache_first_of(c, account))) {
+                entry_unlink(c, t);
+                entry_free(t);
         }
 }
 
@@ -156,14 +237,11 @@ static bool equal_constant_time(const uint8_t *a, size_t a_len, const uint8_t *b
 int token_cache_drop_token(struct token_cache *c, const char *account, const void *token,
                            size_t len)
 {
-        for (struct cached_token **link = &c->entries; *link; link = &(*link)->next) {
-                struct cached_token *t = *link;
-
-                if (strcmp(t->account, account) != 0 ||
-                    !equal_constant_time((const uint8_t *)secret_str(t->access_token),
+        for (struct cached_token *t = token_cache_first_of(c, account); t; t = t->next_of_account) {
+                if (!equal_constant_time((const uint8_t *)secret_str(t->access_token),
                                          secret_len(t->access_token), token, len))
                         continue;
-                *link = t->next;
+                entry_unlink(c, t);
                 entry_free(t);
                 return 1;
         }
@@ -182,7 +260,9 @@ uint64_t cached_token_lifetime(const struct cached_token *t)
 
 bool cached_token_fits(const struct cached_token *t, uint32_t min_ttl, uint64_t now_usec)
 {
-        uint64_t floor = (t->expires_usec - t->refresh_usec) / USEC_PER_SEC;
+        /* A quarter of the lifetime, whatever share refresh_usec's spread took off it. */
+        uint64_t life_usec = t->expires_usec - t->sent_usec;
+        uint64_t floor = (life_usec - life_usec * 3 / 4) / USEC_PER_SEC;
         uint64_t want = min_ttl, lifetime = cached_token_lifetime(t);
 
         if (floor > CACHED_TOKEN_TTL_FLOOR_SEC)

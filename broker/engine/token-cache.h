@@ -1,5 +1,7 @@
 /* The access-token cache: one entry per (account, sorted scope set), tokens in locked secret
- * memory, times on CLOCK_BOOTTIME counted from when the request was sent (design.md §5). */
+ * memory, times on CLOCK_BOOTTIME counted from when the request was sent (design.md §5). An
+ * account's entries are found through a hash table by account name, so a lookup costs the same
+ * with one account as with ten thousand. */
 #pragma once
 
 #include <stdbool.h>
@@ -7,6 +9,8 @@
 #include <stdint.h>
 
 #include "secret.h"
+
+struct hashmap;
 
 struct cached_token {
         uint64_t id; /* unique for the broker's lifetime, unlike the entry's address */
@@ -16,24 +20,35 @@ struct cached_token {
         size_t n_scopes;
         struct secret *access_token;
         uint64_t expires_usec; /* boottime */
-        uint64_t refresh_usec; /* boottime: ~75% of the lifetime */
-        uint64_t sent_usec;    /* boottime the request that brought it was sent */
-        char fingerprint[17];  /* audit fingerprint, computed once per token */
+        /* boottime: refresh ahead from here on, 75% of the lifetime less a random share of up to
+         * refresh_spread_pct % of it (token_cache_put()), so tokens fetched together are not
+         * refreshed together */
+        uint64_t refresh_usec;
+        uint64_t sent_usec;   /* boottime the request that brought it was sent */
+        char fingerprint[17]; /* audit fingerprint, computed once per token */
         /* The framed reply last sent for this token. Its only changing fields are expires_at
          * and expires_in, which move once a second, so at load the same bytes serve many
          * peers instead of rebuilding the JSON each time (request.c). */
         struct secret *reply;
         uint64_t reply_expires_at;
         uint64_t reply_expires_in;
-        struct cached_token *next;
+        struct cached_token *next, *prev;     /* every entry, newest first */
+        struct cached_token *next_of_account; /* the same account's other entries */
 };
 
+/* Zero-initialised it is an empty cache that refreshes at exactly 75% of a token's lifetime. */
 struct token_cache {
-        struct cached_token *entries;
+        struct cached_token *entries; /* every entry (iterate with ->next) */
+        struct hashmap *by_account;   /* account name → its first entry (->next_of_account) */
+        /* [broker] refresh_ahead_spread: the refresh-ahead point is drawn at random from the
+         * last this many percent of a token's lifetime before its 75% point (0..50). */
+        uint32_t refresh_spread_pct;
 };
 
 struct cached_token *token_cache_get(struct token_cache *c, const char *account,
                                      const char *scope_key);
+/* The account's first entry (the others follow through ->next_of_account), or NULL. */
+struct cached_token *token_cache_first_of(struct token_cache *c, const char *account);
 /* Takes ownership of *access_token (set to NULL). granted_scope is the server's "scope" (may be
  * NULL: then the key's scopes are used). Replaces an older entry with the same key. */
 int token_cache_put(struct token_cache *c, const char *account, const char *scope_key,

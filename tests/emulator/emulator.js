@@ -550,6 +550,10 @@ function newCounters() {
     token: 0, // requests to /{tenant}/oauth2/v2.0/token
     token_by_grant: {}, // by grant_type ("none" if absent, "other" if unrecognised)
     token_success: 0, // 2xx answers
+    // Requests to the token endpoint being handled now (arrived, not yet answered or closed),
+    // and the most at once since the counters were last reset: a client's concurrency.
+    token_in_flight: 0,
+    token_in_flight_max: 0,
     token_errors: 0, // 4xx/5xx answers (including injected status faults)
     send_mail: 0, // requests to .../sendMail
     send_mail_by_mailbox: {}, // accepted messages per resolved mailbox
@@ -1119,9 +1123,22 @@ async function handleDeviceCode(app, req, res, rawTenant) {
   }
 }
 
+// The in-flight gauge of the token endpoint: up on arrival, down when the exchange is over
+// (answered, or the connection closed), whichever counters object is current then.
+function tokenInFlight(app, res) {
+  app.tokenInFlight = (app.tokenInFlight || 0) + 1;
+  app.counters.token_in_flight = app.tokenInFlight;
+  if (app.tokenInFlight > app.counters.token_in_flight_max) app.counters.token_in_flight_max = app.tokenInFlight;
+  res.once('close', () => {
+    app.tokenInFlight -= 1;
+    app.counters.token_in_flight = app.tokenInFlight;
+  });
+}
+
 async function handleToken(app, req, res, rawTenant) {
   const { counters, store, faults } = app;
   counters.token += 1;
+  tokenInFlight(app, res);
   let tenant = rawTenant;
   try {
     tenant = decodeURIComponent(rawTenant);
@@ -1779,6 +1796,8 @@ const ADMIN_ROUTES = [
   ['GET', '/admin/counters', (app) => [200, app.counters]],
   ['POST', '/admin/counters/reset', (app) => {
     app.counters = newCounters();
+    app.counters.token_in_flight = app.tokenInFlight || 0; // a gauge: those still open count
+    app.counters.token_in_flight_max = app.counters.token_in_flight;
     return [200, app.counters];
   }],
   ['GET', '/admin/faults', (app) => [200, app.faults.list()]],

@@ -474,6 +474,33 @@ static void test_proxy(void)
         ok(!shown, "NULL for no proxy");
 }
 
+/* [broker] refresh_concurrency_per_authority and refresh_ahead_spread (issue 14). */
+static void test_refresh_keys(void)
+{
+        struct config *c = NULL;
+
+        if (config_new_default(&c) < 0)
+                abort();
+        is_int(c->refresh_concurrency_per_authority, 8, "refresh concurrency defaults to 8");
+        is_int(c->refresh_ahead_spread, 15, "refresh-ahead spread defaults to 15%");
+        config_free(c);
+        c = NULL;
+        is_int(
+            load("[broker]\nrefresh_concurrency_per_authority = 2\nrefresh_ahead_spread = 0\n", &c),
+            0, "both keys load");
+        ok(c && c->refresh_concurrency_per_authority == 2 && c->refresh_ahead_spread == 0,
+           "with their values");
+        config_free(c);
+        expect_ok("[broker]\nrefresh_concurrency_per_authority = 1024\nrefresh_ahead_spread = 50\n",
+                  "the largest values load");
+        expect_fail("[broker]\nrefresh_concurrency_per_authority = 0\n",
+                    "a concurrency of 0 is refused");
+        expect_fail("[broker]\nrefresh_concurrency_per_authority = 1025\n",
+                    "a concurrency above 1024 is refused");
+        expect_fail("[broker]\nrefresh_ahead_spread = 51\n", "a spread above 50% is refused");
+        expect_fail("[identity]\nrefresh_ahead_spread = 10\n", "the keys are [broker]'s");
+}
+
 int main(void)
 {
         if (!mkdtemp(tmpdir))
@@ -486,6 +513,7 @@ int main(void)
         test_store();
         test_errors();
         test_owner();
+        test_refresh_keys();
         rmdir(tmpdir);
         return done_testing();
 }

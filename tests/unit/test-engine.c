@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "accounts.h"
 #include "audit.h"
@@ -110,36 +112,51 @@ static void drop_marker_jobs(void)
         }
 }
 
-/* ---- fake identity provider: one request at a time is recorded ---- */
+/* ---- fake identity provider: requests wait until the test answers them, oldest first ---- */
 
 static unsigned n_upstream;
-static idp_done_fn upstream_done;
-static void *upstream_userdata;
+static struct {
+        idp_done_fn done;
+        void *userdata;
+} upstream[64];
+static size_t n_pending, max_pending; /* requests at the token endpoint now, and at most */
 static char upstream_scope[256];
+
+static void upstream_add(idp_done_fn done, void *userdata)
+{
+        n_upstream++;
+        if (n_pending == sizeof(upstream) / sizeof(upstream[0]))
+                abort();
+        upstream[n_pending].done = done;
+        upstream[n_pending++].userdata = userdata;
+        if (n_pending > max_pending)
+                max_pending = n_pending;
+}
 
 int idp_request_refresh(struct idp *idp, const struct idp_refresh_grant *grant, idp_done_fn done,
                         void *userdata)
 {
         (void)idp;
-        n_upstream++;
-        upstream_done = done;
-        upstream_userdata = userdata;
+        upstream_add(done, userdata);
         snprintf(upstream_scope, sizeof(upstream_scope), "%s", grant->scope);
         return 0;
 }
 
+/* Answers the oldest request at the token endpoint. */
 static void upstream_answers(enum idp_outcome outcome, uint64_t expires_in)
 {
         struct idp_result result = {.outcome = outcome, .expires_in = expires_in};
-        idp_done_fn done = upstream_done;
+        idp_done_fn done = upstream[0].done;
+        void *userdata = upstream[0].userdata;
 
-        upstream_done = NULL;
+        memmove(upstream, upstream + 1, (n_pending - 1) * sizeof(upstream[0]));
+        n_pending--;
         result.sent_at_usec = now_boottime_usec();
         if (outcome == IDP_OK)
                 (void)secret_new_from("access", 6, &result.access_token);
         else
                 snprintf(result.message, sizeof(result.message), "test failure");
-        done(&result, upstream_userdata);
+        done(&result, userdata);
         secret_free(result.access_token);
 }
 
@@ -156,9 +173,7 @@ int grant_post_client_credentials(struct idp *idp, const struct account_meta *m,
                                   void *userdata)
 {
         (void)idp, (void)m, (void)token_endpoint, (void)scope, (void)call;
-        n_upstream++;
-        upstream_done = done;
-        upstream_userdata = userdata;
+        upstream_add(done, userdata);
         return 0;
 }
 
@@ -263,7 +278,7 @@ static void reset(void)
         accounts_free(&broker.accounts);
         token_cache_clear(&broker.cache);
         n_upstream = 0;
-        upstream_done = NULL;
+        n_pending = max_pending = 0;
         n_answers = 0;
 }
 
@@ -463,7 +478,8 @@ static void test_not_provisioned(void)
         complete_job(-ENOENT, NULL);
         is_int(n_answers, 1, "the waiter is answered");
         is_int(answers[0].outcome, REFRESH_NOT_PROVISIONED, "not provisioned");
-        ok(broker.accounts == NULL, "the account is dropped, to be read again next time");
+        ok(accounts_first(broker.accounts) == NULL,
+           "the account is dropped, to be read again next time");
 }
 
 /* A store that does not answer: waiters that waited STORE_WAIT_SEC are answered unavailable,
@@ -513,7 +529,269 @@ static void test_forget(void)
         upstream_answers(IDP_OK, 3600);
         drop_marker_jobs();
         accounts_forget(&broker, "busy");
-        ok(broker.accounts == NULL, "once idle, forgotten");
+        ok(accounts_first(broker.accounts) == NULL, "once idle, forgotten");
+}
+
+/* ---- scale (issue 14): lookups stay flat, refreshes are bounded and due-ordered ---- */
+
+#define SCALE_ACCOUNTS 10000
+#define LOOKUPS        1000000
+
+static double elapsed_ns(const struct timespec *t0)
+{
+        struct timespec t1;
+
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        return (double)(t1.tv_sec - t0->tv_sec) * 1e9 + (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+/* Loads n accounts acct-0.. with two cached scope sets each. */
+static void load_accounts(size_t n)
+{
+        char name[32];
+        struct account *a;
+
+        for (size_t i = 0; i < n; i++) {
+                snprintf(name, sizeof(name), "acct-%zu", i);
+                if (accounts_get(&broker, name, &a) < 0)
+                        abort();
+                complete_job(0, META);
+                cache_token(name, SCOPE_A, 10, 3600);
+                cache_token(name, SCOPE_B, 10, 3600);
+        }
+}
+
+/* ns per lookup (account by name, then its token for a scope set) over n accounts. */
+static double time_lookups(size_t n, unsigned *found)
+{
+        struct timespec t0;
+        char names[64][32];
+
+        for (size_t i = 0; i < 64; i++)
+                snprintf(names[i], sizeof(names[i]), "acct-%zu", (i * 7919) % n);
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (size_t i = 0; i < LOOKUPS; i++) {
+                const char *name = names[i % 64];
+                struct account *a = account_find(broker.accounts, name);
+
+                *found +=
+                    a && token_cache_get(&broker.cache, a->name, i % 2 ? SCOPE_A : SCOPE_B) != NULL;
+        }
+        return elapsed_ns(&t0) / LOOKUPS;
+}
+
+static size_t count_cache(void)
+{
+        size_t n = 0;
+        const struct cached_token *prev = NULL;
+
+        for (const struct cached_token *t = broker.cache.entries; t; prev = t, t = t->next)
+                if (t->prev == prev)
+                        n++;
+        return n;
+}
+
+/* Account and cached-token lookups cost about the same with 10,000 accounts as with one; the
+ * cache's list (admin status) and the per-account drops still work. */
+static void test_scale_lookups(void)
+{
+        unsigned found_one = 0, found_many = 0;
+        double one, many;
+        char name[32];
+        size_t left = 0;
+
+        reset();
+        load_accounts(1);
+        one = time_lookups(1, &found_one);
+        reset();
+        load_accounts(SCALE_ACCOUNTS);
+        many = time_lookups(SCALE_ACCOUNTS, &found_many);
+        printf("# 1e6 account + cached-token lookups: %.1f ns each with 1 account, %.1f ns each "
+               "with %d accounts x 2 scope sets (%.2fx)\n",
+               one, many, SCALE_ACCOUNTS, many / one);
+        ok(found_one == LOOKUPS && found_many == LOOKUPS, "every lookup found its token");
+        is_int(count_cache(), 2 * SCALE_ACCOUNTS,
+               "the cache's list holds every token, linked both ways");
+
+        for (size_t i = 0; i < SCALE_ACCOUNTS; i += 3) {
+                snprintf(name, sizeof(name), "acct-%zu", i);
+                token_cache_drop_account(&broker.cache, name);
+        }
+        snprintf(name, sizeof(name), "acct-%d", 1);
+        is_int(token_cache_drop_token(&broker.cache, name, "cached", 6), 1, "drop_token drops one");
+        is_int(token_cache_drop_token(&broker.cache, name, "other", 5), 0, "not another token");
+        for (size_t i = 0; i < SCALE_ACCOUNTS; i++) {
+                snprintf(name, sizeof(name), "acct-%zu", i);
+                bool want_a = i % 3 != 0, want_b = i % 3 != 0 && i != 1;
+                const struct cached_token *ta = token_cache_get(&broker.cache, name, SCOPE_A),
+                                          *tb = token_cache_get(&broker.cache, name, SCOPE_B);
+                if ((ta != NULL) == want_a && (tb != NULL) == want_b &&
+                    (!ta || strcmp(ta->account, name) == 0))
+                        left++;
+        }
+        is_int(left, SCALE_ACCOUNTS, "drop_account and drop_token took exactly theirs");
+        is_int(count_cache(), 2 * (SCALE_ACCOUNTS - (SCALE_ACCOUNTS + 2) / 3) - 1,
+               "and the list agrees");
+        /* An entry behind the account's first one (the scope set cached first). */
+        struct secret *ta = NULL, *tb = NULL;
+        struct cached_token *t;
+        if (secret_new_from("tok-a", 5, &ta) < 0 || secret_new_from("tok-b", 5, &tb) < 0 ||
+            token_cache_put(&broker.cache, "acct-0", SCOPE_A, &ta, NULL, now_boottime_usec(), 3600,
+                            &t) < 0 ||
+            token_cache_put(&broker.cache, "acct-0", SCOPE_B, &tb, NULL, now_boottime_usec(), 3600,
+                            &t) < 0)
+                abort();
+        ok(token_cache_first_of(&broker.cache, "acct-0") == t, "the newest entry comes first");
+        is_int(token_cache_drop_token(&broker.cache, "acct-0", "tok-a", 5), 1,
+               "drop_token drops the entry behind the first");
+        ok(token_cache_get(&broker.cache, "acct-0", SCOPE_A) == NULL &&
+               token_cache_first_of(&broker.cache, "acct-0") == t && t->next_of_account == NULL,
+           "the account's chain skips it");
+        token_cache_drop_account(&broker.cache, "acct-0");
+        accounts_forget_idle(&broker.accounts);
+        ok(accounts_first(broker.accounts) == NULL, "a reload forgets every idle account");
+        ok(account_find(broker.accounts, "acct-5") == NULL, "and the table with them");
+}
+
+/* The refresh-ahead point is spread over the configured share of the lifetime before 75%. */
+static void test_refresh_spread(void)
+{
+        uint64_t lo = UINT64_MAX, hi = 0, life = 3600 * USEC_PER_SEC;
+        bool inside = true;
+        char name[32];
+
+        reset();
+        broker.cache.refresh_spread_pct = 15;
+        for (int i = 0; i < 1000; i++) {
+                struct secret *token = NULL;
+                struct cached_token *t;
+
+                snprintf(name, sizeof(name), "acct-%d", i);
+                if (secret_new_from("x", 1, &token) < 0 ||
+                    token_cache_put(&broker.cache, name, SCOPE_A, &token, NULL, 1000, 3600, &t) < 0)
+                        abort();
+                uint64_t at = t->refresh_usec - 1000;
+                if (at < life * 60 / 100 || at > life * 3 / 4)
+                        inside = false;
+                lo = at < lo ? at : lo;
+                hi = at > hi ? at : hi;
+                if (i == 0)
+                        ok(cached_token_fits(t, 0, 1000 + life - 61 * USEC_PER_SEC) &&
+                               !cached_token_fits(t, 0, 1000 + life - 59 * USEC_PER_SEC),
+                           "the floor is still a quarter of the lifetime, capped at 60 s");
+        }
+        printf("# refresh-ahead points of 1000 tokens: %.0f s to %.0f s of 3600 s\n",
+               (double)lo / USEC_PER_SEC, (double)hi / USEC_PER_SEC);
+        ok(inside, "every refresh-ahead point lies in [60%, 75%] of the lifetime");
+        ok(hi - lo > life / 10, "and they spread over more than 10% of it");
+        broker.cache.refresh_spread_pct = 0;
+        token_cache_clear(&broker.cache);
+}
+
+static struct account *loaded_account(const char *name)
+{
+        struct account *a = NULL;
+
+        if (accounts_get(&broker, name, &a) < 0)
+                abort();
+        complete_job(0, META);
+        return a;
+}
+
+/* Runs every job and answers every upstream request until nothing is left, writing the accounts
+ * whose refresh token was read (the order refreshes started in) to order. */
+static void run_refreshes(char *order, size_t size, unsigned *max_in_flight, const char *endpoint)
+{
+        while (n_jobs || n_pending) {
+                unsigned in_flight = refresh_in_flight(&broker, endpoint);
+
+                if (in_flight > *max_in_flight)
+                        *max_in_flight = in_flight;
+                drop_marker_jobs();
+                if (!n_jobs && !n_pending)
+                        break;
+                if (n_jobs && jobs[0].job->kind == STORE_JOB_READ_REFRESH_TOKEN) {
+                        size_t len = strlen(order);
+                        snprintf(order + len, size - len, "%s%s", len ? " " : "",
+                                 jobs[0].job->account);
+                        complete_job(0, NULL);
+                } else if (n_jobs) {
+                        complete_job(0, NULL);
+                } else {
+                        upstream_answers(IDP_OK, 3600);
+                }
+        }
+}
+
+/* With a limit of 2 per authority: two refreshes in flight, the rest queued and started earliest
+ * deadline first (a request waiting is due now; a refresh ahead, at its token's expiry), and a
+ * request arriving for a queued account moves it up. */
+static void test_refresh_concurrency(void)
+{
+        static const uint64_t expires_in[] = {500, 400, 300, 200, 100};
+        struct account *acct[6];
+        char name[8], order[128] = "";
+        unsigned max_in_flight = 0;
+
+        reset();
+        config.refresh_concurrency_per_authority = 2;
+        for (int i = 0; i < 6; i++) {
+                snprintf(name, sizeof(name), "a%d", i);
+                acct[i] = loaded_account(name);
+                if (i < 5)
+                        cache_token(name, SCOPE_A, 1000, 1000 + expires_in[i]);
+        }
+        for (int i = 0; i < 5; i++)
+                refresh_start(&broker, acct[i], SCOPE_A);
+        const char *endpoint = acct[0]->token_endpoint;
+        is_int(refresh_in_flight(&broker, endpoint), 2, "two refreshes in flight");
+        is_int(refresh_queued(&broker, endpoint), 3, "three queued");
+        is_int(acct[4]->refresh, ACCOUNT_REFRESH_QUEUED, "a queued account is busy");
+        add_waiter(acct[5], SCOPE_A, 0);
+        refresh_start(&broker, acct[5], SCOPE_A);
+        usleep(2000); /* a later arrival, whatever the clock's resolution */
+        add_waiter(acct[2], SCOPE_A, 0);
+        refresh_start(&broker, acct[2], SCOPE_A);
+        refresh_start(&broker, acct[2], SCOPE_A);
+        is_int(refresh_queued(&broker, endpoint), 4,
+               "a request for a queued account queues nothing more");
+        run_refreshes(order, sizeof(order), &max_in_flight, endpoint);
+        is_str(order, "a0 a1 a5 a2 a4 a3", "earliest deadline first, waiting requests first");
+        is_int(max_in_flight, 2, "never more than two in flight");
+        is_int(max_pending, 2, "never more than two at the token endpoint");
+        is_int(n_upstream, 6, "each account refreshed once");
+        is_int(n_answers, 2, "both waiting requests answered");
+        ok(n_answers == 2 && answers[0].outcome == REFRESH_FRESH &&
+               answers[1].outcome == REFRESH_FRESH,
+           "with fresh tokens");
+        is_int(refresh_in_flight(&broker, endpoint), 0, "every place given back");
+        config.refresh_concurrency_per_authority = 0;
+}
+
+/* A queued refresh whose account went unusable meanwhile gives its place back at once. */
+static void test_refresh_queue_failure(void)
+{
+        struct account *a, *b, *c;
+        char order[64] = "";
+        unsigned max_in_flight = 0;
+
+        reset();
+        config.refresh_concurrency_per_authority = 1;
+        a = loaded_account("qa");
+        b = loaded_account("qb");
+        c = loaded_account("qc");
+        refresh_start(&broker, a, SCOPE_A);
+        add_waiter(b, SCOPE_A, 0);
+        refresh_start(&broker, b, SCOPE_A);
+        refresh_start(&broker, c, SCOPE_A);
+        b->state = ACCOUNT_NEEDS_REAUTH; /* e.g. an administrator's action while it waited */
+        run_refreshes(order, sizeof(order), &max_in_flight, a->token_endpoint);
+        is_str(order, "qa qc", "the unusable account is skipped, the next one runs");
+        is_int(n_answers, 1, "its waiter is answered");
+        is_int(n_answers ? (int)answers[0].outcome : -1, REFRESH_FAILED, "with a failure");
+        is_int(refresh_in_flight(&broker, a->token_endpoint), 0, "no place leaked");
+        ok(b->refresh == ACCOUNT_REFRESH_IDLE, "the skipped account is idle");
+        config.refresh_concurrency_per_authority = 0;
 }
 
 int main(void)
@@ -528,6 +806,10 @@ int main(void)
         test_not_provisioned();
         test_store_stall();
         test_forget();
+        test_scale_lookups();
+        test_refresh_spread();
+        test_refresh_concurrency();
+        test_refresh_queue_failure();
         reset();
         return done_testing();
 }
