@@ -1,7 +1,8 @@
-/* Secret buffers: refresh tokens, access tokens, PINs, client secrets. Each lives in its own
- * mapping that is mlock()ed (kept out of swap where the limit allows) and MADV_DONTDUMP (kept out
- * of core dumps), has a fixed capacity set at creation (never realloc()ed, so never copied behind
- * our back), is always NUL-terminated, and is wiped before it is unmapped. */
+/* Secret buffers: refresh tokens, access tokens, PINs, client secrets. Each lives in memory
+ * that is mlock()ed (kept out of swap where the limit allows), MADV_DONTDUMP (kept out of core
+ * dumps) and MADV_WIPEONFORK: a slot of a shared slab for up to 8 KiB, a mapping of its own
+ * above. It has a fixed capacity set at creation (never realloc()ed, so never copied behind our
+ * back), is always NUL-terminated, and is wiped when freed. */
 #pragma once
 
 #include <stdbool.h>

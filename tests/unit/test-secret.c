@@ -401,12 +401,74 @@ static void test_mapping(void)
         is_str(secret_str(s), "access-token-value", "the parent still has the secret");
 }
 
+static size_t count_mappings(void)
+{
+        FILE *f = fopen("/proc/self/maps", "re");
+        size_t n = 0;
+        int c;
+
+        if (!f)
+                abort();
+        while ((c = fgetc(f)) != EOF)
+                n += c == '\n';
+        fclose(f);
+        return n;
+}
+
+/* Small secrets share slabs: a freed slot is wiped whole and taken by the next secret of its
+ * size, and a thousand secrets do not take a thousand mappings. */
+static void test_slots(void)
+{
+        enum { N = 1000 };
+        static struct secret *many[N];
+        struct secret *s, *again;
+        uint8_t *data;
+        size_t cap, before, zero = 0;
+
+        if (secret_new(1000, &s) < 0)
+                abort();
+        cap = secret_capacity(s);
+        data = secret_data(s);
+        memset(data, 'R', cap);
+        if (secret_set_len(s, cap) < 0)
+                abort();
+        secret_free(s);
+        /* The slot stays mapped (the slab is kept), so what free left in it can be looked at. */
+        for (size_t i = 0; i <= cap; i++)
+                zero += data[i] == 0;
+        is_int(zero, cap + 1, "a freed slot is wiped");
+        if (secret_new(1000, &again) < 0)
+                abort();
+        ok(secret_data(again) == data, "and the next secret of its size class takes it");
+        is_int(secret_len(again), 0, "empty");
+        secret_free(again);
+
+        before = count_mappings();
+        for (size_t i = 0; i < N; i++)
+                if (secret_new(2000, &many[i]) < 0)
+                        abort();
+        ok(count_mappings() - before < 20, "1,000 secrets of 2,000 bytes take a few slabs");
+        for (size_t i = 0; i < N; i++) {
+                memset(secret_data(many[i]), 'A' + (int)(i % 26), 2000);
+                if (secret_set_len(many[i], 2000) < 0)
+                        abort();
+        }
+        zero = 0;
+        for (size_t i = 0; i < N; i++)
+                zero += secret_data(many[i])[0] == 'A' + (int)(i % 26) &&
+                        secret_data(many[i])[1999] == 'A' + (int)(i % 26);
+        is_int(zero, N, "none overlaps another");
+        for (size_t i = 0; i < N; i++)
+                secret_free(many[i]);
+}
+
 static void test_free_wipes(void)
 {
         struct secret *s;
         size_t cap;
 
-        if (secret_new(1000, &s) < 0)
+        /* Larger than a slab slot: a mapping of its own. */
+        if (secret_new(100000, &s) < 0)
                 abort();
         cap = secret_capacity(s);
         memset(secret_data(s), 'R', cap);
@@ -439,6 +501,7 @@ int main(void)
         test_equal();
         test_from_file();
         test_mapping();
+        test_slots();
         test_free_wipes();
         return done_testing();
 }
