@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "refresh.h"
+#include "refresh-queue.h"
 
 #include "accounts.h"
 #include "audit.h"
@@ -48,15 +49,16 @@ struct refresh {
         struct refresh_authority *authority;
 };
 
-static void slot_release(struct refresh_authority *auth);
-static void dispatch(struct broker *b, struct refresh_authority *auth);
-static struct refresh_authority *slot_take_back(struct refresh *r);
+static struct refresh_authority *slot_take_back(struct refresh *r)
+{
+        return TAKE_PTR(r->authority);
+}
 
 static void refresh_free(struct refresh *r)
 {
         if (!r)
                 return;
-        slot_release(slot_take_back(r));
+        refresh_slot_release(slot_take_back(r));
         free(r->scope_key);
         free(r->scope);
         secret_free(r->credential.credential);
@@ -72,8 +74,8 @@ static void refresh_end(struct refresh *r)
 
         refresh_free(r);
         if (auth) {
-                slot_release(auth);
-                dispatch(b, auth);
+                refresh_slot_release(auth);
+                refresh_queue_dispatch(b, auth);
         }
 }
 
@@ -370,10 +372,10 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         struct account *a = r->account;
         enum refresh_outcome outcome = REFRESH_FAILED;
         /* The token endpoint answered: the next queued refresh may go, once this one's answer
-         * has been acted on (dispatch() below). */
+         * has been acted on (refresh_queue_dispatch() below). */
         struct refresh_authority *auth = slot_take_back(r);
 
-        slot_release(auth);
+        refresh_slot_release(auth);
         /* The request is upstream (which may have rotated the token) and nothing of the answer
          * has been acted on: to the token store, the same as dying before the answer came. */
         fault_point("after-send");
@@ -383,7 +385,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         switch (result->outcome) {
         case IDP_OK:
                 if (take_new_token(b, r, result)) {
-                        dispatch(b, auth);
+                        refresh_queue_dispatch(b, auth);
                         return; /* continues in on_rotated_token_stored() */
                 }
                 outcome = r->outcome;
@@ -410,7 +412,7 @@ static void on_refresh_done(struct idp_result *result, void *userdata)
         }
         answer_waiters(b, a, r->scope_key, outcome);
         refresh_free(r);
-        dispatch(b, auth);
+        refresh_queue_dispatch(b, auth);
 }
 
 /* No new HTTPS request while the broker shuts down: the waiters are answered and r is freed. */
@@ -575,7 +577,7 @@ static void start_app_only(struct broker *b, struct account *a, const char *scop
         if (r)
                 r->authority = auth;
         else
-                slot_release(auth);
+                refresh_slot_release(auth);
         if (!r ||
             grant_app_only_scope(
                 scope_key,
@@ -620,9 +622,9 @@ static bool account_ready(const struct account *a)
 }
 
 /* Starts the refresh, holding a place among auth's refreshes in flight, which it gives back
- * (slot_release()) when it ends or cannot start. */
-static void refresh_begin(struct broker *b, struct account *a, const char *scope_key,
-                          struct refresh_authority *auth)
+ * (refresh_slot_release()) when it ends or cannot start. */
+void refresh_begin(struct broker *b, struct account *a, const char *scope_key,
+                   struct refresh_authority *auth)
 {
         struct store_job *job = NULL;
         struct refresh *r = NULL;
@@ -630,7 +632,7 @@ static void refresh_begin(struct broker *b, struct account *a, const char *scope
 
         /* Checked again: the account may have changed while it was queued. */
         if (!account_ready(a)) {
-                slot_release(auth);
+                refresh_slot_release(auth);
                 goto fail;
         }
         if (account_flow_is_app_only(a->meta.flow_kind)) {
@@ -642,7 +644,7 @@ static void refresh_begin(struct broker *b, struct account *a, const char *scope
         if (r)
                 r->authority = auth;
         else
-                slot_release(auth);
+                refresh_slot_release(auth);
         /* offline_access asks for the rotated refresh token the next refresh needs; a
          * standards-only server (explicit token_endpoint) rotates without it. */
         if (r && account_meta_is_generic_oauth(&a->meta))
@@ -674,256 +676,26 @@ fail:
         answer_waiters(b, a, scope_key, REFRESH_FAILED);
 }
 
-/* ---- refreshes per authority: a bounded number in flight, the rest queued ----
- *
- * Each authority (scheme://host:port of the token endpoint) has at most [broker]
- * refresh_concurrency_per_authority refreshes in flight, from the refresh token read to the
- * token endpoint's answer; the others wait in a heap ordered by deadline, earliest first: a
- * refresh a request waits on is due at that request's arrival, a refresh ahead of expiry at the
- * cached token's expiry. So after a restart, or when thousands of tokens come due together, the
- * token endpoint sees a bounded number of requests and the account whose token runs out first
- * goes first: no account starves behind later ones. */
-
-/* Deadline of a refresh nothing waits on and that no cached token needs (keep-alive). */
-#define KEEPALIVE_DEADLINE_SEC 86400
-
-struct refresh_authority {
-        char *origin; /* the table's key */
-        unsigned in_flight;
-        bool dispatching;
-        struct account **heap; /* queued accounts; heap[0] has the earliest deadline */
-        size_t n, capacity;
-};
-
-struct refresh_authorities {
-        struct hashmap *by_origin;
-        uint64_t next_seq;
-};
-
-void refresh_authorities_free(struct refresh_authorities *all)
-{
-        struct hashmap_iter it = {0};
-        void *v;
-
-        if (!all)
-                return;
-        while (hashmap_next(all->by_origin, &it, &v)) {
-                struct refresh_authority *auth = v;
-
-                free(auth->heap);
-                free(auth->origin);
-                free(auth);
-        }
-        hashmap_free(all->by_origin);
-        free(all);
-}
-
-static struct refresh_authority *slot_take_back(struct refresh *r)
-{
-        return TAKE_PTR(r->authority);
-}
-
-static void slot_release(struct refresh_authority *auth)
-{
-        if (auth && auth->in_flight > 0)
-                auth->in_flight--;
-}
-
-/* The authority of a token endpoint, created when missing; NULL when out of memory. */
-static struct refresh_authority *authority_of(struct broker *b, const char *endpoint)
-{
-        struct refresh_authorities *all = b->accounts->authorities;
-        const char *host = strstr(endpoint, "://"), *end;
-        _cleanup_free_ char *origin = NULL;
-        struct refresh_authority *auth;
-
-        end = host ? strchr(host + 3, '/') : NULL;
-        origin = end ? strndup(endpoint, (size_t)(end - endpoint)) : strdup(endpoint);
-        if (!origin)
-                return NULL;
-        if (!all) {
-                all = calloc(1, sizeof(*all));
-                if (!all || hashmap_new(&all->by_origin) < 0) {
-                        free(all);
-                        return NULL;
-                }
-                b->accounts->authorities = all;
-        }
-        auth = hashmap_get(all->by_origin, origin);
-        if (auth)
-                return auth;
-        auth = calloc(1, sizeof(*auth));
-        if (!auth)
-                return NULL;
-        auth->origin = TAKE_PTR(origin);
-        if (hashmap_put(all->by_origin, auth->origin, auth) < 0) {
-                free(auth->origin);
-                free(auth);
-                return NULL;
-        }
-        return auth;
-}
-
-static bool due_before(const struct account *x, const struct account *y)
-{
-        if (x->queue_deadline_usec != y->queue_deadline_usec)
-                return x->queue_deadline_usec < y->queue_deadline_usec;
-        return x->queue_seq < y->queue_seq;
-}
-
-static void heap_set(struct refresh_authority *auth, size_t i, struct account *a)
-{
-        auth->heap[i] = a;
-        a->queue_index = i;
-}
-
-static void sift_up(struct refresh_authority *auth, size_t i)
-{
-        struct account *a = auth->heap[i];
-
-        while (i > 0 && due_before(a, auth->heap[(i - 1) / 2])) {
-                heap_set(auth, i, auth->heap[(i - 1) / 2]);
-                i = (i - 1) / 2;
-        }
-        heap_set(auth, i, a);
-}
-
-static void sift_down(struct refresh_authority *auth, size_t i)
-{
-        struct account *a = auth->heap[i];
-
-        for (;;) {
-                size_t child = 2 * i + 1;
-
-                if (child >= auth->n)
-                        break;
-                if (child + 1 < auth->n && due_before(auth->heap[child + 1], auth->heap[child]))
-                        child++;
-                if (!due_before(auth->heap[child], a))
-                        break;
-                heap_set(auth, i, auth->heap[child]);
-                i = child;
-        }
-        heap_set(auth, i, a);
-}
-
-static struct account *heap_pop(struct refresh_authority *auth)
-{
-        struct account *first = auth->heap[0];
-
-        auth->n--;
-        if (auth->n > 0) {
-                heap_set(auth, 0, auth->heap[auth->n]);
-                sift_down(auth, 0);
-        }
-        return first;
-}
-
-/* When the refresh of a for scope_key is due: see above. */
-static uint64_t refresh_deadline(struct broker *b, const struct account *a, const char *scope_key)
-{
-        const struct cached_token *t;
-
-        if (a->waiters)
-                return a->waiters->since_usec;
-        t = token_cache_get(&b->cache, a->name, scope_key);
-        if (t)
-                return t->expires_usec;
-        return now_boottime_usec() + KEEPALIVE_DEADLINE_SEC * USEC_PER_SEC;
-}
-
-/* Queues a's refresh (ACCOUNT_REFRESH_QUEUED). */
-static int enqueue(struct broker *b, struct refresh_authority *auth, struct account *a,
-                   const char *scope_key)
-{
-        if (auth->n == auth->capacity) {
-                size_t capacity = auth->capacity ? auth->capacity * 2 : 16;
-                struct account **heap = reallocarray(auth->heap, capacity, sizeof(*heap));
-
-                if (!heap)
-                        return -ENOMEM;
-                auth->heap = heap;
-                auth->capacity = capacity;
-        }
-        free(a->queued_scope_key);
-        a->queued_scope_key = strdup(scope_key);
-        if (!a->queued_scope_key)
-                return -ENOMEM;
-        a->queue_deadline_usec = refresh_deadline(b, a, scope_key);
-        a->queue_seq = ++b->accounts->authorities->next_seq;
-        auth->heap[auth->n] = a;
-        sift_up(auth, auth->n++);
-        account_refresh_to(a, ACCOUNT_REFRESH_QUEUED);
-        return 0;
-}
-
-/* Starts queued refreshes, earliest deadline first, while auth has room for them. A refresh that
- * cannot start gives its place back at once, and the loop goes on to the next. */
-static void dispatch(struct broker *b, struct refresh_authority *auth)
-{
-        uint32_t limit = b->config->refresh_concurrency_per_authority;
-
-        if (!auth || auth->dispatching || b->stopping)
-                return; /* the loop below, further up the stack, takes what was queued */
-        auth->dispatching = true;
-        while (auth->n > 0 && (limit == 0 || auth->in_flight < limit)) {
-                struct account *a = heap_pop(auth);
-                _cleanup_free_ char *scope_key = TAKE_PTR(a->queued_scope_key);
-
-                account_refresh_to(a, ACCOUNT_REFRESH_IDLE);
-                auth->in_flight++;
-                refresh_begin(b, a, scope_key, auth);
-        }
-        auth->dispatching = false;
-}
-
-/* A queued account a request now waits on is due now: it moves up the queue. */
-static void hurry(struct broker *b, struct account *a)
-{
-        struct refresh_authority *auth = authority_of(b, a->token_endpoint);
-        uint64_t deadline = refresh_deadline(b, a, a->queued_scope_key);
-
-        if (!auth || a->queue_index >= auth->n || auth->heap[a->queue_index] != a ||
-            deadline >= a->queue_deadline_usec)
-                return;
-        a->queue_deadline_usec = deadline;
-        sift_up(auth, a->queue_index);
-}
-
 void refresh_start(struct broker *b, struct account *a, const char *scope_key)
 {
         struct refresh_authority *auth;
 
         if (a->refresh == ACCOUNT_REFRESH_QUEUED) {
-                hurry(b, a);
+                refresh_queue_hurry(b, a);
                 return;
         }
         if (account_busy(a))
                 return; /* its completion answers the waiters */
         if (!account_ready(a))
                 goto fail;
-        auth = authority_of(b, a->token_endpoint);
-        if (!auth || enqueue(b, auth, a, scope_key) < 0) {
+        auth = refresh_authority_of(b, a->token_endpoint);
+        if (!auth || refresh_queue_add(b, auth, a, scope_key) < 0) {
                 transient_failure(b->audit, a, scope_key, 0, "out of memory");
                 goto fail;
         }
-        dispatch(b, auth);
+        refresh_queue_dispatch(b, auth);
         return;
 fail:
         /* Nothing will complete for the waiters: answer them now. */
         answer_waiters(b, a, scope_key, REFRESH_FAILED);
-}
-
-unsigned refresh_in_flight(struct broker *b, const char *token_endpoint)
-{
-        struct refresh_authority *auth = b->accounts ? authority_of(b, token_endpoint) : NULL;
-
-        return auth ? auth->in_flight : 0;
-}
-
-size_t refresh_queued(struct broker *b, const char *token_endpoint)
-{
-        struct refresh_authority *auth = b->accounts ? authority_of(b, token_endpoint) : NULL;
-
-        return auth ? auth->n : 0;
 }
