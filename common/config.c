@@ -274,6 +274,36 @@ static int set_pkcs11(struct config *c, const char *key, char *value)
         return -ENOENT;
 }
 
+/* [broker] keys of the audit log: its checkpoints and readers; -ENOENT for any other key. */
+static int set_audit(struct config *c, const char *key, const char *value)
+{
+        if (strcmp(key, "audit_checkpoint_interval") == 0)
+                return parse_u32(value, &c->audit_checkpoint_sec) < 0 ||
+                               c->audit_checkpoint_sec < 1 || c->audit_checkpoint_sec > 86400
+                           ? -EINVAL
+                           : 0;
+        if (strcmp(key, "audit_checkpoint_records") == 0)
+                return parse_u32(value, &c->audit_checkpoint_records) < 0 ||
+                               c->audit_checkpoint_records < 1 ||
+                               c->audit_checkpoint_records > 100000
+                           ? -EINVAL
+                           : 0;
+        if (strcmp(key, "audit_group") == 0)
+                return *value && strlen(value) <= 64 && !value[strcspn(value, " \t:/,")]
+                           ? set_string(&c->audit_group, value)
+                           : -EINVAL;
+        if (strcmp(key, "audit_journal") == 0) {
+                if (strcmp(value, "yes") == 0)
+                        c->audit_journal = true;
+                else if (strcmp(value, "no") == 0)
+                        c->audit_journal = false;
+                else
+                        return -EINVAL;
+                return 0;
+        }
+        return -ENOENT;
+}
+
 static int config_set(struct config *c, const char *section, const char *key, char *value)
 {
         static const struct {
@@ -313,30 +343,10 @@ static int config_set(struct config *c, const char *section, const char *key, ch
                 return parse_u32(value, &c->warn_days) < 0 || c->warn_days > CONFIG_WARN_DAYS_MAX
                            ? -EINVAL
                            : 0;
-        /* The audit log's checkpoints and readers, in a block of their own. */
-        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_checkpoint_interval") == 0)
-                return parse_u32(value, &c->audit_checkpoint_sec) < 0 ||
-                               c->audit_checkpoint_sec < 1 || c->audit_checkpoint_sec > 86400
-                           ? -EINVAL
-                           : 0;
-        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_checkpoint_records") == 0)
-                return parse_u32(value, &c->audit_checkpoint_records) < 0 ||
-                               c->audit_checkpoint_records < 1 ||
-                               c->audit_checkpoint_records > 100000
-                           ? -EINVAL
-                           : 0;
-        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_group") == 0)
-                return *value && strlen(value) <= 64 && !value[strcspn(value, " \t:/,")]
-                           ? set_string(&c->audit_group, value)
-                           : -EINVAL;
-        if (strcmp(section, "broker") == 0 && strcmp(key, "audit_journal") == 0) {
-                if (strcmp(value, "yes") == 0)
-                        c->audit_journal = true;
-                else if (strcmp(value, "no") == 0)
-                        c->audit_journal = false;
-                else
-                        return -EINVAL;
-                return 0;
+        if (strcmp(section, "broker") == 0) {
+                int r = set_audit(c, key, value);
+                if (r != -ENOENT)
+                        return r;
         }
         if (strcmp(section, "mail") == 0)
                 return set_mail(&c->mail, key, value);
