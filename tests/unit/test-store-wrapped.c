@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -768,6 +769,68 @@ static void test_recreate(struct store *s)
         free(old);
 }
 
+/* Two processes (the CLI and the broker) writing the same account: each write holds the
+ * account's lock from loading the state to its counter, so neither removes the other's temporary
+ * file nor writes a successor of a state the other has already replaced. Each child makes its own
+ * store (its own session), as two programs would. */
+#define RACE_WRITES 20
+
+static int race_child(unsigned id)
+{
+        struct store *s = NULL;
+        unsigned failed = 0;
+        char text[64];
+
+        if (open_wrapped(&s) < 0)
+                return 100;
+        for (unsigned i = 0; i < RACE_WRITES; i++) {
+                _cleanup_secret_ struct secret *rt = NULL;
+                uint64_t g;
+
+                snprintf(text, sizeof(text), "refresh-token-%u-%u", id, i);
+                rt = secret_of(text);
+                if (store_write_refresh_token(s, "race", rt, &g) < 0)
+                        failed++;
+        }
+        store_close(s);
+        return (int)failed;
+}
+
+static void test_two_writers(void)
+{
+        _cleanup_secret_ struct secret *back = NULL;
+        struct store *s = NULL;
+        pid_t pids[2];
+        int failed = 0;
+        uint64_t g = 0;
+        char lock[PATH_MAX];
+        struct stat st;
+
+        for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
+                pids[i] = fork();
+                if (pids[i] < 0)
+                        test_die("fork");
+                if (pids[i] == 0)
+                        _exit(race_child(i));
+        }
+        for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
+                int status;
+
+                if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status))
+                        test_die("waitpid");
+                failed += WEXITSTATUS(status);
+        }
+        is_int(failed, 0, "two processes writing one account: every write succeeds");
+        is_int(open_wrapped(&s), 0, "open the store again");
+        is_int(store_read_refresh_token(s, "race", &back, &g), 0,
+               "the account reads back after the race");
+        is_int(g, 2 * RACE_WRITES, "no write was lost: one generation per write");
+        if ((size_t)snprintf(lock, sizeof(lock), "%s/.race.lock", store_dir) >= sizeof(lock))
+                test_die("path too long");
+        ok(stat(lock, &st) == 0 && (st.st_mode & 0777) == 0600, "the lock file, mode 0600");
+        store_close(s);
+}
+
 int main(void)
 {
         struct store *s = NULL;
@@ -795,6 +858,7 @@ int main(void)
         test_root_owner();
         test_recreate(s);
         store_close(s);
+        test_two_writers();
         test_token_cleanup(&softhsm);
         return done_testing();
 }
