@@ -1,0 +1,239 @@
+'use strict';
+// credbroker store migrate (issue 14 item 2): every account (metadata, the newest refresh token at
+// its own generation, the client secret) moves from one credential-store backend to the other
+// and back, tokens are issued after each move with the next generation; a run killed at each
+// fault point of the migration (common/fault.h) or at random moments is finished by running it
+// again, and no account is ever lost or left in both backends once a run completes. The broker
+// must not run meanwhile: the command refuses while the admin socket answers.
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const { setup, spawnTracked, waitExit, CREDBROKER, TENANT, USER, MAIL_SEND } = require('./harness');
+
+const APP_SECRET_ID = '22222222-2222-4222-8222-222222222222';
+const APP_CERT_ID = '33333333-3333-4333-8333-333333333333';
+const SECRET = `SECRET-CANARY-${crypto.randomBytes(12).toString('hex')}`;
+const GRAPH_DEFAULT = 'https://graph.microsoft.com/.default';
+const SECOND_RT = `RT-CANARY-2-${crypto.randomBytes(12).toString('hex')}`;
+
+// Every flow kind: device/refresh token (two imported accounts), client secret, certificate.
+const ACCOUNTS = {
+  alerts: { meta: true, rt: true, secret: false },
+  second: { meta: true, rt: true, secret: false },
+  appsecret: { meta: true, rt: false, secret: true },
+  appcert: { meta: true, rt: false, secret: false },
+};
+const KIND = { meta: 1 << 1, rt: 1 << 2, secret: 1 << 3 };
+
+let h;
+before(async () => {
+  h = await setup({
+    profiles: Object.fromEntries(Object.keys(ACCOUNTS).map((a) => [a, { account: a, scopes: [MAIL_SEND], rules: ['peer required uid root'] }])),
+  });
+  h.opts.config = { pkcs11: { wrapped_dir: h.p('store') } };
+  h.writeConfig();
+  await h.registerRefreshToken(SECOND_RT);
+  await h.importAccount('second', SECOND_RT);
+  await h.emulatorAdmin('POST', '/admin/apps', {
+    client_id: APP_SECRET_ID, tenant: TENANT, public_client: false, secrets: [{ value: SECRET, expires_in: 86400 * 365 }],
+  });
+  let r = await h.adminRequest({
+    op: 'account.add', account: 'appsecret', flow: 'client-secret', tenant: TENANT, client_id: APP_SECRET_ID,
+    client_secret: SECRET, mailbox: USER,
+  });
+  assert.equal(r.ok, true, JSON.stringify(r));
+  const kg = await h.cli(['account', 'keygen', 'appcert', '--config', h.conf]);
+  assert.equal(kg.code, 0, kg.stderr);
+  const pem = kg.stdout.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/)[0];
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: APP_CERT_ID, tenant: TENANT, public_client: false, certificates: [pem] });
+  r = await h.adminRequest({
+    op: 'account.add', account: 'appcert', flow: 'client-certificate', tenant: TENANT, client_id: APP_CERT_ID,
+    scopes: [GRAPH_DEFAULT], mailbox: USER,
+  });
+  assert.equal(r.ok, true, JSON.stringify(r));
+});
+after(async () => {
+  if (h) await h.teardown();
+});
+
+// What each backend holds of every account: objects from the token's data-object labels,
+// wrapped from the sealed files' headers (a temporary file is a write not yet renamed).
+async function holdings() {
+  const labels = await h.dataObjectLabels();
+  const out = {};
+  for (const a of Object.keys(ACCOUNTS)) {
+    const gens = labels.filter((l) => l.startsWith(`${a}/refresh_token/`)).map((l) => Number(l.split('/')[2]));
+    const objects = {
+      meta: labels.includes(`${a}/meta`),
+      secret: labels.includes(`${a}/client_secret`),
+      rt: gens.length ? Math.max(...gens) : 0,
+    };
+    const f = h.sealedFile(a);
+    const kinds = f ? Number(f.kinds) : 0;
+    const wrapped = {
+      meta: (kinds & KIND.meta) !== 0,
+      secret: (kinds & KIND.secret) !== 0,
+      rt: kinds & KIND.rt ? Number(f.refresh_token_generation) : 0,
+    };
+    out[a] = { objects, wrapped };
+  }
+  return out;
+}
+
+const any = (x) => x.meta || x.secret || x.rt > 0;
+
+// Nothing lost: each part an account had is held by one backend or the other, the refresh token
+// at its generation (or newer).
+function assertNothingLost(held, generations, when) {
+  for (const [a, want] of Object.entries(ACCOUNTS)) {
+    const { objects, wrapped } = held[a];
+    const msg = `${a} ${when}: ${JSON.stringify(held[a])}`;
+    if (want.meta) assert.ok(objects.meta || wrapped.meta, `metadata kept, ${msg}`);
+    if (want.secret) assert.ok(objects.secret || wrapped.secret, `client secret kept, ${msg}`);
+    if (want.rt) assert.ok(Math.max(objects.rt, wrapped.rt) >= generations[a], `refresh token generation ${generations[a]} kept, ${msg}`);
+  }
+}
+
+// After a completed run: every account wholly in `to`, nothing of it left in the other backend.
+function assertAllIn(held, to, generations) {
+  const from = to === 'wrapped' ? 'objects' : 'wrapped';
+  for (const [a, want] of Object.entries(ACCOUNTS)) {
+    const msg = `${a}: ${JSON.stringify(held[a])}`;
+    assert.equal(any(held[a][from]), false, `nothing of ${a} left in ${from}, ${msg}`);
+    assert.equal(held[a][to].meta, want.meta, `metadata in ${to}, ${msg}`);
+    assert.equal(held[a][to].secret, want.secret, `client secret in ${to}, ${msg}`);
+    assert.equal(held[a][to].rt, want.rt ? generations[a] : 0, `refresh token generation in ${to}, ${msg}`);
+  }
+}
+
+function migrate(to, env = {}) {
+  return h.cli(['store', 'migrate', '--to', to, '--config', h.conf], { env });
+}
+
+function useBackend(store) {
+  h.store = store;
+  h.writeConfig();
+}
+
+// Starts the broker on the configured backend, gets a token for every account (a refresh for
+// each: the cache is empty after a start), checks the refresh-token generation went g -> g+1,
+// and stops the broker.
+async function tokensWork(generations, store) {
+  await h.startBroker();
+  for (const a of Object.keys(ACCOUNTS)) {
+    const reply = await h.rawRequest({ v: 1, op: 'token', profile: a }, 20000);
+    assert.equal(reply.ok, true, `${a} on ${store}: ${JSON.stringify(reply)}`);
+  }
+  await h.stopBroker();
+  const held = await holdings();
+  for (const [a, want] of Object.entries(ACCOUNTS)) {
+    if (!want.rt) continue;
+    assert.equal(held[a][store].rt, generations[a] + 1, `${a}: the rotation after the move wrote generation ${generations[a] + 1}`);
+    generations[a] += 1;
+  }
+}
+
+const generations = { alerts: 0, second: 0 };
+
+test('objects -> wrapped -> objects: every account moves whole, tokens issued after each move at the next generation', { timeout: 120000 }, async () => {
+  // A first token for each, on the object store: the refresh-token accounts rotate to 2.
+  for (const a of Object.keys(ACCOUNTS)) {
+    const reply = await h.rawRequest({ v: 1, op: 'token', profile: a }, 20000);
+    assert.equal(reply.ok, true, `${a}: ${JSON.stringify(reply)}`);
+  }
+  let held = await holdings();
+  generations.alerts = held.alerts.objects.rt;
+  generations.second = held.second.objects.rt;
+  assert.equal(generations.alerts, 2);
+
+  // Refused while the broker answers on its admin socket; nothing moved.
+  const refused = await migrate('wrapped');
+  assert.equal(refused.code, 75, refused.stdout + refused.stderr);
+  assert.match(refused.stderr, /stop credbrokerd/);
+  held = await holdings();
+  assertAllIn(held, 'objects', generations);
+  await h.stopBroker();
+
+  const r = await migrate('wrapped');
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^alerts: moved to wrapped: metadata, refresh token generation 2$/m);
+  assert.match(r.stdout, /^appsecret: moved to wrapped: metadata, client secret$/m);
+  assert.match(r.stdout, /^Moved 4 accounts from objects to wrapped\.$/m);
+  assert.match(r.stdout, /set "store = wrapped" in the \[pkcs11\] section of /);
+  assertAllIn(await holdings(), 'wrapped', generations);
+  // The assertion key and certificate stay in the token.
+  const kg = await h.cli(['account', 'show', 'appcert', '--config', h.conf]);
+  assert.match(kg.stdout, /Thumbprint/, kg.stdout);
+  // A second run finds nothing left to move.
+  const again = await migrate('wrapped');
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /^Moved 0 accounts from objects to wrapped\.$/m);
+
+  useBackend('wrapped');
+  await tokensWork(generations, 'wrapped');
+
+  const back = await migrate('objects');
+  assert.equal(back.code, 0, back.stdout + back.stderr);
+  assert.match(back.stdout, /already says "store = wrapped"|set "store = objects"/);
+  assertAllIn(await holdings(), 'objects', generations);
+  useBackend('objects');
+  await tokensWork(generations, 'objects');
+});
+
+const POINTS = ['migrate-after-export', 'migrate-after-import', 'migrate-after-verify',
+  'migrate-drop-midway', 'migrate-after-drop'];
+
+for (const point of POINTS) {
+  test(`SIGKILL at ${point}, both directions: nothing lost, a rerun finishes, tokens issued`, { timeout: 120000 }, async () => {
+    for (const to of ['wrapped', 'objects']) {
+      const killed = await migrate(to, { CREDBROKER_FAULT: point });
+      assert.equal(killed.signal, 'SIGKILL', `${to}: killed at ${point}: ${killed.stdout}${killed.stderr}`);
+      assertNothingLost(await holdings(), generations, `after a kill at ${point} towards ${to}`);
+      // The broker may start now (the guard died with the command) but the migration is not done.
+      const rerun = await migrate(to);
+      assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
+      assertAllIn(await holdings(), to, generations);
+      useBackend(to);
+      await tokensWork(generations, to);
+    }
+  });
+}
+
+test('random kill -9 during migrations: every account survives each kill; reruns finish', { timeout: 170000 }, async () => {
+  let kills = 0;
+  let span = 60; // ms: the next kill lands within the length of the last complete run
+  for (let round = 0; round < 8; round++) {
+    const to = round % 2 === 0 ? 'wrapped' : 'objects';
+    for (let attempt = 0; ; attempt++) {
+      const started = Date.now();
+      const proc = spawnTracked(CREDBROKER, ['store', 'migrate', '--to', to, '-v', '--config', h.conf],
+        { env: h.env(), stdio: ['ignore', 'ignore', 'pipe'] });
+      // Killed only once the command has logged in: a kill inside C_Login can empty SoftHSM2's
+      // token.object, for any program (docs/softhsm-torn-writes.md), not a migration's doing.
+      const delay = attempt < 3 ? Math.floor(Math.random() * span) : null;
+      let stderr = '';
+      let timer = null;
+      proc.stderr.on('data', (d) => {
+        stderr += d;
+        if (delay !== null && !timer && /accounts? in the \w+ store to look at/.test(stderr)) {
+          timer = setTimeout(() => proc.kill('SIGKILL'), delay);
+        }
+      });
+      const exit = await waitExit(proc);
+      if (timer) clearTimeout(timer);
+      if (exit.signal === 'SIGKILL') {
+        kills++;
+        assertNothingLost(await holdings(), generations, `after a random kill (${delay} ms) towards ${to}`);
+        continue;
+      }
+      assert.equal(exit.code, 0, stderr);
+      span = Math.max(5, Date.now() - started - 30);
+      break;
+    }
+    assertAllIn(await holdings(), to, generations);
+  }
+  useBackend('objects');
+  await tokensWork(generations, 'objects');
+  assert.ok(kills >= 3, `runs were killed (${kills})`);
+});
