@@ -775,14 +775,18 @@ static void test_recreate(struct store *s)
  * store (its own session), as two programs would. */
 #define RACE_WRITES 20
 
-static int race_child(unsigned id)
+static int race_child(unsigned id, int ready, int go)
 {
         struct store *s = NULL;
         unsigned failed = 0;
-        char text[64];
+        char text[64], byte = 0;
 
+        /* Logged in before the other starts: SoftHSM2 rewrites token.object on C_Login, and a
+         * process reading it meanwhile finds no token (docs/softhsm-torn-writes.md). */
         if (open_wrapped(&s) < 0)
                 return 100;
+        if (write(ready, "x", 1) != 1 || read(go, &byte, 1) < 0)
+                return 101;
         for (unsigned i = 0; i < RACE_WRITES; i++) {
                 _cleanup_secret_ struct secret *rt = NULL;
                 uint64_t g;
@@ -801,18 +805,28 @@ static void test_two_writers(void)
         _cleanup_secret_ struct secret *back = NULL;
         struct store *s = NULL;
         pid_t pids[2];
-        int failed = 0;
+        int failed = 0, ready[2], go[2];
         uint64_t g = 0;
-        char lock[PATH_MAX];
+        char lock[PATH_MAX], byte;
         struct stat st;
 
+        if (pipe(ready) < 0 || pipe(go) < 0)
+                test_die("pipe");
         for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
                 pids[i] = fork();
                 if (pids[i] < 0)
                         test_die("fork");
-                if (pids[i] == 0)
-                        _exit(race_child(i));
+                if (pids[i] == 0) {
+                        close(go[1]);
+                        _exit(race_child(i, ready[1], go[0]));
+                }
+                if (read(ready[0], &byte, 1) != 1)
+                        test_die("a writer did not start");
         }
+        close(go[1]); /* both go at once */
+        close(go[0]);
+        close(ready[0]);
+        close(ready[1]);
         for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
                 int status;
 
