@@ -149,7 +149,7 @@ static int objects_put_refresh_token(struct store *s, const char *account,
         if (r < 0) {
                 (void)p11_destroy_object(s, handle, label);
                 p11_generation_hints_forget(s, account);
-                return log_error_errno(r, "Account %s: refresh token \"%s\" does not read back.",
+                return log_error_errno(r, "Account %s: refresh token \"%s\" does not read back",
                                        account, label);
         }
         return 0;
@@ -244,7 +244,7 @@ int store_verify_account(struct store *s, const char *account,
                 what = "its refresh token";
         store_account_copy_clear(&back);
         if (what)
-                return log_error_errno(-ESTALE, "Account %s: %s did not read back as written.",
+                return log_error_errno(-ESTALE, "Account %s: %s did not read back as written",
                                        account, what);
         return 0;
 }

@@ -125,6 +125,10 @@ async function tokensWork(generations, store) {
     const reply = await h.rawRequest({ v: 1, op: 'token', profile: a }, 20000);
     assert.equal(reply.ok, true, `${a} on ${store}: ${JSON.stringify(reply)}`);
   }
+  // account list through the broker: each account's store, from account.show.
+  const list = await h.cli(['account', 'list', '--json', '--config', h.conf]);
+  assert.equal(list.code, 0, list.stderr);
+  for (const row of JSON.parse(list.stdout)) assert.equal(row.backend, store, JSON.stringify(row));
   await h.stopBroker();
   const held = await holdings();
   for (const [a, want] of Object.entries(ACCOUNTS)) {
@@ -162,6 +166,14 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assert.match(r.stdout, /^Moved 4 accounts from objects to wrapped\.$/m);
   assert.match(r.stdout, /set "store = wrapped" in the \[pkcs11\] section of /);
   assertAllIn(await holdings(), 'wrapped', generations);
+  // The configuration still says objects: account list shows each account it still finds in the
+  // token (a key, a certificate, the refresh marker) as held by wrapped, and points out the one
+  // it no longer lists at all (appsecret: nothing of it is left in the token).
+  const listed = await h.cli(['account', 'list', '--config', h.conf]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, /^Store: wrapped$/m, listed.stdout);
+  assert.doesNotMatch(listed.stdout, /^appsecret /m, listed.stdout);
+  assert.match(listed.stderr, /1 more account is held by the wrapped store \(.*\), which the configuration does not use: finish with "credbroker store migrate --to wrapped" and set "store = wrapped" in \[pkcs11\]/, listed.stderr);
   // The assertion key and certificate stay in the token.
   const kg = await h.cli(['account', 'show', 'appcert', '--config', h.conf]);
   assert.match(kg.stdout, /Thumbprint/, kg.stdout);
@@ -181,6 +193,33 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   await tokensWork(generations, 'objects');
 });
 
+// What account show / list say after a kill at point (the first account, alerts, was being
+// moved; the configuration still names the other backend): both backends after the destination
+// was written and until the source is emptied.
+async function assertShownStores(point, to) {
+  const from = to === 'wrapped' ? 'objects' : 'wrapped';
+  // The wrapped store's drop takes the file first, then the token's counters: midway, the
+  // account is no longer held there.
+  const both = ['migrate-after-import', 'migrate-after-verify'].includes(point) ||
+    (point === 'migrate-drop-midway' && to === 'wrapped');
+  const show = await h.cli(['account', 'show', 'alerts', '--config', h.conf]);
+  const json = await h.cli(['account', 'show', 'alerts', '--json', '--config', h.conf]);
+  const list = await h.cli(['account', 'list', '--config', h.conf]);
+  assert.equal(show.code, 0, show.stderr);
+  const backend = both ? 'both' : point.startsWith('migrate-drop') || point === 'migrate-after-drop' ? to : from;
+  assert.equal(JSON.parse(json.stdout).backend, backend, `${point} -> ${to}: ${json.stdout}`);
+  if (both) {
+    assert.match(show.stdout, /^Store: +BOTH objects and wrapped: a "credbroker store migrate" was interrupted; stop credbrokerd and run it again with the same --to$/m, show.stdout);
+    assert.match(list.stdout, new RegExp(`^Store: BOTH objects and wrapped \\(a "credbroker store migrate" was interrupted; stop credbrokerd and run it again with the same --to\\): alerts$`, 'm'), list.stdout);
+    assert.match(list.stdout, new RegExp(`^Store: ${from}: appcert, appsecret, second$`, 'm'), list.stdout);
+    assert.match(list.stderr, /1 account is in BOTH credential stores/, list.stderr);
+  } else {
+    assert.match(show.stdout, new RegExp(`^Store: +${backend}$`, 'm'), show.stdout);
+    assert.match(list.stdout, new RegExp(`^Store: ${backend === from ? from : `${to}: alerts`}$`, 'm'), list.stdout);
+    assert.doesNotMatch(list.stderr, /BOTH/);
+  }
+}
+
 const POINTS = ['migrate-after-export', 'migrate-after-import', 'migrate-after-verify',
   'migrate-drop-midway', 'migrate-after-drop'];
 
@@ -190,6 +229,7 @@ for (const point of POINTS) {
       const killed = await migrate(to, { CREDBROKER_FAULT: point });
       assert.equal(killed.signal, 'SIGKILL', `${to}: killed at ${point}: ${killed.stdout}${killed.stderr}`);
       assertNothingLost(await holdings(), generations, `after a kill at ${point} towards ${to}`);
+      await assertShownStores(point, to);
       // The broker may start now (the guard died with the command) but the migration is not done.
       const rerun = await migrate(to);
       assert.equal(rerun.code, 0, rerun.stdout + rerun.stderr);
