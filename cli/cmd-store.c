@@ -7,6 +7,7 @@
  * broker started meanwhile refuses to start (docs/credbroker.conf.md, "Moving between
  * backends"). */
 #include <errno.h>
+#include <signal.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -108,6 +109,21 @@ static void guard_release(struct guard *g)
         if (g->fd >= 0)
                 close(g->fd);
         *g = (struct guard){.fd = -1};
+}
+
+/* Test builds: CREDBROKER_FAULT=migrate-pause-after-guard stops the command (SIGSTOP) once it
+ * holds the admin socket, before it touches the token, so that a test can try to start a broker
+ * meanwhile (tests/integration/store-migrate.test.js). */
+static void pause_point(const char *name)
+{
+#if ENABLE_FAULT_POINTS
+        const char *want = secure_getenv("CREDBROKER_FAULT");
+
+        if (want && strcmp(want, name) == 0)
+                raise(SIGSTOP);
+#else
+        (void)name;
+#endif
 }
 
 /* ---- moving ---- */
@@ -294,6 +310,8 @@ static int cmd_store_migrate(int argc, char **argv)
         if (config_load(config_path, true, &c) < 0)
                 return EXIT_CONFIG;
         r = guard_take(admin_socket_path(a.admin_socket, a.config_option), &g);
+        if (r == 0)
+                pause_point("migrate-pause-after-guard");
         if (r == 0 && (open_backend(c, !target, &from) < 0 || open_backend(c, target, &to) < 0))
                 r = EXIT_CONFIG;
         if (r == 0)

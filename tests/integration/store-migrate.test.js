@@ -9,7 +9,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const { setup, spawnTracked, waitExit, CREDBROKER, TENANT, USER, MAIL_SEND } = require('./harness');
+const { setup, spawnTracked, waitExit, waitFor, CREDBROKER, TENANT, USER, MAIL_SEND } = require('./harness');
 
 const APP_SECRET_ID = '22222222-2222-4222-8222-222222222222';
 const APP_CERT_ID = '33333333-3333-4333-8333-333333333333';
@@ -239,6 +239,39 @@ for (const point of POINTS) {
     }
   });
 }
+
+// The state letter of /proc/PID/stat ('T': stopped).
+function procState(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+  } catch (_) {
+    return null;
+  }
+}
+
+test('a broker started while a migration runs refuses to start (the command holds the admin socket)', { timeout: 60000 }, async () => {
+  const to = h.store === 'objects' ? 'wrapped' : 'objects';
+  // Stopped by itself once it holds the socket, before it touches the token.
+  const proc = spawnTracked(CREDBROKER, ['store', 'migrate', '--to', to, '--config', h.conf],
+    { env: h.env({ CREDBROKER_FAULT: 'migrate-pause-after-guard' }), stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => { out += d; });
+  await waitFor('the migration to hold the admin socket', () => procState(proc.pid) === 'T');
+  try {
+    await assert.rejects(h.startBroker({ timeoutMs: 10000 }), /exited .*Another process \(pid \d+ credbroker.*is listening on/s);
+    const second = await migrate(to);
+    assert.equal(second.code, 75, 'a second migration is refused as well');
+  } finally {
+    proc.kill('SIGCONT');
+  }
+  const exit = await waitExit(proc);
+  assert.equal(exit.code, 0, out);
+  assert.ok(!fs.existsSync(h.adminSocket), 'the admin socket is removed afterwards');
+  assertAllIn(await holdings(), to, generations);
+  useBackend(to);
+  await tokensWork(generations, to);
+});
 
 test('random kill -9 during migrations: every account survives each kill; reruns finish', { timeout: 170000 }, async () => {
   let kills = 0;
