@@ -51,6 +51,11 @@ static const char *backend_name(enum store_backend b)
         return b == STORE_BACKEND_WRAPPED ? "wrapped" : "objects";
 }
 
+static enum store_backend other_backend(enum store_backend b)
+{
+        return b == STORE_BACKEND_WRAPPED ? STORE_BACKEND_OBJECTS : STORE_BACKEND_WRAPPED;
+}
+
 /* ---- the broker must not run: its admin socket, answered or held ---- */
 
 struct guard {
@@ -195,12 +200,12 @@ static int migrate_all(struct store *from, struct store *to, enum store_backend 
         r = store_list_all_accounts(from, &names, &n);
         if (r < 0) {
                 fprintf(stderr, "credbroker: cannot list the accounts of the %s store: %s\n",
-                        backend_name(!target), strerror(-r));
+                        backend_name(other_backend(target)), strerror(-r));
                 return EXIT_CONFIG;
         }
         if (verbose)
                 fprintf(stderr, "credbroker: %zu account%s in the %s store to look at\n", n,
-                        n == 1 ? "" : "s", backend_name(!target));
+                        n == 1 ? "" : "s", backend_name(other_backend(target)));
         for (size_t i = 0; i < n; i++) {
                 r = migrate_one(from, to, names[i], backend_name(target));
                 if (r > 0)
@@ -208,7 +213,7 @@ static int migrate_all(struct store *from, struct store *to, enum store_backend 
                 if (r < 0) {
                         (*ret_failed)++;
                         fprintf(stderr, "credbroker: %s: not moved (%s); it stays in %s\n",
-                                names[i], strerror(-r), backend_name(!target));
+                                names[i], strerror(-r), backend_name(other_backend(target)));
                 }
         }
         store_names_free(names, n);
@@ -221,13 +226,13 @@ static int report(const struct config *c, const char *config_path, enum store_ba
         const char *to = backend_name(target);
 
         printf("Moved %u account%s from %s to %s.\n", moved, moved == 1 ? "" : "s",
-               backend_name(!target), to);
+               backend_name(other_backend(target)), to);
         if (failed > 0) {
                 fprintf(stderr,
                         "credbroker: %u account%s could not be moved and stay%s in %s: fix the "
                         "cause above and run \"credbroker store migrate --to %s\" again\n",
                         failed, failed == 1 ? "" : "s", failed == 1 ? "s" : "",
-                        backend_name(!target), to);
+                        backend_name(other_backend(target)), to);
                 return EXIT_SOFTWARE;
         }
         if ((c->store == CONFIG_STORE_WRAPPED) == (target == STORE_BACKEND_WRAPPED))
@@ -312,7 +317,8 @@ static int cmd_store_migrate(int argc, char **argv)
         r = guard_take(admin_socket_path(a.admin_socket, a.config_option), &g);
         if (r == 0)
                 pause_point("migrate-pause-after-guard");
-        if (r == 0 && (open_backend(c, !target, &from) < 0 || open_backend(c, target, &to) < 0))
+        if (r == 0 &&
+            (open_backend(c, other_backend(target), &from) < 0 || open_backend(c, target, &to) < 0))
                 r = EXIT_CONFIG;
         if (r == 0)
                 r = migrate_all(from, to, target, a.verbose, &moved, &failed);
