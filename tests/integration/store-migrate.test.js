@@ -16,10 +16,12 @@ const APP_CERT_ID = '33333333-3333-4333-8333-333333333333';
 const SECRET = `SECRET-CANARY-${crypto.randomBytes(12).toString('hex')}`;
 const GRAPH_DEFAULT = 'https://graph.microsoft.com/.default';
 const SECOND_RT = `RT-CANARY-2-${crypto.randomBytes(12).toString('hex')}`;
+const DEVICE_APP = '66666666-6666-4666-8666-666666666666';
 
-// Every flow kind: device/refresh token (two imported accounts), client secret, certificate.
+// Every flow kind: refresh token (two imported accounts), device, client secret, certificate.
 const ACCOUNTS = {
   alerts: { meta: true, rt: true, secret: false },
+  devflow: { meta: true, rt: true, secret: false },
   second: { meta: true, rt: true, secret: false },
   appsecret: { meta: true, rt: false, secret: true },
   appcert: { meta: true, rt: false, secret: false },
@@ -52,6 +54,20 @@ before(async () => {
     scopes: [GRAPH_DEFAULT], mailbox: USER,
   });
   assert.equal(r.ok, true, JSON.stringify(r));
+  // A device-flow account, signed in through the admin socket.
+  await h.emulatorAdmin('POST', '/admin/apps', { client_id: DEVICE_APP, tenant: TENANT, public_client: true });
+  await h.emulatorAdmin('POST', '/admin/config', { device_interval: 1, device_expires_in: 30 });
+  const c = await h.adminClient();
+  try {
+    await c.send({ v: 1, op: 'account.add', account: 'devflow', flow: 'device', tenant: TENANT, client_id: DEVICE_APP, mailbox: USER });
+    const first = await c.readFrame();
+    assert.equal(first.stage, 'device_code', JSON.stringify(first));
+    await h.emulatorAdmin('POST', '/admin/device/approve', { user_code: first.user_code, user: USER });
+    const done = await c.readFrame(20000);
+    assert.equal(done.stage, 'done', JSON.stringify(done));
+  } finally {
+    c.close();
+  }
 });
 after(async () => {
   if (h) await h.teardown();
@@ -138,7 +154,7 @@ async function tokensWork(generations, store) {
   }
 }
 
-const generations = { alerts: 0, second: 0 };
+const generations = {};
 
 test('objects -> wrapped -> objects: every account moves whole, tokens issued after each move at the next generation', { timeout: 120000 }, async () => {
   // A first token for each, on the object store: the refresh-token accounts rotate to 2.
@@ -147,9 +163,9 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
     assert.equal(reply.ok, true, `${a}: ${JSON.stringify(reply)}`);
   }
   let held = await holdings();
-  generations.alerts = held.alerts.objects.rt;
-  generations.second = held.second.objects.rt;
+  for (const [a, want] of Object.entries(ACCOUNTS)) if (want.rt) generations[a] = held[a].objects.rt;
   assert.equal(generations.alerts, 2);
+  assert.equal(generations.devflow, 1, 'the device sign-in stored generation 1 (its first token was cached)');
 
   // Refused while the broker answers on its admin socket; nothing moved.
   const refused = await migrate('wrapped');
@@ -163,17 +179,17 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assert.equal(r.code, 0, r.stdout + r.stderr);
   assert.match(r.stdout, /^alerts: moved to wrapped: metadata, refresh token generation 2$/m);
   assert.match(r.stdout, /^appsecret: moved to wrapped: metadata, client secret$/m);
-  assert.match(r.stdout, /^Moved 4 accounts from objects to wrapped\.$/m);
+  assert.match(r.stdout, /^Moved 5 accounts from objects to wrapped\.$/m);
   assert.match(r.stdout, /set "store = wrapped" in the \[pkcs11\] section of /);
   assertAllIn(await holdings(), 'wrapped', generations);
   // The configuration still says objects: account list shows each account it still finds in the
-  // token (a key, a certificate, the refresh marker) as held by wrapped, and points out the one
-  // it no longer lists at all (appsecret: nothing of it is left in the token).
+  // token (a key, a certificate, the refresh marker) as held by wrapped, and points out those it
+  // no longer lists at all (appsecret; devflow, never refreshed, has no refresh marker).
   const listed = await h.cli(['account', 'list', '--config', h.conf]);
   assert.equal(listed.code, 0, listed.stderr);
   assert.match(listed.stdout, /^Store: wrapped$/m, listed.stdout);
-  assert.doesNotMatch(listed.stdout, /^appsecret /m, listed.stdout);
-  assert.match(listed.stderr, /1 more account is held by the wrapped store \(.*\), which the configuration does not use: finish with "credbroker store migrate --to wrapped" and set "store = wrapped" in \[pkcs11\]/, listed.stderr);
+  for (const a of ['appsecret', 'devflow']) assert.doesNotMatch(listed.stdout, new RegExp(`^${a} `, 'm'), listed.stdout);
+  assert.match(listed.stderr, /2 more accounts are held by the wrapped store \(.*\), which the configuration does not use: finish with "credbroker store migrate --to wrapped" and set "store = wrapped" in \[pkcs11\]/, listed.stderr);
   // The assertion key and certificate stay in the token.
   const kg = await h.cli(['account', 'show', 'appcert', '--config', h.conf]);
   assert.match(kg.stdout, /Thumbprint/, kg.stdout);
@@ -211,7 +227,7 @@ async function assertShownStores(point, to) {
   if (both) {
     assert.match(show.stdout, /^Store: +BOTH objects and wrapped: a "credbroker store migrate" was interrupted; stop credbrokerd and run it again with the same --to$/m, show.stdout);
     assert.match(list.stdout, new RegExp(`^Store: BOTH objects and wrapped \\(a "credbroker store migrate" was interrupted; stop credbrokerd and run it again with the same --to\\): alerts$`, 'm'), list.stdout);
-    assert.match(list.stdout, new RegExp(`^Store: ${from}: appcert, appsecret, second$`, 'm'), list.stdout);
+    assert.match(list.stdout, new RegExp(`^Store: ${from}: appcert, appsecret, devflow, second$`, 'm'), list.stdout);
     assert.match(list.stderr, /1 account is in BOTH credential stores/, list.stderr);
   } else {
     assert.match(show.stdout, new RegExp(`^Store: +${backend}$`, 'm'), show.stdout);
