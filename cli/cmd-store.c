@@ -162,8 +162,43 @@ static void print_moved(const char *name, const struct store_account_copy *copy,
         printf("\n");
 }
 
+/* The object store's refresh-token generations, found by one scan before the first account. */
+struct generations {
+        struct store_generation_entry *entries;
+        size_t n;
+};
+
+/* The generations of account (the entries are sorted by account), gathered into out: how many. */
+static size_t generations_of(const struct generations *all, const char *account, uint64_t *out)
+{
+        size_t lo = 0, hi = all->n, k = 0;
+
+        while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+
+                if (strcmp(all->entries[mid].account, account) < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
+        }
+        for (size_t i = lo; i < all->n && strcmp(all->entries[i].account, account) == 0; i++)
+                out[k++] = all->entries[i].generation;
+        return k;
+}
+
+/* Drops the account from the source store: the object store's generations the scan found. */
+static int drop_from(struct store *from, const char *name, const struct generations *all)
+{
+        _cleanup_free_ uint64_t *g = calloc(all->n ? all->n : 1, sizeof(*g));
+
+        if (!g)
+                return -ENOMEM;
+        return store_drop_account_data(from, name, g, generations_of(all, name, g));
+}
+
 /* 1 when the account was moved, 0 when the source holds nothing of it to move, else negative. */
-static int migrate_one(struct store *from, struct store *to, const char *name, const char *to_name)
+static int migrate_one(struct store *from, struct store *to, const char *name, const char *to_name,
+                       const struct generations *all)
 {
         struct store_account_copy copy = {0};
         int r, imported;
@@ -181,7 +216,7 @@ static int migrate_one(struct store *from, struct store *to, const char *name, c
         fault_point("migrate-after-verify");
         /* Only an account read back intact from the destination leaves the source. */
         if (r >= 0)
-                r = store_drop_account_data(from, name);
+                r = drop_from(from, name, all);
         fault_point("migrate-after-drop");
         if (r >= 0)
                 print_moved(name, &copy, imported, to_name);
@@ -192,22 +227,26 @@ static int migrate_one(struct store *from, struct store *to, const char *name, c
 static int migrate_all(struct store *from, struct store *to, enum store_backend target,
                        bool verbose, unsigned *ret_moved, unsigned *ret_failed)
 {
+        struct generations all = {0};
         char **names = NULL;
         size_t n = 0;
         int r;
 
         *ret_moved = *ret_failed = 0;
-        r = store_list_all_accounts(from, &names, &n);
+        r = store_list_refresh_token_generations(from, &all.entries, &all.n);
+        if (r >= 0)
+                r = store_list_all_accounts(from, &names, &n);
         if (r < 0) {
                 fprintf(stderr, "credbroker: cannot list the accounts of the %s store: %s\n",
                         backend_name(other_backend(target)), strerror(-r));
+                free(all.entries);
                 return EXIT_CONFIG;
         }
         if (verbose)
                 fprintf(stderr, "credbroker: %zu account%s in the %s store to look at\n", n,
                         n == 1 ? "" : "s", backend_name(other_backend(target)));
         for (size_t i = 0; i < n; i++) {
-                r = migrate_one(from, to, names[i], backend_name(target));
+                r = migrate_one(from, to, names[i], backend_name(target), &all);
                 if (r > 0)
                         (*ret_moved)++;
                 if (r < 0) {
@@ -217,6 +256,7 @@ static int migrate_all(struct store *from, struct store *to, enum store_backend 
                 }
         }
         store_names_free(names, n);
+        free(all.entries);
         return 0;
 }
 

@@ -21,6 +21,14 @@
 #include "log.h"
 #include "util.h"
 
+/* The envelope of a refresh-token object, as store-refresh-token.c writes and parses it (magic,
+ * version 1, stored_at big-endian, the token, the first 8 bytes of SHA-256 over the label with
+ * its NUL and everything before): the same bytes, so that the object store reads it as its own. */
+static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
+#define ENVELOPE_HEADER (sizeof(envelope_magic) + 1 + 8)
+#define ENVELOPE_CHECK  8
+#define ENVELOPE_MAX    (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
+
 void store_account_copy_clear(struct store_account_copy *c)
 {
         if (!c)
@@ -31,21 +39,58 @@ void store_account_copy_clear(struct store_account_copy *c)
         *c = (struct store_account_copy){0};
 }
 
+/* When generation g of the object store's refresh token was written, from its envelope's header
+ * (one exact-label lookup, no scan); 0 when that cannot be told. */
+static uint64_t objects_stored_at(struct store *s, const char *account, uint64_t g)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        _cleanup_secret_ struct secret *value = NULL;
+        char label[LABEL_MAX];
+        uint64_t at = 0;
+        const uint8_t *p;
+        size_t n = 0;
+
+        snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, g);
+        if (p11_find_data_objects(s, label, &handles, &n) < 0 || n != 1 ||
+            p11_read_secret_value(s, handles[0], ENVELOPE_MAX, label, &value) < 0 ||
+            secret_len(value) < ENVELOPE_HEADER ||
+            memcmp(secret_data(value), envelope_magic, sizeof(envelope_magic)) != 0)
+                return 0;
+        p = secret_data(value) + sizeof(envelope_magic) + 1;
+        for (size_t i = 0; i < 8; i++)
+                at = at << 8 | p[i];
+        return at;
+}
+
+/* The newest intact refresh token, its generation and write time: -ENOENT when none. */
+static int export_refresh_token(struct store *s, const char *account, struct store_account_copy *c)
+{
+        struct store_refresh_token_info info;
+        int r;
+
+        r = store_read_refresh_token(s, account, &c->refresh_token, &c->generation);
+        if (r < 0 || !s->wrapped) {
+                if (r >= 0)
+                        c->stored_at = objects_stored_at(s, account, c->generation);
+                return r;
+        }
+        /* The wrapped store's info is the same file read again: no scan. */
+        r = store_refresh_token_info(s, account, &info);
+        if (r >= 0 && info.generation == c->generation)
+                c->stored_at = info.stored_at;
+        return r == -ENOENT ? 0 : r;
+}
+
 int store_export_account(struct store *s, const char *account, struct store_account_copy *ret)
 {
         struct store_account_copy c = {0};
-        struct store_refresh_token_info info;
         int r;
 
         if (!s || !p11_account_is_valid(account) || !ret)
                 return -EINVAL;
         r = store_get_meta(s, account, &c.meta);
         if (r >= 0 || r == -ENOENT)
-                r = store_refresh_token_info(s, account, &info);
-        if (r >= 0) {
-                c.stored_at = info.stored_at;
-                r = store_read_refresh_token(s, account, &c.refresh_token, &c.generation);
-        }
+                r = export_refresh_token(s, account, &c);
         if (r >= 0 || r == -ENOENT)
                 r = store_get_client_secret(s, account, &c.client_secret);
         if (r == -ENOENT)
@@ -61,13 +106,6 @@ int store_export_account(struct store *s, const char *account, struct store_acco
 }
 
 /* ---- the object backend's side ---- */
-
-/* The envelope of a refresh-token object, as store-refresh-token.c writes and parses it (magic,
- * version 1, stored_at big-endian, the token, the first 8 bytes of SHA-256 over the label with
- * its NUL and everything before): the same bytes, so that the object store reads it as its own. */
-static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
-#define ENVELOPE_HEADER (sizeof(envelope_magic) + 1 + 8)
-#define ENVELOPE_CHECK  8
 
 static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
                           struct secret **ret)
@@ -249,26 +287,18 @@ int store_verify_account(struct store *s, const char *account,
         return 0;
 }
 
-/* Every refresh-token generation of the account (one scan of the token's labels), then the client
- * secret, then the metadata. */
-static int objects_drop(struct store *s, const char *account)
+/* The given refresh-token generations of the account, then the client secret, then the metadata,
+ * each by its exact label. */
+static int objects_drop(struct store *s, const char *account, const uint64_t *generations, size_t n)
 {
-        struct p11_data_object *objects = NULL;
-        char prefix[LABEL_MAX], label[LABEL_MAX];
-        size_t n = 0;
-        int r;
+        char label[LABEL_MAX];
+        int r = 0;
 
-        snprintf(prefix, sizeof(prefix), "%s" REFRESH_TOKEN_INFIX, account);
-        r = p11_list_data_objects(s, &objects, &n);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; r >= 0 && i < n; i++)
-                if (p11_startswith(objects[i].label, prefix)) {
-                        r = p11_destroy_object(s, objects[i].handle, objects[i].label);
-                        if (r == -ENOENT)
-                                r = 0;
-                }
-        p11_data_objects_free(objects, n);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
+                         generations[i]);
+                r = destroy_label(s, label, NULL);
+        }
         p11_generation_hints_forget(s, account);
         if (r < 0)
                 return r;
@@ -281,15 +311,61 @@ static int objects_drop(struct store *s, const char *account)
         return destroy_label(s, label, NULL);
 }
 
-int store_drop_account_data(struct store *s, const char *account)
+static int compare_entries(const void *a, const void *b)
+{
+        const struct store_generation_entry *x = a, *y = b;
+        int c = strcmp(x->account, y->account);
+
+        return c ? c : x->generation < y->generation ? -1 : x->generation > y->generation;
+}
+
+int store_list_refresh_token_generations(struct store *s, struct store_generation_entry **ret,
+                                         size_t *ret_n)
+{
+        struct p11_data_object *objects = NULL;
+        struct store_generation_entry *entries;
+        size_t n_objects = 0, n = 0;
+        int r;
+
+        if (!s || !ret || !ret_n)
+                return -EINVAL;
+        r = s->wrapped ? 0 : p11_list_data_objects(s, &objects, &n_objects);
+        if (r < 0)
+                return r;
+        entries = calloc(n_objects ? n_objects : 1, sizeof(*entries));
+        for (size_t i = 0; entries && i < n_objects; i++) {
+                const char *infix = strstr(objects[i].label, REFRESH_TOKEN_INFIX);
+                size_t len = infix ? (size_t)(infix - objects[i].label) : 0;
+                char prefix[LABEL_MAX];
+
+                if (!infix || len == 0 || len > NAME_MAX_LEN)
+                        continue;
+                memcpy(entries[n].account, objects[i].label, len);
+                entries[n].account[len] = 0;
+                snprintf(prefix, sizeof(prefix), "%s" REFRESH_TOKEN_INFIX, entries[n].account);
+                if (p11_account_is_valid(entries[n].account) &&
+                    p11_parse_generation(objects[i].label, prefix, &entries[n].generation))
+                        n++;
+        }
+        p11_data_objects_free(objects, n_objects);
+        if (!entries)
+                return -ENOMEM;
+        qsort(entries, n, sizeof(*entries), compare_entries);
+        *ret = entries;
+        *ret_n = n;
+        return 0;
+}
+
+int store_drop_account_data(struct store *s, const char *account, const uint64_t *generations,
+                            size_t n)
 {
         struct p11_wrapped_removed removed;
 
-        if (!s || !p11_account_is_valid(account))
+        if (!s || !p11_account_is_valid(account) || (n > 0 && !generations))
                 return -EINVAL;
         if (s->wrapped)
                 return p11_wrapped_remove(s, account, &removed);
-        return objects_drop(s, account);
+        return objects_drop(s, account, generations, n);
 }
 
 /* ---- where an account is ---- */

@@ -220,10 +220,21 @@ int store_import_account(struct store *s, const char *account,
  * copy's generation with the same value, or a newer generation), -ESTALE (logged) otherwise. */
 int store_verify_account(struct store *s, const char *account,
                          const struct store_account_copy *copy);
-/* Removes from s what its backend keeps of the account, refresh tokens first and metadata last
- * (so an account interrupted half-way stays listed and store_account_backends() still finds it
- * there); never a key, certificate or the refresh marker. */
-int store_drop_account_data(struct store *s, const char *account);
+/* Every refresh-token object of the object store, "<account>/refresh_token/<generation>", from one
+ * scan of the token's labels, sorted by account then generation: what a migration drops for each
+ * account without scanning the token again per account. Empty for a wrapped store. */
+struct store_generation_entry {
+        char account[65]; /* NAME_MAX_LEN + 1 */
+        uint64_t generation;
+};
+int store_list_refresh_token_generations(struct store *s, struct store_generation_entry **ret,
+                                         size_t *ret_n);
+/* Removes from s what its backend keeps of the account, refresh tokens first (in the object
+ * store: the n generations given, by exact label) and metadata last (so an account interrupted
+ * half-way stays listed and store_account_backends() still finds it there); never a key,
+ * certificate or the refresh marker. */
+int store_drop_account_data(struct store *s, const char *account, const uint64_t *generations,
+                            size_t n);
 
 #define STORE_BACKEND_BIT(b) (1u << (b))
 /* Which backends hold data of the account: bits STORE_BACKEND_BIT(). The object backend's

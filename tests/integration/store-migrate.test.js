@@ -175,8 +175,10 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assertAllIn(held, 'objects', generations);
   await h.stopBroker();
 
+  const shownBefore = JSON.parse((await h.cli(['account', 'show', 'alerts', '--json', '--config', h.conf])).stdout);
   const r = await migrate('wrapped');
   assert.equal(r.code, 0, r.stdout + r.stderr);
+
   assert.match(r.stdout, /^alerts: moved to wrapped: metadata, refresh token generation 2$/m);
   assert.match(r.stdout, /^appsecret: moved to wrapped: metadata, client secret$/m);
   assert.match(r.stdout, /^Moved 5 accounts from objects to wrapped\.$/m);
@@ -199,6 +201,9 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assert.match(again.stdout, /^Moved 0 accounts from objects to wrapped\.$/m);
 
   useBackend('wrapped');
+  const shownAfter = JSON.parse((await h.cli(['account', 'show', 'alerts', '--json', '--config', h.conf])).stdout);
+  assert.ok(shownBefore.refresh_token.stored_at > 0, JSON.stringify(shownBefore));
+  assert.deepEqual(shownAfter.refresh_token, { ...shownBefore.refresh_token, objects: 1 }, 'the generation and its write time move with the token');
   await tokensWork(generations, 'wrapped');
 
   const back = await migrate('objects');
@@ -325,4 +330,31 @@ test('random kill -9 during migrations: every account survives each kill; reruns
   useBackend('objects');
   await tokensWork(generations, 'objects');
   assert.ok(kills >= 3, `runs were killed (${kills})`);
+});
+
+test('an interrupted rotation\'s older generation leaves the object store too; the newest one moves', { timeout: 60000 }, async () => {
+  useBackend('objects');
+  h.opts.brokerEnv = { CREDBROKER_FAULT: 'after-readback' }; // generation g+1 verified, g not yet destroyed
+  await h.startBroker();
+  const proc = h.broker.proc;
+  const keepAlive = setInterval(() => {}, 1000);
+  try {
+    await h.rawRequest({ v: 1, op: 'token', profile: 'alerts' }, 20000).catch(() => null);
+    const exit = await waitExit(proc);
+    assert.equal(exit.signal, 'SIGKILL');
+  } finally {
+    clearInterval(keepAlive);
+    h.broker = null;
+    h.opts.brokerEnv = {};
+  }
+  const g = generations.alerts;
+  assert.deepEqual(await h.refreshTokenGenerations('alerts'), [g, g + 1]);
+  generations.alerts = g + 1;
+  const r = await migrate('wrapped');
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, new RegExp(`^alerts: moved to wrapped: metadata, refresh token generation ${g + 1}$`, 'm'));
+  assertAllIn(await holdings(), 'wrapped', generations);
+  assert.deepEqual((await h.dataObjectLabels()).filter((l) => l.startsWith('alerts/refresh_token/')), [], 'both generations gone');
+  useBackend('wrapped');
+  await tokensWork(generations, 'wrapped');
 });
