@@ -186,24 +186,20 @@ static size_t generations_of(const struct generations *all, const char *account,
         return k;
 }
 
-/* Drops the account from the source store: the object store's generations the scan found. */
-static int drop_from(struct store *from, const char *name, const struct generations *all)
-{
-        _cleanup_free_ uint64_t *g = calloc(all->n ? all->n : 1, sizeof(*g));
-
-        if (!g)
-                return -ENOMEM;
-        return store_drop_account_data(from, name, g, generations_of(all, name, g));
-}
-
 /* 1 when the account was moved, 0 when the source holds nothing of it to move, else negative. */
 static int migrate_one(struct store *from, struct store *to, const char *name, const char *to_name,
                        const struct generations *all)
 {
+        _cleanup_free_ uint64_t *g = calloc(all->n ? all->n : 1, sizeof(*g));
         struct store_account_copy copy = {0};
+        size_t n;
         int r, imported;
 
-        r = store_export_account(from, name, &copy);
+        if (!g)
+                return -ENOMEM;
+        /* The object store's generations of the account, from the one scan. */
+        n = generations_of(all, name, g);
+        r = store_export_account(from, name, g, n, &copy);
         if (r == -ENOENT)
                 return 0; /* keys or a certificate only: they stay in the token */
         if (r < 0)
@@ -216,7 +212,7 @@ static int migrate_one(struct store *from, struct store *to, const char *name, c
         fault_point("migrate-after-verify");
         /* Only an account read back intact from the destination leaves the source. */
         if (r >= 0)
-                r = drop_from(from, name, all);
+                r = store_drop_account_data(from, name, g, n);
         fault_point("migrate-after-drop");
         if (r >= 0)
                 print_moved(name, &copy, imported, to_name);

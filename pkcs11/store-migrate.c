@@ -29,6 +29,9 @@ static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
 #define ENVELOPE_CHECK  8
 #define ENVELOPE_MAX    (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
 
+static int objects_read_generation(struct store *s, const char *account, uint64_t g,
+                                   struct secret **ret, uint64_t *ret_stored_at);
+
 void store_account_copy_clear(struct store_account_copy *c)
 {
         if (!c)
@@ -39,49 +42,37 @@ void store_account_copy_clear(struct store_account_copy *c)
         *c = (struct store_account_copy){0};
 }
 
-/* When generation g of the object store's refresh token was written, from its envelope's header
- * (one exact-label lookup, no scan); 0 when that cannot be told. */
-static uint64_t objects_stored_at(struct store *s, const char *account, uint64_t g)
-{
-        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
-        _cleanup_secret_ struct secret *value = NULL;
-        char label[LABEL_MAX];
-        uint64_t at = 0;
-        const uint8_t *p;
-        size_t n = 0;
-
-        snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, g);
-        if (p11_find_data_objects(s, label, &handles, &n) < 0 || n != 1 ||
-            p11_read_secret_value(s, handles[0], ENVELOPE_MAX, label, &value) < 0 ||
-            secret_len(value) < ENVELOPE_HEADER ||
-            memcmp(secret_data(value), envelope_magic, sizeof(envelope_magic)) != 0)
-                return 0;
-        p = secret_data(value) + sizeof(envelope_magic) + 1;
-        for (size_t i = 0; i < 8; i++)
-                at = at << 8 | p[i];
-        return at;
-}
-
-/* The newest intact refresh token, its generation and write time: -ENOENT when none. */
-static int export_refresh_token(struct store *s, const char *account, struct store_account_copy *c)
+/* The newest intact refresh token, its generation and write time: -ENOENT when none. In the
+ * object store, from the n generations given (newest last) by exact label when given, else as
+ * the store reads it (its scan); the wrapped store reads its one file. */
+static int export_refresh_token(struct store *s, const char *account, const uint64_t *generations,
+                                size_t n, struct store_account_copy *c)
 {
         struct store_refresh_token_info info;
         int r;
 
-        r = store_read_refresh_token(s, account, &c->refresh_token, &c->generation);
-        if (r < 0 || !s->wrapped) {
-                if (r >= 0)
-                        c->stored_at = objects_stored_at(s, account, c->generation);
-                return r;
+        if (!s->wrapped && generations) {
+                for (size_t i = n; i > 0; i--) {
+                        r = objects_read_generation(s, account, generations[i - 1],
+                                                    &c->refresh_token, &c->stored_at);
+                        if (r >= 0)
+                                c->generation = generations[i - 1];
+                        if (r != -ENOENT && r != -EBADMSG)
+                                return r;
+                }
+                return -ENOENT;
         }
-        /* The wrapped store's info is the same file read again: no scan. */
+        r = store_read_refresh_token(s, account, &c->refresh_token, &c->generation);
+        if (r < 0 || !s->wrapped)
+                return r;
         r = store_refresh_token_info(s, account, &info);
         if (r >= 0 && info.generation == c->generation)
                 c->stored_at = info.stored_at;
         return r == -ENOENT ? 0 : r;
 }
 
-int store_export_account(struct store *s, const char *account, struct store_account_copy *ret)
+int store_export_account(struct store *s, const char *account, const uint64_t *generations,
+                         size_t n, struct store_account_copy *ret)
 {
         struct store_account_copy c = {0};
         int r;
@@ -90,7 +81,7 @@ int store_export_account(struct store *s, const char *account, struct store_acco
                 return -EINVAL;
         r = store_get_meta(s, account, &c.meta);
         if (r >= 0 || r == -ENOENT)
-                r = export_refresh_token(s, account, &c);
+                r = export_refresh_token(s, account, generations, n, &c);
         if (r >= 0 || r == -ENOENT)
                 r = store_get_client_secret(s, account, &c.client_secret);
         if (r == -ENOENT)
@@ -107,12 +98,29 @@ int store_export_account(struct store *s, const char *account, struct store_acco
 
 /* ---- the object backend's side ---- */
 
+/* The first ENVELOPE_CHECK bytes of SHA-256 over the label with its NUL and data. */
+static int envelope_digest(const char *label, const void *data, size_t len,
+                           uint8_t out[static ENVELOPE_CHECK])
+{
+        uint8_t digest[32];
+        gnutls_hash_hd_t hash;
+
+        if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0)
+                return -ENOMEM;
+        if (gnutls_hash(hash, label, strlen(label) + 1) < 0 || gnutls_hash(hash, data, len) < 0) {
+                gnutls_hash_deinit(hash, NULL);
+                return -EIO;
+        }
+        gnutls_hash_deinit(hash, digest);
+        memcpy(out, digest, ENVELOPE_CHECK);
+        return 0;
+}
+
 static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
                           struct secret **ret)
 {
         _cleanup_secret_ struct secret *e = NULL;
-        uint8_t header[ENVELOPE_HEADER], digest[32];
-        gnutls_hash_hd_t hash;
+        uint8_t header[ENVELOPE_HEADER], check[ENVELOPE_CHECK];
         int r;
 
         memcpy(header, envelope_magic, sizeof(envelope_magic));
@@ -124,21 +132,73 @@ static int envelope_build(const char *label, const struct secret *token, uint64_
                 r = secret_append(e, header, sizeof(header));
         if (r >= 0)
                 r = secret_append(e, secret_str(token), secret_len(token));
-        if (r < 0)
-                return r;
-        if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0)
-                return -ENOMEM;
-        if (gnutls_hash(hash, label, strlen(label) + 1) < 0 ||
-            gnutls_hash(hash, secret_data(e), secret_len(e)) < 0) {
-                gnutls_hash_deinit(hash, NULL);
-                return -EIO;
-        }
-        gnutls_hash_deinit(hash, digest);
-        r = secret_append(e, digest, ENVELOPE_CHECK);
+        if (r >= 0)
+                r = envelope_digest(label, secret_data(e), secret_len(e), check);
+        if (r >= 0)
+                r = secret_append(e, check, sizeof(check));
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(e);
         return 0;
+}
+
+/* The token and write time of a stored value, checked as the object store checks it: an intact
+ * envelope of version 1, or a legacy raw token (write time 0). -EBADMSG for anything else. */
+static int envelope_parse(const char *label, struct secret *value, struct secret **ret,
+                          uint64_t *ret_stored_at)
+{
+        const uint8_t *d = secret_data(value);
+        size_t len = secret_len(value);
+        uint8_t check[ENVELOPE_CHECK];
+        uint64_t at = 0;
+        int r;
+
+        if (len > 0 && d[0] != envelope_magic[0]) {
+                *ret_stored_at = 0;
+                return token_is_valid((const char *)d, len) ? secret_new_from(d, len, ret)
+                                                            : -EBADMSG;
+        }
+        if (len < ENVELOPE_HEADER + 1 + ENVELOPE_CHECK ||
+            memcmp(d, envelope_magic, sizeof(envelope_magic)) != 0 ||
+            d[sizeof(envelope_magic)] != 1)
+                return -EBADMSG;
+        r = envelope_digest(label, d, len - ENVELOPE_CHECK, check);
+        if (r < 0)
+                return r;
+        if (memcmp(check, d + len - ENVELOPE_CHECK, ENVELOPE_CHECK) != 0 ||
+            !token_is_valid((const char *)d + ENVELOPE_HEADER,
+                            len - ENVELOPE_HEADER - ENVELOPE_CHECK))
+                return -EBADMSG;
+        for (size_t i = 0; i < 8; i++)
+                at = at << 8 | d[sizeof(envelope_magic) + 1 + i];
+        *ret_stored_at = at;
+        return secret_new_from(d + ENVELOPE_HEADER, len - ENVELOPE_HEADER - ENVELOPE_CHECK, ret);
+}
+
+/* Generation g of the account's refresh token, found by its exact label (no scan): -ENOENT when
+ * no object bears it, -EBADMSG when none that does reads back intact. */
+static int objects_read_generation(struct store *s, const char *account, uint64_t g,
+                                   struct secret **ret, uint64_t *ret_stored_at)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char label[LABEL_MAX];
+        size_t n = 0;
+        int r;
+
+        snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, g);
+        r = p11_find_data_objects(s, label, &handles, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_secret_ struct secret *value = NULL;
+
+                r = p11_read_secret_value(s, handles[i], ENVELOPE_MAX, label, &value);
+                if (r < 0 && p11_error_is_token_wide(s, r))
+                        return r;
+                if (r >= 0 && envelope_parse(label, value, ret, ret_stored_at) >= 0)
+                        return 0;
+        }
+        return n == 0 ? -ENOENT : -EBADMSG;
 }
 
 /* Destroys every data object of ours with exactly this label; how many in *ret_n. */
@@ -160,14 +220,14 @@ static int destroy_label(struct store *s, const char *label, size_t *ret_n)
 }
 
 /* Creates "<account>/refresh_token/<generation>" (replacing whatever bears that label: an older
- * import's torn object) and reads it back through the object store. */
+ * import's torn object) and reads it back by its label. */
 static int objects_put_refresh_token(struct store *s, const char *account,
                                      const struct store_account_copy *copy)
 {
         _cleanup_secret_ struct secret *envelope = NULL, *back = NULL;
         char label[LABEL_MAX];
         CK_OBJECT_HANDLE handle;
-        uint64_t g = 0;
+        uint64_t at = 0;
         int r;
 
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
@@ -181,8 +241,8 @@ static int objects_put_refresh_token(struct store *s, const char *account,
                                            &handle);
         if (r < 0)
                 return r;
-        r = store_read_refresh_token(s, account, &back, &g);
-        if (r >= 0 && (g != copy->generation || !secret_equal(back, copy->refresh_token)))
+        r = objects_read_generation(s, account, copy->generation, &back, &at);
+        if (r >= 0 && (at != copy->stored_at || !secret_equal(back, copy->refresh_token)))
                 r = -EIO;
         if (r < 0) {
                 (void)p11_destroy_object(s, handle, label);
@@ -204,14 +264,16 @@ static int objects_import(struct store *s, const char *account,
         _cleanup_secret_ struct secret *token = NULL, *secret = NULL;
         _cleanup_free_ char *meta = NULL;
         bool wrote = false;
-        uint64_t g = 0;
+        uint64_t at = 0;
         int r;
 
+        /* Generation g itself, by its label: a newer one could only come from a broker, which
+         * does not run while accounts move (and would still be the one read). */
         if (copy->refresh_token) {
-                r = store_read_refresh_token(s, account, &token, &g);
-                if (r < 0 && r != -ENOENT)
+                r = objects_read_generation(s, account, copy->generation, &token, &at);
+                if (r < 0 && r != -ENOENT && r != -EBADMSG)
                         return r;
-                if (r == -ENOENT || g < copy->generation) {
+                if (r < 0 || !secret_equal(token, copy->refresh_token)) {
                         r = objects_put_refresh_token(s, account, copy);
                         if (r < 0)
                                 return r;
@@ -265,7 +327,8 @@ int store_verify_account(struct store *s, const char *account,
 
         if (!s || !p11_account_is_valid(account) || !copy)
                 return -EINVAL;
-        r = store_export_account(s, account, &back);
+        /* Its refresh token at copy's generation, by label (an empty list: none to read). */
+        r = store_export_account(s, account, &copy->generation, copy->refresh_token ? 1 : 0, &back);
         if (r == -ENOENT)
                 what = "the account";
         else if (r < 0)

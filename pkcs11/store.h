@@ -207,8 +207,12 @@ struct store_account_copy {
 };
 
 void store_account_copy_clear(struct store_account_copy *c);
-/* -ENOENT when s keeps none of the three for the account. */
-int store_export_account(struct store *s, const char *account, struct store_account_copy *ret);
+/* -ENOENT when s keeps none of the three for the account. The object store's refresh token is
+ * the newest intact one of the n generations given (store_list_refresh_token_generations(),
+ * oldest first), each read by its exact label; generations NULL: found as
+ * store_read_refresh_token() finds it. The wrapped store ignores them. */
+int store_export_account(struct store *s, const char *account, const uint64_t *generations,
+                         size_t n, struct store_account_copy *ret);
 /* Writes into s what copy holds that s lacks or holds otherwise: metadata and client secret when
  * absent or different, the refresh token at copy->generation itself (never renumbered, so the
  * next rotation writes generation + 1 and the refresh marker keeps its meaning) unless s holds
@@ -217,7 +221,8 @@ int store_export_account(struct store *s, const char *account, struct store_acco
 int store_import_account(struct store *s, const char *account,
                          const struct store_account_copy *copy);
 /* Reads the account back from s: 0 when s holds everything copy holds (the refresh token at
- * copy's generation with the same value, or a newer generation), -ESTALE (logged) otherwise. */
+ * copy's generation with the same value, read by its label in the object store; the newest in
+ * the wrapped one, which may be newer), -ESTALE (logged) otherwise. */
 int store_verify_account(struct store *s, const char *account,
                          const struct store_account_copy *copy);
 /* Every refresh-token object of the object store, "<account>/refresh_token/<generation>", from one
