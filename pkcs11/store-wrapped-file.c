@@ -380,13 +380,32 @@ int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp)
         return 0;
 }
 
+/* Waits for the lock at most WRAPPED_LOCK_TIMEOUT_MS: a process stopped while holding it (a CLI
+ * suspended with ^Z) must not stall the broker's store worker for good. -EAGAIN after that. */
+static int lock_bounded(int fd)
+{
+        uint64_t deadline = now_boottime_usec() + WRAPPED_LOCK_TIMEOUT_MS * 1000ULL;
+        useconds_t pause = 1000;
+
+        for (;;) {
+                if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+                        return 0;
+                if (errno != EWOULDBLOCK && errno != EINTR)
+                        return -errno;
+                if (now_boottime_usec() >= deadline)
+                        return -EAGAIN;
+                (void)usleep(pause);
+                pause = pause < 50000 ? pause * 2 : 50000;
+        }
+}
+
 /* The lock file ".<account>.lock" (never removed: unlinking a lock file another process waits on
  * would let a third one lock a new file beside it). */
 int p11_wrapped_lock(struct store *s, const char *account)
 {
         struct p11_wrapped *w = s->wrapped;
         char name[NAME_MAX_LEN + 16];
-        int fd;
+        int fd, r;
 
         snprintf(name, sizeof(name), ".%s.lock", account);
         fd = openat(w->dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
@@ -395,12 +414,15 @@ int p11_wrapped_lock(struct store *s, const char *account)
         /* Root (the CLI) creates it for the broker's user, as the files. */
         if (geteuid() == 0 && w->dir_uid != 0 && fchown(fd, w->dir_uid, w->dir_gid) < 0)
                 log_debug_errno(-errno, "Failed to chown %s/%s", w->dir, name);
-        while (flock(fd, LOCK_EX) < 0) {
-                int r = -errno;
-
-                if (r == -EINTR)
-                        continue;
+        r = lock_bounded(fd);
+        if (r < 0) {
                 close(fd);
+                if (r == -EAGAIN)
+                        return log_error_errno(r,
+                                               "Account %s is locked by another process (%s/%s) "
+                                               "for more than %u s; try again later.",
+                                               account, w->dir, name,
+                                               WRAPPED_LOCK_TIMEOUT_MS / 1000);
                 return log_error_errno(r, "Failed to lock %s/%s", w->dir, name);
         }
         return fd;

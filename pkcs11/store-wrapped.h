@@ -130,10 +130,12 @@ int p11_wrapped_file_write_tmp(struct store *s, const char *account,
 /* Renames the temporary file over the account's and fsyncs the directory. */
 int p11_wrapped_file_commit(struct store *s, const char *account);
 int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp);
-/* Takes the account's lock (flock on "<dir>/.<account>.lock", waiting for it) and returns its
- * descriptor: every operation on an account holds it from loading the state to the last write,
- * so that two processes (the CLI and the broker) never share the temporary file or both write
- * the successor of one state. p11_wrapped_unlock() releases it. */
+/* Takes the account's lock (flock on "<dir>/.<account>.lock", waiting for it at most
+ * WRAPPED_LOCK_TIMEOUT_MS, then -EAGAIN) and returns its descriptor: every operation on an
+ * account holds it from loading the state to the last write, so that two processes (the CLI and
+ * the broker) never share the temporary file or both write the successor of one state.
+ * p11_wrapped_unlock() releases it. */
+#define WRAPPED_LOCK_TIMEOUT_MS 5000u
 int p11_wrapped_lock(struct store *s, const char *account);
 void p11_wrapped_unlock(int fd);
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -845,6 +846,37 @@ static void test_two_writers(void)
         store_close(s);
 }
 
+/* A process that holds an account's lock and does not let go (stopped with ^Z) delays another's
+ * operation on that account by at most WRAPPED_LOCK_TIMEOUT_MS, which then fails with -EAGAIN;
+ * other accounts are not held up. */
+static void test_lock_timeout(void)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-after-wait");
+        struct store *s = NULL;
+        char lock[PATH_MAX];
+        uint64_t g = 0, t0, waited;
+        int fd;
+
+        if ((size_t)snprintf(lock, sizeof(lock), "%s/.race.lock", store_dir) >= sizeof(lock))
+                test_die("path too long");
+        fd = open(lock, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_EX) < 0)
+                test_die("flock");
+        is_int(open_wrapped(&s), 0, "open the store");
+        t0 = now_boottime_usec();
+        is_int(store_write_refresh_token(s, "race", rt, &g), -EAGAIN,
+               "a write on an account another process holds fails with -EAGAIN");
+        waited = (now_boottime_usec() - t0) / 1000;
+        printf("# waited %llu ms\n", (unsigned long long)waited);
+        ok(waited >= WRAPPED_LOCK_TIMEOUT_MS - 100 && waited < WRAPPED_LOCK_TIMEOUT_MS + 3000,
+           "after waiting WRAPPED_LOCK_TIMEOUT_MS");
+        is_int(store_write_refresh_token(s, "other", rt, &g), 0, "another account is not held up");
+        close(fd);
+        is_int(store_write_refresh_token(s, "race", rt, &g), 0, "released: the write goes through");
+        is_int(g, 2 * RACE_WRITES + 1, "at the next generation");
+        store_close(s);
+}
+
 int main(void)
 {
         struct store *s = NULL;
@@ -873,6 +905,7 @@ int main(void)
         test_recreate(s);
         store_close(s);
         test_two_writers();
+        test_lock_timeout();
         test_token_cleanup(&softhsm);
         return done_testing();
 }
