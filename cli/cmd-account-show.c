@@ -3,6 +3,7 @@
  * account.show's "account"): the broker sends them, and without a broker the direct path builds
  * the same ones from the token with the broker's own builder (broker/admin/account-view.c), so
  * one renderer here prints either. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,9 +13,11 @@
 #include "account-via-broker.h"
 #include "account-view.h"
 #include "client.h"
+#include "config.h"
 #include "cmd-account.h"
 #include "display.h"
 #include "json.h"
+#include "store.h"
 #include "util.h"
 
 int account_print_json(const cJSON *value)
@@ -173,6 +176,21 @@ static void print_certificate(const cJSON *cert, uint64_t now)
         row("  SHA-256 thumbprint:", field(cert, "sha256_thumbprint"));
 }
 
+/* Which credential-store backend holds the account's metadata, refresh token and client secret
+ * (an older broker does not say). */
+static void print_backend(const cJSON *a)
+{
+        const char *backend = json_get_string(a, "backend");
+
+        if (!backend)
+                return;
+        if (strcmp(backend, "both") == 0)
+                row("Store:", "BOTH objects and wrapped: a \"credbroker store migrate\" was "
+                              "interrupted; stop credbrokerd and run it again with the same --to");
+        else
+                row("Store:", backend);
+}
+
 /* The object of "credbroker account show --json" (docs/admin-protocol.md), as text. */
 static void show_text(const cJSON *a)
 {
@@ -195,6 +213,7 @@ static void show_text(const cJSON *a)
                                   : "none");
         time_row("Secret expires:", a, "secret_expires_at");
         print_certificate(cJSON_GetObjectItemCaseSensitive(a, "certificate"), now);
+        print_backend(a);
 }
 
 int account_show_print(const cJSON *account, bool json)
@@ -261,6 +280,9 @@ cJSON *account_list_row(const cJSON *listed, const cJSON *shown)
         if (json_get_string(listed, "state") &&
             !cJSON_AddStringToObject(row, "state", json_get_string(listed, "state")))
                 return NULL;
+        if (json_get_string(shown, "backend") &&
+            !cJSON_AddStringToObject(row, "backend", json_get_string(shown, "backend")))
+                return NULL;
         return TAKE_PTR(row);
 }
 
@@ -291,6 +313,61 @@ static void print_list_row(const cJSON *row)
         printf("%s\n", generation);
 }
 
+static const char *const list_stores[] = {"both", "objects", "wrapped"};
+
+/* "Store: NAME: account, account" for the rows held by that store. */
+static void print_store_names(const cJSON *rows, const char *store)
+{
+        const char *sep = " ";
+        const cJSON *r;
+
+        if (strcmp(store, "both") == 0)
+                fputs("Store: BOTH objects and wrapped (a \"credbroker store migrate\" was "
+                      "interrupted; stop credbrokerd and run it again with the same --to):",
+                      stdout);
+        else
+                printf("Store: %s:", store);
+        cJSON_ArrayForEach(r, rows)
+        {
+                if (strcmp(field(r, "backend"), store) != 0)
+                        continue;
+                fputs(sep, stdout);
+                display_text(stdout, field(r, "account"));
+                sep = ", ";
+        }
+        fputc('\n', stdout);
+}
+
+/* Under the table (whose columns scripts read): which credential store holds the accounts'
+ * metadata, refresh tokens and client secrets. One line when a single store does; else a line
+ * per store naming its accounts, BOTH first (and said on stderr too). */
+static void print_stores(const cJSON *rows)
+{
+        unsigned count[ELEMENTSOF(list_stores)] = {0}, stores = 0;
+        const cJSON *r;
+
+        cJSON_ArrayForEach(r, rows)
+        {
+                for (size_t i = 0; i < ELEMENTSOF(list_stores); i++)
+                        count[i] += strcmp(field(r, "backend"), list_stores[i]) == 0;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(list_stores); i++)
+                stores += count[i] > 0;
+        if (stores == 1 && count[0] == 0) {
+                printf("Store: %s\n", count[1] ? "objects" : "wrapped");
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(list_stores); i++)
+                if (count[i] > 0)
+                        print_store_names(rows, list_stores[i]);
+        if (count[0] > 0)
+                fprintf(stderr,
+                        "credbroker: %u account%s in BOTH credential stores (objects and wrapped): "
+                        "a \"credbroker store migrate\" was interrupted; stop credbrokerd and run "
+                        "it again with the same --to\n",
+                        count[0], count[0] == 1 ? " is" : "s are");
+}
+
 int account_list_print(const cJSON *rows, bool json)
 {
         const cJSON *r;
@@ -300,13 +377,16 @@ int account_list_print(const cJSON *rows, bool json)
         printf("%-20s %-18s %-38s %-38s %-30s %-6s %-10s %-12s %s\n", "ACCOUNT", "FLOW", "TENANT",
                "CLIENT ID", "MAILBOX", "SECRET", "CERT UNTIL", "STATE", "RT GENERATION");
         cJSON_ArrayForEach(r, rows) print_list_row(r);
+        print_stores(rows);
         return fflush(stdout) == 0 ? 0 : EXIT_SOFTWARE;
 }
 
 /* ---- the direct path ---- */
 
-/* What the token holds of one account (name) or of all (NULL), as the broker gathers it. */
-static int gather(struct store *store, const char *name, struct inventory_request **ret)
+/* What the token holds of one account (name) or of all (NULL), as the broker gathers it, and
+ * which credential-store backend holds each (account.show's "backend"). */
+static int gather(struct store *store, const struct config *config, const char *name,
+                  struct inventory_request **ret)
 {
         struct inventory_request *request = calloc(1, sizeof(*request));
         int r;
@@ -315,7 +395,13 @@ static int gather(struct store *store, const char *name, struct inventory_reques
                 return -ENOMEM;
         if (name)
                 memcpy(request->account, name, strlen(name) + 1);
+        request->backends_wanted = true;
+        request->wrapped_dir = config->wrapped_dir ? strdup(config->wrapped_dir) : NULL;
         r = inventory_gather(store, request);
+        for (size_t i = 0; r >= 0 && !name && i < request->n_items; i++)
+                if (store_account_backends(store, request->wrapped_dir, request->items[i].name,
+                                           &request->items[i].backends) < 0)
+                        request->items[i].backends = 0;
         if (r < 0) {
                 inventory_request_free(request);
                 return r;
@@ -361,7 +447,7 @@ int account_show_direct(struct store *store, const struct config *config, const 
         _cleanup_json_ cJSON *shown = NULL, *listed = NULL;
         int r;
 
-        r = gather(store, name, &request);
+        r = gather(store, config, name, &request);
         if (r == -ENOENT) {
                 fprintf(stderr, "credbroker: there is no account %s in the token\n", name);
                 return EXIT_NOINPUT;
@@ -377,6 +463,40 @@ int account_show_direct(struct store *store, const struct config *config, const 
         return account_show_print(shown, json);
 }
 
+/* Accounts with a sealed file in wrapped_dir that a store opened with `objects` does not list:
+ * a credbroker store migrate --to wrapped, finished or not, before the configuration was
+ * changed. Said on stderr, so that the table stays what the configuration's backend holds. */
+static void note_wrapped_only(const struct config *config, const struct inventory_request *listed)
+{
+        struct dirent *e;
+        unsigned n = 0;
+        DIR *dir;
+
+        if (config->store != CONFIG_STORE_OBJECTS || !config->wrapped_dir ||
+            !(dir = opendir(config->wrapped_dir)))
+                return;
+        while ((e = readdir(dir))) {
+                size_t len = strlen(e->d_name), suffix = strlen(".sealed");
+                bool known = false;
+
+                if (e->d_name[0] == '.' || len <= suffix ||
+                    strcmp(e->d_name + len - suffix, ".sealed") != 0)
+                        continue;
+                for (size_t i = 0; i < listed->n_items && !known; i++)
+                        known = strlen(listed->items[i].name) == len - suffix &&
+                                strncmp(listed->items[i].name, e->d_name, len - suffix) == 0;
+                n += !known;
+        }
+        closedir(dir);
+        if (n > 0)
+                fprintf(stderr,
+                        "credbroker: %u more account%s held by the wrapped store (%s), which the "
+                        "configuration does not use: finish with \"credbroker store migrate --to "
+                        "wrapped\" and set \"store = wrapped\" in [pkcs11], or move %s back with "
+                        "--to objects\n",
+                        n, n == 1 ? " is" : "s are", config->wrapped_dir, n == 1 ? "it" : "them");
+}
+
 int account_list_direct(struct store *store, const struct config *config, bool json)
 {
         _cleanup_json_ cJSON *rows = cJSON_CreateArray();
@@ -385,7 +505,7 @@ int account_list_direct(struct store *store, const struct config *config, bool j
 
         if (!rows)
                 return EXIT_SOFTWARE;
-        if (gather(store, NULL, &request) < 0) {
+        if (gather(store, config, NULL, &request) < 0) {
                 fprintf(stderr, "credbroker: cannot list the accounts in the token\n");
                 return EXIT_SOFTWARE;
         }
@@ -402,6 +522,7 @@ int account_list_direct(struct store *store, const struct config *config, bool j
                         return EXIT_SOFTWARE;
                 }
         }
+        note_wrapped_only(config, request);
         inventory_request_free(request);
         return account_list_print(rows, json);
 }

@@ -15,6 +15,7 @@ int cmd_status(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_setup(int argc, char **argv);
 int cmd_sendmail(int argc, char **argv);
+int cmd_store(int argc, char **argv); /* cmd-store.c: store migrate */
 int cmd_queue(int argc, char **argv); /* cmd-queue.c; queue.h for sendmail -bp / -q */
 
 /* The configuration for commands that need one: --config, else $CREDBROKER_CONFIG, else the

@@ -85,6 +85,7 @@ static void usage(FILE *f)
               "  status    each account's state, as a monitoring check (administrators)\n"
               "  reload    make the broker reload its policy (administrators)\n"
               "  queue     list, show, flush and delete spooled mail (administrators)\n"
+              "  store     move accounts between credential-store backends (administrators)\n"
               "  ping      check that the broker is running\n"
               "  policy    check, dry-run and show the policy (credbroker-policy(5))\n"
               "  audit     query, summarise and verify the audit log\n"
@@ -99,7 +100,7 @@ int main(int argc, char **argv)
             {"token", cmd_token},   {"send", cmd_send},         {"account", cmd_account},
             {"ping", cmd_ping},     {"policy", cmd_policy},     {"status", cmd_status},
             {"reload", cmd_reload}, {"setup", cmd_setup},       {"queue", cmd_queue},
-            {"audit", cmd_audit},   {"sendmail", cmd_sendmail},
+            {"audit", cmd_audit},   {"sendmail", cmd_sendmail}, {"store", cmd_store},
         };
         const struct cli_command *c;
         bool as_sendmail = argc > 0 && invoked_as_sendmail(argv[0]);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -377,4 +378,58 @@ int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp)
         if (fsync(w->dir_fd) < 0)
                 return log_error_errno(-errno, "Failed to fsync %s", w->dir);
         return 0;
+}
+
+/* Waits for the lock at most WRAPPED_LOCK_TIMEOUT_MS: a process stopped while holding it (a CLI
+ * suspended with ^Z) must not stall the broker's store worker for good. -EAGAIN after that. */
+static int lock_bounded(int fd)
+{
+        uint64_t deadline = now_boottime_usec() + WRAPPED_LOCK_TIMEOUT_MS * 1000ULL;
+        useconds_t pause = 1000;
+
+        for (;;) {
+                if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+                        return 0;
+                if (errno != EWOULDBLOCK && errno != EINTR)
+                        return -errno;
+                if (now_boottime_usec() >= deadline)
+                        return -EAGAIN;
+                (void)usleep(pause);
+                pause = pause < 50000 ? pause * 2 : 50000;
+        }
+}
+
+/* The lock file ".<account>.lock" (never removed: unlinking a lock file another process waits on
+ * would let a third one lock a new file beside it). */
+int p11_wrapped_lock(struct store *s, const char *account)
+{
+        struct p11_wrapped *w = s->wrapped;
+        char name[NAME_MAX_LEN + 16];
+        int fd, r;
+
+        snprintf(name, sizeof(name), ".%s.lock", account);
+        fd = openat(w->dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+        if (fd < 0)
+                return log_error_errno(-errno, "Failed to open %s/%s", w->dir, name);
+        /* Root (the CLI) creates it for the broker's user, as the files. */
+        if (geteuid() == 0 && w->dir_uid != 0 && fchown(fd, w->dir_uid, w->dir_gid) < 0)
+                log_debug_errno(-errno, "Failed to chown %s/%s", w->dir, name);
+        r = lock_bounded(fd);
+        if (r < 0) {
+                close(fd);
+                if (r == -EAGAIN)
+                        return log_error_errno(r,
+                                               "Account %s is locked by another process (%s/%s) "
+                                               "for more than %u s; try again later.",
+                                               account, w->dir, name,
+                                               WRAPPED_LOCK_TIMEOUT_MS / 1000);
+                return log_error_errno(r, "Failed to lock %s/%s", w->dir, name);
+        }
+        return fd;
+}
+
+void p11_wrapped_unlock(int fd)
+{
+        if (fd >= 0)
+                close(fd); /* releases the flock */
 }

@@ -553,8 +553,80 @@ static int has_client_secret_once(struct store *s, const char *account)
         return r;
 }
 
+static void unlockp(int *fd)
+{
+        p11_wrapped_unlock(*fd);
+}
+
+/* Holds the account's lock for the rest of the enclosing block (p11_wrapped_lock()). */
+#define LOCK_ACCOUNT(s, account)                                                                   \
+        _cleanup_(unlockp) int lock_fd = p11_wrapped_lock(s, account);                             \
+        if (lock_fd < 0)                                                                           \
+        return lock_fd
+
+/* ---- an account moved in from the object store (store-migrate.c) ---- */
+
+static bool part_differs(const struct parts *parts, unsigned kind, const char *value, size_t len)
+{
+        return !parts->value[kind] || parts->len[kind] != len ||
+               memcmp(parts->value[kind], value, len) != 0;
+}
+
+/* Takes into parts what copy holds that cur lacks or holds older; whether anything changed. */
+static bool import_parts(const struct state *cur, const struct store_account_copy *copy,
+                         struct parts *parts, uint64_t *rt_generation, uint64_t *stored_at)
+{
+        bool changed = false;
+
+        if (copy->meta && part_differs(parts, WRAPPED_KIND_META, copy->meta, strlen(copy->meta))) {
+                parts->value[WRAPPED_KIND_META] = copy->meta;
+                parts->len[WRAPPED_KIND_META] = strlen(copy->meta);
+                changed = true;
+        }
+        if (copy->client_secret &&
+            part_differs(parts, WRAPPED_KIND_CLIENT_SECRET, secret_str(copy->client_secret),
+                         secret_len(copy->client_secret))) {
+                parts->value[WRAPPED_KIND_CLIENT_SECRET] = secret_str(copy->client_secret);
+                parts->len[WRAPPED_KIND_CLIENT_SECRET] = secret_len(copy->client_secret);
+                changed = true;
+        }
+        /* A newer generation here (never the case while nothing else writes) is kept. */
+        if (copy->refresh_token && (!parts->value[WRAPPED_KIND_REFRESH_TOKEN] ||
+                                    cur->header.refresh_token_generation < copy->generation)) {
+                parts->value[WRAPPED_KIND_REFRESH_TOKEN] = secret_str(copy->refresh_token);
+                parts->len[WRAPPED_KIND_REFRESH_TOKEN] = secret_len(copy->refresh_token);
+                *rt_generation = copy->generation;
+                *stored_at = copy->stored_at;
+                changed = true;
+        }
+        return changed;
+}
+
+static int import_once(struct store *s, const char *account, const struct store_account_copy *copy)
+{
+        struct state cur = {0};
+        struct parts parts;
+        uint64_t rt_generation, stored_at;
+        int r;
+
+        r = state_load_or_new(s, account, &cur);
+        if (r < 0)
+                return r;
+        parts_of(&cur, &parts);
+        rt_generation = cur.header.refresh_token_generation;
+        stored_at = cur.header.stored_at;
+        if (!import_parts(&cur, copy, &parts, &rt_generation, &stored_at)) {
+                state_clear(&cur);
+                return 1;
+        }
+        r = state_save(s, account, &cur, &parts, rt_generation, stored_at, false);
+        state_clear(&cur);
+        return r;
+}
+
 int p11_wrapped_put_meta(struct store *s, const char *account, const char *json)
 {
+        LOCK_ACCOUNT(s, account);
         int r = put_meta_once(s, account, json);
 
         return retry_after_loss(s, r) ? put_meta_once(s, account, json) : r;
@@ -562,6 +634,7 @@ int p11_wrapped_put_meta(struct store *s, const char *account, const char *json)
 
 int p11_wrapped_get_meta(struct store *s, const char *account, char **ret_json)
 {
+        LOCK_ACCOUNT(s, account);
         int r = get_meta_once(s, account, ret_json);
 
         return retry_after_loss(s, r) ? get_meta_once(s, account, ret_json) : r;
@@ -570,6 +643,7 @@ int p11_wrapped_get_meta(struct store *s, const char *account, char **ret_json)
 int p11_wrapped_read_refresh_token(struct store *s, const char *account, struct secret **ret_token,
                                    uint64_t *ret_generation, uint64_t *ret_stored_at)
 {
+        LOCK_ACCOUNT(s, account);
         int r = read_refresh_token_once(s, account, ret_token, ret_generation, ret_stored_at);
 
         return retry_after_loss(s, r)
@@ -580,6 +654,7 @@ int p11_wrapped_read_refresh_token(struct store *s, const char *account, struct 
 int p11_wrapped_write_refresh_token(struct store *s, const char *account,
                                     const struct secret *token, uint64_t *ret_generation)
 {
+        LOCK_ACCOUNT(s, account);
         int r = write_refresh_token_once(s, account, token, ret_generation);
 
         return retry_after_loss(s, r) ? write_refresh_token_once(s, account, token, ret_generation)
@@ -588,6 +663,7 @@ int p11_wrapped_write_refresh_token(struct store *s, const char *account,
 
 int p11_wrapped_put_client_secret(struct store *s, const char *account, const struct secret *secret)
 {
+        LOCK_ACCOUNT(s, account);
         int r = put_client_secret_once(s, account, secret);
 
         return retry_after_loss(s, r) ? put_client_secret_once(s, account, secret) : r;
@@ -595,13 +671,23 @@ int p11_wrapped_put_client_secret(struct store *s, const char *account, const st
 
 int p11_wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret)
 {
+        LOCK_ACCOUNT(s, account);
         int r = get_client_secret_once(s, account, ret);
 
         return retry_after_loss(s, r) ? get_client_secret_once(s, account, ret) : r;
 }
 
+int p11_wrapped_import(struct store *s, const char *account, const struct store_account_copy *copy)
+{
+        LOCK_ACCOUNT(s, account);
+        int r = import_once(s, account, copy);
+
+        return retry_after_loss(s, r) ? import_once(s, account, copy) : r;
+}
+
 int p11_wrapped_has_client_secret(struct store *s, const char *account)
 {
+        LOCK_ACCOUNT(s, account);
         int r = has_client_secret_once(s, account);
 
         return retry_after_loss(s, r) ? has_client_secret_once(s, account) : r;
@@ -613,6 +699,7 @@ int p11_wrapped_remove(struct store *s, const char *account, struct p11_wrapped_
 {
         struct p11_wrapped_header h = {0};
         struct p11_wrapped_removed removed = {0};
+        LOCK_ACCOUNT(s, account);
         int r;
 
         /* What the header says is only for the report: a file that fails its checks goes too. */
@@ -629,6 +716,8 @@ int p11_wrapped_remove(struct store *s, const char *account, struct p11_wrapped_
         if (r < 0 && r != -ENOENT)
                 return r;
         removed.file = r >= 0;
+        /* Between the file and the counters (credbroker store migrate's crash tests). */
+        fault_point("migrate-drop-midway");
         r = p11_wrapped_counters_destroy(s, account, &removed.counters);
         if (r < 0)
                 return r;

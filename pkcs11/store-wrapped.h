@@ -130,6 +130,14 @@ int p11_wrapped_file_write_tmp(struct store *s, const char *account,
 /* Renames the temporary file over the account's and fsyncs the directory. */
 int p11_wrapped_file_commit(struct store *s, const char *account);
 int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp);
+/* Takes the account's lock (flock on "<dir>/.<account>.lock", waiting for it at most
+ * WRAPPED_LOCK_TIMEOUT_MS, then -EAGAIN) and returns its descriptor: every operation on an
+ * account holds it from loading the state to the last write, so that two processes (the CLI and
+ * the broker) never share the temporary file or both write the successor of one state.
+ * p11_wrapped_unlock() releases it. */
+#define WRAPPED_LOCK_TIMEOUT_MS 5000u
+int p11_wrapped_lock(struct store *s, const char *account);
+void p11_wrapped_unlock(int fd);
 
 /* ---- store-wrapped-counter.c: the trusted generation in the token ---- */
 
@@ -173,6 +181,10 @@ int p11_wrapped_put_client_secret(struct store *s, const char *account,
                                   const struct secret *secret);
 int p11_wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret);
 int p11_wrapped_has_client_secret(struct store *s, const char *account);
+
+/* Writes one new state holding what copy holds that the account's file lacks or holds older,
+ * the refresh token at copy->generation (store_import_account()); 1 when nothing was missing. */
+int p11_wrapped_import(struct store *s, const char *account, const struct store_account_copy *copy);
 
 /* What removing an account took away: each as a label the object backend would have used. */
 struct p11_wrapped_removed {

@@ -192,6 +192,62 @@ int store_sign_assertion(struct store *s, const char *account, const char *audie
                          const char *client_id, enum store_assertion_alg alg, uint64_t now,
                          struct secret **ret);
 
+/* ---- moving accounts between backends (credbroker store migrate, store-migrate.c) ----
+ *
+ * What a backend keeps of an account: its metadata, its newest intact refresh token with that
+ * token's generation, and its client secret (keys, certificates, the refresh marker, the install
+ * and audit keys are token objects in both backends and never move). */
+
+struct store_account_copy {
+        char *meta;                   /* NULL: none */
+        struct secret *refresh_token; /* NULL: none */
+        uint64_t generation;          /* of refresh_token */
+        uint64_t stored_at;           /* when it was written, unix seconds; 0: unknown */
+        struct secret *client_secret; /* NULL: none */
+};
+
+void store_account_copy_clear(struct store_account_copy *c);
+/* -ENOENT when s keeps none of the three for the account. The object store's refresh token is
+ * the newest intact one of the n generations given (store_list_refresh_token_generations(),
+ * oldest first), each read by its exact label; generations NULL: found as
+ * store_read_refresh_token() finds it. The wrapped store ignores them. */
+int store_export_account(struct store *s, const char *account, const uint64_t *generations,
+                         size_t n, struct store_account_copy *ret);
+/* Writes into s what copy holds that s lacks or holds otherwise: metadata and client secret when
+ * absent or different, the refresh token at copy->generation itself (never renumbered, so the
+ * next rotation writes generation + 1 and the refresh marker keeps its meaning) unless s holds
+ * that generation or a newer one. 1 when s held all of it already (nothing written), 0 after a
+ * write. Idempotent: run again after a crash, it finishes or finds nothing to do. */
+int store_import_account(struct store *s, const char *account,
+                         const struct store_account_copy *copy);
+/* Reads the account back from s: 0 when s holds everything copy holds (the refresh token at
+ * copy's generation with the same value, read by its label in the object store; the newest in
+ * the wrapped one, which may be newer), -ESTALE (logged) otherwise. */
+int store_verify_account(struct store *s, const char *account,
+                         const struct store_account_copy *copy);
+/* Every refresh-token object of the object store, "<account>/refresh_token/<generation>", from one
+ * scan of the token's labels, sorted by account then generation: what a migration drops for each
+ * account without scanning the token again per account. Empty for a wrapped store. */
+struct store_generation_entry {
+        char account[65]; /* NAME_MAX_LEN + 1 */
+        uint64_t generation;
+};
+int store_list_refresh_token_generations(struct store *s, struct store_generation_entry **ret,
+                                         size_t *ret_n);
+/* Removes from s what its backend keeps of the account, refresh tokens first (in the object
+ * store: the n generations given, by exact label) and metadata last (so an account interrupted
+ * half-way stays listed and store_account_backends() still finds it there); never a key,
+ * certificate or the refresh marker. */
+int store_drop_account_data(struct store *s, const char *account, const uint64_t *generations,
+                            size_t n);
+
+#define STORE_BACKEND_BIT(b) (1u << (b))
+/* Which backends hold data of the account: bits STORE_BACKEND_BIT(). The object backend's
+ * metadata and client secret are looked up by label in s's token; the wrapped one's file in s's
+ * directory, or, for a store opened with `objects`, in wrapped_dir (may be NULL: not looked at). */
+int store_account_backends(struct store *s, const char *wrapped_dir, const char *account,
+                           unsigned *ret);
+
 /* ---- audit key (signed checkpoints of the audit log, audit-spec.md) ---- */
 
 struct note_key; /* common/signed-note.h */

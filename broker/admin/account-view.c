@@ -133,6 +133,16 @@ static bool add_certificate(cJSON *o, const struct account_inventory *item)
                cJSON_AddStringToObject(sub, "sha256_thumbprint", c->sha256_hex);
 }
 
+/* Which credential-store backends hold the account's metadata, refresh token or client secret
+ * (both: a credbroker store migrate that was interrupted). */
+static const char *backend_name(unsigned backends)
+{
+        bool objects = backends & STORE_BACKEND_BIT(STORE_BACKEND_OBJECTS),
+             wrapped = backends & STORE_BACKEND_BIT(STORE_BACKEND_WRAPPED);
+
+        return objects && wrapped ? "both" : wrapped ? "wrapped" : "objects";
+}
+
 cJSON *account_view_show(const struct account_inventory *item, const struct account_status *status,
                          const struct account_view_options *o)
 {
@@ -146,7 +156,9 @@ cJSON *account_view_show(const struct account_inventory *item, const struct acco
             !cJSON_AddStringToObject(a, "state", status->state) ||
             !add_optional_string(a, "message", status->message) ||
             !cJSON_AddBoolToObject(a, "client_secret", item->has_secret) ||
-            !add_refresh_token(a, item) || !add_certificate(a, item))
+            !add_refresh_token(a, item) || !add_certificate(a, item) ||
+            (item->backends &&
+             !cJSON_AddStringToObject(a, "backend", backend_name(item->backends))))
                 return NULL;
         return TAKE_PTR(a);
 }

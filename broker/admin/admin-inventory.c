@@ -21,6 +21,7 @@ void inventory_request_free(struct inventory_request *r)
         for (size_t i = 0; i < r->n_items; i++)
                 inventory_item_clear(&r->items[i]);
         free(r->items);
+        free(r->wrapped_dir);
         free(r);
 }
 
@@ -60,6 +61,21 @@ static int gather_one(struct store *store, const char *name, struct account_inve
         return 0;
 }
 
+/* gather_one(), and which backends hold the account's data: one held only by the backend the
+ * store was not opened with (an interrupted credbroker store migrate) is shown, not missing. */
+static int gather_with_backends(struct store *store, const struct inventory_request *request,
+                                struct account_inventory *item)
+{
+        int r = gather_one(store, request->account, item);
+
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (store_account_backends(store, request->wrapped_dir, request->account, &item->backends) <
+            0)
+                item->backends = 0;
+        return r == -ENOENT && item->backends == 0 ? -ENOENT : 0;
+}
+
 int inventory_gather(struct store *store, void *userdata)
 {
         struct inventory_request *request = userdata;
@@ -79,7 +95,9 @@ int inventory_gather(struct store *store, void *userdata)
                 if (!request->items)
                         return -ENOMEM;
                 request->n_items = 1;
-                return gather_one(store, request->account, &request->items[0]);
+                return request->backends_wanted
+                           ? gather_with_backends(store, request, &request->items[0])
+                           : gather_one(store, request->account, &request->items[0]);
         }
         r = store_list_all_accounts(store, &names, &n);
         if (r < 0)

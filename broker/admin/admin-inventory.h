@@ -21,12 +21,17 @@ struct account_inventory {
         bool has_secret;
         bool has_certificate;
         struct store_certificate_info certificate;
+        unsigned backends; /* STORE_BACKEND_BIT()s holding its data, when the request asked */
 };
 
 struct inventory_request {
         char account[NAME_MAX_LEN + 1]; /* "": every account */
         struct account_inventory *items;
         size_t n_items;
+        /* account.show: also ask which backends hold the account (store_account_backends());
+         * wrapped_dir (malloc()ed, may be NULL) is where the wrapped one's files are. */
+        bool backends_wanted;
+        char *wrapped_dir;
 };
 
 /* A STORE_JOB_CALL function: fills request->items. -ENOENT for a named account that has no

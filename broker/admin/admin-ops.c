@@ -131,8 +131,14 @@ static void inventory_begin(struct admin_connection *c, const char *account,
                 admin_send_error(c, ADMIN_INTERNAL, "Out of memory.");
                 return;
         }
-        if (account)
+        if (account) {
                 memcpy(io->request->account, account, strlen(account) + 1);
+                /* account.show says which backend holds it ("backend"); a copy: a reload may
+                 * replace the configuration while the store worker reads it. */
+                io->request->backends_wanted = true;
+                io->request->wrapped_dir =
+                    c->broker->config->wrapped_dir ? strdup(c->broker->config->wrapped_dir) : NULL;
+        }
         io->reply = reply;
         io->row = row;
         job->call = inventory_gather;

@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -768,6 +770,113 @@ static void test_recreate(struct store *s)
         free(old);
 }
 
+/* Two processes (the CLI and the broker) writing the same account: each write holds the
+ * account's lock from loading the state to its counter, so neither removes the other's temporary
+ * file nor writes a successor of a state the other has already replaced. Each child makes its own
+ * store (its own session), as two programs would. */
+#define RACE_WRITES 20
+
+static int race_child(unsigned id, int ready, int go)
+{
+        struct store *s = NULL;
+        unsigned failed = 0;
+        char text[64], byte = 0;
+
+        /* Logged in before the other starts: SoftHSM2 rewrites token.object on C_Login, and a
+         * process reading it meanwhile finds no token (docs/softhsm-torn-writes.md). */
+        if (open_wrapped(&s) < 0)
+                return 100;
+        if (write(ready, "x", 1) != 1 || read(go, &byte, 1) < 0)
+                return 101;
+        for (unsigned i = 0; i < RACE_WRITES; i++) {
+                _cleanup_secret_ struct secret *rt = NULL;
+                uint64_t g;
+
+                snprintf(text, sizeof(text), "refresh-token-%u-%u", id, i);
+                rt = secret_of(text);
+                if (store_write_refresh_token(s, "race", rt, &g) < 0)
+                        failed++;
+        }
+        store_close(s);
+        return (int)failed;
+}
+
+static void test_two_writers(void)
+{
+        _cleanup_secret_ struct secret *back = NULL;
+        struct store *s = NULL;
+        pid_t pids[2];
+        int failed = 0, ready[2], go[2];
+        uint64_t g = 0;
+        char lock[PATH_MAX], byte;
+        struct stat st;
+
+        if (pipe(ready) < 0 || pipe(go) < 0)
+                test_die("pipe");
+        for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
+                pids[i] = fork();
+                if (pids[i] < 0)
+                        test_die("fork");
+                if (pids[i] == 0) {
+                        close(go[1]);
+                        _exit(race_child(i, ready[1], go[0]));
+                }
+                if (read(ready[0], &byte, 1) != 1)
+                        test_die("a writer did not start");
+        }
+        close(go[1]); /* both go at once */
+        close(go[0]);
+        close(ready[0]);
+        close(ready[1]);
+        for (unsigned i = 0; i < ELEMENTSOF(pids); i++) {
+                int status;
+
+                if (waitpid(pids[i], &status, 0) < 0 || !WIFEXITED(status))
+                        test_die("waitpid");
+                failed += WEXITSTATUS(status);
+        }
+        is_int(failed, 0, "two processes writing one account: every write succeeds");
+        is_int(open_wrapped(&s), 0, "open the store again");
+        is_int(store_read_refresh_token(s, "race", &back, &g), 0,
+               "the account reads back after the race");
+        is_int(g, 2 * RACE_WRITES, "no write was lost: one generation per write");
+        if ((size_t)snprintf(lock, sizeof(lock), "%s/.race.lock", store_dir) >= sizeof(lock))
+                test_die("path too long");
+        ok(stat(lock, &st) == 0 && (st.st_mode & 0777) == 0600, "the lock file, mode 0600");
+        store_close(s);
+}
+
+/* A process that holds an account's lock and does not let go (stopped with ^Z) delays another's
+ * operation on that account by at most WRAPPED_LOCK_TIMEOUT_MS, which then fails with -EAGAIN;
+ * other accounts are not held up. */
+static void test_lock_timeout(void)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-after-wait");
+        struct store *s = NULL;
+        char lock[PATH_MAX];
+        uint64_t g = 0, t0, waited;
+        int fd;
+
+        if ((size_t)snprintf(lock, sizeof(lock), "%s/.race.lock", store_dir) >= sizeof(lock))
+                test_die("path too long");
+        fd = open(lock, O_RDWR | O_CLOEXEC);
+        if (fd < 0 || flock(fd, LOCK_EX) < 0)
+                test_die("flock");
+        is_int(open_wrapped(&s), 0, "open the store");
+        t0 = now_boottime_usec();
+        is_int(store_write_refresh_token(s, "race", rt, &g), -EAGAIN,
+               "a write on an account another process holds fails with -EAGAIN");
+        waited = (now_boottime_usec() - t0) / 1000;
+        printf("# waited %llu ms\n", (unsigned long long)waited);
+        ok(waited >= WRAPPED_LOCK_TIMEOUT_MS - 100 && waited < WRAPPED_LOCK_TIMEOUT_MS + 3000,
+           "after waiting WRAPPED_LOCK_TIMEOUT_MS");
+        is_int(store_write_refresh_token(s, "other", rt, &g), 0, "another account is not held up");
+        close(fd);
+        is_int(store_write_refresh_token(s, "race", rt, &g), 0, "released: the write goes through");
+        is_int(g, 2 * RACE_WRITES + 1, "at the next generation");
+        store_close(s);
+}
+
 int main(void)
 {
         struct store *s = NULL;
@@ -795,6 +904,8 @@ int main(void)
         test_root_owner();
         test_recreate(s);
         store_close(s);
+        test_two_writers();
+        test_lock_timeout();
         test_token_cleanup(&softhsm);
         return done_testing();
 }
