@@ -85,6 +85,10 @@ struct p11_generation_hint {
         /* The oldest generation that may still be present: a rotation looks up every label in
          * [oldest, newest] (oldest == newest: the newest alone). */
         uint64_t oldest;
+        /* The newest generation's object as found or made in session newest_epoch (0: not
+         * known). Before it is used its label is read (one call) and must still name newest. */
+        CK_OBJECT_HANDLE newest_handle;
+        unsigned newest_epoch;
         /* The index object, once looked for: index_handle 0 means the account has none yet. The
          * handle is only good in the session it was found in (index_epoch). */
         bool index_known;
@@ -170,7 +174,7 @@ static struct p11_generation_hint *generation_hint_get(struct store *s, const ch
 }
 
 static void generation_hint_set(struct store *s, const char *account, uint64_t newest,
-                                uint64_t oldest)
+                                uint64_t oldest, CK_OBJECT_HANDLE newest_handle)
 {
         struct p11_generation_hint *h = generation_hint_get(s, account);
 
@@ -178,6 +182,8 @@ static void generation_hint_set(struct store *s, const char *account, uint64_t n
                 return;
         h->newest = newest;
         h->oldest = oldest <= newest ? oldest : newest;
+        h->newest_handle = newest_handle;
+        h->newest_epoch = s->session_epoch;
 }
 
 /* Removes the hint and closes the gap behind it, so every probe sequence stays unbroken. */
@@ -507,6 +513,27 @@ static int list_generations(struct store *s, const char *account, struct generat
 
 /* The hinted newest generation of account, looked up by its exact label: 0 or 1 of them in
  * *ret (-ENOENT without a hint, or when the hint names a label that matches no single object). */
+/* Whether the hinted newest generation's object is still the one found in this session: its
+ * label, read in one call, still names it (a search would re-read a file-backed token's whole
+ * directory). Gone, relabelled or unreadable: no, and the caller searches. */
+static bool hinted_handle_is_current(struct store *s, const char *account,
+                                     struct p11_generation_hint *h)
+{
+        char label[LABEL_MAX + 1], want[LABEL_MAX];
+        CK_ATTRIBUTE a = {CKA_LABEL, label, LABEL_MAX};
+        CK_RV rv;
+
+        if (h->newest_handle == 0 || h->newest_epoch != s->session_epoch || !s->session_open)
+                return false;
+        snprintf(want, sizeof(want), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, h->newest);
+        rv = s->module->C_GetAttributeValue(s->session, h->newest_handle, &a, 1);
+        if (rv == CKR_OK && a.ulValueLen == strlen(want) && memcmp(label, want, a.ulValueLen) == 0)
+                return true;
+        p11_note_rv(s, rv); /* a lost session is opened again by the search that follows */
+        h->newest_handle = 0;
+        return false;
+}
+
 static int hinted_generation(struct store *s, const char *account, struct generation *ret)
 {
         struct p11_generation_hint *h = generation_hint_find(s, account);
@@ -516,11 +543,17 @@ static int hinted_generation(struct store *s, const char *account, struct genera
 
         if (!h || h->newest == 0)
                 return -ENOENT;
+        if (hinted_handle_is_current(s, account, h)) {
+                *ret = (struct generation){.handle = h->newest_handle, .generation = h->newest};
+                return 0;
+        }
         r = find_generation(s, account, h->newest, &handle, &n);
         if (r < 0)
                 return r;
         if (n != 1)
                 return -ENOENT;
+        h->newest_handle = handle;
+        h->newest_epoch = s->session_epoch;
         *ret = (struct generation){.handle = handle, .generation = h->newest};
         return 0;
 }
@@ -738,7 +771,7 @@ static void note_generations(struct store *s, const char *account,
 {
         if (n > 0)
                 generation_hint_set(s, account, generations[0].generation,
-                                    generations[n - 1].generation);
+                                    generations[n - 1].generation, generations[0].handle);
         if (ret_n_generations)
                 *ret_n_generations = n;
         if (n > 1)
@@ -817,6 +850,12 @@ static int hinted_rotation_base(struct store *s, const char *account, struct gen
         found = calloc(h->newest - h->oldest + 1, sizeof(*found));
         if (!found)
                 return -ENOMEM;
+        if (h->oldest == h->newest && hinted_handle_is_current(s, account, h)) {
+                found[0] = (struct generation){.handle = h->newest_handle, .generation = h->newest};
+                *ret = TAKE_PTR(found);
+                *ret_n = 1;
+                return 0;
+        }
         for (uint64_t g = h->newest;; g--) {
                 CK_OBJECT_HANDLE handle;
                 size_t count;
@@ -887,7 +926,7 @@ static uint64_t destroy_generations(struct store *s, const char *account,
 /* The new generation, created and read back; on a differing read-back it is destroyed again
  * and the old generations stay (the last token known to be intact). */
 static int create_verified(struct store *s, const char *account, const char *label,
-                           struct secret *envelope)
+                           struct secret *envelope, CK_OBJECT_HANDLE *ret)
 {
         _cleanup_secret_ struct secret *back = NULL;
         CK_OBJECT_HANDLE handle;
@@ -901,8 +940,10 @@ static int create_verified(struct store *s, const char *account, const char *lab
         /* The whole envelope is compared, so the write time is verified with the token. */
         r = p11_read_secret_value(s, handle, ENVELOPE_MAX, label, &back);
         fault_readback_differs(back);
-        if (r >= 0 && secret_equal(back, envelope))
+        if (r >= 0 && secret_equal(back, envelope)) {
+                *ret = handle;
                 return 0;
+        }
         if (p11_destroy_object(s, handle, label) < 0) {
                 log_warning("Could not destroy the unverified object \"%s\"; the next rotation "
                             "removes it.",
@@ -924,6 +965,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         _cleanup_free_ struct generation *generations = NULL;
         _cleanup_secret_ struct secret *envelope = NULL;
         char label[LABEL_MAX];
+        CK_OBJECT_HANDLE handle = 0;
         time_t now = time(NULL);
         uint64_t next, oldest;
         size_t n;
@@ -953,7 +995,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         r = envelope_build(label, token, now > 0 ? (uint64_t)now : 0, &envelope);
         if (r < 0)
                 return r;
-        r = create_verified(s, account, label, envelope);
+        r = create_verified(s, account, label, envelope, &handle);
         if (r < 0)
                 return r;
         fault_point("after-readback");
@@ -965,7 +1007,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         /* Last: the index never leads past a generation that is still present. */
         index_move(s, account, oldest);
         fault_point("after-index");
-        generation_hint_set(s, account, next, oldest);
+        generation_hint_set(s, account, next, oldest, handle);
 
         if (ret_generation)
                 *ret_generation = next;

@@ -1360,10 +1360,12 @@ static struct store *test_torn_generations(struct store *s)
 static CK_FUNCTION_LIST *real_module;
 static CK_FUNCTION_LIST counting_module;
 static unsigned pkcs11_calls;
+static unsigned pkcs11_searches;
 
 static CK_RV counted_find_init(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR t, CK_ULONG n)
 {
         pkcs11_calls++;
+        pkcs11_searches++;
         return real_module->C_FindObjectsInit(h, t, n);
 }
 
@@ -1424,6 +1426,7 @@ static void count_calls(struct store *s)
         counting_module.C_GetSessionInfo = counted_session_info;
         s->module = &counting_module;
         pkcs11_calls = 0;
+        pkcs11_searches = 0;
 }
 
 static unsigned counted_calls(struct store *s)
@@ -1434,7 +1437,8 @@ static unsigned counted_calls(struct store *s)
 
 /* What the broker asks of the store for an account's first token after start: its metadata,
  * its refresh token, the refresh marker, and the rotated token's write. Returns the calls. */
-static unsigned first_token_calls(struct store *s, const char *account, const char *token)
+static unsigned first_token_calls(struct store *s, const char *account, const char *token,
+                                  bool with_meta)
 {
         _cleanup_secret_ struct secret *next = make_secret(token);
         _cleanup_free_ char *json = NULL;
@@ -1444,7 +1448,8 @@ static unsigned first_token_calls(struct store *s, const char *account, const ch
         unsigned calls;
 
         count_calls(s);
-        is_int(store_get_meta(s, account, &json), 0, "first token: the metadata");
+        if (with_meta)
+                is_int(store_get_meta(s, account, &json), 0, "first token: the metadata");
         is_int(store_read_refresh_token(s, account, &out, &read_g), 0,
                "first token: the refresh token");
         is_int(store_mark_refresh(s, account, read_g, &interrupted), 0, "first token: marked");
@@ -1493,14 +1498,21 @@ static struct store *test_first_token_calls(struct store *s)
 
         add_accounts(s, 0, 5);
         s = reopen(s);
-        few = first_token_calls(s, "many02", "0.MANY-third-a");
+        few = first_token_calls(s, "many02", "0.MANY-third-a", true);
         add_accounts(s, 5, 50);
         s = reopen(s);
-        many = first_token_calls(s, "many03", "0.MANY-third-b");
+        many = first_token_calls(s, "many03", "0.MANY-third-b", true);
         printf("# an account's first token: %u PKCS#11 calls with 5 accounts, %u with 50\n", few,
                many);
         ok(many <= FIRST_TOKEN_CALLS_MAX, "the first token with 50 accounts: a bounded number");
         is_int(many, few, "the same number with 50 accounts as with 5");
+        /* Then a refresh of the loaded account: its objects' handles are checked by their
+         * labels, never searched for (a search re-reads a file-backed token's directory). */
+        many = first_token_calls(s, "many03", "0.MANY-fourth", false);
+        printf("# a refresh of a loaded account: %u PKCS#11 calls, %u searches\n", many,
+               pkcs11_searches);
+        is_int(pkcs11_searches, 0, "a refresh of a loaded account searches nothing");
+        ok(many <= 12, "and makes at most 12 calls");
 
         /* The keep-alive's walk asks every account's generation info: bounded per account. */
         s = reopen(s);
