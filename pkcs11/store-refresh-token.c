@@ -69,8 +69,10 @@ static int find_generation(struct store *s, const char *account, uint64_t genera
  * scan:
  *
  * In memory, each account's newest generation as last seen and the oldest one that may still be
- * present, so later reads and rotations look those labels up. The hint is only a shortcut: a
- * generation it names that is gone or unusable falls back to the index below or the scan.
+ * present, so later reads and rotations look those labels up, and the newest one's object
+ * handle, checked by reading its label (one call, no search) before it is used. The hint is only
+ * a shortcut: a generation it names that is gone or unusable falls back to the index below or
+ * the scan.
  *
  * In the token, one index object per account (see "the index" below) that names a lower bound
  * of its generations, so an account's first read after start is a handful of exact-label
