@@ -523,7 +523,9 @@ int store_remove_account_report(struct store *s, const char *account,
                         r = p11_destroy_object(s, objects[i].handle, objects[i].label);
                         if (r == -ENOENT)
                                 continue;
-                        if (r == 0)
+                        /* The refresh token index is bookkeeping, not a credential: unreported. */
+                        if (r == 0 &&
+                            !p11_startswith(objects[i].label + strlen(prefix) - 1, INDEX_INFIX))
                                 r = removal_add(&removal, objects[i].label, CKO_DATA);
                         if (r < 0 && failed == 0)
                                 failed = r;

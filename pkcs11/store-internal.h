@@ -24,6 +24,8 @@
 
 #define REFRESH_TOKEN_INFIX "/refresh_token/"
 #define META_SUFFIX         "/meta"
+/* "<account>/refresh_index/<g>": where an account's generations start (store-refresh-token.c). */
+#define INDEX_INFIX "/refresh_index/"
 
 struct store {
         CK_FUNCTION_LIST *module;
@@ -54,11 +56,14 @@ struct store {
         unsigned reopen_failures;
         uint64_t reopen_at_usec; /* CLOCK_BOOTTIME before which no reopen is attempted */
 
-        /* Each account's newest refresh-token generation as last seen, so that a refresh looks
-         * its generation up by exact label instead of scanning every object in the token
-         * (store-refresh-token.c). Labels outlive sessions, so a reopen keeps them. */
-        struct p11_generation_hint *generation_hints;
+        /* Each account's refresh-token generations as last seen and its index object, so that
+         * a refresh looks its generation up by exact label instead of scanning every object in
+         * the token (store-refresh-token.c): a hash table of generation_hints_size slots (a
+         * power of two, at most half full) keyed by account. Labels outlive sessions, so a
+         * reopen keeps them. */
+        struct p11_generation_hint **generation_hints;
         size_t n_generation_hints;
+        size_t generation_hints_size;
 
         /* Counts the sessions opened again: object handles found in an earlier one are stale. */
         unsigned session_epoch;

@@ -22,7 +22,9 @@ const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
 //   after-receive   answer parsed, new token not yet stored: only generation 1
 //   after-create    generation 2 created, not yet read back: 1 and 2
 //   after-readback  generation 2 verified, 1 not yet destroyed: 1 and 2
-//   after-destroy   rotation complete: only 2
+//   after-destroy   generation 1 destroyed, the index (store-refresh-token.c) still names 1:
+//                   only 2, found by probing past the index's one leading miss
+//   after-index     rotation complete, the index moved on to 2: only 2
 // The wrapped store ([pkcs11] store = wrapped) keeps one generation per account file:
 //   wrapped-after-write  the temporary file written, fsynced, read back; not renamed: 1 and 2
 //                        (the next load finishes the write)
@@ -35,6 +37,7 @@ const POINTS = {
     { name: 'after-create', left: [1, 2], newTokenLost: false },
     { name: 'after-readback', left: [1, 2], newTokenLost: false },
     { name: 'after-destroy', left: [2], newTokenLost: false },
+    { name: 'after-index', left: [2], newTokenLost: false },
   ],
   wrapped: [
     { name: 'after-send', left: [1], newTokenLost: true },
