@@ -120,6 +120,23 @@ int p11_remember_session(struct store *s, const char *module_path, const char *t
 /* store-refresh-token.c */
 void p11_generation_hints_forget(struct store *s, const char *account);
 void p11_generation_hints_free(struct store *s);
+/* A refresh-token object's value: magic, version, write time (big-endian), the token, and the
+ * first ENVELOPE_CHECK bytes of SHA-256 over the label with its NUL and all before. */
+#define ENVELOPE_MAGIC_LEN 5
+#define ENVELOPE_HEADER    (ENVELOPE_MAGIC_LEN + 1 + 8)
+#define ENVELOPE_CHECK     8
+#define ENVELOPE_MAX       (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
+int p11_envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
+                       struct secret **ret);
+/* Strict: -EBADMSG (*ret_why says why) for anything but an intact envelope of a known version
+ * or a valid legacy raw token, whose write time is 0. */
+int p11_envelope_parse(const char *label, struct secret *value, struct secret **ret_token,
+                       uint64_t *ret_stored_at, const char **ret_why);
+/* Points the account's refresh token index at generation (the oldest one present), making it
+ * when there is none; a failure is logged and left (the index is only a lower bound). */
+void p11_index_move(struct store *s, const char *account, uint64_t generation);
+/* Destroys the account's index objects and forgets what is known of its generations. */
+void p11_index_drop(struct store *s, const char *account);
 
 /* store-object.c: labels */
 bool p11_account_is_valid(const char *account);

@@ -15,19 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <gnutls/crypto.h>
-
 #include "fault.h"
 #include "log.h"
 #include "util.h"
-
-/* The envelope of a refresh-token object, as store-refresh-token.c writes and parses it (magic,
- * version 1, stored_at big-endian, the token, the first 8 bytes of SHA-256 over the label with
- * its NUL and everything before): the same bytes, so that the object store reads it as its own. */
-static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
-#define ENVELOPE_HEADER (sizeof(envelope_magic) + 1 + 8)
-#define ENVELOPE_CHECK  8
-#define ENVELOPE_MAX    (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
 
 static int objects_read_generation(struct store *s, const char *account, uint64_t g,
                                    struct secret **ret, uint64_t *ret_stored_at);
@@ -98,83 +88,6 @@ int store_export_account(struct store *s, const char *account, const uint64_t *g
 
 /* ---- the object backend's side ---- */
 
-/* The first ENVELOPE_CHECK bytes of SHA-256 over the label with its NUL and data. */
-static int envelope_digest(const char *label, const void *data, size_t len,
-                           uint8_t out[static ENVELOPE_CHECK])
-{
-        uint8_t digest[32];
-        gnutls_hash_hd_t hash;
-
-        if (gnutls_hash_init(&hash, GNUTLS_DIG_SHA256) < 0)
-                return -ENOMEM;
-        if (gnutls_hash(hash, label, strlen(label) + 1) < 0 || gnutls_hash(hash, data, len) < 0) {
-                gnutls_hash_deinit(hash, NULL);
-                return -EIO;
-        }
-        gnutls_hash_deinit(hash, digest);
-        memcpy(out, digest, ENVELOPE_CHECK);
-        return 0;
-}
-
-static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
-                          struct secret **ret)
-{
-        _cleanup_secret_ struct secret *e = NULL;
-        uint8_t header[ENVELOPE_HEADER], check[ENVELOPE_CHECK];
-        int r;
-
-        memcpy(header, envelope_magic, sizeof(envelope_magic));
-        header[sizeof(envelope_magic)] = 1;
-        for (size_t i = 0; i < 8; i++)
-                header[sizeof(envelope_magic) + 1 + i] = (uint8_t)(stored_at >> (56 - 8 * i));
-        r = secret_new(ENVELOPE_HEADER + secret_len(token) + ENVELOPE_CHECK, &e);
-        if (r >= 0)
-                r = secret_append(e, header, sizeof(header));
-        if (r >= 0)
-                r = secret_append(e, secret_str(token), secret_len(token));
-        if (r >= 0)
-                r = envelope_digest(label, secret_data(e), secret_len(e), check);
-        if (r >= 0)
-                r = secret_append(e, check, sizeof(check));
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(e);
-        return 0;
-}
-
-/* The token and write time of a stored value, checked as the object store checks it: an intact
- * envelope of version 1, or a legacy raw token (write time 0). -EBADMSG for anything else. */
-static int envelope_parse(const char *label, struct secret *value, struct secret **ret,
-                          uint64_t *ret_stored_at)
-{
-        const uint8_t *d = secret_data(value);
-        size_t len = secret_len(value);
-        uint8_t check[ENVELOPE_CHECK];
-        uint64_t at = 0;
-        int r;
-
-        if (len > 0 && d[0] != envelope_magic[0]) {
-                *ret_stored_at = 0;
-                return token_is_valid((const char *)d, len) ? secret_new_from(d, len, ret)
-                                                            : -EBADMSG;
-        }
-        if (len < ENVELOPE_HEADER + 1 + ENVELOPE_CHECK ||
-            memcmp(d, envelope_magic, sizeof(envelope_magic)) != 0 ||
-            d[sizeof(envelope_magic)] != 1)
-                return -EBADMSG;
-        r = envelope_digest(label, d, len - ENVELOPE_CHECK, check);
-        if (r < 0)
-                return r;
-        if (memcmp(check, d + len - ENVELOPE_CHECK, ENVELOPE_CHECK) != 0 ||
-            !token_is_valid((const char *)d + ENVELOPE_HEADER,
-                            len - ENVELOPE_HEADER - ENVELOPE_CHECK))
-                return -EBADMSG;
-        for (size_t i = 0; i < 8; i++)
-                at = at << 8 | d[sizeof(envelope_magic) + 1 + i];
-        *ret_stored_at = at;
-        return secret_new_from(d + ENVELOPE_HEADER, len - ENVELOPE_HEADER - ENVELOPE_CHECK, ret);
-}
-
 /* Generation g of the account's refresh token, found by its exact label (no scan): -ENOENT when
  * no object bears it, -EBADMSG when none that does reads back intact. */
 static int objects_read_generation(struct store *s, const char *account, uint64_t g,
@@ -191,11 +104,12 @@ static int objects_read_generation(struct store *s, const char *account, uint64_
                 return r;
         for (size_t i = 0; i < n; i++) {
                 _cleanup_secret_ struct secret *value = NULL;
+                const char *why;
 
                 r = p11_read_secret_value(s, handles[i], ENVELOPE_MAX, label, &value);
                 if (r < 0 && p11_error_is_token_wide(s, r))
                         return r;
-                if (r >= 0 && envelope_parse(label, value, ret, ret_stored_at) >= 0)
+                if (r >= 0 && p11_envelope_parse(label, value, ret, ret_stored_at, &why) >= 0)
                         return 0;
         }
         return n == 0 ? -ENOENT : -EBADMSG;
@@ -232,7 +146,7 @@ static int objects_put_refresh_token(struct store *s, const char *account,
 
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account,
                  copy->generation);
-        r = envelope_build(label, copy->refresh_token, copy->stored_at, &envelope);
+        r = p11_envelope_build(label, copy->refresh_token, copy->stored_at, &envelope);
         if (r >= 0)
                 r = destroy_label(s, label, NULL);
         p11_generation_hints_forget(s, account);
@@ -250,6 +164,8 @@ static int objects_put_refresh_token(struct store *s, const char *account,
                 return log_error_errno(r, "Account %s: refresh token \"%s\" does not read back",
                                        account, label);
         }
+        /* Its first read then probes from here instead of scanning the token. */
+        p11_index_move(s, account, copy->generation);
         return 0;
 }
 
@@ -362,9 +278,11 @@ static int objects_drop(struct store *s, const char *account, const uint64_t *ge
                          generations[i]);
                 r = destroy_label(s, label, NULL);
         }
-        p11_generation_hints_forget(s, account);
-        if (r < 0)
+        if (r < 0) {
+                p11_generation_hints_forget(s, account);
                 return r;
+        }
+        p11_index_drop(s, account);
         fault_point("migrate-drop-midway");
         snprintf(label, sizeof(label), "%s/client_secret", account);
         r = destroy_label(s, label, NULL);

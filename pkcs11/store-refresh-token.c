@@ -389,6 +389,18 @@ static void index_remove_extra(struct store *s, const char *account, struct p11_
         h->index_extra = false;
 }
 
+void p11_index_drop(struct store *s, const char *account)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        size_t n;
+
+        if (index_search(s, account, &handles, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++)
+                (void)p11_destroy_object(s, handles[i], "a refresh token index");
+        p11_generation_hints_forget(s, account);
+}
+
 /* Points the known index object at generation, or makes one. -ENOENT: the object is gone. */
 static int index_write(struct store *s, const char *account, struct p11_generation_hint *h,
                        uint64_t generation)
@@ -424,7 +436,7 @@ static int index_write(struct store *s, const char *account, struct p11_generati
 /* After a rotation: moves the index on to generation, the oldest one still present, or makes
  * it. A failure is logged and left: the index stays a lower bound, and a read that finds it too
  * far behind scans. */
-static void index_move(struct store *s, const char *account, uint64_t generation)
+void p11_index_move(struct store *s, const char *account, uint64_t generation)
 {
         struct p11_generation_hint *h = generation_hint_get(s, account);
         int r = 0;
@@ -588,11 +600,8 @@ static int hinted_generation(struct store *s, const char *account, struct genera
  * ASCII (token_is_valid()), so it can never start with the envelope's NUL byte; such a value is
  * read as a legacy generation whose write time is unknown. */
 
-static const uint8_t envelope_magic[5] = {0x00, 'c', 'b', 'r', 't'};
+static const uint8_t envelope_magic[ENVELOPE_MAGIC_LEN] = {0x00, 'c', 'b', 'r', 't'};
 #define ENVELOPE_VERSION 1
-#define ENVELOPE_HEADER  (sizeof(envelope_magic) + 1 + 8)
-#define ENVELOPE_CHECK   8
-#define ENVELOPE_MAX     (ENVELOPE_HEADER + TOKEN_MAX_LEN + ENVELOPE_CHECK)
 
 static int envelope_check(const char *label, const uint8_t *data, size_t len,
                           uint8_t check[static ENVELOPE_CHECK])
@@ -611,8 +620,8 @@ static int envelope_check(const char *label, const uint8_t *data, size_t len,
         return 0;
 }
 
-static int envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
-                          struct secret **ret)
+int p11_envelope_build(const char *label, const struct secret *token, uint64_t stored_at,
+                       struct secret **ret)
 {
         _cleanup_secret_ struct secret *envelope = NULL;
         uint8_t header[ENVELOPE_HEADER], check[ENVELOPE_CHECK];
@@ -641,8 +650,8 @@ static int envelope_build(const char *label, const struct secret *token, uint64_
 
 /* Parses a stored value strictly: -EBADMSG for anything but an intact envelope of a known version
  * or a valid legacy raw token. *ret_stored_at is 0 for a legacy value. */
-static int envelope_parse(const char *label, struct secret *value, struct secret **ret_token,
-                          uint64_t *ret_stored_at, const char **ret_why)
+int p11_envelope_parse(const char *label, struct secret *value, struct secret **ret_token,
+                       uint64_t *ret_stored_at, const char **ret_why)
 {
         const uint8_t *data = secret_data(value);
         size_t len = secret_len(value), token_len;
@@ -727,7 +736,7 @@ static int read_generation(struct store *s, const char *account, const struct ge
                                   what, s->token_label);
                 return -EBADMSG;
         }
-        r = envelope_parse(what, value, &token, &stored_at, &why);
+        r = p11_envelope_parse(what, value, &token, &stored_at, &why);
         if (r == -EBADMSG)
                 log_warning("Skipping refresh token object \"%s\" on token \"%s\": %s.", what,
                             s->token_label, why);
@@ -994,7 +1003,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
                                        account);
         next = n > 0 ? generations[0].generation + 1 : 1;
         snprintf(label, sizeof(label), "%s" REFRESH_TOKEN_INFIX "%" PRIu64, account, next);
-        r = envelope_build(label, token, now > 0 ? (uint64_t)now : 0, &envelope);
+        r = p11_envelope_build(label, token, now > 0 ? (uint64_t)now : 0, &envelope);
         if (r < 0)
                 return r;
         r = create_verified(s, account, label, envelope, &handle);
@@ -1007,7 +1016,7 @@ int store_write_refresh_token(struct store *s, const char *account, const struct
         oldest = destroy_generations(s, account, generations, n, next);
         fault_point("after-destroy");
         /* Last: the index never leads past a generation that is still present. */
-        index_move(s, account, oldest);
+        p11_index_move(s, account, oldest);
         fault_point("after-index");
         generation_hint_set(s, account, next, oldest, handle);
 

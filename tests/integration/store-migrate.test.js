@@ -97,6 +97,11 @@ async function holdings() {
   return out;
 }
 
+// The object store's refresh token index objects ("<account>/refresh_index/<g>"), sorted.
+async function indexLabels() {
+  return (await h.dataObjectLabels()).filter((l) => l.includes('/refresh_index/')).sort();
+}
+
 const any = (x) => x.meta || x.secret || x.rt > 0;
 
 // Nothing lost: each part an account had is held by one backend or the other, the refresh token
@@ -184,6 +189,7 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assert.match(r.stdout, /^Moved 5 accounts from objects to wrapped\.$/m);
   assert.match(r.stdout, /set "store = wrapped" in the \[pkcs11\] section of /);
   assertAllIn(await holdings(), 'wrapped', generations);
+  assert.deepEqual(await indexLabels(), [], 'no refresh token index is left behind in the token');
   // The configuration still says objects: account list shows each account it still finds in the
   // token (a key, a certificate, the refresh marker) as held by wrapped, and points out those it
   // no longer lists at all (appsecret; devflow, never refreshed, has no refresh marker).
@@ -210,6 +216,9 @@ test('objects -> wrapped -> objects: every account moves whole, tokens issued af
   assert.equal(back.code, 0, back.stdout + back.stderr);
   assert.match(back.stdout, /already says "store = wrapped"|set "store = objects"/);
   assertAllIn(await holdings(), 'objects', generations);
+  // Each imported refresh token gets its index, so its first read probes instead of scanning.
+  assert.deepEqual(await indexLabels(), Object.keys(generations).sort()
+    .map((a) => `${a}/refresh_index/${generations[a]}`));
   useBackend('objects');
   await tokensWork(generations, 'objects');
 });
