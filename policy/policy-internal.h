@@ -5,13 +5,13 @@
 #include "policy.h"
 #include "util.h"
 
-#define POLICY_MAX_IDS       32  /* uids or gids in one rule */
-#define POLICY_MAX_PATTERNS  16  /* exe paths or unit names in one rule */
-#define POLICY_PATTERN_MAX   256 /* bytes of one exe path, unit name or glob */
-#define POLICY_GLOB_MAX_STAR 8   /* '*' in one glob: keeps fnmatch's backtracking small */
-#define POLICY_MAX_WINDOWS   8   /* day/hour windows in one time rule */
-#define POLICY_MAX_RULES     64  /* rules in one profile, both stacks together */
-#define POLICY_MAX_PROFILES  1024
+#define POLICY_MAX_IDS       32    /* uids or gids in one rule */
+#define POLICY_MAX_PATTERNS  16    /* exe paths or unit names in one rule */
+#define POLICY_PATTERN_MAX   256   /* bytes of one exe path, unit name or glob */
+#define POLICY_GLOB_MAX_STAR 8     /* '*' in one glob: keeps fnmatch's backtracking small */
+#define POLICY_MAX_WINDOWS   8     /* day/hour windows in one time rule */
+#define POLICY_MAX_RULES     64    /* rules in one profile, both stacks together */
+#define POLICY_MAX_PROFILES  16384 /* an MSP host: a profile per customer mailbox */
 #define POLICY_LINE_MAX      1024
 #define POLICY_MAX_WORDS     (POLICY_MAX_IDS + 3)
 #define POLICY_RATE_MAX      1000000             /* tokens per period */

@@ -20,7 +20,7 @@
 struct broker;
 
 /* The policy's own limit on profiles (policy/policy-internal.h, POLICY_MAX_PROFILES). */
-#define METRICS_PROFILES_MAX 1024
+#define METRICS_PROFILES_MAX 16384
 
 enum metrics_denial {
         METRICS_DENIED_POLICY,       /* the policy's decision was deny */

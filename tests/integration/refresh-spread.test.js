@@ -11,7 +11,9 @@
 // refresh cost grows with the objects in SoftHSM2's token). Once the wrapped store backend makes
 // that flat, raise it to 2000 and LIFETIME with it (the first storm of 2,000 refreshes must end
 // well before LIFETIME * 0.6): CREDBROKER_TEST_REFRESH_ACCOUNTS=2000
-// CREDBROKER_TEST_REFRESH_LIFETIME=120 do it without an edit.
+// CREDBROKER_TEST_REFRESH_LIFETIME=150 CREDBROKER_TEST_REFRESH_CONCURRENCY=16
+// CREDBROKER_TEST_REFRESH_LATENCY_MS=100 CREDBROKER_TEST_STORE=wrapped do it without an edit (the
+// first storm takes about ACCOUNTS / CONCURRENCY * LATENCY_MS).
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const { setup, sleep, MAIL_SEND, SANITIZED } = require('./harness');
@@ -20,9 +22,11 @@ const { setup, sleep, MAIL_SEND, SANITIZED } = require('./harness');
 // than STORE_WAIT_SEC and are answered "unavailable".
 const ACCOUNTS = Number(process.env.CREDBROKER_TEST_REFRESH_ACCOUNTS || (SANITIZED ? 50 : 200));
 const LIFETIME = Number(process.env.CREDBROKER_TEST_REFRESH_LIFETIME || 45); // expires_in, s
-const CONCURRENCY = 4; // [broker] refresh_concurrency_per_authority
+// [broker] refresh_concurrency_per_authority
+const CONCURRENCY = Number(process.env.CREDBROKER_TEST_REFRESH_CONCURRENCY || 4);
 const SPREAD = 15; // [broker] refresh_ahead_spread, percent
-const LATENCY_MS = 300; // every token request is held this long: the queue fills
+// Every token request is held this long: the queue fills.
+const LATENCY_MS = Number(process.env.CREDBROKER_TEST_REFRESH_LATENCY_MS || 300);
 const CONNECTIONS = 16;
 
 const name = (i) => `acct${String(i).padStart(5, '0')}`;
@@ -69,7 +73,7 @@ async function askAll(onReply, timeoutMs) {
 const first = [];
 const refreshed = []; // { at: unix s (ms precision) the new token arrived, expiresAt }
 
-test(`the first tokens of ${ACCOUNTS} accounts in one storm: bounded in flight`, { timeout: 120000 }, async (t) => {
+test(`the first tokens of ${ACCOUNTS} accounts in one storm: bounded in flight`, { timeout: 120000 + ACCOUNTS * 100 }, async (t) => {
   await h.addFault({ endpoint: 'token', mode: 'latency', delay_ms: LATENCY_MS, count: 1000000 });
   await h.resetCounters();
   const start = Date.now();
@@ -88,7 +92,7 @@ test(`the first tokens of ${ACCOUNTS} accounts in one storm: bounded in flight`,
     'the storm ended before the first refresh-ahead point: raise LIFETIME with ACCOUNTS');
 });
 
-test('every account is refreshed ahead of expiry, never more than the limit in flight', { timeout: 180000 }, async (t) => {
+test('every account is refreshed ahead of expiry, never more than the limit in flight', { timeout: 60000 + LIFETIME * 2000 }, async (t) => {
   await h.resetCounters();
   const lastExpiry = Math.max(...first.map((f) => f.expiresAt));
   let failures = 0;
