@@ -473,7 +473,12 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         return c == CURLE_OK ? 0 : -EINVAL;
 }
 
-/* Starts a POST of form (taken, even on failure) to url; exactly one of done and raw_done. */
+/* Starts a POST of form (taken, even on failure) to url; exactly one of done and raw_done.
+ * Each transfer has its own easy handle, but the connections belong to the one multi handle's
+ * cache: the next request to the same host reuses the kept TLS connection (no handshake), and
+ * one the server closed meanwhile is dropped and replaced (on_form_seek lets curl resend the
+ * form). Never CURLOPT_FORBID_REUSE or CURLOPT_FRESH_CONNECT here: tests/integration/
+ * connection-reuse.test.js counts the handshakes. */
 static int post_form(struct idp *idp, const char *url, struct secret **form,
                      struct secret **authorization, idp_done_fn done, idp_raw_done_fn raw_done,
                      void *userdata)
