@@ -146,6 +146,23 @@ static int wrapped_list_accounts(struct store *s, char ***ret_names, size_t *ret
         return 0;
 }
 
+/* Sorts names and frees the repeats; returns how many are left. */
+static size_t names_sort_unique(char **names, size_t n)
+{
+        size_t unique = 0;
+
+        if (n > 0)
+                qsort(names, n, sizeof(char *), compare_names);
+        for (size_t i = 0; i < n; i++) {
+                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
+                        free(names[i]);
+                        continue;
+                }
+                names[unique++] = names[i];
+        }
+        return unique;
+}
+
 int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
 {
         struct p11_data_object *objects = NULL;
@@ -180,36 +197,10 @@ int store_list_accounts(struct store *s, char ***ret_names, size_t *ret_n)
         }
         p11_data_objects_free(objects, n_objects);
 
-        qsort(names, n, sizeof(char *), compare_names);
         /* An interrupted store_put_meta() leaves two "<account>/meta": one name each. */
-        size_t unique = 0;
-        for (size_t i = 0; i < n; i++) {
-                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
-                        free(names[i]);
-                        continue;
-                }
-                names[unique++] = names[i];
-        }
-
+        *ret_n = names_sort_unique(names, n);
         *ret_names = names;
-        *ret_n = unique;
         return 0;
-}
-
-static size_t names_sort_unique(char **names, size_t n)
-{
-        size_t unique = 0;
-
-        if (n > 0)
-                qsort(names, n, sizeof(char *), compare_names);
-        for (size_t i = 0; i < n; i++) {
-                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
-                        free(names[i]);
-                        continue;
-                }
-                names[unique++] = names[i];
-        }
-        return unique;
 }
 
 /* ---- client secret ---- */
@@ -667,16 +658,7 @@ int store_list_all_accounts(struct store *s, char ***ret_names, size_t *ret_n)
                 store_names_free(names, n);
                 return r;
         }
-
-        if (n > 0)
-                qsort(names, n, sizeof(char *), compare_names);
-        for (size_t i = 0; i < n; i++) {
-                if (unique > 0 && strcmp(names[unique - 1], names[i]) == 0) {
-                        free(names[i]);
-                        continue;
-                }
-                names[unique++] = names[i];
-        }
+        unique = names_sort_unique(names, n);
         if (!names) {
                 names = calloc(1, sizeof(char *));
                 if (!names)
