@@ -31,11 +31,19 @@
  * of every account in the token (O(objects) PKCS#11 calls) stays out of their way. */
 #define KEEPALIVE_FIRST_CHECK_SEC 60
 #define SECONDS_PER_DAY           86400
+/* Accounts checked per store job. The worker runs one job at a time: a check of thousands of
+ * accounts in one job held it for minutes on SoftHSM2, and every client's first token waited
+ * behind it (answered `unavailable`). In batches, the jobs queued meanwhile run between them. */
+#define KEEPALIVE_BATCH 16
 
 struct keepalive {
         struct watch timer;
         struct broker *broker;
-        bool checking; /* a store job is out: one check at a time */
+        bool checking;     /* a check is under way: one at a time */
+        char **accounts;   /* this check's accounts, listed at its start */
+        size_t n_accounts; /* and how many */
+        size_t next;       /* the first not yet checked */
+        uint64_t stale_before;
 };
 
 /* The scope set to refresh each account for: the first profile's that draws on it, by account
@@ -91,27 +99,91 @@ static void keep_alive(struct broker *b, const char *name, const char *scope_key
         refresh_start(b, a, scope_key);
 }
 
-static void on_stale_listed(struct store_job *job, void *userdata)
+static void check_done(struct keepalive *k)
+{
+        store_names_free(k->accounts, k->n_accounts);
+        k->accounts = NULL;
+        k->n_accounts = k->next = 0;
+        k->checking = false;
+}
+
+static void next_batch(struct keepalive *k);
+
+static void on_stale_kept(struct store_job *job, void *userdata)
 {
         struct keepalive *k = userdata;
         struct broker *b = k->broker;
+        struct hashmap *scope_keys;
 
-        k->checking = false;
-        if (b->stopping)
+        if (b->stopping) {
+                check_done(k);
                 return;
+        }
+        if (job->result < 0)
+                log_warning_errno(job->result, "Keep-alive: cannot check the accounts");
+        else if (job->n_names > 0) {
+                scope_keys = scope_keys_by_account(b->policy);
+                if (!scope_keys)
+                        log_warning_errno(-ENOMEM, "Keep-alive: cannot look the profiles up");
+                for (size_t i = 0; scope_keys && i < job->n_names; i++)
+                        keep_alive(b, job->names[i], hashmap_get(scope_keys, job->names[i]));
+                hashmap_free(scope_keys);
+        }
+        next_batch(k);
+}
+
+/* Asks the store worker which of the next KEEPALIVE_BATCH accounts are stale; the check ends
+ * after the last batch. */
+static void next_batch(struct keepalive *k)
+{
+        struct store_job *job = NULL;
+        size_t n =
+            k->n_accounts - k->next < KEEPALIVE_BATCH ? k->n_accounts - k->next : KEEPALIVE_BATCH;
+        int r;
+
+        if (n == 0 || k->broker->stopping) {
+                check_done(k);
+                return;
+        }
+        r = store_job_new(STORE_JOB_KEEP_STALE, "", &job);
+        if (r == 0) {
+                job->names = calloc(n, sizeof(char *));
+                r = job->names ? 0 : -ENOMEM;
+        }
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                job->names[i] = TAKE_PTR(k->accounts[k->next + i]);
+                job->n_names++;
+        }
+        if (r == 0) {
+                k->next += n;
+                job->stale_before = k->stale_before;
+                r = store_worker_submit(k->broker->store_worker, job, on_stale_kept, k);
+        }
+        if (r < 0) {
+                store_job_free(job);
+                log_warning_errno(r, "Keep-alive: cannot queue the account check");
+                check_done(k);
+        }
+}
+
+static void on_listed(struct store_job *job, void *userdata)
+{
+        struct keepalive *k = userdata;
+
+        if (k->broker->stopping) {
+                check_done(k);
+                return;
+        }
         if (job->result < 0) {
                 log_warning_errno(job->result, "Keep-alive: cannot list the accounts");
+                check_done(k);
                 return;
         }
-        struct hashmap *scope_keys = scope_keys_by_account(b->policy);
-
-        if (!scope_keys) {
-                log_warning_errno(-ENOMEM, "Keep-alive: cannot look the profiles up");
-                return;
-        }
-        for (size_t i = 0; i < job->n_names; i++)
-                keep_alive(b, job->names[i], hashmap_get(scope_keys, job->names[i]));
-        hashmap_free(scope_keys);
+        k->accounts = TAKE_PTR(job->names);
+        k->n_accounts = job->n_names;
+        job->n_names = 0;
+        k->next = 0;
+        next_batch(k);
 }
 
 static void check(struct keepalive *k)
@@ -124,12 +196,11 @@ static void check(struct keepalive *k)
 
         if (k->checking || b->stopping)
                 return;
-        r = store_job_new(STORE_JOB_LIST_STALE_REFRESH_TOKENS, "", &job);
-        if (r == 0) {
-                /* Written at or before now - age; with keepalive_days 0, every account. */
-                job->stale_before = now >= age ? now - age + 1 : 0;
-                r = store_worker_submit(b->store_worker, job, on_stale_listed, k);
-        }
+        /* Written at or before now - age; with keepalive_days 0, every account. */
+        k->stale_before = now >= age ? now - age + 1 : 0;
+        r = store_job_new(STORE_JOB_LIST_ACCOUNTS, "", &job);
+        if (r == 0)
+                r = store_worker_submit(b->store_worker, job, on_listed, k);
         if (r < 0) {
                 store_job_free(job);
                 log_warning_errno(r, "Keep-alive: cannot queue the account check");
@@ -207,5 +278,6 @@ void keepalive_free(struct keepalive *k)
                 return;
         event_remove(k->broker->epfd, &k->timer);
         close(k->timer.fd);
+        store_names_free(k->accounts, k->n_accounts);
         free(k);
 }

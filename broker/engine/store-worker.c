@@ -79,31 +79,30 @@ void store_job_free(struct store_job *job)
 
 /* ---- the worker thread ---- */
 
-/* Keeps in job->names the accounts whose refresh token was written before job->stale_before. An
- * account without a refresh token (app-only) has nothing to keep alive; one whose write time is
- * unknown is refreshed to be safe. */
-static int list_stale_refresh_tokens(struct store *s, struct store_job *job)
+static int list_accounts(struct store *s, struct store_job *job)
 {
-        char **names = NULL;
-        size_t n = 0, kept = 0;
-        int r;
-
         store_names_free(job->names, job->n_names);
         job->names = NULL;
         job->n_names = 0;
-        r = store_list_accounts(s, &names, &n);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++) {
+        return store_list_accounts(s, &job->names, &job->n_names);
+}
+
+/* Keeps in job->names the accounts whose refresh token was written before job->stale_before. An
+ * account without a refresh token (app-only) has nothing to keep alive; one whose write time is
+ * unknown is refreshed to be safe. */
+static int keep_stale(struct store *s, struct store_job *job)
+{
+        size_t kept = 0;
+
+        for (size_t i = 0; i < job->n_names; i++) {
                 struct store_refresh_token_info info;
 
-                if (store_refresh_token_info(s, names[i], &info) == 0 &&
+                if (store_refresh_token_info(s, job->names[i], &info) == 0 &&
                     info.stored_at < job->stale_before)
-                        names[kept++] = names[i];
+                        job->names[kept++] = job->names[i];
                 else
-                        free(names[i]);
+                        free(job->names[i]);
         }
-        job->names = names;
         job->n_names = kept;
         return 0;
 }
@@ -124,8 +123,10 @@ static int run_job_once(struct store *s, struct store_job *job)
         int r;
 
         switch (job->kind) {
-        case STORE_JOB_LIST_STALE_REFRESH_TOKENS:
-                return list_stale_refresh_tokens(s, job);
+        case STORE_JOB_LIST_ACCOUNTS:
+                return list_accounts(s, job);
+        case STORE_JOB_KEEP_STALE:
+                return keep_stale(s, job);
         case STORE_JOB_GET_META:
                 return store_get_meta(s, job->account, &job->meta_json);
         case STORE_JOB_READ_REFRESH_TOKEN:

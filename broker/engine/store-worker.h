@@ -13,9 +13,12 @@
 #include "util.h"
 
 enum store_job_kind {
-        /* in: stale_before; out: names of the accounts whose refresh token was stored before it
-         * (keepalive.c). The account name is unused. */
-        STORE_JOB_LIST_STALE_REFRESH_TOKENS,
+        /* out: names of every account (keepalive.c). The account name is unused. */
+        STORE_JOB_LIST_ACCOUNTS,
+        /* in: names, stale_before; out: names, only those whose refresh token was stored before
+         * it (keepalive.c checks the accounts a few at a time, so that the jobs queued meanwhile,
+         * a client's first token, run between them). The account name is unused. */
+        STORE_JOB_KEEP_STALE,
         STORE_JOB_GET_META,            /* out: meta_json */
         STORE_JOB_READ_REFRESH_TOKEN,  /* out: refresh_token, generation */
         STORE_JOB_WRITE_REFRESH_TOKEN, /* in: refresh_token; out: generation */
@@ -50,7 +53,7 @@ struct store_job {
         /* 0, a negative errno from the store, or -ECANCELED when the worker stopped before
          * running the job */
         int result;
-        /* STORE_JOB_LIST_STALE_REFRESH_TOKENS */
+        /* STORE_JOB_LIST_ACCOUNTS, STORE_JOB_KEEP_STALE */
         uint64_t stale_before; /* unix seconds */
         char **names;
         size_t n_names;

@@ -4,7 +4,7 @@
 // inactivity limit never bites; a fresh one is left alone.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { setup, sleep, waitFor } = require('./harness');
+const { setup, sleep, waitFor, MAIL_SEND } = require('./harness');
 
 let h;
 before(async () => {
@@ -110,5 +110,33 @@ test('keep-alive of an account that needs an administrator: no retry loop', { ti
     assert.equal((await h.counters()).token, 1, 'and not again for a client');
   } finally {
     h.writeConfig();
+  }
+});
+
+// The check runs in store jobs of a few accounts each (keepalive.c, KEEPALIVE_BATCH 16), so that
+// a client's first token never waits behind a check of every account: 40 accounts are three
+// batches, and every one of them is kept alive.
+test('keepalive_days = 0 with 40 accounts: the check goes through every batch', { timeout: 120000 }, async () => {
+  const N = 40;
+  const name = (i) => `keep${String(i).padStart(2, '0')}`;
+  const profiles = {};
+  for (let i = 0; i < N; i++) profiles[name(i)] = { account: name(i), scopes: [MAIL_SEND] };
+  const many = await setup({ importAccount: false, startBroker: false, profiles,
+    config: { identity: { keepalive_days: '0' } } });
+  try {
+    for (let i = 0; i < N; i++) {
+      await many.registerRefreshToken(`RT-KEEP-${name(i)}`);
+      await many.importAccount(name(i), `RT-KEEP-${name(i)}`);
+    }
+    await many.startBroker();
+    await waitFor('every keep-alive refresh', async () => (await many.counters()).token_success === N,
+      { timeoutMs: 60000, intervalMs: 200 });
+    const kept = many.brokerLog().match(/refresh token unused for 0 days or more; refreshing it/g) || [];
+    assert.equal(kept.length, N, 'each account once');
+    for (const i of [0, 15, 16, 31, 32, N - 1]) {
+      assert.deepEqual(await many.refreshTokenGenerations(name(i)), [2], `${name(i)} rotated`);
+    }
+  } finally {
+    await many.teardown();
   }
 });
