@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cleanup.h"
+#include "util.h"
 
 #define RING_MIN  16384                    /* a checkpoint's head may be this many records back */
 #define MAX_NAMES (CHAIN_MAX_LINE / 4 + 1) /* members of one object in a line ("":0,) */
@@ -409,7 +410,7 @@ static int check_head(struct chain *c, const struct note_checkpoint *cp, struct 
                                       ": records %s before it)",
                                       cp->count, c->ring[i].seq,
                                       c->ring[i].seq > cp->count - 1 ? "inserted" : "removed");
-        note_hex(cp->head, 32, hex);
+        hex_encode(cp->head, 32, hex);
         return report(c, CHAIN_BROKEN, w, seq,
                       "checkpoint does not match the chain (head %s is not the hash of seq "
                       "%" PRIu64 ")",
@@ -792,7 +793,7 @@ static int end_sealed(struct chain *c)
 {
         char hex[65];
 
-        note_hex(c->seal.cp_head, 32, hex);
+        hex_encode(c->seal.cp_head, 32, hex);
         snprintf(c->message, sizeof(c->message),
                  "intact: %" PRIu64 " records in %zu file(s), sealed by the checkpoint at seq "
                  "%" PRIu64 " (count %" PRIu64 ", head %s)",

@@ -27,17 +27,6 @@ void note_sha256(const void *data, size_t len, uint8_t out[32])
                 abort(); /* SHA-256 cannot fail short of a broken library */
 }
 
-void note_hex(const uint8_t *data, size_t len, char *out)
-{
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < len; i++) {
-                out[2 * i] = digits[data[i] >> 4];
-                out[2 * i + 1] = digits[data[i] & 15];
-        }
-        out[2 * len] = 0;
-}
-
 static int hex_digit(char c)
 {
         if (c >= '0' && c <= '9')
@@ -145,7 +134,7 @@ int note_key_format(const struct note_key *k, char **ret)
         r = base64_encode(raw, 1 + k->pub_len, &b64);
         if (r < 0)
                 return r;
-        note_hex(k->hash, 4, hex);
+        hex_encode(k->hash, 4, hex);
         if (asprintf(&s, "%s+%s+%s", NOTE_KEY_NAME, hex, b64) < 0)
                 return -ENOMEM;
         *ret = s;

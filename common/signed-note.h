@@ -60,7 +60,6 @@ int note_signer_hash(const char *note, uint8_t ret[4]);
 
 /* Hex and SHA-256 helpers the chain needs. */
 void note_sha256(const void *data, size_t len, uint8_t out[32]);
-void note_hex(const uint8_t *data, size_t len, char *out /* 2*len+1 */);
 /* Exactly 2*len lowercase or uppercase hex digits → bytes; -EINVAL otherwise. */
 int note_unhex(const char *text, size_t text_len, uint8_t *out, size_t len);
 /* Strict standard base64 of exactly len bytes (padded) → bytes; -EINVAL otherwise. */

@@ -194,6 +194,18 @@ void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25])
         out[24] = 0;
 }
 
+void hex_encode(const void *data, size_t len, char *out)
+{
+        static const char digits[] = "0123456789abcdef";
+        const uint8_t *p = data;
+
+        for (size_t i = 0; i < len; i++) {
+                out[2 * i] = digits[p[i] >> 4];
+                out[2 * i + 1] = digits[p[i] & 15];
+        }
+        out[2 * len] = 0;
+}
+
 size_t format_u64(uint64_t v, char out[static 21])
 {
         char digits[20];

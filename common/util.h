@@ -47,6 +47,8 @@ void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25]);
 
 /* Decimal digits of v and a NUL; returns the number of digits. */
 size_t format_u64(uint64_t v, char out[static 21]);
+/* Lowercase hex of len bytes into out, which holds 2 * len + 1 (NUL-terminated). */
+void hex_encode(const void *data, size_t len, char *out);
 
 bool strv_contains(char *const *strv, size_t n, const char *s);
 

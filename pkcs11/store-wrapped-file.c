@@ -106,17 +106,6 @@ static void file_name(const char *account, bool tmp, char out[static NAME_MAX_LE
                 snprintf(out, NAME_MAX_LEN + 16, "%s" WRAPPED_FILE_SUFFIX, account);
 }
 
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < n; i++) {
-                out[2 * i] = digits[p[i] >> 4];
-                out[2 * i + 1] = digits[p[i] & 15];
-        }
-        out[2 * n] = 0;
-}
-
 static int unhex(const char *text, uint8_t *out, size_t n)
 {
         if (!text || strlen(text) != 2 * n)
@@ -138,8 +127,8 @@ void p11_wrapped_header_context(const struct p11_wrapped_header *h,
         char id[2 * WRAPPED_STATE_ID_LEN + 1], prev_id[2 * WRAPPED_STATE_ID_LEN + 1];
 
         /* Not the key's id: it is chosen by the seal, and another key fails to open anyway. */
-        hex(h->id, sizeof(h->id), id);
-        hex(h->prev_id, sizeof(h->prev_id), prev_id);
+        hex_encode(h->id, sizeof(h->id), id);
+        hex_encode(h->prev_id, sizeof(h->prev_id), prev_id);
         snprintf(out, WRAPPED_CONTEXT_MAX,
                  "id=%s prev=%" PRIu64 "-%s kinds=%u rt=%" PRIu64 " at=%" PRIu64, id,
                  h->prev_generation, prev_id, h->kinds, h->refresh_token_generation, h->stored_at);
@@ -159,7 +148,7 @@ static bool add_hex(cJSON *object, const char *key, const uint8_t *p, size_t n)
 {
         char text[2 * WRAPPED_KEK_ID_LEN + 1];
 
-        hex(p, n, text);
+        hex_encode(p, n, text);
         return cJSON_AddStringToObject(object, key, text) != NULL;
 }
 

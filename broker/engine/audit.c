@@ -52,17 +52,6 @@ struct audit {
         void *hook_userdata;
 };
 
-static void hex(const uint8_t *data, size_t len, char *out)
-{
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < len; i++) {
-                out[2 * i] = digits[data[i] >> 4];
-                out[2 * i + 1] = digits[data[i] & 15];
-        }
-        out[2 * len] = 0;
-}
-
 static void sha256(const void *data, size_t len, uint8_t out[static 32])
 {
         if (gnutls_hash_fast(GNUTLS_DIG_SHA256, data, len, out) < 0)
@@ -164,7 +153,7 @@ static int write_genesis(struct audit *a)
 
         if (gnutls_rnd(GNUTLS_RND_NONCE, id, sizeof(id)) < 0)
                 return -EIO;
-        hex(id, sizeof(id), a->log_id);
+        hex_encode(id, sizeof(id), a->log_id);
         a->seq = 0;
         a->requested = 0;
         memset(a->head, 0, sizeof(a->head));
@@ -586,7 +575,7 @@ static void mirror(struct audit *a, const struct iovec *iov, size_t n_iov, size_
 
         if (!line)
                 return;
-        hex(digest, 32, hash_hex);
+        hex_encode(digest, 32, hash_hex);
         for (size_t i = 0; i < n_iov; i++) {
                 memcpy(line + at, iov[i].iov_base, iov[i].iov_len);
                 at += iov[i].iov_len;
@@ -637,7 +626,7 @@ static size_t format_tail(const struct audit *a, char tail[static AUDIT_TAIL_MAX
         n += 24;
         memcpy(tail + n, prev_key, sizeof(prev_key) - 1);
         n += sizeof(prev_key) - 1;
-        hex(a->head, 32, tail + n);
+        hex_encode(a->head, 32, tail + n);
         n += 64;
         tail[n++] = '"';
         tail[n++] = '}';
@@ -762,7 +751,7 @@ int audit_write_checkpoint(struct audit *a, uint64_t count, const uint8_t head[s
         char *copy;
         int r;
 
-        hex(head, 32, head_hex);
+        hex_encode(head, 32, head_hex);
         if (!json || !json_add_string_ref(json, "event", "checkpoint") ||
             !json_add_string_ref(json, "log_id", a->log_id) ||
             !json_add_uint(json, "count", count) || !json_add_string_ref(json, "head", head_hex) ||

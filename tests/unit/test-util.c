@@ -494,8 +494,21 @@ static void test_scope_list(void)
         json_free_string(empty);
 }
 
+static void test_hex_encode(void)
+{
+        static const uint8_t bytes[] = {0x00, 0x01, 0x7f, 0x80, 0xab, 0xff};
+        char out[2 * sizeof(bytes) + 1];
+
+        memset(out, 'x', sizeof(out));
+        hex_encode(bytes, sizeof(bytes), out);
+        is_str(out, "00017f80abff", "hex_encode: lowercase, two digits a byte, NUL-terminated");
+        hex_encode(bytes, 0, out);
+        is_str(out, "", "hex_encode of nothing");
+}
+
 int main(void)
 {
+        test_hex_encode();
         test_parse_u64();
         test_parse_u32();
         test_name();
