@@ -236,7 +236,7 @@ static int parse_chain_members(const cJSON *m, struct record *r)
         if (strcmp(prev->string, "prev") != 0 || !cJSON_IsString(prev) ||
             !is_lower_hex(prev->valuestring, 64))
                 return -EBADMSG;
-        return note_unhex(prev->valuestring, 64, r->prev, 32) < 0 ? -EBADMSG : 0;
+        return hex_decode(prev->valuestring, 64, r->prev, 32) < 0 ? -EBADMSG : 0;
 }
 
 static int by_name(const void *a, const void *b)
@@ -440,7 +440,7 @@ static int check_checkpoint(struct chain *c, const struct record *r, struct wher
 
         if (!log_id || strcmp(log_id, c->log_id) != 0 ||
             !get_u64(cJSON_GetObjectItemCaseSensitive(r->root, "count"), &count) || !head ||
-            note_unhex(head, strlen(head), head_bytes, 32) < 0)
+            hex_decode(head, strlen(head), head_bytes, 32) < 0)
                 return report(c, CHAIN_BROKEN, w, r->seq,
                               "checkpoint does not match the chain (log_id, count or head)");
         k = check_note(c, note, w, r->seq, &cp);

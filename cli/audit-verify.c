@@ -59,7 +59,7 @@ static int parse_expect_head(const char *text, struct chain_options *o)
         if (!seq || parse_u64(seq, &o->expect_seq) < 0)
                 return -EINVAL;
         len = strlen(colon + 1);
-        if (note_unhex(colon + 1, len, o->expect_hash, 32) < 0 &&
+        if (hex_decode(colon + 1, len, o->expect_hash, 32) < 0 &&
             note_unbase64(colon + 1, len, o->expect_hash, 32) < 0)
                 return -EINVAL;
         o->expect_head = true;

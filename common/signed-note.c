@@ -27,30 +27,6 @@ void note_sha256(const void *data, size_t len, uint8_t out[32])
                 abort(); /* SHA-256 cannot fail short of a broken library */
 }
 
-static int hex_digit(char c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
-int note_unhex(const char *text, size_t text_len, uint8_t *out, size_t len)
-{
-        if (text_len != 2 * len)
-                return -EINVAL;
-        for (size_t i = 0; i < len; i++) {
-                int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
-                if (hi < 0 || lo < 0)
-                        return -EINVAL;
-                out[i] = (uint8_t)(hi << 4 | lo);
-        }
-        return 0;
-}
-
 /* Standard base64 with padding, malloc()ed and NUL-terminated. */
 static int base64_encode(const uint8_t *data, size_t len, char **ret)
 {
@@ -151,7 +127,7 @@ int note_key_parse(const char *text, struct note_key *ret)
         if (strncmp(text, NOTE_KEY_NAME "+", name_len + 1) != 0)
                 return -EINVAL;
         text += name_len + 1;
-        if (strlen(text) < 9 || text[8] != '+' || note_unhex(text, 8, hash, 4) < 0)
+        if (strlen(text) < 9 || text[8] != '+' || hex_decode(text, 8, hash, 4) < 0)
                 return -EINVAL;
         text += 9;
         b64_len = strlen(text);

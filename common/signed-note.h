@@ -58,9 +58,7 @@ int note_verify(const char *note, size_t len, const struct note_key *k,
  * key signed the log's latest checkpoint. -EBADMSG when there is none. */
 int note_signer_hash(const char *note, uint8_t ret[4]);
 
-/* Hex and SHA-256 helpers the chain needs. */
+/* The SHA-256 helper the chain needs (hex: hex_decode() in util.h). */
 void note_sha256(const void *data, size_t len, uint8_t out[32]);
-/* Exactly 2*len lowercase or uppercase hex digits → bytes; -EINVAL otherwise. */
-int note_unhex(const char *text, size_t text_len, uint8_t *out, size_t len);
 /* Strict standard base64 of exactly len bytes (padded) → bytes; -EINVAL otherwise. */
 int note_unbase64(const char *text, size_t text_len, uint8_t *out, size_t len);

@@ -206,6 +206,31 @@ void hex_encode(const void *data, size_t len, char *out)
         out[2 * len] = 0;
 }
 
+static int hex_digit(char c)
+{
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+int hex_decode(const char *text, size_t text_len, uint8_t *out, size_t len)
+{
+        if (!text || text_len != 2 * len)
+                return -EINVAL;
+        for (size_t i = 0; i < len; i++) {
+                int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
+
+                if (hi < 0 || lo < 0)
+                        return -EINVAL;
+                out[i] = (uint8_t)(hi << 4 | lo);
+        }
+        return 0;
+}
+
 size_t format_u64(uint64_t v, char out[static 21])
 {
         char digits[20];
