@@ -1145,6 +1145,8 @@ int store_mark_refresh(struct store *s, const char *account, uint64_t generation
 
         if (!s || !p11_account_is_valid(account) || generation == UINT64_MAX)
                 return -EINVAL;
+        if (s->wrapped)
+                return p11_wrapped_mark_refresh(s, account, generation, ret_interrupted);
         /* Reads make the hint first; this is out of memory or an unusual order. */
         h = generation_hint_get(s, account);
         if (!h)

@@ -1,15 +1,26 @@
-/* The wrapped backend's rollback guard: per account one CKO_DATA object in the token labelled
- * "<account>/wrapped-state/<generation>-<id>", naming the one file state that may be used. Moving
- * it on creates the new counter and then destroys the old one, never C_SetAttributeValue:
- * SoftHSM2 rewrites an object's file in place (ftruncate, then write), so a kill between the two
- * would lose the counter and with it the account, while a torn C_CreateObject leaves no object
- * with our label and C_DestroyObject is an unlink (docs/softhsm-torn-writes.md). After a crash
- * between the create and the destroy, the counter with the highest generation rules.
+/* The wrapped backend's rollback guard: the token holds, for every account, the one file state
+ * (generation, id) that may be used, and whether a refresh is in flight (the refresh marker).
  *
- * All counters are found with one search (their own CKA_APPLICATION) the first time a session
- * needs one; each check then reads the label of the account's handle: per operation O(1) calls
- * and no search, whatever the number of accounts (a search is O(objects) in SoftHSM2, which
- * reads its whole token directory). */
+ * They are kept in WRAPPED_SHARDS shard objects, not one object per account: SoftHSM2's file
+ * store re-reads its token directory and stats every object file on each call, so a call's cost
+ * grows with the number of objects in the token (75 ms per refresh at 10,000 accounts with an
+ * object per account, against 7 ms at one; issue 14). With shards the token holds a fixed number
+ * of objects whatever the number of accounts.
+ *
+ * A shard is a CKO_DATA object, private, CKA_APPLICATION "credbroker/wrapped-counters/<k>",
+ * labelled "credbroker/wrapped-counters/<k>/<version>", whose CKA_VALUE is one line per account
+ * of the shard, sorted by name:
+ *
+ *     <account> <generation> <id, hex> <refresh marker: generation, 0 for none> <run id, hex>
+ *
+ * Changing it creates the next version and then destroys the previous one, never
+ * C_SetAttributeValue: SoftHSM2 rewrites an object's file in place (ftruncate, then write), so a
+ * kill between the two would lose every counter of the shard, while a torn C_CreateObject leaves
+ * no object with our label and C_DestroyObject is an unlink (docs/softhsm-torn-writes.md). After
+ * a crash between the create and the destroy, the newest version rules and the older ones are
+ * destroyed at the next use. Every use of a shard holds its lock (a file in the wrapped
+ * directory) from the search to the last write, after the account's lock: the CLI and the broker
+ * never change one shard at once, and no one reads a shard between a create and its destroy. */
 #include "store-wrapped.h"
 
 #include "build-config.h"
@@ -26,63 +37,313 @@
 #include "log.h"
 #include "util.h"
 
-static char wrapped_application[] = WRAPPED_APPLICATION;
+/* One line: account, two generations, two ids, four separators and the newline. */
+#define ENTRY_LINE_MAX (NAME_MAX_LEN + 2 * 20 + 2 * 2 * WRAPPED_STATE_ID_LEN + 5)
+/* The objects one search may find for a shard: its newest version and the ones crashes left. */
+#define SHARD_OBJECTS_MAX 8
 
-static void counter_label(const char *account, uint64_t generation,
-                          const uint8_t id[static WRAPPED_STATE_ID_LEN], char out[static LABEL_MAX])
+struct counter {
+        char account[NAME_MAX_LEN + 1];
+        uint64_t generation;
+        uint8_t id[WRAPPED_STATE_ID_LEN];
+        uint64_t refreshing; /* the refresh-token generation sent and not acted on; 0: none */
+        uint8_t run[WRAPPED_RUN_ID_LEN]; /* the process that sent it (p11_wrapped.run_id) */
+};
+
+struct shard {
+        unsigned index;
+        int lock_fd;
+        uint64_t version; /* of the newest object; 0: the shard has none */
+        CK_OBJECT_HANDLE objects[SHARD_OBJECTS_MAX]; /* objects[0] is the newest */
+        size_t n_objects;
+        struct counter *counters; /* sorted by account */
+        size_t n, allocated;
+};
+
+unsigned p11_wrapped_shard_of(const char *account)
 {
-        char hex[2 * WRAPPED_STATE_ID_LEN + 1];
+        uint32_t h = 2166136261u;
 
-        for (size_t i = 0; i < WRAPPED_STATE_ID_LEN; i++)
-                snprintf(hex + 2 * i, 3, "%02x", id[i]);
-        snprintf(out, LABEL_MAX, "%s" WRAPPED_STATE_INFIX "%" PRIu64 "-%s", account, generation,
-                 hex);
+        for (const char *p = account; *p; p++)
+                h = (h ^ (uint8_t)*p) * 16777619u;
+        return h % WRAPPED_SHARDS;
 }
 
-/* The account part of a counter label, when it is one. */
-static bool counter_label_account(const char *label, char account[static NAME_MAX_LEN + 1])
+static void shard_clear(struct shard *sh)
 {
-        const char *infix = strstr(label, WRAPPED_STATE_INFIX);
+        p11_wrapped_unlock(sh->lock_fd);
+        free(sh->counters);
+        *sh = (struct shard){.lock_fd = -1};
+}
+
+#define _cleanup_shard_ _cleanup_(shard_clear)
+
+/* ---- the value: text, one line per account ---- */
+
+static int shard_add(struct shard *sh, size_t at, const struct counter *c)
+{
+        if (sh->n == sh->allocated) {
+                size_t more = sh->allocated ? sh->allocated * 2 : 16;
+                struct counter *p = reallocarray(sh->counters, more, sizeof(*p));
+
+                if (!p)
+                        return -ENOMEM;
+                sh->counters = p;
+                sh->allocated = more;
+        }
+        memmove(&sh->counters[at + 1], &sh->counters[at], (sh->n - at) * sizeof(*sh->counters));
+        sh->counters[at] = *c;
+        sh->n++;
+        return 0;
+}
+
+static int parse_hex_field(const char *text, uint8_t out[static WRAPPED_STATE_ID_LEN])
+{
+        return hex_decode(text, strlen(text), out, WRAPPED_STATE_ID_LEN);
+}
+
+/* One line, without its newline. */
+static int parse_line(char *line, struct counter *ret)
+{
+        char *fields[5], *save = NULL;
+        size_t n = 0;
+
+        for (char *f = strtok_r(line, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
+                if (n == ELEMENTSOF(fields))
+                        return -EBADMSG;
+                fields[n++] = f;
+        }
+        if (n != ELEMENTSOF(fields) || !p11_account_is_valid(fields[0]) ||
+            parse_u64(fields[1], &ret->generation) < 0 || parse_hex_field(fields[2], ret->id) < 0 ||
+            parse_u64(fields[3], &ret->refreshing) < 0 || parse_hex_field(fields[4], ret->run) < 0)
+                return -EBADMSG;
+        snprintf(ret->account, sizeof(ret->account), "%s", fields[0]);
+        return 0;
+}
+
+/* Strict: every line well formed, and the accounts in order, each once, each of this shard. */
+static int shard_parse(struct shard *sh, char *text, size_t len)
+{
+        char *line = text, *end = text + len;
+
+        if (strlen(text) != len)
+                return -EBADMSG;
+        while (line < end) {
+                char *newline = memchr(line, '\n', (size_t)(end - line));
+                struct counter c = {0};
+                int r;
+
+                if (!newline || (size_t)(newline - line) >= ENTRY_LINE_MAX)
+                        return -EBADMSG;
+                *newline = 0;
+                if (parse_line(line, &c) < 0 || p11_wrapped_shard_of(c.account) != sh->index ||
+                    (sh->n > 0 && strcmp(sh->counters[sh->n - 1].account, c.account) >= 0))
+                        return -EBADMSG;
+                r = shard_add(sh, sh->n, &c);
+                if (r < 0)
+                        return r;
+                line = newline + 1;
+        }
+        return 0;
+}
+
+static char *shard_print(const struct shard *sh, size_t *ret_len)
+{
+        char *text = malloc(sh->n * ENTRY_LINE_MAX + 1);
+        size_t at = 0;
+
+        if (!text)
+                return NULL;
+        for (size_t i = 0; i < sh->n; i++) {
+                const struct counter *c = &sh->counters[i];
+                char id[2 * WRAPPED_STATE_ID_LEN + 1], run[2 * WRAPPED_RUN_ID_LEN + 1];
+
+                hex_encode(c->id, sizeof(c->id), id);
+                hex_encode(c->run, sizeof(c->run), run);
+                at += (size_t)snprintf(text + at, ENTRY_LINE_MAX + 1,
+                                       "%s %" PRIu64 " %s %" PRIu64 " %s\n", c->account,
+                                       c->generation, id, c->refreshing, run);
+        }
+        text[at] = 0;
+        *ret_len = at;
+        return text;
+}
+
+/* ---- the shard's objects ---- */
+
+static void shard_application(unsigned index, char out[static LABEL_MAX])
+{
+        snprintf(out, LABEL_MAX, WRAPPED_SHARD_PREFIX "%u", index);
+}
+
+/* The version a shard label names, 0 when it is not one of this shard's. */
+static uint64_t label_version(unsigned index, const char *label)
+{
+        char prefix[LABEL_MAX];
+        uint64_t v;
+
+        snprintf(prefix, sizeof(prefix), WRAPPED_SHARD_PREFIX "%u/", index);
+        if (!p11_parse_generation(label, prefix, &v))
+                return 0;
+        return v;
+}
+
+static int shard_search(struct store *s, unsigned index, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+{
+        CK_OBJECT_CLASS class = CKO_DATA;
+        char application[LABEL_MAX];
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
+            {CKA_APPLICATION, application, 0},
+        };
+
+        int r;
+
+        shard_application(index, application);
+        template[3].ulValueLen = strlen(application);
+        r = p11_find_objects(s, template, ELEMENTSOF(template), application, ret, ret_n);
+        if (r >= 0)
+                p11_wrapped_check_epoch(s); /* the search may have opened the session again */
+        return r;
+}
+
+/* Keeps the newest of the objects found in sh->objects[0], the others after it. */
+static int shard_find_objects(struct store *s, struct shard *sh)
+{
+        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        size_t n;
+        int r;
+
+        r = shard_search(s, sh->index, &handles, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                char label[LABEL_MAX + 1];
+                uint64_t v;
+
+                r = p11_get_label(s, handles[i], label);
+                if (r == -EBADMSG || r == -ENOENT)
+                        continue;
+                if (r < 0)
+                        return r;
+                v = label_version(sh->index, label);
+                if (v == 0 || (v <= sh->version && sh->n_objects == SHARD_OBJECTS_MAX))
+                        continue; /* not ours, or an old one beyond what one use tidies */
+                if (sh->n_objects == SHARD_OBJECTS_MAX)
+                        sh->n_objects--; /* the last old one waits for the next use */
+                sh->objects[sh->n_objects++] = handles[i];
+                if (v > sh->version) {
+                        sh->objects[sh->n_objects - 1] = sh->objects[0];
+                        sh->objects[0] = handles[i];
+                        sh->version = v;
+                }
+        }
+        return 0;
+}
+
+/* Destroys every object but the newest: what a crash between a create and a destroy left. */
+static void shard_destroy_older(struct store *s, struct shard *sh, size_t from)
+{
+        for (size_t i = from; i < sh->n_objects; i++)
+                if (p11_destroy_object(s, sh->objects[i], "an older counter shard") < 0)
+                        log_warning("Could not destroy an older version of counter shard %u; the "
+                                    "next use does.",
+                                    sh->index);
+        sh->n_objects = from;
+}
+
+/* Locks shard index and reads its newest version. */
+static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
+{
+        _cleanup_shard_ struct shard sh = {.index = index, .lock_fd = -1};
+        _cleanup_free_ char *text = NULL;
         size_t len;
+        int r;
 
-        if (!infix)
-                return false;
-        len = (size_t)(infix - label);
-        if (len == 0 || len > NAME_MAX_LEN)
-                return false;
-        memcpy(account, label, len);
-        account[len] = 0;
-        return p11_account_is_valid(account);
+        sh.lock_fd = p11_wrapped_lock_shard(s, sh.index);
+        if (sh.lock_fd < 0)
+                return sh.lock_fd;
+        r = shard_find_objects(s, &sh);
+        if (r < 0)
+                return r;
+        if (sh.n_objects > 0) {
+                r = p11_read_attribute(s, sh.objects[0], CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
+                                       "a counter shard", (void **)&text, &len);
+                if (r >= 0)
+                        r = shard_parse(&sh, text, len);
+                if (r == -EBADMSG || r == -EFBIG)
+                        return log_error_errno(-EBADMSG,
+                                               "Counter shard %u on token \"%s\" is malformed: "
+                                               "refusing the accounts it counts.",
+                                               sh.index, s->token_label);
+                if (r < 0)
+                        return r;
+                shard_destroy_older(s, &sh, 1);
+        }
+        *ret = sh;
+        sh = (struct shard){.lock_fd = -1};
+        return 0;
 }
 
-/* The generation a counter label names (0 when it is not a counter label). */
-static uint64_t counter_label_generation(const char *label)
+/* Writes the shard's next version, then destroys the one it replaces; a shard left with no
+ * account is destroyed. */
+static int shard_save(struct store *s, struct shard *sh)
 {
-        const char *infix = strstr(label, WRAPPED_STATE_INFIX), *dash;
-        char digits[21];
-        uint64_t g;
+        _cleanup_free_ char *text = NULL;
+        char application[LABEL_MAX], label[LABEL_MAX];
+        CK_OBJECT_CLASS class = CKO_DATA;
+        CK_OBJECT_HANDLE handle;
+        size_t len;
+        CK_RV rv;
 
-        if (!infix)
+        if (sh->n == 0) {
+                shard_destroy_older(s, sh, 0);
+                sh->version = 0;
                 return 0;
-        infix += strlen(WRAPPED_STATE_INFIX);
-        dash = strchr(infix, '-');
-        if (!dash || dash == infix || (size_t)(dash - infix) >= sizeof(digits))
-                return 0;
-        memcpy(digits, infix, (size_t)(dash - infix));
-        digits[dash - infix] = 0;
-        return parse_u64(digits, &g) < 0 ? 0 : g;
+        }
+        text = shard_print(sh, &len);
+        if (!text)
+                return -ENOMEM;
+        if (len > WRAPPED_SHARD_VALUE_MAX)
+                return log_error_errno(-EFBIG, "Counter shard %u is full.", sh->index);
+        shard_application(sh->index, application);
+        snprintf(label, sizeof(label), WRAPPED_SHARD_PREFIX "%u/%" PRIu64, sh->index,
+                 sh->version + 1);
+        CK_ATTRIBUTE template[] = {
+            {CKA_CLASS, &class, sizeof(class)},
+            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
+            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
+            {CKA_APPLICATION, application, strlen(application)},
+            {CKA_LABEL, label, strlen(label)},
+            {CKA_VALUE, text, len},
+        };
+        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), &handle);
+        if (rv != CKR_OK) {
+                p11_note_rv(s, rv);
+                return p11_ck_fail(s, "C_CreateObject", label, rv);
+        }
+        shard_destroy_older(s, sh, 0);
+        sh->objects[0] = handle;
+        sh->n_objects = 1;
+        sh->version++;
+        return 0;
 }
 
-/* ---- the table of counter handles, sorted by account ---- */
-
-static size_t table_lower_bound(const struct p11_wrapped *w, const char *account)
+static int shard_load(struct store *s, const char *account, struct shard *ret)
 {
-        size_t lo = 0, hi = w->n_counters;
+        return shard_load_index(s, p11_wrapped_shard_of(account), ret);
+}
+
+static size_t shard_lower_bound(const struct shard *sh, const char *account)
+{
+        size_t lo = 0, hi = sh->n;
 
         while (lo < hi) {
                 size_t mid = lo + (hi - lo) / 2;
 
-                if (strcmp(w->counters[mid].account, account) < 0)
+                if (strcmp(sh->counters[mid].account, account) < 0)
                         lo = mid + 1;
                 else
                         hi = mid;
@@ -90,148 +351,32 @@ static size_t table_lower_bound(const struct p11_wrapped *w, const char *account
         return lo;
 }
 
-static int table_add(struct p11_wrapped *w, const char *account, CK_OBJECT_HANDLE handle)
+static struct counter *shard_find(struct shard *sh, const char *account)
 {
-        size_t at;
+        size_t at = shard_lower_bound(sh, account);
 
-        if (w->n_counters == w->allocated_counters) {
-                size_t more = w->allocated_counters ? w->allocated_counters * 2 : 64;
-                struct p11_wrapped_counter *p;
-
-                p = reallocarray(w->counters, more, sizeof(*p));
-                if (!p)
-                        return -ENOMEM;
-                w->counters = p;
-                w->allocated_counters = more;
-        }
-        at = table_lower_bound(w, account);
-        memmove(&w->counters[at + 1], &w->counters[at],
-                (w->n_counters - at) * sizeof(*w->counters));
-        snprintf(w->counters[at].account, sizeof(w->counters[at].account), "%s", account);
-        w->counters[at].handle = handle;
-        w->n_counters++;
-        return 0;
+        return at < sh->n && strcmp(sh->counters[at].account, account) == 0 ? &sh->counters[at]
+                                                                            : NULL;
 }
 
-static void table_remove(struct p11_wrapped *w, size_t at)
+/* The account's counter, added (zeroed) when the shard has none for it. */
+static int shard_get(struct shard *sh, const char *account, struct counter **ret)
 {
-        memmove(&w->counters[at], &w->counters[at + 1],
-                (w->n_counters - at - 1) * sizeof(*w->counters));
-        w->n_counters--;
-}
-
-static int search_counters(struct store *s, const char *label, CK_OBJECT_HANDLE **ret,
-                           size_t *ret_n)
-{
-        CK_OBJECT_CLASS class = CKO_DATA;
-        CK_ATTRIBUTE template[] = {
-            {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
-            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, wrapped_application, sizeof(wrapped_application) - 1},
-            {CKA_LABEL, (void *)label, label ? strlen(label) : 0},
-        };
+        size_t at = shard_lower_bound(sh, account);
+        struct counter c = {0};
         int r;
 
-        r = p11_find_objects(s, template, ELEMENTSOF(template) - !label,
-                             label ? label : WRAPPED_APPLICATION, ret, ret_n);
-        if (r >= 0)
-                p11_wrapped_check_epoch(s); /* the search may have opened the session again */
-        return r;
-}
-
-/* One search for every counter of ours, then one label read each: once per session. */
-static int table_load(struct store *s)
-{
-        struct p11_wrapped *w = s->wrapped;
-        _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
-        size_t n;
-        int r;
-
-        r = search_counters(s, NULL, &handles, &n);
-        if (r < 0)
-                return r;
-        w->n_counters = 0;
-        for (size_t i = 0; i < n; i++) {
-                char label[LABEL_MAX + 1], account[NAME_MAX_LEN + 1];
-
-                r = p11_get_label(s, handles[i], label);
-                if (r == -ENOENT || r == -EBADMSG)
-                        continue;
-                if (r < 0)
-                        return r;
-                if (!counter_label_account(label, account))
-                        continue;
-                r = table_add(w, account, handles[i]);
+        if (at >= sh->n || strcmp(sh->counters[at].account, account) != 0) {
+                snprintf(c.account, sizeof(c.account), "%s", account);
+                r = shard_add(sh, at, &c);
                 if (r < 0)
                         return r;
         }
-        w->counters_loaded = true;
+        *ret = &sh->counters[at];
         return 0;
 }
 
-static int table_ensure(struct store *s, bool fresh)
-{
-        int r;
-
-        r = store_ensure_session(s);
-        if (r < 0)
-                return r;
-        p11_wrapped_check_epoch(s);
-        if (s->wrapped->counters_loaded && !fresh)
-                return 0;
-        return table_load(s);
-}
-
-/* ---- checking and moving on ---- */
-
-static int counter_create(struct store *s, const char *account, uint64_t generation,
-                          const uint8_t id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret)
-{
-        CK_OBJECT_CLASS class = CKO_DATA;
-        static const char value[] = "w";
-        char label[LABEL_MAX];
-        CK_ATTRIBUTE template[] = {
-            {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
-            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, wrapped_application, sizeof(wrapped_application) - 1},
-            {CKA_LABEL, label, 0},
-            {CKA_VALUE, (void *)value, 1},
-        };
-        CK_RV rv;
-
-        counter_label(account, generation, id, label);
-        template[4].ulValueLen = strlen(label);
-        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), ret);
-        if (rv != CKR_OK) {
-                p11_note_rv(s, rv);
-                return p11_ck_fail(s, "C_CreateObject", label, rv);
-        }
-        return table_add(s->wrapped, account, *ret);
-}
-
-/* Drops handle from the table and destroys it; a failure leaves an older counter, which the
- * newer one outranks (and the next check destroys). A handle no longer in the table belongs to a
- * session that was lost since (the table is emptied then): its number may name another object
- * now, so it is left alone. */
-static void counter_destroy(struct store *s, const char *account, CK_OBJECT_HANDLE handle)
-{
-        struct p11_wrapped *w = s->wrapped;
-        bool found = false;
-
-        for (size_t i = table_lower_bound(w, account);
-             i < w->n_counters && strcmp(w->counters[i].account, account) == 0; i++)
-                if (w->counters[i].handle == handle) {
-                        table_remove(w, i);
-                        found = true;
-                        break;
-                }
-        if (found && p11_destroy_object(s, handle, account) < 0)
-                log_warning("Account %s: could not destroy its previous counter object; the next "
-                            "use does.",
-                            account);
-}
+/* ---- the operations ---- */
 
 /* Test builds: CREDBROKER_FAULT=counter-move-fails makes every move fail, as a token that is
  * full or read-only would (tests/unit/test-store-wrapped.c). */
@@ -246,141 +391,76 @@ static bool fault_counter_move_fails(void)
 #endif
 }
 
-int p11_wrapped_counter_move(struct store *s, const char *account, CK_OBJECT_HANDLE *handle,
-                             uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN])
+static int move_in(struct store *s, struct shard *sh, const char *account, uint64_t generation,
+                   const uint8_t id[static WRAPPED_STATE_ID_LEN])
 {
-        CK_OBJECT_HANDLE new_handle;
+        struct counter *c;
         int r;
 
         if (fault_counter_move_fails())
                 return log_error_errno(-EIO, "Account %s: the counter cannot be moved (fault).",
                                        account);
-        r = counter_create(s, account, generation, id, &new_handle);
+        r = shard_get(sh, account, &c);
         if (r < 0)
                 return r;
-        counter_destroy(s, account, *handle);
-        *handle = new_handle;
-        return 0;
+        c->generation = generation;
+        memcpy(c->id, id, WRAPPED_STATE_ID_LEN);
+        return shard_save(s, sh);
 }
 
-/* Which of the file's two states the label names: 1 its own, 2 its prev, 0 neither. */
-static int label_names(const char *label, const char *self, const char *prev)
+int p11_wrapped_counter_move(struct store *s, const char *account, uint64_t generation,
+                             const uint8_t id[static WRAPPED_STATE_ID_LEN])
 {
-        return strcmp(label, self) == 0 ? 1 : strcmp(label, prev) == 0 ? 2 : 0;
-}
-
-/* The account's counter with the highest generation, from the table: whether its label names
- * the file's state (1) or its prev (2), or neither (0, its label in found). Older counters (left
- * by a crash between a move's create and destroy) are destroyed once the newest one matches. */
-static int check_table(struct store *s, const char *account, const char *self, const char *prev,
-                       CK_OBJECT_HANDLE *ret_handle, char found[static LABEL_MAX + 1])
-{
-        struct p11_wrapped *w = s->wrapped;
-        size_t i = table_lower_bound(w, account);
-        CK_OBJECT_HANDLE best = CK_INVALID_HANDLE, older[4];
-        uint64_t best_generation = 0;
-        size_t n_older = 0;
+        _cleanup_shard_ struct shard sh = {.lock_fd = -1};
         int r;
 
-        while (i < w->n_counters && strcmp(w->counters[i].account, account) == 0) {
-                char label[LABEL_MAX + 1];
-                uint64_t g;
-
-                r = p11_get_label(s, w->counters[i].handle, label);
-                if (r == -ENOENT || r == -EBADMSG) {
-                        table_remove(w, i); /* destroyed by another process */
-                        continue;
-                }
-                if (r < 0)
-                        return r;
-                g = counter_label_generation(label);
-                if (best != CK_INVALID_HANDLE && n_older < ELEMENTSOF(older))
-                        older[n_older++] = g > best_generation ? best : w->counters[i].handle;
-                if (best == CK_INVALID_HANDLE || g > best_generation) {
-                        best = w->counters[i].handle;
-                        best_generation = g;
-                        snprintf(found, LABEL_MAX + 1, "%s", label);
-                }
-                i++;
-        }
-        if (best == CK_INVALID_HANDLE)
-                return 0;
-        r = label_names(found, self, prev);
-        if (r == 0)
-                return 0;
-        for (size_t k = 0; k < n_older; k++)
-                counter_destroy(s, account, older[k]);
-        *ret_handle = best;
-        return r;
+        r = shard_load(s, account, &sh);
+        if (r < 0)
+                return r;
+        return move_in(s, &sh, account, generation, id);
 }
 
-/* Not in the table (another process created or moved it): exact-label searches. */
-static int check_search(struct store *s, const char *account, const char *self, const char *prev,
-                        CK_OBJECT_HANDLE *ret_handle)
+static bool names(const struct counter *c, uint64_t generation,
+                  const uint8_t id[static WRAPPED_STATE_ID_LEN])
 {
-        const char *labels[] = {self, prev};
-
-        for (size_t i = 0; i < ELEMENTSOF(labels); i++) {
-                _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
-                size_t n;
-                int r;
-
-                r = search_counters(s, labels[i], &handles, &n);
-                if (r < 0)
-                        return r;
-                if (n == 0)
-                        continue;
-                r = table_add(s->wrapped, account, handles[0]);
-                if (r < 0)
-                        return r;
-                *ret_handle = handles[0];
-                return (int)i + 1;
-        }
-        return 0;
+        return c->generation == generation && memcmp(c->id, id, WRAPPED_STATE_ID_LEN) == 0;
 }
 
 int p11_wrapped_counter_check(struct store *s, const char *account,
-                              const struct p11_wrapped_header *h, bool quiet, CK_OBJECT_HANDLE *ret)
+                              const struct p11_wrapped_header *h, bool quiet)
 {
-        char self[LABEL_MAX], prev[LABEL_MAX], found[LABEL_MAX + 1] = "";
-        CK_OBJECT_HANDLE handle = CK_INVALID_HANDLE;
+        _cleanup_shard_ struct shard sh = {.lock_fd = -1};
+        const struct counter *c;
         int r;
 
-        r = table_ensure(s, false);
+        r = shard_load(s, account, &sh);
         if (r < 0)
                 return r;
-        counter_label(account, h->generation, h->id, self);
-        counter_label(account, h->prev_generation, h->prev_id, prev);
-        r = check_table(s, account, self, prev, &handle, found);
-        /* Unknown to this session (made by another process): exact-label searches. */
-        if (r == 0 && !found[0])
-                r = check_search(s, account, self, prev, &handle);
-        if (r < 0)
-                return r;
-        if (r == 0 && quiet)
-                return -ESTALE;
-        if (r == 0) {
-                if (found[0])
+        c = shard_find(&sh, account);
+        if (c && names(c, h->generation, h->id))
+                return 0;
+        if (!c || !names(c, h->prev_generation, h->prev_id)) {
+                if (quiet)
+                        return -ESTALE;
+                if (c)
                         return log_error_errno(-ESTALE,
                                                "Account %s: its sealed file (generation %" PRIu64
-                                               ") is not the one token \"%s\" names (\"%s\"): "
-                                               "an older copy put back, or a file from elsewhere. "
-                                               "Refusing it.",
-                                               account, h->generation, s->token_label, found);
+                                               ") is not the one token \"%s\" counts (generation "
+                                               "%" PRIu64 "): an older copy put back, or a file "
+                                               "from elsewhere. Refusing it.",
+                                               account, h->generation, s->token_label,
+                                               c->generation);
                 return log_error_errno(-ESTALE,
-                                       "Account %s: token \"%s\" has no counter object for its "
-                                       "sealed file (generation %" PRIu64 "). Refusing it.",
+                                       "Account %s: token \"%s\" has no counter for its sealed "
+                                       "file (generation %" PRIu64 "). Refusing it.",
                                        account, s->token_label, h->generation);
         }
         /* The file is the successor of the counted state: a write stopped after its rename.
          * Only the broker can seal a file naming the current state as prev, so this moves
-         * forward, never back. */
-        *ret = handle;
-        if (r == 1)
-                return 0;
-        /* The file is good either way; a token that cannot take the new counter now (full,
-         * read-only) must not make the account unreadable, but no write may follow (1). */
-        if (p11_wrapped_counter_move(s, account, ret, h->generation, h->id) < 0) {
+         * forward, never back. The file is good either way; a token that cannot take the new
+         * counter now (full, read-only) must not make the account unreadable, but no write may
+         * follow (1). */
+        if (move_in(s, &sh, account, h->generation, h->id) < 0) {
                 log_warning("Account %s: could not move the token's counter on to sealed "
                             "generation %" PRIu64 "; the next use tries again.",
                             account, h->generation);
@@ -391,74 +471,101 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
         return 0;
 }
 
-/* ---- creating and destroying ---- */
-
-static int destroy_in_table(struct store *s, const char *account, unsigned *ret_n)
-{
-        struct p11_wrapped *w = s->wrapped;
-        unsigned destroyed = 0;
-        size_t i;
-        int r;
-
-        i = table_lower_bound(w, account);
-        while (i < w->n_counters && strcmp(w->counters[i].account, account) == 0) {
-                r = p11_destroy_object(s, w->counters[i].handle, account);
-                if (r < 0 && r != -ENOENT)
-                        return r;
-                destroyed += r == 0;
-                table_remove(w, i);
-        }
-        if (ret_n)
-                *ret_n = destroyed;
-        return 0;
-}
-
-/* Removal is rare and must find every counter: a fresh scan. */
-int p11_wrapped_counters_destroy(struct store *s, const char *account, unsigned *ret_n)
-{
-        int r;
-
-        r = table_ensure(s, true);
-        if (r < 0)
-                return r;
-        return destroy_in_table(s, account, ret_n);
-}
-
 int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *ret_generation,
-                               uint8_t ret_id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret)
+                               uint8_t ret_id[static WRAPPED_STATE_ID_LEN])
 {
+        _cleanup_shard_ struct shard sh = {.lock_fd = -1};
+        struct counter *c;
         int r;
 
-        /* A counter left over would let the file it named be put back under the new account.
-         * The table this session loaded is used, not a fresh scan: creating 10,000 accounts in
-         * one broker must not scan the token 10,000 times. */
-        r = table_ensure(s, false);
-        if (r >= 0)
-                r = destroy_in_table(s, account, NULL);
+        /* A counter left over (an interrupted removal) would let the file it named be put back
+         * under the new account: it is replaced. */
+        r = shard_load(s, account, &sh);
         if (r < 0)
                 return r;
-        if (gnutls_rnd(GNUTLS_RND_NONCE, ret_id, WRAPPED_STATE_ID_LEN) < 0)
+        r = shard_get(&sh, account, &c);
+        if (r < 0)
+                return r;
+        *c = (struct counter){0};
+        snprintf(c->account, sizeof(c->account), "%s", account);
+        if (gnutls_rnd(GNUTLS_RND_NONCE, c->id, WRAPPED_STATE_ID_LEN) < 0)
                 return -EIO;
-        r = counter_create(s, account, 0, ret_id, ret);
+        r = shard_save(s, &sh);
         if (r < 0)
                 return r;
         *ret_generation = 0;
+        memcpy(ret_id, c->id, WRAPPED_STATE_ID_LEN);
+        return 0;
+}
+
+int p11_wrapped_counters_destroy(struct store *s, const char *account, unsigned *ret_n)
+{
+        _cleanup_shard_ struct shard sh = {.lock_fd = -1};
+        size_t at;
+        int r;
+
+        r = shard_load(s, account, &sh);
+        if (r < 0)
+                return r;
+        at = shard_lower_bound(&sh, account);
+        if (ret_n)
+                *ret_n = 0;
+        if (at >= sh.n || strcmp(sh.counters[at].account, account) != 0)
+                return 0;
+        memmove(&sh.counters[at], &sh.counters[at + 1], (sh.n - at - 1) * sizeof(*sh.counters));
+        sh.n--;
+        r = shard_save(s, &sh);
+        if (r < 0)
+                return r;
+        if (ret_n)
+                *ret_n = 1;
         return 0;
 }
 
 int p11_wrapped_list_counters(struct store *s, char ***names, size_t *n, size_t *allocated)
 {
-        struct p11_wrapped *w = s->wrapped;
-        int r;
+        for (unsigned k = 0; k < WRAPPED_SHARDS; k++) {
+                _cleanup_shard_ struct shard sh = {.lock_fd = -1};
+                int r;
 
-        r = table_ensure(s, true);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < w->n_counters; i++) {
-                r = p11_names_add(names, n, allocated, w->counters[i].account,
-                                  strlen(w->counters[i].account));
+                r = shard_load_index(s, k, &sh);
+                for (size_t i = 0; r >= 0 && i < sh.n; i++)
+                        r = p11_names_add(names, n, allocated, sh.counters[i].account,
+                                          strlen(sh.counters[i].account));
                 if (r < 0)
                         return r;
         }
         return 0;
+}
+
+int p11_wrapped_counter_mark(struct store *s, const char *account, uint64_t generation,
+                             bool *ret_interrupted)
+{
+        _cleanup_shard_ struct shard sh = {.lock_fd = -1};
+        const uint8_t *run = s->wrapped->run_id;
+        struct counter *c;
+        int r;
+
+        r = shard_load(s, account, &sh);
+        if (r < 0)
+                return r;
+        c = shard_find(&sh, account);
+        if (!c)
+                return -ENOENT;
+        /* Sent by another run and never acted on: that run stopped during the refresh. The
+         * marker is left as it is, so later runs say so too. */
+        if (c->refreshing == generation) {
+                if (ret_interrupted)
+                        *ret_interrupted =
+                            generation != 0 && memcmp(c->run, run, WRAPPED_RUN_ID_LEN) != 0;
+                return 0;
+        }
+        if (ret_interrupted)
+                *ret_interrupted = false;
+        c->refreshing = generation;
+        if (generation == 0)
+                memset(c->run, 0, WRAPPED_RUN_ID_LEN);
+        else
+                memcpy(c->run, run, WRAPPED_RUN_ID_LEN);
+        return shard_save(s, &sh);
 }

@@ -12,6 +12,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <gnutls/crypto.h>
+
 #include "json.h"
 #include "log.h"
 #include "util.h"
@@ -82,6 +84,10 @@ int p11_wrapped_new(const char *dir, struct p11_wrapped **ret)
                 close(fd);
                 return -ENOMEM;
         }
+        if (gnutls_rnd(GNUTLS_RND_NONCE, w->run_id, sizeof(w->run_id)) < 0) {
+                p11_wrapped_free(TAKE_PTR(w));
+                return -EIO;
+        }
         *ret = TAKE_PTR(w);
         return 0;
 }
@@ -94,7 +100,6 @@ void p11_wrapped_free(struct p11_wrapped *w)
                 close(w->dir_fd);
         free(w->dir);
         free(w->keks);
-        free(w->counters);
         free(w);
 }
 
@@ -108,17 +113,7 @@ static void file_name(const char *account, bool tmp, char out[static NAME_MAX_LE
 
 static int unhex(const char *text, uint8_t *out, size_t n)
 {
-        if (!text || strlen(text) != 2 * n)
-                return -EBADMSG;
-        for (size_t i = 0; i < 2 * n; i++) {
-                char c = text[i];
-                int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-
-                if (v < 0)
-                        return -EBADMSG;
-                out[i / 2] = (uint8_t)(i % 2 ? out[i / 2] | v : v << 4);
-        }
-        return 0;
+        return text ? hex_decode(text, strlen(text), out, n) : -EBADMSG;
 }
 
 void p11_wrapped_header_context(const struct p11_wrapped_header *h,
@@ -388,15 +383,12 @@ static int lock_bounded(int fd)
         }
 }
 
-/* The lock file ".<account>.lock" (never removed: unlinking a lock file another process waits on
- * would let a third one lock a new file beside it). */
-int p11_wrapped_lock(struct store *s, const char *account)
+/* Opens and locks name in the directory; what says whose lock it is in the error. */
+static int lock_file(struct store *s, const char *name, const char *what)
 {
         struct p11_wrapped *w = s->wrapped;
-        char name[NAME_MAX_LEN + 16];
         int fd, r;
 
-        snprintf(name, sizeof(name), ".%s.lock", account);
         fd = openat(w->dir_fd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
         if (fd < 0)
                 return log_error_errno(-errno, "Failed to open %s/%s", w->dir, name);
@@ -408,13 +400,32 @@ int p11_wrapped_lock(struct store *s, const char *account)
                 close(fd);
                 if (r == -EAGAIN)
                         return log_error_errno(r,
-                                               "Account %s is locked by another process (%s/%s) "
-                                               "for more than %u s; try again later.",
-                                               account, w->dir, name,
-                                               WRAPPED_LOCK_TIMEOUT_MS / 1000);
+                                               "%s is locked by another process (%s/%s) for more "
+                                               "than %u s; try again later.",
+                                               what, w->dir, name, WRAPPED_LOCK_TIMEOUT_MS / 1000);
                 return log_error_errno(r, "Failed to lock %s/%s", w->dir, name);
         }
         return fd;
+}
+
+/* The lock file ".<account>.lock" (never removed: unlinking a lock file another process waits on
+ * would let a third one lock a new file beside it). */
+int p11_wrapped_lock(struct store *s, const char *account)
+{
+        char name[NAME_MAX_LEN + 16], what[NAME_MAX_LEN + 16];
+
+        snprintf(name, sizeof(name), ".%s.lock", account);
+        snprintf(what, sizeof(what), "Account %s", account);
+        return lock_file(s, name, what);
+}
+
+int p11_wrapped_lock_shard(struct store *s, unsigned index)
+{
+        char name[64], what[64];
+
+        snprintf(name, sizeof(name), ".counter-shard@%u.lock", index);
+        snprintf(what, sizeof(what), "Counter shard %u", index);
+        return lock_file(s, name, what);
 }
 
 void p11_wrapped_unlock(int fd)

@@ -33,8 +33,6 @@ void p11_wrapped_check_epoch(struct store *s)
         w->epoch = s->session_epoch;
         w->keks_loaded = false;
         w->n_keks = 0;
-        w->counters_loaded = false;
-        w->n_counters = 0;
 }
 
 static int compare_kek(const void *a, const void *b)

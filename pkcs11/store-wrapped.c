@@ -123,7 +123,6 @@ static int plain_build(const struct parts *parts, struct secret **ret, unsigned 
 struct state {
         bool exists;
         struct p11_wrapped_header header;
-        CK_OBJECT_HANDLE counter;
         bool counter_behind; /* names the state before header's: move it before a write */
         struct secret *plain;
 };
@@ -196,16 +195,14 @@ static int promote_tmp(struct store *s, const char *account, struct state *cur)
                         cur->header.id))
                 r = -ESTALE;
         if (r >= 0 && !cur->exists) {
-                r = p11_wrapped_counter_check(s, account, &tmp.header, true, &tmp.counter);
+                r = p11_wrapped_counter_check(s, account, &tmp.header, true);
                 tmp.counter_behind = r == 1;
         }
         if (r >= 0)
                 r = p11_wrapped_file_commit(s, account);
         if (r >= 0 && cur->exists) {
-                tmp.counter = cur->counter;
                 tmp.counter_behind =
-                    p11_wrapped_counter_move(s, account, &tmp.counter, tmp.header.generation,
-                                             tmp.header.id) < 0;
+                    p11_wrapped_counter_move(s, account, tmp.header.generation, tmp.header.id) < 0;
         }
         if (r == -EBADMSG || r == -ESTALE) {
                 (void)p11_wrapped_file_unlink(s, account, true);
@@ -239,7 +236,7 @@ static int state_load(struct store *s, const char *account, struct state *ret)
         if (r >= 0)
                 r = header_open(s, account, &st.header, false, &st.plain);
         if (r >= 0) {
-                r = p11_wrapped_counter_check(s, account, &st.header, false, &st.counter);
+                r = p11_wrapped_counter_check(s, account, &st.header, false);
                 st.counter_behind = r == 1;
         }
         if (r >= 0)
@@ -314,16 +311,14 @@ static int state_save(struct store *s, const char *account, struct state *cur,
         int r;
 
         if (!cur->exists) {
-                r = p11_wrapped_counter_create(s, account, &cur->header.generation, cur->header.id,
-                                               &cur->counter);
+                r = p11_wrapped_counter_create(s, account, &cur->header.generation, cur->header.id);
                 if (r < 0)
                         return r;
         }
         /* The counter must name cur before a successor of cur is written: two steps ahead of
          * it, the file would be refused. */
         if (cur->counter_behind) {
-                r = p11_wrapped_counter_move(s, account, &cur->counter, cur->header.generation,
-                                             cur->header.id);
+                r = p11_wrapped_counter_move(s, account, cur->header.generation, cur->header.id);
                 if (r < 0)
                         return r;
                 cur->counter_behind = false;
@@ -361,7 +356,7 @@ static int state_save(struct store *s, const char *account, struct state *cur,
         fault(rotation, "after-create");
         /* The file is durable: a failure here is finished by the next load (the file is the
          * counter's successor), so the write stands. */
-        if (p11_wrapped_counter_move(s, account, &cur->counter, h.generation, h.id) < 0)
+        if (p11_wrapped_counter_move(s, account, h.generation, h.id) < 0)
                 log_warning("Account %s: could not move the token's counter on; the next use "
                             "does.",
                             account);
@@ -683,6 +678,17 @@ int p11_wrapped_import(struct store *s, const char *account, const struct store_
         int r = import_once(s, account, copy);
 
         return retry_after_loss(s, r) ? import_once(s, account, copy) : r;
+}
+
+int p11_wrapped_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                             bool *ret_interrupted)
+{
+        LOCK_ACCOUNT(s, account);
+        int r = p11_wrapped_counter_mark(s, account, generation, ret_interrupted);
+
+        return retry_after_loss(s, r)
+                   ? p11_wrapped_counter_mark(s, account, generation, ret_interrupted)
+                   : r;
 }
 
 int p11_wrapped_has_client_secret(struct store *s, const char *account)

@@ -1,7 +1,7 @@
 /* The `wrapped` credential-store backend ([pkcs11] store = wrapped, issue 14): account metadata,
  * refresh tokens and client secrets sealed with AES-256-GCM by a non-extractable key in the token
- * and kept one file per account in a directory of the broker's; a per-account counter object in
- * the token refuses an older file put back. Not for use outside pkcs11/ (and its unit tests). */
+ * and kept one file per account in a directory of the broker's; counters in the token refuse an
+ * older file put back. Not for use outside pkcs11/ (and its unit tests). */
 #pragma once
 
 #include <stdbool.h>
@@ -15,16 +15,17 @@
 
 /* The key-encryption key: CKO_SECRET_KEY CKK_AES, 32 bytes, generated in the token. */
 #define WRAPPED_KEK_LABEL "credbroker/wrap-key"
-/* The CKA_APPLICATION of the counter objects "<account>/wrapped-state/<generation>-<id>": one
- * search for it finds them all, and the object backend's scans (CKA_APPLICATION "credbroker")
- * never see them. */
-#define WRAPPED_APPLICATION  "credbroker/wrapped-state"
-#define WRAPPED_STATE_INFIX  "/wrapped-state/"
-#define WRAPPED_IV_LEN       12
-#define WRAPPED_TAG_LEN      16
-#define WRAPPED_KEK_ID_LEN   16
-#define WRAPPED_STATE_ID_LEN 8
-#define WRAPPED_FORMAT       "credbroker-wrapped-1"
+/* The counters live in this many shard objects (store-wrapped-counter.c), whatever the number
+ * of accounts; a shard's value holds at most WRAPPED_SHARD_VALUE_MAX bytes: about 9,000
+ * accounts of 64-character names, 580,000 in all. */
+#define WRAPPED_SHARDS          64u
+#define WRAPPED_SHARD_VALUE_MAX (1024u * 1024u)
+#define WRAPPED_RUN_ID_LEN      8
+#define WRAPPED_IV_LEN          12
+#define WRAPPED_TAG_LEN         16
+#define WRAPPED_KEK_ID_LEN      16
+#define WRAPPED_STATE_ID_LEN    8
+#define WRAPPED_FORMAT          "credbroker-wrapped-1"
 /* The plaintext of one account: meta, refresh token and client secret with their headers. */
 #define WRAPPED_PLAIN_MAX (META_MAX + TOKEN_MAX_LEN + STORE_CLIENT_SECRET_MAX + 3 * 5)
 
@@ -52,25 +53,19 @@ struct p11_wrapped_kek {
         uint8_t id[WRAPPED_KEK_ID_LEN];
 };
 
-/* An account's counter object as found (its value, the label, is read anew each time). */
-struct p11_wrapped_counter {
-        char account[NAME_MAX_LEN + 1];
-        CK_OBJECT_HANDLE handle;
-};
-
 struct p11_wrapped {
         int dir_fd;
         char *dir;
         uid_t dir_uid; /* who owns the directory owns the files */
         gid_t dir_gid;
+        /* Random per store: a refresh marker written by another run was left by a run that
+         * stopped during the refresh (p11_wrapped_mark()). */
+        uint8_t run_id[WRAPPED_RUN_ID_LEN];
         /* The handles below belong to session epoch `epoch` (store-session.c counts reopens). */
         unsigned epoch;
         bool keks_loaded;
         struct p11_wrapped_kek *keks; /* normally one; more if two processes generated at once */
         size_t n_keks;
-        bool counters_loaded;
-        struct p11_wrapped_counter *counters; /* sorted by account; an account may repeat */
-        size_t n_counters, allocated_counters;
 };
 
 /* Seals plain (1..WRAPPED_PLAIN_MAX bytes) with the key-encryption key (generated in the token on
@@ -139,32 +134,44 @@ int p11_wrapped_file_unlink(struct store *s, const char *account, bool tmp);
 int p11_wrapped_lock(struct store *s, const char *account);
 void p11_wrapped_unlock(int fd);
 
+/* Takes counter shard index's lock ("<dir>/.counter-shard@<index>.lock": no account's lock file
+ * can have that name), after the account's, never before it. */
+int p11_wrapped_lock_shard(struct store *s, unsigned index);
+
 /* ---- store-wrapped-counter.c: the trusted generation in the token ---- */
 
-/* Checks the file's header against the account's counter object: its label must name the file's
- * (generation, id), or its prev, which means a write stopped between the rename and the counter
- * update; then the counter is moved on to the file (1 when that failed: the file may be read, but
- * a write must first move the counter). -ESTALE (logged unless quiet) for anything else: an older
- * file put back, or one from elsewhere. */
+/* Which shard holds account: FNV-1a of the name, fixed for good (the shards are on tokens). A
+ * shard is the object labelled "credbroker/wrapped-counters/<shard>/<version>". */
+#define WRAPPED_SHARD_PREFIX "credbroker/wrapped-counters/"
+unsigned p11_wrapped_shard_of(const char *account);
+
+/* Checks the file's header against the account's counter: it must name the file's (generation,
+ * id), or its prev, which means a write stopped between the rename and the counter update; then
+ * the counter is moved on to the file (1 when that failed: the file may be read, but a write
+ * must first move the counter). -ESTALE (logged unless quiet) for anything else: an older file
+ * put back, or one from elsewhere. */
 int p11_wrapped_counter_check(struct store *s, const char *account,
-                              const struct p11_wrapped_header *h, bool quiet,
-                              CK_OBJECT_HANDLE *ret);
-/* A new account's counter, at generation 0 with a random id, after destroying any counter the
- * account had (left by an interrupted creation or removal). */
+                              const struct p11_wrapped_header *h, bool quiet);
+/* A new account's counter, at generation 0 with a random id, replacing any counter the account
+ * had (left by an interrupted creation or removal). */
 int p11_wrapped_counter_create(struct store *s, const char *account, uint64_t *ret_generation,
-                               uint8_t ret_id[static WRAPPED_STATE_ID_LEN], CK_OBJECT_HANDLE *ret);
-/* Moves the counter on to (generation, id): the new object first, then the old one destroyed;
- * *handle becomes the new one. */
-int p11_wrapped_counter_move(struct store *s, const char *account, CK_OBJECT_HANDLE *handle,
-                             uint64_t generation, const uint8_t id[static WRAPPED_STATE_ID_LEN]);
+                               uint8_t ret_id[static WRAPPED_STATE_ID_LEN]);
+/* Moves the counter on to (generation, id). */
+int p11_wrapped_counter_move(struct store *s, const char *account, uint64_t generation,
+                             const uint8_t id[static WRAPPED_STATE_ID_LEN]);
 int p11_wrapped_counters_destroy(struct store *s, const char *account, unsigned *ret_n);
+/* The refresh marker (store_mark_refresh()), kept beside the account's counter: generation is
+ * the refresh-token generation about to be sent, 0 to clear it. *ret_interrupted: another run
+ * marked this very generation and never acted on the answer. */
+int p11_wrapped_counter_mark(struct store *s, const char *account, uint64_t generation,
+                             bool *ret_interrupted);
 
 /* store-wrapped-key.c: the key-encryption keys, found once per session. */
 int p11_wrapped_kek_for_seal(struct store *s, CK_OBJECT_HANDLE *ret,
                              uint8_t ret_id[static WRAPPED_KEK_ID_LEN]);
 int p11_wrapped_kek_for_open(struct store *s, const uint8_t id[static WRAPPED_KEK_ID_LEN],
                              CK_OBJECT_HANDLE *ret);
-/* Forgets every handle (counters, keys) when the session they belong to is gone. */
+/* Forgets every handle (keys) when the session they belong to is gone. */
 void p11_wrapped_check_epoch(struct store *s);
 
 /* The backend's half of the public store_* operations (store-account.c and
@@ -181,6 +188,9 @@ int p11_wrapped_put_client_secret(struct store *s, const char *account,
                                   const struct secret *secret);
 int p11_wrapped_get_client_secret(struct store *s, const char *account, struct secret **ret);
 int p11_wrapped_has_client_secret(struct store *s, const char *account);
+/* store_mark_refresh() of this backend: p11_wrapped_counter_mark() under the account's lock. */
+int p11_wrapped_mark_refresh(struct store *s, const char *account, uint64_t generation,
+                             bool *ret_interrupted);
 
 /* Writes one new state holding what copy holds that the account's file lacks or holds older,
  * the refresh token at copy->generation (store_import_account()); 1 when nothing was missing. */
@@ -191,11 +201,11 @@ struct p11_wrapped_removed {
         bool file; /* the account's file */
         bool meta, client_secret;
         uint64_t refresh_token_generation; /* 0: none */
-        unsigned counters;                 /* counter objects destroyed */
+        unsigned counters;                 /* counters removed (0 or 1) */
 };
-/* Destroys the account's file, then its counter objects. */
+/* Destroys the account's file, then its counter. */
 int p11_wrapped_remove(struct store *s, const char *account, struct p11_wrapped_removed *ret);
-/* Adds the accounts that have a counter object (a removal may have been interrupted). */
+/* Adds the accounts that have a counter (a removal may have been interrupted). */
 int p11_wrapped_list_counters(struct store *s, char ***names, size_t *n, size_t *allocated);
 
 /* store-account.c's list helper, shared. */

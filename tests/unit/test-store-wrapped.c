@@ -374,75 +374,6 @@ static void test_rollback(struct store **sp)
         free(now);
 }
 
-/* The counter object of account, through the raw session. */
-static CK_OBJECT_HANDLE raw_counter(struct store *s, char label[static 256])
-{
-        CK_FUNCTION_LIST *m;
-        CK_SESSION_HANDLE session;
-        CK_OBJECT_HANDLE handles[8];
-        CK_ULONG n = 0;
-        CK_ATTRIBUTE template[] = {
-            {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
-        };
-
-        store_private_session(s, &m, &session);
-        if (m->C_FindObjectsInit(session, template, 1) != CKR_OK ||
-            m->C_FindObjects(session, handles, 8, &n) != CKR_OK ||
-            m->C_FindObjectsFinal(session) != CKR_OK)
-                test_die("find counters");
-        for (CK_ULONG i = 0; i < n; i++) {
-                CK_ATTRIBUTE a = {CKA_LABEL, label, 255};
-
-                if (m->C_GetAttributeValue(session, handles[i], &a, 1) != CKR_OK)
-                        test_die("counter label");
-                label[a.ulValueLen] = 0;
-                if (strncmp(label, "alerts/", 7) == 0)
-                        return handles[i];
-        }
-        return CK_INVALID_HANDLE;
-}
-
-/* A write stopped after its rename, before the counter moved: the file is the counter's
- * successor, accepted, and the counter moves on. Simulated by moving the counter back. */
-static void test_interrupted_write(struct store *s)
-{
-        _cleanup_secret_ struct secret *back = NULL;
-        CK_FUNCTION_LIST *m;
-        CK_SESSION_HANDLE session;
-        char label[256], before[256], path[PATH_MAX], prev[64], *text, *at;
-        CK_OBJECT_HANDLE counter = raw_counter(s, before);
-        uint64_t g;
-
-        ok(counter != CK_INVALID_HANDLE, "the account has a counter object");
-        file_path("alerts", path);
-        text = read_text(path);
-        at = text ? strstr(text, "\"prev_generation\":\"") : NULL;
-        ok(at != NULL, "the file names its prev");
-        if (!at || counter == CK_INVALID_HANDLE) {
-                free(text);
-                return;
-        }
-        {
-                unsigned long long pg = strtoull(at + strlen("\"prev_generation\":\""), NULL, 10);
-                char *id = strstr(text, "\"prev_id\":\"") + strlen("\"prev_id\":\"");
-
-                snprintf(prev, sizeof(prev), "%llu-%.16s", pg, id);
-        }
-        snprintf(label, sizeof(label), "alerts" WRAPPED_STATE_INFIX "%s", prev);
-        store_private_session(s, &m, &session);
-        {
-                CK_ATTRIBUTE a = {CKA_LABEL, label, strlen(label)};
-
-                is_int(m->C_SetAttributeValue(session, counter, &a, 1), CKR_OK,
-                       "move the counter back to the file's prev");
-        }
-        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0,
-               "the file one ahead of the counter is accepted");
-        raw_counter(s, label);
-        is_str(label, before, "and the counter moved on to it");
-        free(text);
-}
-
 /* The value of "key":"…" in a file's text, into out. */
 static void field(const char *text, const char *key, char *out, size_t size)
 {
@@ -458,110 +389,201 @@ static void field(const char *text, const char *key, char *out, size_t size)
         snprintf(out, size, "%.*s", (int)(end - at), at);
 }
 
-/* The counters of account "alerts". */
-static size_t raw_count_counters(struct store *s)
+/* ---- the counter shards, through the raw session ---- */
+
+struct raw_shard {
+        CK_OBJECT_HANDLE handles[8]; /* every object of the shard */
+        CK_ULONG n;
+        CK_OBJECT_HANDLE newest;
+        unsigned long long version; /* the newest's */
+        char value[65536];          /* the newest's */
+};
+
+static void shard_application(const char *account, char out[static 64])
 {
-        size_t alerts = 0;
+        snprintf(out, 64, WRAPPED_SHARD_PREFIX "%u", p11_wrapped_shard_of(account));
+}
+
+/* The objects of account's shard and the newest one's value. */
+static void raw_shard(struct store *s, const char *account, struct raw_shard *ret)
+{
         CK_FUNCTION_LIST *m;
         CK_SESSION_HANDLE session;
-        CK_OBJECT_HANDLE handles[8];
-        CK_ULONG n = 0;
-        CK_ATTRIBUTE template[] = {
-            {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
-        };
+        char application[64];
+        CK_ATTRIBUTE template[] = {{CKA_APPLICATION, application, 0}};
 
+        *ret = (struct raw_shard){0};
+        shard_application(account, application);
+        template[0].ulValueLen = strlen(application);
         store_private_session(s, &m, &session);
         if (m->C_FindObjectsInit(session, template, 1) != CKR_OK ||
-            m->C_FindObjects(session, handles, 8, &n) != CKR_OK ||
+            m->C_FindObjects(session, ret->handles, 8, &ret->n) != CKR_OK ||
             m->C_FindObjectsFinal(session) != CKR_OK)
-                test_die("find counters");
-        for (CK_ULONG i = 0; i < n; i++) {
+                test_die("find the shard");
+        for (CK_ULONG i = 0; i < ret->n; i++) {
                 char label[256];
                 CK_ATTRIBUTE a = {CKA_LABEL, label, sizeof(label) - 1};
+                unsigned long long v;
 
-                if (m->C_GetAttributeValue(session, handles[i], &a, 1) != CKR_OK)
-                        test_die("counter label");
+                if (m->C_GetAttributeValue(session, ret->handles[i], &a, 1) != CKR_OK)
+                        test_die("shard label");
                 label[a.ulValueLen] = 0;
-                alerts += strncmp(label, "alerts/", 7) == 0;
+                v = strtoull(strrchr(label, '/') + 1, NULL, 10);
+                if (v > ret->version) {
+                        ret->version = v;
+                        ret->newest = ret->handles[i];
+                }
         }
-        return alerts;
+        if (ret->n > 0) {
+                CK_ATTRIBUTE a = {CKA_VALUE, ret->value, sizeof(ret->value) - 1};
+
+                if (m->C_GetAttributeValue(session, ret->newest, &a, 1) != CKR_OK)
+                        test_die("shard value");
+                ret->value[a.ulValueLen] = 0;
+        }
 }
 
-/* A crash between a counter move's create and destroy leaves two counters: the newer rules, so
- * the file the older one names is still refused, and the older one goes at the next use. */
-static void test_two_counters(struct store **sp)
+/* account's line in its shard ("" for none), without the newline. */
+static void raw_counter_line(struct store *s, const char *account, char line[static 256])
 {
-        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-four"), *back = NULL;
-        char path[PATH_MAX], *old, *now, generation[24], id[24], label[256];
-        CK_FUNCTION_LIST *m;
-        CK_SESSION_HANDLE session;
-        CK_OBJECT_CLASS class = CKO_DATA;
-        CK_BBOOL yes = CK_TRUE;
-        CK_OBJECT_HANDLE handle;
-        uint64_t g;
+        struct raw_shard sh;
+        char start[80];
+        const char *at;
 
-        file_path("alerts", path);
-        old = read_text(path);
-        field(old, "generation", generation, sizeof(generation));
-        field(old, "id", id, sizeof(id));
-        is_int(store_write_refresh_token(*sp, "alerts", rt, &g), 0, "a newer generation");
-        now = read_text(path);
-        snprintf(label, sizeof(label), "alerts" WRAPPED_STATE_INFIX "%s-%s", generation, id);
-        store_private_session(*sp, &m, &session);
-        {
-                CK_ATTRIBUTE template[] = {
-                    {CKA_CLASS, &class, sizeof(class)},
-                    {CKA_TOKEN, &yes, sizeof(yes)},
-                    {CKA_PRIVATE, &yes, sizeof(yes)},
-                    {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
-                    {CKA_LABEL, label, strlen(label)},
-                    {CKA_VALUE, (void *)"w", 1},
-                };
-
-                is_int(m->C_CreateObject(session, template, 6, &handle), CKR_OK,
-                       "the previous counter, as a crash before its destroy leaves it");
-        }
-        is_int(raw_count_counters(*sp), 2, "two counters");
-        store_close(*sp);
-        is_int(open_wrapped(sp), 0, "a fresh store (it finds both)");
-        write_text(path, old);
-        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), -ESTALE,
-               "the file the older counter names is refused: the newer one rules");
-        write_text(path, now);
-        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "the current file is used");
-        is_int(raw_count_counters(*sp), 1, "and the older counter is gone");
-        free(old);
-        free(now);
+        raw_shard(s, account, &sh);
+        snprintf(start, sizeof(start), "%s ", account);
+        line[0] = 0;
+        for (at = sh.value; *at; at = strchr(at, '\n') + 1)
+                if (strncmp(at, start, strlen(start)) == 0) {
+                        snprintf(line, 256, "%.*s", (int)(strchr(at, '\n') - at), at);
+                        return;
+                }
 }
 
-/* Replaces the counters of "alerts" with one naming the state of the file text (generation, id). */
-static void raw_set_counter(struct store *s, const char *text)
+/* Creates a version of account's shard with the given value (as it is). */
+static void raw_create_shard(struct store *s, const char *account, unsigned long long version,
+                             const char *value)
 {
         CK_FUNCTION_LIST *m;
         CK_SESSION_HANDLE session;
         CK_OBJECT_CLASS class = CKO_DATA;
         CK_BBOOL yes = CK_TRUE;
         CK_OBJECT_HANDLE handle;
-        char generation[24], id[24], label[256];
+        char application[64], label[96];
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
             {CKA_TOKEN, &yes, sizeof(yes)},
             {CKA_PRIVATE, &yes, sizeof(yes)},
-            {CKA_APPLICATION, (void *)WRAPPED_APPLICATION, strlen(WRAPPED_APPLICATION)},
+            {CKA_APPLICATION, application, 0},
             {CKA_LABEL, label, 0},
-            {CKA_VALUE, (void *)"w", 1},
+            {CKA_VALUE, (void *)value, strlen(value)},
         };
+
+        shard_application(account, application);
+        snprintf(label, sizeof(label), "%s/%llu", application, version);
+        template[3].ulValueLen = strlen(application);
+        template[4].ulValueLen = strlen(label);
+        store_private_session(s, &m, &session);
+        if (m->C_CreateObject(session, template, 6, &handle) != CKR_OK)
+                test_die("create a shard");
+}
+
+/* Replaces account's shard with one version whose line for account is line (the others kept). */
+static void raw_set_line(struct store *s, const char *account, const char *line)
+{
+        struct raw_shard sh;
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        char value[65536] = "", start[80];
+
+        raw_shard(s, account, &sh);
+        snprintf(start, sizeof(start), "%s ", account);
+        for (const char *at = sh.value; *at; at = strchr(at, '\n') + 1) {
+                size_t len = (size_t)(strchr(at, '\n') - at) + 1;
+
+                if (strncmp(at, start, strlen(start)) == 0)
+                        snprintf(value + strlen(value), sizeof(value) - strlen(value), "%s\n",
+                                 line);
+                else
+                        snprintf(value + strlen(value), sizeof(value) - strlen(value), "%.*s",
+                                 (int)len, at);
+        }
+        store_private_session(s, &m, &session);
+        for (CK_ULONG i = 0; i < sh.n; i++)
+                if (m->C_DestroyObject(session, sh.handles[i]) != CKR_OK)
+                        test_die("destroy a shard");
+        raw_create_shard(s, account, sh.version + 1, value);
+}
+
+/* The line account's counter has when it names (generation, id) with no refresh marker. */
+static void counter_line_for(const char *account, const char *generation, const char *id,
+                             char line[static 256])
+{
+        snprintf(line, 256, "%s %s %s 0 0000000000000000", account, generation, id);
+}
+
+/* A write stopped after its rename, before the counter moved: the file is the counter's
+ * successor, accepted, and the counter moves on. Simulated by moving the counter back. */
+static void test_interrupted_write(struct store *s)
+{
+        _cleanup_secret_ struct secret *back = NULL;
+        char before[256], after[256], line[256], path[PATH_MAX], generation[24], id[24], *text;
+        uint64_t g;
+
+        raw_counter_line(s, "alerts", before);
+        ok(before[0] != 0, "the account has a counter");
+        file_path("alerts", path);
+        text = read_text(path);
+        field(text, "prev_generation", generation, sizeof(generation));
+        field(text, "prev_id", id, sizeof(id));
+        counter_line_for("alerts", generation, id, line);
+        raw_set_line(s, "alerts", line);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0,
+               "the file one ahead of the counter is accepted");
+        raw_counter_line(s, "alerts", after);
+        is_str(after, before, "and the counter moved on to it");
+        free(text);
+}
+
+/* A crash between a shard's create and destroy leaves two versions: the newer rules, so the
+ * file the older one names is still refused, and the older one goes at the next use. */
+static void test_two_counters(struct store **sp)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-four"), *back = NULL;
+        char path[PATH_MAX], *old, *now;
+        struct raw_shard before, sh;
+        uint64_t g;
+
+        file_path("alerts", path);
+        old = read_text(path);
+        raw_shard(*sp, "alerts", &before);
+        is_int(store_write_refresh_token(*sp, "alerts", rt, &g), 0, "a newer generation");
+        now = read_text(path);
+        raw_create_shard(*sp, "alerts", before.version, before.value);
+        raw_shard(*sp, "alerts", &sh);
+        is_int(sh.n, 2, "two versions of the shard, as a crash before the destroy leaves them");
+        store_close(*sp);
+        is_int(open_wrapped(sp), 0, "a fresh store (it finds both)");
+        write_text(path, old);
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), -ESTALE,
+               "the file the older version names is refused: the newer one rules");
+        write_text(path, now);
+        is_int(store_read_refresh_token(*sp, "alerts", &back, &g), 0, "the current file is used");
+        raw_shard(*sp, "alerts", &sh);
+        is_int(sh.n, 1, "and the older version is gone");
+        free(old);
+        free(now);
+}
+
+/* Sets the counter of "alerts" to the state of the file text (generation, id). */
+static void raw_set_counter(struct store *s, const char *text)
+{
+        char generation[24], id[24], line[256];
 
         field(text, "generation", generation, sizeof(generation));
         field(text, "id", id, sizeof(id));
-        snprintf(label, sizeof(label), "alerts" WRAPPED_STATE_INFIX "%s-%s", generation, id);
-        template[4].ulValueLen = strlen(label);
-        store_private_session(s, &m, &session);
-        while ((handle = raw_counter(s, (char[256]){0})) != CK_INVALID_HANDLE)
-                if (m->C_DestroyObject(session, handle) != CKR_OK)
-                        test_die("destroy counter");
-        if (m->C_CreateObject(session, template, 6, &handle) != CKR_OK)
-                test_die("create counter");
+        counter_line_for("alerts", generation, id, line);
+        raw_set_line(s, "alerts", line);
 }
 
 /* A write killed after its temporary file was complete, before the rename: the next load
@@ -677,6 +699,84 @@ static void test_counter_behind(struct store *s)
         ok(back && secret_equal(back, rt2) && g == g1 + 1, "the next generation");
 }
 
+/* However many accounts, the token holds at most WRAPPED_SHARDS counter objects: SoftHSM2's
+ * calls cost more with every object in the token (issue 14). */
+static void test_objects_flat(struct store *s)
+{
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+        CK_OBJECT_HANDLE handles[1024];
+        CK_ULONG n = 0;
+        unsigned failed = 0;
+
+        for (unsigned i = 0; i < 300; i++) {
+                char name[32];
+
+                snprintf(name, sizeof(name), "many-%u", i);
+                failed += store_put_meta(s, name, "{}") < 0;
+        }
+        is_int(failed, 0, "300 accounts");
+        store_private_session(s, &m, &session);
+        if (m->C_FindObjectsInit(session, NULL, 0) != CKR_OK ||
+            m->C_FindObjects(session, handles, ELEMENTSOF(handles), &n) != CKR_OK ||
+            m->C_FindObjectsFinal(session) != CKR_OK)
+                test_die("find every object");
+        printf("# %lu objects in the token\n", (unsigned long)n);
+        ok(n <= WRAPPED_SHARDS + 1, "the token holds the shards and the key, nothing per account");
+        for (unsigned i = 0; i < 300; i++) {
+                char name[32];
+                unsigned removed;
+
+                snprintf(name, sizeof(name), "many-%u", i);
+                failed += store_remove_account(s, name, &removed) < 0;
+        }
+        is_int(failed, 0, "and removed again");
+}
+
+/* The refresh marker lives beside the counter: another run's marker for the very generation
+ * about to be sent says that run stopped during the refresh (and keeps saying it); this run's
+ * own does not. */
+static void test_marker(struct store **sp)
+{
+        char line[256];
+        bool interrupted = true;
+
+        is_int(store_mark_refresh(*sp, "alerts", 7, &interrupted), 0, "mark generation 7");
+        ok(!interrupted, "a first mark is no interrupted refresh");
+        raw_counter_line(*sp, "alerts", line);
+        ok(strstr(line, " 7 ") != NULL, "the marker is in the account's counter line");
+        is_int(store_mark_refresh(*sp, "alerts", 7, &interrupted), 0, "again in the same run");
+        ok(!interrupted, "still not interrupted: this run sent it");
+        store_close(*sp);
+        is_int(open_wrapped(sp), 0, "a new run");
+        is_int(store_mark_refresh(*sp, "alerts", 7, &interrupted), 0, "mark 7 in the new run");
+        ok(interrupted, "the previous run stopped during the refresh with 7");
+        is_int(store_mark_refresh(*sp, "alerts", 7, &interrupted), 0, "and again");
+        ok(interrupted, "which it keeps saying");
+        is_int(store_mark_refresh(*sp, "alerts", 0, NULL), 0, "cleared");
+        raw_counter_line(*sp, "alerts", line);
+        ok(strstr(line, " 0 0000000000000000") != NULL, "no marker left");
+        is_int(store_mark_refresh(*sp, "alerts", 7, &interrupted), 0, "mark 7 once more");
+        ok(!interrupted, "after a clear it is a first mark again");
+        is_int(store_mark_refresh(*sp, "alerts", 0, NULL), 0, "cleared");
+}
+
+/* A shard that does not parse is no shard: its accounts are refused, never read unchecked. */
+static void test_malformed_shard(struct store *s)
+{
+        _cleanup_secret_ struct secret *back = NULL;
+        char line[300], good[256];
+        uint64_t g;
+
+        raw_counter_line(s, "alerts", good);
+        snprintf(line, sizeof(line), "%s junk", good);
+        raw_set_line(s, "alerts", line);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
+               "a malformed shard refuses the account");
+        raw_set_line(s, "alerts", good);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good one is used again");
+}
+
 /* Root (the CLI before the broker ever ran) makes the directory and the files the broker's: the
  * owner of the directory above. */
 static void test_root_owner(void)
@@ -752,7 +852,7 @@ static void test_session_loss(struct store *s)
 static void test_recreate(struct store *s)
 {
         _cleanup_secret_ struct secret *rt = secret_of("refresh-token-new"), *back = NULL;
-        char path[PATH_MAX], *old, label[256];
+        char path[PATH_MAX], *old, line[256];
         uint64_t g;
         unsigned removed = 0;
 
@@ -766,7 +866,8 @@ static void test_recreate(struct store *s)
                "the old incarnation's file is refused");
         is_int(store_remove_account(s, "alerts", &removed), 0, "remove the account");
         ok(access(path, F_OK) != 0, "its file is gone");
-        ok(raw_counter(s, label) == CK_INVALID_HANDLE, "and its counter object");
+        raw_counter_line(s, "alerts", line);
+        is_str(line, "", "and its counter");
         free(old);
 }
 
@@ -776,7 +877,7 @@ static void test_recreate(struct store *s)
  * store (its own session), as two programs would. */
 #define RACE_WRITES 20
 
-static int race_child(unsigned id, int ready, int go)
+static int race_child(unsigned id, const char *account, int ready, int go)
 {
         struct store *s = NULL;
         unsigned failed = 0;
@@ -794,22 +895,20 @@ static int race_child(unsigned id, int ready, int go)
 
                 snprintf(text, sizeof(text), "refresh-token-%u-%u", id, i);
                 rt = secret_of(text);
-                if (store_write_refresh_token(s, "race", rt, &g) < 0)
+                if (store_write_refresh_token(s, account, rt, &g) < 0)
                         failed++;
         }
         store_close(s);
         return (int)failed;
 }
 
-static void test_two_writers(void)
+/* Runs race_child() in two processes at once, on accounts[0] and accounts[1]; returns how many
+ * writes failed. */
+static int race(const char *const accounts[static 2])
 {
-        _cleanup_secret_ struct secret *back = NULL;
-        struct store *s = NULL;
         pid_t pids[2];
         int failed = 0, ready[2], go[2];
-        uint64_t g = 0;
-        char lock[PATH_MAX], byte;
-        struct stat st;
+        char byte;
 
         if (pipe(ready) < 0 || pipe(go) < 0)
                 test_die("pipe");
@@ -819,7 +918,7 @@ static void test_two_writers(void)
                         test_die("fork");
                 if (pids[i] == 0) {
                         close(go[1]);
-                        _exit(race_child(i, ready[1], go[0]));
+                        _exit(race_child(i, accounts[i], ready[1], go[0]));
                 }
                 if (read(ready[0], &byte, 1) != 1)
                         test_die("a writer did not start");
@@ -835,7 +934,19 @@ static void test_two_writers(void)
                         test_die("waitpid");
                 failed += WEXITSTATUS(status);
         }
-        is_int(failed, 0, "two processes writing one account: every write succeeds");
+        return failed;
+}
+
+static void test_two_writers(void)
+{
+        _cleanup_secret_ struct secret *back = NULL;
+        const char *const accounts[] = {"race", "race"};
+        struct store *s = NULL;
+        uint64_t g = 0;
+        char lock[PATH_MAX];
+        struct stat st;
+
+        is_int(race(accounts), 0, "two processes writing one account: every write succeeds");
         is_int(open_wrapped(&s), 0, "open the store again");
         is_int(store_read_refresh_token(s, "race", &back, &g), 0,
                "the account reads back after the race");
@@ -843,6 +954,33 @@ static void test_two_writers(void)
         if ((size_t)snprintf(lock, sizeof(lock), "%s/.race.lock", store_dir) >= sizeof(lock))
                 test_die("path too long");
         ok(stat(lock, &st) == 0 && (st.st_mode & 0777) == 0600, "the lock file, mode 0600");
+        store_close(s);
+}
+
+/* Two processes writing two accounts that share a counter shard: each change of the shard holds
+ * its lock from the search to the destroy, so neither loses the other's counter. */
+static void test_shard_writers(void)
+{
+        char other[32];
+        const char *const accounts[] = {"shared-0", other};
+        struct store *s = NULL;
+        unsigned ok_reads = 0;
+
+        for (unsigned i = 1;; i++) {
+                snprintf(other, sizeof(other), "shared-%u", i);
+                if (p11_wrapped_shard_of(other) == p11_wrapped_shard_of(accounts[0]))
+                        break;
+        }
+        is_int(race(accounts), 0, "two processes writing two accounts of one shard");
+        is_int(open_wrapped(&s), 0, "open the store again");
+        for (unsigned i = 0; i < ELEMENTSOF(accounts); i++) {
+                _cleanup_secret_ struct secret *back = NULL;
+                uint64_t g = 0;
+
+                ok_reads +=
+                    store_read_refresh_token(s, accounts[i], &back, &g) == 0 && g == RACE_WRITES;
+        }
+        is_int(ok_reads, 2, "both read back at their last generation: no counter was lost");
         store_close(s);
 }
 
@@ -901,10 +1039,14 @@ int main(void)
         test_durable_order(s);
         test_session_loss(s);
         test_counter_behind(s);
+        test_objects_flat(s);
+        test_marker(&s);
+        test_malformed_shard(s);
         test_root_owner();
         test_recreate(s);
         store_close(s);
         test_two_writers();
+        test_shard_writers();
         test_lock_timeout();
         test_token_cleanup(&softhsm);
         return done_testing();
