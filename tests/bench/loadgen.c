@@ -45,13 +45,20 @@ struct options {
         double seconds;
         double warmup;
         const char *profile;
+        const char *profiles_file; /* --profiles: one name per line, asked for in turn */
         const char *request;
+};
+
+struct frame {
+        uint8_t *data;
+        size_t len;
 };
 
 struct connection {
         int fd;
         struct buf *in;
-        size_t sent; /* bytes of the request frame sent so far */
+        const struct frame *frame; /* the request being sent */
+        size_t sent;               /* bytes of it sent so far */
         uint64_t start_usec;
         bool want_out;
 };
@@ -68,8 +75,9 @@ struct stats {
         uint64_t rng;
 };
 
-static uint8_t request_frame[WIRE_HEADER_SIZE + WIRE_FRAME_MAX];
-static size_t request_frame_len;
+/* The request frames, sent in turn: one, or one per name of --profiles. */
+static struct frame *frames;
+static size_t n_frames, next_frame;
 
 static uint64_t now_monotonic_usec(void)
 {
@@ -178,29 +186,78 @@ static bool reply_is_ok(const uint8_t *payload, size_t len)
         return memmem(payload, len, ok, sizeof(ok) - 1) != NULL;
 }
 
-static int build_request(const struct options *o)
+static int add_frame(const char *json)
 {
-        char request[1024];
-        const char *json = o->request;
-        size_t len;
+        size_t len = strlen(json);
+        struct frame *p;
 
-        if (!json) {
-                int n = snprintf(request, sizeof(request),
-                                 "{\"v\":1,\"op\":\"token\",\"profile\":\"%s\"}", o->profile);
-                if (n < 0 || (size_t)n >= sizeof(request))
-                        return -ENAMETOOLONG;
-                json = request;
-        }
-        len = strlen(json);
         if (len == 0 || len > WIRE_FRAME_MAX)
                 return -EMSGSIZE;
-        request_frame[0] = (uint8_t)(len >> 24);
-        request_frame[1] = (uint8_t)(len >> 16);
-        request_frame[2] = (uint8_t)(len >> 8);
-        request_frame[3] = (uint8_t)len;
-        memcpy(request_frame + WIRE_HEADER_SIZE, json, len);
-        request_frame_len = WIRE_HEADER_SIZE + len;
+        p = reallocarray(frames, n_frames + 1, sizeof(*frames));
+        if (!p)
+                return -ENOMEM;
+        frames = p;
+        frames[n_frames].data = malloc(WIRE_HEADER_SIZE + len);
+        if (!frames[n_frames].data)
+                return -ENOMEM;
+        frames[n_frames].data[0] = (uint8_t)(len >> 24);
+        frames[n_frames].data[1] = (uint8_t)(len >> 16);
+        frames[n_frames].data[2] = (uint8_t)(len >> 8);
+        frames[n_frames].data[3] = (uint8_t)len;
+        memcpy(frames[n_frames].data + WIRE_HEADER_SIZE, json, len);
+        frames[n_frames].len = WIRE_HEADER_SIZE + len;
+        n_frames++;
         return 0;
+}
+
+static int add_token_request(const char *profile)
+{
+        char request[1024];
+        int n;
+
+        /* Also keeps the name from breaking out of the JSON string it goes into. */
+        if (!name_is_valid(profile))
+                return log_error_errno(-EINVAL, "Invalid profile name: %s", profile);
+        n = snprintf(request, sizeof(request), "{\"v\":1,\"op\":\"token\",\"profile\":\"%s\"}",
+                     profile);
+        if (n < 0 || (size_t)n >= sizeof(request))
+                return -ENAMETOOLONG;
+        return add_frame(request);
+}
+
+static int add_profiles_file(const char *path)
+{
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        char line[256];
+        int r;
+
+        if (!f)
+                return log_error_errno(-errno, "Failed to open %s", path);
+        while (fgets(line, sizeof(line), f)) {
+                line[strcspn(line, "\n")] = 0;
+                if (!line[0])
+                        continue;
+                r = add_token_request(line);
+                if (r < 0)
+                        return r;
+        }
+        return n_frames > 0 ? 0 : log_error_errno(-EINVAL, "%s names no profile.", path);
+}
+
+static void frames_free(void)
+{
+        for (size_t i = 0; i < n_frames; i++)
+                free(frames[i].data);
+        free(frames);
+}
+
+static int build_requests(const struct options *o)
+{
+        if (o->request)
+                return add_frame(o->request);
+        if (o->profiles_file)
+                return add_profiles_file(o->profiles_file);
+        return add_token_request(o->profile);
 }
 
 static int connect_to(const char *path, int *ret_fd)
@@ -242,9 +299,9 @@ static int set_want_out(int epoll_fd, struct connection *c, bool want)
 /* Sends what is left of the request; waits for EPOLLOUT only when the socket is full. */
 static int send_request(int epoll_fd, struct connection *c)
 {
-        while (c->sent < request_frame_len) {
+        while (c->sent < c->frame->len) {
                 ssize_t n =
-                    send(c->fd, request_frame + c->sent, request_frame_len - c->sent, MSG_NOSIGNAL);
+                    send(c->fd, c->frame->data + c->sent, c->frame->len - c->sent, MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -267,6 +324,7 @@ struct run {
 
 static int start_request(struct run *run, struct connection *c, uint64_t now)
 {
+        c->frame = &frames[next_frame++ % n_frames];
         c->sent = 0;
         c->start_usec = now;
         return send_request(run->epoll_fd, c);
@@ -321,7 +379,7 @@ static int on_readable(struct run *run, struct connection *c)
         r = wire_frame_consume(c->in, len);
         if (r < 0)
                 return r;
-        if (buf_len(c->in) > 0 || c->sent < request_frame_len)
+        if (buf_len(c->in) > 0 || c->sent < c->frame->len)
                 return log_error_errno(EPROTO, "The server replied to a request not sent.");
         if (now >= run->end)
                 return 0;
@@ -437,11 +495,13 @@ static void usage(FILE *f, const char *argv0)
 {
         fprintf(f,
                 "Usage: %s --socket PATH --connections N --seconds T [--profile NAME]\n"
-                "          [--request JSON] [--warmup S]\n"
+                "          [--profiles FILE] [--request JSON] [--warmup S]\n"
                 "Closed-loop load on a credbroker-protocol socket. Each connection sends one\n"
                 "request, waits for the reply, repeats. Defaults: --connections 8, --seconds 5,\n"
                 "--warmup 1, --socket $CREDBROKER_SOCKET, --profile $CREDBROKER_PROFILE,\n"
-                "--request {\"v\":1,\"op\":\"token\",\"profile\":\"<profile>\"}.\n",
+                "--request {\"v\":1,\"op\":\"token\",\"profile\":\"<profile>\"}.\n"
+                "--profiles FILE: a token request for each name in FILE (one per line), in\n"
+                "turn across all connections.\n",
                 argv0);
 }
 
@@ -454,6 +514,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             {"warmup", required_argument, NULL, 'w'},
             {"profile", required_argument, NULL, 'p'},
             {"request", required_argument, NULL, 'r'},
+            {"profiles", required_argument, NULL, 'P'},
             {"help", no_argument, NULL, 'h'},
             {NULL, 0, NULL, 0},
         };
@@ -467,7 +528,7 @@ static int parse_options(int argc, char **argv, struct options *o)
             .warmup = 1,
             .profile = secure_getenv("CREDBROKER_PROFILE"),
         };
-        while ((opt = getopt_long(argc, argv, "s:c:t:w:p:r:h", long_options, NULL)) >= 0) {
+        while ((opt = getopt_long(argc, argv, "s:c:t:w:p:P:r:h", long_options, NULL)) >= 0) {
                 switch (opt) {
                 case 's':
                         o->socket_path = optarg;
@@ -492,6 +553,9 @@ static int parse_options(int argc, char **argv, struct options *o)
                 case 'r':
                         o->request = optarg;
                         break;
+                case 'P':
+                        o->profiles_file = optarg;
+                        break;
                 case 'h':
                         usage(stdout, argv[0]);
                         exit(0);
@@ -509,12 +573,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 
                 if (json_parse(o->request, strlen(o->request), &json) < 0 || !cJSON_IsObject(json))
                         return log_error_errno(EINVAL, "--request is not a JSON object.");
-        } else if (!o->profile || !o->profile[0]) {
-                return log_error_errno(EINVAL, "No profile: give --profile, --request or "
-                                               "CREDBROKER_PROFILE.");
-        } else if (!name_is_valid(o->profile)) {
-                /* Also keeps the name from breaking out of the JSON string it goes into. */
-                return log_error_errno(EINVAL, "Invalid profile name.");
+        } else if (!o->profiles_file && (!o->profile || !o->profile[0])) {
+                return log_error_errno(EINVAL, "No profile: give --profile, --profiles, --request "
+                                               "or CREDBROKER_PROFILE.");
         }
         return 0;
 }
@@ -531,13 +592,15 @@ int main(int argc, char **argv)
         json_init();
         if (parse_options(argc, argv, &o) < 0)
                 return 2;
-        r = build_request(&o);
+        r = build_requests(&o);
         if (r < 0) {
                 log_error_errno(r, "Failed to build the request");
+                frames_free();
                 return 2;
         }
 
         r = run_load(&o, &run);
+        frames_free();
         if (r < 0) {
                 free(run.stats.samples);
                 return 1;

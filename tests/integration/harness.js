@@ -316,6 +316,24 @@ class Harness {
     }
   }
 
+  // Adds accounts ([{ name, refreshToken }], flow refresh-token) through the running broker's
+  // admin socket, one after another on one connection: the path of `credbroker account import`
+  // while the broker runs, without a process per account.
+  async addAccounts(accounts, { mailbox = USER } = {}) {
+    const c = await this.adminClient();
+    try {
+      for (const { name, refreshToken } of accounts) {
+        const r = await c.request({
+          v: 1, op: 'account.add', account: name, flow: 'refresh-token', tenant: TENANT,
+          client_id: CLIENT_ID, mailbox, refresh_token: refreshToken,
+        }, 120000);
+        if (!r.ok) throw new Error(`account.add ${name}: ${JSON.stringify(r)}`);
+      }
+    } finally {
+      c.close();
+    }
+  }
+
   get conf() {
     return this.p('credbroker.conf');
   }
