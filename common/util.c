@@ -206,7 +206,7 @@ void hex_encode(const void *data, size_t len, char *out)
         out[2 * len] = 0;
 }
 
-static int hex_digit(char c)
+int hex_value(int c)
 {
         if (c >= '0' && c <= '9')
                 return c - '0';
@@ -222,7 +222,7 @@ int hex_decode(const char *text, size_t text_len, uint8_t *out, size_t len)
         if (!text || text_len != 2 * len)
                 return -EINVAL;
         for (size_t i = 0; i < len; i++) {
-                int hi = hex_digit(text[2 * i]), lo = hex_digit(text[2 * i + 1]);
+                int hi = hex_value(text[2 * i]), lo = hex_value(text[2 * i + 1]);
 
                 if (hi < 0 || lo < 0)
                         return -EINVAL;

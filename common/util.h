@@ -49,6 +49,8 @@ void format_rfc3339_ms(uint64_t realtime_usec, char out[static 25]);
 size_t format_u64(uint64_t v, char out[static 21]);
 /* Lowercase hex of len bytes into out, which holds 2 * len + 1 (NUL-terminated). */
 void hex_encode(const void *data, size_t len, char *out);
+/* The value of one hex digit of either case, -1 for any other character. */
+int hex_value(int c);
 /* The len bytes of exactly 2 * len hex digits (either case) in text; -EINVAL for anything else. */
 int hex_decode(const char *text, size_t text_len, uint8_t *out, size_t len);
 

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "util.h"
+
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 int base64_encode(struct strbuf *out, const uint8_t *data, size_t len, size_t line_len)
@@ -96,17 +98,6 @@ int base64_decode(struct strbuf *out, const uint8_t *data, size_t len)
         out->len = (size_t)(o - out->data);
         out->data[out->len] = 0;
         return 0;
-}
-
-int hex_value(int c)
-{
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        return -1;
 }
 
 /* One encoded character for quoted-printable, with a soft break first when the line is full. */

@@ -17,4 +17,3 @@ int base64_decode(struct strbuf *out, const uint8_t *data, size_t len);
 int qp_encode(struct strbuf *out, const uint8_t *data, size_t len);
 /* Lenient decoder: soft breaks removed, =XX decoded, any other '=' kept as it is. */
 int qp_decode(struct strbuf *out, const uint8_t *data, size_t len);
-int hex_value(int c);
