@@ -1145,16 +1145,28 @@ async function handleDeviceCode(app, req, res, rawTenant) {
   }
 }
 
-// The in-flight gauge of the token endpoint: up on arrival, down when the exchange is over
-// (answered, or the connection closed), whichever counters object is current then.
+// The in-flight gauge of the token endpoint: up on arrival, down when the exchange is over:
+// when the answer is handed to the socket (res.end()), or the connection closed without one,
+// whichever counters object is current then. Not at the response's 'close' event: that comes
+// a turn of the event loop later, by which time a client that read the answer may already have
+// sent its next request, and the gauge would count one exchange twice.
 function tokenInFlight(app, res) {
+  let over = false;
+  const done = () => {
+    if (over) return;
+    over = true;
+    app.tokenInFlight -= 1;
+    app.counters.token_in_flight = app.tokenInFlight;
+  };
   app.tokenInFlight = (app.tokenInFlight || 0) + 1;
   app.counters.token_in_flight = app.tokenInFlight;
   if (app.tokenInFlight > app.counters.token_in_flight_max) app.counters.token_in_flight_max = app.tokenInFlight;
-  res.once('close', () => {
-    app.tokenInFlight -= 1;
-    app.counters.token_in_flight = app.tokenInFlight;
-  });
+  const end = res.end;
+  res.end = function endAndCount(...args) {
+    done();
+    return end.apply(this, args);
+  };
+  res.once('close', done);
 }
 
 async function handleToken(app, req, res, rawTenant) {

@@ -58,12 +58,13 @@ before(async () => {
 });
 after(() => h && h.teardown());
 
-// Asks for every account's token, CONNECTIONS connections at a time; onReply(i, reply).
-async function askAll(onReply, timeoutMs) {
+// Asks for the token of each account in ids (all by default), CONNECTIONS connections at a time;
+// onReply(i, reply).
+async function askAll(onReply, timeoutMs, ids = [...Array(ACCOUNTS).keys()]) {
   const clients = await Promise.all(Array.from({ length: CONNECTIONS }, () => h.rawClient()));
   try {
     await Promise.all(clients.map(async (c, k) => {
-      for (let i = k; i < ACCOUNTS; i += CONNECTIONS) onReply(i, await c.request(TOKEN(i), timeoutMs));
+      for (let j = k; j < ids.length; j += CONNECTIONS) onReply(ids[j], await c.request(TOKEN(ids[j]), timeoutMs));
     }));
   } finally {
     for (const c of clients) c.close();
@@ -96,7 +97,12 @@ test('every account is refreshed ahead of expiry, never more than the limit in f
   await h.resetCounters();
   const lastExpiry = Math.max(...first.map((f) => f.expiresAt));
   let failures = 0;
-  while (refreshed.filter(Boolean).length < ACCOUNTS && Date.now() / 1000 < lastExpiry + 5) {
+  // Once a second, the accounts not yet refreshed: a request is what finds a token past its
+  // refresh-ahead point, and a refreshed account is not asked again (its new token's point is
+  // a lifetime away; asking would only load the machine the store worker shares).
+  for (;;) {
+    const waiting = [...Array(ACCOUNTS).keys()].filter((i) => !refreshed[i]);
+    if (!waiting.length || Date.now() / 1000 >= lastExpiry + 5) break;
     await askAll((i, r) => {
       if (!r.ok) {
         failures++;
@@ -105,8 +111,8 @@ test('every account is refreshed ahead of expiry, never more than the limit in f
       if (!refreshed[i] && r.access_token !== first[i].token) {
         refreshed[i] = { at: Date.now() / 1000, expiresAt: r.expires_at };
       }
-    }, 30000);
-    await sleep(250);
+    }, 30000, waiting);
+    await sleep(1000);
   }
   const c = await h.counters();
   const late = [];
