@@ -1662,6 +1662,9 @@ function adminRevokeAccessTokens(app, b) {
 // Integer settings of POST /admin/config: name -> [config key, minimum, maximum].
 const CONFIG_INTEGERS = {
   token_lifetime: ['tokenLifetime', 1, 1e9],
+  // A test's control, not Entra's behaviour: every access token issued expires at this Unix
+  // time (expires_in counts down to it, at least 1); 0: off.
+  token_expires_at: ['tokenExpiresAt', 0, 1e10],
   device_interval: ['deviceInterval', 1, 3600],
   device_expires_in: ['deviceExpiresIn', 1, 86400],
   device_poll_tolerance_ms: ['devicePollToleranceMs', 0, 10000],
@@ -1718,6 +1721,7 @@ function configView(app) {
   const c = app.config;
   return {
     token_lifetime: c.tokenLifetime,
+    token_expires_at: c.tokenExpiresAt,
     rotation: c.rotation,
     device_interval: c.deviceInterval,
     device_expires_in: c.deviceExpiresIn,
@@ -1738,6 +1742,7 @@ function configView(app) {
 function newConfig(opts) {
   return {
     tokenLifetime: opts.tokenLifetime,
+    tokenExpiresAt: 0,
     rotation: opts.rotation,
     deviceInterval: opts.deviceInterval,
     deviceExpiresIn: opts.deviceExpiresIn,
@@ -1766,8 +1771,10 @@ function newConfig(opts) {
   };
 }
 
-// An access token's lifetime: the configured one, or Entra's random 60..90 minutes.
+// An access token's lifetime: the configured one, or Entra's random 60..90 minutes (or what is
+// left until token_expires_at, when a test set it).
 function accessTokenLifetime(config) {
+  if (config.tokenExpiresAt) return Math.max(1, config.tokenExpiresAt - Math.floor(Date.now() / 1000));
   if (!config.tokenLifetimeRandom) return config.tokenLifetime;
   return 3600 + crypto.randomInt(0, 1801) - 1;
 }
