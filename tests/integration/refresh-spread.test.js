@@ -24,10 +24,10 @@ const { setup, sleep, MAIL_SEND, SANITIZED } = require('./harness');
 const ACCOUNTS = Number(process.env.CREDBROKER_TEST_REFRESH_ACCOUNTS || (SANITIZED ? 100 : 2000));
 const LIFETIME = Number(process.env.CREDBROKER_TEST_REFRESH_LIFETIME || (SANITIZED ? 120 : 240)); // s
 // [broker] refresh_concurrency_per_authority
-const CONCURRENCY = Number(process.env.CREDBROKER_TEST_REFRESH_CONCURRENCY || 16);
+const CONCURRENCY = Number(process.env.CREDBROKER_TEST_REFRESH_CONCURRENCY || (SANITIZED ? 4 : 16));
 const SPREAD = 15; // [broker] refresh_ahead_spread, percent
 // Every token request is held this long: the queue fills.
-const LATENCY_MS = Number(process.env.CREDBROKER_TEST_REFRESH_LATENCY_MS || 100);
+const LATENCY_MS = Number(process.env.CREDBROKER_TEST_REFRESH_LATENCY_MS || (SANITIZED ? 300 : 100));
 const STORE = process.env.CREDBROKER_TEST_STORE || 'wrapped';
 const CONNECTIONS = 16;
 
