@@ -16,9 +16,12 @@
 /* The key-encryption key: CKO_SECRET_KEY CKK_AES, 32 bytes, generated in the token. */
 #define WRAPPED_KEK_LABEL "credbroker/wrap-key"
 /* The counters live in this many shard objects (store-wrapped-counter.c), whatever the number
- * of accounts; a shard's value holds at most WRAPPED_SHARD_VALUE_MAX bytes: about 9,000
- * accounts of 64-character names, 580,000 in all. */
-#define WRAPPED_SHARDS          64u
+ * of accounts. Each use of a counter reads and parses its shard and each change rewrites it, so
+ * fewer, larger shards cost more per use while more objects make every SoftHSM2 call dearer
+ * (it stats each object's file): 16 measured best at 1,000 to 10,000 accounts (docs/scale.md).
+ * A shard's value holds at most WRAPPED_SHARD_VALUE_MAX bytes: about 7,000 accounts of
+ * 64-character names, 110,000 in all. */
+#define WRAPPED_SHARDS          16u
 #define WRAPPED_SHARD_VALUE_MAX (1024u * 1024u)
 #define WRAPPED_RUN_ID_LEN      8
 #define WRAPPED_IV_LEN          12
