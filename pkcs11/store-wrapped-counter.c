@@ -44,6 +44,10 @@
 
 struct counter {
         char account[NAME_MAX_LEN + 1];
+        /* The rest of its line, as the shard's value has it, until the counter is used: a load
+         * checks every line's name and order, and only the used line's fields (a shard of 10,000
+         * accounts has 625 lines, and a refresh loads it four times). NULL once parsed. */
+        const char *raw;
         uint64_t generation;
         uint8_t id[WRAPPED_STATE_ID_LEN];
         uint64_t refreshing; /* the refresh-token generation sent and not acted on; 0: none */
@@ -58,6 +62,7 @@ struct shard {
         size_t n_objects;
         struct counter *counters; /* sorted by account */
         size_t n, allocated;
+        char *text; /* the value the unparsed counters point into */
 };
 
 unsigned p11_wrapped_shard_of(const char *account)
@@ -73,6 +78,7 @@ static void shard_clear(struct shard *sh)
 {
         p11_wrapped_unlock(sh->lock_fd);
         free(sh->counters);
+        free(sh->text);
         *sh = (struct shard){.lock_fd = -1};
 }
 
@@ -102,41 +108,61 @@ static int parse_hex_field(const char *text, uint8_t out[static WRAPPED_STATE_ID
         return hex_decode(text, strlen(text), out, WRAPPED_STATE_ID_LEN);
 }
 
-/* One line, without its newline. */
-static int parse_line(char *line, struct counter *ret)
+/* The fields after a counter's name: generation, id, refresh marker, run id. */
+static int parse_fields(char *rest, struct counter *ret)
 {
-        char *fields[5], *save = NULL;
+        char *fields[4], *save = NULL;
         size_t n = 0;
 
-        for (char *f = strtok_r(line, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
+        for (char *f = strtok_r(rest, " ", &save); f; f = strtok_r(NULL, " ", &save)) {
                 if (n == ELEMENTSOF(fields))
                         return -EBADMSG;
                 fields[n++] = f;
         }
-        if (n != ELEMENTSOF(fields) || !p11_account_is_valid(fields[0]) ||
-            parse_u64(fields[1], &ret->generation) < 0 || parse_hex_field(fields[2], ret->id) < 0 ||
-            parse_u64(fields[3], &ret->refreshing) < 0 || parse_hex_field(fields[4], ret->run) < 0)
+        if (n != ELEMENTSOF(fields) || parse_u64(fields[0], &ret->generation) < 0 ||
+            parse_hex_field(fields[1], ret->id) < 0 || parse_u64(fields[2], &ret->refreshing) < 0 ||
+            parse_hex_field(fields[3], ret->run) < 0)
                 return -EBADMSG;
-        snprintf(ret->account, sizeof(ret->account), "%s", fields[0]);
         return 0;
 }
 
-/* Strict: every line well formed, and the accounts in order, each once, each of this shard. */
-static int shard_parse(struct shard *sh, char *text, size_t len)
+/* Parses what a load left unparsed of c; -EBADMSG (logged) when it is malformed. */
+static int counter_parse(const struct shard *sh, struct counter *c)
 {
-        char *line = text, *end = text + len;
+        char rest[ENTRY_LINE_MAX];
+
+        if (!c->raw)
+                return 0;
+        snprintf(rest, sizeof(rest), "%.*s", (int)strcspn(c->raw, "\n"), c->raw);
+        if (parse_fields(rest, c) < 0)
+                return log_error_errno(-EBADMSG,
+                                       "Counter shard %u: the line of account %s is malformed: "
+                                       "refusing the account.",
+                                       sh->index, c->account);
+        c->raw = NULL;
+        return 0;
+}
+
+/* Every line's name: well formed, of this shard, in order, each once; the rest stays raw. */
+static int shard_parse(struct shard *sh, const char *text, size_t len)
+{
+        const char *line = text, *end = text + len;
 
         if (strlen(text) != len)
                 return -EBADMSG;
         while (line < end) {
-                char *newline = memchr(line, '\n', (size_t)(end - line));
+                const char *newline = memchr(line, '\n', (size_t)(end - line));
+                const char *space = newline ? memchr(line, ' ', (size_t)(newline - line)) : NULL;
                 struct counter c = {0};
                 int r;
 
-                if (!newline || (size_t)(newline - line) >= ENTRY_LINE_MAX)
+                if (!space || (size_t)(newline - line) >= ENTRY_LINE_MAX ||
+                    (size_t)(space - line) > NAME_MAX_LEN)
                         return -EBADMSG;
-                *newline = 0;
-                if (parse_line(line, &c) < 0 || p11_wrapped_shard_of(c.account) != sh->index ||
+                memcpy(c.account, line, (size_t)(space - line));
+                c.raw = space + 1;
+                if (!p11_account_is_valid(c.account) ||
+                    p11_wrapped_shard_of(c.account) != sh->index ||
                     (sh->n > 0 && strcmp(sh->counters[sh->n - 1].account, c.account) >= 0))
                         return -EBADMSG;
                 r = shard_add(sh, sh->n, &c);
@@ -158,6 +184,13 @@ static char *shard_print(const struct shard *sh, size_t *ret_len)
                 const struct counter *c = &sh->counters[i];
                 char id[2 * WRAPPED_STATE_ID_LEN + 1], run[2 * WRAPPED_RUN_ID_LEN + 1];
 
+                if (c->raw) { /* unchanged: as it was */
+                        size_t len = strcspn(c->raw, "\n");
+
+                        at += (size_t)snprintf(text + at, ENTRY_LINE_MAX + 1, "%s %.*s\n",
+                                               c->account, (int)len, c->raw);
+                        continue;
+                }
                 hex_encode(c->id, sizeof(c->id), id);
                 hex_encode(c->run, sizeof(c->run), run);
                 at += (size_t)snprintf(text + at, ENTRY_LINE_MAX + 1,
@@ -258,7 +291,6 @@ static void shard_destroy_older(struct store *s, struct shard *sh, size_t from)
 static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
 {
         _cleanup_shard_ struct shard sh = {.index = index, .lock_fd = -1};
-        _cleanup_free_ char *text = NULL;
         size_t len;
         int r;
 
@@ -270,9 +302,9 @@ static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
                 return r;
         if (sh.n_objects > 0) {
                 r = p11_read_attribute(s, sh.objects[0], CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
-                                       "a counter shard", (void **)&text, &len);
+                                       "a counter shard", (void **)&sh.text, &len);
                 if (r >= 0)
-                        r = shard_parse(&sh, text, len);
+                        r = shard_parse(&sh, sh.text, len);
                 if (r == -EBADMSG || r == -EFBIG)
                         return log_error_errno(-EBADMSG,
                                                "Counter shard %u on token \"%s\" is malformed: "
@@ -351,29 +383,36 @@ static size_t shard_lower_bound(const struct shard *sh, const char *account)
         return lo;
 }
 
-static struct counter *shard_find(struct shard *sh, const char *account)
+/* The account's counter, parsed: -ENOENT when the shard has none, -EBADMSG when its line is
+ * malformed. */
+static int shard_find(struct shard *sh, const char *account, struct counter **ret)
 {
         size_t at = shard_lower_bound(sh, account);
+        int r;
 
-        return at < sh->n && strcmp(sh->counters[at].account, account) == 0 ? &sh->counters[at]
-                                                                            : NULL;
+        if (at >= sh->n || strcmp(sh->counters[at].account, account) != 0)
+                return -ENOENT;
+        r = counter_parse(sh, &sh->counters[at]);
+        if (r < 0)
+                return r;
+        *ret = &sh->counters[at];
+        return 0;
 }
 
 /* The account's counter, added (zeroed) when the shard has none for it. */
 static int shard_get(struct shard *sh, const char *account, struct counter **ret)
 {
-        size_t at = shard_lower_bound(sh, account);
         struct counter c = {0};
         int r;
 
-        if (at >= sh->n || strcmp(sh->counters[at].account, account) != 0) {
-                snprintf(c.account, sizeof(c.account), "%s", account);
-                r = shard_add(sh, at, &c);
-                if (r < 0)
-                        return r;
-        }
-        *ret = &sh->counters[at];
-        return 0;
+        r = shard_find(sh, account, ret);
+        if (r != -ENOENT)
+                return r;
+        snprintf(c.account, sizeof(c.account), "%s", account);
+        r = shard_add(sh, shard_lower_bound(sh, account), &c);
+        if (r < 0)
+                return r;
+        return shard_find(sh, account, ret);
 }
 
 /* ---- the operations ---- */
@@ -430,13 +469,14 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
                               const struct p11_wrapped_header *h, bool quiet)
 {
         _cleanup_shard_ struct shard sh = {.lock_fd = -1};
-        const struct counter *c;
+        struct counter *c = NULL;
         int r;
 
         r = shard_load(s, account, &sh);
-        if (r < 0)
+        if (r >= 0)
+                r = shard_find(&sh, account, &c);
+        if (r < 0 && r != -ENOENT)
                 return r;
-        c = shard_find(&sh, account);
         if (c && names(c, h->generation, h->id))
                 return 0;
         if (!c || !names(c, h->prev_generation, h->prev_id)) {
@@ -547,11 +587,10 @@ int p11_wrapped_counter_mark(struct store *s, const char *account, uint64_t gene
         int r;
 
         r = shard_load(s, account, &sh);
+        if (r >= 0)
+                r = shard_find(&sh, account, &c);
         if (r < 0)
                 return r;
-        c = shard_find(&sh, account);
-        if (!c)
-                return -ENOENT;
         /* Sent by another run and never acted on: that run stopped during the refresh. The
          * marker is left as it is, so later runs say so too. */
         if (c->refreshing == generation) {
