@@ -24,12 +24,14 @@ const { setup, sleep, MAIL_SEND, SANITIZED } = require('./harness');
 const ACCOUNTS = Number(process.env.CREDBROKER_TEST_REFRESH_ACCOUNTS || (SANITIZED ? 100 : 2000));
 const LIFETIME = Number(process.env.CREDBROKER_TEST_REFRESH_LIFETIME || (SANITIZED ? 120 : 240)); // s
 // [broker] refresh_concurrency_per_authority
-const CONCURRENCY = Number(process.env.CREDBROKER_TEST_REFRESH_CONCURRENCY || (SANITIZED ? 4 : 16));
+const CONCURRENCY = Number(process.env.CREDBROKER_TEST_REFRESH_CONCURRENCY || (SANITIZED ? 4 : 8));
 const SPREAD = 15; // [broker] refresh_ahead_spread, percent
 // Every token request is held this long: the queue fills.
 const LATENCY_MS = Number(process.env.CREDBROKER_TEST_REFRESH_LATENCY_MS || (SANITIZED ? 300 : 100));
 const STORE = process.env.CREDBROKER_TEST_STORE || 'wrapped';
-const CONNECTIONS = 16;
+// Client connections, each waiting for one token at a time: more than CONCURRENCY, or the
+// broker's limit would never be what holds requests back.
+const CONNECTIONS = 4 * CONCURRENCY;
 
 const name = (i) => `acct${String(i).padStart(5, '0')}`;
 const TOKEN = (i) => ({ v: 1, op: 'token', profile: name(i) });
