@@ -462,6 +462,7 @@ static void test_reauth(void)
         complete_job(0, META);
         complete_job(-ENOENT, NULL);
         is_int(a->state, ACCOUNT_NEEDS_REAUTH, "no refresh token: needs reauth");
+        ok(account_message(a)[0] != 0, "and its message says why");
         is_int(n_answers, 1, "the waiter is answered");
         is_int(answers[0].outcome, REFRESH_FAILED, "failed");
         is_int(n_upstream, 0, "nothing sent upstream");
@@ -794,6 +795,28 @@ static void test_refresh_queue_failure(void)
         config.refresh_concurrency_per_authority = 0;
 }
 
+/* The status sentence is allocated only when there is one, and cut where the buffer it
+ * replaced cut it. */
+static void test_account_message(void)
+{
+        struct account *a = NULL;
+        char longer[400];
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        is_str(account_message(a), "", "no message at first");
+        ok(!a->status_message, "and nothing allocated for it");
+        memset(longer, 'x', sizeof(longer) - 1);
+        longer[sizeof(longer) - 1] = 0;
+        account_set_message(a, "%s", longer);
+        is_int(strlen(account_message(a)), ACCOUNT_MESSAGE_MAX - 1, "a long sentence is cut");
+        account_set_message(a, "second %d", 2);
+        is_str(account_message(a), "second 2", "a new one replaces it");
+        account_clear_message(a);
+        is_str(account_message(a), "", "cleared");
+        ok(!a->status_message, "and freed");
+}
+
 int main(void)
 {
         test_load_once();
@@ -810,6 +833,7 @@ int main(void)
         test_refresh_spread();
         test_refresh_concurrency();
         test_refresh_queue_failure();
+        test_account_message();
         reset();
         return done_testing();
 }
