@@ -88,7 +88,9 @@ struct rule {
 struct policy_profile {
         char *name;
         char *account;
-        char *scopes[POLICY_MAX_SCOPES];
+        /* Allocated as they come (at most POLICY_MAX_SCOPES): most profiles have one, and 16
+         * pointers inline took 128 of a profile's 192 bytes, 1.3 MB for 10,000 profiles. */
+        char **scopes;
         size_t n_scopes;
         char *scope_key;
         struct rule *stacks[2]; /* indexed by enum policy_stack */
