@@ -462,6 +462,21 @@ static void test_slots(void)
                 secret_free(many[i]);
 }
 
+/* Whether mlock2(MLOCK_ONFAULT) works here (valgrind does not know it). */
+static bool onfault_works(void)
+{
+        long page = sysconf(_SC_PAGESIZE);
+        void *p =
+            mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        bool works;
+
+        if (p == MAP_FAILED)
+                abort();
+        works = mlock2(p, (size_t)page, MLOCK_ONFAULT) == 0 || errno == ENOMEM || errno == EPERM;
+        munmap(p, (size_t)page);
+        return works;
+}
+
 /* Memory: a slot is little larger than its secret, and the pages of a slab that no slot has
  * reached yet are not made resident. */
 static void test_slab_memory(void)
@@ -490,7 +505,10 @@ static void test_slab_memory(void)
         slab = ((uintptr_t)secret_data(lone)) & ~(uintptr_t)(page - 1);
         far = slab + 48 * 1024;
         is_int(mincore((void *)far, (size_t)page, &vec), 0, "mincore() on the slab");
-        is_int(vec & 1, 0, "a slab's pages beyond its slots in use are not resident");
+        if (onfault_works())
+                is_int(vec & 1, 0, "a slab's pages beyond its slots in use are not resident");
+        else
+                ok(1, "# SKIP no mlock2(MLOCK_ONFAULT) here (valgrind): secret.c uses mlock()");
         secret_free(lone);
 }
 
