@@ -54,19 +54,22 @@ enum rate_key_kind {
         RATE_PER_UID,
 };
 
+/* The lists of ids and patterns are allocated to their length (at most POLICY_MAX_IDS and
+ * POLICY_MAX_PATTERNS): inline at their bounds they made a rule 248 bytes, for the one uid of
+ * most rules, 2.5 MB for the 10,000 profiles of an MSP host. */
 struct rule {
         enum policy_control control;
         enum policy_module module;
-        char where[POLICY_WHERE_MAX]; /* "file:line" */
-        char *arguments;              /* as written, words joined by one space (for show) */
+        char *where;     /* "file:line" (at most POLICY_WHERE_MAX - 1 bytes) */
+        char *arguments; /* as written, words joined by one space (for show) */
         union {
                 struct {
-                        uint32_t ids[POLICY_MAX_IDS];
+                        uint32_t *ids;
                         size_t n_ids;
                 } id;
                 struct {
-                        char *patterns[POLICY_MAX_PATTERNS];
-                        bool globs[POLICY_MAX_PATTERNS];
+                        char **patterns;
+                        bool *globs;
                         size_t n_patterns;
                 } match;
                 struct {
