@@ -303,6 +303,7 @@ static int run(struct broker *b)
                         audit_aggregator_tick(b->denials);
                         audit_checkpoint_tick(b->checkpoints);
                         spool_tick(b);
+                        token_cache_sweep_replies(&b->cache, now);
                 }
 #if HAVE_SYSTEMD
                 if (watchdog_usec && now - last_watchdog >= watchdog_usec / 2) {

@@ -110,6 +110,10 @@ static int parse_patterns(struct rule *rule, char **words, size_t n, const char 
                               POLICY_MAX_PATTERNS);
                 return -EINVAL;
         }
+        rule->u.match.patterns = calloc(n, sizeof(*rule->u.match.patterns));
+        rule->u.match.globs = calloc(n, sizeof(*rule->u.match.globs));
+        if (!rule->u.match.patterns || !rule->u.match.globs)
+                return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 const char *w = words[i];
                 size_t len = strlen(w), stars = 0;
@@ -166,6 +170,9 @@ static int parse_ids(struct rule *rule, char **words, size_t n, const char *file
                               modules[rule->module].name, POLICY_MAX_IDS);
                 return -EINVAL;
         }
+        rule->u.id.ids = calloc(n, sizeof(*rule->u.id.ids));
+        if (!rule->u.id.ids)
+                return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
                 uint32_t *id = &rule->u.id.ids[rule->u.id.n_ids];
                 int r = uid ? resolve_uid(words[i], id) : resolve_gid(words[i], id);
@@ -393,11 +400,27 @@ static int join_arguments(struct rule *rule, char **words, size_t n)
         return 0;
 }
 
+/* rule->where: "file:line", cut at POLICY_WHERE_MAX - 1 bytes as in the array it was. */
+static int rule_where(struct rule *rule, const char *file, unsigned line)
+{
+        char where[POLICY_WHERE_MAX];
+
+        snprintf(where, sizeof(where), "%s:%u", file, line);
+        rule->where = strdup(where);
+        return rule->where ? 0 : -ENOMEM;
+}
+
 void policy_rule_clear(struct rule *rule)
 {
-        if (rule->module == MODULE_EXE || rule->module == MODULE_UNIT)
+        if (rule->module == MODULE_EXE || rule->module == MODULE_UNIT) {
                 for (size_t i = 0; i < rule->u.match.n_patterns; i++)
                         free(rule->u.match.patterns[i]);
+                free(rule->u.match.patterns);
+                free(rule->u.match.globs);
+        }
+        if (rule->module == MODULE_UID || rule->module == MODULE_GROUP)
+                free(rule->u.id.ids);
+        free(rule->where);
         free(rule->arguments);
         memset(rule, 0, sizeof(*rule));
 }
@@ -483,8 +506,8 @@ int policy_rule_parse(struct rule *rule, enum policy_stack stack, char **words, 
         if (r >= 0)
                 r = join_arguments(rule, words, n);
         if (r >= 0)
-                snprintf(rule->where, sizeof(rule->where), "%s:%u", file, line);
-        else
+                r = rule_where(rule, file, line);
+        if (r < 0)
                 policy_rule_clear(rule);
         return r;
 }

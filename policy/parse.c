@@ -79,6 +79,7 @@ void policy_profile_free_internal(struct policy_profile *p)
         free(p->account);
         for (size_t i = 0; i < p->n_scopes; i++)
                 free(p->scopes[i]);
+        free(p->scopes);
         free(p->scope_key);
         for (size_t s = 0; s < ELEMENTSOF(p->stacks); s++) {
                 for (size_t i = 0; i < p->n_rules[s]; i++)
@@ -98,6 +99,7 @@ static bool scope_is_default(const char *scope)
 static void parse_scope(struct parser *ps, const char *file, unsigned line, char **words, size_t n)
 {
         struct policy_profile *p = ps->profile;
+        char **grown;
 
         if (n != 2 || !scope_is_valid(words[1])) {
                 policy_report(ps->rep, file, line, "expected \"scope SCOPE\"");
@@ -115,8 +117,10 @@ static void parse_scope(struct parser *ps, const char *file, unsigned line, char
                 policy_report(ps->rep, file, line, "more than %d scopes", POLICY_MAX_SCOPES);
                 return;
         }
-        p->scopes[p->n_scopes] = strdup(words[1]);
-        if (!p->scopes[p->n_scopes])
+        grown = reallocarray(p->scopes, p->n_scopes + 1, sizeof(*grown));
+        if (grown)
+                p->scopes = grown;
+        if (!grown || !(p->scopes[p->n_scopes] = strdup(words[1])))
                 policy_report(ps->rep, file, line, "out of memory");
         else
                 p->n_scopes++;

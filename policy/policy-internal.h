@@ -54,19 +54,22 @@ enum rate_key_kind {
         RATE_PER_UID,
 };
 
+/* The lists of ids and patterns are allocated to their length (at most POLICY_MAX_IDS and
+ * POLICY_MAX_PATTERNS): inline at their bounds they made a rule 248 bytes, for the one uid of
+ * most rules, 2.5 MB for the 10,000 profiles of an MSP host. */
 struct rule {
         enum policy_control control;
         enum policy_module module;
-        char where[POLICY_WHERE_MAX]; /* "file:line" */
-        char *arguments;              /* as written, words joined by one space (for show) */
+        char *where;     /* "file:line" (at most POLICY_WHERE_MAX - 1 bytes) */
+        char *arguments; /* as written, words joined by one space (for show) */
         union {
                 struct {
-                        uint32_t ids[POLICY_MAX_IDS];
+                        uint32_t *ids;
                         size_t n_ids;
                 } id;
                 struct {
-                        char *patterns[POLICY_MAX_PATTERNS];
-                        bool globs[POLICY_MAX_PATTERNS];
+                        char **patterns;
+                        bool *globs;
                         size_t n_patterns;
                 } match;
                 struct {
@@ -88,7 +91,9 @@ struct rule {
 struct policy_profile {
         char *name;
         char *account;
-        char *scopes[POLICY_MAX_SCOPES];
+        /* Allocated as they come (at most POLICY_MAX_SCOPES): most profiles have one, and 16
+         * pointers inline took 128 of a profile's 192 bytes, 1.3 MB for 10,000 profiles. */
+        char **scopes;
         size_t n_scopes;
         char *scope_key;
         struct rule *stacks[2]; /* indexed by enum policy_stack */

@@ -58,8 +58,9 @@ void admin_account_status_of(struct broker *b, const struct account_inventory *i
                 ret->state = "backoff";
                 ret->until = admin_boottime_to_unix(a->retry_at_usec);
         }
-        if (a->message[0] && strcmp(ret->state, "ok") != 0 && strcmp(ret->state, "refreshing"))
-                ret->message = a->message;
+        if (account_message(a)[0] && strcmp(ret->state, "ok") != 0 &&
+            strcmp(ret->state, "refreshing"))
+                ret->message = account_message(a);
 }
 
 /* ---- account.list ---- */

@@ -72,15 +72,16 @@ static void on_answer(struct broker *b, struct waiter *w, enum refresh_outcome o
                                      "account: grant the app the permissions.");
         } else if (a->state == ACCOUNT_NEEDS_REAUTH) {
                 snprintf(message, sizeof(message), "The account must sign in again: %s",
-                         a->message);
+                         account_message(a));
                 admin_operation_fail(&t->op, ADMIN_REAUTH_REQUIRED, message);
         } else if (a->state == ACCOUNT_NEEDS_CONFIG) {
                 snprintf(message, sizeof(message), "The account needs configuration: %s",
-                         a->message);
+                         account_message(a));
                 admin_operation_fail(&t->op, ADMIN_NEEDS_CONFIG, message);
         } else {
                 snprintf(message, sizeof(message), "No token could be obtained: %s",
-                         a->message[0] ? a->message : "the identity provider is unavailable");
+                         account_message(a)[0] ? account_message(a)
+                                               : "the identity provider is unavailable");
                 admin_operation_fail(&t->op, ADMIN_UNAVAILABLE, message);
         }
         waiter_free(w);

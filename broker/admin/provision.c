@@ -333,7 +333,7 @@ static void forget_runtime_account(struct broker *b, const char *name)
                 a->state = ACCOUNT_OK;
                 a->retry_at_usec = 0;
                 a->failures = 0;
-                a->message[0] = 0;
+                account_clear_message(a);
                 return;
         }
         accounts_remove(b->accounts, a);

@@ -3,6 +3,7 @@
 #include "accounts.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,33 @@ void account_free(struct account *a)
         free(a->token_endpoint);
         free(a->keepalive_scope_key);
         free(a->queued_scope_key);
+        account_clear_message(a);
         secret_free(a->unstored_refresh_token);
         free(a);
+}
+
+/* The sentence an account keeps when its own could not be allocated (never freed). */
+static char message_out_of_memory[] = "out of memory";
+
+void account_set_message(struct account *a, const char *format, ...)
+{
+        char text[ACCOUNT_MESSAGE_MAX];
+        va_list ap;
+
+        va_start(ap, format);
+        (void)vsnprintf(text, sizeof(text), format, ap);
+        va_end(ap);
+        account_clear_message(a);
+        a->status_message = strdup(text);
+        if (!a->status_message)
+                a->status_message = message_out_of_memory;
+}
+
+void account_clear_message(struct account *a)
+{
+        if (a->status_message != message_out_of_memory)
+                free(a->status_message);
+        a->status_message = NULL;
 }
 
 struct account *account_find(const struct accounts *reg, const char *name)

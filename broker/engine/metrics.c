@@ -21,55 +21,66 @@ static size_t name_hash(const char *name)
 }
 
 /* The slot of name, or the free slot where it would go. */
-static struct metrics_profile *slot_of(struct metrics_profile *table, size_t capacity,
-                                       const char *name)
+static uint32_t *slot_of(const struct metrics *m, const char *name)
 {
-        size_t i = name_hash(name) & (capacity - 1);
+        size_t i = name_hash(name) & (m->capacity - 1);
 
-        while (table[i].name[0] && strcmp(table[i].name, name) != 0)
-                i = (i + 1) & (capacity - 1);
-        return &table[i];
+        while (m->slots[i] && strcmp(m->profiles[m->slots[i] - 1].name, name) != 0)
+                i = (i + 1) & (m->capacity - 1);
+        return &m->slots[i];
 }
 
-/* Moves every profile the keep function keeps into a table of capacity slots. */
-static int rehash(struct metrics *m, size_t capacity, const struct policy_set *keep_in)
+/* A table of capacity slots for the profiles that keep_in has (all of them when NULL), which
+ * move down to fill the gaps of those dropped. */
+static int reindex(struct metrics *m, size_t capacity, const struct policy_set *keep_in)
 {
-        struct metrics_profile *table = calloc(capacity, sizeof(*table));
+        uint32_t *slots = calloc(capacity, sizeof(*slots));
         size_t n = 0;
 
-        if (!table)
+        if (!slots)
                 return -ENOMEM;
-        for (size_t i = 0; i < m->capacity; i++) {
-                const struct metrics_profile *p = &m->profiles[i];
-
-                if (!p->name[0] || (keep_in && !policy_set_find(keep_in, p->name)))
+        free(m->slots);
+        m->slots = slots;
+        m->capacity = capacity;
+        for (size_t i = 0; i < m->n_profiles; i++) {
+                if (keep_in && !policy_set_find(keep_in, m->profiles[i].name))
                         continue;
-                *slot_of(table, capacity, p->name) = *p;
+                if (n != i)
+                        m->profiles[n] = m->profiles[i];
+                *slot_of(m, m->profiles[n].name) = (uint32_t)(n + 1);
                 n++;
         }
-        free(m->profiles);
-        m->profiles = table;
-        m->capacity = capacity;
         m->n_profiles = n;
         return 0;
 }
 
-/* Room for one more name: a larger table while under the bound, else without the names the
- * current policy no longer has. */
+/* Room for one more name: more counters and a larger table while under the bound, else
+ * without the names the current policy no longer has. */
 static int make_room(struct metrics *m, const struct policy_set *policy)
 {
         size_t capacity = m->capacity ? m->capacity : METRICS_FIRST_CAPACITY;
 
+        if (m->n_profiles >= METRICS_PROFILES_MAX &&
+            (!policy || reindex(m, m->capacity, policy) < 0 ||
+             m->n_profiles >= METRICS_PROFILES_MAX))
+                return -ENOSPC;
+        if (m->n_profiles == m->allocated) {
+                size_t allocated = m->allocated ? 2 * m->allocated : METRICS_FIRST_CAPACITY / 2;
+                struct metrics_profile *grown;
+
+                if (allocated > METRICS_PROFILES_MAX)
+                        allocated = METRICS_PROFILES_MAX;
+                grown = reallocarray(m->profiles, allocated, sizeof(*grown));
+                if (!grown)
+                        return -ENOMEM;
+                m->profiles = grown;
+                m->allocated = allocated;
+        }
         if (2 * (m->n_profiles + 1) <= m->capacity)
                 return 0;
-        if (m->n_profiles < METRICS_PROFILES_MAX) {
-                while (2 * (m->n_profiles + 1) > capacity)
-                        capacity *= 2;
-                return rehash(m, capacity, NULL);
-        }
-        if (!policy || rehash(m, m->capacity, policy) < 0 || m->n_profiles >= METRICS_PROFILES_MAX)
-                return -ENOSPC;
-        return 0;
+        while (2 * (m->n_profiles + 1) > capacity)
+                capacity *= 2;
+        return reindex(m, capacity, NULL);
 }
 
 /* The counters of profile, created when missing; NULL when there is no room (the count is
@@ -78,19 +89,21 @@ static struct metrics_profile *profile_counters(struct metrics *m, const struct 
                                                 const char *profile)
 {
         struct metrics_profile *p;
+        uint32_t *slot;
 
         if (!name_is_valid(profile))
                 return NULL;
         if (m->capacity) {
-                p = slot_of(m->profiles, m->capacity, profile);
-                if (p->name[0])
-                        return p;
+                slot = slot_of(m, profile);
+                if (*slot)
+                        return &m->profiles[*slot - 1];
         }
         if (make_room(m, policy) < 0)
                 return NULL;
-        p = slot_of(m->profiles, m->capacity, profile);
+        p = &m->profiles[m->n_profiles];
+        *p = (struct metrics_profile){0};
         memcpy(p->name, profile, strlen(profile) + 1);
-        m->n_profiles++;
+        *slot_of(m, profile) = (uint32_t)++m->n_profiles;
         return p;
 }
 
@@ -112,12 +125,12 @@ void metrics_token_denied(struct broker *b, const char *profile, enum metrics_de
 
 const struct metrics_profile *metrics_profile_find(const struct metrics *m, const char *profile)
 {
-        const struct metrics_profile *p;
+        const uint32_t *slot;
 
         if (!m->capacity || !name_is_valid(profile))
                 return NULL;
-        p = slot_of(m->profiles, m->capacity, profile);
-        return p->name[0] ? p : NULL;
+        slot = slot_of(m, profile);
+        return *slot ? &m->profiles[*slot - 1] : NULL;
 }
 
 const char *metrics_upstream_class(enum idp_outcome outcome)
@@ -140,5 +153,6 @@ const char *metrics_upstream_class(enum idp_outcome outcome)
 void metrics_clear(struct metrics *m)
 {
         free(m->profiles);
+        free(m->slots);
         *m = (struct metrics){0};
 }

@@ -100,7 +100,7 @@ static void set_state(struct audit *audit, struct account *a, enum account_state
 {
         a->reauth_interrupted = false;
         a->state = state;
-        snprintf(a->message, sizeof(a->message), "%s", message);
+        account_set_message(a, "%s", message);
         log_error("Account %s needs an administrator: %s", a->name, message);
         audit_account_event(audit, a, event, NULL, 0, message);
 }
@@ -141,7 +141,6 @@ static void reauth_required(struct broker *b, struct account *a, const struct re
             .account = a->name,
             .generation = r->generation,
             .reason = interrupted ? "interrupted_refresh" : NULL,
-            .error = a->message,
         };
 
         if (!interrupted) {
@@ -151,11 +150,13 @@ static void reauth_required(struct broker *b, struct account *a, const struct re
         }
         a->state = ACCOUNT_NEEDS_REAUTH;
         a->reauth_interrupted = true;
-        snprintf(a->message, sizeof(a->message),
-                 "the previous run stopped during a refresh with refresh token generation %llu, "
-                 "whose rotated token was lost with it (not a revocation): %.100s",
-                 (unsigned long long)r->generation, message);
-        log_error("Account %s needs an administrator: %s", a->name, a->message);
+        account_set_message(a,
+                            "the previous run stopped during a refresh with refresh token "
+                            "generation %llu, whose rotated token was lost with it (not a "
+                            "revocation): %.100s",
+                            (unsigned long long)r->generation, message);
+        record.error = account_message(a);
+        log_error("Account %s needs an administrator: %s", a->name, record.error);
         (void)audit_write(b->audit, &record);
 }
 
@@ -205,7 +206,7 @@ static void transient_failure(struct audit *audit, struct account *a, const char
 {
         uint32_t delay = account_backoff(a, retry_after, now_boottime_usec());
 
-        snprintf(a->message, sizeof(a->message), "%s", message);
+        account_set_message(a, "%s", message);
         log_warning("Account %s: cannot refresh (%s); retrying in %u s.", a->name, message, delay);
         audit_account_event(audit, a, "refresh_failed", scope_key, 0, message);
 }
@@ -350,7 +351,7 @@ static bool take_new_token(struct broker *b, struct refresh *r, struct idp_resul
                 audit_fingerprint(b->audit, t->access_token, t->fingerprint);
                 a->failures = 0;
                 a->retry_at_usec = 0;
-                a->message[0] = 0;
+                account_clear_message(a);
                 a->last_refresh_at = now_realtime_usec() / USEC_PER_SEC;
                 log_info("Account %s: new access token for %s, valid %llu s.", a->name,
                          r->scope_key, (unsigned long long)result->expires_in);

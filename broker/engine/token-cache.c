@@ -214,6 +214,18 @@ void token_cache_clear(struct token_cache *c)
         c->by_account = NULL;
 }
 
+void token_cache_sweep_replies(struct token_cache *c, uint64_t now_usec)
+{
+        if (now_usec - c->replies_swept_usec < TOKEN_CACHE_SWEEP_SEC * USEC_PER_SEC)
+                return;
+        c->replies_swept_usec = now_usec;
+        for (struct cached_token *t = c->entries; t; t = t->next)
+                if (t->reply && cached_token_ttl(t, now_usec) != t->reply_expires_in) {
+                        secret_free(t->reply);
+                        t->reply = NULL;
+                }
+}
+
 void token_cache_drop_account(struct token_cache *c, const char *account)
 {
         struct cached_token *t;

@@ -40,6 +40,7 @@ struct cached_token {
 struct token_cache {
         struct cached_token *entries; /* every entry (iterate with ->next) */
         struct hashmap *by_account;   /* account name → its first entry (->next_of_account) */
+        uint64_t replies_swept_usec;  /* boottime of the last token_cache_sweep_replies() */
         /* [broker] refresh_ahead_spread: the refresh-ahead point is drawn at random from the
          * last this many percent of a token's lifetime before its 75% point (0..50). */
         uint32_t refresh_spread_pct;
@@ -55,6 +56,13 @@ int token_cache_put(struct token_cache *c, const char *account, const char *scop
                     struct secret **access_token, const char *granted_scope, uint64_t sent_usec,
                     uint64_t expires_in_sec, struct cached_token **ret);
 void token_cache_clear(struct token_cache *c);
+/* Frees the framed replies that can no longer be sent (request.c rebuilds a reply whose
+ * expires_in is not the token's seconds left now, and those only go down): a reply is reused
+ * within its second and was otherwise kept until the token's next refresh, 1 KB or more of
+ * locked memory per account asked once. Runs through the cache at most once per
+ * TOKEN_CACHE_SWEEP_SEC (the broker's one-second tick calls it). */
+#define TOKEN_CACHE_SWEEP_SEC 10
+void token_cache_sweep_replies(struct token_cache *c, uint64_t now_usec);
 /* Drops every token of the account (it was removed or signed in again). */
 void token_cache_drop_account(struct token_cache *c, const char *account);
 /* Drops the account's cached token equal to token (compared in constant time): 1 when one was

@@ -439,6 +439,9 @@ static int transfer_setup(struct idp *idp, struct transfer *t, const char *url)
         SET(CURLOPT_REDIR_PROTOCOLS_STR, "https");
         SET(CURLOPT_FOLLOWLOCATION, 0L);
         SET(CURLOPT_CAINFO, idp->options.ca_bundle);
+        /* ca_bundle alone: libcurl's default CA directory (/etc/ssl/certs) would be read on
+         * each new connection besides it, every certificate again, 3.5 MB of heap kept. */
+        SET(CURLOPT_CAPATH, NULL);
         SET(CURLOPT_SSL_VERIFYPEER, 1L);
         SET(CURLOPT_SSL_VERIFYHOST, 2L);
         SET(CURLOPT_CONNECTTIMEOUT, (long)idp->options.connect_timeout_sec);

@@ -462,6 +462,7 @@ static void test_reauth(void)
         complete_job(0, META);
         complete_job(-ENOENT, NULL);
         is_int(a->state, ACCOUNT_NEEDS_REAUTH, "no refresh token: needs reauth");
+        ok(account_message(a)[0] != 0, "and its message says why");
         is_int(n_answers, 1, "the waiter is answered");
         is_int(answers[0].outcome, REFRESH_FAILED, "failed");
         is_int(n_upstream, 0, "nothing sent upstream");
@@ -794,6 +795,58 @@ static void test_refresh_queue_failure(void)
         config.refresh_concurrency_per_authority = 0;
 }
 
+/* A cached token's framed reply is freed once it can no longer be sent: request.c reuses it only
+ * while the token's seconds left are those it was built with. */
+static void test_reply_sweep(void)
+{
+        struct cached_token *t, *u;
+        uint64_t now;
+
+        reset();
+        cache_token("mail", SCOPE_A, 10, 3600);
+        cache_token("mail", SCOPE_B, 10, 3600);
+        now = now_boottime_usec();
+        t = token_cache_get(&broker.cache, "mail", SCOPE_A);
+        u = token_cache_get(&broker.cache, "mail", SCOPE_B);
+        if (!t || !u || secret_new_from("reply-a", 7, &t->reply) < 0 ||
+            secret_new_from("reply-b", 7, &u->reply) < 0)
+                abort();
+        t->reply_expires_in = cached_token_ttl(t, now);
+        u->reply_expires_in = cached_token_ttl(u, now) + 1; /* built a second ago */
+        broker.cache.replies_swept_usec = 0;
+        token_cache_sweep_replies(&broker.cache, now);
+        ok(t->reply != NULL, "a reply of this second is kept");
+        ok(u->reply == NULL, "one of an earlier second, never to be sent again, is freed");
+        if (secret_new_from("reply-b", 7, &u->reply) < 0)
+                abort();
+        token_cache_sweep_replies(&broker.cache, now + USEC_PER_SEC);
+        ok(u->reply != NULL, "the cache is run through at most once per TOKEN_CACHE_SWEEP_SEC");
+        token_cache_sweep_replies(&broker.cache, now + TOKEN_CACHE_SWEEP_SEC * USEC_PER_SEC);
+        ok(!t->reply && !u->reply, "and then both, stale by then, are freed");
+}
+
+/* The status sentence is allocated only when there is one, and cut where the buffer it
+ * replaced cut it. */
+static void test_account_message(void)
+{
+        struct account *a = NULL;
+        char longer[400];
+
+        reset();
+        (void)accounts_get(&broker, "mail", &a);
+        is_str(account_message(a), "", "no message at first");
+        ok(!a->status_message, "and nothing allocated for it");
+        memset(longer, 'x', sizeof(longer) - 1);
+        longer[sizeof(longer) - 1] = 0;
+        account_set_message(a, "%s", longer);
+        is_int(strlen(account_message(a)), ACCOUNT_MESSAGE_MAX - 1, "a long sentence is cut");
+        account_set_message(a, "second %d", 2);
+        is_str(account_message(a), "second 2", "a new one replaces it");
+        account_clear_message(a);
+        is_str(account_message(a), "", "cleared");
+        ok(!a->status_message, "and freed");
+}
+
 int main(void)
 {
         test_load_once();
@@ -810,6 +863,8 @@ int main(void)
         test_refresh_spread();
         test_refresh_concurrency();
         test_refresh_queue_failure();
+        test_account_message();
+        test_reply_sweep();
         reset();
         return done_testing();
 }

@@ -90,6 +90,28 @@ static void test_counts(struct broker *b)
         is_str(metrics_upstream_class(IDP_TRANSIENT), "transient", "class names");
 }
 
+/* Memory: the table's slots are small; the counters themselves are not kept two to four times
+ * over in it. With 1,024 profiles (2,049 slots at least: 4,096), at most 128 bytes a profile
+ * (a table of whole entries: 384). */
+static void test_size(void)
+{
+        struct broker b = {0};
+        char name[32];
+        size_t bytes;
+
+        for (int i = 0; i < 1024; i++) {
+                snprintf(name, sizeof(name), "sized-%d", i);
+                metrics_token_issued(&b, name);
+        }
+        bytes = b.metrics.allocated * sizeof(struct metrics_profile) +
+                b.metrics.capacity * sizeof(*b.metrics.slots);
+        is_int(b.metrics.n_profiles, 1024, "1,024 profiles counted");
+        if (!ok(bytes <= 128 * 1024, "at most 128 bytes a profile"))
+                printf("# %zu bytes for 1,024 profiles\n", bytes);
+        is_int(issued(&b, "sized-0") + issued(&b, "sized-1023"), 2, "each found again");
+        metrics_clear(&b.metrics);
+}
+
 /* Profiles that reloads dropped fill the table; at its bound they are pruned, those of the
  * current policy keep their counts, and the table never grows past the bound. */
 static void test_bound(struct broker *b)
@@ -204,6 +226,7 @@ int main(void)
         }
         b.policy = policy;
         test_counts(&b);
+        test_size();
         test_bound(&b);
         metrics_clear(&b.metrics);
         ok(!b.metrics.profiles && b.metrics.n_profiles == 0, "cleared");

@@ -462,6 +462,56 @@ static void test_slots(void)
                 secret_free(many[i]);
 }
 
+/* Whether mlock2(MLOCK_ONFAULT) works here (valgrind does not know it). */
+static bool onfault_works(void)
+{
+        long page = sysconf(_SC_PAGESIZE);
+        void *p =
+            mmap(NULL, (size_t)page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        bool works;
+
+        if (p == MAP_FAILED)
+                abort();
+        works = mlock2(p, (size_t)page, MLOCK_ONFAULT) == 0 || errno == ENOMEM || errno == EPERM;
+        munmap(p, (size_t)page);
+        return works;
+}
+
+/* Memory: a slot is little larger than its secret, and the pages of a slab that no slot has
+ * reached yet are not made resident. */
+static void test_slab_memory(void)
+{
+        struct secret *a, *b, *lone;
+        size_t need = 40 + 760 + 1, gap;
+        unsigned char vec = 1;
+        long page = sysconf(_SC_PAGESIZE);
+        uintptr_t slab, far;
+
+        /* An access token's size, which no other test takes: two slots side by side. */
+        if (secret_new(760, &a) < 0 || secret_new(760, &b) < 0)
+                abort();
+        gap = secret_data(b) > secret_data(a) ? (size_t)(secret_data(b) - secret_data(a))
+                                              : (size_t)(secret_data(a) - secret_data(b));
+        if (!ok(gap >= need && gap <= need + need / 8,
+                "a slot is at most an eighth larger than its secret (760 bytes)"))
+                printf("# slots %zu bytes apart for %zu bytes\n", gap, need);
+        secret_free(a);
+        secret_free(b);
+
+        /* The first secret of a class no one has used: the first slot of a new slab. */
+        if (secret_new(7000, &lone) < 0)
+                abort();
+        memset(secret_data(lone), 'L', 7000);
+        slab = ((uintptr_t)secret_data(lone)) & ~(uintptr_t)(page - 1);
+        far = slab + 48 * 1024;
+        is_int(mincore((void *)far, (size_t)page, &vec), 0, "mincore() on the slab");
+        if (onfault_works())
+                is_int(vec & 1, 0, "a slab's pages beyond its slots in use are not resident");
+        else
+                ok(1, "# SKIP no mlock2(MLOCK_ONFAULT) here (valgrind): secret.c uses mlock()");
+        secret_free(lone);
+}
+
 static void test_free_wipes(void)
 {
         struct secret *s;
@@ -502,6 +552,7 @@ int main(void)
         test_from_file();
         test_mapping();
         test_slots();
+        test_slab_memory();
         test_free_wipes();
         return done_testing();
 }
