@@ -37,8 +37,9 @@
 #include "log.h"
 #include "util.h"
 
-/* One line: account, two generations, two ids, four separators and the newline. */
-#define ENTRY_LINE_MAX (NAME_MAX_LEN + 2 * 20 + 2 * 2 * WRAPPED_STATE_ID_LEN + 5)
+/* One line: account, two generations, the id and the run id in hex, four separators and the
+ * newline. */
+#define ENTRY_LINE_MAX (NAME_MAX_LEN + 2 * 20 + 2 * (WRAPPED_STATE_ID_LEN + WRAPPED_RUN_ID_LEN) + 5)
 /* The objects one search may find for a shard: its newest version and the ones crashes left. */
 #define SHARD_OBJECTS_MAX 8
 
