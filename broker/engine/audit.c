@@ -498,7 +498,7 @@ static int print_record(const struct audit_record *r, char **ret_body, size_t *r
         if (!json)
                 return -ENOMEM;
         /* Every value outlives the tree, which is printed and freed in this function. */
-        ok = json_add_string_ref(json, "event", r->event);
+        ok = !r->event || json_add_string_ref(json, "event", r->event); /* NULL: a part */
         if (ok && r->peer) {
                 cJSON *peer = cJSON_AddObjectToObject(json, "peer");
                 ok = peer && json_add_uint(peer, "uid", r->peer->uid) &&
@@ -837,6 +837,48 @@ int audit_prepare(const struct audit *a, const struct audit_record *r, struct au
 
         if (e < 0)
                 return e;
+        hash_start(a, ret->body, ret->len, &ret->start);
+        ret->log = a;
+        return 0;
+}
+
+int audit_print_members(const struct audit_record *r, char **ret, size_t *ret_len)
+{
+        char *body;
+        size_t len;
+        int e = print_record(r, &body, &len);
+
+        if (e < 0)
+                return e;
+        memmove(body, body + 1, len - 2);
+        body[len - 2] = 0;
+        *ret = body;
+        *ret_len = len - 2;
+        return 0;
+}
+
+int audit_prepare_parts(const struct audit *a, const char *const *parts, const size_t *lens,
+                        size_t n, struct audit_prepared *ret)
+{
+        size_t len = 2, at = 0;
+        char *body;
+
+        for (size_t i = 0; i < n; i++)
+                len += lens[i] + (i > 0);
+        body = malloc(len + 1);
+        if (!body)
+                return -ENOMEM;
+        body[at++] = '{';
+        for (size_t i = 0; i < n; i++) {
+                if (i > 0)
+                        body[at++] = ',';
+                memcpy(body + at, parts[i], lens[i]);
+                at += lens[i];
+        }
+        body[at++] = '}';
+        body[at] = 0;
+        ret->body = body;
+        ret->len = at;
         hash_start(a, ret->body, ret->len, &ret->start);
         ret->log = a;
         return 0;

@@ -132,6 +132,12 @@ struct audit_prepared {
 int audit_prepare(const struct audit *a, const struct audit_record *r, struct audit_prepared *ret);
 int audit_write_prepared(struct audit *a, const struct audit_prepared *p);
 void audit_prepared_clear(struct audit_prepared *p);
+/* For a record built from parts printed once each: the members of r's body ("key":value,...
+ * without its braces), exactly as audit_prepare() prints them (free()), and audit_prepare() of
+ * the record whose members are parts[0..n) joined by commas, in that order. */
+int audit_print_members(const struct audit_record *r, char **ret, size_t *ret_len);
+int audit_prepare_parts(const struct audit *a, const char *const *parts, const size_t *lens,
+                        size_t n, struct audit_prepared *ret);
 
 /* First 16 hex characters of HMAC-SHA-256(per-install key, token): lets an auditor match a token
  * seen elsewhere without the log ever holding one. */

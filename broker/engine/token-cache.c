@@ -22,6 +22,8 @@ static void entry_free(struct cached_token *t)
         free(t->scopes);
         secret_free(t->access_token);
         secret_free(t->reply);
+        free(t->audit_members);
+        free(t->audit_key);
         free(t);
 }
 

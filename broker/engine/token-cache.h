@@ -32,6 +32,13 @@ struct cached_token {
         struct secret *reply;
         uint64_t reply_expires_at;
         uint64_t reply_expires_in;
+        /* The members of its issue record that depend on the token, the profile and the rule
+         * only ("profile" to "token_fingerprint"), printed once for audit_key (profile NUL
+         * rule) and reused by every connection that is issued it (request.c). */
+        char *audit_members;
+        size_t audit_members_len;
+        char *audit_key;
+        size_t audit_key_len;
         struct cached_token *next, *prev;     /* every entry, newest first */
         struct cached_token *next_of_account; /* the same account's other entries */
 };
