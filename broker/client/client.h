@@ -18,8 +18,7 @@ struct spool_submission;
 /* A connection's last issue record, prepared for reuse (request.c). */
 struct issued_record {
         struct audit_prepared record;
-        char *peer_members; /* "event":"issue","peer":{…} of this connection, printed once */
-        size_t peer_members_len;
+        struct audit_part peer_part; /* this connection's (audit_issue_peer_part()) */
         uint64_t token_id;
         uint64_t expires_at;
         char profile[NAME_MAX_LEN + 1];

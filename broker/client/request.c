@@ -5,7 +5,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,77 +123,54 @@ static int token_reply_frame(struct cached_token *t, const struct wire_token_rep
         return 0;
 }
 
-/* The token's members of the issue record for this profile and rule (t->audit_members),
- * printed again only when the profile or rule differ from the last time. */
-static int token_members(struct cached_token *t, const struct audit_record *record)
+/* Whether key ("<profile> <rule>"; a profile name has no space) names profile and rule. */
+static bool audit_key_is(const char *key, const char *profile, const char *rule)
 {
-        size_t profile_len = strlen(record->profile),
-               key_len = profile_len + 1 + strlen(record->rule);
-        struct audit_record part = {
-            .profile = record->profile,
-            .account = record->account,
-            .scopes = record->scopes,
-            .n_scopes = record->n_scopes,
-            .decision = record->decision,
-            .rule = record->rule,
-            .fingerprint = record->fingerprint,
-        };
-        char *key;
-        int r;
+        size_t n = strlen(profile);
 
-        if (t->audit_members && t->audit_key_len == key_len &&
-            memcmp(t->audit_key, record->profile, profile_len) == 0 &&
-            strcmp(t->audit_key + profile_len + 1, record->rule) == 0)
+        return key && strncmp(key, profile, n) == 0 && key[n] == ' ' &&
+               strcmp(key + n + 1, rule) == 0;
+}
+
+/* The token's part of the issue record for this profile and rule (t->audit_part), printed
+ * again only when they differ from the last time. */
+static int token_part(struct cached_token *t, const struct audit_record *record)
+{
+        if (t->audit_part.text && audit_key_is(t->audit_key, record->profile, record->rule))
                 return 0;
-        key = malloc(key_len + 1);
-        if (!key)
-                return -ENOMEM;
-        memcpy(key, record->profile, profile_len + 1);
-        memcpy(key + profile_len + 1, record->rule, key_len - profile_len);
-        free(t->audit_members);
+        audit_part_clear(&t->audit_part);
         free(t->audit_key);
-        t->audit_key = key;
-        t->audit_key_len = key_len;
-        r = audit_print_members(&part, &t->audit_members, &t->audit_members_len);
-        if (r < 0)
-                t->audit_members = NULL;
-        return r;
+        if (asprintf(&t->audit_key, "%s %s", record->profile, record->rule) < 0) {
+                t->audit_key = NULL;
+                return -ENOMEM;
+        }
+        return audit_issue_token_part(record, &t->audit_part);
 }
 
 /* Makes c->issued the prepared audit record for this issue. A client that asks again for the
  * same cached token under the same profile and rule within the same second gets the same
  * record but for its time and sequence number, so it is printed once, not per request; one
  * that asks for another token gets a record put together from parts printed once each: its
- * own (event and peer) and the token's. */
+ * own and the token's. */
 static int issue_record_prepare(struct connection *c, const struct audit_record *record,
                                 struct cached_token *t)
 {
         struct issued_record *p = &c->issued;
-        struct audit_record peer = {.event = record->event, .peer = record->peer};
-        char expires[32];
         int r;
 
         if (p->record.body && p->token_id == t->id && p->expires_at == record->expires_at &&
             strcmp(p->profile, record->profile) == 0 && strcmp(p->rule, record->rule) == 0)
                 return 0;
         audit_prepared_clear(&p->record);
-        if (!p->peer_members) {
-                r = audit_print_members(&peer, &p->peer_members, &p->peer_members_len);
+        if (!p->peer_part.text) {
+                r = audit_issue_peer_part(record, &p->peer_part);
                 if (r < 0)
                         return r;
         }
-        r = token_members(t, record);
-        if (r < 0)
-                return r;
-        {
-                const char *parts[] = {p->peer_members, t->audit_members, expires};
-                size_t lens[] = {p->peer_members_len, t->audit_members_len, 0};
-
-                lens[2] = (size_t)snprintf(expires, sizeof(expires), "\"expires_at\":%" PRIu64,
-                                           record->expires_at);
-                r = audit_prepare_parts(c->broker->audit, parts, lens, ELEMENTSOF(parts),
-                                        &p->record);
-        }
+        r = token_part(t, record);
+        if (r >= 0)
+                r = audit_prepare_issue(c->broker->audit, &p->peer_part, &t->audit_part,
+                                        record->expires_at, &p->record);
         if (r < 0)
                 return r;
         p->token_id = t->id;

@@ -60,7 +60,7 @@ static void client_free(struct stream *s)
 
         mail_connection_closing(c);
         audit_prepared_clear(&c->issued.record);
-        free(c->issued.peer_members);
+        audit_part_clear(&c->issued.peer_part);
         wire_request_clear(&c->last_request.parsed);
 }
 

@@ -498,7 +498,7 @@ static int print_record(const struct audit_record *r, char **ret_body, size_t *r
         if (!json)
                 return -ENOMEM;
         /* Every value outlives the tree, which is printed and freed in this function. */
-        ok = !r->event || json_add_string_ref(json, "event", r->event); /* NULL: a part */
+        ok = !r->event || json_add_string_ref(json, "event", r->event); /* NULL: a token part */
         if (ok && r->peer) {
                 cJSON *peer = cJSON_AddObjectToObject(json, "peer");
                 ok = peer && json_add_uint(peer, "uid", r->peer->uid) &&
@@ -842,7 +842,8 @@ int audit_prepare(const struct audit *a, const struct audit_record *r, struct au
         return 0;
 }
 
-int audit_print_members(const struct audit_record *r, char **ret, size_t *ret_len)
+/* The members of r's body, without its braces. */
+static int print_members(const struct audit_record *r, struct audit_part *ret)
 {
         char *body;
         size_t len;
@@ -852,35 +853,44 @@ int audit_print_members(const struct audit_record *r, char **ret, size_t *ret_le
                 return e;
         memmove(body, body + 1, len - 2);
         body[len - 2] = 0;
-        *ret = body;
-        *ret_len = len - 2;
+        *ret = (struct audit_part){.text = body, .len = len - 2};
         return 0;
 }
 
-int audit_prepare_parts(const struct audit *a, const char *const *parts, const size_t *lens,
-                        size_t n, struct audit_prepared *ret)
+int audit_issue_peer_part(const struct audit_record *r, struct audit_part *ret)
 {
-        size_t len = 2, at = 0;
-        char *body;
+        return print_members(&(struct audit_record){.event = r->event, .peer = r->peer}, ret);
+}
 
-        for (size_t i = 0; i < n; i++)
-                len += lens[i] + (i > 0);
-        body = malloc(len + 1);
+/* print_record() prints these members in this order, after "event" and "peer" and before
+ * "expires_at"; an issue record has no other. */
+int audit_issue_token_part(const struct audit_record *r, struct audit_part *ret)
+{
+        return print_members(&(struct audit_record){.profile = r->profile,
+                                                    .account = r->account,
+                                                    .scopes = r->scopes,
+                                                    .n_scopes = r->n_scopes,
+                                                    .decision = r->decision,
+                                                    .rule = r->rule,
+                                                    .fingerprint = r->fingerprint},
+                             ret);
+}
+
+int audit_prepare_issue(const struct audit *a, const struct audit_part *peer,
+                        const struct audit_part *token, uint64_t expires_at,
+                        struct audit_prepared *ret)
+{
+        static const char expires_key[] = ",\"expires_at\":";
+        char digits[21];
+        size_t n = format_u64(expires_at, digits);
+        size_t len = 1 + peer->len + 1 + token->len + sizeof(expires_key) - 1 + n + 1;
+        char *body = malloc(len + 1);
+
         if (!body)
                 return -ENOMEM;
-        body[at++] = '{';
-        for (size_t i = 0; i < n; i++) {
-                if (i > 0)
-                        body[at++] = ',';
-                memcpy(body + at, parts[i], lens[i]);
-                at += lens[i];
-        }
-        body[at++] = '}';
-        body[at] = 0;
-        ret->body = body;
-        ret->len = at;
+        (void)snprintf(body, len + 1, "{%s,%s%s%s}", peer->text, token->text, expires_key, digits);
+        *ret = (struct audit_prepared){.body = body, .len = len, .log = a};
         hash_start(a, ret->body, ret->len, &ret->start);
-        ret->log = a;
         return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "json.h"
 #include "peer.h"
 #include "secret.h"
 
@@ -132,12 +133,26 @@ struct audit_prepared {
 int audit_prepare(const struct audit *a, const struct audit_record *r, struct audit_prepared *ret);
 int audit_write_prepared(struct audit *a, const struct audit_prepared *p);
 void audit_prepared_clear(struct audit_prepared *p);
-/* For a record built from parts printed once each: the members of r's body ("key":value,...
- * without its braces), exactly as audit_prepare() prints them (free()), and audit_prepare() of
- * the record whose members are parts[0..n) joined by commas, in that order. */
-int audit_print_members(const struct audit_record *r, char **ret, size_t *ret_len);
-int audit_prepare_parts(const struct audit *a, const char *const *parts, const size_t *lens,
-                        size_t n, struct audit_prepared *ret);
+/* An "issue" record from two parts printed once each, for a connection that asks for another
+ * token each time: the peer's (its "event" and "peer", fixed for a connection) and the token's
+ * ("profile" to "token_fingerprint", fixed for a cached token under one profile and rule), as
+ * members without braces (free()). audit_prepare_issue() gives the same bytes audit_prepare()
+ * gives for the whole record with that expires_at (test-audit checks it). */
+struct audit_part {
+        char *text;
+        size_t len;
+};
+int audit_issue_peer_part(const struct audit_record *r, struct audit_part *ret);
+int audit_issue_token_part(const struct audit_record *r, struct audit_part *ret);
+/* Inline: the token cache frees its entries' parts without linking the audit log. */
+static inline void audit_part_clear(struct audit_part *p)
+{
+        json_free_string(p->text);
+        *p = (struct audit_part){0};
+}
+int audit_prepare_issue(const struct audit *a, const struct audit_part *peer,
+                        const struct audit_part *token, uint64_t expires_at,
+                        struct audit_prepared *ret);
 
 /* First 16 hex characters of HMAC-SHA-256(per-install key, token): lets an auditor match a token
  * seen elsewhere without the log ever holding one. */

@@ -22,7 +22,7 @@ static void entry_free(struct cached_token *t)
         free(t->scopes);
         secret_free(t->access_token);
         secret_free(t->reply);
-        free(t->audit_members);
+        audit_part_clear(&t->audit_part);
         free(t->audit_key);
         free(t);
 }

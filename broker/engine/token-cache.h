@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "secret.h"
 
 struct hashmap;
@@ -32,13 +33,11 @@ struct cached_token {
         struct secret *reply;
         uint64_t reply_expires_at;
         uint64_t reply_expires_in;
-        /* The members of its issue record that depend on the token, the profile and the rule
-         * only ("profile" to "token_fingerprint"), printed once for audit_key (profile NUL
-         * rule) and reused by every connection that is issued it (request.c). */
-        char *audit_members;
-        size_t audit_members_len;
+        /* Its issue record's token part (audit_issue_token_part()) for the profile and rule
+         * audit_key names ("<profile> <rule>"), reused by every connection issued it under
+         * them (request.c). */
+        struct audit_part audit_part;
         char *audit_key;
-        size_t audit_key_len;
         struct cached_token *next, *prev;     /* every entry, newest first */
         struct cached_token *next_of_account; /* the same account's other entries */
 };
