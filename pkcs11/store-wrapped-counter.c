@@ -40,8 +40,6 @@
 /* One line: account, two generations, the id and the run id in hex, four separators and the
  * newline. */
 #define ENTRY_LINE_MAX (NAME_MAX_LEN + 2 * 20 + 2 * (WRAPPED_STATE_ID_LEN + WRAPPED_RUN_ID_LEN) + 5)
-/* The objects one search may find for a shard: its newest version and the ones crashes left. */
-#define SHARD_OBJECTS_MAX 8
 
 struct counter {
         char account[NAME_MAX_LEN + 1];
@@ -58,9 +56,8 @@ struct counter {
 struct shard {
         unsigned index;
         int lock_fd;
-        uint64_t version; /* of the newest object; 0: the shard has none */
-        CK_OBJECT_HANDLE objects[SHARD_OBJECTS_MAX]; /* objects[0] is the newest */
-        size_t n_objects;
+        uint64_t version;         /* of its object; 0: the shard has none */
+        CK_OBJECT_HANDLE object;  /* its newest version */
         struct counter *counters; /* sorted by account */
         size_t n, allocated;
         char *text; /* the value the unparsed counters point into */
@@ -222,7 +219,10 @@ static uint64_t label_version(unsigned index, const char *label)
         return v;
 }
 
-static int shard_search(struct store *s, unsigned index, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+/* Every object of shard sh->index, the newest first (the others are what a crash between a
+ * create and a destroy left); its version in sh->version, 0 when there is none. */
+static int shard_find_objects(struct store *s, struct shard *sh, CK_OBJECT_HANDLE **ret,
+                              size_t *ret_n)
 {
         CK_OBJECT_CLASS class = CKO_DATA;
         char application[LABEL_MAX];
@@ -232,77 +232,71 @@ static int shard_search(struct store *s, unsigned index, CK_OBJECT_HANDLE **ret,
             {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
             {CKA_APPLICATION, application, 0},
         };
-
-        int r;
-
-        shard_application(index, application);
-        template[3].ulValueLen = strlen(application);
-        r = p11_find_objects(s, template, ELEMENTSOF(template), application, ret, ret_n);
-        if (r >= 0)
-                p11_wrapped_check_epoch(s); /* the search may have opened the session again */
-        return r;
-}
-
-/* Keeps the newest of the objects found in sh->objects[0], the others after it. */
-static int shard_find_objects(struct store *s, struct shard *sh)
-{
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
-        size_t n;
+        size_t n, kept = 0, newest = 0;
         int r;
 
-        r = shard_search(s, sh->index, &handles, &n);
+        shard_application(sh->index, application);
+        template[3].ulValueLen = strlen(application);
+        r = p11_find_objects(s, template, ELEMENTSOF(template), application, &handles, &n);
         if (r < 0)
                 return r;
+        p11_wrapped_check_epoch(s); /* the search may have opened the session again */
         for (size_t i = 0; i < n; i++) {
+                CK_OBJECT_HANDLE h = handles[i];
                 char label[LABEL_MAX + 1];
                 uint64_t v;
 
-                r = p11_get_label(s, handles[i], label);
+                r = p11_get_label(s, h, label);
                 if (r == -EBADMSG || r == -ENOENT)
                         continue;
                 if (r < 0)
                         return r;
                 v = label_version(sh->index, label);
-                if (v == 0 || (v <= sh->version && sh->n_objects == SHARD_OBJECTS_MAX))
-                        continue; /* not ours, or an old one beyond what one use tidies */
-                if (sh->n_objects == SHARD_OBJECTS_MAX)
-                        sh->n_objects--; /* the last old one waits for the next use */
-                sh->objects[sh->n_objects++] = handles[i];
+                if (v == 0)
+                        continue; /* not one of ours */
                 if (v > sh->version) {
-                        sh->objects[sh->n_objects - 1] = sh->objects[0];
-                        sh->objects[0] = handles[i];
                         sh->version = v;
+                        newest = kept;
                 }
+                handles[kept++] = h;
         }
+        if (kept > 0) { /* the newest first */
+                CK_OBJECT_HANDLE h = handles[newest];
+
+                handles[newest] = handles[0];
+                handles[0] = h;
+        }
+        *ret = TAKE_PTR(handles);
+        *ret_n = kept;
         return 0;
 }
 
-/* Destroys every object but the newest: what a crash between a create and a destroy left. */
-static void shard_destroy_older(struct store *s, struct shard *sh, size_t from)
+static void destroy_version(struct store *s, const struct shard *sh, CK_OBJECT_HANDLE handle)
 {
-        for (size_t i = from; i < sh->n_objects; i++)
-                if (p11_destroy_object(s, sh->objects[i], "an older counter shard") < 0)
-                        log_warning("Could not destroy an older version of counter shard %u; the "
-                                    "next use does.",
-                                    sh->index);
-        sh->n_objects = from;
+        if (p11_destroy_object(s, handle, "an older counter shard") < 0)
+                log_warning("Could not destroy an older version of counter shard %u; the next use "
+                            "does.",
+                            sh->index);
 }
 
-/* Locks shard index and reads its newest version. */
+/* Locks shard index and reads its newest version; the older ones, once it is read, go. */
 static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
 {
         _cleanup_shard_ struct shard sh = {.index = index, .lock_fd = -1};
-        size_t len;
+        _cleanup_free_ CK_OBJECT_HANDLE *objects = NULL;
+        size_t n_objects, len;
         int r;
 
         sh.lock_fd = p11_wrapped_lock_shard(s, sh.index);
         if (sh.lock_fd < 0)
                 return sh.lock_fd;
-        r = shard_find_objects(s, &sh);
+        r = shard_find_objects(s, &sh, &objects, &n_objects);
         if (r < 0)
                 return r;
-        if (sh.n_objects > 0) {
-                r = p11_read_attribute(s, sh.objects[0], CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
+        if (n_objects > 0) {
+                sh.object = objects[0];
+                r = p11_read_attribute(s, sh.object, CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
                                        "a counter shard", (void **)&sh.text, &len);
                 if (r >= 0)
                         r = shard_parse(&sh, sh.text, len);
@@ -313,7 +307,8 @@ static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
                                                sh.index, s->token_label);
                 if (r < 0)
                         return r;
-                shard_destroy_older(s, &sh, 1);
+                for (size_t i = 1; i < n_objects; i++)
+                        destroy_version(s, &sh, objects[i]);
         }
         *ret = sh;
         sh = (struct shard){.lock_fd = -1};
@@ -332,7 +327,8 @@ static int shard_save(struct store *s, struct shard *sh)
         CK_RV rv;
 
         if (sh->n == 0) {
-                shard_destroy_older(s, sh, 0);
+                if (sh->version > 0)
+                        destroy_version(s, sh, sh->object);
                 sh->version = 0;
                 return 0;
         }
@@ -357,9 +353,9 @@ static int shard_save(struct store *s, struct shard *sh)
                 p11_note_rv(s, rv);
                 return p11_ck_fail(s, "C_CreateObject", label, rv);
         }
-        shard_destroy_older(s, sh, 0);
-        sh->objects[0] = handle;
-        sh->n_objects = 1;
+        if (sh->version > 0)
+                destroy_version(s, sh, sh->object);
+        sh->object = handle;
         sh->version++;
         return 0;
 }
