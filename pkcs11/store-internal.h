@@ -148,6 +148,11 @@ bool p11_session_is_logged_in(struct store *s, CK_SESSION_INFO *info);
 bool p11_error_is_token_wide(struct store *s, int r);
 int p11_find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_template, const char *what,
                      CK_OBJECT_HANDLE **ret, size_t *ret_n);
+/* Our private CKO_DATA objects under CKA_APPLICATION application ("credbroker" for the
+ * _data_ ones; the wrapped store's counter shards have their own), optionally only those with
+ * one exact label. */
+int p11_find_app_objects(struct store *s, const char *application, const char *label,
+                         CK_OBJECT_HANDLE **ret, size_t *ret_n);
 int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret,
                           size_t *ret_n);
 int p11_get_label(struct store *s, CK_OBJECT_HANDLE handle, char label[static LABEL_MAX + 1]);
@@ -159,6 +164,8 @@ int p11_read_secret_value(struct store *s, CK_OBJECT_HANDLE handle, size_t max, 
  * its ret_len bytes so a text value reads as a string. */
 int p11_read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TYPE type, size_t max,
                        const char *what, void **ret, size_t *ret_len);
+int p11_create_app_object(struct store *s, const char *application, const char *label,
+                          const void *value, size_t len, CK_OBJECT_HANDLE *ret);
 int p11_create_data_object(struct store *s, const char *label, const void *value, size_t len,
                            CK_OBJECT_HANDLE *ret);
 int p11_destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what);

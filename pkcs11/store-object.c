@@ -151,22 +151,29 @@ int p11_find_objects(struct store *s, CK_ATTRIBUTE *template, CK_ULONG n_templat
         return 0;
 }
 
-/* Our CKO_DATA objects, optionally only those with one exact label. CKA_PRIVATE=TRUE is part of
- * the search: only a logged-in user can create private objects, so a public look-alike planted
- * through an unauthenticated session is never taken for ours. */
-int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+/* CKA_PRIVATE=TRUE is part of the search: only a logged-in user can create private objects, so
+ * a public look-alike planted through an unauthenticated session is never taken for ours. */
+int p11_find_app_objects(struct store *s, const char *application, const char *label,
+                         CK_OBJECT_HANDLE **ret, size_t *ret_n)
 {
         CK_OBJECT_CLASS class = CKO_DATA;
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
             {CKA_TOKEN, &p11_true, sizeof(p11_true)},
             {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, p11_application, sizeof(p11_application) - 1},
+            {CKA_APPLICATION, (void *)application, strlen(application)},
             {CKA_LABEL, (void *)label, label ? strlen(label) : 0},
         };
 
-        return p11_find_objects(s, template, label ? 5 : 4, label ? label : "credbroker objects",
-                                ret, ret_n);
+        char what[LABEL_MAX + 16];
+
+        snprintf(what, sizeof(what), "%s objects", application);
+        return p11_find_objects(s, template, label ? 5 : 4, label ? label : what, ret, ret_n);
+}
+
+int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
+{
+        return p11_find_app_objects(s, p11_application, label, ret, ret_n);
 }
 
 /* The label in one call: a label that does not fit LABEL_MAX is not one of ours. Returns
@@ -332,15 +339,15 @@ int p11_read_attribute(struct store *s, CK_OBJECT_HANDLE handle, CK_ATTRIBUTE_TY
         return 0;
 }
 
-int p11_create_data_object(struct store *s, const char *label, const void *value, size_t len,
-                           CK_OBJECT_HANDLE *ret)
+int p11_create_app_object(struct store *s, const char *application, const char *label,
+                          const void *value, size_t len, CK_OBJECT_HANDLE *ret)
 {
         CK_OBJECT_CLASS class = CKO_DATA;
         CK_ATTRIBUTE template[] = {
             {CKA_CLASS, &class, sizeof(class)},
             {CKA_TOKEN, &p11_true, sizeof(p11_true)},
             {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, p11_application, sizeof(p11_application) - 1},
+            {CKA_APPLICATION, (void *)application, strlen(application)},
             {CKA_LABEL, (void *)label, strlen(label)},
             {CKA_VALUE, (void *)value, len},
         };
@@ -352,6 +359,12 @@ int p11_create_data_object(struct store *s, const char *label, const void *value
                 return object_fail(s, "C_CreateObject", label, rv);
         *ret = handle;
         return 0;
+}
+
+int p11_create_data_object(struct store *s, const char *label, const void *value, size_t len,
+                           CK_OBJECT_HANDLE *ret)
+{
+        return p11_create_app_object(s, p11_application, label, value, len, ret);
 }
 
 int p11_destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *what)

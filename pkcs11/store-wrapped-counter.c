@@ -224,21 +224,13 @@ static uint64_t label_version(unsigned index, const char *label)
 static int shard_find_objects(struct store *s, struct shard *sh, CK_OBJECT_HANDLE **ret,
                               size_t *ret_n)
 {
-        CK_OBJECT_CLASS class = CKO_DATA;
-        char application[LABEL_MAX];
-        CK_ATTRIBUTE template[] = {
-            {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
-            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, application, 0},
-        };
         _cleanup_free_ CK_OBJECT_HANDLE *handles = NULL;
+        char application[LABEL_MAX];
         size_t n, kept = 0, newest = 0;
         int r;
 
         shard_application(sh->index, application);
-        template[3].ulValueLen = strlen(application);
-        r = p11_find_objects(s, template, ELEMENTSOF(template), application, &handles, &n);
+        r = p11_find_app_objects(s, application, NULL, &handles, &n);
         if (r < 0)
                 return r;
         p11_wrapped_check_epoch(s); /* the search may have opened the session again */
@@ -321,10 +313,9 @@ static int shard_save(struct store *s, struct shard *sh)
 {
         _cleanup_free_ char *text = NULL;
         char application[LABEL_MAX], label[LABEL_MAX];
-        CK_OBJECT_CLASS class = CKO_DATA;
         CK_OBJECT_HANDLE handle;
         size_t len;
-        CK_RV rv;
+        int r;
 
         if (sh->n == 0) {
                 if (sh->version > 0)
@@ -340,19 +331,9 @@ static int shard_save(struct store *s, struct shard *sh)
         shard_application(sh->index, application);
         snprintf(label, sizeof(label), WRAPPED_SHARD_PREFIX "%u/%" PRIu64, sh->index,
                  sh->version + 1);
-        CK_ATTRIBUTE template[] = {
-            {CKA_CLASS, &class, sizeof(class)},
-            {CKA_TOKEN, &p11_true, sizeof(p11_true)},
-            {CKA_PRIVATE, &p11_true, sizeof(p11_true)},
-            {CKA_APPLICATION, application, strlen(application)},
-            {CKA_LABEL, label, strlen(label)},
-            {CKA_VALUE, text, len},
-        };
-        rv = s->module->C_CreateObject(s->session, template, ELEMENTSOF(template), &handle);
-        if (rv != CKR_OK) {
-                p11_note_rv(s, rv);
-                return p11_ck_fail(s, "C_CreateObject", label, rv);
-        }
+        r = p11_create_app_object(s, application, label, text, len, &handle);
+        if (r < 0)
+                return r;
         if (sh->version > 0)
                 destroy_version(s, sh, sh->object);
         sh->object = handle;
