@@ -62,7 +62,7 @@ struct p11_wrapped {
         uid_t dir_uid; /* who owns the directory owns the files */
         gid_t dir_gid;
         /* Random per store: a refresh marker written by another run was left by a run that
-         * stopped during the refresh (p11_wrapped_mark()). */
+         * stopped during the refresh (p11_wrapped_counter_mark()). */
         uint8_t run_id[WRAPPED_RUN_ID_LEN];
         /* The handles below belong to session epoch `epoch` (store-session.c counts reopens). */
         unsigned epoch;

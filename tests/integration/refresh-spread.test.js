@@ -8,8 +8,8 @@
 // over [broker] refresh_ahead_spread percent of the lifetime before 75% instead of all at 75%.
 //
 // 2,000 accounts in the wrapped store, whose cost per account does not grow with the number of
-// accounts (the object store's does: CREDBROKER_TEST_STORE=objects with
-// CREDBROKER_TEST_REFRESH_ACCOUNTS=200 runs in about the same time). The first storm takes about
+// accounts (the object store's does: CREDBROKER_TEST_STORE=objects needs far fewer
+// CREDBROKER_TEST_REFRESH_ACCOUNTS). The first storm takes about
 // ACCOUNTS / CONCURRENCY * LATENCY_MS, or the store worker's time per account (a rotated refresh
 // token written durably), whichever is longer; the emulator dates every first token to expire
 // LIFETIME after the storm began (its token_expires_at), so that all expire together however
