@@ -47,7 +47,8 @@ struct keepalive {
 };
 
 /* The scope set to refresh each account for: the first profile's that draws on it, by account
- * name (a table built once per check, not a walk of every profile for each stale account). An
+ * name (a table built for each batch that has stale accounts, not a walk of every profile for
+ * each one; not kept across batches, as its values point into a policy a reload may free). An
  * account no profile uses is kept alive all the same once a profile names it. NULL when out of
  * memory. */
 static struct hashmap *scope_keys_by_account(const struct policy_set *policy)
