@@ -451,9 +451,10 @@ int p11_wrapped_counter_check(struct store *s, const char *account,
         int r;
 
         r = shard_load(s, account, &sh);
-        if (r >= 0)
-                r = shard_find(&sh, account, &c);
-        if (r < 0 && r != -ENOENT)
+        if (r < 0)
+                return r;
+        r = shard_find(&sh, account, &c);
+        if (r < 0 && r != -ENOENT) /* no counter for it: refused below */
                 return r;
         if (c && names(c, h->generation, h->id))
                 return 0;
