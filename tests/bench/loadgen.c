@@ -49,16 +49,11 @@ struct options {
         const char *request;
 };
 
-struct frame {
-        uint8_t *data;
-        size_t len;
-};
-
 struct connection {
         int fd;
         struct buf *in;
-        const struct frame *frame; /* the request being sent */
-        size_t sent;               /* bytes of it sent so far */
+        const struct buf *frame; /* the request being sent, framed */
+        size_t sent;             /* bytes of it sent so far */
         uint64_t start_usec;
         bool want_out;
 };
@@ -76,7 +71,7 @@ struct stats {
 };
 
 /* The request frames, sent in turn: one, or one per name of --profiles. */
-static struct frame *frames;
+static struct buf **frames;
 static size_t n_frames, next_frame;
 
 static uint64_t now_monotonic_usec(void)
@@ -188,26 +183,17 @@ static bool reply_is_ok(const uint8_t *payload, size_t len)
 
 static int add_frame(const char *json)
 {
-        size_t len = strlen(json);
-        struct frame *p;
+        struct buf **p = reallocarray(frames, n_frames + 1, sizeof(*frames));
+        int r;
 
-        if (len == 0 || len > WIRE_FRAME_MAX)
-                return -EMSGSIZE;
-        p = reallocarray(frames, n_frames + 1, sizeof(*frames));
         if (!p)
                 return -ENOMEM;
         frames = p;
-        frames[n_frames].data = malloc(WIRE_HEADER_SIZE + len);
-        if (!frames[n_frames].data)
-                return -ENOMEM;
-        frames[n_frames].data[0] = (uint8_t)(len >> 24);
-        frames[n_frames].data[1] = (uint8_t)(len >> 16);
-        frames[n_frames].data[2] = (uint8_t)(len >> 8);
-        frames[n_frames].data[3] = (uint8_t)len;
-        memcpy(frames[n_frames].data + WIRE_HEADER_SIZE, json, len);
-        frames[n_frames].len = WIRE_HEADER_SIZE + len;
+        r = buf_new(WIRE_HEADER_SIZE + strlen(json), &frames[n_frames]);
+        if (r < 0)
+                return r;
         n_frames++;
-        return 0;
+        return wire_frame_put(frames[n_frames - 1], json, strlen(json));
 }
 
 static int add_token_request(const char *profile)
@@ -247,7 +233,7 @@ static int add_profiles_file(const char *path)
 static void frames_free(void)
 {
         for (size_t i = 0; i < n_frames; i++)
-                free(frames[i].data);
+                buf_free(frames[i]);
         free(frames);
 }
 
@@ -299,9 +285,9 @@ static int set_want_out(int epoll_fd, struct connection *c, bool want)
 /* Sends what is left of the request; waits for EPOLLOUT only when the socket is full. */
 static int send_request(int epoll_fd, struct connection *c)
 {
-        while (c->sent < c->frame->len) {
-                ssize_t n =
-                    send(c->fd, c->frame->data + c->sent, c->frame->len - c->sent, MSG_NOSIGNAL);
+        while (c->sent < buf_len(c->frame)) {
+                ssize_t n = send(c->fd, buf_data(c->frame) + c->sent, buf_len(c->frame) - c->sent,
+                                 MSG_NOSIGNAL);
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -324,7 +310,7 @@ struct run {
 
 static int start_request(struct run *run, struct connection *c, uint64_t now)
 {
-        c->frame = &frames[next_frame++ % n_frames];
+        c->frame = frames[next_frame++ % n_frames];
         c->sent = 0;
         c->start_usec = now;
         return send_request(run->epoll_fd, c);
@@ -379,7 +365,7 @@ static int on_readable(struct run *run, struct connection *c)
         r = wire_frame_consume(c->in, len);
         if (r < 0)
                 return r;
-        if (buf_len(c->in) > 0 || c->sent < c->frame->len)
+        if (buf_len(c->in) > 0 || c->sent < buf_len(c->frame))
                 return log_error_errno(EPROTO, "The server replied to a request not sent.");
         if (now >= run->end)
                 return 0;
