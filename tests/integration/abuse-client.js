@@ -16,7 +16,9 @@
 //   hold        open CONNECTIONS connections and keep them open, sending nothing
 //
 // Output: { mode, opened, refused: {code: n}, replies: {code: n}, closedByBroker, firstCloseMs,
-//           p50, p99, n }
+//           frameStartMs (trickle), p50, p99, n }
+// closedByBroker counts the accepted connections that closed before this client began closing
+// its own; the times are ms since this client started.
 const net = require('node:net');
 
 const [mode, socketPath, connText, secondsText, arg] = process.argv.slice(2);
@@ -71,6 +73,13 @@ function reader(sock, onFrame) {
 }
 
 const allSockets = [];
+// Set when this client starts closing its own connections: a close after that is not the broker's.
+let closing = false;
+
+function closeAll(socks) {
+  closing = true;
+  for (const s of socks) s.destroy();
+}
 
 function open() {
   return new Promise((resolve) => {
@@ -81,7 +90,7 @@ function open() {
     sock.on('error', () => {});
     sock.once('close', () => {
       ended = true;
-      if (!sock.refused && Date.now() - t0 < durationMs) {
+      if (!sock.refused && !closing) {
         result.closedByBroker += 1;
         if (result.firstCloseMs === null) result.firstCloseMs = Date.now() - t0;
       }
@@ -123,7 +132,7 @@ async function pipeline(payload, { read = true } = {}) {
     pump();
   }
   await new Promise((r) => setTimeout(r, Math.max(0, durationMs - (Date.now() - t0))));
-  for (const s of socks) s.destroy();
+  closeAll(socks);
 }
 
 async function trickle() {
@@ -133,12 +142,14 @@ async function trickle() {
   for (const s of socks) {
     s.write(head);
   }
+  // The broker's frame timeout runs from here, however long opening the connections took.
+  result.frameStartMs = Date.now() - t0;
   const timer = setInterval(() => {
     for (const s of socks) if (!s.destroyed) s.write('x');
   }, 1000);
   await new Promise((r) => setTimeout(r, durationMs));
   clearInterval(timer);
-  for (const s of socks) s.destroy();
+  closeAll(socks);
 }
 
 async function hold() {
@@ -146,7 +157,7 @@ async function hold() {
   finish();
   process.stdout.write(`${JSON.stringify({ ready: true, opened: result.opened })}\n`);
   await new Promise((r) => setTimeout(r, durationMs));
-  for (const s of socks) s.destroy();
+  closeAll(socks);
 }
 
 async function latency() {
@@ -163,7 +174,7 @@ async function latency() {
     times.push(Number(process.hrtime.bigint() - start) / 1e6);
     await new Promise((r) => setTimeout(r, 5));
   }
-  sock.destroy();
+  closeAll([sock]);
   times.sort((a, b) => a - b);
   result.n = times.length;
   result.p50 = times[Math.floor(times.length * 0.5)];

@@ -93,6 +93,7 @@ test('a 10 s flood of unknown-profile requests from one uid: audit and log stay 
   assert.ok(denied > 2000, `the flood made only ${denied} requests: ${JSON.stringify(flood)}`);
   assert.ok(auditGrowth < 64 * 1024, `audit log grew ${auditGrowth} bytes for ${denied} denials`);
   assert.ok(logGrowth < 64 * 1024, `broker log grew ${logGrowth} bytes for ${denied} denials`);
+  console.log(`# daemon's token latency during the flood: p50 ${latency.p50} ms, p99 ${latency.p99} ms (${latency.n} requests)`);
   assert.ok(latency.n > 100 && latency.p99 < FLOOD_P99_MS * SLOWER, `daemon's token latency during the flood: ${JSON.stringify(latency)}`);
   // Still audited: every denial is in a record of its own or in an aggregated record's count.
   const records = auditRecords(h).filter((r) => r.event === 'deny' && r.peer && r.peer.uid === 65534);
@@ -213,9 +214,11 @@ test('4 uids x 256 trickling connections against 1,024 descriptors: an allowed u
   const results = await Promise.all(attackers);
   for (const r of results) {
     assert.ok((r.refused.rate_limited || 0) >= 150, `refusals are framed rate_limited: ${JSON.stringify(r)}`);
-    // The frame timeout (5 s) closed the trickling ones long before the attack ended.
+    // The frame timeout (5 s, checked on the broker's 1 s tick) closed the trickling ones
+    // before the attack ended. Counted from the frames' first bytes, not from the attacker's
+    // start: opening 256 connections can take seconds on a loaded machine.
     assert.equal(r.closedByBroker, r.opened, JSON.stringify(r));
-    assert.ok(r.firstCloseMs < 9000, JSON.stringify(r));
+    assert.ok(r.firstCloseMs - r.frameStartMs < (5 + 1 + 2) * 1000, JSON.stringify(r));
   }
   assert.ok(h.brokerAlive());
 });
@@ -246,6 +249,7 @@ test('200 connections of 64 KiB frames from one uid barely move another uid\'s l
   ]);
   assert.ok((big.replies.ok || 0) > 500, `the attack made only ${JSON.stringify(big.replies)}`);
   assert.ok(busy.n > 100, JSON.stringify(busy));
+  console.log(`# daemon's token latency: p99 ${quiet.p99} ms quiet, ${busy.p99} ms under the attack`);
   assert.ok(busy.p99 < FLOOD_P99_MS * SLOWER, `p99 ${busy.p99} ms under the attack (quiet: ${quiet.p99} ms)`);
 });
 
