@@ -99,6 +99,13 @@ async function queue(h) {
   }
 }
 
+// Until id is in failed/ and the queue says so. The file is renamed there off the event loop, and
+// the queue says "failed" once the move is durable (both directories synced), a moment later.
+async function failedFor(h, id, opts) {
+  await waitFor('failed/', () => files(h, 'failed').includes(id), opts);
+  await waitFor('the queue to say failed', async () => (await queue(h)).find((m) => m.id === id).state === 'failed');
+}
+
 test('a submitted message is durable, private, audited, and delivered once', { timeout: 60000 }, async () => {
   const h = await spoolEnv({ plan: { default: 'sent' } });
   const msg = message('first', 100000);
@@ -202,7 +209,7 @@ test('temporary failures back off (1 s doubling), then the message goes', { time
 test('a permanent failure goes to failed/ at once; past its lifetime a message fails too', { timeout: 60000 }, async () => {
   const h = await spoolEnv({ plan: { results: ['permanent'], default: 'temporary', reason: 'Graph said no' }, mail: { lifetime: '3' } });
   const perm = await submit(h, message('perm'));
-  await waitFor('failed/', () => files(h, 'failed').includes(perm.commit.queue_id));
+  await failedFor(h, perm.commit.queue_id);
   let list = await queue(h);
   assert.equal(list.find((m) => m.id === perm.commit.queue_id).state, 'failed');
   const metrics = await h.adminRequest({ op: 'metrics' });
@@ -212,7 +219,7 @@ test('a permanent failure goes to failed/ at once; past its lifetime a message f
   assert.match(prom.stdout, /credbroker_mail_spool_oldest_age_seconds \d+\n/);
   assert.equal(list.find((m) => m.id === perm.commit.queue_id).reason, 'Graph said no');
   const old = await submit(h, message('old'));
-  await waitFor('the lifetime to pass', () => files(h, 'failed').includes(old.commit.queue_id), { timeoutMs: 20000 });
+  await failedFor(h, old.commit.queue_id, { timeoutMs: 20000 });
   list = await queue(h);
   assert.match(list.find((m) => m.id === old.commit.queue_id).reason, /lifetime/);
   assert.equal(sent(h).length, 0);
@@ -499,7 +506,7 @@ test('failed messages keep their room until deleted; the message count is bounde
   const h = await spoolEnv({ plan: { default: 'permanent' }, mail: { max_spool_mb: '1', max_messages: '3' } });
   const a = await submit(h, message('fail1', 600000));
   assert.equal(a.commit.ok, true);
-  await waitFor('failed/', () => files(h, 'failed').includes(a.commit.queue_id));
+  await failedFor(h, a.commit.queue_id);
   const b = await submit(h, message('fail2', 600000));
   assert.equal(b.begin.error, 'unavailable', 'failed/ still counts');
   assert.equal((await h.adminRequest({ op: 'queue.delete', id: a.commit.queue_id })).ok, true);
