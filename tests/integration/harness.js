@@ -631,7 +631,8 @@ class Harness {
     const before = outcomes();
     this.broker.proc.kill('SIGHUP');
     await waitFor('the reload to be logged', () => outcomes() > before, { timeoutMs: 10000 });
-    return /Reload failed[^\n]*\n?$/.test(this.brokerLog().trimEnd()) ? 'failed' : 'reloaded';
+    // The newest outcome, not the log's last line: other threads may log after it.
+    return this.brokerLog().match(/Policy reloaded|Reload failed/g).at(-1) === 'Reload failed' ? 'failed' : 'reloaded';
   }
 
   async restartBroker(opts) {
