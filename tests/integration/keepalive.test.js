@@ -32,7 +32,9 @@ test('keepalive_days = 0: every account is refreshed at start, once, and clients
     await h.resetCounters();
     const auditBefore = h.auditLines().length;
     await h.restartBroker();
-    await waitFor('the keep-alive refresh', async () => (await h.refreshTokenGenerations()).includes(2),
+    // Its audit record is written once the store job is done (the new generation read back, the
+    // old one destroyed); generation 2 shows in the token before that.
+    await waitFor('the keep-alive refresh', () => h.auditLines().slice(auditBefore).some((l) => l.event === 'refresh'),
       { timeoutMs: 15000, intervalMs: 100 });
     const c = await h.counters();
     assert.equal(c.token, 1, 'one token request, made by the keep-alive');
@@ -66,7 +68,9 @@ test('keep-alive refreshes an account that a client has already loaded', {
   timeout: 60000,
   skip: process.env.CREDBROKER_FAULT_POINTS === '1' ? false : 'needs -Dfault_points=true',
 }, async () => {
-  const DELAY_MS = 3000;
+  // Long enough for the client's first token (a store read, a refresh upstream, a store write)
+  // to come first, also under AddressSanitizer on a loaded machine.
+  const DELAY_MS = process.env.CREDBROKER_SANITIZE === '1' ? 9000 : 3000;
   const sections = h.configSections();
   sections.identity.keepalive_days = 0;
   h.writeConfig(sections);
@@ -130,6 +134,9 @@ test('keepalive_days = 0 with 40 accounts: the check goes through every batch', 
     }
     await many.startBroker();
     await waitFor('every keep-alive refresh', async () => (await many.counters()).token_success === N,
+      { timeoutMs: 60000, intervalMs: 200 });
+    // Each rotated refresh token is stored after its answer came: the audit records say when all are.
+    await waitFor('every refresh stored', () => many.auditLines().filter((l) => l.event === 'refresh').length === N,
       { timeoutMs: 60000, intervalMs: 200 });
     const kept = many.brokerLog().match(/refresh token unused for 0 days or more; refreshing it/g) || [];
     assert.equal(kept.length, N, 'each account once');
