@@ -51,7 +51,9 @@ test('device: code, approval, done; tokens follow; polls respect the interval', 
     assert.equal(done.ok, true, JSON.stringify(done));
     assert.equal(done.stage, 'done');
     assert.equal(done.account, 'dev');
-    assert.ok(elapsed < 3000, `approval to done took ${elapsed} ms`);
+    // One poll interval (1 s) and the account's store writes; AddressSanitizer slows the latter.
+    const bound = process.env.CREDBROKER_SANITIZE === '1' ? 4500 : 3000;
+    assert.ok(elapsed < bound, `approval to done took ${elapsed} ms`);
   } finally {
     c.close();
   }

@@ -74,7 +74,9 @@ test('cached tokens keep their latency while a refresh is stuck in a stalled HSM
     t.diagnostic(`200 cached requests before the stall: ${p(before)}`);
     t.diagnostic(`200 cached requests during the stall: ${p(during)} (all within ${stallMs} ms of the stall)`);
     assert.ok(stallMs < STORE_WAIT_SEC * 1000, 'the 200 requests ran while the refresh was still stuck');
-    assert.ok(percentile(during, 99) <= Math.max(5 * percentile(before, 99), percentile(before, 99) + 10),
+    // A loop blocked by the stalled token answers in seconds; a loaded machine adds tens of ms to
+    // the two slowest of 200 samples now and then.
+    assert.ok(percentile(during, 99) <= Math.max(5 * percentile(before, 99), percentile(before, 99) + 50),
       `p99 during the stall ${percentile(during, 99)} ms vs ${percentile(before, 99)} ms before`);
 
     // The request that needs the store is answered after STORE_WAIT_SEC, not left hanging.
