@@ -4,7 +4,7 @@ const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const path = require('node:path');
-const { setup, frame, sleep, waitFor, SOURCE_ROOT } = require('./harness');
+const { setup, frame, sleep, waitFor, run, SOURCE_ROOT } = require('./harness');
 
 let h;
 before(async () => {
@@ -256,11 +256,15 @@ test('a connection flood that exhausts the fd limit: the broker does not spin', 
 
 test('a connection flood from one uid does not lock other clients out (P12)', { timeout: 60000 }, async () => {
   assert.ok(flood, 'the previous test set up the flood');
-  const t0 = Date.now();
+  // What starting node as nobody costs on this machine now, so that the bound is on the broker.
+  let t0 = Date.now();
+  await run('setpriv', ['--reuid', 'nobody', '--regid', 'nogroup', '--clear-groups', process.execPath, '-e', '']);
+  const startMs = Date.now() - t0;
+  t0 = Date.now();
   const reply = await flood.h.rawRequestAsNobody({ v: 1, op: 'ping' }, 5000).catch((e) => ({ failed: e.message }));
   const ms = Date.now() - t0;
   assert.equal(reply.ok, true, `another uid's ping during a flood from uid 0: ${JSON.stringify(reply)} after ${ms} ms`);
-  assert.ok(ms < 2000, `another uid's ping took ${ms} ms`);
+  assert.ok(ms - startMs < 2000, `another uid's ping took ${ms} ms (starting node: ${startMs} ms)`);
 });
 
 test('after a connection flood ends, the broker serves again', { timeout: 60000 }, async () => {
