@@ -20,10 +20,6 @@
 /* ... because nothing more of that peer is read or handled above this. Low enough that many
  * such peers cost little memory, above a handful of token replies. */
 #define STREAM_OUT_HIGH_WATER (4 * 1024)
-/* Frames handled per loop turn: for one connection, and for all connections of one uid. */
-#define STREAM_FRAMES_PER_TURN     4
-#define STREAM_UID_FRAMES_PER_TURN 64
-#define STREAM_UID_BYTES_PER_TURN  (256 * 1024)
 /* Log lines one uid's requests may cause: a burst, then a few a minute. */
 #define STREAM_LOG_BURST      20
 #define STREAM_LOG_PER_MINUTE 6

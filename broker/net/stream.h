@@ -24,6 +24,11 @@
 #include "peer.h"
 #include "uid-table.h"
 
+/* Frames handled per loop turn: for one connection, and for all connections of one uid. */
+#define STREAM_FRAMES_PER_TURN     4
+#define STREAM_UID_FRAMES_PER_TURN 64
+#define STREAM_UID_BYTES_PER_TURN  (256 * 1024)
+
 struct buf;
 struct stream_hub;
 struct stream_server;
