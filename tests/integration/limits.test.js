@@ -14,8 +14,8 @@ const ABUSE_CLIENT = path.join(__dirname, 'abuse-client.js');
 // reports on a quiet machine; here, with the attacker, the broker and the client sharing two
 // cores with whatever else runs, the test holds it to 25 ms. These latency tests do not guard
 // the per-turn frame budgets (broker/net/stream.c): with every budget lifted, the floods below
-// still leave daemon's p99 at 6-11 ms on the 2-core VM (checked 2026-12-05); tests/unit/test-stream.c
-// guards the budgets themselves.
+// still leave daemon's p99 at 6-11 ms on the 2-core VM (checked 2026-12-05). The budgets
+// themselves are guarded by tests/unit/test-stream.c.
 const SLOWER = process.env.CREDBROKER_SANITIZE === '1' ? 3 : 1;
 const FLOOD_P99_MS = 25;
 const SLOWER_BUILD = SLOWER > 1;
