@@ -17,6 +17,13 @@
 #define MAX_CONNECTIONS 40
 #define MAX_HANDLED     4096
 
+/* The world cannot be set up: TAP's way to stop. */
+static void die(const char *what)
+{
+        printf("Bail out! %s: %s\n", what, strerror(errno));
+        exit(1);
+}
+
 struct conn {
         struct stream stream; /* first: the layer's object is the owner's */
         int id;
@@ -71,10 +78,8 @@ static int listen_at(const char *path)
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0) {
-                perror("listen");
-                exit(1);
-        }
+        if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 64) < 0)
+                die("listen");
         return fd;
 }
 
@@ -99,11 +104,11 @@ static void world_open(struct world *w, int n_clients)
         memset(w, 0, sizeof(*w));
         snprintf(w->dir, sizeof(w->dir), "/tmp/test-stream.XXXXXX");
         if (!mkdtemp(w->dir))
-                exit(1);
+                die("mkdtemp");
         snprintf(w->path, sizeof(w->path), "%s/socket", w->dir);
         if (event_loop_new(&w->epfd) < 0 || stream_hub_new(w->epfd, &limits, &w->hub) < 0 ||
             stream_server_new(w->hub, listen_at(w->path), &test_class, NULL, &w->server) < 0)
-                exit(1);
+                die("the hub");
         n_admitted = 0;
         n_handled = 0;
         for (int i = 0; i < n_clients; i++) {
@@ -112,11 +117,14 @@ static void world_open(struct world *w, int n_clients)
 
                 snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", w->path);
                 if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-                        exit(1);
+                        die("connect");
                 w->clients[w->n_clients++] = fd;
                 /* Admitted in the order they connected, so client i is connection i. */
-                while (n_admitted <= i)
+                for (int tries = 0; n_admitted <= i; tries++) {
+                        if (tries == 10)
+                                die("a connection was not admitted");
                         run_turn(w, 1000);
+                }
         }
 }
 
@@ -138,11 +146,11 @@ static void send_frames(int fd, int n)
         uint8_t all[sizeof(one) * 256];
 
         if (n > 256)
-                exit(1);
+                die("too many frames");
         for (int i = 0; i < n; i++)
                 memcpy(all + i * sizeof(one), one, sizeof(one));
         if (write(fd, all, sizeof(one) * (size_t)n) != (ssize_t)(sizeof(one) * (size_t)n))
-                exit(1);
+                die("write");
 }
 
 /* Runs turns until want frames were handled or a turn passes without any. */
