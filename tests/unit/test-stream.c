@@ -33,6 +33,7 @@ struct conn {
 static struct {
         int conn;
         unsigned turn;
+        size_t len;
 } handled[MAX_HANDLED];
 static unsigned n_handled, turn;
 static int n_admitted;
@@ -47,10 +48,10 @@ static bool admit(struct stream *s, void *userdata)
 static void handle(struct stream *s, uint8_t *payload, size_t len)
 {
         (void)payload;
-        (void)len;
         if (n_handled < MAX_HANDLED) {
                 handled[n_handled].conn = ((struct conn *)s)->id;
                 handled[n_handled].turn = turn;
+                handled[n_handled].len = len;
                 n_handled++;
         }
 }
@@ -153,6 +154,27 @@ static void send_frames(int fd, int n)
                 die("write");
 }
 
+/* n frames of len bytes each (blanks: the layer does not look inside), in one write(). */
+static void send_big_frames(int fd, int n, size_t len)
+{
+        size_t size = (4 + len) * (size_t)n;
+        uint8_t *all = calloc(1, size);
+
+        if (!all)
+                die("calloc");
+        for (int i = 0; i < n; i++) {
+                uint8_t *f = all + (4 + len) * (size_t)i;
+                f[0] = (uint8_t)(len >> 24);
+                f[1] = (uint8_t)(len >> 16);
+                f[2] = (uint8_t)(len >> 8);
+                f[3] = (uint8_t)len;
+                memset(f + 4, ' ', len);
+        }
+        if (write(fd, all, size) != (ssize_t)size)
+                die("write");
+        free(all);
+}
+
 /* Runs turns until want frames were handled or a turn passes without any. */
 static void run_until(struct world *w, unsigned want)
 {
@@ -224,9 +246,48 @@ static void test_uid_budget(void)
         world_close(&w);
 }
 
+/* The most frame bytes handled in one turn, over all connections. */
+static size_t most_bytes_in_a_turn(void)
+{
+        size_t most = 0, count = 0;
+        unsigned at = 0;
+
+        for (unsigned i = 0; i < n_handled; i++) {
+                if (handled[i].turn != at) {
+                        at = handled[i].turn;
+                        count = 0;
+                }
+                count += handled[i].len;
+                if (count > most)
+                        most = count;
+        }
+        return most;
+}
+
+#define BIG_FRAME (16 * 1024)
+/* 32 connections' two big frames each are well over the uid's bytes, under its frame count. */
+_Static_assert(32 * 2 * BIG_FRAME > 2 * STREAM_UID_BYTES_PER_TURN, "32 connections");
+_Static_assert(32 * 2 <= STREAM_UID_FRAMES_PER_TURN, "the frame count does not bind");
+
+static void test_uid_bytes_budget(void)
+{
+        struct world w;
+
+        world_open(&w, 32);
+        for (int i = 0; i < 32; i++)
+                send_big_frames(w.clients[i], 2, BIG_FRAME);
+        run_until(&w, 64);
+        is_int(n_handled, 64, "every big frame of 32 connections of one uid is handled");
+        /* The budget is checked before a frame is taken: one frame may cross it. */
+        ok(most_bytes_in_a_turn() < STREAM_UID_BYTES_PER_TURN + BIG_FRAME,
+           "one uid: at most 256 KiB of frames a turn (and the frame that crosses it)");
+        world_close(&w);
+}
+
 int main(void)
 {
         test_connection_budget();
         test_uid_budget();
+        test_uid_bytes_budget();
         return done_testing();
 }
