@@ -167,8 +167,11 @@ int p11_find_app_objects(struct store *s, const char *application, const char *l
 
         char what[LABEL_MAX + 16];
 
+        if (label)
+                return p11_find_objects(s, template, 5, label, ret, ret_n);
+        /* Named in errors by what was searched for: "credbroker objects", say. */
         snprintf(what, sizeof(what), "%s objects", application);
-        return p11_find_objects(s, template, label ? 5 : 4, label ? label : what, ret, ret_n);
+        return p11_find_objects(s, template, 4, what, ret, ret_n);
 }
 
 int p11_find_data_objects(struct store *s, const char *label, CK_OBJECT_HANDLE **ret, size_t *ret_n)
