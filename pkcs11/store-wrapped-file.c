@@ -100,6 +100,7 @@ void p11_wrapped_free(struct p11_wrapped *w)
                 close(w->dir_fd);
         free(w->dir);
         free(w->keks);
+        free(w->last_shard.text);
         free(w);
 }
 

@@ -69,6 +69,17 @@ struct p11_wrapped {
         bool keks_loaded;
         struct p11_wrapped_kek *keks; /* normally one; more if two processes generated at once */
         size_t n_keks;
+        /* The value of the counter shard this process last read or wrote
+         * (store-wrapped-counter.c), not read again while that object is still the shard's
+         * newest version: a refresh loads its shard five times. */
+        struct {
+                unsigned index;
+                unsigned epoch;
+                uint64_t version; /* 0: none kept */
+                CK_OBJECT_HANDLE object;
+                char *text; /* NUL-terminated */
+                size_t len;
+        } last_shard;
 };
 
 /* Seals plain (1..WRAPPED_PLAIN_MAX bytes) with the key-encryption key (generated in the token on

@@ -489,7 +489,8 @@ static void raw_create_shard(struct store *s, const char *account, unsigned long
 }
 
 /* Replaces account's shard with one version whose line for account is line (the others kept). */
-static void raw_set_line(struct store *s, const char *account, const char *line)
+static void raw_set_line_at(struct store *s, const char *account, const char *line,
+                            unsigned long long version_step)
 {
         struct raw_shard sh;
         CK_FUNCTION_LIST *m;
@@ -512,7 +513,13 @@ static void raw_set_line(struct store *s, const char *account, const char *line)
         for (CK_ULONG i = 0; i < sh.n; i++)
                 if (m->C_DestroyObject(session, sh.handles[i]) != CKR_OK)
                         test_die("destroy a shard");
-        raw_create_shard(s, account, sh.version + 1, value);
+        raw_create_shard(s, account, sh.version + version_step, value);
+}
+
+/* Replaces account's line in its shard with a new version, as another process would. */
+static void raw_set_line(struct store *s, const char *account, const char *line)
+{
+        raw_set_line_at(s, account, line, 1);
 }
 
 /* The line account's counter has when it names (generation, id) with no refresh marker. */
@@ -775,6 +782,51 @@ static void test_malformed_shard(struct store *s)
                "a malformed shard refuses the account");
         raw_set_line(s, "alerts", good);
         is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good one is used again");
+}
+
+/* The store keeps the value of the last shard it used (a refresh loads it five times), but only
+ * while the shard's newest version is the very object it came from: another process's change is
+ * read from the token, even one that replaced the object under the same version. */
+static void test_kept_shard(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-from-elsewhere");
+        struct store *other = NULL;
+        char line[300], good[256];
+        uint64_t g = 0, g_other = 0;
+
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), 0,
+                       "read: the account's shard is kept");
+        }
+        is_int(open_wrapped(&other), 0, "another process's store");
+        is_int(store_write_refresh_token(other, "alerts", rt, &g_other), 0,
+               "writes the account: a new version of the shard");
+        store_close(other);
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), 0,
+                       "the first store reads the other's write");
+                ok(g == g_other && back && secret_equal(back, rt),
+                   "at the other's generation, with its token");
+        }
+        raw_counter_line(s, "alerts", good);
+        snprintf(line, sizeof(line), "%s junk", good);
+        raw_set_line_at(s, "alerts", line, 0);
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
+                       "a new object under the kept version is read, not the kept copy");
+        }
+        raw_set_line(s, "alerts", good);
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good line again");
+        }
 }
 
 /* Root (the CLI before the broker ever ran) makes the directory and the files the broker's: the
@@ -1042,6 +1094,7 @@ int main(void)
         test_objects_flat(s);
         test_marker(&s);
         test_malformed_shard(s);
+        test_kept_shard(s);
         test_root_owner();
         test_recreate(s);
         store_close(s);
