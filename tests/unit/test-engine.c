@@ -282,13 +282,16 @@ static void reset(void)
         n_answers = 0;
 }
 
-/* Puts a token in the cache for account/scope_key sent `age` seconds ago, valid `lifetime`. */
+/* Puts a token in the cache for account/scope_key sent `age` seconds ago, valid `lifetime`. Ages
+ * stay at a few minutes: CLOCK_BOOTTIME counts from the machine's boot, and a fresh CI machine
+ * runs these tests within the hour of it; an age beyond the uptime wraps around (an age of
+ * 3,000 s failed that way), so it aborts the test. */
 static void cache_token(const char *account, const char *scope_key, uint64_t age, uint64_t lifetime)
 {
         struct secret *token = NULL;
         struct cached_token *t;
 
-        if (secret_new_from("cached", 6, &token) < 0 ||
+        if (age * USEC_PER_SEC >= now_boottime_usec() || secret_new_from("cached", 6, &token) < 0 ||
             token_cache_put(&broker.cache, account, scope_key, &token, NULL,
                             now_boottime_usec() - age * USEC_PER_SEC, lifetime, &t) < 0)
                 abort();
@@ -370,13 +373,13 @@ static void test_cache_expiry(void)
         ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now), "a fresh token serves");
         ok(accounts_cached_token(&broker.cache, a, SCOPE_A, 3000, 30, now),
            "and meets a min_ttl it has");
-        cache_token("mail", SCOPE_A, 3700, 3600);
+        cache_token("mail", SCOPE_A, 100, 90);
         ok(!accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()),
            "an expired token does not serve");
-        cache_token("mail", SCOPE_A, 3590, 3600);
+        cache_token("mail", SCOPE_A, 80, 90);
         ok(!accounts_cached_token(&broker.cache, a, SCOPE_A, 0, 30, now_boottime_usec()),
            "nor one with less than the floor left");
-        cache_token("mail", SCOPE_B, 3000, 3600);
+        cache_token("mail", SCOPE_B, 60, 660);
         ok(!accounts_cached_token(&broker.cache, a, SCOPE_B, 900, 0, now_boottime_usec()),
            "nor one short of min_ttl when the account may refresh");
 }
@@ -389,7 +392,7 @@ static void test_load_answers_from_cache(void)
 
         reset();
         cache_token("mail", SCOPE_A, 10, 3600);
-        cache_token("mail", SCOPE_B, 3700, 3600);
+        cache_token("mail", SCOPE_B, 100, 90);
         (void)accounts_get(&broker, "mail", &a);
         fresh = add_waiter(a, SCOPE_A, 0);
         expired = add_waiter(a, SCOPE_B, 0);
@@ -740,7 +743,7 @@ static void test_refresh_concurrency(void)
                 snprintf(name, sizeof(name), "a%d", i);
                 acct[i] = loaded_account(name);
                 if (i < 5)
-                        cache_token(name, SCOPE_A, 1000, 1000 + expires_in[i]);
+                        cache_token(name, SCOPE_A, 100, 100 + expires_in[i]);
         }
         for (int i = 0; i < 5; i++)
                 refresh_start(&broker, acct[i], SCOPE_A);
