@@ -136,7 +136,13 @@ async function pipeline(payload, { read = true } = {}) {
 }
 
 async function trickle() {
-  const socks = (await Promise.all(Array.from({ length: connections }, open))).filter(Boolean);
+  const opened = (await Promise.all(Array.from({ length: connections }, open))).filter(Boolean);
+  // A refusal (a framed rate_limited, then the broker's close) can come well after connect() when
+  // the broker is busy accepting a thousand connections (under ASan). A header written to a
+  // refused connection fails with EPIPE, and Node then destroys the socket with the refusal
+  // unread: it would count as a connection the broker closed. Let the refusals land first.
+  await new Promise((r) => setTimeout(r, 1000));
+  const socks = opened.filter((s) => !s.refused && !s.destroyed);
   const head = Buffer.alloc(4);
   head.writeUInt32BE(65536);
   for (const s of socks) {
