@@ -6,7 +6,8 @@
 //   plan.json      {"results":["temporary",...], "default":"sent", "retry_after":N,
 //                   "sleep_ms":N, "reason":"..."}: the n-th attempt (counted over all
 //                   messages) answers results[n], then default; "crash" exits without a line
-//   attempts.log   one line per attempt (appended): {"n":…, "result":…}
+//   attempts.log   one line per attempt (appended)
+//   numbers/       one empty file per attempt, named by its number n (taken with O_EXCL)
 //   sent/          each delivered message, as the bytes read from fd 3 (named <n>.eml)
 //   tokens.log     the token line of each attempt, minus the token itself
 const fs = require('node:fs');
@@ -17,9 +18,24 @@ const plan = JSON.parse(fs.readFileSync(path.join(dir, 'plan.json'), 'utf8'));
 const message = fs.readFileSync(3);
 const stdin = fs.readFileSync(0, 'utf8');
 const tokenLine = JSON.parse(stdin.split('\n')[0]);
-const logPath = path.join(dir, 'attempts.log');
-fs.appendFileSync(logPath, 'x\n');
-const n = fs.readFileSync(logPath, 'utf8').split('\n').filter((l) => l).length - 1;
+// The attempt's number, taken with O_EXCL: helpers run side by side (four at once, and the
+// orphans of a killed broker). Counting attempts.log's lines after appending to it gave two of
+// them one number, and then one's sent/ file replaced the other's: a message delivered but not
+// found in sent/.
+function takeNumber() {
+  const numbers = path.join(dir, 'numbers');
+  fs.mkdirSync(numbers, { recursive: true });
+  for (let k = 0; ; k++) {
+    try {
+      fs.closeSync(fs.openSync(path.join(numbers, String(k)), 'wx'));
+      return k;
+    } catch (e) {
+      if (e.code !== 'EEXIST') throw e;
+    }
+  }
+}
+const n = takeNumber();
+fs.appendFileSync(path.join(dir, 'attempts.log'), 'x\n');
 const result = (plan.results || [])[n] || plan.default || 'sent';
 const { access_token: token, ...rest } = tokenLine;
 fs.appendFileSync(path.join(dir, 'tokens.log'), JSON.stringify({ n, has_token: !!token, token, ...rest }) + '\n');
