@@ -272,70 +272,68 @@ static void destroy_version(struct store *s, const struct shard *sh, CK_OBJECT_H
                             sh->index);
 }
 
-/* ---- the value of the last shard used, kept between uses ----
+/* ---- the shards' values, kept between uses ----
  *
  * A refresh loads its account's shard five times (marking the refresh, reading the refresh
  * token, checking the rotated file, moving the counter, clearing the mark), and at 10,000
  * accounts a shard's value is some 30 KB that SoftHSM2 decrypts and copies on every read: 3.4 ms
- * of a refresh's CPU (docs/benchmark.md). The kept copy is used only while the shard's newest
- * version is still the very object it was read from or written as: same version, same object
- * handle, same session epoch. Another process's change is a new object, which is read. The value
- * holds names, generations and ids, no secret. */
+ * of a refresh's CPU (docs/benchmark.md). The store keeps each shard's value as it last read or
+ * wrote it, and uses it only while the shard's newest version is still that very object: same
+ * version, same object handle, same session epoch. Another process's change is a new object,
+ * which is read. The values hold names, generations and ids, no secret: about 52 bytes an
+ * account. */
 
 static bool shard_is_kept(const struct store *s, const struct shard *sh)
 {
-        const struct p11_wrapped *w = s->wrapped;
+        const struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[sh->index];
 
-        return w->last_shard.version != 0 && w->last_shard.version == sh->version &&
-               w->last_shard.index == sh->index && w->last_shard.object == sh->object &&
-               w->last_shard.epoch == s->session_epoch;
+        return k->version != 0 && k->version == sh->version && k->object == sh->object &&
+               k->epoch == s->session_epoch;
 }
 
-static void shard_forget(struct store *s)
+static void shard_forget(struct store *s, unsigned index)
 {
-        struct p11_wrapped *w = s->wrapped;
+        struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[index];
 
-        free(w->last_shard.text);
-        w->last_shard.text = NULL;
-        w->last_shard.version = 0;
+        free(k->text);
+        *k = (struct p11_wrapped_kept_shard){0};
 }
 
 /* Keeps a copy of text, the value of sh's newest version (sh->object). */
 static void shard_keep(struct store *s, const struct shard *sh, const char *text, size_t len)
 {
-        struct p11_wrapped *w = s->wrapped;
+        struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[sh->index];
         char *copy;
 
         if (shard_is_kept(s, sh))
                 return;
-        shard_forget(s);
+        shard_forget(s, sh->index);
         copy = malloc(len + 1);
         if (!copy)
                 return;
         memcpy(copy, text, len + 1);
-        w->last_shard.index = sh->index;
-        w->last_shard.epoch = s->session_epoch;
-        w->last_shard.version = sh->version;
-        w->last_shard.object = sh->object;
-        w->last_shard.text = copy;
-        w->last_shard.len = len;
+        *k = (struct p11_wrapped_kept_shard){.epoch = s->session_epoch,
+                                             .version = sh->version,
+                                             .object = sh->object,
+                                             .text = copy,
+                                             .len = len};
 }
 
 /* The value of sh's newest version: the kept copy when it is of that object, else the token's. */
 static int shard_read_value(struct store *s, const struct shard *sh, char **ret, size_t *ret_len)
 {
-        const struct p11_wrapped *w = s->wrapped;
+        const struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[sh->index];
         char *copy;
 
         if (!shard_is_kept(s, sh))
                 return p11_read_attribute(s, sh->object, CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
                                           "a counter shard", (void **)ret, ret_len);
-        copy = malloc(w->last_shard.len + 1);
+        copy = malloc(k->len + 1);
         if (!copy)
                 return -ENOMEM;
-        memcpy(copy, w->last_shard.text, w->last_shard.len + 1);
+        memcpy(copy, k->text, k->len + 1);
         *ret = copy;
-        *ret_len = w->last_shard.len;
+        *ret_len = k->len;
         return 0;
 }
 
@@ -391,7 +389,7 @@ static int shard_save(struct store *s, struct shard *sh)
                 if (sh->version > 0)
                         destroy_version(s, sh, sh->object);
                 sh->version = 0;
-                shard_forget(s);
+                shard_forget(s, sh->index);
                 return 0;
         }
         text = shard_print(sh, &len);

@@ -100,7 +100,8 @@ void p11_wrapped_free(struct p11_wrapped *w)
                 close(w->dir_fd);
         free(w->dir);
         free(w->keks);
-        free(w->last_shard.text);
+        for (unsigned k = 0; k < WRAPPED_SHARDS; k++)
+                free(w->kept_shards[k].text);
         free(w);
 }
 

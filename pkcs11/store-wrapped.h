@@ -56,6 +56,16 @@ struct p11_wrapped_kek {
         uint8_t id[WRAPPED_KEK_ID_LEN];
 };
 
+/* A counter shard's value, not read again while the object it came from is still the shard's
+ * newest version: a refresh loads its shard five times. */
+struct p11_wrapped_kept_shard {
+        unsigned epoch;   /* of the session the handle belongs to */
+        uint64_t version; /* 0: none kept */
+        CK_OBJECT_HANDLE object;
+        char *text; /* NUL-terminated */
+        size_t len;
+};
+
 struct p11_wrapped {
         int dir_fd;
         char *dir;
@@ -69,17 +79,9 @@ struct p11_wrapped {
         bool keks_loaded;
         struct p11_wrapped_kek *keks; /* normally one; more if two processes generated at once */
         size_t n_keks;
-        /* The value of the counter shard this process last read or wrote
-         * (store-wrapped-counter.c), not read again while that object is still the shard's
-         * newest version: a refresh loads its shard five times. */
-        struct {
-                unsigned index;
-                unsigned epoch;
-                uint64_t version; /* 0: none kept */
-                CK_OBJECT_HANDLE object;
-                char *text; /* NUL-terminated */
-                size_t len;
-        } last_shard;
+        /* Each counter shard's value as this process last read or wrote it
+         * (store-wrapped-counter.c). */
+        struct p11_wrapped_kept_shard kept_shards[WRAPPED_SHARDS];
 };
 
 /* Seals plain (1..WRAPPED_PLAIN_MAX bytes) with the key-encryption key (generated in the token on

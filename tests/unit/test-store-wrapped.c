@@ -784,9 +784,10 @@ static void test_malformed_shard(struct store *s)
         is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good one is used again");
 }
 
-/* The store keeps the value of the last shard it used (a refresh loads it five times), but only
- * while the shard's newest version is the very object it came from: another process's change is
- * read from the token, even one that replaced the object under the same version. */
+/* The store keeps each shard's value as it last read or wrote it (a refresh loads its shard five
+ * times), but uses it only while the shard's newest version is the very object it came from:
+ * another process's change is read from the token, even one that replaced the object under the
+ * same version. */
 static void test_kept_shard(struct store *s)
 {
         _cleanup_secret_ struct secret *rt = secret_of("refresh-token-from-elsewhere");
