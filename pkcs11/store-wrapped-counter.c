@@ -299,42 +299,45 @@ static void shard_forget(struct store *s, unsigned index)
         *k = (struct p11_wrapped_kept_shard){0};
 }
 
-/* Keeps a copy of text, the value of sh's newest version (sh->object). */
-static void shard_keep(struct store *s, const struct shard *sh, const char *text, size_t len)
+/* Keeps text (taken; NULL keeps nothing), the value of sh's newest version (sh->object). */
+static void shard_keep(struct store *s, const struct shard *sh, char *text, size_t len)
 {
-        struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[sh->index];
-        char *copy;
-
-        if (shard_is_kept(s, sh))
-                return;
         shard_forget(s, sh->index);
-        copy = malloc(len + 1);
-        if (!copy)
-                return;
-        memcpy(copy, text, len + 1);
-        *k = (struct p11_wrapped_kept_shard){.epoch = s->session_epoch,
-                                             .version = sh->version,
-                                             .object = sh->object,
-                                             .text = copy,
-                                             .len = len};
+        if (text)
+                s->wrapped->kept_shards[sh->index] =
+                    (struct p11_wrapped_kept_shard){.epoch = s->session_epoch,
+                                                    .version = sh->version,
+                                                    .object = sh->object,
+                                                    .text = text,
+                                                    .len = len};
 }
 
-/* The value of sh's newest version: the kept copy when it is of that object, else the token's. */
+static char *copy_text(const char *text, size_t len)
+{
+        char *copy = malloc(len + 1);
+
+        if (copy)
+                memcpy(copy, text, len + 1);
+        return copy;
+}
+
+/* The value of sh's newest version: the kept copy when it is of that object, else the token's,
+ * which is then kept. */
 static int shard_read_value(struct store *s, const struct shard *sh, char **ret, size_t *ret_len)
 {
         const struct p11_wrapped_kept_shard *k = &s->wrapped->kept_shards[sh->index];
-        char *copy;
+        int r;
 
-        if (!shard_is_kept(s, sh))
-                return p11_read_attribute(s, sh->object, CKA_VALUE, WRAPPED_SHARD_VALUE_MAX,
-                                          "a counter shard", (void **)ret, ret_len);
-        copy = malloc(k->len + 1);
-        if (!copy)
-                return -ENOMEM;
-        memcpy(copy, k->text, k->len + 1);
-        *ret = copy;
-        *ret_len = k->len;
-        return 0;
+        if (shard_is_kept(s, sh)) {
+                *ret = copy_text(k->text, k->len);
+                *ret_len = k->len;
+                return *ret ? 0 : -ENOMEM;
+        }
+        r = p11_read_attribute(s, sh->object, CKA_VALUE, WRAPPED_SHARD_VALUE_MAX, "a counter shard",
+                               (void **)ret, ret_len);
+        if (r >= 0)
+                shard_keep(s, sh, copy_text(*ret, *ret_len), *ret_len);
+        return r;
 }
 
 /* ---- loading and saving ---- */
@@ -358,8 +361,6 @@ static int shard_load_index(struct store *s, unsigned index, struct shard *ret)
                 r = shard_read_value(s, &sh, &sh.text, &len);
                 if (r >= 0)
                         r = shard_parse(&sh, sh.text, len);
-                if (r >= 0)
-                        shard_keep(s, &sh, sh.text, len);
                 if (r == -EBADMSG || r == -EFBIG)
                         return log_error_errno(-EBADMSG,
                                                "Counter shard %u on token \"%s\" is malformed: "
@@ -407,7 +408,7 @@ static int shard_save(struct store *s, struct shard *sh)
                 destroy_version(s, sh, sh->object);
         sh->object = handle;
         sh->version++;
-        shard_keep(s, sh, text, len);
+        shard_keep(s, sh, TAKE_PTR(text), len);
         return 0;
 }
 
