@@ -6,8 +6,7 @@
 //   plan.json      {"results":["temporary",...], "default":"sent", "retry_after":N,
 //                   "sleep_ms":N, "reason":"..."}: the n-th attempt (counted over all
 //                   messages) answers results[n], then default; "crash" exits without a line
-//   attempts.log   one line per attempt (appended)
-//   numbers/       one empty file per attempt, named by its number n (taken with O_EXCL)
+//   attempts/      one empty file per attempt, named by its number n (taken with O_EXCL)
 //   sent/          each delivered message, as the bytes read from fd 3 (named <n>.eml)
 //   tokens.log     the token line of each attempt, minus the token itself
 const fs = require('node:fs');
@@ -19,11 +18,11 @@ const message = fs.readFileSync(3);
 const stdin = fs.readFileSync(0, 'utf8');
 const tokenLine = JSON.parse(stdin.split('\n')[0]);
 // The attempt's number, taken with O_EXCL: helpers run side by side (four at once, and the
-// orphans of a killed broker). Counting attempts.log's lines after appending to it gave two of
-// them one number, and then one's sent/ file replaced the other's: a message delivered but not
-// found in sent/.
+// orphans of a killed broker). Counting an attempts.log's lines after appending to it gave two
+// of them one number, and then one's sent/ file replaced the other's: a message delivered but
+// not found in sent/.
 function takeNumber() {
-  const numbers = path.join(dir, 'numbers');
+  const numbers = path.join(dir, 'attempts');
   fs.mkdirSync(numbers, { recursive: true });
   for (let k = 0; ; k++) {
     try {
@@ -35,7 +34,6 @@ function takeNumber() {
   }
 }
 const n = takeNumber();
-fs.appendFileSync(path.join(dir, 'attempts.log'), 'x\n');
 const result = (plan.results || [])[n] || plan.default || 'sent';
 const { access_token: token, ...rest } = tokenLine;
 fs.appendFileSync(path.join(dir, 'tokens.log'), JSON.stringify({ n, has_token: !!token, token, ...rest }) + '\n');

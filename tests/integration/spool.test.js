@@ -57,8 +57,8 @@ function sent(h) {
 }
 
 function attempts(h) {
-  const f = path.join(h.fakeDir, 'attempts.log');
-  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').split('\n').filter((l) => l).length : 0;
+  const d = path.join(h.fakeDir, 'attempts');
+  return fs.existsSync(d) ? fs.readdirSync(d).length : 0;
 }
 
 // mail.submit, chunks of at most 48 KiB of base64, mail.commit: the replies.
