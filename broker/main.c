@@ -158,6 +158,9 @@ static int broker_open(struct broker *b)
         r = audit_start(b, install_key);
         if (r < 0)
                 return r;
+        if (!ENABLE_AUDIT_CHAIN)
+                log_error("Built with -Daudit_chain=false, a benchmark baseline: the audit log "
+                          "has no hash chain and no periodic checkpoints. Do not use it.");
         if (!secret_memory_locked())
                 log_warning("Secret memory could not be locked (RLIMIT_MEMLOCK, systemd "
                             "LimitMEMLOCK=): secrets stay out of core dumps but may be swapped.");

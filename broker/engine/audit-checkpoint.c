@@ -15,6 +15,7 @@
 #include "audit-journal.h"
 #include "audit.h"
 #include "broker.h"
+#include "build-config.h"
 #include "config.h"
 #include "fault.h"
 #include "log.h"
@@ -389,7 +390,7 @@ void audit_checkpoint_tick(struct audit_checkpointer *c)
                 c->last_size_check_usec = now;
                 (void)audit_check_truncation(c->b->audit);
         }
-        if (now - c->last_usec >= every) {
+        if (ENABLE_AUDIT_CHAIN && now - c->last_usec >= every) {
                 c->last_usec = now;
                 if (audit_unsealed(c->b->audit) > 0 && c->n_pending < NOTE_PENDING_MAX)
                         (void)ask(c);

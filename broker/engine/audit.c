@@ -15,6 +15,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "build-config.h"
 #include "json.h"
 #include "log.h"
 #include "signed-note.h"
@@ -542,6 +543,8 @@ static int print_record(const struct audit_record *r, char **ret_body, size_t *r
  * apart (docs/audit.md). */
 static void maybe_hook(struct audit *a)
 {
+        if (!ENABLE_AUDIT_CHAIN)
+                return;
         if (a->hook && a->hook_every && a->seq - a->requested >= a->hook_every)
                 a->hook(a->hook_userdata);
 }
@@ -602,6 +605,8 @@ static void hash_start(const struct audit *a, const char *body, size_t body_len,
         const char *m = members(body, body_len, &len);
 
         sha256_init(ret);
+        if (!ENABLE_AUDIT_CHAIN)
+                return;
         sha256_update(ret, a->line_start_len, (const uint8_t *)a->line_start);
         if (len > 0) {
                 sha256_update(ret, 1, (const uint8_t *)",");
@@ -624,10 +629,12 @@ static size_t format_tail(const struct audit *a, char tail[static AUDIT_TAIL_MAX
         n += sizeof(time_key) - 1;
         format_rfc3339_ms(now_realtime_usec(), tail + n);
         n += 24;
-        memcpy(tail + n, prev_key, sizeof(prev_key) - 1);
-        n += sizeof(prev_key) - 1;
-        hex_encode(a->head, 32, tail + n);
-        n += 64;
+        if (ENABLE_AUDIT_CHAIN) {
+                memcpy(tail + n, prev_key, sizeof(prev_key) - 1);
+                n += sizeof(prev_key) - 1;
+                hex_encode(a->head, 32, tail + n);
+                n += 64;
+        }
         tail[n++] = '"';
         tail[n++] = '}';
         return n;
@@ -698,13 +705,16 @@ static int write_line(struct audit *a, const char *body, size_t body_len,
         r = append(a, iov, ELEMENTSOF(iov), total);
         if (r < 0)
                 return r;
-        if (start)
-                ctx = *start;
-        else
-                hash_start(a, body, body_len, &ctx);
-        sha256_update(&ctx, tail_len, (const uint8_t *)tail);
-        sha256_digest(&ctx, sizeof(digest), digest);
-        memcpy(a->head, digest, 32);
+        if (ENABLE_AUDIT_CHAIN) {
+                if (start)
+                        ctx = *start;
+                else
+                        hash_start(a, body, body_len, &ctx);
+                sha256_update(&ctx, tail_len, (const uint8_t *)tail);
+                sha256_digest(&ctx, sizeof(digest), digest);
+                memcpy(a->head, digest, 32);
+        } else
+                memset(digest, 0, sizeof(digest));
         a->size += total;
         drop_behind(a);
         if (a->o.mirror)
