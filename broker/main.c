@@ -132,6 +132,7 @@ static int broker_open(struct broker *b)
             .backend = b->config->store == CONFIG_STORE_WRAPPED ? STORE_BACKEND_WRAPPED
                                                                 : STORE_BACKEND_OBJECTS,
             .wrapped_dir = b->config->wrapped_dir,
+            .softhsm_reopen_after = b->config->softhsm_reopen_after,
         };
         struct idp_options idp_options = {
             .ca_bundle = b->config->ca_bundle,

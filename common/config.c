@@ -71,6 +71,7 @@ int config_new_default(struct config **ret)
                 return -ENOMEM;
         }
         c->n_module_dirs = 2;
+        c->softhsm_reopen_after = CONFIG_SOFTHSM_REOPEN_AFTER_DEFAULT;
         c->keepalive_days = CONFIG_KEEPALIVE_DAYS_DEFAULT;
         c->connect_timeout_sec = 10;
         c->timeout_sec = 30;
@@ -271,6 +272,11 @@ static int set_pkcs11(struct config *c, const char *key, char *value)
                 return set_store(c, value);
         if (strcmp(key, "wrapped_dir") == 0)
                 return value[0] != '/' ? -EINVAL : set_string(&c->wrapped_dir, value);
+        if (strcmp(key, "softhsm_reopen_after") == 0)
+                return parse_u32(value, &c->softhsm_reopen_after) < 0 ||
+                               c->softhsm_reopen_after > 1000000
+                           ? -EINVAL
+                           : 0;
         return -ENOENT;
 }
 

@@ -28,6 +28,10 @@
 #define CONFIG_MAIL_RETRY_MIN_DEFAULT 60u
 #define CONFIG_MAIL_RETRY_MAX_DEFAULT 3600u
 
+/* [pkcs11] softhsm_reopen_after: SoftHSM2 keeps about 870 bytes for each object destroyed
+ * until it is finalized; 4,096 is about 3.5 MB (store.h, store_reopen_if_due()). */
+#define CONFIG_SOFTHSM_REOPEN_AFTER_DEFAULT 4096u
+
 /* [pkcs11] store: where account metadata, refresh tokens and client secrets live (store.h's
  * enum store_backend; pkcs11/README.md). */
 enum config_store {
@@ -69,6 +73,9 @@ struct config {
         unsigned n_module_dirs;
         enum config_store store;
         char *wrapped_dir; /* absolute; created 0700 by whoever opens the store first */
+        /* SoftHSM2 tokens: objects destroyed before the broker opens the token again, which
+         * gives back the memory SoftHSM2 keeps for each (store.h); 0: never. */
+        uint32_t softhsm_reopen_after;
         /* [identity] */
         enum cloud cloud; /* sets authority and graph unless they are given */
         char *authority;

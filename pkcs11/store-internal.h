@@ -67,6 +67,10 @@ struct store {
 
         /* Counts the sessions opened again: object handles found in an earlier one are stale. */
         unsigned session_epoch;
+        /* store_reopen_if_due(): the objects destroyed since C_Initialize, and after how many
+         * the token is opened again (0: never, a token that is not SoftHSM2). */
+        unsigned destroyed;
+        unsigned reopen_after;
         /* The `wrapped` backend's directory and handles (store-wrapped.h); NULL: `objects`. */
         struct p11_wrapped *wrapped;
 };
@@ -98,6 +102,9 @@ int p11_load_module(struct store *s, const char *module);
  * several (each listed in the log). */
 int p11_find_token(struct store *s, const char *module_path, const char *token_uri,
                    CK_SLOT_ID *ret_slot, CK_TOKEN_INFO *ret_info);
+/* Whether the token is SoftHSM2's (its manufacturer), which keeps memory for destroyed objects
+ * until it is finalized (store_reopen_if_due()). */
+bool p11_token_is_softhsm(const CK_TOKEN_INFO *info);
 
 /* store-pin.c: the PIN */
 /* Checks pin_source's syntax and returns the file to read and whether its owner and mode are

@@ -401,6 +401,16 @@ int p11_find_token(struct store *s, const char *module_path, const char *token_u
         return 0;
 }
 
+bool p11_token_is_softhsm(const CK_TOKEN_INFO *info)
+{
+        static const char softhsm[] = "SoftHSM project";
+
+        /* Blank-padded, not NUL-terminated. */
+        return memcmp(info->manufacturerID, softhsm, sizeof(softhsm) - 1) == 0 &&
+               p11_kit_space_strlen(info->manufacturerID, sizeof(info->manufacturerID)) ==
+                   sizeof(softhsm) - 1;
+}
+
 /* The resolved path, so what we load is what we checked: its directories let no one but root (or
  * us) replace it in between. Not /proc/self/fd/N: glibc's dlopen() matches an already loaded
  * library by that name, whatever the descriptor now is. */

@@ -377,5 +377,6 @@ int p11_destroy_object(struct store *s, CK_OBJECT_HANDLE handle, const char *wha
         rv = s->module->C_DestroyObject(s->session, handle);
         if (rv != CKR_OK)
                 return object_fail(s, "C_DestroyObject", what, rv);
+        s->destroyed++;
         return 0;
 }

@@ -199,6 +199,7 @@ static int store_reopen(struct store *s)
         if (rv != CKR_OK)
                 return p11_ck_fail(s, "C_Initialize", s->module_path, rv);
         s->initialized = true;
+        s->destroyed = 0;
         r = p11_find_token(s, s->module_path, s->token_uri, &slot, &info);
         if (r < 0)
                 return r;
@@ -222,6 +223,20 @@ static int store_reopen(struct store *s)
         return r;
 }
 
+/* After a reopen that failed: the next operation tries again after the backoff. */
+static int reopen_failed(struct store *s, int r, uint64_t now)
+{
+        if (s->reopen_failures < 30)
+                s->reopen_failures++;
+        s->reopen_at_usec = now + reopen_delay_usec(s->reopen_failures);
+        if (s->login_refused)
+                return r;
+        log_warning_errno(r, "Cannot open token \"%s\" again; next attempt in %llu s",
+                          s->token_label,
+                          (unsigned long long)((s->reopen_at_usec - now) / USEC_PER_SEC));
+        return -EAGAIN;
+}
+
 int store_ensure_session(struct store *s)
 {
         uint64_t now;
@@ -238,20 +253,31 @@ int store_ensure_session(struct store *s)
                 return -EAGAIN;
 
         r = store_reopen(s);
-        if (r < 0) {
-                if (s->reopen_failures < 30)
-                        s->reopen_failures++;
-                s->reopen_at_usec = now + reopen_delay_usec(s->reopen_failures);
-                if (s->login_refused)
-                        return r;
-                log_warning_errno(r, "Cannot open token \"%s\" again; next attempt in %llu s",
-                                  s->token_label,
-                                  (unsigned long long)((s->reopen_at_usec - now) / USEC_PER_SEC));
-                return -EAGAIN;
-        }
+        if (r < 0)
+                return reopen_failed(s, r, now);
         s->session_lost = false;
         s->reopen_failures = 0;
         s->reopen_at_usec = 0;
         log_notice("Opened the session to token \"%s\" again.", s->token_label);
         return 0;
+}
+
+int store_reopen_if_due(struct store *s)
+{
+        unsigned destroyed;
+        int r;
+
+        if (!s || s->reopen_after == 0 || s->destroyed < s->reopen_after || s->session_lost)
+                return 0;
+        destroyed = s->destroyed;
+        r = store_reopen(s);
+        if (r < 0) {
+                /* Handled as a lost session from here on: the next operation opens it. */
+                s->session_lost = true;
+                return reopen_failed(s, r, now_boottime_usec());
+        }
+        log_debug("Opened token \"%s\" again after %u destroyed objects: SoftHSM2 gives back "
+                  "what it kept for them only when finalized.",
+                  s->token_label, destroyed);
+        return 1;
 }

@@ -60,6 +60,8 @@ int store_open(const struct store_options *options, struct store **ret)
         s->token_label = p11_kit_space_strdup(info.label, sizeof(info.label));
         if (!s->token_label)
                 return -ENOMEM;
+        if (p11_token_is_softhsm(&info))
+                s->reopen_after = options->softhsm_reopen_after;
 
         rv = s->module->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
                                       &s->session);

@@ -200,6 +200,13 @@ static void *worker_main(void *userdata)
                 /* An eventfd write fails only when the counter would overflow, which cannot
                  * happen with the loop reading it. */
                 (void)!write(w->wake.fd, &one, sizeof(one));
+                if (!w->stopping) {
+                        /* Between jobs, never inside one: no job holds an object handle now.
+                         * SoftHSM2 gives back the memory of destroyed objects (store.h). */
+                        pthread_mutex_unlock(&w->lock);
+                        (void)store_reopen_if_due(w->store);
+                        pthread_mutex_lock(&w->lock);
+                }
         }
         w->exited = true;
         pthread_cond_broadcast(&w->changed);

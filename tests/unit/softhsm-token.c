@@ -108,6 +108,12 @@ void test_token_init(struct test_token *t, const char *label, const char *pin, c
 
 int test_token_open(const struct test_token *t, struct store **ret)
 {
+        return test_token_open_reopening(t, 0, ret);
+}
+
+int test_token_open_reopening(const struct test_token *t, unsigned softhsm_reopen_after,
+                              struct store **ret)
+{
         static char pattern_lib[] = "/usr/lib*";
         static char *const lib_dirs[] = {pattern_lib};
         char uri[256];
@@ -117,6 +123,7 @@ int test_token_open(const struct test_token *t, struct store **ret)
             .pin_source = t->pin_source,
             .module_dirs = lib_dirs,
             .n_module_dirs = 1,
+            .softhsm_reopen_after = softhsm_reopen_after,
         };
 
         if ((size_t)snprintf(uri, sizeof(uri), "pkcs11:token=%s", t->label) >= sizeof(uri))

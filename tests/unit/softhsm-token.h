@@ -44,6 +44,9 @@ struct store;
 /* store_open() on the token test_token_init() made, with t's module and PIN file and
  * "/usr/lib*" as the module allow-list. */
 int test_token_open(const struct test_token *t, struct store **ret);
+/* The same, with store_options.softhsm_reopen_after set (test_token_open(): 0, never). */
+int test_token_open_reopening(const struct test_token *t, unsigned softhsm_reopen_after,
+                              struct store **ret);
 
 /* Removes the temporary directory and everything in it. */
 void test_token_cleanup(struct test_token *t);

@@ -252,6 +252,28 @@ static void test_store(void)
         expect_fail("[broker]\nstore = wrapped\n", "store outside [pkcs11] is refused");
 }
 
+/* [pkcs11] softhsm_reopen_after (store_reopen_if_due()). */
+static void test_softhsm_reopen_after(void)
+{
+        struct config *c = NULL;
+
+        is_int(load("[broker]\n", &c), 0, "no softhsm_reopen_after");
+        if (c) {
+                is_int(c->softhsm_reopen_after, 4096,
+                       "SoftHSM2 reopened every 4,096 destroyed objects");
+                config_free(c);
+        }
+        c = NULL;
+        is_int(load("[pkcs11]\nsofthsm_reopen_after = 0\n", &c), 0, "softhsm_reopen_after = 0");
+        if (c) {
+                is_int(c->softhsm_reopen_after, 0, "never");
+                config_free(c);
+        }
+        expect_fail("[pkcs11]\nsofthsm_reopen_after = 1000001\n", "more than a million is refused");
+        expect_fail("[pkcs11]\nsofthsm_reopen_after = -1\n", "a negative count is refused");
+        expect_fail("[pkcs11]\nsofthsm_reopen_after =\n", "an empty count is refused");
+}
+
 static void test_errors(void)
 {
         char line[1100];
@@ -511,6 +533,7 @@ int main(void)
         test_full();
         test_module_dirs();
         test_store();
+        test_softhsm_reopen_after();
         test_errors();
         test_owner();
         test_refresh_keys();
