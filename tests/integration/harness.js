@@ -436,6 +436,25 @@ class Harness {
     fs.chmodSync(this.conf, 0o644);
   }
 
+  // Puts OpenSC's pkcs11-spy between the next broker started and SoftHSM2, with these [pkcs11]
+  // keys besides; returns a function that lists the names of the calls logged so far ("12:
+  // C_FindObjectsInit" opens each entry). pkcs11-spy logs every argument, PINs and object values
+  // included: test tokens only.
+  spyOnPkcs11(pkcs11 = {}) {
+    const spy = process.env.PKCS11_SPY_MODULE || '/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so';
+    const log = this.p('pkcs11-spy.log');
+    this.opts.config = { ...(this.opts.config || {}), pkcs11: { module: spy, ...pkcs11 } };
+    this.writeConfig();
+    this.opts.brokerEnv = { ...(this.opts.brokerEnv || {}), PKCS11SPY: SOFTHSM_MODULE, PKCS11SPY_OUTPUT: log };
+    return () => {
+      let text = '';
+      try {
+        text = fs.readFileSync(log, 'utf8');
+      } catch (_) { /* nothing logged yet */ }
+      return [...text.matchAll(/^\d+: (C_\w+)/gm)].map((m) => m[1]);
+    };
+  }
+
   // profiles: name -> { account, scopes: [...], rules: ['peer required uid root', ...] } or a
   // string with the file's verbatim text.
   writePolicies(profiles) {

@@ -7,40 +7,26 @@
 // pkcs11-spy logs every argument, PINs and object values included: test tokens only.
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const { setup, SOFTHSM_MODULE } = require('./harness');
+const { setup } = require('./harness');
 
 // [pkcs11] store, as the harness chooses it (meson runs this file with both).
 const WRAPPED = (process.env.CREDBROKER_TEST_STORE || 'objects') === 'wrapped';
 
-const SPY = process.env.PKCS11_SPY_MODULE || '/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so';
 const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
 const CACHED_ISSUANCES = 500;
 
 let h;
-let spyLog;
+let spyCalls;
 before(async () => {
   // The account is imported straight into SoftHSM2; only the broker goes through the spy.
   h = await setup({ startBroker: false });
   // Other accounts' objects in the token must not make alerts' refresh dearer: after the first
   // scan the store looks alerts' generation up by its exact label (store-refresh-token.c).
   for (let i = 0; i < 20; i++) await h.importAccount(`other${i}`, `0.OTHER${i}-refresh-token`);
-  spyLog = h.p('pkcs11-spy.log');
-  h.opts.config = { ...(h.opts.config || {}), pkcs11: { module: SPY } };
-  h.writeConfig();
-  h.opts.brokerEnv = { PKCS11SPY: SOFTHSM_MODULE, PKCS11SPY_OUTPUT: spyLog };
+  spyCalls = h.spyOnPkcs11();
   await h.startBroker();
 });
 after(() => h && h.teardown());
-
-// The names of the calls logged so far ("12: C_FindObjectsInit" opens each entry).
-function spyCalls() {
-  let text = '';
-  try {
-    text = fs.readFileSync(spyLog, 'utf8');
-  } catch (_) { /* nothing logged yet */ }
-  return [...text.matchAll(/^\d+: (C_\w+)/gm)].map((m) => m[1]);
-}
 
 test('the broker loaded its module through pkcs11-spy', () => {
   assert.ok(spyCalls().includes('C_Login'), 'the spy saw the login');

@@ -8,32 +8,19 @@
 // logs PINs).
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const fs = require('node:fs');
-const { setup, SOFTHSM_MODULE } = require('./harness');
+const { setup } = require('./harness');
 
-const SPY = process.env.PKCS11_SPY_MODULE || '/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so';
 const TOKEN = { v: 1, op: 'token', profile: 'alerts' };
 const REFRESHES = 12;
 
 let h;
-let spyLog;
+let spyCalls;
 before(async () => {
   h = await setup({ startBroker: false });
-  spyLog = h.p('pkcs11-spy.log');
-  h.opts.config = { ...(h.opts.config || {}), pkcs11: { module: SPY, softhsm_reopen_after: 3 } };
-  h.writeConfig();
-  h.opts.brokerEnv = { PKCS11SPY: SOFTHSM_MODULE, PKCS11SPY_OUTPUT: spyLog };
+  spyCalls = h.spyOnPkcs11({ softhsm_reopen_after: 3 });
   await h.startBroker();
 });
 after(() => h && h.teardown());
-
-function spyCalls() {
-  let text = '';
-  try {
-    text = fs.readFileSync(spyLog, 'utf8');
-  } catch (_) { /* nothing logged yet */ }
-  return [...text.matchAll(/^\d+: (C_\w+)/gm)].map((m) => m[1]);
-}
 const count = (calls, name) => calls.filter((c) => c === name).length;
 
 test(`${REFRESHES} forced refreshes: the token is opened again every 3 destroyed objects`, { timeout: 60000 }, async (t) => {
