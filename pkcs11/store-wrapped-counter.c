@@ -312,15 +312,6 @@ static void shard_keep(struct store *s, const struct shard *sh, char *text, size
                                                     .len = len};
 }
 
-static char *copy_text(const char *text, size_t len)
-{
-        char *copy = malloc(len + 1);
-
-        if (copy)
-                memcpy(copy, text, len + 1);
-        return copy;
-}
-
 /* The value of sh's newest version: the kept copy when it is of that object, else the token's,
  * which is then kept. */
 static int shard_read_value(struct store *s, const struct shard *sh, char **ret, size_t *ret_len)
@@ -329,14 +320,14 @@ static int shard_read_value(struct store *s, const struct shard *sh, char **ret,
         int r;
 
         if (shard_is_kept(s, sh)) {
-                *ret = copy_text(k->text, k->len);
+                *ret = bytes_to_string(k->text, k->len);
                 *ret_len = k->len;
                 return *ret ? 0 : -ENOMEM;
         }
         r = p11_read_attribute(s, sh->object, CKA_VALUE, WRAPPED_SHARD_VALUE_MAX, "a counter shard",
                                (void **)ret, ret_len);
         if (r >= 0)
-                shard_keep(s, sh, copy_text(*ret, *ret_len), *ret_len);
+                shard_keep(s, sh, bytes_to_string(*ret, *ret_len), *ret_len);
         return r;
 }
 

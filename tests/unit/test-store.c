@@ -259,6 +259,31 @@ static void test_module_paths(void)
         store_close(s);
 }
 
+/* A CK_TOKEN_INFO whose manufacturerID is text, blank-padded as PKCS#11 has it. */
+static CK_TOKEN_INFO token_info_of(const char *text)
+{
+        CK_TOKEN_INFO info;
+
+        memset(&info, 0, sizeof(info));
+        memset(info.manufacturerID, ' ', sizeof(info.manufacturerID));
+        memcpy(info.manufacturerID, text, strlen(text));
+        return info;
+}
+
+/* store_reopen_if_due() reopens SoftHSM2 only: another module is never finalized under it. */
+static void test_token_is_softhsm(void)
+{
+        CK_TOKEN_INFO info = token_info_of("SoftHSM project");
+
+        ok(p11_token_is_softhsm(&info), "SoftHSM2's manufacturer is recognised");
+        info = token_info_of("SoftHSM projectX");
+        ok(!p11_token_is_softhsm(&info), "a longer name is not SoftHSM2's");
+        info = token_info_of("SoftHSM");
+        ok(!p11_token_is_softhsm(&info), "nor a prefix of it");
+        info = token_info_of("OpenSC Project");
+        ok(!p11_token_is_softhsm(&info), "nor another manufacturer's");
+}
+
 static void test_token_uri(void)
 {
         refused(module, lib_dirs, 1, "pkcs11:token=no-such-token", pin_source, -ENODEV,
@@ -1710,6 +1735,7 @@ int main(void)
         setup();
         test_module_paths();
         test_token_uri();
+        test_token_is_softhsm();
         test_pin_sources();
         test_module_allow_list();
         test_token_uri_selection();
