@@ -101,8 +101,12 @@ struct policy_profile {
 };
 
 struct policy_set {
-        struct policy_profile **profiles; /* sorted by name */
-        size_t n;
+        struct policy_profile **profiles; /* sorted by name, for listing */
+        size_t n, allocated;
+        /* name → profile: every token request looks its profile up, and a binary search over
+         * 10,000 profiles touched a dozen of them, each a cache miss. Keys are the profiles' own
+         * names. */
+        struct hashmap *by_name;
 };
 
 /* Reports one problem; file "" for the directory itself, line 0 for a whole file. */

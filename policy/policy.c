@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "hashmap.h"
+
 void policy_set_free(struct policy_set *set)
 {
         if (!set)
@@ -14,24 +16,13 @@ void policy_set_free(struct policy_set *set)
         for (size_t i = 0; i < set->n; i++)
                 policy_profile_free_internal(set->profiles[i]);
         free(set->profiles);
+        hashmap_free(set->by_name);
         free(set);
 }
 
 const struct policy_profile *policy_set_find(const struct policy_set *set, const char *name)
 {
-        size_t lo = 0, hi = set->n;
-
-        while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                int c = strcmp(name, set->profiles[mid]->name);
-                if (c == 0)
-                        return set->profiles[mid];
-                if (c < 0)
-                        hi = mid;
-                else
-                        lo = mid + 1;
-        }
-        return NULL;
+        return hashmap_get(set->by_name, name);
 }
 
 size_t policy_set_count(const struct policy_set *set)

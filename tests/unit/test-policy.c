@@ -825,6 +825,52 @@ static void test_files(void)
         remove_file("common");
 }
 
+/* An MSP host's policy: hundreds of profiles, each found by its name with its own account, none
+ * found by a name the directory lacks, and listed sorted. */
+static void test_many_profiles(void)
+{
+        enum { N = 300 };
+        struct policy_set *set = NULL;
+        char many[300], name[32], text[64];
+        unsigned found = 0, sorted = 1;
+
+        snprintf(many, sizeof(many), "%s/many", dir);
+        if (mkdir(many, 0755) < 0)
+                abort();
+        for (unsigned i = 0; i < N; i++) {
+                snprintf(name, sizeof(name), "many/p%03u", i);
+                snprintf(text, sizeof(text), "account a%u\nscope S\n", i);
+                write_file(name, text, 0644);
+        }
+        reset_errors();
+        is_int(policy_set_load_reporting(many, collect_error, NULL, &set), 0,
+               "a directory of 300 profiles loads");
+        is_int(set ? policy_set_count(set) : 0, N, "all 300 are in the set");
+        for (unsigned i = 0; set && i < N; i++) {
+                const struct policy_profile *p;
+
+                snprintf(name, sizeof(name), "p%03u", i);
+                snprintf(text, sizeof(text), "a%u", i);
+                p = policy_set_find(set, name);
+                found += p && strcmp(policy_profile_name(p), name) == 0 &&
+                         strcmp(policy_profile_account(p), text) == 0;
+        }
+        is_int(found, N, "each profile is found by its name, with its own account");
+        ok(set && !policy_set_find(set, "p300") && !policy_set_find(set, "p00") &&
+               !policy_set_find(set, "") && !policy_set_find(set, "p0000"),
+           "names the directory lacks are not found");
+        for (size_t i = 1; set && i < N; i++)
+                sorted &= strcmp(policy_profile_name(policy_set_get(set, i - 1)),
+                                 policy_profile_name(policy_set_get(set, i))) < 0;
+        ok(sorted, "the set lists its profiles sorted by name");
+        policy_set_free(set);
+        for (unsigned i = 0; i < N; i++) {
+                snprintf(name, sizeof(name), "many/p%03u", i);
+                remove_file(name);
+        }
+        rmdir(many);
+}
+
 static void test_includes(void)
 {
         struct policy_set *set = NULL;
@@ -935,6 +981,7 @@ int main(void)
         test_time();
         test_rate();
         test_files();
+        test_many_profiles();
         test_includes();
         test_examples();
 
