@@ -739,7 +739,7 @@ static void test_files(void)
         is_int(policy_set_count(set), 1, "the fragment is not a profile");
         ok(set && policy_set_find(set, "alerts") != NULL, "profile found by name");
         ok(set && policy_set_find(set, "nope") == NULL, "unknown profile not found");
-        if (set) {
+        if (set && policy_set_find(set, "alerts")) {
                 size_t n;
                 policy_profile_scopes(policy_set_find(set, "alerts"), &n);
                 is_int(n, 2, "the included scope counts");
