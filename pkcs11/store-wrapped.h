@@ -60,6 +60,7 @@ struct p11_wrapped_kek {
  * newest version: a refresh loads its shard five times. */
 struct p11_wrapped_kept_shard {
         unsigned epoch;   /* of the session the handle belongs to */
+        uint64_t stamp;   /* the shard's change stamp when it was kept */
         uint64_t version; /* 0: none kept */
         CK_OBJECT_HANDLE object;
         char *text; /* NUL-terminated */

@@ -830,6 +830,62 @@ static void test_kept_shard(struct store *s)
         }
 }
 
+/* The path of account's shard lock file, which holds the shard's change stamp. */
+static void stamp_path(const char *account, char out[static PATH_MAX])
+{
+        if ((size_t)snprintf(out, PATH_MAX, "%s/.counter-shard@%u.lock", store_dir,
+                             p11_wrapped_shard_of(account)) >= PATH_MAX)
+                test_die("path too long");
+}
+
+/* A shard's kept copy is used without a search only while the stamp in its lock file is the one
+ * it was kept with: every change writes a new one first, and a change the stamp announces is read
+ * from the token (here one that a crash between another process's create and destroy left: a
+ * newer version beside the kept one, which is still there under its label). */
+static void test_shard_stamp(struct store *s)
+{
+        _cleanup_secret_ struct secret *rt = secret_of("refresh-token-stamped");
+        _cleanup_free_ char *before = NULL;
+        char path[PATH_MAX], value[65536], good[256], *after;
+        struct raw_shard sh;
+        uint64_t g = 0;
+        size_t at;
+
+        stamp_path("alerts", path);
+        before = strdup(read_text(path) ? read_text(path) : "");
+        is_int(store_write_refresh_token(s, "alerts", rt, &g), 0, "a write changes the shard");
+        after = read_text(path);
+        ok(after && strlen(after) == 17 && after[16] == '\n' && strcmp(after, before) != 0,
+           "and wrote a new change stamp first");
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), 0,
+                       "read: the shard is kept");
+        }
+        raw_counter_line(s, "alerts", good);
+        raw_shard(s, "alerts", &sh);
+        snprintf(value, sizeof(value), "%s", sh.value);
+        at = (size_t)(strstr(value, good) - value) + strlen(good);
+        memmove(value + at + 5, value + at, strlen(value + at) + 1);
+        memcpy(value + at, " junk", 5);
+        raw_create_shard(s, "alerts", sh.version + 1, value);
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                write_text(path, "00000000000000ab\n");
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
+                       "a new stamp: the newer version beside the kept one is read");
+        }
+        raw_set_line(s, "alerts", good);
+        {
+                _cleanup_secret_ struct secret *back = NULL;
+
+                is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good line again");
+                ok(back && secret_equal(back, rt), "with the token written");
+        }
+}
+
 /* Root (the CLI before the broker ever ran) makes the directory and the files the broker's: the
  * owner of the directory above. */
 static void test_root_owner(void)
@@ -1096,6 +1152,7 @@ int main(void)
         test_marker(&s);
         test_malformed_shard(s);
         test_kept_shard(s);
+        test_shard_stamp(s);
         test_root_owner();
         test_recreate(s);
         store_close(s);
