@@ -64,6 +64,10 @@ struct account {
          * when there is one, as most accounts have none: 256 bytes inline in each took 2.5 MB
          * for 10,000 accounts). */
         uint64_t last_refresh_at;
+        /* Unix seconds this run last stored the account's refresh token (a rotated one, or one
+         * kept in memory), 0: not since start. The keep-alive check takes a token stored since
+         * its cut-off as fresh without reading it from the store (keepalive.c). */
+        uint64_t refresh_token_stored_at;
         char *status_message;
         /* The refresh-token generation the previous run stopped during a refresh with (its
          * marker in the store named it, and it was still the newest), 0: none; and whether the

@@ -1,6 +1,7 @@
 /* Keep-alive of refresh tokens; see keepalive.h. The store worker lists the stale accounts (the
- * store knows when each refresh token was written); the loop starts an ordinary refresh for
- * each, which stores the rotated refresh token and so resets its age. */
+ * store knows when each refresh token was written), except those whose refresh token this run
+ * stored since the cut-off; the loop starts an ordinary refresh for each, which stores the
+ * rotated refresh token and so resets its age. */
 #include "keepalive.h"
 
 #include "build-config.h"
@@ -167,6 +168,27 @@ static void next_batch(struct keepalive *k)
         }
 }
 
+/* Drops the accounts whose refresh token this run stored since the cut-off: the store would say
+ * they are fresh too, after reading (wrapped: unsealing) each one's refresh token, an HSM call an
+ * account every hour. Keeps the others, in order. */
+static void drop_stored_since_cutoff(struct keepalive *k)
+{
+        size_t kept = 0;
+
+        for (size_t i = 0; i < k->n_accounts; i++) {
+                const struct account *a = account_find(k->broker->accounts, k->accounts[i]);
+
+                if (a && a->refresh_token_stored_at >= k->stale_before)
+                        free(k->accounts[i]);
+                else
+                        k->accounts[kept++] = k->accounts[i];
+        }
+        log_info("Keep-alive check: %zu account(s), %zu with a refresh token this run stored "
+                 "within %u days; %zu to look up in the store.",
+                 k->n_accounts, k->n_accounts - kept, k->broker->config->keepalive_days, kept);
+        k->n_accounts = kept;
+}
+
 static void on_listed(struct store_job *job, void *userdata)
 {
         struct keepalive *k = userdata;
@@ -184,6 +206,7 @@ static void on_listed(struct store_job *job, void *userdata)
         k->n_accounts = job->n_names;
         job->n_names = 0;
         k->next = 0;
+        drop_stored_since_cutoff(k);
         next_batch(k);
 }
 

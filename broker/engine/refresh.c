@@ -298,6 +298,7 @@ static void on_rotated_token_stored(struct store_job *job, void *userdata)
         } else {
                 audit_account_event(b->audit, a, "refresh", r->scope_key, job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
+                a->refresh_token_stored_at = now_realtime_usec() / USEC_PER_SEC;
         }
         /* The access token is in the cache whatever happened to the refresh token. */
         answer_waiters(b, a, r->scope_key, r->outcome);
@@ -489,6 +490,7 @@ static void on_unstored_token_written(struct store_job *job, void *userdata)
                 audit_account_event(r->broker->audit, a, "refresh_token_stored", r->scope_key,
                                     job->generation, NULL);
                 secret_free(TAKE_PTR(a->unstored_refresh_token));
+                a->refresh_token_stored_at = now_realtime_usec() / USEC_PER_SEC;
         } else {
                 log_error_errno(job->result,
                                 "Account %s: still cannot store the refresh token kept in memory",

@@ -97,6 +97,35 @@ test('keep-alive refreshes an account that a client has already loaded', {
   }
 });
 
+// An account whose refresh token this run stored within keepalive_days is fresh: the check
+// takes it as such without asking the store, which would read (wrapped: unseal) its refresh token,
+// an HSM call per account every hour (keepalive.c, drop_stored_since_cutoff()).
+test('keep-alive skips an account whose refresh token this run stored', {
+  timeout: 60000,
+  skip: process.env.CREDBROKER_FAULT_POINTS === '1' ? false : 'needs -Dfault_points=true',
+}, async () => {
+  const DELAY_MS = process.env.CREDBROKER_SANITIZE === '1' ? 9000 : 3000;
+  const sections = h.configSections();
+  sections.identity.keepalive_days = 1;
+  h.writeConfig(sections);
+  h.opts.brokerEnv = { CREDBROKER_TEST_KEEPALIVE_DELAY_MS: String(DELAY_MS) };
+  try {
+    await h.restartBroker();
+    await h.resetCounters();
+    const reply = await h.rawRequest(TOKEN);
+    assert.equal(reply.ok, true, JSON.stringify(reply));
+    const check = /Keep-alive check: (\d+) account\(s\), (\d+) with a refresh token this run stored within 1 days; (\d+) to look up in the store/;
+    const line = await waitFor('the keep-alive check', () => h.brokerLog().match(check),
+      { timeoutMs: DELAY_MS + 10000, intervalMs: 100 });
+    assert.deepEqual(line.slice(1, 4).map(Number), [1, 1, 0], line[0]);
+    await sleep(500);
+    assert.equal((await h.counters()).token, 1, 'the client\'s refresh only');
+  } finally {
+    h.opts.brokerEnv = {};
+    h.writeConfig();
+  }
+});
+
 test('keep-alive of an account that needs an administrator: no retry loop', { timeout: 60000 }, async () => {
   const sections = h.configSections();
   sections.identity.keepalive_days = 0;
