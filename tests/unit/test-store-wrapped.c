@@ -488,13 +488,28 @@ static void raw_create_shard(struct store *s, const char *account, unsigned long
                 test_die("create a shard");
 }
 
+/* Replaces account's shard (every version) with one version, version_step past the newest,
+ * whose value is value. */
+static void raw_replace_shard(struct store *s, const char *account, const char *value,
+                              unsigned long long version_step)
+{
+        struct raw_shard sh;
+        CK_FUNCTION_LIST *m;
+        CK_SESSION_HANDLE session;
+
+        raw_shard(s, account, &sh);
+        store_private_session(s, &m, &session);
+        for (CK_ULONG i = 0; i < sh.n; i++)
+                if (m->C_DestroyObject(session, sh.handles[i]) != CKR_OK)
+                        test_die("destroy a shard");
+        raw_create_shard(s, account, sh.version + version_step, value);
+}
+
 /* Replaces account's shard with one version whose line for account is line (the others kept). */
 static void raw_set_line_at(struct store *s, const char *account, const char *line,
                             unsigned long long version_step)
 {
         struct raw_shard sh;
-        CK_FUNCTION_LIST *m;
-        CK_SESSION_HANDLE session;
         char value[65536] = "", start[80];
 
         raw_shard(s, account, &sh);
@@ -509,11 +524,7 @@ static void raw_set_line_at(struct store *s, const char *account, const char *li
                         snprintf(value + strlen(value), sizeof(value) - strlen(value), "%.*s",
                                  (int)len, at);
         }
-        store_private_session(s, &m, &session);
-        for (CK_ULONG i = 0; i < sh.n; i++)
-                if (m->C_DestroyObject(session, sh.handles[i]) != CKR_OK)
-                        test_die("destroy a shard");
-        raw_create_shard(s, account, sh.version + version_step, value);
+        raw_replace_shard(s, account, value, version_step);
 }
 
 /* Replaces account's line in its shard with a new version, as another process would. */
@@ -772,15 +783,23 @@ static void test_marker(struct store **sp)
 static void test_malformed_shard(struct store *s)
 {
         _cleanup_secret_ struct secret *back = NULL;
-        char line[300], good[256];
+        static struct raw_shard before;
+        char line[600], good[256];
         uint64_t g;
 
+        raw_shard(s, "alerts", &before);
         raw_counter_line(s, "alerts", good);
         snprintf(line, sizeof(line), "%s junk", good);
         raw_set_line(s, "alerts", line);
         is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
                "a malformed shard refuses the account");
-        raw_set_line(s, "alerts", good);
+        snprintf(line, sizeof(line), "%s\n%s", good, good);
+        raw_set_line(s, "alerts", line);
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
+               "a shard naming an account twice refuses it");
+        is_int(store_read_refresh_token(s, "alerts", &back, &g), -EBADMSG,
+               "and again: a shard that fails its check is not kept (a kept one is trusted)");
+        raw_replace_shard(s, "alerts", before.value, 1);
         is_int(store_read_refresh_token(s, "alerts", &back, &g), 0, "the good one is used again");
 }
 
