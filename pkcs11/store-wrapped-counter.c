@@ -92,16 +92,28 @@ static void shard_clear(struct shard *sh)
 
 /* ---- the value: text, one line per account ---- */
 
+/* Room for at least n counters. */
+static int shard_reserve(struct shard *sh, size_t n)
+{
+        struct counter *p;
+
+        if (n <= sh->allocated)
+                return 0;
+        p = reallocarray(sh->counters, n, sizeof(*p));
+        if (!p)
+                return -ENOMEM;
+        sh->counters = p;
+        sh->allocated = n;
+        return 0;
+}
+
 static int shard_add(struct shard *sh, size_t at, const struct counter *c)
 {
         if (sh->n == sh->allocated) {
-                size_t more = sh->allocated ? sh->allocated * 2 : 16;
-                struct counter *p = reallocarray(sh->counters, more, sizeof(*p));
+                int r = shard_reserve(sh, sh->allocated ? sh->allocated * 2 : 16);
 
-                if (!p)
-                        return -ENOMEM;
-                sh->counters = p;
-                sh->allocated = more;
+                if (r < 0)
+                        return r;
         }
         memmove(&sh->counters[at + 1], &sh->counters[at], (sh->n - at) * sizeof(*sh->counters));
         sh->counters[at] = *c;
@@ -157,19 +169,15 @@ static int shard_parse(struct shard *sh, const char *text, size_t len, bool trus
 {
         const char *line = text, *end = text + len;
         size_t lines = 0;
+        int r;
 
         if (strlen(text) != len)
                 return -EBADMSG;
         for (const char *p = text; (p = memchr(p, '\n', (size_t)(end - p))); p++)
                 lines++;
-        if (lines > sh->allocated) {
-                struct counter *c = reallocarray(sh->counters, lines, sizeof(*c));
-
-                if (!c)
-                        return -ENOMEM;
-                sh->counters = c;
-                sh->allocated = lines;
-        }
+        r = shard_reserve(sh, lines);
+        if (r < 0)
+                return r;
         while (line < end) {
                 const char *newline = memchr(line, '\n', (size_t)(end - line));
                 const char *space = newline ? memchr(line, ' ', (size_t)(newline - line)) : NULL;
@@ -387,6 +395,7 @@ static bool shard_kept_is_current(struct store *s, struct shard *sh)
             k->epoch != s->session_epoch)
                 return false;
         snprintf(want, sizeof(want), WRAPPED_SHARD_PREFIX "%u/%" PRIu64, sh->index, k->version);
+        /* The read may have opened the session again, which makes the handle another's. */
         if (p11_get_label(s, k->object, label) < 0 || strcmp(label, want) != 0 ||
             k->epoch != s->session_epoch)
                 return false;
